@@ -1,0 +1,10 @@
+"""lowbit_flex: low-bit attention and linear layers that compose with FlexAttention and torch.library.
+
+Importing this package registers the ``torch.ops.lowbit.*`` custom ops (schemas, fake impls, CPU references).
+It never initialises CUDA, imports Triton or builds CUDA code: kernels are imported and built on first use.
+"""
+
+from lowbit_flex import ops, quant, score_mods
+from lowbit_flex._version import __version__
+
+__all__ = ["__version__", "ops", "quant", "score_mods"]

@@ -1,0 +1,207 @@
+"""Build ``csrc/`` into one shared library per GPU architecture, on first use, cached.
+
+The CUDA translation units are free of torch headers: each exports ``extern "C"`` launch functions taking raw
+pointers and a ``cudaStream_t`` and returning a status code (``csrc/common/status.h``). They are compiled with plain
+``nvcc`` (seconds per file, in parallel), linked into ``liblowbit_flex_cuda.so`` and called through ``ctypes`` by
+the kernel wrappers in ``lowbit_flex/kernels/``. No torch headers means no ABI tie to one torch version and a build
+that takes seconds instead of minutes.
+
+Cache: ``$LOWBIT_FLEX_CACHE`` (default ``~/.cache/lowbit_flex``) / ``<version>-<arch>-<hash of sources and flags>``,
+built behind a file lock so concurrent processes build once. ``LOWBIT_FLEX_NO_BUILD=1`` turns a cache miss into an
+error instead of a build. Build ahead of time with ``python -m lowbit_flex.cuda_build``.
+
+CUTLASS headers come from the ``nvidia-cutlass`` wheel (``cutlass_library/source/include``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import fcntl
+import functools
+import hashlib
+import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from lowbit_flex._version import __version__
+
+LIB_NAME = "liblowbit_flex_cuda.so"
+# sm_90a enables wgmma/setmaxnreg; its SASS runs on sm_90 only. sm_80 SASS runs on every sm_8x GPU.
+ARCH_GENCODE = {
+    "sm_80": "-gencode=arch=compute_80,code=sm_80",
+    "sm_90a": "-gencode=arch=compute_90a,code=sm_90a",
+}
+
+
+class CudaBuildError(RuntimeError):
+    """The CUDA library could not be built or loaded; the message says why and what to do."""
+
+
+def csrc_dir() -> Path:
+    """The ``csrc/`` tree: beside the package in a source checkout or editable install."""
+    root = Path(__file__).resolve().parents[1] / "csrc"
+    if not root.is_dir():
+        raise CudaBuildError(
+            f"CUDA sources not found at {root}: install lowbit_flex from a source checkout "
+            "(`pip install -e .`) to build its CUDA kernels"
+        )
+    return root
+
+
+def sources() -> list[Path]:
+    return sorted(csrc_dir().rglob("*.cu"))
+
+
+def cutlass_include() -> Path:
+    spec = importlib.util.find_spec("cutlass_library")  # find, not import: its package imports heavy deps
+    if spec is None or spec.origin is None:
+        raise CudaBuildError("CUTLASS headers not found: `pip install nvidia-cutlass` (or lowbit_flex[cuda])")
+    inc = Path(spec.origin).parent / "source" / "include"
+    if not (inc / "cutlass" / "cutlass.h").is_file():
+        raise CudaBuildError(f"nvidia-cutlass is installed but {inc}/cutlass/cutlass.h is missing")
+    return inc
+
+
+def nvcc() -> str:
+    for cand in (
+        os.environ.get("CUDA_HOME") and Path(os.environ["CUDA_HOME"]) / "bin" / "nvcc",
+        shutil.which("nvcc"),
+        Path("/usr/local/cuda/bin/nvcc"),
+    ):
+        if cand and Path(cand).is_file():
+            return str(cand)
+    raise CudaBuildError("nvcc not found: install the CUDA toolkit or set CUDA_HOME")
+
+
+def arch_for_capability(major: int, minor: int) -> str:
+    if major == 9 and minor == 0:
+        return "sm_90a"
+    if major == 8:
+        return "sm_80"
+    raise CudaBuildError(f"no CUDA kernels are built for compute capability {major}.{minor} (sm_80 and sm_90 are)")
+
+
+def nvcc_flags(arch: str) -> list[str]:
+    return [
+        "-O3", "-std=c++17", "-DNDEBUG", "--expt-relaxed-constexpr", "-Xcompiler=-fPIC",
+        "-Xcompiler=-fvisibility=hidden",  # only the LOWBIT_API (extern "C") launchers are exported
+        ARCH_GENCODE[arch], f"-I{csrc_dir()}", f"-I{cutlass_include()}",
+    ]  # fmt: skip
+
+
+def _compile(src: Path, obj: Path, arch: str) -> None:
+    cmd = [nvcc(), *nvcc_flags(arch), "-c", str(src), "-o", str(obj)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise CudaBuildError(f"nvcc failed on {src.name} for {arch}:\n{' '.join(cmd)}\n{proc.stderr[-8000:]}")
+
+
+def _cache_key(arch: str) -> str:
+    h = hashlib.sha256()
+    h.update(" ".join(nvcc_flags(arch)).encode())
+    root = csrc_dir()
+    for p in sorted(root.rglob("*")):
+        if p.is_file() and p.suffix in {".cu", ".cuh", ".h", ".hpp"}:
+            h.update(str(p.relative_to(root)).encode())
+            h.update(p.read_bytes())
+    return f"{__version__}-{arch}-{h.hexdigest()[:16]}"
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("LOWBIT_FLEX_CACHE", Path.home() / ".cache" / "lowbit_flex"))
+
+
+def build(arch: str, *, verbose: bool = True) -> Path:
+    """Build (or find cached) ``liblowbit_flex_cuda.so`` for ``arch``; return its path."""
+    out_dir = cache_dir() / _cache_key(arch)
+    lib = out_dir / LIB_NAME
+    if lib.is_file():
+        return lib
+    if os.environ.get("LOWBIT_FLEX_NO_BUILD") == "1":
+        raise CudaBuildError(f"{lib} is not built and LOWBIT_FLEX_NO_BUILD=1: run `python -m lowbit_flex.cuda_build`")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with open(out_dir / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # another process may be building the same key
+        if lib.is_file():
+            return lib
+        srcs = sources()
+        if verbose:
+            print(f"[lowbit_flex] building {len(srcs)} CUDA sources for {arch} into {out_dir} ...", file=sys.stderr)
+        t0 = time.time()
+        with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
+            objs = [Path(tmp) / f"{i}_{s.stem}.o" for i, s in enumerate(srcs)]
+            with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+                list(pool.map(lambda so: _compile(so[0], so[1], arch), zip(srcs, objs)))
+            tmp_lib = Path(tmp) / LIB_NAME
+            link = [nvcc(), "-shared", ARCH_GENCODE[arch], *map(str, objs), "-o", str(tmp_lib)]
+            proc = subprocess.run(link, capture_output=True, text=True)
+            if proc.returncode != 0:
+                raise CudaBuildError(f"linking {LIB_NAME} failed:\n{proc.stderr[-8000:]}")
+            os.replace(tmp_lib, lib)  # atomic: readers never see a half-written library
+        if verbose:
+            print(f"[lowbit_flex] built {lib} in {time.time() - t0:.1f} s", file=sys.stderr)
+    return lib
+
+
+@functools.cache
+def load() -> ctypes.CDLL:
+    """The CUDA library for the current GPU, built on first use. Raises :class:`CudaBuildError`."""
+    import torch
+
+    if not torch.cuda.is_available():
+        raise CudaBuildError("the lowbit_flex CUDA library needs a CUDA GPU")
+    arch = arch_for_capability(*torch.cuda.get_device_capability())
+    return ctypes.CDLL(str(build(arch)))
+
+
+def check_status(status: int, what: str) -> None:
+    """Turn a launcher's status code (``csrc/common/status.h``) into an exception."""
+    if status != 0:
+        msg = load().lowbit_status_string
+        msg.restype = ctypes.c_char_p
+        raise RuntimeError(f"{what} failed: {msg(status).decode()} (status {status})")
+
+
+def compile_check(archs: list[str]) -> None:
+    """``nvcc -c`` every source for every arch (CI's compile check on a machine without a GPU)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        jobs = [(s, Path(tmp) / f"{a}_{i}.o", a) for a in archs for i, s in enumerate(sources())]
+        with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+            for (src, _, arch), _ in zip(jobs, pool.map(lambda j: _compile(*j), jobs)):
+                print(f"ok  {arch:7s} {src.relative_to(csrc_dir())}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m lowbit_flex.cuda_build", description=__doc__.split("\n\n")[0])
+    p.add_argument("--arch", choices=sorted(ARCH_GENCODE), help="default: the current GPU's")
+    p.add_argument("--check", nargs="+", metavar="ARCH", help="only compile-check every source for these archs")
+    args = p.parse_args(argv)
+    try:
+        if args.check:
+            bad = set(args.check) - set(ARCH_GENCODE)
+            if bad:
+                p.error(f"--check: unknown arch {sorted(bad)}; expected {sorted(ARCH_GENCODE)}")
+            compile_check(args.check)
+            return
+        if args.arch:
+            arch = args.arch
+        else:
+            import torch
+
+            if not torch.cuda.is_available():
+                p.error("no CUDA GPU here: pass --arch to build for one, or --check to compile-check")
+            arch = arch_for_capability(*torch.cuda.get_device_capability())
+        print(build(arch))
+    except CudaBuildError as e:
+        sys.exit(f"error: {e}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,3 @@
+"""Quantized modules and ``quantize_(model, config)``."""
+
+__all__: list[str] = []

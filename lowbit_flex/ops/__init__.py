@@ -1,0 +1,11 @@
+"""The ``torch.ops.lowbit`` custom ops.
+
+One file per op (``lowbit_flex/ops/<op>.py``) holds its schema (via ``torch.library.custom_op``), the typed Python
+wrapper with its docstring, the shared argument checks, the fake impl, the exact CPU reference (the default impl
+for every device without a kernel) and the CUDA impl, which imports its kernel lazily and dispatches between
+backends. See ``docs/architecture.md``.
+"""
+
+from lowbit_flex.ops.quantize_int8_rowwise import quantize_int8_rowwise
+
+__all__ = ["quantize_int8_rowwise"]

@@ -1,0 +1,64 @@
+"""Argument checks shared by every op's real impl and fake impl.
+
+Each op validates its arguments with the same function in eager, fake (meta) and compiled paths, so bad input
+raises the same ``TypeError``/``ValueError`` everywhere, naming the argument and what was expected.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+HALF_DTYPES = (torch.float16, torch.bfloat16)
+
+
+def _dtype_names(dtypes: Sequence[torch.dtype]) -> str:
+    return " or ".join(str(d).removeprefix("torch.") for d in dtypes)
+
+
+def check_tensor(
+    name: str,
+    t: object,
+    *,
+    dtypes: Sequence[torch.dtype] | None = None,
+    ndim: int | None = None,
+    min_ndim: int | None = None,
+    contiguous: bool = False,
+) -> torch.Tensor:
+    """Check one tensor argument; raise ``TypeError`` (not a tensor, wrong dtype) or ``ValueError`` (shape)."""
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name}: expected a torch.Tensor, got {type(t).__name__}")
+    if dtypes is not None and t.dtype not in dtypes:
+        raise TypeError(f"{name}: expected dtype {_dtype_names(dtypes)}, got {t.dtype}")
+    if ndim is not None and t.dim() != ndim:
+        raise ValueError(f"{name}: expected {ndim} dimensions, got shape {tuple(t.shape)}")
+    if min_ndim is not None and t.dim() < min_ndim:
+        raise ValueError(f"{name}: expected at least {min_ndim} dimensions, got shape {tuple(t.shape)}")
+    if contiguous and not t.is_contiguous():
+        raise ValueError(f"{name}: expected a contiguous tensor (call .contiguous()), got strides {t.stride()}")
+    return t
+
+
+def check_shape(name: str, t: torch.Tensor, expected: Sequence[int], what: str = "") -> None:
+    """Raise ``ValueError`` unless ``t.shape == expected``; ``what`` says where the expectation comes from."""
+    if tuple(t.shape) != tuple(expected):
+        hint = f" ({what})" if what else ""
+        raise ValueError(f"{name}: expected shape {tuple(expected)}{hint}, got {tuple(t.shape)}")
+
+
+def check_same_device(**tensors: torch.Tensor | None) -> None:
+    """Raise ``ValueError`` naming the first tensor that is not on the device of the first one given."""
+    items = [(n, t) for n, t in tensors.items() if t is not None]
+    if not items:
+        return
+    first_name, first = items[0]
+    for n, t in items[1:]:
+        if t.device != first.device:
+            raise ValueError(f"{n}: expected a tensor on {first.device} (the device of {first_name}), got {t.device}")
+
+
+def check_out_dtype(name: str, dtype: torch.dtype | None, allowed: Sequence[torch.dtype]) -> None:
+    if dtype is not None and dtype not in allowed:
+        raise TypeError(f"{name}: expected {_dtype_names(allowed)} or None, got {dtype}")

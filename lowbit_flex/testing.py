@@ -1,0 +1,69 @@
+"""Helpers shared by the tests, the demo and the GPU correctness checks.
+
+Kept in the package (like ``torch.testing``) so the benchmark harness on the GPU machine uses the same checks.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable
+
+import torch
+
+# Values that no kernel produces by accident: a kernel that skips an element leaves one of these behind.
+_POISON = {
+    torch.int8: -128,  # outside the symmetric range [-127, 127] every int8 quantizer here produces
+    torch.int32: -(2**31),
+}
+
+
+def poison_(t: torch.Tensor) -> torch.Tensor:
+    """Fill ``t`` in place with a value no correct kernel writes (NaN for floats)."""
+    if t.is_floating_point():
+        return t.fill_(float("nan"))
+    return t.fill_(_POISON.get(t.dtype, torch.iinfo(t.dtype).min))
+
+
+def assert_fully_written(t: torch.Tensor, name: str = "output") -> None:
+    """Fail if any element still holds the poison value of :func:`poison_`."""
+    if t.is_floating_point():
+        bad = torch.isnan(t)
+    else:
+        bad = t == _POISON.get(t.dtype, torch.iinfo(t.dtype).min)
+    n = int(bad.sum())
+    if n:
+        idx = bad.nonzero()[0].tolist()
+        raise AssertionError(f"{name}: {n} of {t.numel()} elements were not written (first at {idx})")
+
+
+def rel_error(out: torch.Tensor, ref: torch.Tensor) -> float:
+    """``‖out − ref‖ / ‖ref‖`` in float64; NaN anywhere gives NaN (so it never passes a ``<=`` check)."""
+    out64, ref64 = out.detach().double().cpu(), ref.detach().double().cpu()
+    return float(torch.linalg.vector_norm(out64 - ref64) / torch.linalg.vector_norm(ref64).clamp_min(1e-300))
+
+
+def assert_rel_error(out: torch.Tensor, ref: torch.Tensor, tol: float, name: str = "output") -> float:
+    if out.shape != ref.shape:
+        raise AssertionError(f"{name}: shape {tuple(out.shape)} != reference {tuple(ref.shape)}")
+    err = rel_error(out, ref)
+    if not err <= tol:  # written so that NaN fails
+        raise AssertionError(f"{name}: relative error {err:.3e} > {tol:.1e}")
+    return err
+
+
+def opcheck(op: Callable, samples: Iterable[tuple[tuple, dict]]) -> None:
+    """Run ``torch.library.opcheck`` (schema, fake tensor, autograd registration, AOT dispatch) on each sample."""
+    for args, kwargs in samples:
+        torch.library.opcheck(op, args, kwargs)
+
+
+def triton_interpreting() -> bool:
+    """True when Triton kernels run on CPU tensors through the interpreter (``TRITON_INTERPRET=1``)."""
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def kernel_device() -> str | None:
+    """Where the Triton kernels can run in this process: ``"cuda"``, ``"cpu"`` (interpreter) or ``None``."""
+    if torch.cuda.is_available():
+        return "cuda"
+    return "cpu" if triton_interpreting() else None

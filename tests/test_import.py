@@ -1,0 +1,24 @@
+import subprocess
+import sys
+
+
+def test_import_is_light():
+    """`import lowbit_flex` must not import Triton (whose import loads its GPU backends) nor touch CUDA."""
+    code = (
+        "import sys, torch, lowbit_flex\n"
+        "assert not torch.cuda.is_initialized(), 'CUDA initialised'\n"
+        "bad = [m for m in sys.modules if m == 'triton' or m.startswith(('triton.', 'lowbit_flex.kernels'))]\n"
+        "assert not bad, bad\n"
+        "assert hasattr(torch.ops.lowbit, 'quantize_int8_rowwise')\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_no_top_level_ops_package_installed():
+    """Only `lowbit_flex` is a top-level package: `ops`/`score_mods` live under it."""
+    import lowbit_flex
+
+    code = "import importlib.util as u; print(u.find_spec('score_mods'), u.find_spec('ops'))"
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, cwd="/")
+    assert out.stdout.strip() == "None None", out.stdout
+    assert lowbit_flex.ops.__name__ == "lowbit_flex.ops"
