@@ -1,3 +1,5 @@
 """Quantized modules and ``quantize_(model, config)``."""
 
-__all__: list[str] = []
+from lowbit_flex.nn.quantize_api import SkipLayer, quantize_, register_quantize_handler
+
+__all__ = ["SkipLayer", "quantize_", "register_quantize_handler"]
