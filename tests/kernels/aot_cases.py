@@ -1,0 +1,16 @@
+"""Launcher calls compiled for sm_80 and sm_90 by ``tests/kernels/test_triton_aot.py`` (no GPU needed).
+
+Each ``case_*`` function runs Triton launchers on small CPU tensors covering every constexpr branch (configs, dtypes,
+paths) that the GPU can take. Add one per kernel module; ``test_every_kernel_module_has_a_case`` checks that.
+"""
+
+import torch
+
+
+def case_quantize_int8_rowwise():
+    from lowbit_flex.kernels.quantize_int8_rowwise import quantize_int8_rowwise_triton
+
+    for dtype in (torch.bfloat16, torch.float16, torch.float32):
+        quantize_int8_rowwise_triton(torch.empty(8, 4096, dtype=dtype))  # single pass
+    quantize_int8_rowwise_triton(torch.empty(2, 20000, dtype=torch.bfloat16))  # two passes
+    quantize_int8_rowwise_triton(torch.empty(64, 64, dtype=torch.bfloat16))  # many rows per program
