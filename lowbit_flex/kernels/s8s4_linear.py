@@ -60,20 +60,26 @@ def _s8s4_matmul_kernel(
     )
     ws_row = ws_ptr + rn_load * stride_wsn
 
+    # int32 accumulator for per-channel scales (applied once at the end), float32 for group-wise ones.
     if SWAP_AB:
-        acc_shape: tl.constexpr = (BLOCK_N, BLOCK_M)
+        if GROUPWISE:
+            acc = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.float32)
+        else:
+            acc = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.int32)
     else:
-        acc_shape: tl.constexpr = (BLOCK_M, BLOCK_N)
-    if GROUPWISE:
-        acc = tl.zeros(acc_shape, dtype=tl.float32)
-    else:
-        acc = tl.zeros(acc_shape, dtype=tl.int32)
+        if GROUPWISE:
+            acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+        else:
+            acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.int32)
     for i in range(k_blocks):
         x = tl.load(x_ptrs)  # (BLOCK_M, BLOCK_K) int8
         packed = tl.load(w_ptrs)  # (BLOCK_N, BLOCK_K // 2) int8
-        low = (packed << 4) >> 4  # int8 shifts: << drops the high nibble, arithmetic >> sign-extends
+        # Sign-extend each nibble with arithmetic shifts. The cast after << keeps 8 bits (drops the high nibble)
+        # whether or not this Triton version promotes `int8 << 4` to int32; >> on a signed type is arithmetic.
+        low = (packed << 4).to(tl.int8) >> 4
         high = packed >> 4
-        w = tl.reshape(tl.join(low, high), (BLOCK_N, BLOCK_K))  # join's new last axis interleaves: k = 2j, 2j+1
+        # join's new last axis interleaves the two: element 2j (low nibble), then 2j + 1 (high nibble).
+        w = tl.reshape(tl.join(low, high), (BLOCK_N, BLOCK_K)).to(tl.int8)
         if GROUPWISE:
             scale = tl.load(ws_row + ((k_first + i) * BLOCK_K) // GROUP_K)  # (BLOCK_N,) float32
             if SWAP_AB:
@@ -137,11 +143,14 @@ class TritonConfig:
 
 
 # Named configs (the benchmark can force each one). Hopper large-M: 128×256 tiles with 8 warps (two warpgroups of
-# WGMMA) and 3 stages fit in shared memory (3 × (16 KB x + 16 KB packed w) + the unpacked w tile).
+# WGMMA) and 3 stages fit in shared memory (3 × (16 KB x + 16 KB packed w) + the unpacked w tile). On Hopper the
+# swap-AB configs are the default: compiled for sm_90 (Triton 3.9), their unpacked weight feeds WGMMA as a register
+# A operand (`dot_op opIdx=0`), while without the swap it takes a register -> shared memory round trip per K block.
 TRITON_CONFIGS: dict[str, TritonConfig] = {
     "gemv_16x64x256_splitk": TritonConfig(16, 64, 256, num_warps=4, num_stages=4, swap_ab=True, split_k=True),
     "small_32x128x128_splitk": TritonConfig(32, 128, 128, num_warps=4, num_stages=4, swap_ab=True, split_k=True),
     "mid_64x128x128": TritonConfig(64, 128, 128, num_warps=4, num_stages=4),
+    "mid_swap_64x128x128": TritonConfig(64, 128, 128, num_warps=4, num_stages=4, swap_ab=True),
     "large_128x128x128": TritonConfig(128, 128, 128, num_warps=8, num_stages=3),
     "large_128x256x128": TritonConfig(128, 256, 128, num_warps=8, num_stages=3),
     "large_swap_128x256x128": TritonConfig(128, 256, 128, num_warps=8, num_stages=3, swap_ab=True),
@@ -153,8 +162,8 @@ TRITON_TABLE: dict[bool, tuple[tuple[int | None, str], ...]] = {
     True: (
         (16, "gemv_16x64x256_splitk"),
         (64, "small_32x128x128_splitk"),
-        (256, "mid_64x128x128"),
-        (None, "large_128x256x128"),
+        (256, "mid_swap_64x128x128"),
+        (None, "large_swap_128x256x128"),
     ),
     False: (
         (16, "gemv_16x64x256_splitk"),
