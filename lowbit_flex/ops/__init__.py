@@ -7,5 +7,7 @@ backends. See ``docs/architecture.md``.
 """
 
 from lowbit_flex.ops.quantize_int8_rowwise import quantize_int8_rowwise
+from lowbit_flex.ops.s8s4_linear import s8s4_linear
 
 __all__ = ["quantize_int8_rowwise"]
+__all__ += ["s8s4_linear"]
