@@ -14,3 +14,17 @@ def case_quantize_int8_rowwise():
         quantize_int8_rowwise_triton(torch.empty(8, 4096, dtype=dtype))  # single pass
     quantize_int8_rowwise_triton(torch.empty(2, 20000, dtype=torch.bfloat16))  # two passes
     quantize_int8_rowwise_triton(torch.empty(64, 64, dtype=torch.bfloat16))  # many rows per program
+
+
+def case_s8s4_linear():
+    from lowbit_flex.kernels.s8s4_linear import TRITON_CONFIGS, s8s4_linear_triton
+
+    M, N, K = 48, 256, 1024
+    x, x_scale = torch.empty(M, K, dtype=torch.int8), torch.empty(M)
+    w, bias = torch.empty(N, K // 2, dtype=torch.int8), torch.empty(N)
+    # Every config once (per channel, bias, bf16); the other constexpr branches once each (compiles cost ~1 s).
+    for cfg in TRITON_CONFIGS.values():
+        s8s4_linear_triton(x, x_scale, w, torch.empty(N), bias, torch.bfloat16, config=cfg)
+    cfg = TRITON_CONFIGS["large_128x128x128"]
+    s8s4_linear_triton(x, x_scale, w, torch.empty(N, K // 128), None, torch.float16, config=cfg)
+    s8s4_linear_triton(x, x_scale, w, torch.empty(N, K // 128), bias, torch.bfloat16, config=cfg)
