@@ -7,5 +7,6 @@ backends. See ``docs/architecture.md``.
 """
 
 from lowbit_flex.ops.quantize_int8_rowwise import quantize_int8_rowwise
+from lowbit_flex.ops.rel_pos_attention import rel_pos_attention
 
-__all__ = ["quantize_int8_rowwise"]
+__all__ = ["quantize_int8_rowwise", "rel_pos_attention"]
