@@ -48,6 +48,37 @@ def _check_args(
 
 
 @torch.library.custom_op("lowbit::rel_pos_attention", mutates_args=())
+def _rel_pos_attention_op(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    rel_h: torch.Tensor,
+    rel_w: torch.Tensor,
+    scale: float | None = None,
+) -> torch.Tensor:
+    """``torch.ops.lowbit.rel_pos_attention``; documented at :func:`rel_pos_attention`. Exact reference."""
+    rel = _check_args(q, k, v, rel_h, rel_w, scale)
+    s = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
+    rh, rw = rel.rel_h.double(), rel.rel_w.double()
+    bias = (rh[..., :, None] + rw[..., None, :]).flatten(-2)  # (B, H, L, k_h * k_w): column j = (j // k_w, j % k_w)
+    logits = q.double() @ k.double().transpose(-1, -2) * s + bias
+    return (torch.softmax(logits, dim=-1) @ v.double()).to(q.dtype)
+
+
+@_rel_pos_attention_op.register_fake
+def _(q, k, v, rel_h, rel_w, scale=None):
+    _check_args(q, k, v, rel_h, rel_w, scale)
+    return q.new_empty(q.shape)
+
+
+@_rel_pos_attention_op.register_kernel("cuda")
+def _(q, k, v, rel_h, rel_w, scale=None):
+    rel = _check_args(q, k, v, rel_h, rel_w, scale)
+    from lowbit_flex.kernels.rel_pos_attention import rel_pos_attention_triton
+
+    return rel_pos_attention_triton(q, k, v, rel.rel_h, rel.rel_w, scale)
+
+
 def rel_pos_attention(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -62,27 +93,12 @@ def rel_pos_attention(
     ``(B*H, q_h, q_w, k_h, 1)``/``(B*H, q_h, q_w, 1, k_w)``, in ``q``'s dtype, with ``L == k_h * k_w`` (compute
     them with :func:`lowbit_flex.score_mods.sam_rel_pos`). ``scale`` defaults to ``1 / sqrt(D)`` and multiplies
     ``q @ k^T`` only (not the bias), as in SAM. Returns ``(B, H, L, D)`` contiguous, in ``q``'s dtype.
-    CUDA: fp16/bf16 (fp32 accumulation), head dim up to 256, ``k_h, k_w <= 256``. Elsewhere also float32.
+    fp16/bf16 (fp32 accumulation) are the fast CUDA path; float32 runs there too with IEEE-exact (slow, FMA)
+    dot products. Head dim up to 256, ``k_h, k_w <= 256``. Elsewhere the exact float64 reference runs.
+
+    Validates before dispatching to ``torch.ops.lowbit.rel_pos_attention``: under ``torch.compile`` the checks then
+    run as traced Python and a bad input raises its ``ValueError`` itself (inside the op, dynamo reports errors of
+    the fake impl wrapped in a ``TorchRuntimeError``).
     """
-    rel = _check_args(q, k, v, rel_h, rel_w, scale)
-    s = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
-    rh, rw = rel.rel_h.double(), rel.rel_w.double()
-    bias = (rh[..., :, None] + rw[..., None, :]).flatten(-2)  # (B, H, L, k_h * k_w): column j = (j // k_w, j % k_w)
-    logits = q.double() @ k.double().transpose(-1, -2) * s + bias
-    return (torch.softmax(logits, dim=-1) @ v.double()).to(q.dtype)
-
-
-@rel_pos_attention.register_fake
-def _(q, k, v, rel_h, rel_w, scale=None):
     _check_args(q, k, v, rel_h, rel_w, scale)
-    return q.new_empty(q.shape)
-
-
-@rel_pos_attention.register_kernel("cuda")
-def _(q, k, v, rel_h, rel_w, scale=None):
-    rel = _check_args(q, k, v, rel_h, rel_w, scale)
-    if q.dtype not in (torch.float16, torch.bfloat16):
-        raise ValueError(f"q: the CUDA kernel takes float16 or bfloat16, got {q.dtype}")
-    from lowbit_flex.kernels.rel_pos_attention import rel_pos_attention_triton
-
-    return rel_pos_attention_triton(q, k, v, rel.rel_h, rel.rel_w, scale)
+    return torch.ops.lowbit.rel_pos_attention(q, k, v, rel_h, rel_w, scale)
