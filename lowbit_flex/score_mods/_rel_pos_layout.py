@@ -33,14 +33,15 @@ class RelPos(NamedTuple):
         return self.rel_w.shape[-1]
 
 
-def _split_heads(name: str, t: torch.Tensor, num_heads: int | None) -> torch.Tensor:
+def _split_heads(name: str, t: torch.Tensor, num_heads: int | torch.SymInt | None) -> torch.Tensor:
     """``(B*H, Lq, k)`` -> ``(B, H, Lq, k)``."""
     if num_heads is None:
         raise ValueError(
             f"{name}: the (B*H, ...) layout {tuple(t.shape)} needs num_heads to split B*H "
             "(or pass the 4-D (B, H, Lq, k) layout)"
         )
-    if isinstance(num_heads, bool) or not isinstance(num_heads, int) or num_heads < 1:
+    # SymInt: the op passes q.shape[1], which is symbolic under dynamic-shape tracing.
+    if isinstance(num_heads, bool) or not isinstance(num_heads, (int, torch.SymInt)) or num_heads < 1:
         raise ValueError(f"num_heads: expected a positive int, got {num_heads!r}")
     if t.shape[0] % num_heads:
         raise ValueError(f"{name}: leading dimension {t.shape[0]} (B*H) is not a multiple of num_heads={num_heads}")
