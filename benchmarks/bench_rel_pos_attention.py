@@ -137,7 +137,8 @@ def _config_sweep(bench: Bench, shapes) -> None:
         chosen = pick_config(d, k_h * k_w)
         candidates = {
             Config(128, 64, 8, 3), Config(128, 64, 4, 3), Config(128, 64, 8, 2), Config(64, 64, 4, 3),
-            Config(64, 64, 4, 2), Config(128, 128, 8, 2), Config(64, 128, 4, 2), Config(32, 64, 4, 2),
+            Config(64, 64, 4, 2), Config(64, 64, 8, 2), Config(128, 128, 8, 2), Config(64, 128, 4, 2),
+            Config(32, 64, 4, 2),
         } - {chosen}  # fmt: skip
         if k_w in (32, 64, 128):  # row-aligned: BLOCK_N is k_w whatever the config says
             candidates = {c for c in candidates if c.block_n == 64}

@@ -32,7 +32,8 @@ import torch
 import triton
 import triton.language as tl
 
-_LOG2E = 1.4426950408889634
+# Kernels may read only constexpr globals (a plain float fails to compile on the GPU; the interpreter allows it).
+_LOG2E = tl.constexpr(1.4426950408889634)
 
 
 class Config(NamedTuple):
@@ -43,13 +44,15 @@ class Config(NamedTuple):
 
 
 # Fixed launch configurations for sm_90 (H100/H200), keyed by (padded head dim, L > 256): no autotuning, so the
-# first call compiles once and runs. Starting points from Triton flash-attention practice on Hopper (128-query
-# blocks and 8 warps for long sequences keep the fp32 accumulator, the logits and the rel_w tile within the
-# register file; 64-query blocks for SAM's 196-token windows waste less on the 196 -> 256 padding and give 4x the
-# programs). benchmarks/bench_rel_pos_attention.py sweeps alternatives ("config sweep" table) to confirm them.
+# first call compiles once and runs. Starting points from Triton flash-attention practice on Hopper, checked with
+# ptxas -v for sm_90a on Triton 3.9 (compiled without a GPU): 128-query blocks with 8 warps for the 4096-token global
+# attention (D = 64: 243 registers, no spills; D = 80 -> 128: 132 bytes of spills, the least of the candidates
+# tried; 64 queries x 4 warps spills 316 bytes); 64-query blocks for SAM's 196-token windows (less of the 196 -> 256
+# padding wasted, 4x the programs), with 8 warps at D = 80 -> 128 (4 warps spill 364 bytes). Not yet timed:
+# benchmarks/bench_rel_pos_attention.py sweeps alternatives ("launch configs" table) to confirm or replace them.
 SM90_CONFIGS: dict[tuple[int, bool], Config] = {
     (64, False): Config(64, 64, 4, 2),
-    (128, False): Config(64, 64, 4, 2),
+    (128, False): Config(64, 64, 8, 2),
     (256, False): Config(64, 32, 4, 1),
     (64, True): Config(128, 64, 8, 3),
     (128, True): Config(128, 64, 8, 2),
@@ -117,8 +120,9 @@ def _rel_pos_attention_kernel(
     rw_rows = rw_ptr + b * srw_b + h * srw_h + offs_m * srw_l
     if ROW_ALIGNED:
         # Key block n is key-grid row n: column c of the block has j % k_w == c for every block.
-        bias_w = _load_tile(rw_rows[:, None] + tl.arange(0, BLOCK_N)[None, :], m_ok, m_ok, MASK_M, False)
-        bias_w = bias_w.to(tl.float32) * _LOG2E
+        # Kept in the input dtype (half the registers of fp32; exact) and widened per block: ptxas showed the
+        # fp32 tile pushing the D = 80 (padded 128) configs into spills.
+        rel_w_tile = _load_tile(rw_rows[:, None] + tl.arange(0, BLOCK_N)[None, :], m_ok, m_ok, MASK_M, False)
     else:
         offs_kh = tl.arange(0, KH_P)
         offs_kw = tl.arange(0, KW_P)
@@ -139,8 +143,8 @@ def _rel_pos_attention_kernel(
                 bias_h = tl.load(rh_rows + start_n // BLOCK_N, mask=m_ok, other=0.0)
             else:
                 bias_h = tl.load(rh_rows + start_n // BLOCK_N)
-            bias_h = bias_h.to(tl.float32) * _LOG2E
-            s = s + bias_h[:, None] + bias_w  # L == k_h * k_w is a multiple of BLOCK_N: no key mask
+            bias = bias_h.to(tl.float32)[:, None] + rel_w_tile.to(tl.float32)
+            s = s + bias * _LOG2E  # L == k_h * k_w is a multiple of BLOCK_N: no key mask
         else:
             key_row = offs_n // K_W
             key_col = offs_n - key_row * K_W
@@ -192,7 +196,7 @@ def rel_pos_attention_triton(
     _rel_pos_attention_kernel[(num_m_blocks * B * H,)](
         q, k, v, rel_h, rel_w, out,
         *q.stride(), *k.stride(), *v.stride(), *rel_h.stride()[:3], *rel_w.stride()[:3],
-        H, L, num_m_blocks, s * _LOG2E,
+        H, L, num_m_blocks, s * _LOG2E.value,
         D=D, K_H=k_h, K_W=k_w,
         BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d,
         KH_P=max(16, triton.next_power_of_2(k_h)), KW_P=max(16, triton.next_power_of_2(k_w)),
