@@ -7,7 +7,7 @@ backends. See ``docs/architecture.md``.
 """
 
 from lowbit_flex.ops.quantize_int8_rowwise import quantize_int8_rowwise
+from lowbit_flex.ops.rel_pos_attention import rel_pos_attention
 from lowbit_flex.ops.s8s4_linear import s8s4_linear
 
-__all__ = ["quantize_int8_rowwise"]
-__all__ += ["s8s4_linear"]
+__all__ = ["quantize_int8_rowwise", "rel_pos_attention", "s8s4_linear"]

@@ -1,3 +1,6 @@
 """FlexAttention ``score_mod`` and ``block_mask`` factories (one small factory per file)."""
 
-__all__: list[str] = []
+from lowbit_flex.score_mods.rel_pos_bias import check_rel_pos_inputs, rel_pos_bias
+from lowbit_flex.score_mods.sam import get_rel_pos, sam_rel_pos
+
+__all__: list[str] = ["check_rel_pos_inputs", "get_rel_pos", "rel_pos_bias", "sam_rel_pos"]

@@ -28,3 +28,20 @@ def case_s8s4_linear():
     cfg = TRITON_CONFIGS["large_128x128x128"]
     s8s4_linear_triton(x, x_scale, w, torch.empty(N, K // 128), None, torch.float16, config=cfg)
     s8s4_linear_triton(x, x_scale, w, torch.empty(N, K // 128), bias, torch.bfloat16, config=cfg)
+
+
+def case_rel_pos_attention():
+    from lowbit_flex.kernels.rel_pos_attention import rel_pos_attention_triton
+
+    # SAM's window (14 x 14: one-hot bias path, ragged L) and global (64 x 64: row-aligned path) grids, every head dim.
+    for (k_h, k_w), d, dtype in [
+        ((14, 14), 64, torch.bfloat16),
+        ((14, 14), 80, torch.float16),
+        ((64, 64), 64, torch.bfloat16),
+        ((64, 64), 80, torch.bfloat16),
+        ((64, 64), 128, torch.float16),
+    ]:
+        L = k_h * k_w
+        q = torch.empty(1, 2, L, d, dtype=dtype)
+        rel_h, rel_w = torch.empty(1, 2, L, k_h, dtype=dtype), torch.empty(1, 2, L, k_w, dtype=dtype)
+        rel_pos_attention_triton(q, q, q, rel_h, rel_w)

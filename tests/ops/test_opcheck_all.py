@@ -34,9 +34,26 @@ def _s8s4_linear(device):
     yield (i8(1, 128), rand(1, 1), w4(8, 128), rand(8)), {"bias": rand(8).bfloat16(), "out_dtype": torch.bfloat16}
 
 
+def _rel_pos_attention(device):
+    # Window-like (5 x 7 keys, D = 80 padded in the kernel) in SAM's (B*H, L, k) layout, and a row-aligned grid.
+    q, k, v = (torch.randn(1, 2, 35, 80, device=device, dtype=torch.bfloat16) for _ in range(3))
+    rel = (
+        torch.randn(2, 35, 5, device=device, dtype=torch.bfloat16),
+        torch.randn(2, 35, 7, device=device, dtype=torch.bfloat16),
+    )
+    yield (q, k, v, *rel), {}
+    q, k, v = (torch.randn(2, 1, 64, 32, device=device, dtype=torch.float16) for _ in range(3))
+    rel = (
+        torch.randn(2, 1, 64, 2, device=device, dtype=torch.float16),
+        torch.randn(2, 1, 64, 32, device=device, dtype=torch.float16),
+    )
+    yield (q, k, v, *rel), {"scale": 0.25}
+
+
 SAMPLES = {
     "quantize_int8_rowwise": _quantize_int8_rowwise,
     "s8s4_linear": _s8s4_linear,
+    "rel_pos_attention": _rel_pos_attention,
 }
 
 

@@ -184,7 +184,8 @@ def test_triton_kernel_matches_exact_reference(monkeypatch, config, lead, N, K, 
     if mod.TRITON_CONFIGS[config].split_k:
         assert any(len(s) == 3 and s[0] > 1 for s in allocated), "split-K path not taken"
     exact, magnitude = _exact_f64(x.cpu(), xs.cpu(), q, ws.cpu(), bias.cpu())
-    _assert_close_to_exact(out, exact, magnitude + bias.abs().double(), torch.bfloat16, fp32_terms=(groups or 1) + 4)
+    magnitude = magnitude + bias.abs().double().cpu()
+    _assert_close_to_exact(out, exact, magnitude, torch.bfloat16, fp32_terms=(groups or 1) + 4)
 
 
 @needs_kernel

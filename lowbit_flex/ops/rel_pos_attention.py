@@ -1,0 +1,104 @@
+"""``lowbit::rel_pos_attention``: attention with Segment Anything's decomposed relative-position bias, fused.
+
+``out = softmax(q @ k^T * scale + bias) @ v`` with ``bias[b, h, i, j] = rel_h[b, h, i, j // k_w] +
+rel_w[b, h, i, j % k_w]``: keys on a ``k_h x k_w`` grid (row-major), self-attention (``L == k_h * k_w``).
+On CUDA a Triton flash-attention kernel adds the bias from ``rel_h``/``rel_w`` rows loaded once per query block;
+no ``L x L`` tensor is ever formed. Elsewhere the exact reference below runs (float64 math, materialised bias).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from lowbit_flex.ops._checks import FLOAT_DTYPES, check_tensor
+from lowbit_flex.score_mods._rel_pos_layout import RelPos, check_against_qkv, normalize_rel_pos
+
+# Kernel limits (the kernel pads head dim and the rel_h/rel_w rows to powers of two in registers). Checked for
+# every device so eager, fake and compiled calls accept and reject the same inputs.
+MAX_HEAD_DIM = 256
+MAX_K = 256
+
+
+def _check_args(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rel_h: torch.Tensor, rel_w: torch.Tensor, scale: float | None
+) -> RelPos:
+    check_tensor("q", q, dtypes=FLOAT_DTYPES, ndim=4)
+    for name, t in (("k", k), ("v", v)):
+        check_tensor(name, t, dtypes=FLOAT_DTYPES, ndim=4)
+        if t.dtype != q.dtype:
+            raise ValueError(f"{name}: expected dtype {q.dtype} (the dtype of q), got {t.dtype}")
+        if t.device != q.device:
+            raise ValueError(f"{name}: expected a tensor on {q.device} (the device of q), got {t.device}")
+        if tuple(t.shape) != tuple(q.shape):
+            raise ValueError(f"{name}: expected shape {tuple(q.shape)} (q's: self-attention), got {tuple(t.shape)}")
+    d = q.shape[-1]
+    if not 1 <= d <= MAX_HEAD_DIM:
+        raise ValueError(f"q: expected a head dim in [1, {MAX_HEAD_DIM}], got {d}")
+    rel = normalize_rel_pos(rel_h, rel_w, num_heads=q.shape[1])
+    check_against_qkv(rel, q, k)
+    if rel.rel_h.dtype != q.dtype:
+        raise ValueError(f"rel_h: expected dtype {q.dtype} (the dtype of q), got {rel.rel_h.dtype}")
+    if rel.k_h > MAX_K or rel.k_w > MAX_K:
+        raise ValueError(f"rel_h, rel_w: expected k_h, k_w <= {MAX_K}, got {rel.k_h} and {rel.k_w}")
+    if scale is not None and not (math.isfinite(scale) and scale > 0):
+        raise ValueError(f"scale: expected a finite positive float or None, got {scale}")
+    return rel
+
+
+@torch.library.custom_op("lowbit::rel_pos_attention", mutates_args=())
+def _rel_pos_attention_op(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    rel_h: torch.Tensor,
+    rel_w: torch.Tensor,
+    scale: float | None = None,
+) -> torch.Tensor:
+    """``torch.ops.lowbit.rel_pos_attention``; documented at :func:`rel_pos_attention`. Exact reference."""
+    rel = _check_args(q, k, v, rel_h, rel_w, scale)
+    s = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
+    rh, rw = rel.rel_h.double(), rel.rel_w.double()
+    bias = (rh[..., :, None] + rw[..., None, :]).flatten(-2)  # (B, H, L, k_h * k_w): column j = (j // k_w, j % k_w)
+    logits = q.double() @ k.double().transpose(-1, -2) * s + bias
+    return (torch.softmax(logits, dim=-1) @ v.double()).to(q.dtype)
+
+
+@_rel_pos_attention_op.register_fake
+def _(q, k, v, rel_h, rel_w, scale=None):
+    _check_args(q, k, v, rel_h, rel_w, scale)
+    return q.new_empty(q.shape)
+
+
+@_rel_pos_attention_op.register_kernel("cuda")
+def _(q, k, v, rel_h, rel_w, scale=None):
+    rel = _check_args(q, k, v, rel_h, rel_w, scale)
+    from lowbit_flex.kernels.rel_pos_attention import rel_pos_attention_triton
+
+    return rel_pos_attention_triton(q, k, v, rel.rel_h, rel.rel_w, scale)
+
+
+def rel_pos_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    rel_h: torch.Tensor,
+    rel_w: torch.Tensor,
+    scale: float | None = None,
+) -> torch.Tensor:
+    """Attention of ``q, k, v`` (``(B, H, L, D)``, same dtype) with SAM's decomposed relative-position bias.
+
+    ``rel_h``/``rel_w``: ``(B, H, L, k_h)``/``(B, H, L, k_w)``, SAM's ``(B*H, L, k_h)``/``(B*H, L, k_w)`` or
+    ``(B*H, q_h, q_w, k_h, 1)``/``(B*H, q_h, q_w, 1, k_w)``, in ``q``'s dtype, with ``L == k_h * k_w`` (compute
+    them with :func:`lowbit_flex.score_mods.sam_rel_pos`). ``scale`` defaults to ``1 / sqrt(D)`` and multiplies
+    ``q @ k^T`` only (not the bias), as in SAM. Returns ``(B, H, L, D)`` contiguous, in ``q``'s dtype.
+    fp16/bf16 (fp32 accumulation) are the fast CUDA path; float32 runs there too with IEEE-exact (slow, FMA)
+    dot products. Head dim up to 256, ``k_h, k_w <= 256``. Elsewhere the exact float64 reference runs.
+
+    Validates before dispatching to ``torch.ops.lowbit.rel_pos_attention``: under ``torch.compile`` the checks then
+    run as traced Python and a bad input raises its ``ValueError`` itself (inside the op, dynamo reports errors of
+    the fake impl wrapped in a ``TorchRuntimeError``).
+    """
+    _check_args(q, k, v, rel_h, rel_w, scale)
+    return torch.ops.lowbit.rel_pos_attention(q, k, v, rel_h, rel_w, scale)
