@@ -1,9 +1,13 @@
 """Triton W4A8 GEMM: int8 activations × packed int4 weights on int8 tensor cores, scales and bias fused.
 
 One kernel covers every case through constexpr switches:
-- the weight tile is unpacked in registers (two arithmetic shifts sign-extend each nibble; ``tl.join`` +
-  ``tl.reshape`` interleave them so element ``2j`` (low nibble) precedes ``2j + 1`` (high nibble)), then fed to an
-  int8 ``tl.dot`` with int32 accumulation (``mma.sync`` on sm_80, WGMMA on sm_90);
+- the weight tile is unpacked in registers into its two nibble planes (two arithmetic shifts sign-extend each
+  nibble). Byte ``j`` holds elements ``2j`` (low) and ``2j + 1`` (high), so ``x @ Wᵀ = x[:, 0::2] @ W_lowᵀ +
+  x[:, 1::2] @ W_highᵀ``: two int8 ``tl.dot`` on the planes as loaded, with int32 accumulation (``mma.sync`` on
+  sm_80, WGMMA on sm_90). Splitting the activations instead of interleaving the nibbles (``tl.join`` + reshape)
+  saves a register shuffle of the weight tile per K block. Small M reads ``x``'s even and odd columns with stride 2
+  (x is a few KB, in L2); large M first de-interleaves ``x`` once (``X_SPLIT``: ``[x[:, 0::2] | x[:, 1::2]]``, one
+  copy of M·K bytes, ~2% of the GEMM) so both operands stream with contiguous loads;
 - per-channel scales: one int32 accumulator over the whole K range, scales applied once in the epilogue;
   group-wise scales: each K block lies inside one group (the launcher picks ``BLOCK_K`` dividing the group size),
   its int32 dot is converted to float32 and scaled by that group's weight scale before being added up;
@@ -29,11 +33,22 @@ import triton.language as tl
 
 
 @triton.jit
+def _mma(w, x, acc, SWAP_AB: tl.constexpr):
+    """``acc + w @ xᵀ`` (swap-AB, ``(BLOCK_N, BLOCK_M)``) or ``acc + x @ wᵀ`` (``(BLOCK_M, BLOCK_N)``), int32."""
+    if SWAP_AB:
+        acc = tl.dot(w, tl.trans(x), acc, out_dtype=tl.int32)
+    else:
+        acc = tl.dot(x, tl.trans(w), acc, out_dtype=tl.int32)
+    return acc
+
+
+@triton.jit
 def _s8s4_matmul_kernel(
     x_ptr, w_ptr, xs_ptr, ws_ptr, bias_ptr, out_ptr,
     M, N, K, stride_wsn, GROUP_K, BLOCKS_PER_SPLIT,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
     GROUPWISE: tl.constexpr, SWAP_AB: tl.constexpr, SPLIT_PARTIALS: tl.constexpr, HAS_BIAS: tl.constexpr,
+    X_SPLIT: tl.constexpr, INTERLEAVE: tl.constexpr,
 ):  # fmt: skip
     # Grouped tile order: GROUP_M row-tiles share each weight column-tile while it is in L2.
     pid = tl.program_id(0)
@@ -52,12 +67,22 @@ def _s8s4_matmul_kernel(
     rn_load = rn % N
     k_first = pid_k * BLOCKS_PER_SPLIT
     k_blocks = tl.minimum(BLOCKS_PER_SPLIT, K // BLOCK_K - k_first)
-    x_ptrs = x_ptr + rm_load[:, None].to(tl.int64) * K + (k_first * BLOCK_K + tl.arange(0, BLOCK_K))[None, :]
-    w_ptrs = (
-        w_ptr
-        + rn_load[:, None].to(tl.int64) * (K // 2)
-        + (k_first * (BLOCK_K // 2) + tl.arange(0, BLOCK_K // 2))[None, :]
-    )
+    HALF_K: tl.constexpr = BLOCK_K // 2
+    cols = k_first * HALF_K + tl.arange(0, HALF_K)  # packed-byte columns of this split's first K block
+    x_rows = x_ptr + rm_load[:, None].to(tl.int64) * K
+    if X_SPLIT:  # x_ptr holds [x[:, 0::2] | x[:, 1::2]]
+        x_even_ptrs = x_rows + cols[None, :]
+        x_odd_ptrs = x_even_ptrs + K // 2
+        x_step = HALF_K
+    elif INTERLEAVE:  # x_even_ptrs walks whole (BLOCK_M, BLOCK_K) tiles of x
+        x_even_ptrs = x_rows + (k_first * BLOCK_K + tl.arange(0, BLOCK_K))[None, :]
+        x_odd_ptrs = x_even_ptrs
+        x_step = BLOCK_K
+    else:
+        x_even_ptrs = x_rows + 2 * cols[None, :]
+        x_odd_ptrs = x_even_ptrs + 1
+        x_step = BLOCK_K
+    w_ptrs = w_ptr + rn_load[:, None].to(tl.int64) * (K // 2) + cols[None, :]
     ws_row = ws_ptr + rn_load * stride_wsn
 
     # int32 accumulator for per-channel scales (applied once at the end), float32 for group-wise ones.
@@ -72,29 +97,29 @@ def _s8s4_matmul_kernel(
         else:
             acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.int32)
     for i in range(k_blocks):
-        x = tl.load(x_ptrs)  # (BLOCK_M, BLOCK_K) int8
-        packed = tl.load(w_ptrs)  # (BLOCK_N, BLOCK_K // 2) int8
+        packed = tl.load(w_ptrs)  # (BLOCK_N, HALF_K) int8
         # Sign-extend each nibble with arithmetic shifts. The cast after << keeps 8 bits (drops the high nibble)
         # whether or not this Triton version promotes `int8 << 4` to int32; >> on a signed type is arithmetic.
-        low = (packed << 4).to(tl.int8) >> 4
-        high = packed >> 4
-        # join's new last axis interleaves the two: element 2j (low nibble), then 2j + 1 (high nibble).
-        w = tl.reshape(tl.join(low, high), (BLOCK_N, BLOCK_K)).to(tl.int8)
+        w_low = ((packed << 4).to(tl.int8) >> 4).to(tl.int8)
+        w_high = (packed >> 4).to(tl.int8)
+        # Per channel: accumulate in the MMA's own int32 registers. Group-wise: a fresh int32 partial per K block.
+        part = tl.zeros(acc.shape, dtype=tl.int32) if GROUPWISE else acc
+        if INTERLEAVE:
+            # K blocks of 32 (K = 32 mod 64, or groups of 32): a nibble plane would give a K = 16 dot, below the
+            # int8 MMA's K = 32, so interleave the planes back into one (BLOCK_N, BLOCK_K) tile instead.
+            w = tl.reshape(tl.join(w_low, w_high), (BLOCK_N, BLOCK_K))
+            part = _mma(w, tl.load(x_even_ptrs), part, SWAP_AB)
+        else:
+            part = _mma(w_low, tl.load(x_even_ptrs), part, SWAP_AB)  # x[:, k0 + 2j]
+            part = _mma(w_high, tl.load(x_odd_ptrs), part, SWAP_AB)  # x[:, k0 + 2j + 1]
         if GROUPWISE:
             scale = tl.load(ws_row + ((k_first + i) * BLOCK_K) // GROUP_K)  # (BLOCK_N,) float32
-            if SWAP_AB:
-                part = tl.dot(w, tl.trans(x), out_dtype=tl.int32)
-                acc += part.to(tl.float32) * scale[:, None]
-            else:
-                part = tl.dot(x, tl.trans(w), out_dtype=tl.int32)
-                acc += part.to(tl.float32) * scale[None, :]
+            acc += part.to(tl.float32) * (scale[:, None] if SWAP_AB else scale[None, :])
         else:
-            if SWAP_AB:
-                acc = tl.dot(w, tl.trans(x), acc, out_dtype=tl.int32)
-            else:
-                acc = tl.dot(x, tl.trans(w), acc, out_dtype=tl.int32)
-        x_ptrs += BLOCK_K
-        w_ptrs += BLOCK_K // 2
+            acc = part
+        x_even_ptrs += x_step
+        x_odd_ptrs += x_step
+        w_ptrs += HALF_K
 
     out = acc.to(tl.float32)
     if SWAP_AB:
@@ -174,6 +199,8 @@ TRITON_TABLE: dict[bool, tuple[tuple[int | None, str], ...]] = {
 }
 
 _PROGRAMS_PER_SM = 4
+# From this M on, x is de-interleaved once so the main loop's x loads are contiguous (see the module docstring).
+_X_SPLIT_MIN_M = 64
 
 
 def pick_triton_config(M: int, is_hopper: bool) -> TritonConfig:
@@ -233,11 +260,16 @@ def s8s4_linear_triton(
     splits, per_split = _split_count(k_blocks, tiles, sms) if cfg.split_k else (1, k_blocks)
     partials = torch.empty((splits, M, N), dtype=torch.float32, device=x.device) if splits > 1 else out
     bias_arg = bias if bias is not None else x_scale  # any valid pointer; unused when HAS_BIAS is False
+    interleave = block_k < 64
+    x_split = M >= _X_SPLIT_MIN_M and not interleave
+    if x_split:
+        x = x.view(M, K // 2, 2).transpose(1, 2).reshape(M, K)  # [x[:, 0::2] | x[:, 1::2]], one copy
     _s8s4_matmul_kernel[(tiles, splits)](
         x, w, x_scale, w_scale, bias_arg, partials,
         M, N, K, w_scale.shape[1] if w_scale.dim() == 2 else 1, group_k, per_split,
         BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k, GROUP_M=cfg.group_m,
         GROUPWISE=groupwise, SWAP_AB=cfg.swap_ab, SPLIT_PARTIALS=splits > 1, HAS_BIAS=bias is not None,
+        X_SPLIT=x_split, INTERLEAVE=interleave,
         num_warps=cfg.num_warps, num_stages=cfg.num_stages,
     )  # fmt: skip
     if splits > 1:

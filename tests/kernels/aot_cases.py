@@ -28,6 +28,9 @@ def case_s8s4_linear():
     cfg = TRITON_CONFIGS["large_128x128x128"]
     s8s4_linear_triton(x, x_scale, w, torch.empty(N, K // 128), None, torch.float16, config=cfg)
     s8s4_linear_triton(x, x_scale, w, torch.empty(N, K // 128), bias, torch.bfloat16, config=cfg)
+    # K = 96: BLOCK_K = 32, so each nibble plane's dot has K = 16; M >= 64 takes the de-interleaved-x path.
+    x96, w96 = torch.empty(80, 96, dtype=torch.int8), torch.empty(N, 48, dtype=torch.int8)
+    s8s4_linear_triton(x96, torch.empty(80), w96, torch.empty(N), None, torch.bfloat16)
 
 
 def case_rel_pos_attention():

@@ -161,7 +161,10 @@ def _tiny_configs():
 
 @needs_kernel
 @pytest.mark.parametrize("config", ["gemv_16x64x256_splitk", "mid_64x128x128", "large_swap_128x256x128"])
-@pytest.mark.parametrize("lead, N, K, groups", [((1,), 40, 128, None), ((19,), 33, 96, None), ((2, 5), 40, 256, 4)])
+@pytest.mark.parametrize(
+    "lead, N, K, groups",
+    [((1,), 40, 128, None), ((19,), 33, 96, None), ((2, 5), 40, 256, 4), ((70,), 24, 192, None), ((3, 23), 40, 256, 2)],
+)  # M >= 64 rows take the de-interleaved-x path
 def test_triton_kernel_matches_exact_reference(monkeypatch, config, lead, N, K, groups):
     from lowbit_flex.kernels import s8s4_linear as mod
     from lowbit_flex.kernels.s8s4_dispatch import s8s4_linear_cuda
