@@ -9,3 +9,8 @@ backends. See ``docs/architecture.md``.
 from lowbit_flex.ops.quantize_int8_rowwise import quantize_int8_rowwise
 
 __all__ = ["quantize_int8_rowwise"]
+
+from lowbit_flex.ops.quantize_fp8 import quantize_fp8
+from lowbit_flex.ops.quantize_int8_blockwise import quantize_int8_blockwise
+
+__all__ += ["quantize_fp8", "quantize_int8_blockwise"]
