@@ -10,8 +10,8 @@ from lowbit_flex.ops.quantize_int8_rowwise import quantize_int8_rowwise
 
 __all__ = ["quantize_int8_rowwise"]
 
+from lowbit_flex.ops.fp8_attention import fp8_attention
 from lowbit_flex.ops.quantize_fp8 import quantize_fp8
 from lowbit_flex.ops.quantize_int8_blockwise import quantize_int8_blockwise
-from lowbit_flex.ops.fp8_attention import fp8_attention
 
-__all__ += ["quantize_fp8", "quantize_int8_blockwise", "fp8_attention"]
+__all__ += ["fp8_attention", "quantize_fp8", "quantize_int8_blockwise"]
