@@ -19,8 +19,33 @@ def _quantize_int8_rowwise(device):
     yield (torch.randn(2, 3, 7, device=device, dtype=torch.bfloat16),), {}
 
 
+def _quantize_fp8(device):
+    x = torch.randn(2, 3, 20, 16, device=device)
+    yield (x,), {}
+    yield (x.bfloat16(), "block", 8, torch.float8_e5m2), {}
+    yield (x, "token"), {"shift": torch.randn(2, 3, 1, 16, device=device)}
+    yield (torch.randn(5, 7, device=device, dtype=torch.float16), "tensor"), {}
+
+
+def _quantize_int8_blockwise(device):
+    x = torch.randn(1, 2, 30, 16, device=device, dtype=torch.bfloat16)
+    yield (x, 8), {}
+    yield (x, 16, x.float().mean(dim=-2, keepdim=True)), {}
+
+
+def _fp8_attention(device):
+    from lowbit_flex.attention.lowbit_attention import quantize_attention_inputs
+
+    q, k, v = torch.randn(1, 2, 70, 64, device=device), torch.randn(2, 1, 1, 130, 64, device=device).unbind(0)
+    yield quantize_attention_inputs(q, k, v, "fp8"), {"causal": True}
+    yield quantize_attention_inputs(q, k, v, "int8"), {"out_dtype": torch.float16, "pv_fp16_accum": True}
+
+
 SAMPLES = {
     "quantize_int8_rowwise": _quantize_int8_rowwise,
+    "quantize_fp8": _quantize_fp8,
+    "quantize_int8_blockwise": _quantize_int8_blockwise,
+    "fp8_attention": _fp8_attention,
 }
 
 
