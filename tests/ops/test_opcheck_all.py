@@ -36,7 +36,8 @@ def _quantize_int8_blockwise(device):
 def _fp8_attention(device):
     from lowbit_flex.attention.lowbit_attention import quantize_attention_inputs
 
-    q, k, v = torch.randn(1, 2, 70, 64, device=device), torch.randn(2, 1, 1, 130, 64, device=device).unbind(0)
+    q = torch.randn(1, 2, 70, 64, device=device)
+    k, v = torch.randn(2, 1, 1, 130, 64, device=device).unbind(0)
     yield quantize_attention_inputs(q, k, v, "fp8"), {"causal": True}
     yield quantize_attention_inputs(q, k, v, "int8"), {"out_dtype": torch.float16, "pv_fp16_accum": True}
 
