@@ -100,7 +100,8 @@ def _quantize_chunk_kernel(
 ):  # fmt: skip
     seg = tl.program_id(0)
     start, length = _segment(seg, S, SEG, NSEG)
-    scale = tl.math.div_rn(tl.load(amax_ptr + seg), QMAX)
+    amax = tl.load(amax_ptr + seg)
+    scale = tl.math.div_rn(amax, tl.zeros_like(amax) + QMAX)  # both operands fp32 tensors, as div_rn expects
     scale = tl.where(scale == 0.0, 1.0, scale)
     if tl.program_id(1) == 0:
         tl.store(scale_ptr + seg, scale)

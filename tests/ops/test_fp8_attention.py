@@ -146,8 +146,10 @@ def test_triton_kernel_matches_reference(B, H, Hkv, Lq, Lk, D, causal, dtype, pv
     monkeypatch.setattr(mod.torch, "empty", lambda *a, **kw: poison_(real_empty(*a, **kw)))
     out = mod.fp8_attention_triton(*(a.to(dev) for a in args), causal, None, torch.float32, pv16)
     assert_fully_written(out, "out")
-    # Up to float32 vs float64 arithmetic: an occasional P element rounds to the neighbouring e4m3 value.
-    assert_rel_error(out, ref, 1e-4)
+    # Up to float32 vs float64 arithmetic: an occasional P element sits at an e4m3 rounding boundary and rounds the
+    # other way (one weight off by 2**-3 of itself: measured up to 2e-4 in norm); a wrong scale, mask or block
+    # index gives errors above 1e-2.
+    assert_rel_error(out, ref, 1e-3)
 
 
 @needs_kernel
