@@ -4,10 +4,8 @@ Importing this package registers the ``torch.ops.lowbit.*`` custom ops (schemas,
 It never initialises CUDA, imports Triton or builds CUDA code: kernels are imported and built on first use.
 """
 
-from lowbit_flex import nn, ops, quant, score_mods
+from lowbit_flex import attention, nn, ops, quant, score_mods
 from lowbit_flex._version import __version__
-from lowbit_flex.nn import quantize_
-from lowbit_flex.nn.w4a8 import W4A8Config
+from lowbit_flex.nn import W4A8Config, quantize_
 
-__all__ = ["__version__", "nn", "ops", "quant", "quantize_", "score_mods"]
-__all__ += ["W4A8Config"]
+__all__ = ["W4A8Config", "__version__", "attention", "nn", "ops", "quant", "quantize_", "score_mods"]

@@ -6,10 +6,7 @@ import torch
 import triton
 import triton.language as tl
 
-# Adding and subtracting 1.5 * 2**23 rounds a float32 of magnitude < 2**22 to the nearest integer, ties to even,
-# with plain IEEE adds. It matches torch.round exactly and needs no libdevice call (so it also runs under
-# TRITON_INTERPRET=1 on CPU).
-_RNE_MAGIC = tl.constexpr(12582912.0)
+from lowbit_flex.kernels._rounding import round_half_even
 
 # Rows up to this length are quantized from registers in one pass; longer rows take a second (cached) read.
 _MAX_SINGLE_PASS_K = 16384
@@ -41,14 +38,14 @@ def _quantize_int8_rowwise_kernel(
     tl.store(scale_ptr + rows, scale, mask=row_ok)
     if SINGLE_PASS:
         y = tl.math.div_rn(x, scale[:, None])
-        q = tl.minimum(tl.maximum((y + _RNE_MAGIC) - _RNE_MAGIC, -127.0), 127.0)
+        q = tl.minimum(tl.maximum(round_half_even(y), -127.0), 127.0)
         tl.store(q_rows + cols[None, :], q.to(tl.int8), mask=mask)
     else:
         for k0 in range(0, K, BLOCK_K):
             mask = row_ok[:, None] & (cols[None, :] + k0 < K)
             x = tl.load(x_rows + k0 + cols[None, :], mask=mask, other=0.0).to(tl.float32)
             y = tl.math.div_rn(x, scale[:, None])
-            q = tl.minimum(tl.maximum((y + _RNE_MAGIC) - _RNE_MAGIC, -127.0), 127.0)
+            q = tl.minimum(tl.maximum(round_half_even(y), -127.0), 127.0)
             tl.store(q_rows + k0 + cols[None, :], q.to(tl.int8), mask=mask)
 
 

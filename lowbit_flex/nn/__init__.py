@@ -3,5 +3,4 @@
 from lowbit_flex.nn.quantize_api import SkipLayer, quantize_, register_quantize_handler
 from lowbit_flex.nn.w4a8 import W4A8Config, W4A8Linear
 
-__all__ = ["SkipLayer", "quantize_", "register_quantize_handler"]
-__all__ += ["W4A8Config", "W4A8Linear"]
+__all__ = ["SkipLayer", "W4A8Config", "W4A8Linear", "quantize_", "register_quantize_handler"]

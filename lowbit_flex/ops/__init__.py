@@ -6,8 +6,18 @@ for every device without a kernel) and the CUDA impl, which imports its kernel l
 backends. See ``docs/architecture.md``.
 """
 
+from lowbit_flex.ops.fp8_attention import fp8_attention
+from lowbit_flex.ops.quantize_fp8 import quantize_fp8
+from lowbit_flex.ops.quantize_int8_blockwise import quantize_int8_blockwise
 from lowbit_flex.ops.quantize_int8_rowwise import quantize_int8_rowwise
 from lowbit_flex.ops.rel_pos_attention import rel_pos_attention
 from lowbit_flex.ops.s8s4_linear import s8s4_linear
 
-__all__ = ["quantize_int8_rowwise", "rel_pos_attention", "s8s4_linear"]
+__all__ = [
+    "fp8_attention",
+    "quantize_fp8",
+    "quantize_int8_blockwise",
+    "quantize_int8_rowwise",
+    "rel_pos_attention",
+    "s8s4_linear",
+]

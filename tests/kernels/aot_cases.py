@@ -1,7 +1,8 @@
 """Launcher calls compiled for sm_80 and sm_90 by ``tests/kernels/test_triton_aot.py`` (no GPU needed).
 
 Each ``case_*`` function runs Triton launchers on small CPU tensors covering every constexpr branch (configs, dtypes,
-paths) that the GPU can take. Add one per kernel module; ``test_every_kernel_module_has_a_case`` checks that.
+paths) that the GPU can take; it returns ``False`` when its kernels are never launched on the arch being compiled
+for. Add one per kernel module; ``test_every_kernel_module_has_a_case`` checks that.
 """
 
 import torch
@@ -48,3 +49,53 @@ def case_rel_pos_attention():
         q = torch.empty(1, 2, L, d, dtype=dtype)
         rel_h, rel_w = torch.empty(1, 2, L, k_h, dtype=dtype), torch.empty(1, 2, L, k_w, dtype=dtype)
         rel_pos_attention_triton(q, q, q, rel_h, rel_w)
+
+
+def case_quantize_groups():
+    from lowbit_flex.kernels.quantize_groups import quantize_groups_triton
+
+    x = torch.empty(2, 4, 300, 64, dtype=torch.bfloat16)
+    shift = torch.empty(2, 4, 1, 64)
+    # e4m3fn only from sm_89 (quantize_fp8 runs its reference below); e5m2 and int8 everywhere.
+    e4m3 = torch.float8_e4m3fn if torch.cuda.get_device_capability() >= (8, 9) else torch.float8_e5m2
+    for granularity in ("tensor", "head", "token", "block"):  # "tensor"/"head" here take the two-kernel chunked path
+        quantize_groups_triton(x, granularity, 128, e4m3, None)
+    quantize_groups_triton(x, "block", 128, torch.float8_e5m2, shift)
+    quantize_groups_triton(x.half(), "block", 128, torch.int8, shift)
+    quantize_groups_triton(torch.empty(3, 7), "tensor", 128, e4m3, None)  # single pass
+
+
+def case_fp8_attention():
+    from unittest import mock
+
+    import lowbit_flex.kernels.fp8_attention as mod
+
+    if torch.cuda.get_device_capability() < (8, 9):
+        return False  # fp8 MMA needs sm_89+: below it the op runs its reference and never launches this kernel
+
+    class EveryConfig:  # stands in for the autotuner, which would have to time on a GPU: compile each config
+        def __init__(self, configs):
+            self.configs = configs
+
+        def __getitem__(self, grid):
+            def launch(*args, **meta):
+                for c in self.configs:
+                    mod._fp8_attention_fwd[grid](
+                        *args, **c.kwargs, num_warps=c.num_warps, num_stages=c.num_stages, **meta
+                    )
+
+            return launch
+
+    def run(qk_dtype, d, causal, pv_fp16, configs):
+        B, H, Hkv, L = 1, 4, 2, 300
+        q, k = torch.empty(B, H, L, d, dtype=qk_dtype), torch.empty(B, Hkv, L, d, dtype=qk_dtype)
+        v = torch.empty(B, Hkv, L, d, dtype=torch.float8_e4m3fn)
+        qs, ks, vs = torch.empty(B, H, 3), torch.empty(B, Hkv, 3), torch.empty(B, Hkv)
+        with mock.patch.object(mod, "_fp8_attention_fwd_tuned", EveryConfig(configs)):
+            mod.fp8_attention_triton(q, k, v, qs, ks, vs, causal, None, torch.bfloat16, pv_fp16)
+
+    all_configs, first = mod._configs(), mod._configs()[:1]
+    run(torch.float8_e4m3fn, 128, False, False, all_configs)  # every autotune config once
+    run(torch.float8_e4m3fn, 64, True, False, first)
+    run(torch.int8, 128, True, False, first)
+    run(torch.float8_e4m3fn, 128, False, True, first)

@@ -1,0 +1,124 @@
+"""fp8 / int8 attention vs bf16 SDPA and FlexAttention (B=4, H=16, D=128), plus fp8 FlexAttention descale variants.
+
+Table 1 (baseline: bf16 SDPA, default backend: flash or cuDNN): ``lowbit_attention`` fp8 and int8 (quantization
+included), the fused kernel alone on pre-quantized inputs (fp8, int8, fp8 with fp16 PV accumulation), compiled
+FlexAttention bf16 and ``fp8_flex_attention``; relative error of each vs float64 on a slice (batch 0, heads 0-1);
+TFLOP/s against the fp8 tensor-core rate, taken as 2x the bf16 8192³ matmul rate measured in the same run.
+Table 2 (baseline: fp8 FlexAttention with a float ``scale=``): the same kernel with the descale in a tensor-reading
+score_mod, and the number of recompiles each needs over 10 different scale values.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+import lowbit_flex  # noqa: F401
+from benchmarks.harness import Bench
+from lowbit_flex.attention import fp8_flex_attention, lowbit_attention
+from lowbit_flex.attention.lowbit_attention import quantize_attention_inputs
+from lowbit_flex.score_mods import fp8_descale
+from lowbit_flex.testing import rel_error
+
+B, H, D = 4, 16, 128
+
+
+def _attention_flops(L: int, causal: bool) -> float:
+    return 4.0 * B * H * L * L * D / (2 if causal else 1)
+
+
+def _slice_error(out: torch.Tensor, ref64: torch.Tensor) -> float:
+    return rel_error(out[:1, :2], ref64)
+
+
+def _peak_fp8_tflops(bench: Bench) -> tuple[float, float]:
+    n = 8192
+    a, b = (torch.randn(n, n, device="cuda", dtype=torch.bfloat16) for _ in range(2))
+    bf16 = 2.0 * n**3 / (bench.time(torch.mm, (a, b)) * 1e-3) / 1e12
+    return bf16, 2.0 * bf16  # datasheet: fp8 / int8 dense tensor cores run at 2x the bf16 rate
+
+
+def _case(bench: Bench, table, flex, L: int, causal: bool, with_flex: bool, bf16_tflops: float, fp8_tflops: float):
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    q, k, v = (torch.randn(B, H, L, D, device="cuda", dtype=torch.bfloat16) for _ in range(3))
+    ref64 = F.scaled_dot_product_attention(q[:1, :2].double(), k[:1, :2].double(), v[:1, :2].double(),
+                                           is_causal=causal)  # fmt: skip
+    pre = {dt: quantize_attention_inputs(q, k, v, dt) for dt in ("fp8", "int8")}
+    kernel = torch.ops.lowbit.fp8_attention
+    methods = {
+        "SDPA bf16": (lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=causal), (q, k, v)),
+        "lowbit fp8": (lambda q, k, v: lowbit_attention(q, k, v, "fp8", causal), (q, k, v)),
+        "lowbit int8": (lambda q, k, v: lowbit_attention(q, k, v, "int8", causal), (q, k, v)),
+        "kernel fp8": (lambda *a: kernel(*a, causal), pre["fp8"]),
+        "kernel int8": (lambda *a: kernel(*a, causal), pre["int8"]),
+        "kernel fp8 fp16-acc": (lambda *a: kernel(*a, causal, None, torch.bfloat16, True), pre["fp8"]),
+    }
+    if with_flex:
+        mask = create_block_mask(lambda b, h, i, j: i >= j, None, None, L, L) if causal else None
+        methods["flex bf16"] = (lambda q, k, v: flex(q, k, v, block_mask=mask), (q, k, v))
+        methods["fp8_flex_attention"] = (lambda q, k, v: fp8_flex_attention(q, k, v, block_mask=mask), (q, k, v))
+    times, extra = {}, {}
+    for name, (fn, args) in methods.items():
+        extra[f"err {name}"] = _slice_error(fn(*args), ref64)  # correctness first
+        times[name] = bench.time(fn, args)
+    flops = _attention_flops(L, causal)
+    for name in ("SDPA bf16", "lowbit fp8", "kernel fp8", "kernel int8"):
+        extra[f"TFLOP/s {name}"] = flops / (times[name] * 1e-3) / 1e12
+    extra["% fp8 peak (kernel fp8)"] = 100 * extra["TFLOP/s kernel fp8"] / fp8_tflops
+    extra["bf16 mm TFLOP/s"] = bf16_tflops
+    table.add({"L": L, "causal": causal}, times, **extra)
+
+
+def _flex_descale_table(bench: Bench, L: int):
+    """Tensor descale (score_mod) vs float ``scale=`` on the same per-tensor fp8 inputs, and their recompiles."""
+    from torch._dynamo.testing import CompileCounterWithBackend
+    from torch.nn.attention.flex_attention import flex_attention
+
+    table = bench.table(f"fp8 FlexAttention descale, B={B} H={H} L={L} D={D}", baseline="flex fp8 scale=float")
+    q, k, v = (torch.randn(B, H, L, D, device="cuda", dtype=torch.bfloat16) for _ in range(3))
+    ref64 = F.scaled_dot_product_attention(q[:1, :2].double(), k[:1, :2].double(), v[:1, :2].double())
+    (q8, qs), (k8, ks), (v8, v_scale) = (torch.ops.lowbit.quantize_fp8(t) for t in (q, k, v))  # per tensor
+    sm = 1.0 / math.sqrt(D)
+    counters = {"tensor": CompileCounterWithBackend("inductor"), "float": CompileCounterWithBackend("inductor")}
+    flex_t = torch.compile(flex_attention, backend=counters["tensor"], dynamic=False)
+    flex_f = torch.compile(flex_attention, backend=counters["float"], dynamic=False)
+    by_tensor = lambda q8, k8, v8, qs, ks: flex_t(q8, k8, v8, score_mod=fp8_descale(qs, ks), scale=sm)
+    descale = float(qs * ks)  # the published recipe: .item() (a host sync), outside the timed region here
+    by_float = lambda q8, k8, v8: flex_f(q8, k8, v8, scale=sm * descale)
+    errs = {
+        "err tensor descale": _slice_error(by_tensor(q8, k8, v8, qs, ks).float() * v_scale, ref64),
+        "err float scale=": _slice_error(by_float(q8, k8, v8).float() * v_scale, ref64),
+    }
+    times = {"flex fp8 scale=float": bench.time(by_float, (q8, k8, v8)),
+             "flex fp8 tensor descale": bench.time(by_tensor, (q8, k8, v8, qs, ks))}  # fmt: skip
+    base = {n: c.frame_count for n, c in counters.items()}
+    for i in range(10):  # 10 scale values through the tensor descale: the compiled kernel only reads new values
+        by_tensor(q8, k8, v8, qs * (0.5 + 0.1 * i), ks)
+    for i in range(3):  # the float recipe: only 3 values, each may be a full FlexAttention compile (seconds)
+        flex_f(q8, k8, v8, scale=sm * descale * (0.5 + 0.1 * i))
+    torch.cuda.synchronize()
+    recompiles = {
+        "recompiles over 10 values, tensor descale": counters["tensor"].frame_count - base["tensor"],
+        "recompiles over 3 values, float scale=": counters["float"].frame_count - base["float"],
+    }
+    table.add({"L": L}, times, **errs, **recompiles)
+
+
+def run(bench: Bench) -> None:
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
+    from torch.nn.attention.flex_attention import flex_attention
+
+    flex = torch.compile(flex_attention, dynamic=False)
+    bf16_tflops, fp8_tflops = _peak_fp8_tflops(bench)
+    print(f"  bf16 mm {bf16_tflops:.0f} TFLOP/s -> fp8 tensor-core rate taken as {fp8_tflops:.0f} TFLOP/s")
+    Ls = [1024, 4096] if bench.quick else [1024, 4096, 8192, 16384]
+    flex_Ls = {4096} if bench.quick else {8192}  # each FlexAttention shape is a compile: keep the run short
+    table = bench.table(f"fp8/int8 attention, B={B} H={H} D={D} (bf16 in/out)", baseline="SDPA bf16")
+    for L in Ls:
+        for causal in (False, True):
+            _case(bench, table, flex, L, causal, L in flex_Ls, bf16_tflops, fp8_tflops)
+            torch.cuda.empty_cache()
+    _flex_descale_table(bench, 4096 if bench.quick else 8192)

@@ -1,0 +1,80 @@
+"""``lowbit_attention(q, k, v, dtype="fp8" | "int8")``: quantize (fused kernels) and run ``lowbit::fp8_attention``."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from lowbit_flex.ops._checks import FLOAT_DTYPES, check_tensor
+from lowbit_flex.ops.fp8_attention import HEAD_DIMS, K_BLOCK, Q_BLOCK, fp8_attention
+from lowbit_flex.ops.quantize_fp8 import quantize_fp8
+from lowbit_flex.ops.quantize_int8_blockwise import quantize_int8_blockwise
+
+QK_FORMATS = ("fp8", "int8")
+
+
+def _check_inputs(q: Tensor, k: Tensor, v: Tensor, dtype: str) -> None:
+    if dtype not in QK_FORMATS:
+        raise ValueError(f"dtype: expected one of {QK_FORMATS}, got {dtype!r}")
+    check_tensor("q", q, dtypes=FLOAT_DTYPES, ndim=4)
+    check_tensor("k", k, dtypes=(q.dtype,), ndim=4)
+    check_tensor("v", v, dtypes=(q.dtype,), ndim=4)
+    B, H, _, D = q.shape
+    if k.shape[0] != B or k.shape[3] != D or k.shape[1] == 0 or H % k.shape[1] != 0:
+        raise ValueError(f"k: expected shape (B={B}, Hkv, Lk, D={D}) with Hkv dividing H={H}, got {tuple(k.shape)}")
+    if v.shape != k.shape:
+        raise ValueError(f"v: expected shape {tuple(k.shape)} (the shape of k), got {tuple(v.shape)}")
+
+
+def uses_lowbit_kernel(q: Tensor) -> bool:
+    """False where ``lowbit_attention`` falls back to SDPA: head dims other than 64/128, CUDA GPUs before sm_89."""
+    if q.shape[-1] not in HEAD_DIMS:
+        return False
+    return q.device.type != "cuda" or torch.cuda.get_device_capability(q.device) >= (8, 9)
+
+
+def quantize_attention_inputs(q: Tensor, k: Tensor, v: Tensor, dtype: str = "fp8", smooth_k: bool = True):
+    """``(q8, k8, v8, q_scale, k_scale, v_scale)`` in exactly the layouts ``lowbit::fp8_attention`` consumes:
+    q/k per block of 128 tokens (fp8 e4m3 or int8), k minus its token mean when ``smooth_k``, v fp8 per head."""
+    shift = k.mean(dim=-2, keepdim=True, dtype=torch.float32) if smooth_k else None
+    if dtype == "int8":
+        q8, qs = quantize_int8_blockwise(q, Q_BLOCK)
+        k8, ks = quantize_int8_blockwise(k, K_BLOCK, shift)
+    else:
+        q8, qs = quantize_fp8(q, "block", Q_BLOCK)
+        k8, ks = quantize_fp8(k, "block", K_BLOCK, torch.float8_e4m3fn, shift)
+    v8, vs = quantize_fp8(v, "head")
+    if v8.is_cuda:
+        # Hopper's fp8 MMA reads both operands K-major: for PV that is v with the token axis contiguous.
+        v8 = v8.transpose(-1, -2).contiguous().transpose(-1, -2)
+    return q8, k8, v8, qs, ks, vs
+
+
+def lowbit_attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    dtype: str = "fp8",
+    causal: bool = False,
+    scale: float | None = None,
+    *,
+    smooth_k: bool = True,
+    pv_fp16_accum: bool = False,
+) -> Tensor:
+    """Attention with low-bit QKᵀ and PV; ``q`` ``(B, H, Lq, D)``, ``k``/``v`` ``(B, Hkv, Lk, D)``, float.
+
+    ``dtype="fp8"``: q, k in e4m3 with one scale per 128 tokens; ``"int8"``: q, k in int8 per 128 tokens
+    (SageAttention-style). Both: k minus its token mean first (``smooth_k``, which cancels in softmax and removes
+    K's outlier channels), v in e4m3 per head, P in e4m3, fp32 accumulation, output in ``q``'s dtype.
+    ``causal`` masks key ``j > i`` (top-left, as SDPA). ``scale`` defaults to ``1/sqrt(D)``.
+
+    Fallback (documented, never a wrong result): head dims other than 64/128 and CUDA GPUs before sm_89 (no fp8
+    MMA) run ``F.scaled_dot_product_attention`` in the input dtype. On CPU it runs the op's float64 reference.
+    """
+    _check_inputs(q, k, v, dtype)
+    if not uses_lowbit_kernel(q):
+        gqa = q.shape[1] != k.shape[1]
+        return F.scaled_dot_product_attention(q, k, v, is_causal=causal, scale=scale, enable_gqa=gqa)
+    q8, k8, v8, qs, ks, vs = quantize_attention_inputs(q, k, v, dtype, smooth_k)
+    return fp8_attention(q8, k8, v8, qs, ks, vs, causal, scale, q.dtype, pv_fp16_accum)

@@ -1,0 +1,175 @@
+"""Fused fp8 / int8-QKᵀ attention forward (the format of ``lowbit_flex/ops/fp8_attention.py``).
+
+One program owns ``BLOCK_M`` query rows of one head and streams key/value blocks of ``BLOCK_N = 128`` (= the k
+scale block, so each key tile has one scalar scale and the q tile one scalar scale: the descale is one multiply
+per tile). Key blocks that the causal mask and the sequence end leave whole are processed without any masking;
+only the diagonal / ragged tail blocks pay for the ``where``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import triton
+import triton.language as tl
+
+from lowbit_flex.kernels.fp8_round import to_e4m3
+from lowbit_flex.ops.fp8_attention import K_BLOCK, Q_BLOCK, p_scale
+from lowbit_flex.testing import triton_interpreting
+
+_LOG2E = 1.4426950408889634
+
+
+@triton.jit
+def _attend_blocks(
+    acc, row_sum, m_i, q, qk_scale, offs_m, k_base, v_base, ks_base, lo, hi, Lk,
+    stride_kn, stride_kd, stride_vn, stride_vd, stride_ksn,
+    D: tl.constexpr, BLOCK_N: tl.constexpr, K_SCALE_BLOCK: tl.constexpr, MASKED: tl.constexpr,
+    CAUSAL: tl.constexpr, QK_INT8: tl.constexpr, PV_FP16_ACC: tl.constexpr, P_SCALE: tl.constexpr,
+    EXACT: tl.constexpr,
+):  # fmt: skip
+    offs_n = tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, D)
+    for start_n in range(lo, hi, BLOCK_N):
+        cols = start_n + offs_n
+        k_ptrs = k_base + cols[:, None] * stride_kn + offs_d[None, :] * stride_kd
+        v_ptrs = v_base + cols[:, None] * stride_vn + offs_d[None, :] * stride_vd
+        if MASKED:
+            k = tl.load(k_ptrs, mask=cols[:, None] < Lk, other=0.0)
+            v = tl.load(v_ptrs, mask=cols[:, None] < Lk, other=0.0)
+        else:
+            k = tl.load(k_ptrs)
+            v = tl.load(v_ptrs)
+        k_scale = tl.load(ks_base + (start_n // K_SCALE_BLOCK) * stride_ksn)
+        # fp8 x fp8 -> fp32 or int8 x int8 -> int32 on the tensor cores; the block scales are two scalars.
+        s = tl.dot(q, tl.trans(k))
+        s = s.to(tl.float32) * (qk_scale * k_scale)  # log2 domain: qk_scale carries sm_scale * log2(e)
+        if MASKED:
+            ok = cols[None, :] < Lk
+            if CAUSAL:
+                ok = ok & (offs_m[:, None] >= cols[None, :])
+            s = tl.where(ok, s, float("-inf"))
+        # The first block processed always has a visible key in every row (it starts at key 0), so m_new is
+        # finite from then on and no exp2(-inf - -inf) NaN can appear.
+        m_new = tl.maximum(m_i, tl.max(s, axis=1))
+        alpha = tl.math.exp2(m_i - m_new)
+        p = tl.math.exp2(s - m_new[:, None])
+        row_sum = row_sum * alpha + tl.sum(p, axis=1)
+        p8 = to_e4m3(p * P_SCALE, EXACT)
+        if PV_FP16_ACC:
+            acc = acc * alpha[:, None] + tl.dot(p8, v, out_dtype=tl.float16).to(tl.float32)
+        else:
+            acc = tl.dot(p8, v, acc * alpha[:, None])
+        m_i = m_new
+    return acc, row_sum, m_i
+
+
+@triton.jit
+def _fp8_attention_fwd(
+    Q, K, V, QS, KS, VS, Out, sm_scale_log2e, H, GROUP, Lq, Lk,
+    stride_qb, stride_qh, stride_qm, stride_qd,
+    stride_kb, stride_kh, stride_kn, stride_kd,
+    stride_vb, stride_vh, stride_vn, stride_vd,
+    stride_ob, stride_oh, stride_om, stride_od,
+    stride_qsb, stride_qsh, stride_qsm,
+    stride_ksb, stride_ksh, stride_ksn,
+    stride_vsb, stride_vsh,
+    D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    Q_SCALE_BLOCK: tl.constexpr, K_SCALE_BLOCK: tl.constexpr, CAUSAL: tl.constexpr, QK_INT8: tl.constexpr,
+    PV_FP16_ACC: tl.constexpr, P_SCALE: tl.constexpr, EXACT: tl.constexpr,
+):  # fmt: skip
+    pid_m = tl.program_id(0)
+    bh = tl.program_id(1)
+    b = bh // H
+    h = bh % H
+    hk = h // GROUP
+    m0 = pid_m * BLOCK_M
+    offs_m = m0 + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, D)
+    q_ptrs = Q + b.to(tl.int64) * stride_qb + h.to(tl.int64) * stride_qh
+    q_ptrs += offs_m[:, None].to(tl.int64) * stride_qm + offs_d[None, :] * stride_qd
+    q = tl.load(q_ptrs, mask=offs_m[:, None] < Lq, other=0.0)
+    # BLOCK_M divides Q_SCALE_BLOCK, so the whole tile shares one q scale.
+    q_scale = tl.load(QS + b * stride_qsb + h * stride_qsh + (m0 // Q_SCALE_BLOCK) * stride_qsm)
+    qk_scale = q_scale * sm_scale_log2e
+
+    k_base = K + b.to(tl.int64) * stride_kb + hk.to(tl.int64) * stride_kh
+    v_base = V + b.to(tl.int64) * stride_vb + hk.to(tl.int64) * stride_vh
+    ks_base = KS + b * stride_ksb + hk * stride_ksh
+
+    m_i = tl.full((BLOCK_M,), float("-inf"), tl.float32)
+    row_sum = tl.zeros((BLOCK_M,), tl.float32)
+    acc = tl.zeros((BLOCK_M, D), tl.float32)
+    # Key blocks [0, full_end) need no mask: inside the sequence and (causal) at or left of every row's diagonal.
+    full_end = (Lk // BLOCK_N) * BLOCK_N
+    hi = Lk
+    if CAUSAL:
+        full_end = tl.minimum(full_end, ((m0 + 1) // BLOCK_N) * BLOCK_N)
+        hi = tl.minimum(hi, m0 + BLOCK_M)
+    acc, row_sum, m_i = _attend_blocks(
+        acc, row_sum, m_i, q, qk_scale, offs_m, k_base, v_base, ks_base, 0, full_end, Lk,
+        stride_kn, stride_kd, stride_vn, stride_vd, stride_ksn,
+        D, BLOCK_N, K_SCALE_BLOCK, False, CAUSAL, QK_INT8, PV_FP16_ACC, P_SCALE, EXACT,
+    )  # fmt: skip
+    acc, row_sum, m_i = _attend_blocks(
+        acc, row_sum, m_i, q, qk_scale, offs_m, k_base, v_base, ks_base, full_end, hi, Lk,
+        stride_kn, stride_kd, stride_vn, stride_vd, stride_ksn,
+        D, BLOCK_N, K_SCALE_BLOCK, True, CAUSAL, QK_INT8, PV_FP16_ACC, P_SCALE, EXACT,
+    )  # fmt: skip
+    v_scale = tl.load(VS + b * stride_vsb + hk * stride_vsh)
+    out = acc * (v_scale / (row_sum * P_SCALE))[:, None]
+    o_ptrs = Out + b.to(tl.int64) * stride_ob + h.to(tl.int64) * stride_oh
+    o_ptrs += offs_m[:, None].to(tl.int64) * stride_om + offs_d[None, :] * stride_od
+    tl.store(o_ptrs, out.to(Out.dtype.element_ty), mask=offs_m[:, None] < Lq)
+
+
+def _configs() -> list[triton.Config]:
+    # BLOCK_M must divide Q_BLOCK (128). 8 warps = two warpgroups of 64 rows each on Hopper.
+    # Four configs: each is a compile per (CAUSAL, QK_INT8, PV_FP16_ACC) combination, and the benchmark runs them all.
+    return [
+        triton.Config({"BLOCK_M": bm}, num_warps=w, num_stages=st)
+        for bm, w, st in ((128, 8, 2), (128, 8, 3), (128, 4, 3), (64, 4, 3))
+    ]
+
+
+_fp8_attention_fwd_tuned = triton.autotune(
+    configs=_configs(), key=["Lq", "Lk", "D", "CAUSAL", "QK_INT8", "PV_FP16_ACC", "GROUP"]
+)(_fp8_attention_fwd)
+
+
+def fp8_attention_triton(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    q_scale: torch.Tensor,
+    k_scale: torch.Tensor,
+    v_scale: torch.Tensor,
+    causal: bool,
+    sm_scale: float | None,
+    out_dtype: torch.dtype,
+    pv_fp16_accum: bool,
+) -> torch.Tensor:
+    """Launch the fused kernel; arguments are already validated by the op."""
+    B, H, Lq, D = q.shape
+    Hkv, Lk = k.shape[1], k.shape[2]
+    out = torch.empty((B, H, Lq, D), dtype=out_dtype, device=q.device)
+    sm = 1.0 / math.sqrt(D) if sm_scale is None else sm_scale
+    vs_strides = (v_scale.stride(0), v_scale.stride(1)) if v_scale.dim() else (0, 0)
+    args = (
+        q, k, v, q_scale, k_scale, v_scale, out, sm * _LOG2E, H, H // Hkv, Lq, Lk,
+        *q.stride(), *k.stride(), *v.stride(), *out.stride(), *q_scale.stride(), *k_scale.stride(), *vs_strides,
+    )  # fmt: skip
+    meta = dict(
+        D=D, BLOCK_N=K_BLOCK, Q_SCALE_BLOCK=Q_BLOCK, K_SCALE_BLOCK=K_BLOCK, CAUSAL=causal,
+        QK_INT8=q.dtype == torch.int8, PV_FP16_ACC=pv_fp16_accum, P_SCALE=p_scale(pv_fp16_accum),
+        EXACT=triton_interpreting(),
+    )  # fmt: skip
+    if triton_interpreting():
+        # One fixed config: autotuning under the interpreter would only multiply the (slow) CPU runs.
+        grid = (triton.cdiv(Lq, 64), B * H)
+        _fp8_attention_fwd[grid](*args, BLOCK_M=64, **meta)
+    else:
+        grid = lambda meta: (triton.cdiv(Lq, meta["BLOCK_M"]), B * H)
+        _fp8_attention_fwd_tuned[grid](*args, **meta)
+    return out

@@ -1,0 +1,39 @@
+"""Round-to-nearest-even onto the fp8 grid with plain float32/int32 arithmetic (no conversion instruction).
+
+Why: Triton's interpreter (3.9) rounds float32 -> fp8 incorrectly near powers of two (e.g. 124.66 -> 64 instead of
+128 in e4m3), while the GPU conversion (``cvt.rn.satfinite``) is exact RNE. Kernels that must match the CPU
+reference bit for bit under ``TRITON_INTERPRET=1`` round with :func:`round_to_fp8_grid` first; the following
+``.to(fp8)`` then only converts an exactly representable value, which the interpreter gets right too.
+Inputs must already be clamped to the format's finite range.
+"""
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def round_to_fp8_grid(x, MANT_BITS: tl.constexpr, MIN_NORMAL_EXP: tl.constexpr):
+    """``x`` (float32, |x| <= fp8 max) rounded to the nearest fp8 value, ties to even; returns float32."""
+    DROP: tl.constexpr = 23 - MANT_BITS
+    bits = x.to(tl.int32, bitcast=True)
+    sign = bits & -2147483648  # 0x80000000
+    mag = bits & 2147483647  # 0x7FFFFFFF: |x| as int
+    # Normal range: drop the low mantissa bits with round-half-even (a carry into the exponent is correct).
+    normal = (mag + ((1 << (DROP - 1)) - 1) + ((mag >> DROP) & 1)) & ~((1 << DROP) - 1)
+    # Subnormal range: a fixed spacing of 2**(MIN_NORMAL_EXP - MANT_BITS). Adding and subtracting 1.5 * 2**23 times
+    # that spacing rounds |x| to a multiple of it (ties to even) with IEEE adds.
+    MAGIC: tl.constexpr = 1.5 * 2.0 ** (23 + MIN_NORMAL_EXP - MANT_BITS)
+    ax = mag.to(tl.float32, bitcast=True)
+    sub = ((ax + MAGIC) - MAGIC).to(tl.int32, bitcast=True)
+    mag = tl.where(ax < 2.0**MIN_NORMAL_EXP, sub, normal)
+    return (mag | sign).to(tl.float32, bitcast=True)
+
+
+@triton.jit
+def to_e4m3(x, EXACT_ROUND: tl.constexpr):
+    """float32 (already within ±448) -> float8_e4m3fn, RNE; ``EXACT_ROUND`` for the interpreter (see above)."""
+    if EXACT_ROUND:
+        x = round_to_fp8_grid(x, 3, -6)
+    return x.to(tl.float8e4nv)

@@ -1,0 +1,158 @@
+"""Fused group quantization to fp8 (e4m3fn / e5m2) or int8: one scale per contiguous group of a contiguous tensor.
+
+Every granularity of :mod:`lowbit_flex.ops._groups` is a run of ``SEG`` elements inside a slice of ``S`` elements
+(the last run of a slice may be shorter: the ragged last block). Small groups (token, block: at most
+``_MAX_SINGLE_PASS`` elements) are quantized in one pass from registers, several groups per program. Larger ones
+(tensor, head) take two launches: a chunked amax with ``atomic_max`` (max is order-independent, so the result is
+still bit-exact), then the quantization, which re-reads ``x`` (mostly from L2).
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from lowbit_flex.kernels._rounding import round_half_even
+from lowbit_flex.kernels.fp8_round import round_to_fp8_grid
+from lowbit_flex.ops._groups import scale_shape
+from lowbit_flex.testing import triton_interpreting
+
+_MAX_SINGLE_PASS = 16384
+_CHUNK = 8192
+
+# OUT_KIND: what the scaled value is rounded and stored as.
+_E4M3, _E5M2, _INT8 = 0, 1, 2
+_KIND = {torch.float8_e4m3fn: _E4M3, torch.float8_e5m2: _E5M2, torch.int8: _INT8}
+_QMAX = {_E4M3: 448.0, _E5M2: 57344.0, _INT8: 127.0}
+
+
+@triton.jit
+def _load_shifted(x_ptr, shift_ptr, offs, mask, SLICE, D, HAS_SHIFT: tl.constexpr):
+    x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    if HAS_SHIFT:
+        # shift is (B*H, D): the slice index and channel of flat element e are e // (L*D) and e % D.
+        sh = tl.load(shift_ptr + (offs // SLICE) * D + offs % D, mask=mask, other=0.0)
+        x = tl.where(mask, x - sh, 0.0)
+    return x
+
+
+@triton.jit
+def _round_store(q_ptr, offs, mask, x, scale, QMAX: tl.constexpr, OUT_KIND: tl.constexpr, EXACT: tl.constexpr):
+    # div_rn: Triton's `/` on float32 may lower to an approximate divide; the reference uses IEEE division.
+    y = tl.math.div_rn(x, scale)
+    y = tl.minimum(tl.maximum(y, -QMAX), QMAX)
+    if OUT_KIND == 2:
+        tl.store(q_ptr + offs, round_half_even(y).to(tl.int8), mask=mask)
+    elif OUT_KIND == 0:
+        if EXACT:
+            y = round_to_fp8_grid(y, 3, -6)
+        tl.store(q_ptr + offs, y.to(tl.float8e4nv), mask=mask)
+    else:
+        if EXACT:
+            y = round_to_fp8_grid(y, 2, -14)
+        tl.store(q_ptr + offs, y.to(tl.float8e5), mask=mask)
+
+
+@triton.jit
+def _segment(seg, S, SEG, NSEG):
+    """Start (int64 element offset) and length of group ``seg``."""
+    g = seg // NSEG
+    j = seg % NSEG
+    return g.to(tl.int64) * S + j.to(tl.int64) * SEG, tl.minimum(SEG, S - j * SEG)
+
+
+@triton.jit
+def _quantize_single_pass_kernel(
+    x_ptr, q_ptr, scale_ptr, shift_ptr, N_SEG_TOTAL, S, SEG, NSEG, SLICE, D,
+    ROWS: tl.constexpr, SEG_P2: tl.constexpr, QMAX: tl.constexpr, OUT_KIND: tl.constexpr,
+    HAS_SHIFT: tl.constexpr, EXACT: tl.constexpr,
+):  # fmt: skip
+    seg = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
+    seg_ok = seg < N_SEG_TOTAL
+    start, length = _segment(seg, S, SEG, NSEG)
+    cols = tl.arange(0, SEG_P2)
+    mask = seg_ok[:, None] & (cols[None, :] < length[:, None])
+    offs = start[:, None] + cols[None, :]
+    x = _load_shifted(x_ptr, shift_ptr, offs, mask, SLICE, D, HAS_SHIFT)
+    scale = tl.math.div_rn(tl.max(tl.abs(x), axis=1), tl.full((ROWS,), QMAX, tl.float32))
+    scale = tl.where(scale == 0.0, 1.0, scale)
+    tl.store(scale_ptr + seg, scale, mask=seg_ok)
+    _round_store(q_ptr, offs, mask, x, scale[:, None], QMAX, OUT_KIND, EXACT)
+
+
+@triton.jit
+def _amax_kernel(
+    x_ptr, amax_ptr, shift_ptr, S, SEG, NSEG, SLICE, D, CHUNK: tl.constexpr, HAS_SHIFT: tl.constexpr
+):  # fmt: skip
+    seg = tl.program_id(0)
+    start, length = _segment(seg, S, SEG, NSEG)
+    cols = tl.program_id(1) * CHUNK + tl.arange(0, CHUNK)
+    mask = cols < length
+    x = _load_shifted(x_ptr, shift_ptr, start + cols, mask, SLICE, D, HAS_SHIFT)
+    tl.atomic_max(amax_ptr + seg, tl.max(tl.abs(x), axis=0))  # |x| >= 0: float max is exact and order-free
+
+
+@triton.jit
+def _quantize_chunk_kernel(
+    x_ptr, q_ptr, amax_ptr, scale_ptr, shift_ptr, S, SEG, NSEG, SLICE, D,
+    CHUNK: tl.constexpr, QMAX: tl.constexpr, OUT_KIND: tl.constexpr, HAS_SHIFT: tl.constexpr, EXACT: tl.constexpr,
+):  # fmt: skip
+    seg = tl.program_id(0)
+    start, length = _segment(seg, S, SEG, NSEG)
+    amax = tl.load(amax_ptr + seg)
+    scale = tl.math.div_rn(amax, tl.zeros_like(amax) + QMAX)  # both operands fp32 tensors, as div_rn expects
+    scale = tl.where(scale == 0.0, 1.0, scale)
+    if tl.program_id(1) == 0:
+        tl.store(scale_ptr + seg, scale)
+    cols = tl.program_id(1) * CHUNK + tl.arange(0, CHUNK)
+    mask = cols < length
+    x = _load_shifted(x_ptr, shift_ptr, start + cols, mask, SLICE, D, HAS_SHIFT)
+    _round_store(q_ptr, start + cols, mask, x, scale, QMAX, OUT_KIND, EXACT)
+
+
+def _layout(shape: torch.Size, granularity: str, block_size: int) -> tuple[int, int]:
+    """``(S, SEG)``: elements per slice and per group (see the module docstring)."""
+    if granularity == "tensor":
+        n = shape.numel()
+        return n, n
+    _, _, L, D = shape
+    seg = {"head": L * D, "token": D, "block": block_size * D}[granularity]
+    return L * D, min(seg, L * D)
+
+
+def quantize_groups_triton(
+    x: torch.Tensor, granularity: str, block_size: int, out_dtype: torch.dtype, shift: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Launch the fused kernel(s); arguments are already validated by the op. ``out_dtype``: fp8 or int8."""
+    kind = _KIND[out_dtype]
+    qmax = _QMAX[kind]
+    xc = x.contiguous()
+    q = torch.empty(x.shape, dtype=out_dtype, device=x.device)
+    scale = torch.empty(scale_shape(x.shape, granularity, block_size), dtype=torch.float32, device=x.device)
+    S, SEG = _layout(x.shape, granularity, block_size)
+    nseg = -(-S // SEG)
+    n_total = (x.numel() // S) * nseg
+    D = x.shape[-1]
+    slice_ld = x.shape[2] * x.shape[3] if x.dim() == 4 else S  # the shift's (b, h) period in elements
+    has_shift = shift is not None
+    shift_arg = shift.contiguous() if has_shift else scale  # never read when HAS_SHIFT is false
+    common = dict(QMAX=qmax, OUT_KIND=kind, HAS_SHIFT=has_shift, EXACT=triton_interpreting())
+    if SEG <= _MAX_SINGLE_PASS:
+        seg_p2 = triton.next_power_of_2(SEG)
+        rows = max(1, min(64, 4096 // seg_p2))  # ~4096 elements per program: short groups share one
+        num_warps = 4 if rows * seg_p2 <= 4096 else 8 if seg_p2 <= 8192 else 16
+        _quantize_single_pass_kernel[(triton.cdiv(n_total, rows),)](
+            xc, q, scale, shift_arg, n_total, S, SEG, nseg, slice_ld, D,
+            ROWS=rows, SEG_P2=seg_p2, num_warps=num_warps, **common,
+        )  # fmt: skip
+    else:
+        amax = torch.zeros(n_total, dtype=torch.float32, device=x.device)
+        grid = (n_total, triton.cdiv(SEG, _CHUNK))
+        _amax_kernel[grid](
+            xc, amax, shift_arg, S, SEG, nseg, slice_ld, D, CHUNK=_CHUNK, HAS_SHIFT=has_shift, num_warps=8
+        )  # fmt: skip
+        _quantize_chunk_kernel[grid](
+            xc, q, amax, scale, shift_arg, S, SEG, nseg, slice_ld, D, CHUNK=_CHUNK, num_warps=8, **common
+        )  # fmt: skip
+    return q, scale

@@ -1,0 +1,146 @@
+"""``lowbit::fp8_attention``: attention on fp8 (or int8-QKᵀ) inputs with per-block scales and bf16/fp16 output.
+
+The format (fixed, so that kernel tiles align with scale blocks):
+
+- ``q``: ``(B, H, Lq, D)`` ``float8_e4m3fn`` (or ``int8`` for the int8-QKᵀ variant), one float32 scale per block
+  of ``Q_BLOCK = 128`` query tokens: ``q_scale`` ``(B, H, ceil(Lq / 128))``.
+- ``k``: ``(B, Hkv, Lk, D)``, same dtype as ``q``, one scale per block of ``K_BLOCK = 128`` key tokens:
+  ``k_scale`` ``(B, Hkv, ceil(Lk / 128))``. ``H`` must be a multiple of ``Hkv`` (GQA: query head ``h`` reads
+  key/value head ``h // (H // Hkv)``). ``k`` may have had its token mean subtracted (smooth-K): softmax is
+  invariant to it.
+- ``v``: ``(B, Hkv, Lk, D)`` ``float8_e4m3fn``, any strides (the kernel is fastest when the ``Lk`` axis is
+  contiguous, i.e. ``v`` is a transposed view of a ``(B, Hkv, D, Lk)`` tensor: Hopper's fp8 MMA wants both
+  operands K-major), scale ``v_scale`` ``()`` (per tensor) or ``(B, Hkv)`` (per head).
+- ``D`` ∈ {64, 128}; others raise ``ValueError`` (``lowbit_flex.attention.lowbit_attention`` falls back to SDPA).
+
+Computation: ``S = (q·q_scale)(k·k_scale)ᵀ · sm_scale`` (fp8×fp8 or int8×int8 MMA, fp32/int32 accumulation),
+blockwise online softmax over key blocks of 128, ``P = exp(S - running_max)`` quantized to e4m3 as
+``fp8(P · P_SCALE)`` for the PV MMA (``P ∈ [0, 1]``; ``P_SCALE = 448`` puts it at the top of e4m3's range so small
+probabilities keep 3 mantissa bits instead of flushing to subnormals), fp32 accumulation of PV, the row sum from the
+unquantized ``P``, and ``O = acc / (rowsum · P_SCALE) · v_scale`` written as ``out_dtype``.
+``pv_fp16_accum=True`` accumulates each block's PV product in fp16 (then adds it to the fp32 accumulator) with
+``P_SCALE = 1``, so that a 128-term sum of ``P ≤ 1`` times ``|v| ≤ 448`` cannot overflow fp16's 65504.
+``causal=True`` masks key ``j > i`` for query ``i`` (top-left aligned, as SDPA's ``is_causal``).
+
+The CPU reference below emulates this exactly in float64 (block order, running max, P rounding), so the kernel
+matches it up to float32 vs float64 arithmetic and accumulation order.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from lowbit_flex.ops._checks import check_out_dtype, check_same_device, check_shape, check_tensor
+
+Q_BLOCK = 128  # query tokens per q scale
+K_BLOCK = 128  # key tokens per k scale; also the online-softmax block (the kernel's BLOCK_N)
+HEAD_DIMS = (64, 128)
+QK_DTYPES = (torch.float8_e4m3fn, torch.int8)
+OUT_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
+
+
+def p_scale(pv_fp16_accum: bool) -> float:
+    return 1.0 if pv_fp16_accum else 448.0
+
+
+def _check_args(q, k, v, q_scale, k_scale, v_scale, causal, sm_scale, out_dtype, pv_fp16_accum) -> None:
+    check_tensor("q", q, dtypes=QK_DTYPES, ndim=4)
+    check_tensor("k", k, dtypes=(q.dtype,), ndim=4)
+    check_tensor("v", v, dtypes=(torch.float8_e4m3fn,), ndim=4)
+    B, H, Lq, D = q.shape
+    _, Hkv, Lk, _ = k.shape
+    if D not in HEAD_DIMS:
+        raise ValueError(f"q: head dim {D} is not supported (the kernel takes {HEAD_DIMS})")
+    if Lq == 0 or Lk == 0:
+        raise ValueError(f"q, k: expected non-empty sequences, got Lq={Lq}, Lk={Lk}")
+    if k.shape[0] != B or k.shape[3] != D or Hkv == 0 or H % Hkv != 0:
+        raise ValueError(f"k: expected shape (B={B}, Hkv, Lk, D={D}) with Hkv dividing H={H}, got {tuple(k.shape)}")
+    check_shape("v", v, k.shape, "the shape of k")
+    check_tensor("q_scale", q_scale, dtypes=(torch.float32,))
+    check_shape("q_scale", q_scale, (B, H, -(-Lq // Q_BLOCK)), f"one scale per {Q_BLOCK} query tokens")
+    check_tensor("k_scale", k_scale, dtypes=(torch.float32,))
+    check_shape("k_scale", k_scale, (B, Hkv, -(-Lk // K_BLOCK)), f"one scale per {K_BLOCK} key tokens")
+    check_tensor("v_scale", v_scale, dtypes=(torch.float32,))
+    if tuple(v_scale.shape) not in ((), (B, Hkv)):
+        got = tuple(v_scale.shape)
+        raise ValueError(f"v_scale: expected shape () or {(B, Hkv)} (per tensor or per head), got {got}")
+    check_same_device(q=q, k=k, v=v, q_scale=q_scale, k_scale=k_scale, v_scale=v_scale)
+    check_out_dtype("out_dtype", out_dtype, OUT_DTYPES)
+    if sm_scale is not None and not (math.isfinite(sm_scale) and sm_scale > 0):
+        raise ValueError(f"sm_scale: expected a positive finite float or None, got {sm_scale}")
+
+
+def reference_fp8_attention(q, k, v, q_scale, k_scale, v_scale, causal, sm_scale, out_dtype, pv_fp16_accum):
+    """The format's definition in float64, key block by key block as the kernel runs it (no argument checks)."""
+    B, H, Lq, D = q.shape
+    group = H // k.shape[1]
+    Lk = k.shape[2]
+    sm = 1.0 / math.sqrt(D) if sm_scale is None else sm_scale
+    qd = q.double() * q_scale.double().repeat_interleave(Q_BLOCK, dim=2)[:, :, :Lq, None]
+    kd = k.double() * k_scale.double().repeat_interleave(K_BLOCK, dim=2)[:, :, :Lk, None]
+    kd, vd = kd.repeat_interleave(group, dim=1), v.double().repeat_interleave(group, dim=1)
+    s = (qd @ kd.transpose(-1, -2)) * sm
+    if causal:
+        s = s.masked_fill(torch.ones(Lq, Lk, dtype=torch.bool, device=q.device).triu(1), -math.inf)
+    ps = p_scale(pv_fp16_accum)
+    m = torch.full((B, H, Lq, 1), -math.inf, dtype=torch.float64, device=q.device)
+    row_sum = torch.zeros_like(m)
+    acc = torch.zeros(B, H, Lq, D, dtype=torch.float64, device=q.device)
+    for n0 in range(0, Lk, K_BLOCK):
+        sb = s[..., n0 : n0 + K_BLOCK]
+        m_new = torch.maximum(m, sb.amax(dim=-1, keepdim=True))
+        alpha = torch.exp(m - m_new)  # exp(-inf) = 0 on the first block
+        p = torch.exp(sb - m_new)
+        row_sum = row_sum * alpha + p.sum(dim=-1, keepdim=True)
+        p8 = (p.float() * ps).to(torch.float8_e4m3fn).double()  # float32 like the kernel, then RNE to e4m3
+        pv = p8 @ vd[:, :, n0 : n0 + K_BLOCK]
+        if pv_fp16_accum:
+            pv = pv.half().double()
+        acc = acc * alpha + pv
+        m = m_new
+    vs = v_scale.double().repeat_interleave(group, dim=1)[:, :, None, None] if v_scale.dim() else v_scale.double()
+    return (acc / (row_sum * ps) * vs).to(out_dtype)
+
+
+@torch.library.custom_op("lowbit::fp8_attention", mutates_args=())
+def fp8_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    q_scale: torch.Tensor,
+    k_scale: torch.Tensor,
+    v_scale: torch.Tensor,
+    causal: bool = False,
+    sm_scale: float | None = None,
+    out_dtype: torch.dtype = torch.bfloat16,
+    pv_fp16_accum: bool = False,
+) -> torch.Tensor:
+    """Attention on fp8/int8 ``q, k`` and fp8 ``v`` with block scales; returns ``(B, H, Lq, D)`` in ``out_dtype``.
+
+    See the module docstring for the format. ``sm_scale`` defaults to ``1/sqrt(D)``. The QKᵀ variant follows the
+    dtype of ``q``/``k``: ``float8_e4m3fn`` or ``int8`` (quantize K with smooth-K, see
+    ``lowbit_flex.quant.quantize_int8_blockwise``). On CUDA sm_89+ one fused Triton kernel; on older GPUs (no fp8
+    MMA) and on CPU this float64 reference, which is exact but slow.
+    """
+    _check_args(q, k, v, q_scale, k_scale, v_scale, causal, sm_scale, out_dtype, pv_fp16_accum)
+    return reference_fp8_attention(q, k, v, q_scale, k_scale, v_scale, causal, sm_scale, out_dtype, pv_fp16_accum)
+
+
+@fp8_attention.register_fake
+def _(q, k, v, q_scale, k_scale, v_scale, causal=False, sm_scale=None, out_dtype=torch.bfloat16, pv_fp16_accum=False):
+    _check_args(q, k, v, q_scale, k_scale, v_scale, causal, sm_scale, out_dtype, pv_fp16_accum)
+    return q.new_empty(q.shape, dtype=out_dtype)
+
+
+@fp8_attention.register_kernel("cuda")
+def _(q, k, v, q_scale, k_scale, v_scale, causal=False, sm_scale=None, out_dtype=torch.bfloat16, pv_fp16_accum=False):
+    args = (q, k, v, q_scale, k_scale, v_scale, causal, sm_scale, out_dtype, pv_fp16_accum)
+    _check_args(*args)
+    if torch.cuda.get_device_capability(q.device) < (8, 9):
+        # fp8 MMA (for PV) needs sm_89+: keep the result right, if slow (lowbit_attention routes to SDPA instead).
+        return reference_fp8_attention(*args)
+    from lowbit_flex.kernels.fp8_attention import fp8_attention_triton
+
+    return fp8_attention_triton(*args)

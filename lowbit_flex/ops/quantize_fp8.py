@@ -1,0 +1,71 @@
+"""``lowbit::quantize_fp8``: saturating fp8 (e4m3fn / e5m2) quantization with tensor, head, token or block scales.
+
+``scale = amax(|x - shift|) / fp8_max`` per group (1.0 for an all-zero group) and
+``x_fp8 = cast_rne(clamp((x - shift) / scale, -fp8_max, fp8_max))``. The clamp before the cast is what makes it
+saturating: ``float8_e4m3fn`` has no infinity, and a value above 448 would otherwise become NaN. Groups and scale
+shapes are listed in :mod:`lowbit_flex.ops._groups`.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from lowbit_flex.ops._groups import check_group_args, reference_scaled, scale_shape
+
+FP8_DTYPES = (torch.float8_e4m3fn, torch.float8_e5m2)
+FP8_MAX = {torch.float8_e4m3fn: 448.0, torch.float8_e5m2: 57344.0}
+
+
+def _check_args(
+    x: torch.Tensor, granularity: str, block_size: int, fp8_dtype: torch.dtype, shift: torch.Tensor | None
+) -> None:
+    check_group_args(x, granularity, block_size, shift)
+    if fp8_dtype not in FP8_DTYPES:
+        raise TypeError(f"fp8_dtype: expected torch.float8_e4m3fn or torch.float8_e5m2, got {fp8_dtype}")
+
+
+@torch.library.custom_op("lowbit::quantize_fp8", mutates_args=())
+def quantize_fp8(
+    x: torch.Tensor,
+    granularity: str = "tensor",
+    block_size: int = 128,
+    fp8_dtype: torch.dtype = torch.float8_e4m3fn,
+    shift: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Quantize ``x`` (float16/bfloat16/float32) to ``fp8_dtype`` with one float32 scale per group.
+
+    Args:
+        x: any shape for ``granularity="tensor"``; ``(B, H, L, D)`` otherwise.
+        granularity: ``"tensor"`` (scale ``()``), ``"head"`` (``(B, H)``), ``"token"`` (``(B, H, L)``) or
+            ``"block"`` (``(B, H, ceil(L / block_size))``: ``block_size`` consecutive tokens of one head).
+        block_size: tokens per block (``"block"`` only; the fp8 attention format uses 128).
+        fp8_dtype: ``torch.float8_e4m3fn`` (max 448) or ``torch.float8_e5m2`` (max 57344).
+        shift: optional ``(B, H, 1, D)`` float32 subtracted before quantizing (smooth-K).
+
+    Returns ``(x_fp8, scale)`` with ``x_fp8.float() * scale`` (scale broadcast over its group, see
+    :func:`lowbit_flex.quant.fp8.dequantize`) approximating ``x - shift``. Inputs must be finite. On CUDA one fused
+    Triton kernel (two launches when a group is larger than one program: tensor/head scales); elsewhere this
+    exact reference, which the kernel matches bit for bit.
+    """
+    _check_args(x, granularity, block_size, fp8_dtype, shift)
+    y, scale = reference_scaled(x, granularity, block_size, shift, FP8_MAX[fp8_dtype])
+    return y.to(fp8_dtype), scale  # torch's float32 -> fp8 cast rounds to nearest even
+
+
+@quantize_fp8.register_fake
+def _(x, granularity="tensor", block_size=128, fp8_dtype=torch.float8_e4m3fn, shift=None):
+    _check_args(x, granularity, block_size, fp8_dtype, shift)
+    shape = scale_shape(x.shape, granularity, block_size)
+    return x.new_empty(x.shape, dtype=fp8_dtype), x.new_empty(shape, dtype=torch.float32)
+
+
+@quantize_fp8.register_kernel("cuda")
+def _(x, granularity="tensor", block_size=128, fp8_dtype=torch.float8_e4m3fn, shift=None):
+    _check_args(x, granularity, block_size, fp8_dtype, shift)
+    if fp8_dtype == torch.float8_e4m3fn and torch.cuda.get_device_capability(x.device) < (8, 9):
+        # Triton cannot emit e4m3fn before sm_89 (compile error on sm_80): the reference math runs on any device.
+        y, scale = reference_scaled(x, granularity, block_size, shift, FP8_MAX[fp8_dtype])
+        return y.to(fp8_dtype), scale
+    from lowbit_flex.kernels.quantize_groups import quantize_groups_triton
+
+    return quantize_groups_triton(x, granularity, block_size, fp8_dtype, shift)

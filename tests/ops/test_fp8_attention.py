@@ -1,0 +1,166 @@
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import lowbit_flex  # noqa: F401  (registers torch.ops.lowbit)
+from lowbit_flex.attention.lowbit_attention import quantize_attention_inputs
+from lowbit_flex.testing import assert_fully_written, assert_rel_error, kernel_device, poison_, rel_error
+
+OP = torch.ops.lowbit.fp8_attention
+
+
+def _inputs(B, H, Hkv, Lq, Lk, D, outliers=False):
+    q, k, v = torch.randn(B, H, Lq, D), torch.randn(B, Hkv, Lk, D), torch.randn(B, Hkv, Lk, D)
+    if outliers:  # a few channels of K with a large per-channel offset (the case smooth-K is for)
+        ch = [1, D // 3, D - 2]
+        k[..., ch] = k[..., ch] * 4 + 30 * torch.sign(torch.randn(B, Hkv, 1, len(ch)))
+    return q, k, v
+
+
+def _attention_f64(q, k, v, causal):
+    g = q.shape[1] // k.shape[1]
+    k64, v64 = k.double().repeat_interleave(g, 1), v.double().repeat_interleave(g, 1)
+    return F.scaled_dot_product_attention(q.double(), k64, v64, is_causal=causal)
+
+
+def _naive_format_f64(q8, k8, v8, qs, ks, vs, causal, pv_fp16_accum):
+    """The format written out per query row, independently of the op's vectorised reference: the same block loop,
+    running max, P rounding to e4m3 (scaled by 448, or 1 with fp16 accumulation) and row sum of unrounded P."""
+    B, H, Lq, D = q8.shape
+    g = H // k8.shape[1]
+    out = torch.empty(B, H, Lq, D, dtype=torch.float64)
+    ps = 1.0 if pv_fp16_accum else 448.0
+    for b in range(B):
+        for h in range(H):
+            hk = h // g
+            kk = torch.stack([k8[b, hk, j].double() * ks[b, hk, j // 128] for j in range(k8.shape[2])])
+            vv = v8[b, hk].double()
+            for i in range(Lq):
+                s = (kk @ (q8[b, h, i].double() * qs[b, h, i // 128])) / math.sqrt(D)
+                n = i + 1 if causal else s.numel()
+                m, row_sum, acc = -math.inf, 0.0, torch.zeros(D, dtype=torch.float64)
+                for n0 in range(0, n, 128):
+                    sb = s[n0:n]
+                    sb = sb[: min(128, sb.numel())]
+                    m_new = max(m, sb.max().item())
+                    alpha = math.exp(m - m_new)
+                    p = torch.exp(sb - m_new)
+                    row_sum = row_sum * alpha + p.sum().item()
+                    pv = (p.float() * ps).to(torch.float8_e4m3fn).double() @ vv[n0 : n0 + sb.numel()]
+                    acc = acc * alpha + (pv.half().double() if pv_fp16_accum else pv)
+                    m = m_new
+                vsc = vs if vs.dim() == 0 else vs[b, hk]
+                out[b, h, i] = acc / (row_sum * ps) * vsc
+    return out
+
+
+@pytest.mark.parametrize("dtype, causal, pv16", [
+    ("fp8", False, False), ("fp8", True, False), ("int8", True, False), ("int8", False, True),
+])  # fmt: skip
+def test_reference_is_the_format(dtype, causal, pv16):
+    q, k, v = _inputs(1, 2, 1, 140, 200, 64)
+    args = quantize_attention_inputs(q, k, v, dtype)
+    out = OP(*args, causal, None, torch.float32, pv16)
+    naive = _naive_format_f64(*args, causal, pv16)
+    assert_rel_error(out, naive, 1e-6)  # float32 output rounding; any indexing or scale slip is far larger
+
+
+# Measured format accuracy vs float64 attention on the unquantized inputs (docs/fp8_attention.md). The issue's
+# targets are 3e-2 (randn) and 5e-2 (outliers); e4m3's 3 mantissa bits in P and V alone give ~3.4e-2 on randn,
+# so only int8-QKᵀ with outliers meets its target; the bounds below are the measured values plus a margin.
+@pytest.mark.parametrize("dtype, outliers, tol", [
+    ("fp8", False, 6.5e-2), ("int8", False, 4.5e-2), ("fp8", True, 8e-2), ("int8", True, 5e-2),
+])  # fmt: skip
+@pytest.mark.parametrize("causal", [False, True])
+def test_accuracy_vs_float64(dtype, outliers, tol, causal):
+    q, k, v = _inputs(1, 2, 2, 512, 512, 128, outliers)
+    ref = _attention_f64(q, k, v, causal)
+    out = OP(*quantize_attention_inputs(q, k, v, dtype), causal, None, torch.float32, False)
+    assert_rel_error(out, ref, tol)
+
+
+def test_smooth_k_is_what_rescues_outliers():
+    q, k, v = _inputs(1, 2, 2, 256, 256, 64, outliers=True)
+    ref = _attention_f64(q, k, v, False)
+    errs = {sm: rel_error(OP(*quantize_attention_inputs(q, k, v, "int8", smooth_k=sm)), ref) for sm in (False, True)}
+    assert errs[True] < 0.6 * errs[False], errs
+
+
+def _valid_args(Lq=130, Lk=130, D=64, H=2, Hkv=1):
+    q, k, v = _inputs(1, H, Hkv, Lq, Lk, D)
+    return list(quantize_attention_inputs(q, k, v, "fp8"))
+
+
+@pytest.mark.parametrize("index, bad, exc, match", [
+    (0, lambda a: a[0].float(), TypeError, "q: expected dtype"),
+    (1, lambda a: a[1].view(torch.int8), TypeError, "k: expected dtype float8_e4m3fn"),
+    (2, lambda a: a[2].view(torch.int8), TypeError, "v: expected dtype"),
+    (1, lambda a: a[1].expand(1, 3, 130, 64), ValueError, "k: expected shape"),
+    (2, lambda a: a[2][:, :, :100], ValueError, "v: expected shape"),
+    (3, lambda a: a[3][:, :, :1].contiguous(), ValueError, "q_scale: expected shape"),
+    (4, lambda a: torch.ones(1, 2, 2), ValueError, "k_scale: expected shape"),
+    (5, lambda a: torch.ones(3), ValueError, "v_scale: expected shape"),
+    (5, lambda a: a[5].double(), TypeError, "v_scale: expected dtype"),
+])  # fmt: skip
+def test_bad_input_eager_and_fake(index, bad, exc, match):
+    args = _valid_args()
+    args[index] = bad(args)
+    with pytest.raises(exc, match=match):
+        OP(*args)
+    with torch._subclasses.fake_tensor.FakeTensorMode() as mode, pytest.raises(exc, match=match):
+        OP(*[mode.from_tensor(a) for a in args])
+
+
+def test_bad_head_dim_and_options_eager_and_fake():
+    args = _valid_args(D=96)
+    cases = [(args, {}, ValueError, "head dim 96 is not supported"),
+             (_valid_args(), {"out_dtype": torch.int8}, TypeError, "out_dtype"),
+             (_valid_args(), {"sm_scale": -1.0}, ValueError, "sm_scale")]  # fmt: skip
+    for a, kw, exc, match in cases:
+        with pytest.raises(exc, match=match):
+            OP(*a, **kw)
+        with torch._subclasses.fake_tensor.FakeTensorMode() as mode, pytest.raises(exc, match=match):
+            OP(*[mode.from_tensor(t) for t in a], **kw)
+
+
+needs_kernel = pytest.mark.skipif(kernel_device() is None, reason="needs CUDA or TRITON_INTERPRET=1")
+
+
+@needs_kernel
+@pytest.mark.parametrize("B, H, Hkv, Lq, Lk, D, causal, dtype, pv16", [
+    (1, 2, 1, 130, 200, 64, False, "fp8", False),   # GQA, ragged L, Lq != Lk
+    (1, 2, 2, 200, 150, 64, True, "fp8", False),    # causal with Lq > Lk
+    (1, 2, 1, 70, 260, 128, True, "int8", False),   # int8 QKᵀ, D = 128, short queries
+    (2, 1, 1, 129, 129, 64, False, "fp8", True),    # fp16 PV accumulation
+])  # fmt: skip
+def test_triton_kernel_matches_reference(B, H, Hkv, Lq, Lk, D, causal, dtype, pv16, monkeypatch):
+    from lowbit_flex.kernels import fp8_attention as mod
+
+    dev = kernel_device()
+    q, k, v = _inputs(B, H, Hkv, Lq, Lk, D)
+    args = quantize_attention_inputs(q, k, v, dtype)
+    ref = OP(*args, causal, None, torch.float32, pv16)
+    real_empty = torch.empty
+    monkeypatch.setattr(mod.torch, "empty", lambda *a, **kw: poison_(real_empty(*a, **kw)))
+    out = mod.fp8_attention_triton(*(a.to(dev) for a in args), causal, None, torch.float32, pv16)
+    assert_fully_written(out, "out")
+    # Up to float32 vs float64 arithmetic: an occasional P element sits at an e4m3 rounding boundary and rounds the
+    # other way (one weight off by 2**-3 of itself: measured up to 2e-4 in norm); a wrong scale, mask or block
+    # index gives errors above 1e-2.
+    assert_rel_error(out, ref, 1e-3)
+
+
+@needs_kernel
+def test_triton_kernel_transposed_v_and_bf16_out():
+    from lowbit_flex.kernels.fp8_attention import fp8_attention_triton
+
+    q, k, v = _inputs(1, 2, 2, 140, 140, 64)
+    q8, k8, v8, qs, ks, vs = quantize_attention_inputs(q, k, v, "fp8")
+    v8t = v8.transpose(-1, -2).contiguous().transpose(-1, -2)  # the layout lowbit_attention uses on the GPU
+    dev = kernel_device()
+    out = fp8_attention_triton(*(a.to(dev) for a in (q8, k8, v8t, qs, ks, vs)), True, 0.2, torch.bfloat16, False)
+    ref = OP(q8, k8, v8, qs, ks, vs, True, 0.2, torch.float32)
+    assert out.dtype == torch.bfloat16
+    assert_rel_error(out, ref, 4e-3)  # bf16 output rounding
