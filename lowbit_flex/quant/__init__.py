@@ -3,3 +3,13 @@
 from lowbit_flex.ops.quantize_int8_rowwise import quantize_int8_rowwise
 
 __all__ = ["quantize_int8_rowwise"]
+
+from lowbit_flex.quant.float_quantize import float_quantize
+from lowbit_flex.quant.fpx_bits import from_fpx_bits, to_fpx_bits
+from lowbit_flex.quant.fpx_format import E2M1_FN, E2M3_FN, E3M2_FN, E4M3FN, E5M2, PRESETS, FPxFormat, Specials
+from lowbit_flex.quant.fpx_pack import pack_fpx, unpack_fpx
+
+__all__ += [
+    "E2M1_FN", "E2M3_FN", "E3M2_FN", "E4M3FN", "E5M2", "PRESETS", "FPxFormat", "Specials",
+    "float_quantize", "from_fpx_bits", "pack_fpx", "to_fpx_bits", "unpack_fpx",
+]  # fmt: skip
