@@ -24,6 +24,7 @@ eager-only (the random bits are one extra int32 tensor in memory).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -173,9 +174,11 @@ def _quantize(x: torch.Tensor, fmt: FPxFormat, saturate: bool, noise: torch.Tens
         r = (sig + (noise & ((1 << capped) - 1))) >> capped
     # 3. r * 2^qe, exactly; then the format's overflow policy, the sign and NaN.
     y = scale_by_pow2(r, qe, b)
-    over = y > fmt.max_normal
+    # A format whose max exceeds the compute dtype's range cannot overflow it: such results are already inf.
+    limit = fmt.max_normal if fmt.max_normal <= torch.finfo(b.float_dtype).max else math.inf
+    over = y > limit
     if saturate:
-        y = torch.where(over, fmt.max_normal, y)
+        y = torch.where(over, limit, y)
     else:
         y = torch.where(over, float("inf") if fmt.has_inf else float("nan"), y)
     y = torch.where(torch.isnan(xc), xc, torch.copysign(y, xc))
