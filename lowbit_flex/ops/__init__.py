@@ -6,6 +6,9 @@ for every device without a kernel) and the CUDA impl, which imports its kernel l
 backends. See ``docs/architecture.md``.
 """
 
+from lowbit_flex.ops.fp8_weight_only_linear import fp8_weight_only_linear
+from lowbit_flex.ops.fpx_weight_only_linear import fpx_weight_only_linear
 from lowbit_flex.ops.quantize_int8_rowwise import quantize_int8_rowwise
 
 __all__ = ["quantize_int8_rowwise"]
+__all__ += ["fp8_weight_only_linear", "fpx_weight_only_linear"]

@@ -19,8 +19,29 @@ def _quantize_int8_rowwise(device):
     yield (torch.randn(2, 3, 7, device=device, dtype=torch.bfloat16),), {}
 
 
+def _fp8_weight_only_linear(device):
+    w = (torch.randn(24, 40, device=device) * 50).to(torch.float8_e4m3fn)
+    s = torch.rand(24, device=device) + 0.5
+    yield (torch.randn(3, 40, device=device, dtype=torch.bfloat16), w, s), {}
+    x = torch.randn(2, 20, 40, device=device, dtype=torch.float16)
+    yield (x, w, s, torch.randn(24, device=device, dtype=torch.float16)), {}
+
+
+def _fpx_weight_only_linear(device):
+    from lowbit_flex.quant import pack_fpx
+
+    s = torch.rand(16, device=device) + 0.5
+    for bits, (e, m) in ((6, (3, 2)), (6, (2, 3)), (4, (2, 1))):
+        wp = pack_fpx(torch.randint(0, 2**bits, (16, 32), dtype=torch.uint8), bits).to(device)
+        yield (torch.randn(5, 32, device=device, dtype=torch.bfloat16), wp, s, e, m), {}
+    b = torch.randn(16, device=device, dtype=torch.float16)
+    yield (torch.randn(2, 20, 32, device=device, dtype=torch.float16), wp, s, 2, 1, b), {}
+
+
 SAMPLES = {
     "quantize_int8_rowwise": _quantize_int8_rowwise,
+    "fp8_weight_only_linear": _fp8_weight_only_linear,
+    "fpx_weight_only_linear": _fpx_weight_only_linear,
 }
 
 
