@@ -3,3 +3,12 @@
 from lowbit_flex.nn.quantize_api import SkipLayer, quantize_, register_quantize_handler
 
 __all__ = ["SkipLayer", "quantize_", "register_quantize_handler"]
+
+from lowbit_flex.nn.float_weight_only import (
+    FP8WeightOnlyConfig,
+    FP8WeightOnlyLinear,
+    FPxWeightOnlyConfig,
+    FPxWeightOnlyLinear,
+)
+
+__all__ += ["FP8WeightOnlyConfig", "FP8WeightOnlyLinear", "FPxWeightOnlyConfig", "FPxWeightOnlyLinear"]

@@ -8,8 +8,10 @@ from lowbit_flex.quant.float_quantize import float_quantize
 from lowbit_flex.quant.fpx_bits import from_fpx_bits, to_fpx_bits
 from lowbit_flex.quant.fpx_format import E2M1_FN, E2M3_FN, E3M2_FN, E4M3FN, E5M2, PRESETS, FPxFormat, Specials
 from lowbit_flex.quant.fpx_pack import pack_fpx, unpack_fpx
+from lowbit_flex.quant.fpx_weight import quantize_fpx_weight
 
 __all__ += [
     "E2M1_FN", "E2M3_FN", "E3M2_FN", "E4M3FN", "E5M2", "PRESETS", "FPxFormat", "Specials",
-    "float_quantize", "from_fpx_bits", "pack_fpx", "to_fpx_bits", "unpack_fpx",
+    "float_quantize", "from_fpx_bits", "pack_fpx",
+    "quantize_fpx_weight", "to_fpx_bits", "unpack_fpx",
 ]  # fmt: skip
