@@ -139,3 +139,32 @@ E2M3_FN = FPxFormat(2, 3, specials=Specials.NONE, name="float6_e2m3fn")
 E2M1_FN = FPxFormat(2, 1, specials=Specials.NONE, name="float4_e2m1fn")
 
 PRESETS: tuple[FPxFormat, ...] = (E4M3FN, E5M2, E3M2_FN, E2M3_FN, E2M1_FN)
+
+
+_SPECIALS_TEXT = {
+    Specials.IEEE: "±inf (mantissa 0) and NaN at the top exponent",
+    Specials.NAN_ONLY: "no inf; NaN = S.1…1.1…1 only",
+    Specials.NONE: "none (every code finite)",
+}
+
+
+def preset_table_markdown() -> str:
+    """The presets as a markdown table (``docs/float_quantization.md`` embeds it; a test keeps them equal).
+    Regenerate with ``python -c "from lowbit_flex.quant.fpx_format import *; print(preset_table_markdown())"``."""
+    head = "| preset | ml_dtypes / OCP name | bits | ebits | mbits | bias | max | min normal | min subnormal |"
+    head += " inf / NaN | on overflow (`saturate=True` / `False`) |"
+    lines = [head, "|" + "---|" * 11]
+    for name, f in (
+        ("E4M3FN", E4M3FN),
+        ("E5M2", E5M2),
+        ("E3M2_FN", E3M2_FN),
+        ("E2M3_FN", E2M3_FN),
+        ("E2M1_FN", E2M1_FN),
+    ):
+        overflow = "±max / " + ("±inf" if f.has_inf else "NaN" if f.has_nan else "— (always saturates)")
+        lines.append(
+            f"| `{name}` | `{f.name}` | {f.bits} | {f.ebits} | {f.mbits} | {f.bias} | {f.max_normal:g} | "
+            f"2^{f.emin} = {f.min_normal!r} | 2^{f.emin - f.mbits} = {f.min_subnormal!r} | "
+            f"{_SPECIALS_TEXT[f.specials]} | {overflow} |"
+        )
+    return "\n".join(lines) + "\n"
