@@ -3,8 +3,10 @@
 #   bash benchmarks/gpu.sh [OUT_DIR] [-- benchmark args, e.g. --only rel_pos --quick]
 # 1. installs the wheels carried in $LOWBIT_WHEELS (default .whl/: nvidia-cutlass, attn-gym, ml_dtypes),
 # 2. builds the CUDA kernels, 3. runs the test suite on the GPU (float64 / exact references, poisoned outputs),
-# 4. runs every benchmark. OUT_DIR (default $LOWBIT_BENCH_OUT, $OUT, or bench_out) receives results.json,
-# results.md, plots.tar.gz and one log: few files, so the device tool can bring them all back.
+# 4. runs each benchmarks/sanitize_*.py under compute-sanitizer memcheck, 5. runs every benchmark.
+# LOWBIT_GPU_PHASES (default "build tests sanitize bench") picks steps, to split the work over several calls.
+# OUT_DIR (default $LOWBIT_BENCH_OUT, $OUT, or bench_out) receives results.json, results.md, plots.tar.gz and one
+# log: few files, so the device tool can bring them all back.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-${LOWBIT_BENCH_OUT:-${OUT:-bench_out}}}
@@ -19,15 +21,28 @@ if compgen -G "$wheels/*.whl" >/dev/null; then
   python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/lowbit_site --upgrade "$wheels"/*.whl
   export PYTHONPATH="$PYTHONPATH:/tmp/lowbit_site"
 fi
+phases=" ${LOWBIT_GPU_PHASES:-build tests sanitize bench} "
 status=0
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv
+# The CUDA library is needed by every later phase: build it even when the phase list omits it.
 echo "== build"; time python3 -m lowbit_flex.cuda_build || status=1
-echo "== tests on GPU"
-python3 -m pytest -q -x -p no:cacheprovider --timeout=900 ${LOWBIT_TEST_ARGS:-tests} || status=1
-echo "== benchmarks"
-python3 -m benchmarks.run --out "$out/bench" "$@" || status=1
-cp "$out"/bench/results.json "$out"/bench/results.md "$out"/ 2>/dev/null
-tar -czf "$out/plots.tar.gz" -C "$out/bench" $(cd "$out/bench" && ls *.png 2>/dev/null) 2>/dev/null
-rm -rf "$out/bench"
+if [[ $phases == *" tests "* ]]; then
+  echo "== tests on GPU"
+  python3 -m pytest -q -p no:cacheprovider --timeout=900 ${LOWBIT_TEST_ARGS:-tests} || status=1
+fi
+if [[ $phases == *" sanitize "* ]]; then
+  for s in benchmarks/sanitize_*.py; do
+    [ -f "$s" ] || continue
+    echo "== compute-sanitizer memcheck $s"
+    compute-sanitizer --tool memcheck --error-exitcode 9 python3 "$s" || status=1
+  done
+fi
+if [[ $phases == *" bench "* ]]; then
+  echo "== benchmarks"
+  python3 -m benchmarks.run --out "$out/bench" "$@" || status=1
+  cp "$out"/bench/results.json "$out"/bench/results.md "$out"/ 2>/dev/null
+  tar -czf "$out/plots.tar.gz" -C "$out/bench" $(cd "$out/bench" && ls *.png 2>/dev/null) 2>/dev/null
+  rm -rf "$out/bench"
+fi
 echo "== done, status $status"
 exit $status

@@ -9,7 +9,7 @@ import triton.language as tl
 # Adding and subtracting 1.5 * 2**23 rounds a float32 of magnitude < 2**22 to the nearest integer, ties to even,
 # with plain IEEE adds. It matches torch.round exactly and needs no libdevice call (so it also runs under
 # TRITON_INTERPRET=1 on CPU).
-_RNE_MAGIC = 12582912.0
+_RNE_MAGIC = tl.constexpr(12582912.0)
 
 # Rows up to this length are quantized from registers in one pass; longer rows take a second (cached) read.
 _MAX_SINGLE_PASS_K = 16384

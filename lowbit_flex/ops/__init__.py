@@ -9,6 +9,8 @@ backends. See ``docs/architecture.md``.
 from lowbit_flex.ops.fp8_weight_only_linear import fp8_weight_only_linear
 from lowbit_flex.ops.fpx_weight_only_linear import fpx_weight_only_linear
 from lowbit_flex.ops.quantize_int8_rowwise import quantize_int8_rowwise
+from lowbit_flex.ops.s8s4_linear import s8s4_linear
 
 __all__ = ["quantize_int8_rowwise"]
+__all__ += ["s8s4_linear"]
 __all__ += ["fp8_weight_only_linear", "fpx_weight_only_linear"]

@@ -1,17 +1,16 @@
 """Quantization primitives: int8 / int4 / fp8 / FPx (symmetric; no zero-points)."""
 
 from lowbit_flex.ops.quantize_int8_rowwise import quantize_int8_rowwise
-
-__all__ = ["quantize_int8_rowwise"]
-
 from lowbit_flex.quant.float_quantize import float_quantize
 from lowbit_flex.quant.fpx_bits import from_fpx_bits, to_fpx_bits
 from lowbit_flex.quant.fpx_format import E2M1_FN, E2M3_FN, E3M2_FN, E4M3FN, E5M2, PRESETS, FPxFormat, Specials
 from lowbit_flex.quant.fpx_pack import pack_fpx, unpack_fpx
 from lowbit_flex.quant.fpx_weight import quantize_fpx_weight
+from lowbit_flex.quant.int4 import pack_int4, quantize_int4_weight, unpack_int4
 
+__all__ = ["quantize_int8_rowwise"]
+__all__ += ["pack_int4", "quantize_int4_weight", "unpack_int4"]
 __all__ += [
     "E2M1_FN", "E2M3_FN", "E3M2_FN", "E4M3FN", "E5M2", "PRESETS", "FPxFormat", "Specials",
-    "float_quantize", "from_fpx_bits", "pack_fpx",
-    "quantize_fpx_weight", "to_fpx_bits", "unpack_fpx",
+    "float_quantize", "from_fpx_bits", "pack_fpx", "quantize_fpx_weight", "to_fpx_bits", "unpack_fpx",
 ]  # fmt: skip

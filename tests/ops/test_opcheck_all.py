@@ -38,8 +38,24 @@ def _fpx_weight_only_linear(device):
     yield (torch.randn(2, 20, 32, device=device, dtype=torch.float16), wp, s, 2, 1, b), {}
 
 
+def _s8s4_linear(device):
+    from lowbit_flex.quant import pack_int4
+
+    def w4(n, k):
+        return pack_int4(torch.randint(-8, 8, (n, k), dtype=torch.int8)).to(device)
+
+    def i8(*shape):
+        return torch.randint(-128, 128, shape, dtype=torch.int8, device=device)
+
+    rand = lambda *s: torch.rand(*s, device=device) + 0.1
+    yield (i8(3, 64), rand(3), w4(16, 64), rand(16)), {}
+    yield (i8(2, 5, 64), rand(2, 5, 1), w4(24, 64), rand(24, 2), rand(24)), {"out_dtype": torch.float16}
+    yield (i8(1, 128), rand(1, 1), w4(8, 128), rand(8)), {"bias": rand(8).bfloat16(), "out_dtype": torch.bfloat16}
+
+
 SAMPLES = {
     "quantize_int8_rowwise": _quantize_int8_rowwise,
+    "s8s4_linear": _s8s4_linear,
     "fp8_weight_only_linear": _fp8_weight_only_linear,
     "fpx_weight_only_linear": _fpx_weight_only_linear,
 }

@@ -1,0 +1,184 @@
+"""W4A8 GEMM (``lowbit::s8s4_linear``) vs bf16 ``torch.mm`` and ``torch._int_mm`` (W8A8), per backend and config.
+
+For each (K, N) and M: the baselines, every Triton config and every CUTLASS config (forced), the dispatched op,
+the whole linear (fused int8 activation quantization + GEMM), and the group-wise (group 128) op. Before timing,
+each backend/config is checked on the first shape against an exact reference (integer dot products in float64,
+which is exact below 2**53). At M <= 16 the table reports the fraction of the int4-weight memory floor
+(packed weight bytes / copy bandwidth measured in this run) that the dispatched op reaches.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+import lowbit_flex  # noqa: F401
+from benchmarks.harness import Bench
+from lowbit_flex.quant import quantize_int4_weight, unpack_int4
+
+SHAPES_KN = [(4096, 4096), (4096, 14336), (14336, 4096), (8192, 8192)]
+MS = [1, 16, 64, 256, 1024, 4096, 8192]
+_ROTATE_BYTES = 256 << 20  # rotate input sets until the working set is well beyond the 50 MB L2
+
+
+def _cutlass():
+    """(CUTLASS_CONFIGS, supported, launcher) or None when the wrapper is not importable in this build."""
+    try:
+        from lowbit_flex.kernels.s8s4_cutlass import CUTLASS_CONFIGS, cutlass_s8s4_supported, s8s4_linear_cutlass
+    except ImportError as e:
+        print(f"  CUTLASS W4A8 wrapper not importable ({e}): CUTLASS columns are n/a")
+        return None
+    return CUTLASS_CONFIGS, cutlass_s8s4_supported, s8s4_linear_cutlass
+
+
+def copy_bandwidth_gbps() -> float:
+    """Device-to-device copy bandwidth (read + write bytes / time), measured now."""
+    import triton.testing
+
+    src = torch.empty(1 << 30, dtype=torch.uint8, device="cuda")
+    dst = torch.empty_like(src)
+    ms = triton.testing.do_bench(lambda: dst.copy_(src), warmup=10, rep=100, return_mode="median")
+    return 2 * src.numel() / (ms * 1e-3) / 1e9
+
+
+def _exact_f64(xq, xs, w_int4, ws):
+    """Exact reference: integer dot products in float64 (exact: |dot| <= K * 1024 < 2**53), scales in float64."""
+    M, K = xq.shape
+    N, groups = ws.shape[0], 1 if ws.dim() == 1 else ws.shape[1]
+    g = K // groups
+    dots = torch.bmm(
+        xq.double().view(M, groups, g).transpose(0, 1), w_int4.double().view(N, groups, g).permute(1, 2, 0)
+    )
+    scales = ws.double().reshape(N, groups).t()[:, None, :]
+    out = (dots * scales).sum(0) * xs.double().view(M, 1)
+    magnitude = (dots.abs() * scales).sum(0) * xs.double().view(M, 1)
+    return out, magnitude, groups
+
+
+def _check(out, exact, magnitude, groups) -> tuple[bool, float]:
+    """Within one bf16 ulp of the exact value plus float32 scaling error; returns (ok, worst error / bound)."""
+    bound = exact.abs() * 2.0**-7 + (groups + 4) * 2.0**-24 * magnitude + 1e-30
+    ratio = float(((out.double() - exact).abs() / bound).max())
+    return ratio <= 1.0, ratio
+
+
+def _dispatched(xq, xs, w4, ws):
+    return torch.ops.lowbit.s8s4_linear(xq, xs, w4, ws, None, torch.bfloat16)
+
+
+def _whole_linear(x, w4, ws):
+    """What ``W4A8Linear`` runs: the fused int8 row-wise quantization kernel, then the GEMM."""
+    xq, xs = torch.ops.lowbit.quantize_int8_rowwise(x)
+    return torch.ops.lowbit.s8s4_linear(xq, xs, w4, ws, None, torch.bfloat16)
+
+
+def _bf16_mm(x, w):
+    return torch.mm(x, w.t())
+
+
+def _int_mm(xq, w8t):
+    return torch._int_mm(xq, w8t)
+
+
+def _forced_triton(name: str):
+    from lowbit_flex.kernels.s8s4_dispatch import s8s4_linear_cuda
+
+    return lambda xq, xs, w4, ws: s8s4_linear_cuda(
+        xq, xs, w4, ws, None, torch.bfloat16, _backend="triton", _config=name
+    )
+
+
+def _forced_cutlass(launch, variant: str, config: str):
+    return lambda xq, xs, w4, ws: launch(xq, xs, w4, ws, None, torch.bfloat16, variant, config)
+
+
+def _methods(cutlass) -> dict:
+    """Name -> fn(xq, xs, w4, ws) for every forced backend/config of ours."""
+    from lowbit_flex.kernels.s8s4_linear import TRITON_CONFIGS
+
+    out = {f"triton {name}": _forced_triton(name) for name in TRITON_CONFIGS}
+    if cutlass is not None:
+        configs, _supported, launch = cutlass
+        for variant, names in configs.items():
+            out |= {f"cutlass {variant} {c}": _forced_cutlass(launch, variant, c) for c in names}
+    return out
+
+
+def _applicable(name: str, M: int, N: int, K: int, groupwise: bool, cutlass) -> bool:
+    if name.startswith("cutlass"):
+        return not groupwise and cutlass[1](name.split()[1], M, N, K)
+    from lowbit_flex.kernels.s8s4_linear import TRITON_CONFIGS
+
+    cfg = TRITON_CONFIGS[name.removeprefix("triton ")]
+    return (M <= 256) if cfg.split_k else (M >= 64 or cfg.block_m <= 64)  # skip pathological tile/M pairs
+
+
+def _check_all(methods, cutlass, K, N, weights) -> dict[str, str]:
+    """Exact-reference check of every backend/config and scale kind on small M (1 and a ragged 77)."""
+    checked: dict[str, str] = {}
+    device = weights["per-channel"][0].device
+    for M in (1, 77):
+        xq = torch.randint(-128, 128, (M, K), device=device, dtype=torch.int8)
+        xs = torch.rand(M, device=device) + 0.5
+        for scale_name, (w4, ws) in weights.items():
+            exact, magnitude, groups = _exact_f64(xq, xs, unpack_int4(w4), ws)
+            for name, fn in methods.items():
+                if _applicable(name, M, N, K, ws.dim() == 2, cutlass):
+                    ok, ratio = _check(fn(xq, xs, w4, ws), exact, magnitude, groups)
+                    key = f"{name} {scale_name}"
+                    checked[key] = checked.get(key, "ok") if ok else f"FAIL (err/bound {ratio:.3g} at M={M})"
+    bad = {k: v for k, v in checked.items() if v != "ok"}
+    print(f"  correctness: {len(checked) - len(bad)} backend/config/scale combinations within bounds; failures: {bad}")
+    return checked
+
+
+def run(bench: Bench) -> None:
+    from lowbit_flex.kernels.s8s4_dispatch import arch_of, choose_backend, scale_kind_of
+
+    cutlass = _cutlass()
+    methods = _methods(cutlass)
+    bw = copy_bandwidth_gbps()
+    print(f"  copy bandwidth {bw:.0f} GB/s")
+    table = bench.table("s8s4_linear W4A8 GEMM (bf16 out, no bias)", baseline="bf16 torch.mm")
+    checked: dict[str, str] = {}
+    for si, (K, N) in enumerate(SHAPES_KN[:1] if bench.quick else SHAPES_KN):
+        w = torch.randn(N, K, device="cuda", dtype=torch.bfloat16)
+        weights = {"per-channel": quantize_int4_weight(w), "g128": quantize_int4_weight(w, group_size=128)}
+        w8 = torch.randint(-127, 128, (N, K), device="cuda", dtype=torch.int8)
+        if si == 0:
+            checked = _check_all(methods, cutlass, K, N, weights)
+        for M in [1, 4096] if bench.quick else MS:
+            n = max(1, min(16, math.ceil(_ROTATE_BYTES / (M * K * 2 + N * K * 2))))
+            x = [torch.randn(M, K, device="cuda", dtype=torch.bfloat16) for _ in range(n)]
+            q = [(xq, xs.view(M)) for xq, xs in map(torch.ops.lowbit.quantize_int8_rowwise, x)]
+            w4 = [(weights["per-channel"][0].clone(), weights["per-channel"][1]) for _ in range(n)]
+            w4g = [(weights["g128"][0].clone(), weights["g128"][1]) for _ in range(n)]
+            w8t = [w8.clone().t() for _ in range(n)]
+            times = {"bf16 torch.mm": bench.time(_bf16_mm, *[(x[i], w.clone()) for i in range(n)])}
+            extra = {}
+            try:
+                times["int_mm W8A8"] = bench.time(_int_mm, *[(q[i][0], w8t[i]) for i in range(n)])
+            except RuntimeError as e:  # some versions need M > 16: time it padded to 32 rows and say so
+                padded = [(torch.nn.functional.pad(q[i][0], (0, 0, 0, 32 - M)), w8t[i]) for i in range(n)]
+                times["int_mm W8A8"] = bench.time(_int_mm, *padded)
+                extra["int_mm"] = f"padded M to 32 ({type(e).__name__})"
+            for name, fn in methods.items():
+                if _applicable(name, M, N, K, False, cutlass):
+                    times[name] = bench.time(fn, *[(*q[i], *w4[i]) for i in range(n)])
+            times["dispatched"] = bench.time(_dispatched, *[(*q[i], *w4[i]) for i in range(n)])
+            times["dispatched g128"] = bench.time(_dispatched, *[(*q[i], *w4g[i]) for i in range(n)])
+            times["whole linear"] = bench.time(_whole_linear, *[(x[i], *w4[i]) for i in range(n)])
+            times["whole linear g128"] = bench.time(_whole_linear, *[(x[i], *w4g[i]) for i in range(n)])
+            ws = weights["per-channel"][1]
+            extra["backend"] = choose_backend(arch_of(ws.device), scale_kind_of(ws), M, N, K).value
+            extra["TOPS dispatched"] = 2 * M * N * K / (times["dispatched"] * 1e-3) / 1e12
+            extra["vs int_mm"] = times["int_mm W8A8"] / times["dispatched"]
+            extra["whole/GEMM"] = times["whole linear"] / times["dispatched"]
+            extra["g128/per-channel"] = times["dispatched g128"] / times["dispatched"]
+            if M <= 16:
+                extra["int4 floor frac"] = (N * K // 2) / (bw * 1e9) * 1e3 / times["dispatched"]
+            if cutlass is None:
+                extra["cutlass"] = "n/a"
+            extra["checks"] = "all ok" if all(v == "ok" for v in checked.values()) else "FAILURES (see log)"
+            table.add({"K": K, "N": N, "M": M}, times, **extra)

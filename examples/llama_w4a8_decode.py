@@ -1,0 +1,201 @@
+"""Llama-style decoding with a static KV cache: bf16 vs W4A8 (``quantize_(model, W4A8Config())``), tokens/s.
+
+Random weights with Llama-2-7B dimensions (no downloads); on a GPU the one-token decode step runs under
+``torch.compile(mode="reduce-overhead")`` (CUDA graphs). ``--tiny`` runs a two-layer model on CPU in seconds.
+
+    python examples/llama_w4a8_decode.py                # Llama-2-7B dims on CUDA
+    python examples/llama_w4a8_decode.py --tiny         # smoke test (CPU)
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import lowbit_flex
+from lowbit_flex import W4A8Config
+
+
+@dataclass(frozen=True)
+class ModelArgs:
+    n_layer: int = 32
+    dim: int = 4096
+    n_head: int = 32
+    ffn_dim: int = 11008
+    vocab_size: int = 32000
+    max_seq_len: int = 2048
+    rope_base: float = 10000.0
+
+    @property
+    def head_dim(self) -> int:
+        return self.dim // self.n_head
+
+
+LLAMA2_7B = ModelArgs()
+TINY = ModelArgs(n_layer=2, dim=128, n_head=4, ffn_dim=352, vocab_size=512, max_seq_len=128)
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float = 1e-5):
+        super().__init__()
+        self.eps, self.weight = eps, nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        xf = x.float()
+        return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)).type_as(x) * self.weight
+
+
+class KVCache(nn.Module):
+    """Static cache: fixed shapes, so the decode step is one CUDA graph."""
+
+    def __init__(self, batch: int, args: ModelArgs, dtype: torch.dtype):
+        super().__init__()
+        shape = (batch, args.n_head, args.max_seq_len, args.head_dim)
+        self.register_buffer("k", torch.zeros(shape, dtype=dtype))
+        self.register_buffer("v", torch.zeros(shape, dtype=dtype))
+
+    def update(self, pos: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        self.k.index_copy_(2, pos, k)
+        self.v.index_copy_(2, pos, v)
+        return self.k, self.v
+
+
+def _rope(x: torch.Tensor, freqs: torch.Tensor) -> torch.Tensor:
+    """Rotary embedding; ``x`` (B, T, H, D), ``freqs`` (T, D // 2) complex."""
+    xc = torch.view_as_complex(x.float().reshape(*x.shape[:-1], -1, 2))
+    return torch.view_as_real(xc * freqs[None, :, None, :]).flatten(3).type_as(x)
+
+
+class Block(nn.Module):
+    def __init__(self, args: ModelArgs):
+        super().__init__()
+        self.args = args
+        self.wqkv = nn.Linear(args.dim, 3 * args.dim, bias=False)
+        self.wo = nn.Linear(args.dim, args.dim, bias=False)
+        self.w1 = nn.Linear(args.dim, args.ffn_dim, bias=False)
+        self.w3 = nn.Linear(args.dim, args.ffn_dim, bias=False)
+        self.w2 = nn.Linear(args.ffn_dim, args.dim, bias=False)
+        self.attn_norm, self.ffn_norm = RMSNorm(args.dim), RMSNorm(args.dim)
+        self.cache: KVCache | None = None
+
+    def forward(self, x: torch.Tensor, pos: torch.Tensor, freqs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        B, T, _ = x.shape
+        H, D = self.args.n_head, self.args.head_dim
+        q, k, v = self.wqkv(self.attn_norm(x)).view(B, T, 3, H, D).unbind(2)
+        q, k = _rope(q, freqs), _rope(k, freqs)
+        k, v = self.cache.update(pos, k.transpose(1, 2), v.transpose(1, 2))
+        y = F.scaled_dot_product_attention(q.transpose(1, 2), k, v, attn_mask=mask)
+        x = x + self.wo(y.transpose(1, 2).reshape(B, T, -1))
+        h = self.ffn_norm(x)
+        return x + self.w2(F.silu(self.w1(h)) * self.w3(h))
+
+
+class Transformer(nn.Module):
+    def __init__(self, args: ModelArgs):
+        super().__init__()
+        self.args = args
+        self.tok_embeddings = nn.Embedding(args.vocab_size, args.dim)
+        self.layers = nn.ModuleList(Block(args) for _ in range(args.n_layer))
+        self.norm = RMSNorm(args.dim)
+        self.output = nn.Linear(args.dim, args.vocab_size, bias=False)
+
+    def setup_caches(self, batch: int) -> None:
+        dtype, device, a = self.output.weight.dtype, self.tok_embeddings.weight.device, self.args
+        if not self.output.weight.is_floating_point():  # already quantized: caches in the embedding dtype
+            dtype = self.tok_embeddings.weight.dtype
+        for layer in self.layers:
+            layer.cache = KVCache(batch, a, dtype).to(device)
+        inv = 1.0 / a.rope_base ** (torch.arange(0, a.head_dim, 2, device=device).float() / a.head_dim)
+        t = torch.arange(a.max_seq_len, device=device).float()
+        self.register_buffer("freqs", torch.polar(torch.ones(a.max_seq_len, a.head_dim // 2, device=device),
+                                                  torch.outer(t, inv)), persistent=False)  # fmt: skip
+        causal = torch.ones(a.max_seq_len, a.max_seq_len, dtype=torch.bool, device=device).tril()
+        self.register_buffer("causal", causal, persistent=False)
+
+    def forward(self, idx: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        x = self.tok_embeddings(idx)
+        freqs, mask = self.freqs[pos], self.causal[None, None, pos]
+        for layer in self.layers:
+            x = layer(x, pos, freqs, mask)
+        return self.output(self.norm(x)).float()
+
+
+def build_model(args: ModelArgs, device: str, dtype: torch.dtype = torch.bfloat16) -> Transformer:
+    """Random weights, created directly on ``device`` in ``dtype`` (no float32 copy of a 7B model)."""
+    torch.manual_seed(0)
+    with torch.device(device):
+        default = torch.get_default_dtype()
+        torch.set_default_dtype(dtype)
+        try:
+            model = Transformer(args)
+        finally:
+            torch.set_default_dtype(default)
+    return model.eval()
+
+
+def decode_one_token(model: Transformer, tok: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+    return model(tok, pos)[:, -1].argmax(-1, keepdim=True)
+
+
+@torch.no_grad()
+def generate(model: Transformer, prompt: torch.Tensor, n_new: int, step) -> tuple[torch.Tensor, float]:
+    """Greedy decoding: prefill eagerly, then ``n_new`` calls of ``step``. Returns (tokens, decode seconds)."""
+    T = prompt.shape[1]
+    tok = decode_one_token(model, prompt, torch.arange(T, device=prompt.device))
+    out = [tok]
+    if prompt.is_cuda:
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for i in range(n_new - 1):
+        tok = step(model, tok.clone(), torch.tensor([T + i], device=prompt.device))
+        out.append(tok)
+    if prompt.is_cuda:
+        torch.cuda.synchronize()
+    return torch.cat([prompt, *out], dim=1), time.perf_counter() - t0
+
+
+def tokens_per_s(
+    model: Transformer, args: ModelArgs, device: str, n_new: int, compile: bool
+) -> tuple[float, torch.Tensor]:
+    """Warm up (compile, capture CUDA graphs), then time ``n_new`` decoded tokens for batch 1."""
+    model.setup_caches(batch=1)
+    step = torch.compile(decode_one_token, mode="reduce-overhead", fullgraph=True) if compile else decode_one_token
+    gen = torch.Generator().manual_seed(1)  # the same prompt for bf16 and W4A8
+    prompt = torch.randint(0, args.vocab_size, (1, 8), generator=gen).to(device)
+    generate(model, prompt, min(n_new, 8), step)  # warm-up
+    tokens, seconds = generate(model, prompt, n_new, step)
+    return (n_new - 1) / seconds, tokens
+
+
+def compare(args: ModelArgs, device: str, n_new: int, compile: bool, group_size: int | None = None) -> dict:
+    """bf16 then, in place, W4A8 (the bf16 weights of each layer are freed as it is quantized)."""
+    model = build_model(args, device)
+    bf16_tps, bf16_tokens = tokens_per_s(model, args, device, n_new, compile)
+    lowbit_flex.quantize_(model, W4A8Config(group_size))
+    torch._dynamo.reset()  # a new model: recompile and re-capture
+    w4a8_tps, w4a8_tokens = tokens_per_s(model, args, device, n_new, compile)
+    # Random weights give near-flat logits, so greedy tokens diverge quickly: informational only.
+    agree = float((bf16_tokens[:, 8:] == w4a8_tokens[:, 8:]).float().mean())
+    return {"bf16 tok/s": bf16_tps, "w4a8 tok/s": w4a8_tps, "speed-up": w4a8_tps / bf16_tps, "same tokens": agree}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--tiny", action="store_true", help="two-layer model (CPU smoke test)")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--tokens", type=int, default=64)
+    p.add_argument("--group-size", type=int, default=None)
+    p.add_argument("--no-compile", action="store_true", help="run eagerly (the default on CPU)")
+    a = p.parse_args()
+    args = TINY if a.tiny else LLAMA2_7B
+    result = compare(args, a.device, a.tokens, a.device == "cuda" and not a.no_compile, a.group_size)
+    print(" | ".join(f"{k}: {v:.3g}" for k, v in result.items()))
+
+
+if __name__ == "__main__":
+    main()

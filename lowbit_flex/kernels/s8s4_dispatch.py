@@ -1,0 +1,137 @@
+"""Backend choice for ``lowbit::s8s4_linear`` on CUDA: one data table, first supported match wins.
+
+The table is keyed by GPU architecture family, M (rows of the input), and scale kind; each rule names a backend.
+A rule matches when all its given fields match; its backend is used if it can take the shape (CUTLASS: the
+wrapper is importable and ``cutlass_s8s4_supported`` accepts arch and alignment), else the next rule is tried.
+Triton takes every shape the op accepts, so the last rule always succeeds. ``docs/w4a8.md`` shows this table with
+the measurements behind it.
+
+For benchmarking, ``_backend=`` (or the environment variable ``LOWBIT_S8S4_BACKEND``) forces one backend, and
+``_config=`` one tile config of it; a forced backend that cannot take the shape raises instead of falling back.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+from dataclasses import dataclass
+
+import torch
+
+
+class Arch(enum.Enum):
+    SM80 = "sm80"  # Ampere and Ada (sm_80, sm_86, sm_89): mma.sync
+    SM90 = "sm90"  # Hopper: WGMMA
+    OTHER = "other"
+
+
+class ScaleKind(enum.Enum):
+    PER_CHANNEL = "per_channel"
+    GROUPWISE = "groupwise"
+
+
+class Backend(enum.Enum):
+    TRITON = "triton"
+    CUTLASS_SM80 = "cutlass_sm80"  # the CUTLASS 2.x mixed-input kernel (runs on sm_80 and sm_90)
+    CUTLASS_SM90 = "cutlass_sm90"  # the CUTLASS 3.x WGMMA kernel (sm_90a only)
+
+
+@dataclass(frozen=True)
+class Rule:
+    backend: Backend
+    arch: Arch | None = None  # None: any
+    scale: ScaleKind | None = None
+    max_m: int | None = None  # rule applies when M <= max_m
+
+
+# A first guess, to be replaced by measurements (benchmarks/bench_s8s4_linear.py): CUTLASS takes only per-channel
+# scales; Triton's split-K GEMV form is meant for decode-sized M; CUTLASS where it exists for larger M.
+DISPATCH_TABLE: tuple[Rule, ...] = (
+    Rule(Backend.TRITON, scale=ScaleKind.GROUPWISE),
+    Rule(Backend.TRITON, max_m=16),
+    Rule(Backend.CUTLASS_SM90, arch=Arch.SM90),
+    Rule(Backend.CUTLASS_SM80, arch=Arch.SM80),
+    Rule(Backend.TRITON),
+)
+
+_ENV_BACKEND = "LOWBIT_S8S4_BACKEND"
+
+
+def arch_of(device: torch.device) -> Arch:
+    major = torch.cuda.get_device_capability(device)[0] if device.type == "cuda" else 0
+    return {8: Arch.SM80, 9: Arch.SM90}.get(major, Arch.OTHER)
+
+
+def scale_kind_of(weight_scale: torch.Tensor) -> ScaleKind:
+    # (N, 1) is one group spanning K: the same math as per-channel.
+    return ScaleKind.GROUPWISE if weight_scale.dim() == 2 and weight_scale.shape[1] > 1 else ScaleKind.PER_CHANNEL
+
+
+def _cutlass_variant(backend: Backend) -> str:
+    return {Backend.CUTLASS_SM80: "sm80", Backend.CUTLASS_SM90: "sm90"}[backend]
+
+
+def supported(backend: Backend, arch: Arch, scale: ScaleKind, M: int, N: int, K: int) -> bool:
+    if backend is Backend.TRITON:
+        return True
+    if scale is not ScaleKind.PER_CHANNEL or arch is Arch.OTHER:
+        return False
+    try:  # merged from the CUTLASS branch; absent in builds without it
+        from lowbit_flex.kernels.s8s4_cutlass import cutlass_s8s4_supported
+    except ImportError:
+        return False
+    return cutlass_s8s4_supported(_cutlass_variant(backend), M, N, K)
+
+
+def choose_backend(arch: Arch, scale: ScaleKind, M: int, N: int, K: int) -> Backend:
+    for rule in DISPATCH_TABLE:
+        if (
+            (rule.arch is None or rule.arch is arch)
+            and (rule.scale is None or rule.scale is scale)
+            and (rule.max_m is None or rule.max_m >= M)
+            and supported(rule.backend, arch, scale, M, N, K)
+        ):
+            return rule.backend
+    raise AssertionError("DISPATCH_TABLE must end with a rule every shape matches")
+
+
+def s8s4_linear_cuda(
+    input: torch.Tensor,
+    input_scale: torch.Tensor,
+    weight: torch.Tensor,
+    weight_scale: torch.Tensor,
+    bias: torch.Tensor | None,
+    out_dtype: torch.dtype,
+    *,
+    _backend: Backend | str | None = None,
+    _config: object = None,
+) -> torch.Tensor:
+    """Run the chosen backend on validated arguments (the op's checks ran). ``_backend`` / ``_config`` force a
+    backend / tile config (a :class:`~lowbit_flex.kernels.s8s4_linear.TritonConfig` or a name in
+    ``TRITON_CONFIGS``; a name in ``CUTLASS_CONFIGS[variant]`` for CUTLASS) for benchmarks and tests."""
+    K, N = input.shape[-1], weight.shape[0]
+    x = input.reshape(-1, K)
+    M = x.shape[0]
+    # The kernels read float32 scales and bias; these casts are no-ops for the usual float32 scales.
+    xs = input_scale.reshape(M).float()
+    ws = weight_scale.float()
+    b = bias.float() if bias is not None else None
+    arch, scale = arch_of(x.device), scale_kind_of(weight_scale)
+    forced = _backend or os.environ.get(_ENV_BACKEND)
+    if forced:
+        backend = Backend(forced)
+        if not supported(backend, arch, scale, M, N, K):
+            raise ValueError(f"_backend: {backend.value} cannot take M={M}, N={N}, K={K} ({scale.value}, {arch.value})")
+    else:
+        backend = choose_backend(arch, scale, M, N, K)
+
+    if backend is Backend.TRITON:
+        from lowbit_flex.kernels.s8s4_linear import TRITON_CONFIGS, s8s4_linear_triton
+
+        config = TRITON_CONFIGS[_config] if isinstance(_config, str) else _config
+        out = s8s4_linear_triton(x, xs, weight, ws, b, out_dtype, config)
+    else:
+        from lowbit_flex.kernels.s8s4_cutlass import s8s4_linear_cutlass
+
+        out = s8s4_linear_cutlass(x, xs, weight, ws.reshape(N), b, out_dtype, _cutlass_variant(backend), _config)
+    return out.view(*input.shape[:-1], N)

@@ -1,0 +1,248 @@
+"""Triton W4A8 GEMM: int8 activations × packed int4 weights on int8 tensor cores, scales and bias fused.
+
+One kernel covers every case through constexpr switches:
+- the weight tile is unpacked in registers (two arithmetic shifts sign-extend each nibble; ``tl.join`` +
+  ``tl.reshape`` interleave them so element ``2j`` (low nibble) precedes ``2j + 1`` (high nibble)), then fed to an
+  int8 ``tl.dot`` with int32 accumulation (``mma.sync`` on sm_80, WGMMA on sm_90);
+- per-channel scales: one int32 accumulator over the whole K range, scales applied once in the epilogue;
+  group-wise scales: each K block lies inside one group (the launcher picks ``BLOCK_K`` dividing the group size),
+  its int32 dot is converted to float32 and scaled by that group's weight scale before being added up;
+- ``SWAP_AB`` computes ``outᵀ = w @ xᵀ``: the unpacked weight (the operand produced in registers) becomes the MMA's
+  A operand, which WGMMA may take from registers, and the few tokens of a decode step fill the MMA's N side (which
+  can be small) instead of padding its 64-row M side;
+- split-K (for decode-sized M): program ``(tile, s)`` reduces the K blocks of split ``s`` and writes a float32
+  partial (scales already applied); :func:`_s8s4_split_k_reduce_kernel` adds the partials in a fixed order, adds
+  the bias and casts, so results are deterministic (no atomics).
+Row indices past M / N are wrapped (``% M``) instead of masked in the main loop, so loads need no mask; the
+epilogue masks the stores. ``K`` is always a multiple of ``BLOCK_K`` (the launcher picks a power of two dividing
+``K``), so there is no K tail.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, replace
+
+import torch
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def _s8s4_matmul_kernel(
+    x_ptr, w_ptr, xs_ptr, ws_ptr, bias_ptr, out_ptr,
+    M, N, K, stride_wsn, GROUP_K, BLOCKS_PER_SPLIT,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
+    GROUPWISE: tl.constexpr, SWAP_AB: tl.constexpr, SPLIT_PARTIALS: tl.constexpr, HAS_BIAS: tl.constexpr,
+):  # fmt: skip
+    # Grouped tile order: GROUP_M row-tiles share each weight column-tile while it is in L2.
+    pid = tl.program_id(0)
+    pid_k = tl.program_id(1)
+    num_pid_m = tl.cdiv(M, BLOCK_M)
+    num_pid_n = tl.cdiv(N, BLOCK_N)
+    pids_per_group = GROUP_M * num_pid_n
+    first_m = (pid // pids_per_group) * GROUP_M
+    group_rows = tl.minimum(num_pid_m - first_m, GROUP_M)
+    pid_m = first_m + (pid % pids_per_group) % group_rows
+    pid_n = (pid % pids_per_group) // group_rows
+
+    rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    rm_load = rm % M  # wrapped rows: unmasked loads; their results are never stored
+    rn_load = rn % N
+    k_first = pid_k * BLOCKS_PER_SPLIT
+    k_blocks = tl.minimum(BLOCKS_PER_SPLIT, K // BLOCK_K - k_first)
+    x_ptrs = x_ptr + rm_load[:, None].to(tl.int64) * K + (k_first * BLOCK_K + tl.arange(0, BLOCK_K))[None, :]
+    w_ptrs = (
+        w_ptr
+        + rn_load[:, None].to(tl.int64) * (K // 2)
+        + (k_first * (BLOCK_K // 2) + tl.arange(0, BLOCK_K // 2))[None, :]
+    )
+    ws_row = ws_ptr + rn_load * stride_wsn
+
+    # int32 accumulator for per-channel scales (applied once at the end), float32 for group-wise ones.
+    if SWAP_AB:
+        if GROUPWISE:
+            acc = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.float32)
+        else:
+            acc = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.int32)
+    else:
+        if GROUPWISE:
+            acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+        else:
+            acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.int32)
+    for i in range(k_blocks):
+        x = tl.load(x_ptrs)  # (BLOCK_M, BLOCK_K) int8
+        packed = tl.load(w_ptrs)  # (BLOCK_N, BLOCK_K // 2) int8
+        # Sign-extend each nibble with arithmetic shifts. The cast after << keeps 8 bits (drops the high nibble)
+        # whether or not this Triton version promotes `int8 << 4` to int32; >> on a signed type is arithmetic.
+        low = (packed << 4).to(tl.int8) >> 4
+        high = packed >> 4
+        # join's new last axis interleaves the two: element 2j (low nibble), then 2j + 1 (high nibble).
+        w = tl.reshape(tl.join(low, high), (BLOCK_N, BLOCK_K)).to(tl.int8)
+        if GROUPWISE:
+            scale = tl.load(ws_row + ((k_first + i) * BLOCK_K) // GROUP_K)  # (BLOCK_N,) float32
+            if SWAP_AB:
+                part = tl.dot(w, tl.trans(x), out_dtype=tl.int32)
+                acc += part.to(tl.float32) * scale[:, None]
+            else:
+                part = tl.dot(x, tl.trans(w), out_dtype=tl.int32)
+                acc += part.to(tl.float32) * scale[None, :]
+        else:
+            if SWAP_AB:
+                acc = tl.dot(w, tl.trans(x), acc, out_dtype=tl.int32)
+            else:
+                acc = tl.dot(x, tl.trans(w), acc, out_dtype=tl.int32)
+        x_ptrs += BLOCK_K
+        w_ptrs += BLOCK_K // 2
+
+    out = acc.to(tl.float32)
+    if SWAP_AB:
+        out = tl.trans(out)  # (BLOCK_M, BLOCK_N)
+    if not GROUPWISE:
+        out = out * tl.load(ws_row)[None, :]
+    out = out * tl.load(xs_ptr + rm_load)[:, None]
+    mask = (rm < M)[:, None] & (rn < N)[None, :]
+    offs = rm[:, None].to(tl.int64) * N + rn[None, :]
+    if SPLIT_PARTIALS:
+        tl.store(out_ptr + pid_k.to(tl.int64) * M * N + offs, out, mask=mask)
+    else:
+        if HAS_BIAS:
+            out = out + tl.load(bias_ptr + rn_load)[None, :]
+        tl.store(out_ptr + offs, out.to(out_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _s8s4_split_k_reduce_kernel(
+    part_ptr, bias_ptr, out_ptr, MN, N, SPLITS, BLOCK: tl.constexpr, HAS_BIAS: tl.constexpr
+):
+    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < MN
+    acc = tl.zeros((BLOCK,), dtype=tl.float32)
+    for s in range(SPLITS):  # fixed order: deterministic
+        acc += tl.load(part_ptr + s * MN + offs, mask=mask, other=0.0)
+    if HAS_BIAS:
+        acc += tl.load(bias_ptr + offs % N, mask=mask, other=0.0)
+    tl.store(out_ptr + offs, acc.to(out_ptr.dtype.element_ty), mask=mask)
+
+
+@dataclass(frozen=True)
+class TritonConfig:
+    """Tile shape and launch parameters. ``block_k`` is an upper bound: the launcher uses the largest power of two
+    ``<= block_k`` dividing K (and the group size). ``split_k`` lets decode-sized problems split K across programs
+    until about ``_PROGRAMS_PER_SM`` programs per SM are in flight."""
+
+    block_m: int
+    block_n: int
+    block_k: int
+    num_warps: int
+    num_stages: int
+    swap_ab: bool = False
+    split_k: bool = False
+    group_m: int = 8
+
+
+# Named configs (the benchmark can force each one). Hopper large-M: 128×256 tiles with 8 warps (two warpgroups of
+# WGMMA) and 3 stages fit in shared memory (3 × (16 KB x + 16 KB packed w) + the unpacked w tile). On Hopper the
+# swap-AB configs are the default: compiled for sm_90 (Triton 3.9), their unpacked weight feeds WGMMA as a register
+# A operand (`dot_op opIdx=0`), while without the swap it takes a register -> shared memory round trip per K block.
+TRITON_CONFIGS: dict[str, TritonConfig] = {
+    "gemv_16x64x256_splitk": TritonConfig(16, 64, 256, num_warps=4, num_stages=4, swap_ab=True, split_k=True),
+    "small_32x128x128_splitk": TritonConfig(32, 128, 128, num_warps=4, num_stages=4, swap_ab=True, split_k=True),
+    "mid_64x128x128": TritonConfig(64, 128, 128, num_warps=4, num_stages=4),
+    "mid_swap_64x128x128": TritonConfig(64, 128, 128, num_warps=4, num_stages=4, swap_ab=True),
+    "large_128x128x128": TritonConfig(128, 128, 128, num_warps=8, num_stages=3),
+    "large_128x256x128": TritonConfig(128, 256, 128, num_warps=8, num_stages=3),
+    "large_swap_128x256x128": TritonConfig(128, 256, 128, num_warps=8, num_stages=3, swap_ab=True),
+}
+
+# Fixed choice per (is_hopper, M bucket): first row whose max_m >= M. No first-call autotuning (CUDA graphs and
+# torch.compile see one kernel); the lead updates these names from the benchmark.
+TRITON_TABLE: dict[bool, tuple[tuple[int | None, str], ...]] = {
+    True: (
+        (16, "gemv_16x64x256_splitk"),
+        (64, "small_32x128x128_splitk"),
+        (256, "mid_swap_64x128x128"),
+        (None, "large_swap_128x256x128"),
+    ),
+    False: (
+        (16, "gemv_16x64x256_splitk"),
+        (64, "small_32x128x128_splitk"),
+        (256, "mid_64x128x128"),
+        (None, "large_128x128x128"),
+    ),
+}
+
+_PROGRAMS_PER_SM = 4
+
+
+def pick_triton_config(M: int, is_hopper: bool) -> TritonConfig:
+    for max_m, name in TRITON_TABLE[is_hopper]:
+        if max_m is None or max_m >= M:
+            return TRITON_CONFIGS[name]
+    raise AssertionError("the last row of TRITON_TABLE must have max_m None")
+
+
+@functools.cache
+def _device_info(device: torch.device) -> tuple[int, bool]:
+    """(SM count, is Hopper) of a CUDA device; (1, False) under the CPU interpreter."""
+    if device.type != "cuda":
+        return 1, False
+    p = torch.cuda.get_device_properties(device)
+    return p.multi_processor_count, p.major == 9
+
+
+def _largest_pow2_divisor(n: int, cap: int) -> int:
+    b = cap
+    while n % b:
+        b //= 2
+    return b
+
+
+def _split_count(k_blocks: int, tiles: int, sms: int) -> tuple[int, int]:
+    """(number of splits, K blocks per split) so that tiles × splits ≈ _PROGRAMS_PER_SM × SMs."""
+    want = max(1, min(k_blocks, round(_PROGRAMS_PER_SM * sms / tiles)))
+    per_split = triton.cdiv(k_blocks, want)
+    return triton.cdiv(k_blocks, per_split), per_split
+
+
+def s8s4_linear_triton(
+    x: torch.Tensor,
+    x_scale: torch.Tensor,
+    w: torch.Tensor,
+    w_scale: torch.Tensor,
+    bias: torch.Tensor | None,
+    out_dtype: torch.dtype,
+    config: TritonConfig | None = None,
+) -> torch.Tensor:
+    """``x`` int8 ``(M, K)``, ``x_scale`` float32 ``(M,)``, ``w`` int8 ``(N, K // 2)``, ``w_scale`` float32 ``(N,)`` or
+    ``(N, groups)``, ``bias`` float32 ``(N,)`` or None, all contiguous and validated by the op -> ``(M, N)``."""
+    M, K = x.shape
+    N = w.shape[0]
+    out = torch.empty((M, N), dtype=out_dtype, device=x.device)
+    if M == 0 or N == 0:
+        return out
+    sms, is_hopper = _device_info(x.device)
+    cfg = config or pick_triton_config(M, is_hopper)
+    groupwise = w_scale.dim() == 2 and w_scale.shape[1] > 1
+    group_k = K // w_scale.shape[1] if groupwise else K
+    block_k = _largest_pow2_divisor(group_k, cfg.block_k)  # divides K too; >= 32 as the op checks K % 32
+    cfg = replace(cfg, block_k=block_k)
+    k_blocks = K // block_k
+    tiles = triton.cdiv(M, cfg.block_m) * triton.cdiv(N, cfg.block_n)
+    splits, per_split = _split_count(k_blocks, tiles, sms) if cfg.split_k else (1, k_blocks)
+    partials = torch.empty((splits, M, N), dtype=torch.float32, device=x.device) if splits > 1 else out
+    bias_arg = bias if bias is not None else x_scale  # any valid pointer; unused when HAS_BIAS is False
+    _s8s4_matmul_kernel[(tiles, splits)](
+        x, w, x_scale, w_scale, bias_arg, partials,
+        M, N, K, w_scale.shape[1] if w_scale.dim() == 2 else 1, group_k, per_split,
+        BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k, GROUP_M=cfg.group_m,
+        GROUPWISE=groupwise, SWAP_AB=cfg.swap_ab, SPLIT_PARTIALS=splits > 1, HAS_BIAS=bias is not None,
+        num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+    )  # fmt: skip
+    if splits > 1:
+        block = 1024
+        _s8s4_split_k_reduce_kernel[(triton.cdiv(M * N, block),)](
+            partials, bias_arg, out, M * N, N, splits, BLOCK=block, HAS_BIAS=bias is not None, num_warps=4
+        )
+    return out

@@ -1,0 +1,128 @@
+"""``lowbit::s8s4_linear``: W4A8 linear, int8 activations × packed int4 weights, symmetric scales.
+
+``out = (input · input_scale) @ (weight · weight_scale)ᵀ + bias`` where ``input`` holds int8 values with one scale per
+row (token) and ``weight`` holds int4 values (two per byte, :mod:`lowbit_flex.quant.int4` format) with one scale per
+output channel or per ``(channel, group of K)``. Symmetric only: there are no zero-points.
+
+The CPU reference is exact in this sense: each integer dot product (per group) is computed exactly in int64; the
+scales are applied in float64 (``Σ_g dot_g · weight_scale[n, g]``, then ``· input_scale[m]``, then ``+ bias``),
+whose relative error (≈ (groups + 2) · 2⁻⁵³) is far below the one final rounding to fp16/bf16. So the reference is
+the correctly rounded result except, at worst, for values within ~1e-15 relative of a rounding boundary.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from lowbit_flex.ops._checks import FLOAT_DTYPES, HALF_DTYPES, check_out_dtype, check_same_device, check_tensor
+
+# The kernels read K in blocks of at least 32 int8 values (16 packed bytes): int8 tensor-core MMAs take K = 32.
+K_MULTIPLE = 32
+DEFAULT_OUT_DTYPE = torch.bfloat16
+
+
+def _check_args(
+    input: torch.Tensor,
+    input_scale: torch.Tensor,
+    weight: torch.Tensor,
+    weight_scale: torch.Tensor,
+    bias: torch.Tensor | None,
+    out_dtype: torch.dtype | None,
+) -> None:
+    check_tensor("input", input, dtypes=(torch.int8,), min_ndim=1, contiguous=True)
+    check_tensor("input_scale", input_scale, dtypes=FLOAT_DTYPES, contiguous=True)
+    check_tensor("weight", weight, dtypes=(torch.int8,), ndim=2, contiguous=True)
+    check_tensor("weight_scale", weight_scale, dtypes=FLOAT_DTYPES, contiguous=True)
+    if bias is not None:
+        check_tensor("bias", bias, dtypes=FLOAT_DTYPES, ndim=1, contiguous=True)
+    check_out_dtype("out_dtype", out_dtype, HALF_DTYPES)
+    K = input.shape[-1]
+    if K == 0 or K % K_MULTIPLE:
+        raise ValueError(f"input: expected the last dimension K to be a positive multiple of {K_MULTIPLE}, got {K}")
+    lead = tuple(input.shape[:-1])
+    if tuple(input_scale.shape) not in (lead, (*lead, 1)):
+        raise ValueError(
+            f"input_scale: expected shape {lead} or {(*lead, 1)} (one scale per row of input), "
+            f"got {tuple(input_scale.shape)}"
+        )
+    N = weight.shape[0]
+    if weight.shape[1] != K // 2:
+        raise ValueError(
+            f"weight: expected shape (N, K // 2) = (N, {K // 2}) (two int4 per byte, K={K}), got {tuple(weight.shape)}"
+        )
+    if weight_scale.dim() == 1:
+        if weight_scale.shape[0] != N:
+            raise ValueError(
+                f"weight_scale: expected shape ({N},) or ({N}, K // group), got {tuple(weight_scale.shape)}"
+            )
+    elif weight_scale.dim() == 2:
+        groups = weight_scale.shape[1]
+        if weight_scale.shape[0] != N or groups == 0 or K % groups or (K // groups) % K_MULTIPLE:
+            raise ValueError(
+                f"weight_scale: expected shape ({N},) or ({N}, K // group) with the group size a multiple of "
+                f"{K_MULTIPLE} dividing K={K}, got {tuple(weight_scale.shape)}"
+            )
+    else:
+        raise ValueError(f"weight_scale: expected 1 or 2 dimensions, got shape {tuple(weight_scale.shape)}")
+    if bias is not None and bias.shape[0] != N:
+        raise ValueError(f"bias: expected shape ({N},) (N = weight.shape[0]), got {tuple(bias.shape)}")
+    check_same_device(input=input, input_scale=input_scale, weight=weight, weight_scale=weight_scale, bias=bias)
+
+
+@torch.library.custom_op("lowbit::s8s4_linear", mutates_args=())
+def s8s4_linear(
+    input: torch.Tensor,
+    input_scale: torch.Tensor,
+    weight: torch.Tensor,
+    weight_scale: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    out_dtype: torch.dtype | None = None,
+) -> torch.Tensor:
+    """W4A8 linear: ``(input · input_scale) @ (weight · weight_scale)ᵀ + bias``.
+
+    Args:
+        input: int8 ``(..., K)``, contiguous, ``K`` a multiple of 32.
+        input_scale: float ``(...)`` or ``(..., 1)``: one scale per row of ``input`` (as from
+            ``lowbit::quantize_int8_rowwise``).
+        weight: int8 ``(N, K // 2)``: two int4 per byte in ``[-8, 7]``, element ``2j`` in the low nibble of byte ``j``
+            (see :func:`lowbit_flex.quant.pack_int4`).
+        weight_scale: float ``(N,)`` per output channel, or ``(N, K // group)`` group-wise (group size a multiple
+            of 32).
+        bias: float ``(N,)`` or None.
+        out_dtype: float16 or bfloat16; None means bfloat16.
+
+    Returns:
+        ``(..., N)`` tensor of ``out_dtype``. On CUDA a dispatch table picks the Triton or CUTLASS kernel (see
+        ``docs/w4a8.md``); elsewhere this exact reference runs (int64 dot products, float64 scaling, one rounding).
+    """
+    _check_args(input, input_scale, weight, weight_scale, bias, out_dtype)
+    from lowbit_flex.quant.int4 import unpack_int4
+
+    K, N = input.shape[-1], weight.shape[0]
+    x = input.reshape(-1, K).long()
+    M = x.shape[0]
+    groups = 1 if weight_scale.dim() == 1 else weight_scale.shape[1]
+    g = K // groups
+    w = unpack_int4(weight).long()
+    # Exact per-group integer dot products: (groups, M, N) in int64 (|dot| <= K * 128 * 8, far below 2**63).
+    dots = torch.bmm(x.view(M, groups, g).transpose(0, 1), w.view(N, groups, g).permute(1, 2, 0))
+    ws = weight_scale.double().reshape(N, groups).t()  # (groups, N)
+    acc = (dots.double() * ws[:, None, :]).sum(dim=0)
+    out = acc * input_scale.double().reshape(M, 1)
+    if bias is not None:
+        out = out + bias.double()
+    return out.to(out_dtype or DEFAULT_OUT_DTYPE).reshape(*input.shape[:-1], N)
+
+
+@s8s4_linear.register_fake
+def _(input, input_scale, weight, weight_scale, bias=None, out_dtype=None):
+    _check_args(input, input_scale, weight, weight_scale, bias, out_dtype)
+    return input.new_empty((*input.shape[:-1], weight.shape[0]), dtype=out_dtype or DEFAULT_OUT_DTYPE)
+
+
+@s8s4_linear.register_kernel("cuda")
+def _(input, input_scale, weight, weight_scale, bias=None, out_dtype=None):
+    _check_args(input, input_scale, weight, weight_scale, bias, out_dtype)
+    from lowbit_flex.kernels.s8s4_dispatch import s8s4_linear_cuda
+
+    return s8s4_linear_cuda(input, input_scale, weight, weight_scale, bias, out_dtype or DEFAULT_OUT_DTYPE)

@@ -1,0 +1,82 @@
+"""Symmetric int4 weights: packing two int4 values per byte, and per-channel / group-wise weight quantization.
+
+Packing format (the one ``lowbit::s8s4_linear`` reads): a row of ``K`` int4 values in ``[-8, 7]`` becomes ``K // 2``
+bytes; byte ``j`` holds element ``2j`` in its low nibble and element ``2j + 1`` in its high nibble, each as a 4-bit
+two's-complement value::
+
+    byte[j] = (v[2j] & 0xF) | (v[2j + 1] << 4)          # stored as int8 (torch has no uint4 we can rely on)
+
+Unpacking sign-extends with shifts: ``low = (byte << 4) >> 4`` and ``high = byte >> 4`` with arithmetic shifts on
+int8. The CUDA kernels use the same bit order (CUTLASS ``int4b_t`` arrays are little-nibble-first as well).
+
+Quantization is symmetric with no zero-point: ``scale = amax / 7`` and ``q = clamp(round_half_even(w / scale), -8, 7)``.
+Dividing by 7 (not 8) maps ``±amax`` to ``±7`` exactly, so the largest weight of every row/group is represented
+without clipping; the code ``-8`` stays unused by the quantizer (the clamp only guards the rounding of values a hair
+above ``amax / scale``) but any packed weight in ``[-8, 7]`` is valid input to the op. Dividing by 8 would give one
+more level to negative values but would clip ``+amax`` to ``7/8`` of its value.
+"""
+
+from __future__ import annotations
+
+import torch
+
+INT4_MIN, INT4_MAX = -8, 7
+
+
+def pack_int4(values: torch.Tensor) -> torch.Tensor:
+    """Pack int4 ``values`` (int8 tensor ``(..., K)``, entries in ``[-8, 7]``, ``K`` even) into int8 ``(..., K // 2)``:
+    element ``2j`` in the low nibble of byte ``j``, element ``2j + 1`` in the high nibble."""
+    if not isinstance(values, torch.Tensor):
+        raise TypeError(f"values: expected a torch.Tensor, got {type(values).__name__}")
+    if values.dtype != torch.int8:
+        raise TypeError(f"values: expected dtype int8, got {values.dtype}")
+    if values.dim() < 1 or values.shape[-1] % 2:
+        raise ValueError(f"values: expected a last dimension of even length, got shape {tuple(values.shape)}")
+    if values.numel() and (values.min() < INT4_MIN or values.max() > INT4_MAX):
+        raise ValueError(f"values: expected entries in [{INT4_MIN}, {INT4_MAX}]")
+    low, high = values[..., 0::2], values[..., 1::2]
+    # int8 arithmetic wraps: (high << 4) keeps the low 4 bits of `high` as the top nibble, and `low & 0xF` is
+    # non-negative and < 16, so OR-ing them gives the byte's two's-complement int8 value.
+    return ((high << 4) | (low & 0xF)).contiguous()
+
+
+def unpack_int4(packed: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`pack_int4`: int8 ``(..., K // 2)`` -> int8 ``(..., K)`` with entries in ``[-8, 7]``."""
+    if not isinstance(packed, torch.Tensor):
+        raise TypeError(f"packed: expected a torch.Tensor, got {type(packed).__name__}")
+    if packed.dtype != torch.int8:
+        raise TypeError(f"packed: expected dtype int8, got {packed.dtype}")
+    if packed.dim() < 1:
+        raise ValueError(f"packed: expected at least 1 dimensions, got shape {tuple(packed.shape)}")
+    low = (packed << 4) >> 4  # arithmetic shift on int8: sign-extends the low nibble
+    high = packed >> 4
+    return torch.stack((low, high), dim=-1).reshape(*packed.shape[:-1], packed.shape[-1] * 2)
+
+
+def quantize_int4_weight(w: torch.Tensor, group_size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric int4 quantization of a weight ``w`` (float ``(N, K)``, ``K`` even).
+
+    Returns ``(packed, scale)``: ``packed`` int8 ``(N, K // 2)`` (see the module docstring for the nibble order)
+    and ``scale`` float32, ``(N,)`` per output channel when ``group_size`` is None, else ``(N, K // group_size)``
+    with one scale per ``group_size`` consecutive input channels. ``scale = amax / 7`` (1.0 where ``amax == 0``) and
+    ``w ≈ unpack_int4(packed) * scale`` with ``|error| <= scale / 2``. Inputs must be finite.
+    """
+    if not isinstance(w, torch.Tensor):
+        raise TypeError(f"w: expected a torch.Tensor, got {type(w).__name__}")
+    if not w.is_floating_point():
+        raise TypeError(f"w: expected a floating-point dtype, got {w.dtype}")
+    if w.dim() != 2 or w.shape[1] % 2 or w.shape[1] == 0:
+        raise ValueError(f"w: expected shape (N, K) with K even and positive, got {tuple(w.shape)}")
+    N, K = w.shape
+    if group_size is not None:
+        if isinstance(group_size, bool) or not isinstance(group_size, int) or group_size <= 0:
+            raise ValueError(f"group_size: expected a positive int or None, got {group_size!r}")
+        if K % group_size or group_size % 2:
+            raise ValueError(f"group_size: expected an even divisor of K={K}, got {group_size}")
+    g = K if group_size is None else group_size
+    wg = w.float().reshape(N, K // g, g)
+    scale = wg.abs().amax(dim=-1, keepdim=True) / 7.0
+    scale = torch.where(scale == 0, torch.ones_like(scale), scale)
+    q = torch.round(wg / scale).clamp_(INT4_MIN, INT4_MAX).to(torch.int8).reshape(N, K)
+    scale = scale.reshape(N) if group_size is None else scale.reshape(N, K // g)
+    return pack_int4(q), scale.contiguous()

@@ -1,0 +1,109 @@
+"""Compile Triton kernels for a GPU architecture on a machine without a GPU.
+
+Inside :func:`compile_launches`, every ``kernel[grid](...)`` call made by a launcher is compiled with
+``triton.compile`` for ``cuda:<arch>`` (down to a cubin, with the ptxas that ships with Triton) instead of being
+launched. Launchers run unchanged on CPU tensors: their shapes, dtypes and constexprs decide what is compiled. This
+catches what the interpreter cannot (non-constexpr globals, type errors, unsupported dtypes for an architecture,
+shared-memory overflow at compile time) before any GPU time is spent. CI runs it for sm_80 and sm_90.
+
+Must run in a process where ``TRITON_INTERPRET`` is unset: Triton decides at decoration time whether a kernel is
+interpreted. ``python -m lowbit_flex.triton_aot`` is used by ``tests/kernels/test_triton_aot.py``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from unittest import mock
+
+import torch
+
+_DTYPE = {
+    torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "fp32", torch.float64: "fp64",
+    torch.int8: "i8", torch.int16: "i16", torch.int32: "i32", torch.int64: "i64", torch.uint8: "u8",
+    torch.bool: "i1", torch.float8_e4m3fn: "fp8e4nv", torch.float8_e5m2: "fp8e5",
+}  # fmt: skip
+_OPTIONS = ("num_warps", "num_stages", "num_ctas", "maxnreg", "enable_fp_fusion")
+
+
+@dataclass
+class Compiled:
+    arch: int
+    kernels: list[tuple[str, dict]] = field(default_factory=list)  # (kernel name, constexprs)
+
+
+def _type_of(v: object) -> str:
+    if isinstance(v, torch.Tensor):
+        return "*" + _DTYPE[v.dtype]
+    if isinstance(v, bool):
+        return "i1"
+    if isinstance(v, int):
+        return "i32" if -(2**31) <= v < 2**31 else "i64"
+    if isinstance(v, float):
+        return "fp32"
+    raise TypeError(f"cannot type Triton argument {v!r}")
+
+
+@contextlib.contextmanager
+def compile_launches(arch: int) -> Iterator[Compiled]:
+    """Compile (not launch) every Triton kernel launched inside the block, for ``sm_<arch>``."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+    from triton.runtime.jit import JITFunction
+
+    out = Compiled(arch)
+    target = GPUTarget("cuda", arch, 32)
+
+    def run(self, *args, grid, warmup, **kwargs):
+        options = {k: kwargs.pop(k) for k in _OPTIONS if k in kwargs}
+        bound = inspect.signature(self.fn).bind(*args, **kwargs)
+        bound.apply_defaults()
+        signature, constexprs = {}, {}
+        for p in self.params:
+            v = bound.arguments[p.name]
+            if p.is_constexpr or v is None:
+                signature[p.name], constexprs[p.name] = "constexpr", v
+            else:
+                signature[p.name] = _type_of(v)
+        triton.compile(ASTSource(self, signature, constexprs), target=target, options=options)
+        out.kernels.append((self.fn.__name__, constexprs))
+
+    capability = (arch // 10, arch % 10)
+    with (
+        mock.patch.object(JITFunction, "run", run),
+        mock.patch("torch.cuda.get_device_capability", lambda *a, **k: capability),
+    ):
+        yield out
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m lowbit_flex.triton_aot ARCH MODULE:FUNCTION...``: run each case function under
+    :func:`compile_launches` and print what was compiled; exit non-zero if a case compiled nothing."""
+    import argparse
+    import importlib
+    import os
+    import sys
+
+    if os.environ.get("TRITON_INTERPRET", "0") == "1":
+        sys.exit("unset TRITON_INTERPRET: interpreted kernels cannot be compiled")
+    p = argparse.ArgumentParser(prog="python -m lowbit_flex.triton_aot")
+    p.add_argument("arch", type=int, help="e.g. 90 or 80")
+    p.add_argument("cases", nargs="+", help="module:function running launchers on CPU tensors")
+    args = p.parse_args(argv)
+    empty = []
+    for case in args.cases:
+        mod, fn = case.split(":")
+        with compile_launches(args.arch) as compiled:
+            getattr(importlib.import_module(mod), fn)()
+        print(f"sm_{args.arch} {case}: {len(compiled.kernels)} kernels " + ", ".join(k for k, _ in compiled.kernels))
+        if not compiled.kernels:
+            empty.append(case)
+    if empty:
+        sys.exit(f"no kernel was compiled by {empty}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,43 @@
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import lowbit_flex
+from lowbit_flex.nn import W4A8Linear
+from lowbit_flex.testing import rel_error
+
+_PATH = Path(__file__).resolve().parents[2] / "examples" / "llama_w4a8_decode.py"
+
+
+@pytest.fixture(scope="module")
+def example():
+    spec = importlib.util.spec_from_file_location("llama_w4a8_decode", _PATH)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # dataclasses look their module up while the file executes
+    spec.loader.exec_module(mod)
+    yield mod
+    sys.modules.pop(spec.name, None)
+
+
+def test_tiny_compare_runs(example):
+    result = example.compare(example.TINY, "cpu", n_new=4, compile=False)
+    assert set(result) == {"bf16 tok/s", "w4a8 tok/s", "speed-up", "same tokens"}
+    assert result["bf16 tok/s"] > 0 and result["w4a8 tok/s"] > 0 and 0 <= result["same tokens"] <= 1
+
+
+def test_tiny_w4a8_logits_close_and_decode_step_has_no_graph_break(example):
+    args = example.TINY
+    model = example.build_model(args, "cpu")
+    model.setup_caches(batch=1)
+    idx, pos = torch.randint(0, args.vocab_size, (1, 6)), torch.arange(6)
+    ref = model(idx, pos)
+    lowbit_flex.quantize_(model, lowbit_flex.W4A8Config())
+    assert sum(isinstance(m, W4A8Linear) for m in model.modules()) == 5 * args.n_layer + 1
+    model.setup_caches(batch=1)
+    assert rel_error(model(idx, pos), ref) < 0.25
+    tok, step_pos = torch.randint(0, args.vocab_size, (1, 1)), torch.tensor([6])
+    explained = torch._dynamo.explain(example.decode_one_token)(model, tok, step_pos)
+    assert explained.graph_break_count == 0

@@ -1,0 +1,225 @@
+import sys
+import types
+
+import pytest
+import torch
+
+import lowbit_flex  # noqa: F401  (registers torch.ops.lowbit)
+from lowbit_flex.quant import pack_int4
+from lowbit_flex.testing import assert_fully_written, kernel_device, poison_
+
+OP = torch.ops.lowbit.s8s4_linear
+
+
+def _inputs(lead, N, K, groups=None, device="cpu", scale_range=(-2.0, 2.0)):
+    """Fresh random int8 activations and int4 weights (both extremes present), scales spanning a log range."""
+    x = torch.randint(-128, 128, (*lead, K), dtype=torch.int8)
+    x.view(-1)[:2] = torch.tensor([-128, 127], dtype=torch.int8)
+    q = torch.randint(-8, 8, (N, K), dtype=torch.int8)
+    q.view(-1)[:2] = torch.tensor([-8, 7], dtype=torch.int8)
+    lo, hi = scale_range
+    xs = 10 ** (torch.rand(lead) * (hi - lo) + lo)
+    ws_shape = (N,) if groups is None else (N, groups)
+    ws = 10 ** (torch.rand(ws_shape) * (hi - lo) + lo)
+    bias = torch.randn(N) * 100
+    to = lambda t: t.to(device)
+    return to(x), to(xs), to(pack_int4(q)), to(ws), to(bias), q
+
+
+def _exact_f64(x, xs, q, ws, bias):
+    """Independent definition: float64 products of integers are exact (|dot| < 2**53); scales in another order."""
+    K, N = x.shape[-1], q.shape[0]
+    groups = 1 if ws.dim() == 1 else ws.shape[1]
+    g = K // groups
+    xg = x.double().reshape(-1, groups, g)
+    qg = q.double().reshape(N, groups, g)
+    dots = torch.einsum("mgk,ngk->mng", xg, qg)  # exact integers
+    scales = xs.double().reshape(-1, 1, 1) * ws.double().reshape(1, N, groups)
+    out = (dots * scales).sum(-1)
+    if bias is not None:
+        out = out + bias.double()
+    return out.reshape(*x.shape[:-1], N), (dots.abs() * scales).sum(-1)
+
+
+def _assert_close_to_exact(out, exact, magnitude, dtype, fp32_terms=0):
+    """``out`` within one ulp of ``dtype`` of the exact value, plus ``fp32_terms`` float32 roundings of the summed
+    magnitudes (for kernels that scale in float32)."""
+    finfo = torch.finfo(dtype)
+    bound = exact.abs() * finfo.eps + finfo.tiny + fp32_terms * 2.0**-24 * magnitude.reshape(exact.shape)
+    err = (out.double().cpu() - exact).abs()
+    assert bool((err <= bound).all()), f"max error {float((err - bound).max()):.3g} over the bound"
+
+
+@pytest.mark.parametrize("out_dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("lead, N, K, groups", [
+    ((1,), 5, 32, None),        # M = 1
+    ((7,), 9, 96, None),        # odd M, odd N
+    ((2, 3), 4, 64, 2),         # 3-D input, group-wise (group 32)
+    ((3,), 6, 4096, None),      # large K
+    ((3,), 6, 4096, 32),        # large K, group 128
+])  # fmt: skip
+def test_reference_is_correctly_rounded(lead, N, K, groups, out_dtype):
+    # fp16 tops out at 65504: keep its products in range; bf16 takes scales over four decades.
+    scale_range = (-2.0, 2.0) if out_dtype == torch.bfloat16 else (-3.0, -1.0)
+    x, xs, w, ws, bias, q = _inputs(lead, N, K, groups, scale_range=scale_range)
+    out = OP(x, xs, w, ws, bias, out_dtype)
+    assert out.shape == (*lead, N) and out.dtype == out_dtype
+    exact, _ = _exact_f64(x, xs, q, ws, bias)
+    # The reference rounds once to out_dtype: within half an ulp (eps / 2 relative) of the exact value.
+    finfo = torch.finfo(out_dtype)
+    err = (out.double() - exact).abs()
+    assert bool((err <= exact.abs() * finfo.eps / 2 * (1 + 1e-9) + finfo.tiny).all())
+
+
+def test_extremes_and_defaults():
+    K = 2048
+    x = torch.full((2, K), -128, dtype=torch.int8)
+    w = pack_int4(torch.full((3, K), -8, dtype=torch.int8))
+    xs = torch.tensor([1e-30, 1e30]).reshape(2, 1)  # (M, 1) scales, extreme range
+    ws = torch.tensor([1e-8, 1.0, 1e8])
+    out = OP(x, xs, w, ws)  # no bias, out_dtype None -> bfloat16
+    assert out.dtype == torch.bfloat16
+    exact = 1024.0 * K * xs.double() * ws.double()  # (-128) * (-8) summed over K
+    torch.testing.assert_close(out.double(), exact.to(torch.bfloat16).double(), rtol=0, atol=0)
+
+
+def test_unit_group_scale_is_per_channel():
+    x, xs, w, ws, bias, _ = _inputs((4,), 8, 64)
+    torch.testing.assert_close(OP(x, xs, w, ws, bias), OP(x, xs, w, ws[:, None].contiguous(), bias), rtol=0, atol=0)
+
+
+def _bad_cases():
+    x, xs, w, ws, b = torch.zeros(4, 64, dtype=torch.int8), torch.ones(4), torch.zeros(8, 32, dtype=torch.int8), \
+        torch.ones(8), torch.zeros(8)  # fmt: skip
+    ok = dict(input=x, input_scale=xs, weight=w, weight_scale=ws, bias=b)
+    cases = [
+        (dict(input=x.float()), TypeError, "input: expected dtype int8"),
+        (dict(weight=w.float()), TypeError, "weight: expected dtype int8"),
+        (dict(input_scale=xs.long()), TypeError, "input_scale: expected dtype"),
+        (dict(weight_scale=ws.to(torch.int8)), TypeError, "weight_scale: expected dtype"),
+        (dict(bias=b.long()), TypeError, "bias: expected dtype"),
+        (dict(input=torch.zeros(4, 48, dtype=torch.int8)), ValueError, "input: expected the last dimension K"),
+        (dict(weight=torch.zeros(8, 31, dtype=torch.int8)), ValueError, r"weight: expected shape \(N, K // 2\)"),
+        (dict(weight=torch.zeros(8, 32, 1, dtype=torch.int8)), ValueError, "weight: expected 2 dimensions"),
+        (dict(input_scale=torch.ones(5)), ValueError, "input_scale: expected shape"),
+        (dict(input_scale=torch.ones(4, 2)), ValueError, "input_scale: expected shape"),
+        (dict(weight_scale=torch.ones(7)), ValueError, "weight_scale: expected shape"),
+        (dict(weight_scale=torch.ones(8, 3)), ValueError, "weight_scale: expected shape"),  # 64 % 3
+        (dict(weight_scale=torch.ones(8, 4)), ValueError, "weight_scale: expected shape"),  # group 16 < 32
+        (dict(weight_scale=torch.ones(8, 1, 1)), ValueError, "weight_scale: expected 1 or 2 dimensions"),
+        (dict(bias=torch.zeros(9)), ValueError, "bias: expected shape"),
+        (dict(input=torch.zeros(64, 4, dtype=torch.int8).t()), ValueError, "input: expected a contiguous"),
+        (dict(weight=torch.zeros(32, 8, dtype=torch.int8).t()), ValueError, "weight: expected a contiguous"),
+        (dict(weight_scale=torch.ones(8, 2)[:, 0]), ValueError, "weight_scale: expected a contiguous"),
+        (dict(input=x.to("meta")), ValueError, "input_scale: expected a tensor on meta"),
+        (dict(bias=b.to("meta")), ValueError, "bias: expected a tensor on cpu"),
+        (dict(out_dtype=torch.float32), TypeError, "out_dtype: expected float16 or bfloat16"),
+    ]
+    return [({**ok, **change}, exc, match) for change, exc, match in cases]
+
+
+@pytest.mark.parametrize("kwargs, exc, match", _bad_cases())
+def test_bad_input_eager_and_fake(kwargs, exc, match):
+    with pytest.raises(exc, match=match):
+        OP(**kwargs)
+    if all(t.device.type == "cpu" for t in kwargs.values() if isinstance(t, torch.Tensor)):
+        with torch._subclasses.fake_tensor.FakeTensorMode() as mode, pytest.raises(exc, match=match):
+            OP(**{k: mode.from_tensor(v) if isinstance(v, torch.Tensor) else v for k, v in kwargs.items()})
+
+
+# --- dispatch table (no GPU needed: the CUTLASS wrapper is replaced by a fake module that accepts every shape) ----
+def test_dispatch_table(monkeypatch):
+    from lowbit_flex.kernels.s8s4_dispatch import Arch, Backend, ScaleKind, choose_backend
+
+    pc, gw = ScaleKind.PER_CHANNEL, ScaleKind.GROUPWISE
+    # Without the CUTLASS wrapper every shape goes to Triton.
+    monkeypatch.setitem(sys.modules, "lowbit_flex.kernels.s8s4_cutlass", None)
+    assert {choose_backend(a, pc, m, 4096, 4096) for a in Arch for m in (1, 4096)} == {Backend.TRITON}
+    fake = types.ModuleType("lowbit_flex.kernels.s8s4_cutlass")
+    fake.cutlass_s8s4_supported = lambda variant, M, N, K: N % 64 == 0
+    monkeypatch.setitem(sys.modules, "lowbit_flex.kernels.s8s4_cutlass", fake)
+    assert choose_backend(Arch.SM90, pc, 4096, 4096, 4096) is Backend.CUTLASS_SM90
+    assert choose_backend(Arch.SM80, pc, 4096, 4096, 4096) is Backend.CUTLASS_SM80
+    assert choose_backend(Arch.SM90, pc, 16, 4096, 4096) is Backend.TRITON  # decode: split-K GEMV
+    assert choose_backend(Arch.SM90, gw, 4096, 4096, 4096) is Backend.TRITON  # CUTLASS is per-channel only
+    assert choose_backend(Arch.SM90, pc, 4096, 4000, 4096) is Backend.TRITON  # unsupported alignment: next rule
+    assert choose_backend(Arch.OTHER, pc, 4096, 4096, 4096) is Backend.TRITON
+
+
+# --- Triton kernel (under TRITON_INTERPRET=1 on CPU; on a GPU, the real kernel) -----------------------------------
+needs_kernel = pytest.mark.skipif(kernel_device() is None, reason="needs CUDA or TRITON_INTERPRET=1")
+
+
+def _tiny_configs():
+    from lowbit_flex.kernels.s8s4_linear import TRITON_CONFIGS, TritonConfig
+
+    # Interpreter-sized versions of each named config: the same constexpr paths (swap-AB, split-K) on small tiles.
+    return {
+        n: TritonConfig(16, 32, 64, c.num_warps, c.num_stages, c.swap_ab, c.split_k) for n, c in TRITON_CONFIGS.items()
+    }
+
+
+@needs_kernel
+@pytest.mark.parametrize("config", ["gemv_16x64x256_splitk", "mid_64x128x128", "large_swap_128x256x128"])
+@pytest.mark.parametrize("lead, N, K, groups", [((1,), 40, 128, None), ((19,), 33, 96, None), ((2, 5), 40, 256, 4)])
+def test_triton_kernel_matches_exact_reference(monkeypatch, config, lead, N, K, groups):
+    from lowbit_flex.kernels import s8s4_linear as mod
+    from lowbit_flex.kernels.s8s4_dispatch import s8s4_linear_cuda
+
+    dev = kernel_device()
+    monkeypatch.setattr(mod, "_PROGRAMS_PER_SM", 64)  # make the split-K configs split K even on small problems
+    allocated = []
+    real_empty = torch.empty
+
+    def poisoned_empty(*a, **k):
+        t = poison_(real_empty(*a, **k))
+        allocated.append(tuple(t.shape))
+        return t
+
+    monkeypatch.setattr(mod.torch, "empty", poisoned_empty)
+    x, xs, w, ws, bias, q = _inputs(lead, N, K, groups, device=dev)
+    out = s8s4_linear_cuda(x, xs, w, ws, bias, torch.bfloat16, _backend="triton", _config=_tiny_configs()[config])
+    assert out.shape == (*lead, N)
+    assert_fully_written(out)
+    if mod.TRITON_CONFIGS[config].split_k:
+        assert any(len(s) == 3 and s[0] > 1 for s in allocated), "split-K path not taken"
+    exact, magnitude = _exact_f64(x.cpu(), xs.cpu(), q, ws.cpu(), bias.cpu())
+    _assert_close_to_exact(out, exact, magnitude + bias.abs().double(), torch.bfloat16, fp32_terms=(groups or 1) + 4)
+
+
+@needs_kernel
+def test_triton_kernel_extremes_fp16_no_bias_and_dispatch():
+    """All-extreme values (largest |dot|), (M, 1) scales, fp16 out, no bias, through the op's CUDA dispatch."""
+    from lowbit_flex.kernels.s8s4_dispatch import s8s4_linear_cuda
+
+    dev, K = kernel_device(), 512
+    x = torch.full((3, K), -128, dtype=torch.int8)
+    x[1] = 127
+    q = torch.full((20, K), -8, dtype=torch.int8)
+    q[::2] = 7
+    xs, ws = torch.full((3, 1), 1e-4), torch.full((20,), 1e-3)
+    out = s8s4_linear_cuda(x.to(dev), xs.to(dev), pack_int4(q).to(dev), ws.to(dev), None, torch.float16)
+    assert out.dtype == torch.float16
+    exact, magnitude = _exact_f64(x, xs, q, ws, None)
+    _assert_close_to_exact(out, exact, magnitude, torch.float16, fp32_terms=4)
+
+
+@needs_kernel
+def test_triton_kernel_is_deterministic_with_split_k(monkeypatch):
+    from lowbit_flex.kernels import s8s4_linear as mod
+
+    monkeypatch.setattr(mod, "_PROGRAMS_PER_SM", 64)
+    x, xs, w, ws, bias, _ = _inputs((3,), 32, 512, None, device=kernel_device())
+    cfg = _tiny_configs()["gemv_16x64x256_splitk"]
+    a = mod.s8s4_linear_triton(x, xs, w, ws, bias, torch.bfloat16, cfg)
+    b = mod.s8s4_linear_triton(x, xs, w, ws, bias, torch.bfloat16, cfg)
+    assert torch.equal(a, b)
+
+
+def test_split_count_and_block_k():
+    from lowbit_flex.kernels.s8s4_linear import _largest_pow2_divisor, _split_count
+
+    assert _largest_pow2_divisor(14336, 256) == 256 and _largest_pow2_divisor(96, 256) == 32
+    splits, per = _split_count(k_blocks=16, tiles=64, sms=132)  # 4 programs / SM wanted: ~8 splits
+    assert splits * per >= 16 and (splits - 1) * per < 16 and splits == 8
+    assert _split_count(k_blocks=16, tiles=10_000, sms=132) == (1, 16)
