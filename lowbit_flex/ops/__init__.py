@@ -7,6 +7,8 @@ backends. See ``docs/architecture.md``.
 """
 
 from lowbit_flex.ops.fp8_attention import fp8_attention
+from lowbit_flex.ops.fp8_weight_only_linear import fp8_weight_only_linear
+from lowbit_flex.ops.fpx_weight_only_linear import fpx_weight_only_linear
 from lowbit_flex.ops.quantize_fp8 import quantize_fp8
 from lowbit_flex.ops.quantize_int8_blockwise import quantize_int8_blockwise
 from lowbit_flex.ops.quantize_int8_rowwise import quantize_int8_rowwise
@@ -15,6 +17,8 @@ from lowbit_flex.ops.s8s4_linear import s8s4_linear
 
 __all__ = [
     "fp8_attention",
+    "fp8_weight_only_linear",
+    "fpx_weight_only_linear",
     "quantize_fp8",
     "quantize_int8_blockwise",
     "quantize_int8_rowwise",

@@ -62,3 +62,19 @@ def check_same_device(**tensors: torch.Tensor | None) -> None:
 def check_out_dtype(name: str, dtype: torch.dtype | None, allowed: Sequence[torch.dtype]) -> None:
     if dtype is not None and dtype not in allowed:
         raise TypeError(f"{name}: expected {_dtype_names(allowed)} or None, got {dtype}")
+
+
+def check_weight_only_epilogue(x: torch.Tensor, w_name: str, n: int, k: int, w_scale: object, bias: object) -> None:
+    """Shared checks of the weight-only linears: ``x (..., K)`` bf16/fp16 matches the weight's ``K``, ``w_scale``
+    is float32 ``(N,)``, ``bias`` is ``None`` or ``(N,)`` in ``x``'s dtype, all on one device."""
+    check_tensor("x", x, dtypes=HALF_DTYPES, min_ndim=1)
+    if n == 0 or k == 0:
+        raise ValueError(f"{w_name}: expected a non-empty weight, got N={n}, K={k}")
+    if x.shape[-1] != k:
+        raise ValueError(f"x: expected last dimension {k} (the K of {w_name}), got shape {tuple(x.shape)}")
+    check_tensor("w_scale", w_scale, dtypes=(torch.float32,), ndim=1)
+    check_shape("w_scale", w_scale, (n,), f"one scale per output channel of {w_name}")
+    if bias is not None:
+        check_tensor("bias", bias, dtypes=(x.dtype,), ndim=1)
+        check_shape("bias", bias, (n,), f"one per output channel of {w_name}")
+    check_same_device(x=x, w_scale=w_scale, bias=bias)

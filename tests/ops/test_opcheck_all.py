@@ -19,6 +19,25 @@ def _quantize_int8_rowwise(device):
     yield (torch.randn(2, 3, 7, device=device, dtype=torch.bfloat16),), {}
 
 
+def _fp8_weight_only_linear(device):
+    w = (torch.randn(24, 40, device=device) * 50).to(torch.float8_e4m3fn)
+    s = torch.rand(24, device=device) + 0.5
+    yield (torch.randn(3, 40, device=device, dtype=torch.bfloat16), w, s), {}
+    x = torch.randn(2, 20, 40, device=device, dtype=torch.float16)
+    yield (x, w, s, torch.randn(24, device=device, dtype=torch.float16)), {}
+
+
+def _fpx_weight_only_linear(device):
+    from lowbit_flex.quant import pack_fpx
+
+    s = torch.rand(16, device=device) + 0.5
+    for bits, (e, m) in ((6, (3, 2)), (6, (2, 3)), (4, (2, 1))):
+        wp = pack_fpx(torch.randint(0, 2**bits, (16, 32), dtype=torch.uint8), bits).to(device)
+        yield (torch.randn(5, 32, device=device, dtype=torch.bfloat16), wp, s, e, m), {}
+    b = torch.randn(16, device=device, dtype=torch.float16)
+    yield (torch.randn(2, 20, 32, device=device, dtype=torch.float16), wp, s, 2, 1, b), {}
+
+
 def _s8s4_linear(device):
     from lowbit_flex.quant import pack_int4
 
@@ -80,13 +99,16 @@ SAMPLES = {
     "quantize_fp8": _quantize_fp8,
     "quantize_int8_blockwise": _quantize_int8_blockwise,
     "fp8_attention": _fp8_attention,
+    "fp8_weight_only_linear": _fp8_weight_only_linear,
+    "fpx_weight_only_linear": _fpx_weight_only_linear,
 }
 
 
 # Ops taking fp8 tensors: torch's SchemaCheckMode (opcheck's test_schema) compares every argument before/after with
 # torch.allclose, which has no fp8 kernel ("mul_cpu_reduced_float" not implemented for 'Float8_e4m3fn'), so
 # test_schema cannot run on them; every other opcheck test does.
-OPCHECK_TEST_UTILS = {"fp8_attention": ("test_faketensor", "test_autograd_registration", "test_aot_dispatch_dynamic")}
+_NO_SCHEMA_CHECK = ("test_faketensor", "test_autograd_registration", "test_aot_dispatch_dynamic")
+OPCHECK_TEST_UTILS = {"fp8_attention": _NO_SCHEMA_CHECK, "fp8_weight_only_linear": _NO_SCHEMA_CHECK}
 
 
 def _registered_ops() -> set[str]:

@@ -1,0 +1,134 @@
+"""Weight-only linear layers with fp8 (e4m3) or packed fp6/fp4 (MX e3m2, e2m3, e2m1) weights.
+
+``quantize_(model, FP8WeightOnlyConfig())`` / ``quantize_(model, FPxWeightOnlyConfig(3, 2))`` swap each
+``nn.Linear`` for a module holding the quantized weight and one float32 scale per output channel; its forward is
+one custom op (``lowbit::fp8_weight_only_linear`` / ``lowbit::fpx_weight_only_linear``), so the modules compile
+with ``fullgraph=True`` and export with the op in the graph. Activations stay bf16/fp16 (the model's dtype).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from lowbit_flex.nn.quantize_api import SkipLayer, register_quantize_handler
+from lowbit_flex.ops.fpx_weight_only_linear import packed_format
+from lowbit_flex.quant.fpx_format import E4M3FN
+from lowbit_flex.quant.fpx_pack import pack_fpx
+from lowbit_flex.quant.fpx_weight import quantize_fpx_weight
+
+_HALF = (torch.bfloat16, torch.float16)
+_CODES_PER_BYTE_GROUP = {4: (2, 1), 6: (4, 3)}
+
+
+@dataclass(frozen=True)
+class FP8WeightOnlyConfig:
+    """float8_e4m3fn weights (round to nearest even, saturating), per-output-channel float32 scales."""
+
+
+@dataclass(frozen=True)
+class FPxWeightOnlyConfig:
+    """Packed MX weights: ``(ebits, mbits)`` = ``(3, 2)`` or ``(2, 3)`` (fp6) or ``(2, 1)`` (fp4)."""
+
+    ebits: int
+    mbits: int
+
+    def __post_init__(self) -> None:
+        packed_format(self.ebits, self.mbits)  # ValueError naming ebits, mbits
+
+
+def _bias_buffer(out_features: int, bias: bool, dtype: torch.dtype, device) -> torch.Tensor | None:
+    return torch.zeros(out_features, dtype=dtype, device=device) if bias else None
+
+
+class FP8WeightOnlyLinear(nn.Module):
+    """``y = x @ (weight * weight_scale[:, None]).T + bias`` with ``weight`` float8_e4m3fn ``(out, in)``,
+    ``weight_scale`` float32 ``(out,)``, ``bias`` in the activation dtype (bf16/fp16)."""
+
+    def __init__(self, in_features, out_features, bias=True, dtype=torch.bfloat16, device=None) -> None:
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        self.register_buffer("weight", torch.zeros(out_features, in_features, device=device).to(torch.float8_e4m3fn))
+        self.register_buffer("weight_scale", torch.ones(out_features, dtype=torch.float32, device=device))
+        self.register_buffer("bias", _bias_buffer(out_features, bias, dtype, device))
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear) -> FP8WeightOnlyLinear:
+        w = linear.weight
+        new = cls(linear.in_features, linear.out_features, linear.bias is not None, w.dtype, w.device)
+        codes, new.weight_scale = quantize_fpx_weight(w, E4M3FN)
+        new.weight = codes.view(torch.float8_e4m3fn)
+        if linear.bias is not None:
+            new.bias = linear.bias.detach().clone()
+        return new
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.ops.lowbit.fp8_weight_only_linear(x, self.weight, self.weight_scale, self.bias)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
+
+
+class FPxWeightOnlyLinear(nn.Module):
+    """Like :class:`FP8WeightOnlyLinear` with ``weight`` uint8 ``(out, in * bits / 8)`` packed MX codes
+    (:func:`lowbit_flex.quant.pack_fpx` layout)."""
+
+    def __init__(self, in_features, out_features, ebits, mbits, bias=True, dtype=torch.bfloat16, device=None):
+        super().__init__()
+        fmt = packed_format(ebits, mbits)
+        codes, nbytes = _CODES_PER_BYTE_GROUP[fmt.bits]
+        if in_features % codes:
+            raise ValueError(
+                f"in_features: expected a multiple of {codes} for {fmt.bits}-bit weights, got {in_features}"
+            )
+        self.in_features, self.out_features, self.ebits, self.mbits = in_features, out_features, ebits, mbits
+        packed = torch.zeros(out_features, in_features // codes * nbytes, dtype=torch.uint8, device=device)
+        self.register_buffer("weight", packed)
+        self.register_buffer("weight_scale", torch.ones(out_features, dtype=torch.float32, device=device))
+        self.register_buffer("bias", _bias_buffer(out_features, bias, dtype, device))
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear, ebits: int, mbits: int) -> FPxWeightOnlyLinear:
+        w = linear.weight
+        new = cls(linear.in_features, linear.out_features, ebits, mbits, linear.bias is not None, w.dtype, w.device)
+        fmt = packed_format(ebits, mbits)
+        codes, new.weight_scale = quantize_fpx_weight(w, fmt)
+        new.weight = pack_fpx(codes, fmt.bits)
+        if linear.bias is not None:
+            new.bias = linear.bias.detach().clone()
+        return new
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.ops.lowbit.fpx_weight_only_linear(
+            x, self.weight, self.weight_scale, self.ebits, self.mbits, self.bias
+        )  # fmt: skip
+
+    def extra_repr(self) -> str:
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
+            f"format=e{self.ebits}m{self.mbits}"
+        )
+
+
+def _check_linear(linear: nn.Linear) -> None:
+    if linear.weight.is_meta:
+        raise SkipLayer("weight is on the meta device (load real weights before quantizing)")
+    if linear.weight.dtype not in _HALF:
+        raise SkipLayer(f"weight dtype {linear.weight.dtype}: the kernels take bf16/fp16 activations (cast the model)")
+
+
+@register_quantize_handler(FP8WeightOnlyConfig)
+def _quantize_linear_fp8(linear: nn.Linear, config: FP8WeightOnlyConfig) -> FP8WeightOnlyLinear:
+    _check_linear(linear)
+    return FP8WeightOnlyLinear.from_linear(linear)
+
+
+@register_quantize_handler(FPxWeightOnlyConfig)
+def _quantize_linear_fpx(linear: nn.Linear, config: FPxWeightOnlyConfig) -> FPxWeightOnlyLinear:
+    _check_linear(linear)
+    codes, _ = _CODES_PER_BYTE_GROUP[packed_format(config.ebits, config.mbits).bits]
+    if linear.in_features % codes:
+        raise SkipLayer(f"in_features={linear.in_features} is not a multiple of {codes}")
+    return FPxWeightOnlyLinear.from_linear(linear, config.ebits, config.mbits)

@@ -1,0 +1,20 @@
+"""Per-output-channel quantization of a linear weight to an FPx format (weight-only inference)."""
+
+from __future__ import annotations
+
+import torch
+
+from lowbit_flex.quant.fpx_bits import to_fpx_bits
+from lowbit_flex.quant.fpx_format import FPxFormat
+
+
+def quantize_fpx_weight(w: torch.Tensor, fmt: FPxFormat) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(codes, scale)`` with ``w ≈ decode(codes) * scale[:, None]``: ``scale = amax(|w|, dim=1) / max_normal``
+    (1 for an all-zero row) in float32, and ``codes`` the round-to-nearest-even ``fmt`` codes of ``w / scale``
+    (uint8, unpacked). The row maximum maps exactly onto ``±max_normal``."""
+    if not isinstance(w, torch.Tensor) or w.dim() != 2:
+        raise ValueError(f"w: expected a 2-D weight tensor, got {getattr(w, 'shape', type(w).__name__)}")
+    wf = w.detach().float()
+    scale = wf.abs().amax(dim=1) / fmt.max_normal
+    scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+    return to_fpx_bits(wf / scale[:, None], fmt), scale
