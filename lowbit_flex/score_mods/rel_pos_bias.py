@@ -28,11 +28,8 @@ class _Variant(enum.Enum):
     # Two captured tensors (views of the caller's, no copy); truncating division (indices are >= 0, so it equals
     # floor division) lowers to a plain C division by a constant (multiply + shift), and the remainder reuses it.
     SEPARATE_TRUNC = "separate_trunc"
-    # One contiguous (B, H, Lq, k_h + k_w) tensor in the caller's dtype: both gathers of an element hit the same
-    # row, one base pointer, one set of strides. Costs one copy of rel_h/rel_w at construction.
-    COMBINED = "combined"
-    # As COMBINED, stored in float32: no conversion in the kernel, twice the bytes.
-    COMBINED_F32 = "combined_f32"
+    # (A third layout, one combined (B, H, Lq, k_h + k_w) table, was dropped: built inside a compiled graph, as a SAM
+    # forward does, it fails to lower in torch 2.11's FlexAttention; see docs/rel_pos_attention.md.)
 
 
 # Chosen before GPU measurement: no copy at construction and the cheapest index arithmetic. The benchmark
@@ -49,7 +46,7 @@ def _build(rel: RelPos, variant: _Variant) -> _score_mod_signature:
             return score + rel_h[b, h, q_idx, kv_idx // k_w] + rel_w[b, h, q_idx, kv_idx % k_w]
 
         fn = rel_pos_bias_naive
-    elif variant is _Variant.SEPARATE_TRUNC:
+    else:
         rel_h, rel_w = rel
 
         def rel_pos_bias_separate(score, b, h, q_idx, kv_idx):
@@ -57,15 +54,6 @@ def _build(rel: RelPos, variant: _Variant) -> _score_mod_signature:
             return score + rel_h[b, h, q_idx, row] + rel_w[b, h, q_idx, kv_idx - row * k_w]
 
         fn = rel_pos_bias_separate
-    else:
-        dtype = torch.float32 if variant is _Variant.COMBINED_F32 else rel.rel_h.dtype
-        table = torch.cat([rel.rel_h, rel.rel_w], dim=-1).to(dtype).contiguous()
-
-        def rel_pos_bias_combined(score, b, h, q_idx, kv_idx):
-            row = torch.div(kv_idx, k_w, rounding_mode="trunc")
-            return score + table[b, h, q_idx, row] + table[b, h, q_idx, k_h + kv_idx - row * k_w]
-
-        fn = rel_pos_bias_combined
     fn.__name__ = f"rel_pos_bias_{k_h}x{k_w}"
     return fn
 

@@ -36,7 +36,7 @@ def _attention_f64(q, k, v, bias, mask=None):
 def test_every_variant_eager_matches_float64_definition(variant):
     q, k, v, rh, rw = _inputs()
     out = flex_attention(q, k, v, score_mod=_build(normalize_rel_pos(rh, rw), variant))
-    tol = 1e-6 if variant is _Variant.COMBINED_F32 else 1e-12  # COMBINED_F32 stores the tables in float32
+    tol = 1e-12
     assert_rel_error(out, _attention_f64(q, k, v, _bias_f64(rh, rw)), tol)
 
 
