@@ -7,8 +7,8 @@
 // DirectConvert mode (NumericArrayConverter<int8_t, int4b_t>, exact), the MMA is s8 x s8 -> s32, and out^T stored
 // column-major is exactly out (M x N) row-major, so the TMA epilogue writes the caller's layout. The same fused
 // epilogue as the Ampere kernel runs as an sm90 EVT, with the roles of row and column vectors swapped.
-// Included by one TU per output dtype; compiled for sm_80 too (CI), where the kernel bodies are empty stubs and
-// the launcher refuses to run.
+// Included by one TU per output dtype. In a build for sm_80 only (CI compiles every TU for both) no Hopper kernel
+// is instantiated and the launcher refuses to run.
 #pragma once
 
 // clang-format off
@@ -32,23 +32,23 @@ namespace lowbit::s8s4::sm90 {
 using namespace cute;
 namespace fusion = cutlass::epilogue::fusion;
 
-// True when the kernel image was built for sm_90a (binaryVersion 90) and the current device is compute 9.0. A
-// library built for sm_80 also contains these kernels, as empty stubs, and must never launch them.
-template <class Kernel>
-bool kernel_runs_here() {
-  static const bool ok = [] {
-    int dev = 0, major = 0, minor = 0;
-    cudaFuncAttributes attr{};
-    if (cudaGetDevice(&dev) != cudaSuccess ||
-        cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess ||
-        cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev) != cudaSuccess ||
-        cudaFuncGetAttributes(&attr, cutlass::device_kernel<Kernel>) != cudaSuccess) {
-      cudaGetLastError();  // do not leave a sticky-looking error for the next launch check
-      return false;
-    }
-    return major == 9 && minor == 0 && attr.binaryVersion == 90;
-  }();
-  return ok;
+// Hopper kernels need the arch-specific sm_90a target (wgmma, setmaxnreg); for plain sm_90 CUTLASS would silently
+// compile them as empty stubs.
+#if defined(__CUDA_ARCH__) && (__CUDA_ARCH__ == 900) && !defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#error "s8s4 Hopper kernels: compile for sm_90a (-gencode=arch=compute_90a,code=sm_90a), not sm_90"
+#endif
+
+// The launch-time half of the arch check (the compile-time half is built_for_sm90() below): sm_90a SASS runs on
+// compute capability 9.0 only.
+inline bool device_is_sm90() {
+  int dev = 0, major = 0, minor = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess ||
+      cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess ||
+      cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev) != cudaSuccess) {
+    cudaGetLastError();  // clear it: the next launch check must not report this query's failure
+    return false;
+  }
+  return major == 9 && minor == 0;
 }
 
 template <class ElementOut, int TileM, int TileN, int TileK, class KernelSchedule, class EpilogueSchedule>
@@ -122,7 +122,7 @@ struct Gemm {
   }
 
   static int run(Problem const& p, size_t* query_workspace) {
-    if (!kernel_runs_here<Kernel>()) return kInvalidArgument;  // not an sm_90a build on a compute-9.0 GPU
+    if (!device_is_sm90()) return kInvalidArgument;
     auto args = arguments(p);
     if (Device::can_implement(args) != cutlass::Status::kSuccess) return kCutlassCannotImplement;
     const size_t need = Device::get_workspace_size(args);

@@ -24,15 +24,15 @@ from lowbit_flex import cuda_build
 
 # Mirrors csrc/s8s4_gemm/s8s4_configs.h; position = the launcher's config index. Names give the (M, N, K) tile.
 CUTLASS_CONFIGS: dict[str, tuple[str, ...]] = {
-    "sm80": ("16x128x128_s4", "32x128x128_s4", "64x128x128_s4", "128x128x64_s4", "128x256x64_s3"),
-    "sm90": ("16x128x128_ws", "64x128x128_pp", "128x128x128_coop", "256x128x128_coop"),
+    "sm80": ("16x128x128_s4", "32x128x128_s4", "128x128x64_s4", "128x256x64_s3"),
+    "sm90": ("16x128x128_ws", "128x128x128_coop", "256x128x128_coop"),
 }
 
 # Default tile per M when the caller passes config=None: (largest M, config), first match wins. Placeholder until
 # the lead's measured dispatch table replaces it.
 _DEFAULT_BY_M: dict[str, tuple[tuple[int, str], ...]] = {
-    "sm80": ((16, "16x128x128_s4"), (32, "32x128x128_s4"), (64, "64x128x128_s4"), (2048, "128x128x64_s4")),
-    "sm90": ((16, "16x128x128_ws"), (64, "64x128x128_pp"), (2048, "128x128x128_coop")),
+    "sm80": ((16, "16x128x128_s4"), (64, "32x128x128_s4"), (2048, "128x128x64_s4")),
+    "sm90": ((16, "16x128x128_ws"), (2048, "128x128x128_coop")),
 }
 _DEFAULT_LARGE_M = {"sm80": "128x256x64_s3", "sm90": "256x128x128_coop"}
 
