@@ -1,0 +1,6 @@
+// Ampere W4A8 GEMM instances with fp16 output (one TU per dtype so the two compile in parallel).
+#include "s8s4_gemm/s8s4_gemm_sm80.cuh"
+
+int lowbit::s8s4::sm80_f16(int config, Problem const& p, size_t* query_workspace) {
+  return sm80::dispatch<cutlass::half_t>(config, p, query_workspace);
+}

@@ -1,0 +1,176 @@
+// Hopper W4A8 GEMM (CUTLASS 3.x): TMA loads, warp-specialized mainloop with the mixed-input collective
+// (MainloopSm90TmaGmmaRmemAWarpSpecializedMixedInput) and int8 WGMMA with int32 accumulators.
+//
+// WGMMA can only take its A operand from registers, and the mixed-input collective converts the narrow operand on
+// its way from shared memory to registers, so the int4 weight must be A. We therefore compute the transposed
+// problem out^T (N x M) = W (N x K, K-major) * x^T (K x M, K-major): the int4 -> int8 upcast is the collective's
+// DirectConvert mode (NumericArrayConverter<int8_t, int4b_t>, exact), the MMA is s8 x s8 -> s32, and out^T stored
+// column-major is exactly out (M x N) row-major, so the TMA epilogue writes the caller's layout. The same fused
+// epilogue as the Ampere kernel runs as an sm90 EVT, with the roles of row and column vectors swapped.
+// Included by one TU per output dtype. In a build for sm_80 only (CI compiles every TU for both) no Hopper kernel
+// is instantiated and the launcher refuses to run.
+#pragma once
+
+// clang-format off
+#include "cutlass/cutlass.h"
+#include "cute/tensor.hpp"
+#include "cutlass/epilogue/collective/collective_builder.hpp"
+#include "cutlass/epilogue/fusion/sm90_visitor_compute_tma_warpspecialized.hpp"
+#include "cutlass/epilogue/fusion/sm90_visitor_load_tma_warpspecialized.hpp"
+#include "cutlass/gemm/collective/collective_builder.hpp"
+#include "cutlass/gemm/device/gemm_universal_adapter.h"
+#include "cutlass/gemm/dispatch_policy.hpp"
+#include "cutlass/gemm/kernel/gemm_universal.hpp"
+// clang-format on
+#include "s8s4_gemm/s8s4_configs.h"
+#include "s8s4_gemm/s8s4_gemm.h"
+
+namespace lowbit::s8s4::sm90 {
+
+#if defined(CUTLASS_ARCH_MMA_SM90_SUPPORTED)  // CUDA >= 12: the CUTLASS 3.x Hopper headers are usable
+
+using namespace cute;
+namespace fusion = cutlass::epilogue::fusion;
+
+// Hopper kernels need the arch-specific sm_90a target (wgmma, setmaxnreg); for plain sm_90 CUTLASS would silently
+// compile them as empty stubs.
+#if defined(__CUDA_ARCH__) && (__CUDA_ARCH__ == 900) && !defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#error "s8s4 Hopper kernels: compile for sm_90a (-gencode=arch=compute_90a,code=sm_90a), not sm_90"
+#endif
+
+// The launch-time half of the arch check (the compile-time half is built_for_sm90() below): sm_90a SASS runs on
+// compute capability 9.0 only.
+inline bool device_is_sm90() {
+  int dev = 0, major = 0, minor = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess ||
+      cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess ||
+      cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev) != cudaSuccess) {
+    cudaGetLastError();  // clear it: the next launch check must not report this query's failure
+    return false;
+  }
+  return major == 9 && minor == 0;
+}
+
+template <class ElementOut, int TileM, int TileN, int TileK, class KernelSchedule, class EpilogueSchedule>
+struct Gemm {
+  // CUTLASS problem (M', N', K) = (N, M, K); see the file comment.
+  using TileShape = Shape<Int<TileN>, Int<TileM>, Int<TileK>>;
+  using ClusterShape = Shape<_1, _1, _1>;
+  using LayoutW = cutlass::layout::RowMajor;      // A': (N, K), K-major
+  using LayoutX = cutlass::layout::ColumnMajor;   // B': (K, M), K-major
+  using LayoutOut = cutlass::layout::ColumnMajor; // D': (N, M) column-major == out (M, N) row-major
+  static constexpr int kAlignW = 32;    // TMA: 16-byte rows, hence K % 32 == 0
+  static constexpr int kAlignX = 16;
+  static constexpr int kAlignOut = 8;   // TMA store: 16-byte strides, hence N % 8 == 0
+  static constexpr auto kRound = cutlass::FloatRoundStyle::round_to_nearest;
+
+  // In out^T coordinates w_scale and bias vary along the rows (column vectors), x_scale along the columns.
+  using WScale = fusion::Sm90ColBroadcast<0, TileShape, float, float, Stride<_1, _0, int64_t>>;
+  using Bias = WScale;  // null pointer -> broadcasts null_default (0)
+  using XScale = fusion::Sm90RowBroadcast<0, TileShape, float, float, Stride<_0, _1, int64_t>>;
+  // ((float(acc) * x_scale) * w_scale) + bias, each step in fp32 as in the Ampere kernel; the last rounds once.
+  using AccTimesX = fusion::Sm90EVT<fusion::Sm90Compute<cutlass::multiplies, float, float, kRound>,
+                                    fusion::Sm90AccFetch, XScale>;
+  using TimesW = fusion::Sm90EVT<fusion::Sm90Compute<cutlass::multiplies, float, float, kRound>, AccTimesX, WScale>;
+  using Callbacks = fusion::Sm90EVT<fusion::Sm90Compute<cutlass::plus, ElementOut, float, kRound>, TimesW, Bias>;
+
+  using Epilogue = typename cutlass::epilogue::collective::CollectiveBuilder<
+      cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, TileShape, ClusterShape,
+      cutlass::epilogue::collective::EpilogueTileAuto, int32_t, float,
+      void, LayoutOut, kAlignOut,  // no source tensor C
+      ElementOut, LayoutOut, kAlignOut, EpilogueSchedule, Callbacks>::CollectiveOp;
+
+  using Mainloop = typename cutlass::gemm::collective::CollectiveBuilder<
+      cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp,
+      cutlass::int4b_t, LayoutW, kAlignW,  // narrow operand first: no implicit swap inside the collective
+      int8_t, LayoutX, kAlignX, int32_t, TileShape, ClusterShape,
+      cutlass::gemm::collective::StageCountAutoCarveout<static_cast<int>(sizeof(typename Epilogue::SharedStorage))>,
+      KernelSchedule>::CollectiveOp;
+
+  using Kernel = cutlass::gemm::kernel::GemmUniversal<Shape<int, int, int, int>, Mainloop, Epilogue>;
+  using Device = cutlass::gemm::device::GemmUniversalAdapter<Kernel>;
+
+  static typename Device::Arguments arguments(Problem const& p) {
+    // Packed strides, in elements (int4 elements for W): the K-major operands step K along their M/N mode.
+    typename Kernel::StrideA dW{};
+    get<0>(dW) = int64_t(p.K);
+    get<2>(dW) = int64_t(p.N) * p.K;
+    typename Kernel::StrideB dX{};
+    get<0>(dX) = int64_t(p.K);
+    get<2>(dX) = int64_t(p.M) * p.K;
+    typename Kernel::StrideD dOut{};  // column-major (N, M): element (n, m) at n + m * N
+    get<1>(dOut) = int64_t(p.N);
+    get<2>(dOut) = int64_t(p.N) * p.M;
+    static_assert(is_same_v<decltype(get<1>(dW)), _1 const&> || is_same_v<remove_cvref_t<decltype(get<1>(dW))>, _1>);
+    static_assert(is_same_v<remove_cvref_t<decltype(get<1>(dX))>, _1>);
+    static_assert(is_same_v<remove_cvref_t<decltype(get<0>(dOut))>, _1>);
+    typename Callbacks::Arguments callbacks{
+        {                                  // TimesW
+         {                                 // AccTimesX
+          {},                              // AccFetch
+          {p.x_scale, 0.0f, {}},           // XScale
+          {}},                             // multiplies
+         {p.w_scale, 0.0f, {}},            // WScale
+         {}},                              // multiplies
+        {p.bias, 0.0f, {}},                // Bias
+        {}};                               // plus
+    return typename Device::Arguments{
+        cutlass::gemm::GemmUniversalMode::kGemm,
+        {p.N, p.M, p.K, 1},
+        {static_cast<cutlass::int4b_t const*>(p.w), dW, p.x, dX},
+        {callbacks, nullptr, dOut, static_cast<ElementOut*>(p.out), dOut}};
+  }
+
+  static int run(Problem const& p, size_t* query_workspace) {
+    if (!device_is_sm90()) return kInvalidArgument;
+    auto args = arguments(p);
+    if (Device::can_implement(args) != cutlass::Status::kSuccess) return kCutlassCannotImplement;
+    const size_t need = Device::get_workspace_size(args);
+    if (query_workspace) {
+      *query_workspace = need;
+      return kOk;
+    }
+    if (p.workspace_bytes < need) return kInvalidArgument;
+    Device gemm;
+    if (gemm.initialize(args, p.workspace, p.stream) != cutlass::Status::kSuccess) return kCutlassInitFailed;
+    if (gemm.run(p.stream) != cutlass::Status::kSuccess) return kCutlassRunFailed;
+    return last_launch_status();
+  }
+};
+
+// nvcc defines __CUDA_ARCH_LIST__ (e.g. 800 or 800,900) in the host pass too: a library built only for sm_80
+// instantiates no Hopper kernel at all, which also halves its build time.
+constexpr bool built_for_sm90() {
+#if defined(__CUDA_ARCH_LIST__)
+  constexpr int archs[] = {__CUDA_ARCH_LIST__};
+  for (int a : archs)
+    if (a == 900) return true;
+#endif
+  return false;
+}
+
+template <class ElementOut>
+int dispatch(int config, Problem const& p, size_t* query_workspace) {
+  if constexpr (!built_for_sm90()) {
+    return kInvalidArgument;
+  } else {
+  if (!problem_ok(p)) return kInvalidArgument;
+  switch (config) {
+#define LOWBIT_S8S4_CASE(I, NAME, TM, TN, TK, KS, ES)                                                     \
+  case I:                                                                                                 \
+    return Gemm<ElementOut, TM, TN, TK, cutlass::gemm::KS, cutlass::epilogue::ES>::run(p, query_workspace);
+    LOWBIT_S8S4_SM90_CONFIGS(LOWBIT_S8S4_CASE)
+#undef LOWBIT_S8S4_CASE
+    default: return kInvalidArgument;
+  }
+  }
+}
+
+#else  // a CUDA toolkit without the Hopper CUTLASS path: every call is refused
+
+template <class ElementOut>
+int dispatch(int, Problem const&, size_t*) { return kInvalidArgument; }
+
+#endif
+
+}  // namespace lowbit::s8s4::sm90
