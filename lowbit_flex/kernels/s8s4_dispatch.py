@@ -39,17 +39,27 @@ class Backend(enum.Enum):
 @dataclass(frozen=True)
 class Rule:
     backend: Backend
+    config: str | None = None  # a tile config of that backend; None: the backend's default for M
     arch: Arch | None = None  # None: any
     scale: ScaleKind | None = None
     max_m: int | None = None  # rule applies when M <= max_m
+    wide: bool | None = None  # True: only when N > K (many output channels, short reduction)
 
 
-# A first guess, to be replaced by measurements (benchmarks/bench_s8s4_linear.py): CUTLASS takes only per-channel
-# scales; Triton's split-K GEMV form is meant for decode-sized M; CUTLASS where it exists for larger M.
+# Measured on an H200 (benchmarks/bench_s8s4_linear.py, 2026-11-22; docs/w4a8.md has the table). CUTLASS takes
+# per-channel scales only, so group-wise goes to Triton. Decode-sized M: the sm90 warp-specialised 16-row tile
+# wins when N > K (2.1x bf16 at K=4096, N=14336), the sm80 16-row tile when K >= N (1.3-1.4x). M <= 64: 128-row
+# cooperative WGMMA tiles for wide layers, the sm80 32-row tile otherwise. Larger M: sm90 cooperative WGMMA,
+# 256x128 from M > 512 (1.7-1.9x bf16, 1.4-1.5x torch._int_mm at M >= 1024). Ampere (sm_80) is unmeasured: it
+# takes the sm80 rules with the wrapper's default tiles.
 DISPATCH_TABLE: tuple[Rule, ...] = (
     Rule(Backend.TRITON, scale=ScaleKind.GROUPWISE),
-    Rule(Backend.TRITON, max_m=16),
-    Rule(Backend.CUTLASS_SM90, arch=Arch.SM90),
+    Rule(Backend.CUTLASS_SM90, "16x128x128_ws", arch=Arch.SM90, max_m=16, wide=True),
+    Rule(Backend.CUTLASS_SM80, "16x128x128_s4", max_m=16),
+    Rule(Backend.CUTLASS_SM90, "128x128x128_coop", arch=Arch.SM90, max_m=64, wide=True),
+    Rule(Backend.CUTLASS_SM80, "32x128x128_s4", max_m=64),
+    Rule(Backend.CUTLASS_SM90, "128x128x128_coop", arch=Arch.SM90, max_m=512),
+    Rule(Backend.CUTLASS_SM90, "256x128x128_coop", arch=Arch.SM90),
     Rule(Backend.CUTLASS_SM80, arch=Arch.SM80),
     Rule(Backend.TRITON),
 )
@@ -83,15 +93,17 @@ def supported(backend: Backend, arch: Arch, scale: ScaleKind, M: int, N: int, K:
     return cutlass_s8s4_supported(_cutlass_variant(backend), M, N, K)
 
 
-def choose_backend(arch: Arch, scale: ScaleKind, M: int, N: int, K: int) -> Backend:
+def choose(arch: Arch, scale: ScaleKind, M: int, N: int, K: int) -> Rule:
+    """The first rule of :data:`DISPATCH_TABLE` that matches and whose backend can take the shape."""
     for rule in DISPATCH_TABLE:
         if (
             (rule.arch is None or rule.arch is arch)
             and (rule.scale is None or rule.scale is scale)
             and (rule.max_m is None or rule.max_m >= M)
+            and (rule.wide is None or rule.wide == (N > K))
             and supported(rule.backend, arch, scale, M, N, K)
         ):
-            return rule.backend
+            return rule
     raise AssertionError("DISPATCH_TABLE must end with a rule every shape matches")
 
 
@@ -123,7 +135,8 @@ def s8s4_linear_cuda(
         if not supported(backend, arch, scale, M, N, K):
             raise ValueError(f"_backend: {backend.value} cannot take M={M}, N={N}, K={K} ({scale.value}, {arch.value})")
     else:
-        backend = choose_backend(arch, scale, M, N, K)
+        rule = choose(arch, scale, M, N, K)
+        backend, _config = rule.backend, rule.config
 
     if backend is Backend.TRITON:
         from lowbit_flex.kernels.s8s4_linear import TRITON_CONFIGS, s8s4_linear_triton

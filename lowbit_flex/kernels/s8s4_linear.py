@@ -173,7 +173,6 @@ class TritonConfig:
 # A operand (`dot_op opIdx=0`), while without the swap it takes a register -> shared memory round trip per K block.
 TRITON_CONFIGS: dict[str, TritonConfig] = {
     "gemv_16x64x256_splitk": TritonConfig(16, 64, 256, num_warps=4, num_stages=4, swap_ab=True, split_k=True),
-    "small_32x128x128_splitk": TritonConfig(32, 128, 128, num_warps=4, num_stages=4, swap_ab=True, split_k=True),
     "mid_64x128x128": TritonConfig(64, 128, 128, num_warps=4, num_stages=4),
     "mid_swap_64x128x128": TritonConfig(64, 128, 128, num_warps=4, num_stages=4, swap_ab=True),
     "large_128x128x128": TritonConfig(128, 128, 128, num_warps=8, num_stages=3),
@@ -182,17 +181,17 @@ TRITON_CONFIGS: dict[str, TritonConfig] = {
 }
 
 # Fixed choice per (is_hopper, M bucket): first row whose max_m >= M. No first-call autotuning (CUDA graphs and
-# torch.compile see one kernel); the lead updates these names from the benchmark.
+# torch.compile see one kernel). Hopper rows from the H200 run of 2026-11-22 (benchmarks/bench_s8s4_linear.py);
+# a 32x128x128 split-K config was removed after it gave wrong results at M = 77 on the GPU (not reproduced under
+# the interpreter; it was also slower than mid_swap at M = 64).
 TRITON_TABLE: dict[bool, tuple[tuple[int | None, str], ...]] = {
     True: (
         (16, "gemv_16x64x256_splitk"),
-        (64, "small_32x128x128_splitk"),
         (256, "mid_swap_64x128x128"),
-        (None, "large_swap_128x256x128"),
+        (None, "large_128x128x128"),
     ),
     False: (
         (16, "gemv_16x64x256_splitk"),
-        (64, "small_32x128x128_splitk"),
         (256, "mid_64x128x128"),
         (None, "large_128x128x128"),
     ),

@@ -129,21 +129,25 @@ def test_bad_input_eager_and_fake(kwargs, exc, match):
 
 # --- dispatch table (no GPU needed: the CUTLASS wrapper is replaced by a fake module that accepts every shape) ----
 def test_dispatch_table(monkeypatch):
-    from lowbit_flex.kernels.s8s4_dispatch import Arch, Backend, ScaleKind, choose_backend
+    from lowbit_flex.kernels.s8s4_dispatch import Arch, Backend, ScaleKind, choose
 
     pc, gw = ScaleKind.PER_CHANNEL, ScaleKind.GROUPWISE
+    pick = lambda *a: (choose(*a).backend, choose(*a).config)
     # Without the CUTLASS wrapper every shape goes to Triton.
     monkeypatch.setitem(sys.modules, "lowbit_flex.kernels.s8s4_cutlass", None)
-    assert {choose_backend(a, pc, m, 4096, 4096) for a in Arch for m in (1, 4096)} == {Backend.TRITON}
+    assert {choose(a, pc, m, 4096, 4096).backend for a in Arch for m in (1, 4096)} == {Backend.TRITON}
     fake = types.ModuleType("lowbit_flex.kernels.s8s4_cutlass")
     fake.cutlass_s8s4_supported = lambda variant, M, N, K: N % 64 == 0
     monkeypatch.setitem(sys.modules, "lowbit_flex.kernels.s8s4_cutlass", fake)
-    assert choose_backend(Arch.SM90, pc, 4096, 4096, 4096) is Backend.CUTLASS_SM90
-    assert choose_backend(Arch.SM80, pc, 4096, 4096, 4096) is Backend.CUTLASS_SM80
-    assert choose_backend(Arch.SM90, pc, 16, 4096, 4096) is Backend.TRITON  # decode: split-K GEMV
-    assert choose_backend(Arch.SM90, gw, 4096, 4096, 4096) is Backend.TRITON  # CUTLASS is per-channel only
-    assert choose_backend(Arch.SM90, pc, 4096, 4000, 4096) is Backend.TRITON  # unsupported alignment: next rule
-    assert choose_backend(Arch.OTHER, pc, 4096, 4096, 4096) is Backend.TRITON
+    assert pick(Arch.SM90, pc, 8192, 4096, 4096) == (Backend.CUTLASS_SM90, "256x128x128_coop")
+    assert pick(Arch.SM90, pc, 256, 4096, 4096) == (Backend.CUTLASS_SM90, "128x128x128_coop")
+    assert pick(Arch.SM90, pc, 1, 14336, 4096) == (Backend.CUTLASS_SM90, "16x128x128_ws")  # wide: N > K
+    assert pick(Arch.SM90, pc, 16, 4096, 14336) == (Backend.CUTLASS_SM80, "16x128x128_s4")  # K >= N
+    assert pick(Arch.SM90, pc, 64, 4096, 4096) == (Backend.CUTLASS_SM80, "32x128x128_s4")
+    assert pick(Arch.SM80, pc, 4096, 4096, 4096) == (Backend.CUTLASS_SM80, None)
+    assert choose(Arch.SM90, gw, 4096, 4096, 4096).backend is Backend.TRITON  # CUTLASS is per-channel only
+    assert choose(Arch.SM90, pc, 4096, 4000, 4096).backend is Backend.TRITON  # unsupported alignment: next rule
+    assert choose(Arch.OTHER, pc, 4096, 4096, 4096).backend is Backend.TRITON
 
 
 # --- Triton kernel (under TRITON_INTERPRET=1 on CPU; on a GPU, the real kernel) -----------------------------------
