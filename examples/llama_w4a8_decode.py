@@ -152,7 +152,8 @@ def generate(model: Transformer, prompt: torch.Tensor, n_new: int, step) -> tupl
         torch.cuda.synchronize()
     t0 = time.perf_counter()
     for i in range(n_new - 1):
-        tok = step(model, tok.clone(), torch.tensor([T + i], device=prompt.device))
+        # clone: under CUDA graphs the step's output buffer is overwritten by the next replay.
+        tok = step(model, tok, torch.tensor([T + i], device=prompt.device)).clone()
         out.append(tok)
     if prompt.is_cuda:
         torch.cuda.synchronize()

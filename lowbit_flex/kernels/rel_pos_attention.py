@@ -44,18 +44,17 @@ class Config(NamedTuple):
 
 
 # Fixed launch configurations for sm_90 (H100/H200), keyed by (padded head dim, L > 256): no autotuning, so the
-# first call compiles once and runs. Starting points from Triton flash-attention practice on Hopper, checked with
-# ptxas -v for sm_90a on Triton 3.9 (compiled without a GPU): 128-query blocks with 8 warps for the 4096-token global
-# attention (D = 64: 243 registers, no spills; D = 80 -> 128: 132 bytes of spills, the least of the candidates
-# tried; 64 queries x 4 warps spills 316 bytes); 64-query blocks for SAM's 196-token windows (less of the 196 -> 256
-# padding wasted, 4x the programs), with 8 warps at D = 80 -> 128 (4 warps spill 364 bytes). Not yet timed:
-# benchmarks/bench_rel_pos_attention.py sweeps alternatives ("launch configs" table) to confirm or replace them.
+# first call compiles once and runs. Chosen from the launch-config sweep of benchmarks/bench_rel_pos_attention.py
+# on an H200 (2026-11-22, bf16, ms): global attention (L = 4096, row-aligned k_w = 64) is fastest with 64-query
+# blocks, 4 warps and 3 stages (vit_b 1.27 vs 1.60 for the first guess of 128 x 8 warps; vit_h, D = 80 padded to
+# 128: 2.63 vs 3.54); SAM's 196-token windows with 128-query blocks, 8 warps, 3 stages (vit_b 0.190 vs 0.214;
+# vit_h 0.464 vs 0.944). D = 256 is untimed (no SAM model uses it): the smallest tiles, to stay within registers.
 SM90_CONFIGS: dict[tuple[int, bool], Config] = {
-    (64, False): Config(64, 64, 4, 2),
-    (128, False): Config(64, 64, 8, 2),
+    (64, False): Config(128, 64, 8, 3),
+    (128, False): Config(128, 64, 8, 3),
     (256, False): Config(64, 32, 4, 1),
-    (64, True): Config(128, 64, 8, 3),
-    (128, True): Config(128, 64, 8, 2),
+    (64, True): Config(64, 64, 4, 3),
+    (128, True): Config(64, 64, 4, 3),
     (256, True): Config(64, 64, 8, 1),
 }
 _ROW_ALIGNED_K_W = (32, 64, 128)

@@ -45,7 +45,10 @@ def fp8_descale(q_scale: Tensor, k_scale: Tensor):
     ks, k_kind = _indexer("k_scale", k_scale)
 
     def descale(score: Tensor, b: Tensor, h: Tensor, q_idx: Tensor, kv_idx: Tensor) -> Tensor:
-        return score * (qs(b, h, q_idx) * ks(b, h, kv_idx))
+        # .float(): with fp8 q/k, FlexAttention traces `score` in the query's dtype, and the compiled kernel then
+        # rounds the raw QK^T (in quantized units, far above e4m3's 448) to fp8 before this multiply: measured on
+        # an H200 (torch 2.11), relative error 0.80 without the cast, 0.059 with it (the float `scale=` recipe's).
+        return score.float() * (qs(b, h, q_idx) * ks(b, h, kv_idx))
 
     descale.__name__ = f"fp8_descale_q{q_kind}_k{k_kind}"
     return descale
