@@ -67,8 +67,25 @@ def _load_word(w_rows, word_idx, ROW_BYTES, mask, LOAD_WORDS: tl.constexpr):
 
 
 @triton.jit
-def _code_bits(w0, w1, w2, C: tl.constexpr, BITS: tl.constexpr):
-    """Code ``C`` of a unit (words ``w0..w2``), in the low BITS bits of an int32 (higher bits are garbage)."""
+def _shift(v, D: tl.constexpr):
+    """``v << D`` for D >= 0, ``v >> -D`` (arithmetic) otherwise."""
+    if D > 0:
+        return v << D
+    elif D < 0:
+        return v >> (-D)
+    return v
+
+
+@triton.jit
+def _fp16_of_code(w0, w1, w2, C: tl.constexpr, BITS: tl.constexpr, EBITS: tl.constexpr, MBITS: tl.constexpr):
+    """Code ``C`` of a unit (int32 words ``w0..w2``, code c at bit ``BITS * c``) -> the fp16 equal to its value
+    times 2^(bias - 15).
+
+    The code's sign, exponent and mantissa fields are moved straight from the word into an fp16's: exact for
+    normal AND subnormal codes (both keep subnormals at exponent field 0) whenever ebits <= 5, mbits <= 10. Pure
+    bit operations: two shifts, two ANDs and an OR (ptxas fuses AND/OR into LOP3) unless the code straddles two
+    words; the 2^(15 - bias) factor is folded into the per-channel scale in the epilogue. Arithmetic right
+    shifts are safe: the copied sign bits land at bit >= 16 (sign) / >= 11 + EBITS (magnitude), above the masks."""
     P: tl.constexpr = BITS * C
     S: tl.constexpr = P % 32
     if P // 32 == 0:
@@ -80,25 +97,15 @@ def _code_bits(w0, w1, w2, C: tl.constexpr, BITS: tl.constexpr):
     else:
         lo = w2
         hi = w2
-    if S == 0:
-        t = lo
+    NB: tl.constexpr = EBITS + MBITS  # the sign is bit NB of the code
+    if S + BITS > 32:  # straddles two words: assemble the code at bit 0 first
+        t = ((lo >> S) & ((1 << (32 - S)) - 1)) | (hi << (32 - S))
+        sign = _shift(t, 15 - NB) & 0x8000
+        mag = _shift(t, 10 - MBITS) & (((1 << NB) - 1) << (10 - MBITS))
     else:
-        t = (lo >> S) & ((1 << (32 - S)) - 1)  # logical shift of a signed word
-    if S + BITS > 32:  # the code straddles two words
-        t = t | (hi << (32 - S))
-    return t
-
-
-@triton.jit
-def _fp16_of_code(t, EBITS: tl.constexpr, MBITS: tl.constexpr):
-    """Code (sign | exponent | mantissa, in the low bits of ``t``) -> the fp16 equal to value * 2^(bias - 15).
-
-    The code's exponent and mantissa fields are written into an fp16's: exact for normal AND subnormal codes
-    (both keep subnormals at exponent field 0) whenever ebits <= 5 and mbits <= 10. Pure bit operations; the
-    2^(15 - bias) factor is folded into the per-channel scale in the epilogue."""
-    NB: tl.constexpr = EBITS + MBITS
-    h = ((t << (15 - NB)) & 0x8000) | ((t << (10 - MBITS)) & (((1 << NB) - 1) << (10 - MBITS)))
-    return h.to(tl.int16).to(tl.float16, bitcast=True)
+        sign = _shift(lo, 15 - NB - S) & 0x8000
+        mag = _shift(lo, 10 - MBITS - S) & (((1 << NB) - 1) << (10 - MBITS))
+    return (sign | mag).to(tl.int16).to(tl.float16, bitcast=True)
 
 
 @triton.jit
@@ -161,7 +168,7 @@ def _weight_only_linear_kernel(
             if NATIVE_FP8:
                 w = w0  # sm_89+ hardware e4m3 conversion below, exact
             else:
-                w = _fp16_of_code(_code_bits(w0, w1, w2, c, BITS), EBITS, MBITS)
+                w = _fp16_of_code(w0, w1, w2, c, BITS, EBITS, MBITS)
             if USE_DOT:  # fp16 -> bf16 is exact: <= 4 significant bits, well inside bf16's range
                 acc = _dot(acc, xc, w.to(x_ptr.dtype.element_ty), UPCAST_DOT)
             else:
