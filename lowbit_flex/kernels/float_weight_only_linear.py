@@ -4,17 +4,17 @@ One kernel serves every weight format: it reads the weight bytes once, decodes t
 registers (the weight never exists in bf16 in memory), runs ``tl.dot`` with fp32 accumulation and applies the
 per-output-channel scale (and bias) in the epilogue.
 
-* Packed fp4/fp6 weights are consumed a *group* at a time (two fp4 codes in one byte, four fp6 codes in three
-  bytes). Instead of interleaving the decoded codes back into K order, code ``j`` of every group meets the
-  activations at columns ``VALS * g + j``: a dot product does not care in which order K is summed, and this needs
-  no shuffles (``tl.join``/``reshape``) in registers.
-* Decoding is table-free: the code's exponent and mantissa fields are written into an fp16's, which makes the
-  fp16 equal to the value times ``2^(bias - 15)`` for normal AND subnormal codes (both formats keep subnormals
-  at exponent field 0); the fp16 -> fp32 conversion is exact, and one multiply by ``2^(15 - bias)`` in fp32 (on
-  a normal number, so flush-to-zero cannot bite) gives the value. Works for every format with ``ebits <= 4``.
+* Packed fp4/fp6 (and bit-decoded fp8) weights are read as int32 words, a *unit* at a time (fp6: 3 words =
+  16 codes; fp4: 1 word = 8; fp8: 1 word = 4); rows that are not whole units fall back to byte loads. Code ``c``
+  of unit ``u`` meets activation column ``UNIT_CODES * u + c``: a dot product does not care in which order K is
+  summed, so nothing is interleaved back into K order in registers.
+* Decoding is table-free pure bit operations: the code's fields are moved into an fp16's, which equals the value
+  times ``2^(bias - 15)`` for normal AND subnormal codes; the ``2^(15 - bias)`` factor is folded into the
+  per-channel scale in the epilogue (exact: a power of two).
 * fp8 e4m3 weights on sm_89+ load as ``float8e4nv`` and convert with the hardware ``.to()``; on older GPUs
   (sm_80 has no e4m3 conversion instruction) they take the same bit decode as fp6/fp4, from a ``uint8`` view.
-* M <= 16 (decode, memory bound): 16-row tiles and split-K over enough programs to fill the GPU twice over, so
+* M <= 16 (decode, memory bound): 16-row tiles (M <= 4: a plain FMA GEMV, no MMA) and split-K over enough
+  programs to fill the GPU twice over, so
   the weight streams at full bandwidth; partial sums go to an fp32 workspace and a second small kernel sums the
   splits in a fixed order (deterministic), then scales. Larger M: 64/128 x 128 tiles, no split.
 Configs come from a fixed table (no autotuning on first call).
