@@ -3,6 +3,9 @@
 Errors are relative to the float64 product with the *dequantized* weight (so they measure the kernel, not the
 quantization). ``floor frac`` = the time to move the weight (+ x and out) bytes at the copy bandwidth measured in
 this run, over the method's time: 1.0 is the memory floor. Weights rotate through enough copies to exceed L2.
+
+The plain ``fp8/fp6/fp4 triton`` columns are the launcher's default; for M <= 16 the columns ``<format> <variant>``
+force each kernel variant (``Variant``: ``words_dot``, ``words_fma``, ``bytes_dot``) so one run picks the winner.
 """
 
 from __future__ import annotations
@@ -19,9 +22,12 @@ MS = [1, 4, 16, 128, 2048]
 
 
 def _copy_bandwidth(bench: Bench) -> float:
+    """Bytes read + written per second by a 1 GiB device-to-device copy, the best of two ways: a ``copy_``
+    captured in a CUDA graph becomes a memcpy node, which measured only ~2.7 TB/s on an H200 (SM copy kernels
+    reach ~4.2), so the copy is also timed eagerly and as an elementwise kernel."""
     x = torch.empty(1 << 28, dtype=torch.float32, device="cuda").normal_()
     out = torch.empty_like(x)
-    ms = bench.time(lambda: out.copy_(x))
+    ms = min(bench.time(lambda: out.copy_(x), graph=False), bench.time(lambda: torch.mul(x, 1.0, out=out)))
     return 2 * x.numel() * 4 / (ms * 1e-3)  # bytes / s
 
 
@@ -31,6 +37,7 @@ def _unfused(x, w8, s):
 
 def run(bench: Bench) -> None:
     from lowbit_flex.kernels.float_weight_only_linear import (
+        Variant,
         fp8_weight_only_linear_triton,
         fpx_weight_only_linear_triton,
     )
@@ -70,6 +77,21 @@ def run(bench: Bench) -> None:
                 "fp6 e3m2 triton": bench.time(lambda x, s: fpx_weight_only_linear_triton(x, s[3], s[4], 3, 2), *args),
                 "fp4 e2m1 triton": bench.time(lambda x, s: fpx_weight_only_linear_triton(x, s[5], s[6], 2, 1), *args),
             }
+            if m <= 16:  # forced variants: which kernel form wins at decode sizes
+                for v in Variant:
+                    times[f"fp8 {v.value}"] = bench.time(
+                        lambda x, s, v=v: fp8_weight_only_linear_triton(x, s[1], s[2], variant=v), *args
+                    )
+                    for name, i, e, mb in (("fp6 e3m2", 3, 3, 2), ("fp4 e2m1", 5, 2, 1)):
+                        times[f"{name} {v.value}"] = bench.time(
+                            lambda x, s, i=i, e=e, mb=mb, v=v: fpx_weight_only_linear_triton(
+                                x, s[i], s[i + 1], e, mb, variant=v
+                            ),
+                            *args,
+                        )
+                    errs[f"fp6 e3m2 {v.value}"] = rel_error(
+                        fpx_weight_only_linear_triton(x, w6, s6, 3, 2, variant=v), ref6
+                    )
             act = 2 * m * (k + n)
             floor = {"fp8": n * k + act, "fp6": n * k * 3 // 4 + act, "fp4": n * k // 2 + act}
             extra = {f"err {name}": e for name, e in errs.items()}

@@ -103,6 +103,7 @@ def case_fp8_attention():
 
 def case_float_weight_only_linear():
     from lowbit_flex.kernels.float_weight_only_linear import (
+        Variant,
         fp8_native_supported,
         fp8_weight_only_linear_triton,
         fpx_weight_only_linear_triton,
@@ -112,12 +113,17 @@ def case_float_weight_only_linear():
     # sm_80 has no e4m3 conversion instruction: the launcher picks the bit-decode path there (see the kernel doc).
     native = torch.cuda.get_device_capability() >= (8, 9)
     assert fp8_native_supported(torch.device("cuda")) == native
+
     w8, s = torch.empty(128, 256, dtype=torch.float8_e4m3fn), torch.empty(128)
-    for m in (1, 200):  # split-K GEMV form, tiled form (M > 64)
-        for dtype in (torch.bfloat16, torch.float16):
-            x, bias = torch.empty(m, 256, dtype=dtype), torch.empty(128, dtype=dtype)
-            fp8_weight_only_linear_triton(x, w8, s, bias, native_fp8=native, split_k=2 if m == 1 else None)
+    # M = 1: split-K FMA GEMV (the default) and, for bf16, the forced dot variants; M = 200: tiled form (M > 64).
+    forced = (None, Variant.WORDS_DOT, Variant.BYTES_DOT)
+    for m, dtype, variants in ((1, torch.bfloat16, forced), (1, torch.float16, (None,)), (200, torch.bfloat16, (None,)),
+                               (200, torch.float16, (None,))):  # fmt: skip
+        x, bias = torch.empty(m, 256, dtype=dtype), torch.empty(128, dtype=dtype)
+        for v in variants:
+            split = 2 if m == 1 else None
+            fp8_weight_only_linear_triton(x, w8, s, bias, native_fp8=native, split_k=split, variant=v)
             for bits, e, mb in ((6, 3, 2), (6, 2, 3), (4, 2, 1)):
                 wp = pack_fpx(torch.zeros(128, 256, dtype=torch.uint8), bits)
-                fpx_weight_only_linear_triton(x, wp, s, e, mb, bias if m > 1 else None, split_k=2 if m == 1 else None)
+                fpx_weight_only_linear_triton(x, wp, s, e, mb, bias if m > 1 else None, split_k=split, variant=v)
     fp8_weight_only_linear_triton(torch.empty(40, 256, dtype=torch.bfloat16), w8, s, None, native_fp8=native)

@@ -29,15 +29,18 @@ def test_reference_matches_float64_definition(m_shape, n, k, dtype, with_bias):
 
 @pytest.mark.skipif(kernel_device() is None, reason="needs CUDA or TRITON_INTERPRET=1")
 @pytest.mark.parametrize("native_fp8", [True, False], ids=["native_cvt", "bit_decode"])
-@pytest.mark.parametrize("m, n, k, split_k", [(1, 40, 272, None), (5, 70, 300, 3), (33, 24, 64, None)])
-def test_triton_kernel_within_rounding_of_float64(m, n, k, split_k, native_fp8, monkeypatch):
+# K = 298: rows are not whole int32 words, so the bit-decode path falls back to byte loads
+@pytest.mark.parametrize("m, n, k, split_k", [(1, 40, 272, None), (5, 70, 298, 3), (33, 24, 64, None)])
+@pytest.mark.parametrize("variant", [None, "WORDS_DOT", "WORDS_FMA", "BYTES_DOT"])
+def test_triton_kernel_within_rounding_of_float64(m, n, k, split_k, native_fp8, variant, monkeypatch):
     from lowbit_flex.kernels import float_weight_only_linear as mod
 
     dev = kernel_device()
     x, w, s, b = _inputs((m,), n, k, torch.bfloat16, True, dev)
     real_empty = torch.empty
     monkeypatch.setattr(mod.torch, "empty", lambda *a, **kw: poison_(real_empty(*a, **kw)))
-    out = mod.fp8_weight_only_linear_triton(x, w, s, b, native_fp8=native_fp8, split_k=split_k)
+    v = None if variant is None else mod.Variant[variant]
+    out = mod.fp8_weight_only_linear_triton(x, w, s, b, native_fp8=native_fp8, split_k=split_k, variant=v)
     assert_fully_written(out)
     exact, bound = exact_linear(x.cpu(), w.cpu().double(), s.cpu(), b.cpu())
     assert_within(out, exact, bound)

@@ -41,15 +41,18 @@ def test_quantized_weights_round_trip_through_the_op():
 
 @pytest.mark.skipif(kernel_device() is None, reason="needs CUDA or TRITON_INTERPRET=1")
 @pytest.mark.parametrize("fmt", FORMATS, ids=str)
-@pytest.mark.parametrize("m, n, k, split_k", [(1, 40, 520, None), (4, 70, 264, 3), (40, 24, 72, None)])
-def test_triton_kernel_within_rounding_of_float64(fmt, m, n, k, split_k, monkeypatch):
+# K = 512, 80: whole int32-word units (word loads); K = 260: a partial last unit (byte loads, masked)
+@pytest.mark.parametrize("m, n, k, split_k", [(1, 40, 512, None), (4, 70, 260, 3), (40, 24, 80, None)])
+@pytest.mark.parametrize("variant", [None, "WORDS_DOT", "WORDS_FMA", "BYTES_DOT"])
+def test_triton_kernel_within_rounding_of_float64(fmt, m, n, k, split_k, variant, monkeypatch):
     from lowbit_flex.kernels import float_weight_only_linear as mod
 
     dev = kernel_device()
     (x, wp, s, b), w64 = _inputs(fmt, (m,), n, k, torch.bfloat16, m != 1, dev)
     real_empty = torch.empty
     monkeypatch.setattr(mod.torch, "empty", lambda *a, **kw: poison_(real_empty(*a, **kw)))
-    out = mod.fpx_weight_only_linear_triton(x, wp, s, fmt.ebits, fmt.mbits, b, split_k=split_k)
+    v = None if variant is None else mod.Variant[variant]
+    out = mod.fpx_weight_only_linear_triton(x, wp, s, fmt.ebits, fmt.mbits, b, split_k=split_k, variant=v)
     assert_fully_written(out)
     exact, bound = exact_linear(x.cpu(), w64, s.cpu(), None if b is None else b.cpu())
     assert_within(out, exact, bound)
@@ -74,3 +77,11 @@ def test_bad_input_eager_and_fake(mutate, exc, match):
         OP(*args)
     with torch._subclasses.fake_tensor.FakeTensorMode() as mode, pytest.raises(exc, match=match):
         OP(*(mode.from_tensor(a) if isinstance(a, torch.Tensor) else a for a in args))
+
+
+def test_word_loads_chosen_exactly_for_whole_unit_rows():
+    from lowbit_flex.kernels.float_weight_only_linear import _word_loadable
+
+    for bits, k_whole, k_partial in ((6, 512, 260), (4, 264, 260)):
+        assert _word_loadable(pack_fpx(torch.zeros(3, k_whole, dtype=torch.uint8), bits), k_whole, bits)
+        assert not _word_loadable(pack_fpx(torch.zeros(3, k_partial, dtype=torch.uint8), bits), k_partial, bits)
