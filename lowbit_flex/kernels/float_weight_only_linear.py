@@ -215,6 +215,17 @@ def _sms(device: torch.device) -> int:
     return _num_sms(device.index or 0) if device.type == "cuda" else 4
 
 
+# Largest M at which the FMA GEMV beats the 16-row tl.dot tile, per weight width, measured on an H200 (K = N =
+# 4096, bf16 x, 2026-11-22, ms): fp6 M=1 0.0233 vs 0.0373, M=4 0.0278 vs 0.0380; fp4 M=1 0.0117 vs 0.0156, M=4
+# 0.0177 vs 0.0159. fp8 never: its FMA form ran 0.015 vs 0.011 at M=1 and 0.80 (!) vs 0.012 at M=4, and the
+# FMA form collapses for every format at M=16 (fp8 3.2 ms, fp4 1.3 ms) -- so it stays a small-M special case.
+_FMA_MAX_M = {8: 0, 6: 4, 4: 1}
+
+
+def default_variant(bits: int, M: int) -> Variant:
+    return Variant.WORDS_FMA if _FMA_MAX_M[bits] >= M else Variant.WORDS_DOT
+
+
 def _word_loadable(w: torch.Tensor, k: int, bits: int) -> bool:
     """Rows of whole units, each row starting on a 4-byte boundary: the weight can be read as int32 words."""
     unit_codes = _UNIT[bits][1]
@@ -242,8 +253,8 @@ def _launch(x, w, w_scale, bias, *, bits, ebits, mbits, exp_bias, native_fp8, sp
     out = torch.empty((M, N), dtype=x.dtype, device=x.device)
     if M == 0:
         return out.view(*x.shape[:-1], N)
-    if variant is None:  # M <= 4: a 16-row MMA tile would be mostly padding
-        variant = Variant.WORDS_FMA if M <= 4 else Variant.WORDS_DOT
+    if variant is None:
+        variant = default_variant(bits, M)
     unit_codes = 1 if native_fp8 else _UNIT[bits][1]
     row_bytes = w.shape[1]
     load_words = not native_fp8 and variant is not Variant.BYTES_DOT and _word_loadable(w, K, bits)

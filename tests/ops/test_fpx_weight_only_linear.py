@@ -85,3 +85,12 @@ def test_word_loads_chosen_exactly_for_whole_unit_rows():
     for bits, k_whole, k_partial in ((6, 512, 260), (4, 264, 260)):
         assert _word_loadable(pack_fpx(torch.zeros(3, k_whole, dtype=torch.uint8), bits), k_whole, bits)
         assert not _word_loadable(pack_fpx(torch.zeros(3, k_partial, dtype=torch.uint8), bits), k_partial, bits)
+
+
+def test_default_variant_follows_the_measured_table():
+    from lowbit_flex.kernels.float_weight_only_linear import Variant, default_variant
+
+    # fp8 always on tensor cores; the FMA GEMV only where it won on the H200 (docs/float_quantization.md).
+    assert {default_variant(8, m) for m in (1, 4, 16, 4096)} == {Variant.WORDS_DOT}
+    assert [default_variant(6, m) for m in (1, 4, 5, 16)] == [Variant.WORDS_FMA] * 2 + [Variant.WORDS_DOT] * 2
+    assert [default_variant(4, m) for m in (1, 2)] == [Variant.WORDS_FMA, Variant.WORDS_DOT]
