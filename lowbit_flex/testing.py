@@ -62,6 +62,31 @@ def opcheck(op: Callable, samples: Iterable[tuple[tuple, dict]], test_utils: tup
             torch.library.opcheck(op, args, kwargs, test_utils=test_utils)
 
 
+def run_exported_in_fresh_process(ep: torch.export.ExportedProgram, args: tuple, tmp_dir: str | os.PathLike):
+    """``torch.export.save`` ``ep``, then ``torch.export.load`` it in a new CPU-only Python process that has run only
+    ``import lowbit_flex``, call it on ``args`` there and return its output: what a user loading a saved quantized
+    model gets."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import lowbit_flex
+
+    d = Path(tmp_dir)
+    torch.export.save(ep, d / "program.pt2")
+    torch.save(args, d / "args.pt")
+    code = (
+        "import sys, torch, lowbit_flex\n"
+        "d = sys.argv[1]\n"
+        "ep = torch.export.load(d + '/program.pt2')\n"
+        "torch.save(ep.module()(*torch.load(d + '/args.pt')), d + '/out.pt')\n"
+    )
+    root = str(Path(lowbit_flex.__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", ""), "CUDA_VISIBLE_DEVICES": ""}
+    subprocess.run([sys.executable, "-c", code, str(d)], check=True, env=env, cwd=root, timeout=120)
+    return torch.load(d / "out.pt")
+
+
 def triton_interpreting() -> bool:
     """True when Triton kernels run on CPU tensors through the interpreter (``TRITON_INTERPRET=1``)."""
     return os.environ.get("TRITON_INTERPRET", "0") == "1"

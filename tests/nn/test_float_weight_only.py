@@ -1,13 +1,7 @@
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 from torch import nn
 
-import lowbit_flex
 from lowbit_flex.nn import (
     FP8WeightOnlyConfig,
     FP8WeightOnlyLinear,
@@ -16,6 +10,7 @@ from lowbit_flex.nn import (
     quantize_,
 )
 from lowbit_flex.quant import E2M1_FN, E2M3_FN, E3M2_FN, E4M3FN, float_quantize
+from lowbit_flex.testing import run_exported_in_fresh_process
 
 CONFIGS = [FP8WeightOnlyConfig(), FPxWeightOnlyConfig(3, 2), FPxWeightOnlyConfig(2, 3), FPxWeightOnlyConfig(2, 1)]
 _OPS = {FP8WeightOnlyConfig: "fp8_weight_only_linear", FPxWeightOnlyConfig: "fpx_weight_only_linear"}
@@ -90,15 +85,5 @@ def test_export_save_load_in_a_fresh_process(config, tmp_path):
     ep = torch.export.export(model, (x,))
     op = getattr(torch.ops.lowbit, _OPS[type(config)]).default
     assert [n.target for n in ep.graph.nodes if n.op == "call_function"].count(op) == 2
-    torch.export.save(ep, tmp_path / "m.pt2")
-    torch.save(x, tmp_path / "x.pt")
-    code = (
-        "import sys, torch, lowbit_flex\n"
-        "d = sys.argv[1]\n"
-        "ep = torch.export.load(d + '/m.pt2')\n"
-        "torch.save(ep.module()(torch.load(d + '/x.pt')), d + '/out.pt')\n"
-    )
-    root = str(Path(lowbit_flex.__file__).resolve().parents[1])
-    env = {**os.environ, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", ""), "CUDA_VISIBLE_DEVICES": ""}
-    subprocess.run([sys.executable, "-c", code, str(tmp_path)], check=True, env=env, cwd=root, timeout=120)
-    torch.testing.assert_close(torch.load(tmp_path / "out.pt"), model(x), rtol=0, atol=0)
+    out = run_exported_in_fresh_process(ep, (x,), tmp_path)
+    torch.testing.assert_close(out, model(x), rtol=0, atol=0)

@@ -1,17 +1,13 @@
 import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
-import lowbit_flex
 from lowbit_flex import W4A8Config, quantize_
 from lowbit_flex.nn import W4A8Linear
 from lowbit_flex.quant import unpack_int4
-from lowbit_flex.testing import rel_error
+from lowbit_flex.testing import rel_error, run_exported_in_fresh_process
 
 
 def _model(dtype=torch.float32):
@@ -95,15 +91,5 @@ def test_export_save_load_in_a_fresh_process(tmp_path):
     targets = [n.target for n in ep.graph.nodes if n.op == "call_function"]
     assert targets.count(torch.ops.lowbit.s8s4_linear.default) == 3
     assert targets.count(torch.ops.lowbit.quantize_int8_rowwise.default) == 3
-    torch.export.save(ep, tmp_path / "w4a8.pt2")
-    torch.save(x, tmp_path / "x.pt")
-    code = (
-        "import sys, torch, lowbit_flex\n"
-        "d = sys.argv[1]\n"
-        "ep = torch.export.load(d + '/w4a8.pt2')\n"
-        "torch.save(ep.module()(torch.load(d + '/x.pt')), d + '/out.pt')\n"
-    )
-    root = str(Path(lowbit_flex.__file__).resolve().parents[1])
-    env = {**os.environ, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    subprocess.run([sys.executable, "-c", code, str(tmp_path)], check=True, env=env, cwd=root, timeout=120)
-    torch.testing.assert_close(torch.load(tmp_path / "out.pt"), model(x), rtol=0, atol=0)
+    out = run_exported_in_fresh_process(ep, (x,), tmp_path)
+    torch.testing.assert_close(out, model(x), rtol=0, atol=0)
