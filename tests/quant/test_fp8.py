@@ -96,14 +96,14 @@ needs_kernel = pytest.mark.skipif(kernel_device() is None, reason="needs CUDA or
 
 @needs_kernel
 @pytest.mark.parametrize("two_pass", [False, True])
-@pytest.mark.parametrize("out_dtype", [torch.float8_e4m3fn, torch.float8_e5m2, torch.int8])
-@pytest.mark.parametrize("granularity", GRANS)
+@pytest.mark.parametrize(
+    "granularity, out_dtype",
+    [(g, d) for g in GRANS for d in (torch.float8_e4m3fn, torch.float8_e5m2)] + [("block", torch.int8)],
+)  # int8 is quantized per block only
 @pytest.mark.parametrize("with_shift", [False, True])
 def test_triton_kernel_bit_exact_with_reference(granularity, out_dtype, two_pass, with_shift, monkeypatch):
     from lowbit_flex.kernels import quantize_groups as mod
 
-    if out_dtype == torch.int8 and granularity != "block":
-        pytest.skip("int8 is quantized per block only")
     if two_pass:  # force the chunked amax + quantize path on a small tensor
         monkeypatch.setattr(mod, "_MAX_SINGLE_PASS", 64)
         monkeypatch.setattr(mod, "_CHUNK", 128)
