@@ -6,25 +6,11 @@ compile + CUDA-graph capture during warm-up, then 64 timed tokens (16 with ``--q
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 from benchmarks.harness import Bench
-
-_EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "llama_w4a8_decode.py"
-
-
-def _load_example():
-    spec = importlib.util.spec_from_file_location("llama_w4a8_decode", _EXAMPLE)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # dataclasses look their module up while the file executes
-    spec.loader.exec_module(mod)
-    return mod
+from examples import llama_w4a8_decode as example
 
 
 def run(bench: Bench) -> None:
-    example = _load_example()
     table = bench.table("Llama-2-7B decode, batch 1 (ms per token)", baseline="bf16")
     n_new = 16 if bench.quick else 64
     r = example.compare(example.LLAMA2_7B, "cuda", n_new=n_new, compile=True)

@@ -1,7 +1,3 @@
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 
@@ -9,17 +5,12 @@ import lowbit_flex
 from lowbit_flex.nn import W4A8Linear
 from lowbit_flex.testing import rel_error
 
-_PATH = Path(__file__).resolve().parents[2] / "examples" / "llama_w4a8_decode.py"
-
 
 @pytest.fixture(scope="module")
 def example():
-    spec = importlib.util.spec_from_file_location("llama_w4a8_decode", _PATH)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # dataclasses look their module up while the file executes
-    spec.loader.exec_module(mod)
-    yield mod
-    sys.modules.pop(spec.name, None)
+    from examples import llama_w4a8_decode
+
+    return llama_w4a8_decode
 
 
 def test_tiny_compare_runs(example):
