@@ -133,12 +133,14 @@ def test_dispatch_table(monkeypatch):
 
     pc, gw = ScaleKind.PER_CHANNEL, ScaleKind.GROUPWISE
     pick = lambda *a: (choose(*a).backend, choose(*a).config)
-    # Without the CUTLASS wrapper every shape goes to Triton.
+    # Without the CUTLASS wrapper every shape goes to Triton. (choose is memoised: clear it when the fake changes.)
+    choose.cache_clear()
     monkeypatch.setitem(sys.modules, "lowbit_flex.kernels.s8s4_cutlass", None)
     assert {choose(a, pc, m, 4096, 4096).backend for a in Arch for m in (1, 4096)} == {Backend.TRITON}
     fake = types.ModuleType("lowbit_flex.kernels.s8s4_cutlass")
     fake.cutlass_s8s4_supported = lambda variant, M, N, K: N % 64 == 0
     monkeypatch.setitem(sys.modules, "lowbit_flex.kernels.s8s4_cutlass", fake)
+    choose.cache_clear()
     assert pick(Arch.SM90, pc, 8192, 4096, 4096) == (Backend.CUTLASS_SM90, "256x128x128_coop")
     assert pick(Arch.SM90, pc, 256, 4096, 4096) == (Backend.CUTLASS_SM90, "128x128x128_coop")
     assert pick(Arch.SM90, pc, 1, 14336, 4096) == (Backend.CUTLASS_SM90, "16x128x128_ws")  # wide: N > K
@@ -148,6 +150,7 @@ def test_dispatch_table(monkeypatch):
     assert choose(Arch.SM90, gw, 4096, 4096, 4096).backend is Backend.TRITON  # CUTLASS is per-channel only
     assert choose(Arch.SM90, pc, 4096, 4000, 4096).backend is Backend.TRITON  # unsupported alignment: next rule
     assert choose(Arch.OTHER, pc, 4096, 4096, 4096).backend is Backend.TRITON
+    choose.cache_clear()  # later tests see the real wrapper
 
 
 # --- Triton kernel (under TRITON_INTERPRET=1 on CPU; on a GPU, the real kernel) -----------------------------------
