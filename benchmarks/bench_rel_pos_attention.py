@@ -15,7 +15,7 @@ from torch.nn.attention.flex_attention import flex_attention
 import lowbit_flex  # noqa: F401
 from benchmarks.harness import Bench
 from lowbit_flex.score_mods._rel_pos_layout import normalize_rel_pos
-from lowbit_flex.score_mods.rel_pos_bias import _DEFAULT_VARIANT, _build, _Variant
+from lowbit_flex.score_mods.rel_pos_bias import _DEFAULT_FORMULATION, _build, _Formulation
 from lowbit_flex.testing import rel_error
 
 # name, (B, H, k_h, k_w, D): L = k_h * k_w
@@ -40,9 +40,9 @@ def _sdpa_no_bias(q, k, v, rel_h, rel_w):
     return F.scaled_dot_product_attention(q, k, v)
 
 
-def _flex(variant: _Variant):
+def _flex(formulation: _Formulation):
     def attend(q, k, v, rel_h, rel_w):  # construction inside: its cost (e.g. COMBINED's copy) is timed too
-        return flex_attention(q, k, v, score_mod=_build(normalize_rel_pos(rel_h, rel_w), variant))
+        return flex_attention(q, k, v, score_mod=_build(normalize_rel_pos(rel_h, rel_w), formulation))
 
     return torch.compile(attend, dynamic=False)
 
@@ -81,12 +81,12 @@ def _inputs(b, h, k_h, k_w, d):
 
 
 def _methods(quick: bool) -> dict:
-    variants = [_DEFAULT_VARIANT] if quick else [v for v in _Variant if v is not _Variant.NAIVE]
+    formulations = [_DEFAULT_FORMULATION] if quick else [v for v in _Formulation if v is not _Formulation.NAIVE]
     methods = {
         BASELINE: _sdpa_bias,
         "SDPA+bias compiled": torch.compile(_sdpa_bias, dynamic=False),
-        "flex naive": _flex(_Variant.NAIVE),
-        **{f"flex {v.value}": _flex(v) for v in variants},
+        "flex naive": _flex(_Formulation.NAIVE),
+        **{f"flex {v.value}": _flex(v) for v in formulations},
         "fused op": _fused,
         "SDPA no bias": _sdpa_no_bias,
     }
@@ -95,7 +95,7 @@ def _methods(quick: bool) -> dict:
 
 def run(bench: Bench) -> None:
     methods = _methods(bench.quick)
-    score_mod_name = f"flex {_DEFAULT_VARIANT.value}"
+    score_mod_name = f"flex {_DEFAULT_FORMULATION.value}"
     table = bench.table("SAM rel-pos attention (bf16)", baseline=BASELINE)
     shapes = SHAPES[:2] if bench.quick else SHAPES
     for name, (b, h, k_h, k_w, d) in shapes:
@@ -118,7 +118,7 @@ def run(bench: Bench) -> None:
             fused_vs_compiled_bias=times["SDPA+bias compiled"] / fused,  # target >= 1.5 global, >= 1.0 window
             fused_over_no_bias=fused / times["SDPA no bias"],  # target <= 1.25
             score_mod_vs_compiled_bias=times["SDPA+bias compiled"] / times[score_mod_name],  # target >= 1.0 global
-            best_flex_variant=min((t, m) for m, t in times.items() if m.startswith("flex "))[1],
+            best_flex_formulation=min((t, m) for m, t in times.items() if m.startswith("flex "))[1],
             best_flex_vs_compiled_bias=times["SDPA+bias compiled"] / best_flex,
             peak_MB_fused=_peak_bytes(_fused, *args) / 2**20,
             peak_MB_sdpa_no_bias=_peak_bytes(_sdpa_no_bias, *args) / 2**20,

@@ -89,8 +89,8 @@ def _forced_triton(name: str):
     )
 
 
-def _forced_cutlass(launch, variant: str, config: str):
-    return lambda xq, xs, w4, ws: launch(xq, xs, w4, ws, None, torch.bfloat16, variant, config)
+def _forced_cutlass(launch, family: str, config: str):
+    return lambda xq, xs, w4, ws: launch(xq, xs, w4, ws, None, torch.bfloat16, family, config)
 
 
 def _methods(cutlass) -> dict:
@@ -100,8 +100,8 @@ def _methods(cutlass) -> dict:
     out = {f"triton {name}": _forced_triton(name) for name in TRITON_CONFIGS}
     if cutlass is not None:
         configs, _supported, launch = cutlass
-        for variant, names in configs.items():
-            out |= {f"cutlass {variant} {c}": _forced_cutlass(launch, variant, c) for c in names}
+        for family, names in configs.items():
+            out |= {f"cutlass {family} {c}": _forced_cutlass(launch, family, c) for c in names}
     return out
 
 

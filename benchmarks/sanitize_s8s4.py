@@ -2,7 +2,7 @@
 
     compute-sanitizer --tool memcheck python benchmarks/sanitize_s8s4.py [--quick]
 
-Every variant ("sm80", "sm90") × tile config × output dtype × (M, N, K) that ``cutlass_s8s4_supported`` admits on
+Every kernel family ("sm80", "sm90") × tile config × output dtype × (M, N, K) that ``cutlass_s8s4_supported`` admits on
 this GPU runs once, with its output poisoned (NaN) beforehand; so does ``torch.ops.lowbit.s8s4_linear`` when it is
 registered (the dispatching op: Triton or CUTLASS). Each result is compared with an exact CPU reference (int64 dot
 products, scales in float64) within the output dtype's rounding. Exits 1 on any mismatch or error; the last line
@@ -82,11 +82,11 @@ def main(argv: list[str] | None = None) -> int:
         dev = [t.cuda() for t in host]
         for dtype in (torch.float16, torch.bfloat16):
             calls = []
-            for label, variant, name in runners:
-                if not cut.cutlass_s8s4_supported(variant, M, N, K):
+            for label, family, name in runners:
+                if not cut.cutlass_s8s4_supported(family, M, N, K):
                     skipped += 1
                     continue
-                calls.append((label, cut.s8s4_linear_cutlass, (*dev, dtype, variant, name)))
+                calls.append((label, cut.s8s4_linear_cutlass, (*dev, dtype, family, name)))
             if op is not None:
                 calls.append(("torch.ops.lowbit.s8s4_linear", op, (*dev, dtype)))
             for label, fn, fn_args in calls:

@@ -11,9 +11,10 @@ import argparse
 import torch
 import torch.nn.functional as F
 
+from lowbit_flex import quantize_fp8
 from lowbit_flex.attention import fp8_flex_attention, lowbit_attention
 from lowbit_flex.attention.lowbit_attention import quantize_attention_inputs
-from lowbit_flex.quant.fp8 import dequantize, quantize_fp8
+from lowbit_flex.quant import dequantize
 from lowbit_flex.testing import rel_error
 
 

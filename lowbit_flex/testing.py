@@ -10,6 +10,8 @@ from collections.abc import Callable, Iterable
 
 import torch
 
+from lowbit_flex.kernels.arch import triton_interpreting
+
 # Values that no kernel produces by accident: a kernel that skips an element leaves one of these behind.
 _POISON = {
     torch.int8: -128,  # outside the symmetric range [-127, 127] every int8 quantizer here produces
@@ -85,11 +87,6 @@ def run_exported_in_fresh_process(ep: torch.export.ExportedProgram, args: tuple,
     env = {**os.environ, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", ""), "CUDA_VISIBLE_DEVICES": ""}
     subprocess.run([sys.executable, "-c", code, str(d)], check=True, env=env, cwd=root, timeout=120)
     return torch.load(d / "out.pt")
-
-
-def triton_interpreting() -> bool:
-    """True when Triton kernels run on CPU tensors through the interpreter (``TRITON_INTERPRET=1``)."""
-    return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
 def kernel_device() -> str | None:

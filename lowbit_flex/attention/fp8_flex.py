@@ -14,6 +14,7 @@ import math
 import torch
 from torch import Tensor
 
+from lowbit_flex.kernels.arch import has_fp8_mma
 from lowbit_flex.ops.quantize_fp8 import quantize_fp8
 from lowbit_flex.score_mods.compose import compose
 from lowbit_flex.score_mods.fp8_descale import fp8_descale
@@ -31,7 +32,7 @@ def _compiled_flex():
 
 def fp8_flex_supported(device: torch.device) -> bool:
     """FlexAttention takes fp8 inputs on CUDA sm_89+ only (its CPU backend takes fp32/fp16/bf16)."""
-    return device.type == "cuda" and torch.cuda.get_device_capability(device) >= (8, 9)
+    return device.type == "cuda" and has_fp8_mma(device)
 
 
 def _token_scale(scale: Tensor, granularity: str, block_size: int, L: int) -> Tensor:

@@ -6,7 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lowbit_flex.ops._checks import FLOAT_DTYPES, check_tensor
+from lowbit_flex._checks import FLOAT_DTYPES, check_tensor
+from lowbit_flex.kernels.arch import has_fp8_mma
 from lowbit_flex.ops.fp8_attention import HEAD_DIMS, K_BLOCK, Q_BLOCK, fp8_attention
 from lowbit_flex.ops.quantize_fp8 import quantize_fp8
 from lowbit_flex.ops.quantize_int8_blockwise import quantize_int8_blockwise
@@ -31,7 +32,7 @@ def uses_lowbit_kernel(q: Tensor) -> bool:
     """False where ``lowbit_attention`` falls back to SDPA: head dims other than 64/128, CUDA GPUs before sm_89."""
     if q.shape[-1] not in HEAD_DIMS:
         return False
-    return q.device.type != "cuda" or torch.cuda.get_device_capability(q.device) >= (8, 9)
+    return q.device.type != "cuda" or has_fp8_mma(q.device)
 
 
 def quantize_attention_inputs(q: Tensor, k: Tensor, v: Tensor, dtype: str = "fp8", smooth_k: bool = True):

@@ -23,13 +23,13 @@ Configs come from a fixed table (no autotuning on first call).
 from __future__ import annotations
 
 import enum
-import functools
 
 import torch
 import triton
 import triton.language as tl
 
-from lowbit_flex.testing import triton_interpreting
+from lowbit_flex.kernels.arch import has_fp8_mma, sm_count, triton_interpreting
+from lowbit_flex.kernels.common import LaunchConfig, dot_acc, reduce_split_k
 
 # bits -> (int32 words, codes) per *unit*: the shortest run of whole words holding whole codes. The packed
 # layouts are little-endian bit streams (code i at bit ``bits * i`` of its row), so a unit of fp6 is 3 words =
@@ -109,15 +109,6 @@ def _fp16_of_code(w0, w1, w2, C: tl.constexpr, BITS: tl.constexpr, EBITS: tl.con
 
 
 @triton.jit
-def _dot(acc, a, b, UPCAST_DOT: tl.constexpr):
-    # acc += a @ b.T. UPCAST_DOT: the Triton 3.9 CPU interpreter computes bf16 x bf16 tl.dot wrongly (measured);
-    # fp32 operands are exact there (bf16/fp16 values are exact in fp32), so the interpreter uses them.
-    if UPCAST_DOT:
-        return tl.dot(a.to(tl.float32), tl.trans(b.to(tl.float32)), acc, input_precision="ieee")
-    return tl.dot(a, tl.trans(b), acc)
-
-
-@triton.jit
 def _weight_only_linear_kernel(
     x_ptr, w_ptr, scale_ptr, bias_ptr, out_ptr, part_ptr,
     M, N, K, stride_xm, stride_wn, stride_om, ROW_BYTES, UNITS_PER_SPLIT,
@@ -170,7 +161,8 @@ def _weight_only_linear_kernel(
             else:
                 w = _fp16_of_code(w0, w1, w2, c, BITS, EBITS, MBITS)
             if USE_DOT:  # fp16 -> bf16 is exact: <= 4 significant bits, well inside bf16's range
-                acc = _dot(acc, xc, w.to(x_ptr.dtype.element_ty), UPCAST_DOT)
+                # UPCAST_DOT under the interpreter only (see dot_acc).
+                acc = dot_acc(xc, tl.trans(w.to(x_ptr.dtype.element_ty)), acc, UPCAST_DOT, "tf32")
             else:
                 acc3 += xc.to(tl.float32)[:, None, :] * w.to(tl.float32)[None, :, :]
     if not USE_DOT:
@@ -185,34 +177,6 @@ def _weight_only_linear_kernel(
     else:
         p_ptrs = part_ptr + (pid_k * M + rm[:, None]).to(tl.int64) * N + rn[None, :]
         tl.store(p_ptrs, acc, mask=mask)
-
-
-@triton.jit
-def _splitk_epilogue_kernel(
-    part_ptr, scale_ptr, bias_ptr, out_ptr, M, N, stride_om,
-    SPLIT_K: tl.constexpr, DEC_SCALE: tl.constexpr, HAS_BIAS: tl.constexpr, BLOCK: tl.constexpr,
-):  # fmt: skip
-    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    ok = offs < M * N
-    m = offs // N
-    n = offs % N
-    acc = tl.zeros((BLOCK,), dtype=tl.float32)
-    for s in tl.static_range(SPLIT_K):  # a fixed order: the result does not depend on scheduling
-        acc += tl.load(part_ptr + s * M * N + offs, mask=ok, other=0.0)
-    out = acc * (tl.load(scale_ptr + n, mask=ok, other=0.0) * DEC_SCALE)
-    if HAS_BIAS:
-        out += tl.load(bias_ptr + n, mask=ok, other=0.0).to(tl.float32)
-    tl.store(out_ptr + m.to(tl.int64) * stride_om + n, out.to(out_ptr.dtype.element_ty), mask=ok)
-
-
-@functools.cache
-def _num_sms(device_index: int) -> int:
-    return torch.cuda.get_device_properties(device_index).multi_processor_count
-
-
-def _sms(device: torch.device) -> int:
-    # Under the interpreter a small count keeps the grids tiny while still exercising split-K.
-    return _num_sms(device.index or 0) if device.type == "cuda" else 4
 
 
 # Largest M at which the FMA GEMV beats the 16-row tl.dot tile, per weight width, measured on an H200 (K = N =
@@ -232,14 +196,14 @@ def _word_loadable(w: torch.Tensor, k: int, bits: int) -> bool:
     return k % unit_codes == 0 and w.stride(0) % 4 == 0 and w.data_ptr() % 4 == 0
 
 
-def _config(variant: Variant, m: int, unit_codes: int, native_fp8: bool) -> tuple[int, int, int, int, int]:
-    """(BLOCK_M, BLOCK_N, BLOCK_U, num_warps, num_stages)."""
+def _config(variant: Variant, m: int, unit_codes: int, native_fp8: bool) -> LaunchConfig:
+    """The launch config; ``block_k`` counts units (see ``_UNIT``), not K elements."""
     if variant is Variant.WORDS_FMA:  # registers: BLOCK_M * 64 * 256 / 128 threads fp32 partial sums
-        return min(16, triton.next_power_of_2(m)), 64, max(1, 256 // unit_codes), 4, 3
+        return LaunchConfig(min(16, triton.next_power_of_2(m)), 64, max(1, 256 // unit_codes), 4, 3)
     if m <= 16:  # 512 codes per row per step: 384 (fp6) / 256 (fp4) / 512 (fp8) bytes
-        return 16, 64, (256 if native_fp8 else 512 // unit_codes), 4, 4
+        return LaunchConfig(16, 64, (256 if native_fp8 else 512 // unit_codes), 4, 4)
     block_m = 64 if m <= 64 else 128
-    return block_m, 128, max(16, 256 // unit_codes), (4 if block_m == 64 else 8), 3
+    return LaunchConfig(block_m, 128, max(16, 256 // unit_codes), (4 if block_m == 64 else 8), 3)
 
 
 def _launch(x, w, w_scale, bias, *, bits, ebits, mbits, exp_bias, native_fp8, split_k, variant):
@@ -260,13 +224,14 @@ def _launch(x, w, w_scale, bias, *, bits, ebits, mbits, exp_bias, native_fp8, sp
     load_words = not native_fp8 and variant is not Variant.BYTES_DOT and _word_loadable(w, K, bits)
     if load_words:
         w = w.view(torch.int32)  # strides now in words
-    block_m, block_n, block_u, num_warps, num_stages = _config(variant, M, unit_codes, native_fp8)
+    cfg = _config(variant, M, unit_codes, native_fp8)
+    block_m, block_n, block_u = cfg.block_m, cfg.block_n, cfg.block_k
     n_units = triton.cdiv(K, unit_codes)
     k_steps = triton.cdiv(n_units, block_u)
     if split_k is None and M <= 16:  # memory bound: stream the weight once, >= 2 (FMA: 4) programs per SM
         per_sm = 4 if variant is Variant.WORDS_FMA else 2
         tiles = triton.cdiv(N, block_n) * triton.cdiv(M, block_m)
-        split_k = max(1, min(k_steps, triton.cdiv(per_sm * _sms(x.device), tiles)))
+        split_k = max(1, min(k_steps, triton.cdiv(per_sm * sm_count(x.device), tiles)))
     split_k = max(1, min(split_k or 1, k_steps))
     units_per_split = triton.cdiv(k_steps, split_k) * block_u
     split_k = triton.cdiv(n_units, units_per_split)  # no empty splits
@@ -280,22 +245,16 @@ def _launch(x, w, w_scale, bias, *, bits, ebits, mbits, exp_bias, native_fp8, sp
         units_per_split, BITS=bits, EBITS=ebits, MBITS=mbits, DEC_SCALE=dec_scale, NATIVE_FP8=native_fp8,
         LOAD_WORDS=load_words, USE_DOT=variant is not Variant.WORDS_FMA, HAS_BIAS=bias is not None,
         SPLIT_K=split_k, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_U=block_u, UPCAST_DOT=triton_interpreting(),
-        num_warps=num_warps, num_stages=num_stages,
+        num_warps=cfg.num_warps, num_stages=cfg.num_stages,
     )  # fmt: skip
     if split_k > 1:
-        block = 1024
-        _splitk_epilogue_kernel[(triton.cdiv(M * N, block),)](
-            part, w_scale, bias_arg, out, M, N, out.stride(0),
-            SPLIT_K=split_k, DEC_SCALE=dec_scale, HAS_BIAS=bias is not None, BLOCK=block, num_warps=4,
-        )  # fmt: skip
+        reduce_split_k(part, out, w_scale, bias, post_scale=dec_scale)
     return out.view(*x.shape[:-1], N)
 
 
 def fp8_native_supported(device: torch.device) -> bool:
     """Hardware e4m3 -> bf16/fp16 conversion: sm_89+ (and the interpreter, which emulates it)."""
-    if device.type != "cuda":
-        return True
-    return torch.cuda.get_device_capability(device) >= (8, 9)
+    return device.type != "cuda" or has_fp8_mma(device)
 
 
 def fp8_weight_only_linear_triton(x, w_fp8, w_scale, bias=None, *, native_fp8=None, split_k=None, variant=None):

@@ -14,9 +14,10 @@ import torch
 import triton
 import triton.language as tl
 
-from lowbit_flex.kernels.fp8_round import to_e4m3
-from lowbit_flex.ops.fp8_attention import K_BLOCK, Q_BLOCK, p_scale
-from lowbit_flex.testing import triton_interpreting
+from lowbit_flex.kernels.arch import triton_interpreting
+from lowbit_flex.kernels.common import LaunchConfig
+from lowbit_flex.kernels.rounding import to_e4m3
+from lowbit_flex.quant.fp8 import K_BLOCK, Q_BLOCK, p_scale
 
 _LOG2E = 1.4426950408889634
 
@@ -124,17 +125,23 @@ def _fp8_attention_fwd(
     tl.store(o_ptrs, out.to(Out.dtype.element_ty), mask=offs_m[:, None] < Lq)
 
 
-def _configs() -> list[triton.Config]:
-    # BLOCK_M must divide Q_BLOCK (128). 8 warps = two warpgroups of 64 rows each on Hopper.
-    # Four configs: each is a compile per (CAUSAL, QK_INT8, PV_FP16_ACC) combination, and the benchmark runs them all.
-    return [
-        triton.Config({"BLOCK_M": bm}, num_warps=w, num_stages=st)
-        for bm, w, st in ((128, 8, 2), (128, 8, 3), (128, 4, 3), (64, 4, 3))
-    ]
+# Autotuned once per key (then cached by Triton). block_m must divide Q_BLOCK (128); block_n is the k scale block;
+# block_k is unused (the head dim is one tile). 8 warps = two warpgroups of 64 rows each on Hopper. Four configs:
+# each is a compile per (CAUSAL, QK_INT8, PV_FP16_ACC) combination, and the benchmark runs them all.
+CONFIGS: tuple[LaunchConfig, ...] = (
+    LaunchConfig(128, K_BLOCK, 0, 8, 2),
+    LaunchConfig(128, K_BLOCK, 0, 8, 3),
+    LaunchConfig(128, K_BLOCK, 0, 4, 3),
+    LaunchConfig(64, K_BLOCK, 0, 4, 3),
+)
+_INTERPRETER_CONFIG = CONFIGS[-1]  # autotuning under the interpreter would only multiply the (slow) CPU runs
 
-
+_AUTOTUNE_CONFIGS = [
+    triton.Config({"BLOCK_M": c.block_m}, num_warps=c.num_warps, num_stages=c.num_stages) for c in CONFIGS
+]
 _fp8_attention_fwd_tuned = triton.autotune(
-    configs=_configs(), key=["Lq", "Lk", "D", "CAUSAL", "QK_INT8", "PV_FP16_ACC", "GROUP"]
+    configs=_AUTOTUNE_CONFIGS,
+    key=["Lq", "Lk", "D", "CAUSAL", "QK_INT8", "PV_FP16_ACC", "GROUP"],
 )(_fp8_attention_fwd)
 
 
@@ -166,9 +173,8 @@ def fp8_attention_triton(
         EXACT=triton_interpreting(),
     )  # fmt: skip
     if triton_interpreting():
-        # One fixed config: autotuning under the interpreter would only multiply the (slow) CPU runs.
-        grid = (triton.cdiv(Lq, 64), B * H)
-        _fp8_attention_fwd[grid](*args, BLOCK_M=64, **meta)
+        grid = (triton.cdiv(Lq, _INTERPRETER_CONFIG.block_m), B * H)
+        _fp8_attention_fwd[grid](*args, BLOCK_M=_INTERPRETER_CONFIG.block_m, **meta)
     else:
         grid = lambda meta: (triton.cdiv(Lq, meta["BLOCK_M"]), B * H)
         _fp8_attention_fwd_tuned[grid](*args, **meta)

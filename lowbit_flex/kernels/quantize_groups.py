@@ -1,6 +1,6 @@
 """Fused group quantization to fp8 (e4m3fn / e5m2) or int8: one scale per contiguous group of a contiguous tensor.
 
-Every granularity of :mod:`lowbit_flex.ops._groups` is a run of ``SEG`` elements inside a slice of ``S`` elements
+Every granularity of :mod:`lowbit_flex.quant.groups` is a run of ``SEG`` elements inside a slice of ``S`` elements
 (the last run of a slice may be shorter: the ragged last block). Small groups (token, block: at most
 ``_MAX_SINGLE_PASS`` elements) are quantized in one pass from registers, several groups per program. Larger ones
 (tensor, head) take two launches: a chunked amax with ``atomic_max`` (max is order-independent, so the result is
@@ -13,10 +13,10 @@ import torch
 import triton
 import triton.language as tl
 
-from lowbit_flex.kernels._rounding import round_half_even
-from lowbit_flex.kernels.fp8_round import round_to_fp8_grid
-from lowbit_flex.ops._groups import scale_shape
-from lowbit_flex.testing import triton_interpreting
+from lowbit_flex.kernels.arch import triton_interpreting
+from lowbit_flex.kernels.rounding import round_half_even, round_to_fp8_grid
+from lowbit_flex.quant.fp8 import FP8_MAX
+from lowbit_flex.quant.groups import scale_shape
 
 _MAX_SINGLE_PASS = 16384
 _CHUNK = 8192
@@ -24,7 +24,7 @@ _CHUNK = 8192
 # OUT_KIND: what the scaled value is rounded and stored as.
 _E4M3, _E5M2, _INT8 = 0, 1, 2
 _KIND = {torch.float8_e4m3fn: _E4M3, torch.float8_e5m2: _E5M2, torch.int8: _INT8}
-_QMAX = {_E4M3: 448.0, _E5M2: 57344.0, _INT8: 127.0}
+_QMAX = {_E4M3: FP8_MAX[torch.float8_e4m3fn], _E5M2: FP8_MAX[torch.float8_e5m2], _INT8: 127.0}
 
 
 @triton.jit

@@ -6,7 +6,7 @@ import torch
 import triton
 import triton.language as tl
 
-from lowbit_flex.kernels._rounding import round_half_even
+from lowbit_flex.kernels.rounding import round_half_even
 
 # Rows up to this length are quantized from registers in one pass; longer rows take a second (cached) read.
 _MAX_SINGLE_PASS_K = 16384

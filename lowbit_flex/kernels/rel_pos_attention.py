@@ -25,42 +25,37 @@ dot products); query and key positions past ``L`` (196 is no multiple of any blo
 from __future__ import annotations
 
 import math
-import os
-from typing import NamedTuple
 
 import torch
 import triton
 import triton.language as tl
 
+from lowbit_flex.kernels.arch import triton_interpreting
+from lowbit_flex.kernels.common import LaunchConfig, dot_acc
+
 # Kernels may read only constexpr globals (a plain float fails to compile on the GPU; the interpreter allows it).
 _LOG2E = tl.constexpr(1.4426950408889634)
 
 
-class Config(NamedTuple):
-    block_m: int
-    block_n: int  # replaced by k_w in ROW_ALIGNED mode
-    num_warps: int
-    num_stages: int
-
-
-# Fixed launch configurations for sm_90 (H100/H200), keyed by (padded head dim, L > 256): no autotuning, so the
+# Fixed launch configurations (block_n is replaced by k_w in ROW_ALIGNED mode; block_k is unused: the head dim is
+# one tile) for sm_90 (H100/H200), keyed by (padded head dim, L > 256): no autotuning, so the
 # first call compiles once and runs. Chosen from the launch-config sweep of benchmarks/bench_rel_pos_attention.py
 # on an H200 (2026-11-22, bf16, ms): global attention (L = 4096, row-aligned k_w = 64) is fastest with 64-query
 # blocks, 4 warps and 3 stages (vit_b 1.27 vs 1.60 for the first guess of 128 x 8 warps; vit_h, D = 80 padded to
 # 128: 2.63 vs 3.54); SAM's 196-token windows with 128-query blocks, 8 warps, 3 stages (vit_b 0.190 vs 0.214;
 # vit_h 0.464 vs 0.944). D = 256 is untimed (no SAM model uses it): the smallest tiles, to stay within registers.
-SM90_CONFIGS: dict[tuple[int, bool], Config] = {
-    (64, False): Config(128, 64, 8, 3),
-    (128, False): Config(128, 64, 8, 3),
-    (256, False): Config(64, 32, 4, 1),
-    (64, True): Config(64, 64, 4, 3),
-    (128, True): Config(64, 64, 4, 3),
-    (256, True): Config(64, 64, 8, 1),
+SM90_CONFIGS: dict[tuple[int, bool], LaunchConfig] = {
+    (64, False): LaunchConfig(128, 64, 0, 8, 3),
+    (128, False): LaunchConfig(128, 64, 0, 8, 3),
+    (256, False): LaunchConfig(64, 32, 0, 4, 1),
+    (64, True): LaunchConfig(64, 64, 0, 4, 3),
+    (128, True): LaunchConfig(64, 64, 0, 4, 3),
+    (256, True): LaunchConfig(64, 64, 0, 8, 1),
 }
 _ROW_ALIGNED_K_W = (32, 64, 128)
 
 
-def pick_config(head_dim: int, seq_len: int) -> Config:
+def pick_config(head_dim: int, seq_len: int) -> LaunchConfig:
     block_d = max(16, triton.next_power_of_2(head_dim))
     return SM90_CONFIGS[(block_d if block_d > 64 else 64, seq_len > 256)]
 
@@ -77,17 +72,6 @@ def _load_tile(ptrs, row_ok, col_ok, MASK_ROWS: tl.constexpr, MASK_COLS: tl.cons
     else:
         x = tl.load(ptrs)
     return x
-
-
-@triton.jit
-def _mma(a, b, acc, PRECISION: tl.constexpr, UPCAST: tl.constexpr):
-    """``a @ b + acc`` in fp32. UPCAST is set only under TRITON_INTERPRET=1: Triton's interpreter multiplies
-    bfloat16 operands as their raw uint16 bits; fp32 products of bf16/fp16 values are exact, so it matches."""
-    if UPCAST:
-        c = tl.dot(a.to(tl.float32), b.to(tl.float32), acc, input_precision="ieee")
-    else:
-        c = tl.dot(a, b, acc, input_precision=PRECISION)
-    return c
 
 
 @triton.jit
@@ -136,7 +120,7 @@ def _rel_pos_attention_kernel(
         n_ok = offs_n < L
         # ROW_ALIGNED: L is a multiple of BLOCK_N, so only the head-dim padding needs a mask.
         k = _load_tile(k_base + offs_d[:, None] * sk_d + offs_n[None, :] * sk_l, d_ok, n_ok, PAD_D, MASK_N)
-        s = _mma(q, k, None, DOT_PRECISION, UPCAST) * qk_scale
+        s = dot_acc(q, k, None, UPCAST, DOT_PRECISION) * qk_scale
         if ROW_ALIGNED:
             if MASK_M:
                 bias_h = tl.load(rh_rows + start_n // BLOCK_N, mask=m_ok, other=0.0)
@@ -149,7 +133,7 @@ def _rel_pos_attention_kernel(
             key_col = offs_n - key_row * K_W
             onehot_h = tl.where(offs_kh[:, None] == key_row[None, :], 1.0, 0.0).to(r_h.dtype)
             onehot_w = tl.where(offs_kw[:, None] == key_col[None, :], 1.0, 0.0).to(r_w.dtype)
-            bias = _mma(r_w, onehot_w, _mma(r_h, onehot_h, None, DOT_PRECISION, UPCAST), DOT_PRECISION, UPCAST)
+            bias = dot_acc(r_w, onehot_w, dot_acc(r_h, onehot_h, None, UPCAST, DOT_PRECISION), UPCAST, DOT_PRECISION)
             s = tl.where(n_ok[None, :], s + bias * _LOG2E, float("-inf"))
         # Every block holds at least one valid key (blocks start below L), so m_new is finite.
         m_new = tl.maximum(m_i, tl.max(s, axis=1))
@@ -157,7 +141,7 @@ def _rel_pos_attention_kernel(
         p = tl.math.exp2(s - m_new[:, None])
         l_i = l_i * alpha + tl.sum(p, axis=1)
         v = _load_tile(v_base + offs_n[:, None] * sv_l + offs_d[None, :] * sv_d, n_ok, d_ok, MASK_N, PAD_D)
-        acc = _mma(p.to(v.dtype), v, acc * alpha[:, None], DOT_PRECISION, UPCAST)
+        acc = dot_acc(p.to(v.dtype), v, acc * alpha[:, None], UPCAST, DOT_PRECISION)
         m_i = m_new
     out = acc / l_i[:, None]
     o_rows = o_ptr + pid_bh.to(tl.int64) * L * D + offs_m[:, None] * D + offs_d[None, :]
@@ -172,7 +156,7 @@ def rel_pos_attention_triton(
     rel_w: torch.Tensor,
     scale: float | None = None,
     *,
-    config: Config | None = None,
+    config: LaunchConfig | None = None,
 ) -> torch.Tensor:
     """Launch the fused kernel. Arguments are validated by the op: q/k/v ``(B, H, L, D)`` of one dtype, rel_h/rel_w
     ``(B, H, L, k_h)``/``(B, H, L, k_w)`` in that dtype with ``L == k_h * k_w``. ``config`` overrides the table
@@ -201,7 +185,7 @@ def rel_pos_attention_triton(
         KH_P=max(16, triton.next_power_of_2(k_h)), KW_P=max(16, triton.next_power_of_2(k_w)),
         ROW_ALIGNED=row_aligned, MASK_N=not row_aligned, MASK_M=L % block_m != 0,
         PAD_D=block_d != D, DOT_PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
-        UPCAST=os.environ.get("TRITON_INTERPRET", "0") == "1",
+        UPCAST=triton_interpreting(),
         num_warps=cfg.num_warps, num_stages=cfg.num_stages,
     )  # fmt: skip
     return out

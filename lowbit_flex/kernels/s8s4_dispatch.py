@@ -1,10 +1,11 @@
-"""Backend choice for ``lowbit::s8s4_linear`` on CUDA: one data table, first supported match wins.
+"""Which kernel runs ``lowbit::s8s4_linear`` on CUDA: one data table, first available match wins.
 
-The table is keyed by GPU architecture family, M (rows of the input), and scale kind; each rule names a backend.
-A rule matches when all its given fields match; its backend is used if it can take the shape (CUTLASS: the
-wrapper is importable and ``cutlass_s8s4_supported`` accepts arch and alignment), else the next rule is tried.
-Triton takes every shape the op accepts, so the last rule always succeeds. ``docs/w4a8.md`` shows this table with
-the measurements behind it.
+Each row of :data:`DISPATCH_TABLE` names a backend and one of its tile configs, and the GPU architecture family,
+M bucket (rows of the input), scale kind and shape class it applies to. A row is taken when all its given fields
+match and its backend can run the shape: CUTLASS rows need per-channel scales, a supported arch and alignment
+(``cutlass_s8s4_supported``) and a library that builds and loads (``library_available``: when it cannot, one
+warning per process and the CUTLASS rows are skipped). The Triton rows at the end take every shape the op accepts,
+so some row always matches. ``docs/w4a8.md`` shows this table with the measurements behind it.
 
 For benchmarking, ``_backend=`` (or the environment variable ``LOWBIT_S8S4_BACKEND``) forces one backend, and
 ``_config=`` one tile config of it; a forced backend that cannot take the shape raises instead of falling back.
@@ -32,45 +33,62 @@ class ScaleKind(enum.Enum):
 
 
 class Backend(enum.Enum):
-    TRITON = "triton"
-    CUTLASS_SM80 = "cutlass_sm80"  # the CUTLASS 2.x mixed-input kernel (runs on sm_80 and sm_90)
-    CUTLASS_SM90 = "cutlass_sm90"  # the CUTLASS 3.x WGMMA kernel (sm_90a only)
+    TRITON = "triton"  # kernels/s8s4_linear.py: every shape, both scale kinds
+    CUTLASS_SM80 = "cutlass_sm80"  # the CUTLASS 2.x mixed-input family (runs on sm_80 and sm_90)
+    CUTLASS_SM90 = "cutlass_sm90"  # the CUTLASS 3.x WGMMA family (sm_90a only)
+
+
+_CUTLASS_FAMILY = {Backend.CUTLASS_SM80: "sm80", Backend.CUTLASS_SM90: "sm90"}
 
 
 @dataclass(frozen=True)
 class Rule:
     backend: Backend
-    config: str | None = None  # a tile config of that backend; None: the backend's default for M
+    config: str  # a config name of that backend (TRITON_CONFIGS / CUTLASS_CONFIGS[family])
     arch: Arch | None = None  # None: any
     scale: ScaleKind | None = None
     max_m: int | None = None  # rule applies when M <= max_m
     wide: bool | None = None  # True: only when N > K (many output channels, short reduction)
 
 
-# Measured on an H200 (benchmarks/bench_s8s4_linear.py, 2026-11-22; docs/w4a8.md has the table). CUTLASS takes
-# per-channel scales only, so group-wise goes to Triton. Decode-sized M: the sm90 warp-specialised 16-row tile
-# wins when N > K (2.1x bf16 at K=4096, N=14336), the sm80 16-row tile when K >= N (1.3-1.4x). M <= 64: 128-row
-# cooperative WGMMA tiles for wide layers, the sm80 32-row tile otherwise. Larger M: sm90 cooperative WGMMA,
-# 256x128 from M > 512 (1.7-1.9x bf16, 1.4-1.5x torch._int_mm at M >= 1024). Ampere (sm_80) is unmeasured: it
-# takes the sm80 rules with the wrapper's default tiles.
+_PC, _SM80, _SM90 = ScaleKind.PER_CHANNEL, Arch.SM80, Arch.SM90
+
+# Measured on an H200 (benchmarks/bench_s8s4_linear.py, 2026-11-22; docs/w4a8.md and
+# docs/measurements/h200_run5_s8s4_all_configs.md time every backend and tile). CUTLASS takes per-channel scales
+# only. Decode-sized M: the sm90 warp-specialised 16-row tile wins when N > K (2.1x bf16 at K=4096, N=14336), the
+# sm80 16-row tile when K >= N (1.3-1.4x). M <= 64: 128-row cooperative WGMMA tiles for wide layers, the sm80
+# 32-row tile otherwise. Larger M: sm90 cooperative WGMMA, 256x128 from M > 512 (1.7-1.9x bf16, 1.4-1.5x
+# torch._int_mm at M >= 1024). Ampere (sm_80) is unmeasured: its large-M rows are the CUTLASS defaults
+# (128x128 up to M = 2048, then 128x256). Triton (group-wise scales, and every shape when CUTLASS is unavailable):
+# a split-K GEMV tile for decode; on Hopper the swap-AB mid tile (its unpacked weight feeds WGMMA from registers),
+# then 128x128 tiles; a 32x128x128 split-K tile was removed after wrong results at M = 77 on the GPU.
 DISPATCH_TABLE: tuple[Rule, ...] = (
-    Rule(Backend.TRITON, scale=ScaleKind.GROUPWISE),
-    Rule(Backend.CUTLASS_SM90, "16x128x128_ws", arch=Arch.SM90, max_m=16, wide=True),
-    Rule(Backend.CUTLASS_SM80, "16x128x128_s4", max_m=16),
-    Rule(Backend.CUTLASS_SM90, "128x128x128_coop", arch=Arch.SM90, max_m=64, wide=True),
-    Rule(Backend.CUTLASS_SM80, "32x128x128_s4", max_m=64),
-    Rule(Backend.CUTLASS_SM90, "128x128x128_coop", arch=Arch.SM90, max_m=512),
-    Rule(Backend.CUTLASS_SM90, "256x128x128_coop", arch=Arch.SM90),
-    Rule(Backend.CUTLASS_SM80, arch=Arch.SM80),
-    Rule(Backend.TRITON),
+    Rule(Backend.CUTLASS_SM90, "16x128x128_ws", arch=_SM90, scale=_PC, max_m=16, wide=True),
+    Rule(Backend.CUTLASS_SM80, "16x128x128_s4", scale=_PC, max_m=16),
+    Rule(Backend.CUTLASS_SM90, "128x128x128_coop", arch=_SM90, scale=_PC, max_m=64, wide=True),
+    Rule(Backend.CUTLASS_SM80, "32x128x128_s4", scale=_PC, max_m=64),
+    Rule(Backend.CUTLASS_SM90, "128x128x128_coop", arch=_SM90, scale=_PC, max_m=512),
+    Rule(Backend.CUTLASS_SM90, "256x128x128_coop", arch=_SM90, scale=_PC),
+    Rule(Backend.CUTLASS_SM80, "128x128x64_s4", arch=_SM80, scale=_PC, max_m=2048),
+    Rule(Backend.CUTLASS_SM80, "128x256x64_s3", arch=_SM80, scale=_PC),
+    Rule(Backend.TRITON, "gemv_16x64x256_splitk", max_m=16),
+    Rule(Backend.TRITON, "mid_swap_64x128x128", arch=_SM90, max_m=256),
+    Rule(Backend.TRITON, "mid_64x128x128", max_m=256),
+    Rule(Backend.TRITON, "large_128x128x128"),
 )
 
 _ENV_BACKEND = "LOWBIT_S8S4_BACKEND"
 
 
+@functools.cache
+def _cuda_arch(index: int) -> Arch:
+    return {8: Arch.SM80, 9: Arch.SM90}.get(torch.cuda.get_device_capability(index)[0], Arch.OTHER)
+
+
 def arch_of(device: torch.device) -> Arch:
-    major = torch.cuda.get_device_capability(device)[0] if device.type == "cuda" else 0
-    return {8: Arch.SM80, 9: Arch.SM90}.get(major, Arch.OTHER)
+    if device.type != "cuda":
+        return Arch.OTHER
+    return _cuda_arch(device.index if device.index is not None else torch.cuda.current_device())
 
 
 def scale_kind_of(weight_scale: torch.Tensor) -> ScaleKind:
@@ -78,37 +96,31 @@ def scale_kind_of(weight_scale: torch.Tensor) -> ScaleKind:
     return ScaleKind.GROUPWISE if weight_scale.dim() == 2 and weight_scale.shape[1] > 1 else ScaleKind.PER_CHANNEL
 
 
-def _cutlass_variant(backend: Backend) -> str:
-    return {Backend.CUTLASS_SM80: "sm80", Backend.CUTLASS_SM90: "sm90"}[backend]
-
-
-def supported(backend: Backend, arch: Arch, scale: ScaleKind, M: int, N: int, K: int) -> bool:
+def available(backend: Backend, arch: Arch, scale: ScaleKind, M: int, N: int, K: int) -> bool:
+    """Whether ``backend`` can run this problem here (CUTLASS: also whether its library builds and loads)."""
     if backend is Backend.TRITON:
         return True
     if scale is not ScaleKind.PER_CHANNEL or arch is Arch.OTHER:
         return False
-    try:  # merged from the CUTLASS branch; absent in builds without it
-        from lowbit_flex.kernels.s8s4_cutlass import cutlass_s8s4_supported
-    except ImportError:
-        return False
-    return cutlass_s8s4_supported(_cutlass_variant(backend), M, N, K)
+    from lowbit_flex.kernels.s8s4_cutlass import cutlass_s8s4_supported, library_available
+
+    return cutlass_s8s4_supported(_CUTLASS_FAMILY[backend], M, N, K) and library_available()
 
 
 @functools.lru_cache(maxsize=4096)
 def choose(arch: Arch, scale: ScaleKind, M: int, N: int, K: int) -> Rule:
-    """The first rule of :data:`DISPATCH_TABLE` that matches and whose backend can take the shape. Memoised: the
-    answer depends only on these arguments, and the table walk (with an import attempt) would otherwise run in
-    front of every decode-sized GEMM (~15 µs)."""
+    """The first rule of :data:`DISPATCH_TABLE` that matches and whose backend is available. Memoised per shape:
+    the table walk (with an import and a library check) would otherwise run in front of every decode GEMM."""
     for rule in DISPATCH_TABLE:
         if (
             (rule.arch is None or rule.arch is arch)
             and (rule.scale is None or rule.scale is scale)
             and (rule.max_m is None or rule.max_m >= M)
             and (rule.wide is None or rule.wide == (N > K))
-            and supported(rule.backend, arch, scale, M, N, K)
+            and available(rule.backend, arch, scale, M, N, K)
         ):
             return rule
-    raise AssertionError("DISPATCH_TABLE must end with a rule every shape matches")
+    raise AssertionError("DISPATCH_TABLE must end with rules every shape matches")
 
 
 def s8s4_linear_cuda(
@@ -124,7 +136,7 @@ def s8s4_linear_cuda(
 ) -> torch.Tensor:
     """Run the chosen backend on validated arguments (the op's checks ran). ``_backend`` / ``_config`` force a
     backend / tile config (a :class:`~lowbit_flex.kernels.s8s4_linear.TritonConfig` or a name in
-    ``TRITON_CONFIGS``; a name in ``CUTLASS_CONFIGS[variant]`` for CUTLASS) for benchmarks and tests."""
+    ``TRITON_CONFIGS``; a name in ``CUTLASS_CONFIGS[family]`` for CUTLASS) for benchmarks and tests."""
     K, N = input.shape[-1], weight.shape[0]
     x = input.reshape(-1, K)
     M = x.shape[0]
@@ -136,19 +148,20 @@ def s8s4_linear_cuda(
     forced = _backend or os.environ.get(_ENV_BACKEND)
     if forced:
         backend = Backend(forced)
-        if not supported(backend, arch, scale, M, N, K):
+        if not available(backend, arch, scale, M, N, K):
             raise ValueError(f"_backend: {backend.value} cannot take M={M}, N={N}, K={K} ({scale.value}, {arch.value})")
+        config = _config if _config is not None else next(r.config for r in DISPATCH_TABLE if r.backend is backend)
     else:
         rule = choose(arch, scale, M, N, K)
-        backend, _config = rule.backend, rule.config
+        backend, config = rule.backend, rule.config
 
     if backend is Backend.TRITON:
         from lowbit_flex.kernels.s8s4_linear import TRITON_CONFIGS, s8s4_linear_triton
 
-        config = TRITON_CONFIGS[_config] if isinstance(_config, str) else _config
-        out = s8s4_linear_triton(x, xs, weight, ws, b, out_dtype, config)
+        cfg = TRITON_CONFIGS[config] if isinstance(config, str) else config
+        out = s8s4_linear_triton(x, xs, weight, ws, b, out_dtype, cfg)
     else:
         from lowbit_flex.kernels.s8s4_cutlass import s8s4_linear_cutlass
 
-        out = s8s4_linear_cutlass(x, xs, weight, ws.reshape(N), b, out_dtype, _cutlass_variant(backend), _config)
+        out = s8s4_linear_cutlass(x, xs, weight, ws.reshape(N), b, out_dtype, _CUTLASS_FAMILY[backend], config)
     return out.view(*input.shape[:-1], N)

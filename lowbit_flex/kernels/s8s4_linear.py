@@ -15,8 +15,8 @@ One kernel covers every case through constexpr switches:
   A operand, which WGMMA may take from registers, and the few tokens of a decode step fill the MMA's N side (which
   can be small) instead of padding its 64-row M side;
 - split-K (for decode-sized M): program ``(tile, s)`` reduces the K blocks of split ``s`` and writes a float32
-  partial (scales already applied); :func:`_s8s4_split_k_reduce_kernel` adds the partials in a fixed order, adds
-  the bias and casts, so results are deterministic (no atomics).
+  partial (scales already applied); :func:`lowbit_flex.kernels.common.reduce_split_k` adds the partials in a fixed
+  order, adds the bias and casts, so results are deterministic (no atomics).
 Row indices past M / N are wrapped (``% M``) instead of masked in the main loop, so loads need no mask; the
 epilogue masks the stores. ``K`` is always a multiple of ``BLOCK_K`` (the launcher picks a power of two dividing
 ``K``), so there is no K tail.
@@ -24,12 +24,14 @@ epilogue masks the stores. ``K`` is always a multiple of ``BLOCK_K`` (the launch
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass, replace
 
 import torch
 import triton
 import triton.language as tl
+
+from lowbit_flex.kernels.arch import sm_count
+from lowbit_flex.kernels.common import LaunchConfig, reduce_split_k
 
 
 @triton.jit
@@ -137,31 +139,12 @@ def _s8s4_matmul_kernel(
         tl.store(out_ptr + offs, out.to(out_ptr.dtype.element_ty), mask=mask)
 
 
-@triton.jit
-def _s8s4_split_k_reduce_kernel(
-    part_ptr, bias_ptr, out_ptr, MN, N, SPLITS, BLOCK: tl.constexpr, HAS_BIAS: tl.constexpr
-):
-    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    mask = offs < MN
-    acc = tl.zeros((BLOCK,), dtype=tl.float32)
-    for s in range(SPLITS):  # fixed order: deterministic
-        acc += tl.load(part_ptr + s * MN + offs, mask=mask, other=0.0)
-    if HAS_BIAS:
-        acc += tl.load(bias_ptr + offs % N, mask=mask, other=0.0)
-    tl.store(out_ptr + offs, acc.to(out_ptr.dtype.element_ty), mask=mask)
-
-
 @dataclass(frozen=True)
-class TritonConfig:
-    """Tile shape and launch parameters. ``block_k`` is an upper bound: the launcher uses the largest power of two
-    ``<= block_k`` dividing K (and the group size). ``split_k`` lets decode-sized problems split K across programs
-    until about ``_PROGRAMS_PER_SM`` programs per SM are in flight."""
+class TritonConfig(LaunchConfig):
+    """``block_k`` is an upper bound: the launcher uses the largest power of two ``<= block_k`` dividing K (and the
+    group size). ``split_k`` lets decode-sized problems split K across programs until about ``_PROGRAMS_PER_SM``
+    programs per SM are in flight."""
 
-    block_m: int
-    block_n: int
-    block_k: int
-    num_warps: int
-    num_stages: int
     swap_ab: bool = False
     split_k: bool = False
     group_m: int = 8
@@ -180,42 +163,9 @@ TRITON_CONFIGS: dict[str, TritonConfig] = {
     "large_swap_128x256x128": TritonConfig(128, 256, 128, num_warps=8, num_stages=3, swap_ab=True),
 }
 
-# Fixed choice per (is_hopper, M bucket): first row whose max_m >= M. No first-call autotuning (CUDA graphs and
-# torch.compile see one kernel). Hopper rows from the H200 run of 2026-11-22 (benchmarks/bench_s8s4_linear.py);
-# a 32x128x128 split-K config was removed after it gave wrong results at M = 77 on the GPU (not reproduced under
-# the interpreter; it was also slower than mid_swap at M = 64).
-TRITON_TABLE: dict[bool, tuple[tuple[int | None, str], ...]] = {
-    True: (
-        (16, "gemv_16x64x256_splitk"),
-        (256, "mid_swap_64x128x128"),
-        (None, "large_128x128x128"),
-    ),
-    False: (
-        (16, "gemv_16x64x256_splitk"),
-        (256, "mid_64x128x128"),
-        (None, "large_128x128x128"),
-    ),
-}
-
 _PROGRAMS_PER_SM = 4
 # From this M on, x is de-interleaved once so the main loop's x loads are contiguous (see the module docstring).
 _X_SPLIT_MIN_M = 64
-
-
-def pick_triton_config(M: int, is_hopper: bool) -> TritonConfig:
-    for max_m, name in TRITON_TABLE[is_hopper]:
-        if max_m is None or max_m >= M:
-            return TRITON_CONFIGS[name]
-    raise AssertionError("the last row of TRITON_TABLE must have max_m None")
-
-
-@functools.cache
-def _device_info(device: torch.device) -> tuple[int, bool]:
-    """(SM count, is Hopper) of a CUDA device; (1, False) under the CPU interpreter."""
-    if device.type != "cuda":
-        return 1, False
-    p = torch.cuda.get_device_properties(device)
-    return p.multi_processor_count, p.major == 9
 
 
 def _largest_pow2_divisor(n: int, cap: int) -> int:
@@ -239,24 +189,24 @@ def s8s4_linear_triton(
     w_scale: torch.Tensor,
     bias: torch.Tensor | None,
     out_dtype: torch.dtype,
-    config: TritonConfig | None = None,
+    config: TritonConfig,
 ) -> torch.Tensor:
     """``x`` int8 ``(M, K)``, ``x_scale`` float32 ``(M,)``, ``w`` int8 ``(N, K // 2)``, ``w_scale`` float32 ``(N,)`` or
-    ``(N, groups)``, ``bias`` float32 ``(N,)`` or None, all contiguous and validated by the op -> ``(M, N)``."""
+    ``(N, groups)``, ``bias`` float32 ``(N,)`` or None, all contiguous and validated by the op -> ``(M, N)``.
+    ``config``: the tile, chosen by the dispatch table (``lowbit_flex.kernels.s8s4_dispatch``)."""
     M, K = x.shape
     N = w.shape[0]
     out = torch.empty((M, N), dtype=out_dtype, device=x.device)
     if M == 0 or N == 0:
         return out
-    sms, is_hopper = _device_info(x.device)
-    cfg = config or pick_triton_config(M, is_hopper)
+    cfg = config
     groupwise = w_scale.dim() == 2 and w_scale.shape[1] > 1
     group_k = K // w_scale.shape[1] if groupwise else K
     block_k = _largest_pow2_divisor(group_k, cfg.block_k)  # divides K too; >= 32 as the op checks K % 32
     cfg = replace(cfg, block_k=block_k)
     k_blocks = K // block_k
     tiles = triton.cdiv(M, cfg.block_m) * triton.cdiv(N, cfg.block_n)
-    splits, per_split = _split_count(k_blocks, tiles, sms) if cfg.split_k else (1, k_blocks)
+    splits, per_split = _split_count(k_blocks, tiles, sm_count(x.device)) if cfg.split_k else (1, k_blocks)
     partials = torch.empty((splits, M, N), dtype=torch.float32, device=x.device) if splits > 1 else out
     bias_arg = bias if bias is not None else x_scale  # any valid pointer; unused when HAS_BIAS is False
     interleave = block_k < 64
@@ -272,8 +222,5 @@ def s8s4_linear_triton(
         num_warps=cfg.num_warps, num_stages=cfg.num_stages,
     )  # fmt: skip
     if splits > 1:
-        block = 1024
-        _s8s4_split_k_reduce_kernel[(triton.cdiv(M * N, block),)](
-            partials, bias_arg, out, M * N, N, splits, BLOCK=block, HAS_BIAS=bias is not None, num_warps=4
-        )
+        reduce_split_k(partials, out, bias=bias)
     return out

@@ -16,11 +16,10 @@ from torch import nn
 from lowbit_flex.nn.quantize_api import SkipLayer, register_quantize_handler
 from lowbit_flex.ops.fpx_weight_only_linear import packed_format
 from lowbit_flex.quant.fpx_format import E4M3FN
-from lowbit_flex.quant.fpx_pack import pack_fpx
+from lowbit_flex.quant.fpx_pack import PACKED_GROUP, pack_fpx
 from lowbit_flex.quant.fpx_weight import quantize_fpx_weight
 
 _HALF = (torch.bfloat16, torch.float16)
-_CODES_PER_BYTE_GROUP = {4: (2, 1), 6: (4, 3)}
 
 
 @dataclass(frozen=True)
@@ -78,7 +77,7 @@ class FPxWeightOnlyLinear(nn.Module):
     def __init__(self, in_features, out_features, ebits, mbits, bias=True, dtype=torch.bfloat16, device=None):
         super().__init__()
         fmt = packed_format(ebits, mbits)
-        codes, nbytes = _CODES_PER_BYTE_GROUP[fmt.bits]
+        codes, nbytes = PACKED_GROUP[fmt.bits]
         if in_features % codes:
             raise ValueError(
                 f"in_features: expected a multiple of {codes} for {fmt.bits}-bit weights, got {in_features}"
@@ -128,7 +127,7 @@ def _quantize_linear_fp8(linear: nn.Linear, config: FP8WeightOnlyConfig) -> FP8W
 @register_quantize_handler(FPxWeightOnlyConfig)
 def _quantize_linear_fpx(linear: nn.Linear, config: FPxWeightOnlyConfig) -> FPxWeightOnlyLinear:
     _check_linear(linear)
-    codes, _ = _CODES_PER_BYTE_GROUP[packed_format(config.ebits, config.mbits).bits]
+    codes, _ = PACKED_GROUP[packed_format(config.ebits, config.mbits).bits]
     if linear.in_features % codes:
         raise SkipLayer(f"in_features={linear.in_features} is not a multiple of {codes}")
     return FPxWeightOnlyLinear.from_linear(linear, config.ebits, config.mbits)

@@ -32,17 +32,13 @@ import math
 
 import torch
 
-from lowbit_flex.ops._checks import check_out_dtype, check_same_device, check_shape, check_tensor
+from lowbit_flex._checks import check_out_dtype, check_same_device, check_shape, check_tensor
+from lowbit_flex.kernels.arch import has_fp8_mma
+from lowbit_flex.quant.fp8 import K_BLOCK, Q_BLOCK, p_scale
 
-Q_BLOCK = 128  # query tokens per q scale
-K_BLOCK = 128  # key tokens per k scale; also the online-softmax block (the kernel's BLOCK_N)
 HEAD_DIMS = (64, 128)
 QK_DTYPES = (torch.float8_e4m3fn, torch.int8)
 OUT_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
-
-
-def p_scale(pv_fp16_accum: bool) -> float:
-    return 1.0 if pv_fp16_accum else 448.0
 
 
 def _check_args(q, k, v, q_scale, k_scale, v_scale, causal, sm_scale, out_dtype, pv_fp16_accum) -> None:
@@ -121,7 +117,7 @@ def fp8_attention(
 
     See the module docstring for the format. ``sm_scale`` defaults to ``1/sqrt(D)``. The QKᵀ variant follows the
     dtype of ``q``/``k``: ``float8_e4m3fn`` or ``int8`` (quantize K with smooth-K, see
-    ``lowbit_flex.quant.quantize_int8_blockwise``). On CUDA sm_89+ one fused Triton kernel; on older GPUs (no fp8
+    ``lowbit_flex.quantize_int8_blockwise``). On CUDA sm_89+ one fused Triton kernel; on older GPUs (no fp8
     MMA) and on CPU this float64 reference, which is exact but slow.
     """
     _check_args(q, k, v, q_scale, k_scale, v_scale, causal, sm_scale, out_dtype, pv_fp16_accum)
@@ -138,7 +134,7 @@ def _(q, k, v, q_scale, k_scale, v_scale, causal=False, sm_scale=None, out_dtype
 def _(q, k, v, q_scale, k_scale, v_scale, causal=False, sm_scale=None, out_dtype=torch.bfloat16, pv_fp16_accum=False):
     args = (q, k, v, q_scale, k_scale, v_scale, causal, sm_scale, out_dtype, pv_fp16_accum)
     _check_args(*args)
-    if torch.cuda.get_device_capability(q.device) < (8, 9):
+    if not has_fp8_mma(q.device):
         # fp8 MMA (for PV) needs sm_89+: keep the result right, if slow (lowbit_attention routes to SDPA instead).
         return reference_fp8_attention(*args)
     from lowbit_flex.kernels.fp8_attention import fp8_attention_triton

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from lowbit_flex.ops._checks import check_same_device, check_tensor, check_weight_only_epilogue
+from lowbit_flex._checks import check_same_device, check_tensor, check_weight_only_epilogue
 
 
 def _check_args(x: torch.Tensor, w_fp8: torch.Tensor, w_scale: torch.Tensor, bias: torch.Tensor | None) -> None:

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import torch
 
-from lowbit_flex.ops._checks import check_same_device, check_tensor, check_weight_only_epilogue
+from lowbit_flex._checks import check_same_device, check_tensor, check_weight_only_epilogue
 from lowbit_flex.quant.fpx_bits import from_fpx_bits
 from lowbit_flex.quant.fpx_format import E2M1_FN, E2M3_FN, E3M2_FN, FPxFormat
-from lowbit_flex.quant.fpx_pack import unpack_fpx
+from lowbit_flex.quant.fpx_pack import PACKED_GROUP, unpack_fpx
 
 # (ebits, mbits) -> format: the OCP MX element types the kernel decodes.
 PACKED_FORMATS: dict[tuple[int, int], FPxFormat] = {(f.ebits, f.mbits): f for f in (E3M2_FN, E2M3_FN, E2M1_FN)}
-_CODES_PER_GROUP = {4: (2, 1), 6: (4, 3)}  # bits -> (codes, bytes) per packed group
 
 
 def packed_format(ebits: int, mbits: int) -> FPxFormat:
@@ -30,7 +29,7 @@ def packed_format(ebits: int, mbits: int) -> FPxFormat:
 def _check_args(x, w_packed, w_scale, ebits, mbits, bias) -> FPxFormat:
     fmt = packed_format(ebits, mbits)
     check_tensor("w_packed", w_packed, dtypes=(torch.uint8,), ndim=2)
-    codes, nbytes = _CODES_PER_GROUP[fmt.bits]
+    codes, nbytes = PACKED_GROUP[fmt.bits]
     check_tensor("x", x, min_ndim=1)
     k = x.shape[-1]
     if k % codes:

@@ -3,17 +3,16 @@
 ``scale = amax(|x - shift|) / fp8_max`` per group (1.0 for an all-zero group) and
 ``x_fp8 = cast_rne(clamp((x - shift) / scale, -fp8_max, fp8_max))``. The clamp before the cast is what makes it
 saturating: ``float8_e4m3fn`` has no infinity, and a value above 448 would otherwise become NaN. Groups and scale
-shapes are listed in :mod:`lowbit_flex.ops._groups`.
+shapes are listed in :mod:`lowbit_flex.quant.groups`; the maxima come from :data:`lowbit_flex.quant.fp8.FP8_MAX`.
 """
 
 from __future__ import annotations
 
 import torch
 
-from lowbit_flex.ops._groups import check_group_args, reference_scaled, scale_shape
-
-FP8_DTYPES = (torch.float8_e4m3fn, torch.float8_e5m2)
-FP8_MAX = {torch.float8_e4m3fn: 448.0, torch.float8_e5m2: 57344.0}
+from lowbit_flex.kernels.arch import has_fp8_mma
+from lowbit_flex.quant.fp8 import FP8_DTYPES, FP8_MAX
+from lowbit_flex.quant.groups import check_group_args, reference_scaled, scale_shape
 
 
 def _check_args(
@@ -62,7 +61,7 @@ def _(x, granularity="tensor", block_size=128, fp8_dtype=torch.float8_e4m3fn, sh
 @quantize_fp8.register_kernel("cuda")
 def _(x, granularity="tensor", block_size=128, fp8_dtype=torch.float8_e4m3fn, shift=None):
     _check_args(x, granularity, block_size, fp8_dtype, shift)
-    if fp8_dtype == torch.float8_e4m3fn and torch.cuda.get_device_capability(x.device) < (8, 9):
+    if fp8_dtype == torch.float8_e4m3fn and not has_fp8_mma(x.device):
         # Triton cannot emit e4m3fn before sm_89 (compile error on sm_80): the reference math runs on any device.
         y, scale = reference_scaled(x, granularity, block_size, shift, FP8_MAX[fp8_dtype])
         return y.to(fp8_dtype), scale

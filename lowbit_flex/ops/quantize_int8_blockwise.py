@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from lowbit_flex.ops._groups import check_group_args, reference_scaled, scale_shape
+from lowbit_flex.quant.groups import check_group_args, reference_scaled, scale_shape
 
 
 def _check_args(x: torch.Tensor, block_size: int, shift: torch.Tensor | None) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from lowbit_flex.ops._checks import FLOAT_DTYPES, check_tensor
+from lowbit_flex._checks import FLOAT_DTYPES, check_tensor
 
 
 def _check_args(x: torch.Tensor) -> None:

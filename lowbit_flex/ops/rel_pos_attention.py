@@ -12,7 +12,7 @@ import math
 
 import torch
 
-from lowbit_flex.ops._checks import FLOAT_DTYPES, check_tensor
+from lowbit_flex._checks import FLOAT_DTYPES, check_tensor
 from lowbit_flex.score_mods._rel_pos_layout import RelPos, check_against_qkv, normalize_rel_pos
 
 # Kernel limits (the kernel pads head dim and the rel_h/rel_w rows to powers of two in registers). Checked for

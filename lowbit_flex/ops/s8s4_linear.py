@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from lowbit_flex.ops._checks import FLOAT_DTYPES, HALF_DTYPES, check_out_dtype, check_same_device, check_tensor
+from lowbit_flex._checks import FLOAT_DTYPES, HALF_DTYPES, check_out_dtype, check_same_device, check_tensor
 
 # The kernels read K in blocks of at least 32 int8 values (16 packed bytes): int8 tensor-core MMAs take K = 32.
 K_MULTIPLE = 32

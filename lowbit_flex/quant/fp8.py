@@ -1,4 +1,5 @@
-"""fp8 quantization for attention tensors: ``quantize_fp8`` (the ``lowbit::quantize_fp8`` op) and its inverse.
+"""fp8 (and int8 block) quantization of attention tensors: the fp8 dtypes, their maxima and the inverse of the
+quantizers (the quantizers themselves are the ops ``lowbit_flex.quantize_fp8`` / ``quantize_int8_blockwise``).
 
 Granularities and scale shapes (``x`` is ``(B, H, L, D)`` except for ``"tensor"``):
 ``"tensor"`` → ``()``, ``"head"`` → ``(B, H)``, ``"token"`` → ``(B, H, L)``,
@@ -9,9 +10,24 @@ from __future__ import annotations
 
 import torch
 
-from lowbit_flex.ops._groups import GRANULARITIES, expand_scale
-from lowbit_flex.ops.quantize_fp8 import FP8_DTYPES, FP8_MAX, quantize_fp8
-from lowbit_flex.ops.quantize_int8_blockwise import quantize_int8_blockwise
+from lowbit_flex.quant.fpx_format import E4M3FN, E5M2
+from lowbit_flex.quant.groups import GRANULARITIES, expand_scale
+
+FP8_DTYPES = (torch.float8_e4m3fn, torch.float8_e5m2)
+# The largest finite values (448, 57344), from the format presets: the one home of these numbers.
+FP8_MAX = {torch.float8_e4m3fn: E4M3FN.max_normal, torch.float8_e5m2: E5M2.max_normal}
+
+# The fp8 attention format (``lowbit::fp8_attention``): one q scale per Q_BLOCK query tokens, one k scale per
+# K_BLOCK key tokens (also the kernel's online-softmax block, so each key tile has one scalar scale).
+Q_BLOCK = 128
+K_BLOCK = 128
+
+
+def p_scale(pv_fp16_accum: bool) -> float:
+    """The factor P (in [0, 1]) is multiplied by before its e4m3 rounding for the PV MMA: e4m3's maximum, so small
+    probabilities keep 3 mantissa bits instead of flushing to subnormals; 1 with fp16 PV accumulation, so that a
+    128-term sum of P <= 1 times |v| <= 448 cannot overflow fp16's 65504."""
+    return 1.0 if pv_fp16_accum else FP8_MAX[torch.float8_e4m3fn]
 
 
 def dequantize(
@@ -22,7 +38,7 @@ def dequantize(
     shift: torch.Tensor | None = None,
     dtype: torch.dtype = torch.float32,
 ) -> torch.Tensor:
-    """Inverse of :func:`quantize_fp8` / ``quantize_int8_blockwise``: ``xq * scale (+ shift)`` in ``dtype``.
+    """Inverse of ``quantize_fp8`` / ``quantize_int8_blockwise``: ``xq * scale (+ shift)`` in ``dtype``.
 
     Computed in float64 then rounded once to ``dtype`` (float64 gives the exact dequantized values)."""
     if granularity not in GRANULARITIES:
@@ -33,4 +49,4 @@ def dequantize(
     return x.to(dtype)
 
 
-__all__ = ["FP8_DTYPES", "FP8_MAX", "GRANULARITIES", "dequantize", "quantize_fp8", "quantize_int8_blockwise"]
+__all__ = ["FP8_DTYPES", "FP8_MAX", "GRANULARITIES", "K_BLOCK", "Q_BLOCK", "dequantize", "p_scale"]

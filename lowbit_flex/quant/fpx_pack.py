@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import torch
 
-_GROUP = {4: (2, 1), 6: (4, 3)}  # bits -> (codes per group, bytes per group)
+# bits -> (codes, bytes) per packed group: the one home of this table (ops and nn read it from here).
+PACKED_GROUP = {4: (2, 1), 6: (4, 3)}
 
 
 def _check_bits(bits: object) -> tuple[int, int]:
-    if bits not in _GROUP or isinstance(bits, bool):
+    if bits not in PACKED_GROUP or isinstance(bits, bool):
         raise ValueError(f"bits: expected 4 or 6 (packed widths), got {bits!r}")
-    return _GROUP[bits]
+    return PACKED_GROUP[bits]
 
 
 def _check_uint8(name: str, t: object) -> torch.Tensor:

@@ -15,11 +15,11 @@ from torch.nn.attention.flex_attention import _score_mod_signature
 from lowbit_flex.score_mods._rel_pos_layout import RelPos, check_against_qkv, normalize_rel_pos
 
 
-class _Variant(enum.Enum):
+class _Formulation(enum.Enum):
     """How the closure reads the bias. Private: the benchmark times each so the GPU decides the default.
 
     The score_mod is inlined into FlexAttention's Triton kernel and evaluated on every (q, kv) element, so each
-    variant is two gathers per element; they differ in the index arithmetic and the captured tensors' layout.
+    formulation is two gathers per element; they differ in the index arithmetic and the captured tensors' layout.
     """
 
     # Two captured tensors, Python floor division and modulo: what a direct port writes. Inductor lowers `//` and
@@ -33,13 +33,13 @@ class _Variant(enum.Enum):
 
 
 # Chosen before GPU measurement: no copy at construction and the cheapest index arithmetic. The benchmark
-# (benchmarks/bench_rel_pos_attention.py) times every variant; docs/rel_pos_attention.md records the outcome.
-_DEFAULT_VARIANT = _Variant.SEPARATE_TRUNC
+# (benchmarks/bench_rel_pos_attention.py) times every formulation; docs/rel_pos_attention.md records the outcome.
+_DEFAULT_FORMULATION = _Formulation.SEPARATE_TRUNC
 
 
-def _build(rel: RelPos, variant: _Variant) -> _score_mod_signature:
+def _build(rel: RelPos, formulation: _Formulation) -> _score_mod_signature:
     k_h, k_w = rel.k_h, rel.k_w
-    if variant is _Variant.NAIVE:
+    if formulation is _Formulation.NAIVE:
         rel_h, rel_w = rel
 
         def rel_pos_bias_naive(score, b, h, q_idx, kv_idx):
@@ -70,7 +70,7 @@ def rel_pos_bias(rel_h: torch.Tensor, rel_w: torch.Tensor, *, num_heads: int | N
     ``q``/``k``, so call :func:`check_rel_pos_inputs` before ``flex_attention`` to check them against each other:
     an index past the end of ``rel_h``/``rel_w`` is not caught inside the compiled kernel.
     """
-    return _build(normalize_rel_pos(rel_h, rel_w, num_heads=num_heads), _DEFAULT_VARIANT)
+    return _build(normalize_rel_pos(rel_h, rel_w, num_heads=num_heads), _DEFAULT_FORMULATION)
 
 
 def check_rel_pos_inputs(

@@ -10,8 +10,9 @@ from torch._dynamo.testing import CompileCounterWithBackend
 from torch.nn.attention.flex_attention import create_block_mask, flex_attention
 
 import lowbit_flex.attention.fp8_flex as fp8_flex
+from lowbit_flex import quantize_fp8
 from lowbit_flex.attention import fp8_flex_attention
-from lowbit_flex.quant.fp8 import dequantize, quantize_fp8
+from lowbit_flex.quant import dequantize
 from lowbit_flex.testing import assert_rel_error
 
 B, H, L, D = 1, 4, 256, 64

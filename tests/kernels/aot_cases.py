@@ -17,6 +17,20 @@ def case_quantize_int8_rowwise():
     quantize_int8_rowwise_triton(torch.empty(64, 64, dtype=torch.bfloat16))  # many rows per program
 
 
+def case_common():
+    from lowbit_flex.kernels.common import reduce_split_k
+
+    # The shared split-K reduce: with and without the weight-only per-channel scale, fp32 (W4A8) and half
+    # (weight-only) bias or none, both output dtypes.
+    part = torch.empty(3, 5, 40)
+    for out_dtype, bias_dtype in ((torch.bfloat16, torch.float32), (torch.float16, torch.float16)):
+        out, bias = torch.empty(5, 40, dtype=out_dtype), torch.empty(40, dtype=bias_dtype)
+        reduce_split_k(part, out, bias=bias)
+        reduce_split_k(part, out, torch.empty(40), bias, post_scale=2.0**8)
+        reduce_split_k(part, out, torch.empty(40))
+        reduce_split_k(part, out)
+
+
 def case_s8s4_linear():
     from lowbit_flex.kernels.s8s4_linear import TRITON_CONFIGS, s8s4_linear_triton
 
@@ -31,7 +45,8 @@ def case_s8s4_linear():
     s8s4_linear_triton(x, x_scale, w, torch.empty(N, K // 128), bias, torch.bfloat16, config=cfg)
     # K = 96: BLOCK_K = 32, so each nibble plane's dot has K = 16; M >= 64 takes the de-interleaved-x path.
     x96, w96 = torch.empty(80, 96, dtype=torch.int8), torch.empty(N, 48, dtype=torch.int8)
-    s8s4_linear_triton(x96, torch.empty(80), w96, torch.empty(N), None, torch.bfloat16)
+    mid = TRITON_CONFIGS["mid_64x128x128"]
+    s8s4_linear_triton(x96, torch.empty(80), w96, torch.empty(N), None, torch.bfloat16, mid)
 
 
 def case_rel_pos_attention():
@@ -94,7 +109,7 @@ def case_fp8_attention():
         with mock.patch.object(mod, "_fp8_attention_fwd_tuned", EveryConfig(configs)):
             mod.fp8_attention_triton(q, k, v, qs, ks, vs, causal, None, torch.bfloat16, pv_fp16)
 
-    all_configs, first = mod._configs(), mod._configs()[:1]
+    all_configs, first = mod._AUTOTUNE_CONFIGS, mod._AUTOTUNE_CONFIGS[:1]
     run(torch.float8_e4m3fn, 128, False, False, all_configs)  # every autotune config once
     run(torch.float8_e4m3fn, 64, True, False, first)
     run(torch.int8, 128, True, False, first)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from lowbit_flex.kernels import s8s4_cutlass as mod
-from lowbit_flex.kernels.s8s4_cutlass import CUTLASS_CONFIGS, cutlass_s8s4_supported, default_config
+from lowbit_flex.kernels.s8s4_cutlass import CUTLASS_CONFIGS, cutlass_s8s4_supported
 from lowbit_flex.testing import assert_fully_written, poison_
 
 requires_cuda = pytest.mark.skipif(
@@ -78,9 +78,9 @@ def run_poisoned(monkeypatch, *args, **kwargs) -> torch.Tensor:
     return out
 
 
-def skip_unless_supported(variant, M, N, K):
-    if not cutlass_s8s4_supported(variant, M, N, K):
-        pytest.skip(f"CUTLASS {variant} does not run M={M} N={N} K={K} on {torch.cuda.get_device_name()}")
+def skip_unless_supported(family, M, N, K):
+    if not cutlass_s8s4_supported(family, M, N, K):
+        pytest.skip(f"CUTLASS {family} does not run M={M} N={N} K={K} on {torch.cuda.get_device_name()}")
 
 
 # ---------------------------------------------------------------------------------------------------------- CPU
@@ -89,34 +89,35 @@ def skip_unless_supported(variant, M, N, K):
 def test_configs_match_csrc_header():
     """CUTLASS_CONFIGS must list the header's configs in the header's order (the launchers index by position)."""
     text = HEADER.read_text()
-    for variant in CUTLASS_CONFIGS:
-        block = re.search(rf"#define LOWBIT_S8S4_{variant.upper()}_CONFIGS\(X\)(.*?)(?:\n\n|\Z)", text, re.S)
-        assert block, f"LOWBIT_S8S4_{variant.upper()}_CONFIGS not found in {HEADER}"
+    for family in CUTLASS_CONFIGS:
+        block = re.search(rf"#define LOWBIT_S8S4_{family.upper()}_CONFIGS\(X\)(.*?)(?:\n\n|\Z)", text, re.S)
+        assert block, f"LOWBIT_S8S4_{family.upper()}_CONFIGS not found in {HEADER}"
         entries = re.findall(r'X\((\d+), "([^"]+)"', block.group(1))
         assert [int(i) for i, _ in entries] == list(range(len(entries)))
-        assert tuple(name for _, name in entries) == CUTLASS_CONFIGS[variant]
+        assert tuple(name for _, name in entries) == CUTLASS_CONFIGS[family]
 
 
-@pytest.mark.parametrize("variant", sorted(CUTLASS_CONFIGS))
-def test_default_config_is_a_known_config(variant):
-    for M in (1, 2, 16, 17, 33, 64, 65, 128, 2048, 2049, 100_000):
-        assert default_config(variant, M) in CUTLASS_CONFIGS[variant]
+def test_every_cutlass_rule_names_a_config_of_its_family():
+    from lowbit_flex.kernels.s8s4_dispatch import _CUTLASS_FAMILY, DISPATCH_TABLE
+
+    rules = [r for r in DISPATCH_TABLE if r.backend in _CUTLASS_FAMILY]
+    assert rules and all(r.config in CUTLASS_CONFIGS[_CUTLASS_FAMILY[r.backend]] for r in rules)
 
 
-def test_unknown_variant_raises():
-    with pytest.raises(ValueError, match="variant"):
+def test_unknown_family_raises():
+    with pytest.raises(ValueError, match="family"):
         cutlass_s8s4_supported("sm70", 1, 8, 32)
 
 
 @pytest.mark.parametrize(
-    "capability, variant, expected",
+    "capability, family, expected",
     [((8, 0), "sm80", True), ((8, 6), "sm80", True), ((9, 0), "sm80", True), ((9, 0), "sm90", True),
      ((8, 0), "sm90", False), ((8, 9), "sm90", False), ((10, 0), "sm80", False), ((10, 0), "sm90", False)],
 )  # fmt: skip
-def test_supported_by_arch(monkeypatch, capability, variant, expected):
+def test_supported_by_arch(monkeypatch, capability, family, expected):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a: capability)
-    assert cutlass_s8s4_supported(variant, 3, 24, 96) is expected
+    assert cutlass_s8s4_supported(family, 3, 24, 96) is expected
 
 
 @pytest.mark.parametrize(
@@ -127,8 +128,8 @@ def test_supported_by_arch(monkeypatch, capability, variant, expected):
 def test_supported_by_shape(monkeypatch, M, N, K, expected):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a: (9, 0))
-    for variant in CUTLASS_CONFIGS:
-        assert cutlass_s8s4_supported(variant, M, N, K) is expected
+    for family in CUTLASS_CONFIGS:
+        assert cutlass_s8s4_supported(family, M, N, K) is expected
 
 
 def test_not_supported_without_cuda(monkeypatch):
@@ -153,30 +154,14 @@ def test_reference_packing_convention():
     torch.testing.assert_close(reference(x, xs, pack_int4(w), ws, b), torch.tensor(expect, dtype=torch.float64))
 
 
-def test_wrapper_rejects_bad_operands_before_any_device_work():
-    x, xs, w, ws, b = random_problem(2, 8, 32, "cpu")
-    with pytest.raises(ValueError, match="CUDA device"):
-        mod.s8s4_linear_cutlass(x, xs, w, ws, b, torch.float16, "sm80")
-    with pytest.raises(TypeError, match="out_dtype"):
-        mod.s8s4_linear_cutlass(x, xs, w, ws, b, torch.float32, "sm80")
-    with pytest.raises(TypeError, match="int8"):
-        mod.s8s4_linear_cutlass(x.float(), xs, w, ws, b, torch.float16, "sm80")
-    with pytest.raises(ValueError, match="w_scale"):
-        mod.s8s4_linear_cutlass(x, xs, w, ws[:4], b, torch.float16, "sm80")
-    with pytest.raises(ValueError, match=r"\(N, K // 2\)"):
-        mod.s8s4_linear_cutlass(x, xs, w[:, :8], ws, b, torch.float16, "sm80")
-    with pytest.raises(ValueError, match="variant"):
-        mod.s8s4_linear_cutlass(x, xs, w, ws, b, torch.float16, "sm75")
-
-
 # ---------------------------------------------------------------------------------------------------------- GPU
 
 
 @requires_cuda
-@pytest.mark.parametrize("variant", sorted(CUTLASS_CONFIGS))
-def test_library_exports_the_configs(variant):
+@pytest.mark.parametrize("family", sorted(CUTLASS_CONFIGS))
+def test_library_exports_the_configs(family):
     """The built library's config table (via ctypes) is CUTLASS_CONFIGS: indices and names agree."""
-    assert mod.library_config_names(variant) == CUTLASS_CONFIGS[variant]
+    assert mod.library_config_names(family) == CUTLASS_CONFIGS[family]
 
 
 # Ragged M and N (not multiples of any tile), M = 1, odd M, K not a multiple of the K tile, and a large K.
@@ -185,78 +170,77 @@ SHAPES = [(1, 8, 32), (3, 24, 96), (17, 136, 4096), (129, 24, 96), (1, 4104, 409
 
 @requires_cuda
 @pytest.mark.parametrize("out_dtype", [torch.float16, torch.bfloat16])
-@pytest.mark.parametrize("variant, config", ALL_CONFIGS)
+@pytest.mark.parametrize("family, config", ALL_CONFIGS)
 @pytest.mark.parametrize("M, N, K", SHAPES)
-def test_matches_exact_reference(monkeypatch, M, N, K, variant, config, out_dtype):
-    skip_unless_supported(variant, M, N, K)
+def test_matches_exact_reference(monkeypatch, M, N, K, family, config, out_dtype):
+    skip_unless_supported(family, M, N, K)
     args = random_problem(M, N, K, "cuda")
-    out = run_poisoned(monkeypatch, *args, out_dtype, variant, config)
+    out = run_poisoned(monkeypatch, *args, out_dtype, family, config)
     assert out.shape == (M, N) and out.dtype == out_dtype
     assert_matches_reference(out, reference(*args), args[1], args[3], args[4], name=config)
 
 
 @requires_cuda
 @pytest.mark.parametrize("out_dtype", [torch.float16, torch.bfloat16])
-@pytest.mark.parametrize("variant, config", ALL_CONFIGS)
-def test_extreme_integer_values(monkeypatch, variant, config, out_dtype):
+@pytest.mark.parametrize("family, config", ALL_CONFIGS)
+def test_extreme_integer_values(monkeypatch, family, config, out_dtype):
     """int4 -8 and 7, int8 -128 and 127 throughout: the largest |acc| (K * 1024) and the sign-extension paths."""
     M, N, K = 33, 72, 4096
-    skip_unless_supported(variant, M, N, K)
+    skip_unless_supported(family, M, N, K)
     x = torch.where(torch.rand(M, K) < 0.5, -128, 127).to(torch.int8)
     w = torch.where(torch.rand(N, K) < 0.5, -8, 7).to(torch.int8)
     x[0], w[0] = -128, -8  # one output at exactly +K * 1024 = 2**22
     xs = torch.full((M,), 2.0**-12) * (1 + torch.rand(M))
     ws = torch.full((N,), 2.0**-12) * (1 + torch.rand(N))
     args = [t.cuda() for t in (x, xs, pack_int4(w), ws)]
-    out = run_poisoned(monkeypatch, *args, None, out_dtype, variant, config)
+    out = run_poisoned(monkeypatch, *args, None, out_dtype, family, config)
     ref = reference(*args, None)
     assert_matches_reference(out, ref, args[1], args[3], None, name=config)
     assert out[0, 0].item() == pytest.approx(K * 1024 * xs[0].item() * ws[0].item(), rel=UNIT_ROUNDOFF[out_dtype])
 
 
 @requires_cuda
-@pytest.mark.parametrize("variant, config", ALL_CONFIGS)
-def test_extreme_scales(monkeypatch, variant, config):
+@pytest.mark.parametrize("family, config", ALL_CONFIGS)
+def test_extreme_scales(monkeypatch, family, config):
     """Scales over many decades (bf16 keeps fp32's range; fp16 outputs stay within its normal range)."""
     M, N, K = 40, 200, 256
-    skip_unless_supported(variant, M, N, K)
+    skip_unless_supported(family, M, N, K)
     for out_dtype, xr, wr in ((torch.bfloat16, (-30, 10), (-25, 12)), (torch.float16, (-6, 0), (-5, -1))):
         # No bias: it would hide the tiny products.
         args = random_problem(M, N, K, "cuda", bias=False, x_scale_range=xr, w_scale_range=wr)
-        out = run_poisoned(monkeypatch, *args, out_dtype, variant, config)
+        out = run_poisoned(monkeypatch, *args, out_dtype, family, config)
         assert_matches_reference(out, reference(*args), args[1], args[3], args[4], name=f"{config} {out_dtype}")
 
 
 @requires_cuda
-@pytest.mark.parametrize("variant, config", ALL_CONFIGS)
-def test_no_bias_equals_zero_bias_and_runs_are_deterministic(variant, config):
+@pytest.mark.parametrize("family, config", ALL_CONFIGS)
+def test_no_bias_equals_zero_bias_and_runs_are_deterministic(family, config):
     M, N, K = 9, 264, 512
-    skip_unless_supported(variant, M, N, K)
+    skip_unless_supported(family, M, N, K)
     x, xs, w, ws, _ = random_problem(M, N, K, "cuda", bias=False)
-    none = mod.s8s4_linear_cutlass(x, xs, w, ws, None, torch.bfloat16, variant, config)
-    zero = mod.s8s4_linear_cutlass(x, xs, w, ws, torch.zeros_like(ws), torch.bfloat16, variant, config)
-    again = mod.s8s4_linear_cutlass(x, xs, w, ws, None, torch.bfloat16, variant, config)
+    none = mod.s8s4_linear_cutlass(x, xs, w, ws, None, torch.bfloat16, family, config)
+    zero = mod.s8s4_linear_cutlass(x, xs, w, ws, torch.zeros_like(ws), torch.bfloat16, family, config)
+    again = mod.s8s4_linear_cutlass(x, xs, w, ws, None, torch.bfloat16, family, config)
     assert torch.equal(none, zero) and torch.equal(none, again)  # int32 split/stream-K sums are exact
 
 
 @requires_cuda
-@pytest.mark.parametrize("variant", sorted(CUTLASS_CONFIGS))
-def test_misaligned_operands_are_copied_not_misread(variant):
+@pytest.mark.parametrize("family", sorted(CUTLASS_CONFIGS))
+def test_misaligned_operands_are_copied_not_misread(family):
     M, N, K = 5, 40, 96
-    skip_unless_supported(variant, M, N, K)
+    skip_unless_supported(family, M, N, K)
     x, xs, w, ws, b = random_problem(M, N, K, "cuda")
     w_off = torch.empty(w.numel() + 1, dtype=torch.int8, device="cuda")[1:].view_as(w).copy_(w)
     b_off = torch.empty(N + 1, device="cuda")[1:].copy_(b)
     assert w_off.data_ptr() % 16 and b_off.data_ptr() % 16
-    out = mod.s8s4_linear_cutlass(x, xs, w_off, ws, b_off, torch.float16, variant)
-    assert_matches_reference(out, reference(x, xs, w, ws, b), xs, ws, b, name=variant)
+    out = mod.s8s4_linear_cutlass(x, xs, w_off, ws, b_off, torch.float16, family, CUTLASS_CONFIGS[family][0])
+    assert_matches_reference(out, reference(x, xs, w, ws, b), xs, ws, b, name=family)
 
 
 @requires_cuda
-def test_bad_config_and_unsupported_shape_raise():
-    x, xs, w, ws, b = random_problem(4, 8, 32, "cuda")
-    with pytest.raises(ValueError, match="config"):
-        mod.s8s4_linear_cutlass(x, xs, w, ws, b, torch.float16, "sm80", "1x1x1_s1")
+def test_forced_cutlass_on_an_unsupported_shape_raises():
+    from lowbit_flex.kernels.s8s4_dispatch import s8s4_linear_cuda
+
     x, xs, w, ws, b = random_problem(4, 12, 64, "cuda")  # N % 8 != 0
-    with pytest.raises(ValueError, match="cannot run"):
-        mod.s8s4_linear_cutlass(x, xs, w, ws, b, torch.float16, "sm80")
+    with pytest.raises(ValueError, match="cannot take"):
+        s8s4_linear_cuda(x, xs, w, ws, b, torch.float16, _backend="cutlass_sm80")

@@ -132,11 +132,11 @@ def test_kernel_matches_float64_and_writes_everything(monkeypatch, b, h, k_h, k_
 @needs_kernel
 def test_kernel_row_aligned_full_blocks_sam_layout_and_scale(monkeypatch):
     """Explicit 128-query blocks (the long-sequence config) on 2 x 64 keys: no masks at all; SAM's 3-D layout."""
-    from lowbit_flex.kernels.rel_pos_attention import Config
+    from lowbit_flex.kernels.common import LaunchConfig
 
     q, k, v, rh, rw = _inputs(1, 2, 2, 64, 64, torch.bfloat16, kernel_device())
     rel = rh.reshape(2, 128, 2), rw.reshape(2, 128, 64)
-    out = _run_kernel_poisoned(monkeypatch, q, k, v, *rel, scale=0.2, config=Config(128, 64, 8, 2))
+    out = _run_kernel_poisoned(monkeypatch, q, k, v, *rel, scale=0.2, config=LaunchConfig(128, 64, 0, 8, 2))
     assert_rel_error(out, _reference_f64(q, k, v, rh, rw, 0.2), 1e-2)
 
 

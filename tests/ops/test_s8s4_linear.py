@@ -1,5 +1,6 @@
+import os
+import subprocess
 import sys
-import types
 
 import pytest
 import torch
@@ -127,30 +128,101 @@ def test_bad_input_eager_and_fake(kwargs, exc, match):
             OP(**{k: mode.from_tensor(v) if isinstance(v, torch.Tensor) else v for k, v in kwargs.items()})
 
 
-# --- dispatch table (no GPU needed: the CUTLASS wrapper is replaced by a fake module that accepts every shape) ----
-def test_dispatch_table(monkeypatch):
+# --- dispatch table (no GPU needed: the CUTLASS wrapper's device checks and library loader are replaced) ----------
+@pytest.fixture
+def fake_cutlass(monkeypatch):
+    """CUTLASS "supports" every shape with N % 64 == 0; ``load`` is what the test sets. Caches cleared both ways."""
+    from lowbit_flex import cuda_build
+    from lowbit_flex.kernels import s8s4_cutlass
+    from lowbit_flex.kernels.s8s4_dispatch import choose
+
+    monkeypatch.setattr(s8s4_cutlass, "cutlass_s8s4_supported", lambda family, M, N, K: N % 64 == 0)
+    monkeypatch.setattr(cuda_build, "load", lambda: object())
+    s8s4_cutlass.library_available.cache_clear()
+    choose.cache_clear()
+    yield cuda_build
+    s8s4_cutlass.library_available.cache_clear()
+    choose.cache_clear()
+
+
+def test_dispatch_table(fake_cutlass):
     from lowbit_flex.kernels.s8s4_dispatch import Arch, Backend, ScaleKind, choose
 
     pc, gw = ScaleKind.PER_CHANNEL, ScaleKind.GROUPWISE
     pick = lambda *a: (choose(*a).backend, choose(*a).config)
-    # Without the CUTLASS wrapper every shape goes to Triton. (choose is memoised: clear it when the fake changes.)
-    choose.cache_clear()
-    monkeypatch.setitem(sys.modules, "lowbit_flex.kernels.s8s4_cutlass", None)
-    assert {choose(a, pc, m, 4096, 4096).backend for a in Arch for m in (1, 4096)} == {Backend.TRITON}
-    fake = types.ModuleType("lowbit_flex.kernels.s8s4_cutlass")
-    fake.cutlass_s8s4_supported = lambda variant, M, N, K: N % 64 == 0
-    monkeypatch.setitem(sys.modules, "lowbit_flex.kernels.s8s4_cutlass", fake)
-    choose.cache_clear()
     assert pick(Arch.SM90, pc, 8192, 4096, 4096) == (Backend.CUTLASS_SM90, "256x128x128_coop")
     assert pick(Arch.SM90, pc, 256, 4096, 4096) == (Backend.CUTLASS_SM90, "128x128x128_coop")
     assert pick(Arch.SM90, pc, 1, 14336, 4096) == (Backend.CUTLASS_SM90, "16x128x128_ws")  # wide: N > K
     assert pick(Arch.SM90, pc, 16, 4096, 14336) == (Backend.CUTLASS_SM80, "16x128x128_s4")  # K >= N
     assert pick(Arch.SM90, pc, 64, 4096, 4096) == (Backend.CUTLASS_SM80, "32x128x128_s4")
-    assert pick(Arch.SM80, pc, 4096, 4096, 4096) == (Backend.CUTLASS_SM80, None)
-    assert choose(Arch.SM90, gw, 4096, 4096, 4096).backend is Backend.TRITON  # CUTLASS is per-channel only
+    assert pick(Arch.SM80, pc, 1024, 4096, 4096) == (Backend.CUTLASS_SM80, "128x128x64_s4")
+    assert pick(Arch.SM80, pc, 4096, 4096, 4096) == (Backend.CUTLASS_SM80, "128x256x64_s3")
+    # CUTLASS is per-channel only; Triton tiles by arch and M.
+    assert pick(Arch.SM90, gw, 1, 4096, 4096) == (Backend.TRITON, "gemv_16x64x256_splitk")
+    assert pick(Arch.SM90, gw, 128, 4096, 4096) == (Backend.TRITON, "mid_swap_64x128x128")
+    assert pick(Arch.SM80, gw, 128, 4096, 4096) == (Backend.TRITON, "mid_64x128x128")
+    assert pick(Arch.SM90, gw, 4096, 4096, 4096) == (Backend.TRITON, "large_128x128x128")
     assert choose(Arch.SM90, pc, 4096, 4000, 4096).backend is Backend.TRITON  # unsupported alignment: next rule
     assert choose(Arch.OTHER, pc, 4096, 4096, 4096).backend is Backend.TRITON
-    choose.cache_clear()  # later tests see the real wrapper
+
+
+def test_every_triton_rule_names_a_triton_config():
+    from lowbit_flex.kernels.s8s4_dispatch import DISPATCH_TABLE, Backend
+
+    names = [r.config for r in DISPATCH_TABLE if r.backend is Backend.TRITON]
+    assert names and DISPATCH_TABLE[-1].backend is Backend.TRITON and DISPATCH_TABLE[-1].max_m is None
+    pytest.importorskip("triton")
+    from lowbit_flex.kernels.s8s4_linear import TRITON_CONFIGS
+
+    assert set(names) <= set(TRITON_CONFIGS)
+
+
+def test_unloadable_cutlass_library_falls_back_to_triton_after_one_warning(fake_cutlass, monkeypatch):
+    """A GPU whose CUDA library cannot be built: every W4A8 GEMM runs on Triton, with one warning per process."""
+    from lowbit_flex.kernels import s8s4_dispatch
+    from lowbit_flex.kernels.s8s4_dispatch import Arch, Backend, ScaleKind, choose
+
+    def no_library():
+        raise fake_cutlass.CudaBuildError("nvcc not found (simulated)")
+
+    monkeypatch.setattr(fake_cutlass, "load", no_library)
+    with pytest.warns(RuntimeWarning, match="CUTLASS W4A8 kernels are unavailable") as caught:
+        rules = [choose(a, ScaleKind.PER_CHANNEL, m, 4096, 4096) for a in (Arch.SM80, Arch.SM90) for m in (1, 64, 4096)]
+    assert {r.backend for r in rules} == {Backend.TRITON}
+    assert len([w for w in caught if issubclass(w.category, RuntimeWarning)]) == 1
+    if kernel_device() is None:
+        return
+    # And the GEMM itself runs on Triton, exactly, as a Hopper would dispatch it (arch forced, kernel interpreted).
+    choose.cache_clear()
+    monkeypatch.setattr(s8s4_dispatch, "arch_of", lambda device: Arch.SM90)
+    x, xs, w, ws, bias, q = _inputs((3,), 40, 256, None, device=kernel_device())
+    out = s8s4_dispatch.s8s4_linear_cuda(x, xs, w, ws, bias, torch.bfloat16)
+    exact, magnitude = _exact_f64(x.cpu(), xs.cpu(), q, ws.cpu(), bias.cpu())
+    _assert_close_to_exact(out, exact, magnitude + bias.abs().double().cpu(), torch.bfloat16, fp32_terms=5)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU whose CUDA library build is then disabled")
+def test_gpu_without_the_cuda_library_runs_triton_after_one_warning(tmp_path):
+    """A fresh process with the build disabled and an empty cache: CUTLASS cannot load, so the per-channel GEMMs
+    the table sends to CUTLASS run on Triton, exactly, and the process is told once."""
+    code = (
+        "import warnings, torch, lowbit_flex\n"
+        "from lowbit_flex.quant import pack_int4\n"
+        "warnings.simplefilter('always')\n"
+        "op = torch.ops.lowbit.s8s4_linear\n"
+        "x = torch.randint(-128, 128, (64, 256), dtype=torch.int8)\n"
+        "w = pack_int4(torch.randint(-8, 8, (128, 256), dtype=torch.int8))\n"
+        "xs, ws = torch.rand(64) + 0.5, torch.rand(128) + 0.5\n"
+        "with warnings.catch_warnings(record=True) as caught:\n"
+        "    outs = [op(x.cuda(), xs.cuda(), w.cuda(), ws.cuda()) for _ in range(3)]\n"
+        "n = sum('CUTLASS W4A8 kernels are unavailable' in str(c.message) for c in caught)\n"
+        "assert n == 1, n\n"
+        "ref = op(x, xs, w, ws).double()\n"
+        "for out in outs:\n"
+        "    torch.testing.assert_close(out.cpu().double(), ref, rtol=2**-7, atol=0)\n"
+    )
+    env = {**os.environ, "LOWBIT_FLEX_NO_BUILD": "1", "LOWBIT_FLEX_CACHE": str(tmp_path)}
+    subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=300)
 
 
 # --- Triton kernel (under TRITON_INTERPRET=1 on CPU; on a GPU, the real kernel) -----------------------------------

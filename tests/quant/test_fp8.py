@@ -2,7 +2,8 @@ import pytest
 import torch
 
 import lowbit_flex  # noqa: F401  (registers torch.ops.lowbit)
-from lowbit_flex.quant.fp8 import FP8_MAX, dequantize, quantize_fp8, quantize_int8_blockwise
+from lowbit_flex import quantize_fp8, quantize_int8_blockwise
+from lowbit_flex.quant import FP8_MAX, dequantize
 from lowbit_flex.testing import assert_fully_written, kernel_device, poison_
 
 # (mantissa bits, exponent of the smallest normal) of each fp8 format
@@ -11,7 +12,7 @@ GRANS = ["tensor", "head", "token", "block"]
 
 
 def _group_amax_f64(x64: torch.Tensor, granularity: str, block: int) -> torch.Tensor:
-    """Scale groups written out independently of lowbit_flex.ops._groups: loops over heads and blocks."""
+    """Scale groups written out independently of lowbit_flex.quant.groups: loops over heads and blocks."""
     if granularity == "tensor":
         return x64.abs().max()
     B, H, L, _ = x64.shape

@@ -5,7 +5,7 @@ from torch.nn.attention.flex_attention import and_masks, create_block_mask, flex
 
 from lowbit_flex.score_mods import check_rel_pos_inputs, rel_pos_bias
 from lowbit_flex.score_mods._rel_pos_layout import normalize_rel_pos
-from lowbit_flex.score_mods.rel_pos_bias import _build, _Variant
+from lowbit_flex.score_mods.rel_pos_bias import _build, _Formulation
 from lowbit_flex.testing import assert_rel_error
 
 # One compiled FlexAttention shared by the tests (CPU compiles are slow; dynamic=False avoids C++ failures).
@@ -32,10 +32,10 @@ def _attention_f64(q, k, v, bias, mask=None):
     return torch.softmax(s, -1) @ v.double()
 
 
-@pytest.mark.parametrize("variant", list(_Variant))
-def test_every_variant_eager_matches_float64_definition(variant):
+@pytest.mark.parametrize("formulation", list(_Formulation))
+def test_every_formulation_eager_matches_float64_definition(formulation):
     q, k, v, rh, rw = _inputs()
-    out = flex_attention(q, k, v, score_mod=_build(normalize_rel_pos(rh, rw), variant))
+    out = flex_attention(q, k, v, score_mod=_build(normalize_rel_pos(rh, rw), formulation))
     tol = 1e-12
     assert_rel_error(out, _attention_f64(q, k, v, _bias_f64(rh, rw)), tol)
 

@@ -1,16 +1,27 @@
-"""Round-to-nearest-even onto the fp8 grid with plain float32/int32 arithmetic (no conversion instruction).
+"""Interpreter-safe rounding in Triton: to integers (ties to even) and onto the fp8 grids, with plain float32 /
+int32 arithmetic and no libdevice call or conversion instruction.
 
-Why: Triton's interpreter (3.9) rounds float32 -> fp8 incorrectly near powers of two (e.g. 124.66 -> 64 instead of
-128 in e4m3), while the GPU conversion (``cvt.rn.satfinite``) is exact RNE. Kernels that must match the CPU
-reference bit for bit under ``TRITON_INTERPRET=1`` round with :func:`round_to_fp8_grid` first; the following
-``.to(fp8)`` then only converts an exactly representable value, which the interpreter gets right too.
-Inputs must already be clamped to the format's finite range.
+Why not the conversion instructions: Triton's interpreter rounds float32 -> fp8 incorrectly near powers of two (e.g.
+124.66 -> 64 instead of 128 in e4m3), while the GPU conversion (``cvt.rn.satfinite``) is exact RNE. Kernels that
+must match the CPU reference bit for bit under ``TRITON_INTERPRET=1`` round with :func:`round_to_fp8_grid` first;
+the following ``.to(fp8)`` then only converts an exactly representable value, which the interpreter gets right too.
 """
 
 from __future__ import annotations
 
 import triton
 import triton.language as tl
+
+# 1.5 * 2**23: in float32, (y + M) - M rounds |y| < 2**22 to the nearest integer, ties to even, exactly as
+# torch.round does. Module-level values read by @triton.jit code must be tl.constexpr (a plain float compiles
+# under the interpreter but fails on the GPU).
+_RNE_MAGIC = tl.constexpr(12582912.0)
+
+
+@triton.jit
+def round_half_even(y):
+    """``torch.round(y)`` for float32 ``|y| < 2**22``."""
+    return (y + _RNE_MAGIC) - _RNE_MAGIC
 
 
 @triton.jit

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import torch
 
-from lowbit_flex.ops._checks import FLOAT_DTYPES, check_shape, check_tensor
+from lowbit_flex._checks import FLOAT_DTYPES, check_shape, check_tensor
 
 GRANULARITIES = ("tensor", "head", "token", "block")
 
