@@ -173,16 +173,29 @@ def tokens_per_s(
     return (n_new - 1) / seconds, tokens
 
 
-def compare(args: ModelArgs, device: str, n_new: int, compile: bool, group_size: int | None = None) -> dict:
-    """bf16 then, in place, W4A8 (the bf16 weights of each layer are freed as it is quantized)."""
-    model = build_model(args, device)
-    bf16_tps, bf16_tokens = tokens_per_s(model, args, device, n_new, compile)
-    lowbit_flex.quantize_(model, W4A8Config(group_size))
-    torch._dynamo.reset()  # a new model: recompile and re-capture
-    w4a8_tps, w4a8_tokens = tokens_per_s(model, args, device, n_new, compile)
-    # Random weights give near-flat logits, so greedy tokens diverge quickly: informational only.
-    agree = float((bf16_tokens[:, 8:] == w4a8_tokens[:, 8:]).float().mean())
-    return {"bf16 tok/s": bf16_tps, "w4a8 tok/s": w4a8_tps, "speed-up": w4a8_tps / bf16_tps, "same tokens": agree}
+def compare(
+    args: ModelArgs, device: str, n_new: int, compile: bool, group_sizes: tuple[int | None, ...] = (None,)
+) -> dict:
+    """bf16, then for each group size (None: per channel) the same model quantized in place to W4A8 (the bf16
+    weights of each layer are freed as it is quantized). Keys: ``bf16 tok/s`` and, per W4A8 model ``w4a8`` /
+    ``w4a8 g<size>``, ``<name> tok/s``, ``<name> speed-up`` and ``<name> same tokens``."""
+    result: dict[str, float] = {}
+    bf16_tokens = None
+    for g in group_sizes:
+        model = build_model(args, device)  # seeded: the same weights each time
+        if bf16_tokens is None:
+            result["bf16 tok/s"], bf16_tokens = tokens_per_s(model, args, device, n_new, compile)
+        lowbit_flex.quantize_(model, W4A8Config(g))
+        torch._dynamo.reset()  # a new model: recompile and re-capture
+        tps, tokens = tokens_per_s(model, args, device, n_new, compile)
+        name = "w4a8" if g is None else f"w4a8 g{g}"
+        result[f"{name} tok/s"], result[f"{name} speed-up"] = tps, tps / result["bf16 tok/s"]
+        # Random weights give near-flat logits, so greedy tokens diverge quickly: informational only.
+        result[f"{name} same tokens"] = float((bf16_tokens[:, 8:] == tokens[:, 8:]).float().mean())
+        del model
+        if device == "cuda":
+            torch.cuda.empty_cache()
+    return result
 
 
 def main() -> None:
@@ -190,11 +203,12 @@ def main() -> None:
     p.add_argument("--tiny", action="store_true", help="two-layer model (CPU smoke test)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--tokens", type=int, default=64)
-    p.add_argument("--group-size", type=int, default=None)
+    p.add_argument("--group-sizes", type=int, nargs="*", default=[], help="W4A8 group sizes (always: per channel)")
     p.add_argument("--no-compile", action="store_true", help="run eagerly (the default on CPU)")
     a = p.parse_args()
     args = TINY if a.tiny else LLAMA2_7B
-    result = compare(args, a.device, a.tokens, a.device == "cuda" and not a.no_compile, a.group_size)
+    groups = (None, *a.group_sizes)
+    result = compare(args, a.device, a.tokens, a.device == "cuda" and not a.no_compile, groups)
     print(" | ".join(f"{k}: {v:.3g}" for k, v in result.items()))
 
 

@@ -3,13 +3,15 @@ import sys
 
 
 def test_import_is_light():
-    """`import lowbit_flex` must not import Triton (whose import loads its GPU backends) nor touch CUDA. Of the
-    kernels package only `arch` (torch-only capability checks the ops call) may be imported."""
+    """`import lowbit_flex` must not touch CUDA, build or compile anything, nor import our kernel modules (each
+    compiles Triton kernels on first use). Of the kernels package only `arch` (torch-only capability checks the ops
+    call) is imported. Triton's Python package itself is imported where installed: `torch.library.triton_op`
+    scans the W4A8 op's body for kernels when it registers the op."""
     code = (
         "import sys, torch, lowbit_flex\n"
         "assert not torch.cuda.is_initialized(), 'CUDA initialised'\n"
         "allowed = {'lowbit_flex.kernels', 'lowbit_flex.kernels.arch'}\n"
-        "bad = [m for m in sys.modules if m == 'triton' or m.startswith(('triton.', 'lowbit_flex.kernels'))]\n"
+        "bad = [m for m in sys.modules if m.startswith('lowbit_flex.kernels')]\n"
         "bad = [m for m in bad if m not in allowed]\n"
         "assert not bad, bad\n"
         "assert hasattr(torch.ops.lowbit, 'quantize_int8_rowwise')\n"

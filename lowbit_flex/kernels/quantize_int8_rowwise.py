@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
+from torch.library import wrap_triton
 
 from lowbit_flex.kernels.rounding import round_half_even
 
@@ -65,7 +66,7 @@ def quantize_int8_rowwise_triton(x: torch.Tensor) -> tuple[torch.Tensor, torch.T
         block_m = max(1, min(64, 4096 // block_k))
         num_warps = 4 if block_m * block_k <= 4096 else 8 if block_k <= 8192 else 16
         grid = (triton.cdiv(M, block_m),)
-        _quantize_int8_rowwise_kernel[grid](
+        wrap_triton(_quantize_int8_rowwise_kernel)[grid](
             x2, xq, scale, M, K, x2.stride(0),
             BLOCK_M=block_m, BLOCK_K=block_k, SINGLE_PASS=single_pass, num_warps=num_warps,
         )  # fmt: skip

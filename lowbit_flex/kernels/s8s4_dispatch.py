@@ -33,6 +33,8 @@ class ScaleKind(enum.Enum):
 
 
 class Backend(enum.Enum):
+    # kernels/s8s4_decode.py: M <= 16, both scale kinds; from lowbit::w4a8_linear it also quantizes x in registers
+    TRITON_DECODE = "triton_decode"
     TRITON = "triton"  # kernels/s8s4_linear.py: every shape, both scale kinds
     CUTLASS_SM80 = "cutlass_sm80"  # the CUTLASS 2.x mixed-input family (runs on sm_80 and sm_90)
     CUTLASS_SM90 = "cutlass_sm90"  # the CUTLASS 3.x WGMMA family (sm_90a only)
@@ -44,11 +46,14 @@ _CUTLASS_FAMILY = {Backend.CUTLASS_SM80: "sm80", Backend.CUTLASS_SM90: "sm90"}
 @dataclass(frozen=True)
 class Rule:
     backend: Backend
-    config: str  # a config name of that backend (TRITON_CONFIGS / CUTLASS_CONFIGS[family])
+    config: str  # a config name of that backend (DECODE_CONFIGS / TRITON_CONFIGS / CUTLASS_CONFIGS[family])
     arch: Arch | None = None  # None: any
     scale: ScaleKind | None = None
     max_m: int | None = None  # rule applies when M <= max_m
     wide: bool | None = None  # True: only when N > K (many output channels, short reduction)
+    # lowbit::w4a8_linear only (float input): quantize x inside the decode kernel (True) or with the quantizer
+    # kernel first (False). Fusing saves a launch but every program re-reads its full x rows for the amax.
+    fuse_quant: bool = True
 
 
 _PC, _SM80, _SM90 = ScaleKind.PER_CHANNEL, Arch.SM80, Arch.SM90
@@ -63,6 +68,19 @@ _PC, _SM80, _SM90 = ScaleKind.PER_CHANNEL, Arch.SM80, Arch.SM90
 # a split-K GEMV tile for decode; on Hopper the swap-AB mid tile (its unpacked weight feeds WGMMA from registers),
 # then 128x128 tiles; a 32x128x128 split-K tile was removed after wrong results at M = 77 on the GPU.
 DISPATCH_TABLE: tuple[Rule, ...] = (
+    # Decode (M <= 16): the GEMV kernel streaming the packed weight, either scale kind. A first H200 sweep
+    # (CUDA graphs, weights rotated past L2; M = 1, 4, 16 on 4096², 14336×4096, 4096×14336): with int8 x the
+    # tensor-core form ran 7.3-18 us against the FMA form's 12.5-143 us; dot_16x128x256 within ~20% of the best
+    # everywhere (13.3 us at M = 1 on 14336×4096, 2.2 TB/s of packed weight) and best with fused quantization
+    # (half the programs of the 64-row tile: half the redundant full-row amax reads). Quantizing x first (its
+    # own kernel) beat fusing it at every M and shape of the H200 run of 2026-12-01 (M = 1: 1.01-1.93x bf16 vs
+    # 0.56-0.93x fused): every program of the fused form re-reads its whole x rows for the amax and divides 16
+    # padded rows. The 64-wide tile beat the 128-wide one at M = 16 per-channel on 3 of 4 shapes (1.70-1.99x vs
+    # 1.46-1.63x bf16; 4096²: 1.17 vs 1.19), lost at M = 1 (1.12-1.84 vs 1.14-1.89) and was even for g128.
+    # M = 2..15 is unmeasured: it takes the M = 16 rows. docs/w4a8.md has the table.
+    Rule(Backend.TRITON_DECODE, "dot_16x128x256", max_m=1, fuse_quant=False),
+    Rule(Backend.TRITON_DECODE, "dot_16x64x256", scale=_PC, max_m=16, fuse_quant=False),
+    Rule(Backend.TRITON_DECODE, "dot_16x128x256", max_m=16, fuse_quant=False),
     Rule(Backend.CUTLASS_SM90, "16x128x128_ws", arch=_SM90, scale=_PC, max_m=16, wide=True),
     Rule(Backend.CUTLASS_SM80, "16x128x128_s4", scale=_PC, max_m=16),
     Rule(Backend.CUTLASS_SM90, "128x128x128_coop", arch=_SM90, scale=_PC, max_m=64, wide=True),
@@ -98,6 +116,10 @@ def scale_kind_of(weight_scale: torch.Tensor) -> ScaleKind:
 
 def available(backend: Backend, arch: Arch, scale: ScaleKind, M: int, N: int, K: int) -> bool:
     """Whether ``backend`` can run this problem here (CUTLASS: also whether its library builds and loads)."""
+    if backend is Backend.TRITON_DECODE:
+        from lowbit_flex.kernels.s8s4_decode import DECODE_MAX_M
+
+        return 1 <= M <= DECODE_MAX_M
     if backend is Backend.TRITON:
         return True
     if scale is not ScaleKind.PER_CHANNEL or arch is Arch.OTHER:
@@ -121,6 +143,11 @@ def choose(arch: Arch, scale: ScaleKind, M: int, N: int, K: int) -> Rule:
         ):
             return rule
     raise AssertionError("DISPATCH_TABLE must end with rules every shape matches")
+
+
+def rule_for(device: torch.device, weight_scale: torch.Tensor, M: int, N: int, K: int) -> Rule:
+    """:func:`choose` for a problem on ``device`` with these weight scales (what the ops call)."""
+    return choose(arch_of(device), scale_kind_of(weight_scale), M, N, K)
 
 
 def s8s4_linear_cuda(
@@ -155,7 +182,12 @@ def s8s4_linear_cuda(
         rule = choose(arch, scale, M, N, K)
         backend, config = rule.backend, rule.config
 
-    if backend is Backend.TRITON:
+    if backend is Backend.TRITON_DECODE:
+        from lowbit_flex.kernels.s8s4_decode import DECODE_CONFIGS, s8s4_decode_triton
+
+        cfg = DECODE_CONFIGS[config] if isinstance(config, str) else config
+        out = s8s4_decode_triton(x, xs, weight, ws, b, out_dtype, cfg)
+    elif backend is Backend.TRITON:
         from lowbit_flex.kernels.s8s4_linear import TRITON_CONFIGS, s8s4_linear_triton
 
         cfg = TRITON_CONFIGS[config] if isinstance(config, str) else config

@@ -29,7 +29,8 @@ class W4A8Config:
 
 
 class W4A8Linear(nn.Module):
-    """``y = s8s4_linear(quantize_int8_rowwise(x), int4 weight) + bias``, output in ``x``'s dtype.
+    """``y = s8s4_linear(quantize_int8_rowwise(x), int4 weight) + bias``, output in ``x``'s dtype, as one op call
+    (``lowbit::w4a8_linear``: at decode sizes one kernel that also quantizes ``x``).
 
     Buffers: ``weight`` int8 ``(out_features, in_features // 2)`` (packed int4, see :mod:`lowbit_flex.quant.int4`),
     ``weight_scale`` float32 ``(out_features,)`` or ``(out_features, in_features // group_size)``, ``bias`` float32
@@ -67,9 +68,8 @@ class W4A8Linear(nn.Module):
         return new
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        xq, xs = torch.ops.lowbit.quantize_int8_rowwise(x.contiguous())
-        out_dtype = x.dtype if x.dtype in _HALF else torch.bfloat16
-        return torch.ops.lowbit.s8s4_linear(xq, xs, self.weight, self.weight_scale, self.bias, out_dtype).to(x.dtype)
+        out = torch.ops.lowbit.w4a8_linear(x, self.weight, self.weight_scale, self.bias)
+        return out if x.dtype in _HALF else out.to(x.dtype)  # float32 x: computed with a bf16 output
 
     def extra_repr(self) -> str:
         return (

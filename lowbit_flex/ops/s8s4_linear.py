@@ -31,20 +31,33 @@ def _check_args(
 ) -> None:
     check_tensor("input", input, dtypes=(torch.int8,), min_ndim=1, contiguous=True)
     check_tensor("input_scale", input_scale, dtypes=FLOAT_DTYPES, contiguous=True)
-    check_tensor("weight", weight, dtypes=(torch.int8,), ndim=2, contiguous=True)
-    check_tensor("weight_scale", weight_scale, dtypes=FLOAT_DTYPES, contiguous=True)
-    if bias is not None:
-        check_tensor("bias", bias, dtypes=FLOAT_DTYPES, ndim=1, contiguous=True)
-    check_out_dtype("out_dtype", out_dtype, HALF_DTYPES)
-    K = input.shape[-1]
-    if K == 0 or K % K_MULTIPLE:
-        raise ValueError(f"input: expected the last dimension K to be a positive multiple of {K_MULTIPLE}, got {K}")
     lead = tuple(input.shape[:-1])
     if tuple(input_scale.shape) not in (lead, (*lead, 1)):
         raise ValueError(
             f"input_scale: expected shape {lead} or {(*lead, 1)} (one scale per row of input), "
             f"got {tuple(input_scale.shape)}"
         )
+    check_int4_weight_args("input", input, weight, weight_scale, bias, out_dtype)
+    check_same_device(input=input, input_scale=input_scale, weight=weight, weight_scale=weight_scale, bias=bias)
+
+
+def check_int4_weight_args(
+    x_name: str,
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    weight_scale: torch.Tensor,
+    bias: torch.Tensor | None,
+    out_dtype: torch.dtype | None,
+) -> None:
+    """The checks every W4A8 op shares: the packed int4 weight, its scales and the bias against ``x``'s K."""
+    check_tensor("weight", weight, dtypes=(torch.int8,), ndim=2, contiguous=True)
+    check_tensor("weight_scale", weight_scale, dtypes=FLOAT_DTYPES, contiguous=True)
+    if bias is not None:
+        check_tensor("bias", bias, dtypes=FLOAT_DTYPES, ndim=1, contiguous=True)
+    check_out_dtype("out_dtype", out_dtype, HALF_DTYPES)
+    K = x.shape[-1]
+    if K == 0 or K % K_MULTIPLE:
+        raise ValueError(f"{x_name}: expected the last dimension K to be a positive multiple of {K_MULTIPLE}, got {K}")
     N = weight.shape[0]
     if weight.shape[1] != K // 2:
         raise ValueError(
@@ -66,7 +79,6 @@ def _check_args(
         raise ValueError(f"weight_scale: expected 1 or 2 dimensions, got shape {tuple(weight_scale.shape)}")
     if bias is not None and bias.shape[0] != N:
         raise ValueError(f"bias: expected shape ({N},) (N = weight.shape[0]), got {tuple(bias.shape)}")
-    check_same_device(input=input, input_scale=input_scale, weight=weight, weight_scale=weight_scale, bias=bias)
 
 
 @torch.library.custom_op("lowbit::s8s4_linear", mutates_args=())

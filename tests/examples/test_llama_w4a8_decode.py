@@ -14,9 +14,11 @@ def example():
 
 
 def test_tiny_compare_runs(example):
-    result = example.compare(example.TINY, "cpu", n_new=4, compile=False)
-    assert set(result) == {"bf16 tok/s", "w4a8 tok/s", "speed-up", "same tokens"}
-    assert result["bf16 tok/s"] > 0 and result["w4a8 tok/s"] > 0 and 0 <= result["same tokens"] <= 1
+    result = example.compare(example.TINY, "cpu", n_new=4, compile=False, group_sizes=(None, 32))
+    names = ("w4a8", "w4a8 g32")
+    assert set(result) == {"bf16 tok/s"} | {f"{n} {k}" for n in names for k in ("tok/s", "speed-up", "same tokens")}
+    assert result["bf16 tok/s"] > 0 and all(result[f"{n} tok/s"] > 0 for n in names)
+    assert all(0 <= result[f"{n} same tokens"] <= 1 for n in names)
 
 
 def test_tiny_w4a8_logits_close_and_decode_step_has_no_graph_break(example):

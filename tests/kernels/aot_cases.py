@@ -142,3 +142,29 @@ def case_float_weight_only_linear():
                 wp = pack_fpx(torch.zeros(128, 256, dtype=torch.uint8), bits)
                 fpx_weight_only_linear_triton(x, wp, s, e, mb, bias if m > 1 else None, split_k=split, variant=v)
     fp8_weight_only_linear_triton(torch.empty(40, 256, dtype=torch.bfloat16), w8, s, None, native_fp8=native)
+
+
+def case_s8s4_decode():
+    from dataclasses import replace
+
+    from lowbit_flex.kernels.s8s4_decode import DECODE_CONFIGS, s8s4_decode_triton
+
+    # CPU tensors make is_hopper() False whatever the patched capability, so each config is forced explicitly.
+    N, K = 256, 1024
+    w, bias = torch.empty(N, K // 2, dtype=torch.int8), torch.empty(N)
+    per_channel, groupwise = torch.empty(N), torch.empty(N, K // 128)
+    for cfg in DECODE_CONFIGS.values():
+        M = 16 if cfg.use_dot else cfg.block_m
+        x, x_scale = torch.empty(M, K, dtype=torch.int8), torch.empty(M)
+        xf = torch.empty(M, K, dtype=torch.bfloat16)
+        # Unfused, per channel, bias, bf16, auto split-K (4 "SMs" on CPU tensors: N tiles alone are too few).
+        s8s4_decode_triton(x, x_scale, w, per_channel, bias, torch.bfloat16, cfg)
+        # Fused quantization, group-wise, no bias, fp16, no split.
+        s8s4_decode_triton(xf, None, w, groupwise, None, torch.float16, replace(cfg, split_k=1))
+        # Fused from fp16 and float32 x, split, bias; group size 32 (MMA configs: BLOCK_K = 32 interleaves).
+        for dtype in (torch.float16, torch.float32):
+            s8s4_decode_triton(xf.to(dtype), None, w, torch.empty(N, K // 32), bias, torch.bfloat16, cfg)
+        # Unfused, group-wise, bias, no split; per channel with K = 96 (BLOCK_K = 32), fp16, split.
+        s8s4_decode_triton(x, x_scale, w, groupwise, bias, torch.bfloat16, replace(cfg, split_k=1))
+        x96, w96 = torch.empty(M, 96, dtype=torch.int8), torch.empty(N, 48, dtype=torch.int8)
+        s8s4_decode_triton(x96, x_scale, w96, per_channel, None, torch.float16, cfg)

@@ -53,6 +53,18 @@ def _s8s4_linear(device):
     yield (i8(1, 128), rand(1, 1), w4(8, 128), rand(8)), {"bias": rand(8).bfloat16(), "out_dtype": torch.bfloat16}
 
 
+def _w4a8_linear(device):
+    from lowbit_flex.quant import pack_int4
+
+    w4 = lambda n, k: pack_int4(torch.randint(-8, 8, (n, k), dtype=torch.int8)).to(device)
+    rand = lambda *s: torch.rand(*s, device=device) + 0.1
+    yield (torch.randn(3, 64, device=device, dtype=torch.bfloat16), w4(16, 64), rand(16)), {}
+    x = torch.randn(2, 5, 64, device=device).transpose(0, 1)  # non-contiguous float32 rows
+    yield (x, w4(24, 64), rand(24, 2), rand(24)), {"out_dtype": torch.float16}
+    yield (torch.randn(1, 128, device=device, dtype=torch.float16).expand(4, 128), w4(8, 128), rand(8)), {}
+    yield (torch.randn(0, 64, device=device, dtype=torch.bfloat16), w4(16, 64), rand(16)), {}  # 0 rows
+
+
 def _rel_pos_attention(device):
     # Window-like (5 x 7 keys, D = 80 padded in the kernel) in SAM's (B*H, L, k) layout, and a row-aligned grid.
     q, k, v = (torch.randn(1, 2, 35, 80, device=device, dtype=torch.bfloat16) for _ in range(3))
@@ -95,6 +107,7 @@ def _fp8_attention(device):
 SAMPLES = {
     "quantize_int8_rowwise": _quantize_int8_rowwise,
     "s8s4_linear": _s8s4_linear,
+    "w4a8_linear": _w4a8_linear,
     "rel_pos_attention": _rel_pos_attention,
     "quantize_fp8": _quantize_fp8,
     "quantize_int8_blockwise": _quantize_int8_blockwise,

@@ -152,13 +152,19 @@ def test_dispatch_table(fake_cutlass):
     pick = lambda *a: (choose(*a).backend, choose(*a).config)
     assert pick(Arch.SM90, pc, 8192, 4096, 4096) == (Backend.CUTLASS_SM90, "256x128x128_coop")
     assert pick(Arch.SM90, pc, 256, 4096, 4096) == (Backend.CUTLASS_SM90, "128x128x128_coop")
-    assert pick(Arch.SM90, pc, 1, 14336, 4096) == (Backend.CUTLASS_SM90, "16x128x128_ws")  # wide: N > K
-    assert pick(Arch.SM90, pc, 16, 4096, 14336) == (Backend.CUTLASS_SM80, "16x128x128_s4")  # K >= N
+    # Decode sizes: the GEMV kernel for either scale kind.
+    assert pick(Arch.SM90, pc, 1, 14336, 4096) == (Backend.TRITON_DECODE, "dot_16x128x256")
+    assert pick(Arch.SM80, gw, 3, 4096, 4096) == (Backend.TRITON_DECODE, "dot_16x128x256")
+    assert pick(Arch.SM80, pc, 3, 4096, 4096) == (Backend.TRITON_DECODE, "dot_16x64x256")
+    assert pick(Arch.SM90, pc, 16, 4096, 14336) == (Backend.TRITON_DECODE, "dot_16x64x256")
+    assert pick(Arch.SM90, gw, 16, 4096, 14336) == (Backend.TRITON_DECODE, "dot_16x128x256")
+    assert not choose(Arch.SM90, pc, 1, 4096, 4096).fuse_quant  # measured: quantizing first is faster
+    assert pick(Arch.SM90, pc, 17, 14336, 4096) == (Backend.CUTLASS_SM90, "128x128x128_coop")  # wide: N > K
     assert pick(Arch.SM90, pc, 64, 4096, 4096) == (Backend.CUTLASS_SM80, "32x128x128_s4")
     assert pick(Arch.SM80, pc, 1024, 4096, 4096) == (Backend.CUTLASS_SM80, "128x128x64_s4")
     assert pick(Arch.SM80, pc, 4096, 4096, 4096) == (Backend.CUTLASS_SM80, "128x256x64_s3")
     # CUTLASS is per-channel only; Triton tiles by arch and M.
-    assert pick(Arch.SM90, gw, 1, 4096, 4096) == (Backend.TRITON, "gemv_16x64x256_splitk")
+    assert pick(Arch.SM90, gw, 0, 4096, 4096) == (Backend.TRITON, "gemv_16x64x256_splitk")  # no rows: no decode
     assert pick(Arch.SM90, gw, 128, 4096, 4096) == (Backend.TRITON, "mid_swap_64x128x128")
     assert pick(Arch.SM80, gw, 128, 4096, 4096) == (Backend.TRITON, "mid_64x128x128")
     assert pick(Arch.SM90, gw, 4096, 4096, 4096) == (Backend.TRITON, "large_128x128x128")
@@ -166,15 +172,18 @@ def test_dispatch_table(fake_cutlass):
     assert choose(Arch.OTHER, pc, 4096, 4096, 4096).backend is Backend.TRITON
 
 
-def test_every_triton_rule_names_a_triton_config():
+def test_every_triton_rule_names_a_config_of_its_kernel():
     from lowbit_flex.kernels.s8s4_dispatch import DISPATCH_TABLE, Backend
 
     names = [r.config for r in DISPATCH_TABLE if r.backend is Backend.TRITON]
     assert names and DISPATCH_TABLE[-1].backend is Backend.TRITON and DISPATCH_TABLE[-1].max_m is None
     pytest.importorskip("triton")
+    from lowbit_flex.kernels.s8s4_decode import DECODE_CONFIGS, DECODE_MAX_M
     from lowbit_flex.kernels.s8s4_linear import TRITON_CONFIGS
 
     assert set(names) <= set(TRITON_CONFIGS)
+    decode = [r for r in DISPATCH_TABLE if r.backend is Backend.TRITON_DECODE]
+    assert decode and all(r.config in DECODE_CONFIGS and r.max_m <= DECODE_MAX_M for r in decode)
 
 
 def test_unloadable_cutlass_library_falls_back_to_triton_after_one_warning(fake_cutlass, monkeypatch):
@@ -188,7 +197,7 @@ def test_unloadable_cutlass_library_falls_back_to_triton_after_one_warning(fake_
     monkeypatch.setattr(fake_cutlass, "load", no_library)
     with pytest.warns(RuntimeWarning, match="CUTLASS W4A8 kernels are unavailable") as caught:
         rules = [choose(a, ScaleKind.PER_CHANNEL, m, 4096, 4096) for a in (Arch.SM80, Arch.SM90) for m in (1, 64, 4096)]
-    assert {r.backend for r in rules} == {Backend.TRITON}
+    assert {r.backend for r in rules} == {Backend.TRITON_DECODE, Backend.TRITON}
     assert len([w for w in caught if issubclass(w.category, RuntimeWarning)]) == 1
     if kernel_device() is None:
         return

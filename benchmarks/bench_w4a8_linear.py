@@ -1,0 +1,146 @@
+"""Whole W4A8 linear layers (``W4A8Linear``: one ``lowbit::w4a8_linear`` call, activation quantization included) vs
+bf16 ``nn.Linear``, per-channel and group 128, at decode (M = 1, 16) and prefill (M = 4096) sizes.
+
+Per row: the CUDA-graph time of each method (median of replays, rotating inputs beyond L2), ratios against bf16
+in the same run, torch's int4 weight-only GEMV (``aten._weight_int4pack_mm``, tinygemm, group 128) at M = 1, the
+fraction of the int4 memory floor (packed weight bytes / copy bandwidth measured now) at M <= 16, and every decode
+kernel config forced (``decode <config>`` columns) so one run picks the dispatch table's decode rows. Before
+timing, each method is checked against the exact definition (per-token int8 quantization, exact integer dots,
+float64 scales). A second table: host microseconds per eager call (no CUDA graph), next to bf16 ``nn.Linear``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import torch
+from torch import nn
+
+import lowbit_flex  # noqa: F401
+from benchmarks.bench_s8s4_linear import SHAPES_KN, copy_bandwidth_gbps
+from benchmarks.harness import Bench
+from lowbit_flex.nn import W4A8Linear
+from lowbit_flex.quant import unpack_int4
+
+MS = [1, 16, 4096]
+_ROTATE_BYTES = 256 << 20
+_HOST_CALLS = 300
+
+
+def _exact(x, layer: W4A8Linear):
+    """float64 definition of the layer on x (M, K): quantize per row as the op does, exact integer dots."""
+    xq, xs = torch.ops.lowbit.quantize_int8_rowwise(x.cpu())
+    K, N = layer.in_features, layer.out_features
+    groups = 1 if layer.weight_scale.dim() == 1 else layer.weight_scale.shape[1]
+    w = unpack_int4(layer.weight.cpu()).double().view(N, groups, K // groups)
+    xg = xq.double().view(-1, groups, K // groups)
+    dots = torch.einsum("mgk,ngk->mng", xg, w)
+    # The error allowance scales with the sum of |products| (what any summation order, split-K included, rounds),
+    # not with |dot|: a dot that cancels to 0 exactly is still summed from nonzero float32 partials.
+    abs_dots = torch.einsum("mgk,ngk->mng", xg.abs(), w.abs())
+    scales = layer.weight_scale.cpu().double().view(1, N, groups) * xs.double().view(-1, 1, 1)
+    return (dots * scales).sum(-1), (abs_dots * scales).sum(-1), groups
+
+
+def _check(out, x, layer) -> str:
+    exact, mag, groups = _exact(x, layer)
+    bound = exact.abs() * 2.0**-7 + (groups + 4) * 2.0**-24 * mag + 1e-30
+    ratio = float(((out.double().cpu() - exact).abs() / bound).max())
+    return "ok" if ratio <= 1.0 else f"FAIL {ratio:.3g}"
+
+
+def _tinygemm(w: torch.Tensor, group: int = 128):
+    """torch's int4 weight-only GEMV: asymmetric 4-bit codes (q + 8) with per-group scale and zero, packed for
+    ``_weight_int4pack_mm``. Returns (fn, packed, scales_and_zeros) or None if this torch lacks it."""
+    N, K = w.shape
+    wg = w.float().view(N, K // group, group)
+    scale = (wg.abs().amax(-1, keepdim=True) / 7).clamp_min(1e-8)
+    q = (torch.round(wg / scale).clamp(-8, 7) + 8).to(torch.int32).view(N, K)
+    try:
+        packed = torch.ops.aten._convert_weight_to_int4pack((q[:, ::2] << 4 | q[:, 1::2]).to(torch.uint8), 8)
+    except (RuntimeError, AttributeError) as e:
+        print(f"  tinygemm unavailable: {type(e).__name__}: {e}")
+        return None
+    # tinygemm dequantizes (q - 8) * scale + zero, with scales_and_zeros (K // group, N, 2).
+    sz = torch.stack([scale.view(N, -1).t(), torch.zeros_like(scale.view(N, -1).t())], dim=-1).bfloat16().contiguous()
+    return lambda x, p, s: torch.ops.aten._weight_int4pack_mm(x, p, group, s), packed, sz
+
+
+def _quantized(x):
+    from lowbit_flex.kernels.quantize_int8_rowwise import quantize_int8_rowwise_triton
+
+    xq, xs = quantize_int8_rowwise_triton(x)
+    return xq, xs.view(-1)
+
+
+def _host_us(fn, x) -> float:
+    for _ in range(20):
+        fn(x)
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(_HOST_CALLS):
+        fn(x)
+    t1 = time.perf_counter()
+    torch.cuda.synchronize()
+    return (t1 - t0) / _HOST_CALLS * 1e6
+
+
+def run(bench: Bench) -> None:
+    from lowbit_flex.kernels.s8s4_decode import DECODE_CONFIGS, s8s4_decode_triton
+    from lowbit_flex.kernels.s8s4_dispatch import rule_for
+
+    bw = copy_bandwidth_gbps()
+    print(f"  copy bandwidth {bw:.0f} GB/s")
+    table = bench.table("W4A8Linear whole layer (bf16 in/out, quantization included)", baseline="bf16 nn.Linear")
+    host = bench.table("host us per eager call (no CUDA graph), M = 1", baseline="bf16 nn.Linear")
+    torch.set_grad_enabled(False)
+    for K, N in SHAPES_KN[:2] if bench.quick else SHAPES_KN:
+        lin = nn.Linear(K, N, bias=False, device="cuda", dtype=torch.bfloat16)
+        layers = {"per-channel": W4A8Linear.from_linear(lin), "g128": W4A8Linear.from_linear(lin, 128)}
+        tiny = _tinygemm(lin.weight.detach())
+        for M in [1, 16] if bench.quick else MS:
+            n = max(1, min(16, math.ceil(_ROTATE_BYTES / (M * K * 2 + N * K * 2))))
+            xs = [torch.randn(M, K, device="cuda", dtype=torch.bfloat16) for _ in range(n)]
+            lins = [lin] + [nn.Linear(K, N, bias=False, device="cuda", dtype=torch.bfloat16) for _ in range(n - 1)]
+            times = {"bf16 nn.Linear": bench.time(lambda x, m: m(x), *[(xs[i], lins[i]) for i in range(n)])}
+            extra: dict = {}
+            for kind, layer in layers.items():
+                copies = [layer] + [W4A8Linear.from_linear(lins[i], layer.group_size) for i in range(1, n)]
+                extra[f"check {kind}"] = _check(layer(xs[0]), xs[0], layer)
+                times[f"w4a8 {kind}"] = bench.time(lambda x, m: m(x), *[(xs[i], copies[i]) for i in range(n)])
+                rule = rule_for(xs[0].device, layer.weight_scale, M, N, K)
+                extra[f"backend {kind}"] = f"{rule.backend.value} {rule.config}"
+                if M <= 16:
+                    extra[f"floor frac {kind}"] = (N * K // 2) / (bw * 1e9) * 1e3 / times[f"w4a8 {kind}"]
+                    for name, cfg in DECODE_CONFIGS.items():
+                        if not cfg.use_dot:  # the FMA forms lost everywhere in the first H200 sweep: not re-timed
+                            continue
+                        f = lambda x, m, cfg=cfg: s8s4_decode_triton(
+                            x, None, m.weight, m.weight_scale, None, torch.bfloat16, cfg
+                        )
+                        extra[f"check decode {name} {kind}"] = _check(f(xs[0], layer), xs[0], layer)
+                        times[f"decode {name} {kind}"] = bench.time(f, *[(xs[i], copies[i]) for i in range(n)])
+                        if cfg.use_dot:  # the alternative to fusing: the quantizer kernel, then the decode kernel
+                            g = lambda x, m, cfg=cfg: s8s4_decode_triton(
+                                *_quantized(x), m.weight, m.weight_scale, None, torch.bfloat16, cfg
+                            )
+                            extra[f"check quant+decode {name} {kind}"] = _check(g(xs[0], layer), xs[0], layer)
+                            times[f"quant+decode {name} {kind}"] = bench.time(
+                                g, *[(xs[i], copies[i]) for i in range(n)]
+                            )
+            if M == 1 and tiny is not None:
+                fn, packed, sz = tiny
+                ref = xs[0].float() @ lin.weight.float().t()
+                extra["tinygemm rel err"] = float((fn(xs[0], packed, sz).float() - ref).norm() / ref.norm())
+                times["tinygemm g128"] = bench.time(fn, *[(xs[i], packed.clone(), sz) for i in range(n)])
+                for kind in layers:
+                    extra[f"w4a8 {kind} / tinygemm"] = times["tinygemm g128"] / times[f"w4a8 {kind}"]
+            table.add({"K": K, "N": N, "M": M}, times, **extra)
+            if M == 1:
+                x = xs[0]
+                us = {"bf16 nn.Linear": _host_us(lin, x)}
+                us |= {f"w4a8 {kind}": _host_us(layer, x) for kind, layer in layers.items()}
+                host.add(
+                    {"K": K, "N": N}, {k: v * 1e-3 for k, v in us.items()}, **{f"{k} us": v for k, v in us.items()}
+                )

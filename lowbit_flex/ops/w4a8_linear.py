@@ -1,0 +1,77 @@
+"""``lowbit::w4a8_linear``: the whole W4A8 linear in one op: per-token int8 quantization of a float input, then
+``lowbit::s8s4_linear``.
+
+``out = s8s4_linear(*quantize_int8_rowwise(x), weight, weight_scale, bias, out_dtype)`` exactly: the same int8
+values and scales as the quantizer, the same exact integer dot products and scaling as the GEMM. One op per layer
+call is what keeps the host path thin in eager decode loops, and what lets the decode kernel fuse the
+quantization: at M <= 16 rows the CUDA path is one Triton kernel that quantizes its slice of ``x`` in registers
+(``kernels/s8s4_decode.py``); larger M runs the fused quantizer and then the GEMM the dispatch table picks.
+
+Registered with ``torch.library.triton_op``: ``torch.compile`` traces the body, so compiled graphs launch the Triton
+kernel from generated code (no Python op wrapper per call); ``torch.export`` keeps ``lowbit.w4a8_linear`` as one node.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from lowbit_flex._checks import FLOAT_DTYPES, HALF_DTYPES, check_same_device, check_tensor
+from lowbit_flex.ops.s8s4_linear import check_int4_weight_args
+
+
+def _check_args(x, weight, weight_scale, bias, out_dtype) -> None:
+    check_tensor("x", x, dtypes=FLOAT_DTYPES, min_ndim=1)
+    check_int4_weight_args("x", x, weight, weight_scale, bias, out_dtype)
+    check_same_device(x=x, weight=weight, weight_scale=weight_scale, bias=bias)
+
+
+def resolve_out_dtype(x_dtype: torch.dtype, out_dtype: torch.dtype | None) -> torch.dtype:
+    """``out_dtype``, or by default ``x``'s dtype when it is fp16/bf16 and bfloat16 otherwise (the kernels write
+    half precision; int4 weight error dominates bf16 rounding by far)."""
+    if out_dtype is not None:
+        return out_dtype
+    return x_dtype if x_dtype in HALF_DTYPES else torch.bfloat16
+
+
+@torch.library.triton_op("lowbit::w4a8_linear", mutates_args=())
+def w4a8_linear(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    weight_scale: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    out_dtype: torch.dtype | None = None,
+) -> torch.Tensor:
+    """W4A8 linear of a float input: ``s8s4_linear(*quantize_int8_rowwise(x), weight, weight_scale, bias)``.
+
+    Args:
+        x: float16/bfloat16/float32 ``(..., K)``, ``K`` a multiple of 32; finite.
+        weight, weight_scale, bias: as for ``lowbit::s8s4_linear`` (packed int4 ``(N, K // 2)``; float scales
+            ``(N,)`` or ``(N, K // group)``; float bias ``(N,)`` or None).
+        out_dtype: float16 or bfloat16; None means ``x``'s dtype if it is one of them, else bfloat16.
+
+    Returns ``(..., N)`` in ``out_dtype``: on CUDA the decode kernel (M <= 16, quantization fused) or the quantizer
+    and the dispatched GEMM; elsewhere the exact references of both ops.
+    """
+    _check_args(x, weight, weight_scale, bias, out_dtype)
+    dtype = resolve_out_dtype(x.dtype, out_dtype)
+    K, N = x.shape[-1], weight.shape[0]
+    if x.device.type == "cuda":
+        # The dispatch decision is per concrete shape: int() adds a guard when torch.compile traces dynamic shapes.
+        from lowbit_flex.kernels.s8s4_dispatch import Backend, rule_for
+
+        x2 = x.reshape(-1, K)
+        rule = rule_for(x2.device, weight_scale, int(x2.shape[0]), int(N), int(K))
+        if rule.backend is Backend.TRITON_DECODE:  # the kernels straight from here: no second op call per layer
+            from lowbit_flex.kernels.quantize_int8_rowwise import quantize_int8_rowwise_triton
+            from lowbit_flex.kernels.s8s4_decode import DECODE_CONFIGS, s8s4_decode_triton
+
+            x2 = x2 if x2.is_contiguous() else x2.contiguous()
+            xs = None
+            if not rule.fuse_quant:
+                x2, xs = quantize_int8_rowwise_triton(x2)
+                xs = xs.view(-1)
+            b = bias.float() if bias is not None else None
+            out = s8s4_decode_triton(x2, xs, weight, weight_scale.float(), b, dtype, DECODE_CONFIGS[rule.config])
+            return out.view(*x.shape[:-1], N)
+    xq, xs = torch.ops.lowbit.quantize_int8_rowwise(x.contiguous())  # s8s4_linear reads contiguous rows
+    return torch.ops.lowbit.s8s4_linear(xq, xs, weight, weight_scale, bias, dtype)
