@@ -53,6 +53,18 @@ def assert_rel_error(out: torch.Tensor, ref: torch.Tensor, tol: float, name: str
     return err
 
 
+def assert_raises_eager_and_fake(op: Callable, kwargs: dict, exc: type[Exception], match: str) -> None:
+    """``op(**kwargs)`` raises ``exc`` matching ``match`` eagerly and, when every tensor is on the CPU, also on fake
+    tensors (what ``torch.compile`` and ``torch.export`` trace): the same check, the same message, both paths."""
+    import pytest  # a test helper: only tests call it
+
+    with pytest.raises(exc, match=match):
+        op(**kwargs)
+    if all(v.device.type == "cpu" for v in kwargs.values() if isinstance(v, torch.Tensor)):
+        with torch._subclasses.fake_tensor.FakeTensorMode() as mode, pytest.raises(exc, match=match):
+            op(**{k: mode.from_tensor(v) if isinstance(v, torch.Tensor) else v for k, v in kwargs.items()})
+
+
 def opcheck(op: Callable, samples: Iterable[tuple[tuple, dict]], test_utils: tuple[str, ...] | None = None) -> None:
     """Run ``torch.library.opcheck`` (schema, fake tensor, autograd registration, AOT dispatch) on each sample.
     ``test_utils`` narrows the checks (e.g. opcheck's schema check compares outputs with ``torch.allclose``, which

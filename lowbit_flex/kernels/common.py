@@ -28,6 +28,15 @@ class LaunchConfig:
     num_stages: int
 
 
+def largest_pow2_divisor(n: int, cap: int) -> int:
+    """The largest power of two ``<= cap`` (a power of two) that divides ``n``: a K block that tiles K (and a scale
+    group) exactly, so a kernel needs no K tail."""
+    b = cap
+    while n % b:
+        b //= 2
+    return b
+
+
 @triton.jit
 def dot_acc(a, b, acc, UPCAST: tl.constexpr, PRECISION: tl.constexpr = "tf32"):
     """``acc + a @ b`` in float32. ``UPCAST`` is set only under ``TRITON_INTERPRET=1``: Triton's interpreter

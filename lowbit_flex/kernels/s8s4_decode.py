@@ -54,8 +54,9 @@ import triton.language as tl
 from torch.library import wrap_triton
 
 from lowbit_flex.kernels.arch import sm_count, triton_interpreting
-from lowbit_flex.kernels.common import LaunchConfig, reduce_split_k
+from lowbit_flex.kernels.common import LaunchConfig, largest_pow2_divisor, reduce_split_k
 from lowbit_flex.kernels.rounding import round_half_even
+from lowbit_flex.kernels.s8s4_linear import store_w4a8_tile
 
 DECODE_MAX_M = 16
 
@@ -199,17 +200,8 @@ def _s8s4_decode_kernel(
     else:
         # Per channel: every partial sum is an integer below 2**24 (K < 16512), so the float32 sum is exact.
         out = tl.sum(acc3, axis=2)
-    if not GROUPWISE:
-        out = out * tl.load(ws_row)[None, :]
-    out = out * x_scale[:, None]
-    mask = (rm < M)[:, None] & (rn < N)[None, :]
-    offs = rm[:, None].to(tl.int64) * N + rn[None, :]
-    if SPLIT_PARTIALS:
-        tl.store(out_ptr + pid_k.to(tl.int64) * M * N + offs, out, mask=mask)
-    else:
-        if HAS_BIAS:
-            out = out + tl.load(bias_ptr + rn_load)[None, :]
-        tl.store(out_ptr + offs, out.to(out_ptr.dtype.element_ty), mask=mask)
+    store_w4a8_tile(out, x_scale, ws_row, bias_ptr, out_ptr, rm, rn, rn_load, M, N, pid_k,
+                    GROUPWISE, SPLIT_PARTIALS, HAS_BIAS)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -248,13 +240,6 @@ class _Plan(NamedTuple):
     meta: dict  # per-shape kernel arguments: ints and constexprs
 
 
-def _largest_pow2_divisor(n: int, cap: int) -> int:
-    b = cap
-    while n % b:
-        b //= 2
-    return b
-
-
 @functools.lru_cache(maxsize=512)
 def _plan(
     device: torch.device, M: int, N: int, K: int, groups: int, x_dtype: torch.dtype, has_bias: bool,
@@ -264,7 +249,7 @@ def _plan(
     assert 1 <= M <= DECODE_MAX_M and K % 32 == 0 and K % groups == 0, (M, K, groups)
     cfg = config
     group_k = K // groups
-    block_k = _largest_pow2_divisor(group_k, cfg.block_k)  # divides K too; >= 32 as group_k % 32 == 0
+    block_k = largest_pow2_divisor(group_k, cfg.block_k)  # divides K too; >= 32 as group_k % 32 == 0
     if cfg.use_dot:
         assert cfg.block_m >= 16, "tl.dot needs 16 rows"
         block_m = cfg.block_m

@@ -31,7 +31,7 @@ import triton
 import triton.language as tl
 
 from lowbit_flex.kernels.arch import sm_count
-from lowbit_flex.kernels.common import LaunchConfig, reduce_split_k
+from lowbit_flex.kernels.common import LaunchConfig, largest_pow2_divisor, reduce_split_k
 
 
 @triton.jit
@@ -126,9 +126,23 @@ def _s8s4_matmul_kernel(
     out = acc.to(tl.float32)
     if SWAP_AB:
         out = tl.trans(out)  # (BLOCK_M, BLOCK_N)
+    x_scale = tl.load(xs_ptr + rm_load)
+    store_w4a8_tile(out, x_scale, ws_row, bias_ptr, out_ptr, rm, rn, rn_load, M, N, pid_k,
+                    GROUPWISE, SPLIT_PARTIALS, HAS_BIAS)  # fmt: skip
+
+
+@triton.jit
+def store_w4a8_tile(
+    out, x_scale, ws_row, bias_ptr, out_ptr, rm, rn, rn_load, M, N, pid_k,
+    GROUPWISE: tl.constexpr, SPLIT_PARTIALS: tl.constexpr, HAS_BIAS: tl.constexpr,
+):  # fmt: skip
+    """The W4A8 epilogue both Triton kernels share: ``out`` is a float32 ``(BLOCK_M, BLOCK_N)`` tile of dot
+    products (group scales already applied when ``GROUPWISE``); apply the per-channel and per-token scales, then
+    store a float32 split-K partial (the reduce adds the bias) or the biased ``out_ptr`` dtype result. Rows past M
+    and columns past N are masked."""
     if not GROUPWISE:
         out = out * tl.load(ws_row)[None, :]
-    out = out * tl.load(xs_ptr + rm_load)[:, None]
+    out = out * x_scale[:, None]
     mask = (rm < M)[:, None] & (rn < N)[None, :]
     offs = rm[:, None].to(tl.int64) * N + rn[None, :]
     if SPLIT_PARTIALS:
@@ -168,13 +182,6 @@ _PROGRAMS_PER_SM = 4
 _X_SPLIT_MIN_M = 64
 
 
-def _largest_pow2_divisor(n: int, cap: int) -> int:
-    b = cap
-    while n % b:
-        b //= 2
-    return b
-
-
 def _split_count(k_blocks: int, tiles: int, sms: int) -> tuple[int, int]:
     """(number of splits, K blocks per split) so that tiles × splits ≈ _PROGRAMS_PER_SM × SMs."""
     want = max(1, min(k_blocks, round(_PROGRAMS_PER_SM * sms / tiles)))
@@ -202,7 +209,7 @@ def s8s4_linear_triton(
     cfg = config
     groupwise = w_scale.dim() == 2 and w_scale.shape[1] > 1
     group_k = K // w_scale.shape[1] if groupwise else K
-    block_k = _largest_pow2_divisor(group_k, cfg.block_k)  # divides K too; >= 32 as the op checks K % 32
+    block_k = largest_pow2_divisor(group_k, cfg.block_k)  # divides K too; >= 32 as the op checks K % 32
     cfg = replace(cfg, block_k=block_k)
     k_blocks = K // block_k
     tiles = triton.cdiv(M, cfg.block_m) * triton.cdiv(N, cfg.block_n)

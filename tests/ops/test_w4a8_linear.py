@@ -9,7 +9,7 @@ import torch
 
 import lowbit_flex  # noqa: F401  (registers torch.ops.lowbit)
 from lowbit_flex.quant import pack_int4
-from lowbit_flex.testing import assert_fully_written, poison_
+from lowbit_flex.testing import assert_fully_written, assert_raises_eager_and_fake, poison_
 
 OP = torch.ops.lowbit.w4a8_linear
 on_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="the CUDA dispatch paths need a GPU")
@@ -93,11 +93,7 @@ def _bad_cases():
 
 @pytest.mark.parametrize("kwargs, exc, match", _bad_cases())
 def test_bad_input_eager_and_fake(kwargs, exc, match):
-    with pytest.raises(exc, match=match):
-        OP(**kwargs)
-    if all(t.device.type == "cpu" for t in kwargs.values() if isinstance(t, torch.Tensor)):
-        with torch._subclasses.fake_tensor.FakeTensorMode() as mode, pytest.raises(exc, match=match):
-            OP(**{k: mode.from_tensor(v) if isinstance(v, torch.Tensor) else v for k, v in kwargs.items()})
+    assert_raises_eager_and_fake(OP, kwargs, exc, match)
 
 
 def test_compiled_equals_eager_and_export_keeps_one_node():
