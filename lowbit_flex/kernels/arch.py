@@ -33,11 +33,6 @@ def has_fp8_mma(device: torch.device) -> bool:
     return capability(device) >= (8, 9)
 
 
-def is_hopper(device: torch.device) -> bool:
-    """Compute capability 9.x (H100/H200): WGMMA, TMA."""
-    return capability(device)[0] == 9
-
-
 @functools.cache
 def _cuda_sm_count(index: int) -> int:
     return torch.cuda.get_device_properties(index).multi_processor_count

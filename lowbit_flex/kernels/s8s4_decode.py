@@ -243,11 +243,10 @@ class _Plan(NamedTuple):
 @functools.lru_cache(maxsize=512)
 def _plan(
     device: torch.device, M: int, N: int, K: int, groups: int, x_dtype: torch.dtype, has_bias: bool,
-    config: DecodeConfig,
+    cfg: DecodeConfig,
 ) -> _Plan:  # fmt: skip
     """Everything about a launch that depends only on the shape key (cached: decode loops repeat a few shapes)."""
     assert 1 <= M <= DECODE_MAX_M and K % 32 == 0 and K % groups == 0, (M, K, groups)
-    cfg = config
     group_k = K // groups
     block_k = largest_pow2_divisor(group_k, cfg.block_k)  # divides K too; >= 32 as group_k % 32 == 0
     if cfg.use_dot:

@@ -33,7 +33,7 @@ class ScaleKind(enum.Enum):
 
 
 class Backend(enum.Enum):
-    # kernels/s8s4_decode.py: M <= 16, both scale kinds; from lowbit::w4a8_linear it also quantizes x in registers
+    # kernels/s8s4_decode.py: M <= 16, both scale kinds; it can also quantize a float x itself (Rule.fuse_quant)
     TRITON_DECODE = "triton_decode"
     TRITON = "triton"  # kernels/s8s4_linear.py: every shape, both scale kinds
     CUTLASS_SM80 = "cutlass_sm80"  # the CUTLASS 2.x mixed-input family (runs on sm_80 and sm_90)
@@ -52,8 +52,9 @@ class Rule:
     max_m: int | None = None  # rule applies when M <= max_m
     wide: bool | None = None  # True: only when N > K (many output channels, short reduction)
     # lowbit::w4a8_linear only (float input): quantize x inside the decode kernel (True) or with the quantizer
-    # kernel first (False). Fusing saves a launch but every program re-reads its full x rows for the amax.
-    fuse_quant: bool = True
+    # kernel first (False, measured faster everywhere): fusing saves a launch but every program re-reads its full
+    # x rows for the amax.
+    fuse_quant: bool = False
 
 
 _PC, _SM80, _SM90 = ScaleKind.PER_CHANNEL, Arch.SM80, Arch.SM90
@@ -78,9 +79,9 @@ DISPATCH_TABLE: tuple[Rule, ...] = (
     # padded rows. The 64-wide tile beat the 128-wide one at M = 16 per-channel on 3 of 4 shapes (1.70-1.99x vs
     # 1.46-1.63x bf16; 4096²: 1.17 vs 1.19), lost at M = 1 (1.12-1.84 vs 1.14-1.89) and was even for g128.
     # M = 2..15 is unmeasured: it takes the M = 16 rows. docs/w4a8.md has the table.
-    Rule(Backend.TRITON_DECODE, "dot_16x128x256", max_m=1, fuse_quant=False),
-    Rule(Backend.TRITON_DECODE, "dot_16x64x256", scale=_PC, max_m=16, fuse_quant=False),
-    Rule(Backend.TRITON_DECODE, "dot_16x128x256", max_m=16, fuse_quant=False),
+    Rule(Backend.TRITON_DECODE, "dot_16x128x256", max_m=1),
+    Rule(Backend.TRITON_DECODE, "dot_16x64x256", scale=_PC, max_m=16),
+    Rule(Backend.TRITON_DECODE, "dot_16x128x256", max_m=16),
     Rule(Backend.CUTLASS_SM90, "16x128x128_ws", arch=_SM90, scale=_PC, max_m=16, wide=True),
     Rule(Backend.CUTLASS_SM80, "16x128x128_s4", scale=_PC, max_m=16),
     Rule(Backend.CUTLASS_SM90, "128x128x128_coop", arch=_SM90, scale=_PC, max_m=64, wide=True),
