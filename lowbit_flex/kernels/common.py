@@ -1,16 +1,20 @@
-"""Triton pieces every kernel shares: launch configs, the deterministic split-K reduce, the interpreter-safe dot.
+"""Triton pieces every kernel shares: launch configs, a cached eager launcher, the deterministic split-K reduce, the
+interpreter-safe dot.
 
 Imports Triton at the top, so only kernel modules import it (never an op file at module level).
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
 import triton
 import triton.language as tl
 from torch.library import wrap_triton
+
+from lowbit_flex.kernels.arch import triton_interpreting
 
 
 @dataclass(frozen=True)
@@ -26,6 +30,74 @@ class LaunchConfig:
     block_k: int
     num_warps: int
     num_stages: int
+
+
+class PlanLaunch:
+    """``kernel[grid](*args, **meta)`` for one launch plan (a kernel, its grid and constexprs, fixed per shape key).
+
+    Eager decode loops launch the same few shapes thousands of times, and Triton's ``JITFunction.run`` re-binds and
+    re-specializes every argument on each call (~10-20 us of host time per launch). Where that work cannot change
+    the answer, this launches the compiled kernel found on the first call directly: the plan fixes every int
+    argument and constexpr, so only the tensors' dtypes and 16-byte alignment (what Triton specializes pointers on)
+    can differ, and they form the cache key. Anything else takes ``wrap_triton`` (what ``torch.compile`` /
+    ``torch.export`` trace through a ``triton_op``): non-CUDA or subclass tensors (fake, functional), an active
+    dispatch mode, the interpreter, or Triton launch hooks (profilers)."""
+
+    __slots__ = ("_compiled", "_constexprs", "_interpreted", "grid", "kernel", "meta")
+
+    def __init__(self, kernel, grid: tuple[int, ...], meta: dict) -> None:
+        self.kernel, self.grid, self.meta = kernel, tuple(grid) + (1,) * (3 - len(grid)), meta
+        self._constexprs: tuple | None = None  # values of the parameters after the positional ones, in order
+        self._compiled: dict[tuple, object] = {}
+        self._interpreted = triton_interpreting()  # fixed when the kernels were decorated
+
+    def __call__(self, *args) -> None:
+        key = self._direct_key(args)
+        compiled = None if key is None else self._compiled.get(key)
+        if compiled is None:
+            if key is None:
+                wrap_triton(self.kernel)[self.grid](*args, **self.meta)
+                return
+            compiled = self.kernel[self.grid](*args, **self.meta)  # compiles (or finds) and launches
+            if self._constexprs is None:
+                self._constexprs = tuple(self.meta[n] for n in self.kernel.arg_names[len(args) :])
+            self._compiled[key] = compiled
+            return
+        # The call JITFunction.run ends with, minus its per-call binding (Triton 3.6 - 3.9 share this signature).
+        stream = torch._C._cuda_getCurrentRawStream(args[0].device.index)
+        g = self.grid
+        compiled.run(g[0], g[1], g[2], stream, compiled.function, compiled.packed_metadata, None, None, None,
+                     *args, *self._constexprs)  # fmt: skip
+
+    def _direct_key(self, args: tuple) -> tuple | None:
+        """The cache key of a direct launch (tensor dtypes and 16-byte alignment), or None where only
+        ``wrap_triton`` is right. ``args[0]`` is a tensor in every kernel that uses this."""
+        if self._interpreted or not args[0].is_cuda or torch._C._len_torch_dispatch_stack():
+            return None
+        hooks = triton.knobs.runtime
+        if _hooked(hooks.launch_enter_hook) or _hooked(hooks.launch_exit_hook):
+            return None
+        key = []
+        for a in args:
+            if isinstance(a, torch.Tensor):
+                if type(a) is not torch.Tensor:  # fake, functional or another subclass: traced, not launched
+                    return None
+                key.append((a.dtype, a.data_ptr() % 16 == 0))
+        return tuple(key)
+
+
+def cached_plan(factory, *key):
+    """``factory(*key)`` memoised (``factory`` is an ``functools.lru_cache``) when every key is a concrete Python
+    value; a SymInt key (``torch.compile`` tracing with dynamic shapes) gets a fresh plan instead, so the trace
+    stays symbolic rather than failing to hash or specializing on the shape."""
+    if any(isinstance(k, (torch.SymInt, torch.SymBool, torch.SymFloat)) for k in key):
+        return factory.__wrapped__(*key)
+    return factory(*key)
+
+
+def _hooked(hook) -> bool:
+    # None, or a HookChain whose list of calls may be empty (Triton 3.6+).
+    return hook is not None and bool(getattr(hook, "calls", True))
 
 
 def largest_pow2_divisor(n: int, cap: int) -> int:
@@ -82,10 +154,17 @@ def reduce_split_k(
     float32 ``(N,)`` or None; ``bias`` ``(N,)`` of any float dtype or None. Deterministic: no atomics."""
     splits, M, N = partials.shape
     any_ptr = partials  # a valid pointer for the operands a constexpr switch leaves unread
-    wrap_triton(_split_k_reduce_kernel)[(triton.cdiv(M * N, _REDUCE_BLOCK),)](
+    launch = cached_plan(_reduce_launch, M, N, out.stride(0), splits, post_scale, scale is not None, bias is not None)
+    launch(
         partials, any_ptr if scale is None else scale, any_ptr if bias is None else bias, out,
         M, N, out.stride(0), splits,
-        POST_SCALE=post_scale, HAS_SCALE=scale is not None, HAS_BIAS=bias is not None, BLOCK=_REDUCE_BLOCK,
-        num_warps=4,
     )  # fmt: skip
     return out
+
+
+@functools.lru_cache(maxsize=512)
+def _reduce_launch(
+    M: int, N: int, stride_om: int, splits: int, post_scale: float, has_scale: bool, has_bias: bool
+) -> PlanLaunch:
+    meta = dict(POST_SCALE=post_scale, HAS_SCALE=has_scale, HAS_BIAS=has_bias, BLOCK=_REDUCE_BLOCK, num_warps=4)
+    return PlanLaunch(_split_k_reduce_kernel, (triton.cdiv(M * N, _REDUCE_BLOCK),), meta)

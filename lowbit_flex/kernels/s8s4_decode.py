@@ -51,11 +51,10 @@ from typing import NamedTuple
 import torch
 import triton
 import triton.language as tl
-from torch.library import wrap_triton
 
 from lowbit_flex.kernels.arch import sm_count, triton_interpreting
-from lowbit_flex.kernels.common import LaunchConfig, largest_pow2_divisor, reduce_split_k
-from lowbit_flex.kernels.rounding import round_half_even
+from lowbit_flex.kernels.common import LaunchConfig, PlanLaunch, largest_pow2_divisor, reduce_split_k
+from lowbit_flex.kernels.quantize_int8_rowwise import int8_row_scale_of, quantize_int8_values
 from lowbit_flex.kernels.s8s4_linear import store_w4a8_tile
 
 DECODE_MAX_M = 16
@@ -66,9 +65,7 @@ def _load_x(ptrs, x_scale, FUSED_QUANT: tl.constexpr, AS_INT8: tl.constexpr):
     """A ``(BLOCK_M, n)`` tile of x as int8 (MMA operand) or float32 (FMA operand), quantized here if x is float."""
     x = tl.load(ptrs)
     if FUSED_QUANT:
-        # div_rn: Triton's `/` on float32 may lower to an approximate divide; quantize_int8_rowwise uses IEEE.
-        x = round_half_even(tl.math.div_rn(x.to(tl.float32), x_scale[:, None]))
-        x = tl.minimum(tl.maximum(x, -127.0), 127.0)  # an integer in [-127, 127]: exact in float32
+        x = quantize_int8_values(x.to(tl.float32), x_scale[:, None])  # an integer in [-127, 127]
     # One return statement: Triton type-checks every return of a function, constexpr-dead ones included.
     return x.to(tl.int8) if AS_INT8 else x.to(tl.float32)
 
@@ -112,17 +109,8 @@ def _s8s4_decode_kernel(
     rn_load = rn % N
     x_rows = x_ptr + rm_load[:, None].to(tl.int64) * K
 
-    if FUSED_QUANT:
-        # The row scale needs the whole row, whichever K slice this program multiplies. An elementwise running max
-        # defers the cross-thread reduction to one tl.max after the loop (max is exact in any order).
-        a_cols = tl.arange(0, AMAX_BLOCK)
-        amax2 = tl.zeros((BLOCK_M, AMAX_BLOCK), dtype=tl.float32)
-        for k0 in range(0, K, AMAX_BLOCK):
-            xa = tl.load(x_rows + k0 + a_cols[None, :], mask=(k0 + a_cols < K)[None, :], other=0.0)
-            amax2 = tl.maximum(amax2, tl.abs(xa.to(tl.float32)))
-        amax = tl.max(amax2, axis=1)
-        x_scale = tl.math.div_rn(amax, tl.full((BLOCK_M,), 127.0, tl.float32))
-        x_scale = tl.where(x_scale == 0.0, 1.0, x_scale)
+    if FUSED_QUANT:  # the row scale needs the whole row, whichever K slice this program multiplies
+        x_scale = int8_row_scale_of(x_rows, K, BLOCK_M, AMAX_BLOCK)
     else:
         x_scale = tl.load(xs_ptr + rm_load)
 
@@ -234,18 +222,19 @@ _AMAX_ELEMS = 4096
 
 
 class _Plan(NamedTuple):
-    grid: tuple[int, int, int]
     splits: int
+    per_split: int  # K blocks per split
     k_blocks: int  # K blocks in the whole row
-    meta: dict  # per-shape kernel arguments: ints and constexprs
+    launch: PlanLaunch
 
 
 @functools.lru_cache(maxsize=512)
 def _plan(
-    device: torch.device, M: int, N: int, K: int, groups: int, x_dtype: torch.dtype, has_bias: bool,
-    cfg: DecodeConfig,
+    device: torch.device, M: int, N: int, K: int, groups: int, x_dtype: torch.dtype, out_dtype: torch.dtype,
+    has_bias: bool, cfg: DecodeConfig,
 ) -> _Plan:  # fmt: skip
-    """Everything about a launch that depends only on the shape key (cached: decode loops repeat a few shapes)."""
+    """Everything about a launch that depends only on the shape key (cached: decode loops repeat a few shapes).
+    ``out_dtype`` is part of the key because the launch is cached with its argument dtypes."""
     assert 1 <= M <= DECODE_MAX_M and K % 32 == 0 and K % groups == 0, (M, K, groups)
     group_k = K // groups
     block_k = largest_pow2_divisor(group_k, cfg.block_k)  # divides K too; >= 32 as group_k % 32 == 0
@@ -264,7 +253,6 @@ def _plan(
     per_split = triton.cdiv(k_blocks, min(want, k_blocks))
     splits = triton.cdiv(k_blocks, per_split)  # no empty splits
     meta = dict(
-        GROUP_K=group_k, BLOCKS_PER_SPLIT=per_split,
         BLOCK_M=block_m, BLOCK_N=cfg.block_n, BLOCK_K=block_k,
         AMAX_BLOCK=min(triton.next_power_of_2(K), _AMAX_ELEMS // block_m),
         USE_DOT=cfg.use_dot, INTERLEAVE=cfg.use_dot and block_k < 64, FUSED_QUANT=x_dtype != torch.int8,
@@ -272,7 +260,7 @@ def _plan(
         num_warps=cfg.num_warps, num_stages=cfg.num_stages,
     )  # fmt: skip
     grid = (triton.cdiv(N, cfg.block_n), triton.cdiv(M, block_m), splits)
-    return _Plan(grid, splits, k_blocks, meta)
+    return _Plan(splits, per_split, k_blocks, PlanLaunch(_s8s4_decode_kernel, grid, meta))
 
 
 def s8s4_decode_triton(
@@ -294,14 +282,14 @@ def s8s4_decode_triton(
     # int(): under torch.compile with dynamic shapes these are SymInts; the plan is per concrete shape (a guard).
     M, K, N = int(x.shape[0]), int(x.shape[1]), int(w.shape[0])
     groups = int(w_scale.shape[1]) if w_scale.dim() == 2 else 1
-    plan = _plan(x.device, M, N, K, groups, x.dtype, bias is not None, config)
+    plan = _plan(x.device, M, N, K, groups, x.dtype, out_dtype, bias is not None, config)
     if out is None:
         out = torch.empty((M, N), dtype=out_dtype, device=x.device)
     dst = torch.empty((plan.splits, M, N), dtype=torch.float32, device=x.device) if plan.splits > 1 else out
     any_ptr = w_scale  # a valid pointer for operands a constexpr switch leaves unread
-    wrap_triton(_s8s4_decode_kernel)[plan.grid](
+    plan.launch(
         x, any_ptr if x_scale is None else x_scale, w, w_scale, any_ptr if bias is None else bias, dst,
-        M, N, K, K // 2, groups, **plan.meta,
+        M, N, K, K // 2, groups, K // groups, plan.per_split,
     )  # fmt: skip
     if plan.splits > 1:
         reduce_split_k(dst, out, bias=bias)

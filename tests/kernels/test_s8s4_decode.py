@@ -8,6 +8,7 @@ import torch
 import lowbit_flex  # noqa: F401  (registers torch.ops.lowbit)
 from lowbit_flex.quant import pack_int4
 from lowbit_flex.testing import assert_fully_written, kernel_device, poison_
+from tests.kernels._w4a8_exact import assert_close_to_exact, exact_f64, fp32_terms, log_uniform, random_inputs
 
 DEVICE = kernel_device()
 if DEVICE is None:
@@ -17,61 +18,6 @@ from lowbit_flex.kernels import s8s4_decode as mod  # noqa: E402  (imports Trito
 
 CONFIGS = mod.DECODE_CONFIGS
 QUANTIZE = torch.ops.lowbit.quantize_int8_rowwise
-
-
-def _scale_range(out_dtype):
-    # fp16 tops out at 65504: |dot| <= 1024 * K, so keep scale products below ~1e-1; bf16 takes nine decades.
-    return (-6.0, 3.0) if out_dtype == torch.bfloat16 else (-4.0, -1.0)
-
-
-def _log_uniform(shape, lo, hi):
-    return 10 ** (torch.rand(shape, dtype=torch.float64) * (hi - lo) + lo).float()
-
-
-def _inputs(M, N, K, group, out_dtype, bias=True):
-    """Fresh random int8 x and int4 weights (both extremes present), scales spanning a log range."""
-    x = torch.randint(-128, 128, (M, K), dtype=torch.int8)
-    x.view(-1)[torch.randperm(M * K)[:2]] = torch.tensor([-128, 127], dtype=torch.int8)
-    q = torch.randint(-8, 8, (N, K), dtype=torch.int8)
-    q.view(-1)[torch.randperm(N * K)[:2]] = torch.tensor([-8, 7], dtype=torch.int8)
-    lo, hi = _scale_range(out_dtype)
-    xs = _log_uniform((M,), lo, hi)
-    ws = _log_uniform((N,) if group is None else (N, K // group), lo, hi)
-    b = torch.randn(N) * 100 if bias else None
-    return x, xs, q, ws, b
-
-
-def _exact_f64(x, xs, q, ws, bias):
-    """Independent definition: float64 products of integers are exact (|dot| < 2**53); scales in another order.
-    Also returns the summed magnitudes (for the float32 rounding allowance)."""
-    (M, K), N = x.shape, q.shape[0]
-    groups = 1 if ws.dim() == 1 else ws.shape[1]
-    g = K // groups
-    xg, qg = x.double().reshape(M, groups, g), q.double().reshape(N, groups, g)
-    dots = torch.einsum("mgk,ngk->mng", xg, qg)
-    abs_dots = torch.einsum("mgk,ngk->mng", xg.abs(), qg.abs())  # sum |products|: what split-K partials round
-    scales = xs.double().reshape(M, 1, 1) * ws.double().reshape(1, N, groups)
-    out = (dots * scales).sum(-1)
-    magnitude = (abs_dots * scales).sum(-1)
-    if bias is not None:
-        out = out + bias.double()
-        magnitude = magnitude + bias.double().abs()
-    return out, magnitude
-
-
-def _fp32_terms(plan, groupwise):
-    """Float32 roundings the kernel may make, each at most 2**-24 of the summed magnitudes: the two scale products
-    and the bias (3), the split-K sum (splits - 1); group-wise: one product and one add per K block, plus the FMA
-    form's tree sum over the block (<= 8 levels)."""
-    return 3 + plan.splits + (2 * plan.k_blocks + 8 if groupwise else 0)
-
-
-def _assert_close_to_exact(out, exact, magnitude, dtype, fp32_terms):
-    """Within one ulp of ``dtype`` of the exact value plus ``fp32_terms`` float32 roundings of the magnitudes."""
-    finfo = torch.finfo(dtype)
-    bound = exact.abs() * finfo.eps + finfo.tiny + fp32_terms * 2.0**-24 * magnitude
-    err = (out.double().cpu() - exact).abs()
-    assert bool((err <= bound).all()), f"max error {float((err - bound).max()):.3g} over the bound"
 
 
 def _run(x, xs, q, ws, b, out_dtype, config):
@@ -84,15 +30,15 @@ def _run(x, xs, q, ws, b, out_dtype, config):
     assert res is out and out.shape == (M, N) and out.dtype == out_dtype
     assert_fully_written(out)
     groups = 1 if ws.dim() == 1 else ws.shape[1]
-    plan = mod._plan(torch.device(DEVICE), M, N, x.shape[1], groups, x.dtype, b is not None, config)
+    plan = mod._plan(torch.device(DEVICE), M, N, x.shape[1], groups, x.dtype, out_dtype, b is not None, config)
     return out.cpu(), plan
 
 
 def _check(M, N, K, group, bias, out_dtype, config):
-    x, xs, q, ws, b = _inputs(M, N, K, group, out_dtype, bias)
+    x, xs, q, ws, b = random_inputs(M, N, K, group, out_dtype, bias)
     out, plan = _run(x, xs, q, ws, b, out_dtype, config)
-    exact, magnitude = _exact_f64(x, xs, q, ws, b)
-    _assert_close_to_exact(out, exact, magnitude, out_dtype, _fp32_terms(plan, group is not None))
+    exact, magnitude = exact_f64(x, xs, q, ws, b)
+    assert_close_to_exact(out, exact, magnitude, out_dtype, fp32_terms(plan, group is not None))
     return plan
 
 
@@ -156,8 +102,8 @@ FUSED_CASES = [
 @pytest.mark.parametrize("x_dtype, name, M, N, K, group", FUSED_CASES)
 def test_fused_quantization(x_dtype, name, M, N, K, group):
     out_dtype = torch.bfloat16
-    _, _, q, ws, b = _inputs(M, N, K, group, out_dtype)
-    xf = (torch.randn(M, K) * _log_uniform((M, 1), -2.0, 2.0)).to(x_dtype)
+    _, _, q, ws, b = random_inputs(M, N, K, group, out_dtype)
+    xf = (torch.randn(M, K) * log_uniform((M, 1), -2.0, 2.0)).to(x_dtype)
     xf[0, 0] = 0.0
     config = CONFIGS[name]
     out, plan = _run(xf, None, q, ws, b, out_dtype, config)
@@ -165,8 +111,8 @@ def test_fused_quantization(x_dtype, name, M, N, K, group):
     # The same kernel on the reference's int8 values: identical quantization gives identical bits.
     ref, _ = _run(xq, xs.view(M), q, ws, b, out_dtype, config)
     torch.testing.assert_close(out, ref, rtol=0, atol=0)
-    exact, magnitude = _exact_f64(xq, xs.view(M), q, ws, b)
-    _assert_close_to_exact(out, exact, magnitude, out_dtype, _fp32_terms(plan, group is not None))
+    exact, magnitude = exact_f64(xq, xs.view(M), q, ws, b)
+    assert_close_to_exact(out, exact, magnitude, out_dtype, fp32_terms(plan, group is not None))
 
 
 @pytest.mark.parametrize("name", ["fma_4x32x128", "dot_16x64x256"])
@@ -174,7 +120,7 @@ def test_fused_zero_and_nan_rows(name):
     # float16 output: Triton's interpreter truncates float32 -> bfloat16 (the GPU rounds to nearest even), so only
     # fp16 makes "the zero row's output is exactly the rounded bias" checkable here.
     M, N, K, out_dtype = 4, 40, 128, torch.float16
-    _, _, q, ws, b = _inputs(M, N, K, 64, out_dtype)
+    _, _, q, ws, b = random_inputs(M, N, K, 64, out_dtype)
     xf = torch.randn(M, K, dtype=torch.bfloat16)
     xf[1] = 0.0  # scale 1.0
     xf[2, 5] = float("nan")  # its own output may be anything; the other rows' must not change
