@@ -4,7 +4,8 @@ bf16 ``nn.Linear``, per-channel and group 128, at decode (M = 1, 16) and prefill
 Per row: the CUDA-graph time of each method (median of replays, rotating inputs beyond L2), ratios against bf16
 in the same run, torch's int4 weight-only GEMV (``aten._weight_int4pack_mm``, tinygemm, group 128) at M = 1, the
 fraction of the int4 memory floor (packed weight bytes / copy bandwidth measured now) at M <= 16, and every decode
-kernel config forced (``decode <config>`` columns) so one run picks the dispatch table's decode rows. Before
+kernel config forced (``gemv``/``quant+gemv``/``quant+decode <config>`` columns) so one run picks the dispatch table's
+decode rows. Before
 timing, each method is checked against the exact definition (per-token int8 quantization, exact integer dots,
 float64 scales). A second table: host microseconds per eager call (no CUDA graph), next to bf16 ``nn.Linear``.
 """
@@ -12,6 +13,7 @@ float64 scales). A second table: host microseconds per eager call (no CUDA graph
 from __future__ import annotations
 
 import math
+import os
 import time
 
 import torch
@@ -23,7 +25,8 @@ from benchmarks.harness import Bench
 from lowbit_flex.nn import W4A8Linear
 from lowbit_flex.quant import unpack_int4
 
-MS = [1, 16, 4096]
+MS = [1, 4, 16, 4096]
+_ENV_MS = "LOWBIT_BENCH_W4A8_M"  # e.g. "1,4,16": time only these M (a decode-only sweep)
 _ROTATE_BYTES = 256 << 20
 _HOST_CALLS = 300
 
@@ -74,6 +77,34 @@ def _quantized(x):
     return xq, xs.view(-1)
 
 
+def _ms() -> list[int]:
+    return [int(m) for m in os.environ[_ENV_MS].split(",")] if os.environ.get(_ENV_MS) else MS
+
+
+def _decode_candidates(M: int) -> dict:
+    """Every decode kernel config that can take M rows, as ``f(x, layer)`` (so one run picks the dispatch table's
+    decode rows): the dp4a GEMV quantizing x itself (``gemv``) or after the quantizer kernel (``quant+gemv``), and
+    the tensor-core GEMV after the quantizer (its fused form lost everywhere in the H200 run of 2026-12-01)."""
+    from lowbit_flex.kernels.s8s4_decode import DECODE_CONFIGS, s8s4_decode_triton
+    from lowbit_flex.kernels.s8s4_gemv import GEMV_CONFIGS, GEMV_MAX_M, s8s4_gemv_triton
+
+    out = {}
+    if M <= GEMV_MAX_M:
+        for name, cfg in GEMV_CONFIGS.items():
+            out[f"gemv {name}"] = lambda x, m, cfg=cfg: s8s4_gemv_triton(
+                x, None, m.weight, m.weight_scale, None, torch.bfloat16, cfg
+            )
+            out[f"quant+gemv {name}"] = lambda x, m, cfg=cfg: s8s4_gemv_triton(
+                *_quantized(x), m.weight, m.weight_scale, None, torch.bfloat16, cfg
+            )
+    for name, cfg in DECODE_CONFIGS.items():
+        if cfg.use_dot:  # the FMA forms lost everywhere in the first H200 sweep: not re-timed
+            out[f"quant+decode {name}"] = lambda x, m, cfg=cfg: s8s4_decode_triton(
+                *_quantized(x), m.weight, m.weight_scale, None, torch.bfloat16, cfg
+            )
+    return out
+
+
 def _host_us(fn, x) -> float:
     for _ in range(20):
         fn(x)
@@ -87,7 +118,6 @@ def _host_us(fn, x) -> float:
 
 
 def run(bench: Bench) -> None:
-    from lowbit_flex.kernels.s8s4_decode import DECODE_CONFIGS, s8s4_decode_triton
     from lowbit_flex.kernels.s8s4_dispatch import rule_for
 
     bw = copy_bandwidth_gbps()
@@ -99,7 +129,7 @@ def run(bench: Bench) -> None:
         lin = nn.Linear(K, N, bias=False, device="cuda", dtype=torch.bfloat16)
         layers = {"per-channel": W4A8Linear.from_linear(lin), "g128": W4A8Linear.from_linear(lin, 128)}
         tiny = _tinygemm(lin.weight.detach())
-        for M in [1, 16] if bench.quick else MS:
+        for M in [1, 16] if bench.quick else _ms():
             n = max(1, min(16, math.ceil(_ROTATE_BYTES / (M * K * 2 + N * K * 2))))
             xs = [torch.randn(M, K, device="cuda", dtype=torch.bfloat16) for _ in range(n)]
             lins = [lin] + [nn.Linear(K, N, bias=False, device="cuda", dtype=torch.bfloat16) for _ in range(n - 1)]
@@ -113,22 +143,9 @@ def run(bench: Bench) -> None:
                 extra[f"backend {kind}"] = f"{rule.backend.value} {rule.config}"
                 if M <= 16:
                     extra[f"floor frac {kind}"] = (N * K // 2) / (bw * 1e9) * 1e3 / times[f"w4a8 {kind}"]
-                    for name, cfg in DECODE_CONFIGS.items():
-                        if not cfg.use_dot:  # the FMA forms lost everywhere in the first H200 sweep: not re-timed
-                            continue
-                        f = lambda x, m, cfg=cfg: s8s4_decode_triton(
-                            x, None, m.weight, m.weight_scale, None, torch.bfloat16, cfg
-                        )
-                        extra[f"check decode {name} {kind}"] = _check(f(xs[0], layer), xs[0], layer)
-                        times[f"decode {name} {kind}"] = bench.time(f, *[(xs[i], copies[i]) for i in range(n)])
-                        if cfg.use_dot:  # the alternative to fusing: the quantizer kernel, then the decode kernel
-                            g = lambda x, m, cfg=cfg: s8s4_decode_triton(
-                                *_quantized(x), m.weight, m.weight_scale, None, torch.bfloat16, cfg
-                            )
-                            extra[f"check quant+decode {name} {kind}"] = _check(g(xs[0], layer), xs[0], layer)
-                            times[f"quant+decode {name} {kind}"] = bench.time(
-                                g, *[(xs[i], copies[i]) for i in range(n)]
-                            )
+                    for label, f in _decode_candidates(M).items():
+                        extra[f"check {label} {kind}"] = _check(f(xs[0], layer), xs[0], layer)
+                        times[f"{label} {kind}"] = bench.time(f, *[(xs[i], copies[i]) for i in range(n)])
             if M == 1 and tiny is not None:
                 fn, packed, sz = tiny
                 ref = xs[0].float() @ lin.weight.float().t()
@@ -137,10 +154,18 @@ def run(bench: Bench) -> None:
                 for kind in layers:
                     extra[f"w4a8 {kind} / tinygemm"] = times["tinygemm g128"] / times[f"w4a8 {kind}"]
             table.add({"K": K, "N": N, "M": M}, times, **extra)
+            base = times["bf16 nn.Linear"]
+            ratios = " ".join(f"{k}={base / v:.2f}" for k, v in times.items() if k != "bf16 nn.Linear")
+            print(f"  K={K} N={N} M={M}: {ratios}", flush=True)  # progress, in case a later row dies
             if M == 1:
                 x = xs[0]
                 us = {"bf16 nn.Linear": _host_us(lin, x)}
                 us |= {f"w4a8 {kind}": _host_us(layer, x) for kind, layer in layers.items()}
+                # The op alone (no module call): what the layer adds on top of the op's own dispatch.
+                m = layers["g128"]
+                us["op w4a8_linear g128"] = _host_us(
+                    lambda x, m=m: torch.ops.lowbit.w4a8_linear(x, m.weight, m.weight_scale, m.bias), x
+                )
                 host.add(
                     {"K": K, "N": N}, {k: v * 1e-3 for k, v in us.items()}, **{f"{k} us": v for k, v in us.items()}
                 )

@@ -1,11 +1,11 @@
-"""Run every W4A8 decode-kernel config over ragged shapes and check it against an exact reference, for
-compute-sanitizer.
+"""Run every config of both decode-sized W4A8 kernels (the tensor-core GEMV and the dp4a GEMV) over ragged shapes
+and check it against an exact reference, for compute-sanitizer.
 
     compute-sanitizer --tool memcheck python benchmarks/sanitize_s8s4_decode.py
 
-Each ``DECODE_CONFIGS`` entry × (int8 input with scales | float input quantized in the kernel) × (per channel |
-group-wise) × ragged (M, N, K) runs once into a NaN-poisoned output and is compared with the exact definition
-(int64 dots, float64 scales) within bf16 rounding plus float32 scaling error. Exits 1 on any mismatch.
+Each ``DECODE_CONFIGS`` / ``GEMV_CONFIGS`` entry × (int8 input with scales | float input quantized in the kernel) ×
+(per channel | group-wise) × ragged (M, N, K) it takes runs once into a NaN-poisoned output and is compared with the
+exact definition (int64 dots, float64 scales) within bf16 rounding plus float32 scaling error. Exits 1 on any mismatch.
 """
 
 from __future__ import annotations
@@ -17,15 +17,20 @@ import torch
 
 import lowbit_flex  # noqa: F401
 from lowbit_flex.kernels.s8s4_decode import DECODE_CONFIGS, s8s4_decode_triton
+from lowbit_flex.kernels.s8s4_gemv import GEMV_CONFIGS, GEMV_MAX_M, s8s4_gemv_triton
 from lowbit_flex.quant import pack_int4
 
-SHAPES = list(itertools.product((1, 3, 16), (40, 136), (96, 512)))
+SHAPES = list(itertools.product((1, 3, 16), (40, 136), (96, 1536)))
+KERNELS = [(f"decode {n}", c, s8s4_decode_triton, 16) for n, c in DECODE_CONFIGS.items()]
+KERNELS += [(f"gemv {n}", c, s8s4_gemv_triton, GEMV_MAX_M) for n, c in GEMV_CONFIGS.items()]
 
 
 def main() -> int:
     gen = torch.Generator().manual_seed(0)
     bad = runs = 0
-    for (M, N, K), (name, cfg), fused, groups in itertools.product(SHAPES, DECODE_CONFIGS.items(), (0, 1), (1, 0)):
+    for (M, N, K), (name, cfg, launch, max_m), fused, groups in itertools.product(SHAPES, KERNELS, (0, 1), (1, 0)):
+        if max_m < M:
+            continue
         groups = groups or K // 32  # 0: groups of 32 (the smallest the op takes)
         xf = torch.randn(M, K, generator=gen).bfloat16()
         xq, xs = torch.ops.lowbit.quantize_int8_rowwise(xf)  # CPU reference quantizer (the kernel matches it)
@@ -36,9 +41,9 @@ def main() -> int:
         out = torch.full((M, N), float("nan"), dtype=torch.bfloat16, device="cuda")
         w, wsd, bd = pack_int4(q).cuda(), ws.cuda(), bias.cuda()
         if fused:
-            s8s4_decode_triton(xf.cuda(), None, w, wsd, bd, torch.bfloat16, cfg, out=out)
+            launch(xf.cuda(), None, w, wsd, bd, torch.bfloat16, cfg, out=out)
         else:
-            s8s4_decode_triton(xq.cuda(), xs.view(M).cuda(), w, wsd, bd, torch.bfloat16, cfg, out=out)
+            launch(xq.cuda(), xs.view(M).cuda(), w, wsd, bd, torch.bfloat16, cfg, out=out)
         torch.cuda.synchronize()
         g = K // groups
         xg, qg = xq.double().view(M, groups, g), q.double().view(N, groups, g)

@@ -33,6 +33,8 @@ class ScaleKind(enum.Enum):
 
 
 class Backend(enum.Enum):
+    # kernels/s8s4_gemv.py: M <= 4, both scale kinds, dp4a on CUDA cores; can quantize a float x itself
+    TRITON_GEMV = "triton_gemv"
     # kernels/s8s4_decode.py: M <= 16, both scale kinds; it can also quantize a float x itself (Rule.fuse_quant)
     TRITON_DECODE = "triton_decode"
     TRITON = "triton"  # kernels/s8s4_linear.py: every shape, both scale kinds
@@ -50,7 +52,8 @@ class Rule:
     arch: Arch | None = None  # None: any
     scale: ScaleKind | None = None
     max_m: int | None = None  # rule applies when M <= max_m
-    wide: bool | None = None  # True: only when N > K (many output channels, short reduction)
+    # True: only when N > K (many output channels, short reduction); False: only when K > N (a deep reduction).
+    wide: bool | None = None
     # lowbit::w4a8_linear only (float input): quantize x inside the decode kernel (True) or with the quantizer
     # kernel first (False, measured faster everywhere): fusing saves a launch but every program re-reads its full
     # x rows for the amax.
@@ -69,17 +72,18 @@ _PC, _SM80, _SM90 = ScaleKind.PER_CHANNEL, Arch.SM80, Arch.SM90
 # a split-K GEMV tile for decode; on Hopper the swap-AB mid tile (its unpacked weight feeds WGMMA from registers),
 # then 128x128 tiles; a 32x128x128 split-K tile was removed after wrong results at M = 77 on the GPU.
 DISPATCH_TABLE: tuple[Rule, ...] = (
-    # Decode (M <= 16): the GEMV kernel streaming the packed weight, either scale kind. A first H200 sweep
-    # (CUDA graphs, weights rotated past L2; M = 1, 4, 16 on 4096², 14336×4096, 4096×14336): with int8 x the
-    # tensor-core form ran 7.3-18 us against the FMA form's 12.5-143 us; dot_16x128x256 within ~20% of the best
-    # everywhere (13.3 us at M = 1 on 14336×4096, 2.2 TB/s of packed weight) and best with fused quantization
-    # (half the programs of the 64-row tile: half the redundant full-row amax reads). Quantizing x first (its
-    # own kernel) beat fusing it at every M and shape of the H200 run of 2026-12-01 (M = 1: 1.01-1.93x bf16 vs
-    # 0.56-0.93x fused): every program of the fused form re-reads its whole x rows for the amax and divides 16
-    # padded rows. The 64-wide tile beat the 128-wide one at M = 16 per-channel on 3 of 4 shapes (1.70-1.99x vs
-    # 1.46-1.63x bf16; 4096²: 1.17 vs 1.19), lost at M = 1 (1.12-1.84 vs 1.14-1.89) and was even for g128.
-    # M = 2..15 is unmeasured: it takes the M = 16 rows. docs/w4a8.md has the table.
-    Rule(Backend.TRITON_DECODE, "dot_16x128x256", max_m=1),
+    # Decode, either scale kind. M = 1: the dp4a GEMV quantizing x itself, one launch per layer. H200 runs of
+    # 2026-12-01 (CUDA graphs, weights rotated past L2; docs/measurements/h200_run10_w4a8_gemv.md): 4x16x1024 was
+    # best or within noise of the best on 4096², 4096×14336 and 8192² (per channel 1.80-2.00 / 2.30-2.50 /
+    # 2.54-2.72x bf16, g128 1.78 / 2.00 / 2.20x), the 8-row 2048-step tile on the deep 14336×4096 (2.14 vs 1.91x
+    # per channel, 1.73 vs 1.65x g128); quantizing first (a second launch) lost to fusing at M = 1 on 7 of 8 rows.
+    # At M = 4 the dp4a GEMV lost to the tensor-core GEMV on 3 of 4 shapes (per channel 1.44-1.56 vs 1.69-1.98x)
+    # and its fused form to both (0.5-1.0x): M = 2..16 takes the tensor-core GEMV after the quantizer, whose
+    # fused form lost everywhere (0.56-0.93x vs 1.01-1.93x at M = 1 in the first run). The 64-wide tile beat the
+    # 128-wide one at M = 16 per-channel on 3 of 4 shapes (1.70-1.99x vs 1.46-1.63x bf16; 4096²: 1.17 vs 1.19)
+    # and was even for g128. docs/w4a8.md has the tables.
+    Rule(Backend.TRITON_GEMV, "dp4a_4x8x2048", max_m=1, wide=False, fuse_quant=True),
+    Rule(Backend.TRITON_GEMV, "dp4a_4x16x1024", max_m=1, fuse_quant=True),
     Rule(Backend.TRITON_DECODE, "dot_16x64x256", scale=_PC, max_m=16),
     Rule(Backend.TRITON_DECODE, "dot_16x128x256", max_m=16),
     Rule(Backend.CUTLASS_SM90, "16x128x128_ws", arch=_SM90, scale=_PC, max_m=16, wide=True),
@@ -117,6 +121,10 @@ def scale_kind_of(weight_scale: torch.Tensor) -> ScaleKind:
 
 def available(backend: Backend, arch: Arch, scale: ScaleKind, M: int, N: int, K: int) -> bool:
     """Whether ``backend`` can run this problem here (CUTLASS: also whether its library builds and loads)."""
+    if backend is Backend.TRITON_GEMV:
+        from lowbit_flex.kernels.s8s4_gemv import gemv_supports
+
+        return gemv_supports(M, K, scale is ScaleKind.GROUPWISE)
     if backend is Backend.TRITON_DECODE:
         from lowbit_flex.kernels.s8s4_decode import DECODE_MAX_M
 
@@ -139,7 +147,7 @@ def choose(arch: Arch, scale: ScaleKind, M: int, N: int, K: int) -> Rule:
             (rule.arch is None or rule.arch is arch)
             and (rule.scale is None or rule.scale is scale)
             and (rule.max_m is None or rule.max_m >= M)
-            and (rule.wide is None or rule.wide == (N > K))
+            and (rule.wide is None or (N > K if rule.wide else K > N))
             and available(rule.backend, arch, scale, M, N, K)
         ):
             return rule
@@ -183,7 +191,12 @@ def s8s4_linear_cuda(
         rule = choose(arch, scale, M, N, K)
         backend, config = rule.backend, rule.config
 
-    if backend is Backend.TRITON_DECODE:
+    if backend is Backend.TRITON_GEMV:
+        from lowbit_flex.kernels.s8s4_gemv import GEMV_CONFIGS, s8s4_gemv_triton
+
+        cfg = GEMV_CONFIGS[config] if isinstance(config, str) else config
+        out = s8s4_gemv_triton(x, xs, weight, ws, b, out_dtype, cfg)
+    elif backend is Backend.TRITON_DECODE:
         from lowbit_flex.kernels.s8s4_decode import DECODE_CONFIGS, s8s4_decode_triton
 
         cfg = DECODE_CONFIGS[config] if isinstance(config, str) else config

@@ -10,6 +10,7 @@ from torch import nn
 
 from lowbit_flex.nn.quantize_api import SkipLayer, register_quantize_handler
 from lowbit_flex.ops.s8s4_linear import K_MULTIPLE
+from lowbit_flex.ops.w4a8_linear import w4a8_linear_eager
 from lowbit_flex.quant.int4 import quantize_int4_weight
 
 _HALF = (torch.float16, torch.bfloat16)
@@ -30,7 +31,8 @@ class W4A8Config:
 
 class W4A8Linear(nn.Module):
     """``y = s8s4_linear(quantize_int8_rowwise(x), int4 weight) + bias``, output in ``x``'s dtype, as one op call
-    (``lowbit::w4a8_linear``: at decode sizes one kernel that also quantizes ``x``).
+    (``lowbit::w4a8_linear``; eagerly without its dispatcher, see ``w4a8_linear_eager``: at M = 1 one kernel that also
+    quantizes ``x``).
 
     Buffers: ``weight`` int8 ``(out_features, in_features // 2)`` (packed int4, see :mod:`lowbit_flex.quant.int4`),
     ``weight_scale`` float32 ``(out_features,)`` or ``(out_features, in_features // group_size)``, ``bias`` float32
@@ -68,7 +70,7 @@ class W4A8Linear(nn.Module):
         return new
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = torch.ops.lowbit.w4a8_linear(x, self.weight, self.weight_scale, self.bias)
+        out = w4a8_linear_eager(x, self.weight, self.weight_scale, self.bias)  # the op, minus its dispatch cost
         return out if x.dtype in _HALF else out.to(x.dtype)  # float32 x: computed with a bf16 output
 
     def extra_repr(self) -> str:

@@ -4,14 +4,19 @@
 ``out = s8s4_linear(*quantize_int8_rowwise(x), weight, weight_scale, bias, out_dtype)`` exactly: the same int8
 values and scales as the quantizer, the same exact integer dot products and scaling as the GEMM. One op per layer
 call is what keeps the host path thin in eager decode loops, and what lets the decode kernel fuse the
-quantization: at M <= 16 rows the CUDA path is one Triton kernel that quantizes its slice of ``x`` in registers
-(``kernels/s8s4_decode.py``); larger M runs the fused quantizer and then the GEMM the dispatch table picks.
+quantization: at M = 1 the CUDA path is one Triton kernel that quantizes ``x`` in registers
+(``kernels/s8s4_gemv.py``), up to M = 16 the quantizer and a tensor-core GEMV (``kernels/s8s4_decode.py``); larger
+M runs the quantizer and then the GEMM the dispatch table picks.
 
 Registered with ``torch.library.triton_op``: ``torch.compile`` traces the body, so compiled graphs launch the Triton
 kernel from generated code (no Python op wrapper per call); ``torch.export`` keeps ``lowbit.w4a8_linear`` as one node.
+Eager callers on the hot path (``W4A8Linear``) use :func:`w4a8_linear_eager`, which skips the custom-op dispatcher
+only where it cannot matter.
 """
 
 from __future__ import annotations
+
+import functools
 
 import torch
 
@@ -33,6 +38,54 @@ def resolve_out_dtype(x_dtype: torch.dtype, out_dtype: torch.dtype | None) -> to
     return x_dtype if x_dtype in HALF_DTYPES else torch.bfloat16
 
 
+@functools.lru_cache(maxsize=1024)
+def _decode_path(device: torch.device, M: int, N: int, K: int, groupwise: bool):
+    """For a CUDA problem the dispatch table gives to a decode-sized kernel: ``(quantize_first, launcher)`` with
+    the kernel's tile config bound; None for every other rule. Cached per shape key, so an eager decode step pays
+    one lookup here instead of a table walk, imports and config lookups."""
+    from lowbit_flex.kernels.s8s4_dispatch import Backend, ScaleKind, arch_of, choose
+
+    rule = choose(arch_of(device), ScaleKind.GROUPWISE if groupwise else ScaleKind.PER_CHANNEL, M, N, K)
+    if rule.backend is Backend.TRITON_GEMV:
+        from lowbit_flex.kernels.s8s4_gemv import GEMV_CONFIGS, s8s4_gemv_triton
+
+        launch = functools.partial(s8s4_gemv_triton, config=GEMV_CONFIGS[rule.config])
+    elif rule.backend is Backend.TRITON_DECODE:
+        from lowbit_flex.kernels.s8s4_decode import DECODE_CONFIGS, s8s4_decode_triton
+
+        launch = functools.partial(s8s4_decode_triton, config=DECODE_CONFIGS[rule.config])
+    else:
+        return None
+    if rule.fuse_quant:
+        return None, launch
+    from lowbit_flex.kernels.quantize_int8_rowwise import quantize_int8_rowwise_triton
+
+    return quantize_int8_rowwise_triton, launch
+
+
+def _w4a8_linear(x, weight, weight_scale, bias=None, out_dtype=None) -> torch.Tensor:
+    """The op's body (see :func:`w4a8_linear`), also called directly by :func:`w4a8_linear_eager`."""
+    _check_args(x, weight, weight_scale, bias, out_dtype)
+    dtype = resolve_out_dtype(x.dtype, out_dtype)
+    K, N = x.shape[-1], weight.shape[0]
+    if x.is_cuda:
+        x2 = x.reshape(-1, K)
+        # The dispatch decision is per concrete shape: int() adds a guard when torch.compile traces dynamic shapes.
+        groupwise = bool(weight_scale.dim() == 2 and weight_scale.shape[1] > 1)  # a guard, not a SymBool key
+        path = _decode_path(x.device, int(x2.shape[0]), int(N), int(K), groupwise)
+        if path is not None:  # the decode kernels straight from here: no second op call per layer
+            quantize, launch = path
+            x2 = x2 if x2.is_contiguous() else x2.contiguous()
+            xs = None
+            if quantize is not None:
+                x2, xs = quantize(x2)
+                xs = xs.view(-1)
+            b = bias.float() if bias is not None else None
+            return launch(x2, xs, weight, weight_scale.float(), b, dtype).view(*x.shape[:-1], N)
+    xq, xs = torch.ops.lowbit.quantize_int8_rowwise(x.contiguous())  # s8s4_linear reads contiguous rows
+    return torch.ops.lowbit.s8s4_linear(xq, xs, weight, weight_scale, bias, dtype)
+
+
 @torch.library.triton_op("lowbit::w4a8_linear", mutates_args=())
 def w4a8_linear(
     x: torch.Tensor,
@@ -49,29 +102,30 @@ def w4a8_linear(
             ``(N,)`` or ``(N, K // group)``; float bias ``(N,)`` or None).
         out_dtype: float16 or bfloat16; None means ``x``'s dtype if it is one of them, else bfloat16.
 
-    Returns ``(..., N)`` in ``out_dtype``: on CUDA the decode kernel (M <= 16, quantization fused) or the quantizer
-    and the dispatched GEMM; elsewhere the exact references of both ops.
+    Returns ``(..., N)`` in ``out_dtype``: on CUDA a decode-sized kernel (M <= 16: one launch at M = 1, quantization
+    fused) or the quantizer and the dispatched GEMM; elsewhere the exact references of both ops.
     """
-    _check_args(x, weight, weight_scale, bias, out_dtype)
-    dtype = resolve_out_dtype(x.dtype, out_dtype)
-    K, N = x.shape[-1], weight.shape[0]
-    if x.device.type == "cuda":
-        # The dispatch decision is per concrete shape: int() adds a guard when torch.compile traces dynamic shapes.
-        from lowbit_flex.kernels.s8s4_dispatch import Backend, rule_for
+    return _w4a8_linear(x, weight, weight_scale, bias, out_dtype)
 
-        x2 = x.reshape(-1, K)
-        rule = rule_for(x2.device, weight_scale, int(x2.shape[0]), int(N), int(K))
-        if rule.backend is Backend.TRITON_DECODE:  # the kernels straight from here: no second op call per layer
-            from lowbit_flex.kernels.quantize_int8_rowwise import quantize_int8_rowwise_triton
-            from lowbit_flex.kernels.s8s4_decode import DECODE_CONFIGS, s8s4_decode_triton
 
-            x2 = x2 if x2.is_contiguous() else x2.contiguous()
-            xs = None
-            if not rule.fuse_quant:
-                x2, xs = quantize_int8_rowwise_triton(x2)
-                xs = xs.view(-1)
-            b = bias.float() if bias is not None else None
-            out = s8s4_decode_triton(x2, xs, weight, weight_scale.float(), b, dtype, DECODE_CONFIGS[rule.config])
-            return out.view(*x.shape[:-1], N)
-    xq, xs = torch.ops.lowbit.quantize_int8_rowwise(x.contiguous())  # s8s4_linear reads contiguous rows
-    return torch.ops.lowbit.s8s4_linear(xq, xs, weight, weight_scale, bias, dtype)
+def w4a8_linear_eager(x, weight, weight_scale, bias=None, out_dtype=None) -> torch.Tensor:
+    """``torch.ops.lowbit.w4a8_linear``, minus the custom-op dispatcher where it cannot change anything: not
+    compiling, a plain CUDA tensor ``x`` that needs no gradient, no dispatch or function mode active. There the
+    dispatcher (autograd and backend wrappers of a ``triton_op``) cost 22 us of host time per call on the H200
+    machine, more than bf16 ``nn.Linear``'s whole call (19 us); eager decode loops pay it per layer. Anything else
+    (``torch.compile`` / ``torch.export`` tracing, fake or functional tensors, modes, autograd) takes the op."""
+    if needs_dispatcher(x):
+        return torch.ops.lowbit.w4a8_linear(x, weight, weight_scale, bias, out_dtype)
+    return _w4a8_linear(x, weight, weight_scale, bias, out_dtype)
+
+
+def needs_dispatcher(x: torch.Tensor) -> bool:
+    """Whether a call with input ``x`` must go through ``torch.ops`` (see :func:`w4a8_linear_eager`)."""
+    return (
+        torch.compiler.is_compiling()
+        or type(x) is not torch.Tensor
+        or not x.is_cuda
+        or (x.requires_grad and torch.is_grad_enabled())
+        or bool(torch._C._len_torch_dispatch_stack())
+        or torch._C._is_torch_function_mode_enabled()
+    )

@@ -168,3 +168,28 @@ def case_s8s4_decode():
         s8s4_decode_triton(x, x_scale, w, groupwise, bias, torch.bfloat16, replace(cfg, split_k=1))
         x96, w96 = torch.empty(M, 96, dtype=torch.int8), torch.empty(N, 48, dtype=torch.int8)
         s8s4_decode_triton(x96, x_scale, w96, per_channel, None, torch.float16, cfg)
+
+
+def case_s8s4_gemv():
+    from dataclasses import replace
+
+    from lowbit_flex.kernels.s8s4_gemv import GEMV_CONFIGS, s8s4_gemv_triton
+
+    # Every config forced (the dispatch table picks them per M), at M = 1 and M = 4 (the row tiles it compiles).
+    N, K = 256, 4096
+    w, bias = torch.empty(N, K // 2, dtype=torch.int8), torch.empty(N)
+    per_channel, g128, g2048 = torch.empty(N), torch.empty(N, K // 128), torch.empty(N, 2)
+    for cfg in GEMV_CONFIGS.values():
+        for M in (1, 4):
+            x, x_scale = torch.empty(M, K, dtype=torch.int8), torch.empty(M)
+            xf = torch.empty(M, K, dtype=torch.bfloat16)
+            # int8 x, per channel, bias, bf16, auto split (4 "SMs" on CPU tensors: N tiles alone are too few).
+            s8s4_gemv_triton(x, x_scale, w, per_channel, bias, torch.bfloat16, cfg)
+            # Fused quantization, group 128 (steps spanning groups: per-word scales), no split, fp16, no bias.
+            s8s4_gemv_triton(xf, None, w, g128, None, torch.float16, replace(cfg, split_k=1))
+            # Fused, steps inside one group (one scale per row and step), bias, no split.
+            s8s4_gemv_triton(xf, None, w, g2048, bias, torch.bfloat16, replace(cfg, split_k=1))
+            # int8 x, per channel, no split.
+            s8s4_gemv_triton(x, x_scale, w, per_channel, bias, torch.bfloat16, replace(cfg, split_k=1))
+        for dtype in (torch.float16, torch.float32):  # fused from the other float inputs
+            s8s4_gemv_triton(torch.empty(1, K, dtype=dtype), None, w, per_channel, bias, torch.bfloat16, cfg)

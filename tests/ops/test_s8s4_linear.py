@@ -148,13 +148,18 @@ def test_dispatch_table(fake_cutlass):
     pick = lambda *a: (choose(*a).backend, choose(*a).config)
     assert pick(Arch.SM90, pc, 8192, 4096, 4096) == (Backend.CUTLASS_SM90, "256x128x128_coop")
     assert pick(Arch.SM90, pc, 256, 4096, 4096) == (Backend.CUTLASS_SM90, "128x128x128_coop")
-    # Decode sizes: the GEMV kernel for either scale kind.
-    assert pick(Arch.SM90, pc, 1, 14336, 4096) == (Backend.TRITON_DECODE, "dot_16x128x256")
+    # Decode sizes, either scale kind: at M = 1 the dp4a GEMV (quantizing x itself; its 8-row tile for deep layers),
+    # up to 16 the tensor-core GEMV after the quantizer.
+    assert pick(Arch.SM90, pc, 1, 14336, 4096) == (Backend.TRITON_GEMV, "dp4a_4x16x1024")
+    assert pick(Arch.SM90, gw, 1, 4096, 4096) == (Backend.TRITON_GEMV, "dp4a_4x16x1024")
+    assert pick(Arch.SM80, gw, 1, 4096, 14336) == (Backend.TRITON_GEMV, "dp4a_4x8x2048")  # K > N
+    assert choose(Arch.SM90, gw, 1, 4096, 4096).fuse_quant  # one launch per layer at M = 1
+    assert pick(Arch.SM90, pc, 1, 4096, 2**17) == (Backend.TRITON_DECODE, "dot_16x64x256")  # int32 sums: K < 2**17
     assert pick(Arch.SM80, gw, 3, 4096, 4096) == (Backend.TRITON_DECODE, "dot_16x128x256")
     assert pick(Arch.SM80, pc, 3, 4096, 4096) == (Backend.TRITON_DECODE, "dot_16x64x256")
+    assert not choose(Arch.SM80, pc, 3, 4096, 4096).fuse_quant
     assert pick(Arch.SM90, pc, 16, 4096, 14336) == (Backend.TRITON_DECODE, "dot_16x64x256")
     assert pick(Arch.SM90, gw, 16, 4096, 14336) == (Backend.TRITON_DECODE, "dot_16x128x256")
-    assert not choose(Arch.SM90, pc, 1, 4096, 4096).fuse_quant  # measured: quantizing first is faster
     assert pick(Arch.SM90, pc, 17, 14336, 4096) == (Backend.CUTLASS_SM90, "128x128x128_coop")  # wide: N > K
     assert pick(Arch.SM90, pc, 64, 4096, 4096) == (Backend.CUTLASS_SM80, "32x128x128_s4")
     assert pick(Arch.SM80, pc, 1024, 4096, 4096) == (Backend.CUTLASS_SM80, "128x128x64_s4")
@@ -180,6 +185,10 @@ def test_every_triton_rule_names_a_config_of_its_kernel():
     assert set(names) <= set(TRITON_CONFIGS)
     decode = [r for r in DISPATCH_TABLE if r.backend is Backend.TRITON_DECODE]
     assert decode and all(r.config in DECODE_CONFIGS and r.max_m <= DECODE_MAX_M for r in decode)
+    from lowbit_flex.kernels.s8s4_gemv import GEMV_CONFIGS, GEMV_MAX_M
+
+    gemv = [r for r in DISPATCH_TABLE if r.backend is Backend.TRITON_GEMV]
+    assert gemv and all(r.config in GEMV_CONFIGS and r.max_m <= GEMV_MAX_M for r in gemv)
 
 
 def test_unloadable_cutlass_library_falls_back_to_triton_after_one_warning(fake_cutlass, monkeypatch):
@@ -193,7 +202,7 @@ def test_unloadable_cutlass_library_falls_back_to_triton_after_one_warning(fake_
     monkeypatch.setattr(fake_cutlass, "load", no_library)
     with pytest.warns(RuntimeWarning, match="CUTLASS W4A8 kernels are unavailable") as caught:
         rules = [choose(a, ScaleKind.PER_CHANNEL, m, 4096, 4096) for a in (Arch.SM80, Arch.SM90) for m in (1, 64, 4096)]
-    assert {r.backend for r in rules} == {Backend.TRITON_DECODE, Backend.TRITON}
+    assert {r.backend for r in rules} == {Backend.TRITON_GEMV, Backend.TRITON}
     assert len([w for w in caught if issubclass(w.category, RuntimeWarning)]) == 1
     if kernel_device() is None:
         return

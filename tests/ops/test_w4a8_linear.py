@@ -110,16 +110,38 @@ def test_compiled_equals_eager_and_export_keeps_one_node():
     assert targets == [torch.ops.lowbit.w4a8_linear.default]
 
 
+def test_eager_entry_takes_the_op_wherever_the_dispatcher_matters():
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    from lowbit_flex.ops.w4a8_linear import needs_dispatcher, w4a8_linear_eager
+
+    x, w, ws, bias, _ = _problem((3,), 40, 256, 4)
+    assert needs_dispatcher(x)  # CPU
+    torch.testing.assert_close(w4a8_linear_eager(x, w, ws, bias), OP(x, w, ws, bias), rtol=0, atol=0)
+    with FakeTensorMode() as mode:
+        assert needs_dispatcher(mode.from_tensor(x))
+    meta = torch.empty(3, 256, device="meta")
+    assert needs_dispatcher(meta)
+    if torch.cuda.is_available():
+        xc = x.cuda()
+        assert not needs_dispatcher(xc)
+        assert needs_dispatcher(xc.clone().requires_grad_())
+        with torch.device("cuda"):  # a torch function mode
+            assert needs_dispatcher(xc)
+        args = (w.cuda(), ws.cuda(), bias.cuda())
+        torch.testing.assert_close(w4a8_linear_eager(xc, *args), OP(xc, *args), rtol=0, atol=0)
+
+
 # --- GPU: every dispatch path ---------------------------------------------------------------------------------------
 @on_gpu
 @pytest.mark.parametrize("M", [1, 2, 3, 7, 16, 17, 33, 4096])
 @pytest.mark.parametrize("groups", [None, 2, 4, 8, 16])  # K = 512: groups of 256, 128, 64, 32
 @pytest.mark.parametrize("N", [40, 136])
 def test_cuda_matches_exact_definition(monkeypatch, M, groups, N):
-    from lowbit_flex.kernels import s8s4_decode, s8s4_linear
+    from lowbit_flex.kernels import s8s4_decode, s8s4_gemv, s8s4_linear
 
     real_empty = torch.empty
-    for mod in (s8s4_decode, s8s4_linear):  # every output and workspace the kernels allocate starts as NaN
+    for mod in (s8s4_decode, s8s4_gemv, s8s4_linear):  # every output and workspace the kernels allocate starts as NaN
         monkeypatch.setattr(mod.torch, "empty", lambda *a, **k: poison_(real_empty(*a, **k)))
     x, w, ws, bias, q = _problem((M,), N, 512, groups, torch.bfloat16, device="cuda")
     out = OP(x, w, ws, bias)
@@ -157,4 +179,4 @@ def test_cuda_compiled_graph_launches_the_decode_kernel_directly():
     f = torch.compile(lambda x: OP(x, w, ws, bias), fullgraph=True)
     out, code = run_and_get_code(f, x)
     torch.testing.assert_close(out, OP(x, w, ws, bias), rtol=0, atol=0)
-    assert "_s8s4_decode_kernel" in "\n".join(code)  # the Triton kernel itself, not an opaque op call
+    assert "_s8s4_gemv_kernel" in "\n".join(code)  # the Triton kernel itself (M = 1: the GEMV), not an opaque op
