@@ -100,6 +100,15 @@ def _hooked(hook) -> bool:
     return hook is not None and bool(getattr(hook, "calls", True))
 
 
+def split_k_blocks(k_blocks: int, tiles: int, split_k: int, programs_per_sm: int, sms: int) -> tuple[int, int]:
+    """``(splits, K blocks per split)`` for a GEMV of ``tiles`` output tiles: ``split_k`` 0 splits K until about
+    ``programs_per_sm`` programs per SM are in flight, 1 never splits, ``s > 1`` splits in ``s``; at most one split
+    per K block and no empty split."""
+    want = max(1, programs_per_sm * sms // tiles) if split_k == 0 else split_k
+    per_split = triton.cdiv(k_blocks, min(want, k_blocks))
+    return triton.cdiv(k_blocks, per_split), per_split
+
+
 def largest_pow2_divisor(n: int, cap: int) -> int:
     """The largest power of two ``<= cap`` (a power of two) that divides ``n``: a K block that tiles K (and a scale
     group) exactly, so a kernel needs no K tail."""

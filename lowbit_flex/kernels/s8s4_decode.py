@@ -53,7 +53,13 @@ import triton
 import triton.language as tl
 
 from lowbit_flex.kernels.arch import sm_count, triton_interpreting
-from lowbit_flex.kernels.common import LaunchConfig, PlanLaunch, largest_pow2_divisor, reduce_split_k
+from lowbit_flex.kernels.common import (
+    LaunchConfig,
+    PlanLaunch,
+    largest_pow2_divisor,
+    reduce_split_k,
+    split_k_blocks,
+)
 from lowbit_flex.kernels.quantize_int8_rowwise import int8_row_scale_of, quantize_int8_values
 from lowbit_flex.kernels.s8s4_linear import store_w4a8_tile
 
@@ -246,12 +252,7 @@ def _plan(
         block_m = min(cfg.block_m, triton.next_power_of_2(M))
     k_blocks = K // block_k
     tiles = triton.cdiv(N, cfg.block_n) * triton.cdiv(M, block_m)
-    if cfg.split_k == 0:
-        want = max(1, cfg.programs_per_sm * sm_count(device) // tiles)
-    else:
-        want = cfg.split_k
-    per_split = triton.cdiv(k_blocks, min(want, k_blocks))
-    splits = triton.cdiv(k_blocks, per_split)  # no empty splits
+    splits, per_split = split_k_blocks(k_blocks, tiles, cfg.split_k, cfg.programs_per_sm, sm_count(device))
     meta = dict(
         BLOCK_M=block_m, BLOCK_N=cfg.block_n, BLOCK_K=block_k,
         AMAX_BLOCK=min(triton.next_power_of_2(K), _AMAX_ELEMS // block_m),
@@ -279,17 +280,28 @@ def s8s4_decode_triton(
     ``w`` int8 ``(N, K // 2)`` packed int4, ``w_scale`` float32 ``(N,)`` or ``(N, groups)``, ``bias`` float32 ``(N,)``
     or None, all contiguous and validated by the op -> ``(M, N)`` of ``out_dtype`` (written into ``out`` if given:
     contiguous ``(M, N)`` of ``out_dtype``)."""
+    return launch_decode_plan(_plan, x, x_scale, w, w_scale, bias, out_dtype, config, out, w_word_bytes=1)
+
+
+def launch_decode_plan(
+    plan_of, x, x_scale, w, w_scale, bias, out_dtype, config, out, *, w_word_bytes: int
+) -> torch.Tensor:  # fmt: skip
+    """The launch both decode-sized W4A8 kernels share (their argument lists are the same): plan the shape with
+    ``plan_of`` (a cached ``(device, M, N, K, groups, x dtype, out dtype, has bias, config) -> plan`` with
+    ``splits``, ``per_split`` and ``launch``), run the kernel into ``out`` or float32 split-K partials, reduce them.
+    ``w_word_bytes``: the kernel reads the packed weight in units of 1 (int8) or 4 (int32 words) bytes."""
     # int(): under torch.compile with dynamic shapes these are SymInts; the plan is per concrete shape (a guard).
     M, K, N = int(x.shape[0]), int(x.shape[1]), int(w.shape[0])
     groups = int(w_scale.shape[1]) if w_scale.dim() == 2 else 1
-    plan = _plan(x.device, M, N, K, groups, x.dtype, out_dtype, bias is not None, config)
+    plan = plan_of(x.device, M, N, K, groups, x.dtype, out_dtype, bias is not None, config)
     if out is None:
         out = torch.empty((M, N), dtype=out_dtype, device=x.device)
     dst = torch.empty((plan.splits, M, N), dtype=torch.float32, device=x.device) if plan.splits > 1 else out
     any_ptr = w_scale  # a valid pointer for operands a constexpr switch leaves unread
+    w_arg = w if w_word_bytes == 1 else w.view(torch.int32)
     plan.launch(
-        x, any_ptr if x_scale is None else x_scale, w, w_scale, any_ptr if bias is None else bias, dst,
-        M, N, K, K // 2, groups, K // groups, plan.per_split,
+        x, any_ptr if x_scale is None else x_scale, w_arg, w_scale, any_ptr if bias is None else bias, dst,
+        M, N, K, K // (2 * w_word_bytes), groups, K // groups, plan.per_split,
     )  # fmt: skip
     if plan.splits > 1:
         reduce_split_k(dst, out, bias=bias)

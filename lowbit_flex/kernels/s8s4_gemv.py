@@ -39,8 +39,9 @@ import triton
 import triton.language as tl
 
 from lowbit_flex.kernels.arch import sm_count, triton_interpreting
-from lowbit_flex.kernels.common import LaunchConfig, PlanLaunch, largest_pow2_divisor, reduce_split_k
+from lowbit_flex.kernels.common import LaunchConfig, PlanLaunch, largest_pow2_divisor, split_k_blocks
 from lowbit_flex.kernels.quantize_int8_rowwise import int8_row_scale_of, quantize_int8_values
+from lowbit_flex.kernels.s8s4_decode import launch_decode_plan
 from lowbit_flex.kernels.s8s4_linear import store_w4a8_tile
 
 GEMV_MAX_M = 4
@@ -206,9 +207,7 @@ def _plan(
     block_m = min(cfg.block_m, triton.next_power_of_2(M))
     k_blocks = K // block_k
     tiles = triton.cdiv(N, cfg.block_n) * triton.cdiv(M, block_m)
-    want = max(1, cfg.programs_per_sm * sm_count(device) // tiles) if cfg.split_k == 0 else cfg.split_k
-    per_split = triton.cdiv(k_blocks, min(want, k_blocks))
-    splits = triton.cdiv(k_blocks, per_split)  # no empty splits
+    splits, per_split = split_k_blocks(k_blocks, tiles, cfg.split_k, cfg.programs_per_sm, sm_count(device))
     meta = dict(
         BLOCK_M=block_m, BLOCK_N=cfg.block_n, BLOCK_K=block_k, STEP_GROUPS=step_groups,
         AMAX_BLOCK=min(triton.next_power_of_2(K), _AMAX_ELEMS // block_m),
@@ -236,18 +235,4 @@ def s8s4_gemv_triton(
     ``w`` int8 ``(N, K // 2)`` packed int4, ``w_scale`` float32 ``(N,)`` or ``(N, groups)``, ``bias`` float32 ``(N,)``
     or None, all contiguous and validated by the op (and :func:`gemv_supports`) -> ``(M, N)`` of ``out_dtype``
     (written into ``out`` if given: contiguous ``(M, N)`` of ``out_dtype``)."""
-    # int(): under torch.compile with dynamic shapes these are SymInts; the plan is per concrete shape (a guard).
-    M, K, N = int(x.shape[0]), int(x.shape[1]), int(w.shape[0])
-    groups = int(w_scale.shape[1]) if w_scale.dim() == 2 else 1
-    plan = _plan(x.device, M, N, K, groups, x.dtype, out_dtype, bias is not None, config)
-    if out is None:
-        out = torch.empty((M, N), dtype=out_dtype, device=x.device)
-    dst = torch.empty((plan.splits, M, N), dtype=torch.float32, device=x.device) if plan.splits > 1 else out
-    any_ptr = w_scale  # a valid pointer for operands a constexpr switch leaves unread
-    plan.launch(
-        x, any_ptr if x_scale is None else x_scale, w.view(torch.int32), w_scale, any_ptr if bias is None else bias,
-        dst, M, N, K, K // 8, groups, K // groups, plan.per_split,
-    )  # fmt: skip
-    if plan.splits > 1:
-        reduce_split_k(dst, out, bias=bias)
-    return out
+    return launch_decode_plan(_plan, x, x_scale, w, w_scale, bias, out_dtype, config, out, w_word_bytes=4)

@@ -56,3 +56,68 @@ def assert_close_to_exact(out, exact, magnitude, dtype, fp32_terms):
     bound = exact.abs() * finfo.eps + finfo.tiny + fp32_terms * 2.0**-24 * magnitude
     err = (out.double().cpu() - exact).abs()
     assert bool((err <= bound).all()), f"max error {float((err - bound).max()):.3g} over the bound"
+
+
+class KernelRunner:
+    """Runs one decode-sized W4A8 kernel module (``s8s4_decode`` or ``s8s4_gemv``: a ``launcher`` with the shared
+    signature and a cached ``_plan``) on ``device`` into poisoned outputs, with the checks both test files share."""
+
+    def __init__(self, mod, launcher, device):
+        self.mod, self.launcher, self.device = mod, launcher, device
+
+    def run(self, x, xs, q, ws, b, out_dtype, config):
+        """Launch into a poisoned output; check every element was written. Returns (out on CPU, plan)."""
+        from lowbit_flex.quant import pack_int4
+        from lowbit_flex.testing import assert_fully_written, poison_
+
+        dev = lambda t: None if t is None else t.to(self.device)
+        M, N = x.shape[0], q.shape[0]
+        out = poison_(torch.empty((M, N), dtype=out_dtype, device=self.device))
+        res = self.launcher(dev(x), dev(xs), pack_int4(q).to(self.device), dev(ws), dev(b), out_dtype, config, out=out)
+        assert res is out and out.shape == (M, N) and out.dtype == out_dtype
+        assert_fully_written(out)
+        groups = 1 if ws.dim() == 1 else ws.shape[1]
+        device = torch.device(self.device)
+        plan = self.mod._plan(device, M, N, x.shape[1], groups, x.dtype, out_dtype, b is not None, config)
+        return out.cpu(), plan
+
+    def check(self, M, N, K, group, bias, out_dtype, config):
+        """Fresh random int8 inputs against the exact definition; returns the plan."""
+        x, xs, q, ws, b = random_inputs(M, N, K, group, out_dtype, bias)
+        out, plan = self.run(x, xs, q, ws, b, out_dtype, config)
+        exact, magnitude = exact_f64(x, xs, q, ws, b)
+        assert_close_to_exact(out, exact, magnitude, out_dtype, fp32_terms(plan, group is not None))
+        return plan
+
+    def check_fused_quantization(self, x_dtype, M, N, K, group, config):
+        """Float x quantized in the kernel: bit-identical to the same kernel on ``lowbit::quantize_int8_rowwise``'s
+        int8 values, and within bounds of the exact definition."""
+        out_dtype = torch.bfloat16
+        _, _, q, ws, b = random_inputs(M, N, K, group, out_dtype)
+        xf = (torch.randn(M, K) * log_uniform((M, 1), -2.0, 2.0)).to(x_dtype)
+        xf[0, 0] = 0.0
+        out, plan = self.run(xf, None, q, ws, b, out_dtype, config)
+        xq, xs = torch.ops.lowbit.quantize_int8_rowwise(xf)  # CPU reference
+        ref, _ = self.run(xq, xs.view(M), q, ws, b, out_dtype, config)
+        torch.testing.assert_close(out, ref, rtol=0, atol=0)
+        exact, magnitude = exact_f64(xq, xs.view(M), q, ws, b)
+        assert_close_to_exact(out, exact, magnitude, out_dtype, fp32_terms(plan, group is not None))
+
+    def check_fused_zero_and_nan_rows(self, K, config):
+        """A zero row (scale 1.0: its output is the rounded bias) and a NaN row, whose own output may be anything
+        while the other rows' must not change. float16 output: Triton's interpreter truncates float32 -> bfloat16
+        (the GPU rounds to nearest even), so only fp16 makes the bias check exact everywhere."""
+        M, N, out_dtype = 4, 40, torch.float16
+        _, _, q, ws, b = random_inputs(M, N, K, 64, out_dtype)
+        xf = torch.randn(M, K, dtype=torch.bfloat16)
+        xf[1] = 0.0
+        xf[2, 5] = float("nan")
+        out, _ = self.run(xf, None, q, ws, b, out_dtype, config)
+        clean = xf.clone()
+        clean[2] = 0.0
+        xq, xs = torch.ops.lowbit.quantize_int8_rowwise(clean)
+        assert float(xs[1]) == 1.0
+        ref, _ = self.run(xq, xs.view(M), q, ws, b, out_dtype, config)
+        keep = [0, 1, 3]
+        torch.testing.assert_close(out[keep], ref[keep], rtol=0, atol=0)
+        torch.testing.assert_close(out[1], b.to(out_dtype), rtol=0, atol=0)
