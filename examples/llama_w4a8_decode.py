@@ -105,9 +105,9 @@ class Transformer(nn.Module):
         self.output = nn.Linear(args.dim, args.vocab_size, bias=False)
 
     def setup_caches(self, batch: int) -> None:
-        dtype, device, a = self.output.weight.dtype, self.tok_embeddings.weight.device, self.args
-        if not self.output.weight.is_floating_point():  # already quantized: caches in the embedding dtype
-            dtype = self.tok_embeddings.weight.dtype
+        # The activation dtype is the embedding's: the linear layers may hold quantized (int8, fp8) weights.
+        emb, a = self.tok_embeddings.weight, self.args
+        dtype, device = emb.dtype, emb.device
         for layer in self.layers:
             layer.cache = KVCache(batch, a, dtype).to(device)
         inv = 1.0 / a.rope_base ** (torch.arange(0, a.head_dim, 2, device=device).float() / a.head_dim)

@@ -112,8 +112,6 @@ class FPxWeightOnlyLinear(nn.Module):
 
 
 def _check_linear(linear: nn.Linear) -> None:
-    if linear.weight.is_meta:
-        raise SkipLayer("weight is on the meta device (load real weights before quantizing)")
     if linear.weight.dtype not in _HALF:
         raise SkipLayer(f"weight dtype {linear.weight.dtype}: the kernels take bf16/fp16 activations (cast the model)")
 
@@ -121,6 +119,9 @@ def _check_linear(linear: nn.Linear) -> None:
 @register_quantize_handler(FP8WeightOnlyConfig)
 def _quantize_linear_fp8(linear: nn.Linear, config: FP8WeightOnlyConfig) -> FP8WeightOnlyLinear:
     _check_linear(linear)
+    if linear.weight.is_meta:  # empty buffers, for load_state_dict(..., assign=True)
+        w = linear.weight
+        return FP8WeightOnlyLinear(linear.in_features, linear.out_features, linear.bias is not None, w.dtype, "meta")
     return FP8WeightOnlyLinear.from_linear(linear)
 
 
@@ -130,4 +131,9 @@ def _quantize_linear_fpx(linear: nn.Linear, config: FPxWeightOnlyConfig) -> FPxW
     codes, _ = PACKED_GROUP[packed_format(config.ebits, config.mbits).bits]
     if linear.in_features % codes:
         raise SkipLayer(f"in_features={linear.in_features} is not a multiple of {codes}")
+    if linear.weight.is_meta:  # empty buffers, for load_state_dict(..., assign=True)
+        return FPxWeightOnlyLinear(
+            linear.in_features, linear.out_features, config.ebits, config.mbits, linear.bias is not None,
+            linear.weight.dtype, "meta",
+        )  # fmt: skip
     return FPxWeightOnlyLinear.from_linear(linear, config.ebits, config.mbits)

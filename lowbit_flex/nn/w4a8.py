@@ -87,6 +87,6 @@ def _quantize_linear_w4a8(linear: nn.Linear, config: W4A8Config) -> W4A8Linear:
         raise SkipLayer(f"in_features={K} is not a multiple of {K_MULTIPLE}")
     if config.group_size is not None and K % config.group_size:
         raise SkipLayer(f"in_features={K} is not a multiple of group_size={config.group_size}")
-    if linear.weight.is_meta:
-        raise SkipLayer("weight is on the meta device (load real weights before quantizing)")
+    if linear.weight.is_meta:  # empty buffers, for load_state_dict(..., assign=True)
+        return W4A8Linear(K, linear.out_features, linear.bias is not None, config.group_size, device="meta")
     return W4A8Linear.from_linear(linear, config.group_size)
