@@ -26,7 +26,7 @@ def quantize_int8_rowwise(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     ``x`` once; elsewhere it is this exact reference, which the kernel matches bit for bit.
     """
     _check_args(x)
-    xf = x.float()
+    xf = x.float().contiguous()  # contiguous outputs whatever x's strides, as the kernel and the fake give
     scale = xf.abs().amax(dim=-1, keepdim=True) / 127.0
     scale = torch.where(scale == 0, torch.ones_like(scale), scale)
     xq = torch.round(xf / scale).clamp_(-127, 127).to(torch.int8)

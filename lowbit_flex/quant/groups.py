@@ -84,8 +84,9 @@ def reference_scaled(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(y, scale)`` with ``y = clamp((x - shift) / scale, -qmax, qmax)`` in float32, before the final rounding.
 
-    The same float32 operations the kernel performs (subtract, amax, IEEE divide), so both round identically."""
-    xf = x.float()
+    The same float32 operations the kernel performs (subtract, amax, IEEE divide), so both round identically.
+    Contiguous results whatever ``x``'s strides, as the kernels and the ops' fake impls give."""
+    xf = x.float().contiguous()
     if shift is not None:
         xf = xf - shift
     scale = group_amax(xf, granularity, block_size) / qmax

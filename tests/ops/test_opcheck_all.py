@@ -17,6 +17,9 @@ def _devices():
 def _quantize_int8_rowwise(device):
     yield (torch.randn(3, 40, device=device),), {}
     yield (torch.randn(2, 3, 7, device=device, dtype=torch.bfloat16),), {}
+    yield (torch.randn(40, 3, device=device).t(),), {}  # non-contiguous
+    yield (torch.randn(1, 40, device=device).expand(3, 40),), {}  # expanded
+    yield (torch.randn(0, 5, 40, device=device),), {}  # no rows
 
 
 def _fp8_weight_only_linear(device):
@@ -87,12 +90,18 @@ def _quantize_fp8(device):
     yield (x.bfloat16(), "block", 8, torch.float8_e5m2), {}
     yield (x, "token"), {"shift": torch.randn(2, 3, 1, 16, device=device)}
     yield (torch.randn(5, 7, device=device, dtype=torch.float16), "tensor"), {}
+    xt = torch.randn(2, 3, 16, 20, device=device).transpose(-1, -2)  # non-contiguous
+    yield (xt,), {}
+    yield (xt, "token"), {}
+    yield (xt, "block", 4), {}
+    yield (torch.randn(1, 1, 20, 16, device=device).expand(2, 3, 20, 16), "token"), {}  # expanded
 
 
 def _quantize_int8_blockwise(device):
     x = torch.randn(1, 2, 30, 16, device=device, dtype=torch.bfloat16)
     yield (x, 8), {}
     yield (x, 16, x.float().mean(dim=-2, keepdim=True)), {}
+    yield (torch.randn(1, 2, 16, 30, device=device).transpose(-1, -2), 8), {}  # non-contiguous
 
 
 def _fp8_attention(device):
