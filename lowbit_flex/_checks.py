@@ -41,6 +41,12 @@ def check_tensor(
     return t
 
 
+def has_values(t: torch.Tensor) -> bool:
+    """Whether checks that read ``t``'s values can run: not on the meta device (shapes only, e.g. a model built on
+    meta to load a checkpoint into) and not empty."""
+    return t.device.type != "meta" and t.numel() > 0
+
+
 def check_shape(name: str, t: torch.Tensor, expected: Sequence[int], what: str = "") -> None:
     """Raise ``ValueError`` unless ``t.shape == expected``; ``what`` says where the expectation comes from."""
     if tuple(t.shape) != tuple(expected):

@@ -68,6 +68,11 @@ def resolve_format(
             if v is not None:
                 raise ValueError(f"{name}: must be None when a FPxFormat is given (it already says {name})")
         return ebits
+    if isinstance(ebits, bool) or not isinstance(ebits, int):
+        raise ValueError(
+            f"ebits: expected an int (with mbits) or an FPxFormat preset such as lowbit_flex.quant.E4M3FN, "
+            f"got {type(ebits).__name__} {ebits!r}"
+        )
     if mbits is None:
         raise ValueError("mbits: required when ebits is an int")
     return FPxFormat(ebits, mbits, bias, Specials.IEEE if specials is None else specials)

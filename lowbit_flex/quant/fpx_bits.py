@@ -11,15 +11,19 @@ from __future__ import annotations
 
 import torch
 
+from lowbit_flex._checks import has_values
 from lowbit_flex.quant.float_quantize import F64, check_float_input, float_quantize, scale_by_pow2, split_abs
 from lowbit_flex.quant.fpx_format import FPxFormat, Specials
 
 _CODE_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
 
 
-def _check_format(fmt: object) -> FPxFormat:
+def check_format(fmt: object) -> FPxFormat:
     if not isinstance(fmt, FPxFormat):
-        raise ValueError(f"fmt: expected an FPxFormat, got {type(fmt).__name__}")
+        raise ValueError(
+            f"fmt: expected an FPxFormat (a preset such as lowbit_flex.quant.E4M3FN or FPxFormat(ebits, mbits)), "
+            f"got {type(fmt).__name__} {fmt!r}"
+        )
     return fmt
 
 
@@ -36,12 +40,12 @@ def to_fpx_bits(x: torch.Tensor, fmt: FPxFormat) -> torch.Tensor:
     one without inf raises on values that stay infinite in float64.
     """
     check_float_input("x", x)
-    fmt = _check_format(fmt)
+    fmt = check_format(fmt)
     q = float_quantize(x.to(torch.float64), fmt)
     nan, inf = torch.isnan(q), torch.isinf(q)
-    if not fmt.has_nan and bool(nan.any()):
+    if not fmt.has_nan and has_values(x) and bool(nan.any()):
         raise ValueError(f"x: contains NaN, which {fmt} cannot encode")
-    if not fmt.has_inf and bool(inf.any()):
+    if not fmt.has_inf and has_values(x) and bool(inf.any()):
         raise ValueError(f"x: contains values beyond float64 that {fmt} cannot encode")
     sig, e = split_abs(q.abs(), F64)
     W, m = F64.mant_bits, fmt.mbits
@@ -64,7 +68,9 @@ def from_fpx_bits(codes: torch.Tensor, fmt: FPxFormat, dtype: torch.dtype = torc
 
     Exact whenever ``dtype`` can represent the value (always for fp8/fp6/fp4 into float32).
     """
-    fmt = _check_format(fmt)
+    fmt = check_format(fmt)
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise TypeError(f"dtype: expected a floating-point dtype (codes decode to NaN and inf too), got {dtype}")
     if not isinstance(codes, torch.Tensor):
         raise TypeError(f"codes: expected a torch.Tensor, got {type(codes).__name__}")
     if codes.dtype not in _CODE_DTYPES:
@@ -72,7 +78,7 @@ def from_fpx_bits(codes: torch.Tensor, fmt: FPxFormat, dtype: torch.dtype = torc
     c = codes.to(torch.int64)
     if codes.dtype in (torch.int8, torch.int16) and fmt.bits == codes.dtype.itemsize * 8:
         c = c & (2**fmt.bits - 1)  # a signed container holding a full-width bit pattern
-    if bool(((c < 0) | (c >= 2**fmt.bits)).any()):
+    if has_values(c) and bool(((c < 0) | (c >= 2**fmt.bits)).any()):
         raise ValueError(f"codes: values outside the {fmt.bits}-bit range of {fmt}")
     m = fmt.mbits
     mant = c & (2**m - 1)

@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import torch
 
+from lowbit_flex._checks import has_values
+
 # bits -> (codes, bytes) per packed group: the one home of this table (ops and nn read it from here).
 PACKED_GROUP = {4: (2, 1), 6: (4, 3)}
 
 
 def _check_bits(bits: object) -> tuple[int, int]:
-    if bits not in PACKED_GROUP or isinstance(bits, bool):
+    if type(bits) is not int or bits not in PACKED_GROUP:
         raise ValueError(f"bits: expected 4 or 6 (packed widths), got {bits!r}")
     return PACKED_GROUP[bits]
 
@@ -41,7 +43,7 @@ def pack_fpx(codes: torch.Tensor, bits: int) -> torch.Tensor:
     k = codes.shape[-1]
     if k % per_group:
         raise ValueError(f"codes: the last dimension ({k}) must be a multiple of {per_group} to pack {bits}-bit codes")
-    if bool((codes >= 2**bits).any()):
+    if has_values(codes) and bool((codes >= 2**bits).any()):
         raise ValueError(f"codes: values must be < {2**bits} for {bits}-bit packing")
     g = codes.reshape(*codes.shape[:-1], k // per_group, per_group).to(torch.int32)
     word = torch.zeros(g.shape[:-1], dtype=torch.int32, device=codes.device)

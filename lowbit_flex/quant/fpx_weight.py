@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from lowbit_flex.quant.fpx_bits import to_fpx_bits
+from lowbit_flex._checks import has_values
+from lowbit_flex.quant.fpx_bits import check_format, to_fpx_bits
 from lowbit_flex.quant.fpx_format import FPxFormat
 
 
@@ -14,6 +15,11 @@ def quantize_fpx_weight(w: torch.Tensor, fmt: FPxFormat) -> tuple[torch.Tensor, 
     (uint8, unpacked). The row maximum maps exactly onto ``±max_normal``."""
     if not isinstance(w, torch.Tensor) or w.dim() != 2:
         raise ValueError(f"w: expected a 2-D weight tensor, got {getattr(w, 'shape', type(w).__name__)}")
+    if not w.is_floating_point():  # complex too: .float() would drop the imaginary part
+        raise TypeError(f"w: expected a real floating-point dtype, got {w.dtype}")
+    fmt = check_format(fmt)
+    if has_values(w) and not bool(torch.isfinite(w).all()):
+        raise ValueError("w: contains NaN or inf; a weight's scale and codes need finite values")
     wf = w.detach().float()
     scale = wf.abs().amax(dim=1) / fmt.max_normal
     scale = torch.where(scale > 0, scale, torch.ones_like(scale))

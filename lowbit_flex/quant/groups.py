@@ -33,7 +33,7 @@ def check_group_args(x: torch.Tensor, granularity: str, block_size: int, shift: 
     if needs_4d and x.dim() != 4:
         why = f"granularity={granularity!r}" if granularity != "tensor" else "a shift"
         raise ValueError(f"x: expected 4 dimensions (B, H, L, D) for {why}, got shape {tuple(x.shape)}")
-    if granularity == "block" and block_size < 1:
+    if granularity == "block" and block_size < 1:  # an int (or SymInt): the op schema says so
         raise ValueError(f"block_size: expected a positive number of tokens, got {block_size}")
     if shift is not None:
         check_tensor("shift", shift, dtypes=(torch.float32,), ndim=4)
@@ -62,7 +62,8 @@ def expand_scale(scale: torch.Tensor, shape: torch.Size, granularity: str, block
         return scale[:, :, None, None]
     if granularity == "token":
         return scale[..., None]
-    return scale.repeat_interleave(block_size, dim=2)[:, :, : shape[2], None]
+    # A block longer than L is one block: clamping keeps a huge block_size from allocating its padding.
+    return scale.repeat_interleave(min(block_size, shape[2]), dim=2)[:, :, : shape[2], None]
 
 
 def group_amax(xf: torch.Tensor, granularity: str, block_size: int) -> torch.Tensor:
@@ -74,6 +75,7 @@ def group_amax(xf: torch.Tensor, granularity: str, block_size: int) -> torch.Ten
     if granularity == "token":
         return a.amax(dim=3)
     B, H, L, D = a.shape
+    block_size = min(block_size, L)  # one block either way; no padding to a huge block_size
     nblk = -(-L // block_size)
     padded = torch.nn.functional.pad(a, (0, 0, 0, nblk * block_size - L))  # zeros never raise an amax
     return padded.view(B, H, nblk, block_size * D).amax(dim=3)

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import torch
 
+from lowbit_flex._checks import has_values
+
 INT4_MIN, INT4_MAX = -8, 7
 
 
@@ -32,7 +34,7 @@ def pack_int4(values: torch.Tensor) -> torch.Tensor:
         raise TypeError(f"values: expected dtype int8, got {values.dtype}")
     if values.dim() < 1 or values.shape[-1] % 2:
         raise ValueError(f"values: expected a last dimension of even length, got shape {tuple(values.shape)}")
-    if values.numel() and (values.min() < INT4_MIN or values.max() > INT4_MAX):
+    if has_values(values) and (values.min() < INT4_MIN or values.max() > INT4_MAX):
         raise ValueError(f"values: expected entries in [{INT4_MIN}, {INT4_MAX}]")
     low, high = values[..., 0::2], values[..., 1::2]
     # int8 arithmetic wraps: (high << 4) keeps the low 4 bits of `high` as the top nibble, and `low & 0xF` is
