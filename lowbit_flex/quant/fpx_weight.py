@@ -6,7 +6,7 @@ import torch
 
 from lowbit_flex._checks import has_values
 from lowbit_flex.quant.fpx_bits import check_format, to_fpx_bits
-from lowbit_flex.quant.fpx_format import FPxFormat
+from lowbit_flex.quant.fpx_format import E4M3FN, E5M2, FPxFormat
 
 
 def quantize_fpx_weight(w: torch.Tensor, fmt: FPxFormat) -> tuple[torch.Tensor, torch.Tensor]:
@@ -23,4 +23,14 @@ def quantize_fpx_weight(w: torch.Tensor, fmt: FPxFormat) -> tuple[torch.Tensor, 
     wf = w.detach().float()
     scale = wf.abs().amax(dim=1) / fmt.max_normal
     scale = torch.where(scale > 0, scale, torch.ones_like(scale))
-    return to_fpx_bits(wf / scale[:, None], fmt), scale
+    y = wf / scale[:, None]
+    torch_fp8 = _TORCH_FP8.get(fmt)
+    if torch_fp8 is not None:
+        # torch's float32 -> fp8 cast rounds to nearest even, subnormals included, like to_fpx_bits; y is finite and
+        # within ±max_normal (the row max lands on it up to a rounding that RNE maps back), so the codes are the
+        # same (tested against to_fpx_bits), ~50x faster than the float64 bit arithmetic.
+        return y.to(torch_fp8).view(torch.uint8), scale
+    return to_fpx_bits(y, fmt), scale
+
+
+_TORCH_FP8 = {E4M3FN: torch.float8_e4m3fn, E5M2: torch.float8_e5m2}
