@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import torch
 
-from lowbit_flex.quant.fpx_format import FPxFormat, Specials
+from lowbit_flex.quant.fpx_format import E2M1_FN, E2M3_FN, E3M2_FN, E4M3FN, E5M2, FPxFormat, Specials
 
 _ROUNDINGS = ("nearest", "stochastic")
 _INPUT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
@@ -62,7 +62,8 @@ def resolve_format(
     specials: Specials | None = None,
     bias: int | None = None,
 ) -> FPxFormat:
-    """An :class:`FPxFormat` from either a format or ``(ebits, mbits[, specials, bias])``."""
+    """An :class:`FPxFormat` from either a format or ``(ebits, mbits[, specials, bias])``: a bare OCP pair
+    (:data:`OCP_PAIRS`) is that preset, any other pair an IEEE-style format unless ``specials`` says otherwise."""
     if isinstance(ebits, FPxFormat):
         for name, v in (("mbits", mbits), ("specials", specials), ("bias", bias)):
             if v is not None:
@@ -75,7 +76,15 @@ def resolve_format(
         )
     if mbits is None:
         raise ValueError("mbits: required when ebits is an int")
+    if specials is None and bias is None and (ebits, mbits) in OCP_PAIRS:
+        return OCP_PAIRS[ebits, mbits]
     return FPxFormat(ebits, mbits, bias, Specials.IEEE if specials is None else specials)
+
+
+# (ebits, mbits) pairs that name an OCP / MX format everywhere else (ml_dtypes, torchao, the OCP spec): a bare pair
+# means that format, not the IEEE-style one with the top exponent reserved (which would give e2m1 a max of 3, e3m2
+# 14, e4m3 240). Any other pair, or an explicit specials= / bias=, keeps the IEEE convention.
+OCP_PAIRS: dict[tuple[int, int], FPxFormat] = {(f.ebits, f.mbits): f for f in (E4M3FN, E5M2, E3M2_FN, E2M3_FN, E2M1_FN)}
 
 
 def check_float_input(name: str, x: object) -> torch.Tensor:

@@ -196,3 +196,22 @@ def test_compiles_to_one_kernel_with_fullgraph():
 def test_bad_arguments_raise_value_error_naming_them(call, match):
     with pytest.raises(ValueError, match=match):
         call(torch.randn(4))
+
+
+@pytest.mark.parametrize(
+    "ebits, mbits, preset, max_normal",
+    [(4, 3, E4M3FN, 448.0), (5, 2, E5M2, 57344.0), (3, 2, E3M2_FN, 28.0), (2, 3, E2M3_FN, 7.5), (2, 1, E2M1_FN, 6.0)],
+)
+def test_bare_ocp_pairs_mean_the_ocp_formats(ebits, mbits, preset, max_normal):
+    x = random_float32(20_000)
+    assert_same_bits(float_quantize(x, ebits, mbits), float_quantize(x, preset), x)
+    assert float_quantize(torch.tensor([1e9]), ebits, mbits).item() == max_normal  # saturates at the OCP max
+    # An explicit specials= keeps the IEEE-style format (top exponent reserved): e4m3 tops out at 240 there.
+    if (ebits, mbits) == (4, 3):
+        assert float_quantize(torch.tensor([1e9]), 4, 3, specials=Specials.IEEE).item() == 240.0
+
+
+def test_other_pairs_keep_the_ieee_convention():
+    x = random_float32(20_000)
+    assert_same_bits(float_quantize(x, 3, 1), float_quantize(x, FPxFormat(3, 1)), x)
+    assert float_quantize(torch.tensor([1e9]), 3, 1).item() == 12.0  # 1.5 * 2**(6 - 3): top exponent reserved
