@@ -45,13 +45,11 @@ class CudaBuildError(RuntimeError):
 
 
 def csrc_dir() -> Path:
-    """The ``csrc/`` tree: beside the package in a source checkout or editable install."""
-    root = Path(__file__).resolve().parents[1] / "csrc"
+    """The CUDA sources, shipped inside the package (``lowbit_flex/csrc/``, package data), so wheel, sdist and
+    editable installs all build the library on first use."""
+    root = Path(__file__).resolve().parent / "csrc"
     if not root.is_dir():
-        raise CudaBuildError(
-            f"CUDA sources not found at {root}: install lowbit_flex from a source checkout "
-            "(`pip install -e .`) to build its CUDA kernels"
-        )
+        raise CudaBuildError(f"CUDA sources not found at {root}: this lowbit_flex install is incomplete; reinstall it")
     return root
 
 

@@ -1,7 +1,7 @@
 """CUTLASS W4A8 GEMM: int8 activations × packed int4 weights, int32 accumulation, scales and bias fused.
 
-``ctypes`` wrapper over the launchers in ``csrc/s8s4_gemm/`` (built by :mod:`lowbit_flex.cuda_build`). Two kernel
-families, each with a few tile configurations:
+``ctypes`` wrapper over the launchers in ``lowbit_flex/csrc/s8s4_gemm/`` (built by :mod:`lowbit_flex.cuda_build`).
+Two kernel families, each with a few tile configurations:
 
 - ``"sm80"``: CUTLASS 2.x mixed-input ``GemmUniversal`` (``mma.sync``, int4 upcast to int8 in registers),
   stream-K scheduled; runs on sm_80-class GPUs and on sm_90.
@@ -23,7 +23,8 @@ import torch
 
 from lowbit_flex import cuda_build
 
-# Mirrors csrc/s8s4_gemm/s8s4_configs.h; position = the launcher's config index. Names give the (M, N, K) tile.
+# Mirrors lowbit_flex/csrc/s8s4_gemm/s8s4_configs.h; position = the launcher's config index. Names give the
+# (M, N, K) tile.
 # Which tile runs for which M is decided in one place: the table in lowbit_flex/kernels/s8s4_dispatch.py.
 CUTLASS_CONFIGS: dict[str, tuple[str, ...]] = {
     "sm80": ("16x128x128_s4", "32x128x128_s4", "128x128x64_s4", "128x256x64_s3"),
@@ -68,7 +69,9 @@ def library_available() -> bool:
         cuda_build.load()
     except (cuda_build.CudaBuildError, OSError) as why:
         warnings.warn(
-            f"lowbit_flex: the CUTLASS W4A8 kernels are unavailable ({why}); W4A8 runs on the Triton kernels",
+            f"lowbit_flex: the CUTLASS W4A8 kernels are unavailable ({why}); W4A8 runs on the Triton kernels. "
+            "To build them: a CUDA toolkit (nvcc on PATH or in CUDA_HOME) and the CUTLASS headers "
+            "(`pip install 'lowbit_flex[cuda]'`), then `python -m lowbit_flex.cuda_build`",
             RuntimeWarning,
             stacklevel=2,
         )

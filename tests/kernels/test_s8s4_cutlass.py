@@ -13,7 +13,7 @@ from lowbit_flex.testing import assert_fully_written, poison_
 requires_cuda = pytest.mark.skipif(
     not torch.cuda.is_available(), reason="needs a CUDA GPU: the CUTLASS kernels have no CPU or interpreter path"
 )
-HEADER = Path(__file__).resolve().parents[2] / "csrc" / "s8s4_gemm" / "s8s4_configs.h"
+HEADER = Path(__file__).resolve().parents[2] / "lowbit_flex" / "csrc" / "s8s4_gemm" / "s8s4_configs.h"
 ALL_CONFIGS = [(v, c) for v, names in CUTLASS_CONFIGS.items() for c in names]
 # Unit roundoff of the output dtype: the only error the tolerance allows beyond a few fp32 roundings.
 UNIT_ROUNDOFF = {torch.float16: 2.0**-11, torch.bfloat16: 2.0**-8}
