@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from lowbit_flex._checks import has_values
-from lowbit_flex.quant.fpx_bits import check_format, to_fpx_bits
+from lowbit_flex.quant.fpx_bits import check_format, from_fpx_bits, to_fpx_bits
 from lowbit_flex.quant.fpx_format import E4M3FN, E5M2, FPxFormat
 
 
@@ -30,7 +30,25 @@ def quantize_fpx_weight(w: torch.Tensor, fmt: FPxFormat) -> tuple[torch.Tensor, 
         # within ±max_normal (the row max lands on it up to a rounding that RNE maps back), so the codes are the
         # same (tested against to_fpx_bits), ~50x faster than the float64 bit arithmetic.
         return y.to(torch_fp8).view(torch.uint8), scale
+    if fmt.bits <= 8:
+        return _nearest_codes(y, fmt), scale
     return to_fpx_bits(y, fmt), scale
+
+
+def _nearest_codes(y: torch.Tensor, fmt: FPxFormat) -> torch.Tensor:
+    """Round-to-nearest-even codes of finite ``y`` (float32, ``|y| <= max_normal``) in a format of at most 8 bits by
+    table lookup: ``bucketize`` against the midpoints of its (at most 127) finite magnitudes, ties to the even code.
+    Equal to :func:`to_fpx_bits` on such inputs (tested), ~4x faster than its float64 bit arithmetic. Midpoints of
+    adjacent values carry one more significand bit than the format, so they are exact in float32."""
+    half = 2 ** (fmt.bits - 1)  # codes 0 .. half - 1 are the non-negative magnitudes, increasing with the code
+    mags = from_fpx_bits(torch.arange(half, device=y.device), fmt)
+    mags = mags[torch.isfinite(mags)]  # drop the inf/NaN codes at the top
+    mid = (mags[1:] + mags[:-1]) / 2
+    a = y.abs()
+    code = torch.bucketize(a, mid)  # the first midpoint >= |y|: below it lies magnitude `code`
+    tie = a == mid[code.clamp(max=mid.numel() - 1)]
+    code = torch.where(tie & (code % 2 == 1), code + 1, code)  # on a tie, the even code
+    return ((torch.signbit(y).to(torch.int32) << (fmt.bits - 1)) | code.to(torch.int32)).to(torch.uint8)
 
 
 _TORCH_FP8 = {E4M3FN: torch.float8_e4m3fn, E5M2: torch.float8_e5m2}
