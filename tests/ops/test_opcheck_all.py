@@ -28,6 +28,9 @@ def _fp8_weight_only_linear(device):
     yield (torch.randn(3, 40, device=device, dtype=torch.bfloat16), w, s), {}
     x = torch.randn(2, 20, 40, device=device, dtype=torch.float16)
     yield (x, w, s, torch.randn(24, device=device, dtype=torch.float16)), {}
+    yield (torch.randn(40, 3, device=device, dtype=torch.bfloat16).t(), w, s), {}  # non-contiguous
+    yield (torch.randn(1, 40, device=device, dtype=torch.bfloat16).expand(3, 40), w, s), {}  # expanded
+    yield (torch.randn(0, 40, device=device, dtype=torch.bfloat16), w, s), {}  # no rows
 
 
 def _fpx_weight_only_linear(device):
@@ -39,6 +42,9 @@ def _fpx_weight_only_linear(device):
         yield (torch.randn(5, 32, device=device, dtype=torch.bfloat16), wp, s, e, m), {}
     b = torch.randn(16, device=device, dtype=torch.float16)
     yield (torch.randn(2, 20, 32, device=device, dtype=torch.float16), wp, s, 2, 1, b), {}
+    yield (torch.randn(32, 5, device=device, dtype=torch.bfloat16).t(), wp, s, 2, 1), {}  # non-contiguous
+    yield (torch.randn(1, 32, device=device, dtype=torch.bfloat16).expand(5, 32), wp, s, 2, 1), {}  # expanded
+    yield (torch.randn(0, 32, device=device, dtype=torch.bfloat16), wp, s, 2, 1), {}  # no rows
 
 
 def _s8s4_linear(device):
@@ -54,6 +60,7 @@ def _s8s4_linear(device):
     yield (i8(3, 64), rand(3), w4(16, 64), rand(16)), {}
     yield (i8(2, 5, 64), rand(2, 5, 1), w4(24, 64), rand(24, 2), rand(24)), {"out_dtype": torch.float16}
     yield (i8(1, 128), rand(1, 1), w4(8, 128), rand(8)), {"bias": rand(8).bfloat16(), "out_dtype": torch.bfloat16}
+    yield (i8(0, 64), rand(0), w4(16, 64), rand(16)), {}  # no rows (inputs must be contiguous: see its bad-input tests)
 
 
 def _w4a8_linear(device):
@@ -82,6 +89,9 @@ def _rel_pos_attention(device):
         torch.randn(2, 1, 64, 32, device=device, dtype=torch.float16),
     )
     yield (q, k, v, *rel), {"scale": 0.25}
+    q_t = torch.randn(2, 1, 32, 64, device=device, dtype=torch.float16).transpose(-1, -2)  # non-contiguous
+    yield (q_t, k, v, *rel), {}
+    yield (q[:1].expand(2, 1, 64, 32), k, v, *rel), {}  # expanded over the batch
 
 
 def _quantize_fp8(device):
