@@ -63,21 +63,22 @@ class PlanLaunch:
                 self._constexprs = tuple(self.meta[n] for n in self.kernel.arg_names[len(args) :])
             self._compiled[key] = compiled
             return
-        # The call JITFunction.run ends with, minus its per-call binding (Triton 3.6 - 3.9 share this signature).
-        stream = torch._C._cuda_getCurrentRawStream(args[0].device.index)
+        # The call JITFunction.run ends with, minus its per-call binding (Triton 3.6 - 3.9 share this signature),
+        # on the current device's current stream as Triton uses (the key holds the device: a module per device).
+        stream = torch._C._cuda_getCurrentRawStream(key[0])
         g = self.grid
         compiled.run(g[0], g[1], g[2], stream, compiled.function, compiled.packed_metadata, None, None, None,
                      *args, *self._constexprs)  # fmt: skip
 
     def _direct_key(self, args: tuple) -> tuple | None:
-        """The cache key of a direct launch (tensor dtypes and 16-byte alignment), or None where only
-        ``wrap_triton`` is right. ``args[0]`` is a tensor in every kernel that uses this."""
+        """The cache key of a direct launch (the current device, tensor dtypes and 16-byte alignment), or None where
+        only ``wrap_triton`` is right. ``args[0]`` is a tensor in every kernel that uses this."""
         if self._interpreted or not args[0].is_cuda or torch._C._len_torch_dispatch_stack():
             return None
         hooks = triton.knobs.runtime
         if _hooked(hooks.launch_enter_hook) or _hooked(hooks.launch_exit_hook):
             return None
-        key = []
+        key = [torch.cuda.current_device()]  # Triton launches on the current device; compiled modules are per device
         for a in args:
             if isinstance(a, torch.Tensor):
                 if type(a) is not torch.Tensor:  # fake, functional or another subclass: traced, not launched
