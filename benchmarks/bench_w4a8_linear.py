@@ -98,10 +98,9 @@ def _decode_candidates(M: int) -> dict:
                 *_quantized(x), m.weight, m.weight_scale, None, torch.bfloat16, cfg
             )
     for name, cfg in DECODE_CONFIGS.items():
-        if cfg.use_dot:  # the FMA forms lost everywhere in the first H200 sweep: not re-timed
-            out[f"quant+decode {name}"] = lambda x, m, cfg=cfg: s8s4_decode_triton(
-                *_quantized(x), m.weight, m.weight_scale, None, torch.bfloat16, cfg
-            )
+        out[f"quant+decode {name}"] = lambda x, m, cfg=cfg: s8s4_decode_triton(
+            *_quantized(x), m.weight, m.weight_scale, None, torch.bfloat16, cfg
+        )
     return out
 
 

@@ -66,7 +66,8 @@ def sam_rel_pos_example(grid: int = 12, head_dim: int = 16, seed: int = 0):
 def main(argv: list[str] | None = None) -> None:
     from attn_gym.masks import generate_natten
 
-    out = Path((argv if argv is not None else sys.argv[1:])[0]) if (argv or sys.argv[1:]) else Path("rel_pos_natten")
+    args = sys.argv[1:] if argv is None else argv
+    out = Path(args[0]) if args else Path("rel_pos_natten")
     grid = 12
     q, k, bias = sam_rel_pos_example(grid)
     path = save_attention_scores(

@@ -1,5 +1,6 @@
-"""Decode-sized W4A8 GEMV (``M <= 16``): int8 activations × packed int4 weights, optionally quantizing the
-activations in the same kernel (one launch per linear, plus a tiny split-K reduce when K is split).
+"""Decode-sized W4A8 GEMV on tensor cores (``M <= 16``): int8 activations × packed int4 weights, optionally
+quantizing the activations in the same kernel (plus a tiny split-K reduce when K is split). The CUDA-core form for
+the fewest rows is :mod:`lowbit_flex.kernels.s8s4_gemv` (dp4a), which replaced this module's float FMA form.
 
 At decode sizes the GEMM is a stream of the packed weight (N·K/2 bytes); everything else (x, scales) is a few KB
 that stays in L1/L2. The kernel is built to read each weight byte once, in long contiguous runs, from enough
@@ -14,7 +15,7 @@ programs to keep every SM's memory pipeline busy:
 - byte ``j`` of a row holds elements ``2j`` (low nibble) and ``2j + 1`` (high nibble); the two nibble planes meet
   x's even and odd columns (one contiguous x load per step, split in registers: x is 4-16x smaller than the weight
   tile), so nothing is interleaved back into K order (as in :mod:`lowbit_flex.kernels.s8s4_linear`);
-- ``use_dot`` (tensor cores): swap-AB ``int8 tl.dot`` ``(BLOCK_N, BLOCK_K/2) @ (BLOCK_K/2, 16) -> int32``: the
+- swap-AB ``int8 tl.dot`` ``(BLOCK_N, BLOCK_K/2) @ (BLOCK_K/2, 16) -> int32``: the
   unpacked weight plane is the A operand (WGMMA on sm_90 takes A from registers, where it was unpacked) and the
   <= 16 tokens fill the MMA's N side (8..256 wide) instead of padding its 64-row M side. The planes are unpacked
   as 16x the nibbles (two 32-bit masks per 4 bytes, :func:`_nibbles_x16`) and the epilogue multiplies by 1/16
@@ -23,15 +24,9 @@ programs to keep every SM's memory pipeline busy:
   is only 16 deep, below the int8 MMA's K = 32, so ``BLOCK_K = 32`` (K or the group size an odd multiple of 32)
   re-interleaves the planes (``tl.join``) into one 32-deep operand instead. Each K block's 16x dot is exact in
   int32 and is added to an int64 (per channel) or scaled float32 (group-wise) accumulator;
-- CUDA-core FMA (``use_dot=False``, for the benchmark's M = 1..4 rows): products ``x·w`` (|.| <= 128·8) of
-  sign-extended nibbles accumulate in a float32 register tile ``(BLOCK_M, BLOCK_N, BLOCK_K/2)``, exact while each
-  element's sum stays below 2**24 (K < 2**18), reduced over K once after the loop (in int32, exact for any K).
-  Triton pipelines only loads that feed a ``tl.dot``, so this form prefetches the next weight block into
-  registers itself. Measured slower than the MMA form with int8 x (the per-element int8 -> float conversions);
-  roughly even at M = 1 with fused quantization;
 - per-channel scales: the dot is exact (int32) and scaled once in the epilogue; group-wise: ``BLOCK_K`` divides the
   group size, so each K block lies in one group and its exact dot is scaled by that group's weight scale as it is
-  added (float32), which costs one multiply per block (MMA) or per product pair (FMA) more than per-channel;
+  added (float32), which costs one multiply per K block more than per-channel;
 - fused quantization (``x`` float): each program first reads its rows of x in full for the per-row amax (the
   scale needs the whole row; x is in L2 after the first program), then quantizes only the K slice it multiplies,
   in registers, with the same IEEE divide (``div_rn``) and round-half-even as ``lowbit::quantize_int8_rowwise``,
@@ -67,13 +62,12 @@ DECODE_MAX_M = 16
 
 
 @triton.jit
-def _load_x(ptrs, x_scale, FUSED_QUANT: tl.constexpr, AS_INT8: tl.constexpr):
-    """A ``(BLOCK_M, n)`` tile of x as int8 (MMA operand) or float32 (FMA operand), quantized here if x is float."""
+def _load_x(ptrs, x_scale, FUSED_QUANT: tl.constexpr):
+    """A ``(BLOCK_M, n)`` tile of x as int8 (the MMA operand), quantized here if x is float."""
     x = tl.load(ptrs)
     if FUSED_QUANT:
         x = quantize_int8_values(x.to(tl.float32), x_scale[:, None])  # an integer in [-127, 127]
-    # One return statement: Triton type-checks every return of a function, constexpr-dead ones included.
-    return x.to(tl.int8) if AS_INT8 else x.to(tl.float32)
+    return x.to(tl.int8)
 
 
 @triton.jit
@@ -103,7 +97,7 @@ def _s8s4_decode_kernel(
     x_ptr, xs_ptr, w_ptr, ws_ptr, bias_ptr, out_ptr,
     M, N, K, stride_wn, stride_wsn, GROUP_K, BLOCKS_PER_SPLIT,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, AMAX_BLOCK: tl.constexpr,
-    USE_DOT: tl.constexpr, INTERLEAVE: tl.constexpr, FUSED_QUANT: tl.constexpr, GROUPWISE: tl.constexpr,
+    INTERLEAVE: tl.constexpr, FUSED_QUANT: tl.constexpr, GROUPWISE: tl.constexpr,
     SPLIT_PARTIALS: tl.constexpr, HAS_BIAS: tl.constexpr, PTX: tl.constexpr,
 ):  # fmt: skip
     pid_n = tl.program_id(0)
@@ -128,97 +122,60 @@ def _s8s4_decode_kernel(
     x_ptrs = x_rows + (k_first * BLOCK_K + tl.arange(0, BLOCK_K))[None, :]
     ws_row = ws_ptr + rn_load * stride_wsn
 
-    if USE_DOT:
-        # Swap-AB: (BLOCK_N, BLOCK_M). Each K block's exact int32 dot (of 16x the nibbles) starts from zero and
-        # is added to a wider accumulator: float32 times the group's scale (group-wise), or int64 (per channel:
-        # exact for any K, where an int32 accumulator of 16x dots would overflow past K = 2**17).
-        if GROUPWISE:
-            acc = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.float32)
-        else:
-            acc = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.int64)
+    # Swap-AB: (BLOCK_N, BLOCK_M). Each K block's exact int32 dot (of 16x the nibbles) starts from zero and is
+    # added to a wider accumulator: float32 times the group's scale (group-wise), or int64 (per channel: exact for
+    # any K, where an int32 accumulator of 16x dots would overflow past K = 2**17).
+    if GROUPWISE:
+        acc = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.float32)
     else:
-        acc3 = tl.zeros((BLOCK_M, BLOCK_N, HALF_K), dtype=tl.float32)
-        # Triton's pipeliner (cp.async into shared memory, num_stages) only takes loads that feed a tl.dot, so the
-        # FMA form double-buffers the weight in registers itself: block i + 1 is in flight while block i is
-        # multiplied, twice the bytes in flight per SM. The last iteration re-reads its own block (an L1 hit)
-        # instead of masking.
-        w_next = tl.load(w_ptrs)
+        acc = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.int64)
 
     for i in range(k_blocks):
-        if USE_DOT:
-            packed = tl.load(w_ptrs)  # (BLOCK_N, HALF_K) int8
-        else:
-            packed = w_next
-            w_next = tl.load(w_ptrs + tl.minimum(i + 1, k_blocks - 1) * HALF_K)
-        if USE_DOT:
-            w_low, w_high = _nibbles_x16(packed, PTX)  # 16x the nibbles: the epilogue divides by 16
-        else:
-            # Sign-extend each nibble with arithmetic shifts (the products must stay exact in float32). The cast
-            # after << keeps 8 bits whether or not Triton promotes `int8 << 4` to int32; >> on int8 is arithmetic.
-            w_low = ((packed << 4).to(tl.int8) >> 4).to(tl.int8)
-            w_high = (packed >> 4).to(tl.int8)
+        packed = tl.load(w_ptrs)  # (BLOCK_N, HALF_K) int8
+        w_low, w_high = _nibbles_x16(packed, PTX)  # 16x the nibbles: the epilogue divides by 16
         if GROUPWISE:
             w_scale = tl.load(ws_row + ((k_first + i) * BLOCK_K) // GROUP_K)  # (BLOCK_N,): this block's group
         # One contiguous (BLOCK_M, BLOCK_K) load of x (vectorized; quantized once per element), de-interleaved in
         # registers: x is 4x smaller than the weight tile at M = 16, so it is the cheaper operand to shuffle.
-        xk = _load_x(x_ptrs, x_scale, FUSED_QUANT, USE_DOT)
-        if not INTERLEAVE:
-            x_even, x_odd = tl.split(tl.reshape(xk, (BLOCK_M, HALF_K, 2)))  # x[:, k0 + 2j], x[:, k0 + 2j + 1]
-        if USE_DOT:
-            part = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.int32)
-            if INTERLEAVE:
-                w = tl.reshape(tl.join(w_low, w_high), (BLOCK_N, BLOCK_K))
-                part = tl.dot(w, tl.trans(xk), part, out_dtype=tl.int32)
-            else:
-                part = tl.dot(w_low, tl.trans(x_even), part, out_dtype=tl.int32)
-                part = tl.dot(w_high, tl.trans(x_odd), part, out_dtype=tl.int32)
-            if GROUPWISE:
-                acc += part.to(tl.float32) * w_scale[:, None]
-            else:
-                acc += part.to(tl.int64)
+        xk = _load_x(x_ptrs, x_scale, FUSED_QUANT)
+        part = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.int32)
+        if INTERLEAVE:
+            w = tl.reshape(tl.join(w_low, w_high), (BLOCK_N, BLOCK_K))
+            part = tl.dot(w, tl.trans(xk), part, out_dtype=tl.int32)
         else:
-            prod = x_even[:, None, :] * w_low.to(tl.float32)[None, :, :]
-            prod += x_odd[:, None, :] * w_high.to(tl.float32)[None, :, :]  # exact: |.| <= 2 * 128 * 8
-            if GROUPWISE:
-                acc3 += prod * w_scale[None, :, None]
-            else:
-                acc3 += prod
+            x_even, x_odd = tl.split(tl.reshape(xk, (BLOCK_M, HALF_K, 2)))  # x[:, k0 + 2j], x[:, k0 + 2j + 1]
+            part = tl.dot(w_low, tl.trans(x_even), part, out_dtype=tl.int32)
+            part = tl.dot(w_high, tl.trans(x_odd), part, out_dtype=tl.int32)
+        if GROUPWISE:
+            acc += part.to(tl.float32) * w_scale[:, None]
+        else:
+            acc += part.to(tl.int64)
         x_ptrs += BLOCK_K
-        if USE_DOT:
-            w_ptrs += HALF_K
+        w_ptrs += HALF_K
 
-    if USE_DOT:
-        # The MMA summed 16x the nibbles. Scaling by a power of two is exact (and commutes with the int32 -> float32
-        # rounding), so the result is bit-identical to scaling the true dot.
-        out = tl.trans(acc.to(tl.float32) * 0.0625)  # (BLOCK_M, BLOCK_N)
-    else:
-        # Per channel: every partial sum is an integer below 2**24 (K < 16512), so the float32 sum is exact.
-        out = tl.sum(acc3, axis=2)
+    # The MMA summed 16x the nibbles. Scaling by a power of two is exact (and commutes with the int32 -> float32
+    # rounding), so the result is bit-identical to scaling the true dot.
+    out = tl.trans(acc.to(tl.float32) * 0.0625)  # (BLOCK_M, BLOCK_N)
     store_w4a8_tile(out, x_scale, ws_row, bias_ptr, out_ptr, rm, rn, rn_load, M, N, pid_k,
                     GROUPWISE, SPLIT_PARTIALS, HAS_BIAS)  # fmt: skip
 
 
 @dataclass(frozen=True)
 class DecodeConfig(LaunchConfig):
-    """``block_m``: rows per program (the MMA's N side: 16 with ``use_dot``; FMA tiles use ``min(block_m,
-    next_pow2(M))``). ``block_k``: an upper bound in int8 values; the launcher uses the largest power of two
-    ``<= block_k`` dividing K and the group size. ``split_k``: 0 splits K until about ``programs_per_sm`` programs
-    per SM are in flight, 1 never splits, ``s > 1`` splits into ``s`` (capped at one split per K block)."""
+    """``block_m``: rows per program (the MMA's N side, at least 16). ``block_k``: an upper bound in int8 values;
+    the launcher uses the largest power of two ``<= block_k`` dividing K and the group size. ``split_k``: 0 splits K
+    until about ``programs_per_sm`` programs per SM are in flight, 1 never splits, ``s > 1`` splits into ``s``
+    (capped at one split per K block)."""
 
-    use_dot: bool = True
     split_k: int = 0
     programs_per_sm: int = 3
 
 
-# Register and shared-memory budgets (compiled for sm_80 and sm_90; no spills but 4 bytes in one FMA case): FMA tiles
-# keep BLOCK_M·BLOCK_N·BLOCK_K/2 float32 partial sums: 1·64·128 at 256 threads and 4·32·64 at 128 threads = 32 and 64
-# registers per thread (4 warps for the 1x64x256 tile spilled on sm_80 with the register prefetch).
-# MMA tiles: up to 4 stages × (8-16 KB packed w + 4 KB int8 x, or 16 KB float32 x when fused) = 53 KB at most,
-# within sm_80's 163 KB and sm_90's 227 KB of shared memory. Which config runs for which M is decided by the one W4A8
-# table, DISPATCH_TABLE in lowbit_flex/kernels/s8s4_dispatch.py.
+# Shared-memory budget (compiled for sm_80 and sm_90, no spills): up to 4 stages × (8-16 KB packed w + 4 KB int8 x,
+# or 16 KB float32 x when fused) = 53 KB at most, within sm_80's 163 KB and sm_90's 227 KB of shared memory. The
+# dp4a GEMV (kernels/s8s4_gemv.py) replaced the float FMA tiles this table held. Which config runs for which M is
+# decided by the one W4A8 table, DISPATCH_TABLE in lowbit_flex/kernels/s8s4_dispatch.py.
 DECODE_CONFIGS: dict[str, DecodeConfig] = {
-    "fma_1x64x256": DecodeConfig(1, 64, 256, num_warps=8, num_stages=3, use_dot=False),
-    "fma_4x32x128": DecodeConfig(4, 32, 128, num_warps=4, num_stages=3, use_dot=False),
     "dot_16x64x256": DecodeConfig(16, 64, 256, num_warps=4, num_stages=4),
     "dot_16x128x256": DecodeConfig(16, 128, 256, num_warps=8, num_stages=3),
 }
@@ -244,19 +201,15 @@ def _plan(
     assert 1 <= M <= DECODE_MAX_M and K % 32 == 0 and K % groups == 0, (M, K, groups)
     group_k = K // groups
     block_k = largest_pow2_divisor(group_k, cfg.block_k)  # divides K too; >= 32 as group_k % 32 == 0
-    if cfg.use_dot:
-        assert cfg.block_m >= 16, "tl.dot needs 16 rows"
-        block_m = cfg.block_m
-    else:
-        assert groups > 1 or K <= 16512, "per channel, the FMA form's float32 sums are exact while |dot| < 2**24"
-        block_m = min(cfg.block_m, triton.next_power_of_2(M))
+    assert cfg.block_m >= 16, "tl.dot needs 16 rows"
+    block_m = cfg.block_m
     k_blocks = K // block_k
     tiles = triton.cdiv(N, cfg.block_n) * triton.cdiv(M, block_m)
     splits, per_split = split_k_blocks(k_blocks, tiles, cfg.split_k, cfg.programs_per_sm, sm_count(device))
     meta = dict(
         BLOCK_M=block_m, BLOCK_N=cfg.block_n, BLOCK_K=block_k,
         AMAX_BLOCK=min(triton.next_power_of_2(K), _AMAX_ELEMS // block_m),
-        USE_DOT=cfg.use_dot, INTERLEAVE=cfg.use_dot and block_k < 64, FUSED_QUANT=x_dtype != torch.int8,
+        INTERLEAVE=block_k < 64, FUSED_QUANT=x_dtype != torch.int8,
         GROUPWISE=groups > 1, SPLIT_PARTIALS=splits > 1, HAS_BIAS=has_bias, PTX=not triton_interpreting(),
         num_warps=cfg.num_warps, num_stages=cfg.num_stages,
     )  # fmt: skip

@@ -16,6 +16,7 @@ from __future__ import annotations
 import enum
 import functools
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -159,6 +160,23 @@ def rule_for(device: torch.device, weight_scale: torch.Tensor, M: int, N: int, K
     return choose(arch_of(device), scale_kind_of(weight_scale), M, N, K)
 
 
+def decode_launcher(backend: Backend, config: object) -> Callable | None:
+    """The launcher of a decode-sized backend (``x, x_scale or None, w, w_scale, bias, out_dtype -> out``) with its
+    tile config bound (a name or a config object); None for the GEMM backends. Shared by ``s8s4_linear`` and
+    ``w4a8_linear``, which also passes a float x for the kernel to quantize."""
+    if backend is Backend.TRITON_GEMV:
+        from lowbit_flex.kernels.s8s4_gemv import GEMV_CONFIGS, s8s4_gemv_triton
+
+        return functools.partial(s8s4_gemv_triton, config=GEMV_CONFIGS[config] if isinstance(config, str) else config)
+    if backend is Backend.TRITON_DECODE:
+        from lowbit_flex.kernels.s8s4_decode import DECODE_CONFIGS, s8s4_decode_triton
+
+        return functools.partial(
+            s8s4_decode_triton, config=DECODE_CONFIGS[config] if isinstance(config, str) else config
+        )
+    return None
+
+
 def s8s4_linear_cuda(
     input: torch.Tensor,
     input_scale: torch.Tensor,
@@ -191,16 +209,9 @@ def s8s4_linear_cuda(
         rule = choose(arch, scale, M, N, K)
         backend, config = rule.backend, rule.config
 
-    if backend is Backend.TRITON_GEMV:
-        from lowbit_flex.kernels.s8s4_gemv import GEMV_CONFIGS, s8s4_gemv_triton
-
-        cfg = GEMV_CONFIGS[config] if isinstance(config, str) else config
-        out = s8s4_gemv_triton(x, xs, weight, ws, b, out_dtype, cfg)
-    elif backend is Backend.TRITON_DECODE:
-        from lowbit_flex.kernels.s8s4_decode import DECODE_CONFIGS, s8s4_decode_triton
-
-        cfg = DECODE_CONFIGS[config] if isinstance(config, str) else config
-        out = s8s4_decode_triton(x, xs, weight, ws, b, out_dtype, cfg)
+    decode = decode_launcher(backend, config)
+    if decode is not None:
+        out = decode(x, xs, weight, ws, b, out_dtype)
     elif backend is Backend.TRITON:
         from lowbit_flex.kernels.s8s4_linear import TRITON_CONFIGS, s8s4_linear_triton
 

@@ -12,7 +12,8 @@ leaves ~8 issued instructions per weight byte at full bandwidth):
 - per word, two PTX instructions take 16x its nibble planes (``(w << 4) & 0xF0F0F0F0`` and ``w & 0xF0F0F0F0``:
   signed bytes, no shifting back) and two ``dp4a`` multiply them with four int8 values of x each (even and odd
   columns packed into words once per step and reused by all ``BLOCK_N`` rows): ~5 instructions per 4 weight bytes
-  and row of x, where tensor-core forms pad M to 16 and the FMA form converts every nibble to float;
+  and row of x, where the tensor-core form pads M to 16 and a float FMA form (which this kernel replaced) converted
+  every nibble to float;
 - fused quantization (float x): each program reads its rows in full for the amax (the scale needs the whole row; x
   is a few KB in L2), then quantizes the slice it multiplies with the quantizer's own helpers
   (:mod:`lowbit_flex.kernels.quantize_int8_rowwise`), so the int8 values are bit-identical to

@@ -98,9 +98,8 @@ def _keep_off_fast_path(layer: nn.TransformerEncoderLayer) -> None:
     not. PyTorch skips that path for any layer with forward hooks, so a layer with a quantized feed-forward gets a
     no-op pre-hook (about a microsecond per call) instead of a global switch."""
     quantized = any(not isinstance(getattr(layer, n), nn.Linear) for n in ("linear1", "linear2"))
-    if quantized and not getattr(layer, "_lowbit_fast_path_off", False):
+    if quantized and _no_op_hook not in layer._forward_pre_hooks.values():
         layer.register_forward_pre_hook(_no_op_hook)
-        layer._lowbit_fast_path_off = True
 
 
 def _no_op_hook(module: nn.Module, args: tuple) -> None:

@@ -43,18 +43,11 @@ def _decode_path(device: torch.device, M: int, N: int, K: int, groupwise: bool):
     """For a CUDA problem the dispatch table gives to a decode-sized kernel: ``(quantize_first, launcher)`` with
     the kernel's tile config bound; None for every other rule. Cached per shape key, so an eager decode step pays
     one lookup here instead of a table walk, imports and config lookups."""
-    from lowbit_flex.kernels.s8s4_dispatch import Backend, ScaleKind, arch_of, choose
+    from lowbit_flex.kernels.s8s4_dispatch import ScaleKind, arch_of, choose, decode_launcher
 
     rule = choose(arch_of(device), ScaleKind.GROUPWISE if groupwise else ScaleKind.PER_CHANNEL, M, N, K)
-    if rule.backend is Backend.TRITON_GEMV:
-        from lowbit_flex.kernels.s8s4_gemv import GEMV_CONFIGS, s8s4_gemv_triton
-
-        launch = functools.partial(s8s4_gemv_triton, config=GEMV_CONFIGS[rule.config])
-    elif rule.backend is Backend.TRITON_DECODE:
-        from lowbit_flex.kernels.s8s4_decode import DECODE_CONFIGS, s8s4_decode_triton
-
-        launch = functools.partial(s8s4_decode_triton, config=DECODE_CONFIGS[rule.config])
-    else:
+    launch = decode_launcher(rule.backend, rule.config)
+    if launch is None:
         return None
     if rule.fuse_quant:
         return None, launch

@@ -45,8 +45,8 @@ def exact_f64(x, xs, q, ws, bias):
 
 def fp32_terms(plan, groupwise):
     """Float32 roundings the kernel may make, each at most 2**-24 of the summed magnitudes: the two scale products
-    and the bias (3), the split-K sum (splits - 1); group-wise: one product and one add per K block, plus the FMA
-    form's tree sum over the block (<= 8 levels)."""
+    and the bias (3), the split-K sum (splits - 1); group-wise: one product and one add per K block, plus the dp4a
+    GEMV's tree sum over a step's words (<= 8 levels)."""
     return 3 + plan.splits + (2 * plan.k_blocks + 8 if groupwise else 0)
 
 

@@ -154,7 +154,7 @@ def case_s8s4_decode():
     w, bias = torch.empty(N, K // 2, dtype=torch.int8), torch.empty(N)
     per_channel, groupwise = torch.empty(N), torch.empty(N, K // 128)
     for cfg in DECODE_CONFIGS.values():
-        M = 16 if cfg.use_dot else cfg.block_m
+        M = 16
         x, x_scale = torch.empty(M, K, dtype=torch.int8), torch.empty(M)
         xf = torch.empty(M, K, dtype=torch.bfloat16)
         # Unfused, per channel, bias, bf16, auto split-K (4 "SMs" on CPU tensors: N tiles alone are too few).

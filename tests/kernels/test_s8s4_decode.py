@@ -24,16 +24,15 @@ def _cfg(name, **change):
 
 
 # Every config on shapes that reach its branches: ragged N, odd M, K = 96 (BLOCK_K = 32: the MMA form interleaves
-# the nibble planes), groups 32..256, FMA tiles with several M tiles (M > block_m). Under the interpreter the
+# the nibble planes), groups 32..256, one K block (no split). Under the interpreter the
 # "GPU" has 4 SMs, so auto split-K splits whenever K has more than one block.
 CASES = [
     # name,          M,  N,   K,   group, bias,  out_dtype,      expect_split
-    ("fma_1x64x256", 1, 5, 32, None, True, torch.bfloat16, False),
-    ("fma_1x64x256", 1, 130, 512, 128, False, torch.float16, True),
-    ("fma_1x64x256", 3, 9, 256, 32, True, torch.bfloat16, True),
-    ("fma_4x32x128", 2, 72, 96, None, False, torch.float16, True),
-    ("fma_4x32x128", 3, 9, 256, 64, True, torch.bfloat16, True),
-    ("fma_4x32x128", 16, 9, 64, None, True, torch.float16, False),
+    ("dot_16x64x256", 1, 5, 32, None, True, torch.bfloat16, False),
+    ("dot_16x128x256", 1, 130, 512, 128, False, torch.float16, True),
+    ("dot_16x64x256", 3, 9, 256, 32, True, torch.bfloat16, True),
+    ("dot_16x128x256", 2, 72, 96, None, False, torch.float16, True),
+    ("dot_16x128x256", 16, 9, 64, None, True, torch.float16, False),
     ("dot_16x64x256", 7, 72, 256, None, True, torch.bfloat16, False),
     ("dot_16x64x256", 16, 130, 512, 256, True, torch.float16, True),
     ("dot_16x64x256", 2, 5, 96, None, False, torch.bfloat16, True),
@@ -50,7 +49,7 @@ def test_every_config(name, M, N, K, group, bias, out_dtype, expect_split):
     assert (plan.splits > 1) == expect_split
 
 
-@pytest.mark.parametrize("name", ["fma_4x32x128", "dot_16x64x256"])
+@pytest.mark.parametrize("name", ["dot_16x128x256", "dot_16x64x256"])
 @pytest.mark.parametrize("split_k", [1, 3])
 def test_forced_split(name, split_k):
     # K = 512 in groups of 64: 8 K blocks of 64 -> one split, or three splits of 3, 3 and 2 blocks.
@@ -58,16 +57,16 @@ def test_forced_split(name, split_k):
     assert plan.splits == split_k
 
 
-def test_dot_configs_have_16_row_tiles():
-    assert all(c.block_m >= 16 for c in CONFIGS.values() if c.use_dot)
+def test_configs_have_16_row_tiles():
+    assert all(c.block_m >= 16 for c in CONFIGS.values())
 
 
 # --- fused quantization: float x is quantized in the kernel, bit-exact with lowbit::quantize_int8_rowwise -------
 FUSED_CASES = [
     # x dtype,       name,             M,  N,  K,   group
-    (torch.bfloat16, "fma_1x64x256", 1, 72, 512, None),
-    (torch.float16, "fma_4x32x128", 3, 9, 256, 64),
-    (torch.float32, "fma_4x32x128", 16, 9, 96, None),
+    (torch.bfloat16, "dot_16x128x256", 1, 72, 512, None),
+    (torch.float16, "dot_16x64x256", 3, 9, 256, 64),
+    (torch.float32, "dot_16x64x256", 16, 9, 96, None),
     (torch.bfloat16, "dot_16x64x256", 16, 130, 256, 128),
     (torch.float16, "dot_16x128x256", 7, 9, 96, 32),
     (torch.float32, "dot_16x64x256", 2, 72, 512, None),
@@ -81,6 +80,6 @@ def test_fused_quantization(x_dtype, name, M, N, K, group):
     KERNEL.check_fused_quantization(x_dtype, M, N, K, group, CONFIGS[name])
 
 
-@pytest.mark.parametrize("name", ["fma_4x32x128", "dot_16x64x256"])
+@pytest.mark.parametrize("name", ["dot_16x128x256", "dot_16x64x256"])
 def test_fused_zero_and_nan_rows(name):
     KERNEL.check_fused_zero_and_nan_rows(128, CONFIGS[name])

@@ -72,6 +72,8 @@ def test_transformer_encoder_layer_keeps_attention_out_proj(config, tol):
             quantize_(layer, config)
         out = layer(x)  # MultiheadAttention reads out_proj.weight itself: it must still be the float Linear
     assert type(layer.self_attn.out_proj).__name__ == "NonDynamicallyQuantizableLinear"
+    quantize_(layer, config)  # again: nothing left to quantize, and still one fast-path hook
+    assert len(layer._forward_pre_hooks) == 1
     assert type(layer.linear1) is not nn.Linear and type(layer.linear2) is not nn.Linear
     assert _rel_err(out, ref) < tol
 
