@@ -1,104 +1,138 @@
-"""fp8 / fp6 / fp4 weight-only linear vs bf16 ``torch.mm`` and the unfused ``x @ w.to(bf16).T * s`` compiled.
+"""Whole fp8 / fp6 / fp4 weight-only layers (``FP8WeightOnlyLinear`` / ``FPxWeightOnlyLinear``: one op call each) vs
+bf16 ``nn.Linear``, from decode (M = 1) to prefill (M = 4096).
 
-Errors are relative to the float64 product with the *dequantized* weight (so they measure the kernel, not the
-quantization). ``floor frac`` = the time to move the weight (+ x and out) bytes at the copy bandwidth measured in
-this run, over the method's time: 1.0 is the memory floor. Weights rotate through enough copies to exceed L2.
+Per row: the CUDA-graph time of each module (median of replays, inputs and weights rotated beyond L2), its ratio to
+bf16 in the same run, the backend the dispatch table picked, and every backend / config forced
+(``<fmt> <backend> <config>`` columns) so one run decides the dispatch table. Before timing, each method is checked
+against float64 (``check``: the worst error over ``2^-7 * max|exact|``, "ok" when <= 1). ``floor frac`` (M <= 16):
+the packed weight's bytes at the copy bandwidth measured now, over the module's time (1.0 = the memory floor).
+A second table: host microseconds per eager module call (no CUDA graph) at M = 1, next to bf16 ``nn.Linear``.
 
-The plain ``fp8/fp6/fp4 triton`` columns are the launcher's default; for M <= 16 the columns ``<format> <variant>``
-force each kernel variant (``Variant``: ``words_dot``, ``words_fma``, ``bytes_dot``) so one run picks the winner.
+``LOWBIT_BENCH_WO_M=1,16`` limits the M list.
 """
 
 from __future__ import annotations
 
+import math
+import os
+import time
+
 import torch
+from torch import nn
 
 import lowbit_flex  # noqa: F401
+from benchmarks.bench_s8s4_linear import SHAPES_KN, copy_bandwidth_gbps
 from benchmarks.harness import Bench
-from lowbit_flex.quant import E2M1_FN, E3M2_FN, E4M3FN, from_fpx_bits, pack_fpx, quantize_fpx_weight
-from lowbit_flex.testing import rel_error
+from lowbit_flex.nn import FP8WeightOnlyLinear, FPxWeightOnlyLinear
+from lowbit_flex.quant import E2M1_FN, E3M2_FN, from_fpx_bits, unpack_fpx_tiles
 
-SHAPES = [(4096, 4096), (4096, 14336), (14336, 4096), (8192, 8192)]  # (K, N)
-MS = [1, 4, 16, 128, 2048]
-
-
-def _copy_bandwidth(bench: Bench) -> float:
-    """Bytes read + written per second by a 1 GiB device-to-device copy, the best of two ways: a ``copy_``
-    captured in a CUDA graph becomes a memcpy node, which measured only ~2.7 TB/s on an H200 (SM copy kernels
-    reach ~4.2), so the copy is also timed eagerly and as an elementwise kernel."""
-    x = torch.empty(1 << 28, dtype=torch.float32, device="cuda").normal_()
-    out = torch.empty_like(x)
-    ms = min(bench.time(lambda: out.copy_(x), graph=False), bench.time(lambda: torch.mul(x, 1.0, out=out)))
-    return 2 * x.numel() * 4 / (ms * 1e-3)  # bytes / s
+MS = [1, 2, 4, 16, 64, 256, 1024, 4096]
+_ENV_MS = "LOWBIT_BENCH_WO_M"
+_ROTATE_BYTES = 256 << 20
+_HOST_CALLS = 300
+# name -> (ebits, mbits, bytes per weight value)
+FORMATS = {"fp8": (4, 3, 1.0), "fp6": (3, 2, 0.75), "fp4": (2, 1, 0.5)}
 
 
-def _unfused(x, w8, s):
-    return (x @ w8.to(torch.bfloat16).T * s).to(torch.bfloat16)
+def _module(lin: nn.Linear, fmt: str) -> nn.Module:
+    if fmt == "fp8":
+        return FP8WeightOnlyLinear.from_linear(lin)
+    e, m, _ = FORMATS[fmt]
+    return FPxWeightOnlyLinear.from_linear(lin, e, m)
+
+
+def _decoded64(mod: nn.Module) -> torch.Tensor:
+    """The module's exact weight, float64 on the GPU (the checks multiply there: M = 4096 is too slow on CPU)."""
+    if isinstance(mod, FP8WeightOnlyLinear):
+        w = mod.weight.double()
+    else:
+        f = {(3, 2): E3M2_FN, (2, 1): E2M1_FN}[(mod.ebits, mod.mbits)]
+        w = from_fpx_bits(unpack_fpx_tiles(mod.weight, f.bits, mod.in_features), f, torch.float64)
+    return w * mod.weight_scale.double()[:, None]
+
+
+def _check(out: torch.Tensor, x: torch.Tensor, w64: torch.Tensor) -> str:
+    exact = x.double() @ w64.T
+    ratio = float((out.double() - exact).abs().max() / (exact.abs().max() * 2.0**-7))
+    return "ok" if ratio <= 1.0 else f"FAIL {ratio:.3g}"
+
+
+def _candidates(M: int) -> dict:
+    """Every backend / config the dispatch could pick for M rows, as ``f(x, module)``."""
+    from lowbit_flex.kernels.float_weight_dispatch import Backend, float_weight_only_linear_cuda
+    from lowbit_flex.kernels.float_weight_gemv import GEMV_CONFIGS, GEMV_MAX_M
+    from lowbit_flex.kernels.float_weight_only_linear import DOT_CONFIGS
+
+    def call(backend, config):
+        def f(x, m):
+            e, mb = (4, 3) if isinstance(m, FP8WeightOnlyLinear) else (m.ebits, m.mbits)
+            return float_weight_only_linear_cuda(x, m.weight, m.weight_scale, m.bias, e, mb, backend=backend,
+                                                 config=config)  # fmt: skip
+
+        return f
+
+    out = {}
+    if M <= GEMV_MAX_M:
+        out |= {f"gemv {c}": call(Backend.GEMV, c) for c in GEMV_CONFIGS}
+    for c, cfg in DOT_CONFIGS.items():
+        if (cfg.block_m == 16) == (M <= 16) or M == 64:
+            out[f"dot {c}"] = call(Backend.DOT, c)
+    if M >= 16:
+        out["dequant_mm"] = call(Backend.DEQUANT_MM, "")
+    return out
+
+
+def _host_us(fn, x) -> float:
+    for _ in range(20):
+        fn(x)
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(_HOST_CALLS):
+        fn(x)
+    t1 = time.perf_counter()
+    torch.cuda.synchronize()
+    return (t1 - t0) / _HOST_CALLS * 1e6
 
 
 def run(bench: Bench) -> None:
-    from lowbit_flex.kernels.float_weight_only_linear import (
-        Variant,
-        fp8_weight_only_linear_triton,
-        fpx_weight_only_linear_triton,
-    )
+    from lowbit_flex.kernels.float_weight_dispatch import choose
 
-    torch._dynamo.config.recompile_limit = 256
-    unfused = torch.compile(_unfused, dynamic=False)
-    bw = _copy_bandwidth(bench)
-    table = bench.table(f"weight-only linear, bf16 x (copy BW {bw / 1e12:.2f} TB/s)", baseline="bf16 mm")
-    shapes = SHAPES[:1] if bench.quick else SHAPES
-    for k, n in shapes:
-        n_sets = max(2, min(16, -(-150 * 2**20 // (n * k // 2))))  # fp4 weights alone exceed L2 (50 MB)
-        sets = []
-        for _ in range(n_sets):
-            w = torch.randn(n, k, device="cuda", dtype=torch.bfloat16) * 0.02
-            c8, s8 = quantize_fpx_weight(w, E4M3FN)
-            c6, s6 = quantize_fpx_weight(w, E3M2_FN)
-            c4, s4 = quantize_fpx_weight(w, E2M1_FN)
-            sets.append((w, c8.view(torch.float8_e4m3fn), s8, pack_fpx(c6, 6), s6, pack_fpx(c4, 4), s4, (c6, c4)))
-        for m in MS[:2] if bench.quick else MS:
-            x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
-            w, w8, s8, w6, s6, w4, s4, (c6, c4) = sets[0]
-            x64 = x.double()
-            errs = {
-                "bf16 mm": rel_error(x @ w.T, x64 @ w.double().T),
-                "unfused compiled": rel_error(unfused(x, w8, s8), x64 @ w8.double().T * s8.double()),
-                "fp8 triton": rel_error(fp8_weight_only_linear_triton(x, w8, s8), x64 @ w8.double().T * s8.double()),
-            }
-            ref6 = x64 @ from_fpx_bits(c6, E3M2_FN, torch.float64).T * s6.double()
-            ref4 = x64 @ from_fpx_bits(c4, E2M1_FN, torch.float64).T * s4.double()
-            errs["fp6 e3m2 triton"] = rel_error(fpx_weight_only_linear_triton(x, w6, s6, 3, 2), ref6)
-            errs["fp4 e2m1 triton"] = rel_error(fpx_weight_only_linear_triton(x, w4, s4, 2, 1), ref4)
-            args = [(x, s) for s in sets]
-            times = {
-                "bf16 mm": bench.time(lambda x, s: torch.mm(x, s[0].T), *args),
-                "unfused compiled": bench.time(lambda x, s: unfused(x, s[1], s[2]), *args),
-                "fp8 triton": bench.time(lambda x, s: fp8_weight_only_linear_triton(x, s[1], s[2]), *args),
-                "fp6 e3m2 triton": bench.time(lambda x, s: fpx_weight_only_linear_triton(x, s[3], s[4], 3, 2), *args),
-                "fp4 e2m1 triton": bench.time(lambda x, s: fpx_weight_only_linear_triton(x, s[5], s[6], 2, 1), *args),
-            }
-            if m <= 16:  # forced variants: which kernel form wins at decode sizes
-                for v in Variant:
-                    times[f"fp8 {v.value}"] = bench.time(
-                        lambda x, s, v=v: fp8_weight_only_linear_triton(x, s[1], s[2], variant=v), *args
-                    )
-                    for name, i, e, mb in (("fp6 e3m2", 3, 3, 2), ("fp4 e2m1", 5, 2, 1)):
-                        times[f"{name} {v.value}"] = bench.time(
-                            lambda x, s, i=i, e=e, mb=mb, v=v: fpx_weight_only_linear_triton(
-                                x, s[i], s[i + 1], e, mb, variant=v
-                            ),
-                            *args,
-                        )
-                    errs[f"fp6 e3m2 {v.value}"] = rel_error(
-                        fpx_weight_only_linear_triton(x, w6, s6, 3, 2, variant=v), ref6
-                    )
-            act = 2 * m * (k + n)
-            floor = {"fp8": n * k + act, "fp6": n * k * 3 // 4 + act, "fp4": n * k // 2 + act}
-            extra = {f"err {name}": e for name, e in errs.items()}
-            extra |= {f"floor frac {f}": b / bw / (times[meth] * 1e-3) for f, b, meth in (
-                ("fp8", floor["fp8"], "fp8 triton"), ("fp6", floor["fp6"], "fp6 e3m2 triton"),
-                ("fp4", floor["fp4"], "fp4 e2m1 triton"))}  # fmt: skip
-            extra["fp8 vs unfused ×"] = times["unfused compiled"] / times["fp8 triton"]
-            table.add({"K": k, "N": n, "M": m}, times, **extra)
-        del sets
+    bw = copy_bandwidth_gbps()
+    print(f"  copy bandwidth {bw:.0f} GB/s")
+    table = bench.table("weight-only linear, whole module (bf16 in/out)", baseline="bf16 nn.Linear")
+    host = bench.table("host us per eager call (no CUDA graph), M = 1", baseline="bf16 nn.Linear")
+    torch.set_grad_enabled(False)
+    ms = [int(m) for m in os.environ[_ENV_MS].split(",")] if os.environ.get(_ENV_MS) else MS
+    for K, N in SHAPES_KN[:1] if bench.quick else SHAPES_KN:
+        n_sets = max(1, min(8, math.ceil(_ROTATE_BYTES / (N * K * 2))))
+        lins = [nn.Linear(K, N, bias=False, device="cuda", dtype=torch.bfloat16) for _ in range(n_sets)]
+        mods = {f: [_module(lin, f) for lin in lins] for f in FORMATS}
+        w64 = {f: _decoded64(mods[f][0]) for f in FORMATS}
+        for M in [1, 16] if bench.quick else ms:
+            n_x = max(1, min(n_sets, math.ceil(_ROTATE_BYTES / (M * K * 2))))
+            xs = [torch.randn(M, K, device="cuda", dtype=torch.bfloat16) for _ in range(n_x)]
+            sets = lambda ms_, xs=xs: [(xs[i % len(xs)], m) for i, m in enumerate(ms_)]
+            times = {"bf16 nn.Linear": bench.time(lambda x, m: m(x), *sets(lins))}
+            extra: dict = {}
+            for f, (_, _, nbytes) in FORMATS.items():
+                mod = mods[f][0]
+                extra[f"check {f}"] = _check(mod(xs[0]), xs[0], w64[f])
+                times[f] = bench.time(lambda x, m: m(x), *sets(mods[f]))
+                rule = choose(1 + FORMATS[f][0] + FORMATS[f][1], M)
+                extra[f"backend {f}"] = f"{rule.backend.value} {rule.config}".strip()
+                if M <= 16:
+                    extra[f"floor frac {f}"] = (N * K * nbytes) / (bw * 1e9) * 1e3 / times[f]
+                for label, fn in _candidates(M).items():
+                    extra[f"check {f} {label}"] = _check(fn(xs[0], mod), xs[0], w64[f])
+                    times[f"{f} {label}"] = bench.time(fn, *sets(mods[f]))
+            table.add({"K": K, "N": N, "M": M}, times, **extra)
+            base = times["bf16 nn.Linear"]
+            print(f"  K={K} N={N} M={M}: " + " ".join(f"{k}={base / v:.2f}" for k, v in times.items() if k in FORMATS),
+                  flush=True)  # fmt: skip
+            if M == 1:
+                x = xs[0]
+                us = {"bf16 nn.Linear": _host_us(lins[0], x)} | {f: _host_us(mods[f][0], x) for f in FORMATS}
+                us_ms = {k: v * 1e-3 for k, v in us.items()}
+                host.add({"K": K, "N": N}, us_ms, **{f"{k} us": v for k, v in us.items()})
+        del lins, mods
         torch.cuda.empty_cache()

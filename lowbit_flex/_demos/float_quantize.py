@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from lowbit_flex._demos import Row, time_ms
-from lowbit_flex.quant import E2M1_FN, E3M2_FN, E4M3FN, float_quantize, pack_fpx, quantize_fpx_weight
+from lowbit_flex.quant import E2M1_FN, E3M2_FN, E4M3FN, float_quantize, pack_fpx_tiles, quantize_fpx_weight
 
 
 def _rel(out: torch.Tensor, ref: torch.Tensor) -> float:
@@ -26,7 +26,7 @@ def run(device: str) -> list[Row]:
     c8, s8 = quantize_fpx_weight(w, E4M3FN)
     w8 = c8.view(torch.float8_e4m3fn)
     c6, s6 = quantize_fpx_weight(w, E3M2_FN)
-    w6 = pack_fpx(c6, 6)
+    w6 = pack_fpx_tiles(c6, 6)
     path = "triton kernel" if device == "cuda" else "CPU reference"
     fp8 = lambda: torch.ops.lowbit.fp8_weight_only_linear(xa, w8, s8)
     fp6 = lambda: torch.ops.lowbit.fpx_weight_only_linear(xa, w6, s6, 3, 2)

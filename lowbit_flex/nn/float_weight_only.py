@@ -14,9 +14,11 @@ import torch
 from torch import nn
 
 from lowbit_flex.nn.quantize_api import SkipLayer, register_quantize_handler
-from lowbit_flex.ops.fpx_weight_only_linear import packed_format
+from lowbit_flex.ops.fp8_weight_only_linear import fp8_weight_only_linear_eager
+from lowbit_flex.ops.fpx_weight_only_linear import fpx_weight_only_linear_eager, packed_format
 from lowbit_flex.quant.fpx_format import E4M3FN
-from lowbit_flex.quant.fpx_pack import PACKED_GROUP, pack_fpx
+from lowbit_flex.quant.fpx_pack import PACKED_GROUP, unpack_fpx
+from lowbit_flex.quant.fpx_tiles import pack_fpx_tiles, tile_words_per_row
 from lowbit_flex.quant.fpx_weight import quantize_fpx_weight
 
 _HALF = (torch.bfloat16, torch.float16)
@@ -64,27 +66,23 @@ class FP8WeightOnlyLinear(nn.Module):
         return new
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.ops.lowbit.fp8_weight_only_linear(x, self.weight, self.weight_scale, self.bias)
+        return fp8_weight_only_linear_eager(x, self.weight, self.weight_scale, self.bias)  # the op, minus dispatch
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
 
 
 class FPxWeightOnlyLinear(nn.Module):
-    """Like :class:`FP8WeightOnlyLinear` with ``weight`` uint8 ``(out, in * bits / 8)`` packed MX codes
-    (:func:`lowbit_flex.quant.pack_fpx` layout)."""
+    """Like :class:`FP8WeightOnlyLinear` with ``weight`` int32 ``(out, tile_words_per_row(in, bits))``: packed MX
+    codes in the kernels' tile layout (:func:`lowbit_flex.quant.pack_fpx_tiles`). A state dict saved before that
+    layout (uint8 ``(out, in * bits / 8)`` in :func:`~lowbit_flex.quant.pack_fpx` order) is converted on load."""
 
     def __init__(self, in_features, out_features, ebits, mbits, bias=True, dtype=torch.bfloat16, device=None):
         super().__init__()
         fmt = packed_format(ebits, mbits)
-        codes, nbytes = PACKED_GROUP[fmt.bits]
-        if in_features % codes:
-            raise ValueError(
-                f"in_features: expected a multiple of {codes} for {fmt.bits}-bit weights, got {in_features}"
-            )
         self.in_features, self.out_features, self.ebits, self.mbits = in_features, out_features, ebits, mbits
-        packed = torch.zeros(out_features, in_features // codes * nbytes, dtype=torch.uint8, device=device)
-        self.register_buffer("weight", packed)
+        words = tile_words_per_row(in_features, fmt.bits)
+        self.register_buffer("weight", torch.zeros(out_features, words, dtype=torch.int32, device=device))
         self.register_buffer("weight_scale", torch.ones(out_features, dtype=torch.float32, device=device))
         self.register_buffer("bias", _bias_buffer(out_features, bias, dtype, device))
 
@@ -94,15 +92,27 @@ class FPxWeightOnlyLinear(nn.Module):
         new = cls(linear.in_features, linear.out_features, ebits, mbits, linear.bias is not None, w.dtype, w.device)
         fmt = packed_format(ebits, mbits)
         codes, new.weight_scale = quantize_fpx_weight(w, fmt)
-        new.weight = pack_fpx(codes, fmt.bits)
+        new.weight = pack_fpx_tiles(codes, fmt.bits)
         if linear.bias is not None:
             new.bias = linear.bias.detach().clone()
         return new
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.ops.lowbit.fpx_weight_only_linear(
-            x, self.weight, self.weight_scale, self.ebits, self.mbits, self.bias
-        )  # fmt: skip
+        return fpx_weight_only_linear_eager(x, self.weight, self.weight_scale, self.ebits, self.mbits, self.bias)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        key = prefix + "weight"
+        old = state_dict.get(key)
+        bits = 1 + self.ebits + self.mbits
+        codes, nbytes = PACKED_GROUP[bits]
+        if isinstance(old, torch.Tensor) and old.dtype == torch.uint8 and old.dim() == 2:
+            if old.shape[1] * codes != self.in_features * nbytes:
+                raise ValueError(
+                    f"{key}: a uint8 (pack_fpx order) weight needs {self.in_features * nbytes // codes} bytes per "
+                    f"row for in_features={self.in_features}, got shape {tuple(old.shape)}"
+                )
+            state_dict[key] = pack_fpx_tiles(unpack_fpx(old, bits), bits)  # the pre-0.2 layout, converted exactly
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def extra_repr(self) -> str:
         return (
@@ -128,9 +138,6 @@ def _quantize_linear_fp8(linear: nn.Linear, config: FP8WeightOnlyConfig) -> FP8W
 @register_quantize_handler(FPxWeightOnlyConfig)
 def _quantize_linear_fpx(linear: nn.Linear, config: FPxWeightOnlyConfig) -> FPxWeightOnlyLinear:
     _check_linear(linear)
-    codes, _ = PACKED_GROUP[packed_format(config.ebits, config.mbits).bits]
-    if linear.in_features % codes:
-        raise SkipLayer(f"in_features={linear.in_features} is not a multiple of {codes}")
     if linear.weight.is_meta:  # empty buffers, for load_state_dict(..., assign=True)
         return FPxWeightOnlyLinear(
             linear.in_features, linear.out_features, config.ebits, config.mbits, linear.bias is not None,

@@ -1,20 +1,25 @@
 """``lowbit::fpx_weight_only_linear``: weight-only linear with packed MX fp6 (e3m2, e2m3) or fp4 (e2m1) weights.
 
-The weight is ``(N, K * bits / 8)`` uint8 in the :func:`lowbit_flex.quant.pack_fpx` layout (fp4: two codes per
-byte; fp6: four codes per three bytes), with one float32 scale per output channel. The CUDA kernel unpacks and
-decodes in registers.
+The weight is int32 words ``(N, tile_words_per_row(K, bits))`` in the tile layout of
+:mod:`lowbit_flex.quant.fpx_tiles` (``pack_fpx_tiles``: the layout the kernels decode two codes per bit operation
+from), with one float32 scale per output channel. On CUDA the kernel the dispatch table picks by M
+(``kernels/float_weight_dispatch.py``) decodes in registers. Registered with ``torch.library.triton_op`` (see
+``fp8_weight_only_linear``); :func:`fpx_weight_only_linear_eager` is the module fast path.
 """
 
 from __future__ import annotations
 
+import functools
+import math
+
 import torch
 
 from lowbit_flex._checks import check_same_device, check_tensor, check_weight_only_epilogue
-from lowbit_flex.quant.fpx_bits import from_fpx_bits
+from lowbit_flex.ops.eager import needs_dispatcher
 from lowbit_flex.quant.fpx_format import E2M1_FN, E2M3_FN, E3M2_FN, FPxFormat
-from lowbit_flex.quant.fpx_pack import PACKED_GROUP, unpack_fpx
+from lowbit_flex.quant.fpx_tiles import tile_words_per_row, unpack_fpx_tiles
 
-# (ebits, mbits) -> format: the OCP MX element types the kernel decodes.
+# (ebits, mbits) -> format: the OCP MX element types the kernels decode.
 PACKED_FORMATS: dict[tuple[int, int], FPxFormat] = {(f.ebits, f.mbits): f for f in (E3M2_FN, E2M3_FN, E2M1_FN)}
 
 
@@ -26,17 +31,34 @@ def packed_format(ebits: int, mbits: int) -> FPxFormat:
     return fmt
 
 
+@functools.cache
+def _values(fmt: FPxFormat) -> tuple[float, ...]:
+    """Every code's value, in code order, as plain floats (no tensors: the first call may come under a fake mode).
+    The MX formats have no inf/NaN codes; ``test_reference_matches_float64_definition`` checks against
+    ``from_fpx_bits``."""
+    out = []
+    for c in range(2**fmt.bits):
+        e, m = (c >> fmt.mbits) & (2**fmt.ebits - 1), c & (2**fmt.mbits - 1)
+        sig, exp = (m, 1) if e == 0 else (m + 2**fmt.mbits, e)  # subnormal / normal
+        v = math.ldexp(sig, exp - fmt.bias - fmt.mbits)
+        out.append(-v if c >> (fmt.bits - 1) else v)
+    return tuple(out)
+
+
 def _check_args(x, w_packed, w_scale, ebits, mbits, bias) -> FPxFormat:
     fmt = packed_format(ebits, mbits)
-    check_tensor("w_packed", w_packed, dtypes=(torch.uint8,), ndim=2)
-    codes, nbytes = PACKED_GROUP[fmt.bits]
+    if isinstance(w_packed, torch.Tensor) and w_packed.dtype == torch.uint8:
+        raise TypeError(
+            "w_packed: expected int32 words in the tile layout (lowbit_flex.quant.pack_fpx_tiles), got uint8; a "
+            "weight packed by pack_fpx (OCP byte order) converts with pack_fpx_tiles(unpack_fpx(w, bits), bits)"
+        )
+    check_tensor("w_packed", w_packed, dtypes=(torch.int32,), ndim=2)
     check_tensor("x", x, min_ndim=1)
     k = x.shape[-1]
-    if k % codes:
-        raise ValueError(f"x: the last dimension ({k}) must be a multiple of {codes} for {fmt.bits}-bit weights")
-    if w_packed.shape[1] * codes != k * nbytes:
+    words = tile_words_per_row(k, fmt.bits)
+    if w_packed.shape[1] != words:
         raise ValueError(
-            f"w_packed: expected {k * nbytes // codes} bytes per row ({k} {fmt.bits}-bit codes), "
+            f"w_packed: expected {words} int32 words per row ({k} {fmt.bits}-bit codes in tiles of 128), "
             f"got shape {tuple(w_packed.shape)}"
         )
     check_weight_only_epilogue(x, "w_packed", w_packed.shape[0], k, w_scale, bias)
@@ -44,7 +66,23 @@ def _check_args(x, w_packed, w_scale, ebits, mbits, bias) -> FPxFormat:
     return fmt
 
 
-@torch.library.custom_op("lowbit::fpx_weight_only_linear", mutates_args=())
+def _fpx_weight_only_linear(x, w_packed, w_scale, ebits, mbits, bias=None):
+    fmt = _check_args(x, w_packed, w_scale, ebits, mbits, bias)
+    if x.is_cuda:
+        from lowbit_flex.kernels.float_weight_dispatch import float_weight_only_linear_cuda
+
+        return float_weight_only_linear_cuda(x, w_packed, w_scale, bias, ebits, mbits)
+    # The reference: decode exactly to float64 (a lookup in the format's value table: it traces under fake tensors,
+    # where from_fpx_bits's range check would need the data), multiply there, round once.
+    table = torch.tensor(_values(fmt), dtype=torch.float64, device=x.device)
+    w = table[unpack_fpx_tiles(w_packed, fmt.bits, x.shape[-1]).long()]
+    out = x.double() @ w.T * w_scale.double()
+    if bias is not None:
+        out = out + bias.double()
+    return out.to(x.dtype)
+
+
+@torch.library.triton_op("lowbit::fpx_weight_only_linear", mutates_args=())
 def fpx_weight_only_linear(
     x: torch.Tensor,
     w_packed: torch.Tensor,
@@ -55,28 +93,18 @@ def fpx_weight_only_linear(
 ) -> torch.Tensor:
     """``out[..., n] = sum_k x[..., k] * decode(w)[n, k] * w_scale[n] + bias[n]``, in ``x``'s dtype.
 
-    ``x``: bfloat16/float16 ``(..., K)`` (``K`` a multiple of 2 for fp4, 4 for fp6); ``w_packed``: uint8
-    ``(N, K * (1 + ebits + mbits) / 8)``; ``(ebits, mbits)`` in ``{(3, 2), (2, 3), (2, 1)}``; ``w_scale``: float32
-    ``(N,)``; ``bias``: ``None`` or ``(N,)`` in ``x``'s dtype. This reference decodes exactly to float64,
-    multiplies in float64 and rounds once to ``x``'s dtype; the CUDA kernel accumulates in float32.
+    ``x``: bfloat16/float16 ``(..., K)`` (any K); ``w_packed``: int32 ``(N, tile_words_per_row(K, bits))``
+    (:func:`lowbit_flex.quant.pack_fpx_tiles`); ``(ebits, mbits)`` in ``{(3, 2), (2, 3), (2, 1)}``; ``w_scale``:
+    float32 ``(N,)``; ``bias``: ``None`` or ``(N,)`` in ``x``'s dtype. Off CUDA: decoded exactly to float64,
+    multiplied there and rounded once to ``x``'s dtype. On CUDA: float32 accumulation; at the largest M
+    (``DEQUANT_MM`` rows of the dispatch table) the weight is dequantized to ``x``'s dtype first for cuBLAS.
     """
-    fmt = _check_args(x, w_packed, w_scale, ebits, mbits, bias)
-    w = from_fpx_bits(unpack_fpx(w_packed, fmt.bits), fmt, torch.float64)
-    out = x.double() @ w.T * w_scale.double()
-    if bias is not None:
-        out = out + bias.double()
-    return out.to(x.dtype)
+    return _fpx_weight_only_linear(x, w_packed, w_scale, ebits, mbits, bias)
 
 
-@fpx_weight_only_linear.register_fake
-def _(x, w_packed, w_scale, ebits, mbits, bias=None):
-    _check_args(x, w_packed, w_scale, ebits, mbits, bias)
-    return x.new_empty((*x.shape[:-1], w_packed.shape[0]))
-
-
-@fpx_weight_only_linear.register_kernel("cuda")
-def _(x, w_packed, w_scale, ebits, mbits, bias=None):
-    _check_args(x, w_packed, w_scale, ebits, mbits, bias)
-    from lowbit_flex.kernels.float_weight_only_linear import fpx_weight_only_linear_triton
-
-    return fpx_weight_only_linear_triton(x, w_packed, w_scale, ebits, mbits, bias)
+def fpx_weight_only_linear_eager(x, w_packed, w_scale, ebits, mbits, bias=None) -> torch.Tensor:
+    """``torch.ops.lowbit.fpx_weight_only_linear`` minus the dispatcher where it cannot matter
+    (:func:`~lowbit_flex.ops.eager.needs_dispatcher`)."""
+    if needs_dispatcher(x):
+        return torch.ops.lowbit.fpx_weight_only_linear(x, w_packed, w_scale, ebits, mbits, bias)
+    return _fpx_weight_only_linear(x, w_packed, w_scale, ebits, mbits, bias)

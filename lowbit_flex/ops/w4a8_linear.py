@@ -21,6 +21,7 @@ import functools
 import torch
 
 from lowbit_flex._checks import FLOAT_DTYPES, HALF_DTYPES, check_same_device, check_tensor
+from lowbit_flex.ops.eager import needs_dispatcher
 from lowbit_flex.ops.s8s4_linear import check_int4_weight_args
 
 
@@ -102,23 +103,8 @@ def w4a8_linear(
 
 
 def w4a8_linear_eager(x, weight, weight_scale, bias=None, out_dtype=None) -> torch.Tensor:
-    """``torch.ops.lowbit.w4a8_linear``, minus the custom-op dispatcher where it cannot change anything: not
-    compiling, a plain CUDA tensor ``x`` that needs no gradient, no dispatch or function mode active. There the
-    dispatcher (autograd and backend wrappers of a ``triton_op``) cost 22 us of host time per call on the H200
-    machine, more than bf16 ``nn.Linear``'s whole call (19 us); eager decode loops pay it per layer. Anything else
-    (``torch.compile`` / ``torch.export`` tracing, fake or functional tensors, modes, autograd) takes the op."""
+    """``torch.ops.lowbit.w4a8_linear``, minus the custom-op dispatcher where it cannot change anything
+    (:func:`~lowbit_flex.ops.eager.needs_dispatcher`); eager decode loops would pay it per layer."""
     if needs_dispatcher(x):
         return torch.ops.lowbit.w4a8_linear(x, weight, weight_scale, bias, out_dtype)
     return _w4a8_linear(x, weight, weight_scale, bias, out_dtype)
-
-
-def needs_dispatcher(x: torch.Tensor) -> bool:
-    """Whether a call with input ``x`` must go through ``torch.ops`` (see :func:`w4a8_linear_eager`)."""
-    return (
-        torch.compiler.is_compiling()
-        or type(x) is not torch.Tensor
-        or not x.is_cuda
-        or (x.requires_grad and torch.is_grad_enabled())
-        or bool(torch._C._len_torch_dispatch_stack())
-        or torch._C._is_torch_function_mode_enabled()
-    )

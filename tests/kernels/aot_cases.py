@@ -117,31 +117,39 @@ def case_fp8_attention():
 
 
 def case_float_weight_only_linear():
-    from lowbit_flex.kernels.float_weight_only_linear import (
-        Variant,
-        fp8_native_supported,
-        fp8_weight_only_linear_triton,
-        fpx_weight_only_linear_triton,
-    )
-    from lowbit_flex.quant import pack_fpx
+    # Every config of every backend the weight-only dispatch can pick (kernels float_weight_gemv,
+    # float_weight_only_linear and float_weight_dequant), for each format, both x dtypes, split and unsplit K,
+    # ragged and whole-tile K, with and without bias.
+    import lowbit_flex.kernels.float_weight_dispatch as d
+    from lowbit_flex.kernels.float_weight_gemv import GEMV_CONFIGS
+    from lowbit_flex.kernels.float_weight_only_linear import DOT_CONFIGS
+    from lowbit_flex.quant import tile_words_per_row
 
-    # sm_80 has no e4m3 conversion instruction: the launcher picks the bit-decode path there (see the kernel doc).
+    # sm_80 has no e4m3 conversion instruction: the dispatch picks the bit decode there (the launch runs on CPU
+    # tensors here, so the architecture comes from the patched capability).
     native = torch.cuda.get_device_capability() >= (8, 9)
-    assert fp8_native_supported(torch.device("cuda")) == native
+    d.fp8_native_supported = lambda device: native
 
-    w8, s = torch.empty(128, 256, dtype=torch.float8_e4m3fn), torch.empty(128)
-    # M = 1: split-K FMA GEMV (the default) and, for bf16, the forced dot variants; M = 200: tiled form (M > 64).
-    forced = (None, Variant.WORDS_DOT, Variant.BYTES_DOT)
-    for m, dtype, variants in ((1, torch.bfloat16, forced), (1, torch.float16, (None,)), (200, torch.bfloat16, (None,)),
-                               (200, torch.float16, (None,))):  # fmt: skip
-        x, bias = torch.empty(m, 256, dtype=dtype), torch.empty(128, dtype=dtype)
-        for v in variants:
-            split = 2 if m == 1 else None
-            fp8_weight_only_linear_triton(x, w8, s, bias, native_fp8=native, split_k=split, variant=v)
-            for bits, e, mb in ((6, 3, 2), (6, 2, 3), (4, 2, 1)):
-                wp = pack_fpx(torch.zeros(128, 256, dtype=torch.uint8), bits)
-                fpx_weight_only_linear_triton(x, wp, s, e, mb, bias if m > 1 else None, split_k=split, variant=v)
-    fp8_weight_only_linear_triton(torch.empty(40, 256, dtype=torch.bfloat16), w8, s, None, native_fp8=native)
+    def weight(ebits, mbits, n, k):
+        if 1 + ebits + mbits == 8:
+            return torch.empty(n, k, dtype=torch.float8_e4m3fn)
+        return torch.empty(n, tile_words_per_row(k, 1 + ebits + mbits), dtype=torch.int32)
+
+    formats = ((4, 3), (3, 2), (2, 3), (2, 1))
+    plans = [(d.Backend.GEMV, c, 1) for c in GEMV_CONFIGS] + [(d.Backend.DOT, c, 40) for c in DOT_CONFIGS]
+    for backend, config, m in plans:
+        for ebits, mbits in formats:
+            for n, k, dtype, bias in ((512, 1024, torch.bfloat16, True), (16, 4096, torch.float16, False)):
+                x, s = torch.empty(m, k, dtype=dtype), torch.empty(n)
+                b = torch.empty(n, dtype=dtype) if bias else None
+                d.float_weight_only_linear_cuda(x, weight(ebits, mbits, n, k), s, b, ebits, mbits, backend=backend,
+                                                config=config)  # fmt: skip
+            x = torch.empty(m, 1000, dtype=torch.bfloat16)  # K not a whole number of 128-code tiles
+            d.float_weight_only_linear_cuda(x, weight(ebits, mbits, 64, 1000), torch.empty(64), None, ebits, mbits,
+                                            backend=backend, config=config)  # fmt: skip
+    for ebits, mbits in formats:
+        for dtype in (torch.bfloat16, torch.float16):
+            d.dequantize_weight(weight(ebits, mbits, 64, 1000), torch.empty(64), 1000, ebits, mbits, dtype)
 
 
 def case_s8s4_decode():

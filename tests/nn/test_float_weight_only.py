@@ -44,13 +44,38 @@ def test_quantized_layer_equals_fake_quantized_float64_linear(config):
     assert rel < {8: 0.04, 6: 0.1, 4: 0.2}[fmt.bits]
 
 
-def test_skips_layers_the_kernels_cannot_take():
+def test_any_in_features_quantizes():
+    # fp4/fp6 rows are zero-padded to whole 128-code tiles: odd widths quantize too.
     model = nn.Sequential(nn.Linear(64, 8), nn.Linear(8, 6), nn.Linear(6, 4)).to(torch.bfloat16)
-    with pytest.warns(UserWarning, match=r"kept 1 layer\(s\) unquantized: 2 \(in_features=6 is not a multiple of 4\)"):
-        quantize_(model, FPxWeightOnlyConfig(3, 2))
-    assert isinstance(model[1], FPxWeightOnlyLinear) and type(model[2]) is nn.Linear
+    quantize_(model, FPxWeightOnlyConfig(3, 2))
+    assert all(isinstance(m, FPxWeightOnlyLinear) for m in model)
+    x = torch.randn(2, 64, dtype=torch.bfloat16)
+    assert model(x).shape == (2, 4)
+
+
+def test_skips_float32_layers():
     with pytest.warns(UserWarning, match="weight dtype torch.float32"):
         quantize_(nn.Sequential(nn.Linear(8, 8)), FP8WeightOnlyConfig())
+
+
+@pytest.mark.parametrize("ebits, mbits", [(3, 2), (2, 1)])
+def test_state_dict_in_the_old_byte_layout_is_converted_on_load(ebits, mbits):
+    # A checkpoint from before the tile layout holds pack_fpx bytes: loading converts them exactly.
+    from lowbit_flex.quant import pack_fpx, unpack_fpx_tiles
+
+    model = quantize_(_model(), FPxWeightOnlyConfig(ebits, mbits))
+    bits = 1 + ebits + mbits
+    old = {k: v.clone() for k, v in model.state_dict().items()}
+    for name in ("0.weight", "2.weight"):
+        k = model.get_submodule(name[0]).in_features
+        old[name] = pack_fpx(unpack_fpx_tiles(old[name], bits, k), bits)
+    fresh = quantize_(_model(), FPxWeightOnlyConfig(ebits, mbits))
+    fresh.load_state_dict(old)
+    for name, t in model.state_dict().items():
+        assert torch.equal(fresh.state_dict()[name], t), name
+    bad = dict(old, **{"0.weight": old["0.weight"][:, :-3]})
+    with pytest.raises(ValueError, match="0.weight: a uint8"):
+        fresh.load_state_dict(bad)
 
 
 @pytest.mark.parametrize("bad", [(4, 3), (3, 3), (2, 2)])

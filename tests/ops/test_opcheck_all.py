@@ -34,11 +34,11 @@ def _fp8_weight_only_linear(device):
 
 
 def _fpx_weight_only_linear(device):
-    from lowbit_flex.quant import pack_fpx
+    from lowbit_flex.quant import pack_fpx_tiles
 
     s = torch.rand(16, device=device) + 0.5
     for bits, (e, m) in ((6, (3, 2)), (6, (2, 3)), (4, (2, 1))):
-        wp = pack_fpx(torch.randint(0, 2**bits, (16, 32), dtype=torch.uint8), bits).to(device)
+        wp = pack_fpx_tiles(torch.randint(0, 2**bits, (16, 32), dtype=torch.uint8), bits).to(device)
         yield (torch.randn(5, 32, device=device, dtype=torch.bfloat16), wp, s, e, m), {}
     b = torch.randn(16, device=device, dtype=torch.float16)
     yield (torch.randn(2, 20, 32, device=device, dtype=torch.float16), wp, s, 2, 1, b), {}

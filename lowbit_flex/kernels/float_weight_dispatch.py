@@ -1,0 +1,223 @@
+"""Which kernel runs a fp8 / fp6 / fp4 weight-only linear on CUDA, and its cached launch: one table by M and width.
+
+:data:`DISPATCH_TABLE` rows name a backend and a config; the first row whose ``max_m`` and ``bits`` match wins
+(the last row takes everything). ``docs/float_quantization.md`` shows the table with the measurements behind it.
+The choice and the launch plan (grid, constexprs, split) are made once per (device, shape, dtypes) and cached, so
+an eager decode step pays a dictionary lookup and one direct kernel launch (:class:`PlanLaunch`).
+
+For benchmarks, ``backend=`` / ``config=`` force one path.
+"""
+
+from __future__ import annotations
+
+import enum
+import functools
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+import triton
+
+from lowbit_flex.kernels.arch import has_fp8_mma, sm_count, triton_interpreting
+from lowbit_flex.kernels.common import PlanLaunch, cached_plan, reduce_split_k, split_k_blocks
+from lowbit_flex.kernels.float_weight_decode import dec_scale, planes_asm
+from lowbit_flex.kernels.float_weight_dequant import (
+    DEQUANT_BLOCK_N,
+    DEQUANT_STEP_TILES,
+    DEQUANT_WARPS,
+    _float_weight_dequant_kernel,
+)
+from lowbit_flex.kernels.float_weight_gemv import GEMV_CONFIGS, GEMV_MAX_M, _float_weight_gemv_kernel
+from lowbit_flex.kernels.float_weight_only_linear import DOT_CONFIGS, DotConfig, _float_weight_dot_kernel
+
+
+class Backend(enum.Enum):
+    GEMV = "gemv"  # kernels/float_weight_gemv.py: M <= GEMV_MAX_M, CUDA-core FMA
+    DOT = "dot"  # kernels/float_weight_only_linear.py: any M, tensor cores, decode fused
+    DEQUANT_MM = "dequant_mm"  # kernels/float_weight_dequant.py, then cuBLAS (torch.addmm)
+
+
+@dataclass(frozen=True)
+class Rule:
+    backend: Backend
+    config: str = ""  # a GEMV_CONFIGS / DOT_CONFIGS name ("" for DEQUANT_MM)
+    max_m: int | None = None  # rule applies when M <= max_m (None: any M)
+    bits: tuple[int, ...] = (4, 6, 8)  # weight widths it applies to
+
+
+# Decode rows measured on an H200 (benchmarks/bench_float_weight_only_linear.py, 2026-12-01, CUDA graphs, weights
+# rotated past L2; geometric mean over 4096², 4096×14336, 14336×4096, 8192² of bf16 nn.Linear time / module time):
+# M = 1: the 4-row, 1024-code-step GEMV for fp4 (1.64x) and fp6 (1.40x), the 8-row 512-code one for fp8 (1.09x);
+# M = 2: fp6 still the GEMV (0.76 vs 0.63x on tensor cores), fp8 / fp4 the 16-row tensor-core tile (1.29 / 0.96x);
+# up to M = 16 that tile for every format (M = 16: fp8 1.49x, fp4 0.96x, fp6 0.62x). Larger tiles and
+# dequantize-then-cuBLAS lose at M = 16 (fp4 0.27 / 0.41x).
+DISPATCH_TABLE: tuple[Rule, ...] = (
+    Rule(Backend.GEMV, "gemv_4x4x8", max_m=1, bits=(4, 6)),
+    Rule(Backend.GEMV, "gemv_4x8x4", max_m=1, bits=(8,)),
+    Rule(Backend.GEMV, "gemv_4x4x8", max_m=2, bits=(6,)),
+    Rule(Backend.DOT, "dot_16x64x2", max_m=16),
+    Rule(Backend.DOT, "dot_64x128x1", max_m=64),
+    Rule(Backend.DOT, "dot_128x128x1", max_m=512),
+    Rule(Backend.DEQUANT_MM),
+)
+
+
+@functools.lru_cache(maxsize=256)
+def choose(bits: int, M: int) -> Rule:
+    """The first rule of :data:`DISPATCH_TABLE` for this width and M."""
+    for rule in DISPATCH_TABLE:
+        fits = rule.max_m is None or rule.max_m >= M
+        if fits and bits in rule.bits and not (rule.backend is Backend.GEMV and GEMV_MAX_M < M):
+            return rule
+    raise AssertionError("the last rule takes every shape")
+
+
+def fp8_native_supported(device: torch.device) -> bool:
+    """Hardware e4m3 -> fp16 conversion: sm_89+ (and the interpreter, which emulates it)."""
+    return device.type != "cuda" or has_fp8_mma(device)
+
+
+class _Plan(NamedTuple):
+    splits: int
+    tiles_per_split: int
+    dec_scale: float
+    launch: PlanLaunch
+
+
+def _asm(bits: int, mbits: int, to_f32: bool) -> tuple[str, str]:
+    if bits == 8 or triton_interpreting():
+        return "", ""
+    return planes_asm(bits, mbits, to_f32)
+
+
+@functools.lru_cache(maxsize=1024)
+def _plan(
+    device: torch.device, backend: Backend, config: DotConfig, M: int, N: int, K: int, ebits: int, mbits: int,
+    native_fp8: bool, stride_xm: int, stride_wn: int, stride_om: int, has_bias: bool,
+) -> _Plan:  # fmt: skip
+    """Everything about a GEMV / tensor-core launch that depends only on the shape key (strides included: the
+    kernel is specialised on its integer arguments)."""
+    bits = 1 + ebits + mbits
+    block_m = min(config.block_m, triton.next_power_of_2(M)) if backend is Backend.GEMV else config.block_m
+    n_tiles = triton.cdiv(K, 128)
+    k_blocks = triton.cdiv(n_tiles, config.block_k)
+    out_tiles = triton.cdiv(N, config.block_n) * triton.cdiv(M, block_m)
+    splits, per_split = split_k_blocks(k_blocks, out_tiles, config.split_k, config.programs_per_sm, sm_count(device))
+    asm, cons = _asm(bits, mbits, backend is Backend.GEMV)
+    scale = dec_scale(ebits, native_fp8 and bits == 8)
+    meta = dict(
+        BITS=bits, MBITS=mbits, NATIVE_FP8=native_fp8, DEC_SCALE=scale, ASM=asm, CONS=cons, BLOCK_M=block_m,
+        BLOCK_N=config.block_n, STEP_TILES=config.block_k, EVEN_K=K % 128 == 0, SPLIT_PARTIALS=splits > 1,
+        HAS_BIAS=has_bias, num_warps=config.num_warps, num_stages=config.num_stages,
+    )  # fmt: skip
+    kernel = _float_weight_gemv_kernel
+    if backend is Backend.DOT:
+        kernel = _float_weight_dot_kernel
+        meta["UPCAST_DOT"] = triton_interpreting()
+        meta["JOIN_PLANES"] = config.join_planes
+        meta["SWAP_AB"] = config.swap_ab
+    grid = (triton.cdiv(N, config.block_n), triton.cdiv(M, block_m), splits)
+    return _Plan(splits, per_split * config.block_k, scale, PlanLaunch(kernel, grid, meta))
+
+
+@functools.lru_cache(maxsize=256)
+def _dequant_plan(N: int, K: int, ebits: int, mbits: int, native_fp8: bool, stride_wn: int) -> PlanLaunch:
+    bits = 1 + ebits + mbits
+    asm, cons = _asm(bits, mbits, True)
+    meta = dict(
+        BITS=bits, MBITS=mbits, NATIVE_FP8=native_fp8, DEC_SCALE=dec_scale(ebits, native_fp8 and bits == 8), ASM=asm,
+        CONS=cons, BLOCK_N=DEQUANT_BLOCK_N, STEP_TILES=DEQUANT_STEP_TILES, num_warps=DEQUANT_WARPS,
+    )  # fmt: skip
+    grid = (triton.cdiv(N, DEQUANT_BLOCK_N), triton.cdiv(triton.cdiv(K, 128), DEQUANT_STEP_TILES))
+    return PlanLaunch(_float_weight_dequant_kernel, grid, meta)
+
+
+def dequantize_weight(w: torch.Tensor, w_scale: torch.Tensor, K: int, ebits: int, mbits: int, dtype: torch.dtype):
+    """``decode(w) * w_scale[:, None]`` as a contiguous ``(N, K)`` tensor of ``dtype`` (rounded once). ``w`` as
+    :func:`float_weight_only_linear_cuda` takes it (or its uint8 view for the fp8 bit decode)."""
+    native = 1 + ebits + mbits == 8 and w.dtype != torch.uint8 and fp8_native_supported(w.device)
+    w = _kernel_weight(w, ebits, mbits, native)
+    out = torch.empty((w.shape[0], K), dtype=dtype, device=w.device)
+    if out.numel():
+        cached_plan(_dequant_plan, int(w.shape[0]), int(K), ebits, mbits, native, int(w.stride(0)))(
+            w, w_scale, out, w.shape[0], K, w.stride(0)
+        )
+    return out
+
+
+def _kernel_weight(w: torch.Tensor, ebits: int, mbits: int, native_fp8: bool) -> torch.Tensor:
+    if 1 + ebits + mbits == 8 and not native_fp8:
+        return w.view(torch.uint8)  # bit decode on sm_80
+    return w if w.stride(-1) == 1 else w.contiguous()
+
+
+class _Route(NamedTuple):
+    backend: Backend
+    native_fp8: bool
+    plan: _Plan | None  # None for DEQUANT_MM
+
+
+@functools.lru_cache(maxsize=1024)
+def _route(
+    device: torch.device, M: int, N: int, K: int, ebits: int, mbits: int, stride_xm: int, stride_wn: int,
+    has_bias: bool, backend: Backend | None, config: str | DotConfig | None,
+) -> _Route:  # fmt: skip
+    """Every decision of a call, made once per shape key: the backend and config (the table's, unless forced), the
+    fp8 decode form, the launch plan. An eager decode step then pays one cache lookup."""
+    bits = 1 + ebits + mbits
+    if backend is None:
+        rule = choose(bits, M) if M else Rule(Backend.DOT, "dot_16x64x2")
+        backend, config = rule.backend, rule.config
+    native = bits == 8 and fp8_native_supported(device)
+    if backend is Backend.DEQUANT_MM:
+        return _Route(backend, native, None)
+    if backend is Backend.GEMV and GEMV_MAX_M < M:
+        raise ValueError(f"backend: the GEMV takes at most {GEMV_MAX_M} rows, got M={M}")
+    cfg = (GEMV_CONFIGS if backend is Backend.GEMV else DOT_CONFIGS)[config] if isinstance(config, str) else config
+    plan = _plan(device, backend, cfg, M, N, K, ebits, mbits, native, stride_xm, stride_wn, N, has_bias) if M else None
+    return _Route(backend, native, plan)
+
+
+def float_weight_only_linear_cuda(
+    x: torch.Tensor,
+    w: torch.Tensor,
+    w_scale: torch.Tensor,
+    bias: torch.Tensor | None,
+    ebits: int,
+    mbits: int,
+    *,
+    backend: Backend | None = None,
+    config: str | DotConfig | None = None,
+) -> torch.Tensor:
+    """``x @ (decode(w) * w_scale[:, None]).T + bias`` on CUDA (or the interpreter), arguments validated by the op.
+
+    ``w``: float8_e4m3fn ``(N, K)``, or int32 tile-layout words of fp4 / fp6 codes
+    (:func:`lowbit_flex.quant.pack_fpx_tiles`). ``backend`` / ``config`` force a path (benchmarks, tests)."""
+    K, N = x.shape[-1], w.shape[0]
+    x2 = x.reshape(-1, K)
+    if x2.stride(-1) != 1:
+        x2 = x2.contiguous()
+    M = x2.shape[0]
+    # int(): under torch.compile with dynamic shapes these are SymInts; the route is per concrete shape (a guard).
+    route = cached_plan(
+        _route, x.device, int(M), int(N), int(K), ebits, mbits, int(x2.stride(0)), int(w.stride(0)),
+        bias is not None, backend, config,
+    )  # fmt: skip
+    w = _kernel_weight(w, ebits, mbits, route.native_fp8)
+    if route.backend is Backend.DEQUANT_MM:
+        wd = dequantize_weight(w, w_scale, K, ebits, mbits, x.dtype)
+        out = torch.mm(x2, wd.T) if bias is None else torch.addmm(bias, x2, wd.T)
+        return out.view(*x.shape[:-1], N)
+    out = torch.empty((M, N), dtype=x.dtype, device=x.device)
+    plan = route.plan
+    if plan is None or N == 0:
+        return out.view(*x.shape[:-1], N)
+    part = torch.empty((plan.splits, M, N), dtype=torch.float32, device=x.device) if plan.splits > 1 else out
+    any_ptr = w_scale  # a valid pointer for operands a constexpr switch leaves unread
+    plan.launch(
+        x2, w, w_scale, any_ptr if bias is None else bias, out, part, M, N, K, x2.stride(0), w.stride(0), N,
+        plan.tiles_per_split,
+    )  # fmt: skip
+    if plan.splits > 1:
+        reduce_split_k(part, out, w_scale, bias, post_scale=plan.dec_scale)
+    return out.view(*x.shape[:-1], N)

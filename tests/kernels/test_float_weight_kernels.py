@@ -1,0 +1,164 @@
+"""Every backend and config of the fp8 / fp6 / fp4 weight-only dispatch against float64 (CUDA or the interpreter).
+
+Outputs (and split-K partials) are poisoned first; every element must be written. Codes cover every value of the
+format (subnormals, -0, the largest), K and N are ragged, bias on and off.
+"""
+
+import pytest
+import torch
+
+import lowbit_flex  # noqa: F401
+from lowbit_flex.quant import E2M1_FN, E2M3_FN, E3M2_FN, E4M3FN, from_fpx_bits, pack_fpx_tiles, to_fpx_bits
+from lowbit_flex.testing import assert_fully_written, kernel_device, poison_
+from tests.ops._weight_only_reference import assert_within, exact_linear
+
+pytestmark = pytest.mark.skipif(kernel_device() is None, reason="needs CUDA or TRITON_INTERPRET=1")
+FORMATS = [E4M3FN, E3M2_FN, E2M3_FN, E2M1_FN]
+
+
+def _weight(fmt, n, k, gen):
+    codes = torch.randint(0, 2**fmt.bits, (n, k), dtype=torch.uint8, generator=gen)
+    if fmt.bits == 8:
+        codes = torch.where((codes & 0x7F) == 0x7F, codes ^ 1, codes)  # e4m3 has no inf; 0x7F / 0xFF are NaN
+        w = codes.view(torch.float8_e4m3fn)
+        return w, w.double()
+    return pack_fpx_tiles(codes, fmt.bits), from_fpx_bits(codes, fmt, torch.float64)
+
+
+def _run(fmt, m, n, k, backend, config, *, bias=True, dtype=torch.bfloat16, seed=0, monkeypatch=None):
+    from lowbit_flex.kernels import float_weight_dispatch as d
+
+    gen = torch.Generator().manual_seed(seed)
+    dev = kernel_device()
+    x = (torch.randn(m, k, generator=gen) * 2).to(dtype)
+    w, w64 = _weight(fmt, n, k, gen)
+    s = torch.rand(n, generator=gen) + 0.25
+    b = torch.randn(n, generator=gen).to(dtype) if bias else None
+    if monkeypatch is not None:  # poison every buffer the launcher allocates (the output, split-K partials)
+        real_empty = torch.empty
+        monkeypatch.setattr(d.torch, "empty", lambda *a, **kw: poison_(real_empty(*a, **kw)))
+    be = None if backend is None else d.Backend(backend)
+    out = d.float_weight_only_linear_cuda(
+        x.to(dev), w.to(dev), s.to(dev), None if b is None else b.to(dev), fmt.ebits, fmt.mbits, backend=be,
+        config=config,
+    )  # fmt: skip
+    if monkeypatch is not None:
+        monkeypatch.undo()
+    assert out.shape == (m, n) and out.dtype == dtype
+    assert_fully_written(out)
+    return out, x, w64, s, b
+
+
+def _rounded_weight(w64, s, fmt):
+    """The DEQUANT_MM path's weight: ``decode(w) * s`` rounded to bf16 once (by the dequantize kernel, which
+    ``test_dequantize_then_cublas_equals_linear_with_the_rounded_weight`` checks against the exact product; the
+    interpreter truncates where GPUs round), and unit scales."""
+    from lowbit_flex.kernels.float_weight_dispatch import dequantize_weight
+
+    dev = kernel_device()
+    if fmt.bits == 8:
+        w = w64.to(torch.float8_e4m3fn)
+    else:
+        w = pack_fpx_tiles(to_fpx_bits(w64, fmt), fmt.bits)
+    wd = dequantize_weight(w.to(dev), s.to(dev), w64.shape[1], fmt.ebits, fmt.mbits, torch.bfloat16)
+    return wd.cpu().double(), torch.ones_like(s)
+
+
+def _plans():
+    from lowbit_flex.kernels.float_weight_gemv import GEMV_CONFIGS
+    from lowbit_flex.kernels.float_weight_only_linear import DOT_CONFIGS
+
+    plans = [("gemv", c, m) for c in GEMV_CONFIGS for m in (1, 3)]
+    plans += [("dot", c, 5 if cfg.block_m == 16 else 40) for c, cfg in DOT_CONFIGS.items()]
+    return plans
+
+
+@pytest.mark.parametrize("fmt", FORMATS, ids=str)
+@pytest.mark.parametrize("backend, config, m", _plans())
+# K = 300: a partial last tile (zero-padded codes, masked activations); K = 512: whole tiles, several K steps
+@pytest.mark.parametrize("n, k", [(40, 300), (20, 512)])
+def test_every_config_within_rounding_of_float64(fmt, backend, config, m, n, k, monkeypatch):
+    out, x, w64, s, b = _run(fmt, m, n, k, backend, config, bias=n == 40, monkeypatch=monkeypatch)
+    exact, bound = exact_linear(x, w64, s, b)
+    assert_within(out, exact, bound)
+
+
+@pytest.mark.parametrize("fmt", FORMATS, ids=str)
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_dequantize_then_cublas_equals_linear_with_the_rounded_weight(fmt, dtype):
+    # The prefill path rounds decode(w) * scale to x's dtype once, then multiplies: nn.Linear with that weight.
+    from lowbit_flex.kernels import float_weight_dispatch as d
+
+    gen = torch.Generator().manual_seed(1)
+    dev = kernel_device()
+    w, w64 = _weight(fmt, 24, 200, gen)
+    s = torch.rand(24, generator=gen) + 0.25
+    x = torch.randn(17, 200, generator=gen).to(dtype)
+    b = torch.randn(24, generator=gen).to(dtype)
+    w, s = w.to(dev), s.to(dev)
+    wd = d.dequantize_weight(w, s, 200, fmt.ebits, fmt.mbits, dtype)
+    assert wd.shape == (24, 200) and wd.dtype == dtype and wd.is_contiguous()
+    # One rounding of the exact product: within one ulp (the interpreter truncates where GPUs round to nearest).
+    want = w64 * s.cpu().double()[:, None]
+    torch.testing.assert_close(wd.cpu().double(), want, rtol=torch.finfo(dtype).eps, atol=0)
+    be = d.Backend.DEQUANT_MM
+    out = d.float_weight_only_linear_cuda(x.to(dev), w, s, b.to(dev), fmt.ebits, fmt.mbits, backend=be)
+    exact, bound = exact_linear(x, wd.cpu().double(), torch.ones(24), b)
+    assert_within(out, exact, bound)
+
+
+@pytest.mark.parametrize("fmt", FORMATS, ids=str)
+@pytest.mark.parametrize("m", [1, 2, 5, 16, 17, 64, 300])
+def test_dispatch_default_at_every_m_bucket(fmt, m, monkeypatch):
+    from lowbit_flex.kernels.float_weight_dispatch import Backend, choose
+
+    out, x, w64, s, b = _run(fmt, m, 36, 136, None, None, seed=m, monkeypatch=monkeypatch)
+    if choose(fmt.bits, m).backend is Backend.DEQUANT_MM:
+        w64, s = _rounded_weight(w64, s, fmt)
+    exact, bound = exact_linear(x, w64, s, b)
+    assert_within(out, exact, bound)
+
+
+def test_fp8_bit_decode_path_for_gpus_without_e4m3_conversion(monkeypatch):
+    # sm_80 decodes e4m3 with bit operations (from a uint8 view); the interpreter takes that path when told to.
+    from lowbit_flex.kernels import float_weight_dispatch as d
+
+    monkeypatch.setattr(d, "fp8_native_supported", lambda device: False)
+    d._route.cache_clear()  # routes are cached per shape with the decode form they chose
+    for backend, config, m in (("gemv", "gemv_4x16x2", 2), ("dot", "dot_16x64x2", 7), ("dequant_mm", "", 20)):
+        out, x, w64, s, b = _run(E4M3FN, m, 24, 264, backend, config, seed=m)
+        if backend == "dequant_mm":
+            w64, s = _rounded_weight(w64, s, E4M3FN)
+        exact, bound = exact_linear(x, w64, s, b)
+        assert_within(out, exact, bound)
+    d._route.cache_clear()
+
+
+def test_nan_in_one_row_stays_in_that_row():
+    from lowbit_flex.kernels import float_weight_dispatch as d
+
+    gen = torch.Generator().manual_seed(2)
+    w, _ = _weight(E2M1_FN, 24, 256, gen)
+    x = torch.randn(3, 256, generator=gen).bfloat16()
+    x[1, 7] = float("nan")
+    dev = kernel_device()
+    for backend, config in ((d.Backend.GEMV, "gemv_4x16x2"), (d.Backend.DOT, "dot_16x64x2")):
+        out = d.float_weight_only_linear_cuda(x.to(dev), w.to(dev), torch.ones(24, device=dev), None, 2, 1,
+                                              backend=backend, config=config).cpu()  # fmt: skip
+        assert torch.isnan(out[1]).all() and not torch.isnan(out[[0, 2]]).any()
+
+
+def test_dispatch_table_names_real_configs():
+    from lowbit_flex.kernels.float_weight_dispatch import DISPATCH_TABLE, Backend, choose
+    from lowbit_flex.kernels.float_weight_gemv import GEMV_CONFIGS, GEMV_MAX_M
+    from lowbit_flex.kernels.float_weight_only_linear import DOT_CONFIGS
+
+    for rule in DISPATCH_TABLE:
+        if rule.backend is Backend.GEMV:
+            assert rule.config in GEMV_CONFIGS and rule.max_m <= GEMV_MAX_M
+        elif rule.backend is Backend.DOT:
+            assert rule.config in DOT_CONFIGS
+    assert DISPATCH_TABLE[-1].max_m is None  # the last rule takes every M
+    for bits in (4, 6, 8):
+        ms = [1, 2, 4, 5, 16, 17, 64, 65, 1024, 4096, 10**6]
+        assert all(choose(bits, m).backend is not Backend.GEMV or m <= GEMV_MAX_M for m in ms)
