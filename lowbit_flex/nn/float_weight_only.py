@@ -3,7 +3,9 @@
 ``quantize_(model, FP8WeightOnlyConfig())`` / ``quantize_(model, FPxWeightOnlyConfig(3, 2))`` swap each
 ``nn.Linear`` for a module holding the quantized weight and one float32 scale per output channel; its forward is
 one custom op (``lowbit::fp8_weight_only_linear`` / ``lowbit::fpx_weight_only_linear``), so the modules compile
-with ``fullgraph=True`` and export with the op in the graph. Activations stay bf16/fp16 (the model's dtype).
+with ``fullgraph=True`` and export with the op in the graph. Activations stay bf16/fp16 (the model's dtype); a
+float32 input is computed in bfloat16 and the output cast back. Module casts keep the codes and scales
+(:class:`~lowbit_flex.nn._storage.QuantizedModule`); the bias follows them.
 """
 
 from __future__ import annotations
@@ -13,13 +15,13 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from lowbit_flex._checks import FLOAT_DTYPES
+from lowbit_flex.nn._storage import QuantizedModule, half_compute, output_as
 from lowbit_flex.nn.quantize_api import SkipLayer, register_quantize_handler
 from lowbit_flex.ops.fpx_weight_only_linear import packed_format
 from lowbit_flex.quant.fpx_format import E4M3FN
 from lowbit_flex.quant.fpx_pack import PACKED_GROUP, pack_fpx
 from lowbit_flex.quant.fpx_weight import quantize_fpx_weight
-
-_HALF = (torch.bfloat16, torch.float16)
 
 
 @dataclass(frozen=True)
@@ -42,9 +44,10 @@ def _bias_buffer(out_features: int, bias: bool, dtype: torch.dtype, device) -> t
     return torch.zeros(out_features, dtype=dtype, device=device) if bias else None
 
 
-class FP8WeightOnlyLinear(nn.Module):
+class FP8WeightOnlyLinear(QuantizedModule):
     """``y = x @ (weight * weight_scale[:, None]).T + bias`` with ``weight`` float8_e4m3fn ``(out, in)``,
-    ``weight_scale`` float32 ``(out,)``, ``bias`` in the activation dtype (bf16/fp16)."""
+    ``weight_scale`` float32 ``(out,)``, ``bias`` the float layer's (its dtype; cast to the compute dtype per call
+    when they differ)."""
 
     def __init__(self, in_features, out_features, bias=True, dtype=torch.bfloat16, device=None) -> None:
         super().__init__()
@@ -64,13 +67,14 @@ class FP8WeightOnlyLinear(nn.Module):
         return new
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.ops.lowbit.fp8_weight_only_linear(x, self.weight, self.weight_scale, self.bias)
+        xc, bias = half_compute(x, self.bias)
+        return output_as(x, torch.ops.lowbit.fp8_weight_only_linear(xc, self.weight, self.weight_scale, bias))
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
 
 
-class FPxWeightOnlyLinear(nn.Module):
+class FPxWeightOnlyLinear(QuantizedModule):
     """Like :class:`FP8WeightOnlyLinear` with ``weight`` uint8 ``(out, in * bits / 8)`` packed MX codes
     (:func:`lowbit_flex.quant.pack_fpx` layout)."""
 
@@ -100,9 +104,10 @@ class FPxWeightOnlyLinear(nn.Module):
         return new
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.ops.lowbit.fpx_weight_only_linear(
-            x, self.weight, self.weight_scale, self.ebits, self.mbits, self.bias
-        )  # fmt: skip
+        xc, bias = half_compute(x, self.bias)
+        return output_as(x, torch.ops.lowbit.fpx_weight_only_linear(
+            xc, self.weight, self.weight_scale, self.ebits, self.mbits, bias
+        ))  # fmt: skip
 
     def extra_repr(self) -> str:
         return (
@@ -112,8 +117,8 @@ class FPxWeightOnlyLinear(nn.Module):
 
 
 def _check_linear(linear: nn.Linear) -> None:
-    if linear.weight.dtype not in _HALF:
-        raise SkipLayer(f"weight dtype {linear.weight.dtype}: the kernels take bf16/fp16 activations (cast the model)")
+    if linear.weight.dtype not in FLOAT_DTYPES:  # float32 models compute in bf16 (see half_compute)
+        raise SkipLayer(f"weight dtype {linear.weight.dtype}: expected float16, bfloat16 or float32")
 
 
 @register_quantize_handler(FP8WeightOnlyConfig)
