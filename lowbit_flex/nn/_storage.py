@@ -1,9 +1,10 @@
 """Quantized modules keep their storage formats through module casts (``.to(dtype)``, ``.half()``, ``.float()``).
 
 ``nn.Module.to(torch.bfloat16)`` casts every floating-point buffer, which for a quantized module means the float8
-codes and the float32 scales. A :class:`QuantizedModule` names the buffers that hold a storage format
-(``storage_buffers``: codes, packed words, scales, whatever their dtypes) and lets a module cast move them between
-devices only. Everything else (the bias) follows the cast like any float tensor.
+codes and the float32 scales. A :class:`QuantizedModule` names the buffers whose dtype the kernels fix rather than
+the model (``storage_buffers``: codes, packed words, scales, whatever their dtypes, and a bias the kernels read in
+float32) and lets a module cast move them between devices only. Everything else (a bias in the activation dtype)
+follows the cast like any float tensor.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from lowbit_flex._checks import HALF_DTYPES
 class QuantizedModule(nn.Module):
     """Base of the quantized modules: the buffers named in ``storage_buffers`` keep their dtypes through
     ``_apply`` (which ``.to``, ``.half()``, ``.bfloat16()``, ``.float()``, ``.cuda()``, ``.to_empty()`` all go
-    through); a device move, pinning or sharing still applies to them."""
+    through); a device move, pinning or sharing still applies to them. Subclasses have ``in_features`` and
+    ``out_features``, and all their state is in buffers (``lowbit_flex.hf`` fills them while loading)."""
 
     storage_buffers: ClassVar[tuple[str, ...]] = ("weight", "weight_scale")
 

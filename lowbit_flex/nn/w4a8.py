@@ -37,10 +37,12 @@ class W4A8Linear(QuantizedModule):
 
     Buffers: ``weight`` int8 ``(out_features, in_features // 2)`` (packed int4, see :mod:`lowbit_flex.quant.int4`),
     ``weight_scale`` float32 ``(out_features,)`` or ``(out_features, in_features // group_size)``, ``bias`` float32
-    ``(out_features,)`` or None (float32 when quantized; it follows module casts, the weight and scales do not).
-    float32 inputs are computed with a bfloat16 output, then cast back (the op writes fp16/bf16; int4 weight error
-    dominates bf16 rounding by far).
+    ``(out_features,)`` or None, all three kept through module casts (the kernels read a float32 bias: another dtype
+    would cost a cast per call). float32 inputs are computed with a bfloat16 output, then cast back (the op writes
+    fp16/bf16; int4 weight error dominates bf16 rounding by far).
     """
+
+    storage_buffers = ("weight", "weight_scale", "bias")
 
     def __init__(
         self,
