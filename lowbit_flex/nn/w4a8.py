@@ -62,7 +62,7 @@ class W4A8Linear(QuantizedModule):
         scale_shape = (out_features,) if group_size is None else (out_features, in_features // group_size)
         self.register_buffer("weight", torch.zeros(out_features, in_features // 2, dtype=torch.int8, device=device))
         self.register_buffer("weight_scale", torch.ones(scale_shape, dtype=torch.float32, device=device))
-        self.register_buffer("bias", torch.zeros(out_features, device=device) if bias else None)
+        self.register_buffer("bias", torch.zeros(out_features, dtype=torch.float32, device=device) if bias else None)
 
     @classmethod
     def from_linear(cls, linear: nn.Linear, group_size: int | None = None) -> W4A8Linear:
