@@ -167,6 +167,21 @@ def test_reload_builds_no_float_weight(checkpoints, tmp_path, monkeypatch):
     assert len(_quantized_modules(model)) == 14
 
 
+def test_a_layer_missing_from_the_checkpoint_is_an_error(checkpoints, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    if not hf._CONVERSION_OPS:
+        pytest.skip("transformers 4.x hands the quantizer an uninitialised tensor for a missing one (and warns)")
+    model = _MODELS["llama"][0]()
+    model.save_pretrained(tmp_path)
+    (path,) = tmp_path.glob("*.safetensors")
+    state = load_file(path)
+    del state["model.layers.1.self_attn.k_proj.bias"]
+    save_file(state, path, metadata={"format": "pt"})
+    with pytest.raises(ValueError, match=r"model\.layers\.1\.self_attn\.k_proj \(has \['weight'\]\)"):
+        transformers.AutoModelForCausalLM.from_pretrained(tmp_path, quantization_config=LowbitConfig(W4A8Config()))
+
+
 def test_modules_to_not_convert(checkpoints):
     config = LowbitConfig(FP8WeightOnlyConfig(), modules_to_not_convert=["mlp.down_proj", "model.layers.1.self_attn"])
     model = transformers.AutoModelForCausalLM.from_pretrained(checkpoints / "llama", quantization_config=config)
