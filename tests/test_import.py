@@ -4,9 +4,10 @@ import sys
 
 def test_import_is_light():
     """`import lowbit_flex` must not touch CUDA, build or compile anything, nor import our kernel modules (each
-    compiles Triton kernels on first use). Of the kernels package only `arch` (torch-only capability checks the ops
-    call) is imported. Triton's Python package itself is imported where installed: `torch.library.triton_op`
-    scans the W4A8 op's body for kernels when it registers the op."""
+    compiles Triton kernels on first use) or transformers (the optional `hf` extra: only `lowbit_flex.hf` imports
+    it). Of the kernels package only `arch` (torch-only capability checks the ops call) is imported. Triton's Python
+    package itself is imported where installed: `torch.library.triton_op` scans the W4A8 op's body for kernels when
+    it registers the op."""
     code = (
         "import sys, torch, lowbit_flex\n"
         "assert not torch.cuda.is_initialized(), 'CUDA initialised'\n"
@@ -15,6 +16,7 @@ def test_import_is_light():
         "bad = [m for m in bad if m not in allowed]\n"
         "assert not bad, bad\n"
         "assert hasattr(torch.ops.lowbit, 'quantize_int8_rowwise')\n"
+        "assert 'transformers' not in sys.modules, 'transformers imported (only lowbit_flex.hf may)'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
 

@@ -15,7 +15,7 @@ LAYERS = (
     ("lowbit_flex.quant", "lowbit_flex.score_mods"),
     ("lowbit_flex.kernels", "lowbit_flex.cuda_build"),
     ("lowbit_flex.ops",),
-    ("lowbit_flex.nn", "lowbit_flex.attention", "lowbit_flex.viz"),
+    ("lowbit_flex.nn", "lowbit_flex.attention", "lowbit_flex.viz", "lowbit_flex.hf"),
     ("lowbit_flex", "lowbit_flex.demo", "lowbit_flex._demos", "lowbit_flex.testing", "lowbit_flex.triton_aot"),
 )
 LIBRARY_LAYERS = len(LAYERS) - 1  # everything below the top layer is the library users import

@@ -3,7 +3,9 @@
 ``quantize_(model, FP8WeightOnlyConfig())`` / ``quantize_(model, FPxWeightOnlyConfig(3, 2))`` swap each
 ``nn.Linear`` for a module holding the quantized weight and one float32 scale per output channel; its forward is
 one custom op (``lowbit::fp8_weight_only_linear`` / ``lowbit::fpx_weight_only_linear``), so the modules compile
-with ``fullgraph=True`` and export with the op in the graph. Activations stay bf16/fp16 (the model's dtype).
+with ``fullgraph=True`` and export with the op in the graph. Activations stay bf16/fp16 (the model's dtype); a
+float32 input is computed in bfloat16 and the output cast back. Module casts keep the codes and scales
+(:class:`~lowbit_flex.nn._storage.QuantizedModule`); the bias follows them.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from lowbit_flex._checks import FLOAT_DTYPES
+from lowbit_flex.nn._storage import QuantizedModule, half_compute, output_as
 from lowbit_flex.nn.quantize_api import SkipLayer, register_quantize_handler
 from lowbit_flex.ops.fp8_weight_only_linear import fp8_weight_only_linear_eager
 from lowbit_flex.ops.fpx_weight_only_linear import fpx_weight_only_linear_eager, packed_format
@@ -20,8 +24,6 @@ from lowbit_flex.quant.fpx_format import E4M3FN
 from lowbit_flex.quant.fpx_pack import PACKED_GROUP, unpack_fpx
 from lowbit_flex.quant.fpx_tiles import pack_fpx_tiles, tile_words_per_row
 from lowbit_flex.quant.fpx_weight import quantize_fpx_weight
-
-_HALF = (torch.bfloat16, torch.float16)
 
 
 @dataclass(frozen=True)
@@ -44,9 +46,10 @@ def _bias_buffer(out_features: int, bias: bool, dtype: torch.dtype, device) -> t
     return torch.zeros(out_features, dtype=dtype, device=device) if bias else None
 
 
-class FP8WeightOnlyLinear(nn.Module):
+class FP8WeightOnlyLinear(QuantizedModule):
     """``y = x @ (weight * weight_scale[:, None]).T + bias`` with ``weight`` float8_e4m3fn ``(out, in)``,
-    ``weight_scale`` float32 ``(out,)``, ``bias`` in the activation dtype (bf16/fp16)."""
+    ``weight_scale`` float32 ``(out,)``, ``bias`` the float layer's (its dtype; cast to the compute dtype per call
+    when they differ)."""
 
     def __init__(self, in_features, out_features, bias=True, dtype=torch.bfloat16, device=None) -> None:
         super().__init__()
@@ -66,13 +69,14 @@ class FP8WeightOnlyLinear(nn.Module):
         return new
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return fp8_weight_only_linear_eager(x, self.weight, self.weight_scale, self.bias)  # the op, minus dispatch
+        xc, bias = half_compute(x, self.bias)  # the op, minus its dispatcher where that cannot matter
+        return output_as(x, fp8_weight_only_linear_eager(xc, self.weight, self.weight_scale, bias))
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
 
 
-class FPxWeightOnlyLinear(nn.Module):
+class FPxWeightOnlyLinear(QuantizedModule):
     """Like :class:`FP8WeightOnlyLinear` with ``weight`` int32 ``(out, tile_words_per_row(in, bits))``: packed MX
     codes in the kernels' tile layout (:func:`lowbit_flex.quant.pack_fpx_tiles`). A state dict saved before that
     layout (uint8 ``(out, in * bits / 8)`` in :func:`~lowbit_flex.quant.pack_fpx` order) is converted on load."""
@@ -98,7 +102,10 @@ class FPxWeightOnlyLinear(nn.Module):
         return new
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return fpx_weight_only_linear_eager(x, self.weight, self.weight_scale, self.ebits, self.mbits, self.bias)
+        xc, bias = half_compute(x, self.bias)
+        return output_as(
+            x, fpx_weight_only_linear_eager(xc, self.weight, self.weight_scale, self.ebits, self.mbits, bias)
+        )
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         key = prefix + "weight"
@@ -122,8 +129,8 @@ class FPxWeightOnlyLinear(nn.Module):
 
 
 def _check_linear(linear: nn.Linear) -> None:
-    if linear.weight.dtype not in _HALF:
-        raise SkipLayer(f"weight dtype {linear.weight.dtype}: the kernels take bf16/fp16 activations (cast the model)")
+    if linear.weight.dtype not in FLOAT_DTYPES:  # float32 models compute in bf16 (see half_compute)
+        raise SkipLayer(f"weight dtype {linear.weight.dtype}: expected float16, bfloat16 or float32")
 
 
 @register_quantize_handler(FP8WeightOnlyConfig)

@@ -59,10 +59,7 @@ def quantize_(
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model: expected an nn.Module, got {type(model).__name__}")
-    handler = _HANDLERS.get(type(config))
-    if handler is None:
-        known = ", ".join(sorted(t.__name__ for t in _HANDLERS)) or "none registered"
-        raise TypeError(f"config: expected one of {known}, got {type(config).__name__}")
+    handler = _handler(config)
     targets = []
     for parent_name, parent in list(model.named_modules()):
         for name, child in list(parent.named_children()):
@@ -90,6 +87,25 @@ def quantize_(
             f"quantize_: kept {len(skipped)} layer(s) unquantized: " + "; ".join(skipped), UserWarning, stacklevel=2
         )
     return model
+
+
+def quantize_linear(linear: nn.Linear, config: object) -> nn.Module:
+    """The quantized module ``config`` makes of one ``nn.Linear`` (what ``quantize_`` puts in its place); raises
+    :class:`SkipLayer` when the kernels cannot take it."""
+    return _handler(config)(linear, config)
+
+
+def registered_configs() -> tuple[type, ...]:
+    """The config types ``quantize_`` accepts (one registered handler each)."""
+    return tuple(_HANDLERS)
+
+
+def _handler(config: object) -> Handler:
+    handler = _HANDLERS.get(type(config))
+    if handler is None:
+        known = ", ".join(sorted(t.__name__ for t in _HANDLERS)) or "none registered"
+        raise TypeError(f"config: expected one of {known}, got {type(config).__name__}")
+    return handler
 
 
 def _keep_off_fast_path(layer: nn.TransformerEncoderLayer) -> None:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from lowbit_flex.nn._storage import QuantizedModule
 from lowbit_flex.nn.quantize_api import SkipLayer, register_quantize_handler
 from lowbit_flex.ops.s8s4_linear import K_MULTIPLE
 from lowbit_flex.ops.w4a8_linear import w4a8_linear_eager
@@ -29,16 +30,19 @@ class W4A8Config:
             raise ValueError(f"group_size: expected None or a positive multiple of {K_MULTIPLE}, got {g!r}")
 
 
-class W4A8Linear(nn.Module):
+class W4A8Linear(QuantizedModule):
     """``y = s8s4_linear(quantize_int8_rowwise(x), int4 weight) + bias``, output in ``x``'s dtype, as one op call
     (``lowbit::w4a8_linear``; eagerly without its dispatcher, see ``w4a8_linear_eager``: at M = 1 one kernel that also
     quantizes ``x``).
 
     Buffers: ``weight`` int8 ``(out_features, in_features // 2)`` (packed int4, see :mod:`lowbit_flex.quant.int4`),
     ``weight_scale`` float32 ``(out_features,)`` or ``(out_features, in_features // group_size)``, ``bias`` float32
-    ``(out_features,)`` or None. float32 inputs are computed with a bfloat16 output, then cast back (the op writes
+    ``(out_features,)`` or None, all three kept through module casts (the kernels read a float32 bias: another dtype
+    would cost a cast per call). float32 inputs are computed with a bfloat16 output, then cast back (the op writes
     fp16/bf16; int4 weight error dominates bf16 rounding by far).
     """
+
+    storage_buffers = ("weight", "weight_scale", "bias")
 
     def __init__(
         self,
@@ -58,7 +62,7 @@ class W4A8Linear(nn.Module):
         scale_shape = (out_features,) if group_size is None else (out_features, in_features // group_size)
         self.register_buffer("weight", torch.zeros(out_features, in_features // 2, dtype=torch.int8, device=device))
         self.register_buffer("weight_scale", torch.ones(scale_shape, dtype=torch.float32, device=device))
-        self.register_buffer("bias", torch.zeros(out_features, device=device) if bias else None)
+        self.register_buffer("bias", torch.zeros(out_features, dtype=torch.float32, device=device) if bias else None)
 
     @classmethod
     def from_linear(cls, linear: nn.Linear, group_size: int | None = None) -> W4A8Linear:

@@ -53,9 +53,9 @@ def test_any_in_features_quantizes():
     assert model(x).shape == (2, 4)
 
 
-def test_skips_float32_layers():
-    with pytest.warns(UserWarning, match="weight dtype torch.float32"):
-        quantize_(nn.Sequential(nn.Linear(8, 8)), FP8WeightOnlyConfig())
+def test_skips_float64_layers():
+    with pytest.warns(UserWarning, match="weight dtype torch.float64"):  # float32 quantizes (tests/nn/test_casts.py)
+        quantize_(nn.Sequential(nn.Linear(8, 8).double()), FP8WeightOnlyConfig())
 
 
 @pytest.mark.parametrize("ebits, mbits", [(3, 2), (2, 1)])
