@@ -21,7 +21,7 @@ from lowbit_flex.kernels.float_weight_gemv import GEMV_CONFIGS, GEMV_MAX_M
 from lowbit_flex.kernels.float_weight_only_linear import DOT_CONFIGS
 from lowbit_flex.quant import E2M1_FN, E2M3_FN, E3M2_FN, E4M3FN, from_fpx_bits, pack_fpx_tiles
 
-SHAPES = list(itertools.product((1, 3, 16, 77), (40, 136), (96, 1000)))
+SHAPES = list(itertools.product((1, 3, 77), (40,), (96, 1000)))
 PLANS = [(Backend.GEMV, c, GEMV_MAX_M) for c in GEMV_CONFIGS]
 PLANS += [(Backend.DOT, c, 10**9) for c in DOT_CONFIGS] + [(Backend.DEQUANT_MM, "", 10**9)]
 
@@ -65,6 +65,8 @@ def main() -> int:
         if torch.isnan(out).any() or bool(((out.double() - exact).abs() > bound).any()):
             bad += 1
             print(f"MISMATCH {backend.value} {config} {fmt} M={M} N={N} K={K}", flush=True)
+        if runs % 20 == 0:
+            print(f"{runs} runs, {bad} mismatches so far", flush=True)
     print(f"{runs} runs, {bad} mismatches")
     return 1 if bad else 0
 

@@ -45,19 +45,22 @@ class Rule:
     bits: tuple[int, ...] = (4, 6, 8)  # weight widths it applies to
 
 
-# Decode rows measured on an H200 (benchmarks/bench_float_weight_only_linear.py, 2026-12-01, CUDA graphs, weights
-# rotated past L2; geometric mean over 4096², 4096×14336, 14336×4096, 8192² of bf16 nn.Linear time / module time):
-# M = 1: the 4-row, 1024-code-step GEMV for fp4 (1.64x) and fp6 (1.40x), the 8-row 512-code one for fp8 (1.09x);
-# M = 2: fp6 still the GEMV (0.76 vs 0.63x on tensor cores), fp8 / fp4 the 16-row tensor-core tile (1.29 / 0.96x);
-# up to M = 16 that tile for every format (M = 16: fp8 1.49x, fp4 0.96x, fp6 0.62x). Larger tiles and
-# dequantize-then-cuBLAS lose at M = 16 (fp4 0.27 / 0.41x).
+# Measured on an H200 (benchmarks/bench_float_weight_only_linear.py, 2026-12-01, CUDA graphs, weights rotated past
+# L2; geometric mean over 4096², 4096×14336, 14336×4096, 8192² of bf16 nn.Linear time / module time; the full
+# tables are in docs/measurements/h200_run11_weight_only.md):
+# - M = 1: the 4-row, 1024-code-step GEMV for fp4 (1.68x) and fp6 (1.43x); fp8 the swap-AB 16x128 tensor-core tile
+#   (1.24x; the GEMV 1.11x).
+# - M <= 16: fp8 the 16x64 tile (1.48x at M = 16; swap-AB 1.32x), fp4 / fp6 the swap-AB 16x128 tile (1.37x /
+#   0.90x at M = 16, against 0.97x / 0.63x for the 16x64 tile: the decoded weight feeds WGMMA from registers).
+# - M <= 64: the same tiles for fp8 (0.65x) and fp4 (0.54x); fp6 dequantize + cuBLAS (0.39x).
+# - Larger M: dequantize + cuBLAS for every format (M = 256: 0.53-0.57x, 1024: 0.82x, 4096: 0.94-0.98x); the
+#   fused 128x128 tiles reached 0.24-0.64x.
 DISPATCH_TABLE: tuple[Rule, ...] = (
     Rule(Backend.GEMV, "gemv_4x4x8", max_m=1, bits=(4, 6)),
-    Rule(Backend.GEMV, "gemv_4x8x4", max_m=1, bits=(8,)),
-    Rule(Backend.GEMV, "gemv_4x4x8", max_m=2, bits=(6,)),
-    Rule(Backend.DOT, "dot_16x64x2", max_m=16),
-    Rule(Backend.DOT, "dot_64x128x1", max_m=64),
-    Rule(Backend.DOT, "dot_128x128x1", max_m=512),
+    Rule(Backend.DOT, "dot_16x128x1_swap", max_m=1, bits=(8,)),
+    Rule(Backend.DOT, "dot_16x64x2", max_m=64, bits=(8,)),
+    Rule(Backend.DOT, "dot_16x128x1_swap", max_m=16, bits=(4, 6)),
+    Rule(Backend.DOT, "dot_16x128x1_swap", max_m=64, bits=(4,)),
     Rule(Backend.DEQUANT_MM),
 )
 
@@ -114,7 +117,6 @@ def _plan(
     if backend is Backend.DOT:
         kernel = _float_weight_dot_kernel
         meta["UPCAST_DOT"] = triton_interpreting()
-        meta["JOIN_PLANES"] = config.join_planes
         meta["SWAP_AB"] = config.swap_ab
     grid = (triton.cdiv(N, config.block_n), triton.cdiv(M, block_m), splits)
     return _Plan(splits, per_split * config.block_k, scale, PlanLaunch(kernel, grid, meta))
@@ -166,7 +168,7 @@ def _route(
     fp8 decode form, the launch plan. An eager decode step then pays one cache lookup."""
     bits = 1 + ebits + mbits
     if backend is None:
-        rule = choose(bits, M) if M else Rule(Backend.DOT, "dot_16x64x2")
+        rule = choose(bits, M) if M else Rule(Backend.DOT, "dot_16x64x2")  # M = 0: nothing is launched
         backend, config = rule.backend, rule.config
     native = bits == 8 and fp8_native_supported(device)
     if backend is Backend.DEQUANT_MM:

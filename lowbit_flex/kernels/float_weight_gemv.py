@@ -89,11 +89,11 @@ def _float_weight_gemv_kernel(
 
 
 # ``block_k`` is STEP_TILES (tiles of 128 codes per row and step); split_k=0 splits K only while the rows alone give
-# fewer than programs_per_sm programs per SM. Per thread per step (4 warps): 16 rows x 2 tiles are 4 words of fp4
-# (16-byte loads), 4 + 4 of fp6, and 16 bytes of fp8 at 1 tile. Every config is compiled for sm_80 and sm_90 in
-# tests/kernels/aot_cases.py; the dispatch table (kernels/float_weight_dispatch.py) says which M runs which.
+# fewer than programs_per_sm programs per SM. Long contiguous runs per row won on the H200 (2026-12-01): 4 rows x
+# 8 tiles (512 bytes of fp4 per row and step) ran fp4 at 1.68x bf16 where 16 rows x 2 tiles ran 0.99x; 16 x 2,
+# 16 x 4 and 8 x 8 were dropped. Every config is compiled for sm_80 and sm_90 in tests/kernels/aot_cases.py; the
+# dispatch table (kernels/float_weight_dispatch.py) says which M runs which.
 GEMV_CONFIGS: dict[str, DotConfig] = {
     "gemv_4x4x8": DotConfig(4, 4, 8, num_warps=4, num_stages=1, split_k=0),
     "gemv_4x8x4": DotConfig(4, 8, 4, num_warps=4, num_stages=1, split_k=0),
-    "gemv_4x16x2": DotConfig(4, 16, 2, num_warps=4, num_stages=1, split_k=0),
 }

@@ -44,7 +44,7 @@ def _float_weight_dot_kernel(
     BITS: tl.constexpr, MBITS: tl.constexpr, NATIVE_FP8: tl.constexpr, DEC_SCALE: tl.constexpr,
     ASM: tl.constexpr, CONS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, STEP_TILES: tl.constexpr,
     EVEN_K: tl.constexpr, SPLIT_PARTIALS: tl.constexpr, HAS_BIAS: tl.constexpr, UPCAST_DOT: tl.constexpr,
-    JOIN_PLANES: tl.constexpr, SWAP_AB: tl.constexpr,
+    SWAP_AB: tl.constexpr,
 ):  # fmt: skip
     pid_n = tl.program_id(0)
     pid_m = tl.program_id(1)
@@ -72,7 +72,6 @@ def _float_weight_dot_kernel(
             acc = _mma(xv, wv.to(x_dtype), acc, SWAP_AB, UPCAST_DOT)
     else:
         x_rows = x_ptr + (rm % M)[:, None, None].to(tl.int64) * stride_xm  # (BM, 1, 1)
-        x_rows2 = x_ptr + (rm % M)[:, None].to(tl.int64) * stride_xm  # (BM, 1)
         w_rows = w_ptr + (rn % N)[:, None, None].to(tl.int64) * stride_wn  # (BN, 1, 1)
         tt = tl.arange(0, STEP_TILES)[None, :, None]
         ww = tl.arange(0, 16)[None, None, :]
@@ -80,31 +79,15 @@ def _float_weight_dot_kernel(
             t = t0 + tt
             hi, lo = load_tile_words(w_rows, t, ww, BITS, t < t_end)
             planes = decode_planes(hi, lo, BITS, MBITS, False, ASM, CONS)
-            if JOIN_PLANES:
-                # One dot per step: the 8 planes joined in registers into (BN, T, 16, 8) with plane p = 4 j0 + 2 j1
-                # + j2 innermost, i.e. weight column (16 t + w) * 8 + p meets activation 128 t + 16 p + w; x is read
-                # in K order (16-byte loads) and permuted to match.
-                q0 = tl.join(planes[0].to(x_dtype), planes[4].to(x_dtype))
-                q1 = tl.join(planes[1].to(x_dtype), planes[5].to(x_dtype))
-                q2 = tl.join(planes[2].to(x_dtype), planes[6].to(x_dtype))
-                q3 = tl.join(planes[3].to(x_dtype), planes[7].to(x_dtype))
-                wj = tl.reshape(tl.join(tl.join(q0, q2), tl.join(q1, q3)), (BLOCK_N, 128 * STEP_TILES))
-                k = t0 * 128 + tl.arange(0, 128 * STEP_TILES)[None, :]
-                k_ok = (k < K) & (k < t_end * 128)
-                xv = tl.load(x_rows2 + k, mask=k_ok, other=0.0)
-                xv = tl.reshape(tl.permute(tl.reshape(xv, (BLOCK_M, STEP_TILES, 8, 16)), (0, 1, 3, 2)),
-                                (BLOCK_M, 128 * STEP_TILES))  # fmt: skip
-                acc = _mma(xv, wj, acc, SWAP_AB, UPCAST_DOT)
-            else:  # one dot per plane, against its 16 contiguous activation columns per tile
-                for p in tl.static_range(8):
-                    k = t * 128 + 16 * p + ww
-                    if EVEN_K:
-                        xv = tl.load(x_rows + k, mask=t < t_end, other=0.0)
-                    else:
-                        xv = tl.load(x_rows + k, mask=(k < K) & (t < t_end), other=0.0)
-                    xv = tl.reshape(xv, (BLOCK_M, 16 * STEP_TILES))
-                    wp = tl.reshape(planes[p].to(x_dtype), (BLOCK_N, 16 * STEP_TILES))
-                    acc = _mma(xv, wp, acc, SWAP_AB, UPCAST_DOT)
+            for p in tl.static_range(8):  # one dot per plane, against its 16 contiguous activation columns per tile
+                k = t * 128 + 16 * p + ww
+                if EVEN_K:
+                    xv = tl.load(x_rows + k, mask=t < t_end, other=0.0)
+                else:
+                    xv = tl.load(x_rows + k, mask=(k < K) & (t < t_end), other=0.0)
+                xv = tl.reshape(xv, (BLOCK_M, 16 * STEP_TILES))
+                wp = tl.reshape(planes[p].to(x_dtype), (BLOCK_N, 16 * STEP_TILES))
+                acc = _mma(xv, wp, acc, SWAP_AB, UPCAST_DOT)
     if SWAP_AB:
         acc = tl.trans(acc)
     store_weight_only_tile(acc, scale_ptr, bias_ptr, out_ptr, part_ptr, rm, rn, M, N, stride_om, pid_k,
@@ -118,7 +101,6 @@ class DotConfig(LaunchConfig):
 
     split_k: int = 1
     programs_per_sm: int = 2
-    join_planes: bool = False  # fp4 / fp6: one dot per step on the joined planes (default: one dot per plane)
     swap_ab: bool = False  # out.T = w @ x.T: the decoded weight as the MMA's register operand
 
 
@@ -127,10 +109,6 @@ class DotConfig(LaunchConfig):
 # 320 KiB and crashed at M = 4096. Every config is compiled for sm_80 and sm_90 in tests/kernels/aot_cases.py.
 DOT_CONFIGS: dict[str, DotConfig] = {
     "dot_16x64x2": DotConfig(16, 64, 2, num_warps=4, num_stages=3, split_k=0),
-    "dot_16x64x2_swap": DotConfig(16, 64, 2, num_warps=4, num_stages=3, split_k=0, swap_ab=True),
     "dot_16x128x1_swap": DotConfig(16, 128, 1, num_warps=4, num_stages=3, split_k=0, swap_ab=True),
-    "dot_64x128x1": DotConfig(64, 128, 1, num_warps=8, num_stages=3),
-    "dot_64x128x1_swap": DotConfig(64, 128, 1, num_warps=4, num_stages=3, swap_ab=True),
-    "dot_128x128x1": DotConfig(128, 128, 1, num_warps=8, num_stages=3),
     "dot_128x128x1_swap": DotConfig(128, 128, 1, num_warps=8, num_stages=3, swap_ab=True),
 }

@@ -125,7 +125,7 @@ def test_fp8_bit_decode_path_for_gpus_without_e4m3_conversion(monkeypatch):
 
     monkeypatch.setattr(d, "fp8_native_supported", lambda device: False)
     d._route.cache_clear()  # routes are cached per shape with the decode form they chose
-    for backend, config, m in (("gemv", "gemv_4x16x2", 2), ("dot", "dot_16x64x2", 7), ("dequant_mm", "", 20)):
+    for backend, config, m in (("gemv", "gemv_4x4x8", 2), ("dot", "dot_16x128x1_swap", 7), ("dequant_mm", "", 20)):
         out, x, w64, s, b = _run(E4M3FN, m, 24, 264, backend, config, seed=m)
         if backend == "dequant_mm":
             w64, s = _rounded_weight(w64, s, E4M3FN)
@@ -142,7 +142,7 @@ def test_nan_in_one_row_stays_in_that_row():
     x = torch.randn(3, 256, generator=gen).bfloat16()
     x[1, 7] = float("nan")
     dev = kernel_device()
-    for backend, config in ((d.Backend.GEMV, "gemv_4x16x2"), (d.Backend.DOT, "dot_16x64x2")):
+    for backend, config in ((d.Backend.GEMV, "gemv_4x4x8"), (d.Backend.DOT, "dot_16x64x2")):
         out = d.float_weight_only_linear_cuda(x.to(dev), w.to(dev), torch.ones(24, device=dev), None, 2, 1,
                                               backend=backend, config=config).cpu()  # fmt: skip
         assert torch.isnan(out[1]).all() and not torch.isnan(out[[0, 2]]).any()
