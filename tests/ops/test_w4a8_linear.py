@@ -113,7 +113,8 @@ def test_compiled_equals_eager_and_export_keeps_one_node():
 def test_eager_entry_takes_the_op_wherever_the_dispatcher_matters():
     from torch._subclasses.fake_tensor import FakeTensorMode
 
-    from lowbit_flex.ops.w4a8_linear import needs_dispatcher, w4a8_linear_eager
+    from lowbit_flex.ops.eager import needs_dispatcher
+    from lowbit_flex.ops.w4a8_linear import w4a8_linear_eager
 
     x, w, ws, bias, _ = _problem((3,), 40, 256, 4)
     assert needs_dispatcher(x)  # CPU
