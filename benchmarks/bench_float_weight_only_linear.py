@@ -15,21 +15,19 @@ from __future__ import annotations
 
 import math
 import os
-import time
 
 import torch
 from torch import nn
 
 import lowbit_flex  # noqa: F401
 from benchmarks.bench_s8s4_linear import SHAPES_KN, copy_bandwidth_gbps
-from benchmarks.harness import Bench
+from benchmarks.harness import Bench, host_us
 from lowbit_flex.nn import FP8WeightOnlyLinear, FPxWeightOnlyLinear
 from lowbit_flex.quant import E2M1_FN, E3M2_FN, from_fpx_bits, unpack_fpx_tiles
 
 MS = [1, 2, 4, 16, 64, 256, 1024, 4096]
 _ENV_MS = "LOWBIT_BENCH_WO_M"
 _ROTATE_BYTES = 256 << 20
-_HOST_CALLS = 300
 # name -> (ebits, mbits, bytes per weight value)
 FORMATS = {"fp8": (4, 3, 1.0), "fp6": (3, 2, 0.75), "fp4": (2, 1, 0.5)}
 
@@ -82,18 +80,6 @@ def _candidates(M: int) -> dict:
     return out
 
 
-def _host_us(fn, x) -> float:
-    for _ in range(20):
-        fn(x)
-    torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    for _ in range(_HOST_CALLS):
-        fn(x)
-    t1 = time.perf_counter()
-    torch.cuda.synchronize()
-    return (t1 - t0) / _HOST_CALLS * 1e6
-
-
 def run(bench: Bench) -> None:
     from lowbit_flex.kernels.float_weight_dispatch import choose
 
@@ -131,7 +117,7 @@ def run(bench: Bench) -> None:
                   flush=True)  # fmt: skip
             if M == 1:
                 x = xs[0]
-                us = {"bf16 nn.Linear": _host_us(lins[0], x)} | {f: _host_us(mods[f][0], x) for f in FORMATS}
+                us = {"bf16 nn.Linear": host_us(lins[0], x)} | {f: host_us(mods[f][0], x) for f in FORMATS}
                 us_ms = {k: v * 1e-3 for k, v in us.items()}
                 host.add({"K": K, "N": N}, us_ms, **{f"{k} us": v for k, v in us.items()})
         del lins, mods

@@ -14,21 +14,19 @@ from __future__ import annotations
 
 import math
 import os
-import time
 
 import torch
 from torch import nn
 
 import lowbit_flex  # noqa: F401
 from benchmarks.bench_s8s4_linear import SHAPES_KN, copy_bandwidth_gbps
-from benchmarks.harness import Bench
+from benchmarks.harness import Bench, host_us
 from lowbit_flex.nn import W4A8Linear
 from lowbit_flex.quant import unpack_int4
 
 MS = [1, 4, 16, 4096]
 _ENV_MS = "LOWBIT_BENCH_W4A8_M"  # e.g. "1,4,16": time only these M (a decode-only sweep)
 _ROTATE_BYTES = 256 << 20
-_HOST_CALLS = 300
 
 
 def _exact(x, layer: W4A8Linear):
@@ -104,18 +102,6 @@ def _decode_candidates(M: int) -> dict:
     return out
 
 
-def _host_us(fn, x) -> float:
-    for _ in range(20):
-        fn(x)
-    torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    for _ in range(_HOST_CALLS):
-        fn(x)
-    t1 = time.perf_counter()
-    torch.cuda.synchronize()
-    return (t1 - t0) / _HOST_CALLS * 1e6
-
-
 def run(bench: Bench) -> None:
     from lowbit_flex.kernels.s8s4_dispatch import rule_for
 
@@ -158,11 +144,11 @@ def run(bench: Bench) -> None:
             print(f"  K={K} N={N} M={M}: {ratios}", flush=True)  # progress, in case a later row dies
             if M == 1:
                 x = xs[0]
-                us = {"bf16 nn.Linear": _host_us(lin, x)}
-                us |= {f"w4a8 {kind}": _host_us(layer, x) for kind, layer in layers.items()}
+                us = {"bf16 nn.Linear": host_us(lin, x)}
+                us |= {f"w4a8 {kind}": host_us(layer, x) for kind, layer in layers.items()}
                 # The op alone (no module call): what the layer adds on top of the op's own dispatch.
                 m = layers["g128"]
-                us["op w4a8_linear g128"] = _host_us(
+                us["op w4a8_linear g128"] = host_us(
                     lambda x, m=m: torch.ops.lowbit.w4a8_linear(x, m.weight, m.weight_scale, m.bias), x
                 )
                 host.add(

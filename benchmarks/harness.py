@@ -10,11 +10,26 @@ from __future__ import annotations
 import itertools
 import json
 import platform
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+
+
+def host_us(fn: Callable, *args, calls: int = 300) -> float:
+    """Host microseconds per eager call of ``fn(*args)`` (no CUDA graph): back-to-back calls timed with
+    ``time.perf_counter`` and synchronized only at both ends, so the GPU never waits on the host between them."""
+    for _ in range(20):
+        fn(*args)
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(calls):
+        fn(*args)
+    t1 = time.perf_counter()
+    torch.cuda.synchronize()
+    return (t1 - t0) / calls * 1e6
 
 
 def environment() -> dict:
