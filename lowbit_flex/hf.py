@@ -13,12 +13,12 @@ extra; ``import lowbit_flex`` never imports it)::
 
 How loading works. Before any weight is read, the quantizer runs ``quantize_`` on the model skeleton (on the meta
 device), which swaps each ``nn.Linear`` it converts for an empty quantized module. For a float checkpoint, each such
-layer's float ``weight`` and ``bias`` are then routed to the quantizer as they are read (``param_needs_quantization``);
-once a layer's tensors are all there, it builds that one float ``nn.Linear`` and quantizes it with
-:func:`lowbit_flex.nn.quantize_linear` (what ``quantize_`` calls), so the result equals ``quantize_`` on the loaded
-float model bitwise and only one layer is ever held in float. A quantized checkpoint loads straight into the
-quantized modules' buffers. transformers 5.x routes the float tensors through a conversion op
-(``get_quantize_ops``), 4.5x through ``create_quantized_param``; this module implements both.
+layer's float ``weight`` and ``bias`` (float placeholders in the skeleton, under transformers 5.x) are then routed to
+the quantizer as they are read (``param_needs_quantization``); once a layer's tensors are all there, it builds that one
+float ``nn.Linear`` and quantizes it with :func:`lowbit_flex.nn.quantize_linear` (what ``quantize_`` calls), so the
+result equals ``quantize_`` on the loaded float model bitwise and only one layer is ever held in float. A quantized
+checkpoint loads straight into the quantized modules' buffers. transformers 5.x routes the float tensors through a
+conversion op (``get_quantize_ops``), 4.5x through ``create_quantized_param``; this module implements both.
 """
 
 from __future__ import annotations
@@ -120,8 +120,23 @@ class LowbitHfQuantizer(HfQuantizer):
         )
         # transformers' defaults name the model's last parameter, e.g. "classifier.bias": keep the whole module.
         self.modules_to_not_convert = sorted({re.sub(r"\.(weight|bias)$", "", name) for name in names})
-        skip = self.modules_to_not_convert
-        quantize_(model, config.quant_type, filter_fn=lambda module, fqn: _should_convert(fqn, skip))
+        skip, float_dtypes = self.modules_to_not_convert, {}
+
+        def convert(linear: nn.Linear, fqn: str) -> bool:
+            float_dtypes[fqn] = linear.weight.dtype
+            return _should_convert(fqn, skip)
+
+        quantize_(model, config.quant_type, filter_fn=convert)
+        if _CONVERSION_OPS and not self.pre_quantized:
+            # transformers 5.17 casts each checkpoint tensor to the dtype of the skeleton's entry before our
+            # conversion op sees it, so the int8/int32/float8 storage buffers (and W4A8's float32 bias) would truncate
+            # or round the float weights; 5.24 skips that cast for params quantized on load (it uses the load dtype).
+            # Until a layer is quantized, its weight and bias are float placeholders of the float layer's shape and
+            # dtype, so both versions hand us the same tensors; ``collect`` replaces them with the quantized buffers.
+            for fqn, module in model.named_modules():
+                if isinstance(module, QuantizedModule):
+                    _float_placeholders(module, float_dtypes[fqn])
+                    self._pending[fqn] = {}  # a layer the checkpoint lacks entirely is an error too
         return model
 
     def param_needs_quantization(self, model: nn.Module, param_name: str, **kwargs: Any) -> bool:
@@ -221,6 +236,13 @@ def _module_and_name(model: nn.Module, param_name: str) -> tuple[nn.Module | Non
         return model.get_submodule(fqn), name
     except AttributeError:
         return None, name
+
+
+def _float_placeholders(module: QuantizedModule, dtype: torch.dtype) -> None:
+    """Meta ``weight`` and ``bias`` (when it has one) shaped as the float ``nn.Linear``'s, in ``dtype``."""
+    module.weight = torch.empty(module.out_features, module.in_features, dtype=dtype, device="meta")
+    if module.bias is not None:
+        module.bias = torch.empty(module.out_features, dtype=dtype, device="meta")
 
 
 def _float_linear(module: QuantizedModule, tensors: dict[str, torch.Tensor], fqn: str) -> nn.Linear:

@@ -4,6 +4,7 @@ trips are bitwise, quantized HF models survive dtype casts, and loading holds on
 
 import ctypes
 import json
+import re
 import weakref
 
 import pytest
@@ -167,7 +168,8 @@ def test_reload_builds_no_float_weight(checkpoints, tmp_path, monkeypatch):
     assert len(_quantized_modules(model)) == 14
 
 
-def test_a_layer_missing_from_the_checkpoint_is_an_error(checkpoints, tmp_path):
+@pytest.mark.parametrize("missing, has", [(["bias"], "['weight']"), (["weight", "bias"], "[]")], ids=["bias", "all"])
+def test_a_layer_missing_from_the_checkpoint_is_an_error(checkpoints, tmp_path, missing, has):
     from safetensors.torch import load_file, save_file
 
     if not hf._CONVERSION_OPS:
@@ -176,9 +178,10 @@ def test_a_layer_missing_from_the_checkpoint_is_an_error(checkpoints, tmp_path):
     model.save_pretrained(tmp_path)
     (path,) = tmp_path.glob("*.safetensors")
     state = load_file(path)
-    del state["model.layers.1.self_attn.k_proj.bias"]
+    for name in missing:
+        del state[f"model.layers.1.self_attn.k_proj.{name}"]
     save_file(state, path, metadata={"format": "pt"})
-    with pytest.raises(ValueError, match=r"model\.layers\.1\.self_attn\.k_proj \(has \['weight'\]\)"):
+    with pytest.raises(ValueError, match=rf"model\.layers\.1\.self_attn\.k_proj \(has {re.escape(has)}\)"):
         transformers.AutoModelForCausalLM.from_pretrained(tmp_path, quantization_config=LowbitConfig(W4A8Config()))
 
 
