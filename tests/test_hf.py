@@ -17,19 +17,11 @@ from lowbit_flex import hf  # noqa: E402  (after the importorskip)
 from lowbit_flex.hf import LowbitConfig, LowbitHfQuantizer  # noqa: E402
 from lowbit_flex.nn import (  # noqa: E402
     FP8WeightOnlyConfig,
-    FPxWeightOnlyConfig,
     QuantizedModule,
     W4A8Config,
     quantize_,
 )
-
-CONFIGS = [
-    W4A8Config(),
-    W4A8Config(group_size=32),
-    FP8WeightOnlyConfig(),
-    FPxWeightOnlyConfig(3, 2),
-    FPxWeightOnlyConfig(2, 1),
-]
+from tests._configs import CONFIGS  # noqa: E402
 
 
 def _llama(seed=0, **overrides):

@@ -10,24 +10,15 @@ import torch
 from torch import nn
 
 from lowbit_flex.nn import (
-    FP8WeightOnlyConfig,
     FP8WeightOnlyLinear,
-    FPxWeightOnlyConfig,
     FPxWeightOnlyLinear,
-    W4A8Config,
     W4A8Linear,
     quantize_,
 )
 from lowbit_flex.nn._storage import QuantizedModule
 from lowbit_flex.testing import rel_error
+from tests._configs import CONFIGS
 
-CONFIGS = [
-    W4A8Config(),
-    W4A8Config(group_size=32),
-    FP8WeightOnlyConfig(),
-    FPxWeightOnlyConfig(3, 2),
-    FPxWeightOnlyConfig(2, 1),
-]
 _HALF = (torch.float16, torch.bfloat16)
 
 # (name, cast, the dtype the float tensors end in: None keeps the model's)
