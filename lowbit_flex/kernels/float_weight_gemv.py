@@ -5,9 +5,10 @@ would be 15/16 padding at M = 1, and its operands would pass through shared memo
 ``BLOCK_N`` whole rows (split over K only when the rows alone give too few programs), reads them as wide loads
 (16 bytes per thread) with the next step's words loaded while this step is multiplied, decodes in registers
 (:mod:`~lowbit_flex.kernels.float_weight_decode`: two codes per shift-and-mask in PTX) and multiplies each code
-with its activation in float32. Per weight value that is ~1 decode instruction (fp4; fp6 ~1.5, fp8 one hardware
-conversion per two codes), one conversion and ``M`` FMAs, so the kernel stays memory bound only for a few rows:
-the dispatch table (``kernels/float_weight_dispatch.py``) picks it by M and format from measurement.
+with its activation in float32. Per weight value that is ~1.5 decode instructions (fp4; fp6 ~2.5, fp8 one hardware
+conversion per two codes), one conversion to float32 and ``M`` FMAs: on the H200 the kernel is bound by instruction
+issue, not memory (28-48% of copy bandwidth at M = 1), and its cost grows with M. The dispatch table
+(``kernels/float_weight_dispatch.py``) picks it by M and format from measurement (fp4 / fp6 at M = 1).
 
 Each step covers ``STEP_TILES`` tiles of 128 codes per row: for fp4 / fp6 the tile layout's plane ``p`` of word
 ``w`` meets activation column ``128 t + 16 p + w`` (16 contiguous columns per plane); fp8 rows are read in K order.
