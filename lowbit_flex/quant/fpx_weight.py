@@ -20,19 +20,36 @@ def quantize_fpx_weight(w: torch.Tensor, fmt: FPxFormat) -> tuple[torch.Tensor, 
     fmt = check_format(fmt)
     if has_values(w) and not bool(torch.isfinite(w).all()):
         raise ValueError("w: contains NaN or inf; a weight's scale and codes need finite values")
-    wf = w.detach().float()
-    scale = wf.abs().amax(dim=1) / fmt.max_normal
+    w = w.detach()
+    scale = w.abs().amax(dim=1).float() / fmt.max_normal
     scale = torch.where(scale > 0, scale, torch.ones_like(scale))
-    y = wf / scale[:, None]
+    if w.shape[0] == 0 or not has_values(w):  # meta / empty: shapes only
+        return _codes_of(w.float() / scale[:, None], fmt), scale
+    # Row blocks bound the float32 temporaries (the table lookup holds ~40 bytes per element at once): a 7B model's
+    # MLP weight would otherwise need ~2 GB of scratch on top of itself. Rows are independent, so blocks give the
+    # same codes (tested).
+    codes = torch.empty(w.shape, dtype=torch.uint8, device=w.device)
+    rows = max(1, _BLOCK_ELEMS // max(1, w.shape[1]))
+    for r in range(0, w.shape[0], rows):
+        codes[r : r + rows] = _codes_of(w[r : r + rows].float() / scale[r : r + rows, None], fmt)
+    return codes, scale
+
+
+def _codes_of(y: torch.Tensor, fmt: FPxFormat) -> torch.Tensor:
+    """Round-to-nearest-even codes of ``y`` (float32 rows already divided by their scales)."""
     torch_fp8 = _TORCH_FP8.get(fmt)
     if torch_fp8 is not None:
         # torch's float32 -> fp8 cast rounds to nearest even, subnormals included, like to_fpx_bits; y is finite and
         # within ±max_normal (the row max lands on it up to a rounding that RNE maps back), so the codes are the
         # same (tested against to_fpx_bits), ~50x faster than the float64 bit arithmetic.
-        return y.to(torch_fp8).view(torch.uint8), scale
+        return y.to(torch_fp8).view(torch.uint8)
     if fmt.bits <= 8:
-        return _nearest_codes(y, fmt), scale
-    return to_fpx_bits(y, fmt), scale
+        return _nearest_codes(y, fmt)
+    return to_fpx_bits(y, fmt)
+
+
+# Elements per row block of quantize_fpx_weight (4 Mi: ~160 MB of temporaries for the table lookup).
+_BLOCK_ELEMS = 1 << 22
 
 
 def _nearest_codes(y: torch.Tensor, fmt: FPxFormat) -> torch.Tensor:

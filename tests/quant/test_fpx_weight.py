@@ -34,3 +34,15 @@ def test_fast_codes_equal_the_exact_bit_path(fmt, dtype):
     assert codes.dtype == torch.uint8 and scale.dtype == torch.float32
     assert torch.equal(codes, to_fpx_bits(w.float() / scale[:, None], fmt))
     assert float(scale[1]) == 1.0
+
+
+@pytest.mark.parametrize("fmt", [Q.E4M3FN, Q.E3M2_FN, Q.E2M1_FN], ids=str)
+def test_row_blocks_give_the_same_codes(fmt, monkeypatch):
+    # Large weights are quantized in row blocks (bounded scratch): any block size gives the one-block result.
+    import lowbit_flex.quant.fpx_weight as mod
+
+    w = _weights(fmt).bfloat16()
+    whole = Q.quantize_fpx_weight(w, fmt)
+    monkeypatch.setattr(mod, "_BLOCK_ELEMS", 3 * 128 + 5)  # 3 rows per block, the last block short
+    blocked = Q.quantize_fpx_weight(w, fmt)
+    assert torch.equal(blocked[0], whole[0]) and torch.equal(blocked[1], whole[1])
