@@ -136,9 +136,15 @@ def _dequant_plan(N: int, K: int, ebits: int, mbits: int, native_fp8: bool, stri
 
 def dequantize_weight(w: torch.Tensor, w_scale: torch.Tensor, K: int, ebits: int, mbits: int, dtype: torch.dtype):
     """``decode(w) * w_scale[:, None]`` as a contiguous ``(N, K)`` tensor of ``dtype`` (rounded once). ``w`` as
-    :func:`float_weight_only_linear_cuda` takes it (or its uint8 view for the fp8 bit decode)."""
-    native = 1 + ebits + mbits == 8 and w.dtype != torch.uint8 and fp8_native_supported(w.device)
-    w = _kernel_weight(w, ebits, mbits, native)
+    :func:`float_weight_only_linear_cuda` takes it."""
+    native = 1 + ebits + mbits == 8 and fp8_native_supported(w.device)
+    return _dequantize(_kernel_weight(w, ebits, mbits, native), w_scale, K, ebits, mbits, dtype)
+
+
+def _dequantize(w: torch.Tensor, w_scale: torch.Tensor, K: int, ebits: int, mbits: int, dtype: torch.dtype):
+    """:func:`dequantize_weight` of a weight already in the kernel's form (:func:`_kernel_weight`: fp8 as
+    float8_e4m3fn for the hardware conversion, as uint8 for the bit decode), so the decode form is its dtype."""
+    native = w.dtype == torch.float8_e4m3fn
     out = torch.empty((w.shape[0], K), dtype=dtype, device=w.device)
     if out.numel():
         cached_plan(_dequant_plan, int(w.shape[0]), int(K), ebits, mbits, native, int(w.stride(0)))(
@@ -207,7 +213,7 @@ def float_weight_only_linear_cuda(
     )  # fmt: skip
     w = _kernel_weight(w, ebits, mbits, route.native_fp8)
     if route.backend is Backend.DEQUANT_MM:
-        wd = dequantize_weight(w, w_scale, K, ebits, mbits, x.dtype)
+        wd = _dequantize(w, w_scale, K, ebits, mbits, x.dtype)  # the route already chose the decode form
         out = torch.mm(x2, wd.T) if bias is None else torch.addmm(bias, x2, wd.T)
         return out.view(*x.shape[:-1], N)
     out = torch.empty((M, N), dtype=x.dtype, device=x.device)

@@ -9,13 +9,11 @@ from), with one float32 scale per output channel. On CUDA the kernel the dispatc
 
 from __future__ import annotations
 
-import functools
-import math
-
 import torch
 
 from lowbit_flex._checks import check_same_device, check_tensor, check_weight_only_epilogue
 from lowbit_flex.ops.eager import needs_dispatcher
+from lowbit_flex.quant.fpx_bits import from_fpx_bits
 from lowbit_flex.quant.fpx_format import E2M1_FN, E2M3_FN, E3M2_FN, FPxFormat
 from lowbit_flex.quant.fpx_tiles import tile_words_per_row, unpack_fpx_tiles
 
@@ -31,18 +29,9 @@ def packed_format(ebits: int, mbits: int) -> FPxFormat:
     return fmt
 
 
-@functools.cache
-def _values(fmt: FPxFormat) -> tuple[float, ...]:
-    """Every code's value, in code order, as plain floats (no tensors: the first call may come under a fake mode).
-    The MX formats have no inf/NaN codes; ``test_reference_matches_float64_definition`` checks against
-    ``from_fpx_bits``."""
-    out = []
-    for c in range(2**fmt.bits):
-        e, m = (c >> fmt.mbits) & (2**fmt.ebits - 1), c & (2**fmt.mbits - 1)
-        sig, exp = (m, 1) if e == 0 else (m + 2**fmt.mbits, e)  # subnormal / normal
-        v = math.ldexp(sig, exp - fmt.bias - fmt.mbits)
-        out.append(-v if c >> (fmt.bits - 1) else v)
-    return tuple(out)
+# Every code's value in code order, per format, as plain floats: built once here, outside any tensor mode (the
+# reference body also runs under fake tensors, where from_fpx_bits's range check would need the data).
+_VALUES = {f: tuple(from_fpx_bits(torch.arange(2**f.bits), f, torch.float64).tolist()) for f in PACKED_FORMATS.values()}
 
 
 def _check_args(x, w_packed, w_scale, ebits, mbits, bias) -> FPxFormat:
@@ -74,7 +63,7 @@ def _fpx_weight_only_linear(x, w_packed, w_scale, ebits, mbits, bias=None):
         return float_weight_only_linear_cuda(x, w_packed, w_scale, bias, ebits, mbits)
     # The reference: decode exactly to float64 (a lookup in the format's value table: it traces under fake tensors,
     # where from_fpx_bits's range check would need the data), multiply there, round once.
-    table = torch.tensor(_values(fmt), dtype=torch.float64, device=x.device)
+    table = torch.tensor(_VALUES[fmt], dtype=torch.float64, device=x.device)
     w = table[unpack_fpx_tiles(w_packed, fmt.bits, x.shape[-1]).long()]
     out = x.double() @ w.T * w_scale.double()
     if bias is not None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import torch
 
 from lowbit_flex._checks import has_values
+from lowbit_flex.quant.fpx_pack import _check_uint8
 
 TILE_CODES = 128
 # bits -> int32 words per tile: the one home of these numbers (ops, nn and kernels read them from here).
@@ -53,8 +54,7 @@ def _bit_positions(bits: int) -> tuple[torch.Tensor, torch.Tensor | None]:
 def pack_fpx_tiles(codes: torch.Tensor, bits: int) -> torch.Tensor:
     """``uint8`` codes ``(..., K)`` of ``bits`` (4 or 6) bits -> int32 words ``(..., tile_words_per_row(K, bits))``."""
     words_per_tile = _check_bits(bits)
-    if not isinstance(codes, torch.Tensor) or codes.dtype != torch.uint8 or codes.dim() < 1:
-        raise ValueError(f"codes: expected a uint8 tensor with at least 1 dimension, got {_describe(codes)}")
+    _check_uint8("codes", codes)
     if has_values(codes) and bool((codes >= 2**bits).any()):
         raise ValueError(f"codes: values must be < {2**bits} for {bits}-bit packing")
     *lead, k = codes.shape
@@ -78,7 +78,8 @@ def unpack_fpx_tiles(words: torch.Tensor, bits: int, k: int) -> torch.Tensor:
     """Inverse of :func:`pack_fpx_tiles`: the first ``k`` codes of each row, ``uint8 (..., k)``."""
     words_per_tile = _check_bits(bits)
     if not isinstance(words, torch.Tensor) or words.dtype != torch.int32 or words.dim() < 1:
-        raise ValueError(f"words: expected an int32 tensor with at least 1 dimension, got {_describe(words)}")
+        got = getattr(words, "dtype", type(words).__name__)
+        raise ValueError(f"words: expected an int32 tensor with at least 1 dimension, got {got}")
     if isinstance(k, bool) or not isinstance(k, (int, torch.SymInt)) or k < 0:
         raise ValueError(f"k: expected a non-negative int, got {k!r}")
     if words.shape[-1] != tile_words_per_row(k, bits):
@@ -95,9 +96,3 @@ def unpack_fpx_tiles(words: torch.Tensor, bits: int, k: int) -> torch.Tensor:
         lo = w[..., 16:].repeat(*([1] * (w.dim() - 1)), 2)  # word w % 8 for w in 0..15
         codes = codes | ((lo >> lo_bit.to(w.device)) & 3)
     return codes.reshape(*lead, tiles * TILE_CODES)[..., :k].to(torch.uint8)
-
-
-def _describe(t: object) -> str:
-    if isinstance(t, torch.Tensor):
-        return f"{t.dtype} of shape {tuple(t.shape)}"
-    return type(t).__name__
