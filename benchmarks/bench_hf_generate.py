@@ -49,6 +49,8 @@ PROMPT_LEN = 8  # <= 16 rows: the prefill takes W4A8's decode kernels too
 # The whole module, on the GPU: it must end within ~5 minutes. A model is started only if the previous one's time
 # still fits; $LOWBIT_BENCH_HF_BUDGET_S overrides.
 BUDGET_S = float(os.environ.get("LOWBIT_BENCH_HF_BUDGET_S", 280))
+# $LOWBIT_BENCH_HF_CONFIGS picks models by name, comma-separated (e.g. "bf16,w4a8 g128": a run that split the work).
+_ENV_CONFIGS = "LOWBIT_BENCH_HF_CONFIGS"
 _EAGER_TOKENS = 8
 
 
@@ -250,7 +252,9 @@ def run(bench: Bench) -> None:
         return
     deadline = time.monotonic() + BUDGET_S
     n_new = 16 if bench.quick else 64
-    results = compare(LLAMA2_7B, "cuda", n_new, compile=True, deadline=deadline)
+    names = os.environ.get(_ENV_CONFIGS)
+    configs = {n: CONFIGS[n] for n in names.split(",")} if names else None
+    results = compare(LLAMA2_7B, "cuda", n_new, compile=True, configs=configs, deadline=deadline)
     modes = [
         ("generate, CUDA graphs", "tok/s", n_new),
         ("decode step, CUDA graphs", "decode tok/s", n_new),

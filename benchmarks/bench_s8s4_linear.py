@@ -89,6 +89,14 @@ def _forced_triton(name: str):
     )
 
 
+def _forced_unpacked(name: str):
+    from lowbit_flex.kernels.s8s4_dispatch import s8s4_linear_cuda
+
+    return lambda xq, xs, w4, ws: s8s4_linear_cuda(
+        xq, xs, w4, ws, None, torch.bfloat16, _backend="triton_unpacked", _config=name
+    )
+
+
 def _forced_cutlass(launch, family: str, config: str):
     return lambda xq, xs, w4, ws: launch(xq, xs, w4, ws, None, torch.bfloat16, family, config)
 
@@ -96,8 +104,10 @@ def _forced_cutlass(launch, family: str, config: str):
 def _methods(cutlass) -> dict:
     """Name -> fn(xq, xs, w4, ws) for every forced backend/config of ours."""
     from lowbit_flex.kernels.s8s4_linear import TRITON_CONFIGS
+    from lowbit_flex.kernels.s8s4_unpacked_gemm import UNPACKED_CONFIGS
 
     out = {f"triton {name}": _forced_triton(name) for name in TRITON_CONFIGS}
+    out |= {f"unpacked {name}": _forced_unpacked(name) for name in UNPACKED_CONFIGS}
     if cutlass is not None:
         configs, _supported, launch = cutlass
         for family, names in configs.items():
@@ -108,6 +118,8 @@ def _methods(cutlass) -> dict:
 def _applicable(name: str, M: int, N: int, K: int, groupwise: bool, cutlass) -> bool:
     if name.startswith("cutlass"):
         return not groupwise and cutlass[1](name.split()[1], M, N, K)
+    if name.startswith("unpacked"):
+        return M >= 64  # a per-call unpack of the whole weight: a large-M kernel
     from lowbit_flex.kernels.s8s4_linear import TRITON_CONFIGS
 
     cfg = TRITON_CONFIGS[name.removeprefix("triton ")]

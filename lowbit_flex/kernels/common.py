@@ -120,6 +120,18 @@ def largest_pow2_divisor(n: int, cap: int) -> int:
 
 
 @triton.jit
+def grouped_tile(pid, M, N, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GROUP_M: tl.constexpr):
+    """``(pid_m, pid_n)`` of output tile ``pid`` in grouped order: ``GROUP_M`` consecutive programs take the row
+    tiles of one column tile, so that weight tile is read from DRAM once and from L2 by the others."""
+    num_pid_m = tl.cdiv(M, BLOCK_M)
+    num_pid_n = tl.cdiv(N, BLOCK_N)
+    pids_per_group = GROUP_M * num_pid_n
+    first_m = (pid // pids_per_group) * GROUP_M
+    group_rows = tl.minimum(num_pid_m - first_m, GROUP_M)
+    return first_m + (pid % pids_per_group) % group_rows, (pid % pids_per_group) // group_rows
+
+
+@triton.jit
 def dot_acc(a, b, acc, UPCAST: tl.constexpr, PRECISION: tl.constexpr = "tf32"):
     """``acc + a @ b`` in float32. ``UPCAST`` is set only under ``TRITON_INTERPRET=1``: Triton's interpreter
     computes bf16 x bf16 ``tl.dot`` wrongly (it multiplies the raw uint16 bits); products of bf16/fp16 values are

@@ -39,6 +39,8 @@ class Backend(enum.Enum):
     # kernels/s8s4_decode.py: M <= 16, both scale kinds; it can also quantize a float x itself (Rule.fuse_quant)
     TRITON_DECODE = "triton_decode"
     TRITON = "triton"  # kernels/s8s4_linear.py: every shape, both scale kinds
+    # kernels/s8s4_unpacked_gemm.py: every shape, both scale kinds; unpacks the weight to int8 per call (large M)
+    TRITON_UNPACKED = "triton_unpacked"
     CUTLASS_SM80 = "cutlass_sm80"  # the CUTLASS 2.x mixed-input family (runs on sm_80 and sm_90)
     CUTLASS_SM90 = "cutlass_sm90"  # the CUTLASS 3.x WGMMA family (sm_90a only)
 
@@ -70,8 +72,14 @@ _PC, _SM80, _SM90 = ScaleKind.PER_CHANNEL, Arch.SM80, Arch.SM90
 # 32-row tile otherwise. Larger M: sm90 cooperative WGMMA, 256x128 from M > 512 (1.7-1.9x bf16, 1.4-1.5x
 # torch._int_mm at M >= 1024). Ampere (sm_80) is unmeasured: its large-M rows are the CUTLASS defaults
 # (128x128 up to M = 2048, then 128x256). Triton (group-wise scales, and every shape when CUTLASS is unavailable):
-# a split-K GEMV tile for decode; on Hopper the swap-AB mid tile (its unpacked weight feeds WGMMA from registers),
-# then 128x128 tiles; a 32x128x128 split-K tile was removed after wrong results at M = 77 on the GPU.
+# a split-K GEMV tile for decode; on Hopper the swap-AB mid tile (its unpacked weight feeds WGMMA from registers) up
+# to M = 128; from there the kernel that unpacks the weight to int8 first (s8s4_unpacked_gemm.py). H200 runs of
+# 2026-12-01 (benchmarks/drive_large_m.py in docs/measurements/h200_run12_w4a8_unpacked.md), kernel alone x bf16
+# torch.mm: group 128 at M = 256-4096 0.46-0.80x with the 64x128 4-warp 3-stage tile (two programs per SM overlap
+# one's MMA with the other's per-group rescale), against 0.26-0.35x for the in-register kernel's mid/large tiles;
+# per channel (Triton only where CUTLASS is unavailable) 0.74-1.73x with the 128x128 8-warp 3-stage tile against
+# 0.21-0.58x. Below M = 256 unmeasured: the mid tiles keep M <= 128. A 32x128x128 split-K tile was removed after
+# wrong results at M = 77 on the GPU.
 DISPATCH_TABLE: tuple[Rule, ...] = (
     # Decode, either scale kind. M = 1: the dp4a GEMV quantizing x itself, one launch per layer. H200 runs of
     # 2026-12-01 (CUDA graphs, weights rotated past L2; docs/measurements/h200_run10_w4a8_gemv.md): 4x16x1024 was
@@ -96,9 +104,10 @@ DISPATCH_TABLE: tuple[Rule, ...] = (
     Rule(Backend.CUTLASS_SM80, "128x128x64_s4", arch=_SM80, scale=_PC, max_m=2048),
     Rule(Backend.CUTLASS_SM80, "128x256x64_s3", arch=_SM80, scale=_PC),
     Rule(Backend.TRITON, "gemv_16x64x256_splitk", max_m=16),
-    Rule(Backend.TRITON, "mid_swap_64x128x128", arch=_SM90, max_m=256),
-    Rule(Backend.TRITON, "mid_64x128x128", max_m=256),
-    Rule(Backend.TRITON, "large_128x128x128"),
+    Rule(Backend.TRITON, "mid_swap_64x128x128", arch=_SM90, max_m=128),
+    Rule(Backend.TRITON, "mid_64x128x128", max_m=128),
+    Rule(Backend.TRITON_UNPACKED, "s8s8_64x128x128_w4_s3", scale=ScaleKind.GROUPWISE),
+    Rule(Backend.TRITON_UNPACKED, "s8s8_128x128x128_w8_s3"),
 )
 
 _ENV_BACKEND = "LOWBIT_S8S4_BACKEND"
@@ -130,7 +139,7 @@ def available(backend: Backend, arch: Arch, scale: ScaleKind, M: int, N: int, K:
         from lowbit_flex.kernels.s8s4_decode import DECODE_MAX_M
 
         return 1 <= M <= DECODE_MAX_M
-    if backend is Backend.TRITON:
+    if backend in (Backend.TRITON, Backend.TRITON_UNPACKED):
         return True
     if scale is not ScaleKind.PER_CHANNEL or arch is Arch.OTHER:
         return False
@@ -217,6 +226,11 @@ def s8s4_linear_cuda(
 
         cfg = TRITON_CONFIGS[config] if isinstance(config, str) else config
         out = s8s4_linear_triton(x, xs, weight, ws, b, out_dtype, cfg)
+    elif backend is Backend.TRITON_UNPACKED:
+        from lowbit_flex.kernels.s8s4_unpacked_gemm import UNPACKED_CONFIGS, s8s4_unpacked_gemm_triton
+
+        cfg = UNPACKED_CONFIGS[config] if isinstance(config, str) else config
+        out = s8s4_unpacked_gemm_triton(x, xs, weight, ws, b, out_dtype, cfg)
     else:
         from lowbit_flex.kernels.s8s4_cutlass import s8s4_linear_cutlass
 

@@ -31,7 +31,7 @@ import triton
 import triton.language as tl
 
 from lowbit_flex.kernels.arch import sm_count
-from lowbit_flex.kernels.common import LaunchConfig, largest_pow2_divisor, reduce_split_k
+from lowbit_flex.kernels.common import LaunchConfig, grouped_tile, largest_pow2_divisor, reduce_split_k
 
 
 @triton.jit
@@ -52,16 +52,8 @@ def _s8s4_matmul_kernel(
     GROUPWISE: tl.constexpr, SWAP_AB: tl.constexpr, SPLIT_PARTIALS: tl.constexpr, HAS_BIAS: tl.constexpr,
     X_SPLIT: tl.constexpr, INTERLEAVE: tl.constexpr,
 ):  # fmt: skip
-    # Grouped tile order: GROUP_M row-tiles share each weight column-tile while it is in L2.
-    pid = tl.program_id(0)
+    pid_m, pid_n = grouped_tile(tl.program_id(0), M, N, BLOCK_M, BLOCK_N, GROUP_M)
     pid_k = tl.program_id(1)
-    num_pid_m = tl.cdiv(M, BLOCK_M)
-    num_pid_n = tl.cdiv(N, BLOCK_N)
-    pids_per_group = GROUP_M * num_pid_n
-    first_m = (pid // pids_per_group) * GROUP_M
-    group_rows = tl.minimum(num_pid_m - first_m, GROUP_M)
-    pid_m = first_m + (pid % pids_per_group) % group_rows
-    pid_n = (pid % pids_per_group) // group_rows
 
     rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -172,9 +164,6 @@ TRITON_CONFIGS: dict[str, TritonConfig] = {
     "gemv_16x64x256_splitk": TritonConfig(16, 64, 256, num_warps=4, num_stages=4, swap_ab=True, split_k=True),
     "mid_64x128x128": TritonConfig(64, 128, 128, num_warps=4, num_stages=4),
     "mid_swap_64x128x128": TritonConfig(64, 128, 128, num_warps=4, num_stages=4, swap_ab=True),
-    "large_128x128x128": TritonConfig(128, 128, 128, num_warps=8, num_stages=3),
-    "large_128x256x128": TritonConfig(128, 256, 128, num_warps=8, num_stages=3),
-    "large_swap_128x256x128": TritonConfig(128, 256, 128, num_warps=8, num_stages=3, swap_ab=True),
 }
 
 _PROGRAMS_PER_SM = 4

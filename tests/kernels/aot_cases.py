@@ -40,13 +40,27 @@ def case_s8s4_linear():
     # Every config once (per channel, bias, bf16); the other constexpr branches once each (compiles cost ~1 s).
     for cfg in TRITON_CONFIGS.values():
         s8s4_linear_triton(x, x_scale, w, torch.empty(N), bias, torch.bfloat16, config=cfg)
-    cfg = TRITON_CONFIGS["large_128x128x128"]
+    cfg = TRITON_CONFIGS["mid_swap_64x128x128"]
     s8s4_linear_triton(x, x_scale, w, torch.empty(N, K // 128), None, torch.float16, config=cfg)
     s8s4_linear_triton(x, x_scale, w, torch.empty(N, K // 128), bias, torch.bfloat16, config=cfg)
     # K = 96: BLOCK_K = 32, so each nibble plane's dot has K = 16; M >= 64 takes the de-interleaved-x path.
     x96, w96 = torch.empty(80, 96, dtype=torch.int8), torch.empty(N, 48, dtype=torch.int8)
     mid = TRITON_CONFIGS["mid_64x128x128"]
     s8s4_linear_triton(x96, torch.empty(80), w96, torch.empty(N), None, torch.bfloat16, mid)
+
+
+def case_s8s4_unpacked_gemm():
+    from lowbit_flex.kernels.s8s4_unpacked_gemm import UNPACKED_CONFIGS, s8s4_unpacked_gemm_triton
+
+    M, N, K = 300, 256, 1024
+    x, x_scale = torch.empty(M, K, dtype=torch.int8), torch.empty(M)
+    w, bias = torch.empty(N, K // 2, dtype=torch.int8), torch.empty(N)
+    # Every config per channel and group-wise (group 128; groups of 32 take 32-wide K blocks), bias or not.
+    for cfg in UNPACKED_CONFIGS.values():
+        s8s4_unpacked_gemm_triton(x, x_scale, w, torch.empty(N), bias, torch.bfloat16, cfg)
+        s8s4_unpacked_gemm_triton(x, x_scale, w, torch.empty(N, K // 128), None, torch.float16, cfg)
+    cfg = UNPACKED_CONFIGS["s8s8_64x128x128_w4_s3"]
+    s8s4_unpacked_gemm_triton(x, x_scale, w, torch.empty(N, K // 32), bias, torch.bfloat16, cfg)
 
 
 def case_rel_pos_attention():

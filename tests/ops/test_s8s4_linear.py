@@ -168,21 +168,28 @@ def test_dispatch_table(fake_cutlass):
     assert pick(Arch.SM90, gw, 0, 4096, 4096) == (Backend.TRITON, "gemv_16x64x256_splitk")  # no rows: no decode
     assert pick(Arch.SM90, gw, 128, 4096, 4096) == (Backend.TRITON, "mid_swap_64x128x128")
     assert pick(Arch.SM80, gw, 128, 4096, 4096) == (Backend.TRITON, "mid_64x128x128")
-    assert pick(Arch.SM90, gw, 4096, 4096, 4096) == (Backend.TRITON, "large_128x128x128")
-    assert choose(Arch.SM90, pc, 4096, 4000, 4096).backend is Backend.TRITON  # unsupported alignment: next rule
-    assert choose(Arch.OTHER, pc, 4096, 4096, 4096).backend is Backend.TRITON
+    # From M = 129 the weight is unpacked to int8 first: its own tiles for group-wise and per-channel scales.
+    assert pick(Arch.SM90, gw, 129, 4096, 4096) == (Backend.TRITON_UNPACKED, "s8s8_64x128x128_w4_s3")
+    assert pick(Arch.SM80, gw, 4096, 4096, 4096) == (Backend.TRITON_UNPACKED, "s8s8_64x128x128_w4_s3")
+    unaligned = (Backend.TRITON_UNPACKED, "s8s8_128x128x128_w8_s3")
+    assert pick(Arch.SM90, pc, 4096, 4000, 4096) == unaligned  # CUTLASS cannot take N % 8: the next rule
+    assert pick(Arch.OTHER, pc, 4096, 4096, 4096) == unaligned
+    assert choose(Arch.OTHER, pc, 64, 4096, 4096).backend is Backend.TRITON
 
 
 def test_every_triton_rule_names_a_config_of_its_kernel():
     from lowbit_flex.kernels.s8s4_dispatch import DISPATCH_TABLE, Backend
 
     names = [r.config for r in DISPATCH_TABLE if r.backend is Backend.TRITON]
-    assert names and DISPATCH_TABLE[-1].backend is Backend.TRITON and DISPATCH_TABLE[-1].max_m is None
+    last = DISPATCH_TABLE[-1]
+    assert names and last.backend is Backend.TRITON_UNPACKED and (last.max_m, last.scale, last.arch) == (None,) * 3
     pytest.importorskip("triton")
     from lowbit_flex.kernels.s8s4_decode import DECODE_CONFIGS, DECODE_MAX_M
     from lowbit_flex.kernels.s8s4_linear import TRITON_CONFIGS
+    from lowbit_flex.kernels.s8s4_unpacked_gemm import UNPACKED_CONFIGS
 
     assert set(names) <= set(TRITON_CONFIGS)
+    assert {r.config for r in DISPATCH_TABLE if r.backend is Backend.TRITON_UNPACKED} <= set(UNPACKED_CONFIGS)
     decode = [r for r in DISPATCH_TABLE if r.backend is Backend.TRITON_DECODE]
     assert decode and all(r.config in DECODE_CONFIGS and r.max_m <= DECODE_MAX_M for r in decode)
     from lowbit_flex.kernels.s8s4_gemv import GEMV_CONFIGS, GEMV_MAX_M
@@ -203,7 +210,7 @@ def test_unloadable_cutlass_library_falls_back_to_triton_after_one_warning(fake_
     warning = "CUTLASS W4A8 kernels are unavailable.*To build them: a CUDA toolkit"
     with pytest.warns(RuntimeWarning, match=warning) as caught:
         rules = [choose(a, ScaleKind.PER_CHANNEL, m, 4096, 4096) for a in (Arch.SM80, Arch.SM90) for m in (1, 64, 4096)]
-    assert {r.backend for r in rules} == {Backend.TRITON_GEMV, Backend.TRITON}
+    assert {r.backend for r in rules} == {Backend.TRITON_GEMV, Backend.TRITON, Backend.TRITON_UNPACKED}
     assert len([w for w in caught if issubclass(w.category, RuntimeWarning)]) == 1
     if kernel_device() is None:
         return
@@ -254,7 +261,7 @@ def _tiny_configs():
 
 
 @needs_kernel
-@pytest.mark.parametrize("config", ["gemv_16x64x256_splitk", "mid_64x128x128", "large_swap_128x256x128"])
+@pytest.mark.parametrize("config", ["gemv_16x64x256_splitk", "mid_64x128x128", "mid_swap_64x128x128"])
 @pytest.mark.parametrize(
     "lead, N, K, groups",
     [((1,), 40, 128, None), ((19,), 33, 96, None), ((2, 5), 40, 256, 4), ((70,), 24, 192, None), ((3, 23), 40, 256, 2)],
