@@ -299,3 +299,29 @@ def test_peak_memory_on_load_stays_below_the_float_model(tmp_path, monkeypatch):
     assert len(_quantized_modules(q)) == 56
     assert 0 < most[0] <= layer_bytes
     assert on_load.top < float_bytes + layer_bytes and on_load.top < float_load.top
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=repr)
+def test_gpu_reservation_before_loading_is_the_quantized_size(checkpoints, monkeypatch, config):
+    """transformers 5.x reserves each device's share of the model before loading (``caching_allocator_warmup``),
+    sized by ``param_element_size``: for layers quantized on load that is their quantized buffers' bytes, so the
+    reservation equals the loaded quantized model's size rather than the float model's."""
+    modeling_utils = pytest.importorskip("transformers.modeling_utils")
+    if not hasattr(modeling_utils, "get_total_byte_count"):
+        pytest.skip("this transformers reserves no device memory before loading")
+    reserved = []
+
+    def record(model, expanded_device_map, hf_quantizer):
+        # On CPU the warm-up does nothing: size it as if every tensor went to a GPU.
+        as_gpu = {name: torch.device("cuda", 0) for name in expanded_device_map}
+        reserved.append(sum(modeling_utils.get_total_byte_count(model, as_gpu, hf_quantizer).values()))
+
+    monkeypatch.setattr(modeling_utils, "caching_allocator_warmup", record)
+    auto = transformers.AutoModelForCausalLM
+    q = auto.from_pretrained(
+        checkpoints / "llama", dtype=torch.bfloat16, quantization_config=LowbitConfig(config), device_map="cpu"
+    )  # a device map: what makes transformers reserve memory
+    loaded = sum(t.numel() * t.element_size() for t in q.state_dict().values())
+    float_bytes = sum(t.numel() * t.element_size() for t in auto.from_pretrained(
+        checkpoints / "llama", dtype=torch.bfloat16).state_dict().values())  # fmt: skip
+    assert reserved == [loaded] and loaded < float_bytes
