@@ -154,9 +154,8 @@ def s8s4_unpacked_gemm_triton(
     out_dtype: torch.dtype,
     config: UnpackedConfig,
 ) -> torch.Tensor:
-    """``x`` int8 ``(M, K)``, ``x_scale`` float32 ``(M,)``, ``w`` int8 ``(N, K // 2)`` packed int4, ``w_scale``
-    float32 ``(N,)`` or ``(N, groups)``, ``bias`` float32 ``(N,)`` or None, all contiguous and validated by the op
-    -> ``(M, N)`` of ``out_dtype``. ``config``: the tile, chosen by the dispatch table."""
+    """The W4A8 GEMM launcher contract of :func:`~lowbit_flex.kernels.s8s4_linear.s8s4_linear_triton` (``w`` packed
+    int4 ``(N, K // 2)``, arguments validated by the op), through an int8 copy of the weight made here."""
     M, K = x.shape
     N = w.shape[0]
     out = torch.empty((M, N), dtype=out_dtype, device=x.device)
