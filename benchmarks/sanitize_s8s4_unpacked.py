@@ -1,0 +1,61 @@
+"""Run every config of the large-M W4A8 kernel that unpacks the weight first (``kernels/s8s4_unpacked_gemm.py``) over
+ragged shapes and check it against an exact reference, for compute-sanitizer.
+
+    compute-sanitizer --tool memcheck python benchmarks/sanitize_s8s4_unpacked.py
+
+Each ``UNPACKED_CONFIGS`` entry × (per channel | groups of 32 | groups of 128 where K allows) × ragged (M, N, K)
+runs once (the caching allocator is emptied first, so the output and the unpacked weight are fresh allocations the
+sanitizer watches) and is compared with the exact definition (float64 dots of integers, float64 scales) within bf16
+rounding plus float32 scaling error. Exits 1 on any mismatch.
+"""
+
+from __future__ import annotations
+
+import itertools
+import sys
+
+import torch
+
+import lowbit_flex  # noqa: F401
+from lowbit_flex.kernels.s8s4_unpacked_gemm import UNPACKED_CONFIGS, s8s4_unpacked_gemm_triton
+from lowbit_flex.quant import pack_int4
+
+SHAPES = list(itertools.product((1, 77, 130, 300), (40, 136), (96, 384)))
+
+
+def main() -> int:
+    gen = torch.Generator().manual_seed(0)
+    bad = runs = 0
+    for (M, N, K), (name, cfg), group in itertools.product(SHAPES, UNPACKED_CONFIGS.items(), (None, 32, 128)):
+        if group is not None and K % group:
+            continue
+        groups = 1 if group is None else K // group
+        xq = torch.randint(-128, 128, (M, K), dtype=torch.int8, generator=gen)
+        xs = 10 ** (torch.rand(M, generator=gen) * 3 - 3)
+        q = torch.randint(-8, 8, (N, K), dtype=torch.int8, generator=gen)
+        ws = 10 ** (torch.rand(N, groups, generator=gen) * 3 - 3)
+        ws = ws.squeeze(1) if group is None else ws
+        bias = torch.randn(N, generator=gen)
+        torch.cuda.empty_cache()
+        out = s8s4_unpacked_gemm_triton(
+            xq.cuda(), xs.cuda(), pack_int4(q).cuda(), ws.cuda(), bias.cuda(), torch.bfloat16, cfg
+        )
+        torch.cuda.synchronize()
+        g = K // groups
+        xg, qg = xq.double().view(M, groups, g), q.double().view(N, groups, g)
+        dots = torch.einsum("mgk,ngk->mng", xg, qg)
+        abs_dots = torch.einsum("mgk,ngk->mng", xg.abs(), qg.abs())
+        scales = ws.double().view(1, N, groups) * xs.double().view(M, 1, 1)
+        ref = (dots * scales).sum(-1) + bias.double()
+        mag = (abs_dots * scales).sum(-1) + bias.double().abs()
+        tol = ref.abs() * 2.0**-8 + (2 * K // 32 + 4) * 2.0**-24 * mag + 1e-30
+        runs += 1
+        if not bool(((out.double().cpu() - ref).abs() <= tol).all()):
+            bad += 1
+            print(f"MISMATCH {name} group={group} M={M} N={N} K={K}")
+    print(f"s8s4 unpacked sanitize: {runs} runs, {bad} mismatches")
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
