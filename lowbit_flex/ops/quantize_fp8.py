@@ -61,10 +61,9 @@ def _(x, granularity="tensor", block_size=128, fp8_dtype=torch.float8_e4m3fn, sh
 @quantize_fp8.register_kernel("cuda")
 def _(x, granularity="tensor", block_size=128, fp8_dtype=torch.float8_e4m3fn, shift=None):
     _check_args(x, granularity, block_size, fp8_dtype, shift)
-    if fp8_dtype == torch.float8_e4m3fn and not has_fp8_mma(x.device):
-        # Triton cannot emit e4m3fn before sm_89 (compile error on sm_80): the reference math runs on any device.
-        y, scale = reference_scaled(x, granularity, block_size, shift, FP8_MAX[fp8_dtype])
-        return y.to(fp8_dtype), scale
     from lowbit_flex.kernels.quantize_groups import quantize_groups_triton
 
-    return quantize_groups_triton(x, granularity, block_size, fp8_dtype, shift)
+    # Before sm_89 there is no e4m3 conversion instruction (Triton fails to compile one there): the kernel then
+    # builds the e4m3fn codes with integer operations, bit-identical.
+    native_e4m3 = fp8_dtype != torch.float8_e4m3fn or has_fp8_mma(x.device)
+    return quantize_groups_triton(x, granularity, block_size, fp8_dtype, shift, native_e4m3=native_e4m3)
