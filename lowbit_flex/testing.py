@@ -16,6 +16,7 @@ from lowbit_flex.kernels.arch import triton_interpreting
 _POISON = {
     torch.int8: -128,  # outside the symmetric range [-127, 127] every int8 quantizer here produces
     torch.int32: -(2**31),
+    torch.uint8: 0xFF,  # NaN where the bytes are fp8 codes (e4m3fn and e5m2)
 }
 
 

@@ -4,27 +4,34 @@ Every granularity of :mod:`lowbit_flex.quant.groups` is a run of ``SEG`` element
 (the last run of a slice may be shorter: the ragged last block). Small groups (token, block: at most
 ``_MAX_SINGLE_PASS`` elements) are quantized in one pass from registers, several groups per program. Larger ones
 (tensor, head) take two launches: a chunked amax with ``atomic_max`` (max is order-independent, so the result is
-still bit-exact), then the quantization, which re-reads ``x`` (mostly from L2).
+still bit-exact), then the quantization, which re-reads ``x`` (mostly from L2). Launches go through cached
+:class:`~lowbit_flex.kernels.common.PlanLaunch` plans, so ``torch.compile`` traces them (``wrap_triton``).
 """
 
 from __future__ import annotations
+
+import functools
+from typing import NamedTuple
 
 import torch
 import triton
 import triton.language as tl
 
 from lowbit_flex.kernels.arch import triton_interpreting
-from lowbit_flex.kernels.rounding import round_half_even, round_to_fp8_grid
+from lowbit_flex.kernels.common import PlanLaunch, cached_plan
+from lowbit_flex.kernels.rounding import e4m3_code, round_half_even, round_to_fp8_grid
 from lowbit_flex.quant.fp8 import FP8_MAX
 from lowbit_flex.quant.groups import scale_shape
 
 _MAX_SINGLE_PASS = 16384
 _CHUNK = 8192
 
-# OUT_KIND: what the scaled value is rounded and stored as.
-_E4M3, _E5M2, _INT8 = 0, 1, 2
+# OUT_KIND: what the scaled value is rounded and stored as. _E4M3_CODES: e4m3fn built as uint8 codes with integer
+# operations, for GPUs without the conversion instruction (before sm_89).
+_E4M3, _E5M2, _INT8, _E4M3_CODES = 0, 1, 2, 3
 _KIND = {torch.float8_e4m3fn: _E4M3, torch.float8_e5m2: _E5M2, torch.int8: _INT8}
 _QMAX = {_E4M3: FP8_MAX[torch.float8_e4m3fn], _E5M2: FP8_MAX[torch.float8_e5m2], _INT8: 127.0}
+_QMAX[_E4M3_CODES] = _QMAX[_E4M3]
 
 
 @triton.jit
@@ -44,6 +51,8 @@ def _round_store(q_ptr, offs, mask, x, scale, QMAX: tl.constexpr, OUT_KIND: tl.c
     y = tl.minimum(tl.maximum(y, -QMAX), QMAX)
     if OUT_KIND == 2:
         tl.store(q_ptr + offs, round_half_even(y).to(tl.int8), mask=mask)
+    elif OUT_KIND == 3:
+        tl.store(q_ptr + offs, e4m3_code(round_to_fp8_grid(y, 3, -6)).to(tl.uint8), mask=mask)
     elif OUT_KIND == 0:
         if EXACT:
             y = round_to_fp8_grid(y, 3, -6)
@@ -121,14 +130,38 @@ def _layout(shape: torch.Size, granularity: str, block_size: int) -> tuple[int, 
     return L * D, min(seg, L * D)
 
 
+class _Plan(NamedTuple):
+    amax: PlanLaunch | None  # the chunked amax launch of large groups; None when one pass does it all
+    quantize: PlanLaunch
+
+
+@functools.lru_cache(maxsize=512)
+def _launch_plan(n_total: int, S: int, SEG: int, nseg: int, slice_ld: int, D: int, kind: int, has_shift: bool):
+    common = dict(QMAX=_QMAX[kind], OUT_KIND=kind, HAS_SHIFT=has_shift, EXACT=triton_interpreting())
+    if SEG <= _MAX_SINGLE_PASS:
+        seg_p2 = triton.next_power_of_2(SEG)
+        rows = max(1, min(64, 4096 // seg_p2))  # ~4096 elements per program: short groups share one
+        num_warps = 4 if rows * seg_p2 <= 4096 else 8 if seg_p2 <= 8192 else 16
+        meta = dict(ROWS=rows, SEG_P2=seg_p2, num_warps=num_warps, **common)
+        return _Plan(None, PlanLaunch(_quantize_single_pass_kernel, (triton.cdiv(n_total, rows),), meta))
+    grid = (n_total, triton.cdiv(SEG, _CHUNK))
+    amax = PlanLaunch(_amax_kernel, grid, dict(CHUNK=_CHUNK, HAS_SHIFT=has_shift, num_warps=8))
+    return _Plan(amax, PlanLaunch(_quantize_chunk_kernel, grid, dict(CHUNK=_CHUNK, num_warps=8, **common)))
+
+
 def quantize_groups_triton(
-    x: torch.Tensor, granularity: str, block_size: int, out_dtype: torch.dtype, shift: torch.Tensor | None
+    x: torch.Tensor,
+    granularity: str,
+    block_size: int,
+    out_dtype: torch.dtype,
+    shift: torch.Tensor | None,
+    native_e4m3: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Launch the fused kernel(s); arguments are already validated by the op. ``out_dtype``: fp8 or int8."""
-    kind = _KIND[out_dtype]
-    qmax = _QMAX[kind]
+    """Launch the fused kernel(s); arguments are already validated by the op. ``out_dtype``: fp8 or int8.
+    ``native_e4m3=False`` builds e4m3fn codes with integer operations (the same bits), for GPUs before sm_89."""
+    kind = _E4M3_CODES if out_dtype == torch.float8_e4m3fn and not native_e4m3 else _KIND[out_dtype]
     xc = x.contiguous()
-    q = torch.empty(x.shape, dtype=out_dtype, device=x.device)
+    q = torch.empty(x.shape, dtype=torch.uint8 if kind == _E4M3_CODES else out_dtype, device=x.device)
     scale = torch.empty(scale_shape(x.shape, granularity, block_size), dtype=torch.float32, device=x.device)
     S, SEG = _layout(x.shape, granularity, block_size)
     nseg = -(-S // SEG)
@@ -137,22 +170,11 @@ def quantize_groups_triton(
     slice_ld = x.shape[2] * x.shape[3] if x.dim() == 4 else S  # the shift's (b, h) period in elements
     has_shift = shift is not None
     shift_arg = shift.contiguous() if has_shift else scale  # never read when HAS_SHIFT is false
-    common = dict(QMAX=qmax, OUT_KIND=kind, HAS_SHIFT=has_shift, EXACT=triton_interpreting())
-    if SEG <= _MAX_SINGLE_PASS:
-        seg_p2 = triton.next_power_of_2(SEG)
-        rows = max(1, min(64, 4096 // seg_p2))  # ~4096 elements per program: short groups share one
-        num_warps = 4 if rows * seg_p2 <= 4096 else 8 if seg_p2 <= 8192 else 16
-        _quantize_single_pass_kernel[(triton.cdiv(n_total, rows),)](
-            xc, q, scale, shift_arg, n_total, S, SEG, nseg, slice_ld, D,
-            ROWS=rows, SEG_P2=seg_p2, num_warps=num_warps, **common,
-        )  # fmt: skip
+    plan = cached_plan(_launch_plan, n_total, S, SEG, nseg, slice_ld, D, kind, has_shift)
+    if plan.amax is None:
+        plan.quantize(xc, q, scale, shift_arg, n_total, S, SEG, nseg, slice_ld, D)
     else:
         amax = torch.zeros(n_total, dtype=torch.float32, device=x.device)
-        grid = (n_total, triton.cdiv(SEG, _CHUNK))
-        _amax_kernel[grid](
-            xc, amax, shift_arg, S, SEG, nseg, slice_ld, D, CHUNK=_CHUNK, HAS_SHIFT=has_shift, num_warps=8
-        )  # fmt: skip
-        _quantize_chunk_kernel[grid](
-            xc, q, amax, scale, shift_arg, S, SEG, nseg, slice_ld, D, CHUNK=_CHUNK, num_warps=8, **common
-        )  # fmt: skip
-    return q, scale
+        plan.amax(xc, amax, shift_arg, S, SEG, nseg, slice_ld, D)
+        plan.quantize(xc, q, amax, scale, shift_arg, S, SEG, nseg, slice_ld, D)
+    return (q.view(out_dtype) if kind == _E4M3_CODES else q), scale

@@ -43,6 +43,19 @@ def round_to_fp8_grid(x, MANT_BITS: tl.constexpr, MIN_NORMAL_EXP: tl.constexpr):
 
 
 @triton.jit
+def e4m3_code(y):
+    """The float8_e4m3fn code (int32, 0..255) of float32 ``y`` already on the e4m3 grid (|y| <= 448), with integer
+    operations only: GPUs before sm_89 have no e4m3 conversion, and Triton refuses ``.to(tl.float8e4nv)`` there."""
+    bits = y.to(tl.int32, bitcast=True)
+    sign = (bits >> 24) & 128  # arithmetic shift: bit 31 lands on bit 7
+    mag = bits & 2147483647
+    ay = mag.to(tl.float32, bitcast=True)
+    normal = (((mag >> 23) - 120) << 3) | ((mag >> 20) & 7)  # exponent bias 127 -> 7, the top 3 mantissa bits
+    subnormal = (ay * 512.0).to(tl.int32)  # multiples of 2**-9 below 2**-6: the code is the multiple, exactly
+    return tl.where(ay < 0.015625, subnormal, normal) | sign
+
+
+@triton.jit
 def to_e4m3(x, EXACT_ROUND: tl.constexpr):
     """float32 (already within ±448) -> float8_e4m3fn, RNE; ``EXACT_ROUND`` for the interpreter (see above)."""
     if EXACT_ROUND:

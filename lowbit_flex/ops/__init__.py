@@ -1,9 +1,10 @@
 """The ``torch.ops.lowbit`` custom ops.
 
-One file per op (``lowbit_flex/ops/<op>.py``) holds its schema (via ``torch.library.custom_op``), the typed Python
-wrapper with its docstring, the shared argument checks, the fake impl, the exact CPU reference (the default impl
-for every device without a kernel) and the CUDA impl, which imports its kernel lazily and dispatches between
-backends. See ``docs/architecture.md``.
+One file per op (``lowbit_flex/ops/<op>.py``) holds its schema (``torch.library.triton_op`` where the CUDA path only
+launches Triton kernels, else ``torch.library.custom_op``), the typed Python wrapper with its docstring, the shared
+argument checks, the fake impl (a triton_op's body, traced), the exact CPU reference (every device without a
+kernel) and the CUDA path, which imports its kernel lazily and dispatches between backends. See
+``docs/architecture.md``.
 """
 
 from lowbit_flex.ops.fp8_attention import fp8_attention

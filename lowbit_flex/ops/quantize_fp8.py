@@ -4,6 +4,9 @@
 ``x_fp8 = cast_rne(clamp((x - shift) / scale, -fp8_max, fp8_max))``. The clamp before the cast is what makes it
 saturating: ``float8_e4m3fn`` has no infinity, and a value above 448 would otherwise become NaN. Groups and scale
 shapes are listed in :mod:`lowbit_flex.quant.groups`; the maxima come from :data:`lowbit_flex.quant.fp8.FP8_MAX`.
+
+Registered with ``torch.library.triton_op`` (see ``quantize_int8_rowwise``): compiled graphs launch the Triton
+kernels from generated code, and the body, traced with fake tensors, is the fake impl.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import torch
 
 from lowbit_flex.kernels.arch import has_fp8_mma
 from lowbit_flex.quant.fp8 import FP8_DTYPES, FP8_MAX
-from lowbit_flex.quant.groups import check_group_args, reference_scaled, scale_shape
+from lowbit_flex.quant.groups import check_group_args, reference_scaled
 
 
 def _check_args(
@@ -23,7 +26,7 @@ def _check_args(
         raise TypeError(f"fp8_dtype: expected torch.float8_e4m3fn or torch.float8_e5m2, got {fp8_dtype}")
 
 
-@torch.library.custom_op("lowbit::quantize_fp8", mutates_args=())
+@torch.library.triton_op("lowbit::quantize_fp8", mutates_args=())
 def quantize_fp8(
     x: torch.Tensor,
     granularity: str = "tensor",
@@ -41,30 +44,18 @@ def quantize_fp8(
         fp8_dtype: ``torch.float8_e4m3fn`` (max 448) or ``torch.float8_e5m2`` (max 57344).
         shift: optional ``(B, H, 1, D)`` float32 subtracted before quantizing (smooth-K).
 
-    Returns ``(x_fp8, scale)`` with ``x_fp8.float() * scale`` (scale broadcast over its group, see
-    :func:`lowbit_flex.quant.fp8.dequantize`) approximating ``x - shift``. Inputs must be finite. On CUDA one fused
-    Triton kernel (two launches when a group is larger than one program: tensor/head scales); elsewhere this
+    Returns ``(x_fp8, scale)``, both contiguous, with ``x_fp8.float() * scale`` (scale broadcast over its group,
+    see :func:`lowbit_flex.quant.fp8.dequantize`) approximating ``x - shift``. Inputs must be finite. On CUDA one
+    fused Triton kernel (two launches when a group is larger than one program: tensor/head scales); elsewhere this
     exact reference, which the kernel matches bit for bit.
     """
     _check_args(x, granularity, block_size, fp8_dtype, shift)
+    if x.is_cuda:
+        from lowbit_flex.kernels.quantize_groups import quantize_groups_triton
+
+        # Before sm_89 there is no e4m3 conversion instruction (Triton, and Inductor's generated casts, fail to
+        # compile there): the kernel then builds the e4m3fn codes with integer operations, bit-identical.
+        native_e4m3 = fp8_dtype != torch.float8_e4m3fn or has_fp8_mma(x.device)
+        return quantize_groups_triton(x, granularity, block_size, fp8_dtype, shift, native_e4m3=native_e4m3)
     y, scale = reference_scaled(x, granularity, block_size, shift, FP8_MAX[fp8_dtype])
     return y.to(fp8_dtype), scale  # torch's float32 -> fp8 cast rounds to nearest even
-
-
-@quantize_fp8.register_fake
-def _(x, granularity="tensor", block_size=128, fp8_dtype=torch.float8_e4m3fn, shift=None):
-    _check_args(x, granularity, block_size, fp8_dtype, shift)
-    shape = scale_shape(x.shape, granularity, block_size)
-    return x.new_empty(x.shape, dtype=fp8_dtype), x.new_empty(shape, dtype=torch.float32)
-
-
-@quantize_fp8.register_kernel("cuda")
-def _(x, granularity="tensor", block_size=128, fp8_dtype=torch.float8_e4m3fn, shift=None):
-    _check_args(x, granularity, block_size, fp8_dtype, shift)
-    if fp8_dtype == torch.float8_e4m3fn and not has_fp8_mma(x.device):
-        # Triton cannot emit e4m3fn before sm_89 (compile error on sm_80): the reference math runs on any device.
-        y, scale = reference_scaled(x, granularity, block_size, shift, FP8_MAX[fp8_dtype])
-        return y.to(fp8_dtype), scale
-    from lowbit_flex.kernels.quantize_groups import quantize_groups_triton
-
-    return quantize_groups_triton(x, granularity, block_size, fp8_dtype, shift)

@@ -4,44 +4,35 @@
 ``xq = round_half_even((x - shift) / scale)``. With ``shift = k.mean(dim=-2, keepdim=True)`` this is SageAttention's
 smooth-K: the per-channel mean of K (where its outlier channels live) is removed before int8 quantization; it adds
 the same ``q·mean`` to every score of a query row, which cancels in softmax.
+
+Registered with ``torch.library.triton_op`` (see ``quantize_int8_rowwise``).
 """
 
 from __future__ import annotations
 
 import torch
 
-from lowbit_flex.quant.groups import check_group_args, reference_scaled, scale_shape
+from lowbit_flex.quant.groups import check_group_args, reference_scaled
 
 
 def _check_args(x: torch.Tensor, block_size: int, shift: torch.Tensor | None) -> None:
     check_group_args(x, "block", block_size, shift)
 
 
-@torch.library.custom_op("lowbit::quantize_int8_blockwise", mutates_args=())
+@torch.library.triton_op("lowbit::quantize_int8_blockwise", mutates_args=())
 def quantize_int8_blockwise(
     x: torch.Tensor, block_size: int = 128, shift: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Quantize ``x`` (float, ``(B, H, L, D)``) to int8 with float32 scales of shape ``(B, H, ceil(L/block_size))``.
 
-    ``shift``: optional ``(B, H, 1, D)`` float32 subtracted first. Returns ``(xq, scale)``; ``xq.float()`` times
-    the scale of its block approximates ``x - shift`` with ``|error| <= scale / 2``. On CUDA one fused Triton
-    kernel (the one behind ``quantize_fp8``); elsewhere this exact reference, matched bit for bit.
+    ``shift``: optional ``(B, H, 1, D)`` float32 subtracted first. Returns ``(xq, scale)``, both contiguous;
+    ``xq.float()`` times the scale of its block approximates ``x - shift`` with ``|error| <= scale / 2``. On CUDA one
+    fused Triton kernel (the one behind ``quantize_fp8``); elsewhere this exact reference, matched bit for bit.
     """
     _check_args(x, block_size, shift)
+    if x.is_cuda:
+        from lowbit_flex.kernels.quantize_groups import quantize_groups_triton
+
+        return quantize_groups_triton(x, "block", block_size, torch.int8, shift)
     y, scale = reference_scaled(x, "block", block_size, shift, 127.0)
     return torch.round(y).to(torch.int8), scale
-
-
-@quantize_int8_blockwise.register_fake
-def _(x, block_size=128, shift=None):
-    _check_args(x, block_size, shift)
-    shape = scale_shape(x.shape, "block", block_size)
-    return x.new_empty(x.shape, dtype=torch.int8), x.new_empty(shape, dtype=torch.float32)
-
-
-@quantize_int8_blockwise.register_kernel("cuda")
-def _(x, block_size=128, shift=None):
-    _check_args(x, block_size, shift)
-    from lowbit_flex.kernels.quantize_groups import quantize_groups_triton
-
-    return quantize_groups_triton(x, "block", block_size, torch.int8, shift)

@@ -85,13 +85,15 @@ def case_quantize_groups():
 
     x = torch.empty(2, 4, 300, 64, dtype=torch.bfloat16)
     shift = torch.empty(2, 4, 1, 64)
-    # e4m3fn only from sm_89 (quantize_fp8 runs its reference below); e5m2 and int8 everywhere.
-    e4m3 = torch.float8_e4m3fn if torch.cuda.get_device_capability() >= (8, 9) else torch.float8_e5m2
-    for granularity in ("tensor", "head", "token", "block"):  # "tensor"/"head" here take the two-kernel chunked path
-        quantize_groups_triton(x, granularity, 128, e4m3, None)
+    # Native e4m3fn conversion only from sm_89 (quantize_fp8 builds the codes with integer operations below it, and
+    # on every architecture when asked); e5m2 and int8 everywhere.
+    natives = (True, False) if torch.cuda.get_device_capability() >= (8, 9) else (False,)
+    for native in natives:
+        for granularity in ("tensor", "head", "token", "block"):  # "tensor"/"head": the two-kernel chunked path
+            quantize_groups_triton(x, granularity, 128, torch.float8_e4m3fn, None, native)
+        quantize_groups_triton(torch.empty(3, 7), "tensor", 128, torch.float8_e4m3fn, None, native)  # single pass
     quantize_groups_triton(x, "block", 128, torch.float8_e5m2, shift)
     quantize_groups_triton(x.half(), "block", 128, torch.int8, shift)
-    quantize_groups_triton(torch.empty(3, 7), "tensor", 128, e4m3, None)  # single pass
 
 
 def case_fp8_attention():

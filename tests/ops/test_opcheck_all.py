@@ -1,6 +1,7 @@
 """``torch.library.opcheck`` on every op in the ``lowbit`` namespace.
 
-Every registered ``lowbit::`` op must have samples here: a new op without them fails ``test_every_op_is_covered``.
+Every registered ``lowbit::`` op must have samples in ``tests/ops/_samples.py``: a new op without them fails
+``test_every_op_is_covered``.
 """
 
 import pytest
@@ -8,132 +9,11 @@ import torch
 
 import lowbit_flex  # noqa: F401
 from lowbit_flex.testing import opcheck
+from tests.ops._samples import SAMPLES
 
 
 def _devices():
     return ["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"]
-
-
-def _quantize_int8_rowwise(device):
-    yield (torch.randn(3, 40, device=device),), {}
-    yield (torch.randn(2, 3, 7, device=device, dtype=torch.bfloat16),), {}
-    yield (torch.randn(40, 3, device=device).t(),), {}  # non-contiguous
-    yield (torch.randn(1, 40, device=device).expand(3, 40),), {}  # expanded
-    yield (torch.randn(0, 5, 40, device=device),), {}  # no rows
-
-
-def _fp8_weight_only_linear(device):
-    w = (torch.randn(24, 40, device=device) * 50).to(torch.float8_e4m3fn)
-    s = torch.rand(24, device=device) + 0.5
-    yield (torch.randn(3, 40, device=device, dtype=torch.bfloat16), w, s), {}
-    x = torch.randn(2, 20, 40, device=device, dtype=torch.float16)
-    yield (x, w, s, torch.randn(24, device=device, dtype=torch.float16)), {}
-    yield (torch.randn(40, 3, device=device, dtype=torch.bfloat16).t(), w, s), {}  # non-contiguous
-    yield (torch.randn(1, 40, device=device, dtype=torch.bfloat16).expand(3, 40), w, s), {}  # expanded
-    yield (torch.randn(0, 40, device=device, dtype=torch.bfloat16), w, s), {}  # no rows
-
-
-def _fpx_weight_only_linear(device):
-    from lowbit_flex.quant import pack_fpx_tiles
-
-    s = torch.rand(16, device=device) + 0.5
-    for bits, (e, m) in ((6, (3, 2)), (6, (2, 3)), (4, (2, 1))):
-        wp = pack_fpx_tiles(torch.randint(0, 2**bits, (16, 32), dtype=torch.uint8), bits).to(device)
-        yield (torch.randn(5, 32, device=device, dtype=torch.bfloat16), wp, s, e, m), {}
-    b = torch.randn(16, device=device, dtype=torch.float16)
-    yield (torch.randn(2, 20, 32, device=device, dtype=torch.float16), wp, s, 2, 1, b), {}
-    yield (torch.randn(32, 5, device=device, dtype=torch.bfloat16).t(), wp, s, 2, 1), {}  # non-contiguous
-    yield (torch.randn(1, 32, device=device, dtype=torch.bfloat16).expand(5, 32), wp, s, 2, 1), {}  # expanded
-    yield (torch.randn(0, 32, device=device, dtype=torch.bfloat16), wp, s, 2, 1), {}  # no rows
-
-
-def _s8s4_linear(device):
-    from lowbit_flex.quant import pack_int4
-
-    def w4(n, k):
-        return pack_int4(torch.randint(-8, 8, (n, k), dtype=torch.int8)).to(device)
-
-    def i8(*shape):
-        return torch.randint(-128, 128, shape, dtype=torch.int8, device=device)
-
-    rand = lambda *s: torch.rand(*s, device=device) + 0.1
-    yield (i8(3, 64), rand(3), w4(16, 64), rand(16)), {}
-    yield (i8(2, 5, 64), rand(2, 5, 1), w4(24, 64), rand(24, 2), rand(24)), {"out_dtype": torch.float16}
-    yield (i8(1, 128), rand(1, 1), w4(8, 128), rand(8)), {"bias": rand(8).bfloat16(), "out_dtype": torch.bfloat16}
-    yield (i8(0, 64), rand(0), w4(16, 64), rand(16)), {}  # no rows (inputs must be contiguous: see its bad-input tests)
-
-
-def _w4a8_linear(device):
-    from lowbit_flex.quant import pack_int4
-
-    w4 = lambda n, k: pack_int4(torch.randint(-8, 8, (n, k), dtype=torch.int8)).to(device)
-    rand = lambda *s: torch.rand(*s, device=device) + 0.1
-    yield (torch.randn(3, 64, device=device, dtype=torch.bfloat16), w4(16, 64), rand(16)), {}
-    x = torch.randn(2, 5, 64, device=device).transpose(0, 1)  # non-contiguous float32 rows
-    yield (x, w4(24, 64), rand(24, 2), rand(24)), {"out_dtype": torch.float16}
-    yield (torch.randn(1, 128, device=device, dtype=torch.float16).expand(4, 128), w4(8, 128), rand(8)), {}
-    yield (torch.randn(0, 64, device=device, dtype=torch.bfloat16), w4(16, 64), rand(16)), {}  # 0 rows
-
-
-def _rel_pos_attention(device):
-    # Window-like (5 x 7 keys, D = 80 padded in the kernel) in SAM's (B*H, L, k) layout, and a row-aligned grid.
-    q, k, v = (torch.randn(1, 2, 35, 80, device=device, dtype=torch.bfloat16) for _ in range(3))
-    rel = (
-        torch.randn(2, 35, 5, device=device, dtype=torch.bfloat16),
-        torch.randn(2, 35, 7, device=device, dtype=torch.bfloat16),
-    )
-    yield (q, k, v, *rel), {}
-    q, k, v = (torch.randn(2, 1, 64, 32, device=device, dtype=torch.float16) for _ in range(3))
-    rel = (
-        torch.randn(2, 1, 64, 2, device=device, dtype=torch.float16),
-        torch.randn(2, 1, 64, 32, device=device, dtype=torch.float16),
-    )
-    yield (q, k, v, *rel), {"scale": 0.25}
-    q_t = torch.randn(2, 1, 32, 64, device=device, dtype=torch.float16).transpose(-1, -2)  # non-contiguous
-    yield (q_t, k, v, *rel), {}
-    yield (q[:1].expand(2, 1, 64, 32), k, v, *rel), {}  # expanded over the batch
-
-
-def _quantize_fp8(device):
-    x = torch.randn(2, 3, 20, 16, device=device)
-    yield (x,), {}
-    yield (x.bfloat16(), "block", 8, torch.float8_e5m2), {}
-    yield (x, "token"), {"shift": torch.randn(2, 3, 1, 16, device=device)}
-    yield (torch.randn(5, 7, device=device, dtype=torch.float16), "tensor"), {}
-    xt = torch.randn(2, 3, 16, 20, device=device).transpose(-1, -2)  # non-contiguous
-    yield (xt,), {}
-    yield (xt, "token"), {}
-    yield (xt, "block", 4), {}
-    yield (torch.randn(1, 1, 20, 16, device=device).expand(2, 3, 20, 16), "token"), {}  # expanded
-
-
-def _quantize_int8_blockwise(device):
-    x = torch.randn(1, 2, 30, 16, device=device, dtype=torch.bfloat16)
-    yield (x, 8), {}
-    yield (x, 16, x.float().mean(dim=-2, keepdim=True)), {}
-    yield (torch.randn(1, 2, 16, 30, device=device).transpose(-1, -2), 8), {}  # non-contiguous
-
-
-def _fp8_attention(device):
-    from lowbit_flex.attention.lowbit_attention import quantize_attention_inputs
-
-    q = torch.randn(1, 2, 70, 64, device=device)
-    k, v = torch.randn(2, 1, 1, 130, 64, device=device).unbind(0)
-    yield quantize_attention_inputs(q, k, v, "fp8"), {"causal": True}
-    yield quantize_attention_inputs(q, k, v, "int8"), {"out_dtype": torch.float16, "pv_fp16_accum": True}
-
-
-SAMPLES = {
-    "quantize_int8_rowwise": _quantize_int8_rowwise,
-    "s8s4_linear": _s8s4_linear,
-    "w4a8_linear": _w4a8_linear,
-    "rel_pos_attention": _rel_pos_attention,
-    "quantize_fp8": _quantize_fp8,
-    "quantize_int8_blockwise": _quantize_int8_blockwise,
-    "fp8_attention": _fp8_attention,
-    "fp8_weight_only_linear": _fp8_weight_only_linear,
-    "fpx_weight_only_linear": _fpx_weight_only_linear,
-}
 
 
 # Ops taking fp8 tensors: torch's SchemaCheckMode (opcheck's test_schema) compares every argument before/after with
@@ -148,7 +28,7 @@ def _registered_ops() -> set[str]:
 
 
 def test_every_op_is_covered():
-    assert _registered_ops() == set(SAMPLES), "add opcheck samples for every lowbit:: op"
+    assert _registered_ops() == set(SAMPLES), "add samples for every lowbit:: op to tests/ops/_samples.py"
 
 
 @pytest.mark.parametrize("device", _devices())

@@ -95,19 +95,35 @@ def test_bad_input_eager_and_fake(bad, kwargs, exc, match):
 needs_kernel = pytest.mark.skipif(kernel_device() is None, reason="needs CUDA or TRITON_INTERPRET=1")
 
 
+# (granularity, out_dtype, native_e4m3): native_e4m3=False is the e4m3fn form for GPUs before sm_89 (codes built with
+# integer operations).
+KERNEL_CASES = (
+    [(g, d, True) for g in GRANS for d in (torch.float8_e4m3fn, torch.float8_e5m2)]
+    + [(g, torch.float8_e4m3fn, False) for g in GRANS]
+    + [("block", torch.int8, True)]  # int8 is quantized per block only
+)
+
+
+def _force_two_pass(mod, monkeypatch, request):
+    """The chunked amax + quantize path on a small tensor. Launch plans are cached by shape: clear them on both
+    sides, so neither this test nor a later one runs a plan made under the other setting."""
+    monkeypatch.setattr(mod, "_MAX_SINGLE_PASS", 64)
+    monkeypatch.setattr(mod, "_CHUNK", 128)
+    mod._launch_plan.cache_clear()
+    request.addfinalizer(mod._launch_plan.cache_clear)
+
+
 @needs_kernel
 @pytest.mark.parametrize("two_pass", [False, True])
-@pytest.mark.parametrize(
-    "granularity, out_dtype",
-    [(g, d) for g in GRANS for d in (torch.float8_e4m3fn, torch.float8_e5m2)] + [("block", torch.int8)],
-)  # int8 is quantized per block only
+@pytest.mark.parametrize("granularity, out_dtype, native_e4m3", KERNEL_CASES)
 @pytest.mark.parametrize("with_shift", [False, True])
-def test_triton_kernel_bit_exact_with_reference(granularity, out_dtype, two_pass, with_shift, monkeypatch):
+def test_triton_kernel_bit_exact_with_reference(
+    granularity, out_dtype, native_e4m3, two_pass, with_shift, monkeypatch, request
+):
     from lowbit_flex.kernels import quantize_groups as mod
 
-    if two_pass:  # force the chunked amax + quantize path on a small tensor
-        monkeypatch.setattr(mod, "_MAX_SINGLE_PASS", 64)
-        monkeypatch.setattr(mod, "_CHUNK", 128)
+    if two_pass:
+        _force_two_pass(mod, monkeypatch, request)
     dev = kernel_device()
     x = (torch.randn(2, 3, 37, 16) * torch.logspace(-6, 3, 16)).to(torch.bfloat16)
     shift = x.float().mean(dim=-2, keepdim=True) if with_shift else None
@@ -115,20 +131,38 @@ def test_triton_kernel_bit_exact_with_reference(granularity, out_dtype, two_pass
         ref_q, ref_s = quantize_int8_blockwise(x, 8, shift)
     else:
         ref_q, ref_s = quantize_fp8(x, granularity, 8, out_dtype, shift)
-    q, s = mod.quantize_groups_triton(x.to(dev), granularity, 8, out_dtype, None if shift is None else shift.to(dev))
-    assert q.dtype == out_dtype and s.shape == ref_s.shape
+    q, s = mod.quantize_groups_triton(
+        x.to(dev), granularity, 8, out_dtype, None if shift is None else shift.to(dev), native_e4m3
+    )
+    assert q.dtype == out_dtype and q.shape == x.shape and s.shape == ref_s.shape
     torch.testing.assert_close(s.cpu(), ref_s, rtol=0, atol=0)
-    torch.testing.assert_close(q.cpu().float(), ref_q.float(), rtol=0, atol=0)
+    assert torch.equal(q.cpu().view(torch.uint8), ref_q.view(torch.uint8))  # bit for bit, the sign of zero too
+
+
+@needs_kernel
+@pytest.mark.parametrize("native_e4m3", [True, False])
+def test_triton_kernel_every_e4m3_code(native_e4m3):
+    # Every finite e4m3fn value, with 448 present: the tensor scale is exactly 1, so each value must come back as
+    # its own code (subnormals, the normal/subnormal boundary, -0 and the saturation bound included).
+    from lowbit_flex.kernels.quantize_groups import quantize_groups_triton
+
+    codes = torch.arange(256, dtype=torch.int32).to(torch.uint8)
+    codes = codes[(codes & 0x7F) != 0x7F]  # drop the two NaN codes
+    x = codes.view(torch.float8_e4m3fn).float()
+    q, s = quantize_groups_triton(x.to(kernel_device()), "tensor", 128, torch.float8_e4m3fn, None, native_e4m3)
+    assert s.item() == 1.0
+    assert torch.equal(q.cpu().view(torch.uint8), codes)
 
 
 @needs_kernel
 @pytest.mark.parametrize("granularity", GRANS)
-def test_triton_kernel_writes_every_element(granularity, monkeypatch):
+@pytest.mark.parametrize("native_e4m3", [True, False])
+def test_triton_kernel_writes_every_element(granularity, native_e4m3, monkeypatch):
     from lowbit_flex.kernels import quantize_groups as mod
 
     x = torch.randn(1, 2, 45, 64, device=kernel_device()) + 1.0  # +1: no exact zeros, so NaN poison is visible
     real_empty = torch.empty
     monkeypatch.setattr(mod.torch, "empty", lambda *a, **k: poison_(real_empty(*a, **k)))
-    q, s = mod.quantize_groups_triton(x, granularity, 16, torch.float8_e4m3fn, None)
+    q, s = mod.quantize_groups_triton(x, granularity, 16, torch.float8_e4m3fn, None, native_e4m3)
     assert_fully_written(q, "x_fp8")
     assert_fully_written(s, "scale")
