@@ -56,6 +56,9 @@ def _check_args(x, w_packed, w_scale, ebits, mbits, bias) -> FPxFormat:
 
 
 def _fpx_weight_only_linear(x, w_packed, w_scale, ebits, mbits, bias=None):
+    # The format is a property of the compiled code: under torch.compile(dynamic=True) ints arrive as SymInts, and
+    # int() specializes on them (a guard) rather than hashing a SymInt in the format lookup.
+    ebits, mbits = int(ebits), int(mbits)
     fmt = _check_args(x, w_packed, w_scale, ebits, mbits, bias)
     if x.is_cuda:
         from lowbit_flex.kernels.float_weight_dispatch import float_weight_only_linear_cuda

@@ -40,8 +40,9 @@ CUSTOM_OPS = {"fp8_attention", "rel_pos_attention", "s8s4_linear"}  # torch.libr
 
 # (arch, dynamic) of each fake-CUDA trace; sm_80 takes the paths for GPUs without fp8 conversion instructions.
 TRACES = [(90, False), (80, False), (90, True)]
-# fpx_weight_only_linear with dynamic=True: ebits/mbits become SymInts, and the format lookup hashes them.
-DYNAMIC_XFAIL = {"fpx_weight_only_linear"}
+# Ops that fail the dynamic trace (strict xfail: a fix must remove the entry). Empty: fpx_weight_only_linear's
+# ebits/mbits became SymInts there until its body specialized on them with int().
+DYNAMIC_XFAIL: set[str] = set()
 
 
 def _lowbit_ops() -> set[str]:
