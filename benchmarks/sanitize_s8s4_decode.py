@@ -19,6 +19,7 @@ import lowbit_flex  # noqa: F401
 from lowbit_flex.kernels.s8s4_decode import DECODE_CONFIGS, s8s4_decode_triton
 from lowbit_flex.kernels.s8s4_gemv import GEMV_CONFIGS, GEMV_MAX_M, s8s4_gemv_triton
 from lowbit_flex.quant import pack_int4
+from lowbit_flex.testing import w4a8_exact_f64
 
 SHAPES = list(itertools.product((1, 3, 16), (40, 136), (96, 1536)))
 KERNELS = [(f"decode {n}", c, s8s4_decode_triton, 16) for n, c in DECODE_CONFIGS.items()]
@@ -45,13 +46,7 @@ def main() -> int:
         else:
             launch(xq.cuda(), xs.view(M).cuda(), w, wsd, bd, torch.bfloat16, cfg, out=out)
         torch.cuda.synchronize()
-        g = K // groups
-        xg, qg = xq.double().view(M, groups, g), q.double().view(N, groups, g)
-        dots = torch.einsum("mgk,ngk->mng", xg, qg)
-        abs_dots = torch.einsum("mgk,ngk->mng", xg.abs(), qg.abs())  # sum |products|: what float32 sums round
-        scales = ws.double().view(1, N, groups) * xs.double().view(M, 1, 1)
-        ref = (dots * scales).sum(-1) + bias.double()
-        mag = (abs_dots * scales).sum(-1) + bias.double().abs()
+        ref, mag = w4a8_exact_f64(xq, xs.view(M), q, ws, bias)
         tol = ref.abs() * 2.0**-8 + (groups + 4) * 2.0**-24 * mag + 1e-30
         runs += 1
         if not bool(((out.double().cpu() - ref).abs() <= tol).all()):

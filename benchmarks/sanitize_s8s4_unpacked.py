@@ -19,6 +19,7 @@ import torch
 import lowbit_flex  # noqa: F401
 from lowbit_flex.kernels.s8s4_unpacked_gemm import UNPACKED_CONFIGS, s8s4_unpacked_gemm_triton
 from lowbit_flex.quant import pack_int4
+from lowbit_flex.testing import w4a8_exact_f64
 
 SHAPES = list(itertools.product((1, 77, 130, 300), (40, 136), (96, 384)))
 
@@ -41,13 +42,7 @@ def main() -> int:
             xq.cuda(), xs.cuda(), pack_int4(q).cuda(), ws.cuda(), bias.cuda(), torch.bfloat16, cfg
         )
         torch.cuda.synchronize()
-        g = K // groups
-        xg, qg = xq.double().view(M, groups, g), q.double().view(N, groups, g)
-        dots = torch.einsum("mgk,ngk->mng", xg, qg)
-        abs_dots = torch.einsum("mgk,ngk->mng", xg.abs(), qg.abs())
-        scales = ws.double().view(1, N, groups) * xs.double().view(M, 1, 1)
-        ref = (dots * scales).sum(-1) + bias.double()
-        mag = (abs_dots * scales).sum(-1) + bias.double().abs()
+        ref, mag = w4a8_exact_f64(xq, xs.view(M), q, ws, bias)
         tol = ref.abs() * 2.0**-8 + (2 * K // 32 + 4) * 2.0**-24 * mag + 1e-30
         runs += 1
         if not bool(((out.double().cpu() - ref).abs() <= tol).all()):

@@ -2,6 +2,8 @@
 
 import torch
 
+from lowbit_flex.testing import w4a8_exact_f64 as exact_f64
+
 
 def scale_range(out_dtype):
     # fp16 tops out at 65504: |dot| <= 1024 * K, so keep scale products below ~1e-1; bf16 takes nine decades.
@@ -23,24 +25,6 @@ def random_inputs(M, N, K, group, out_dtype, bias=True):
     ws = log_uniform((N,) if group is None else (N, K // group), lo, hi)
     b = torch.randn(N) * 100 if bias else None
     return x, xs, q, ws, b
-
-
-def exact_f64(x, xs, q, ws, bias):
-    """Independent definition: float64 products of integers are exact (|dot| < 2**53); scales in another order.
-    Also returns the summed magnitudes (for the float32 rounding allowance)."""
-    (M, K), N = x.shape, q.shape[0]
-    groups = 1 if ws.dim() == 1 else ws.shape[1]
-    g = K // groups
-    xg, qg = x.double().reshape(M, groups, g), q.double().reshape(N, groups, g)
-    dots = torch.einsum("mgk,ngk->mng", xg, qg)
-    abs_dots = torch.einsum("mgk,ngk->mng", xg.abs(), qg.abs())  # sum |products|: what split-K partials round
-    scales = xs.double().reshape(M, 1, 1) * ws.double().reshape(1, N, groups)
-    out = (dots * scales).sum(-1)
-    magnitude = (abs_dots * scales).sum(-1)
-    if bias is not None:
-        out = out + bias.double()
-        magnitude = magnitude + bias.double().abs()
-    return out, magnitude
 
 
 def fp32_terms(plan, groupwise):
