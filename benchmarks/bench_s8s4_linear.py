@@ -1,10 +1,11 @@
 """W4A8 GEMM (``lowbit::s8s4_linear``) vs bf16 ``torch.mm`` and ``torch._int_mm`` (W8A8), per backend and config.
 
 For each (K, N) and M: the baselines, every Triton config and every CUTLASS config (forced), the dispatched op,
-the whole linear (fused int8 activation quantization + GEMM), and the group-wise (group 128) op. Before timing,
-each backend/config is checked on the first shape against an exact reference (integer dot products in float64,
-which is exact below 2**53). At M <= 16 the table reports the fraction of the int4-weight memory floor
-(packed weight bytes / copy bandwidth measured in this run) that the dispatched op reaches.
+the whole linear (fused int8 activation quantization + GEMM), and the group-wise (group 128) op; the Hopper
+group-wise CUTLASS configs (``cutlass_groupwise ...``, forced, weight unpack included) are timed on the g128
+weights. Before timing, each backend/config is checked on the first shape against an exact reference (integer
+dot products in float64, which is exact below 2**53). At M <= 16 the table reports the fraction of the int4-weight
+memory floor (packed weight bytes / copy bandwidth measured in this run) that the dispatched op reaches.
 """
 
 from __future__ import annotations
@@ -97,6 +98,16 @@ def _forced_unpacked(name: str):
     )
 
 
+def _forced_cutlass_groupwise(name: str):
+    """The Hopper group-wise CUTLASS kernel through the op's CUDA path: the per-call int4 -> int8 unpack included,
+    as for the ``unpacked`` Triton kernel."""
+    from lowbit_flex.kernels.s8s4_dispatch import s8s4_linear_cuda
+
+    return lambda xq, xs, w4, ws: s8s4_linear_cuda(
+        xq, xs, w4, ws, None, torch.bfloat16, _backend="cutlass_sm90_groupwise", _config=name
+    )
+
+
 def _forced_cutlass(launch, family: str, config: str):
     return lambda xq, xs, w4, ws: launch(xq, xs, w4, ws, None, torch.bfloat16, family, config)
 
@@ -112,10 +123,24 @@ def _methods(cutlass) -> dict:
         configs, _supported, launch = cutlass
         for family, names in configs.items():
             out |= {f"cutlass {family} {c}": _forced_cutlass(launch, family, c) for c in names}
+        from lowbit_flex.kernels.s8s8_groupwise_cutlass import configs_for_group
+
+        # Group-wise only (timed on the g128 weights), so only the configs that take group 128.
+        out |= {f"cutlass_groupwise {c}": _forced_cutlass_groupwise(c) for c in configs_for_group(128)}
     return out
 
 
+def _groupwise_only(name: str) -> bool:
+    return name.startswith("cutlass_groupwise")
+
+
 def _applicable(name: str, M: int, N: int, K: int, groupwise: bool, cutlass) -> bool:
+    if _groupwise_only(name):
+        from lowbit_flex.kernels.s8s4_cutlass import library_available
+        from lowbit_flex.kernels.s8s8_groupwise_cutlass import supported
+
+        # a per-call unpack of the whole weight, like "unpacked": a large-M kernel
+        return groupwise and M >= 64 and supported(M, N, K, 128) and library_available()
     if name.startswith("cutlass"):
         return not groupwise and cutlass[1](name.split()[1], M, N, K)
     if name.startswith("unpacked"):
@@ -176,8 +201,9 @@ def run(bench: Bench) -> None:
                 times["int_mm W8A8"] = bench.time(_int_mm, *padded)
                 extra["int_mm"] = f"padded M to 32 ({type(e).__name__})"
             for name, fn in methods.items():
-                if _applicable(name, M, N, K, False, cutlass):
-                    times[name] = bench.time(fn, *[(*q[i], *w4[i]) for i in range(n)])
+                gw = _groupwise_only(name)  # timed on the g128 weights, every other method per channel
+                if _applicable(name, M, N, K, gw, cutlass):
+                    times[name] = bench.time(fn, *[(*q[i], *(w4g if gw else w4)[i]) for i in range(n)])
             times["dispatched"] = bench.time(_dispatched, *[(*q[i], *w4[i]) for i in range(n)])
             times["dispatched g128"] = bench.time(_dispatched, *[(*q[i], *w4g[i]) for i in range(n)])
             times["whole linear"] = bench.time(_whole_linear, *[(x[i], *w4[i]) for i in range(n)])

@@ -43,6 +43,9 @@ class Backend(enum.Enum):
     TRITON_UNPACKED = "triton_unpacked"
     CUTLASS_SM80 = "cutlass_sm80"  # the CUTLASS 2.x mixed-input family (runs on sm_80 and sm_90)
     CUTLASS_SM90 = "cutlass_sm90"  # the CUTLASS 3.x WGMMA family (sm_90a only)
+    # kernels/s8s8_groupwise_cutlass.py: group-wise scales only, sm_90a only; unpacks the weight to int8 per call,
+    # then a CUTLASS WGMMA kernel promoting each group's int32 dot into fp32. Unmeasured: forced only (_backend=).
+    CUTLASS_SM90_GROUPWISE = "cutlass_sm90_groupwise"
 
 
 _CUTLASS_FAMILY = {Backend.CUTLASS_SM80: "sm80", Backend.CUTLASS_SM90: "sm90"}
@@ -129,8 +132,9 @@ def scale_kind_of(weight_scale: torch.Tensor) -> ScaleKind:
     return ScaleKind.GROUPWISE if weight_scale.dim() == 2 and weight_scale.shape[1] > 1 else ScaleKind.PER_CHANNEL
 
 
-def available(backend: Backend, arch: Arch, scale: ScaleKind, M: int, N: int, K: int) -> bool:
-    """Whether ``backend`` can run this problem here (CUTLASS: also whether its library builds and loads)."""
+def available(backend: Backend, arch: Arch, scale: ScaleKind, M: int, N: int, K: int, group: int | None = None) -> bool:
+    """Whether ``backend`` can run this problem here (CUTLASS: also whether its library builds and loads).
+    ``group``: the scale group size, which only the group-wise CUTLASS backend needs (and requires)."""
     if backend is Backend.TRITON_GEMV:
         from lowbit_flex.kernels.s8s4_gemv import gemv_supports
 
@@ -141,6 +145,13 @@ def available(backend: Backend, arch: Arch, scale: ScaleKind, M: int, N: int, K:
         return 1 <= M <= DECODE_MAX_M
     if backend in (Backend.TRITON, Backend.TRITON_UNPACKED):
         return True
+    if backend is Backend.CUTLASS_SM90_GROUPWISE:
+        if scale is not ScaleKind.GROUPWISE or arch is not Arch.SM90 or group is None:
+            return False
+        from lowbit_flex.kernels.s8s4_cutlass import library_available
+        from lowbit_flex.kernels.s8s8_groupwise_cutlass import supported
+
+        return supported(M, N, K, group) and library_available()
     if scale is not ScaleKind.PER_CHANNEL or arch is Arch.OTHER:
         return False
     from lowbit_flex.kernels.s8s4_cutlass import cutlass_s8s4_supported, library_available
@@ -186,6 +197,16 @@ def decode_launcher(backend: Backend, config: object) -> Callable | None:
     return None
 
 
+def _default_config(backend: Backend, group: int | None) -> object:
+    """The config a forced backend runs when ``_config`` is not given: its first row in the table, or (for the
+    group-wise CUTLASS backend, which has no row yet) its first config that takes the group."""
+    if backend is Backend.CUTLASS_SM90_GROUPWISE:
+        from lowbit_flex.kernels.s8s8_groupwise_cutlass import configs_for_group
+
+        return configs_for_group(group)[0]
+    return next(r.config for r in DISPATCH_TABLE if r.backend is backend)
+
+
 def s8s4_linear_cuda(
     input: torch.Tensor,
     input_scale: torch.Tensor,
@@ -208,12 +229,14 @@ def s8s4_linear_cuda(
     ws = weight_scale.float()
     b = bias.float() if bias is not None else None
     arch, scale = arch_of(x.device), scale_kind_of(weight_scale)
+    group = K // weight_scale.shape[1] if scale is ScaleKind.GROUPWISE else None
     forced = _backend or os.environ.get(_ENV_BACKEND)
     if forced:
         backend = Backend(forced)
-        if not available(backend, arch, scale, M, N, K):
-            raise ValueError(f"_backend: {backend.value} cannot take M={M}, N={N}, K={K} ({scale.value}, {arch.value})")
-        config = _config if _config is not None else next(r.config for r in DISPATCH_TABLE if r.backend is backend)
+        if not available(backend, arch, scale, M, N, K, group):
+            shape = f"M={M}, N={N}, K={K}, group={group}"
+            raise ValueError(f"_backend: {backend.value} cannot take {shape} ({scale.value}, {arch.value})")
+        config = _config if _config is not None else _default_config(backend, group)
     else:
         rule = choose(arch, scale, M, N, K)
         backend, config = rule.backend, rule.config
@@ -231,6 +254,11 @@ def s8s4_linear_cuda(
 
         cfg = UNPACKED_CONFIGS[config] if isinstance(config, str) else config
         out = s8s4_unpacked_gemm_triton(x, xs, weight, ws, b, out_dtype, cfg)
+    elif backend is Backend.CUTLASS_SM90_GROUPWISE:
+        from lowbit_flex.kernels.s8s4_unpacked_gemm import unpack_int4_triton
+        from lowbit_flex.kernels.s8s8_groupwise_cutlass import s8s8_groupwise_cutlass
+
+        out = s8s8_groupwise_cutlass(x, xs, unpack_int4_triton(weight), ws, b, out_dtype, config)
     else:
         from lowbit_flex.kernels.s8s4_cutlass import s8s4_linear_cutlass
 

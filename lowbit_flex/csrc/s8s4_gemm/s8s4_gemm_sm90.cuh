@@ -8,7 +8,7 @@
 // column-major is exactly out (M x N) row-major, so the TMA epilogue writes the caller's layout. The same fused
 // epilogue as the Ampere kernel runs as an sm90 EVT, with the roles of row and column vectors swapped.
 // Included by one TU per output dtype. In a build for sm_80 only (CI compiles every TU for both) no Hopper kernel
-// is instantiated and the launcher refuses to run.
+// is instantiated and the launcher refuses to run (common/sm90_arch.h).
 #pragma once
 
 // clang-format off
@@ -22,6 +22,7 @@
 #include "cutlass/gemm/dispatch_policy.hpp"
 #include "cutlass/gemm/kernel/gemm_universal.hpp"
 // clang-format on
+#include "common/sm90_arch.h"
 #include "s8s4_gemm/s8s4_configs.h"
 #include "s8s4_gemm/s8s4_gemm.h"
 
@@ -37,19 +38,6 @@ namespace fusion = cutlass::epilogue::fusion;
 #if defined(__CUDA_ARCH__) && (__CUDA_ARCH__ == 900) && !defined(__CUDA_ARCH_FEAT_SM90_ALL)
 #error "s8s4 Hopper kernels: compile for sm_90a (-gencode=arch=compute_90a,code=sm_90a), not sm_90"
 #endif
-
-// The launch-time half of the arch check (the compile-time half is built_for_sm90() below): sm_90a SASS runs on
-// compute capability 9.0 only.
-inline bool device_is_sm90() {
-  int dev = 0, major = 0, minor = 0;
-  if (cudaGetDevice(&dev) != cudaSuccess ||
-      cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess ||
-      cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev) != cudaSuccess) {
-    cudaGetLastError();  // clear it: the next launch check must not report this query's failure
-    return false;
-  }
-  return major == 9 && minor == 0;
-}
 
 template <class ElementOut, int TileM, int TileN, int TileK, class KernelSchedule, class EpilogueSchedule>
 struct Gemm {
@@ -137,17 +125,6 @@ struct Gemm {
     return last_launch_status();
   }
 };
-
-// nvcc defines __CUDA_ARCH_LIST__ (e.g. 800 or 800,900) in the host pass too: a library built only for sm_80
-// instantiates no Hopper kernel at all, which also halves its build time.
-constexpr bool built_for_sm90() {
-#if defined(__CUDA_ARCH_LIST__)
-  constexpr int archs[] = {__CUDA_ARCH_LIST__};
-  for (int a : archs)
-    if (a == 900) return true;
-#endif
-  return false;
-}
 
 template <class ElementOut>
 int dispatch(int config, Problem const& p, size_t* query_workspace) {

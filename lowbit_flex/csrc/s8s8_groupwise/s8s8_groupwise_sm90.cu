@@ -1,0 +1,23 @@
+// Exported launcher of the Hopper group-wise int8 GEMM (s8s8_groupwise_sm90.cuh); the instances live in one TU
+// per output dtype.
+#include "s8s8_groupwise/s8s8_groupwise.h"
+#include "s8s8_groupwise/s8s8_groupwise_configs.h"
+
+namespace {
+#define LOWBIT_S8S8G_NAME(I, NAME, ...) NAME,
+constexpr const char* kConfigNames[] = {LOWBIT_S8S8G_SM90_CONFIGS(LOWBIT_S8S8G_NAME)};
+#undef LOWBIT_S8S8G_NAME
+constexpr int kNumConfigs = sizeof(kConfigNames) / sizeof(kConfigNames[0]);
+}  // namespace
+
+LOWBIT_API int lowbit_s8s8_groupwise_sm90_num_configs() { return kNumConfigs; }
+
+LOWBIT_API const char* lowbit_s8s8_groupwise_sm90_config_name(int config) {
+  return config >= 0 && config < kNumConfigs ? kConfigNames[config] : nullptr;
+}
+
+LOWBIT_API int lowbit_s8s8_groupwise_sm90(LOWBIT_S8S8G_LAUNCHER_PARAMS) {
+  const lowbit::s8s8g::Problem p LOWBIT_S8S8G_PROBLEM;
+  return lowbit::s8s8g::launch(lowbit::s8s8g::sm90_f16, lowbit::s8s8g::sm90_bf16, config, out_dtype, p,
+                               query_workspace);
+}

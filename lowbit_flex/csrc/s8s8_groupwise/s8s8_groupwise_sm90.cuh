@@ -1,0 +1,158 @@
+// Hopper int8 x int8 GEMM with group-wise weight scales (CUTLASS 3.x GemmUniversal, cooperative warp-specialized
+// kernel, the custom mainloop of s8s8_groupwise_mainloop.cuh, TMA-store epilogue with an sm90 EVT).
+//
+// No operand swap: A = x (M x K, K-major), B = w (N x K, K-major, i.e. CUTLASS's K x N column-major), D = out
+// (M x N, row-major). The mainloop leaves sum_g float(dot_g) * w_scale[n, g] in fp32 accumulators; the epilogue
+// multiplies by x_scale (a column vector in these coordinates), adds bias (a row vector) and rounds once.
+// Included by one TU per output dtype. In a build for sm_80 only (CI compiles every TU for both) no Hopper kernel
+// is instantiated and the launcher refuses to run (common/sm90_arch.h).
+#pragma once
+
+// clang-format off
+#include "cutlass/cutlass.h"
+#include "cute/tensor.hpp"
+#include "cutlass/epilogue/collective/collective_builder.hpp"
+#include "cutlass/epilogue/fusion/sm90_visitor_compute_tma_warpspecialized.hpp"
+#include "cutlass/epilogue/fusion/sm90_visitor_load_tma_warpspecialized.hpp"
+#include "cutlass/gemm/collective/collective_builder.hpp"
+#include "cutlass/gemm/device/gemm_universal_adapter.h"
+#include "cutlass/gemm/dispatch_policy.hpp"
+#include "cutlass/gemm/kernel/gemm_universal.hpp"
+// clang-format on
+#include "common/sm90_arch.h"
+#include "s8s8_groupwise/s8s8_groupwise.h"
+#include "s8s8_groupwise/s8s8_groupwise_configs.h"
+#if defined(CUTLASS_ARCH_MMA_SM90_SUPPORTED)
+#include "s8s8_groupwise/s8s8_groupwise_mainloop.cuh"
+#endif
+
+namespace lowbit::s8s8g::sm90 {
+
+#if defined(CUTLASS_ARCH_MMA_SM90_SUPPORTED)  // CUDA >= 12: the CUTLASS 3.x Hopper headers are usable
+
+using namespace cute;
+namespace fusion = cutlass::epilogue::fusion;
+
+// Hopper kernels need the arch-specific sm_90a target (wgmma, setmaxnreg); for plain sm_90 CUTLASS would silently
+// compile them as empty stubs.
+#if defined(__CUDA_ARCH__) && (__CUDA_ARCH__ == 900) && !defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#error "s8s8 group-wise Hopper kernels: compile for sm_90a (-gencode=arch=compute_90a,code=sm_90a), not sm_90"
+#endif
+
+template <class ElementOut, int TileM, int TileN, int KBlocksPerGroup>
+struct Gemm {
+  static constexpr int TileK = 128;
+  using TileShape = Shape<Int<TileM>, Int<TileN>, Int<TileK>>;
+  using ClusterShape = Shape<_1, _1, _1>;
+  using LayoutX = cutlass::layout::RowMajor;     // A: (M, K), K-major
+  using LayoutW = cutlass::layout::ColumnMajor;  // B: (K, N) column-major == w (N, K) row-major
+  using LayoutOut = cutlass::layout::RowMajor;   // D: (M, N)
+  static constexpr int kAlignIn = 16;            // TMA: 16-byte rows, K % 16 (K % 32 by contract)
+  static constexpr int kAlignOut = 8;            // TMA store: 16-byte rows, N % 8
+  static constexpr auto kRound = cutlass::FloatRoundStyle::round_to_nearest;
+
+  // x_scale varies along M (a column vector), bias along N (a row vector; null -> 0).
+  using XScale = fusion::Sm90ColBroadcast<0, TileShape, float, float, Stride<_1, _0, int64_t>>;
+  using Bias = fusion::Sm90RowBroadcast<0, TileShape, float, float, Stride<_0, _1, int64_t>>;
+  // (acc * x_scale) + bias in fp32, one rounding to the output dtype at the end.
+  using AccTimesX = fusion::Sm90EVT<fusion::Sm90Compute<cutlass::multiplies, float, float, kRound>,
+                                    fusion::Sm90AccFetch, XScale>;
+  using Callbacks = fusion::Sm90EVT<fusion::Sm90Compute<cutlass::plus, ElementOut, float, kRound>, AccTimesX, Bias>;
+
+  using Epilogue = typename cutlass::epilogue::collective::CollectiveBuilder<
+      cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, TileShape, ClusterShape,
+      cutlass::epilogue::collective::EpilogueTileAuto, float, float,
+      void, LayoutOut, kAlignOut,  // no source tensor C
+      ElementOut, LayoutOut, kAlignOut, cutlass::epilogue::TmaWarpSpecializedCooperative, Callbacks>::CollectiveOp;
+
+  // Stages: what is left of the 227 KiB after the epilogue and ~1 KiB of kernel barriers / scheduler state, per
+  // (A tile + B tile + the tile's scales + a full/empty barrier pair).
+  static constexpr int kGroupsPerTile = 4 / KBlocksPerGroup;
+  static constexpr int kStageBytes = (TileM + TileN) * TileK + kGroupsPerTile * TileN * 4 + 16;
+  static constexpr int kStages = int(cutlass::gemm::collective::detail::sm90_smem_capacity_bytes -
+                                     sizeof(typename Epilogue::SharedStorage) - 1024) / kStageBytes;
+  static_assert(kStages >= 3, "too few pipeline stages fit in shared memory");
+
+  using MainloopS32 = typename cutlass::gemm::collective::CollectiveBuilder<
+      cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp,
+      int8_t, LayoutX, kAlignIn, int8_t, LayoutW, kAlignIn, int32_t, TileShape, ClusterShape,
+      cutlass::gemm::collective::StageCount<kStages>,
+      cutlass::gemm::KernelTmaWarpSpecializedCooperative>::CollectiveOp;
+  using Mainloop = GroupwiseMainloop<MainloopS32, KBlocksPerGroup>;
+
+  using Kernel = cutlass::gemm::kernel::GemmUniversal<Shape<int, int, int, int>, Mainloop, Epilogue>;
+  using Device = cutlass::gemm::device::GemmUniversalAdapter<Kernel>;
+  static_assert(sizeof(typename Kernel::SharedStorage) <= cutlass::gemm::collective::detail::sm90_smem_capacity_bytes,
+                "kernel shared storage exceeds the sm90 capacity");
+
+  static typename Device::Arguments arguments(Problem const& p) {
+    // Packed strides in elements: the K-major operands step K along their M/N mode; D steps N along M.
+    typename Kernel::StrideA dX{};
+    get<0>(dX) = int64_t(p.K);
+    get<2>(dX) = int64_t(p.M) * p.K;
+    typename Kernel::StrideB dW{};
+    get<0>(dW) = int64_t(p.K);
+    get<2>(dW) = int64_t(p.N) * p.K;
+    typename Kernel::StrideD dOut{};
+    get<0>(dOut) = int64_t(p.N);
+    get<2>(dOut) = int64_t(p.M) * p.N;
+    static_assert(is_same_v<remove_cvref_t<decltype(get<1>(dX))>, _1>);
+    static_assert(is_same_v<remove_cvref_t<decltype(get<1>(dW))>, _1>);
+    static_assert(is_same_v<remove_cvref_t<decltype(get<1>(dOut))>, _1>);
+    typename Callbacks::Arguments callbacks{
+        {                         // AccTimesX
+         {},                      // AccFetch
+         {p.x_scale, 0.0f, {}},   // XScale
+         {}},                     // multiplies
+        {p.bias, 0.0f, {}},       // Bias
+        {}};                      // plus
+    return typename Device::Arguments{
+        cutlass::gemm::GemmUniversalMode::kGemm,
+        {p.M, p.N, p.K, 1},
+        {p.x, dX, p.w, dW, p.w_scale, p.group},
+        {callbacks, nullptr, dOut, static_cast<ElementOut*>(p.out), dOut}};
+  }
+
+  static int run(Problem const& p, size_t* query_workspace) {
+    if (!device_is_sm90()) return kInvalidArgument;
+    if (!Mainloop::group_ok(p.group)) return kInvalidArgument;
+    auto args = arguments(p);
+    if (Device::can_implement(args) != cutlass::Status::kSuccess) return kCutlassCannotImplement;
+    const size_t need = Device::get_workspace_size(args);
+    if (query_workspace) {
+      *query_workspace = need;
+      return kOk;
+    }
+    if (p.workspace_bytes < need) return kInvalidArgument;
+    Device gemm;
+    if (gemm.initialize(args, p.workspace, p.stream) != cutlass::Status::kSuccess) return kCutlassInitFailed;
+    if (gemm.run(p.stream) != cutlass::Status::kSuccess) return kCutlassRunFailed;
+    return last_launch_status();
+  }
+};
+
+template <class ElementOut>
+int dispatch(int config, Problem const& p, size_t* query_workspace) {
+  if constexpr (!built_for_sm90()) {
+    return kInvalidArgument;
+  } else {
+  if (!problem_ok(p)) return kInvalidArgument;
+  switch (config) {
+#define LOWBIT_S8S8G_CASE(I, NAME, TM, TN, KBG) \
+  case I:                                       \
+    return Gemm<ElementOut, TM, TN, KBG>::run(p, query_workspace);
+    LOWBIT_S8S8G_SM90_CONFIGS(LOWBIT_S8S8G_CASE)
+#undef LOWBIT_S8S8G_CASE
+    default: return kInvalidArgument;
+  }
+  }
+}
+
+#else  // a CUDA toolkit without the Hopper CUTLASS path: every call is refused
+
+template <class ElementOut>
+int dispatch(int, Problem const&, size_t*) { return kInvalidArgument; }
+
+#endif
+
+}  // namespace lowbit::s8s8g::sm90
