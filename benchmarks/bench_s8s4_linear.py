@@ -171,7 +171,7 @@ def _check_all(methods, cutlass, K, N, weights) -> dict[str, str]:
 
 
 def run(bench: Bench) -> None:
-    from lowbit_flex.kernels.s8s4_dispatch import arch_of, choose, scale_kind_of
+    from lowbit_flex.kernels.s8s4_dispatch import rule_for
 
     cutlass = _cutlass()
     methods = _methods(cutlass)
@@ -208,9 +208,9 @@ def run(bench: Bench) -> None:
             times["dispatched g128"] = bench.time(_dispatched, *[(*q[i], *w4g[i]) for i in range(n)])
             times["whole linear"] = bench.time(_whole_linear, *[(x[i], *w4[i]) for i in range(n)])
             times["whole linear g128"] = bench.time(_whole_linear, *[(x[i], *w4g[i]) for i in range(n)])
-            ws = weights["per-channel"][1]
-            rule = choose(arch_of(ws.device), scale_kind_of(ws), M, N, K)
-            extra["backend"] = f"{rule.backend.value} {rule.config or ''}".strip()
+            for kind, label in (("per-channel", "backend"), ("g128", "backend g128")):
+                rule = rule_for(weights[kind][1].device, weights[kind][1], M, N, K)
+                extra[label] = f"{rule.backend.value} {rule.config or ''}".strip()
             extra["TOPS dispatched"] = 2 * M * N * K / (times["dispatched"] * 1e-3) / 1e12
             extra["vs int_mm"] = times["int_mm W8A8"] / times["dispatched"]
             extra["whole/GEMM"] = times["whole linear"] / times["dispatched"]

@@ -44,7 +44,7 @@ class Backend(enum.Enum):
     CUTLASS_SM80 = "cutlass_sm80"  # the CUTLASS 2.x mixed-input family (runs on sm_80 and sm_90)
     CUTLASS_SM90 = "cutlass_sm90"  # the CUTLASS 3.x WGMMA family (sm_90a only)
     # kernels/s8s8_groupwise_cutlass.py: group-wise scales only, sm_90a only; unpacks the weight to int8 per call,
-    # then a CUTLASS WGMMA kernel promoting each group's int32 dot into fp32. Unmeasured: forced only (_backend=).
+    # then a CUTLASS WGMMA kernel promoting each group's int32 dot into fp32 (a config takes some group sizes).
     CUTLASS_SM90_GROUPWISE = "cutlass_sm90_groupwise"
 
 
@@ -60,13 +60,14 @@ class Rule:
     max_m: int | None = None  # rule applies when M <= max_m
     # True: only when N > K (many output channels, short reduction); False: only when K > N (a deep reduction).
     wide: bool | None = None
+    min_mn: int | None = None  # rule applies when M * N >= min_mn (enough output tiles for a wider tile)
     # lowbit::w4a8_linear only (float input): quantize x inside the decode kernel (True) or with the quantizer
     # kernel first (False, measured faster everywhere): fusing saves a launch but every program re-reads its full
     # x rows for the amax.
     fuse_quant: bool = False
 
 
-_PC, _SM80, _SM90 = ScaleKind.PER_CHANNEL, Arch.SM80, Arch.SM90
+_PC, _GW, _SM80, _SM90 = ScaleKind.PER_CHANNEL, ScaleKind.GROUPWISE, Arch.SM80, Arch.SM90
 
 # Measured on an H200 (benchmarks/bench_s8s4_linear.py, 2026-11-22; docs/w4a8.md and
 # docs/measurements/h200_run5_s8s4_all_configs.md time every backend and tile). CUTLASS takes per-channel scales
@@ -109,7 +110,16 @@ DISPATCH_TABLE: tuple[Rule, ...] = (
     Rule(Backend.TRITON, "gemv_16x64x256_splitk", max_m=16),
     Rule(Backend.TRITON, "mid_swap_64x128x128", arch=_SM90, max_m=128),
     Rule(Backend.TRITON, "mid_64x128x128", max_m=128),
-    Rule(Backend.TRITON_UNPACKED, "s8s8_64x128x128_w4_s3", scale=ScaleKind.GROUPWISE),
+    # Group-wise from M = 513 on Hopper: the CUTLASS kernel that promotes each group's int32 WGMMA result into fp32
+    # (weight unpacked per call, as for the Triton rows). H200, 2026-12-01, whole GEMM with the unpack x bf16
+    # torch.mm (docs/measurements/h200_run14_w4a8_groupwise_cutlass.md): M = 1024 0.83-0.97x and M = 4096
+    # 1.02-1.09x against 0.73-0.76x / 0.80-0.83x for the Triton tile; at M = 256 it lost on 4096² (0.50 vs 0.69x).
+    # The 128x192 tile wins once M * N >= 2**23 (1024 x 8192), the 128x128 tile below (more tiles per wave).
+    # Configs for groups 32 and 64 exist (forced, exact) but are unmeasured: those groups stay on Triton.
+    Rule(Backend.TRITON_UNPACKED, "s8s8_64x128x128_w4_s3", scale=_GW, max_m=512),
+    Rule(Backend.CUTLASS_SM90_GROUPWISE, "128x192x128_g128", arch=_SM90, scale=_GW, min_mn=2**23),
+    Rule(Backend.CUTLASS_SM90_GROUPWISE, "128x128x128_g128", arch=_SM90, scale=_GW),
+    Rule(Backend.TRITON_UNPACKED, "s8s8_64x128x128_w4_s3", scale=_GW),
     Rule(Backend.TRITON_UNPACKED, "s8s8_128x128x128_w8_s3"),
 )
 
@@ -132,9 +142,13 @@ def scale_kind_of(weight_scale: torch.Tensor) -> ScaleKind:
     return ScaleKind.GROUPWISE if weight_scale.dim() == 2 and weight_scale.shape[1] > 1 else ScaleKind.PER_CHANNEL
 
 
-def available(backend: Backend, arch: Arch, scale: ScaleKind, M: int, N: int, K: int, group: int | None = None) -> bool:
-    """Whether ``backend`` can run this problem here (CUTLASS: also whether its library builds and loads).
-    ``group``: the scale group size, which only the group-wise CUTLASS backend needs (and requires)."""
+def available(
+    backend: Backend, arch: Arch, scale: ScaleKind, M: int, N: int, K: int, group: int | None = None,
+    config: str | None = None,
+) -> bool:  # fmt: skip
+    """Whether ``backend`` (with ``config``, where given) can run this problem here (CUTLASS: also whether its
+    library builds and loads). ``group``: the scale group size, which only the group-wise CUTLASS backend needs (and
+    requires): each of its configs takes some group sizes."""
     if backend is Backend.TRITON_GEMV:
         from lowbit_flex.kernels.s8s4_gemv import gemv_supports
 
@@ -149,9 +163,10 @@ def available(backend: Backend, arch: Arch, scale: ScaleKind, M: int, N: int, K:
         if scale is not ScaleKind.GROUPWISE or arch is not Arch.SM90 or group is None:
             return False
         from lowbit_flex.kernels.s8s4_cutlass import library_available
-        from lowbit_flex.kernels.s8s8_groupwise_cutlass import supported
+        from lowbit_flex.kernels.s8s8_groupwise_cutlass import GROUPWISE_CONFIGS, supported
 
-        return supported(M, N, K, group) and library_available()
+        takes_group = config is None or group in GROUPWISE_CONFIGS[config]
+        return takes_group and supported(M, N, K, group) and library_available()
     if scale is not ScaleKind.PER_CHANNEL or arch is Arch.OTHER:
         return False
     from lowbit_flex.kernels.s8s4_cutlass import cutlass_s8s4_supported, library_available
@@ -160,24 +175,31 @@ def available(backend: Backend, arch: Arch, scale: ScaleKind, M: int, N: int, K:
 
 
 @functools.lru_cache(maxsize=4096)
-def choose(arch: Arch, scale: ScaleKind, M: int, N: int, K: int) -> Rule:
-    """The first rule of :data:`DISPATCH_TABLE` that matches and whose backend is available. Memoised per shape:
-    the table walk (with an import and a library check) would otherwise run in front of every decode GEMM."""
+def choose(arch: Arch, scale: ScaleKind, M: int, N: int, K: int, group: int | None = None) -> Rule:
+    """The first rule of :data:`DISPATCH_TABLE` that matches and whose backend is available (``group``: the scale
+    group size of group-wise scales). Memoised per shape: the table walk (with an import and a library check)
+    would otherwise run in front of every decode GEMM."""
     for rule in DISPATCH_TABLE:
         if (
             (rule.arch is None or rule.arch is arch)
             and (rule.scale is None or rule.scale is scale)
             and (rule.max_m is None or rule.max_m >= M)
             and (rule.wide is None or (N > K if rule.wide else K > N))
-            and available(rule.backend, arch, scale, M, N, K)
+            and (rule.min_mn is None or rule.min_mn <= M * N)
+            and available(rule.backend, arch, scale, M, N, K, group, rule.config)
         ):
             return rule
     raise AssertionError("DISPATCH_TABLE must end with rules every shape matches")
 
 
+def group_of(weight_scale: torch.Tensor, K: int) -> int | None:
+    """The scale group size of group-wise scales ``(N, K // group)``; None for per-channel scales."""
+    return K // weight_scale.shape[1] if scale_kind_of(weight_scale) is ScaleKind.GROUPWISE else None
+
+
 def rule_for(device: torch.device, weight_scale: torch.Tensor, M: int, N: int, K: int) -> Rule:
     """:func:`choose` for a problem on ``device`` with these weight scales (what the ops call)."""
-    return choose(arch_of(device), scale_kind_of(weight_scale), M, N, K)
+    return choose(arch_of(device), scale_kind_of(weight_scale), M, N, K, group_of(weight_scale, K))
 
 
 def decode_launcher(backend: Backend, config: object) -> Callable | None:
@@ -199,7 +221,7 @@ def decode_launcher(backend: Backend, config: object) -> Callable | None:
 
 def _default_config(backend: Backend, group: int | None) -> object:
     """The config a forced backend runs when ``_config`` is not given: its first row in the table, or (for the
-    group-wise CUTLASS backend, which has no row yet) its first config that takes the group."""
+    group-wise CUTLASS backend, whose rows take groups 128 and 256) its first config that takes the group."""
     if backend is Backend.CUTLASS_SM90_GROUPWISE:
         from lowbit_flex.kernels.s8s8_groupwise_cutlass import configs_for_group
 
@@ -229,7 +251,7 @@ def s8s4_linear_cuda(
     ws = weight_scale.float()
     b = bias.float() if bias is not None else None
     arch, scale = arch_of(x.device), scale_kind_of(weight_scale)
-    group = K // weight_scale.shape[1] if scale is ScaleKind.GROUPWISE else None
+    group = group_of(weight_scale, K)
     forced = _backend or os.environ.get(_ENV_BACKEND)
     if forced:
         backend = Backend(forced)
@@ -238,7 +260,7 @@ def s8s4_linear_cuda(
             raise ValueError(f"_backend: {backend.value} cannot take {shape} ({scale.value}, {arch.value})")
         config = _config if _config is not None else _default_config(backend, group)
     else:
-        rule = choose(arch, scale, M, N, K)
+        rule = choose(arch, scale, M, N, K, group)
         backend, config = rule.backend, rule.config
 
     decode = decode_launcher(backend, config)

@@ -40,13 +40,13 @@ def resolve_out_dtype(x_dtype: torch.dtype, out_dtype: torch.dtype | None) -> to
 
 
 @functools.lru_cache(maxsize=1024)
-def _decode_path(device: torch.device, M: int, N: int, K: int, groupwise: bool):
+def _decode_path(device: torch.device, M: int, N: int, K: int, group: int | None):
     """For a CUDA problem the dispatch table gives to a decode-sized kernel: ``(quantize_first, launcher)`` with
     the kernel's tile config bound; None for every other rule. Cached per shape key, so an eager decode step pays
     one lookup here instead of a table walk, imports and config lookups."""
     from lowbit_flex.kernels.s8s4_dispatch import ScaleKind, arch_of, choose, decode_launcher
 
-    rule = choose(arch_of(device), ScaleKind.GROUPWISE if groupwise else ScaleKind.PER_CHANNEL, M, N, K)
+    rule = choose(arch_of(device), ScaleKind.PER_CHANNEL if group is None else ScaleKind.GROUPWISE, M, N, K, group)
     launch = decode_launcher(rule.backend, rule.config)
     if launch is None:
         return None
@@ -65,8 +65,8 @@ def _w4a8_linear(x, weight, weight_scale, bias=None, out_dtype=None) -> torch.Te
     if x.is_cuda:
         x2 = x.reshape(-1, K)
         # The dispatch decision is per concrete shape: int() adds a guard when torch.compile traces dynamic shapes.
-        groupwise = bool(weight_scale.dim() == 2 and weight_scale.shape[1] > 1)  # a guard, not a SymBool key
-        path = _decode_path(x.device, int(x2.shape[0]), int(N), int(K), groupwise)
+        groups = int(weight_scale.shape[1]) if weight_scale.dim() == 2 else 1  # a guard, not a SymInt key
+        path = _decode_path(x.device, int(x2.shape[0]), int(N), int(K), int(K) // groups if groups > 1 else None)
         if path is not None:  # the decode kernels straight from here: no second op call per layer
             quantize, launch = path
             x2 = x2 if x2.is_contiguous() else x2.contiguous()

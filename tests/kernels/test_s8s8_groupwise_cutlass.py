@@ -120,12 +120,15 @@ def test_argument_checks(over, match):
         mod.s8s8_groupwise_cutlass(**_args(**over))
 
 
-def test_dispatch_backend_is_forced_only():
+def test_dispatch_rows_and_availability():
     from lowbit_flex.kernels.s8s4_dispatch import DISPATCH_TABLE, Arch, Backend, ScaleKind, available
 
     backend = Backend("cutlass_sm90_groupwise")
     assert backend is Backend.CUTLASS_SM90_GROUPWISE
-    assert all(r.backend is not backend for r in DISPATCH_TABLE)  # unmeasured: no dispatch row yet
+    rows = [r for r in DISPATCH_TABLE if r.backend is backend]
+    # Hopper, group-wise, and only configs this module has (measured: the group-128 family).
+    assert rows and all(r.arch is Arch.SM90 and r.scale is ScaleKind.GROUPWISE for r in rows)
+    assert all(r.config in GROUPWISE_CONFIGS and 128 in GROUPWISE_CONFIGS[r.config] for r in rows)
     gw, pc = ScaleKind.GROUPWISE, ScaleKind.PER_CHANNEL
     assert not available(backend, Arch.SM90, pc, 1024, 4096, 4096, None)
     assert not available(backend, Arch.SM90, gw, 1024, 4096, 4096, None)  # the group is required
@@ -144,6 +147,8 @@ def test_dispatch_backend_needs_the_library(monkeypatch):
     assert not available(*args)
     monkeypatch.setattr(s8s4_cutlass, "library_available", lambda: True)
     assert available(*args)
+    assert available(*args, "128x192x128_g128")
+    assert not available(*args, "128x128x128_g64")  # a config takes only the groups its mainloop promotes at
 
 
 # ---------------------------------------------------------------------------------------------------------- GPU

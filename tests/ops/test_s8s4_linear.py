@@ -129,10 +129,11 @@ def test_bad_input_eager_and_fake(kwargs, exc, match):
 def fake_cutlass(monkeypatch):
     """CUTLASS "supports" every shape with N % 64 == 0; ``load`` is what the test sets. Caches cleared both ways."""
     from lowbit_flex import cuda_build
-    from lowbit_flex.kernels import s8s4_cutlass
+    from lowbit_flex.kernels import s8s4_cutlass, s8s8_groupwise_cutlass
     from lowbit_flex.kernels.s8s4_dispatch import choose
 
     monkeypatch.setattr(s8s4_cutlass, "cutlass_s8s4_supported", lambda family, M, N, K: N % 64 == 0)
+    monkeypatch.setattr(s8s8_groupwise_cutlass, "supported", lambda M, N, K, group: N % 64 == 0)
     monkeypatch.setattr(cuda_build, "load", lambda: object())
     s8s4_cutlass.library_available.cache_clear()
     choose.cache_clear()
@@ -169,8 +170,19 @@ def test_dispatch_table(fake_cutlass):
     assert pick(Arch.SM90, gw, 128, 4096, 4096) == (Backend.TRITON, "mid_swap_64x128x128")
     assert pick(Arch.SM80, gw, 128, 4096, 4096) == (Backend.TRITON, "mid_64x128x128")
     # From M = 129 the weight is unpacked to int8 first: its own tiles for group-wise and per-channel scales.
-    assert pick(Arch.SM90, gw, 129, 4096, 4096) == (Backend.TRITON_UNPACKED, "s8s8_64x128x128_w4_s3")
-    assert pick(Arch.SM80, gw, 4096, 4096, 4096) == (Backend.TRITON_UNPACKED, "s8s8_64x128x128_w4_s3")
+    assert pick(Arch.SM90, gw, 129, 4096, 4096, 128) == (Backend.TRITON_UNPACKED, "s8s8_64x128x128_w4_s3")
+    assert pick(Arch.SM90, gw, 512, 4096, 4096, 128) == (Backend.TRITON_UNPACKED, "s8s8_64x128x128_w4_s3")
+    assert pick(Arch.SM80, gw, 4096, 4096, 4096, 128) == (Backend.TRITON_UNPACKED, "s8s8_64x128x128_w4_s3")
+    # Group-wise from M = 513 on Hopper: the CUTLASS group-promoting kernel, its wider tile once M * N >= 2**23;
+    # groups its rows do not take (32, 64: configs exist, unmeasured), and shapes it cannot take, stay on Triton.
+    groupwise_cutlass = Backend.CUTLASS_SM90_GROUPWISE
+    assert pick(Arch.SM90, gw, 513, 4096, 4096, 128) == (groupwise_cutlass, "128x128x128_g128")
+    assert pick(Arch.SM90, gw, 1024, 4096, 4096, 256) == (groupwise_cutlass, "128x128x128_g128")
+    assert pick(Arch.SM90, gw, 1024, 8192, 8192, 128) == (groupwise_cutlass, "128x192x128_g128")
+    assert pick(Arch.SM90, gw, 4096, 4096, 4096, 128) == (groupwise_cutlass, "128x192x128_g128")
+    assert pick(Arch.SM90, gw, 4096, 4096, 4096, 64) == (Backend.TRITON_UNPACKED, "s8s8_64x128x128_w4_s3")
+    assert pick(Arch.SM90, gw, 4096, 4000, 4096, 128) == (Backend.TRITON_UNPACKED, "s8s8_64x128x128_w4_s3")
+    assert pick(Arch.SM90, gw, 4096, 4096, 4096) == (Backend.TRITON_UNPACKED, "s8s8_64x128x128_w4_s3")  # no group
     unaligned = (Backend.TRITON_UNPACKED, "s8s8_128x128x128_w8_s3")
     assert pick(Arch.SM90, pc, 4096, 4000, 4096) == unaligned  # CUTLASS cannot take N % 8: the next rule
     assert pick(Arch.OTHER, pc, 4096, 4096, 4096) == unaligned
