@@ -24,8 +24,10 @@ leaves ~8 issued instructions per weight byte at full bandwidth):
   scale is one load per row, group and step, broadcast over the group's words); either way the words are summed
   once after the loop.
 
-Rows past M and columns past N are wrapped (``% M``, ``% N``) for loads and masked only at the store; ``BLOCK_K``
-divides K, so there is no K tail. Launch plans are cached per shape key and launched through
+Rows past M and columns past N are wrapped (``% M``, ``% N``) for loads and masked only at the store. Where
+``BLOCK_K`` does not divide K (K = 11008 = 2**8 * 43 in Llama 2), the last step's weight, x and scale loads are
+masked to zero (``K_TAIL``) rather than stepping K in the largest power of two dividing it (256 there: half the
+speed). Launch plans are cached per shape key and launched through
 :class:`~lowbit_flex.kernels.common.PlanLaunch` (no per-call argument binding in eager decode loops).
 """
 
@@ -88,12 +90,29 @@ def _dp4a_nibbles_x16(w, x_even, x_odd, acc, PTX: tl.constexpr):
 
 
 @triton.jit
+def _load_w_block(w_ptrs, word_in_row, step, WORDS: tl.constexpr, K_TAIL: tl.constexpr, K_WORDS):
+    """Weight words of K block ``step`` (0 past the row's end when the last block is partial)."""
+    if K_TAIL:
+        return tl.load(w_ptrs + step * WORDS, mask=word_in_row + step * WORDS < K_WORDS, other=0)
+    return tl.load(w_ptrs + step * WORDS)
+
+
+@triton.jit
+def _load_x_block(x_ptrs, col_in_row, step, BLOCK_K: tl.constexpr, K_TAIL: tl.constexpr, K):
+    """x values of K block ``step`` (0 past the row's end when the last block is partial)."""
+    if K_TAIL:
+        return tl.load(x_ptrs + step * BLOCK_K, mask=col_in_row + step * BLOCK_K < K, other=0)
+    return tl.load(x_ptrs + step * BLOCK_K)
+
+
+@triton.jit
 def _s8s4_gemv_kernel(
     x_ptr, xs_ptr, w_ptr, ws_ptr, bias_ptr, out_ptr,
     M, N, K, stride_w_words, stride_wsn, GROUP_K, BLOCKS_PER_SPLIT,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, STEP_GROUPS: tl.constexpr,
     AMAX_BLOCK: tl.constexpr, FUSED_QUANT: tl.constexpr, GROUPWISE: tl.constexpr,
     SPLIT_PARTIALS: tl.constexpr, HAS_BIAS: tl.constexpr, PTX: tl.constexpr,
+    K_TAIL: tl.constexpr,
 ):  # fmt: skip
     pid_n = tl.program_id(0)
     pid_m = tl.program_id(1)
@@ -110,17 +129,20 @@ def _s8s4_gemv_kernel(
     WORDS: tl.constexpr = BLOCK_K // 8
     GROUP_WORDS: tl.constexpr = WORDS // STEP_GROUPS
     k_first = pid_k * BLOCKS_PER_SPLIT
-    k_blocks = tl.minimum(BLOCKS_PER_SPLIT, K // BLOCK_K - k_first)
+    k_blocks = tl.minimum(BLOCKS_PER_SPLIT, tl.cdiv(K, BLOCK_K) - k_first)
     words = tl.arange(0, STEP_GROUPS)[:, None] * GROUP_WORDS + tl.arange(0, GROUP_WORDS)[None, :]
     # Loaded in the layout of the products, so only the small x words are re-laid out per step. The first block is
-    # in flight during the amax pass.
-    w_ptrs = w_ptr + rn_load[None, :, None, None].to(tl.int64) * stride_w_words + (k_first * WORDS + words)[None, None]
-    w_next = tl.load(w_ptrs)
+    # in flight during the amax pass. K_TAIL: the last block is partial, its loads masked to 0 (zero products).
+    word_in_row = (k_first * WORDS + words)[None, None]
+    w_ptrs = w_ptr + rn_load[None, :, None, None].to(tl.int64) * stride_w_words + word_in_row
+    col_in_row = (k_first * BLOCK_K + tl.arange(0, BLOCK_K))[None, :]
+    x_ptrs = x_rows + col_in_row
+    K_WORDS = K // 8
+    w_next = _load_w_block(w_ptrs, word_in_row, 0, WORDS, K_TAIL, K_WORDS)
     if FUSED_QUANT:
         x_scale = int8_row_scale_of(x_rows, K, BLOCK_M, AMAX_BLOCK)
     else:
         x_scale = tl.load(xs_ptr + rm_load)
-    x_ptrs = x_rows + (k_first * BLOCK_K + tl.arange(0, BLOCK_K))[None, :]
     ws_row = ws_ptr + rn_load * stride_wsn
     ws_ptrs = ws_row[None, :, None, None] + tl.arange(0, STEP_GROUPS)[None, None, :, None]
 
@@ -130,13 +152,21 @@ def _s8s4_gemv_kernel(
         acc = tl.zeros((BLOCK_M, BLOCK_N, STEP_GROUPS, GROUP_WORDS), dtype=tl.int32)
     for i in range(k_blocks):
         w = w_next
-        # Register double buffering; the last iteration re-reads its own block (an L1 hit) instead of masking.
-        w_next = tl.load(w_ptrs + tl.minimum(i + 1, k_blocks - 1) * WORDS)
-        x_even, x_odd = _x_words(tl.load(x_ptrs + i * BLOCK_K), x_scale, FUSED_QUANT, BLOCK_M, WORDS)
+        # Register double buffering; the last iteration re-reads its own block (a cache hit) instead of masking.
+        # (Measured on the H200 and dropped: x loaded a step ahead too, and a second weight block in flight: equal
+        # or 2-15% slower on every M = 1 shape.)
+        w_next = _load_w_block(w_ptrs, word_in_row, tl.minimum(i + 1, k_blocks - 1), WORDS, K_TAIL, K_WORDS)
+        x_block = _load_x_block(x_ptrs, col_in_row, i, BLOCK_K, K_TAIL, K)
+        x_even, x_odd = _x_words(x_block, x_scale, FUSED_QUANT, BLOCK_M, WORDS)
         x_even = tl.reshape(x_even, (BLOCK_M, 1, STEP_GROUPS, GROUP_WORDS))
         x_odd = tl.reshape(x_odd, (BLOCK_M, 1, STEP_GROUPS, GROUP_WORDS))
         if GROUPWISE:
-            scale = tl.load(ws_ptrs + ((k_first + i) * BLOCK_K) // GROUP_K)  # (1, BLOCK_N, STEP_GROUPS, 1)
+            first_group = ((k_first + i) * BLOCK_K) // GROUP_K
+            if K_TAIL:  # groups past K in the partial last block: scale 0 (their products are 0 already)
+                in_k = first_group + tl.arange(0, STEP_GROUPS)[None, None, :, None] < K // GROUP_K
+                scale = tl.load(ws_ptrs + first_group, mask=in_k, other=0.0)
+            else:
+                scale = tl.load(ws_ptrs + first_group)  # (1, BLOCK_N, STEP_GROUPS, 1)
             part = _dp4a_nibbles_x16(w, x_even, x_odd, tl.zeros(acc.shape, dtype=tl.int32), PTX)
             acc += part.to(tl.float32) * scale
         else:
@@ -150,8 +180,9 @@ def _s8s4_gemv_kernel(
 
 @dataclass(frozen=True)
 class GemvConfig(LaunchConfig):
-    """``block_m``: the most rows per program (``min(block_m, next_pow2(M))`` are used). ``block_k``: an upper
-    bound in int8 values per step; the plan uses the largest power of two ``<= block_k`` dividing K (at least 32).
+    """``block_m``: the most rows per program (``min(block_m, next_pow2(M))`` are used). ``block_k``: int8
+    values per step (``min(block_k, next_pow2(K))``; the last step may be partial, masked), or with groups that are
+    not a power of two the largest power of two ``<= block_k`` dividing the group.
     ``num_stages`` is unused (the kernel double-buffers in registers). ``split_k``: 0 splits K only while the
     tiles give fewer than ``programs_per_sm`` programs per SM, 1 never, ``s > 1`` into ``s``."""
 
@@ -198,15 +229,21 @@ def _plan(
     ``out_dtype`` is part of the key because the launch is cached with its argument dtypes."""
     assert gemv_supports(M, K, groups > 1) and K % 32 == 0 and K % groups == 0, (M, K, groups)
     group_k = K // groups
-    block_k = largest_pow2_divisor(K, cfg.block_k)  # >= 32 as K % 32 == 0
+    pow2_groups = group_k & (group_k - 1) == 0
+    if groups == 1 or pow2_groups:
+        # The config's step even where it does not divide K (the last block is masked): K = 11008 = 2**8 * 43 (Llama
+        # 2's down projection) in 256-value steps ran 0.97x bf16 per channel, in 1024-value steps 1.91x (H200).
+        block_k = min(cfg.block_k, triton.next_power_of_2(K))
+    else:  # e.g. groups of 96: steps dividing the group (and so K)
+        block_k = largest_pow2_divisor(K, cfg.block_k)  # >= 32 as K % 32 == 0
     step_groups = 1
     if groups > 1 and group_k % block_k:
-        if block_k % group_k == 0 and group_k & (group_k - 1) == 0:  # power-of-two groups, several per step
+        if block_k % group_k == 0 and pow2_groups:  # power-of-two groups, several per step
             step_groups = block_k // group_k
         else:  # e.g. groups of 96: steps inside one group
             block_k = largest_pow2_divisor(group_k, block_k)
     block_m = min(cfg.block_m, triton.next_power_of_2(M))
-    k_blocks = K // block_k
+    k_blocks = triton.cdiv(K, block_k)
     tiles = triton.cdiv(N, cfg.block_n) * triton.cdiv(M, block_m)
     splits, per_split = split_k_blocks(k_blocks, tiles, cfg.split_k, cfg.programs_per_sm, sm_count(device))
     meta = dict(
@@ -214,7 +251,7 @@ def _plan(
         AMAX_BLOCK=min(triton.next_power_of_2(K), _AMAX_ELEMS // block_m),
         FUSED_QUANT=x_dtype != torch.int8, GROUPWISE=groups > 1,
         SPLIT_PARTIALS=splits > 1, HAS_BIAS=has_bias, PTX=not triton_interpreting(),
-        num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+        K_TAIL=K % block_k != 0, num_warps=cfg.num_warps, num_stages=cfg.num_stages,
     )  # fmt: skip
     grid = (triton.cdiv(N, cfg.block_n), triton.cdiv(M, block_m), splits)
     return _Plan(splits, per_split, k_blocks, block_k, PlanLaunch(_s8s4_gemv_kernel, grid, meta))

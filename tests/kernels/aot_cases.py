@@ -217,3 +217,8 @@ def case_s8s4_gemv():
             s8s4_gemv_triton(x, x_scale, w, per_channel, bias, torch.bfloat16, replace(cfg, split_k=1))
         for dtype in (torch.float16, torch.float32):  # fused from the other float inputs
             s8s4_gemv_triton(torch.empty(1, K, dtype=dtype), None, w, per_channel, bias, torch.bfloat16, cfg)
+        # K = 11008 (Llama 2's down projection): a partial last block, per channel and group 128 (masked scales).
+        kt = 11008
+        xt, wt = torch.empty(1, kt, dtype=torch.bfloat16), torch.empty(N, kt // 2, dtype=torch.int8)
+        s8s4_gemv_triton(xt, None, wt, per_channel, None, torch.bfloat16, replace(cfg, split_k=1))
+        s8s4_gemv_triton(xt, None, wt, torch.empty(N, kt // 128), bias, torch.bfloat16, replace(cfg, split_k=1))

@@ -35,6 +35,11 @@ CASES = [
     ("dp4a_4x16x1024", 4, 17, 8192, None, False, torch.float16),
     ("dp4a_4x32x512", 2, 33, 1536, 512, True, torch.bfloat16),
     ("dp4a_4x32x512", 4, 64, 128, None, True, torch.float16),
+    # K not a multiple of the step: the last block is partial (masked weight, x and, group-wise, scales).
+    ("dp4a_4x16x1024", 1, 9, 1120, None, True, torch.bfloat16),
+    ("dp4a_4x16x1024", 2, 20, 1152, 128, False, torch.float16),
+    ("dp4a_4x8x2048", 3, 9, 2112, 32, True, torch.bfloat16),
+    ("dp4a_4x32x512", 4, 17, 1088, 64, True, torch.bfloat16),
 ]  # fmt: skip
 
 
@@ -49,6 +54,15 @@ def test_forced_split(split_k, group):
     cfg = dataclasses.replace(CONFIGS["dp4a_4x16x1024"], block_k=64, split_k=split_k)
     plan = KERNEL.check(3, 40, 512, group, True, torch.bfloat16, cfg)
     assert plan.splits == split_k
+
+
+@pytest.mark.parametrize("split_k, group", [(1, None), (3, 32), (2, 128)])
+def test_partial_last_block(split_k, group):
+    # K = 1152 in 512-value steps: blocks of 512, 512 and 128 (its scale groups past K masked), split or not.
+    cfg = dataclasses.replace(CONFIGS["dp4a_4x16x1024"], block_k=512, split_k=split_k)
+    plan = KERNEL.check(2, 24, 1152, group, True, torch.bfloat16, cfg)
+    assert (plan.block_k, plan.k_blocks, plan.splits) == (512, 3, split_k)
+    KERNEL.check_fused_quantization(torch.bfloat16, 1, 24, 1152, group, cfg)
 
 
 def test_per_channel_k_limit():
@@ -66,6 +80,7 @@ FUSED_CASES = [
     (torch.float16, "dp4a_4x8x2048", 3, 9, 256, 64),
     (torch.float32, "dp4a_4x16x1024", 4, 20, 96, None),
     (torch.bfloat16, "dp4a_4x32x512", 2, 130, 1024, 128),
+    (torch.float16, "dp4a_4x16x1024", 1, 33, 1120, None),  # a partial last block
 ]  # fmt: skip
 
 
