@@ -152,6 +152,7 @@ def test_dispatch_backend_needs_the_library(monkeypatch):
     monkeypatch.setattr(s8s4_cutlass, "library_available", lambda: True)
     assert available(*args)
     assert available(*args, "128x192x128_g128")
+    assert available(*args, "128x128x128_g128_pp")  # forced only: no dispatch row names it until it is measured
     assert not available(*args, "128x128x128_g64")  # a config takes only the groups its mainloop promotes at
 
 
@@ -177,6 +178,16 @@ def test_matches_exact_reference(monkeypatch, M, N, config, group, out_dtype, bi
 @pytest.mark.parametrize("config", configs_for_group(128))
 def test_llm_sized_problem(monkeypatch, config):
     check(monkeypatch, 1000, 4104, 4096, 128, config, torch.bfloat16)
+
+
+@requires_sm90
+@pytest.mark.parametrize("config", configs_for_group(128))
+@pytest.mark.parametrize("K, group", [(128, 128), (256, 128), (384, 128), (256, 256), (512, 256)])
+def test_few_k_tiles(monkeypatch, config, K, group):
+    """One to three groups per tile: a single group (no promotion before the last), and for the ping-pong configs
+    the last group in either int32 accumulator. 8 x 33 output tiles: every CTA of the persistent grid runs
+    several, so the pipeline state carries across tiles with few K tiles each."""
+    check(monkeypatch, 1000, 4104, K, group, config, torch.bfloat16)
 
 
 @requires_sm90
