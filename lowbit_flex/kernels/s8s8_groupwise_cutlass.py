@@ -25,11 +25,15 @@ from lowbit_flex import cuda_build
 
 # Mirrors lowbit_flex/csrc/s8s8_groupwise/s8s8_groupwise_configs.h; position = the launcher's config index. Name ->
 # the groups that config takes (its mainloop's promotion cadence is compiled in: every 128-multiple, 64 or 32).
+# "_pp": two int32 accumulators (ping-pong), group g+1's WGMMAs run while group g is promoted; unmeasured, so no
+# dispatch row names it (forced only).
 GROUPWISE_CONFIGS: dict[str, tuple[int, ...]] = {
     "128x128x128_g128": (128, 256),
     "128x192x128_g128": (128, 256),
     "128x128x128_g64": (64,),
     "128x128x128_g32": (32,),
+    "128x128x128_g128_pp": (128, 256),
+    "128x96x128_g128_pp": (128, 256),
 }
 # The promotion converts an int32 group dot to float exactly while |dot| <= 2**22, i.e. for any int8 x int8 up to
 # group 256 (128 * 128 * 256).

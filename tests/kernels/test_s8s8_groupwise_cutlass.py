@@ -53,14 +53,18 @@ def check(monkeypatch, M, N, K, group, config, out_dtype, bias=True):
 
 def test_configs_match_csrc_header():
     """GROUPWISE_CONFIGS must list the header's configs in the header's order (the launcher indexes by position),
-    and each config's groups must follow from its compiled promotion cadence (k-blocks of 32 per group)."""
+    and each config's groups must follow from its compiled promotion cadence (k-blocks of 32 per group). Ping-pong
+    configs (two int32 accumulators) are named ``_pp`` and promote at K-tile boundaries only (cadence 4)."""
     block = re.search(r"#define LOWBIT_S8S8G_SM90_CONFIGS\(X\)(.*?)(?:\n\n|\Z)", HEADER.read_text(), re.S)
     assert block, f"LOWBIT_S8S8G_SM90_CONFIGS not found in {HEADER}"
-    entries = re.findall(r'X\((\d+), "([^"]+)", (\d+), (\d+), (\d+)\)', block.group(1))
+    entries = re.findall(r'X\((\d+), "([^"]+)", (\d+), (\d+), (\d+), ([01])\)', block.group(1))
+    assert len(entries) == block.group(1).count("X(")
     assert [int(e[0]) for e in entries] == list(range(len(entries)))
     assert tuple(e[1] for e in entries) == tuple(GROUPWISE_CONFIGS)
-    for _, name, tile_m, tile_n, kblocks in entries:
+    for _, name, tile_m, tile_n, kblocks, ping_pong in entries:
         assert name.startswith(f"{tile_m}x{tile_n}x128_")
+        assert name.endswith("_pp") == (ping_pong == "1")
+        assert ping_pong == "0" or kblocks == "4"
         expected = tuple(g for g in GROUPS if g % 128 == 0) if kblocks == "4" else (32 * int(kblocks),)
         assert GROUPWISE_CONFIGS[name] == expected
 
@@ -148,6 +152,7 @@ def test_dispatch_backend_needs_the_library(monkeypatch):
     monkeypatch.setattr(s8s4_cutlass, "library_available", lambda: True)
     assert available(*args)
     assert available(*args, "128x192x128_g128")
+    assert available(*args, "128x128x128_g128_pp")  # forced only: no dispatch row names it until it is measured
     assert not available(*args, "128x128x128_g64")  # a config takes only the groups its mainloop promotes at
 
 
@@ -173,6 +178,16 @@ def test_matches_exact_reference(monkeypatch, M, N, config, group, out_dtype, bi
 @pytest.mark.parametrize("config", configs_for_group(128))
 def test_llm_sized_problem(monkeypatch, config):
     check(monkeypatch, 1000, 4104, 4096, 128, config, torch.bfloat16)
+
+
+@requires_sm90
+@pytest.mark.parametrize("config", configs_for_group(128))
+@pytest.mark.parametrize("K, group", [(128, 128), (256, 128), (384, 128), (256, 256), (512, 256)])
+def test_few_k_tiles(monkeypatch, config, K, group):
+    """One to three groups per tile: a single group (no promotion before the last), and for the ping-pong configs
+    the last group in either int32 accumulator. 8 x 33 output tiles: every CTA of the persistent grid runs
+    several, so the pipeline state carries across tiles with few K tiles each."""
+    check(monkeypatch, 1000, 4104, K, group, config, torch.bfloat16)
 
 
 @requires_sm90

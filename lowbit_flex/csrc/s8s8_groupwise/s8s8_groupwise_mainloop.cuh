@@ -20,7 +20,10 @@
 //    kernel's auxiliary producer warp (the role CUTLASS added for block-scaled mainloops: HasAuxiliaryLoad);
 //  - a consumer loop that runs each group's WGMMAs into an int32 register accumulator, waits, and adds
 //    float(dot) * w_scale[n, g] into the fp32 accumulator. While one warp group converts, the other warp group's
-//    WGMMAs keep the tensor cores busy (the two consumers of the cooperative kernel drift out of phase).
+//    WGMMAs keep the tensor cores busy (the two consumers of the cooperative kernel drift out of phase);
+//  - for PingPong instances, a consumer loop with two int32 accumulators that take alternate groups, so that a warp
+//    group issues group g+1's WGMMAs before it promotes group g (mma_ping_pong below): its own promotion overlaps
+//    its own tensor-core work instead of relying on the other warp group only.
 #pragma once
 
 // clang-format off
@@ -35,10 +38,11 @@
 namespace lowbit::s8s8g {
 
 // Dispatch policy of the collective below. The kernel layer picks the cooperative GemmUniversal from `Schedule`.
-template <int Stages_, int KBlocksPerGroup_>
+template <int Stages_, int KBlocksPerGroup_, bool PingPong_ = false>
 struct MainloopSm90GroupwiseS8 {
   static constexpr int Stages = Stages_;
   static constexpr int KBlocksPerGroup = KBlocksPerGroup_;
+  static constexpr bool PingPong = PingPong_;
   using ClusterShape = cute::Shape<cute::_1, cute::_1, cute::_1>;
   using ArchTag = cutlass::arch::Sm90;
   using Schedule = cutlass::gemm::KernelTmaWarpSpecializedCooperative;
@@ -51,9 +55,10 @@ struct MainloopSm90GroupwiseS8 {
 CUTLASS_DEVICE float exact_float(int32_t dot) { return __int_as_float(dot + 0x4B400000) - 12582912.0f; }
 
 // Base: the builder's int8 x int8 -> int32 SS collective for the same tile and stage count.
-template <class Base, int KBlocksPerGroup>
+// PingPong: the consumer loop of mma_ping_pong (two int32 accumulators) instead of mma_serial.
+template <class Base, int KBlocksPerGroup, bool PingPong = false>
 struct GroupwiseMainloop : Base {
-  using DispatchPolicy = MainloopSm90GroupwiseS8<Base::DispatchPolicy::Stages, KBlocksPerGroup>;
+  using DispatchPolicy = MainloopSm90GroupwiseS8<Base::DispatchPolicy::Stages, KBlocksPerGroup, PingPong>;
   using typename Base::MainloopPipeline;
   using typename Base::PipelineState;
   using typename Base::SmemLayoutA;
@@ -77,6 +82,8 @@ struct GroupwiseMainloop : Base {
   // tile has no room left, and with several groups per K tile ptxas hoists every group's scale loads (spills).
   // Otherwise the promotion reads the scales from shared memory and the stage is released after it.
   static constexpr bool ScalesInRegisters = TileN <= 128 && GroupSpansTiles;
+  // The ping-pong loop alternates accumulators per group and promotes at K-tile boundaries only.
+  static_assert(!PingPong || GroupSpansTiles, "the ping-pong consumer takes groups that are multiples of the K tile");
 
   // What the kernel layer allocates, partitions and passes to the epilogue: fp32 accumulators laid out exactly
   // like the int8 MMA's (the C fragment of a 64xNx32 WGMMA does not depend on the A/B types).
@@ -181,10 +188,23 @@ struct GroupwiseMainloop : Base {
     }
   }
 
-  // Consumer warp groups. accum: the kernel's fp32 accumulators (MMA, MMA_M, MMA_N).
+  // Consumer warp groups. accum: the kernel's fp32 accumulators (MMA, MMA_M, MMA_N). Every stage read is released
+  // before this returns.
   template <class FrgTensorC>
   CUTLASS_DEVICE void mma(MainloopPipeline pipeline, PipelineState smem_pipe_read, FrgTensorC& accum,
                           int k_tile_count, int thread_idx, TensorStorage& shared_tensors, Params const& params) {
+    if constexpr (PingPong) {
+      mma_ping_pong(pipeline, smem_pipe_read, accum, k_tile_count, thread_idx, shared_tensors, params);
+    } else {
+      mma_serial(pipeline, smem_pipe_read, accum, k_tile_count, thread_idx, shared_tensors, params);
+    }
+  }
+
+  // One int32 accumulator: each group's WGMMAs, wait for them, promote.
+  template <class FrgTensorC>
+  CUTLASS_DEVICE void mma_serial(MainloopPipeline pipeline, PipelineState smem_pipe_read, FrgTensorC& accum,
+                                 int k_tile_count, int thread_idx, TensorStorage& shared_tensors,
+                                 Params const& params) {
     using namespace cute;
     static_assert(is_same_v<typename FrgTensorC::value_type, float>);
     Tensor sA = make_tensor(make_smem_ptr(shared_tensors.operands.smem_A.data()), SmemLayoutA{});  // (M,K,PIPE)
@@ -258,6 +278,111 @@ struct GroupwiseMainloop : Base {
     warpgroup_fence_operand(accum);
   }
 
+  // Two int32 accumulators that take alternate groups (groups that are multiples of the 128-deep K tile). Per K
+  // tile, in this order:
+  //   1. consumer_wait(this tile's stage);
+  //   2. issue its KBlocks WGMMAs into `cur`, the running group's accumulator (the group's first WGMMA with
+  //      scale-D zero), as one batch: warpgroup_commit_batch;
+  //   3. unless this is the very first K tile: warpgroup_wait<1>, i.e. every batch but the one just issued is
+  //      complete, so the previous K tile's WGMMAs are done (the WGMMAs of the previous tile, whichever
+  //      accumulator they wrote);
+  //   4. if this tile starts a group (and is not the first): promote the previous group, complete in `prev`, into
+  //      fp32 with the scales of the previous tile's stage, while this tile's WGMMAs run;
+  //   5. consumer_release(the previous tile's stage): its WGMMAs completed in 3 and its scales were read in 4.
+  // After the last K tile: warpgroup_wait<0>, promote the last group, release the last stage. So the release state
+  // trails the read state by exactly one K tile, every stage read is released exactly once and in order, and at
+  // most two WGMMA batches (two K tiles) are in flight. Each group's dot is still one int32 sum of its own
+  // WGMMAs. Register budget per consumer thread: three accumulators of TileN / 2 (two int32, one fp32); the scales
+  // are read from shared memory in the promotion.
+  template <class FrgTensorC>
+  CUTLASS_DEVICE void mma_ping_pong(MainloopPipeline pipeline, PipelineState smem_pipe_read, FrgTensorC& accum,
+                                    int k_tile_count, int thread_idx, TensorStorage& shared_tensors,
+                                    Params const& params) {
+    using namespace cute;
+    static_assert(is_same_v<typename FrgTensorC::value_type, float>);
+    static_assert(GroupsPerTile == 1);
+    Tensor sA = make_tensor(make_smem_ptr(shared_tensors.operands.smem_A.data()), SmemLayoutA{});  // (M,K,PIPE)
+    Tensor sB = make_tensor(make_smem_ptr(shared_tensors.operands.smem_B.data()), SmemLayoutB{});  // (N,K,PIPE)
+    // The scales as an (M, N, PIPE) tensor that is constant along M (as in mma_serial, one group per stage).
+    Tensor sS = make_tensor(
+        make_smem_ptr(shared_tensors.scales.data()),
+        make_layout(make_shape(Int<TileM>{}, Int<TileN>{}, Int<Stages>{}), make_stride(_0{}, _1{}, Int<TileN>{})));
+
+    MmaS32 mma_s32;
+    const int warp_group_idx = __shfl_sync(0xffffffff, thread_idx / cutlass::NumThreadsPerWarpGroup, 0);
+    auto wg_mma = mma_s32.get_slice(warp_group_idx * cutlass::NumThreadsPerWarpGroup);
+    Tensor tCrA = wg_mma.make_fragment_A(wg_mma.partition_A(sA));  // (MMA,MMA_M,MMA_K,PIPE) smem descriptors
+    Tensor tCrB = wg_mma.make_fragment_B(wg_mma.partition_B(sB));  // (MMA,MMA_N,MMA_K,PIPE)
+    static_assert(decltype(size<2>(tCrA))::value == KBlocks);
+    Tensor tCsS = mma_s32.get_slice(thread_idx).partition_C(sS);           // (MMA,MMA_M,MMA_N,PIPE)
+    Tensor dot0 = partition_fragment_C(mma_s32, take<0, 2>(TileShape{}));  // int32, even groups
+    Tensor dot1 = partition_fragment_C(mma_s32, take<0, 2>(TileShape{}));  // int32, odd groups
+    CUTE_STATIC_ASSERT_V(size(dot0) == size(accum));
+
+    clear(accum);
+    if (k_tile_count <= 0) return;
+    // group_ok(): a positive multiple of TileK (a zero here would never advance k_tile_count).
+    const int tiles_per_group = cute::max(1, params.group / TileK);
+    PipelineState smem_pipe_release = smem_pipe_read;  // the oldest stage not yet released
+    bool group_pending = false;                        // a complete group waits in the other accumulator
+
+    // accum += float(dot) * w_scale[n, g] with the scales of `stage` (WGMMAs into `dot` must be complete).
+    auto promote = [&](auto& dot, int stage) {
+      warpgroup_fence_operand(dot);
+      Tensor tCsS_s = tCsS(_, _, _, stage);
+      CUTLASS_PRAGMA_UNROLL
+      for (int i = 0; i < size(accum); ++i) accum(i) += exact_float(dot(i)) * tCsS_s(i);
+      warpgroup_fence_operand(dot);
+    };
+    // One group: its K tiles into `cur`; once its first tile's WGMMAs are issued, the previous group (complete in
+    // `prev` after the wait) is promoted. `cur` and `prev` are distinct register tensors in each instantiation.
+    auto run_group = [&](auto& cur, auto& prev) {
+      const int tiles = cute::min(tiles_per_group, k_tile_count);
+      CUTLASS_PRAGMA_NO_UNROLL
+      for (int t = 0; t < tiles; ++t) {
+        pipeline.consumer_wait(smem_pipe_read);
+        const int stage = smem_pipe_read.index();
+        warpgroup_fence_operand(cur);
+        warpgroup_arrive();
+        CUTLASS_PRAGMA_UNROLL
+        for (int kb = 0; kb < KBlocks; ++kb) {
+          mma_s32.accumulate_ = kb == 0 && t == 0 ? GMMA::ScaleOut::Zero : GMMA::ScaleOut::One;
+          cute::gemm(mma_s32, tCrA(_, _, kb, stage), tCrB(_, _, kb, stage), cur);
+        }
+        warpgroup_commit_batch();
+        warpgroup_fence_operand(cur);
+        ++smem_pipe_read;
+        if (t > 0 || group_pending) {
+          warpgroup_wait<1>();  // the previous K tile's batch is complete; the one just issued may still run
+          if (t == 0) promote(prev, smem_pipe_release.index());
+          pipeline.consumer_release(smem_pipe_release);
+          ++smem_pipe_release;
+        }
+      }
+      k_tile_count -= tiles;
+      group_pending = true;
+    };
+    auto finish = [&](auto& last) {
+      warpgroup_wait<0>();
+      promote(last, smem_pipe_release.index());
+      pipeline.consumer_release(smem_pipe_release);
+    };
+    CUTLASS_PRAGMA_NO_UNROLL
+    while (true) {
+      run_group(dot0, dot1);
+      if (k_tile_count <= 0) {
+        finish(dot0);
+        break;
+      }
+      run_group(dot1, dot0);
+      if (k_tile_count <= 0) {
+        finish(dot1);
+        break;
+      }
+    }
+    warpgroup_fence_operand(accum);
+  }
+
   // mma() released every stage it read.
   CUTLASS_DEVICE void mma_tail(MainloopPipeline, PipelineState, int) {}
 };
@@ -266,6 +391,6 @@ struct GroupwiseMainloop : Base {
 
 // The kernel layer runs load_auxiliary on its MainloopAux producer warp only for policies that say so.
 namespace cutlass::gemm::kernel::detail {
-template <int Stages, int KBlocksPerGroup>
-struct HasAuxiliaryLoad<lowbit::s8s8g::MainloopSm90GroupwiseS8<Stages, KBlocksPerGroup>> : cute::true_type {};
+template <int Stages, int KBlocksPerGroup, bool PingPong>
+struct HasAuxiliaryLoad<lowbit::s8s8g::MainloopSm90GroupwiseS8<Stages, KBlocksPerGroup, PingPong>> : cute::true_type {};
 }  // namespace cutlass::gemm::kernel::detail

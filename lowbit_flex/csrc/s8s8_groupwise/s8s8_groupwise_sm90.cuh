@@ -39,7 +39,7 @@ namespace fusion = cutlass::epilogue::fusion;
 #error "s8s8 group-wise Hopper kernels: compile for sm_90a (-gencode=arch=compute_90a,code=sm_90a), not sm_90"
 #endif
 
-template <class ElementOut, int TileM, int TileN, int KBlocksPerGroup>
+template <class ElementOut, int TileM, int TileN, int KBlocksPerGroup, bool PingPong>
 struct Gemm {
   static constexpr int TileK = 128;
   using TileShape = Shape<Int<TileM>, Int<TileN>, Int<TileK>>;
@@ -78,7 +78,7 @@ struct Gemm {
       int8_t, LayoutX, kAlignIn, int8_t, LayoutW, kAlignIn, int32_t, TileShape, ClusterShape,
       cutlass::gemm::collective::StageCount<kStages>,
       cutlass::gemm::KernelTmaWarpSpecializedCooperative>::CollectiveOp;
-  using Mainloop = GroupwiseMainloop<MainloopS32, KBlocksPerGroup>;
+  using Mainloop = GroupwiseMainloop<MainloopS32, KBlocksPerGroup, PingPong>;
 
   using Kernel = cutlass::gemm::kernel::GemmUniversal<Shape<int, int, int, int>, Mainloop, Epilogue>;
   using Device = cutlass::gemm::device::GemmUniversalAdapter<Kernel>;
@@ -138,9 +138,9 @@ int dispatch(int config, Problem const& p, size_t* query_workspace) {
   } else {
   if (!problem_ok(p)) return kInvalidArgument;
   switch (config) {
-#define LOWBIT_S8S8G_CASE(I, NAME, TM, TN, KBG) \
-  case I:                                       \
-    return Gemm<ElementOut, TM, TN, KBG>::run(p, query_workspace);
+#define LOWBIT_S8S8G_CASE(I, NAME, TM, TN, KBG, PP) \
+  case I:                                           \
+    return Gemm<ElementOut, TM, TN, KBG, PP != 0>::run(p, query_workspace);
     LOWBIT_S8S8G_SM90_CONFIGS(LOWBIT_S8S8G_CASE)
 #undef LOWBIT_S8S8G_CASE
     default: return kInvalidArgument;
