@@ -112,13 +112,15 @@ DISPATCH_TABLE: tuple[Rule, ...] = (
     Rule(Backend.TRITON, "mid_64x128x128", max_m=128),
     # Group-wise from M = 513 on Hopper: the CUTLASS kernel that promotes each group's int32 WGMMA result into fp32
     # (weight unpacked per call, as for the Triton rows). H200, 2026-12-01, whole GEMM with the unpack x bf16
-    # torch.mm (docs/measurements/h200_run14_w4a8_groupwise_cutlass.md): M = 1024 0.83-0.97x and M = 4096
-    # 1.02-1.09x against 0.73-0.76x / 0.80-0.83x for the Triton tile; at M = 256 it lost on 4096² (0.50 vs 0.69x).
-    # The 128x192 tile wins once M * N >= 2**23 (1024 x 8192), the 128x128 tile below (more tiles per wave).
+    # torch.mm (docs/measurements/h200_run14_w4a8_groupwise_cutlass.md): the ping-pong 128x128 tile (two int32
+    # accumulators: group g+1's WGMMAs run while group g is promoted) 0.95-0.99x at M = 1024 and 1.05-1.07x at
+    # M = 4096, against 0.82-0.97x / 0.91-1.03x for the first two tiles and 0.73-0.83x for the Triton tile; the
+    # 128x192 tile stays ahead on the widest problem (4096 x 14336 at M = 4096: 1.11 vs 1.07x), so it takes
+    # M * N >= 2**25. At M = 256 the CUTLASS kernel lost on 4096² (0.50 vs 0.69x): Triton keeps M <= 512.
     # Configs for groups 32 and 64 exist (forced, exact) but are unmeasured: those groups stay on Triton.
     Rule(Backend.TRITON_UNPACKED, "s8s8_64x128x128_w4_s3", scale=_GW, max_m=512),
-    Rule(Backend.CUTLASS_SM90_GROUPWISE, "128x192x128_g128", arch=_SM90, scale=_GW, min_mn=2**23),
-    Rule(Backend.CUTLASS_SM90_GROUPWISE, "128x128x128_g128", arch=_SM90, scale=_GW),
+    Rule(Backend.CUTLASS_SM90_GROUPWISE, "128x192x128_g128", arch=_SM90, scale=_GW, min_mn=2**25),
+    Rule(Backend.CUTLASS_SM90_GROUPWISE, "128x128x128_g128_pp", arch=_SM90, scale=_GW),
     Rule(Backend.TRITON_UNPACKED, "s8s8_64x128x128_w4_s3", scale=_GW),
     Rule(Backend.TRITON_UNPACKED, "s8s8_128x128x128_w8_s3"),
 )

@@ -173,13 +173,14 @@ def test_dispatch_table(fake_cutlass):
     assert pick(Arch.SM90, gw, 129, 4096, 4096, 128) == (Backend.TRITON_UNPACKED, "s8s8_64x128x128_w4_s3")
     assert pick(Arch.SM90, gw, 512, 4096, 4096, 128) == (Backend.TRITON_UNPACKED, "s8s8_64x128x128_w4_s3")
     assert pick(Arch.SM80, gw, 4096, 4096, 4096, 128) == (Backend.TRITON_UNPACKED, "s8s8_64x128x128_w4_s3")
-    # Group-wise from M = 513 on Hopper: the CUTLASS group-promoting kernel, its wider tile once M * N >= 2**23;
-    # groups its rows do not take (32, 64: configs exist, unmeasured), and shapes it cannot take, stay on Triton.
+    # Group-wise from M = 513 on Hopper: the CUTLASS group-promoting kernel (ping-pong tile; the wider tile once
+    # M * N >= 2**25); groups its rows do not take (32, 64: configs exist, unmeasured), and shapes it cannot take,
+    # stay on Triton.
     groupwise_cutlass = Backend.CUTLASS_SM90_GROUPWISE
-    assert pick(Arch.SM90, gw, 513, 4096, 4096, 128) == (groupwise_cutlass, "128x128x128_g128")
-    assert pick(Arch.SM90, gw, 1024, 4096, 4096, 256) == (groupwise_cutlass, "128x128x128_g128")
-    assert pick(Arch.SM90, gw, 1024, 8192, 8192, 128) == (groupwise_cutlass, "128x192x128_g128")
-    assert pick(Arch.SM90, gw, 4096, 4096, 4096, 128) == (groupwise_cutlass, "128x192x128_g128")
+    assert pick(Arch.SM90, gw, 513, 4096, 4096, 128) == (groupwise_cutlass, "128x128x128_g128_pp")
+    assert pick(Arch.SM90, gw, 1024, 4096, 4096, 256) == (groupwise_cutlass, "128x128x128_g128_pp")
+    assert pick(Arch.SM90, gw, 4096, 4096, 4096, 128) == (groupwise_cutlass, "128x128x128_g128_pp")
+    assert pick(Arch.SM90, gw, 4096, 14336, 4096, 128) == (groupwise_cutlass, "128x192x128_g128")
     assert pick(Arch.SM90, gw, 4096, 4096, 4096, 64) == (Backend.TRITON_UNPACKED, "s8s8_64x128x128_w4_s3")
     assert pick(Arch.SM90, gw, 4096, 4000, 4096, 128) == (Backend.TRITON_UNPACKED, "s8s8_64x128x128_w4_s3")
     assert pick(Arch.SM90, gw, 4096, 4096, 4096) == (Backend.TRITON_UNPACKED, "s8s8_64x128x128_w4_s3")  # no group
