@@ -12,6 +12,7 @@
 #include "cutlass/gemm/device/gemm_universal_adapter.h"
 #include "cutlass/gemm/threadblock/threadblock_swizzle_streamk.h"
 // clang-format on
+#include "common/run_gemm.h"
 #include "s8s4_gemm/s8s4_configs.h"
 #include "s8s4_gemm/s8s4_gemm.h"
 
@@ -89,17 +90,7 @@ struct Gemm {
 
   static int run(Problem const& p, size_t* query_workspace) {
     auto args = arguments(p);
-    if (Device::can_implement(args) != cutlass::Status::kSuccess) return kCutlassCannotImplement;
-    const size_t need = Device::get_workspace_size(args);
-    if (query_workspace) {
-      *query_workspace = need;
-      return kOk;
-    }
-    if (p.workspace_bytes < need) return kInvalidArgument;
-    Device gemm;
-    if (gemm.initialize(args, p.workspace, p.stream) != cutlass::Status::kSuccess) return kCutlassInitFailed;
-    if (gemm.run(p.stream) != cutlass::Status::kSuccess) return kCutlassRunFailed;
-    return last_launch_status();
+    return run_gemm<Device>(args, p.workspace, p.workspace_bytes, p.stream, query_workspace);
   }
 };
 

@@ -19,6 +19,7 @@
 #include "cutlass/gemm/dispatch_policy.hpp"
 #include "cutlass/gemm/kernel/gemm_universal.hpp"
 // clang-format on
+#include "common/run_gemm.h"
 #include "common/sm90_arch.h"
 #include "s8s8_groupwise/s8s8_groupwise.h"
 #include "s8s8_groupwise/s8s8_groupwise_configs.h"
@@ -117,17 +118,7 @@ struct Gemm {
     if (!device_is_sm90()) return kInvalidArgument;
     if (!Mainloop::group_ok(p.group)) return kInvalidArgument;
     auto args = arguments(p);
-    if (Device::can_implement(args) != cutlass::Status::kSuccess) return kCutlassCannotImplement;
-    const size_t need = Device::get_workspace_size(args);
-    if (query_workspace) {
-      *query_workspace = need;
-      return kOk;
-    }
-    if (p.workspace_bytes < need) return kInvalidArgument;
-    Device gemm;
-    if (gemm.initialize(args, p.workspace, p.stream) != cutlass::Status::kSuccess) return kCutlassInitFailed;
-    if (gemm.run(p.stream) != cutlass::Status::kSuccess) return kCutlassRunFailed;
-    return last_launch_status();
+    return run_gemm<Device>(args, p.workspace, p.workspace_bytes, p.stream, query_workspace);
   }
 };
 
