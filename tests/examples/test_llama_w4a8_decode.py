@@ -34,3 +34,21 @@ def test_tiny_w4a8_logits_close_and_decode_step_has_no_graph_break(example):
     tok, step_pos = torch.randint(0, args.vocab_size, (1, 1)), torch.tensor([6])
     explained = torch._dynamo.explain(example.decode_one_token)(model, tok, step_pos)
     assert explained.graph_break_count == 0
+
+
+def test_generate_advances_the_position_on_the_device_and_sizes_the_cache(example):
+    """``generate`` keeps the position in a tensor it advances in place (no host copy per token): its tokens must be
+    those of a loop that passes every position explicitly. The cache holds only the positions asked for."""
+    args = example.TINY
+    model = example.build_model(args, "cpu")
+    model.setup_caches(batch=1, max_seq_len=64)
+    assert model.layers[0].cache.k.shape[2] == 64 and model.freqs.shape[0] == 64 and model.causal.shape == (64, 64)
+    prompt = torch.randint(0, args.vocab_size, (1, 5), generator=torch.Generator().manual_seed(3))
+    tokens, _ = example.generate(model, prompt, 6, example.decode_one_token)
+    model.setup_caches(batch=1, max_seq_len=64)  # fresh caches for the reference loop
+    tok = example.decode_one_token(model, prompt, torch.arange(5))
+    expected = [tok]
+    for i in range(5):
+        tok = example.decode_one_token(model, tok, torch.tensor([5 + i]))
+        expected.append(tok)
+    assert torch.equal(tokens, torch.cat([prompt, *expected], dim=1))
