@@ -22,6 +22,8 @@ import warnings
 import torch
 
 from lowbit_flex import cuda_build
+from lowbit_flex.kernels.cutlass_launch import OUT_DTYPE_CODE, aligned16, launch_with_workspace
+from lowbit_flex.kernels.cutlass_launch import library_config_names as _config_names
 
 # Mirrors lowbit_flex/csrc/s8s4_gemm/s8s4_configs.h; position = the launcher's config index. Names give the
 # (M, N, K) tile.
@@ -31,7 +33,6 @@ CUTLASS_CONFIGS: dict[str, tuple[str, ...]] = {
     "sm90": ("16x128x128_ws", "128x128x128_coop", "256x128x128_coop"),
 }
 
-_OUT_DTYPE_CODE = {torch.float16: 0, torch.bfloat16: 1}  # lowbit::s8s4::OutDtype
 _INT32_MAX = 2**31 - 1
 # |acc| <= K * 128 * 8 must fit int32; K <= 2**20 leaves a wide margin.
 _MAX_K = 2**20
@@ -93,15 +94,7 @@ def _launcher(family: str) -> ctypes._CFuncPtr:
 def library_config_names(family: str) -> tuple[str, ...]:
     """The config names compiled into the loaded library (for the consistency test against CUTLASS_CONFIGS)."""
     _check_family(family)
-    lib = cuda_build.load()
-    count, name = getattr(lib, f"lowbit_s8s4_{family}_num_configs"), getattr(lib, f"lowbit_s8s4_{family}_config_name")
-    count.restype, name.restype, name.argtypes = ctypes.c_int, ctypes.c_char_p, [ctypes.c_int]
-    return tuple(name(i).decode() for i in range(count()))
-
-
-def _aligned16(t: torch.Tensor) -> torch.Tensor:
-    # The kernels read/write these with 128-bit (or TMA) accesses; a fresh allocation is always 16-byte aligned.
-    return t if t.data_ptr() % 16 == 0 else t.clone()
+    return _config_names(f"lowbit_s8s4_{family}")
 
 
 def s8s4_linear_cutlass(
@@ -125,21 +118,13 @@ def s8s4_linear_cutlass(
     M, K = x.shape
     N = w.shape[0]
     index = CUTLASS_CONFIGS[family].index(config)
-    x, w, w_scale = _aligned16(x), _aligned16(w), _aligned16(w_scale)
-    bias = None if bias is None else _aligned16(bias)
+    x, w, w_scale = aligned16(x), aligned16(w), aligned16(w_scale)
+    bias = None if bias is None else aligned16(bias)
     out = torch.empty((M, N), dtype=out_dtype, device=x.device)
-
-    fn = _launcher(family)
-    with torch.cuda.device(x.device):  # the launcher sizes stream-K / TMA work for the current device
-        stream = torch.cuda.current_stream().cuda_stream
-        args = (
-            index, _OUT_DTYPE_CODE[out_dtype],
-            x.data_ptr(), x_scale.data_ptr(), w.data_ptr(), w_scale.data_ptr(),
-            None if bias is None else bias.data_ptr(), out.data_ptr(), M, N, K,
-        )  # fmt: skip
-        need = ctypes.c_size_t(0)
-        cuda_build.check_status(fn(*args, None, 0, ctypes.byref(need), stream), f"s8s4 {family} {config} workspace")
-        workspace = torch.empty(need.value, dtype=torch.uint8, device=x.device) if need.value else None
-        ws_ptr = None if workspace is None else workspace.data_ptr()
-        cuda_build.check_status(fn(*args, ws_ptr, need.value, None, stream), f"s8s4 {family} {config}")
+    args = (
+        index, OUT_DTYPE_CODE[out_dtype],
+        x.data_ptr(), x_scale.data_ptr(), w.data_ptr(), w_scale.data_ptr(),
+        None if bias is None else bias.data_ptr(), out.data_ptr(), M, N, K,
+    )  # fmt: skip
+    launch_with_workspace(_launcher(family), args, x.device, f"s8s4 {family} {config}")
     return out

@@ -3,8 +3,9 @@
 ``ctypes`` wrapper over the launcher in ``lowbit_flex/csrc/s8s8_groupwise/`` (built by :mod:`lowbit_flex.cuda_build`):
 a cooperative warp-specialized CUTLASS 3.x kernel (TMA producer warp, two consumer warp groups) whose mainloop
 runs each scale group's int8 WGMMAs into an int32 register accumulator and promotes it, ``acc += float(dot) *
-w_scale[n, g]``, into an fp32 accumulator while the other warp group's WGMMAs run. The epilogue applies ``x_scale``,
-adds ``bias`` and rounds once:
+w_scale[n, g]``, into an fp32 accumulator while the other warp group's WGMMAs run (the ``_pp`` configs keep two
+int32 accumulators, so a warp group's next WGMMAs also overlap its own promotion). The epilogue applies
+``x_scale``, adds ``bias`` and rounds once:
 
 ``out[m, n] = out_dtype((sum_g float(dot_g[m, n]) * w_scale[n, g]) * x_scale[m] + bias[n])``
 
@@ -22,6 +23,8 @@ import functools
 import torch
 
 from lowbit_flex import cuda_build
+from lowbit_flex.kernels.cutlass_launch import OUT_DTYPE_CODE, aligned16, launch_with_workspace
+from lowbit_flex.kernels.cutlass_launch import library_config_names as _config_names
 
 # Mirrors lowbit_flex/csrc/s8s8_groupwise/s8s8_groupwise_configs.h; position = the launcher's config index. Name ->
 # the groups that config takes (its mainloop's promotion cadence is compiled in: every 128-multiple, 64 or 32).
@@ -38,7 +41,6 @@ GROUPWISE_CONFIGS: dict[str, tuple[int, ...]] = {
 # The promotion converts an int32 group dot to float exactly while |dot| <= 2**22, i.e. for any int8 x int8 up to
 # group 256 (128 * 128 * 256).
 GROUPS = (32, 64, 128, 256)
-_OUT_DTYPE_CODE = {torch.float16: 0, torch.bfloat16: 1}  # lowbit::s8s8g::OutDtype
 _INT32_MAX = 2**31 - 1
 
 
@@ -77,15 +79,7 @@ def _launcher() -> ctypes._CFuncPtr:
 
 def library_config_names() -> tuple[str, ...]:
     """The config names compiled into the loaded library (for the consistency test against GROUPWISE_CONFIGS)."""
-    lib = cuda_build.load()
-    count, name = lib.lowbit_s8s8_groupwise_sm90_num_configs, lib.lowbit_s8s8_groupwise_sm90_config_name
-    count.restype, name.restype, name.argtypes = ctypes.c_int, ctypes.c_char_p, [ctypes.c_int]
-    return tuple(name(i).decode() for i in range(count()))
-
-
-def _aligned16(t: torch.Tensor) -> torch.Tensor:
-    # TMA needs 16-byte aligned bases; a fresh allocation always is.
-    return t if t.data_ptr() % 16 == 0 else t.clone()
+    return _config_names("lowbit_s8s8_groupwise_sm90")
 
 
 def s8s8_groupwise_cutlass(
@@ -101,37 +95,33 @@ def s8s8_groupwise_cutlass(
 
     ``x_int8`` int8 (M, K); ``x_scale`` float32 (M,); ``w_int8_unpacked`` int8 (N, K); ``w_scale`` float32
     (N, K // group); ``bias`` float32 (N,) or None; ``out_dtype`` float16 or bfloat16; ``config`` a name in
-    :data:`GROUPWISE_CONFIGS` that takes the group. The arguments are checked here (cheap, host-side: this is a
-    forced backend, not the op's hot path); :func:`supported` must hold.
+    :data:`GROUPWISE_CONFIGS` that takes the group. The arguments are checked here too (the kernel also runs outside the
+    op, on an int8 weight): a few microseconds against a GEMM the dispatch gives only M > 512 rows;
+    :func:`supported` must hold.
     """
     _check(x_int8, x_scale, w_int8_unpacked, w_scale, bias, out_dtype, config)
     M, K = x_int8.shape
     N, groups = w_scale.shape
     group = K // groups
     index = tuple(GROUPWISE_CONFIGS).index(config)
-    x, w = _aligned16(x_int8.contiguous()), _aligned16(w_int8_unpacked.contiguous())
+    x, w = aligned16(x_int8.contiguous()), aligned16(w_int8_unpacked.contiguous())
+    # Bound to names: a temporary's pointer would dangle (its block back in the caching allocator) at the launch.
+    x_scale, w_scale = x_scale.contiguous(), w_scale.contiguous()
+    bias = None if bias is None else bias.contiguous()
     out = torch.empty((M, N), dtype=out_dtype, device=x.device)
-
-    fn = _launcher()
-    with torch.cuda.device(x.device):  # the launcher sizes the persistent grid for the current device
-        stream = torch.cuda.current_stream().cuda_stream
-        args = (
-            index, _OUT_DTYPE_CODE[out_dtype],
-            x.data_ptr(), x_scale.contiguous().data_ptr(), w.data_ptr(), w_scale.contiguous().data_ptr(),
-            None if bias is None else bias.contiguous().data_ptr(), out.data_ptr(), M, N, K, group,
-        )  # fmt: skip
-        need = ctypes.c_size_t(0)
-        cuda_build.check_status(fn(*args, None, 0, ctypes.byref(need), stream), f"s8s8 groupwise {config} workspace")
-        workspace = torch.empty(need.value, dtype=torch.uint8, device=x.device) if need.value else None
-        ws_ptr = None if workspace is None else workspace.data_ptr()
-        cuda_build.check_status(fn(*args, ws_ptr, need.value, None, stream), f"s8s8 groupwise {config}")
+    args = (
+        index, OUT_DTYPE_CODE[out_dtype],
+        x.data_ptr(), x_scale.data_ptr(), w.data_ptr(), w_scale.data_ptr(),
+        None if bias is None else bias.data_ptr(), out.data_ptr(), M, N, K, group,
+    )  # fmt: skip
+    launch_with_workspace(_launcher(), args, x.device, f"s8s8 groupwise {config}")
     return out
 
 
 def _check(x, x_scale, w, w_scale, bias, out_dtype, config) -> None:
     if config not in GROUPWISE_CONFIGS:
         raise ValueError(f"config: expected one of {sorted(GROUPWISE_CONFIGS)}, got {config!r}")
-    if out_dtype not in _OUT_DTYPE_CODE:
+    if out_dtype not in OUT_DTYPE_CODE:
         raise ValueError(f"out_dtype: expected torch.float16 or torch.bfloat16, got {out_dtype}")
     if x.dtype != torch.int8 or w.dtype != torch.int8 or x.dim() != 2 or w.dim() != 2:
         raise ValueError(f"x, w: expected 2-D int8, got {tuple(x.shape)} {x.dtype} and {tuple(w.shape)} {w.dtype}")

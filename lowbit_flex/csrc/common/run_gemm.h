@@ -3,9 +3,9 @@
 // failure mapped to its Status. Torch-free, like every kernel TU (see lowbit_flex/cuda_build.py).
 #pragma once
 
-#include <cstddef>
-
 #include <cuda_runtime.h>
+
+#include <cstddef>
 
 #include "common/status.h"
 #include "cutlass/cutlass.h"

@@ -13,11 +13,10 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "common/out_dtype.h"
 #include "common/status.h"
 
 namespace lowbit::s8s4 {
-
-enum OutDtype : int { kF16 = 0, kBF16 = 1 };
 
 struct Problem {
   const int8_t* x;
@@ -46,16 +45,6 @@ inline bool problem_ok(Problem const& p) {
          p.out && aligned16(p.x) && aligned16(p.w) && aligned16(p.out) && aligned16(p.w_scale) &&
          (p.bias == nullptr || aligned16(p.bias)) && (reinterpret_cast<uintptr_t>(p.x_scale) & 3u) == 0 &&
          (p.workspace_bytes == 0 || p.workspace != nullptr);
-}
-
-using InstanceFn = int (*)(int config, Problem const& p, size_t* query_workspace);
-
-// The body of the exported launchers: pick the output-dtype instance and run (or size) it.
-inline int launch(InstanceFn f16, InstanceFn bf16, int config, int out_dtype, Problem const& p,
-                  size_t* query_workspace) {
-  if (out_dtype == kF16) return f16(config, p, query_workspace);
-  if (out_dtype == kBF16) return bf16(config, p, query_workspace);
-  return kInvalidArgument;
 }
 
 }  // namespace lowbit::s8s4

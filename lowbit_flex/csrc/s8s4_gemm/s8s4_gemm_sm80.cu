@@ -17,5 +17,6 @@ LOWBIT_API const char* lowbit_s8s4_sm80_config_name(int config) {
 
 LOWBIT_API int lowbit_s8s4_sm80(LOWBIT_S8S4_LAUNCHER_PARAMS) {
   const lowbit::s8s4::Problem p LOWBIT_S8S4_PROBLEM;
-  return lowbit::s8s4::launch(lowbit::s8s4::sm80_f16, lowbit::s8s4::sm80_bf16, config, out_dtype, p, query_workspace);
+  return lowbit::launch_out_dtype(lowbit::s8s4::sm80_f16, lowbit::s8s4::sm80_bf16, config, out_dtype, p,
+                                  query_workspace);
 }

@@ -13,11 +13,10 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "common/out_dtype.h"
 #include "common/status.h"
 
 namespace lowbit::s8s8g {
-
-enum OutDtype : int { kF16 = 0, kBF16 = 1 };
 
 struct Problem {
   const int8_t* x;
@@ -46,15 +45,6 @@ inline bool problem_ok(Problem const& p) {
          p.K % p.group == 0 && p.x && p.x_scale && p.w && p.w_scale && p.out && aligned(p.x, 16) &&
          aligned(p.w, 16) && aligned(p.out, 16) && aligned(p.x_scale, 4) && aligned(p.w_scale, 4) &&
          (p.bias == nullptr || aligned(p.bias, 4)) && (p.workspace_bytes == 0 || p.workspace != nullptr);
-}
-
-using InstanceFn = int (*)(int config, Problem const& p, size_t* query_workspace);
-
-inline int launch(InstanceFn f16, InstanceFn bf16, int config, int out_dtype, Problem const& p,
-                  size_t* query_workspace) {
-  if (out_dtype == kF16) return f16(config, p, query_workspace);
-  if (out_dtype == kBF16) return bf16(config, p, query_workspace);
-  return kInvalidArgument;
 }
 
 }  // namespace lowbit::s8s8g

@@ -18,6 +18,6 @@ LOWBIT_API const char* lowbit_s8s8_groupwise_sm90_config_name(int config) {
 
 LOWBIT_API int lowbit_s8s8_groupwise_sm90(LOWBIT_S8S8G_LAUNCHER_PARAMS) {
   const lowbit::s8s8g::Problem p LOWBIT_S8S8G_PROBLEM;
-  return lowbit::s8s8g::launch(lowbit::s8s8g::sm90_f16, lowbit::s8s8g::sm90_bf16, config, out_dtype, p,
-                               query_workspace);
+  return lowbit::launch_out_dtype(lowbit::s8s8g::sm90_f16, lowbit::s8s8g::sm90_bf16, config, out_dtype, p,
+                                  query_workspace);
 }
