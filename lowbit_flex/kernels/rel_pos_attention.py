@@ -24,6 +24,7 @@ dot products); query and key positions past ``L`` (196 is no multiple of any blo
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -31,7 +32,7 @@ import triton
 import triton.language as tl
 
 from lowbit_flex.kernels.arch import triton_interpreting
-from lowbit_flex.kernels.common import LaunchConfig, dot_acc
+from lowbit_flex.kernels.common import LaunchConfig, PlanLaunch, cached_plan, dot_acc
 
 # Kernels may read only constexpr globals (a plain float fails to compile on the GPU; the interpreter allows it).
 _LOG2E = tl.constexpr(1.4426950408889634)
@@ -57,7 +58,7 @@ _ROW_ALIGNED_K_W = (32, 64, 128)
 
 def pick_config(head_dim: int, seq_len: int) -> LaunchConfig:
     block_d = max(16, triton.next_power_of_2(head_dim))
-    return SM90_CONFIGS[(block_d if block_d > 64 else 64, seq_len > 256)]
+    return SM90_CONFIGS[(block_d if block_d > 64 else 64, bool(seq_len > 256))]  # bool(): a guard on a SymInt L
 
 
 @triton.jit
@@ -148,6 +149,30 @@ def _rel_pos_attention_kernel(
     tl.store(o_rows, out.to(o_ptr.dtype.element_ty), mask=m_ok[:, None] & d_ok[None, :])
 
 
+@functools.lru_cache(maxsize=512)
+def _launch_plan(
+    B: int, H: int, L: int, D: int, k_h: int, k_w: int, dtype: torch.dtype, config: LaunchConfig | None, *strides: int
+) -> PlanLaunch:
+    """The launch for one shape key: grid, tiles and constexprs. ``strides`` (q, k, v, then the first three of
+    rel_h and rel_w) are part of the key only: the kernel is specialized on its integer arguments, so a cached
+    direct launch is right only for the strides it was compiled with."""
+    cfg = config or pick_config(D, L)
+    row_aligned = k_w in _ROW_ALIGNED_K_W
+    block_m = cfg.block_m
+    block_d = max(16, triton.next_power_of_2(D))
+    num_m_blocks = triton.cdiv(L, block_m)
+    meta = dict(
+        D=D, K_H=k_h, K_W=k_w,
+        BLOCK_M=block_m, BLOCK_N=k_w if row_aligned else cfg.block_n, BLOCK_D=block_d,
+        KH_P=max(16, triton.next_power_of_2(k_h)), KW_P=max(16, triton.next_power_of_2(k_w)),
+        ROW_ALIGNED=row_aligned, MASK_N=not row_aligned, MASK_M=bool(L % block_m != 0),
+        PAD_D=block_d != D, DOT_PRECISION="ieee" if dtype == torch.float32 else "tf32",
+        UPCAST=triton_interpreting(),
+        num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+    )  # fmt: skip
+    return PlanLaunch(_rel_pos_attention_kernel, (num_m_blocks * B * H,), meta)
+
+
 def rel_pos_attention_triton(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -160,32 +185,22 @@ def rel_pos_attention_triton(
 ) -> torch.Tensor:
     """Launch the fused kernel. Arguments are validated by the op: q/k/v ``(B, H, L, D)`` of one dtype, rel_h/rel_w
     ``(B, H, L, k_h)``/``(B, H, L, k_w)`` in that dtype with ``L == k_h * k_w``. ``config`` overrides the table
-    (the benchmark's sweep uses it)."""
-    B, H, L, D = q.shape
-    k_h, k_w = rel_h.shape[-1], rel_w.shape[-1]
+    (the benchmark's sweep uses it).
+
+    Everything but the tensors is decided once per shape key (:func:`_launch_plan`): eager calls then launch the
+    compiled kernel directly, and ``torch.compile`` traces the launch (``wrap_triton``). Head dim and key grid are
+    constexprs, so under dynamic-shape tracing they are specialized (``int()``: a guard, not a SymInt)."""
+    B, H, L = q.shape[:3]
+    D, k_h, k_w = int(q.shape[3]), int(rel_h.shape[-1]), int(rel_w.shape[-1])
     # The kernel reads rel rows with unit stride (SAM's einsum output already is).
     rel_h = rel_h if rel_h.stride(-1) == 1 else rel_h.contiguous()
     rel_w = rel_w if rel_w.stride(-1) == 1 else rel_w.contiguous()
     out = torch.empty((B, H, L, D), dtype=q.dtype, device=q.device)
     if out.numel() == 0:
         return out
-    cfg = config or pick_config(D, L)
-    row_aligned = k_w in _ROW_ALIGNED_K_W
-    block_n = k_w if row_aligned else cfg.block_n
-    block_m = cfg.block_m
-    block_d = max(16, triton.next_power_of_2(D))
-    num_m_blocks = triton.cdiv(L, block_m)
+    strides = (*q.stride(), *k.stride(), *v.stride(), *rel_h.stride()[:3], *rel_w.stride()[:3])
+    launch = cached_plan(_launch_plan, B, H, L, D, k_h, k_w, q.dtype, config, *strides)
     s = 1.0 / math.sqrt(D) if scale is None else scale
-    _rel_pos_attention_kernel[(num_m_blocks * B * H,)](
-        q, k, v, rel_h, rel_w, out,
-        *q.stride(), *k.stride(), *v.stride(), *rel_h.stride()[:3], *rel_w.stride()[:3],
-        H, L, num_m_blocks, s * _LOG2E.value,
-        D=D, K_H=k_h, K_W=k_w,
-        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d,
-        KH_P=max(16, triton.next_power_of_2(k_h)), KW_P=max(16, triton.next_power_of_2(k_w)),
-        ROW_ALIGNED=row_aligned, MASK_N=not row_aligned, MASK_M=L % block_m != 0,
-        PAD_D=block_d != D, DOT_PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
-        UPCAST=triton_interpreting(),
-        num_warps=cfg.num_warps, num_stages=cfg.num_stages,
-    )  # fmt: skip
+    num_m_blocks = triton.cdiv(L, launch.meta["BLOCK_M"])
+    launch(q, k, v, rel_h, rel_w, out, *strides, H, L, num_m_blocks, s * _LOG2E.value)
     return out

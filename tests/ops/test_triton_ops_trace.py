@@ -35,9 +35,10 @@ TRITON_OPS = {
     "quantize_fp8",
     "quantize_int8_blockwise",
     "quantize_int8_rowwise",
+    "rel_pos_attention",
     "w4a8_linear",
 }
-CUSTOM_OPS = {"fp8_attention", "rel_pos_attention", "s8s4_linear"}  # torch.library.custom_op: opaque to compile
+CUSTOM_OPS = {"fp8_attention", "s8s4_linear"}  # torch.library.custom_op: opaque to compile
 
 # (arch, dynamic) of each fake-CUDA trace; sm_80 takes the paths for GPUs without fp8 conversion instructions.
 TRACES = [(90, False), (80, False), (90, True)]
