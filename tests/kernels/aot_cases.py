@@ -97,39 +97,25 @@ def case_quantize_groups():
 
 
 def case_fp8_attention():
-    from unittest import mock
-
-    import lowbit_flex.kernels.fp8_attention as mod
+    from lowbit_flex.kernels.fp8_attention import CONFIGS, fp8_attention_triton
 
     if torch.cuda.get_device_capability() < (8, 9):
         return False  # fp8 MMA needs sm_89+: below it the op runs its reference and never launches this kernel
 
-    class EveryConfig:  # stands in for the autotuner, which would have to time on a GPU: compile each config
-        def __init__(self, configs):
-            self.configs = configs
-
-        def __getitem__(self, grid):
-            def launch(*args, **meta):
-                for c in self.configs:
-                    mod._fp8_attention_fwd[grid](
-                        *args, **c.kwargs, num_warps=c.num_warps, num_stages=c.num_stages, **meta
-                    )
-
-            return launch
-
-    def run(qk_dtype, d, causal, pv_fp16, configs):
-        B, H, Hkv, L = 1, 4, 2, 300
+    def run(qk_dtype, d, causal, pv_fp16, config=None, L=300):
+        B, H, Hkv = 1, 4, 2
         q, k = torch.empty(B, H, L, d, dtype=qk_dtype), torch.empty(B, Hkv, L, d, dtype=qk_dtype)
         v = torch.empty(B, Hkv, L, d, dtype=torch.float8_e4m3fn)
-        qs, ks, vs = torch.empty(B, H, 3), torch.empty(B, Hkv, 3), torch.empty(B, Hkv)
-        with mock.patch.object(mod, "_fp8_attention_fwd_tuned", EveryConfig(configs)):
-            mod.fp8_attention_triton(q, k, v, qs, ks, vs, causal, None, torch.bfloat16, pv_fp16)
+        n = -(-L // 128)
+        qs, ks, vs = torch.empty(B, H, n), torch.empty(B, Hkv, n), torch.empty(B, Hkv)
+        fp8_attention_triton(q, k, v, qs, ks, vs, causal, None, torch.bfloat16, pv_fp16, config=config)
 
-    all_configs, first = mod._AUTOTUNE_CONFIGS, mod._AUTOTUNE_CONFIGS[:1]
-    run(torch.float8_e4m3fn, 128, False, False, all_configs)  # every autotune config once
-    run(torch.float8_e4m3fn, 64, True, False, first)
-    run(torch.int8, 128, True, False, first)
-    run(torch.float8_e4m3fn, 128, False, True, first)
+    for config in CONFIGS:  # every config once (the table picks among them)
+        run(torch.float8_e4m3fn, 128, False, False, config)
+    run(torch.float8_e4m3fn, 64, True, False)
+    run(torch.float8_e4m3fn, 64, False, False, L=50)  # the short-sequence pick
+    run(torch.int8, 128, True, False)
+    run(torch.float8_e4m3fn, 128, False, True)
 
 
 def case_float_weight_only_linear():

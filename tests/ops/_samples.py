@@ -117,6 +117,12 @@ def _fp8_attention(device):
     yield quantize_attention_inputs(q, k, v, "int8"), {"out_dtype": torch.float16, "pv_fp16_accum": True}
 
 
+def _fp8_attention_reference(device):
+    # fp8_attention's opaque path for GPUs without fp8 MMA: every argument positional (the schema has no defaults).
+    for args, kw in _fp8_attention(device):
+        yield (*args, kw.get("causal", False), 0.2, kw.get("out_dtype", torch.bfloat16), kw.get("pv_fp16_accum", False)), {}
+
+
 SAMPLES = {
     "quantize_int8_rowwise": _quantize_int8_rowwise,
     "s8s4_linear": _s8s4_linear,
@@ -125,6 +131,7 @@ SAMPLES = {
     "quantize_fp8": _quantize_fp8,
     "quantize_int8_blockwise": _quantize_int8_blockwise,
     "fp8_attention": _fp8_attention,
+    "_fp8_attention_reference": _fp8_attention_reference,
     "fp8_weight_only_linear": _fp8_weight_only_linear,
     "fpx_weight_only_linear": _fpx_weight_only_linear,
 }
