@@ -129,7 +129,11 @@ def run(bench: Bench) -> None:
 
 
 def _config_sweep(bench: Bench, shapes) -> None:
-    from lowbit_flex.kernels.rel_pos_attention import Config, pick_config, rel_pos_attention_triton
+    from lowbit_flex.kernels.common import LaunchConfig
+    from lowbit_flex.kernels.rel_pos_attention import pick_config, rel_pos_attention_triton
+
+    def Config(m, n, w, s):  # block_k is unused by this kernel
+        return LaunchConfig(m, n, 0, w, s)
 
     table = bench.table("rel_pos_attention kernel: launch configs around the sm_90 table", baseline="table config")
     for name, (b, h, k_h, k_w, d) in shapes:
@@ -145,10 +149,11 @@ def _config_sweep(bench: Bench, shapes) -> None:
         ref = _fused(*(t[:1] for t in args)).float()
         times = {"table config": bench.time(lambda *a, c=chosen: rel_pos_attention_triton(*a, config=c), args)}
         worst = 0.0
-        for c in sorted(candidates):
+        for c in sorted(candidates, key=lambda c: (c.block_m, c.block_n, c.num_warps, c.num_stages)):
             fn = lambda *a, c=c: rel_pos_attention_triton(*a, config=c)
             worst = max(worst, rel_error(fn(*args)[:1], ref))
             times[f"M{c.block_m} N{c.block_n} w{c.num_warps} s{c.num_stages}"] = bench.time(fn, args)
         best = min(times, key=times.get)
-        table.add({"shape": name, "table": "M{} N{} w{} s{}".format(*chosen)}, times, best=best, max_rel_diff=worst)
+        label = f"M{chosen.block_m} N{chosen.block_n} w{chosen.num_warps} s{chosen.num_stages}"
+        table.add({"shape": name, "table": label}, times, best=best, max_rel_diff=worst)
         del args
