@@ -120,7 +120,8 @@ def _fp8_attention(device):
 def _fp8_attention_reference(device):
     # fp8_attention's opaque path for GPUs without fp8 MMA: every argument positional (the schema has no defaults).
     for args, kw in _fp8_attention(device):
-        yield (*args, kw.get("causal", False), 0.2, kw.get("out_dtype", torch.bfloat16), kw.get("pv_fp16_accum", False)), {}
+        kw = {"causal": False, "out_dtype": torch.bfloat16, "pv_fp16_accum": False} | kw
+        yield (*args, kw["causal"], 0.2, kw["out_dtype"], kw["pv_fp16_accum"]), {}
 
 
 SAMPLES = {
