@@ -3,27 +3,30 @@
 One program owns ``BLOCK_M`` queries of one (batch, head) and streams the keys in blocks with an online softmax
 (fp32 statistics and accumulator, ``exp2`` with ``log2(e)`` folded into the scale). The bias
 ``rel_h[i, j // k_w] + rel_w[i, j % k_w]`` never exists as an ``L x L`` tensor. Two ways to add it
-(:class:`Bias`), chosen per shape by :func:`pick_config`:
+(:class:`Bias`), chosen per shape by :func:`pick_config` (``ROWS`` wherever a padded key row fits a block):
 
 * ``ROWS``: a key block is ``R`` whole rows of the key grid, each padded to ``KW_P = next_pow2(k_w)`` slots
   (``BLOCK_N = R * KW_P``). Slot ``c`` then always holds key-grid column ``c % KW_P``, so the ``rel_w`` tile is
   loaded once per program and reused for every block, and the ``rel_h`` term is ``R`` columns per block, one per
   key row, broadcast along the row. SAM's 64 x 64 global attention is ``R = 1`` with no padding: no masks, no
   extra tensor-core work, one add per logit. Padding slots (``k_w < KW_P``) are masked keys.
-* ``ONEHOT`` (any grid): the bias tile is one small matmul on the tensor cores, ``[rel_h | rel_w] @ [onehot(j //
-  k_w); onehot(j % k_w)]``: the two tables side by side along the reduction dim (``k_h + k_w`` columns padded to a
-  power of two), the one-hot matrix built from the key indices in registers. Exact (two non-zero terms per
-  column, fp32 accumulation) and produced in the accumulator layout of ``q @ k^T``. Where ``k_h`` is large and a
-  key block spans few grid rows (a 48 x 40 grid), only a 16-row window of ``rel_h`` starting at the block's first
-  row takes part (``H_WINDOW``), loaded per block: 16 + 40 reduction columns instead of 64 + 64.
+* ``ONEHOT`` (any grid; the default only for key rows wider than 128 slots): the bias tile is one small matmul on
+  the tensor cores, ``[rel_h | rel_w] @ [onehot(j // k_w); onehot(j % k_w)]``: the two tables side by side along
+  the reduction dim (``k_h + k_w`` columns padded to a power of two), the one-hot matrix built from the key indices
+  in registers. Exact (two non-zero terms per column, fp32 accumulation) and produced in the accumulator layout of
+  ``q @ k^T``. Where ``k_h`` is large and a key block spans few grid rows, only a 16-row window of ``rel_h``
+  starting at the block's first row takes part (``H_WINDOW``), loaded per block. It measured slower than ``ROWS``
+  on every SAM shape and on a 48 x 40 grid (Hopper's MMA reads the one-hot operand from shared memory, so it is
+  stored there every block).
 
-Head dims that are not powers of two are split into two power-of-two tiles (``SPLIT_D``: 80 = 64 + 16, two MMAs
-per product) instead of padding to the next power of two (80 -> 128: 60 % more MMA work and registers).
+Head dims that are not powers of two are split into two power-of-two tiles (``BLOCK_D + BLOCK_D1``: 80 = 64 + 16,
+two MMAs per product) instead of padded to the next power of two (80 -> 128: 60 % more MMA work and registers).
 Query and key positions past ``L`` (196 is no multiple of any block) are masked.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import functools
 import math
@@ -57,42 +60,40 @@ class RelPosConfig(LaunchConfig):
     split_d: bool = True
 
 
-def _cfg(m: int, n: int, warps: int, stages: int, bias: Bias) -> RelPosConfig:
-    return RelPosConfig(m, n, 0, warps, stages, bias)
+def _cfg(m: int, n: int, warps: int, stages: int) -> RelPosConfig:
+    return RelPosConfig(m, n, 0, warps, stages, Bias.ROWS)
 
 
-# Fixed launch configurations for sm_90 (H100/H200), one row per shape class: no autotuning, so the first call
-# compiles once and runs. Keyed by (padded head dim, key-grid class): "rows" where k_w fills its power of two
-# (SAM's 64 x 64 global grid, k_w in 32/64/128), "window" for short sequences (L <= 256, SAM's 14 x 14 windows),
-# "grid" for other long grids (48 x 40). Chosen from the sweep of benchmarks/bench_rel_pos_attention.py on an H200
-# (2026-11-22, bf16): global attention is fastest with 64-query blocks, 4 warps and 3 stages (vit_b 1.27 vs 1.60 ms
-# for 128 x 8 warps); SAM's 196-token windows with 128-query blocks, 8 warps, 3 stages (vit_b 0.190 vs 0.214 ms).
+# Fixed launch configurations for sm_90 (H100/H200), keyed by (padded head dim, L <= 256): no autotuning, so the
+# first call compiles once and runs. From the sweep of benchmarks/bench_rel_pos_attention.py on an H200 (2026-12-01,
+# bf16, ms; docs/measurements/h200_run16_rel_pos_windows.md):
+# - global attention (64 x 64 grid) and long grids: 64-query blocks, 4 warps, 3 stages (vit_b 1.31 against 1.36-2.31
+#   for six other tiles; vit_h 2.14; 48 x 40: 0.188, 128-query blocks 0.192);
+# - SAM's 196-token windows: blocks of two padded key rows (32 slots), 64 queries and 4 warps at D = 64 (vit_b 0.175;
+#   the previous 128 x 64 one-hot config 0.262), 128 queries and 8 warps at D = 80 (vit_h 0.298 against 0.307).
 # D = 256 is untimed (no SAM model uses it): the smallest tiles, to stay within registers.
-SM90_CONFIGS: dict[tuple[int, str], RelPosConfig] = {
-    (64, "rows"): _cfg(64, 64, 4, 3, Bias.ROWS),
-    (128, "rows"): _cfg(64, 64, 4, 3, Bias.ROWS),
-    (256, "rows"): _cfg(64, 64, 8, 1, Bias.ROWS),
-    (64, "window"): _cfg(128, 64, 8, 3, Bias.ONEHOT),
-    (128, "window"): _cfg(128, 64, 8, 3, Bias.ONEHOT),
-    (256, "window"): _cfg(64, 32, 4, 1, Bias.ONEHOT),
-    (64, "grid"): _cfg(64, 64, 4, 3, Bias.ONEHOT),
-    (128, "grid"): _cfg(64, 64, 4, 3, Bias.ONEHOT),
-    (256, "grid"): _cfg(64, 64, 8, 1, Bias.ONEHOT),
+SM90_CONFIGS: dict[tuple[int, bool], RelPosConfig] = {
+    (64, False): _cfg(64, 64, 4, 3),
+    (128, False): _cfg(64, 64, 4, 3),
+    (256, False): _cfg(64, 64, 8, 1),
+    (64, True): _cfg(64, 32, 4, 3),
+    (128, True): _cfg(128, 32, 8, 3),
+    (256, True): _cfg(64, 32, 4, 1),
 }
-# Key-grid widths that take ROWS by default: whole power-of-two rows (no padding slots) that fit one key block.
-_ROWS_K_W = (32, 64, 128)
-
-
-def shape_class(seq_len: int, k_w: int) -> str:
-    """The key of :data:`SM90_CONFIGS`'s second column (``bool()``: a guard on a SymInt ``L`` under tracing)."""
-    if k_w in _ROWS_K_W:
-        return "rows"
-    return "window" if bool(seq_len <= 256) else "grid"
+# Widest padded key row that ROWS takes: a block holds at least one whole row, and 256-slot blocks spill.
+MAX_ROWS_KW_P = 128
 
 
 def pick_config(head_dim: int, seq_len: int, k_w: int) -> RelPosConfig:
+    """The table's tiles, with the bias formation: ``ROWS`` wherever a padded key row fits a block. A padded row is
+    always more than half full, and at 40 of 64 slots (a 48 x 40 grid) ROWS ran 1.68x faster than the one-hot MMA;
+    on every SAM shape it was the fastest. Rows wider than 128 slots take ``ONEHOT`` instead.
+    (``bool()``: a guard on a SymInt ``L`` under tracing.)"""
     block_d = max(64, triton.next_power_of_2(head_dim))
-    return SM90_CONFIGS[(block_d, shape_class(seq_len, k_w))]
+    cfg = SM90_CONFIGS[(block_d, bool(seq_len <= 256))]
+    if triton.next_power_of_2(k_w) > MAX_ROWS_KW_P:
+        cfg = dataclasses.replace(cfg, bias=Bias.ONEHOT)
+    return cfg
 
 
 def head_dim_tiles(head_dim: int, split: bool) -> tuple[int, int]:

@@ -66,21 +66,23 @@ def case_s8s4_unpacked_gemm():
 def case_rel_pos_attention():
     from lowbit_flex.kernels.rel_pos_attention import SM90_CONFIGS, rel_pos_attention_triton
 
-    # Every row of the config table: a grid of its class (ROWS: 64 x 64 global; window: 14 x 14, ragged L; grid:
-    # 48 x 40, the windowed rel_h) at each head dim it serves (80 and 96: split tiles; 128, 256: one tile).
-    grids = {"rows": (64, 64), "window": (14, 14), "grid": (48, 40)}
+    def attend(k_h, k_w, d, dtype=torch.bfloat16):
+        L = k_h * k_w
+        q = torch.empty(1, 2, L, d, dtype=dtype)
+        rel_pos_attention_triton(
+            q, q, q, torch.empty(1, 2, L, k_h, dtype=dtype), torch.empty(1, 2, L, k_w, dtype=dtype)
+        )
+
+    # Every row of the config table at each head dim it serves (80 and 96: split tiles; 128, 256: one tile), on the
+    # grids of its length: short = SAM's 14 x 14 windows (2 padded rows per block, ragged L); long = the 64 x 64
+    # global grid (whole rows, no masks) and 48 x 40 (40 of 64 slots).
     dims = {64: (64,), 128: (80, 96, 128), 256: (256,)}
-    for block_d, shape_class in SM90_CONFIGS:
-        k_h, k_w = grids[shape_class]
+    for block_d, short in SM90_CONFIGS:
         for d in dims[block_d]:
-            L = k_h * k_w
-            q = torch.empty(1, 2, L, d, dtype=torch.bfloat16)
-            rel_h, rel_w = torch.empty(1, 2, L, k_h, dtype=q.dtype), torch.empty(1, 2, L, k_w, dtype=q.dtype)
-            rel_pos_attention_triton(q, q, q, rel_h, rel_w)
-    q = torch.empty(1, 2, 196, 80, dtype=torch.float16)
-    rel_pos_attention_triton(
-        q, q, q, torch.empty(1, 2, 196, 14, dtype=q.dtype), torch.empty(1, 2, 196, 14, dtype=q.dtype)
-    )
+            for k_h, k_w in [(14, 14)] if short else [(64, 64), (48, 40)]:
+                attend(k_h, k_w, d)
+    attend(14, 14, 80, torch.float16)
+    attend(2, 160, 64)  # rows wider than 128 slots: the one-hot MMA
 
 
 def case_quantize_groups():
