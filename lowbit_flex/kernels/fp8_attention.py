@@ -94,7 +94,8 @@ def _fp8_attention_fwd(
     q = tl.load(q_ptrs, mask=offs_m[:, None] < Lq, other=0.0)
     # BLOCK_M divides Q_SCALE_BLOCK, so the whole tile shares one q scale.
     q_scale = tl.load(QS + b * stride_qsb + h * stride_qsh + (m0 // Q_SCALE_BLOCK) * stride_qsm)
-    qk_scale = q_scale * sm_scale_log2e
+    # Inductor passes a Python float as fp64 where the GPU has fp64 (Triton's JIT: fp32): keep the logits fp32.
+    qk_scale = q_scale * tl.cast(sm_scale_log2e, tl.float32)
 
     k_base = K + b.to(tl.int64) * stride_kb + hk.to(tl.int64) * stride_kh
     v_base = V + b.to(tl.int64) * stride_vb + hk.to(tl.int64) * stride_vh

@@ -144,6 +144,9 @@ def _rel_pos_attention_kernel(
     MASK_N: tl.constexpr, MASK_M: tl.constexpr, PAD_D: tl.constexpr, PAD_D1: tl.constexpr,
     DOT_PRECISION: tl.constexpr, UPCAST: tl.constexpr,
 ):  # fmt: skip
+    # Inductor passes a Python float as fp64 where the GPU has fp64 (Triton's JIT: fp32); fp64 would spread to the
+    # logits and break the fp32 accumulator's dot.
+    qk_scale = tl.cast(qk_scale, tl.float32)
     # Query blocks of one (batch, head) are consecutive programs, so they share K/V in L2.
     pid = tl.program_id(0)
     pid_m = pid % num_m_blocks
@@ -288,7 +291,7 @@ def _launch_plan(
         DOT_PRECISION="ieee" if dtype == torch.float32 else "tf32", UPCAST=triton_interpreting(),
         num_warps=cfg.num_warps, num_stages=cfg.num_stages,
     )  # fmt: skip
-    return PlanLaunch(_rel_pos_attention_kernel, (triton.cdiv(L, block_m) * B * H,), meta)
+    return PlanLaunch(_rel_pos_attention_kernel, (triton.cdiv(L, block_m) * B * H,), meta, tensors=6)
 
 
 def rel_pos_attention_triton(
