@@ -69,7 +69,7 @@ def _w4a8_linear(device):
 
 
 def _rel_pos_attention(device):
-    # Window-like (5 x 7 keys, D = 80 padded in the kernel) in SAM's (B*H, L, k) layout, and a row-aligned grid.
+    # Window-like (5 x 7 keys, D = 80 split 64 + 16 in the kernel) in SAM's (B*H, L, k) layout, and a 64-wide grid.
     q, k, v = (torch.randn(1, 2, 35, 80, device=device, dtype=torch.bfloat16) for _ in range(3))
     rel = (
         torch.randn(2, 35, 5, device=device, dtype=torch.bfloat16),

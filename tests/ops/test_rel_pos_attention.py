@@ -130,6 +130,19 @@ def test_kernel_matches_float64_and_writes_everything(monkeypatch, b, h, k_h, k_
     assert_rel_error(out, _reference_f64(q, k, v, rh, rw), 1e-2)
 
 
+@needs_kernel
+@pytest.mark.parametrize("d", [64, 80, 128])
+@pytest.mark.parametrize("k_h, k_w", [(14, 14), (64, 64), (48, 40), (7, 9), (1, 37)])
+def test_kernel_issue_grids_batch_1(monkeypatch, k_h, k_w, d):
+    """The table's config on SAM's window and global grids, a non-square image grid, a small odd grid and a 1 x N
+    row, batch 1, every SAM head dim (the interpreter runs the long grids at one head dim each: 30-70 s apiece)."""
+    if kernel_device() == "cpu" and (k_h, k_w, d) in {(64, 64, 80), (64, 64, 128), (48, 40, 64), (48, 40, 128)}:
+        pytest.skip("long grid under the interpreter: one head dim per grid (all run on the GPU)")
+    q, k, v, rh, rw = _inputs(1, 1, k_h, k_w, d, torch.bfloat16, kernel_device())
+    out = _run_kernel_poisoned(monkeypatch, q, k, v, rh, rw)
+    assert_rel_error(out, _reference_f64(q, k, v, rh, rw), 1e-2)
+
+
 def _config(m, n, bias: str, split=True):
     from lowbit_flex.kernels.rel_pos_attention import Bias, RelPosConfig
 
