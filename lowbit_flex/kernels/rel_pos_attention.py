@@ -269,14 +269,18 @@ def _launch_plan(
     rel_h and rel_w) are part of the key only: the kernel is specialized on its integer arguments, so a cached
     direct launch is right only for the strides it was compiled with."""
     cfg = config or pick_config(D, L, k_w)
-    block_d, block_d1 = head_dim_tiles(D, cfg.split_d)
     kw_p = triton.next_power_of_2(k_w)
     block_n, kc, h_window = cfg.block_n, 16, False
     if cfg.bias is Bias.ROWS:
         block_n = max(block_n, kw_p)  # whole padded key rows per block
         mask_n = kw_p != k_w or k_h % (block_n // kw_p) != 0
+        key_blocks = triton.cdiv(k_h, block_n // kw_p)
     else:
         mask_n = L % block_n != 0
+        key_blocks = triton.cdiv(L, block_n)
+    # Measured on the H200 (Triton 3.6): with a single key block, the split head dim's second accumulator came out
+    # wrong (1 x 37 grid, D = 80; right under the interpreter and with two or more blocks), so such a shape pads.
+    block_d, block_d1 = head_dim_tiles(D, cfg.split_d and key_blocks >= 2)
     if cfg.bias is Bias.ONEHOT:
         # A 16-row rel_h window suffices where a block of consecutive keys spans at most 16 key rows.
         h_window = k_h > 16 and (block_n + k_w - 2) // k_w + 1 <= 16

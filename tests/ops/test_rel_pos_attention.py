@@ -200,6 +200,19 @@ def test_head_dim_tiles(d, tiles):
     assert head_dim_tiles(d, False)[1] == 0
 
 
+@pytest.mark.parametrize(
+    "k_h, k_w, tiles", [(14, 14, (64, 16)), (1, 37, (128, 0)), (64, 64, (64, 16)), (2, 160, (64, 16))]
+)
+def test_plan_splits_the_head_dim_only_over_several_key_blocks(k_h, k_w, tiles):
+    """D = 80 splits into 64 + 16 unless the whole key range is one block (1 x 37: one padded 64-slot row), where the
+    split tile's accumulator came out wrong on the H200 and the plan pads to 128 instead."""
+    from lowbit_flex.kernels.rel_pos_attention import _launch_plan
+
+    L = k_h * k_w
+    meta = _launch_plan.__wrapped__(1, 1, L, 80, k_h, k_w, torch.bfloat16, None).meta
+    assert (meta["BLOCK_D"], meta["BLOCK_D1"]) == tiles
+
+
 @needs_kernel
 def test_kernel_row_aligned_full_blocks_sam_layout_and_scale(monkeypatch):
     """Explicit 128-query blocks (the long-sequence config) on 2 x 64 keys: no masks at all; SAM's 3-D layout."""
