@@ -107,6 +107,29 @@ def _flex_descale_table(bench: Bench, L: int):
     table.add({"L": L}, times, **errs, **recompiles)
 
 
+def _config_sweep(bench: Bench, Ls) -> None:
+    """The kernel with each of ``CONFIGS`` against ``pick_config``'s choice (a fixed rule, no autotuning: this table
+    is what the rule should be checked and updated against)."""
+    from lowbit_flex.kernels.fp8_attention import CONFIGS, fp8_attention_triton, pick_config
+
+    table = bench.table(f"fp8_attention kernel: launch configs, B={B} H={H} D={D} fp8", baseline="rule")
+    for L in Ls:
+        q, k, v = (torch.randn(B, H, L, D, device="cuda", dtype=torch.bfloat16) for _ in range(3))
+        args = quantize_attention_inputs(q, k, v, "fp8")
+        chosen = pick_config(L)
+        for causal in (False, True):
+            times = {}
+            for label, c in [("rule", chosen), *((f"M{c.block_m} w{c.num_warps} s{c.num_stages}", c) for c in CONFIGS)]:
+                fn = lambda *a, c=c, causal=causal: fp8_attention_triton(
+                    *a, causal, None, torch.bfloat16, False, config=c
+                )
+                times[label] = bench.time(fn, args)
+            rule = f"M{chosen.block_m} w{chosen.num_warps} s{chosen.num_stages}"
+            table.add({"L": L, "causal": causal}, times, rule=rule, best=min(times, key=times.get))
+        del q, k, v, args
+        torch.cuda.empty_cache()
+
+
 def run(bench: Bench) -> None:
     torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
     from torch.nn.attention.flex_attention import flex_attention
@@ -122,3 +145,4 @@ def run(bench: Bench) -> None:
             _case(bench, table, flex, L, causal, L in flex_Ls, bf16_tflops, fp8_tflops)
             torch.cuda.empty_cache()
     _flex_descale_table(bench, 4096 if bench.quick else 8192)
+    _config_sweep(bench, Ls)

@@ -32,6 +32,23 @@ def host_us(fn: Callable, *args, calls: int = 300) -> float:
     return (t1 - t0) / calls * 1e6
 
 
+def enqueue_us(fn: Callable, *args, calls: int = 20) -> float:
+    """Host microseconds to issue one call of ``fn(*args)`` onto an idle GPU: median over ``calls``, synchronizing
+    before each. Unlike :func:`host_us` this stays the host's own cost when a call's GPU time exceeds it: back-to-back
+    calls would fill CUDA's launch queue and make the host wait for the GPU. Valid while one call launches fewer
+    kernels than the queue holds (about a thousand)."""
+    for _ in range(3):
+        fn(*args)
+    samples = []
+    for _ in range(calls):
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        fn(*args)
+        samples.append(time.perf_counter() - t0)
+    torch.cuda.synchronize()
+    return sorted(samples)[len(samples) // 2] * 1e6
+
+
 def environment() -> dict:
     """Stamp results with the machine and versions they were measured on."""
     import triton
@@ -113,10 +130,12 @@ class Bench:
         self.tables.append(t)
         return t
 
-    def time(self, fn: Callable, *arg_sets: Sequence, graph: bool = True) -> float:
+    def time(self, fn: Callable, *arg_sets: Sequence, graph: bool = True, eager_fallback: bool = True) -> float:
         """Median milliseconds of ``fn(*args)``, cycling through ``arg_sets`` so inputs that fit in L2 are not
-        re-read from cache. ``graph=True`` times CUDA-graph replays, so launch overhead (Python, Triton's launcher)
-        does not hide small kernels; methods that cannot be captured fall back to ``do_bench``."""
+        re-read from cache. ``graph=True`` times CUDA-graph replays of ``fn`` itself (warmed up, then captured on a
+        side stream), so launch overhead (Python, Triton's launcher) does not hide small kernels; methods that cannot
+        be captured fall back to ``do_bench``, or return NaN with ``eager_fallback=False`` (for a table whose column
+        says "CUDA graph", an eager time there would be mislabelled)."""
         import triton.testing
 
         sets = itertools.cycle(arg_sets or [()])
@@ -127,8 +146,11 @@ class Bench:
             try:
                 return float(triton.testing.do_bench_cudagraph(call, rep=50, return_mode="median"))
             except Exception as e:  # capture can fail for host-syncing methods: time them without a graph
-                print(f"  (no CUDA graph for {getattr(fn, '__name__', fn)}: {type(e).__name__}; timing eagerly)")
+                then = "timing eagerly" if eager_fallback else "NaN"
+                print(f"  (no CUDA graph for {getattr(fn, '__name__', fn)}: {type(e).__name__}; {then})")
                 torch.cuda.synchronize()
+                if not eager_fallback:
+                    return float("nan")
         return float(triton.testing.do_bench(call, warmup=25, rep=100, return_mode="median"))
 
     def write(self) -> str:

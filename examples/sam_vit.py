@@ -21,7 +21,11 @@ from lowbit_flex.score_mods import rel_pos_bias, sam_rel_pos
 
 class AttnImpl(enum.Enum):
     FUSED = "lowbit::rel_pos_attention"  # the fused Triton op (exact reference off CUDA)
-    SDPA_BIAS = "SDPA + materialised bias"  # SAM-style: build the L x L bias, pass it as attn_mask
+    # The L x L bias is a broadcast add of rel_h and rel_w (inside the compiled graph under torch.compile), passed to
+    # SDPA as attn_mask: the bias is materialised, the attention matrix is not (SDPA's fused kernels take the mask).
+    SDPA_BIAS = "SDPA + broadcast-add bias as attn_mask"
+    # Segment Anything's own attention: both the logits and the probabilities are (B*nH, L, L) tensors.
+    SAM_MATERIALISED = "SAM attention: q@kᵀ + rel-pos bias, softmax, @v"
     FLEX = "flex_attention + rel_pos_bias"  # FlexAttention score_mod (compile the model for a fused kernel)
 
 
@@ -64,11 +68,33 @@ class Attention(nn.Module):
         elif self.impl is AttnImpl.SDPA_BIAS:
             bias = (rel_h[..., :, None] + rel_w[..., None, :]).reshape(b, nh, n, n)
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+        elif self.impl is AttnImpl.SAM_MATERIALISED:
+            out = sam_materialised_attention(q, k, v, rel_h, rel_w, (gh, gw))
         else:
             from torch.nn.attention.flex_attention import flex_attention
 
             out = flex_attention(q, k, v, score_mod=rel_pos_bias(rel_h, rel_w))
         return self.proj(out.transpose(1, 2).reshape(b, gh, gw, c))
+
+
+def sam_materialised_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rel_h: torch.Tensor, rel_w: torch.Tensor, grid: tuple[int, int]
+) -> torch.Tensor:
+    """What Segment Anything's ``Attention.forward`` with ``add_decomposed_rel_pos`` computes, op for op.
+
+    ``q, k, v``: ``(B, nH, L, hd)`` with ``L = grid[0] * grid[1]``; ``rel_h``/``rel_w`` from ``sam_rel_pos``.
+    """
+    b, nh, n, hd = q.shape
+    gh, gw = grid
+    # SAM's layout: heads folded into the batch, scale applied to q before the matmul.
+    q, k, v = (t.reshape(b * nh, n, hd) for t in (q, k, v))
+    attn = (q * hd**-0.5) @ k.transpose(-2, -1)
+    attn = attn.view(b * nh, gh, gw, gh, gw)
+    attn = attn + rel_h.reshape(b * nh, gh, gw, gh, 1) + rel_w.reshape(b * nh, gh, gw, 1, gw)
+    # Softmax in the input dtype, as SAM does (no float32 upcast of the probabilities): in bf16 the baseline keeps
+    # SAM's rounding and its memory traffic (torch still accumulates the softmax itself in float32 internally).
+    attn = attn.view(b * nh, n, n).softmax(dim=-1)
+    return (attn @ v).view(b, nh, n, hd)
 
 
 def _window_partition(x: torch.Tensor, w: int) -> tuple[torch.Tensor, tuple[int, int]]:

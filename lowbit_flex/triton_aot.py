@@ -80,6 +80,11 @@ def compile_launches(arch: int) -> Iterator[Compiled]:
                     attrs[(i,)] = [["tt.divisibility", 16]]
         triton.compile(ASTSource(self, signature, constexprs, attrs), target=target, options=options)
         out.kernels.append((self.fn.__name__, constexprs))
+        # Inductor types a Python float argument fp64 where the GPU has fp64 (torch._inductor.codegen.triton_utils),
+        # Triton's JIT fp32: a kernel launched from a compiled graph must compile both ways.
+        floats = {name: "fp64" for name, t in signature.items() if t == "fp32"}
+        if floats:
+            triton.compile(ASTSource(self, signature | floats, constexprs, attrs), target=target, options=options)
 
     capability = (arch // 10, arch % 10)
     with (

@@ -8,7 +8,7 @@ from torch import Tensor
 
 from lowbit_flex._checks import FLOAT_DTYPES, check_tensor
 from lowbit_flex.kernels.arch import has_fp8_mma
-from lowbit_flex.ops.fp8_attention import HEAD_DIMS, K_BLOCK, Q_BLOCK, fp8_attention
+from lowbit_flex.ops.fp8_attention import HEAD_DIMS, K_BLOCK, Q_BLOCK, fp8_attention_eager
 from lowbit_flex.ops.quantize_fp8 import quantize_fp8
 from lowbit_flex.ops.quantize_int8_blockwise import quantize_int8_blockwise
 
@@ -78,4 +78,5 @@ def lowbit_attention(
         gqa = q.shape[1] != k.shape[1]
         return F.scaled_dot_product_attention(q, k, v, is_causal=causal, scale=scale, enable_gqa=gqa)
     q8, k8, v8, qs, ks, vs = quantize_attention_inputs(q, k, v, dtype, smooth_k)
-    return fp8_attention(q8, k8, v8, qs, ks, vs, causal, scale, q.dtype, pv_fp16_accum)
+    # The op's body straight from here in plain eager CUDA calls (torch.ops.lowbit.fp8_attention otherwise).
+    return fp8_attention_eager(q8, k8, v8, qs, ks, vs, causal, scale, q.dtype, pv_fp16_accum)

@@ -8,6 +8,7 @@ only the diagonal / ragged tail blocks pay for the ``where``.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -15,7 +16,7 @@ import triton
 import triton.language as tl
 
 from lowbit_flex.kernels.arch import triton_interpreting
-from lowbit_flex.kernels.common import LaunchConfig
+from lowbit_flex.kernels.common import LaunchConfig, PlanLaunch, cached_plan
 from lowbit_flex.kernels.rounding import to_e4m3
 from lowbit_flex.quant.fp8 import K_BLOCK, Q_BLOCK, p_scale
 
@@ -93,7 +94,8 @@ def _fp8_attention_fwd(
     q = tl.load(q_ptrs, mask=offs_m[:, None] < Lq, other=0.0)
     # BLOCK_M divides Q_SCALE_BLOCK, so the whole tile shares one q scale.
     q_scale = tl.load(QS + b * stride_qsb + h * stride_qsh + (m0 // Q_SCALE_BLOCK) * stride_qsm)
-    qk_scale = q_scale * sm_scale_log2e
+    # Inductor passes a Python float as fp64 where the GPU has fp64 (Triton's JIT: fp32): keep the logits fp32.
+    qk_scale = q_scale * tl.cast(sm_scale_log2e, tl.float32)
 
     k_base = K + b.to(tl.int64) * stride_kb + hk.to(tl.int64) * stride_kh
     v_base = V + b.to(tl.int64) * stride_vb + hk.to(tl.int64) * stride_vh
@@ -125,24 +127,45 @@ def _fp8_attention_fwd(
     tl.store(o_ptrs, out.to(Out.dtype.element_ty), mask=offs_m[:, None] < Lq)
 
 
-# Autotuned once per key (then cached by Triton). block_m must divide Q_BLOCK (128); block_n is the k scale block;
-# block_k is unused (the head dim is one tile). 8 warps = two warpgroups of 64 rows each on Hopper. Four configs:
-# each is a compile per (CAUSAL, QK_INT8, PV_FP16_ACC) combination, and the benchmark runs them all.
+# Launch configurations. block_m must divide Q_BLOCK (128); block_n is the k scale block; block_k is unused (the
+# head dim is one tile). 8 warps = two warpgroups of 64 rows each on Hopper. These four were the autotuner's
+# candidates until the op became a triton_op: an autotuner times every config on the first call of each key (on
+# the GPU, inside the first eager call or a compiled graph's first run) and binds its key on every call, so the
+# launch config is now a fixed rule (:func:`pick_config`), decided once per shape key. The rule is unmeasured: the
+# configs' timings were never recorded; ``benchmarks/bench_fp8_attention.py`` should sweep them (``config=``).
 CONFIGS: tuple[LaunchConfig, ...] = (
     LaunchConfig(128, K_BLOCK, 0, 8, 2),
     LaunchConfig(128, K_BLOCK, 0, 8, 3),
     LaunchConfig(128, K_BLOCK, 0, 4, 3),
     LaunchConfig(64, K_BLOCK, 0, 4, 3),
 )
-_INTERPRETER_CONFIG = CONFIGS[-1]  # autotuning under the interpreter would only multiply the (slow) CPU runs
+_INTERPRETER_CONFIG = CONFIGS[-1]  # the smallest tiles: the interpreter's CPU runs scale with the tile size
 
-_AUTOTUNE_CONFIGS = [
-    triton.Config({"BLOCK_M": c.block_m}, num_warps=c.num_warps, num_stages=c.num_stages) for c in CONFIGS
-]
-_fp8_attention_fwd_tuned = triton.autotune(
-    configs=_AUTOTUNE_CONFIGS,
-    key=["Lq", "Lk", "D", "CAUSAL", "QK_INT8", "PV_FP16_ACC", "GROUP"],
-)(_fp8_attention_fwd)
+
+def pick_config(Lq: int) -> LaunchConfig:
+    """128-query tiles, two warpgroups (the layout of Triton's own fp8 flash-attention tutorial on Hopper); 64-query
+    tiles when there are at most 64 queries, which would leave half of a 128-row tile empty. Unmeasured (see
+    :data:`CONFIGS`)."""
+    if triton_interpreting():
+        return _INTERPRETER_CONFIG
+    return CONFIGS[3] if Lq <= 64 else CONFIGS[1]
+
+
+@functools.lru_cache(maxsize=512)
+def _launch_plan(
+    B: int, H: int, Lq: int, D: int, causal: bool, qk_int8: bool, pv_fp16_accum: bool, config: LaunchConfig | None,
+    *ints: int,
+) -> PlanLaunch:  # fmt: skip
+    """The launch for one shape key. ``ints`` (``Hkv``, ``Lk`` and every stride) are part of the key only: the
+    kernel is specialized on its integer arguments, so a cached direct launch is right only for the values it was
+    compiled with."""
+    cfg = config or pick_config(Lq)
+    meta = dict(
+        D=D, BLOCK_M=cfg.block_m, BLOCK_N=K_BLOCK, Q_SCALE_BLOCK=Q_BLOCK, K_SCALE_BLOCK=K_BLOCK, CAUSAL=causal,
+        QK_INT8=qk_int8, PV_FP16_ACC=pv_fp16_accum, P_SCALE=p_scale(pv_fp16_accum), EXACT=triton_interpreting(),
+        num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+    )  # fmt: skip
+    return PlanLaunch(_fp8_attention_fwd, (triton.cdiv(Lq, cfg.block_m), B * H), meta)
 
 
 def fp8_attention_triton(
@@ -156,26 +179,25 @@ def fp8_attention_triton(
     sm_scale: float | None,
     out_dtype: torch.dtype,
     pv_fp16_accum: bool,
+    *,
+    config: LaunchConfig | None = None,
 ) -> torch.Tensor:
-    """Launch the fused kernel; arguments are already validated by the op."""
-    B, H, Lq, D = q.shape
+    """Launch the fused kernel; arguments are already validated by the op. ``config`` overrides
+    :func:`pick_config` (for a benchmark's sweep); ``config.block_m`` must divide 128.
+
+    Everything but the tensors and ``sm_scale`` is decided once per shape key (:func:`_launch_plan`): eager calls
+    launch the compiled kernel directly, and ``torch.compile`` traces the launch (``wrap_triton``). The head dim is
+    a constexpr, specialized (``int()``) under dynamic-shape tracing."""
+    B, H, Lq = q.shape[:3]
+    D = int(q.shape[3])
     Hkv, Lk = k.shape[1], k.shape[2]
     out = torch.empty((B, H, Lq, D), dtype=out_dtype, device=q.device)
     sm = 1.0 / math.sqrt(D) if sm_scale is None else sm_scale
     vs_strides = (v_scale.stride(0), v_scale.stride(1)) if v_scale.dim() else (0, 0)
-    args = (
-        q, k, v, q_scale, k_scale, v_scale, out, sm * _LOG2E, H, H // Hkv, Lq, Lk,
+    ints = (
+        H // Hkv, Lk,
         *q.stride(), *k.stride(), *v.stride(), *out.stride(), *q_scale.stride(), *k_scale.stride(), *vs_strides,
     )  # fmt: skip
-    meta = dict(
-        D=D, BLOCK_N=K_BLOCK, Q_SCALE_BLOCK=Q_BLOCK, K_SCALE_BLOCK=K_BLOCK, CAUSAL=causal,
-        QK_INT8=q.dtype == torch.int8, PV_FP16_ACC=pv_fp16_accum, P_SCALE=p_scale(pv_fp16_accum),
-        EXACT=triton_interpreting(),
-    )  # fmt: skip
-    if triton_interpreting():
-        grid = (triton.cdiv(Lq, _INTERPRETER_CONFIG.block_m), B * H)
-        _fp8_attention_fwd[grid](*args, BLOCK_M=_INTERPRETER_CONFIG.block_m, **meta)
-    else:
-        grid = lambda meta: (triton.cdiv(Lq, meta["BLOCK_M"]), B * H)
-        _fp8_attention_fwd_tuned[grid](*args, **meta)
+    launch = cached_plan(_launch_plan, B, H, Lq, D, causal, q.dtype == torch.int8, pv_fp16_accum, config, *ints)
+    launch(q, k, v, q_scale, k_scale, v_scale, out, sm * _LOG2E, H, ints[0], Lq, *ints[1:])
     return out

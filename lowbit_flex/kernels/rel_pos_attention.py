@@ -2,62 +2,110 @@
 
 One program owns ``BLOCK_M`` queries of one (batch, head) and streams the keys in blocks with an online softmax
 (fp32 statistics and accumulator, ``exp2`` with ``log2(e)`` folded into the scale). The bias
-``rel_h[i, j // k_w] + rel_w[i, j % k_w]`` never exists as an ``L x L`` tensor. Two ways to add it, chosen per
-shape (both keep the per-element work to one add/FMA in the MMA accumulator layout, unlike a score_mod, which
-issues two gathers for every logit):
+``rel_h[i, j // k_w] + rel_w[i, j % k_w]`` never exists as an ``L x L`` tensor. Two ways to add it
+(:class:`Bias`), chosen per shape by :func:`pick_config` (``ROWS`` wherever a padded key row fits a block):
 
-* ``ROW_ALIGNED`` (``k_w`` in 32/64/128, SAM's global attention: 64x64 keys): the key block is one row of the key
-  grid (``BLOCK_N == k_w``), so ``j % k_w`` is the same ``0..k_w-1`` in every block: the ``rel_w`` tile is loaded
-  once per program and reused for all ``k_h`` blocks, and ``j // k_w`` is the block index: one ``rel_h`` column
-  (``BLOCK_M`` values) per block, broadcast along the row. No gathers, no extra tensor-core work.
-* otherwise (SAM's 14x14 windows, any grid): the bias tile is a small matmul on the tensor cores,
-  ``rel_h_tile @ onehot(j // k_w) + rel_w_tile @ onehot(j % k_w)`` with ``rel_h_tile`` (``BLOCK_M x k_h``) and
-  ``rel_w_tile`` loaded once per program and the one-hot matrices built from the key indices in registers. The
-  products are exact (one non-zero term per column, fp32 accumulation) and land directly in the accumulator layout
-  of ``q @ k^T``; for ``k_h = k_w = 14`` the extra MMA has K = 2 x 16, half of ``q @ k^T`` at D = 64. Gathering
-  ``BLOCK_M x BLOCK_N`` elements instead would go through the load/store units twice per logit, which is what
-  makes the plain score_mod slow.
+* ``ROWS``: a key block is ``R`` whole rows of the key grid, each padded to ``KW_P = next_pow2(k_w)`` slots
+  (``BLOCK_N = R * KW_P``). Slot ``c`` then always holds key-grid column ``c % KW_P``, so the ``rel_w`` tile is
+  loaded once per program and reused for every block, and the ``rel_h`` term is ``R`` columns per block, one per
+  key row, broadcast along the row. SAM's 64 x 64 global attention is ``R = 1`` with no padding: no masks, no
+  extra tensor-core work, one add per logit. Padding slots (``k_w < KW_P``) are masked keys.
+* ``ONEHOT`` (any grid; the default only for key rows wider than 128 slots): the bias tile is one small matmul on
+  the tensor cores, ``[rel_h | rel_w] @ [onehot(j // k_w); onehot(j % k_w)]``: the two tables side by side along
+  the reduction dim (``k_h + k_w`` columns padded to a power of two), the one-hot matrix built from the key indices
+  in registers. Exact (two non-zero terms per column, fp32 accumulation) and produced in the accumulator layout of
+  ``q @ k^T``. Where ``k_h`` is large and a key block spans few grid rows, only a 16-row window of ``rel_h``
+  starting at the block's first row takes part (``H_WINDOW``), loaded per block. It measured slower than ``ROWS``
+  on every SAM shape and on a 48 x 40 grid (Hopper's MMA reads the one-hot operand from shared memory, so it is
+  stored there every block).
 
-Head dims that are not powers of two (80) are padded to the next one with masked loads (zeros add nothing to the
-dot products); query and key positions past ``L`` (196 is no multiple of any block) are masked.
+Head dims that are not powers of two are split into two power-of-two tiles (``BLOCK_D + BLOCK_D1``: 80 = 64 + 16,
+two MMAs per product) instead of padded to the next power of two (80 -> 128: 60 % more MMA work and registers).
+Query and key positions past ``L`` (196 is no multiple of any block) are masked.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import enum
+import functools
 import math
+from dataclasses import dataclass
 
 import torch
 import triton
 import triton.language as tl
 
 from lowbit_flex.kernels.arch import triton_interpreting
-from lowbit_flex.kernels.common import LaunchConfig, dot_acc
+from lowbit_flex.kernels.common import LaunchConfig, PlanLaunch, cached_plan, dot_acc
 
 # Kernels may read only constexpr globals (a plain float fails to compile on the GPU; the interpreter allows it).
 _LOG2E = tl.constexpr(1.4426950408889634)
 
 
-# Fixed launch configurations (block_n is replaced by k_w in ROW_ALIGNED mode; block_k is unused: the head dim is
-# one tile) for sm_90 (H100/H200), keyed by (padded head dim, L > 256): no autotuning, so the
-# first call compiles once and runs. Chosen from the launch-config sweep of benchmarks/bench_rel_pos_attention.py
-# on an H200 (2026-11-22, bf16, ms): global attention (L = 4096, row-aligned k_w = 64) is fastest with 64-query
-# blocks, 4 warps and 3 stages (vit_b 1.27 vs 1.60 for the first guess of 128 x 8 warps; vit_h, D = 80 padded to
-# 128: 2.63 vs 3.54); SAM's 196-token windows with 128-query blocks, 8 warps, 3 stages (vit_b 0.190 vs 0.214;
-# vit_h 0.464 vs 0.944). D = 256 is untimed (no SAM model uses it): the smallest tiles, to stay within registers.
-SM90_CONFIGS: dict[tuple[int, bool], LaunchConfig] = {
-    (64, False): LaunchConfig(128, 64, 0, 8, 3),
-    (128, False): LaunchConfig(128, 64, 0, 8, 3),
-    (256, False): LaunchConfig(64, 32, 0, 4, 1),
-    (64, True): LaunchConfig(64, 64, 0, 4, 3),
-    (128, True): LaunchConfig(64, 64, 0, 4, 3),
-    (256, True): LaunchConfig(64, 64, 0, 8, 1),
+class Bias(enum.IntEnum):
+    """How the kernel forms the bias tile (a constexpr of the kernel)."""
+
+    NONE = 0  # no bias: plain flash attention, the benchmark's floor for this kernel (not reachable from the op)
+    ROWS = 1
+    ONEHOT = 2
+
+
+@dataclass(frozen=True)
+class RelPosConfig(LaunchConfig):
+    """A launch config plus the bias formation and whether to split a non-power-of-two head dim. ``block_n`` is
+    raised to ``next_pow2(k_w)`` for ``ROWS`` (a block holds whole key rows); ``block_k`` is unused (0)."""
+
+    bias: Bias = Bias.ONEHOT
+    split_d: bool = True
+
+
+def _cfg(m: int, n: int, warps: int, stages: int) -> RelPosConfig:
+    return RelPosConfig(m, n, 0, warps, stages, Bias.ROWS)
+
+
+# Fixed launch configurations for sm_90 (H100/H200), keyed by (padded head dim, L <= 256): no autotuning, so the
+# first call compiles once and runs. From the sweep of benchmarks/bench_rel_pos_attention.py on an H200 (2026-12-01,
+# bf16, ms; docs/measurements/h200_run16_rel_pos_windows.md):
+# - global attention (64 x 64 grid) and long grids: 64-query blocks, 4 warps, 3 stages (vit_b 1.31 against 1.36-2.31
+#   for six other tiles; vit_h 2.14; 48 x 40: 0.188, 128-query blocks 0.192);
+# - SAM's 196-token windows: blocks of two padded key rows (32 slots), 64 queries and 4 warps at D = 64 (vit_b 0.175;
+#   the previous 128 x 64 one-hot config 0.262), 128 queries and 8 warps at D = 80 (vit_h 0.298 against 0.307).
+# D = 256 is untimed (no SAM model uses it): the smallest tiles, to stay within registers.
+SM90_CONFIGS: dict[tuple[int, bool], RelPosConfig] = {
+    (64, False): _cfg(64, 64, 4, 3),
+    (128, False): _cfg(64, 64, 4, 3),
+    (256, False): _cfg(64, 64, 8, 1),
+    (64, True): _cfg(64, 32, 4, 3),
+    (128, True): _cfg(128, 32, 8, 3),
+    (256, True): _cfg(64, 32, 4, 1),
 }
-_ROW_ALIGNED_K_W = (32, 64, 128)
+# Widest padded key row that ROWS takes: a block holds at least one whole row, and 256-slot blocks spill.
+MAX_ROWS_KW_P = 128
 
 
-def pick_config(head_dim: int, seq_len: int) -> LaunchConfig:
-    block_d = max(16, triton.next_power_of_2(head_dim))
-    return SM90_CONFIGS[(block_d if block_d > 64 else 64, seq_len > 256)]
+def pick_config(head_dim: int, seq_len: int, k_w: int) -> RelPosConfig:
+    """The table's tiles, with the bias formation: ``ROWS`` wherever a padded key row fits a block. A padded row is
+    always more than half full, and at 40 of 64 slots (a 48 x 40 grid) ROWS ran 1.68x faster than the one-hot MMA;
+    on every SAM shape it was the fastest. Rows wider than 128 slots take ``ONEHOT`` instead.
+    (``bool()``: a guard on a SymInt ``L`` under tracing.)"""
+    block_d = max(64, triton.next_power_of_2(head_dim))
+    cfg = SM90_CONFIGS[(block_d, bool(seq_len <= 256))]
+    if triton.next_power_of_2(k_w) > MAX_ROWS_KW_P:
+        cfg = dataclasses.replace(cfg, bias=Bias.ONEHOT)
+    return cfg
+
+
+def head_dim_tiles(head_dim: int, split: bool) -> tuple[int, int]:
+    """``(BLOCK_D, BLOCK_D1)``: the head dim as one power-of-two tile (``BLOCK_D1 = 0``), or split into two where
+    that is less padding (80 -> 64 + 16, 96 -> 64 + 32; 112 -> 128: a 64-wide second tile saves nothing).
+    Tiles are at least 16 wide (the MMA's reduction step)."""
+    padded = max(16, triton.next_power_of_2(head_dim))
+    if not split or padded == head_dim or padded <= 16:
+        return padded, 0
+    first = padded // 2
+    second = max(16, triton.next_power_of_2(head_dim - first))
+    return (first, second) if first + second < padded else (padded, 0)
 
 
 @triton.jit
@@ -75,16 +123,30 @@ def _load_tile(ptrs, row_ok, col_ok, MASK_ROWS: tl.constexpr, MASK_COLS: tl.cons
 
 
 @triton.jit
+def _load_col(ptrs, row_ok, col_ok, MASK: tl.constexpr):
+    """One value per query row (a rel_h column); unmasked where nothing can be out of range."""
+    if MASK:
+        x = tl.load(ptrs, mask=row_ok & col_ok, other=0.0)
+    else:
+        x = tl.load(ptrs)
+    return x
+
+
+@triton.jit
 def _rel_pos_attention_kernel(
     q_ptr, k_ptr, v_ptr, rh_ptr, rw_ptr, o_ptr,
     sq_b, sq_h, sq_l, sq_d, sk_b, sk_h, sk_l, sk_d, sv_b, sv_h, sv_l, sv_d,
     srh_b, srh_h, srh_l, srw_b, srw_h, srw_l,
     H, L, num_m_blocks, qk_scale,
     D: tl.constexpr, K_H: tl.constexpr, K_W: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, KH_P: tl.constexpr, KW_P: tl.constexpr,
-    ROW_ALIGNED: tl.constexpr, MASK_N: tl.constexpr, MASK_M: tl.constexpr, PAD_D: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_D1: tl.constexpr,
+    BIAS: tl.constexpr, KW_P: tl.constexpr, KC: tl.constexpr, H_WINDOW: tl.constexpr,
+    MASK_N: tl.constexpr, MASK_M: tl.constexpr, PAD_D: tl.constexpr, PAD_D1: tl.constexpr,
     DOT_PRECISION: tl.constexpr, UPCAST: tl.constexpr,
 ):  # fmt: skip
+    # Inductor passes a Python float as fp64 where the GPU has fp64 (Triton's JIT: fp32); fp64 would spread to the
+    # logits and break the fp32 accumulator's dot.
+    qk_scale = tl.cast(qk_scale, tl.float32)
     # Query blocks of one (batch, head) are consecutive programs, so they share K/V in L2.
     pid = tl.program_id(0)
     pid_m = pid % num_m_blocks
@@ -95,46 +157,91 @@ def _rel_pos_attention_kernel(
     k_base = k_ptr + b * sk_b + h * sk_h
     v_base = v_ptr + b * sv_b + h * sv_h
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_d = tl.arange(0, BLOCK_D)
     m_ok = offs_m < L
+    offs_d = tl.arange(0, BLOCK_D)
     d_ok = offs_d < D
     q = _load_tile(q_base + offs_m[:, None] * sq_l + offs_d[None, :] * sq_d, m_ok, d_ok, MASK_M, PAD_D)
+    if BLOCK_D1 > 0:  # the head dim's second tile (80 = 64 + 16)
+        offs_d1 = BLOCK_D + tl.arange(0, BLOCK_D1)
+        d1_ok = offs_d1 < D
+        q1 = _load_tile(q_base + offs_m[:, None] * sq_l + offs_d1[None, :] * sq_d, m_ok, d1_ok, MASK_M, PAD_D1)
     rh_rows = rh_ptr + b * srh_b + h * srh_h + offs_m * srh_l
     rw_rows = rw_ptr + b * srw_b + h * srw_h + offs_m * srw_l
-    if ROW_ALIGNED:
-        # Key block n is key-grid row n: column c of the block has j % k_w == c for every block.
+    offs_c = tl.arange(0, BLOCK_N)
+    if BIAS == 1:  # ROWS
+        R: tl.constexpr = BLOCK_N // KW_P
+        slot_col = offs_c % KW_P
+        slot_row = offs_c // KW_P
         # Kept in the input dtype (half the registers of fp32; exact) and widened per block: ptxas showed the
-        # fp32 tile pushing the D = 80 (padded 128) configs into spills.
-        rel_w_tile = _load_tile(rw_rows[:, None] + tl.arange(0, BLOCK_N)[None, :], m_ok, m_ok, MASK_M, False)
+        # fp32 tile pushing the D = 80 configs into spills.
+        rel_w_tile = _load_tile(rw_rows[:, None] + slot_col[None, :], m_ok, slot_col < K_W, MASK_M, KW_P != K_W)
+        num_blocks = tl.cdiv(K_H, R)
     else:
-        offs_kh = tl.arange(0, KH_P)
-        offs_kw = tl.arange(0, KW_P)
-        r_h = tl.load(rh_rows[:, None] + offs_kh[None, :], mask=m_ok[:, None] & (offs_kh < K_H)[None, :], other=0.0)
-        r_w = tl.load(rw_rows[:, None] + offs_kw[None, :], mask=m_ok[:, None] & (offs_kw < K_W)[None, :], other=0.0)
+        num_blocks = tl.cdiv(L, BLOCK_N)
+    if BIAS == 2:  # ONEHOT: reduction column t is rel_h row (window) t for t < KH_USED, else rel_w column t - KH_USED
+        KH_USED: tl.constexpr = 16 if H_WINDOW else K_H
+        offs_t = tl.arange(0, KC)
+        is_h = offs_t < KH_USED
+        is_w = (offs_t >= KH_USED) & (offs_t < KH_USED + K_W)
+        w_cols = tl.where(is_w, offs_t - KH_USED, 0)
+        if H_WINDOW:  # the rel_w part is fixed, the rel_h window is loaded per block
+            rel_w_part = tl.load(rw_rows[:, None] + w_cols[None, :], mask=m_ok[:, None] & is_w[None, :], other=0.0)
+        else:
+            rel_cat = tl.load(
+                tl.where(is_h[None, :], rh_rows[:, None] + offs_t[None, :], rw_rows[:, None] + w_cols[None, :]),
+                mask=m_ok[:, None] & (is_h | is_w)[None, :],
+                other=0.0,
+            )
 
     m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
     l_i = tl.zeros([BLOCK_M], tl.float32)
     acc = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
-    for start_n in range(0, L, BLOCK_N):
-        offs_n = start_n + tl.arange(0, BLOCK_N)
-        n_ok = offs_n < L
-        # ROW_ALIGNED: L is a multiple of BLOCK_N, so only the head-dim padding needs a mask.
-        k = _load_tile(k_base + offs_d[:, None] * sk_d + offs_n[None, :] * sk_l, d_ok, n_ok, PAD_D, MASK_N)
-        s = dot_acc(q, k, None, UPCAST, DOT_PRECISION) * qk_scale
-        if ROW_ALIGNED:
-            if MASK_M:
-                bias_h = tl.load(rh_rows + start_n // BLOCK_N, mask=m_ok, other=0.0)
-            else:
-                bias_h = tl.load(rh_rows + start_n // BLOCK_N)
-            bias = bias_h.to(tl.float32)[:, None] + rel_w_tile.to(tl.float32)
-            s = s + bias * _LOG2E  # L == k_h * k_w is a multiple of BLOCK_N: no key mask
+    if BLOCK_D1 > 0:
+        acc1 = tl.zeros([BLOCK_M, BLOCK_D1], tl.float32)
+    for blk in range(0, num_blocks):
+        if BIAS == 1:
+            key_row = blk * R + slot_row
+            offs_n = key_row * K_W + slot_col
+            n_ok = (slot_col < K_W) & (key_row < K_H)
         else:
+            offs_n = blk * BLOCK_N + offs_c
+            n_ok = offs_n < L
+        k = _load_tile(k_base + offs_d[:, None] * sk_d + offs_n[None, :] * sk_l, d_ok, n_ok, PAD_D, MASK_N)
+        s = dot_acc(q, k, None, UPCAST, DOT_PRECISION)
+        if BLOCK_D1 > 0:
+            k1 = _load_tile(k_base + offs_d1[:, None] * sk_d + offs_n[None, :] * sk_l, d1_ok, n_ok, PAD_D1, MASK_N)
+            s = dot_acc(q1, k1, s, UPCAST, DOT_PRECISION)
+        s = s * qk_scale
+        if BIAS == 1:
+            # One rel_h column per key row of the block, selected by the slot's row.
+            # One rel_h column per key row of the block, selected by the slot's row (a block's first row is valid;
+            # the others only where k_h is a multiple of R).
+            bias = _load_col(rh_rows + blk * R, m_ok, True, MASK_M).to(tl.float32)[:, None]
+            for r in tl.static_range(1, R):
+                col = _load_col(rh_rows + blk * R + r, m_ok, blk * R + r < K_H, MASK_M or K_H % R != 0)
+                bias = tl.where((slot_row == r)[None, :], col.to(tl.float32)[:, None], bias)
+            s = s + (bias + rel_w_tile.to(tl.float32)) * _LOG2E
+        elif BIAS == 2:
             key_row = offs_n // K_W
             key_col = offs_n - key_row * K_W
-            onehot_h = tl.where(offs_kh[:, None] == key_row[None, :], 1.0, 0.0).to(r_h.dtype)
-            onehot_w = tl.where(offs_kw[:, None] == key_col[None, :], 1.0, 0.0).to(r_w.dtype)
-            bias = dot_acc(r_w, onehot_w, dot_acc(r_h, onehot_h, None, UPCAST, DOT_PRECISION), UPCAST, DOT_PRECISION)
-            s = tl.where(n_ok[None, :], s + bias * _LOG2E, float("-inf"))
+            if H_WINDOW:
+                first_row = (blk * BLOCK_N) // K_W
+                rel_h_part = tl.load(
+                    rh_rows[:, None] + first_row + offs_t[None, :],
+                    mask=m_ok[:, None] & (is_h & (first_row + offs_t < K_H))[None, :],
+                    other=0.0,
+                )
+                rel_cat = rel_h_part + rel_w_part  # disjoint columns: the sum is a merge
+                key_row = key_row - first_row
+            hit = tl.where(
+                is_h[:, None], offs_t[:, None] == key_row[None, :], (offs_t - KH_USED)[:, None] == key_col[None, :]
+            )
+            # Through fp32: the interpreter casts a boolean to bf16 as raw bits.
+            onehot = tl.where(hit, 1.0, 0.0).to(rel_cat.dtype)
+            bias = dot_acc(rel_cat, onehot, None, UPCAST, DOT_PRECISION)
+            s = s + bias * _LOG2E
+        if MASK_N:
+            s = tl.where(n_ok[None, :], s, float("-inf"))
         # Every block holds at least one valid key (blocks start below L), so m_new is finite.
         m_new = tl.maximum(m_i, tl.max(s, axis=1))
         alpha = tl.math.exp2(m_i - m_new)
@@ -142,10 +249,53 @@ def _rel_pos_attention_kernel(
         l_i = l_i * alpha + tl.sum(p, axis=1)
         v = _load_tile(v_base + offs_n[:, None] * sv_l + offs_d[None, :] * sv_d, n_ok, d_ok, MASK_N, PAD_D)
         acc = dot_acc(p.to(v.dtype), v, acc * alpha[:, None], UPCAST, DOT_PRECISION)
+        if BLOCK_D1 > 0:
+            v1 = _load_tile(v_base + offs_n[:, None] * sv_l + offs_d1[None, :] * sv_d, n_ok, d1_ok, MASK_N, PAD_D1)
+            acc1 = dot_acc(p.to(v1.dtype), v1, acc1 * alpha[:, None], UPCAST, DOT_PRECISION)
         m_i = m_new
-    out = acc / l_i[:, None]
-    o_rows = o_ptr + pid_bh.to(tl.int64) * L * D + offs_m[:, None] * D + offs_d[None, :]
-    tl.store(o_rows, out.to(o_ptr.dtype.element_ty), mask=m_ok[:, None] & d_ok[None, :])
+    o_rows = o_ptr + pid_bh.to(tl.int64) * L * D + offs_m[:, None] * D
+    out = (acc / l_i[:, None]).to(o_ptr.dtype.element_ty)
+    tl.store(o_rows + offs_d[None, :], out, mask=m_ok[:, None] & d_ok[None, :])
+    if BLOCK_D1 > 0:
+        out1 = (acc1 / l_i[:, None]).to(o_ptr.dtype.element_ty)
+        tl.store(o_rows + offs_d1[None, :], out1, mask=m_ok[:, None] & d1_ok[None, :])
+
+
+@functools.lru_cache(maxsize=512)
+def _launch_plan(
+    B: int, H: int, L: int, D: int, k_h: int, k_w: int, dtype: torch.dtype, config: RelPosConfig | None, *strides: int
+) -> PlanLaunch:
+    """The launch for one shape key: grid, tiles and constexprs. ``strides`` (q, k, v, then the first three of
+    rel_h and rel_w) are part of the key only: the kernel is specialized on its integer arguments, so a cached
+    direct launch is right only for the strides it was compiled with."""
+    cfg = config or pick_config(D, L, k_w)
+    kw_p = triton.next_power_of_2(k_w)
+    block_n, kc, h_window = cfg.block_n, 16, False
+    if cfg.bias is Bias.ROWS:
+        block_n = max(block_n, kw_p)  # whole padded key rows per block
+        mask_n = kw_p != k_w or k_h % (block_n // kw_p) != 0
+        key_blocks = triton.cdiv(k_h, block_n // kw_p)
+    else:
+        mask_n = L % block_n != 0
+        key_blocks = triton.cdiv(L, block_n)
+    # Measured on the H200 (Triton 3.6): with a single key block, the split head dim's second accumulator came out
+    # wrong (1 x 37 grid, D = 80; right under the interpreter and with two or more blocks), so such a shape pads.
+    block_d, block_d1 = head_dim_tiles(D, cfg.split_d and key_blocks >= 2)
+    if cfg.bias is Bias.ONEHOT:
+        # A 16-row rel_h window suffices where a block of consecutive keys spans at most 16 key rows.
+        h_window = k_h > 16 and (block_n + k_w - 2) // k_w + 1 <= 16
+        kc = max(16, triton.next_power_of_2((16 if h_window else k_h) + k_w))
+    block_m = cfg.block_m
+    meta = dict(
+        D=D, K_H=k_h, K_W=k_w,
+        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d, BLOCK_D1=block_d1,
+        BIAS=int(cfg.bias), KW_P=kw_p, KC=kc, H_WINDOW=h_window,
+        MASK_N=mask_n, MASK_M=L % block_m != 0, PAD_D=block_d1 == 0 and block_d != D,
+        PAD_D1=block_d1 > 0 and block_d + block_d1 != D,
+        DOT_PRECISION="ieee" if dtype == torch.float32 else "tf32", UPCAST=triton_interpreting(),
+        num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+    )  # fmt: skip
+    return PlanLaunch(_rel_pos_attention_kernel, (triton.cdiv(L, block_m) * B * H,), meta, tensors=6)
 
 
 def rel_pos_attention_triton(
@@ -156,36 +306,26 @@ def rel_pos_attention_triton(
     rel_w: torch.Tensor,
     scale: float | None = None,
     *,
-    config: LaunchConfig | None = None,
+    config: RelPosConfig | None = None,
 ) -> torch.Tensor:
     """Launch the fused kernel. Arguments are validated by the op: q/k/v ``(B, H, L, D)`` of one dtype, rel_h/rel_w
     ``(B, H, L, k_h)``/``(B, H, L, k_w)`` in that dtype with ``L == k_h * k_w``. ``config`` overrides the table
-    (the benchmark's sweep uses it)."""
-    B, H, L, D = q.shape
-    k_h, k_w = rel_h.shape[-1], rel_w.shape[-1]
+    (the benchmark's sweep and the tests use it).
+
+    Everything but the tensors is decided once per shape key (:func:`_launch_plan`): eager calls then launch the
+    compiled kernel directly, and ``torch.compile`` traces the launch (``wrap_triton``). Head dim and key grid are
+    constexprs, so under dynamic-shape tracing they are specialized (``int()``: a guard, not a SymInt)."""
+    B, H, L = q.shape[:3]
+    D, k_h, k_w = int(q.shape[3]), int(rel_h.shape[-1]), int(rel_w.shape[-1])
     # The kernel reads rel rows with unit stride (SAM's einsum output already is).
     rel_h = rel_h if rel_h.stride(-1) == 1 else rel_h.contiguous()
     rel_w = rel_w if rel_w.stride(-1) == 1 else rel_w.contiguous()
     out = torch.empty((B, H, L, D), dtype=q.dtype, device=q.device)
     if out.numel() == 0:
         return out
-    cfg = config or pick_config(D, L)
-    row_aligned = k_w in _ROW_ALIGNED_K_W
-    block_n = k_w if row_aligned else cfg.block_n
-    block_m = cfg.block_m
-    block_d = max(16, triton.next_power_of_2(D))
-    num_m_blocks = triton.cdiv(L, block_m)
+    strides = (*q.stride(), *k.stride(), *v.stride(), *rel_h.stride()[:3], *rel_w.stride()[:3])
+    launch = cached_plan(_launch_plan, B, H, L, D, k_h, k_w, q.dtype, config, *strides)
     s = 1.0 / math.sqrt(D) if scale is None else scale
-    _rel_pos_attention_kernel[(num_m_blocks * B * H,)](
-        q, k, v, rel_h, rel_w, out,
-        *q.stride(), *k.stride(), *v.stride(), *rel_h.stride()[:3], *rel_w.stride()[:3],
-        H, L, num_m_blocks, s * _LOG2E.value,
-        D=D, K_H=k_h, K_W=k_w,
-        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d,
-        KH_P=max(16, triton.next_power_of_2(k_h)), KW_P=max(16, triton.next_power_of_2(k_w)),
-        ROW_ALIGNED=row_aligned, MASK_N=not row_aligned, MASK_M=L % block_m != 0,
-        PAD_D=block_d != D, DOT_PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
-        UPCAST=triton_interpreting(),
-        num_warps=cfg.num_warps, num_stages=cfg.num_stages,
-    )  # fmt: skip
+    num_m_blocks = triton.cdiv(L, launch.meta["BLOCK_M"])
+    launch(q, k, v, rel_h, rel_w, out, *strides, H, L, num_m_blocks, s * _LOG2E.value)
     return out

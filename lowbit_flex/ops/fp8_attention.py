@@ -24,6 +24,11 @@ unquantized ``P``, and ``O = acc / (rowsum · P_SCALE) · v_scale`` written as `
 
 The CPU reference below emulates this exactly in float64 (block order, running max, P rounding), so the kernel
 matches it up to float32 vs float64 arithmetic and accumulation order.
+
+Registered with ``torch.library.triton_op``: ``torch.compile`` traces the body, so compiled graphs launch the Triton
+kernel from generated code (on CPU the reference is traced into ordinary ops); ``torch.export`` keeps the op as one
+node. The body is also the fake impl (traced with fake tensors), so the checks run there too. The one path that
+stays opaque is the reference on CUDA GPUs before sm_89, behind ``lowbit::_fp8_attention_reference`` (see there).
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ import torch
 
 from lowbit_flex._checks import check_out_dtype, check_same_device, check_shape, check_tensor
 from lowbit_flex.kernels.arch import has_fp8_mma
+from lowbit_flex.ops.eager import needs_dispatcher
 from lowbit_flex.quant.fp8 import K_BLOCK, Q_BLOCK, p_scale
 
 HEAD_DIMS = (64, 128)
@@ -100,7 +106,48 @@ def reference_fp8_attention(q, k, v, q_scale, k_scale, v_scale, causal, sm_scale
     return (acc / (row_sum * ps) * vs).to(out_dtype)
 
 
-@torch.library.custom_op("lowbit::fp8_attention", mutates_args=())
+@torch.library.custom_op("lowbit::_fp8_attention_reference", mutates_args=())
+def _fp8_attention_reference(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    q_scale: torch.Tensor,
+    k_scale: torch.Tensor,
+    v_scale: torch.Tensor,
+    causal: bool,
+    sm_scale: float | None,
+    out_dtype: torch.dtype,
+    pv_fp16_accum: bool,
+) -> torch.Tensor:
+    """:func:`reference_fp8_attention` as an opaque op, for CUDA GPUs before sm_89 (no fp8 MMA, so no kernel).
+
+    Traced into a compiled graph, the reference's fp8 loads and its float32 -> e4m3 cast would become Inductor
+    Triton code, which does not compile there (no e4m3 conversion before sm_89, pytorch/pytorch#167082); behind a
+    ``custom_op`` the reference runs eagerly, as ATen's CUDA kernels convert fp8 in software. Arguments are checked
+    by ``lowbit::fp8_attention``, its only caller."""
+    return reference_fp8_attention(q, k, v, q_scale, k_scale, v_scale, causal, sm_scale, out_dtype, pv_fp16_accum)
+
+
+@_fp8_attention_reference.register_fake
+def _(q, k, v, q_scale, k_scale, v_scale, causal, sm_scale, out_dtype, pv_fp16_accum):
+    return q.new_empty(q.shape, dtype=out_dtype)
+
+
+def _fp8_attention(q, k, v, q_scale, k_scale, v_scale, causal, sm_scale, out_dtype, pv_fp16_accum) -> torch.Tensor:
+    """The op's body (see :func:`fp8_attention`), also called directly by :func:`fp8_attention_eager`."""
+    args = (q, k, v, q_scale, k_scale, v_scale, causal, sm_scale, out_dtype, pv_fp16_accum)
+    _check_args(*args)
+    if not q.is_cuda:
+        return reference_fp8_attention(*args)
+    if not has_fp8_mma(q.device):
+        # fp8 MMA (for PV) needs sm_89+: keep the result right, if slow (lowbit_attention routes to SDPA instead).
+        return torch.ops.lowbit._fp8_attention_reference(*args)
+    from lowbit_flex.kernels.fp8_attention import fp8_attention_triton
+
+    return fp8_attention_triton(*args)
+
+
+@torch.library.triton_op("lowbit::fp8_attention", mutates_args=())
 def fp8_attention(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -120,23 +167,15 @@ def fp8_attention(
     ``lowbit_flex.quantize_int8_blockwise``). On CUDA sm_89+ one fused Triton kernel; on older GPUs (no fp8
     MMA) and on CPU this float64 reference, which is exact but slow.
     """
-    _check_args(q, k, v, q_scale, k_scale, v_scale, causal, sm_scale, out_dtype, pv_fp16_accum)
-    return reference_fp8_attention(q, k, v, q_scale, k_scale, v_scale, causal, sm_scale, out_dtype, pv_fp16_accum)
+    return _fp8_attention(q, k, v, q_scale, k_scale, v_scale, causal, sm_scale, out_dtype, pv_fp16_accum)
 
 
-@fp8_attention.register_fake
-def _(q, k, v, q_scale, k_scale, v_scale, causal=False, sm_scale=None, out_dtype=torch.bfloat16, pv_fp16_accum=False):
-    _check_args(q, k, v, q_scale, k_scale, v_scale, causal, sm_scale, out_dtype, pv_fp16_accum)
-    return q.new_empty(q.shape, dtype=out_dtype)
-
-
-@fp8_attention.register_kernel("cuda")
-def _(q, k, v, q_scale, k_scale, v_scale, causal=False, sm_scale=None, out_dtype=torch.bfloat16, pv_fp16_accum=False):
+def fp8_attention_eager(
+    q, k, v, q_scale, k_scale, v_scale, causal=False, sm_scale=None, out_dtype=torch.bfloat16, pv_fp16_accum=False
+) -> torch.Tensor:
+    """``torch.ops.lowbit.fp8_attention``, minus the custom-op dispatcher where it cannot change anything
+    (:func:`~lowbit_flex.ops.eager.needs_dispatcher`)."""
     args = (q, k, v, q_scale, k_scale, v_scale, causal, sm_scale, out_dtype, pv_fp16_accum)
-    _check_args(*args)
-    if not has_fp8_mma(q.device):
-        # fp8 MMA (for PV) needs sm_89+: keep the result right, if slow (lowbit_attention routes to SDPA instead).
-        return reference_fp8_attention(*args)
-    from lowbit_flex.kernels.fp8_attention import fp8_attention_triton
-
-    return fp8_attention_triton(*args)
+    if needs_dispatcher(q):
+        return torch.ops.lowbit.fp8_attention(*args)
+    return _fp8_attention(*args)

@@ -4,6 +4,10 @@
 rel_w[b, h, i, j % k_w]``: keys on a ``k_h x k_w`` grid (row-major), self-attention (``L == k_h * k_w``).
 On CUDA a Triton flash-attention kernel adds the bias from ``rel_h``/``rel_w`` rows loaded once per query block;
 no ``L x L`` tensor is ever formed. Elsewhere the exact reference below runs (float64 math, materialised bias).
+
+Registered with ``torch.library.triton_op``: ``torch.compile`` traces the body, so compiled graphs launch the Triton
+kernel from generated code (the CPU reference is traced into ordinary ops); ``torch.export`` keeps the op as one
+node. The body is also the fake impl (traced with fake tensors), so the checks run there too.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import math
 import torch
 
 from lowbit_flex._checks import FLOAT_DTYPES, check_tensor
+from lowbit_flex.ops.eager import needs_dispatcher
 from lowbit_flex.score_mods._rel_pos_layout import RelPos, check_against_qkv, normalize_rel_pos
 
 # Kernel limits (the kernel pads head dim and the rel_h/rel_w rows to powers of two in registers). Checked for
@@ -47,7 +52,21 @@ def _check_args(
     return rel
 
 
-@torch.library.custom_op("lowbit::rel_pos_attention", mutates_args=())
+def _rel_pos_attention(q, k, v, rel_h, rel_w, scale=None) -> torch.Tensor:
+    """The op's body (see :func:`rel_pos_attention`), also called directly by the wrapper's eager fast path."""
+    rel = _check_args(q, k, v, rel_h, rel_w, scale)
+    if q.is_cuda:
+        from lowbit_flex.kernels.rel_pos_attention import rel_pos_attention_triton
+
+        return rel_pos_attention_triton(q, k, v, rel.rel_h, rel.rel_w, scale)
+    s = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
+    rh, rw = rel.rel_h.double(), rel.rel_w.double()
+    bias = (rh[..., :, None] + rw[..., None, :]).flatten(-2)  # (B, H, L, k_h * k_w): column j = (j // k_w, j % k_w)
+    logits = q.double() @ k.double().transpose(-1, -2) * s + bias
+    return (torch.softmax(logits, dim=-1) @ v.double()).to(q.dtype)
+
+
+@torch.library.triton_op("lowbit::rel_pos_attention", mutates_args=())
 def _rel_pos_attention_op(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -56,27 +75,8 @@ def _rel_pos_attention_op(
     rel_w: torch.Tensor,
     scale: float | None = None,
 ) -> torch.Tensor:
-    """``torch.ops.lowbit.rel_pos_attention``; documented at :func:`rel_pos_attention`. Exact reference."""
-    rel = _check_args(q, k, v, rel_h, rel_w, scale)
-    s = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
-    rh, rw = rel.rel_h.double(), rel.rel_w.double()
-    bias = (rh[..., :, None] + rw[..., None, :]).flatten(-2)  # (B, H, L, k_h * k_w): column j = (j // k_w, j % k_w)
-    logits = q.double() @ k.double().transpose(-1, -2) * s + bias
-    return (torch.softmax(logits, dim=-1) @ v.double()).to(q.dtype)
-
-
-@_rel_pos_attention_op.register_fake
-def _(q, k, v, rel_h, rel_w, scale=None):
-    _check_args(q, k, v, rel_h, rel_w, scale)
-    return q.new_empty(q.shape)
-
-
-@_rel_pos_attention_op.register_kernel("cuda")
-def _(q, k, v, rel_h, rel_w, scale=None):
-    rel = _check_args(q, k, v, rel_h, rel_w, scale)
-    from lowbit_flex.kernels.rel_pos_attention import rel_pos_attention_triton
-
-    return rel_pos_attention_triton(q, k, v, rel.rel_h, rel.rel_w, scale)
+    """``torch.ops.lowbit.rel_pos_attention``; documented at :func:`rel_pos_attention`."""
+    return _rel_pos_attention(q, k, v, rel_h, rel_w, scale)
 
 
 def rel_pos_attention(
@@ -98,7 +98,10 @@ def rel_pos_attention(
 
     Validates before dispatching to ``torch.ops.lowbit.rel_pos_attention``: under ``torch.compile`` the checks then
     run as traced Python and a bad input raises its ``ValueError`` itself (inside the op, dynamo reports errors of
-    the fake impl wrapped in a ``TorchRuntimeError``).
+    the fake impl wrapped in a ``TorchRuntimeError``). In plain eager CUDA calls, where the custom-op dispatcher
+    cannot change anything (:func:`~lowbit_flex.ops.eager.needs_dispatcher`), the op's body runs directly.
     """
+    if not needs_dispatcher(q):
+        return _rel_pos_attention(q, k, v, rel_h, rel_w, scale)
     _check_args(q, k, v, rel_h, rel_w, scale)
     return torch.ops.lowbit.rel_pos_attention(q, k, v, rel_h, rel_w, scale)

@@ -64,20 +64,25 @@ def case_s8s4_unpacked_gemm():
 
 
 def case_rel_pos_attention():
-    from lowbit_flex.kernels.rel_pos_attention import rel_pos_attention_triton
+    from lowbit_flex.kernels.rel_pos_attention import SM90_CONFIGS, rel_pos_attention_triton
 
-    # SAM's window (14 x 14: one-hot bias path, ragged L) and global (64 x 64: row-aligned path) grids, every head dim.
-    for (k_h, k_w), d, dtype in [
-        ((14, 14), 64, torch.bfloat16),
-        ((14, 14), 80, torch.float16),
-        ((64, 64), 64, torch.bfloat16),
-        ((64, 64), 80, torch.bfloat16),
-        ((64, 64), 128, torch.float16),
-    ]:
+    def attend(k_h, k_w, d, dtype=torch.bfloat16):
         L = k_h * k_w
         q = torch.empty(1, 2, L, d, dtype=dtype)
-        rel_h, rel_w = torch.empty(1, 2, L, k_h, dtype=dtype), torch.empty(1, 2, L, k_w, dtype=dtype)
-        rel_pos_attention_triton(q, q, q, rel_h, rel_w)
+        rel_pos_attention_triton(
+            q, q, q, torch.empty(1, 2, L, k_h, dtype=dtype), torch.empty(1, 2, L, k_w, dtype=dtype)
+        )
+
+    # Every row of the config table at each head dim it serves (80 and 96: split tiles; 128, 256: one tile), on the
+    # grids of its length: short = SAM's 14 x 14 windows (2 padded rows per block, ragged L); long = the 64 x 64
+    # global grid (whole rows, no masks) and 48 x 40 (40 of 64 slots).
+    dims = {64: (64,), 128: (80, 96, 128), 256: (256,)}
+    for block_d, short in SM90_CONFIGS:
+        for d in dims[block_d]:
+            for k_h, k_w in [(14, 14)] if short else [(64, 64), (48, 40)]:
+                attend(k_h, k_w, d)
+    attend(14, 14, 80, torch.float16)
+    attend(2, 160, 64)  # rows wider than 128 slots: the one-hot MMA
 
 
 def case_quantize_groups():
@@ -97,39 +102,25 @@ def case_quantize_groups():
 
 
 def case_fp8_attention():
-    from unittest import mock
-
-    import lowbit_flex.kernels.fp8_attention as mod
+    from lowbit_flex.kernels.fp8_attention import CONFIGS, fp8_attention_triton
 
     if torch.cuda.get_device_capability() < (8, 9):
         return False  # fp8 MMA needs sm_89+: below it the op runs its reference and never launches this kernel
 
-    class EveryConfig:  # stands in for the autotuner, which would have to time on a GPU: compile each config
-        def __init__(self, configs):
-            self.configs = configs
-
-        def __getitem__(self, grid):
-            def launch(*args, **meta):
-                for c in self.configs:
-                    mod._fp8_attention_fwd[grid](
-                        *args, **c.kwargs, num_warps=c.num_warps, num_stages=c.num_stages, **meta
-                    )
-
-            return launch
-
-    def run(qk_dtype, d, causal, pv_fp16, configs):
-        B, H, Hkv, L = 1, 4, 2, 300
+    def run(qk_dtype, d, causal, pv_fp16, config=None, L=300):
+        B, H, Hkv = 1, 4, 2
         q, k = torch.empty(B, H, L, d, dtype=qk_dtype), torch.empty(B, Hkv, L, d, dtype=qk_dtype)
         v = torch.empty(B, Hkv, L, d, dtype=torch.float8_e4m3fn)
-        qs, ks, vs = torch.empty(B, H, 3), torch.empty(B, Hkv, 3), torch.empty(B, Hkv)
-        with mock.patch.object(mod, "_fp8_attention_fwd_tuned", EveryConfig(configs)):
-            mod.fp8_attention_triton(q, k, v, qs, ks, vs, causal, None, torch.bfloat16, pv_fp16)
+        n = -(-L // 128)
+        qs, ks, vs = torch.empty(B, H, n), torch.empty(B, Hkv, n), torch.empty(B, Hkv)
+        fp8_attention_triton(q, k, v, qs, ks, vs, causal, None, torch.bfloat16, pv_fp16, config=config)
 
-    all_configs, first = mod._AUTOTUNE_CONFIGS, mod._AUTOTUNE_CONFIGS[:1]
-    run(torch.float8_e4m3fn, 128, False, False, all_configs)  # every autotune config once
-    run(torch.float8_e4m3fn, 64, True, False, first)
-    run(torch.int8, 128, True, False, first)
-    run(torch.float8_e4m3fn, 128, False, True, first)
+    for config in CONFIGS:  # every config once (the table picks among them)
+        run(torch.float8_e4m3fn, 128, False, False, config)
+    run(torch.float8_e4m3fn, 64, True, False)
+    run(torch.float8_e4m3fn, 64, False, False, L=50)  # the short-sequence pick
+    run(torch.int8, 128, True, False)
+    run(torch.float8_e4m3fn, 128, False, True)
 
 
 def case_float_weight_only_linear():

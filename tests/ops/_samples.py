@@ -69,7 +69,7 @@ def _w4a8_linear(device):
 
 
 def _rel_pos_attention(device):
-    # Window-like (5 x 7 keys, D = 80 padded in the kernel) in SAM's (B*H, L, k) layout, and a row-aligned grid.
+    # Window-like (5 x 7 keys, D = 80 split 64 + 16 in the kernel) in SAM's (B*H, L, k) layout, and a 64-wide grid.
     q, k, v = (torch.randn(1, 2, 35, 80, device=device, dtype=torch.bfloat16) for _ in range(3))
     rel = (
         torch.randn(2, 35, 5, device=device, dtype=torch.bfloat16),
@@ -117,6 +117,13 @@ def _fp8_attention(device):
     yield quantize_attention_inputs(q, k, v, "int8"), {"out_dtype": torch.float16, "pv_fp16_accum": True}
 
 
+def _fp8_attention_reference(device):
+    # fp8_attention's opaque path for GPUs without fp8 MMA: every argument positional (the schema has no defaults).
+    for args, kw in _fp8_attention(device):
+        kw = {"causal": False, "out_dtype": torch.bfloat16, "pv_fp16_accum": False} | kw
+        yield (*args, kw["causal"], 0.2, kw["out_dtype"], kw["pv_fp16_accum"]), {}
+
+
 SAMPLES = {
     "quantize_int8_rowwise": _quantize_int8_rowwise,
     "s8s4_linear": _s8s4_linear,
@@ -125,6 +132,7 @@ SAMPLES = {
     "quantize_fp8": _quantize_fp8,
     "quantize_int8_blockwise": _quantize_int8_blockwise,
     "fp8_attention": _fp8_attention,
+    "_fp8_attention_reference": _fp8_attention_reference,
     "fp8_weight_only_linear": _fp8_weight_only_linear,
     "fpx_weight_only_linear": _fpx_weight_only_linear,
 }

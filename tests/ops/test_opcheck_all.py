@@ -20,7 +20,11 @@ def _devices():
 # torch.allclose, which has no fp8 kernel ("mul_cpu_reduced_float" not implemented for 'Float8_e4m3fn'), so
 # test_schema cannot run on them; every other opcheck test does.
 _NO_SCHEMA_CHECK = ("test_faketensor", "test_autograd_registration", "test_aot_dispatch_dynamic")
-OPCHECK_TEST_UTILS = {"fp8_attention": _NO_SCHEMA_CHECK, "fp8_weight_only_linear": _NO_SCHEMA_CHECK}
+OPCHECK_TEST_UTILS = {
+    "fp8_attention": _NO_SCHEMA_CHECK,
+    "_fp8_attention_reference": _NO_SCHEMA_CHECK,
+    "fp8_weight_only_linear": _NO_SCHEMA_CHECK,
+}
 
 
 def _registered_ops() -> set[str]:

@@ -118,11 +118,12 @@ def _run_kernel_poisoned(monkeypatch, q, k, v, rel_h, rel_w, scale=None, config=
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("b, h, k_h, k_w, d", [
     (1, 2, 5, 7, 16),  # one partial key block, batch 1
-    (1, 2, 5, 7, 80),  # head dim padded 80 -> 128
+    (1, 2, 5, 7, 80),  # head dim split 64 + 16
     (2, 1, 10, 14, 16),  # three key blocks, the last partial: 140 keys
-    (1, 2, 3, 32, 64),  # ROW_ALIGNED: key blocks are key-grid rows; 96 queries: a partial query block
+    (1, 2, 3, 32, 64),  # ROWS: key blocks are key-grid rows; 96 queries: a partial query block
 ])  # fmt: skip
 def test_kernel_matches_float64_and_writes_everything(monkeypatch, b, h, k_h, k_w, d, dtype):
+    """The table's config for each shape (whatever ``pick_config`` chooses)."""
     q, k, v, rh, rw = _inputs(b, h, k_h, k_w, d, dtype, kernel_device())
     out = _run_kernel_poisoned(monkeypatch, q, k, v, rh, rw)
     assert out.dtype == dtype and out.shape == q.shape
@@ -130,13 +131,94 @@ def test_kernel_matches_float64_and_writes_everything(monkeypatch, b, h, k_h, k_
 
 
 @needs_kernel
+@pytest.mark.parametrize("d", [64, 80, 128])
+@pytest.mark.parametrize("k_h, k_w", [(14, 14), (64, 64), (48, 40), (7, 9), (1, 37)])
+def test_kernel_issue_grids_batch_1(monkeypatch, k_h, k_w, d):
+    """The table's config on SAM's window and global grids, a non-square image grid, a small odd grid and a 1 x N
+    row, batch 1, every SAM head dim (the interpreter runs the long grids at one head dim each: 30-70 s apiece)."""
+    if kernel_device() == "cpu" and (k_h, k_w, d) in {(64, 64, 80), (64, 64, 128), (48, 40, 64), (48, 40, 128)}:
+        pytest.skip("long grid under the interpreter: one head dim per grid (all run on the GPU)")
+    q, k, v, rh, rw = _inputs(1, 1, k_h, k_w, d, torch.bfloat16, kernel_device())
+    out = _run_kernel_poisoned(monkeypatch, q, k, v, rh, rw)
+    assert_rel_error(out, _reference_f64(q, k, v, rh, rw), 1e-2)
+
+
+def _config(m, n, bias: str, split=True):
+    from lowbit_flex.kernels.rel_pos_attention import Bias, RelPosConfig
+
+    return RelPosConfig(m, n, 0, 4, 1, Bias[bias], split)
+
+
+@needs_kernel
+@pytest.mark.parametrize("k_h, k_w, d, m, n, bias, split", [
+    (14, 14, 64, 32, 32, "ROWS", True),  # 2 padded rows of 16 slots per block: 7 blocks
+    (14, 14, 16, 32, 64, "ROWS", True),  # 4 rows per block, k_h % 4 != 0: the last block's rows 14, 15 masked
+    (5, 7, 80, 16, 16, "ROWS", True),  # 7 of 8 slots, 2 rows per block; head dim split 64 + 16
+    (14, 14, 80, 32, 32, "ONEHOT", True),  # [rel_h | rel_w] one MMA with K = 32; split head dim
+    (14, 14, 80, 32, 32, "ONEHOT", False),  # head dim padded 80 -> 128
+    (24, 5, 40, 32, 32, "ONEHOT", True),  # k_h > 16: a 16-row rel_h window per block; 40 = 32 + 16 (padded 8)
+    (3, 40, 96, 16, 64, "ONEHOT", True),  # k_w = 40: K = 3 + 40 -> 64; 96 = 64 + 32 (no padding)
+    (2, 64, 64, 32, 128, "ROWS", True),  # a block holds 2 rows of the 64-wide grid (block_n above k_w)
+])  # fmt: skip
+def test_kernel_bias_modes_and_head_dim_tiles(monkeypatch, k_h, k_w, d, m, n, bias, split):
+    """Every bias formation and head-dim tiling against float64, with explicit configs (the table picks only some)."""
+    q, k, v, rh, rw = _inputs(1, 2, k_h, k_w, d, torch.bfloat16, kernel_device())
+    config = _config(m, n, bias, split)
+    out = _run_kernel_poisoned(monkeypatch, q, k, v, rh, rw, scale=0.15, config=config)
+    assert_rel_error(out, _reference_f64(q, k, v, rh, rw, 0.15), 1e-2)
+
+
+@needs_kernel
+def test_kernel_without_bias_is_plain_attention(monkeypatch):
+    """``Bias.NONE`` (the benchmark's floor for this kernel) is softmax(q k^T s) v: the bias tables are ignored."""
+    q, k, v, rh, rw = _inputs(1, 2, 6, 9, 80, torch.bfloat16, kernel_device())
+    out = _run_kernel_poisoned(monkeypatch, q, k, v, rh, rw, config=_config(32, 32, "NONE"))
+    ref = torch.softmax(q.double() @ k.double().transpose(-1, -2) * 80**-0.5, -1) @ v.double()
+    assert_rel_error(out, ref, 1e-2)
+
+
+@pytest.mark.parametrize(
+    "d, tiles",
+    [
+        (16, (16, 0)),
+        (64, (64, 0)),
+        (80, (64, 16)),
+        (96, (64, 32)),
+        (40, (32, 16)),
+        (112, (128, 0)),
+        (24, (32, 0)),
+        (8, (16, 0)),
+        (200, (256, 0)),
+        (256, (256, 0)),
+    ],
+)
+def test_head_dim_tiles(d, tiles):
+    """A split saves padding or is not taken; tiles are powers of two of at least 16 covering d."""
+    from lowbit_flex.kernels.rel_pos_attention import head_dim_tiles
+
+    assert head_dim_tiles(d, True) == tiles
+    assert head_dim_tiles(d, False)[1] == 0
+
+
+@pytest.mark.parametrize(
+    "k_h, k_w, tiles", [(14, 14, (64, 16)), (1, 37, (128, 0)), (64, 64, (64, 16)), (2, 160, (64, 16))]
+)
+def test_plan_splits_the_head_dim_only_over_several_key_blocks(k_h, k_w, tiles):
+    """D = 80 splits into 64 + 16 unless the whole key range is one block (1 x 37: one padded 64-slot row), where the
+    split tile's accumulator came out wrong on the H200 and the plan pads to 128 instead."""
+    from lowbit_flex.kernels.rel_pos_attention import _launch_plan
+
+    L = k_h * k_w
+    meta = _launch_plan.__wrapped__(1, 1, L, 80, k_h, k_w, torch.bfloat16, None).meta
+    assert (meta["BLOCK_D"], meta["BLOCK_D1"]) == tiles
+
+
+@needs_kernel
 def test_kernel_row_aligned_full_blocks_sam_layout_and_scale(monkeypatch):
     """Explicit 128-query blocks (the long-sequence config) on 2 x 64 keys: no masks at all; SAM's 3-D layout."""
-    from lowbit_flex.kernels.common import LaunchConfig
-
     q, k, v, rh, rw = _inputs(1, 2, 2, 64, 64, torch.bfloat16, kernel_device())
     rel = rh.reshape(2, 128, 2), rw.reshape(2, 128, 64)
-    out = _run_kernel_poisoned(monkeypatch, q, k, v, *rel, scale=0.2, config=LaunchConfig(128, 64, 0, 8, 2))
+    out = _run_kernel_poisoned(monkeypatch, q, k, v, *rel, scale=0.2, config=_config(128, 64, "ROWS"))
     assert_rel_error(out, _reference_f64(q, k, v, rh, rw, 0.2), 1e-2)
 
 
