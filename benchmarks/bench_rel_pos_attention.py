@@ -135,7 +135,7 @@ def run(bench: Bench) -> None:
     _config_sweep(bench, shapes)
 
 
-def _sweep_candidates(k_h: int, k_w: int, d: int):
+def _sweep_candidates(k_h: int, k_w: int):
     """Configs to time around the table's pick: tiles, warps, stages and both bias formations for short (SAM's
     windows) and long (global attention, other grids) sequences. Every one was AOT-compiled for sm_90 before its
     first GPU run; the head-dim split against padding and the kernel without bias (its floor) are added by the
@@ -169,7 +169,7 @@ def _config_sweep(bench: Bench, shapes) -> None:
         extra = [dataclasses.replace(chosen, bias=Bias.NONE)]
         if d & (d - 1):  # not a power of two: the padded head dim against the split one
             extra.append(dataclasses.replace(chosen, split_d=False))
-        cands = [x for x in _sweep_candidates(k_h, k_w, d) if x != chosen] + extra
+        cands = [x for x in _sweep_candidates(k_h, k_w) if x != chosen] + extra
         small = tuple(t[:1, :2] for t in args)  # float64 reference on one (batch, 2 heads) slice
         ref = _reference_f64(*small)
         times = {"table config": bench.time(lambda *a, c=chosen: rel_pos_attention_triton(*a, config=c), args)}
