@@ -81,6 +81,27 @@ def check_int4_weight_args(
         raise ValueError(f"bias: expected shape ({N},) (N = weight.shape[0]), got {tuple(bias.shape)}")
 
 
+def reference_s8s4_linear(input, input_scale, weight, weight_scale, bias=None, out_dtype=None) -> torch.Tensor:
+    """The op's exact CPU reference (no argument checks). ``lowbit::w4a8_linear`` calls it directly off CUDA, so a
+    traced W4A8 graph there holds only ATen ops (an AOTInductor CPU package needs no ``lowbit`` op to load)."""
+    from lowbit_flex.quant.int4 import unpack_int4
+
+    K, N = input.shape[-1], weight.shape[0]
+    x = input.reshape(-1, K).long()
+    M = x.shape[0]
+    groups = 1 if weight_scale.dim() == 1 else weight_scale.shape[1]
+    g = K // groups
+    w = unpack_int4(weight).long()
+    # Exact per-group integer dot products: (groups, M, N) in int64 (|dot| <= K * 128 * 8, far below 2**63).
+    dots = torch.bmm(x.view(M, groups, g).transpose(0, 1), w.view(N, groups, g).permute(1, 2, 0))
+    ws = weight_scale.double().reshape(N, groups).t()  # (groups, N)
+    acc = (dots.double() * ws[:, None, :]).sum(dim=0)
+    out = acc * input_scale.double().reshape(M, 1)
+    if bias is not None:
+        out = out + bias.double()
+    return out.to(out_dtype or DEFAULT_OUT_DTYPE).reshape(*input.shape[:-1], N)
+
+
 @torch.library.custom_op("lowbit::s8s4_linear", mutates_args=())
 def s8s4_linear(
     input: torch.Tensor,
@@ -108,22 +129,7 @@ def s8s4_linear(
         ``docs/w4a8.md``); elsewhere this exact reference runs (int64 dot products, float64 scaling, one rounding).
     """
     _check_args(input, input_scale, weight, weight_scale, bias, out_dtype)
-    from lowbit_flex.quant.int4 import unpack_int4
-
-    K, N = input.shape[-1], weight.shape[0]
-    x = input.reshape(-1, K).long()
-    M = x.shape[0]
-    groups = 1 if weight_scale.dim() == 1 else weight_scale.shape[1]
-    g = K // groups
-    w = unpack_int4(weight).long()
-    # Exact per-group integer dot products: (groups, M, N) in int64 (|dot| <= K * 128 * 8, far below 2**63).
-    dots = torch.bmm(x.view(M, groups, g).transpose(0, 1), w.view(N, groups, g).permute(1, 2, 0))
-    ws = weight_scale.double().reshape(N, groups).t()  # (groups, N)
-    acc = (dots.double() * ws[:, None, :]).sum(dim=0)
-    out = acc * input_scale.double().reshape(M, 1)
-    if bias is not None:
-        out = out + bias.double()
-    return out.to(out_dtype or DEFAULT_OUT_DTYPE).reshape(*input.shape[:-1], N)
+    return reference_s8s4_linear(input, input_scale, weight, weight_scale, bias, out_dtype)
 
 
 @s8s4_linear.register_fake

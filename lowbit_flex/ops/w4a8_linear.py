@@ -22,7 +22,7 @@ import torch
 
 from lowbit_flex._checks import FLOAT_DTYPES, HALF_DTYPES, check_same_device, check_tensor
 from lowbit_flex.ops.eager import needs_dispatcher
-from lowbit_flex.ops.s8s4_linear import check_int4_weight_args
+from lowbit_flex.ops.s8s4_linear import check_int4_weight_args, reference_s8s4_linear
 
 
 def _check_args(x, weight, weight_scale, bias, out_dtype) -> None:
@@ -77,6 +77,10 @@ def _w4a8_linear(x, weight, weight_scale, bias=None, out_dtype=None) -> torch.Te
             b = bias.float() if bias is not None else None
             return launch(x2, xs, weight, weight_scale.float(), b, dtype).view(*x.shape[:-1], N)
     xq, xs = torch.ops.lowbit.quantize_int8_rowwise(x.contiguous())  # s8s4_linear reads contiguous rows
+    if not x.is_cuda:
+        # The reference itself, not the op: s8s4_linear is an opaque custom_op (its CUDA path may call CUTLASS), which
+        # would stay a node of traced graphs and make an AOTInductor CPU package need lowbit_flex to load.
+        return reference_s8s4_linear(xq, xs, weight, weight_scale, bias, dtype)
     return torch.ops.lowbit.s8s4_linear(xq, xs, weight, weight_scale, bias, dtype)
 
 

@@ -5,8 +5,9 @@ the reference ops on CPU and the Triton launches (``wrap_triton``) on CUDA, and 
 code. What a machine without a GPU checks here:
 
 * which ops are triton_ops (a regression to ``custom_op``, or a new op nobody classified, fails);
-* CPU: ``torch.compile(fullgraph=True)`` of every sample has no graph break, the op's own node is gone from the
-  graph (its body was traced), and the result equals eager bit for bit (AOTAutograd, and Inductor for one sample);
+* CPU: ``torch.compile(fullgraph=True)`` of every sample has no graph break, no lowbit op is left in the graph
+  (the op's body was traced into ATen ops), and the result equals eager bit for bit (AOTAutograd, and Inductor
+  for one sample);
 * CUDA, with fake CUDA tensors in a subprocess (``tests/ops/_trace_fake_cuda.py``, stubbing sm_90 and sm_80): the
   forward graph AOTAutograd hands to Inductor holds ``triton_kernel_wrapper_functional`` nodes instead of the op,
   its outputs have the shapes, dtypes and strides of the CPU reference's, and torch's analysis of what each kernel
@@ -106,6 +107,10 @@ def test_cpu_compile_traces_through_and_equals_eager(name):
         assert _same(f(*args), op(*args, **kwargs)), f"sample {i}"
         targets = {n.target for gm in graphs for n in gm.graph.nodes if n.op == "call_function"}
         assert op.default not in targets, f"sample {i}: the op was not traced through"
+        # Nor any other lowbit op (w4a8_linear once called the opaque s8s4_linear here): CPU graphs are ATen only,
+        # which is what lets an AOTInductor CPU package load without lowbit_flex (docs/deploy.md).
+        nested = {str(t) for t in targets if getattr(t, "namespace", None) == "lowbit"}
+        assert not nested, f"sample {i}: {nested} left in the CPU graph"
 
 
 @pytest.mark.parametrize("name", sorted(TRITON_OPS))
