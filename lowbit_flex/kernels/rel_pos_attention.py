@@ -56,12 +56,12 @@ class RelPosConfig(LaunchConfig):
     """A launch config plus the bias formation and whether to split a non-power-of-two head dim. ``block_n`` is
     raised to ``next_pow2(k_w)`` for ``ROWS`` (a block holds whole key rows); ``block_k`` is unused (0)."""
 
-    bias: Bias = Bias.ONEHOT
+    bias: Bias = Bias.ROWS
     split_d: bool = True
 
 
 def _cfg(m: int, n: int, warps: int, stages: int) -> RelPosConfig:
-    return RelPosConfig(m, n, 0, warps, stages, Bias.ROWS)
+    return RelPosConfig(m, n, 0, warps, stages)
 
 
 # Fixed launch configurations for sm_90 (H100/H200), keyed by (padded head dim, L <= 256): no autotuning, so the
