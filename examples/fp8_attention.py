@@ -83,6 +83,13 @@ def accuracy(B=1, H=4, L=1024, D=128) -> None:
                     *quantize_attention_inputs(q, k, v, dt, sm), out_dtype=torch.float32
                 ),
             )
+    for dt in ("fp8", "int8"):
+        row(
+            f"lowbit::fp8_attention, {dt} QKᵀ, smooth-K, P and V bf16 (`lowbit_attention(..., qk={dt!r}, pv='fp16')`)",
+            lambda q, k, v, dt=dt: torch.ops.lowbit.fp8_attention(
+                *quantize_attention_inputs(q, k, v.bfloat16(), dt, pv="fp16"), out_dtype=torch.float32
+            ),
+        )
     row(
         "lowbit::fp8_attention, fp8, smooth-K, fp16 PV accumulation",
         lambda q, k, v: torch.ops.lowbit.fp8_attention(

@@ -35,16 +35,29 @@ def uses_lowbit_kernel(q: Tensor) -> bool:
     return q.device.type != "cuda" or has_fp8_mma(q.device)
 
 
-def quantize_attention_inputs(q: Tensor, k: Tensor, v: Tensor, dtype: str = "fp8", smooth_k: bool = True):
+def pv_16bit_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype of V and P in the accurate mode (``pv="fp16"``): the input's own 16-bit dtype; bfloat16 for float32
+    inputs (float32's range: a float16 V could overflow)."""
+    return dtype if dtype in (torch.bfloat16, torch.float16) else torch.bfloat16
+
+
+def quantize_attention_inputs(
+    q: Tensor, k: Tensor, v: Tensor, qk: str = "fp8", smooth_k: bool = True, *, pv: str = "fp8"
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor | None]:
     """``(q8, k8, v8, q_scale, k_scale, v_scale)`` in exactly the layouts ``lowbit::fp8_attention`` consumes:
-    q/k per block of 128 tokens (fp8 e4m3 or int8), k minus its token mean when ``smooth_k``, v fp8 per head."""
+    q/k per block of 128 tokens (``qk``: fp8 e4m3 or int8), k minus its token mean when ``smooth_k``; v fp8 per
+    head (``pv="fp8"``), or with ``pv="fp16"`` v itself in its 16-bit dtype (:func:`pv_16bit_dtype`) and
+    ``v_scale=None``."""
     shift = k.mean(dim=-2, keepdim=True, dtype=torch.float32) if smooth_k else None
-    if dtype == "int8":
+    if qk == "int8":
         q8, qs = quantize_int8_blockwise(q, Q_BLOCK)
         k8, ks = quantize_int8_blockwise(k, K_BLOCK, shift)
     else:
         q8, qs = quantize_fp8(q, "block", Q_BLOCK)
         k8, ks = quantize_fp8(k, "block", K_BLOCK, torch.float8_e4m3fn, shift)
+    if pv == "fp16":
+        # Not quantized; a 16-bit MMA takes V as it is ((Lk, D) row-major), no transposed copy.
+        return q8, k8, v.to(pv_16bit_dtype(v.dtype)), qs, ks, None
     v8, vs = quantize_fp8(v, "head")
     if v8.is_cuda:
         # Hopper's fp8 MMA reads both operands K-major: for PV that is v with the token axis contiguous.

@@ -17,7 +17,7 @@ import triton.language as tl
 
 from lowbit_flex.kernels.arch import triton_interpreting
 from lowbit_flex.kernels.common import LaunchConfig, PlanLaunch, cached_plan
-from lowbit_flex.kernels.rounding import to_e4m3
+from lowbit_flex.kernels.rounding import round_to_16bit_grid, to_e4m3
 from lowbit_flex.quant.fp8 import K_BLOCK, Q_BLOCK, p_scale
 
 _LOG2E = 1.4426950408889634
@@ -28,8 +28,8 @@ def _attend_blocks(
     acc, row_sum, m_i, q, qk_scale, offs_m, k_base, v_base, ks_base, lo, hi, Lk,
     stride_kn, stride_kd, stride_vn, stride_vd, stride_ksn,
     D: tl.constexpr, BLOCK_N: tl.constexpr, K_SCALE_BLOCK: tl.constexpr, MASKED: tl.constexpr,
-    CAUSAL: tl.constexpr, QK_INT8: tl.constexpr, PV_FP16_ACC: tl.constexpr, P_SCALE: tl.constexpr,
-    EXACT: tl.constexpr,
+    CAUSAL: tl.constexpr, QK_INT8: tl.constexpr, PV_16BIT: tl.constexpr, PV_FP16_ACC: tl.constexpr,
+    P_SCALE: tl.constexpr, EXACT: tl.constexpr,
 ):  # fmt: skip
     offs_n = tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, D)
@@ -58,11 +58,19 @@ def _attend_blocks(
         alpha = tl.math.exp2(m_i - m_new)
         p = tl.math.exp2(s - m_new[:, None])
         row_sum = row_sum * alpha + tl.sum(p, axis=1)
-        p8 = to_e4m3(p * P_SCALE, EXACT)
-        if PV_FP16_ACC:
+        if PV_16BIT and EXACT:
+            # Triton 3.9's interpreter truncates float32 -> bfloat16 and reads bfloat16 dot operands as integers:
+            # round P with integer RNE and multiply in float32, exact for 16-bit operands (8 + 8 or 11 + 11 bits).
+            p16 = round_to_16bit_grid(p, v.dtype)
+            acc = tl.dot(p16, v.to(tl.float32), acc * alpha[:, None], input_precision="ieee")
+        elif PV_16BIT:
+            # The accurate mode: v is the unquantized bf16/fp16 tensor and P (<= 1) is cast to its dtype.
+            acc = tl.dot(p.to(v.dtype), v, acc * alpha[:, None])
+        elif PV_FP16_ACC:
+            p8 = to_e4m3(p * P_SCALE, EXACT)
             acc = acc * alpha[:, None] + tl.dot(p8, v, out_dtype=tl.float16).to(tl.float32)
         else:
-            acc = tl.dot(p8, v, acc * alpha[:, None])
+            acc = tl.dot(to_e4m3(p * P_SCALE, EXACT), v, acc * alpha[:, None])
         m_i = m_new
     return acc, row_sum, m_i
 
@@ -79,7 +87,7 @@ def _fp8_attention_fwd(
     stride_vsb, stride_vsh,
     D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     Q_SCALE_BLOCK: tl.constexpr, K_SCALE_BLOCK: tl.constexpr, CAUSAL: tl.constexpr, QK_INT8: tl.constexpr,
-    PV_FP16_ACC: tl.constexpr, P_SCALE: tl.constexpr, EXACT: tl.constexpr,
+    PV_16BIT: tl.constexpr, PV_FP16_ACC: tl.constexpr, P_SCALE: tl.constexpr, EXACT: tl.constexpr,
 ):  # fmt: skip
     pid_m = tl.program_id(0)
     bh = tl.program_id(1)
@@ -113,15 +121,18 @@ def _fp8_attention_fwd(
     acc, row_sum, m_i = _attend_blocks(
         acc, row_sum, m_i, q, qk_scale, offs_m, k_base, v_base, ks_base, 0, full_end, Lk,
         stride_kn, stride_kd, stride_vn, stride_vd, stride_ksn,
-        D, BLOCK_N, K_SCALE_BLOCK, False, CAUSAL, QK_INT8, PV_FP16_ACC, P_SCALE, EXACT,
+        D, BLOCK_N, K_SCALE_BLOCK, False, CAUSAL, QK_INT8, PV_16BIT, PV_FP16_ACC, P_SCALE, EXACT,
     )  # fmt: skip
     acc, row_sum, m_i = _attend_blocks(
         acc, row_sum, m_i, q, qk_scale, offs_m, k_base, v_base, ks_base, full_end, hi, Lk,
         stride_kn, stride_kd, stride_vn, stride_vd, stride_ksn,
-        D, BLOCK_N, K_SCALE_BLOCK, True, CAUSAL, QK_INT8, PV_FP16_ACC, P_SCALE, EXACT,
+        D, BLOCK_N, K_SCALE_BLOCK, True, CAUSAL, QK_INT8, PV_16BIT, PV_FP16_ACC, P_SCALE, EXACT,
     )  # fmt: skip
-    v_scale = tl.load(VS + b * stride_vsb + hk * stride_vsh)
-    out = acc * (v_scale / (row_sum * P_SCALE))[:, None]
+    if PV_16BIT:
+        out = acc / row_sum[:, None]  # VS is a placeholder: a 16-bit v has no scale
+    else:
+        v_scale = tl.load(VS + b * stride_vsb + hk * stride_vsh)
+        out = acc * (v_scale / (row_sum * P_SCALE))[:, None]
     o_ptrs = Out + b.to(tl.int64) * stride_ob + h.to(tl.int64) * stride_oh
     o_ptrs += offs_m[:, None].to(tl.int64) * stride_om + offs_d[None, :] * stride_od
     tl.store(o_ptrs, out.to(Out.dtype.element_ty), mask=offs_m[:, None] < Lq)
@@ -153,8 +164,8 @@ def pick_config(Lq: int) -> LaunchConfig:
 
 @functools.lru_cache(maxsize=512)
 def _launch_plan(
-    B: int, H: int, Lq: int, D: int, causal: bool, qk_int8: bool, pv_fp16_accum: bool, config: LaunchConfig | None,
-    *ints: int,
+    B: int, H: int, Lq: int, D: int, causal: bool, qk_int8: bool, pv_16bit: bool, pv_fp16_accum: bool,
+    config: LaunchConfig | None, *ints: int,
 ) -> PlanLaunch:  # fmt: skip
     """The launch for one shape key. ``ints`` (``Hkv``, ``Lk`` and every stride) are part of the key only: the
     kernel is specialized on its integer arguments, so a cached direct launch is right only for the values it was
@@ -162,7 +173,8 @@ def _launch_plan(
     cfg = config or pick_config(Lq)
     meta = dict(
         D=D, BLOCK_M=cfg.block_m, BLOCK_N=K_BLOCK, Q_SCALE_BLOCK=Q_BLOCK, K_SCALE_BLOCK=K_BLOCK, CAUSAL=causal,
-        QK_INT8=qk_int8, PV_FP16_ACC=pv_fp16_accum, P_SCALE=p_scale(pv_fp16_accum), EXACT=triton_interpreting(),
+        QK_INT8=qk_int8, PV_16BIT=pv_16bit, PV_FP16_ACC=pv_fp16_accum,
+        P_SCALE=1.0 if pv_16bit else p_scale(pv_fp16_accum), EXACT=triton_interpreting(),
         num_warps=cfg.num_warps, num_stages=cfg.num_stages,
     )  # fmt: skip
     return PlanLaunch(_fp8_attention_fwd, (triton.cdiv(Lq, cfg.block_m), B * H), meta)
@@ -174,7 +186,7 @@ def fp8_attention_triton(
     v: torch.Tensor,
     q_scale: torch.Tensor,
     k_scale: torch.Tensor,
-    v_scale: torch.Tensor,
+    v_scale: torch.Tensor | None,
     causal: bool,
     sm_scale: float | None,
     out_dtype: torch.dtype,
@@ -193,11 +205,14 @@ def fp8_attention_triton(
     Hkv, Lk = k.shape[1], k.shape[2]
     out = torch.empty((B, H, Lq, D), dtype=out_dtype, device=q.device)
     sm = 1.0 / math.sqrt(D) if sm_scale is None else sm_scale
-    vs_strides = (v_scale.stride(0), v_scale.stride(1)) if v_scale.dim() else (0, 0)
+    pv_16bit = v_scale is None  # a bf16/fp16 v (the op's checks pair the two)
+    vs_strides = (v_scale.stride(0), v_scale.stride(1)) if not pv_16bit and v_scale.dim() else (0, 0)
     ints = (
         H // Hkv, Lk,
         *q.stride(), *k.stride(), *v.stride(), *out.stride(), *q_scale.stride(), *k_scale.stride(), *vs_strides,
     )  # fmt: skip
-    launch = cached_plan(_launch_plan, B, H, Lq, D, causal, q.dtype == torch.int8, pv_fp16_accum, config, *ints)
-    launch(q, k, v, q_scale, k_scale, v_scale, out, sm * _LOG2E, H, ints[0], Lq, *ints[1:])
+    qk_int8 = q.dtype == torch.int8
+    launch = cached_plan(_launch_plan, B, H, Lq, D, causal, qk_int8, pv_16bit, pv_fp16_accum, config, *ints)
+    vs = q_scale if pv_16bit else v_scale  # a placeholder pointer, never read: Triton's AOT path takes no None
+    launch(q, k, v, q_scale, k_scale, vs, out, sm * _LOG2E, H, ints[0], Lq, *ints[1:])
     return out

@@ -107,12 +107,13 @@ def case_fp8_attention():
     if torch.cuda.get_device_capability() < (8, 9):
         return False  # fp8 MMA needs sm_89+: below it the op runs its reference and never launches this kernel
 
-    def run(qk_dtype, d, causal, pv_fp16, config=None, L=300):
+    def run(qk_dtype, d, causal, pv_fp16, config=None, L=300, v_dtype=torch.float8_e4m3fn):
         B, H, Hkv = 1, 4, 2
         q, k = torch.empty(B, H, L, d, dtype=qk_dtype), torch.empty(B, Hkv, L, d, dtype=qk_dtype)
-        v = torch.empty(B, Hkv, L, d, dtype=torch.float8_e4m3fn)
+        v = torch.empty(B, Hkv, L, d, dtype=v_dtype)
         n = -(-L // 128)
-        qs, ks, vs = torch.empty(B, H, n), torch.empty(B, Hkv, n), torch.empty(B, Hkv)
+        qs, ks = torch.empty(B, H, n), torch.empty(B, Hkv, n)
+        vs = torch.empty(B, Hkv) if v_dtype == torch.float8_e4m3fn else None  # a 16-bit v: the accurate mode
         fp8_attention_triton(q, k, v, qs, ks, vs, causal, None, torch.bfloat16, pv_fp16, config=config)
 
     for config in CONFIGS:  # every config once (the table picks among them)
@@ -121,6 +122,12 @@ def case_fp8_attention():
     run(torch.float8_e4m3fn, 64, False, False, L=50)  # the short-sequence pick
     run(torch.int8, 128, True, False)
     run(torch.float8_e4m3fn, 128, False, True)
+    # The accurate mode (P and V in 16 bits): both QKᵀ formats, both 16-bit v dtypes, both head dims and tiles.
+    for config in CONFIGS:
+        run(torch.int8, 128, True, False, config, v_dtype=torch.bfloat16)
+    run(torch.float8_e4m3fn, 128, False, False, v_dtype=torch.bfloat16)
+    run(torch.int8, 64, False, False, v_dtype=torch.float16)
+    run(torch.float8_e4m3fn, 64, True, False, L=50, v_dtype=torch.float16)
 
 
 def case_float_weight_only_linear():

@@ -115,6 +115,8 @@ def _fp8_attention(device):
     k, v = torch.randn(2, 1, 1, 130, 64, device=device).unbind(0)
     yield quantize_attention_inputs(q, k, v, "fp8"), {"causal": True}
     yield quantize_attention_inputs(q, k, v, "int8"), {"out_dtype": torch.float16, "pv_fp16_accum": True}
+    # The accurate mode: v in 16 bits, not quantized, v_scale None.
+    yield quantize_attention_inputs(q, k, v.bfloat16(), "int8", pv="fp16"), {"causal": True}
 
 
 def _fp8_attention_reference(device):
