@@ -1,7 +1,8 @@
 """fp8 / int8 attention vs bf16 SDPA and FlexAttention (B=4, H=16, D=128), plus fp8 FlexAttention descale variants.
 
 Table 1 (baseline: bf16 SDPA, default backend: flash or cuDNN): ``lowbit_attention`` fp8 and int8 (quantization
-included), the fused kernel alone on pre-quantized inputs (fp8, int8, fp8 with fp16 PV accumulation), compiled
+included; ``pv16``: the accurate mode, P and V in bf16), the fused kernel alone on pre-quantized inputs (fp8, int8,
+fp8 with fp16 PV accumulation, int8 with bf16 PV), compiled
 FlexAttention bf16 and ``fp8_flex_attention``; relative error of each vs float64 on a slice (batch 0, heads 0-1);
 TFLOP/s against the fp8 tensor-core rate, taken as 2x the bf16 8192³ matmul rate measured in the same run.
 Table 2 (baseline: fp8 FlexAttention with a float ``scale=``): the same kernel with the descale in a tensor-reading
@@ -47,14 +48,18 @@ def _case(bench: Bench, table, flex, L: int, causal: bool, with_flex: bool, bf16
     ref64 = F.scaled_dot_product_attention(q[:1, :2].double(), k[:1, :2].double(), v[:1, :2].double(),
                                            is_causal=causal)  # fmt: skip
     pre = {dt: quantize_attention_inputs(q, k, v, dt) for dt in ("fp8", "int8")}
+    pre["int8 pv16"] = quantize_attention_inputs(q, k, v, "int8", pv="fp16")
     kernel = torch.ops.lowbit.fp8_attention
     methods = {
         "SDPA bf16": (lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=causal), (q, k, v)),
-        "lowbit fp8": (lambda q, k, v: lowbit_attention(q, k, v, "fp8", causal), (q, k, v)),
-        "lowbit int8": (lambda q, k, v: lowbit_attention(q, k, v, "int8", causal), (q, k, v)),
+        "lowbit fp8": (lambda q, k, v: lowbit_attention(q, k, v, qk="fp8", causal=causal), (q, k, v)),
+        "lowbit int8": (lambda q, k, v: lowbit_attention(q, k, v, qk="int8", causal=causal), (q, k, v)),
+        "lowbit fp8 pv16": (lambda q, k, v: lowbit_attention(q, k, v, pv="fp16", causal=causal), (q, k, v)),
+        "lowbit int8 pv16": (lambda q, k, v: lowbit_attention(q, k, v, qk="int8", pv="fp16", causal=causal), (q, k, v)),
         "kernel fp8": (lambda *a: kernel(*a, causal), pre["fp8"]),
         "kernel int8": (lambda *a: kernel(*a, causal), pre["int8"]),
         "kernel fp8 fp16-acc": (lambda *a: kernel(*a, causal, None, torch.bfloat16, True), pre["fp8"]),
+        "kernel int8 pv16": (lambda *a: kernel(*a, causal), pre["int8 pv16"]),
     }
     if with_flex:
         mask = create_block_mask(lambda b, h, i, j: i >= j, None, None, L, L) if causal else None
@@ -65,7 +70,7 @@ def _case(bench: Bench, table, flex, L: int, causal: bool, with_flex: bool, bf16
         extra[f"err {name}"] = _slice_error(fn(*args), ref64)  # correctness first
         times[name] = bench.time(fn, args)
     flops = _attention_flops(L, causal)
-    for name in ("SDPA bf16", "lowbit fp8", "kernel fp8", "kernel int8"):
+    for name in ("SDPA bf16", "lowbit fp8", "kernel fp8", "kernel int8", "kernel int8 pv16"):
         extra[f"TFLOP/s {name}"] = flops / (times[name] * 1e-3) / 1e12
     extra["% fp8 peak (kernel fp8)"] = 100 * extra["TFLOP/s kernel fp8"] / fp8_tflops
     extra["bf16 mm TFLOP/s"] = bf16_tflops

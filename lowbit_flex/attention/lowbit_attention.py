@@ -1,6 +1,9 @@
-"""``lowbit_attention(q, k, v, dtype="fp8" | "int8")``: quantize (fused kernels) and run ``lowbit::fp8_attention``."""
+"""``lowbit_attention(q, k, v, qk="fp8" | "int8", pv="fp8" | "fp16")``: quantize (fused kernels), run
+``lowbit::fp8_attention``."""
 
 from __future__ import annotations
+
+import warnings
 
 import torch
 import torch.nn.functional as F
@@ -13,11 +16,18 @@ from lowbit_flex.ops.quantize_fp8 import quantize_fp8
 from lowbit_flex.ops.quantize_int8_blockwise import quantize_int8_blockwise
 
 QK_FORMATS = ("fp8", "int8")
+PV_FORMATS = ("fp8", "fp16")
+# lowbit_attention(q, k, v, dtype, causal, scale): the positional parameters before qk / pv, kept for one release.
+_LEGACY_POSITIONAL = ("dtype", "causal", "scale")
 
 
-def _check_inputs(q: Tensor, k: Tensor, v: Tensor, dtype: str) -> None:
-    if dtype not in QK_FORMATS:
-        raise ValueError(f"dtype: expected one of {QK_FORMATS}, got {dtype!r}")
+def _check_inputs(q: Tensor, k: Tensor, v: Tensor, qk: str, pv: str, pv_fp16_accum: bool) -> None:
+    if qk not in QK_FORMATS:
+        raise ValueError(f"qk: expected one of {QK_FORMATS}, got {qk!r}")
+    if pv not in PV_FORMATS:
+        raise ValueError(f"pv: expected one of {PV_FORMATS}, got {pv!r}")
+    if pv_fp16_accum and pv != "fp8":
+        raise ValueError(f"pv_fp16_accum: only with pv='fp8' (it accumulates the fp8 PV product), got pv={pv!r}")
     check_tensor("q", q, dtypes=FLOAT_DTYPES, ndim=4)
     check_tensor("k", k, dtypes=(q.dtype,), ndim=4)
     check_tensor("v", v, dtypes=(q.dtype,), ndim=4)
@@ -65,31 +75,79 @@ def quantize_attention_inputs(
     return q8, k8, v8, qs, ks, vs
 
 
+def _resolve_legacy(args: tuple, dtype: str | None, qk: str, causal: bool, scale: float | None):
+    """``(qk, causal, scale)`` after the deprecated positional ``dtype, causal, scale`` and keyword ``dtype``."""
+    if len(args) > len(_LEGACY_POSITIONAL):
+        raise TypeError(f"lowbit_attention: takes 3 positional arguments (q, k, v), got {3 + len(args)}")
+    if args:
+        names = ", ".join(_LEGACY_POSITIONAL[: len(args)])
+        warnings.warn(
+            f"lowbit_attention: passing {names} positionally is deprecated and will be removed in the next "
+            "release; pass qk=..., causal=..., scale=... as keywords",
+            FutureWarning,
+            stacklevel=3,
+        )
+        if dtype is not None:
+            raise TypeError("lowbit_attention: got multiple values for 'dtype' (positional and keyword)")
+        dtype = args[0]
+        if len(args) > 1:
+            if causal:
+                raise TypeError("lowbit_attention: got multiple values for 'causal' (positional and keyword)")
+            causal = args[1]
+        if len(args) > 2:
+            if scale is not None:
+                raise TypeError("lowbit_attention: got multiple values for 'scale' (positional and keyword)")
+            scale = args[2]
+    elif dtype is not None:
+        warnings.warn(
+            "lowbit_attention: dtype= is deprecated and will be removed in the next release; use qk= (the QKᵀ "
+            "format; pv= picks the PV format)",
+            FutureWarning,
+            stacklevel=3,
+        )
+    if dtype is not None:
+        if qk != "fp8" and qk != dtype:
+            raise ValueError(f"dtype: a deprecated alias of qk, got dtype={dtype!r} and qk={qk!r}; pass only qk")
+        if dtype not in QK_FORMATS:
+            raise ValueError(f"dtype: expected one of {QK_FORMATS} (deprecated: use qk=), got {dtype!r}")
+        qk = dtype
+    return qk, causal, scale
+
+
 def lowbit_attention(
     q: Tensor,
     k: Tensor,
     v: Tensor,
-    dtype: str = "fp8",
+    *deprecated_positional,
     causal: bool = False,
     scale: float | None = None,
-    *,
+    qk: str = "fp8",
+    pv: str = "fp8",
     smooth_k: bool = True,
     pv_fp16_accum: bool = False,
+    dtype: str | None = None,
 ) -> Tensor:
-    """Attention with low-bit QKᵀ and PV; ``q`` ``(B, H, Lq, D)``, ``k``/``v`` ``(B, Hkv, Lk, D)``, float.
+    """Attention with low-bit QKᵀ (and PV); ``q`` ``(B, H, Lq, D)``, ``k``/``v`` ``(B, Hkv, Lk, D)``, float.
 
-    ``dtype="fp8"``: q, k in e4m3 with one scale per 128 tokens; ``"int8"``: q, k in int8 per 128 tokens
-    (SageAttention-style). Both: k minus its token mean first (``smooth_k``, which cancels in softmax and removes
-    K's outlier channels), v in e4m3 per head, P in e4m3, fp32 accumulation, output in ``q``'s dtype.
-    ``causal`` masks key ``j > i`` (top-left, as SDPA). ``scale`` defaults to ``1/sqrt(D)``.
+    ``qk``, the QKᵀ format: ``"fp8"``: q, k in e4m3 with one scale per 128 tokens; ``"int8"``: q, k in int8 per 128
+    tokens (SageAttention-style, more accurate for Gaussian-like q/k). Both: k minus its token mean first
+    (``smooth_k``, which cancels in softmax and removes K's outlier channels).
+    ``pv``, the PV format: ``"fp8"``: v in e4m3 per head, P in e4m3 (fastest); ``"fp16"``: the accurate mode, V not
+    quantized and P cast to V's 16-bit dtype (the input's: bf16 or fp16; bf16 for float32 inputs). Both: fp32
+    accumulation, output in ``q``'s dtype. ``pv_fp16_accum`` (``pv="fp8"`` only) accumulates each block's PV
+    product in fp16. ``causal`` masks key ``j > i`` (top-left, as SDPA). ``scale`` defaults to ``1/sqrt(D)``.
+
+    Deprecated, for one release: ``dtype=`` (now ``qk=``) and passing ``dtype, causal, scale`` positionally; both
+    warn (``FutureWarning``).
 
     Fallback (documented, never a wrong result): head dims other than 64/128 and CUDA GPUs before sm_89 (no fp8
     MMA) run ``F.scaled_dot_product_attention`` in the input dtype. On CPU it runs the op's float64 reference.
     """
-    _check_inputs(q, k, v, dtype)
+    qk, causal, scale = _resolve_legacy(deprecated_positional, dtype, qk, causal, scale)
+    _check_inputs(q, k, v, qk, pv, pv_fp16_accum)
     if not uses_lowbit_kernel(q):
         gqa = q.shape[1] != k.shape[1]
         return F.scaled_dot_product_attention(q, k, v, is_causal=causal, scale=scale, enable_gqa=gqa)
-    q8, k8, v8, qs, ks, vs = quantize_attention_inputs(q, k, v, dtype, smooth_k)
+    q8, k8, v8, qs, ks, vs = quantize_attention_inputs(q, k, v, qk, smooth_k, pv=pv)
     # The op's body straight from here in plain eager CUDA calls (torch.ops.lowbit.fp8_attention otherwise).
     return fp8_attention_eager(q8, k8, v8, qs, ks, vs, causal, scale, q.dtype, pv_fp16_accum)
