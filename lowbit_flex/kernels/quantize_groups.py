@@ -45,22 +45,38 @@ def _load_shifted(x_ptr, shift_ptr, offs, mask, SLICE, D, HAS_SHIFT: tl.constexp
 
 
 @triton.jit
+def _finite_abs(x):
+    """``|x|`` with non-finite values as 0: what the group amax reads, so a NaN or inf leaves its group's scale as it
+    would be without it (``NaN < inf`` is false)."""
+    ax = tl.abs(x)
+    return tl.where(ax < float("inf"), ax, 0.0)
+
+
+@triton.jit
 def _round_store(q_ptr, offs, mask, x, scale, QMAX: tl.constexpr, OUT_KIND: tl.constexpr, EXACT: tl.constexpr):
     # div_rn: Triton's `/` on float32 may lower to an approximate divide; the reference uses IEEE division.
     y = tl.math.div_rn(x, scale)
-    y = tl.minimum(tl.maximum(y, -QMAX), QMAX)
+    # Finite x gives finite y (|x| <= amax). Non-finite x: NaN in fp8, 0 (NaN) or ±QMAX (±inf) in int8. Decided
+    # with explicit selects, not by min/max, whose NaN handling differs between the GPU and the interpreter.
+    finite = tl.abs(x) < float("inf")
+    y = tl.minimum(tl.maximum(tl.where(finite, y, 0.0), -QMAX), QMAX)
     if OUT_KIND == 2:
+        y = tl.where(finite, y, tl.where(x > 0, QMAX, tl.where(x < 0, -QMAX, 0.0)))
         tl.store(q_ptr + offs, round_half_even(y).to(tl.int8), mask=mask)
-    elif OUT_KIND == 3:
-        tl.store(q_ptr + offs, e4m3_code(round_to_fp8_grid(y, 3, -6)).to(tl.uint8), mask=mask)
+    elif OUT_KIND == 3 or (OUT_KIND == 0 and EXACT):
+        # The interpreter also converts NaN to e4m3 wrongly (to 384): it takes the integer codes too.
+        code = tl.where(finite, e4m3_code(round_to_fp8_grid(y, 3, -6)), 127).to(tl.uint8)  # 0x7F: e4m3fn's NaN
+        if OUT_KIND == 0:
+            code = code.to(tl.float8e4nv, bitcast=True)
+        tl.store(q_ptr + offs, code, mask=mask)
     elif OUT_KIND == 0:
-        if EXACT:
-            y = round_to_fp8_grid(y, 3, -6)
-        tl.store(q_ptr + offs, y.to(tl.float8e4nv), mask=mask)
+        tl.store(q_ptr + offs, tl.where(finite, y, float("nan")).to(tl.float8e4nv), mask=mask)
+    elif EXACT:
+        bits = round_to_fp8_grid(y, 2, -14).to(tl.float8e5).to(tl.uint8, bitcast=True)
+        bits = tl.where(finite, bits, 127).to(tl.uint8)  # 0x7F: NaN, the code torch and the GPU give
+        tl.store(q_ptr + offs, bits.to(tl.float8e5, bitcast=True), mask=mask)
     else:
-        if EXACT:
-            y = round_to_fp8_grid(y, 2, -14)
-        tl.store(q_ptr + offs, y.to(tl.float8e5), mask=mask)
+        tl.store(q_ptr + offs, tl.where(finite, y, float("nan")).to(tl.float8e5), mask=mask)
 
 
 @triton.jit
@@ -84,7 +100,7 @@ def _quantize_single_pass_kernel(
     mask = seg_ok[:, None] & (cols[None, :] < length[:, None])
     offs = start[:, None] + cols[None, :]
     x = _load_shifted(x_ptr, shift_ptr, offs, mask, SLICE, D, HAS_SHIFT)
-    scale = tl.math.div_rn(tl.max(tl.abs(x), axis=1), tl.full((ROWS,), QMAX, tl.float32))
+    scale = tl.math.div_rn(tl.max(_finite_abs(x), axis=1), tl.full((ROWS,), QMAX, tl.float32))
     scale = tl.where(scale == 0.0, 1.0, scale)
     tl.store(scale_ptr + seg, scale, mask=seg_ok)
     _round_store(q_ptr, offs, mask, x, scale[:, None], QMAX, OUT_KIND, EXACT)
@@ -99,7 +115,7 @@ def _amax_kernel(
     cols = tl.program_id(1) * CHUNK + tl.arange(0, CHUNK)
     mask = cols < length
     x = _load_shifted(x_ptr, shift_ptr, start + cols, mask, SLICE, D, HAS_SHIFT)
-    tl.atomic_max(amax_ptr + seg, tl.max(tl.abs(x), axis=0))  # |x| >= 0: float max is exact and order-free
+    tl.atomic_max(amax_ptr + seg, tl.max(_finite_abs(x), axis=0))  # >= 0: float max is exact and order-free
 
 
 @triton.jit

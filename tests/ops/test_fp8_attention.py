@@ -213,3 +213,51 @@ def test_triton_kernel_transposed_v_and_bf16_out():
     ref = OP(q8, k8, v8, qs, ks, vs, True, 0.2, torch.float32)
     assert out.dtype == torch.bfloat16
     assert_rel_error(out, ref, 4e-3)  # bf16 output rounding
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+@pytest.mark.parametrize("qk, pv", [("fp8", "fp8"), ("int8", "fp16"), ("fp8", "fp16"), ("int8", "fp8")])
+@pytest.mark.parametrize("path", ["reference", pytest.param("kernel", marks=needs_kernel)])
+def test_nonfinite_query_stays_in_its_row(bad, qk, pv, path, monkeypatch):
+    # The block scales ignore non-finite values, so the other 127 rows of the NaN's q block quantize as if it were 0:
+    # their outputs equal those of the clean input bit for bit. fp8 carries NaN / inf (as NaN) into that row's output;
+    # int8 has no NaN (the value becomes 0 or +-127), so with qk="int8" that row is finite (documented).
+    from lowbit_flex.kernels import fp8_attention as mod
+
+    q, k, v = (t.bfloat16() for t in _inputs(1, 2, 1, 200, 150, 64))
+    row = (0, 1, 70)
+    q_bad = q.clone()
+    q_bad[(*row, 9)] = bad
+    q_clean = q.clone()
+    q_clean[(*row, 9)] = 0
+
+    def run(qq):
+        args = quantize_attention_inputs(qq, k, v, qk, pv=pv)
+        if path == "reference":
+            return OP(*args, True, None, torch.float32)
+        real_empty = torch.empty
+        monkeypatch.setattr(mod.torch, "empty", lambda *a, **kw: poison_(real_empty(*a, **kw)))
+        return mod.fp8_attention_triton(*(_to(a, kernel_device()) for a in args), True, None, torch.float32, False)
+
+    out, clean = run(q_bad).cpu(), run(q_clean).cpu()
+    others = torch.ones(out.shape[:3], dtype=torch.bool)
+    others[row] = False
+    assert torch.equal(out[others], clean[others])
+    assert bool(torch.isfinite(out[others]).all())
+    if qk == "int8":
+        assert bool(torch.isfinite(out[row]).all())
+    elif path == "reference" or kernel_device() == "cuda":  # Triton 3.9's interpreter reads e4m3fn NaN as 480
+        assert bool(out[row].isnan().all()), out[row]
+    ref = _attention_f64(q_clean, k, v, True)
+    assert_rel_error(out[others], ref[others], 6e-2)
+
+
+@pytest.mark.parametrize("where", ["k", "v"])
+def test_nonfinite_key_or_value_reaches_every_query(where):
+    # As in SDPA: a NaN in K enters every score of its column (every query), one in V every output that attends to
+    # its token (here: all queries, in that channel).
+    q, k, v = _inputs(1, 2, 1, 100, 150, 64)
+    (k if where == "k" else v)[0, 0, 30, 5] = float("nan")
+    out = OP(*quantize_attention_inputs(q, k, v, "fp8", smooth_k=False), False, None, torch.float32)
+    bad = out.isnan() if where == "k" else out[..., 5].isnan()
+    assert bool(bad.all())
