@@ -36,6 +36,8 @@ def _check_inputs(q: Tensor, k: Tensor, v: Tensor, qk: str, pv: str, pv_fp16_acc
         raise ValueError(f"k: expected shape (B={B}, Hkv, Lk, D={D}) with Hkv dividing H={H}, got {tuple(k.shape)}")
     if v.shape != k.shape:
         raise ValueError(f"v: expected shape {tuple(k.shape)} (the shape of k), got {tuple(v.shape)}")
+    if k.shape[2] == 0:  # no keys: softmax over nothing is undefined (Lq == 0 is an empty output)
+        raise ValueError(f"k: expected at least one key token (Lk > 0), got shape {tuple(k.shape)}")
 
 
 def uses_lowbit_kernel(q: Tensor) -> bool:
@@ -142,9 +144,12 @@ def lowbit_attention(
 
     Fallback (documented, never a wrong result): head dims other than 64/128 and CUDA GPUs before sm_89 (no fp8
     MMA) run ``F.scaled_dot_product_attention`` in the input dtype. On CPU it runs the op's float64 reference.
+    ``Lq = 0`` returns an empty output; ``Lk = 0`` is a ``ValueError`` naming ``k``.
     """
     qk, causal, scale = _resolve_legacy(deprecated_positional, dtype, qk, causal, scale)
     _check_inputs(q, k, v, qk, pv, pv_fp16_accum)
+    if q.numel() == 0:  # no queries: nothing to quantize (the quantizers take no empty tensor)
+        return q.new_empty(q.shape)
     if not uses_lowbit_kernel(q):
         gqa = q.shape[1] != k.shape[1]
         return F.scaled_dot_product_attention(q, k, v, is_causal=causal, scale=scale, enable_gqa=gqa)

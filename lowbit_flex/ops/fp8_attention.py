@@ -14,6 +14,7 @@ The format (fixed, so that kernel tiles align with scale blocks):
   float16, not quantized, with ``v_scale=None``: the accurate mode (PV in 16 bits, see below). The PV format
   follows the dtype of ``v``, as the QKᵀ variant follows the dtype of ``q``/``k``: a type, not a flag.
 - ``D`` ∈ {64, 128}; others raise ``ValueError`` (``lowbit_flex.attention.lowbit_attention`` falls back to SDPA).
+- ``Lq = 0`` gives an empty output; ``Lk = 0`` (softmax over no keys) is a ``ValueError`` naming ``k``.
 
 Computation: ``S = (q·q_scale)(k·k_scale)ᵀ · sm_scale`` (fp8×fp8 or int8×int8 MMA, fp32/int32 accumulation),
 blockwise online softmax over key blocks of 128, ``P = exp(S - running_max)`` quantized to e4m3 as
@@ -61,8 +62,8 @@ def _check_args(q, k, v, q_scale, k_scale, v_scale, causal, sm_scale, out_dtype,
     _, Hkv, Lk, _ = k.shape
     if D not in HEAD_DIMS:
         raise ValueError(f"q: head dim {D} is not supported (the kernel takes {HEAD_DIMS})")
-    if Lq == 0 or Lk == 0:
-        raise ValueError(f"q, k: expected non-empty sequences, got Lq={Lq}, Lk={Lk}")
+    if Lk == 0:  # no keys: softmax over nothing is undefined (Lq == 0 is an empty output)
+        raise ValueError(f"k: expected at least one key token (Lk > 0), got shape {tuple(k.shape)}")
     if k.shape[0] != B or k.shape[3] != D or Hkv == 0 or H % Hkv != 0:
         raise ValueError(f"k: expected shape (B={B}, Hkv, Lk, D={D}) with Hkv dividing H={H}, got {tuple(k.shape)}")
     check_shape("v", v, k.shape, "the shape of k")
@@ -155,6 +156,8 @@ def _fp8_attention(q, k, v, q_scale, k_scale, v_scale, causal, sm_scale, out_dty
     """The op's body (see :func:`fp8_attention`), also called directly by :func:`fp8_attention_eager`."""
     args = (q, k, v, q_scale, k_scale, v_scale, causal, sm_scale, out_dtype, pv_fp16_accum)
     _check_args(*args)
+    if q.numel() == 0:  # no queries (or batch / heads): nothing to launch
+        return q.new_empty(q.shape, dtype=out_dtype)
     if not q.is_cuda:
         return reference_fp8_attention(*args)
     if not has_fp8_mma(q.device):

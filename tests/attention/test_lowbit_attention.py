@@ -82,3 +82,13 @@ def test_bad_input(args, kwargs, exc, match):
     with warnings.catch_warnings(), pytest.raises(exc, match=match):
         warnings.simplefilter("ignore", FutureWarning)
         lowbit_attention(*args, **kwargs)
+
+
+@pytest.mark.parametrize("pv", ["fp8", "fp16"])
+def test_no_queries_give_an_empty_output_and_no_keys_an_error(pv):
+    q, k, v = _qkv(Lq=0, Lk=50)
+    out = lowbit_attention(q, k, v, pv=pv, causal=True)
+    assert out.shape == q.shape and out.dtype == q.dtype
+    q, k, v = _qkv(Lq=50, Lk=0)
+    with pytest.raises(ValueError, match=r"k: expected at least one key token \(Lk > 0\)"):
+        lowbit_attention(q, k, v, pv=pv)

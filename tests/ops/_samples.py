@@ -117,6 +117,10 @@ def _fp8_attention(device):
     yield quantize_attention_inputs(q, k, v, "int8"), {"out_dtype": torch.float16, "pv_fp16_accum": True}
     # The accurate mode: v in 16 bits, not quantized, v_scale None.
     yield quantize_attention_inputs(q, k, v.bfloat16(), "int8", pv="fp16"), {"causal": True}
+    # No queries: an empty output.
+    _, k8, v8, _, ks, vs = quantize_attention_inputs(q, k, v, "fp8")
+    q0 = torch.empty(1, 2, 0, 64, device=device, dtype=torch.float8_e4m3fn)
+    yield (q0, k8, v8, torch.empty(1, 2, 0, device=device), ks, vs), {}
 
 
 def _fp8_attention_reference(device):

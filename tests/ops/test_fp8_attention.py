@@ -261,3 +261,13 @@ def test_nonfinite_key_or_value_reaches_every_query(where):
     out = OP(*quantize_attention_inputs(q, k, v, "fp8", smooth_k=False), False, None, torch.float32)
     bad = out.isnan() if where == "k" else out[..., 5].isnan()
     assert bool(bad.all())
+
+
+def test_no_queries_give_an_empty_output_and_no_keys_an_error():
+    args = _valid_args(Lq=130, Lk=130)
+    q0 = torch.empty(1, 2, 0, 64, dtype=torch.float8_e4m3fn)
+    out = OP(q0, *args[1:3], torch.empty(1, 2, 0), *args[4:], out_dtype=torch.float16)
+    assert out.shape == (1, 2, 0, 64) and out.dtype == torch.float16
+    k0, v0 = args[1][:, :, :0], args[2][:, :, :0]
+    _raises_eager_and_fake([args[0], k0, v0, args[3], torch.empty(1, 1, 0), args[5]], {}, ValueError,
+                           r"k: expected at least one key token \(Lk > 0\)")  # fmt: skip

@@ -145,7 +145,7 @@ def test_fake_cuda_graph_launches_the_kernels(fake_cuda_traces, name, arch, dyna
         assert f"lowbit.{name}.default" not in r["lowbit_ops"], f"{where}: the op was not traced through"
         empty = all(0 in shape for shape, _, _ in r["cpu_meta"])  # launchers skip empty launches
         if (name, arch) in REFERENCE_OP:
-            assert r["kernels"] == [] and REFERENCE_OP[name, arch] in r["lowbit_ops"], where
+            assert r["kernels"] == [] and (REFERENCE_OP[name, arch] in r["lowbit_ops"] or empty), where
         else:
             assert r["kernels"] or empty, f"{where}: no Triton kernel in the graph"
         assert r["cloned_inputs"] == [], f"{where}: inputs copied for kernels that do not write them"
