@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import functools
 import math
+from dataclasses import dataclass
 
 import torch
 import triton
 import triton.language as tl
 
 from lowbit_flex.kernels.arch import triton_interpreting
-from lowbit_flex.kernels.common import LaunchConfig, PlanLaunch, cached_plan
+from lowbit_flex.kernels.common import LaunchConfig, PlanLaunch, cached_plan, ensure_triton_allocator
+from lowbit_flex.kernels.quantize_groups import OUT_KINDS, QMAX_OF_KIND, codes_of_scaled, finite_abs
 from lowbit_flex.kernels.rounding import round_to_16bit_grid, to_e4m3
 from lowbit_flex.quant.fp8 import K_BLOCK, Q_BLOCK, p_scale
 
@@ -25,24 +27,32 @@ _LOG2E = 1.4426950408889634
 
 @triton.jit
 def _attend_blocks(
-    acc, row_sum, m_i, q, qk_scale, offs_m, k_base, v_base, ks_base, lo, hi, Lk,
-    stride_kn, stride_kd, stride_vn, stride_vd, stride_ksn,
+    acc, row_sum, m_i, vs_run, q, qk_scale, offs_m, k_base, v_base, ks_base, vs_base, lo, hi, Lk,
+    stride_kn, stride_kd, stride_vn, stride_vd, stride_ksn, stride_vsn,
     D: tl.constexpr, BLOCK_N: tl.constexpr, K_SCALE_BLOCK: tl.constexpr, MASKED: tl.constexpr,
-    CAUSAL: tl.constexpr, QK_INT8: tl.constexpr, PV_16BIT: tl.constexpr, PV_FP16_ACC: tl.constexpr,
-    P_SCALE: tl.constexpr, EXACT: tl.constexpr,
+    CAUSAL: tl.constexpr, PV_16BIT: tl.constexpr, PV_FP16_ACC: tl.constexpr, V_BLOCK_SCALES: tl.constexpr,
+    P_SCALE: tl.constexpr, EXACT: tl.constexpr, TMA: tl.constexpr, V_TOKEN_MAJOR: tl.constexpr,
 ):  # fmt: skip
+    """``k_base`` / ``v_base``: pointers, or with ``TMA`` tensor descriptors (rows past ``Lk`` read as zeros)."""
     offs_n = tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, D)
     for start_n in range(lo, hi, BLOCK_N):
         cols = start_n + offs_n
-        k_ptrs = k_base + cols[:, None] * stride_kn + offs_d[None, :] * stride_kd
-        v_ptrs = v_base + cols[:, None] * stride_vn + offs_d[None, :] * stride_vd
-        if MASKED:
-            k = tl.load(k_ptrs, mask=cols[:, None] < Lk, other=0.0)
-            v = tl.load(v_ptrs, mask=cols[:, None] < Lk, other=0.0)
+        if TMA:
+            k = k_base.load([start_n, 0])
+            if V_TOKEN_MAJOR:
+                v = tl.trans(v_base.load([0, start_n]))
+            else:
+                v = v_base.load([start_n, 0])
         else:
-            k = tl.load(k_ptrs)
-            v = tl.load(v_ptrs)
+            k_ptrs = k_base + cols[:, None] * stride_kn + offs_d[None, :] * stride_kd
+            v_ptrs = v_base + cols[:, None] * stride_vn + offs_d[None, :] * stride_vd
+            if MASKED:
+                k = tl.load(k_ptrs, mask=cols[:, None] < Lk, other=0.0)
+                v = tl.load(v_ptrs, mask=cols[:, None] < Lk, other=0.0)
+            else:
+                k = tl.load(k_ptrs)
+                v = tl.load(v_ptrs)
         k_scale = tl.load(ks_base + (start_n // K_SCALE_BLOCK) * stride_ksn)
         # fp8 x fp8 -> fp32 or int8 x int8 -> int32 on the tensor cores; the block scales are two scalars.
         s = tl.dot(q, tl.trans(k))
@@ -58,6 +68,17 @@ def _attend_blocks(
         alpha = tl.math.exp2(m_i - m_new)
         p = tl.math.exp2(s - m_new[:, None])
         row_sum = row_sum * alpha + tl.sum(p, axis=1)
+        p_mult = P_SCALE
+        if V_BLOCK_SCALES:
+            # acc is kept in units of the largest v scale seen so far (vs_run): a block with a smaller scale
+            # enters through P (times vs_j / vs_run <= 1, before P's e4m3 rounding), a larger one rescales acc
+            # down with alpha. Every factor is <= 1, so nothing can overflow, and both fold into multiplies
+            # the loop makes anyway.
+            vs_j = tl.load(vs_base + (start_n // K_SCALE_BLOCK) * stride_vsn)
+            vs_new = tl.maximum(vs_run, vs_j)
+            p_mult = P_SCALE * tl.math.div_rn(vs_j, vs_new)
+            alpha = alpha * tl.math.div_rn(vs_run, vs_new)
+            vs_run = vs_new
         if PV_16BIT and EXACT:
             # Triton 3.9's interpreter truncates float32 -> bfloat16 and reads bfloat16 dot operands as integers:
             # round P with integer RNE and multiply in float32, exact for 16-bit operands (8 + 8 or 11 + 11 bits).
@@ -67,12 +88,12 @@ def _attend_blocks(
             # The accurate mode: v is the unquantized bf16/fp16 tensor and P (<= 1) is cast to its dtype.
             acc = tl.dot(p.to(v.dtype), v, acc * alpha[:, None])
         elif PV_FP16_ACC:
-            p8 = to_e4m3(p * P_SCALE, EXACT)
+            p8 = to_e4m3(p * p_mult, EXACT)
             acc = acc * alpha[:, None] + tl.dot(p8, v, out_dtype=tl.float16).to(tl.float32)
         else:
-            acc = tl.dot(to_e4m3(p * P_SCALE, EXACT), v, acc * alpha[:, None])
+            acc = tl.dot(to_e4m3(p * p_mult, EXACT), v, acc * alpha[:, None])
         m_i = m_new
-    return acc, row_sum, m_i
+    return acc, row_sum, m_i, vs_run
 
 
 @triton.jit
@@ -84,10 +105,11 @@ def _fp8_attention_fwd(
     stride_ob, stride_oh, stride_om, stride_od,
     stride_qsb, stride_qsh, stride_qsm,
     stride_ksb, stride_ksh, stride_ksn,
-    stride_vsb, stride_vsh,
+    stride_vsb, stride_vsh, stride_vsn,
     D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-    Q_SCALE_BLOCK: tl.constexpr, K_SCALE_BLOCK: tl.constexpr, CAUSAL: tl.constexpr, QK_INT8: tl.constexpr,
-    PV_16BIT: tl.constexpr, PV_FP16_ACC: tl.constexpr, P_SCALE: tl.constexpr, EXACT: tl.constexpr,
+    Q_SCALE_BLOCK: tl.constexpr, K_SCALE_BLOCK: tl.constexpr, CAUSAL: tl.constexpr, Q_KIND: tl.constexpr,
+    Q_QMAX: tl.constexpr, PV_16BIT: tl.constexpr, PV_FP16_ACC: tl.constexpr, V_BLOCK_SCALES: tl.constexpr,
+    P_SCALE: tl.constexpr, EXACT: tl.constexpr, TMA: tl.constexpr, V_TOKEN_MAJOR: tl.constexpr,
 ):  # fmt: skip
     pid_m = tl.program_id(0)
     bh = tl.program_id(1)
@@ -100,36 +122,59 @@ def _fp8_attention_fwd(
     q_ptrs = Q + b.to(tl.int64) * stride_qb + h.to(tl.int64) * stride_qh
     q_ptrs += offs_m[:, None].to(tl.int64) * stride_qm + offs_d[None, :] * stride_qd
     q = tl.load(q_ptrs, mask=offs_m[:, None] < Lq, other=0.0)
-    # BLOCK_M divides Q_SCALE_BLOCK, so the whole tile shares one q scale.
-    q_scale = tl.load(QS + b * stride_qsb + h * stride_qsh + (m0 // Q_SCALE_BLOCK) * stride_qsm)
+    if Q_KIND >= 0:
+        # q arrives in 16 bits (or fp32) and is quantized here, from the tile the program reads anyway: one scale
+        # per tile (BLOCK_M = Q_SCALE_BLOCK, or the tile holds every query), the amax over its finite values.
+        qf = q.to(tl.float32)
+        amax = tl.max(tl.max(finite_abs(qf), axis=1), axis=0)
+        q_scale = tl.math.div_rn(amax, tl.zeros_like(amax) + Q_QMAX)
+        q_scale = tl.where(q_scale == 0.0, 1.0, q_scale)
+        q = codes_of_scaled(qf, qf * tl.math.div_rn(tl.zeros_like(q_scale) + 1.0, q_scale), Q_QMAX, Q_KIND, EXACT)
+    else:
+        # BLOCK_M divides Q_SCALE_BLOCK, so the whole tile shares one q scale.
+        q_scale = tl.load(QS + b * stride_qsb + h * stride_qsh + (m0 // Q_SCALE_BLOCK) * stride_qsm)
     # Inductor passes a Python float as fp64 where the GPU has fp64 (Triton's JIT: fp32): keep the logits fp32.
     qk_scale = q_scale * tl.cast(sm_scale_log2e, tl.float32)
 
     k_base = K + b.to(tl.int64) * stride_kb + hk.to(tl.int64) * stride_kh
     v_base = V + b.to(tl.int64) * stride_vb + hk.to(tl.int64) * stride_vh
     ks_base = KS + b * stride_ksb + hk * stride_ksh
+    vs_base = VS + b * stride_vsb + hk * stride_vsh
+    if TMA:
+        # Hopper's TMA copies whole tiles into shared memory, zero-filling rows past Lk (the plan checks the layout:
+        # unit stride last, 16-byte aligned rows and bases).
+        k_base = tl.make_tensor_descriptor(k_base, [Lk, D], [stride_kn, 1], [BLOCK_N, D])
+        if V_TOKEN_MAJOR:
+            v_base = tl.make_tensor_descriptor(v_base, [D, Lk], [stride_vd, 1], [D, BLOCK_N])
+        else:
+            v_base = tl.make_tensor_descriptor(v_base, [Lk, D], [stride_vn, 1], [BLOCK_N, D])
 
     m_i = tl.full((BLOCK_M,), float("-inf"), tl.float32)
     row_sum = tl.zeros((BLOCK_M,), tl.float32)
     acc = tl.zeros((BLOCK_M, D), tl.float32)
+    vs_run = tl.zeros_like(qk_scale)  # the running max of the v block scales (V_BLOCK_SCALES)
     # Key blocks [0, full_end) need no mask: inside the sequence and (causal) at or left of every row's diagonal.
     full_end = (Lk // BLOCK_N) * BLOCK_N
     hi = Lk
     if CAUSAL:
         full_end = tl.minimum(full_end, ((m0 + 1) // BLOCK_N) * BLOCK_N)
         hi = tl.minimum(hi, m0 + BLOCK_M)
-    acc, row_sum, m_i = _attend_blocks(
-        acc, row_sum, m_i, q, qk_scale, offs_m, k_base, v_base, ks_base, 0, full_end, Lk,
-        stride_kn, stride_kd, stride_vn, stride_vd, stride_ksn,
-        D, BLOCK_N, K_SCALE_BLOCK, False, CAUSAL, QK_INT8, PV_16BIT, PV_FP16_ACC, P_SCALE, EXACT,
+    acc, row_sum, m_i, vs_run = _attend_blocks(
+        acc, row_sum, m_i, vs_run, q, qk_scale, offs_m, k_base, v_base, ks_base, vs_base, 0, full_end, Lk,
+        stride_kn, stride_kd, stride_vn, stride_vd, stride_ksn, stride_vsn,
+        D, BLOCK_N, K_SCALE_BLOCK, False, CAUSAL, PV_16BIT, PV_FP16_ACC, V_BLOCK_SCALES, P_SCALE, EXACT,
+        TMA, V_TOKEN_MAJOR,
     )  # fmt: skip
-    acc, row_sum, m_i = _attend_blocks(
-        acc, row_sum, m_i, q, qk_scale, offs_m, k_base, v_base, ks_base, full_end, hi, Lk,
-        stride_kn, stride_kd, stride_vn, stride_vd, stride_ksn,
-        D, BLOCK_N, K_SCALE_BLOCK, True, CAUSAL, QK_INT8, PV_16BIT, PV_FP16_ACC, P_SCALE, EXACT,
+    acc, row_sum, m_i, vs_run = _attend_blocks(
+        acc, row_sum, m_i, vs_run, q, qk_scale, offs_m, k_base, v_base, ks_base, vs_base, full_end, hi, Lk,
+        stride_kn, stride_kd, stride_vn, stride_vd, stride_ksn, stride_vsn,
+        D, BLOCK_N, K_SCALE_BLOCK, True, CAUSAL, PV_16BIT, PV_FP16_ACC, V_BLOCK_SCALES, P_SCALE, EXACT,
+        TMA, V_TOKEN_MAJOR,
     )  # fmt: skip
     if PV_16BIT:
         out = acc / row_sum[:, None]  # VS is a placeholder: a 16-bit v has no scale
+    elif V_BLOCK_SCALES:
+        out = acc * (vs_run / (row_sum * P_SCALE))[:, None]
     else:
         v_scale = tl.load(VS + b * stride_vsb + hk * stride_vsh)
         out = acc * (v_scale / (row_sum * P_SCALE))[:, None]
@@ -138,53 +183,89 @@ def _fp8_attention_fwd(
     tl.store(o_ptrs, out.to(Out.dtype.element_ty), mask=offs_m[:, None] < Lq)
 
 
+@dataclass(frozen=True)
+class AttentionConfig(LaunchConfig):
+    """A launch config plus ``tma``: load K and V with TMA tensor descriptors (sm_90+, where the layout allows:
+    unit last stride, 16-byte aligned rows and bases; else plain loads). Triton's automatic warp specialization
+    (``tl.range(warp_specialize=True)``) is Blackwell-only in Triton 3.6, so it is not a knob here."""
+
+    tma: bool = False
+
+
 # Launch configurations. block_m must divide Q_BLOCK (128); block_n is the k scale block; block_k is unused (the
-# head dim is one tile). 8 warps = two warpgroups of 64 rows each on Hopper. These four were the autotuner's
-# candidates until the op became a triton_op: an autotuner times every config on the first call of each key (on
-# the GPU, inside the first eager call or a compiled graph's first run) and binds its key on every call, so the
-# launch config is now a fixed rule (:func:`pick_config`), decided once per shape key. The rule is unmeasured: the
-# configs' timings were never recorded; ``benchmarks/bench_fp8_attention.py`` should sweep them (``config=``).
-CONFIGS: tuple[LaunchConfig, ...] = (
-    LaunchConfig(128, K_BLOCK, 0, 8, 2),
-    LaunchConfig(128, K_BLOCK, 0, 8, 3),
-    LaunchConfig(128, K_BLOCK, 0, 4, 3),
-    LaunchConfig(64, K_BLOCK, 0, 4, 3),
+# head dim is one tile). 8 warps = two warpgroups of 64 rows each on Hopper. Each shape and warp count with TMA
+# (used on sm_90 where the layout allows) and without. The launch config is a fixed rule (:func:`pick_config`),
+# decided once per shape key, not an autotuner (which would time every config inside the first call of each key);
+# ``benchmarks/bench_fp8_attention.py`` sweeps this table against the rule.
+CONFIGS: tuple[AttentionConfig, ...] = tuple(
+    AttentionConfig(m, K_BLOCK, 0, w, s, tma=tma)
+    for tma in (True, False)
+    for m, w, s in ((128, 8, 3), (128, 8, 2), (128, 8, 4), (128, 4, 3), (64, 4, 3))
 )
+_LONG, _SHORT = CONFIGS[0], CONFIGS[4]
 _INTERPRETER_CONFIG = CONFIGS[-1]  # the smallest tiles: the interpreter's CPU runs scale with the tile size
+_INTERPRETER_QUANTIZE_Q_CONFIG = CONFIGS[-2]  # the smallest tile that is a whole q scale block
 
 
-def pick_config(Lq: int) -> LaunchConfig:
-    """128-query tiles, two warpgroups (the layout of Triton's own fp8 flash-attention tutorial on Hopper); 64-query
-    tiles when there are at most 64 queries, which would leave half of a 128-row tile empty. Unmeasured (see
-    :data:`CONFIGS`)."""
+def pick_config(Lq: int, quantize_q: bool = False) -> AttentionConfig:
+    """128-query tiles, two warpgroups, 3 stages, TMA loads (Triton 3.6 compiles this for sm_90 in 200 registers
+    and no spills; the same config with pointer loads spills 240 bytes per thread); 64-query tiles when there are at
+    most 64 queries, which would leave half of a 128-row tile empty. A q quantized in the kernel needs 128-query
+    tiles (one scale per tile) unless one tile holds every query."""
     if triton_interpreting():
-        return _INTERPRETER_CONFIG
-    return CONFIGS[3] if Lq <= 64 else CONFIGS[1]
+        return _INTERPRETER_CONFIG if Lq <= 64 or not quantize_q else _INTERPRETER_QUANTIZE_Q_CONFIG
+    return _SHORT if Lq <= 64 else _LONG
 
 
 @functools.lru_cache(maxsize=512)
 def _launch_plan(
-    B: int, H: int, Lq: int, D: int, causal: bool, qk_int8: bool, pv_16bit: bool, pv_fp16_accum: bool,
-    config: LaunchConfig | None, *ints: int,
+    B: int, H: int, Lq: int, D: int, causal: bool, q_kind: int, pv_16bit: bool, pv_fp16_accum: bool,
+    v_block_scales: bool, tma_layout: int, config: AttentionConfig | None, *ints: int,
 ) -> PlanLaunch:  # fmt: skip
     """The launch for one shape key. ``ints`` (``Hkv``, ``Lk`` and every stride) are part of the key only: the
     kernel is specialized on its integer arguments, so a cached direct launch is right only for the values it was
-    compiled with."""
-    cfg = config or pick_config(Lq)
+    compiled with. ``q_kind``: -1 for a pre-quantized q, else the code kind q is quantized to in the kernel.
+    ``tma_layout``: 0 when k/v cannot be read by TMA, 1 with v row-major ``(Lk, D)``, 2 with v token-major."""
+    cfg = config or pick_config(Lq, quantize_q=q_kind >= 0)
+    tma = cfg.tma and tma_layout > 0
+    if q_kind >= 0 and cfg.block_m != Q_BLOCK and Lq > cfg.block_m:
+        # The in-kernel q scale is one per tile: a tile must be the format's q block (or hold every query).
+        raise ValueError(f"config: block_m={cfg.block_m} cannot quantize q in the kernel (needs {Q_BLOCK})")
     meta = dict(
         D=D, BLOCK_M=cfg.block_m, BLOCK_N=K_BLOCK, Q_SCALE_BLOCK=Q_BLOCK, K_SCALE_BLOCK=K_BLOCK, CAUSAL=causal,
-        QK_INT8=qk_int8, PV_16BIT=pv_16bit, PV_FP16_ACC=pv_fp16_accum,
-        P_SCALE=1.0 if pv_16bit else p_scale(pv_fp16_accum), EXACT=triton_interpreting(),
+        Q_KIND=q_kind, Q_QMAX=QMAX_OF_KIND.get(q_kind, 0.0), PV_16BIT=pv_16bit, PV_FP16_ACC=pv_fp16_accum,
+        V_BLOCK_SCALES=v_block_scales, P_SCALE=1.0 if pv_16bit else p_scale(pv_fp16_accum),
+        EXACT=triton_interpreting(), TMA=tma, V_TOKEN_MAJOR=tma_layout == 2,
         num_warps=cfg.num_warps, num_stages=cfg.num_stages,
     )  # fmt: skip
     return PlanLaunch(_fp8_attention_fwd, (triton.cdiv(Lq, cfg.block_m), B * H), meta)
+
+
+def _tma_layout(k: torch.Tensor, v: torch.Tensor) -> int:
+    """0 if TMA cannot read k and v (needs sm_90+, a unit last stride, 16-byte aligned row strides and bases), else
+    1 for a row-major ``(Lk, D)`` v and 2 for a token-major one (the transposed fp8 layout)."""
+    # torch.cuda.get_device_capability, not arch.capability: lowbit_flex.triton_aot patches it for its CPU stand-ins.
+    if triton_interpreting() or torch.cuda.get_device_capability(k.device if k.is_cuda else None) < (9, 0):
+        return 0
+
+    def aligned(t: torch.Tensor, unit: int) -> bool:
+        size = t.element_size()
+        # A traced (fake) tensor has no address: its storage offset decides (allocations are 16-byte aligned).
+        base = t.data_ptr() if type(t) is torch.Tensor else t.storage_offset() * size
+        return base % 16 == 0 and all(st * size % 16 == 0 for i, st in enumerate(t.stride()) if i != unit)
+
+    if not (k.stride(3) == 1 and aligned(k, 3)):
+        return 0
+    if v.stride(3) == 1 and aligned(v, 3):
+        return 1
+    return 2 if v.stride(2) == 1 and aligned(v, 2) else 0
 
 
 def fp8_attention_triton(
     q: torch.Tensor,
     k: torch.Tensor,
     v: torch.Tensor,
-    q_scale: torch.Tensor,
+    q_scale: torch.Tensor | None,
     k_scale: torch.Tensor,
     v_scale: torch.Tensor | None,
     causal: bool,
@@ -192,10 +273,14 @@ def fp8_attention_triton(
     out_dtype: torch.dtype,
     pv_fp16_accum: bool,
     *,
-    config: LaunchConfig | None = None,
+    config: AttentionConfig | None = None,
 ) -> torch.Tensor:
     """Launch the fused kernel; arguments are already validated by the op. ``config`` overrides
     :func:`pick_config` (for a benchmark's sweep); ``config.block_m`` must divide 128.
+
+    ``q_scale=None``: ``q`` is 16-bit (or fp32) and the kernel quantizes it to ``k``'s dtype, one scale per
+    128-query tile. ``v_scale``: ``()``, ``(B, Hkv)`` or per 128-key block ``(B, Hkv, nblk)``; None with a 16-bit
+    ``v``. Any strides (views into the padded buffers of :mod:`~lowbit_flex.kernels.quantize_kv` included).
 
     Everything but the tensors and ``sm_scale`` is decided once per shape key (:func:`_launch_plan`): eager calls
     launch the compiled kernel directly, and ``torch.compile`` traces the launch (``wrap_triton``). The head dim is
@@ -206,13 +291,25 @@ def fp8_attention_triton(
     out = torch.empty((B, H, Lq, D), dtype=out_dtype, device=q.device)
     sm = 1.0 / math.sqrt(D) if sm_scale is None else sm_scale
     pv_16bit = v_scale is None  # a bf16/fp16 v (the op's checks pair the two)
-    vs_strides = (v_scale.stride(0), v_scale.stride(1)) if not pv_16bit and v_scale.dim() else (0, 0)
+    v_block_scales = not pv_16bit and v_scale.dim() == 3
+    vs_strides = (0, 0, 0)
+    if not pv_16bit and v_scale.dim():
+        vs_strides = (v_scale.stride(0), v_scale.stride(1), v_scale.stride(2) if v_block_scales else 0)
+    q_kind = -1 if q_scale is not None else OUT_KINDS[k.dtype]
+    qs_strides = q_scale.stride() if q_scale is not None else (0, 0, 0)
     ints = (
         H // Hkv, Lk,
-        *q.stride(), *k.stride(), *v.stride(), *out.stride(), *q_scale.stride(), *k_scale.stride(), *vs_strides,
+        *q.stride(), *k.stride(), *v.stride(), *out.stride(), *qs_strides, *k_scale.stride(), *vs_strides,
     )  # fmt: skip
-    qk_int8 = q.dtype == torch.int8
-    launch = cached_plan(_launch_plan, B, H, Lq, D, causal, qk_int8, pv_16bit, pv_fp16_accum, config, *ints)
-    vs = q_scale if pv_16bit else v_scale  # a placeholder pointer, never read: Triton's AOT path takes no None
-    launch(q, k, v, q_scale, k_scale, vs, out, sm * _LOG2E, H, ints[0], Lq, *ints[1:])
+    launch = cached_plan(
+        _launch_plan, B, H, Lq, D, causal, q_kind, pv_16bit, pv_fp16_accum, v_block_scales, _tma_layout(k, v),
+        config, *ints,
+    )  # fmt: skip
+    # Placeholder pointers, never read (Triton's AOT path takes no None): q_scale when q is quantized here, v_scale
+    # with a 16-bit v.
+    qs = k_scale if q_scale is None else q_scale
+    vs = k_scale if pv_16bit else v_scale
+    if launch.meta["TMA"]:
+        ensure_triton_allocator()  # device-side descriptors live in a per-launch global scratch buffer
+    launch(q, k, v, qs, k_scale, vs, out, sm * _LOG2E, H, ints[0], Lq, *ints[1:])
     return out

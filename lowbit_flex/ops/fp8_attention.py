@@ -10,7 +10,8 @@ The format (fixed, so that kernel tiles align with scale blocks):
   invariant to it.
 - ``v``: ``(B, Hkv, Lk, D)`` ``float8_e4m3fn``, any strides (the kernel is fastest when the ``Lk`` axis is
   contiguous, i.e. ``v`` is a transposed view of a ``(B, Hkv, D, Lk)`` tensor: Hopper's fp8 MMA wants both
-  operands K-major), scale ``v_scale`` ``()`` (per tensor) or ``(B, Hkv)`` (per head). Or ``v`` in bfloat16 /
+  operands K-major), scale ``v_scale`` ``()`` (per tensor), ``(B, Hkv)`` (per head) or ``(B, Hkv, ceil(Lk / 128))``
+  (per block of 128 key tokens, what ``lowbit::lowbit_attention`` quantizes in one pass). Or ``v`` in bfloat16 /
   float16, not quantized, with ``v_scale=None``: the accurate mode (PV in 16 bits, see below). The PV format
   follows the dtype of ``v``, as the QKᵀ variant follows the dtype of ``q``/``k``: a type, not a flag.
 - ``D`` ∈ {64, 128}; others raise ``ValueError`` (``lowbit_flex.attention.lowbit_attention`` falls back to SDPA).
@@ -20,7 +21,10 @@ Computation: ``S = (q·q_scale)(k·k_scale)ᵀ · sm_scale`` (fp8×fp8 or int8×
 blockwise online softmax over key blocks of 128, ``P = exp(S - running_max)`` quantized to e4m3 as
 ``fp8(P · P_SCALE)`` for the PV MMA (``P ∈ [0, 1]``; ``P_SCALE = 448`` puts it at the top of e4m3's range so small
 probabilities keep 3 mantissa bits instead of flushing to subnormals), fp32 accumulation of PV, the row sum from the
-unquantized ``P``, and ``O = acc / (rowsum · P_SCALE) · v_scale`` written as ``out_dtype``.
+unquantized ``P``, and ``O = acc / (rowsum · P_SCALE) · v_scale`` written as ``out_dtype``. With per-block v scales
+``acc`` is kept in units of the largest block scale seen so far (``vs_run``): a block with scale ``vs_j`` enters as
+``fp8(P · P_SCALE · vs_j / vs_run)``, a larger scale first rescales ``acc`` by ``vs_run_old / vs_run``, and
+``O = acc / (rowsum · P_SCALE) · vs_run``; every factor is at most 1, so nothing overflows.
 ``pv_fp16_accum=True`` accumulates each block's PV product in fp16 (then adds it to the fp32 accumulator) with
 ``P_SCALE = 1``, so that a 128-term sum of ``P ≤ 1`` times ``|v| ≤ 448`` cannot overflow fp16's 65504.
 With a 16-bit ``v`` (accurate mode) ``P`` is instead cast to ``v``'s dtype (RNE, no scale: ``P ≤ 1`` is in range)
@@ -80,9 +84,13 @@ def _check_args(q, k, v, q_scale, k_scale, v_scale, causal, sm_scale, out_dtype,
         if v_scale is None:
             raise ValueError("v_scale: expected a float32 scale for an fp8 v, got None")
         check_tensor("v_scale", v_scale, dtypes=(torch.float32,))
-        if tuple(v_scale.shape) not in ((), (B, Hkv)):
+        per_block = (B, Hkv, -(-Lk // K_BLOCK))
+        if tuple(v_scale.shape) not in ((), (B, Hkv), per_block):
             got = tuple(v_scale.shape)
-            raise ValueError(f"v_scale: expected shape () or {(B, Hkv)} (per tensor or per head), got {got}")
+            raise ValueError(
+                f"v_scale: expected shape (), {(B, Hkv)} or {per_block} (per tensor, head or {K_BLOCK} key tokens), "
+                f"got {got}"
+            )
     check_same_device(q=q, k=k, v=v, q_scale=q_scale, k_scale=k_scale, v_scale=v_scale)
     check_out_dtype("out_dtype", out_dtype, OUT_DTYPES)
     if sm_scale is not None and not (math.isfinite(sm_scale) and sm_scale > 0):
@@ -103,17 +111,27 @@ def reference_fp8_attention(q, k, v, q_scale, k_scale, v_scale, causal, sm_scale
         s = s.masked_fill(torch.ones(Lq, Lk, dtype=torch.bool, device=q.device).triu(1), -math.inf)
     pv16 = v.dtype in V_16BIT_DTYPES
     ps = 1.0 if pv16 else p_scale(pv_fp16_accum)
+    block_vs = v_scale is not None and v_scale.dim() == 3
+    if block_vs:
+        vs_blocks = v_scale.float().repeat_interleave(group, dim=1)  # (B, H, nblk)
+        vs_run = torch.zeros(B, H, 1, 1, dtype=torch.float32, device=q.device)
     m = torch.full((B, H, Lq, 1), -math.inf, dtype=torch.float64, device=q.device)
     row_sum = torch.zeros_like(m)
     acc = torch.zeros(B, H, Lq, D, dtype=torch.float64, device=q.device)
-    for n0 in range(0, Lk, K_BLOCK):
+    for j, n0 in enumerate(range(0, Lk, K_BLOCK)):
         sb = s[..., n0 : n0 + K_BLOCK]
         m_new = torch.maximum(m, sb.amax(dim=-1, keepdim=True))
         alpha = torch.exp(m - m_new)  # exp(-inf) = 0 on the first block
         p = torch.exp(sb - m_new)
         row_sum = row_sum * alpha + p.sum(dim=-1, keepdim=True)
+        p_mult = torch.tensor(ps, dtype=torch.float32)
+        if block_vs:  # acc in units of the largest v scale so far (see the module docstring), float32 factors
+            vs_new = torch.maximum(vs_run, vs_blocks[:, :, j, None, None])
+            p_mult = p_mult * (vs_blocks[:, :, j, None, None] / vs_new)
+            alpha = alpha * (vs_run / vs_new).double()
+            vs_run = vs_new
         # float32 like the kernel, then RNE to v's 16-bit dtype or (scaled) to e4m3
-        p_low = p.float().to(v.dtype) if pv16 else (p.float() * ps).to(torch.float8_e4m3fn)
+        p_low = p.float().to(v.dtype) if pv16 else (p.float() * p_mult).to(torch.float8_e4m3fn)
         pv = p_low.double() @ vd[:, :, n0 : n0 + K_BLOCK]
         if pv_fp16_accum:
             pv = pv.half().double()
@@ -121,7 +139,12 @@ def reference_fp8_attention(q, k, v, q_scale, k_scale, v_scale, causal, sm_scale
         m = m_new
     if v_scale is None:
         return (acc / row_sum).to(out_dtype)
-    vs = v_scale.double().repeat_interleave(group, dim=1)[:, :, None, None] if v_scale.dim() else v_scale.double()
+    if block_vs:
+        vs = vs_run.double()
+    elif v_scale.dim():
+        vs = v_scale.double().repeat_interleave(group, dim=1)[:, :, None, None]
+    else:
+        vs = v_scale.double()
     return (acc / (row_sum * ps) * vs).to(out_dtype)
 
 

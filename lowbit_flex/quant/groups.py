@@ -97,9 +97,12 @@ def reference_scaled(
     qmax: float,
     *,
     nonfinite_to_nan: bool,
+    reciprocal: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(y, scale)`` with ``y = clamp((x - shift) / scale, -qmax, qmax)`` in float32, before the final rounding.
     Non-finite ``x - shift`` gives NaN with ``nonfinite_to_nan`` (fp8), else 0 for NaN and ±qmax for ±inf (int8).
+    ``reciprocal``: ``(x - shift) * (1 / scale)`` instead (the attention kernels' form: a multiply per element
+    where an IEEE divide would make the quantization compute-bound).
 
     The same float32 operations the kernel performs (subtract, amax, IEEE divide), so both round identically.
     Contiguous results whatever ``x``'s strides, as the kernels and the ops' fake impls give."""
@@ -108,7 +111,9 @@ def reference_scaled(
         xf = xf - shift
     scale = group_amax(xf, granularity, block_size) / qmax
     scale = torch.where(scale == 0, torch.ones_like(scale), scale)
-    y = (xf / expand_scale(scale, x.shape, granularity, block_size)).clamp_(-qmax, qmax)  # NaN stays NaN
+    expanded = expand_scale(scale, x.shape, granularity, block_size)
+    y = xf * (1.0 / expanded) if reciprocal else xf / expanded
+    y = y.clamp_(-qmax, qmax)  # NaN stays NaN
     if nonfinite_to_nan:
         y = torch.where(torch.isfinite(xf), y, torch.nan)  # ±inf was clamped to ±qmax
     else:

@@ -43,6 +43,7 @@ def _naive_format_f64(q8, k8, v8, qs, ks, vs, causal, pv_fp16_accum):
                 s = (kk @ (q8[b, h, i].double() * qs[b, h, i // 128])) / math.sqrt(D)
                 n = i + 1 if causal else s.numel()
                 m, row_sum, acc = -math.inf, 0.0, torch.zeros(D, dtype=torch.float64)
+                vs_run = torch.zeros((), dtype=torch.float32)  # per-block v scales: the largest so far
                 for n0 in range(0, n, 128):
                     sb = s[n0:n]
                     sb = sb[: min(128, sb.numel())]
@@ -50,11 +51,17 @@ def _naive_format_f64(q8, k8, v8, qs, ks, vs, causal, pv_fp16_accum):
                     alpha = math.exp(m - m_new)
                     p = torch.exp(sb - m_new)
                     row_sum = row_sum * alpha + p.sum().item()
-                    p_low = p.float().to(v8.dtype) if pv16 else (p.float() * ps).to(torch.float8_e4m3fn)
+                    p_mult = torch.tensor(ps, dtype=torch.float32)
+                    if not pv16 and vs.dim() == 3:  # acc in units of vs_run; a smaller block scale enters via P
+                        vs_new = torch.maximum(vs_run, vs[b, hk, n0 // 128])
+                        p_mult = p_mult * (vs[b, hk, n0 // 128] / vs_new)
+                        alpha = alpha * float(vs_run / vs_new)
+                        vs_run = vs_new
+                    p_low = p.float().to(v8.dtype) if pv16 else (p.float() * p_mult).to(torch.float8_e4m3fn)
                     pv = p_low.double() @ vv[n0 : n0 + sb.numel()]
                     acc = acc * alpha + (pv.half().double() if pv_fp16_accum else pv)
                     m = m_new
-                vsc = 1.0 if pv16 else vs if vs.dim() == 0 else vs[b, hk]
+                vsc = 1.0 if pv16 else vs if vs.dim() == 0 else vs_run.double() if vs.dim() == 3 else vs[b, hk]
                 out[b, h, i] = acc / (row_sum * ps) * vsc
     return out
 
@@ -64,9 +71,15 @@ def _naive_format_f64(q8, k8, v8, qs, ks, vs, causal, pv_fp16_accum):
     ("int8", False, True, "fp8"), ("int8", True, False, "fp16"), ("fp8", False, False, "fp16"),
 ])  # fmt: skip
 @pytest.mark.parametrize("in_dtype", [torch.bfloat16, torch.float16])
-def test_reference_is_the_format(dtype, causal, pv16, pv, in_dtype):
-    q, k, v = (t.to(in_dtype) for t in _inputs(1, 2, 1, 140, 200, 64))
+@pytest.mark.parametrize("v_scales", ["head", "block"])
+def test_reference_is_the_format(dtype, causal, pv16, pv, in_dtype, v_scales):
+    q, k, v = (t.to(in_dtype) for t in _inputs(1, 2, 1, 140, 300, 64))
+    v = v * torch.linspace(0.01, 3, 300)[:, None].to(in_dtype)  # per-block v scales that grow and shrink
+    v[:, :, 150:] *= 0.1
     args = quantize_attention_inputs(q, k, v, dtype, pv=pv)
+    if v_scales == "block" and pv == "fp8":
+        v8, vs = torch.ops.lowbit.quantize_fp8(v, "block", 128)
+        args = (*args[:2], v8, *args[3:5], vs)
     assert args[2].dtype == (in_dtype if pv == "fp16" else torch.float8_e4m3fn)
     out = OP(*args, causal, None, torch.float32, pv16)
     naive = _naive_format_f64(*args, causal, pv16)
