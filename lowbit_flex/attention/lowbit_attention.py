@@ -1,56 +1,21 @@
-"""``lowbit_attention(q, k, v, qk="fp8" | "int8", pv="fp8" | "fp16")``: quantize (fused kernels), run
-``lowbit::fp8_attention``."""
+"""``lowbit_attention(q, k, v, qk="fp8" | "int8", pv="fp8" | "fp16")``: the public entry point of
+``lowbit::lowbit_attention`` (quantization and attention in one op call), with its deprecated aliases; and
+:func:`quantize_attention_inputs`, the pre-quantized inputs of ``lowbit::fp8_attention``."""
 
 from __future__ import annotations
 
 import warnings
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
-from lowbit_flex._checks import FLOAT_DTYPES, check_tensor
-from lowbit_flex.kernels.arch import has_fp8_mma
-from lowbit_flex.ops.fp8_attention import HEAD_DIMS, K_BLOCK, Q_BLOCK, fp8_attention_eager
+from lowbit_flex.ops.fp8_attention import K_BLOCK, Q_BLOCK
+from lowbit_flex.ops.lowbit_attention import QK_FORMATS, lowbit_attention_eager, pv_16bit_dtype
 from lowbit_flex.ops.quantize_fp8 import quantize_fp8
 from lowbit_flex.ops.quantize_int8_blockwise import quantize_int8_blockwise
 
-QK_FORMATS = ("fp8", "int8")
-PV_FORMATS = ("fp8", "fp16")
 # lowbit_attention(q, k, v, dtype, causal, scale): the positional parameters before qk / pv, kept for one release.
 _LEGACY_POSITIONAL = ("dtype", "causal", "scale")
-
-
-def _check_inputs(q: Tensor, k: Tensor, v: Tensor, qk: str, pv: str, pv_fp16_accum: bool) -> None:
-    if qk not in QK_FORMATS:
-        raise ValueError(f"qk: expected one of {QK_FORMATS}, got {qk!r}")
-    if pv not in PV_FORMATS:
-        raise ValueError(f"pv: expected one of {PV_FORMATS}, got {pv!r}")
-    if pv_fp16_accum and pv != "fp8":
-        raise ValueError(f"pv_fp16_accum: only with pv='fp8' (it accumulates the fp8 PV product), got pv={pv!r}")
-    check_tensor("q", q, dtypes=FLOAT_DTYPES, ndim=4)
-    check_tensor("k", k, dtypes=(q.dtype,), ndim=4)
-    check_tensor("v", v, dtypes=(q.dtype,), ndim=4)
-    B, H, _, D = q.shape
-    if k.shape[0] != B or k.shape[3] != D or k.shape[1] == 0 or H % k.shape[1] != 0:
-        raise ValueError(f"k: expected shape (B={B}, Hkv, Lk, D={D}) with Hkv dividing H={H}, got {tuple(k.shape)}")
-    if v.shape != k.shape:
-        raise ValueError(f"v: expected shape {tuple(k.shape)} (the shape of k), got {tuple(v.shape)}")
-    if k.shape[2] == 0:  # no keys: softmax over nothing is undefined (Lq == 0 is an empty output)
-        raise ValueError(f"k: expected at least one key token (Lk > 0), got shape {tuple(k.shape)}")
-
-
-def uses_lowbit_kernel(q: Tensor) -> bool:
-    """False where ``lowbit_attention`` falls back to SDPA: head dims other than 64/128, CUDA GPUs before sm_89."""
-    if q.shape[-1] not in HEAD_DIMS:
-        return False
-    return q.device.type != "cuda" or has_fp8_mma(q.device)
-
-
-def pv_16bit_dtype(dtype: torch.dtype) -> torch.dtype:
-    """The dtype of V and P in the accurate mode (``pv="fp16"``): the input's own 16-bit dtype; bfloat16 for float32
-    inputs (float32's range: a float16 V could overflow)."""
-    return dtype if dtype in (torch.bfloat16, torch.float16) else torch.bfloat16
 
 
 def quantize_attention_inputs(
@@ -111,7 +76,7 @@ def _resolve_legacy(args: tuple, dtype: str | None, qk: str, causal: bool, scale
         if qk != "fp8" and qk != dtype:
             raise ValueError(f"dtype: a deprecated alias of qk, got dtype={dtype!r} and qk={qk!r}; pass only qk")
         if dtype not in QK_FORMATS:
-            raise ValueError(f"dtype: expected one of {QK_FORMATS} (deprecated: use qk=), got {dtype!r}")
+            raise ValueError(f"dtype: expected one of {tuple(QK_FORMATS)} (deprecated: use qk=), got {dtype!r}")
         qk = dtype
     return qk, causal, scale
 
@@ -132,27 +97,23 @@ def lowbit_attention(
     """Attention with low-bit QKᵀ (and PV); ``q`` ``(B, H, Lq, D)``, ``k``/``v`` ``(B, Hkv, Lk, D)``, float.
 
     ``qk``, the QKᵀ format: ``"fp8"``: q, k in e4m3 with one scale per 128 tokens; ``"int8"``: q, k in int8 per 128
-    tokens (SageAttention-style, more accurate for Gaussian-like q/k). Both: k minus its token mean first
-    (``smooth_k``, which cancels in softmax and removes K's outlier channels).
-    ``pv``, the PV format: ``"fp8"``: v in e4m3 per head, P in e4m3 (fastest); ``"fp16"``: the accurate mode, V not
-    quantized and P cast to V's 16-bit dtype (the input's: bf16 or fp16; bf16 for float32 inputs). Both: fp32
-    accumulation, output in ``q``'s dtype. ``pv_fp16_accum`` (``pv="fp8"`` only) accumulates each block's PV
-    product in fp16. ``causal`` masks key ``j > i`` (top-left, as SDPA). ``scale`` defaults to ``1/sqrt(D)``.
+    tokens (SageAttention-style, more accurate for Gaussian-like q/k). Both: k minus the mean of its first 128
+    tokens first (``smooth_k``: it cancels in softmax and removes K's outlier channels).
+    ``pv``, the PV format: ``"fp8"``: v in e4m3 per 128 tokens, P in e4m3 (fastest); ``"fp16"``: the accurate
+    mode, V not quantized and P cast to V's 16-bit dtype (the input's: bf16 or fp16; bf16 for float32 inputs).
+    Both: fp32 accumulation, output in ``q``'s dtype. ``pv_fp16_accum`` (``pv="fp8"`` only) accumulates each
+    block's PV product in fp16. ``causal`` masks key ``j > i`` (top-left, as SDPA). ``scale`` defaults to
+    ``1/sqrt(D)``.
+
+    One call of ``lowbit::lowbit_attention`` (:mod:`lowbit_flex.ops.lowbit_attention` defines the format): on
+    CUDA, K and V quantized in one pass and Q inside the attention kernel; on CPU the op's float64 reference.
 
     Deprecated, for one release: ``dtype=`` (now ``qk=``) and passing ``dtype, causal, scale`` positionally; both
     warn (``FutureWarning``).
 
     Fallback (documented, never a wrong result): head dims other than 64/128 and CUDA GPUs before sm_89 (no fp8
-    MMA) run ``F.scaled_dot_product_attention`` in the input dtype. On CPU it runs the op's float64 reference.
-    ``Lq = 0`` returns an empty output; ``Lk = 0`` is a ``ValueError`` naming ``k``.
+    MMA) run ``F.scaled_dot_product_attention`` in the input dtype. ``Lq = 0`` returns an empty output; ``Lk = 0``
+    is a ``ValueError`` naming ``k``.
     """
     qk, causal, scale = _resolve_legacy(deprecated_positional, dtype, qk, causal, scale)
-    _check_inputs(q, k, v, qk, pv, pv_fp16_accum)
-    if q.numel() == 0:  # no queries: nothing to quantize (the quantizers take no empty tensor)
-        return q.new_empty(q.shape)
-    if not uses_lowbit_kernel(q):
-        gqa = q.shape[1] != k.shape[1]
-        return F.scaled_dot_product_attention(q, k, v, is_causal=causal, scale=scale, enable_gqa=gqa)
-    q8, k8, v8, qs, ks, vs = quantize_attention_inputs(q, k, v, qk, smooth_k, pv=pv)
-    # The op's body straight from here in plain eager CUDA calls (torch.ops.lowbit.fp8_attention otherwise).
-    return fp8_attention_eager(q8, k8, v8, qs, ks, vs, causal, scale, q.dtype, pv_fp16_accum)
+    return lowbit_attention_eager(q, k, v, causal, scale, qk, pv, smooth_k, pv_fp16_accum)
