@@ -2,10 +2,10 @@
 
 Table 1 (baseline: bf16 SDPA, default backend: flash or cuDNN): ``lowbit_attention`` (one ``lowbit::lowbit_attention``
 call: bf16 in, bf16 out, quantization included) for qk fp8/int8 and pv fp8/fp16 (``pv16``: the accurate mode), the
-attention kernel alone on K/V quantized beforehand (Q still quantized inside), compiled FlexAttention bf16 and
+attention kernel alone on Q/K/V quantized beforehand, compiled FlexAttention bf16 and
 ``fp8_flex_attention``; relative error of each vs float64 on a slice (batch 0, heads 0-1); TFLOP/s against the fp8
 tensor-core rate, taken as 2x the bf16 8192³ matmul rate measured in the same run.
-Table 2: the K/V quantization pass against a plain copy (``clone``) of the same k and v.
+Table 2: the Q/K/V quantization pass against a plain copy (``clone``) of the same tensors.
 Table 3 (baseline: fp8 FlexAttention with a float ``scale=``): the same kernel with the descale in a tensor-reading
 score_mod, and the number of recompiles each needs over 10 different scale values.
 Table 4: the attention kernel's launch configs (with and without TMA) against the rule.
@@ -44,12 +44,12 @@ def _peak_fp8_tflops(bench: Bench) -> tuple[float, float]:
 
 
 def _prequantized(q, k, v, qk: str, pv: str):
-    """The attention kernel's arguments with K/V quantized beforehand (the op's first launch) and Q left to it."""
-    from lowbit_flex.kernels.quantize_kv import quantize_kv_triton
+    """The attention kernel's arguments, quantized beforehand by the op's first launch."""
+    from lowbit_flex.kernels.quantize_qkv import quantize_qkv_triton
     from lowbit_flex.ops.lowbit_attention import QK_FORMATS
 
-    k8, ks, v8, vs = quantize_kv_triton(k, v, QK_FORMATS[qk], True, pv == "fp8")
-    return (q, k8, v if pv == "fp16" else v8, None, ks, vs)
+    q8, qs, k8, ks, v8, vs = quantize_qkv_triton(q, k, v, QK_FORMATS[qk], True, pv == "fp8")
+    return (q8, k8, v if pv == "fp16" else v8, qs, ks, vs)
 
 
 def _case(bench: Bench, table, flex, L: int, causal: bool, with_flex: bool, bf16_tflops: float, fp8_tflops: float):
@@ -86,19 +86,19 @@ def _case(bench: Bench, table, flex, L: int, causal: bool, with_flex: bool, bf16
 
 
 def _quantization_table(bench: Bench, Ls) -> None:
-    """The one K/V pass (fp8 K and V; int8 K alone, the accurate mode) against cloning k and v: a copy reads and
-    writes 2 bytes per element, the pass reads 2 and writes 1 (or, for v in the accurate mode, nothing)."""
-    from lowbit_flex.kernels.quantize_kv import quantize_kv_triton
+    """The one Q/K/V pass (fp8 q, k and v; int8 q and k, the accurate mode) against cloning the same tensors: a copy
+    reads and writes 2 bytes per element, the pass reads 2 and writes 1."""
+    from lowbit_flex.kernels.quantize_qkv import quantize_qkv_triton
 
-    table = bench.table(f"K/V quantization vs a copy, B={B} H={H} D={D} bf16", baseline="clone k, v")
+    table = bench.table(f"Q/K/V quantization vs a copy, B={B} H={H} D={D} bf16", baseline="clone q, k, v")
     for L in Ls:
-        k, v = (torch.randn(B, H, L, D, device="cuda", dtype=torch.bfloat16) for _ in range(2))
-        quantize = lambda k, v, qk, v_fp8: quantize_kv_triton(k, v, qk, True, v_fp8)
+        q, k, v = (torch.randn(B, H, L, D, device="cuda", dtype=torch.bfloat16) for _ in range(3))
+        quantize = lambda q, k, v, qk, v_fp8: quantize_qkv_triton(q, k, v, qk, True, v_fp8)
         cases = {  # name: (fn, args, bytes moved per element of k)
-            "clone k, v": (lambda k, v: (k.clone(), v.clone()), (k, v), 8),
-            "clone k": (lambda k: k.clone(), (k,), 4),
-            "quantize k, v (fp8, fp8)": (quantize, (k, v, torch.float8_e4m3fn, True), 6),
-            "quantize k (int8, pv16)": (quantize, (k, v, torch.int8, False), 3),
+            "clone q, k, v": (lambda q, k, v: (q.clone(), k.clone(), v.clone()), (q, k, v), 12),
+            "clone q, k": (lambda q, k: (q.clone(), k.clone()), (q, k), 8),
+            "quantize q, k, v (fp8, fp8)": (quantize, (q, k, v, torch.float8_e4m3fn, True), 9),
+            "quantize q, k (int8, pv16)": (quantize, (q, k, v, torch.int8, False), 6),
         }
         times = {n: bench.time(fn, args) for n, (fn, args, _) in cases.items()}
         gbs = {f"GB/s {n}": k.numel() * c[2] / (times[n] * 1e6) for n, c in cases.items()}
@@ -141,7 +141,7 @@ def _flex_descale_table(bench: Bench, L: int):
 
 
 def _config_sweep(bench: Bench, Ls) -> None:
-    """The kernel (Q quantized inside, K/V from the one pass) with each config, TMA off and on, against
+    """The kernel (on the one pass's Q/K/V) with each config, TMA off and on, against
     ``pick_config``'s choice (a fixed rule, no autotuning: this table is what the rule is checked against)."""
     from lowbit_flex.kernels.fp8_attention import CONFIGS, fp8_attention_triton, pick_config
 
@@ -149,7 +149,7 @@ def _config_sweep(bench: Bench, Ls) -> None:
     label = lambda c: f"M{c.block_m} w{c.num_warps} s{c.num_stages}" + (" tma" if c.tma else "")
     for L in Ls:
         q, k, v = (torch.randn(B, H, L, D, device="cuda", dtype=torch.bfloat16) for _ in range(3))
-        chosen = pick_config(L, quantize_q=True)
+        chosen = pick_config(L)
         for qk, pv in (("fp8", "fp8"), ("int8", "fp16")):
             args = _prequantized(q, k, v, qk, pv)
             for causal in (False, True):

@@ -1,5 +1,5 @@
-"""Run ``lowbit::lowbit_attention``'s two kernels (K/V quantization, attention quantizing Q) and the format op's
-kernel over ragged, GQA, causal and short shapes, with TMA and plain loads, for compute-sanitizer.
+"""Run ``lowbit::lowbit_attention``'s two kernels (Q/K/V quantization, attention) over ragged, GQA, causal and
+short shapes, with TMA and plain loads, for compute-sanitizer.
 
     compute-sanitizer --tool memcheck python benchmarks/sanitize_lowbit_attention.py
 
@@ -16,7 +16,7 @@ import torch
 
 import lowbit_flex  # noqa: F401
 from lowbit_flex.kernels.fp8_attention import CONFIGS, fp8_attention_triton
-from lowbit_flex.kernels.quantize_kv import quantize_kv_triton
+from lowbit_flex.kernels.quantize_qkv import quantize_qkv_triton
 from lowbit_flex.ops.lowbit_attention import QK_FORMATS, pv_16bit_dtype, reference_lowbit_attention
 
 # (H, Hkv, Lq, Lk, D): ragged keys and queries, GQA, one partial key block, Lq > Lk, short queries.
@@ -39,12 +39,10 @@ def main() -> int:
         q = torch.randn(1, H, Lq, D, device="cuda", dtype=torch.bfloat16)
         k, v = (torch.randn(1, Hkv, Lk, D, device="cuda", dtype=torch.bfloat16) for _ in range(2))
         ref = reference_lowbit_attention(q.cpu(), k.cpu(), v.cpu(), causal, None, qk, pv, True, False)
-        k8, ks, v8, vs = quantize_kv_triton(k, v, QK_FORMATS[qk], True, pv == "fp8")
+        q8, qs, k8, ks, v8, vs = quantize_qkv_triton(q, k, v, QK_FORMATS[qk], True, pv == "fp8")
         v_in = v.to(pv_16bit_dtype(v.dtype)) if pv == "fp16" else v8
-        for config in PICKS:  # 64-query tiles only where one tile holds every query
-            if config.block_m != 128 and Lq > config.block_m:
-                continue
-            out = fp8_attention_triton(q, k8, v_in, None, ks, vs, causal, None, q.dtype, False, config=config)
+        for config in PICKS:
+            out = fp8_attention_triton(q8, k8, v_in, qs, ks, vs, causal, None, q.dtype, False, config=config)
             err = float((out.cpu().double() - ref.double()).norm() / ref.double().norm().clamp_min(1e-30))
             runs += 1
             if not err <= 1e-2:  # bf16 output rounding (4e-3) plus P rounding flips; NaN (unwritten) fails

@@ -106,7 +106,7 @@ def lowbit_attention(
     ``1/sqrt(D)``.
 
     One call of ``lowbit::lowbit_attention`` (:mod:`lowbit_flex.ops.lowbit_attention` defines the format): on
-    CUDA, K and V quantized in one pass and Q inside the attention kernel; on CPU the op's float64 reference.
+    CUDA, Q, K and V quantized in one pass, then the attention kernel; on CPU the op's float64 reference.
 
     Deprecated, for one release: ``dtype=`` (now ``qk=``) and passing ``dtype, causal, scale`` positionally; both
     warn (``FutureWarning``).

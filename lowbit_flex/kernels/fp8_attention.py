@@ -18,7 +18,6 @@ import triton.language as tl
 
 from lowbit_flex.kernels.arch import triton_interpreting
 from lowbit_flex.kernels.common import LaunchConfig, PlanLaunch, cached_plan, ensure_triton_allocator
-from lowbit_flex.kernels.quantize_groups import OUT_KINDS, QMAX_OF_KIND, codes_of_scaled, finite_abs
 from lowbit_flex.kernels.rounding import round_to_16bit_grid, to_e4m3
 from lowbit_flex.quant.fp8 import K_BLOCK, Q_BLOCK, p_scale
 
@@ -27,7 +26,7 @@ _LOG2E = 1.4426950408889634
 
 @triton.jit
 def _attend_blocks(
-    acc, row_sum, m_i, vs_run, q, qk_scale, offs_m, k_base, v_base, ks_base, vs_base, lo, hi, Lk,
+    acc, row_sum, m_i, vs_unit, q, qk_scale, offs_m, k_base, v_base, ks_base, vs_base, lo, hi, Lk,
     stride_kn, stride_kd, stride_vn, stride_vd, stride_ksn, stride_vsn,
     D: tl.constexpr, BLOCK_N: tl.constexpr, K_SCALE_BLOCK: tl.constexpr, MASKED: tl.constexpr,
     CAUSAL: tl.constexpr, PV_16BIT: tl.constexpr, PV_FP16_ACC: tl.constexpr, V_BLOCK_SCALES: tl.constexpr,
@@ -70,15 +69,9 @@ def _attend_blocks(
         row_sum = row_sum * alpha + tl.sum(p, axis=1)
         p_mult = P_SCALE
         if V_BLOCK_SCALES:
-            # acc is kept in units of the largest v scale seen so far (vs_run): a block with a smaller scale
-            # enters through P (times vs_j / vs_run <= 1, before P's e4m3 rounding), a larger one rescales acc
-            # down with alpha. Every factor is <= 1, so nothing can overflow, and both fold into multiplies
-            # the loop makes anyway.
-            vs_j = tl.load(vs_base + (start_n // K_SCALE_BLOCK) * stride_vsn)
-            vs_new = tl.maximum(vs_run, vs_j)
-            p_mult = P_SCALE * tl.math.div_rn(vs_j, vs_new)
-            alpha = alpha * tl.math.div_rn(vs_run, vs_new)
-            vs_run = vs_new
+            # acc is in units of the head's largest v block scale; a block enters through P (times vs_j / vs_max
+            # <= 1, before P's e4m3 rounding): one scalar load and multiply per block.
+            p_mult = tl.load(vs_base + (start_n // K_SCALE_BLOCK) * stride_vsn) * vs_unit
         if PV_16BIT and EXACT:
             # Triton 3.9's interpreter truncates float32 -> bfloat16 and reads bfloat16 dot operands as integers:
             # round P with integer RNE and multiply in float32, exact for 16-bit operands (8 + 8 or 11 + 11 bits).
@@ -93,7 +86,7 @@ def _attend_blocks(
         else:
             acc = tl.dot(to_e4m3(p * p_mult, EXACT), v, acc * alpha[:, None])
         m_i = m_new
-    return acc, row_sum, m_i, vs_run
+    return acc, row_sum, m_i
 
 
 @triton.jit
@@ -107,9 +100,9 @@ def _fp8_attention_fwd(
     stride_ksb, stride_ksh, stride_ksn,
     stride_vsb, stride_vsh, stride_vsn,
     D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-    Q_SCALE_BLOCK: tl.constexpr, K_SCALE_BLOCK: tl.constexpr, CAUSAL: tl.constexpr, Q_KIND: tl.constexpr,
-    Q_QMAX: tl.constexpr, PV_16BIT: tl.constexpr, PV_FP16_ACC: tl.constexpr, V_BLOCK_SCALES: tl.constexpr,
-    P_SCALE: tl.constexpr, EXACT: tl.constexpr, TMA: tl.constexpr, V_TOKEN_MAJOR: tl.constexpr,
+    Q_SCALE_BLOCK: tl.constexpr, K_SCALE_BLOCK: tl.constexpr, CAUSAL: tl.constexpr, PV_16BIT: tl.constexpr,
+    PV_FP16_ACC: tl.constexpr, V_BLOCK_SCALES: tl.constexpr, P_SCALE: tl.constexpr, EXACT: tl.constexpr,
+    TMA: tl.constexpr, V_TOKEN_MAJOR: tl.constexpr,
 ):  # fmt: skip
     pid_m = tl.program_id(0)
     bh = tl.program_id(1)
@@ -122,17 +115,8 @@ def _fp8_attention_fwd(
     q_ptrs = Q + b.to(tl.int64) * stride_qb + h.to(tl.int64) * stride_qh
     q_ptrs += offs_m[:, None].to(tl.int64) * stride_qm + offs_d[None, :] * stride_qd
     q = tl.load(q_ptrs, mask=offs_m[:, None] < Lq, other=0.0)
-    if Q_KIND >= 0:
-        # q arrives in 16 bits (or fp32) and is quantized here, from the tile the program reads anyway: one scale
-        # per tile (BLOCK_M = Q_SCALE_BLOCK, or the tile holds every query), the amax over its finite values.
-        qf = q.to(tl.float32)
-        amax = tl.max(tl.max(finite_abs(qf), axis=1), axis=0)
-        q_scale = tl.math.div_rn(amax, tl.zeros_like(amax) + Q_QMAX)
-        q_scale = tl.where(q_scale == 0.0, 1.0, q_scale)
-        q = codes_of_scaled(qf, qf * tl.math.div_rn(tl.zeros_like(q_scale) + 1.0, q_scale), Q_QMAX, Q_KIND, EXACT)
-    else:
-        # BLOCK_M divides Q_SCALE_BLOCK, so the whole tile shares one q scale.
-        q_scale = tl.load(QS + b * stride_qsb + h * stride_qsh + (m0 // Q_SCALE_BLOCK) * stride_qsm)
+    # BLOCK_M divides Q_SCALE_BLOCK, so the whole tile shares one q scale.
+    q_scale = tl.load(QS + b * stride_qsb + h * stride_qsh + (m0 // Q_SCALE_BLOCK) * stride_qsm)
     # Inductor passes a Python float as fp64 where the GPU has fp64 (Triton's JIT: fp32): keep the logits fp32.
     qk_scale = q_scale * tl.cast(sm_scale_log2e, tl.float32)
 
@@ -152,21 +136,29 @@ def _fp8_attention_fwd(
     m_i = tl.full((BLOCK_M,), float("-inf"), tl.float32)
     row_sum = tl.zeros((BLOCK_M,), tl.float32)
     acc = tl.zeros((BLOCK_M, D), tl.float32)
-    vs_run = tl.zeros_like(qk_scale)  # the running max of the v block scales (V_BLOCK_SCALES)
+    vs_max = tl.zeros_like(qk_scale)
+    vs_unit = vs_max
+    if V_BLOCK_SCALES:  # the largest v block scale of the head: acc's unit, so that every block's factor is <= 1
+        for n0 in range(0, tl.cdiv(Lk, K_SCALE_BLOCK), 128):
+            j = n0 + tl.arange(0, 128)
+            vs_max = tl.maximum(
+                vs_max, tl.max(tl.load(vs_base + j * stride_vsn, mask=j * K_SCALE_BLOCK < Lk, other=0.0))
+            )
+        vs_unit = P_SCALE * tl.math.div_rn(tl.zeros_like(vs_max) + 1.0, vs_max)
     # Key blocks [0, full_end) need no mask: inside the sequence and (causal) at or left of every row's diagonal.
     full_end = (Lk // BLOCK_N) * BLOCK_N
     hi = Lk
     if CAUSAL:
         full_end = tl.minimum(full_end, ((m0 + 1) // BLOCK_N) * BLOCK_N)
         hi = tl.minimum(hi, m0 + BLOCK_M)
-    acc, row_sum, m_i, vs_run = _attend_blocks(
-        acc, row_sum, m_i, vs_run, q, qk_scale, offs_m, k_base, v_base, ks_base, vs_base, 0, full_end, Lk,
+    acc, row_sum, m_i = _attend_blocks(
+        acc, row_sum, m_i, vs_unit, q, qk_scale, offs_m, k_base, v_base, ks_base, vs_base, 0, full_end, Lk,
         stride_kn, stride_kd, stride_vn, stride_vd, stride_ksn, stride_vsn,
         D, BLOCK_N, K_SCALE_BLOCK, False, CAUSAL, PV_16BIT, PV_FP16_ACC, V_BLOCK_SCALES, P_SCALE, EXACT,
         TMA, V_TOKEN_MAJOR,
     )  # fmt: skip
-    acc, row_sum, m_i, vs_run = _attend_blocks(
-        acc, row_sum, m_i, vs_run, q, qk_scale, offs_m, k_base, v_base, ks_base, vs_base, full_end, hi, Lk,
+    acc, row_sum, m_i = _attend_blocks(
+        acc, row_sum, m_i, vs_unit, q, qk_scale, offs_m, k_base, v_base, ks_base, vs_base, full_end, hi, Lk,
         stride_kn, stride_kd, stride_vn, stride_vd, stride_ksn, stride_vsn,
         D, BLOCK_N, K_SCALE_BLOCK, True, CAUSAL, PV_16BIT, PV_FP16_ACC, V_BLOCK_SCALES, P_SCALE, EXACT,
         TMA, V_TOKEN_MAJOR,
@@ -174,7 +166,7 @@ def _fp8_attention_fwd(
     if PV_16BIT:
         out = acc / row_sum[:, None]  # VS is a placeholder: a 16-bit v has no scale
     elif V_BLOCK_SCALES:
-        out = acc * (vs_run / (row_sum * P_SCALE))[:, None]
+        out = acc * (vs_max / (row_sum * P_SCALE))[:, None]
     else:
         v_scale = tl.load(VS + b * stride_vsb + hk * stride_vsh)
         out = acc * (v_scale / (row_sum * P_SCALE))[:, None]
@@ -204,36 +196,33 @@ CONFIGS: tuple[AttentionConfig, ...] = tuple(
 )
 _LONG, _SHORT = CONFIGS[0], CONFIGS[4]
 _INTERPRETER_CONFIG = CONFIGS[-1]  # the smallest tiles: the interpreter's CPU runs scale with the tile size
-_INTERPRETER_QUANTIZE_Q_CONFIG = CONFIGS[-2]  # the smallest tile that is a whole q scale block
 
 
-def pick_config(Lq: int, quantize_q: bool = False) -> AttentionConfig:
+def pick_config(Lq: int) -> AttentionConfig:
     """128-query tiles, two warpgroups, 3 stages, TMA loads (Triton 3.6 compiles this for sm_90 in 200 registers
     and no spills; the same config with pointer loads spills 240 bytes per thread); 64-query tiles when there are at
-    most 64 queries, which would leave half of a 128-row tile empty. A q quantized in the kernel needs 128-query
-    tiles (one scale per tile) unless one tile holds every query."""
+    most 64 queries, which would leave half of a 128-row tile empty."""
     if triton_interpreting():
-        return _INTERPRETER_CONFIG if Lq <= 64 or not quantize_q else _INTERPRETER_QUANTIZE_Q_CONFIG
+        return _INTERPRETER_CONFIG
     return _SHORT if Lq <= 64 else _LONG
 
 
 @functools.lru_cache(maxsize=512)
 def _launch_plan(
-    B: int, H: int, Lq: int, D: int, causal: bool, q_kind: int, pv_16bit: bool, pv_fp16_accum: bool,
-    v_block_scales: bool, tma_layout: int, config: AttentionConfig | None, *ints: int,
+    B: int, H: int, Lq: int, D: int, causal: bool, pv_16bit: bool, pv_fp16_accum: bool,
+    v_block_scales: bool, bases_aligned: bool, v_size: int, config: AttentionConfig | None, *ints: int,
 ) -> PlanLaunch:  # fmt: skip
     """The launch for one shape key. ``ints`` (``Hkv``, ``Lk`` and every stride) are part of the key only: the
     kernel is specialized on its integer arguments, so a cached direct launch is right only for the values it was
-    compiled with. ``q_kind``: -1 for a pre-quantized q, else the code kind q is quantized to in the kernel.
-    ``tma_layout``: 0 when k/v cannot be read by TMA, 1 with v row-major ``(Lk, D)``, 2 with v token-major."""
-    cfg = config or pick_config(Lq, quantize_q=q_kind >= 0)
+    compiled with.
+    ``bases_aligned``: whether k and v start at 16-byte aligned addresses (TMA)."""
+    cfg = config or pick_config(Lq)
+    k_strides, v_strides = ints[6:10], ints[10:14]  # after Hkv's group, Lk and q's 4 strides
+    tma_layout = _tma_layout(k_strides, v_strides, v_size) if bases_aligned else 0
     tma = cfg.tma and tma_layout > 0
-    if q_kind >= 0 and cfg.block_m != Q_BLOCK and Lq > cfg.block_m:
-        # The in-kernel q scale is one per tile: a tile must be the format's q block (or hold every query).
-        raise ValueError(f"config: block_m={cfg.block_m} cannot quantize q in the kernel (needs {Q_BLOCK})")
     meta = dict(
         D=D, BLOCK_M=cfg.block_m, BLOCK_N=K_BLOCK, Q_SCALE_BLOCK=Q_BLOCK, K_SCALE_BLOCK=K_BLOCK, CAUSAL=causal,
-        Q_KIND=q_kind, Q_QMAX=QMAX_OF_KIND.get(q_kind, 0.0), PV_16BIT=pv_16bit, PV_FP16_ACC=pv_fp16_accum,
+        PV_16BIT=pv_16bit, PV_FP16_ACC=pv_fp16_accum,
         V_BLOCK_SCALES=v_block_scales, P_SCALE=1.0 if pv_16bit else p_scale(pv_fp16_accum),
         EXACT=triton_interpreting(), TMA=tma, V_TOKEN_MAJOR=tma_layout == 2,
         num_warps=cfg.num_warps, num_stages=cfg.num_stages,
@@ -241,31 +230,36 @@ def _launch_plan(
     return PlanLaunch(_fp8_attention_fwd, (triton.cdiv(Lq, cfg.block_m), B * H), meta)
 
 
-def _tma_layout(k: torch.Tensor, v: torch.Tensor) -> int:
-    """0 if TMA cannot read k and v (needs sm_90+, a unit last stride, 16-byte aligned row strides and bases), else
-    1 for a row-major ``(Lk, D)`` v and 2 for a token-major one (the transposed fp8 layout)."""
+def _tma_layout(k_strides: tuple, v_strides: tuple, v_size: int) -> int:
+    """0 if TMA cannot read k and v (needs sm_90+, a unit last stride and 16-byte aligned row strides; the base
+    addresses are checked per call), else 1 for a row-major ``(Lk, D)`` v and 2 for a token-major one (the
+    transposed fp8 layout). ``k`` is fp8/int8: one byte per element."""
     # torch.cuda.get_device_capability, not arch.capability: lowbit_flex.triton_aot patches it for its CPU stand-ins.
-    if triton_interpreting() or torch.cuda.get_device_capability(k.device if k.is_cuda else None) < (9, 0):
+    if triton_interpreting() or torch.cuda.get_device_capability() < (9, 0):
         return 0
-
-    def aligned(t: torch.Tensor, unit: int) -> bool:
-        size = t.element_size()
-        # A traced (fake) tensor has no address: its storage offset decides (allocations are 16-byte aligned).
-        base = t.data_ptr() if type(t) is torch.Tensor else t.storage_offset() * size
-        return base % 16 == 0 and all(st * size % 16 == 0 for i, st in enumerate(t.stride()) if i != unit)
-
-    if not (k.stride(3) == 1 and aligned(k, 3)):
+    aligned = lambda strides, unit, size: all(st * size % 16 == 0 for i, st in enumerate(strides) if i != unit)
+    if not (k_strides[3] == 1 and aligned(k_strides, 3, 1)):
         return 0
-    if v.stride(3) == 1 and aligned(v, 3):
+    if v_strides[3] == 1 and aligned(v_strides, 3, v_size):
         return 1
-    return 2 if v.stride(2) == 1 and aligned(v, 2) else 0
+    return 2 if v_strides[2] == 1 and aligned(v_strides, 2, v_size) else 0
+
+
+def _base_aligned(*tensors: torch.Tensor) -> bool:
+    """16-byte aligned data pointers (TMA's requirement); a traced (fake) tensor has no address: its storage offset
+    decides (allocations are 16-byte aligned)."""
+    for t in tensors:
+        base = t.data_ptr() if type(t) is torch.Tensor else t.storage_offset() * t.element_size()
+        if base % 16:
+            return False
+    return True
 
 
 def fp8_attention_triton(
     q: torch.Tensor,
     k: torch.Tensor,
     v: torch.Tensor,
-    q_scale: torch.Tensor | None,
+    q_scale: torch.Tensor,
     k_scale: torch.Tensor,
     v_scale: torch.Tensor | None,
     causal: bool,
@@ -278,9 +272,8 @@ def fp8_attention_triton(
     """Launch the fused kernel; arguments are already validated by the op. ``config`` overrides
     :func:`pick_config` (for a benchmark's sweep); ``config.block_m`` must divide 128.
 
-    ``q_scale=None``: ``q`` is 16-bit (or fp32) and the kernel quantizes it to ``k``'s dtype, one scale per
-    128-query tile. ``v_scale``: ``()``, ``(B, Hkv)`` or per 128-key block ``(B, Hkv, nblk)``; None with a 16-bit
-    ``v``. Any strides (views into the padded buffers of :mod:`~lowbit_flex.kernels.quantize_kv` included).
+    ``v_scale``: ``()``, ``(B, Hkv)`` or per 128-key block ``(B, Hkv, nblk)``; None with a 16-bit
+    ``v``. Any strides (views into the padded buffers of :mod:`~lowbit_flex.kernels.quantize_qkv` included).
 
     Everything but the tensors and ``sm_scale`` is decided once per shape key (:func:`_launch_plan`): eager calls
     launch the compiled kernel directly, and ``torch.compile`` traces the launch (``wrap_triton``). The head dim is
@@ -295,21 +288,16 @@ def fp8_attention_triton(
     vs_strides = (0, 0, 0)
     if not pv_16bit and v_scale.dim():
         vs_strides = (v_scale.stride(0), v_scale.stride(1), v_scale.stride(2) if v_block_scales else 0)
-    q_kind = -1 if q_scale is not None else OUT_KINDS[k.dtype]
-    qs_strides = q_scale.stride() if q_scale is not None else (0, 0, 0)
     ints = (
         H // Hkv, Lk,
-        *q.stride(), *k.stride(), *v.stride(), *out.stride(), *qs_strides, *k_scale.stride(), *vs_strides,
+        *q.stride(), *k.stride(), *v.stride(), *out.stride(), *q_scale.stride(), *k_scale.stride(), *vs_strides,
     )  # fmt: skip
     launch = cached_plan(
-        _launch_plan, B, H, Lq, D, causal, q_kind, pv_16bit, pv_fp16_accum, v_block_scales, _tma_layout(k, v),
-        config, *ints,
+        _launch_plan, B, H, Lq, D, causal, pv_16bit, pv_fp16_accum, v_block_scales, _base_aligned(k, v),
+        v.element_size(), config, *ints,
     )  # fmt: skip
-    # Placeholder pointers, never read (Triton's AOT path takes no None): q_scale when q is quantized here, v_scale
-    # with a 16-bit v.
-    qs = k_scale if q_scale is None else q_scale
-    vs = k_scale if pv_16bit else v_scale
+    vs = k_scale if pv_16bit else v_scale  # a placeholder pointer with a 16-bit v, never read (AOT takes no None)
     if launch.meta["TMA"]:
         ensure_triton_allocator()  # device-side descriptors live in a per-launch global scratch buffer
-    launch(q, k, v, qs, k_scale, vs, out, sm * _LOG2E, H, ints[0], Lq, *ints[1:])
+    launch(q, k, v, q_scale, k_scale, vs, out, sm * _LOG2E, H, ints[0], Lq, *ints[1:])
     return out

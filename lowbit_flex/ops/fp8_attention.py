@@ -22,9 +22,9 @@ blockwise online softmax over key blocks of 128, ``P = exp(S - running_max)`` qu
 ``fp8(P · P_SCALE)`` for the PV MMA (``P ∈ [0, 1]``; ``P_SCALE = 448`` puts it at the top of e4m3's range so small
 probabilities keep 3 mantissa bits instead of flushing to subnormals), fp32 accumulation of PV, the row sum from the
 unquantized ``P``, and ``O = acc / (rowsum · P_SCALE) · v_scale`` written as ``out_dtype``. With per-block v scales
-``acc`` is kept in units of the largest block scale seen so far (``vs_run``): a block with scale ``vs_j`` enters as
-``fp8(P · P_SCALE · vs_j / vs_run)``, a larger scale first rescales ``acc`` by ``vs_run_old / vs_run``, and
-``O = acc / (rowsum · P_SCALE) · vs_run``; every factor is at most 1, so nothing overflows.
+``acc`` is kept in units of the head's largest block scale ``vs_max``: a block with scale ``vs_j`` enters as
+``fp8(P · (vs_j · u))`` with ``u = P_SCALE · (1 / vs_max)`` (float32), and ``O = acc / (rowsum · P_SCALE) · vs_max``;
+every factor is at most ``P_SCALE``, so nothing overflows.
 ``pv_fp16_accum=True`` accumulates each block's PV product in fp16 (then adds it to the fp32 accumulator) with
 ``P_SCALE = 1``, so that a 128-term sum of ``P ≤ 1`` times ``|v| ≤ 448`` cannot overflow fp16's 65504.
 With a 16-bit ``v`` (accurate mode) ``P`` is instead cast to ``v``'s dtype (RNE, no scale: ``P ≤ 1`` is in range)
@@ -112,9 +112,10 @@ def reference_fp8_attention(q, k, v, q_scale, k_scale, v_scale, causal, sm_scale
     pv16 = v.dtype in V_16BIT_DTYPES
     ps = 1.0 if pv16 else p_scale(pv_fp16_accum)
     block_vs = v_scale is not None and v_scale.dim() == 3
-    if block_vs:
+    if block_vs:  # acc in units of the head's largest block scale; float32 factors, as the kernel
         vs_blocks = v_scale.float().repeat_interleave(group, dim=1)  # (B, H, nblk)
-        vs_run = torch.zeros(B, H, 1, 1, dtype=torch.float32, device=q.device)
+        vs_max = vs_blocks.amax(dim=2, keepdim=True)[..., None]
+        vs_unit = torch.tensor(ps, dtype=torch.float32) * (1.0 / vs_max)
     m = torch.full((B, H, Lq, 1), -math.inf, dtype=torch.float64, device=q.device)
     row_sum = torch.zeros_like(m)
     acc = torch.zeros(B, H, Lq, D, dtype=torch.float64, device=q.device)
@@ -124,12 +125,7 @@ def reference_fp8_attention(q, k, v, q_scale, k_scale, v_scale, causal, sm_scale
         alpha = torch.exp(m - m_new)  # exp(-inf) = 0 on the first block
         p = torch.exp(sb - m_new)
         row_sum = row_sum * alpha + p.sum(dim=-1, keepdim=True)
-        p_mult = torch.tensor(ps, dtype=torch.float32)
-        if block_vs:  # acc in units of the largest v scale so far (see the module docstring), float32 factors
-            vs_new = torch.maximum(vs_run, vs_blocks[:, :, j, None, None])
-            p_mult = p_mult * (vs_blocks[:, :, j, None, None] / vs_new)
-            alpha = alpha * (vs_run / vs_new).double()
-            vs_run = vs_new
+        p_mult = vs_blocks[:, :, j, None, None] * vs_unit if block_vs else torch.tensor(ps, dtype=torch.float32)
         # float32 like the kernel, then RNE to v's 16-bit dtype or (scaled) to e4m3
         p_low = p.float().to(v.dtype) if pv16 else (p.float() * p_mult).to(torch.float8_e4m3fn)
         pv = p_low.double() @ vd[:, :, n0 : n0 + K_BLOCK]
@@ -140,7 +136,7 @@ def reference_fp8_attention(q, k, v, q_scale, k_scale, v_scale, causal, sm_scale
     if v_scale is None:
         return (acc / row_sum).to(out_dtype)
     if block_vs:
-        vs = vs_run.double()
+        vs = vs_max.double()
     elif v_scale.dim():
         vs = v_scale.double().repeat_interleave(group, dim=1)[:, :, None, None]
     else:

@@ -3,17 +3,16 @@ included, in one op call.
 
 The format, on top of ``lowbit::fp8_attention``'s (see there for the softmax and P rounding):
 
-- ``q``: quantized inside the attention kernel, one scale per 128 query tokens (the tile each program reads):
-  ``qk="fp8"`` e4m3, ``qk="int8"`` int8; ``scale = finite amax / qmax`` (1 when there is none),
-  codes ``= rne(clamp(x · (1 / scale)))``, the reciprocal in float32.
+- ``q``: one scale per 128 query tokens: ``qk="fp8"`` e4m3, ``qk="int8"`` int8; ``scale = finite amax / qmax``
+  (1 when there is none), codes ``= rne(clamp(x · (1 / scale)))``, the reciprocal in float32.
 - ``k``: minus the smooth-K shift when ``smooth_k`` (the mean of the finite values of the head's first
   ``min(Lk, 128)`` keys, float32; any vector shared by all keys cancels in softmax), then as ``q``, per 128 keys.
 - ``v``: ``pv="fp8"`` e4m3 per block of 128 keys, same rule; ``pv="fp16"`` (the accurate mode) not quantized, P
   and V in the input's 16-bit dtype (bfloat16 for float32 inputs).
 - Output in ``q``'s dtype.
 
-On CUDA sm_89+: two launches, K and V quantized in one pass (``kernels/quantize_kv.py``) and the attention kernel,
-which quantizes Q from the tile it reads. On CPU the float64 reference below (exact up to accumulation order). Head
+On CUDA sm_89+: two launches, Q, K and V quantized in one pass (``kernels/quantize_qkv.py``), then the attention
+kernel of ``lowbit::fp8_attention``. On CPU the float64 reference below (exact up to accumulation order). Head
 dims other than 64/128 and CUDA GPUs before sm_89 run ``F.scaled_dot_product_attention`` instead (documented).
 Registered with ``torch.library.triton_op``, so compiled graphs launch both kernels from generated code.
 """
@@ -115,12 +114,12 @@ def _lowbit_attention(q, k, v, causal, scale, qk, pv, smooth_k, pv_fp16_accum) -
 def run_kernels(q, k, v, causal, scale, qk, pv, smooth_k, pv_fp16_accum) -> torch.Tensor:
     """The two launches of the CUDA path (also on CPU tensors under Triton's interpreter, for the tests)."""
     from lowbit_flex.kernels.fp8_attention import fp8_attention_triton
-    from lowbit_flex.kernels.quantize_kv import quantize_kv_triton
+    from lowbit_flex.kernels.quantize_qkv import quantize_qkv_triton
 
-    k8, ks, v8, vs = quantize_kv_triton(k, v, QK_FORMATS[qk], smooth_k, pv == "fp8")
+    q8, qs, k8, ks, v8, vs = quantize_qkv_triton(q, k, v, QK_FORMATS[qk], smooth_k, pv == "fp8")
     if pv == "fp16":
         v8 = v.to(pv_16bit_dtype(v.dtype))  # no copy for bf16/fp16 inputs
-    return fp8_attention_triton(q, k8, v8, None, ks, vs, causal, scale, q.dtype, pv_fp16_accum)
+    return fp8_attention_triton(q8, k8, v8, qs, ks, vs, causal, scale, q.dtype, pv_fp16_accum)
 
 
 @torch.library.triton_op("lowbit::lowbit_attention", mutates_args=())

@@ -139,10 +139,10 @@ def case_fp8_attention():
 
 
 def case_lowbit_attention():
-    # lowbit::lowbit_attention's two launches (K/V quantization in one pass, attention quantizing Q in the kernel)
-    # for every format pair, head dim and input dtype, the short-query tile, and every config of the table.
+    # lowbit::lowbit_attention's two launches (Q/K/V quantization in one pass, then attention) for every format
+    # pair, head dim and input dtype, the short-query tile, and every config of the table.
     from lowbit_flex.kernels.fp8_attention import CONFIGS, fp8_attention_triton
-    from lowbit_flex.kernels.quantize_kv import quantize_kv_triton
+    from lowbit_flex.kernels.quantize_qkv import quantize_qkv_triton
     from lowbit_flex.ops.lowbit_attention import QK_FORMATS, run_kernels
 
     if torch.cuda.get_device_capability() < (8, 9):
@@ -160,10 +160,10 @@ def case_lowbit_attention():
     run_kernels(*qkv(300, 64, Lq=50), True, None, "fp8", "fp8", True, False)  # one 64-query tile
     # Every config of the table (TMA ones as TMA on sm_90: the layouts here allow it), fp8 PV and 16-bit PV.
     q, k, v = qkv(300, 128)
-    k8, ks, v8, vs = quantize_kv_triton(k, v, torch.float8_e4m3fn, True, True)
+    q8, qs, k8, ks, v8, vs = quantize_qkv_triton(q, k, v, torch.float8_e4m3fn, True, True)
     for config in CONFIGS:
-        fp8_attention_triton(q[:, :, :64], k8, v8, None, ks, vs, True, None, torch.bfloat16, False, config=config)
-        fp8_attention_triton(q[:, :, :64], k8, v, None, ks, None, False, None, torch.bfloat16, False, config=config)
+        fp8_attention_triton(q8, k8, v8, qs, ks, vs, True, None, torch.bfloat16, False, config=config)
+        fp8_attention_triton(q8, k8, v, qs, ks, None, False, None, torch.bfloat16, False, config=config)
 
 
 def case_float_weight_only_linear():

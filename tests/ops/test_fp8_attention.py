@@ -43,7 +43,9 @@ def _naive_format_f64(q8, k8, v8, qs, ks, vs, causal, pv_fp16_accum):
                 s = (kk @ (q8[b, h, i].double() * qs[b, h, i // 128])) / math.sqrt(D)
                 n = i + 1 if causal else s.numel()
                 m, row_sum, acc = -math.inf, 0.0, torch.zeros(D, dtype=torch.float64)
-                vs_run = torch.zeros((), dtype=torch.float32)  # per-block v scales: the largest so far
+                if not pv16 and vs.dim() == 3:  # per-block v scales: acc in units of the head's largest
+                    vs_max = vs[b, hk].max()
+                    vs_unit = torch.tensor(ps, dtype=torch.float32) * (1.0 / vs_max)
                 for n0 in range(0, n, 128):
                     sb = s[n0:n]
                     sb = sb[: min(128, sb.numel())]
@@ -52,16 +54,13 @@ def _naive_format_f64(q8, k8, v8, qs, ks, vs, causal, pv_fp16_accum):
                     p = torch.exp(sb - m_new)
                     row_sum = row_sum * alpha + p.sum().item()
                     p_mult = torch.tensor(ps, dtype=torch.float32)
-                    if not pv16 and vs.dim() == 3:  # acc in units of vs_run; a smaller block scale enters via P
-                        vs_new = torch.maximum(vs_run, vs[b, hk, n0 // 128])
-                        p_mult = p_mult * (vs[b, hk, n0 // 128] / vs_new)
-                        alpha = alpha * float(vs_run / vs_new)
-                        vs_run = vs_new
+                    if not pv16 and vs.dim() == 3:  # a block's v scale enters through P
+                        p_mult = vs[b, hk, n0 // 128] * vs_unit
                     p_low = p.float().to(v8.dtype) if pv16 else (p.float() * p_mult).to(torch.float8_e4m3fn)
                     pv = p_low.double() @ vv[n0 : n0 + sb.numel()]
                     acc = acc * alpha + (pv.half().double() if pv_fp16_accum else pv)
                     m = m_new
-                vsc = 1.0 if pv16 else vs if vs.dim() == 0 else vs_run.double() if vs.dim() == 3 else vs[b, hk]
+                vsc = 1.0 if pv16 else vs if vs.dim() == 0 else vs_max.double() if vs.dim() == 3 else vs[b, hk]
                 out[b, h, i] = acc / (row_sum * ps) * vsc
     return out
 

@@ -34,10 +34,10 @@ def _attention_f64(q, k, v, causal):
 def _poison_allocations(monkeypatch):
     """Every ``torch.empty`` of both kernel modules returns NaN (or the integer poison): outputs and the quantized
     K/V buffers start poisoned, so an element a kernel fails to write shows."""
-    from lowbit_flex.kernels import fp8_attention, quantize_kv
+    from lowbit_flex.kernels import fp8_attention, quantize_qkv
 
     real_empty = torch.empty
-    for mod in (fp8_attention, quantize_kv):
+    for mod in (fp8_attention, quantize_qkv):
         monkeypatch.setattr(mod.torch, "empty", lambda *a, **kw: poison_(real_empty(*a, **kw)))
 
 
@@ -45,17 +45,23 @@ def _poison_allocations(monkeypatch):
 @pytest.mark.parametrize("qk", ["fp8", "int8"])
 @pytest.mark.parametrize("Lk", [1, 100, 128, 300])
 @pytest.mark.parametrize("smooth_k, v_fp8", [(True, True), (False, True), (True, False)])
-def test_quantize_kv_writes_the_reference_codes(qk, Lk, smooth_k, v_fp8, monkeypatch):
-    from lowbit_flex.kernels.quantize_kv import quantize_kv_triton
+def test_quantize_qkv_writes_the_reference_codes(qk, Lk, smooth_k, v_fp8, monkeypatch):
+    from lowbit_flex.kernels.quantize_qkv import quantize_qkv_triton
 
     # Multiples of 1/8 in [-8, 8): the first block's sum is exact in float32 whatever the summation order, so the
     # kernel's smooth-K shift equals the reference's bit for bit, and so do the codes.
+    q = torch.randn(2, 6, Lk + 60, 64).bfloat16()  # GQA: 2 query heads per kv head; more query blocks than key blocks
     k, v = (torch.randint(-64, 64, (2, 3, Lk, 64)).float().div(8).bfloat16() for _ in range(2))
     k[1, 2, Lk // 2, 7] = float("nan")  # ignored by the shift and the block scale; the key itself becomes NaN / 0
+    q[0, 4, 3, 1] = float("inf")
     dev = kernel_device()
     _poison_allocations(monkeypatch)
     dtype = QK_FORMATS[qk]
-    k8, ks, v8, vs = quantize_kv_triton(k.to(dev), v.to(dev), dtype, smooth_k, v_fp8)
+    q8, qs, k8, ks, v8, vs = quantize_qkv_triton(q.to(dev), k.to(dev), v.to(dev), dtype, smooth_k, v_fp8)
+    rq8, rqs = _quantize_blocks(q, dtype, None)
+    assert q8.shape == q.shape and q8.dtype == dtype
+    assert torch.equal(q8.cpu().view(torch.uint8), rq8.view(torch.uint8))
+    assert torch.equal(qs.cpu(), rqs)
     rk8, rks = _quantize_blocks(k, dtype, smooth_k_shift(k) if smooth_k else None)
     assert k8.shape == k.shape and k8.dtype == dtype
     assert torch.equal(k8.cpu().view(torch.uint8), rk8.view(torch.uint8))

@@ -1,10 +1,15 @@
-"""K and V of ``lowbit::lowbit_attention`` quantized in one pass, into the layouts the attention kernel reads.
+"""Q, K and V of ``lowbit::lowbit_attention`` quantized in one launch, into the layouts the attention kernel reads.
 
-One program takes one 128-token block of one ``(b, kv head)``. It reads the block's k rows in chunks, subtracting
-the smooth-K shift, for the finite amax, then reads them again (from L2) and writes int8/e4m3 codes and one float32
-scale; with ``pv="fp8"`` it does the same for v and writes the codes transposed (``(D, Lk)`` per head: Hopper's
-fp8 MMA reads both operands K-major, and for P·V that is v with the token axis contiguous). Each byte of k and v
-comes from HBM once.
+One program takes one 128-token block of q of one ``(b, head)`` and, on the first head of each GQA group, the same
+block of k (and v) of its kv head. It reads a block's rows in chunks (subtracting the smooth-K shift from k) for the
+finite amax, then reads them again (from L2) and writes int8/e4m3 codes and one float32 scale; with ``pv="fp8"``
+it does the same for v and writes the codes transposed (``(D, Lk)`` per head: Hopper's
+fp8 MMA reads both operands K-major, and for P·V that is v with the token axis contiguous). Each byte of q, k and
+v comes from HBM once.
+
+Q is quantized here, not inside the attention kernel: measured on the H200 (Triton 3.6, B=4 H=16 L=4096 D=128),
+quantizing each q tile in the attention kernel made it 8% slower (int8/fp16: 0.95 -> 1.03 ms), more than this
+pass spends on q.
 
 The smooth-K shift is the mean of the head's first block of keys (finite values only; ``min(Lk, 128)`` tokens), not
 of all keys: any vector subtracted from every key shifts each query's logits by a constant and cancels in softmax,
@@ -28,7 +33,7 @@ import triton.language as tl
 from lowbit_flex.kernels.arch import triton_interpreting
 from lowbit_flex.kernels.common import PlanLaunch, cached_plan
 from lowbit_flex.kernels.quantize_groups import OUT_KINDS, QMAX_OF_KIND, codes_of_scaled, finite_abs
-from lowbit_flex.quant.fp8 import K_BLOCK
+from lowbit_flex.quant.fp8 import K_BLOCK, Q_BLOCK
 
 # Rows per step: a block is read in chunks of CHUNK_ELEMS / D rows, so a program holds 32 values per thread
 # instead of a whole 128-row block (which took 16 warps of 128 registers, one program per SM, one load in flight).
@@ -83,42 +88,56 @@ def _quantize_block(
 
 
 @triton.jit
-def _quantize_kv_kernel(
-    K, V, K8, V8, KS, VS, HKV, Lk, L_PAD, NBLK,
+def _quantize_qkv_kernel(
+    Q, K, V, Q8, K8, V8, QS, KS, VS, H, GROUP, Lq, Lk, L_PAD, NBLK_Q, NBLK_K,
+    stride_qb, stride_qh, stride_qm, stride_qd,
     stride_kb, stride_kh, stride_kn, stride_kd,
     stride_vb, stride_vh, stride_vn, stride_vd,
-    D: tl.constexpr, BLOCK: tl.constexpr, CHUNK: tl.constexpr, K_KIND: tl.constexpr, K_QMAX: tl.constexpr,
+    D: tl.constexpr, BLOCK: tl.constexpr, CHUNK: tl.constexpr, KIND: tl.constexpr, QMAX: tl.constexpr,
     SMOOTH_K: tl.constexpr, V_FP8: tl.constexpr, V_QMAX: tl.constexpr, EXACT: tl.constexpr,
 ):  # fmt: skip
+    """Program ``(blk, b * H + h)``: q block ``blk`` of head ``h``; and, on the first query head of each kv head
+    group, k (and v) block ``blk`` of kv head ``h // GROUP``."""
     blk = tl.program_id(0)
     bh = tl.program_id(1)
-    b = bh // HKV
-    h = bh % HKV
-    k_base = K + b.to(tl.int64) * stride_kb + h.to(tl.int64) * stride_kh
-    shift = tl.zeros((D,), tl.float32)
-    if SMOOTH_K:
-        shift = _first_block_mean(k_base, Lk, stride_kn, stride_kd, D, BLOCK, CHUNK)
-    # k8: (Lk, D) rows over L_PAD-row heads; v8: token-major, (D, L_PAD) per head.
-    _quantize_block(
-        k_base, K8 + bh.to(tl.int64) * L_PAD * D, KS + bh * NBLK + blk, blk * BLOCK, Lk, stride_kn, stride_kd, D, 1,
-        shift, SMOOTH_K, K_QMAX, K_KIND, EXACT, D, BLOCK, CHUNK,
-    )  # fmt: skip
-    if V_FP8:
-        v_base = V + b.to(tl.int64) * stride_vb + h.to(tl.int64) * stride_vh
+    b = bh // H
+    h = bh % H
+    zero = tl.zeros((D,), tl.float32)
+    if blk < NBLK_Q:
+        q_base = Q + b.to(tl.int64) * stride_qb + h.to(tl.int64) * stride_qh
         _quantize_block(
-            v_base, V8 + bh.to(tl.int64) * D * L_PAD, VS + bh * NBLK + blk, blk * BLOCK, Lk, stride_vn, stride_vd,
-            1, L_PAD, shift, False, V_QMAX, 0, EXACT, D, BLOCK, CHUNK,
+            q_base, Q8 + bh.to(tl.int64) * Lq * D, QS + bh * NBLK_Q + blk, blk * BLOCK, Lq, stride_qm, stride_qd, D, 1,
+            zero, False, QMAX, KIND, EXACT, D, BLOCK, CHUNK,
         )  # fmt: skip
+    if h % GROUP == 0 and blk < NBLK_K:
+        hk = h // GROUP
+        bhk = b * (H // GROUP) + hk
+        k_base = K + b.to(tl.int64) * stride_kb + hk.to(tl.int64) * stride_kh
+        shift = zero
+        if SMOOTH_K:
+            shift = _first_block_mean(k_base, Lk, stride_kn, stride_kd, D, BLOCK, CHUNK)
+        # k8: (Lk, D) rows over L_PAD-row heads; v8: token-major, (D, L_PAD) per head.
+        _quantize_block(
+            k_base, K8 + bhk.to(tl.int64) * L_PAD * D, KS + bhk * NBLK_K + blk, blk * BLOCK, Lk, stride_kn, stride_kd,
+            D, 1, shift, SMOOTH_K, QMAX, KIND, EXACT, D, BLOCK, CHUNK,
+        )  # fmt: skip
+        if V_FP8:
+            v_base = V + b.to(tl.int64) * stride_vb + hk.to(tl.int64) * stride_vh
+            _quantize_block(
+                v_base, V8 + bhk.to(tl.int64) * D * L_PAD, VS + bhk * NBLK_K + blk, blk * BLOCK, Lk, stride_vn,
+                stride_vd, 1, L_PAD, zero, False, V_QMAX, 0, EXACT, D, BLOCK, CHUNK,
+            )  # fmt: skip
 
 
 @functools.lru_cache(maxsize=512)
-def _launch_plan(B: int, Hkv: int, Lk: int, D: int, k_kind: int, smooth_k: bool, v_fp8: bool, *strides):
+def _launch_plan(B: int, H: int, Lq: int, Lk: int, D: int, kind: int, smooth_k: bool, v_fp8: bool, *ints):
     meta = dict(
-        D=D, BLOCK=K_BLOCK, CHUNK=max(1, min(K_BLOCK, _CHUNK_ELEMS // D)), K_KIND=k_kind,
-        K_QMAX=QMAX_OF_KIND[k_kind], SMOOTH_K=smooth_k, V_FP8=v_fp8,
-        V_QMAX=QMAX_OF_KIND[OUT_KINDS[torch.float8_e4m3fn]], EXACT=triton_interpreting(), num_warps=_NUM_WARPS,
+        D=D, BLOCK=K_BLOCK, CHUNK=max(1, min(K_BLOCK, _CHUNK_ELEMS // D)), KIND=kind, QMAX=QMAX_OF_KIND[kind],
+        SMOOTH_K=smooth_k, V_FP8=v_fp8, V_QMAX=QMAX_OF_KIND[OUT_KINDS[torch.float8_e4m3fn]],
+        EXACT=triton_interpreting(), num_warps=_NUM_WARPS,
     )  # fmt: skip
-    return PlanLaunch(_quantize_kv_kernel, (triton.cdiv(Lk, K_BLOCK), B * Hkv), meta, tensors=6)
+    grid = (max(triton.cdiv(Lq, Q_BLOCK), triton.cdiv(Lk, K_BLOCK)), B * H)
+    return PlanLaunch(_quantize_qkv_kernel, grid, meta, tensors=9)
 
 
 def _padded_empty(shape, strides, dtype, device) -> torch.Tensor:
@@ -131,26 +150,30 @@ def _padded_empty(shape, strides, dtype, device) -> torch.Tensor:
     return torch.empty(size, dtype=dtype, device=device).as_strided(shape, strides)
 
 
-def quantize_kv_triton(
-    k: torch.Tensor, v: torch.Tensor, qk_dtype: torch.dtype, smooth_k: bool, v_fp8: bool
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-    """``(k8, k_scale, v8, v_scale)``: ``k8`` ``(B, Hkv, Lk, D)`` in ``qk_dtype`` over block-padded storage,
-    ``k_scale`` ``(B, Hkv, ceil(Lk / 128))``; with ``v_fp8`` ``v8`` e4m3 ``(B, Hkv, Lk, D)`` with the token axis
-    contiguous (strides of a transposed ``(B, Hkv, D, L_pad)`` buffer) and ``v_scale`` per 128-key block, else
-    ``None, None``.
+def quantize_qkv_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, qk_dtype: torch.dtype, smooth_k: bool,
+                        v_fp8: bool) -> tuple:  # fmt: skip
+    """``(q8, q_scale, k8, k_scale, v8, v_scale)`` in the layouts ``lowbit::fp8_attention`` reads: ``q8``
+    ``(B, H, Lq, D)`` contiguous and ``k8`` ``(B, Hkv, Lk, D)`` (over block-padded storage) in ``qk_dtype``, scales
+    per 128 tokens; with ``v_fp8`` ``v8`` e4m3 ``(B, Hkv, Lk, D)`` with the token axis contiguous (strides of a
+    transposed ``(B, Hkv, D, L_pad)`` buffer) and ``v_scale`` per 128-key block, else ``None, None``.
     Arguments are validated by the op."""
-    B, Hkv, Lk, D = k.shape
+    B, H, Lq, D = q.shape
+    Hkv, Lk = k.shape[1], k.shape[2]
     D = int(D)
-    nblk = triton.cdiv(Lk, K_BLOCK)
-    l_pad = nblk * K_BLOCK
+    nblk_q, nblk_k = triton.cdiv(Lq, Q_BLOCK), triton.cdiv(Lk, K_BLOCK)
+    l_pad = nblk_k * K_BLOCK
+    dev = q.device
+    q8 = torch.empty((B, H, Lq, D), dtype=qk_dtype, device=dev)
+    qs = torch.empty((B, H, nblk_q), dtype=torch.float32, device=dev)
     # (B, Hkv, Lk, D) tensors with the strides of block-padded buffers (storage up to their last element).
-    k8 = _padded_empty((B, Hkv, Lk, D), (Hkv * l_pad * D, l_pad * D, D, 1), qk_dtype, k.device)
-    ks = torch.empty((B, Hkv, nblk), dtype=torch.float32, device=k.device)
+    k8 = _padded_empty((B, Hkv, Lk, D), (Hkv * l_pad * D, l_pad * D, D, 1), qk_dtype, dev)
+    ks = torch.empty((B, Hkv, nblk_k), dtype=torch.float32, device=dev)
     if v_fp8:
-        v8 = _padded_empty((B, Hkv, Lk, D), (Hkv * D * l_pad, D * l_pad, 1, l_pad), torch.float8_e4m3fn, k.device)
-        vs = torch.empty((B, Hkv, nblk), dtype=torch.float32, device=k.device)
+        v8 = _padded_empty((B, Hkv, Lk, D), (Hkv * D * l_pad, D * l_pad, 1, l_pad), torch.float8_e4m3fn, dev)
+        vs = torch.empty((B, Hkv, nblk_k), dtype=torch.float32, device=dev)
     else:
         v8, vs = k8, ks  # placeholders, never written (V_FP8 is false)
-    launch = cached_plan(_launch_plan, B, Hkv, Lk, D, OUT_KINDS[qk_dtype], smooth_k, v_fp8, *k.stride(), *v.stride())
-    launch(k, v, k8, v8, ks, vs, Hkv, Lk, l_pad, nblk, *k.stride(), *v.stride())
-    return (k8, ks, v8, vs) if v_fp8 else (k8, ks, None, None)
+    strides = (*q.stride(), *k.stride(), *v.stride())
+    launch = cached_plan(_launch_plan, B, H, Lq, Lk, D, OUT_KINDS[qk_dtype], smooth_k, v_fp8, Hkv, *strides)
+    launch(q, k, v, q8, k8, v8, qs, ks, vs, H, H // Hkv, Lq, Lk, l_pad, nblk_q, nblk_k, *strides)
+    return (q8, qs, k8, ks, v8, vs) if v_fp8 else (q8, qs, k8, ks, None, None)
