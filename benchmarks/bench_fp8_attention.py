@@ -1,11 +1,15 @@
 """fp8 / int8 attention vs bf16 SDPA and FlexAttention (B=4, H=16, D=128), plus fp8 FlexAttention descale variants.
 
-Table 1 (baseline: bf16 SDPA, default backend: flash or cuDNN): ``lowbit_attention`` fp8 and int8 (quantization
-included), the fused kernel alone on pre-quantized inputs (fp8, int8, fp8 with fp16 PV accumulation), compiled
-FlexAttention bf16 and ``fp8_flex_attention``; relative error of each vs float64 on a slice (batch 0, heads 0-1);
-TFLOP/s against the fp8 tensor-core rate, taken as 2x the bf16 8192³ matmul rate measured in the same run.
-Table 2 (baseline: fp8 FlexAttention with a float ``scale=``): the same kernel with the descale in a tensor-reading
+Table 1 (baseline: bf16 SDPA, default backend: flash or cuDNN): ``lowbit_attention`` (one ``lowbit::lowbit_attention``
+call: bf16 in, bf16 out, quantization included) for qk fp8/int8 and pv fp8/fp16 (``pv16``: the accurate mode), the
+attention kernel alone on Q/K/V quantized beforehand, compiled FlexAttention bf16 and
+``fp8_flex_attention``; relative error of each vs float64 on a slice (batch 0, heads 0-1); TFLOP/s against the fp8
+tensor-core rate, taken as 2x the bf16 8192³ matmul rate measured in the same run.
+Table 2: the Q/K/V quantization pass against a plain copy (``clone``) of the same tensors.
+Table 3 (baseline: fp8 FlexAttention with a float ``scale=``): the same kernel with the descale in a tensor-reading
 score_mod, and the number of recompiles each needs over 10 different scale values.
+Table 4: the attention kernel's launch configs (with and without TMA) against the rule.
+Table 5: host µs per eager call at a tiny shape, next to SDPA.
 """
 
 from __future__ import annotations
@@ -18,7 +22,6 @@ import torch.nn.functional as F
 import lowbit_flex  # noqa: F401
 from benchmarks.harness import Bench
 from lowbit_flex.attention import fp8_flex_attention, lowbit_attention
-from lowbit_flex.attention.lowbit_attention import quantize_attention_inputs
 from lowbit_flex.score_mods import fp8_descale
 from lowbit_flex.testing import rel_error
 
@@ -40,22 +43,32 @@ def _peak_fp8_tflops(bench: Bench) -> tuple[float, float]:
     return bf16, 2.0 * bf16  # datasheet: fp8 / int8 dense tensor cores run at 2x the bf16 rate
 
 
+def _prequantized(q, k, v, qk: str, pv: str):
+    """The attention kernel's arguments, quantized beforehand by the op's first launch."""
+    from lowbit_flex.kernels.quantize_qkv import quantize_qkv_triton
+    from lowbit_flex.ops.lowbit_attention import QK_FORMATS
+
+    q8, qs, k8, ks, v8, vs = quantize_qkv_triton(q, k, v, QK_FORMATS[qk], True, pv == "fp8")
+    return (q8, k8, v if pv == "fp16" else v8, qs, ks, vs)
+
+
 def _case(bench: Bench, table, flex, L: int, causal: bool, with_flex: bool, bf16_tflops: float, fp8_tflops: float):
     from torch.nn.attention.flex_attention import create_block_mask
+
+    from lowbit_flex.kernels.fp8_attention import fp8_attention_triton
 
     q, k, v = (torch.randn(B, H, L, D, device="cuda", dtype=torch.bfloat16) for _ in range(3))
     ref64 = F.scaled_dot_product_attention(q[:1, :2].double(), k[:1, :2].double(), v[:1, :2].double(),
                                            is_causal=causal)  # fmt: skip
-    pre = {dt: quantize_attention_inputs(q, k, v, dt) for dt in ("fp8", "int8")}
-    kernel = torch.ops.lowbit.fp8_attention
-    methods = {
-        "SDPA bf16": (lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=causal), (q, k, v)),
-        "lowbit fp8": (lambda q, k, v: lowbit_attention(q, k, v, "fp8", causal), (q, k, v)),
-        "lowbit int8": (lambda q, k, v: lowbit_attention(q, k, v, "int8", causal), (q, k, v)),
-        "kernel fp8": (lambda *a: kernel(*a, causal), pre["fp8"]),
-        "kernel int8": (lambda *a: kernel(*a, causal), pre["int8"]),
-        "kernel fp8 fp16-acc": (lambda *a: kernel(*a, causal, None, torch.bfloat16, True), pre["fp8"]),
-    }
+    kernel = lambda *a: fp8_attention_triton(*a, causal, None, torch.bfloat16, False)
+    methods = {"SDPA bf16": (lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=causal), (q, k, v))}
+    for qk, pv in (("fp8", "fp8"), ("int8", "fp8"), ("fp8", "fp16"), ("int8", "fp16")):
+        name = f"{qk}" + (" pv16" if pv == "fp16" else "")
+        methods[f"lowbit {name}"] = (
+            lambda q, k, v, qk=qk, pv=pv: lowbit_attention(q, k, v, qk=qk, pv=pv, causal=causal),
+            (q, k, v),
+        )
+        methods[f"kernel {name}"] = (kernel, _prequantized(q, k, v, qk, pv))
     if with_flex:
         mask = create_block_mask(lambda b, h, i, j: i >= j, None, None, L, L) if causal else None
         methods["flex bf16"] = (lambda q, k, v: flex(q, k, v, block_mask=mask), (q, k, v))
@@ -65,11 +78,31 @@ def _case(bench: Bench, table, flex, L: int, causal: bool, with_flex: bool, bf16
         extra[f"err {name}"] = _slice_error(fn(*args), ref64)  # correctness first
         times[name] = bench.time(fn, args)
     flops = _attention_flops(L, causal)
-    for name in ("SDPA bf16", "lowbit fp8", "kernel fp8", "kernel int8"):
+    for name in ("SDPA bf16", "lowbit fp8", "lowbit int8 pv16", "kernel fp8", "kernel int8", "kernel int8 pv16"):
         extra[f"TFLOP/s {name}"] = flops / (times[name] * 1e-3) / 1e12
     extra["% fp8 peak (kernel fp8)"] = 100 * extra["TFLOP/s kernel fp8"] / fp8_tflops
     extra["bf16 mm TFLOP/s"] = bf16_tflops
     table.add({"L": L, "causal": causal}, times, **extra)
+
+
+def _quantization_table(bench: Bench, Ls) -> None:
+    """The one Q/K/V pass (fp8 q, k and v; int8 q and k, the accurate mode) against cloning the same tensors: a copy
+    reads and writes 2 bytes per element, the pass reads 2 and writes 1."""
+    from lowbit_flex.kernels.quantize_qkv import quantize_qkv_triton
+
+    table = bench.table(f"Q/K/V quantization vs a copy, B={B} H={H} D={D} bf16", baseline="clone q, k, v")
+    for L in Ls:
+        q, k, v = (torch.randn(B, H, L, D, device="cuda", dtype=torch.bfloat16) for _ in range(3))
+        quantize = lambda q, k, v, qk, v_fp8: quantize_qkv_triton(q, k, v, qk, True, v_fp8)
+        cases = {  # name: (fn, args, bytes moved per element of k)
+            "clone q, k, v": (lambda q, k, v: (q.clone(), k.clone(), v.clone()), (q, k, v), 12),
+            "clone q, k": (lambda q, k: (q.clone(), k.clone()), (q, k), 8),
+            "quantize q, k, v (fp8, fp8)": (quantize, (q, k, v, torch.float8_e4m3fn, True), 9),
+            "quantize q, k (int8, pv16)": (quantize, (q, k, v, torch.int8, False), 6),
+        }
+        times = {n: bench.time(fn, args) for n, (fn, args, _) in cases.items()}
+        gbs = {f"GB/s {n}": k.numel() * c[2] / (times[n] * 1e6) for n, c in cases.items()}
+        table.add({"L": L}, times, **gbs)
 
 
 def _flex_descale_table(bench: Bench, L: int):
@@ -108,26 +141,45 @@ def _flex_descale_table(bench: Bench, L: int):
 
 
 def _config_sweep(bench: Bench, Ls) -> None:
-    """The kernel with each of ``CONFIGS`` against ``pick_config``'s choice (a fixed rule, no autotuning: this table
-    is what the rule should be checked and updated against)."""
+    """The kernel (on the one pass's Q/K/V) with each config, TMA off and on, against
+    ``pick_config``'s choice (a fixed rule, no autotuning: this table is what the rule is checked against)."""
     from lowbit_flex.kernels.fp8_attention import CONFIGS, fp8_attention_triton, pick_config
 
-    table = bench.table(f"fp8_attention kernel: launch configs, B={B} H={H} D={D} fp8", baseline="rule")
+    table = bench.table(f"fp8_attention kernel: launch configs, B={B} H={H} D={D}", baseline="rule")
+    label = lambda c: f"M{c.block_m} w{c.num_warps} s{c.num_stages}" + (" tma" if c.tma else "")
     for L in Ls:
         q, k, v = (torch.randn(B, H, L, D, device="cuda", dtype=torch.bfloat16) for _ in range(3))
-        args = quantize_attention_inputs(q, k, v, "fp8")
         chosen = pick_config(L)
-        for causal in (False, True):
-            times = {}
-            for label, c in [("rule", chosen), *((f"M{c.block_m} w{c.num_warps} s{c.num_stages}", c) for c in CONFIGS)]:
-                fn = lambda *a, c=c, causal=causal: fp8_attention_triton(
-                    *a, causal, None, torch.bfloat16, False, config=c
-                )
-                times[label] = bench.time(fn, args)
-            rule = f"M{chosen.block_m} w{chosen.num_warps} s{chosen.num_stages}"
-            table.add({"L": L, "causal": causal}, times, rule=rule, best=min(times, key=times.get))
-        del q, k, v, args
+        for qk, pv in (("fp8", "fp8"), ("int8", "fp16")):
+            args = _prequantized(q, k, v, qk, pv)
+            for causal in (False, True):
+                times = {}
+                for name, c in [("rule", chosen), *((label(c), c) for c in CONFIGS if c.block_m == 128)]:
+                    fn = lambda *a, c=c, causal=causal: fp8_attention_triton(
+                        *a, causal, None, torch.bfloat16, False, config=c
+                    )
+                    times[name] = bench.time(fn, args)
+                flops = _attention_flops(L, causal)
+                best = min(times, key=times.get)
+                table.add({"L": L, "qk/pv": f"{qk}/{pv}", "causal": causal}, times, rule=label(chosen), best=best,
+                          **{"TFLOP/s best": flops / (times[best] * 1e-3) / 1e12})  # fmt: skip
+        del q, k, v
         torch.cuda.empty_cache()
+
+
+def _host_times(bench: Bench) -> None:
+    """Host µs per eager call (no CUDA graph) at a shape whose GPU time is negligible, next to SDPA."""
+    from benchmarks.harness import host_us
+
+    table = bench.table("lowbit_attention host time per eager call (µs, in the ms columns / 1000)", "SDPA bf16")
+    q, k, v = (torch.randn(1, H, 128, D, device="cuda", dtype=torch.bfloat16) for _ in range(3))
+    times = {"SDPA bf16": host_us(F.scaled_dot_product_attention, q, k, v),
+             "lowbit fp8": host_us(lambda q, k, v: lowbit_attention(q, k, v), q, k, v),
+             "lowbit int8 pv16": host_us(lambda q, k, v: lowbit_attention(q, k, v, qk="int8", pv="fp16"), q, k, v),
+             "torch.ops.lowbit": host_us(torch.ops.lowbit.lowbit_attention, q, k, v)}  # fmt: skip
+    table.add(
+        {"shape": f"1x{H}x128x{D}"}, {m: t / 1e3 for m, t in times.items()}, **{f"{m} µs": t for m, t in times.items()}
+    )
 
 
 def run(bench: Bench) -> None:
@@ -144,5 +196,7 @@ def run(bench: Bench) -> None:
         for causal in (False, True):
             _case(bench, table, flex, L, causal, L in flex_Ls, bf16_tflops, fp8_tflops)
             torch.cuda.empty_cache()
+    _quantization_table(bench, Ls)
     _flex_descale_table(bench, 4096 if bench.quick else 8192)
     _config_sweep(bench, Ls)
+    _host_times(bench)

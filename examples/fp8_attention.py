@@ -31,9 +31,9 @@ def speed(device: str) -> None:
     q, k, v = _inputs(B, H, L, D, device)
     ref = F.scaled_dot_product_attention(q[:1, :2].double(), k[:1, :2].double(), v[:1, :2].double(), is_causal=True)
     rows = [("SDPA bf16", lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True))]
-    rows += [
-        (f"lowbit_attention {dt}", lambda dt=dt: lowbit_attention(q, k, v, dt, causal=True)) for dt in ("fp8", "int8")
-    ]
+    for qk, pv in (("fp8", "fp8"), ("int8", "fp8"), ("int8", "fp16")):
+        fn = lambda qk=qk, pv=pv: lowbit_attention(q, k, v, qk=qk, pv=pv, causal=True)
+        rows.append((f"lowbit_attention {qk}/{pv}", fn))
     print(f"B={B} H={H} L={L} D={D} causal, {torch.cuda.get_device_name() if device == 'cuda' else 'CPU reference'}")
     for name, fn in rows:
         err = rel_error(fn()[:1, :2], ref)
@@ -83,6 +83,13 @@ def accuracy(B=1, H=4, L=1024, D=128) -> None:
                     *quantize_attention_inputs(q, k, v, dt, sm), out_dtype=torch.float32
                 ),
             )
+    for dt in ("fp8", "int8"):
+        row(
+            f"lowbit::fp8_attention, {dt} QKᵀ, smooth-K, P and V bf16 (`lowbit_attention(..., qk={dt!r}, pv='fp16')`)",
+            lambda q, k, v, dt=dt: torch.ops.lowbit.fp8_attention(
+                *quantize_attention_inputs(q, k, v.bfloat16(), dt, pv="fp16"), out_dtype=torch.float32
+            ),
+        )
     row(
         "lowbit::fp8_attention, fp8, smooth-K, fp16 PV accumulation",
         lambda q, k, v: torch.ops.lowbit.fp8_attention(

@@ -16,10 +16,10 @@ def run(device: str) -> list[Row]:
     ref = F.scaled_dot_product_attention(q[:1, :2].double(), k[:1, :2].double(), v[:1, :2].double(), is_causal=True)
     sdpa = lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=True)
     rows = []
-    for dt in ("fp8", "int8"):
-        fn = lambda q, k, v, dt=dt: lowbit_attention(q, k, v, dt, causal=True)
+    for qk, pv in (("fp8", "fp8"), ("int8", "fp8"), ("int8", "fp16")):  # int8/fp16: the accurate mode
+        fn = lambda q, k, v, qk=qk, pv=pv: lowbit_attention(q, k, v, qk=qk, pv=pv, causal=True)
         path = "triton kernel (quantization included)" if device == "cuda" else "CPU float64 reference"
-        row = Row(f"lowbit_attention {dt}", path, rel_error(fn(q, k, v)[:1, :2], ref))
+        row = Row(f"lowbit_attention {qk}/{pv}", path, rel_error(fn(q, k, v)[:1, :2], ref))
         if device == "cuda":
             row.ms = time_ms(fn, q, k, v)
             row.baseline, row.baseline_ms = "SDPA bf16", time_ms(sdpa, q, k, v)

@@ -101,6 +101,16 @@ def cached_plan(factory, *key):
         return factory.__wrapped__(*key)
 
 
+def ensure_triton_allocator() -> None:
+    """Give Triton an allocator for kernels that need global scratch (device-side TMA descriptors) if none is set:
+    torch's caching allocator, on the current stream's device. An allocator the user set is left alone; compiled
+    graphs set their own (Inductor's generated code)."""
+    from triton.runtime import _allocation
+
+    if _allocation._allocator.get() is _allocation._NULL_ALLOCATOR:
+        triton.set_allocator(lambda size, alignment, stream: torch.empty(size, dtype=torch.int8, device="cuda"))
+
+
 def _hooked(hook) -> bool:
     # None, or a HookChain whose list of calls may be empty (Triton 3.6+).
     return hook is not None and bool(getattr(hook, "calls", True))

@@ -29,9 +29,9 @@ _CHUNK = 8192
 # OUT_KIND: what the scaled value is rounded and stored as. _E4M3_CODES: e4m3fn built as uint8 codes with integer
 # operations, for GPUs without the conversion instruction (before sm_89).
 _E4M3, _E5M2, _INT8, _E4M3_CODES = 0, 1, 2, 3
-_KIND = {torch.float8_e4m3fn: _E4M3, torch.float8_e5m2: _E5M2, torch.int8: _INT8}
-_QMAX = {_E4M3: FP8_MAX[torch.float8_e4m3fn], _E5M2: FP8_MAX[torch.float8_e5m2], _INT8: 127.0}
-_QMAX[_E4M3_CODES] = _QMAX[_E4M3]
+OUT_KINDS = {torch.float8_e4m3fn: _E4M3, torch.float8_e5m2: _E5M2, torch.int8: _INT8}
+QMAX_OF_KIND = {_E4M3: FP8_MAX[torch.float8_e4m3fn], _E5M2: FP8_MAX[torch.float8_e5m2], _INT8: 127.0}
+QMAX_OF_KIND[_E4M3_CODES] = QMAX_OF_KIND[_E4M3]
 
 
 @triton.jit
@@ -45,22 +45,45 @@ def _load_shifted(x_ptr, shift_ptr, offs, mask, SLICE, D, HAS_SHIFT: tl.constexp
 
 
 @triton.jit
+def finite_abs(x):
+    """``|x|`` with non-finite values as 0: what the group amax reads, so a NaN or inf leaves its group's scale as it
+    would be without it (``NaN < inf`` is false)."""
+    ax = tl.abs(x)
+    return tl.where(ax < float("inf"), ax, 0.0)
+
+
+@triton.jit
+def codes_of_scaled(x, y, QMAX: tl.constexpr, OUT_KIND: tl.constexpr, EXACT: tl.constexpr):
+    """The stored codes of ``y = x / scale`` (float32): int8, e4m3fn, e5m2 or e4m3fn as uint8 codes by ``OUT_KIND``.
+    Saturates at ``±QMAX``. Finite ``x`` gives finite ``y`` (``|x| <= amax``). Non-finite ``x``: NaN in fp8, 0 (NaN)
+    or ±QMAX (±inf) in int8, decided with explicit selects, not by min/max, whose NaN handling differs between the
+    GPU and the interpreter."""
+    finite = tl.abs(x) < float("inf")
+    y = tl.minimum(tl.maximum(tl.where(finite, y, 0.0), -QMAX), QMAX)
+    if OUT_KIND == 2:
+        y = tl.where(finite, y, tl.where(x > 0, QMAX, tl.where(x < 0, -QMAX, 0.0)))
+        codes = round_half_even(y).to(tl.int8)
+    elif OUT_KIND == 3 or (OUT_KIND == 0 and EXACT):
+        # The interpreter also converts NaN to e4m3 wrongly (to 384): it takes the integer codes too.
+        codes = tl.where(finite, e4m3_code(round_to_fp8_grid(y, 3, -6)), 127).to(tl.uint8)  # 0x7F: e4m3fn's NaN
+        if OUT_KIND == 0:
+            codes = codes.to(tl.float8e4nv, bitcast=True)
+    elif OUT_KIND == 0:
+        codes = tl.where(finite, y, float("nan")).to(tl.float8e4nv)
+    elif EXACT:
+        bits = round_to_fp8_grid(y, 2, -14).to(tl.float8e5).to(tl.uint8, bitcast=True)
+        bits = tl.where(finite, bits, 127).to(tl.uint8)  # 0x7F: NaN, the code torch and the GPU give
+        codes = bits.to(tl.float8e5, bitcast=True)
+    else:
+        codes = tl.where(finite, y, float("nan")).to(tl.float8e5)
+    return codes
+
+
+@triton.jit
 def _round_store(q_ptr, offs, mask, x, scale, QMAX: tl.constexpr, OUT_KIND: tl.constexpr, EXACT: tl.constexpr):
     # div_rn: Triton's `/` on float32 may lower to an approximate divide; the reference uses IEEE division.
     y = tl.math.div_rn(x, scale)
-    y = tl.minimum(tl.maximum(y, -QMAX), QMAX)
-    if OUT_KIND == 2:
-        tl.store(q_ptr + offs, round_half_even(y).to(tl.int8), mask=mask)
-    elif OUT_KIND == 3:
-        tl.store(q_ptr + offs, e4m3_code(round_to_fp8_grid(y, 3, -6)).to(tl.uint8), mask=mask)
-    elif OUT_KIND == 0:
-        if EXACT:
-            y = round_to_fp8_grid(y, 3, -6)
-        tl.store(q_ptr + offs, y.to(tl.float8e4nv), mask=mask)
-    else:
-        if EXACT:
-            y = round_to_fp8_grid(y, 2, -14)
-        tl.store(q_ptr + offs, y.to(tl.float8e5), mask=mask)
+    tl.store(q_ptr + offs, codes_of_scaled(x, y, QMAX, OUT_KIND, EXACT), mask=mask)
 
 
 @triton.jit
@@ -84,7 +107,7 @@ def _quantize_single_pass_kernel(
     mask = seg_ok[:, None] & (cols[None, :] < length[:, None])
     offs = start[:, None] + cols[None, :]
     x = _load_shifted(x_ptr, shift_ptr, offs, mask, SLICE, D, HAS_SHIFT)
-    scale = tl.math.div_rn(tl.max(tl.abs(x), axis=1), tl.full((ROWS,), QMAX, tl.float32))
+    scale = tl.math.div_rn(tl.max(finite_abs(x), axis=1), tl.full((ROWS,), QMAX, tl.float32))
     scale = tl.where(scale == 0.0, 1.0, scale)
     tl.store(scale_ptr + seg, scale, mask=seg_ok)
     _round_store(q_ptr, offs, mask, x, scale[:, None], QMAX, OUT_KIND, EXACT)
@@ -99,7 +122,7 @@ def _amax_kernel(
     cols = tl.program_id(1) * CHUNK + tl.arange(0, CHUNK)
     mask = cols < length
     x = _load_shifted(x_ptr, shift_ptr, start + cols, mask, SLICE, D, HAS_SHIFT)
-    tl.atomic_max(amax_ptr + seg, tl.max(tl.abs(x), axis=0))  # |x| >= 0: float max is exact and order-free
+    tl.atomic_max(amax_ptr + seg, tl.max(finite_abs(x), axis=0))  # >= 0: float max is exact and order-free
 
 
 @triton.jit
@@ -137,7 +160,7 @@ class _Plan(NamedTuple):
 
 @functools.lru_cache(maxsize=512)
 def _launch_plan(n_total: int, S: int, SEG: int, nseg: int, slice_ld: int, D: int, kind: int, has_shift: bool):
-    common = dict(QMAX=_QMAX[kind], OUT_KIND=kind, HAS_SHIFT=has_shift, EXACT=triton_interpreting())
+    common = dict(QMAX=QMAX_OF_KIND[kind], OUT_KIND=kind, HAS_SHIFT=has_shift, EXACT=triton_interpreting())
     if SEG <= _MAX_SINGLE_PASS:
         seg_p2 = triton.next_power_of_2(SEG)
         rows = max(1, min(64, 4096 // seg_p2))  # ~4096 elements per program: short groups share one
@@ -159,7 +182,7 @@ def quantize_groups_triton(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Launch the fused kernel(s); arguments are already validated by the op. ``out_dtype``: fp8 or int8.
     ``native_e4m3=False`` builds e4m3fn codes with integer operations (the same bits), for GPUs before sm_89."""
-    kind = _E4M3_CODES if out_dtype == torch.float8_e4m3fn and not native_e4m3 else _KIND[out_dtype]
+    kind = _E4M3_CODES if out_dtype == torch.float8_e4m3fn and not native_e4m3 else OUT_KINDS[out_dtype]
     xc = x.contiguous()
     q = torch.empty(x.shape, dtype=torch.uint8 if kind == _E4M3_CODES else out_dtype, device=x.device)
     scale = torch.empty(scale_shape(x.shape, granularity, block_size), dtype=torch.float32, device=x.device)

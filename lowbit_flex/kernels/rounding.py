@@ -2,7 +2,8 @@
 int32 arithmetic and no libdevice call or conversion instruction.
 
 Why not the conversion instructions: Triton's interpreter rounds float32 -> fp8 incorrectly near powers of two (e.g.
-124.66 -> 64 instead of 128 in e4m3), while the GPU conversion (``cvt.rn.satfinite``) is exact RNE. Kernels that
+124.66 -> 64 instead of 128 in e4m3), and float32 -> bfloat16 by truncation, while the GPU conversions
+(``cvt.rn.satfinite``, ``cvt.rn.bf16``) are exact RNE. Kernels that
 must match the CPU reference bit for bit under ``TRITON_INTERPRET=1`` round with :func:`round_to_fp8_grid` first;
 the following ``.to(fp8)`` then only converts an exactly representable value, which the interpreter gets right too.
 """
@@ -40,6 +41,15 @@ def round_to_fp8_grid(x, MANT_BITS: tl.constexpr, MIN_NORMAL_EXP: tl.constexpr):
     sub = ((ax + MAGIC) - MAGIC).to(tl.int32, bitcast=True)
     mag = tl.where(ax < 2.0**MIN_NORMAL_EXP, sub, normal)
     return (mag | sign).to(tl.float32, bitcast=True)
+
+
+@triton.jit
+def round_to_16bit_grid(x, dtype: tl.constexpr):
+    """``x`` (float32, finite, within ``dtype``'s range) rounded to the nearest bfloat16 / float16 value, ties to
+    even; returns float32. For the interpreter, whose float32 -> bfloat16 cast truncates."""
+    if dtype == tl.bfloat16:
+        return round_to_fp8_grid(x, 7, -126)
+    return round_to_fp8_grid(x, 10, -14)
 
 
 @triton.jit

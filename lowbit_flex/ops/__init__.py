@@ -10,6 +10,7 @@ kernel) and the CUDA path, which imports its kernel lazily and dispatches betwee
 from lowbit_flex.ops.fp8_attention import fp8_attention
 from lowbit_flex.ops.fp8_weight_only_linear import fp8_weight_only_linear
 from lowbit_flex.ops.fpx_weight_only_linear import fpx_weight_only_linear
+from lowbit_flex.ops.lowbit_attention import lowbit_attention
 from lowbit_flex.ops.quantize_fp8 import quantize_fp8
 from lowbit_flex.ops.quantize_int8_blockwise import quantize_int8_blockwise
 from lowbit_flex.ops.quantize_int8_rowwise import quantize_int8_rowwise
@@ -21,6 +22,7 @@ __all__ = [
     "fp8_attention",
     "fp8_weight_only_linear",
     "fpx_weight_only_linear",
+    "lowbit_attention",
     "quantize_fp8",
     "quantize_int8_blockwise",
     "quantize_int8_rowwise",

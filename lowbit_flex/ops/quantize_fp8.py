@@ -45,7 +45,8 @@ def quantize_fp8(
         shift: optional ``(B, H, 1, D)`` float32 subtracted before quantizing (smooth-K).
 
     Returns ``(x_fp8, scale)``, both contiguous, with ``x_fp8.float() * scale`` (scale broadcast over its group,
-    see :func:`lowbit_flex.quant.fp8.dequantize`) approximating ``x - shift``. Inputs must be finite. On CUDA one
+    see :func:`lowbit_flex.quant.fp8.dequantize`) approximating ``x - shift``. Non-finite values do not enter
+    the scales and become NaN (see :mod:`lowbit_flex.quant.groups`). On CUDA one
     fused Triton kernel (two launches when a group is larger than one program: tensor/head scales); elsewhere this
     exact reference, which the kernel matches bit for bit.
     """
@@ -57,5 +58,5 @@ def quantize_fp8(
         # compile there): the kernel then builds the e4m3fn codes with integer operations, bit-identical.
         native_e4m3 = fp8_dtype != torch.float8_e4m3fn or has_fp8_mma(x.device)
         return quantize_groups_triton(x, granularity, block_size, fp8_dtype, shift, native_e4m3=native_e4m3)
-    y, scale = reference_scaled(x, granularity, block_size, shift, FP8_MAX[fp8_dtype])
+    y, scale = reference_scaled(x, granularity, block_size, shift, FP8_MAX[fp8_dtype], nonfinite_to_nan=True)
     return y.to(fp8_dtype), scale  # torch's float32 -> fp8 cast rounds to nearest even

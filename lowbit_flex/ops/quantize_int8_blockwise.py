@@ -26,7 +26,8 @@ def quantize_int8_blockwise(
     """Quantize ``x`` (float, ``(B, H, L, D)``) to int8 with float32 scales of shape ``(B, H, ceil(L/block_size))``.
 
     ``shift``: optional ``(B, H, 1, D)`` float32 subtracted first. Returns ``(xq, scale)``, both contiguous;
-    ``xq.float()`` times the scale of its block approximates ``x - shift`` with ``|error| <= scale / 2``. On CUDA one
+    ``xq.float()`` times the scale of its block approximates ``x - shift`` with ``|error| <= scale / 2``. Non-finite
+    values do not enter the scales; NaN becomes 0 and ±inf ±127 (see :mod:`lowbit_flex.quant.groups`). On CUDA one
     fused Triton kernel (the one behind ``quantize_fp8``); elsewhere this exact reference, matched bit for bit.
     """
     _check_args(x, block_size, shift)
@@ -34,5 +35,5 @@ def quantize_int8_blockwise(
         from lowbit_flex.kernels.quantize_groups import quantize_groups_triton
 
         return quantize_groups_triton(x, "block", block_size, torch.int8, shift)
-    y, scale = reference_scaled(x, "block", block_size, shift, 127.0)
+    y, scale = reference_scaled(x, "block", block_size, shift, 127.0, nonfinite_to_nan=False)
     return torch.round(y).to(torch.int8), scale

@@ -10,8 +10,14 @@ A *group* is the set of elements sharing one float32 scale. For attention tensor
 | ``"block"`` | ``block_size`` consecutive tokens of a head (last may be shorter) | ``(B, H, ceil(L/block_size))`` |
 
 Every group is a contiguous run of a contiguous ``x``, which is what lets one kernel serve all four.
-``scale = amax(|x - shift|) / qmax`` over the group (1.0 for an all-zero group), where ``shift`` is an optional
-``(B, H, 1, D)`` float32 tensor subtracted before quantizing (smooth-K: ``shift = k.mean(dim=-2, keepdim=True)``).
+``scale = amax(|x - shift|) / qmax`` over the group's *finite* values (1.0 for a group without a finite non-zero
+value), where ``shift`` is an optional ``(B, H, 1, D)`` float32 tensor subtracted before quantizing (smooth-K:
+``shift = k.mean(dim=-2, keepdim=True)``).
+
+Non-finite values: the amax ignores them, so a NaN or inf leaves the other elements of its group (in attention,
+the other 127 tokens of a 128-token block) quantized exactly as without it. The value itself becomes NaN in fp8
+(NaN and ±inf alike: e4m3fn has no inf, and NaN is what carries the signal on through attention) and, in int8,
+which has neither, 0 for NaN and ±qmax for ±inf.
 """
 
 from __future__ import annotations
@@ -67,7 +73,9 @@ def expand_scale(scale: torch.Tensor, shape: torch.Size, granularity: str, block
 
 
 def group_amax(xf: torch.Tensor, granularity: str, block_size: int) -> torch.Tensor:
+    """The amax of ``|xf|`` over each group, ignoring non-finite values (0 for a group of none)."""
     a = xf.abs()
+    a = torch.where(torch.isfinite(a), a, torch.zeros_like(a))
     if granularity == "tensor":
         return a.amax()
     if granularity == "head":
@@ -82,9 +90,19 @@ def group_amax(xf: torch.Tensor, granularity: str, block_size: int) -> torch.Ten
 
 
 def reference_scaled(
-    x: torch.Tensor, granularity: str, block_size: int, shift: torch.Tensor | None, qmax: float
+    x: torch.Tensor,
+    granularity: str,
+    block_size: int,
+    shift: torch.Tensor | None,
+    qmax: float,
+    *,
+    nonfinite_to_nan: bool,
+    reciprocal: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(y, scale)`` with ``y = clamp((x - shift) / scale, -qmax, qmax)`` in float32, before the final rounding.
+    Non-finite ``x - shift`` gives NaN with ``nonfinite_to_nan`` (fp8), else 0 for NaN and ±qmax for ±inf (int8).
+    ``reciprocal``: ``(x - shift) * (1 / scale)`` instead (the attention kernels' form: a multiply per element
+    where an IEEE divide would make the quantization compute-bound).
 
     The same float32 operations the kernel performs (subtract, amax, IEEE divide), so both round identically.
     Contiguous results whatever ``x``'s strides, as the kernels and the ops' fake impls give."""
@@ -93,5 +111,11 @@ def reference_scaled(
         xf = xf - shift
     scale = group_amax(xf, granularity, block_size) / qmax
     scale = torch.where(scale == 0, torch.ones_like(scale), scale)
-    y = (xf / expand_scale(scale, x.shape, granularity, block_size)).clamp_(-qmax, qmax)
+    expanded = expand_scale(scale, x.shape, granularity, block_size)
+    y = xf * (1.0 / expanded) if reciprocal else xf / expanded
+    y = y.clamp_(-qmax, qmax)  # NaN stays NaN
+    if nonfinite_to_nan:
+        y = torch.where(torch.isfinite(xf), y, torch.nan)  # ±inf was clamped to ±qmax
+    else:
+        y = torch.nan_to_num_(y, nan=0.0)
     return y, scale

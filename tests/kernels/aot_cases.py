@@ -102,25 +102,68 @@ def case_quantize_groups():
 
 
 def case_fp8_attention():
-    from lowbit_flex.kernels.fp8_attention import CONFIGS, fp8_attention_triton
+    # The format op on pre-quantized inputs: what its dispatch picks (the long and short tiles, TMA where sm_90 and
+    # the layout allow it, plain loads where the layout does not), both QKᵀ formats, both PV formats and head dims.
+    from lowbit_flex.kernels.fp8_attention import fp8_attention_triton
 
     if torch.cuda.get_device_capability() < (8, 9):
         return False  # fp8 MMA needs sm_89+: below it the op runs its reference and never launches this kernel
 
-    def run(qk_dtype, d, causal, pv_fp16, config=None, L=300):
+    def run(qk_dtype, d, causal, pv_fp16, L=300, v_dtype=torch.float8_e4m3fn, v_token_major=True):
         B, H, Hkv = 1, 4, 2
         q, k = torch.empty(B, H, L, d, dtype=qk_dtype), torch.empty(B, Hkv, L, d, dtype=qk_dtype)
-        v = torch.empty(B, Hkv, L, d, dtype=torch.float8_e4m3fn)
+        v = torch.empty(B, Hkv, L, d, dtype=v_dtype)
+        if v_dtype == torch.float8_e4m3fn and v_token_major:
+            v = torch.empty(B, Hkv, d, L, dtype=v_dtype).transpose(-1, -2)
         n = -(-L // 128)
-        qs, ks, vs = torch.empty(B, H, n), torch.empty(B, Hkv, n), torch.empty(B, Hkv)
-        fp8_attention_triton(q, k, v, qs, ks, vs, causal, None, torch.bfloat16, pv_fp16, config=config)
+        qs, ks = torch.empty(B, H, n), torch.empty(B, Hkv, n)
+        vs = torch.empty(B, Hkv) if v_dtype == torch.float8_e4m3fn else None  # a 16-bit v: the accurate mode
+        fp8_attention_triton(q, k, v, qs, ks, vs, causal, None, torch.bfloat16, pv_fp16)
 
-    for config in CONFIGS:  # every config once (the table picks among them)
-        run(torch.float8_e4m3fn, 128, False, False, config)
-    run(torch.float8_e4m3fn, 64, True, False)
+    run(torch.float8_e4m3fn, 128, False, False)
+    run(torch.float8_e4m3fn, 128, False, False, v_token_major=False)  # row-major fp8 v: TMA row-major descriptor
+    run(torch.float8_e4m3fn, 64, True, False, L=295)  # a ragged last key block
     run(torch.float8_e4m3fn, 64, False, False, L=50)  # the short-sequence pick
     run(torch.int8, 128, True, False)
     run(torch.float8_e4m3fn, 128, False, True)
+    # The accurate mode (P and V in 16 bits): both QKᵀ formats, both 16-bit v dtypes, both head dims and tiles.
+    run(torch.int8, 128, True, False, v_dtype=torch.bfloat16)
+    run(torch.float8_e4m3fn, 128, False, False, v_dtype=torch.bfloat16)
+    run(torch.int8, 64, False, False, v_dtype=torch.float16)
+    run(torch.float8_e4m3fn, 64, True, False, L=50, v_dtype=torch.float16)
+    # A v whose rows are not 16-byte aligned (row stride 65 fp8 bytes): plain loads even where TMA could run.
+    q, k = torch.empty(1, 2, 100, 64, dtype=torch.float8_e4m3fn), torch.empty(1, 2, 100, 64, dtype=torch.float8_e4m3fn)
+    v = torch.empty(1, 2, 100, 65, dtype=torch.float8_e4m3fn)[..., :64]
+    ones = torch.empty(1, 2, 1)
+    fp8_attention_triton(q, k, v, ones, ones, torch.empty(1, 2), False, None, torch.bfloat16, False)
+
+
+def case_lowbit_attention():
+    # lowbit::lowbit_attention's two launches (Q/K/V quantization in one pass, then attention) for every format
+    # pair, head dim and input dtype, the short-query tile, and every config of the table.
+    from lowbit_flex.kernels.fp8_attention import CONFIGS, fp8_attention_triton
+    from lowbit_flex.kernels.quantize_qkv import quantize_qkv_triton
+    from lowbit_flex.ops.lowbit_attention import QK_FORMATS, run_kernels
+
+    if torch.cuda.get_device_capability() < (8, 9):
+        return False  # no fp8 MMA: lowbit_attention runs SDPA there
+
+    def qkv(L, d, dtype=torch.bfloat16, Lq=None):
+        return torch.empty(1, 4, Lq or L, d, dtype=dtype), *(torch.empty(1, 2, L, d, dtype=dtype) for _ in range(2))
+
+    for qk in QK_FORMATS:
+        for pv in ("fp8", "fp16"):
+            for d in (64, 128):
+                run_kernels(*qkv(300, d), True, None, qk, pv, True, False)
+    run_kernels(*qkv(300, 128, torch.float16), False, None, "int8", "fp8", False, True)
+    run_kernels(*qkv(300, 64, torch.float32), False, None, "fp8", "fp16", True, False)
+    run_kernels(*qkv(300, 64, Lq=50), True, None, "fp8", "fp8", True, False)  # one 64-query tile
+    # Every config of the table (TMA ones as TMA on sm_90: the layouts here allow it), fp8 PV and 16-bit PV.
+    q, k, v = qkv(300, 128)
+    q8, qs, k8, ks, v8, vs = quantize_qkv_triton(q, k, v, torch.float8_e4m3fn, True, True)
+    for config in CONFIGS:
+        fp8_attention_triton(q8, k8, v8, qs, ks, vs, True, None, torch.bfloat16, False, config=config)
+        fp8_attention_triton(q8, k8, v, qs, ks, None, False, None, torch.bfloat16, False, config=config)
 
 
 def case_float_weight_only_linear():

@@ -115,6 +115,12 @@ def _fp8_attention(device):
     k, v = torch.randn(2, 1, 1, 130, 64, device=device).unbind(0)
     yield quantize_attention_inputs(q, k, v, "fp8"), {"causal": True}
     yield quantize_attention_inputs(q, k, v, "int8"), {"out_dtype": torch.float16, "pv_fp16_accum": True}
+    # The accurate mode: v in 16 bits, not quantized, v_scale None.
+    yield quantize_attention_inputs(q, k, v.bfloat16(), "int8", pv="fp16"), {"causal": True}
+    # No queries: an empty output.
+    _, k8, v8, _, ks, vs = quantize_attention_inputs(q, k, v, "fp8")
+    q0 = torch.empty(1, 2, 0, 64, device=device, dtype=torch.float8_e4m3fn)
+    yield (q0, k8, v8, torch.empty(1, 2, 0, device=device), ks, vs), {}
 
 
 def _fp8_attention_reference(device):
@@ -122,6 +128,16 @@ def _fp8_attention_reference(device):
     for args, kw in _fp8_attention(device):
         kw = {"causal": False, "out_dtype": torch.bfloat16, "pv_fp16_accum": False} | kw
         yield (*args, kw["causal"], 0.2, kw["out_dtype"], kw["pv_fp16_accum"]), {}
+
+
+def _lowbit_attention(device):
+    q = torch.randn(1, 4, 70, 64, device=device, dtype=torch.bfloat16)
+    k, v = torch.randn(2, 1, 2, 130, 64, device=device, dtype=torch.bfloat16).unbind(0)
+    yield (q, k, v), {"causal": True}  # GQA, ragged, Lq != Lk
+    yield (q.transpose(1, 2).contiguous().transpose(1, 2), k, v), {"qk": "int8", "pv": "fp16"}  # non-contiguous q
+    kx = torch.randn(1, 1, 1, 64, device=device, dtype=torch.float16).expand(1, 2, 130, 64)  # expanded: one key
+    yield (q.half(), kx, v.half()), {"scale": 0.2, "pv_fp16_accum": True, "smooth_k": False}
+    yield (q[:, :, :0], k, v), {}  # no queries: an empty output
 
 
 SAMPLES = {
@@ -133,6 +149,7 @@ SAMPLES = {
     "quantize_int8_blockwise": _quantize_int8_blockwise,
     "fp8_attention": _fp8_attention,
     "_fp8_attention_reference": _fp8_attention_reference,
+    "lowbit_attention": _lowbit_attention,
     "fp8_weight_only_linear": _fp8_weight_only_linear,
     "fpx_weight_only_linear": _fpx_weight_only_linear,
 }

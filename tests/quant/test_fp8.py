@@ -75,6 +75,39 @@ def test_int8_blockwise_definition_and_shift():
     assert bool((scale < s_plain).all())
 
 
+def _with_nonfinite(x):
+    """``x`` with a NaN, +inf and -inf in different groups of every granularity, and where they are."""
+    x = x.clone()
+    where = [(0, 0, 3, 2), (0, 1, 20, 5), (1, 2, 36, 0)]
+    for idx, val in zip(where, (float("nan"), float("inf"), -float("inf"))):
+        x[idx] = val
+    mask = torch.zeros(x.shape, dtype=torch.bool)
+    for idx in where:
+        mask[idx] = True
+    return x, mask
+
+
+@pytest.mark.parametrize("granularity, fp8_dtype", [
+    *((g, d) for g in GRANS for d in (torch.float8_e4m3fn, torch.float8_e5m2)), ("block", torch.int8),
+])  # fmt: skip
+def test_nonfinite_values_skip_the_scales(granularity, fp8_dtype):
+    # A NaN or inf leaves its group's other values exactly as without it (as if it were 0); itself it becomes NaN in
+    # fp8 (NaN and inf alike) and 0 / +-127 in int8 (int8 is quantized per block only).
+    x, mask = _with_nonfinite(torch.randn(2, 3, 37, 16))
+    if fp8_dtype == torch.int8:
+        q, s = quantize_int8_blockwise(x, 8)
+        q0, s0 = quantize_int8_blockwise(x.masked_fill(mask, 0.0), 8)
+    else:
+        q, s = quantize_fp8(x, granularity, 8, fp8_dtype)
+        q0, s0 = quantize_fp8(x.masked_fill(mask, 0.0), granularity, 8, fp8_dtype)
+    assert torch.equal(s, s0) and bool(torch.isfinite(s).all())
+    assert torch.equal(q.view(torch.uint8)[~mask], q0.view(torch.uint8)[~mask])
+    if fp8_dtype == torch.int8:
+        assert q[mask].tolist() == [0, 127, -127]
+    else:
+        assert bool(q[mask].float().isnan().all())
+
+
 @pytest.mark.parametrize("bad, kwargs, exc, match", [
     (torch.randint(0, 5, (2, 2, 4, 8), dtype=torch.int32), {}, TypeError, "x: expected dtype"),
     (torch.randn(2, 4, 8), {"granularity": "head"}, ValueError, "x: expected 4 dimensions"),
@@ -137,6 +170,25 @@ def test_triton_kernel_bit_exact_with_reference(
     assert q.dtype == out_dtype and q.shape == x.shape and s.shape == ref_s.shape
     torch.testing.assert_close(s.cpu(), ref_s, rtol=0, atol=0)
     assert torch.equal(q.cpu().view(torch.uint8), ref_q.view(torch.uint8))  # bit for bit, the sign of zero too
+
+
+@needs_kernel
+@pytest.mark.parametrize("two_pass", [False, True])
+@pytest.mark.parametrize("granularity, out_dtype, native_e4m3", KERNEL_CASES)
+def test_triton_kernel_nonfinite_bit_exact_with_reference(granularity, out_dtype, native_e4m3, two_pass, monkeypatch,
+                                                          request):  # fmt: skip
+    from lowbit_flex.kernels import quantize_groups as mod
+
+    if two_pass:
+        _force_two_pass(mod, monkeypatch, request)
+    x, _ = _with_nonfinite(torch.randn(2, 3, 37, 16))
+    if out_dtype == torch.int8:
+        ref_q, ref_s = quantize_int8_blockwise(x, 8)
+    else:
+        ref_q, ref_s = quantize_fp8(x, granularity, 8, out_dtype)
+    q, s = mod.quantize_groups_triton(x.to(kernel_device()), granularity, 8, out_dtype, None, native_e4m3)
+    torch.testing.assert_close(s.cpu(), ref_s, rtol=0, atol=0)
+    assert torch.equal(q.cpu().view(torch.uint8), ref_q.view(torch.uint8))  # NaN as 0x7F, as torch casts +NaN
 
 
 @needs_kernel

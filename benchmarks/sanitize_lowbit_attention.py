@@ -1,0 +1,57 @@
+"""Run ``lowbit::lowbit_attention``'s two kernels (Q/K/V quantization, attention) over ragged, GQA, causal and
+short shapes, with TMA and plain loads, for compute-sanitizer.
+
+    compute-sanitizer --tool memcheck python benchmarks/sanitize_lowbit_attention.py
+
+Each run writes a NaN-poisoned output, which is compared with the float64 reference of the same format
+(``reference_lowbit_attention``) within the output rounding plus P's e4m3 rounding flips. Exits 1 on any mismatch.
+"""
+
+from __future__ import annotations
+
+import itertools
+import sys
+
+import torch
+
+import lowbit_flex  # noqa: F401
+from lowbit_flex.kernels.fp8_attention import CONFIGS, fp8_attention_triton
+from lowbit_flex.kernels.quantize_qkv import quantize_qkv_triton
+from lowbit_flex.ops.lowbit_attention import QK_FORMATS, pv_16bit_dtype, reference_lowbit_attention
+
+# (H, Hkv, Lq, Lk, D): ragged keys and queries with GQA, one partial key block with short queries, one token.
+SHAPES = [(4, 2, 200, 300, 64), (2, 1, 50, 90, 128), (2, 2, 1, 1, 64)]
+# What the rule picks (the long and short tiles), each with TMA and with plain loads.
+PICKS = [c for c in CONFIGS if (c.num_warps == 8 and c.num_stages == 3) or c.block_m == 64]
+_EMPTY = torch.empty
+
+
+def _poisoned(*args, **kwargs):
+    t = _EMPTY(*args, **kwargs)
+    return t.fill_(float("nan")) if t.is_floating_point() else t.fill_(-128)
+
+
+def main() -> int:
+    torch.manual_seed(0)
+    torch.empty = _poisoned  # every allocation of the kernels' launchers (the references here use zeros / full)
+    bad = runs = 0
+    for (H, Hkv, Lq, Lk, D), qk, pv, causal in itertools.product(SHAPES, QK_FORMATS, ("fp8", "fp16"), (False, True)):
+        q = torch.randn(1, H, Lq, D, device="cuda", dtype=torch.bfloat16)
+        k, v = (torch.randn(1, Hkv, Lk, D, device="cuda", dtype=torch.bfloat16) for _ in range(2))
+        ref = reference_lowbit_attention(q.cpu(), k.cpu(), v.cpu(), causal, None, qk, pv, True, False)
+        q8, qs, k8, ks, v8, vs = quantize_qkv_triton(q, k, v, QK_FORMATS[qk], True, pv == "fp8")
+        v_in = v.to(pv_16bit_dtype(v.dtype)) if pv == "fp16" else v8
+        for config in PICKS:
+            out = fp8_attention_triton(q8, k8, v_in, qs, ks, vs, causal, None, q.dtype, False, config=config)
+            err = float((out.cpu().double() - ref.double()).norm() / ref.double().norm().clamp_min(1e-30))
+            runs += 1
+            if not err <= 1e-2:  # bf16 output rounding (4e-3) plus P rounding flips; NaN (unwritten) fails
+                bad += 1
+                print(f"MISMATCH {(H, Hkv, Lq, Lk, D)} {qk}/{pv} causal={causal} {config}: {err:.3e}")
+    torch.cuda.synchronize()
+    print(f"{runs} runs, {bad} mismatches")
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,149 @@
+"""``lowbit::lowbit_attention``: attention on bf16/fp16/fp32 ``q, k, v`` with low-bit QKᵀ (and PV), quantization
+included, in one op call.
+
+The format, on top of ``lowbit::fp8_attention``'s (see there for the softmax and P rounding):
+
+- ``q``: one scale per 128 query tokens: ``qk="fp8"`` e4m3, ``qk="int8"`` int8; ``scale = finite amax / qmax``
+  (1 when there is none), codes ``= rne(clamp(x · (1 / scale)))``, the reciprocal in float32.
+- ``k``: minus the smooth-K shift when ``smooth_k`` (the mean of the finite values of the head's first
+  ``min(Lk, 128)`` keys, float32; any vector shared by all keys cancels in softmax), then as ``q``, per 128 keys.
+- ``v``: ``pv="fp8"`` e4m3 per block of 128 keys, same rule; ``pv="fp16"`` (the accurate mode) not quantized, P
+  and V in the input's 16-bit dtype (bfloat16 for float32 inputs).
+- Output in ``q``'s dtype.
+
+On CUDA sm_89+: two launches, Q, K and V quantized in one pass (``kernels/quantize_qkv.py``), then the attention
+kernel of ``lowbit::fp8_attention``. On CPU the float64 reference below (exact up to accumulation order). Head
+dims other than 64/128 and CUDA GPUs before sm_89 run ``F.scaled_dot_product_attention`` instead (documented).
+Registered with ``torch.library.triton_op``, so compiled graphs launch both kernels from generated code.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from lowbit_flex._checks import FLOAT_DTYPES, check_tensor
+from lowbit_flex.kernels.arch import has_fp8_mma
+from lowbit_flex.ops.eager import needs_dispatcher
+from lowbit_flex.ops.fp8_attention import HEAD_DIMS, reference_fp8_attention
+from lowbit_flex.quant.fp8 import FP8_MAX, K_BLOCK, Q_BLOCK
+from lowbit_flex.quant.groups import reference_scaled
+
+QK_FORMATS = {"fp8": torch.float8_e4m3fn, "int8": torch.int8}  # qk= -> the dtype of q and k in QKᵀ
+PV_FORMATS = ("fp8", "fp16")
+
+
+def check_inputs(q, k, v, qk: str, pv: str, pv_fp16_accum: bool, scale: float | None = None) -> None:
+    if qk not in QK_FORMATS:
+        raise ValueError(f"qk: expected one of {tuple(QK_FORMATS)}, got {qk!r}")
+    if pv not in PV_FORMATS:
+        raise ValueError(f"pv: expected one of {PV_FORMATS}, got {pv!r}")
+    if pv_fp16_accum and pv != "fp8":
+        raise ValueError(f"pv_fp16_accum: only with pv='fp8' (it accumulates the fp8 PV product), got pv={pv!r}")
+    check_tensor("q", q, dtypes=FLOAT_DTYPES, ndim=4)
+    check_tensor("k", k, dtypes=(q.dtype,), ndim=4)
+    check_tensor("v", v, dtypes=(q.dtype,), ndim=4)
+    B, H, _, D = q.shape
+    if k.shape[0] != B or k.shape[3] != D or k.shape[1] == 0 or H % k.shape[1] != 0:
+        raise ValueError(f"k: expected shape (B={B}, Hkv, Lk, D={D}) with Hkv dividing H={H}, got {tuple(k.shape)}")
+    if v.shape != k.shape:
+        raise ValueError(f"v: expected shape {tuple(k.shape)} (the shape of k), got {tuple(v.shape)}")
+    if k.shape[2] == 0:  # no keys: softmax over nothing is undefined (Lq == 0 is an empty output)
+        raise ValueError(f"k: expected at least one key token (Lk > 0), got shape {tuple(k.shape)}")
+    if q.device != k.device or q.device != v.device:
+        raise ValueError(f"k, v: expected tensors on {q.device} (the device of q), got {k.device} and {v.device}")
+    if scale is not None and not (math.isfinite(scale) and scale > 0):
+        raise ValueError(f"scale: expected a positive finite float or None, got {scale}")
+
+
+def uses_lowbit_kernel(q: torch.Tensor) -> bool:
+    """False where ``lowbit_attention`` falls back to SDPA: head dims other than 64/128, CUDA GPUs before sm_89."""
+    if q.shape[-1] not in HEAD_DIMS:
+        return False
+    return q.device.type != "cuda" or has_fp8_mma(q.device)
+
+
+def pv_16bit_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype of V and P in the accurate mode (``pv="fp16"``): the input's own 16-bit dtype; bfloat16 for float32
+    inputs (float32's range: a float16 V could overflow)."""
+    return dtype if dtype in (torch.bfloat16, torch.float16) else torch.bfloat16
+
+
+def smooth_k_shift(k: torch.Tensor) -> torch.Tensor:
+    """``(B, Hkv, 1, D)`` float32: the mean of the finite values of the first ``min(Lk, 128)`` keys of each head."""
+    first = k[:, :, :K_BLOCK].float()
+    first = torch.where(torch.isfinite(first), first, torch.zeros_like(first))
+    return first.sum(dim=2, keepdim=True) / first.shape[2]
+
+
+def _quantize_blocks(x: torch.Tensor, dtype: torch.dtype, shift: torch.Tensor | None):
+    """Per-128-token quantization as the kernels do it (reciprocal multiply; see :func:`reference_scaled`)."""
+    qmax = 127.0 if dtype == torch.int8 else FP8_MAX[dtype]
+    y, scale = reference_scaled(x, "block", Q_BLOCK, shift, qmax, nonfinite_to_nan=dtype != torch.int8,
+                                reciprocal=True)  # fmt: skip
+    return (torch.round(y).to(dtype) if dtype == torch.int8 else y.to(dtype)), scale
+
+
+def reference_lowbit_attention(q, k, v, causal, scale, qk, pv, smooth_k, pv_fp16_accum) -> torch.Tensor:
+    """The format (module docstring) in float64 after the same quantization the kernels perform."""
+    dtype = QK_FORMATS[qk]
+    q8, qs = _quantize_blocks(q, dtype, None)
+    k8, ks = _quantize_blocks(k, dtype, smooth_k_shift(k) if smooth_k else None)
+    if pv == "fp16":
+        v8, vs = v.to(pv_16bit_dtype(v.dtype)), None
+    else:
+        v8, vs = _quantize_blocks(v, torch.float8_e4m3fn, None)
+    return reference_fp8_attention(q8, k8, v8, qs, ks, vs, causal, scale, q.dtype, pv_fp16_accum)
+
+
+def _lowbit_attention(q, k, v, causal, scale, qk, pv, smooth_k, pv_fp16_accum) -> torch.Tensor:
+    """The op's body (see :func:`lowbit_attention`), also called directly by :func:`lowbit_attention_eager`."""
+    check_inputs(q, k, v, qk, pv, pv_fp16_accum, scale)
+    if q.numel() == 0:  # no queries (or batch / heads): nothing to launch
+        return q.new_empty(q.shape)
+    if not uses_lowbit_kernel(q):
+        gqa = q.shape[1] != k.shape[1]
+        return F.scaled_dot_product_attention(q, k, v, is_causal=causal, scale=scale, enable_gqa=gqa)
+    if not q.is_cuda:
+        return reference_lowbit_attention(q, k, v, causal, scale, qk, pv, smooth_k, pv_fp16_accum)
+    return run_kernels(q, k, v, causal, scale, qk, pv, smooth_k, pv_fp16_accum)
+
+
+def run_kernels(q, k, v, causal, scale, qk, pv, smooth_k, pv_fp16_accum) -> torch.Tensor:
+    """The two launches of the CUDA path (also on CPU tensors under Triton's interpreter, for the tests)."""
+    from lowbit_flex.kernels.fp8_attention import fp8_attention_triton
+    from lowbit_flex.kernels.quantize_qkv import quantize_qkv_triton
+
+    q8, qs, k8, ks, v8, vs = quantize_qkv_triton(q, k, v, QK_FORMATS[qk], smooth_k, pv == "fp8")
+    if pv == "fp16":
+        v8 = v.to(pv_16bit_dtype(v.dtype))  # no copy for bf16/fp16 inputs
+    return fp8_attention_triton(q8, k8, v8, qs, ks, vs, causal, scale, q.dtype, pv_fp16_accum)
+
+
+@torch.library.triton_op("lowbit::lowbit_attention", mutates_args=())
+def lowbit_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    causal: bool = False,
+    scale: float | None = None,
+    qk: str = "fp8",
+    pv: str = "fp8",
+    smooth_k: bool = True,
+    pv_fp16_accum: bool = False,
+) -> torch.Tensor:
+    """Attention with low-bit QKᵀ (``qk``: ``"fp8"``/``"int8"``) and PV (``pv``: ``"fp8"``, or ``"fp16"``, the
+    accurate mode) on float ``q`` ``(B, H, Lq, D)`` and ``k``/``v`` ``(B, Hkv, Lk, D)``; see the module docstring.
+    The public entry point is :func:`lowbit_flex.attention.lowbit_attention`."""
+    return _lowbit_attention(q, k, v, causal, scale, qk, pv, smooth_k, pv_fp16_accum)
+
+
+def lowbit_attention_eager(q, k, v, causal, scale, qk, pv, smooth_k, pv_fp16_accum) -> torch.Tensor:
+    """``torch.ops.lowbit.lowbit_attention``, minus the custom-op dispatcher where it cannot change anything
+    (:func:`~lowbit_flex.ops.eager.needs_dispatcher`)."""
+    args = (q, k, v, causal, scale, qk, pv, smooth_k, pv_fp16_accum)
+    if needs_dispatcher(q):
+        return torch.ops.lowbit.lowbit_attention(*args)
+    return _lowbit_attention(*args)
