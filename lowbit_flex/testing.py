@@ -54,6 +54,18 @@ def assert_rel_error(out: torch.Tensor, ref: torch.Tensor, tol: float, name: str
     return err
 
 
+def assert_row_isolated(out: torch.Tensor, clean: torch.Tensor, row: tuple, *, row_nan: bool | None) -> None:
+    """Attention outputs ``(B, H, L, D)`` from an input with a non-finite value in query ``row`` (``(b, h, i)``) and
+    from the same input with that value 0: every other row equal bit for bit and finite; the row itself all NaN
+    (``row_nan=True``), all finite (``False``) or unchecked (``None``)."""
+    others = torch.ones(out.shape[:3], dtype=torch.bool)
+    others[row] = False
+    assert torch.equal(out[others], clean[others])
+    assert bool(torch.isfinite(out[others]).all())
+    if row_nan is not None:
+        assert bool(out[row].isnan().all() if row_nan else torch.isfinite(out[row]).all()), out[row]
+
+
 def assert_raises_eager_and_fake(op: Callable, kwargs: dict, exc: type[Exception], match: str) -> None:
     """``op(**kwargs)`` raises ``exc`` matching ``match`` eagerly and, when every tensor is on the CPU, also on fake
     tensors (what ``torch.compile`` and ``torch.export`` trace): the same check, the same message, both paths."""

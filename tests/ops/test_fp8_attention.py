@@ -6,7 +6,14 @@ import torch.nn.functional as F
 
 import lowbit_flex  # noqa: F401  (registers torch.ops.lowbit)
 from lowbit_flex.attention.lowbit_attention import quantize_attention_inputs
-from lowbit_flex.testing import assert_fully_written, assert_rel_error, kernel_device, poison_, rel_error
+from lowbit_flex.testing import (
+    assert_fully_written,
+    assert_rel_error,
+    assert_row_isolated,
+    kernel_device,
+    poison_,
+    rel_error,
+)
 
 OP = torch.ops.lowbit.fp8_attention
 
@@ -252,14 +259,11 @@ def test_nonfinite_query_stays_in_its_row(bad, qk, pv, path, monkeypatch):
         return mod.fp8_attention_triton(*(_to(a, kernel_device()) for a in args), True, None, torch.float32, False)
 
     out, clean = run(q_bad).cpu(), run(q_clean).cpu()
+    # Triton 3.9's interpreter reads e4m3fn NaN as 480: there the fp8 kernel's NaN row is not checked.
+    fp8_nan_checked = path == "reference" or kernel_device() == "cuda"
+    assert_row_isolated(out, clean, row, row_nan=False if qk == "int8" else True if fp8_nan_checked else None)
     others = torch.ones(out.shape[:3], dtype=torch.bool)
     others[row] = False
-    assert torch.equal(out[others], clean[others])
-    assert bool(torch.isfinite(out[others]).all())
-    if qk == "int8":
-        assert bool(torch.isfinite(out[row]).all())
-    elif path == "reference" or kernel_device() == "cuda":  # Triton 3.9's interpreter reads e4m3fn NaN as 480
-        assert bool(out[row].isnan().all()), out[row]
     ref = _attention_f64(q_clean, k, v, True)
     assert_rel_error(out[others], ref[others], 6e-2)
 
