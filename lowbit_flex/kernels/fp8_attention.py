@@ -144,6 +144,7 @@ def _fp8_attention_fwd(
             vs_max = tl.maximum(
                 vs_max, tl.max(tl.load(vs_base + j * stride_vsn, mask=j * K_SCALE_BLOCK < Lk, other=0.0))
             )
+        vs_max = tl.where(vs_max == 0.0, 1.0, vs_max)  # every block all zero (scale 0): acc stays 0
         vs_unit = P_SCALE * tl.math.div_rn(tl.zeros_like(vs_max) + 1.0, vs_max)
     # Key blocks [0, full_end) need no mask: inside the sequence and (causal) at or left of every row's diagonal.
     full_end = (Lk // BLOCK_N) * BLOCK_N

@@ -62,7 +62,7 @@ def _first_block_mean(k_base, Lk, stride_kn, stride_kd, D: tl.constexpr, BLOCK: 
 def _quantize_block(
     src, dst, scale_ptr, row0, Lk, stride_n, stride_d, dst_stride_n, dst_stride_d, shift,
     SHIFT: tl.constexpr, QMAX: tl.constexpr, KIND: tl.constexpr, EXACT: tl.constexpr,
-    D: tl.constexpr, BLOCK: tl.constexpr, CHUNK: tl.constexpr,
+    D: tl.constexpr, BLOCK: tl.constexpr, CHUNK: tl.constexpr, ZERO_SCALE_IF_EMPTY: tl.constexpr,
 ):  # fmt: skip
     """One block of ``BLOCK`` rows: the finite amax over its valid rows (first pass, from HBM), then the codes
     (second pass, the same rows again, from L2) and its float32 scale."""
@@ -76,7 +76,9 @@ def _quantize_block(
     scale = tl.math.div_rn(amax, tl.zeros_like(amax) + QMAX)
     scale = tl.where(scale == 0.0, 1.0, scale)
     inv = tl.math.div_rn(tl.zeros_like(scale) + 1.0, scale)
-    tl.store(scale_ptr, scale)
+    # v: an all-zero block (zero padding) stores scale 0, not 1: the attention kernel takes the head's largest v
+    # block scale as P's unit, and a 1 there would push every other block's P towards e4m3's subnormals.
+    tl.store(scale_ptr, tl.where(ZERO_SCALE_IF_EMPTY and amax == 0.0, 0.0, scale))
     offs_d = tl.arange(0, D)
     for c in tl.range(0, BLOCK, CHUNK, num_stages=2, loop_unroll_factor=1):
         rows = row0 + c + tl.arange(0, CHUNK)
@@ -107,7 +109,7 @@ def _quantize_qkv_kernel(
         q_base = Q + b.to(tl.int64) * stride_qb + h.to(tl.int64) * stride_qh
         _quantize_block(
             q_base, Q8 + bh.to(tl.int64) * Lq * D, QS + bh * NBLK_Q + blk, blk * BLOCK, Lq, stride_qm, stride_qd, D, 1,
-            zero, False, QMAX, KIND, EXACT, D, BLOCK, CHUNK,
+            zero, False, QMAX, KIND, EXACT, D, BLOCK, CHUNK, False,
         )  # fmt: skip
     if h % GROUP == 0 and blk < NBLK_K:
         hk = h // GROUP
@@ -119,13 +121,13 @@ def _quantize_qkv_kernel(
         # k8: (Lk, D) rows over L_PAD-row heads; v8: token-major, (D, L_PAD) per head.
         _quantize_block(
             k_base, K8 + bhk.to(tl.int64) * L_PAD * D, KS + bhk * NBLK_K + blk, blk * BLOCK, Lk, stride_kn, stride_kd,
-            D, 1, shift, SMOOTH_K, QMAX, KIND, EXACT, D, BLOCK, CHUNK,
+            D, 1, shift, SMOOTH_K, QMAX, KIND, EXACT, D, BLOCK, CHUNK, False,
         )  # fmt: skip
         if V_FP8:
             v_base = V + b.to(tl.int64) * stride_vb + hk.to(tl.int64) * stride_vh
             _quantize_block(
                 v_base, V8 + bhk.to(tl.int64) * D * L_PAD, VS + bhk * NBLK_K + blk, blk * BLOCK, Lk, stride_vn,
-                stride_vd, 1, L_PAD, zero, False, V_QMAX, 0, EXACT, D, BLOCK, CHUNK,
+                stride_vd, 1, L_PAD, zero, False, V_QMAX, 0, EXACT, D, BLOCK, CHUNK, True,
             )  # fmt: skip
 
 

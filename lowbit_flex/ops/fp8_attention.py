@@ -11,9 +11,10 @@ The format (fixed, so that kernel tiles align with scale blocks):
 - ``v``: ``(B, Hkv, Lk, D)`` ``float8_e4m3fn``, any strides (the kernel is fastest when the ``Lk`` axis is
   contiguous, i.e. ``v`` is a transposed view of a ``(B, Hkv, D, Lk)`` tensor: Hopper's fp8 MMA wants both
   operands K-major), scale ``v_scale`` ``()`` (per tensor), ``(B, Hkv)`` (per head) or ``(B, Hkv, ceil(Lk / 128))``
-  (per block of 128 key tokens, what ``lowbit::lowbit_attention`` quantizes in one pass). Or ``v`` in bfloat16 /
-  float16, not quantized, with ``v_scale=None``: the accurate mode (PV in 16 bits, see below). The PV format
-  follows the dtype of ``v``, as the QKᵀ variant follows the dtype of ``q``/``k``: a type, not a flag.
+  (per block of 128 key tokens, what ``lowbit::lowbit_attention`` quantizes in one pass; the largest block scale
+  sets P's range, so an all-zero block should carry scale 0, as that pass writes, not the quantizers' 1). Or ``v``
+  in bfloat16 / float16, not quantized, with ``v_scale=None``: the accurate mode (PV in 16 bits, see below). The PV
+  format follows the dtype of ``v``, as the QKᵀ variant follows the dtype of ``q``/``k``: a type, not a flag.
 - ``D`` ∈ {64, 128}; others raise ``ValueError`` (``lowbit_flex.attention.lowbit_attention`` falls back to SDPA).
 - ``Lq = 0`` gives an empty output; ``Lk = 0`` (softmax over no keys) is a ``ValueError`` naming ``k``.
 
@@ -115,6 +116,7 @@ def reference_fp8_attention(q, k, v, q_scale, k_scale, v_scale, causal, sm_scale
     if block_vs:  # acc in units of the head's largest block scale; float32 factors, as the kernel
         vs_blocks = v_scale.float().repeat_interleave(group, dim=1)  # (B, H, nblk)
         vs_max = vs_blocks.amax(dim=2, keepdim=True)[..., None]
+        vs_max = torch.where(vs_max == 0, torch.ones_like(vs_max), vs_max)  # every block all zero
         vs_unit = torch.tensor(ps, dtype=torch.float32) * (1.0 / vs_max)
     m = torch.full((B, H, Lq, 1), -math.inf, dtype=torch.float64, device=q.device)
     row_sum = torch.zeros_like(m)

@@ -7,7 +7,8 @@ The format, on top of ``lowbit::fp8_attention``'s (see there for the softmax and
   (1 when there is none), codes ``= rne(clamp(x · (1 / scale)))``, the reciprocal in float32.
 - ``k``: minus the smooth-K shift when ``smooth_k`` (the mean of the finite values of the head's first
   ``min(Lk, 128)`` keys, float32; any vector shared by all keys cancels in softmax), then as ``q``, per 128 keys.
-- ``v``: ``pv="fp8"`` e4m3 per block of 128 keys, same rule; ``pv="fp16"`` (the accurate mode) not quantized, P
+- ``v``: ``pv="fp8"`` e4m3 per block of 128 keys, same rule, except that an all-zero block has scale 0;
+  ``pv="fp16"`` (the accurate mode) not quantized, P
   and V in the input's 16-bit dtype (bfloat16 for float32 inputs).
 - Output in ``q``'s dtype.
 
@@ -29,7 +30,7 @@ from lowbit_flex.kernels.arch import has_fp8_mma
 from lowbit_flex.ops.eager import needs_dispatcher
 from lowbit_flex.ops.fp8_attention import HEAD_DIMS, reference_fp8_attention
 from lowbit_flex.quant.fp8 import FP8_MAX, K_BLOCK, Q_BLOCK
-from lowbit_flex.quant.groups import reference_scaled
+from lowbit_flex.quant.groups import group_amax, reference_scaled
 
 QK_FORMATS = {"fp8": torch.float8_e4m3fn, "int8": torch.int8}  # qk= -> the dtype of q and k in QKᵀ
 PV_FORMATS = ("fp8", "fp16")
@@ -86,6 +87,14 @@ def _quantize_blocks(x: torch.Tensor, dtype: torch.dtype, shift: torch.Tensor | 
     return (torch.round(y).to(dtype) if dtype == torch.int8 else y.to(dtype)), scale
 
 
+def quantize_v_blocks(v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """v in e4m3 per 128 keys, an all-zero block with scale 0 (not 1): the attention kernel takes the head's largest
+    block scale as P's unit, and a 1 from zero padding would push the other blocks' P into e4m3's subnormals."""
+    v8, vs = _quantize_blocks(v, torch.float8_e4m3fn, None)
+    empty = group_amax(v.float(), "block", K_BLOCK) == 0
+    return v8, torch.where(empty, torch.zeros_like(vs), vs)
+
+
 def reference_lowbit_attention(q, k, v, causal, scale, qk, pv, smooth_k, pv_fp16_accum) -> torch.Tensor:
     """The format (module docstring) in float64 after the same quantization the kernels perform."""
     dtype = QK_FORMATS[qk]
@@ -94,7 +103,7 @@ def reference_lowbit_attention(q, k, v, causal, scale, qk, pv, smooth_k, pv_fp16
     if pv == "fp16":
         v8, vs = v.to(pv_16bit_dtype(v.dtype)), None
     else:
-        v8, vs = _quantize_blocks(v, torch.float8_e4m3fn, None)
+        v8, vs = quantize_v_blocks(v)
     return reference_fp8_attention(q8, k8, v8, qs, ks, vs, causal, scale, q.dtype, pv_fp16_accum)
 
 

@@ -8,6 +8,7 @@ import lowbit_flex  # noqa: F401  (registers torch.ops.lowbit)
 from lowbit_flex.ops.lowbit_attention import (
     QK_FORMATS,
     _quantize_blocks,
+    quantize_v_blocks,
     reference_lowbit_attention,
     run_kernels,
     smooth_k_shift,
@@ -52,6 +53,7 @@ def test_quantize_qkv_writes_the_reference_codes(qk, Lk, smooth_k, v_fp8, monkey
     # kernel's smooth-K shift equals the reference's bit for bit, and so do the codes.
     q = torch.randn(2, 6, Lk + 60, 64).bfloat16()  # GQA: 2 query heads per kv head; more query blocks than key blocks
     k, v = (torch.randint(-64, 64, (2, 3, Lk, 64)).float().div(8).bfloat16() for _ in range(2))
+    v[0, 1, :128] = 0  # an all-zero v block: scale 0
     k[1, 2, Lk // 2, 7] = float("nan")  # ignored by the shift and the block scale; the key itself becomes NaN / 0
     q[0, 4, 3, 1] = float("inf")
     dev = kernel_device()
@@ -69,7 +71,7 @@ def test_quantize_qkv_writes_the_reference_codes(qk, Lk, smooth_k, v_fp8, monkey
     if not v_fp8:
         assert v8 is None and vs is None
         return
-    rv8, rvs = _quantize_blocks(v, torch.float8_e4m3fn, None)
+    rv8, rvs = quantize_v_blocks(v)
     assert v8.shape == v.shape and v8.stride(2) == 1  # token-major: the layout Hopper's fp8 PV MMA reads
     assert torch.equal(v8.cpu().view(torch.uint8), rv8.view(torch.uint8))
     assert torch.equal(vs.cpu(), rvs)
@@ -104,6 +106,22 @@ def test_kernels_match_reference_and_float64(H, Hkv, Lq, Lk, D, causal, qk, pv, 
     out_rounding = {_F32: 0.0, _BF16: 4e-3, _F16: 1e-3}[dtype]
     assert_rel_error(out, ref, out_rounding + 5e-3)
     assert_rel_error(out, _attention_f64(q, k, v, causal), 7e-2 if pv == "fp8" else 5e-2)
+
+
+@pytest.mark.parametrize("path", ["reference", pytest.param("kernel", marks=needs_kernel)])
+def test_zero_padded_small_v_keeps_its_precision(path, monkeypatch):
+    # v of magnitude 1e-3 with its last block zero (padding): with the quantizers' scale 1 for that block, the head's
+    # largest v scale would be 1 and every other block's P would fall into e4m3's subnormals (measured: 0.61 error).
+    q, k, v = _inputs(2, 2, 256, 512, 64, torch.float32)
+    v = v * 1e-3
+    v[:, :, 384:] = 0
+    if path == "reference":
+        out = reference_lowbit_attention(q, k, v, False, None, "fp8", "fp8", True, False)
+    else:
+        _poison_allocations(monkeypatch)
+        dev = kernel_device()
+        out = run_kernels(q.to(dev), k.to(dev), v.to(dev), False, None, "fp8", "fp8", True, False).cpu()
+    assert_rel_error(out, _attention_f64(q, k, v, False), 7e-2)
 
 
 # Issue 12's accuracy targets, on bf16 inputs (float64 attention on the same bf16 values), with its outlier model: a
