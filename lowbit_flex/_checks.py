@@ -6,6 +6,7 @@ raises the same ``TypeError``/``ValueError`` everywhere, naming the argument and
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -63,6 +64,12 @@ def check_same_device(**tensors: torch.Tensor | None) -> None:
     for n, t in items[1:]:
         if t.device != first.device:
             raise ValueError(f"{n}: expected a tensor on {first.device} (the device of {first_name}), got {t.device}")
+
+
+def check_softmax_scale(name: str, scale: float | None) -> None:
+    """An attention op's optional softmax scale: ``None`` (1/sqrt(D)) or a positive finite float."""
+    if scale is not None and not (math.isfinite(scale) and scale > 0):
+        raise ValueError(f"{name}: expected a positive finite float or None, got {scale}")
 
 
 def check_out_dtype(name: str, dtype: torch.dtype | None, allowed: Sequence[torch.dtype]) -> None:

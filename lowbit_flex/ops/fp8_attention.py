@@ -48,7 +48,7 @@ import math
 
 import torch
 
-from lowbit_flex._checks import check_out_dtype, check_same_device, check_shape, check_tensor
+from lowbit_flex._checks import check_out_dtype, check_same_device, check_shape, check_softmax_scale, check_tensor
 from lowbit_flex.kernels.arch import has_fp8_mma
 from lowbit_flex.ops.eager import needs_dispatcher
 from lowbit_flex.quant.fp8 import K_BLOCK, Q_BLOCK, p_scale
@@ -94,8 +94,7 @@ def _check_args(q, k, v, q_scale, k_scale, v_scale, causal, sm_scale, out_dtype,
             )
     check_same_device(q=q, k=k, v=v, q_scale=q_scale, k_scale=k_scale, v_scale=v_scale)
     check_out_dtype("out_dtype", out_dtype, OUT_DTYPES)
-    if sm_scale is not None and not (math.isfinite(sm_scale) and sm_scale > 0):
-        raise ValueError(f"sm_scale: expected a positive finite float or None, got {sm_scale}")
+    check_softmax_scale("sm_scale", sm_scale)
 
 
 def reference_fp8_attention(q, k, v, q_scale, k_scale, v_scale, causal, sm_scale, out_dtype, pv_fp16_accum):

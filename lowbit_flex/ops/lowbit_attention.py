@@ -20,12 +20,10 @@ Registered with ``torch.library.triton_op``, so compiled graphs launch both kern
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 
-from lowbit_flex._checks import FLOAT_DTYPES, check_tensor
+from lowbit_flex._checks import FLOAT_DTYPES, check_same_device, check_softmax_scale, check_tensor
 from lowbit_flex.kernels.arch import has_fp8_mma
 from lowbit_flex.ops.eager import needs_dispatcher
 from lowbit_flex.ops.fp8_attention import HEAD_DIMS, reference_fp8_attention
@@ -53,10 +51,8 @@ def check_inputs(q, k, v, qk: str, pv: str, pv_fp16_accum: bool, scale: float | 
         raise ValueError(f"v: expected shape {tuple(k.shape)} (the shape of k), got {tuple(v.shape)}")
     if k.shape[2] == 0:  # no keys: softmax over nothing is undefined (Lq == 0 is an empty output)
         raise ValueError(f"k: expected at least one key token (Lk > 0), got shape {tuple(k.shape)}")
-    if q.device != k.device or q.device != v.device:
-        raise ValueError(f"k, v: expected tensors on {q.device} (the device of q), got {k.device} and {v.device}")
-    if scale is not None and not (math.isfinite(scale) and scale > 0):
-        raise ValueError(f"scale: expected a positive finite float or None, got {scale}")
+    check_same_device(q=q, k=k, v=v)
+    check_softmax_scale("scale", scale)
 
 
 def uses_lowbit_kernel(q: torch.Tensor) -> bool:
