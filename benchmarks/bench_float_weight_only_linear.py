@@ -8,7 +8,8 @@ against float64 (``check``: the worst error over ``2^-7 * max|exact|``, "ok" whe
 the packed weight's bytes at the copy bandwidth measured now, over the module's time (1.0 = the memory floor).
 A second table: host microseconds per eager module call (no CUDA graph) at M = 1, next to bf16 ``nn.Linear``.
 
-``LOWBIT_BENCH_WO_M=1,16`` limits the M list.
+``LOWBIT_BENCH_WO_M=1,16`` limits the M list; ``LOWBIT_BENCH_WO_CANDIDATES=0`` times only the modules (what the
+dispatch table picks), not every backend and config.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from lowbit_flex.quant import E2M1_FN, E3M2_FN, from_fpx_bits, unpack_fpx_tiles
 
 MS = [1, 2, 4, 16, 64, 256, 1024, 4096]
 _ENV_MS = "LOWBIT_BENCH_WO_M"
+_ENV_CANDIDATES = "LOWBIT_BENCH_WO_CANDIDATES"
 _ROTATE_BYTES = 256 << 20
 # name -> (ebits, mbits, bytes per weight value)
 FORMATS = {"fp8": (4, 3, 1.0), "fp6": (3, 2, 0.75), "fp4": (2, 1, 0.5)}
@@ -69,12 +71,17 @@ def _candidates(M: int) -> dict:
 
         return f
 
+    from lowbit_flex.kernels.float_weight_tma import TMA_CONFIGS
+
     out = {}
     if M <= GEMV_MAX_M:
         out |= {f"gemv {c}": call(Backend.GEMV, c) for c in GEMV_CONFIGS}
     for c, cfg in DOT_CONFIGS.items():
         if (cfg.block_m == 16) == (M <= 16) or M == 64:
             out[f"dot {c}"] = call(Backend.DOT, c)
+    for c, cfg in TMA_CONFIGS.items():  # sm_90; 16-row tiles for decode sizes, the others from M = 64
+        if (cfg.block_m == 16) == (M <= 16) or M == 16:
+            out[f"tma {c}"] = call(Backend.TMA, c)
     if M >= 16:
         out["dequant_mm"] = call(Backend.DEQUANT_MM, "")
     return out
@@ -100,6 +107,7 @@ def run(bench: Bench) -> None:
             sets = lambda ms_, xs=xs: [(xs[i % len(xs)], m) for i, m in enumerate(ms_)]
             times = {"bf16 nn.Linear": bench.time(lambda x, m: m(x), *sets(lins))}
             extra: dict = {}
+            candidates = _candidates(M) if os.environ.get(_ENV_CANDIDATES, "1") != "0" else {}
             for f, (_, _, nbytes) in FORMATS.items():
                 mod = mods[f][0]
                 extra[f"check {f}"] = _check(mod(xs[0]), xs[0], w64[f])
@@ -108,13 +116,13 @@ def run(bench: Bench) -> None:
                 extra[f"backend {f}"] = f"{rule.backend.value} {rule.config}".strip()
                 if M <= 16:
                     extra[f"floor frac {f}"] = (N * K * nbytes) / (bw * 1e9) * 1e3 / times[f]
-                for label, fn in _candidates(M).items():
+                for label, fn in candidates.items():
                     extra[f"check {f} {label}"] = _check(fn(xs[0], mod), xs[0], w64[f])
                     times[f"{f} {label}"] = bench.time(fn, *sets(mods[f]))
             table.add({"K": K, "N": N, "M": M}, times, **extra)
             base = times["bf16 nn.Linear"]
-            print(f"  K={K} N={N} M={M}: " + " ".join(f"{k}={base / v:.2f}" for k, v in times.items() if k in FORMATS),
-                  flush=True)  # fmt: skip
+            # every method's ratio, so a run cut short still leaves its measurements in the log
+            print(f"  K={K} N={N} M={M}: " + " ".join(f"{k}={base / v:.2f}" for k, v in times.items()), flush=True)
             if M == 1:
                 x = xs[0]
                 us = {"bf16 nn.Linear": host_us(lins[0], x)} | {f: host_us(mods[f][0], x) for f in FORMATS}

@@ -1,4 +1,5 @@
-"""Llama-style decoding with a static KV cache: bf16 vs W4A8 (``quantize_(model, W4A8Config())``), tokens/s.
+"""Llama-style decoding with a static KV cache: bf16 vs W4A8 (``quantize_(model, W4A8Config())``) and the weight-only
+fp8 / fp6 / fp4 configs (``--weight-only``), tokens/s.
 
 Random weights with Llama-2-7B dimensions (no downloads); on a GPU the one-token decode step runs under
 ``torch.compile(mode="reduce-overhead")`` (CUDA graphs). ``--tiny`` runs a two-layer model on CPU in seconds.
@@ -24,6 +25,7 @@ from torch import nn
 
 import lowbit_flex
 from lowbit_flex import W4A8Config
+from lowbit_flex.nn import FP8WeightOnlyConfig, FPxWeightOnlyConfig
 
 
 @dataclass(frozen=True)
@@ -184,22 +186,37 @@ def tokens_per_s(
     return (n_new - 1) / seconds, tokens
 
 
+# Weight-only formats the example can compare (``--weight-only``): name -> quantize_ config.
+WEIGHT_ONLY = {
+    "fp8": FP8WeightOnlyConfig(),
+    "fp6": FPxWeightOnlyConfig(3, 2),  # e3m2
+    "fp4": FPxWeightOnlyConfig(2, 1),  # e2m1
+}
+
+
 def compare(
-    args: ModelArgs, device: str, n_new: int, compile: bool, group_sizes: tuple[int | None, ...] = (None,)
+    args: ModelArgs,
+    device: str,
+    n_new: int,
+    compile: bool,
+    group_sizes: tuple[int | None, ...] = (None,),
+    weight_only: tuple[str, ...] = (),
 ) -> dict:
-    """bf16, then for each group size (None: per channel) the same model quantized in place to W4A8 (the bf16
-    weights of each layer are freed as it is quantized). Keys: ``bf16 tok/s`` and, per W4A8 model ``w4a8`` /
-    ``w4a8 g<size>``, ``<name> tok/s``, ``<name> speed-up`` and ``<name> same tokens``."""
+    """bf16, then for each group size (None: per channel) the same model quantized in place to W4A8, and for each
+    ``weight_only`` format (:data:`WEIGHT_ONLY`) to that weight-only config (the bf16 weights of each layer are
+    freed as it is quantized). Keys: ``bf16 tok/s`` and, per quantized model ``w4a8`` / ``w4a8 g<size>`` /
+    ``fp8`` ..., ``<name> tok/s``, ``<name> speed-up`` and ``<name> same tokens``."""
     result: dict[str, float] = {}
     bf16_tokens = None
-    for g in group_sizes:
+    runs = [("w4a8" if g is None else f"w4a8 g{g}", W4A8Config(g)) for g in group_sizes]
+    runs += [(f, WEIGHT_ONLY[f]) for f in weight_only]
+    for name, config in runs:
         model = build_model(args, device)  # seeded: the same weights each time
         if bf16_tokens is None:
             result["bf16 tok/s"], bf16_tokens = tokens_per_s(model, args, device, n_new, compile)
-        lowbit_flex.quantize_(model, W4A8Config(g))
+        lowbit_flex.quantize_(model, config)
         torch._dynamo.reset()  # a new model: recompile and re-capture
         tps, tokens = tokens_per_s(model, args, device, n_new, compile)
-        name = "w4a8" if g is None else f"w4a8 g{g}"
         result[f"{name} tok/s"], result[f"{name} speed-up"] = tps, tps / result["bf16 tok/s"]
         # Random weights give near-flat logits, so greedy tokens diverge quickly: informational only.
         result[f"{name} same tokens"] = float((bf16_tokens[:, 8:] == tokens[:, 8:]).float().mean())
@@ -215,11 +232,12 @@ def main() -> None:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--tokens", type=int, default=64)
     p.add_argument("--group-sizes", type=int, nargs="*", default=[], help="W4A8 group sizes (always: per channel)")
+    p.add_argument("--weight-only", nargs="*", default=[], choices=sorted(WEIGHT_ONLY), help="weight-only formats")
     p.add_argument("--no-compile", action="store_true", help="run eagerly (the default on CPU)")
     a = p.parse_args()
     args = TINY if a.tiny else LLAMA2_7B
     groups = (None, *a.group_sizes)
-    result = compare(args, a.device, a.tokens, a.device == "cuda" and not a.no_compile, groups)
+    result = compare(args, a.device, a.tokens, a.device == "cuda" and not a.no_compile, groups, tuple(a.weight_only))
     print(" | ".join(f"{k}: {v:.3g}" for k, v in result.items()))
 
 

@@ -111,6 +111,16 @@ def ensure_triton_allocator() -> None:
         triton.set_allocator(lambda size, alignment, stream: torch.empty(size, dtype=torch.int8, device="cuda"))
 
 
+def tma_base_aligned(*tensors: torch.Tensor) -> bool:
+    """16-byte aligned data pointers (TMA's requirement); a traced (fake) tensor has no address: its storage offset
+    decides (allocations are 16-byte aligned)."""
+    for t in tensors:
+        base = t.data_ptr() if type(t) is torch.Tensor else t.storage_offset() * t.element_size()
+        if base % 16:
+            return False
+    return True
+
+
 def _hooked(hook) -> bool:
     # None, or a HookChain whose list of calls may be empty (Triton 3.6+).
     return hook is not None and bool(getattr(hook, "calls", True))

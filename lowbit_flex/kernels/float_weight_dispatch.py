@@ -18,8 +18,15 @@ from typing import NamedTuple
 import torch
 import triton
 
-from lowbit_flex.kernels.arch import has_fp8_mma, sm_count, triton_interpreting
-from lowbit_flex.kernels.common import PlanLaunch, cached_plan, reduce_split_k, split_k_blocks
+from lowbit_flex.kernels.arch import capability, has_fp8_mma, sm_count, triton_interpreting
+from lowbit_flex.kernels.common import (
+    PlanLaunch,
+    cached_plan,
+    ensure_triton_allocator,
+    reduce_split_k,
+    split_k_blocks,
+    tma_base_aligned,
+)
 from lowbit_flex.kernels.float_weight_decode import dec_scale, planes_asm
 from lowbit_flex.kernels.float_weight_dequant import (
     DEQUANT_BLOCK_N,
@@ -29,11 +36,13 @@ from lowbit_flex.kernels.float_weight_dequant import (
 )
 from lowbit_flex.kernels.float_weight_gemv import GEMV_CONFIGS, GEMV_MAX_M, _float_weight_gemv_kernel
 from lowbit_flex.kernels.float_weight_only_linear import DOT_CONFIGS, DotConfig, _float_weight_dot_kernel
+from lowbit_flex.kernels.float_weight_tma import TMA_CONFIGS, TmaConfig, _float_weight_tma_kernel
 
 
 class Backend(enum.Enum):
     GEMV = "gemv"  # kernels/float_weight_gemv.py: M <= GEMV_MAX_M, CUDA-core FMA
     DOT = "dot"  # kernels/float_weight_only_linear.py: any M, tensor cores, decode fused
+    TMA = "tma"  # kernels/float_weight_tma.py: sm_90, TMA-fed tensor-core tiles, decode fused
     DEQUANT_MM = "dequant_mm"  # kernels/float_weight_dequant.py, then cuBLAS (torch.addmm)
 
 
@@ -45,34 +54,59 @@ class Rule:
     bits: tuple[int, ...] = (4, 6, 8)  # weight widths it applies to
 
 
-# Measured on an H200 (benchmarks/bench_float_weight_only_linear.py, 2026-12-01, CUDA graphs, weights rotated past
-# L2; geometric mean over 4096², 4096×14336, 14336×4096, 8192² of bf16 nn.Linear time / module time; the full
-# tables are in docs/measurements/h200_run11_weight_only.md):
+# Measured on an H200 (benchmarks/bench_float_weight_only_linear.py, CUDA graphs, weights rotated past L2; geometric
+# mean over 4096², 4096×14336, 14336×4096, 8192² of bf16 nn.Linear time / module time; the full tables are in
+# docs/measurements/h200_run11_weight_only.md (2026-12-01) and h200_run18_weight_only_tma.md (2026-12-02)):
 # - M = 1: the 4-row, 1024-code-step GEMV for fp4 (1.68x) and fp6 (1.43x); fp8 the swap-AB 16x128 tensor-core tile
 #   (1.24x; the GEMV 1.11x).
-# - M <= 16: fp8 the 16x64 tile (1.48x at M = 16; swap-AB 1.32x), fp4 / fp6 the swap-AB 16x128 tile (1.37x /
-#   0.90x at M = 16, against 0.97x / 0.63x for the 16x64 tile: the decoded weight feeds WGMMA from registers).
-# - M <= 64: the same tiles for fp8 (0.65x) and fp4 (0.54x); fp6 dequantize + cuBLAS (0.39x).
-# - Larger M: dequantize + cuBLAS for every format (M = 256: 0.53-0.57x, 1024: 0.82x, 4096: 0.94-0.98x); the
-#   fused 128x128 tiles reached 0.24-0.64x.
+# - M <= 16: fp8 the 16x64 tile (1.46x at M = 16), fp4 the swap-AB 16x128 tile (1.34x), fp6 the TMA 16-row tile
+#   (0.96x; the swap-AB pointer tile 0.88x).
+# - M <= 64: fp8 the 16x64 tile (0.65x; TMA 64x64 0.66x); fp4 / fp6 the TMA 64x128 tile (0.86x / 0.76x, against
+#   0.54x / 0.39x before).
+# - M <= 256: the TMA 256x128 tile for every format (0.71x / 0.76x / 0.83x, against dequantize + cuBLAS 0.52-0.57x).
+# - M <= 1024: fp4 the same tile (0.87x; dequantize + cuBLAS 0.84x); fp8 / fp6 dequantize + cuBLAS (0.84x / 0.81x).
+# - Larger M: dequantize + cuBLAS for every format (M = 4096: 0.94-0.95x).
+# TMA rules need sm_90 and TMA-aligned operands (tma_supported); otherwise the next matching rule applies, which is
+# the table as it was before the TMA kernel. Why the TMA tiles stop short of bf16: Triton 3.6 splits a dot whose
+# weight operand is in registers into 16-wide pieces with waits between them, and ptxas then serializes every
+# WGMMA (its warning C7515); docs/float_quantization.md has the details.
 DISPATCH_TABLE: tuple[Rule, ...] = (
     Rule(Backend.GEMV, "gemv_4x4x8", max_m=1, bits=(4, 6)),
     Rule(Backend.DOT, "dot_16x128x1_swap", max_m=1, bits=(8,)),
+    Rule(Backend.TMA, "tma_16x128x1_swap", max_m=16, bits=(6,)),
     Rule(Backend.DOT, "dot_16x64x2", max_m=64, bits=(8,)),
     Rule(Backend.DOT, "dot_16x128x1_swap", max_m=16, bits=(4, 6)),
+    Rule(Backend.TMA, "tma_64x128x1_swap", max_m=64, bits=(4, 6)),
     Rule(Backend.DOT, "dot_16x128x1_swap", max_m=64, bits=(4,)),
+    Rule(Backend.TMA, "tma_256x128x1_swap", max_m=256),
+    Rule(Backend.TMA, "tma_256x128x1_swap", max_m=1024, bits=(4,)),
     Rule(Backend.DEQUANT_MM),
 )
 
 
 @functools.lru_cache(maxsize=256)
-def choose(bits: int, M: int) -> Rule:
-    """The first rule of :data:`DISPATCH_TABLE` for this width and M."""
+def choose(bits: int, M: int, tma: bool = True) -> Rule:
+    """The first rule of :data:`DISPATCH_TABLE` for this width and M; ``tma``: whether the call can take the TMA
+    kernel (:func:`tma_supported`), else its rules are passed over."""
     for rule in DISPATCH_TABLE:
         fits = rule.max_m is None or rule.max_m >= M
-        if fits and bits in rule.bits and not (rule.backend is Backend.GEMV and GEMV_MAX_M < M):
+        if (rule.backend is Backend.GEMV and GEMV_MAX_M < M) or (rule.backend is Backend.TMA and not tma):
+            continue
+        if fits and bits in rule.bits:
             return rule
     raise AssertionError("the last rule takes every shape")
+
+
+def tma_supported(device: torch.device, bits: int, stride_xm: int, x_size: int, stride_wn: int, bases: bool) -> bool:
+    """Whether the TMA kernel can read ``x`` and ``w``: sm_90+ (or the interpreter), 16-byte aligned row strides
+    (``x``'s of ``x_size``-byte values; ``w``'s of bytes for fp8, int32 words for fp4 / fp6) and bases (``bases``,
+    checked per call); unit last strides are the caller's."""
+    if device.type == "cuda":
+        arch_ok = capability(device) >= (9, 0)
+    else:  # the interpreter, or lowbit_flex.triton_aot's CPU stand-ins (it patches get_device_capability)
+        arch_ok = triton_interpreting() or torch.cuda.get_device_capability() >= (9, 0)
+    w_size = 1 if bits == 8 else 4
+    return arch_ok and bases and stride_xm * x_size % 16 == 0 and stride_wn * w_size % 16 == 0
 
 
 def fp8_native_supported(device: torch.device) -> bool:
@@ -122,6 +156,29 @@ def _plan(
     return _Plan(splits, per_split * config.block_k, scale, PlanLaunch(kernel, grid, meta))
 
 
+@functools.lru_cache(maxsize=1024)
+def _tma_plan(
+    device: torch.device, config: TmaConfig, M: int, N: int, K: int, ebits: int, mbits: int, stride_xm: int,
+    stride_wn: int, has_bias: bool,
+) -> _Plan:  # fmt: skip
+    """The TMA kernel's launch for one shape key (fp8 only with the hardware conversion: ``DEC_SCALE`` 1)."""
+    bits = 1 + ebits + mbits
+    step = config.block_k if bits == 8 else 1
+    k_blocks = triton.cdiv(triton.cdiv(K, 128), step)
+    out_tiles = triton.cdiv(N, config.block_n) * triton.cdiv(M, config.block_m)
+    splits, per_split = split_k_blocks(k_blocks, out_tiles, config.split_k, config.programs_per_sm, sm_count(device))
+    asm, cons = _asm(bits, mbits, False)
+    scale = dec_scale(ebits, bits == 8)
+    meta = dict(
+        BITS=bits, MBITS=mbits, DEC_SCALE=scale, ASM=asm, CONS=cons, BLOCK_M=config.block_m, BLOCK_N=config.block_n,
+        STEP_TILES=step, GROUP_M=config.group_m, SPLIT_PARTIALS=splits > 1, HAS_BIAS=has_bias,
+        SWAP_AB=config.swap_ab, UPCAST_DOT=triton_interpreting(), JOIN_PLANES=config.join_planes,
+        num_warps=config.num_warps,
+        num_stages=config.num_stages,
+    )  # fmt: skip
+    return _Plan(splits, per_split * step, scale, PlanLaunch(_float_weight_tma_kernel, (out_tiles, splits), meta))
+
+
 @functools.lru_cache(maxsize=256)
 def _dequant_plan(N: int, K: int, ebits: int, mbits: int, native_fp8: bool, stride_wn: int) -> PlanLaunch:
     bits = 1 + ebits + mbits
@@ -167,23 +224,33 @@ class _Route(NamedTuple):
 
 @functools.lru_cache(maxsize=1024)
 def _route(
-    device: torch.device, M: int, N: int, K: int, ebits: int, mbits: int, stride_xm: int, stride_wn: int,
-    has_bias: bool, backend: Backend | None, config: str | DotConfig | None,
+    device: torch.device, M: int, N: int, K: int, ebits: int, mbits: int, stride_xm: int, x_size: int,
+    stride_wn: int, bases_aligned: bool, has_bias: bool, backend: Backend | None, config: str | DotConfig | None,
 ) -> _Route:  # fmt: skip
     """Every decision of a call, made once per shape key: the backend and config (the table's, unless forced), the
-    fp8 decode form, the launch plan. An eager decode step then pays one cache lookup."""
+    fp8 decode form, the launch plan. An eager decode step then pays one cache lookup.
+    ``bases_aligned``: whether ``x`` and ``w`` start at 16-byte aligned addresses (TMA)."""
     bits = 1 + ebits + mbits
-    if backend is None:
-        rule = choose(bits, M) if M else Rule(Backend.DOT, "dot_16x64x2")  # M = 0: nothing is launched
-        backend, config = rule.backend, rule.config
     native = bits == 8 and fp8_native_supported(device)
+    tma = native or bits != 8  # the TMA kernel converts fp8 in hardware only
+    tma = tma and tma_supported(device, bits, stride_xm, x_size, stride_wn, bases_aligned)
+    if backend is None:
+        rule = choose(bits, M, tma) if M else Rule(Backend.DOT, "dot_16x64x2")  # M = 0: nothing is launched
+        backend, config = rule.backend, rule.config
     if backend is Backend.DEQUANT_MM:
         return _Route(backend, native, None)
     if backend is Backend.GEMV and GEMV_MAX_M < M:
         raise ValueError(f"backend: the GEMV takes at most {GEMV_MAX_M} rows, got M={M}")
-    cfg = (GEMV_CONFIGS if backend is Backend.GEMV else DOT_CONFIGS)[config] if isinstance(config, str) else config
-    plan = _plan(device, backend, cfg, M, N, K, ebits, mbits, native, stride_xm, stride_wn, N, has_bias) if M else None
-    return _Route(backend, native, plan)
+    if backend is Backend.TMA and not tma:
+        raise ValueError("backend: the TMA kernel needs sm_90 and 16-byte aligned rows and bases of x and w")
+    configs = {Backend.GEMV: GEMV_CONFIGS, Backend.DOT: DOT_CONFIGS, Backend.TMA: TMA_CONFIGS}[backend]
+    cfg = configs[config] if isinstance(config, str) else config
+    if not M:
+        return _Route(backend, native, None)
+    if backend is Backend.TMA:
+        return _Route(backend, native, _tma_plan(device, cfg, M, N, K, ebits, mbits, stride_xm, stride_wn, has_bias))
+    return _Route(backend, native, _plan(device, backend, cfg, M, N, K, ebits, mbits, native, stride_xm, stride_wn, N,
+                                         has_bias))  # fmt: skip
 
 
 def float_weight_only_linear_cuda(
@@ -208,8 +275,8 @@ def float_weight_only_linear_cuda(
     M = x2.shape[0]
     # int(): under torch.compile with dynamic shapes these are SymInts; the route is per concrete shape (a guard).
     route = cached_plan(
-        _route, x.device, int(M), int(N), int(K), ebits, mbits, int(x2.stride(0)), int(w.stride(0)),
-        bias is not None, backend, config,
+        _route, x.device, int(M), int(N), int(K), ebits, mbits, int(x2.stride(0)), x2.element_size(),
+        int(w.stride(0)), tma_base_aligned(x2, w), bias is not None, backend, config,
     )  # fmt: skip
     w = _kernel_weight(w, ebits, mbits, route.native_fp8)
     if route.backend is Backend.DEQUANT_MM:
@@ -222,10 +289,13 @@ def float_weight_only_linear_cuda(
         return out.view(*x.shape[:-1], N)
     part = torch.empty((plan.splits, M, N), dtype=torch.float32, device=x.device) if plan.splits > 1 else out
     any_ptr = w_scale  # a valid pointer for operands a constexpr switch leaves unread
-    plan.launch(
-        x2, w, w_scale, any_ptr if bias is None else bias, out, part, M, N, K, x2.stride(0), w.stride(0), N,
-        plan.tiles_per_split,
-    )  # fmt: skip
+    b = any_ptr if bias is None else bias
+    if route.backend is Backend.TMA:
+        ensure_triton_allocator()  # device-side descriptors live in a per-launch global scratch buffer
+        plan.launch(x2, w, w_scale, b, out, part, M, N, K, w.shape[1], x2.stride(0), w.stride(0), N,
+                    plan.tiles_per_split)  # fmt: skip
+    else:
+        plan.launch(x2, w, w_scale, b, out, part, M, N, K, x2.stride(0), w.stride(0), N, plan.tiles_per_split)
     if plan.splits > 1:
         reduce_split_k(part, out, w_scale, bias, post_scale=plan.dec_scale)
     return out.view(*x.shape[:-1], N)

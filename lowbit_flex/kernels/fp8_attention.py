@@ -17,7 +17,13 @@ import triton
 import triton.language as tl
 
 from lowbit_flex.kernels.arch import triton_interpreting
-from lowbit_flex.kernels.common import LaunchConfig, PlanLaunch, cached_plan, ensure_triton_allocator
+from lowbit_flex.kernels.common import (
+    LaunchConfig,
+    PlanLaunch,
+    cached_plan,
+    ensure_triton_allocator,
+    tma_base_aligned,
+)
 from lowbit_flex.kernels.rounding import round_to_16bit_grid, to_e4m3
 from lowbit_flex.quant.fp8 import K_BLOCK, Q_BLOCK, p_scale
 
@@ -246,16 +252,6 @@ def _tma_layout(k_strides: tuple, v_strides: tuple, v_size: int) -> int:
     return 2 if v_strides[2] == 1 and aligned(v_strides, 2, v_size) else 0
 
 
-def _base_aligned(*tensors: torch.Tensor) -> bool:
-    """16-byte aligned data pointers (TMA's requirement); a traced (fake) tensor has no address: its storage offset
-    decides (allocations are 16-byte aligned)."""
-    for t in tensors:
-        base = t.data_ptr() if type(t) is torch.Tensor else t.storage_offset() * t.element_size()
-        if base % 16:
-            return False
-    return True
-
-
 def fp8_attention_triton(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -294,7 +290,7 @@ def fp8_attention_triton(
         *q.stride(), *k.stride(), *v.stride(), *out.stride(), *q_scale.stride(), *k_scale.stride(), *vs_strides,
     )  # fmt: skip
     launch = cached_plan(
-        _launch_plan, B, H, Lq, D, causal, pv_16bit, pv_fp16_accum, v_block_scales, _base_aligned(k, v),
+        _launch_plan, B, H, Lq, D, causal, pv_16bit, pv_fp16_accum, v_block_scales, tma_base_aligned(k, v),
         v.element_size(), config, *ints,
     )  # fmt: skip
     vs = k_scale if pv_16bit else v_scale  # a placeholder pointer with a 16-bit v, never read (AOT takes no None)

@@ -14,8 +14,9 @@ def example():
 
 
 def test_tiny_compare_runs(example):
-    result = example.compare(example.TINY, "cpu", n_new=4, compile=False, group_sizes=(None, 32))
-    names = ("w4a8", "w4a8 g32")
+    result = example.compare(example.TINY, "cpu", n_new=4, compile=False, group_sizes=(None, 32),
+                             weight_only=("fp8", "fp6", "fp4"))  # fmt: skip
+    names = ("w4a8", "w4a8 g32", "fp8", "fp6", "fp4")
     assert set(result) == {"bf16 tok/s"} | {f"{n} {k}" for n in names for k in ("tok/s", "speed-up", "same tokens")}
     assert result["bf16 tok/s"] > 0 and all(result[f"{n} tok/s"] > 0 for n in names)
     assert all(0 <= result[f"{n} same tokens"] <= 1 for n in names)

@@ -173,6 +173,7 @@ def case_float_weight_only_linear():
     import lowbit_flex.kernels.float_weight_dispatch as d
     from lowbit_flex.kernels.float_weight_gemv import GEMV_CONFIGS
     from lowbit_flex.kernels.float_weight_only_linear import DOT_CONFIGS
+    from lowbit_flex.kernels.float_weight_tma import TMA_CONFIGS
     from lowbit_flex.quant import tile_words_per_row
 
     # sm_80 has no e4m3 conversion instruction: the dispatch picks the bit decode there (the launch runs on CPU
@@ -187,16 +188,19 @@ def case_float_weight_only_linear():
 
     formats = ((4, 3), (3, 2), (2, 3), (2, 1))
     plans = [(d.Backend.GEMV, c, 1) for c in GEMV_CONFIGS] + [(d.Backend.DOT, c, 40) for c in DOT_CONFIGS]
+    if torch.cuda.get_device_capability() >= (9, 0):  # the TMA kernel: sm_90 only
+        plans += [(d.Backend.TMA, c, 200) for c in TMA_CONFIGS]
     for backend, config, m in plans:
+        ragged_k = 1008 if backend is d.Backend.TMA else 1000  # TMA: 16-byte rows (fp8: K % 16 == 0)
         for ebits, mbits in formats:
             for n, k, dtype, bias in ((512, 1024, torch.bfloat16, True), (16, 4096, torch.float16, False)):
                 x, s = torch.empty(m, k, dtype=dtype), torch.empty(n)
                 b = torch.empty(n, dtype=dtype) if bias else None
                 d.float_weight_only_linear_cuda(x, weight(ebits, mbits, n, k), s, b, ebits, mbits, backend=backend,
                                                 config=config)  # fmt: skip
-            x = torch.empty(m, 1000, dtype=torch.bfloat16)  # K not a whole number of 128-code tiles
-            d.float_weight_only_linear_cuda(x, weight(ebits, mbits, 64, 1000), torch.empty(64), None, ebits, mbits,
-                                            backend=backend, config=config)  # fmt: skip
+            x = torch.empty(m, ragged_k, dtype=torch.bfloat16)  # K not a whole number of 128-code tiles
+            d.float_weight_only_linear_cuda(x, weight(ebits, mbits, 64, ragged_k), torch.empty(64), None, ebits,
+                                            mbits, backend=backend, config=config)  # fmt: skip
     for ebits, mbits in formats:
         for dtype in (torch.bfloat16, torch.float16):
             d.dequantize_weight(weight(ebits, mbits, 64, 1000), torch.empty(64), 1000, ebits, mbits, dtype)

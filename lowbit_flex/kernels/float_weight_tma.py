@@ -1,0 +1,138 @@
+"""Weight-only linear at prefill sizes on Hopper: TMA-fed tensor-core tiles, ``out = x @ (decode(w) * s).T + b``.
+
+The M range between decode and large prefill (64 ... 1024 rows) is where the weight-only formats lost to bf16: the
+pointer-load tiles of :mod:`~lowbit_flex.kernels.float_weight_only_linear` paid masks and address arithmetic on
+every element, and dequantize + cuBLAS pays a full 16-bit write and read of the weight. Here every operand tile is
+copied by the TMA engine (device-side descriptors; zero fill past M, N and K, so there is no mask in the loop):
+
+* fp8: a ``(BLOCK_N, 128 * STEP_TILES)`` tile of codes, converted to ``x``'s dtype in registers (hardware e4m3
+  conversion, exact).
+* fp4 / fp6 (tile layout of :mod:`lowbit_flex.quant.fpx_tiles`): one 128-code tile per step, its 16 hi words (and
+  fp6's 8 lo words) per row; :func:`~lowbit_flex.kernels.float_weight_decode.decode_planes` gives 8 planes, and
+  plane ``p`` meets activation columns ``128 t + 16 p .. + 15``: a ``(BLOCK_M, 16)`` TMA box of ``x`` per plane.
+* ``swap_ab`` computes ``out.T = w @ x.T``: the decoded weight is WGMMA's register operand (no shared-memory round
+  trip for it), ``x.T`` the shared-memory one.
+* Split-K where the output tiles leave SMs idle (partials reduced in split order by the shared reduce kernel:
+  deterministic).
+
+TMA needs sm_90, a unit last stride, 16-byte aligned row strides and bases; :func:`tma_supported` says whether a call
+qualifies (the dispatch falls back to the next rule otherwise). Configs: the fixed table :data:`TMA_CONFIGS`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import triton
+import triton.language as tl
+
+from lowbit_flex.kernels.common import LaunchConfig, dot_acc, grouped_tile
+from lowbit_flex.kernels.float_weight_decode import decode_planes, store_weight_only_tile
+
+
+@triton.jit
+def _mma(x, w, acc, SWAP_AB: tl.constexpr, UPCAST: tl.constexpr):
+    """``acc + x @ w.T`` (``acc`` ``(BM, BN)``), or with SWAP_AB ``acc + w @ x.T`` (``acc`` ``(BN, BM)``)."""
+    if SWAP_AB:
+        out = dot_acc(w, tl.trans(x), acc, UPCAST, "tf32")
+    else:
+        out = dot_acc(x, tl.trans(w), acc, UPCAST, "tf32")
+    return out
+
+
+@triton.jit
+def _join_planes(planes, BLOCK_N: tl.constexpr):
+    """The 8 ``(BLOCK_N, 16)`` planes of a tile side by side, ``(BLOCK_N, 128)``: column ``16 p + w`` is plane
+    ``p``'s column ``w``, i.e. the tile's codes in K order (one ``tl.dot`` per tile instead of eight)."""
+    j0 = tl.join(tl.join(planes[0], planes[1]), tl.join(planes[2], planes[3]))  # (BN, 16, b0, b1)
+    j1 = tl.join(tl.join(planes[4], planes[5]), tl.join(planes[6], planes[7]))
+    j = tl.join(j0, j1)  # (BN, 16, b0, b1, b2): plane p = b0 + 2 b1 + 4 b2
+    return tl.reshape(tl.permute(j, (0, 4, 3, 2, 1)), (BLOCK_N, 128))
+
+
+@triton.jit
+def _float_weight_tma_kernel(
+    x_ptr, w_ptr, scale_ptr, bias_ptr, out_ptr, part_ptr,
+    M, N, K, KW, stride_xm, stride_wn, stride_om, TILES_PER_SPLIT,
+    BITS: tl.constexpr, MBITS: tl.constexpr, DEC_SCALE: tl.constexpr, ASM: tl.constexpr, CONS: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, STEP_TILES: tl.constexpr, GROUP_M: tl.constexpr,
+    SPLIT_PARTIALS: tl.constexpr, HAS_BIAS: tl.constexpr, SWAP_AB: tl.constexpr, UPCAST_DOT: tl.constexpr,
+    JOIN_PLANES: tl.constexpr,
+):  # fmt: skip
+    pid_m, pid_n = grouped_tile(tl.program_id(0), M, N, BLOCK_M, BLOCK_N, GROUP_M)
+    pid_k = tl.program_id(1)
+    m0 = pid_m * BLOCK_M
+    n0 = pid_n * BLOCK_N
+    t_first = pid_k * TILES_PER_SPLIT  # a multiple of STEP_TILES: a step never crosses into the next split
+    t_end = tl.minimum(t_first + TILES_PER_SPLIT, tl.cdiv(K, 128))
+    if SWAP_AB:
+        acc = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.float32)
+    else:
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    x_dtype = x_ptr.dtype.element_ty
+    if BITS == 8:
+        x_desc = tl.make_tensor_descriptor(x_ptr, [M, K], [stride_xm, 1], [BLOCK_M, 128 * STEP_TILES])
+        w_desc = tl.make_tensor_descriptor(w_ptr, [N, K], [stride_wn, 1], [BLOCK_N, 128 * STEP_TILES])
+        for t in range(t_first, t_end, STEP_TILES):
+            xv = x_desc.load([m0, t * 128])
+            wv = w_desc.load([n0, t * 128]).to(x_dtype)  # e4m3 -> 16 bits: exact (DEC_SCALE is 1)
+            acc = _mma(xv, wv, acc, SWAP_AB, UPCAST_DOT)
+    else:
+        TILE_WORDS: tl.constexpr = 16 if BITS == 4 else 24
+        if JOIN_PLANES:
+            x_desc = tl.make_tensor_descriptor(x_ptr, [M, K], [stride_xm, 1], [BLOCK_M, 128])
+        else:
+            x_desc = tl.make_tensor_descriptor(x_ptr, [M, K], [stride_xm, 1], [BLOCK_M, 16])
+        hi_desc = tl.make_tensor_descriptor(w_ptr, [N, KW], [stride_wn, 1], [BLOCK_N, 16])
+        if BITS == 6:
+            lo_desc = tl.make_tensor_descriptor(w_ptr, [N, KW], [stride_wn, 1], [BLOCK_N, 8])
+        for t in range(t_first, t_end):
+            hi = hi_desc.load([n0, t * TILE_WORDS])
+            lo = hi
+            if BITS == 6:
+                # word w's two low bits per code sit in lo word w % 8, 8 bits higher for w >= 8 (fpx_tiles):
+                # widen the 8 lo words to 16, word w = lo[w % 8] >> 8 * (w // 8), as decode_planes takes them.
+                lo8 = lo_desc.load([n0, t * TILE_WORDS + 16])
+                lo = tl.reshape(tl.permute(tl.join(lo8, lo8 >> 8), (0, 2, 1)), (BLOCK_N, 16))
+            planes = decode_planes(hi, lo, BITS, MBITS, False, ASM, CONS)
+            if JOIN_PLANES:
+                xv = x_desc.load([m0, t * 128])
+                acc = _mma(xv, _join_planes(planes, BLOCK_N).to(x_dtype), acc, SWAP_AB, UPCAST_DOT)
+            else:
+                for p in tl.static_range(8):
+                    xv = x_desc.load([m0, t * 128 + 16 * p])
+                    acc = _mma(xv, planes[p].to(x_dtype), acc, SWAP_AB, UPCAST_DOT)
+    if SWAP_AB:
+        acc = tl.trans(acc)
+    rm = m0 + tl.arange(0, BLOCK_M)
+    rn = n0 + tl.arange(0, BLOCK_N)
+    store_weight_only_tile(acc, scale_ptr, bias_ptr, out_ptr, part_ptr, rm, rn, M, N, stride_om, pid_k,
+                           DEC_SCALE, SPLIT_PARTIALS, HAS_BIAS)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class TmaConfig(LaunchConfig):
+    """``block_m`` rows of ``x``, ``block_n`` rows of the weight, ``block_k`` tiles of 128 codes per step (fp8; fp4
+    / fp6 always step one tile). ``split_k``: 0 splits K while the output tiles give fewer than ``programs_per_sm``
+    programs per SM, 1 never. ``group_m``: row tiles that share one weight tile in consecutive programs (L2 reuse)."""
+
+    split_k: int = 0
+    programs_per_sm: int = 1
+    swap_ab: bool = True
+    group_m: int = 8
+    join_planes: bool = True  # fp4 / fp6: one tl.dot per tile on the joined planes (else one per plane)
+
+
+# Shared memory per stage (sm_90: 227 KiB per block): fp8 128x128 with one-tile steps 32 KiB of x + 16 KiB of codes;
+# fp4 / fp6 8 x (BLOCK_M x 16) of x + BLOCK_N x 16 (+ 8) words. Every config is compiled for sm_90 in
+# tests/kernels/aot_cases.py (the dispatch picks these on sm_90 only).
+TMA_CONFIGS: dict[str, TmaConfig] = {
+    "tma_16x128x1_swap": TmaConfig(16, 128, 1, num_warps=4, num_stages=4, programs_per_sm=2),
+    "tma_64x64x1_swap": TmaConfig(64, 64, 1, num_warps=4, num_stages=4),
+    "tma_64x128x1_swap": TmaConfig(64, 128, 1, num_warps=4, num_stages=4),
+    "tma_128x128x1_swap": TmaConfig(128, 128, 1, num_warps=8, num_stages=4),
+    "tma_128x128x1": TmaConfig(128, 128, 1, num_warps=8, num_stages=4, swap_ab=False),
+    "tma_256x128x1_swap": TmaConfig(256, 128, 1, num_warps=8, num_stages=3),
+    "tma_64x128x2_swap": TmaConfig(64, 128, 2, num_warps=4, num_stages=3),
+    "tma_128x128x1_swap_planes": TmaConfig(128, 128, 1, num_warps=8, num_stages=4, join_planes=False),
+}
