@@ -172,8 +172,7 @@ def _tma_plan(
     meta = dict(
         BITS=bits, MBITS=mbits, DEC_SCALE=scale, ASM=asm, CONS=cons, BLOCK_M=config.block_m, BLOCK_N=config.block_n,
         STEP_TILES=step, GROUP_M=config.group_m, SPLIT_PARTIALS=splits > 1, HAS_BIAS=has_bias,
-        SWAP_AB=config.swap_ab, UPCAST_DOT=triton_interpreting(), JOIN_PLANES=config.join_planes,
-        num_warps=config.num_warps,
+        UPCAST_DOT=triton_interpreting(), num_warps=config.num_warps,
         num_stages=config.num_stages,
     )  # fmt: skip
     return _Plan(splits, per_split * step, scale, PlanLaunch(_float_weight_tma_kernel, (out_tiles, splits), meta))

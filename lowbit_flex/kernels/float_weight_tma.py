@@ -1,22 +1,31 @@
 """Weight-only linear at prefill sizes on Hopper: TMA-fed tensor-core tiles, ``out = x @ (decode(w) * s).T + b``.
 
-The M range between decode and large prefill (64 ... 1024 rows) is where the weight-only formats lost to bf16: the
-pointer-load tiles of :mod:`~lowbit_flex.kernels.float_weight_only_linear` paid masks and address arithmetic on
-every element, and dequantize + cuBLAS pays a full 16-bit write and read of the weight. Here every operand tile is
-copied by the TMA engine (device-side descriptors; zero fill past M, N and K, so there is no mask in the loop):
+The M range between decode and large prefill (16 ... 1024 rows) is where the weight-only formats lost most to
+bf16: the pointer-load tiles of :mod:`~lowbit_flex.kernels.float_weight_only_linear` pay masks and address
+arithmetic on every element, and dequantize + cuBLAS pays a full 16-bit write and read of the weight. Here every
+operand tile is copied by the TMA engine (device-side descriptors; zero fill past M, N and K: no mask in the loop),
+and each program computes ``out.T = w @ x.T`` (swap-AB), so the decoded weight is WGMMA's register operand (no
+shared-memory round trip) and ``x.T`` its shared-memory one:
 
 * fp8: a ``(BLOCK_N, 128 * STEP_TILES)`` tile of codes, converted to ``x``'s dtype in registers (hardware e4m3
   conversion, exact).
 * fp4 / fp6 (tile layout of :mod:`lowbit_flex.quant.fpx_tiles`): one 128-code tile per step, its 16 hi words (and
-  fp6's 8 lo words) per row; :func:`~lowbit_flex.kernels.float_weight_decode.decode_planes` gives 8 planes, and
-  plane ``p`` meets activation columns ``128 t + 16 p .. + 15``: a ``(BLOCK_M, 16)`` TMA box of ``x`` per plane.
-* ``swap_ab`` computes ``out.T = w @ x.T``: the decoded weight is WGMMA's register operand (no shared-memory round
-  trip for it), ``x.T`` the shared-memory one.
+  fp6's 8 lo words) per row. :func:`~lowbit_flex.kernels.float_weight_decode.decode_planes` gives 8 planes of 16
+  codes and :func:`_join_planes` puts them side by side, which is the tile's K order: one ``(BLOCK_M, 128)`` box of
+  ``x`` and one ``tl.dot`` per tile. Triton undoes the join in registers (its K-split of the dot lands on the
+  planes; no layout conversion). One ``tl.dot`` per plane was measured 1.6x slower: Triton waits for each of
+  several dots in a loop before issuing the next.
 * Split-K where the output tiles leave SMs idle (partials reduced in split order by the shared reduce kernel:
   deterministic).
 
-TMA needs sm_90, a unit last stride, 16-byte aligned row strides and bases; :func:`tma_supported` says whether a call
-qualifies (the dispatch falls back to the next rule otherwise). Configs: the fixed table :data:`TMA_CONFIGS`.
+What still limits it (Triton 3.6, found with ``ptxas -v``): a dot whose left operand is computed in registers inside
+the loop is split into 16-wide pieces with a ``wgmma.wait_group`` between them that re-defines the accumulator, and
+ptxas then serializes every WGMMA of the loop (warning C7515). The 256-row tile hides it best. A hand-pipelined
+kernel (Gluon's explicit ``warpgroup_mma`` waits, or CUTLASS's mixed-input GEMM) is the way past it.
+
+TMA needs sm_90, a unit last stride, 16-byte aligned row strides and bases; the dispatch's ``tma_supported`` says
+whether a call qualifies (otherwise the next rule of its table applies). Configs: the fixed table
+:data:`TMA_CONFIGS`.
 """
 
 from __future__ import annotations
@@ -28,16 +37,6 @@ import triton.language as tl
 
 from lowbit_flex.kernels.common import LaunchConfig, dot_acc, grouped_tile
 from lowbit_flex.kernels.float_weight_decode import decode_planes, store_weight_only_tile
-
-
-@triton.jit
-def _mma(x, w, acc, SWAP_AB: tl.constexpr, UPCAST: tl.constexpr):
-    """``acc + x @ w.T`` (``acc`` ``(BM, BN)``), or with SWAP_AB ``acc + w @ x.T`` (``acc`` ``(BN, BM)``)."""
-    if SWAP_AB:
-        out = dot_acc(w, tl.trans(x), acc, UPCAST, "tf32")
-    else:
-        out = dot_acc(x, tl.trans(w), acc, UPCAST, "tf32")
-    return out
 
 
 @triton.jit
@@ -56,8 +55,7 @@ def _float_weight_tma_kernel(
     M, N, K, KW, stride_xm, stride_wn, stride_om, TILES_PER_SPLIT,
     BITS: tl.constexpr, MBITS: tl.constexpr, DEC_SCALE: tl.constexpr, ASM: tl.constexpr, CONS: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, STEP_TILES: tl.constexpr, GROUP_M: tl.constexpr,
-    SPLIT_PARTIALS: tl.constexpr, HAS_BIAS: tl.constexpr, SWAP_AB: tl.constexpr, UPCAST_DOT: tl.constexpr,
-    JOIN_PLANES: tl.constexpr,
+    SPLIT_PARTIALS: tl.constexpr, HAS_BIAS: tl.constexpr, UPCAST_DOT: tl.constexpr,
 ):  # fmt: skip
     pid_m, pid_n = grouped_tile(tl.program_id(0), M, N, BLOCK_M, BLOCK_N, GROUP_M)
     pid_k = tl.program_id(1)
@@ -65,10 +63,7 @@ def _float_weight_tma_kernel(
     n0 = pid_n * BLOCK_N
     t_first = pid_k * TILES_PER_SPLIT  # a multiple of STEP_TILES: a step never crosses into the next split
     t_end = tl.minimum(t_first + TILES_PER_SPLIT, tl.cdiv(K, 128))
-    if SWAP_AB:
-        acc = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.float32)
-    else:
-        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    acc = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.float32)  # out.T = w @ x.T (swap-AB)
     x_dtype = x_ptr.dtype.element_ty
     if BITS == 8:
         x_desc = tl.make_tensor_descriptor(x_ptr, [M, K], [stride_xm, 1], [BLOCK_M, 128 * STEP_TILES])
@@ -76,13 +71,10 @@ def _float_weight_tma_kernel(
         for t in range(t_first, t_end, STEP_TILES):
             xv = x_desc.load([m0, t * 128])
             wv = w_desc.load([n0, t * 128]).to(x_dtype)  # e4m3 -> 16 bits: exact (DEC_SCALE is 1)
-            acc = _mma(xv, wv, acc, SWAP_AB, UPCAST_DOT)
+            acc = dot_acc(wv, tl.trans(xv), acc, UPCAST_DOT, "tf32")
     else:
         TILE_WORDS: tl.constexpr = 16 if BITS == 4 else 24
-        if JOIN_PLANES:
-            x_desc = tl.make_tensor_descriptor(x_ptr, [M, K], [stride_xm, 1], [BLOCK_M, 128])
-        else:
-            x_desc = tl.make_tensor_descriptor(x_ptr, [M, K], [stride_xm, 1], [BLOCK_M, 16])
+        x_desc = tl.make_tensor_descriptor(x_ptr, [M, K], [stride_xm, 1], [BLOCK_M, 128])
         hi_desc = tl.make_tensor_descriptor(w_ptr, [N, KW], [stride_wn, 1], [BLOCK_N, 16])
         if BITS == 6:
             lo_desc = tl.make_tensor_descriptor(w_ptr, [N, KW], [stride_wn, 1], [BLOCK_N, 8])
@@ -95,15 +87,9 @@ def _float_weight_tma_kernel(
                 lo8 = lo_desc.load([n0, t * TILE_WORDS + 16])
                 lo = tl.reshape(tl.permute(tl.join(lo8, lo8 >> 8), (0, 2, 1)), (BLOCK_N, 16))
             planes = decode_planes(hi, lo, BITS, MBITS, False, ASM, CONS)
-            if JOIN_PLANES:
-                xv = x_desc.load([m0, t * 128])
-                acc = _mma(xv, _join_planes(planes, BLOCK_N).to(x_dtype), acc, SWAP_AB, UPCAST_DOT)
-            else:
-                for p in tl.static_range(8):
-                    xv = x_desc.load([m0, t * 128 + 16 * p])
-                    acc = _mma(xv, planes[p].to(x_dtype), acc, SWAP_AB, UPCAST_DOT)
-    if SWAP_AB:
-        acc = tl.trans(acc)
+            xv = x_desc.load([m0, t * 128])
+            acc = dot_acc(_join_planes(planes, BLOCK_N).to(x_dtype), tl.trans(xv), acc, UPCAST_DOT, "tf32")
+    acc = tl.trans(acc)
     rm = m0 + tl.arange(0, BLOCK_M)
     rn = n0 + tl.arange(0, BLOCK_N)
     store_weight_only_tile(acc, scale_ptr, bias_ptr, out_ptr, part_ptr, rm, rn, M, N, stride_om, pid_k,
@@ -112,27 +98,23 @@ def _float_weight_tma_kernel(
 
 @dataclass(frozen=True)
 class TmaConfig(LaunchConfig):
-    """``block_m`` rows of ``x``, ``block_n`` rows of the weight, ``block_k`` tiles of 128 codes per step (fp8; fp4
-    / fp6 always step one tile). ``split_k``: 0 splits K while the output tiles give fewer than ``programs_per_sm``
-    programs per SM, 1 never. ``group_m``: row tiles that share one weight tile in consecutive programs (L2 reuse)."""
+    """``block_m`` rows of ``x`` (WGMMA's N), ``block_n`` rows of the weight (its M), ``block_k`` tiles of 128 codes
+    per step (fp8; fp4 / fp6 always step one tile). ``split_k``: 0 splits K while the output tiles give fewer than
+    ``programs_per_sm`` programs per SM, 1 never. ``group_m``: row tiles that share one weight tile in consecutive
+    programs (L2 reuse)."""
 
     split_k: int = 0
     programs_per_sm: int = 1
-    swap_ab: bool = True
     group_m: int = 8
-    join_planes: bool = True  # fp4 / fp6: one tl.dot per tile on the joined planes (else one per plane)
 
 
-# Shared memory per stage (sm_90: 227 KiB per block): fp8 128x128 with one-tile steps 32 KiB of x + 16 KiB of codes;
-# fp4 / fp6 8 x (BLOCK_M x 16) of x + BLOCK_N x 16 (+ 8) words. Every config is compiled for sm_90 in
-# tests/kernels/aot_cases.py (the dispatch picks these on sm_90 only).
+# Shared memory per stage (sm_90: 227 KiB per block): BLOCK_M x 128 of x (16 bits) plus BLOCK_N x 128 fp8 codes or
+# BLOCK_N x 16 (fp6: + 8) words; the 256-row tile fits 3 stages. Triton 3.6 compiles every config for sm_90 without
+# spills (100-190 registers). Every config is compiled for sm_90 in tests/kernels/aot_cases.py (the dispatch picks
+# these on sm_90 only). Measured on the H200 (docs/measurements/h200_run18_weight_only_tma.md).
 TMA_CONFIGS: dict[str, TmaConfig] = {
     "tma_16x128x1_swap": TmaConfig(16, 128, 1, num_warps=4, num_stages=4, programs_per_sm=2),
-    "tma_64x64x1_swap": TmaConfig(64, 64, 1, num_warps=4, num_stages=4),
     "tma_64x128x1_swap": TmaConfig(64, 128, 1, num_warps=4, num_stages=4),
     "tma_128x128x1_swap": TmaConfig(128, 128, 1, num_warps=8, num_stages=4),
-    "tma_128x128x1": TmaConfig(128, 128, 1, num_warps=8, num_stages=4, swap_ab=False),
     "tma_256x128x1_swap": TmaConfig(256, 128, 1, num_warps=8, num_stages=3),
-    "tma_64x128x2_swap": TmaConfig(64, 128, 2, num_warps=4, num_stages=3),
-    "tma_128x128x1_swap_planes": TmaConfig(128, 128, 1, num_warps=8, num_stages=4, join_planes=False),
 }

@@ -8,7 +8,16 @@ import pytest
 import torch
 
 import lowbit_flex  # noqa: F401
-from lowbit_flex.quant import E2M1_FN, E2M3_FN, E3M2_FN, E4M3FN, from_fpx_bits, pack_fpx_tiles, to_fpx_bits
+from lowbit_flex.quant import (
+    E2M1_FN,
+    E2M3_FN,
+    E3M2_FN,
+    E4M3FN,
+    from_fpx_bits,
+    pack_fpx_tiles,
+    tile_words_per_row,
+    to_fpx_bits,
+)
 from lowbit_flex.testing import assert_fully_written, kernel_device, poison_
 from tests.ops._weight_only_reference import assert_within, exact_linear
 
@@ -118,7 +127,9 @@ def test_dispatch_default_at_every_m_bucket(fmt, m, monkeypatch):
     from lowbit_flex.kernels.float_weight_dispatch import Backend, choose
 
     out, x, w64, s, b = _run(fmt, m, 36, 136, None, None, seed=m, monkeypatch=monkeypatch)
-    if choose(fmt.bits, m).backend is Backend.DEQUANT_MM:
+    # K = 136: fp8 rows of 136 bytes are not TMA-aligned (the table's next rule runs), fp4 / fp6 words are
+    w_row = 136 if fmt.bits == 8 else tile_words_per_row(136, fmt.bits) * 4
+    if choose(fmt.bits, m, w_row % 16 == 0).backend is Backend.DEQUANT_MM:
         w64, s = _rounded_weight(w64, s, fmt)
     exact, bound = exact_linear(x, w64, s, b)
     assert_within(out, exact, bound)
@@ -157,13 +168,34 @@ def test_dispatch_table_names_real_configs():
     from lowbit_flex.kernels.float_weight_dispatch import DISPATCH_TABLE, Backend, choose
     from lowbit_flex.kernels.float_weight_gemv import GEMV_CONFIGS, GEMV_MAX_M
     from lowbit_flex.kernels.float_weight_only_linear import DOT_CONFIGS
+    from lowbit_flex.kernels.float_weight_tma import TMA_CONFIGS
 
     for rule in DISPATCH_TABLE:
         if rule.backend is Backend.GEMV:
             assert rule.config in GEMV_CONFIGS and rule.max_m <= GEMV_MAX_M
         elif rule.backend is Backend.DOT:
             assert rule.config in DOT_CONFIGS
+        elif rule.backend is Backend.TMA:
+            assert rule.config in TMA_CONFIGS
     assert DISPATCH_TABLE[-1].max_m is None  # the last rule takes every M
     for bits in (4, 6, 8):
         ms = [1, 2, 4, 5, 16, 17, 64, 65, 1024, 4096, 10**6]
         assert all(choose(bits, m).backend is not Backend.GEMV or m <= GEMV_MAX_M for m in ms)
+        # where TMA cannot run (before sm_90, unaligned rows) the table still has a rule for every M
+        assert all(choose(bits, m, tma=False).backend is not Backend.TMA for m in ms)
+
+
+def test_tma_needs_aligned_rows_else_the_next_rule_runs(monkeypatch):
+    # K = 300: x rows of 600 bytes and fp8 rows of 300 bytes are not 16-byte multiples (TMA's rule)
+    from lowbit_flex.kernels import float_weight_dispatch as d
+
+    dev = kernel_device()
+    x = torch.randn(64, 300).bfloat16().to(dev)
+    w = torch.randn(24, 300).to(torch.float8_e4m3fn).to(dev)
+    with pytest.raises(ValueError, match="backend: the TMA kernel needs"):
+        d.float_weight_only_linear_cuda(x, w, torch.ones(24, device=dev), None, 4, 3, backend=d.Backend.TMA,
+                                        config="tma_64x128x1_swap")  # fmt: skip
+    out, x, w64, s, b = _run(E2M1_FN, 64, 24, 300, None, None, seed=5, monkeypatch=monkeypatch)
+    assert not d.tma_supported(torch.device(dev), 4, 300, 2, 48, True)  # x rows unaligned: the fp4 DOT rule ran
+    exact, bound = exact_linear(x, w64, s, b)
+    assert_within(out, exact, bound)
