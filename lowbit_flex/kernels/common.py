@@ -46,9 +46,12 @@ class PlanLaunch:
     __slots__ = ("_compiled", "_constexprs", "_interpreted", "_tensors", "grid", "kernel", "meta")
 
     def __init__(self, kernel, grid: tuple[int, ...], meta: dict, tensors: int | None = None) -> None:
-        """``tensors``: where every tensor argument comes first, their count (the key then reads only those)."""
+        """``tensors``: where every tensor argument comes first, their count; otherwise the key reads the positions
+        that held tensors on the first direct call."""
         self.kernel, self.grid, self.meta = kernel, tuple(grid) + (1,) * (3 - len(grid)), meta
-        self._tensors = tensors
+        # Positions of the tensor arguments (the key reads only those): the first ``tensors`` if given, else found
+        # on the first direct call (a launcher passes the same argument kinds on every call of one plan).
+        self._tensors: tuple[int, ...] | None = None if tensors is None else tuple(range(tensors))
         self._constexprs: tuple | None = None  # values of the parameters after the positional ones, in order
         self._compiled: dict[tuple, object] = {}
         self._interpreted = triton_interpreting()  # fixed when the kernels were decorated
@@ -80,12 +83,15 @@ class PlanLaunch:
         hooks = triton.knobs.runtime
         if _hooked(hooks.launch_enter_hook) or _hooked(hooks.launch_exit_hook):
             return None
+        positions = self._tensors
+        if positions is None:
+            positions = self._tensors = tuple(i for i, a in enumerate(args) if isinstance(a, torch.Tensor))
         key = [torch.cuda.current_device()]  # Triton launches on the current device; compiled modules are per device
-        for a in args if self._tensors is None else args[: self._tensors]:
-            if isinstance(a, torch.Tensor):
-                if type(a) is not torch.Tensor:  # fake, functional or another subclass: traced, not launched
-                    return None
-                key.append((a.dtype, a.data_ptr() % 16 == 0))
+        for i in positions:
+            a = args[i]
+            if type(a) is not torch.Tensor:  # fake, functional or another subclass: traced, not launched
+                return None
+            key.append((a.dtype, a.data_ptr() % 16 == 0))
         return tuple(key)
 
 
