@@ -1,6 +1,6 @@
 """Llama-2-7B-shaped greedy decoding (batch 1, static KV cache): bf16 vs W4A8 per channel and group 128 and the
-fp8 / fp6 / fp4 weight-only configs, with
-CUDA graphs (``torch.compile(mode="reduce-overhead")``) and eagerly (every op launched from Python each token).
+fp8 / fp6 / fp4 weight-only configs, with CUDA graphs (``torch.compile(mode="reduce-overhead")``) and eagerly
+(every op launched from Python each token).
 
 Imports ``examples/llama_w4a8_decode.py`` (random weights, no downloads). About a minute per compiled model on an
 H100 (compile + CUDA-graph capture during warm-up), then 64 timed tokens (16 with ``--quick``).

@@ -11,6 +11,7 @@ a position copied from the host each step (pageable memory) synchronizes the str
 
     python examples/llama_w4a8_decode.py                # Llama-2-7B dims on CUDA
     python examples/llama_w4a8_decode.py --tiny         # smoke test (CPU)
+    python examples/llama_w4a8_decode.py --group-sizes 128 --weight-only fp8 fp6 fp4
 """
 
 from __future__ import annotations

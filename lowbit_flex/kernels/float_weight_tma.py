@@ -13,7 +13,7 @@ shared-memory round trip) and ``x.T`` its shared-memory one:
   fp6's 8 lo words) per row. :func:`~lowbit_flex.kernels.float_weight_decode.decode_planes` gives 8 planes of 16
   codes and :func:`_join_planes` puts them side by side, which is the tile's K order: one ``(BLOCK_M, 128)`` box of
   ``x`` and one ``tl.dot`` per tile. Triton undoes the join in registers (its K-split of the dot lands on the
-  planes; no layout conversion). One ``tl.dot`` per plane was measured 1.6x slower: Triton waits for each of
+  planes; no layout conversion). One ``tl.dot`` per plane was measured 1.4-1.7x slower: Triton waits for each of
   several dots in a loop before issuing the next.
 * Split-K where the output tiles leave SMs idle (partials reduced in split order by the shared reduce kernel:
   deterministic).
