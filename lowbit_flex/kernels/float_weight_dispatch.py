@@ -67,9 +67,9 @@ class Rule:
 # - M <= 1024: fp4 the same tile (0.87x; dequantize + cuBLAS 0.84x); fp8 / fp6 dequantize + cuBLAS (0.84x / 0.81x).
 # - Larger M: dequantize + cuBLAS for every format (M = 4096: 0.94-0.95x).
 # TMA rules need sm_90 and TMA-aligned operands (tma_supported); otherwise the next matching rule applies, which is
-# the table as it was before the TMA kernel. Why the TMA tiles stop short of bf16: Triton 3.6 splits a dot whose
-# weight operand is in registers into 16-wide pieces with waits between them, and ptxas then serializes every
-# WGMMA (its warning C7515); docs/float_quantization.md has the details.
+# the table as it was before the TMA kernel. Why the TMA tiles stop short of bf16: with the decoded weight as a
+# register operand, ptxas serializes every WGMMA of the loop (its warning C7515); kernels/float_weight_tma.py and
+# docs/float_quantization.md have the details.
 DISPATCH_TABLE: tuple[Rule, ...] = (
     Rule(Backend.GEMV, "gemv_4x4x8", max_m=1, bits=(4, 6)),
     Rule(Backend.DOT, "dot_16x128x1_swap", max_m=1, bits=(8,)),

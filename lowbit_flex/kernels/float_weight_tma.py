@@ -18,10 +18,13 @@ shared-memory round trip) and ``x.T`` its shared-memory one:
 * Split-K where the output tiles leave SMs idle (partials reduced in split order by the shared reduce kernel:
   deterministic).
 
-What still limits it (Triton 3.6, found with ``ptxas -v``): a dot whose left operand is computed in registers inside
-the loop is split into 16-wide pieces with a ``wgmma.wait_group`` between them that re-defines the accumulator, and
-ptxas then serializes every WGMMA of the loop (warning C7515). The 256-row tile hides it best. A hand-pipelined
-kernel (Gluon's explicit ``warpgroup_mma`` waits, or CUTLASS's mixed-input GEMM) is the way past it.
+What still limits it (Triton 3.6, found with ``ptxas -v``): for a dot whose left operand is computed in registers in
+the loop with K > 16, ptxas serializes every WGMMA of the loop (warning C7515, "non wgmma instructions defining
+accumulator registers"). Triton splits such a dot into 16-wide pieces with a ``wgmma.wait_group`` between them that
+re-defines the accumulator; splitting the step into two synchronous dots by hand still gets C7515. Dots with both
+operands in shared memory and ``fp8_attention``'s P·V dot (its operand comes from an accumulator layout) are free of
+it. The 256-row tile hides it best. A hand-pipelined kernel (Gluon's explicit ``warpgroup_mma`` waits, or CUTLASS's
+mixed-input GEMM) is the way past it.
 
 TMA needs sm_90, a unit last stride, 16-byte aligned row strides and bases; the dispatch's ``tma_supported`` says
 whether a call qualifies (otherwise the next rule of its table applies). Configs: the fixed table
