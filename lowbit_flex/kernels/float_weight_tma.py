@@ -23,8 +23,10 @@ the loop with K > 16, ptxas serializes every WGMMA of the loop (warning C7515, "
 accumulator registers"). Triton splits such a dot into 16-wide pieces with a ``wgmma.wait_group`` between them that
 re-defines the accumulator; splitting the step into two synchronous dots by hand still gets C7515. Dots with both
 operands in shared memory and ``fp8_attention``'s P·V dot (its operand comes from an accumulator layout) are free of
-it. The 256-row tile hides it best. A hand-pipelined kernel (Gluon's explicit ``warpgroup_mma`` waits, or CUTLASS's
-mixed-input GEMM) is the way past it.
+it. The 256-row tile hides it best. The way past it is a hand-pipelined kernel: a Gluon loop that converts fp8 codes
+into a register operand and issues ``warpgroup_mma(..., is_async=True)`` with its own ``warpgroup_mma_wait`` (one
+MMA in flight, K up to 128 per MMA) compiles with Triton 3.6's ptxas without C7515 (checked offline, not yet run).
+Gluon has no interpreter, so such a kernel would be tested on the GPU only.
 
 TMA needs sm_90, a unit last stride, 16-byte aligned row strides and bases; the dispatch's ``tma_supported`` says
 whether a call qualifies (otherwise the next rule of its table applies). Configs: the fixed table
