@@ -67,9 +67,8 @@ class Rule:
 # - M <= 1024: fp4 the same tile (0.87x; dequantize + cuBLAS 0.84x); fp8 / fp6 dequantize + cuBLAS (0.84x / 0.81x).
 # - Larger M: dequantize + cuBLAS for every format (M = 4096: 0.94-0.95x).
 # TMA rules need sm_90 and TMA-aligned operands (tma_supported); otherwise the next matching rule applies, which is
-# the table as it was before the TMA kernel. Why the TMA tiles stop short of bf16: with the decoded weight as a
-# register operand, ptxas serializes every WGMMA of the loop (its warning C7515); kernels/float_weight_tma.py and
-# docs/float_quantization.md have the details.
+# the table as it was before the TMA kernel. The TMA and swap-AB tiles were measured while ptxas serialized their
+# WGMMAs (warning C7515, fixed after the run: kernels/float_weight_tma.py); the table is due for a new sweep.
 DISPATCH_TABLE: tuple[Rule, ...] = (
     Rule(Backend.GEMV, "gemv_4x4x8", max_m=1, bits=(4, 6)),
     Rule(Backend.DOT, "dot_16x128x1_swap", max_m=1, bits=(8,)),

@@ -56,6 +56,7 @@ def _float_weight_dot_kernel(
     rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     t_first = pid_k * TILES_PER_SPLIT
     t_end = tl.minimum(t_first + TILES_PER_SPLIT, tl.cdiv(K, 128))
+    tl.assume(t_end > t_first)  # no empty split, K >= 1: without it ptxas serializes the WGMMAs (float_weight_tma)
     # SWAP_AB accumulates out.T = w @ x.T: the decoded weight is the MMA's left operand, which Hopper's WGMMA takes
     # from registers (and whose 64-row minimum BLOCK_N meets where BLOCK_M = 16 cannot), x.T the right one.
     if SWAP_AB:

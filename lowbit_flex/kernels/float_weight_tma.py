@@ -18,15 +18,12 @@ shared-memory round trip) and ``x.T`` its shared-memory one:
 * Split-K where the output tiles leave SMs idle (partials reduced in split order by the shared reduce kernel:
   deterministic).
 
-What still limits it (Triton 3.6, found with ``ptxas -v``): for a dot whose left operand is computed in registers in
-the loop with K > 16, ptxas serializes every WGMMA of the loop (warning C7515, "non wgmma instructions defining
-accumulator registers"). Triton splits such a dot into 16-wide pieces with a ``wgmma.wait_group`` between them that
-re-defines the accumulator; splitting the step into two synchronous dots by hand still gets C7515. Dots with both
-operands in shared memory and ``fp8_attention``'s P·V dot (its operand comes from an accumulator layout) are free of
-it. The 256-row tile hides it best. The way past it is a hand-pipelined kernel: a Gluon loop that converts fp8 codes
-into a register operand and issues ``warpgroup_mma(..., is_async=True)`` with its own ``warpgroup_mma_wait`` (one
-MMA in flight, K up to 128 per MMA) compiles with Triton 3.6's ptxas without C7515 (checked offline, not yet run).
-Gluon has no interpreter, so such a kernel would be tested on the GPU only.
+What limited it in the H200 run (run 18), found afterwards with Triton 3.6's ``ptxas -v``: every config compiled with
+warning C7515, "wgmma.mma_async instructions are serialized due to non wgmma instructions defining accumulator
+registers". The cause is the K loop: as far as the compiler knows it may run zero times, and that path's
+zero-initialized accumulator meets the loop's result right after the last in-flight WGMMA. ``tl.assume(t_end >
+t_first)`` (true: no split is empty and the op rejects K = 0) removes the path, and every config, here and in the
+pointer-load tiles, compiles without C7515. Not yet measured on a GPU: the numbers in docs predate it.
 
 TMA needs sm_90, a unit last stride, 16-byte aligned row strides and bases; the dispatch's ``tma_supported`` says
 whether a call qualifies (otherwise the next rule of its table applies). Configs: the fixed table
@@ -68,6 +65,9 @@ def _float_weight_tma_kernel(
     n0 = pid_n * BLOCK_N
     t_first = pid_k * TILES_PER_SPLIT  # a multiple of STEP_TILES: a step never crosses into the next split
     t_end = tl.minimum(t_first + TILES_PER_SPLIT, tl.cdiv(K, 128))
+    # No split is empty (split_k_blocks) and K >= 1: telling the compiler removes the zero-trip path whose zeroed
+    # accumulator made ptxas serialize every WGMMA of the loop (C7515; see the module docstring).
+    tl.assume(t_end > t_first)
     acc = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.float32)  # out.T = w @ x.T (swap-AB)
     x_dtype = x_ptr.dtype.element_ty
     if BITS == 8:
