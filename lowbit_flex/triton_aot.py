@@ -32,6 +32,12 @@ _OPTIONS = ("num_warps", "num_stages", "num_ctas", "maxnreg", "enable_fp_fusion"
 class Compiled:
     arch: int
     kernels: list[tuple[str, dict]] = field(default_factory=list)  # (kernel name, constexprs)
+    serialized: list[tuple[str, dict]] = field(default_factory=list)  # check_wgmma: kernels ptxas serializes
+
+
+# ptxas's note when it cannot keep WGMMAs in flight together and issues each only after the previous one finished
+# (sm_90): the kernel still runs correctly, at a fraction of its tensor-core rate.
+WGMMA_SERIALIZED = "C7515"
 
 
 def _type_of(v: object) -> str:
@@ -55,8 +61,10 @@ def _divisible_by_16(v: object) -> bool:
 
 
 @contextlib.contextmanager
-def compile_launches(arch: int) -> Iterator[Compiled]:
-    """Compile (not launch) every Triton kernel launched inside the block, for ``sm_<arch>``."""
+def compile_launches(arch: int, check_wgmma: bool = False) -> Iterator[Compiled]:
+    """Compile (not launch) every Triton kernel launched inside the block, for ``sm_<arch>``. ``check_wgmma``
+    (sm_90): also run ptxas verbosely on each kernel's PTX and record those whose WGMMAs it serializes
+    (:data:`WGMMA_SERIALIZED`). What ptxas sees depends on the Triton version: check with the GPU machine's."""
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
@@ -78,8 +86,10 @@ def compile_launches(arch: int) -> Iterator[Compiled]:
                 signature[p.name] = _type_of(v)
                 if _divisible_by_16(v):
                     attrs[(i,)] = [["tt.divisibility", 16]]
-        triton.compile(ASTSource(self, signature, constexprs, attrs), target=target, options=options)
+        compiled = triton.compile(ASTSource(self, signature, constexprs, attrs), target=target, options=options)
         out.kernels.append((self.fn.__name__, constexprs))
+        if check_wgmma and arch >= 90 and WGMMA_SERIALIZED in _ptxas_notes(compiled.asm["ptx"], arch):
+            out.serialized.append((self.fn.__name__, constexprs))
         # Inductor types a Python float argument fp64 where the GPU has fp64 (torch._inductor.codegen.triton_utils),
         # Triton's JIT fp32: a kernel launched from a compiled graph must compile both ways.
         floats = {name: "fp64" for name, t in signature.items() if t == "fp32"}
@@ -94,10 +104,26 @@ def compile_launches(arch: int) -> Iterator[Compiled]:
         yield out
 
 
+def _ptxas_notes(ptx: str, arch: int) -> str:
+    """``ptxas -v``'s messages for one kernel's PTX, from the ptxas Triton's own compile used for this arch."""
+    import subprocess
+    import tempfile
+
+    from triton.backends.nvidia.compiler import get_ptxas
+
+    with tempfile.TemporaryDirectory() as tmp:
+        src = f"{tmp}/k.ptx"
+        with open(src, "w") as f:
+            f.write(ptx)
+        cmd = [get_ptxas(arch).path, f"-arch=sm_{arch}a", "-v", src, "-o", f"{tmp}/k.cubin"]
+        return subprocess.run(cmd, capture_output=True, text=True, check=True).stderr
+
+
 def main(argv: list[str] | None = None) -> None:
-    """``python -m lowbit_flex.triton_aot ARCH MODULE:FUNCTION...``: run each case function under
+    """``python -m lowbit_flex.triton_aot [--check-wgmma] ARCH MODULE:FUNCTION...``: run each case function under
     :func:`compile_launches` and print what was compiled; exit non-zero if a case compiled nothing, unless it
-    returned ``False`` (its kernels are not launched on this arch)."""
+    returned ``False`` (its kernels are not launched on this arch), or with ``--check-wgmma`` if ptxas serializes
+    the WGMMAs of any kernel."""
     import argparse
     import importlib
     import os
@@ -108,17 +134,22 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m lowbit_flex.triton_aot")
     p.add_argument("arch", type=int, help="e.g. 90 or 80")
     p.add_argument("cases", nargs="+", help="module:function running launchers on CPU tensors")
+    p.add_argument("--check-wgmma", action="store_true", help=f"fail on ptxas {WGMMA_SERIALIZED} (sm_90)")
     args = p.parse_args(argv)
-    empty = []
+    empty, serialized = [], []
     for case in args.cases:
         mod, fn = case.split(":")
-        with compile_launches(args.arch) as compiled:
+        with compile_launches(args.arch, args.check_wgmma) as compiled:
             applies = getattr(importlib.import_module(mod), fn)() is not False
         print(f"sm_{args.arch} {case}: {len(compiled.kernels)} kernels " + ", ".join(k for k, _ in compiled.kernels))
         if applies and not compiled.kernels:
             empty.append(case)
+        for name, constexprs in compiled.serialized:  # the short constexprs name the config (not the PTX strings)
+            serialized.append(f"{case} {name} " + str({k: v for k, v in constexprs.items() if len(repr(v)) < 40}))
     if empty:
         sys.exit(f"no kernel was compiled by {empty}")
+    if serialized:
+        sys.exit(f"ptxas serializes the WGMMAs ({WGMMA_SERIALIZED}) of:\n" + "\n".join(serialized))
 
 
 if __name__ == "__main__":
