@@ -32,6 +32,21 @@ def host_us(fn: Callable, *args, calls: int = 300) -> float:
     return (t1 - t0) / calls * 1e6
 
 
+def print_profile(fn: Callable, *args, calls: int = 2000, top: int = 25) -> None:
+    """cProfile of ``calls`` back-to-back eager calls of ``fn(*args)``, the ``top`` entries by own time: where a
+    call's host time goes."""
+    import cProfile
+    import pstats
+
+    prof = cProfile.Profile()
+    prof.enable()
+    for _ in range(calls):
+        fn(*args)
+    prof.disable()
+    torch.cuda.synchronize()
+    pstats.Stats(prof).sort_stats("tottime").print_stats(top)
+
+
 def enqueue_us(fn: Callable, *args, calls: int = 20) -> float:
     """Host microseconds to issue one call of ``fn(*args)`` onto an idle GPU: median over ``calls``, synchronizing
     before each. Unlike :func:`host_us` this stays the host's own cost when a call's GPU time exceeds it: back-to-back

@@ -10,27 +10,13 @@ Prints microseconds per call of the whole layer, the op, the op's Python body wi
 from __future__ import annotations
 
 import argparse
-import cProfile
-import pstats
-import time
 
 import torch
 from torch import nn
 
 import lowbit_flex  # noqa: F401
+from benchmarks.harness import host_us, print_profile
 from lowbit_flex.nn import W4A8Linear
-
-
-def _us(fn, n: int = 2000) -> float:
-    for _ in range(50):
-        fn()
-    torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    for _ in range(n):
-        fn()
-    t1 = time.perf_counter()
-    torch.cuda.synchronize()
-    return (t1 - t0) / n * 1e6
 
 
 def main() -> None:
@@ -69,14 +55,8 @@ def main() -> None:
     }
     print(f"host us per call, K={a.k} N={a.n} group={a.group} ({rule.backend.value} {rule.config})")
     for name, fn in rows.items():
-        print(f"  {name:28s} {_us(fn):7.1f}")
-    prof = cProfile.Profile()
-    prof.enable()
-    for _ in range(2000):
-        layer(x)
-    prof.disable()
-    torch.cuda.synchronize()
-    pstats.Stats(prof).sort_stats("tottime").print_stats(25)
+        print(f"  {name:28s} {host_us(fn, calls=2000):7.1f}")
+    print_profile(layer, x, top=25)
 
 
 if __name__ == "__main__":
