@@ -158,7 +158,8 @@ def test_nan_in_one_row_stays_in_that_row():
     x = torch.randn(3, 256, generator=gen).bfloat16()
     x[1, 7] = float("nan")
     dev = kernel_device()
-    for backend, config in ((d.Backend.GEMV, "gemv_4x4x8"), (d.Backend.DOT, "dot_16x64x2")):
+    plans = ((d.Backend.GEMV, "gemv_4x4x8"), (d.Backend.DOT, "dot_16x64x2"), (d.Backend.TMA, "tma_16x128x1_swap"))
+    for backend, config in plans:
         out = d.float_weight_only_linear_cuda(x.to(dev), w.to(dev), torch.ones(24, device=dev), None, 2, 1,
                                               backend=backend, config=config).cpu()  # fmt: skip
         assert torch.isnan(out[1]).all() and not torch.isnan(out[[0, 2]]).any()
