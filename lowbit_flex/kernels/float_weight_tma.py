@@ -115,8 +115,9 @@ class TmaConfig(LaunchConfig):
 
 # Shared memory per stage (sm_90: 227 KiB per block): BLOCK_M x 128 of x (16 bits) plus BLOCK_N x 128 fp8 codes or
 # BLOCK_N x 16 (fp6: + 8) words; the 256-row tile fits 3 stages. Triton 3.6 compiles every config for sm_90 without
-# spills (100-190 registers). Every config is compiled for sm_90 in tests/kernels/aot_cases.py (the dispatch picks
-# these on sm_90 only). Measured on the H200 (docs/measurements/h200_run18_weight_only_tma.md).
+# spills (up to 216 registers) or WGMMA serialization. Every config is compiled for sm_90 in
+# tests/kernels/aot_cases.py (the dispatch picks these on sm_90 only). Measured on the H200
+# (docs/measurements/h200_run18_weight_only_tma.md).
 TMA_CONFIGS: dict[str, TmaConfig] = {
     "tma_16x128x1_swap": TmaConfig(16, 128, 1, num_warps=4, num_stages=4, programs_per_sm=2),
     "tma_64x128x1_swap": TmaConfig(64, 128, 1, num_warps=4, num_stages=4),
