@@ -88,10 +88,12 @@ def _candidates(M: int) -> dict:
 
 
 def run(bench: Bench) -> None:
+    from lowbit_flex.kernels.arch import register_a_wgmma_pipelines
     from lowbit_flex.kernels.float_weight_dispatch import choose
 
     bw = copy_bandwidth_gbps()
-    print(f"  copy bandwidth {bw:.0f} GB/s")
+    pipelined = register_a_wgmma_pipelines(torch.device("cuda"))
+    print(f"  copy bandwidth {bw:.0f} GB/s; WGMMAs with register operands pipeline: {pipelined}")
     table = bench.table("weight-only linear, whole module (bf16 in/out)", baseline="bf16 nn.Linear")
     host = bench.table("host us per eager call (no CUDA graph), M = 1", baseline="bf16 nn.Linear")
     torch.set_grad_enabled(False)
@@ -112,7 +114,7 @@ def run(bench: Bench) -> None:
                 mod = mods[f][0]
                 extra[f"check {f}"] = _check(mod(xs[0]), xs[0], w64[f])
                 times[f] = bench.time(lambda x, m: m(x), *sets(mods[f]))
-                rule = choose(1 + FORMATS[f][0] + FORMATS[f][1], M)
+                rule = choose(1 + FORMATS[f][0] + FORMATS[f][1], M, True, pipelined)
                 extra[f"backend {f}"] = f"{rule.backend.value} {rule.config}".strip()
                 if M <= 16:
                     extra[f"floor frac {f}"] = (N * K * nbytes) / (bw * 1e9) * 1e3 / times[f]

@@ -88,7 +88,9 @@ def compile_launches(arch: int, check_wgmma: bool = False) -> Iterator[Compiled]
                     attrs[(i,)] = [["tt.divisibility", 16]]
         compiled = triton.compile(ASTSource(self, signature, constexprs, attrs), target=target, options=options)
         out.kernels.append((self.fn.__name__, constexprs))
-        if check_wgmma and arch >= 90 and WGMMA_SERIALIZED in _ptxas_notes(compiled.asm["ptx"], arch):
+        # NONEMPTY_K=False: the kernel keeps its serialized WGMMAs on purpose (kernels.arch.register_a_wgmma_pipelines)
+        check = check_wgmma and arch >= 90 and constexprs.get("NONEMPTY_K") is not False
+        if check and WGMMA_SERIALIZED in _ptxas_notes(compiled.asm["ptx"], arch):
             out.serialized.append((self.fn.__name__, constexprs))
         # Inductor types a Python float argument fp64 where the GPU has fp64 (torch._inductor.codegen.triton_utils),
         # Triton's JIT fp32: a kernel launched from a compiled graph must compile both ways.

@@ -43,3 +43,36 @@ def sm_count(device: torch.device) -> int:
     if device.type != "cuda":
         return _INTERPRETER_SMS
     return _cuda_sm_count(device.index if device.index is not None else torch.cuda.current_device())
+
+
+# ptxas before 13.3 may move the register writes that feed a WGMMA's A operand (our decoded weights) past the wait
+# guarding the previous WGMMA that reads the same registers: a read-after-write hazard that gives wrong sums
+# (triton-lang/triton#9433, fixed in ptxas 13.3). Measured on the H200 with Triton 3.6's bundled ptxas 12.8: NaN
+# or 3-10x the rounding bound from the TMA tiles with long K loops (docs/measurements/h200_run19_weight_only_ptxas.md).
+PIPELINED_REGISTER_A_WGMMA_PTXAS = (13, 3)
+
+
+def _sm_arch(device: torch.device) -> int:
+    """``10 * major + minor`` of the device, or of ``torch.cuda.get_device_capability()`` off CUDA (what
+    ``lowbit_flex.triton_aot`` patches to compile for a chosen arch without a GPU)."""
+    major, minor = capability(device) if device.type == "cuda" else torch.cuda.get_device_capability()
+    return 10 * major + minor
+
+
+@functools.cache
+def _ptxas_version(arch: int) -> tuple[int, ...]:
+    from triton.backends.nvidia.compiler import get_ptxas  # Triton 3.6 - 3.9: the ptxas it runs for this arch
+
+    return tuple(int(p) for p in get_ptxas(arch).version.split(".")[:2])
+
+
+def register_a_wgmma_pipelines(device: torch.device) -> bool:
+    """Whether a kernel may let ptxas pipeline WGMMAs whose A operand is in registers: True below sm_90 (no
+    WGMMA), under the interpreter, and with a ptxas of at least :data:`PIPELINED_REGISTER_A_WGMMA_PTXAS` (Triton
+    3.9's for sm_90 is 13.4; Triton 3.6 bundles 12.8, and ``TRITON_PTXAS_PATH`` can name a newer one). Where it is
+    False, the kernels keep their K loop's zero-trip path, on which ptxas serializes the loop's WGMMAs (warning
+    C7515): slower, but no WGMMA is in flight when the next step's registers are written."""
+    if triton_interpreting():
+        return True
+    arch = _sm_arch(device)
+    return arch < 90 or _ptxas_version(arch) >= PIPELINED_REGISTER_A_WGMMA_PTXAS

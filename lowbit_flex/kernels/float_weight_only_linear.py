@@ -47,7 +47,7 @@ def _float_weight_dot_kernel(
     BITS: tl.constexpr, MBITS: tl.constexpr, NATIVE_FP8: tl.constexpr, DEC_SCALE: tl.constexpr,
     ASM: tl.constexpr, CONS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, STEP_TILES: tl.constexpr,
     EVEN_K: tl.constexpr, SPLIT_PARTIALS: tl.constexpr, HAS_BIAS: tl.constexpr, UPCAST_DOT: tl.constexpr,
-    SWAP_AB: tl.constexpr,
+    SWAP_AB: tl.constexpr, NONEMPTY_K: tl.constexpr,
 ):  # fmt: skip
     pid_n = tl.program_id(0)
     pid_m = tl.program_id(1)
@@ -56,7 +56,8 @@ def _float_weight_dot_kernel(
     rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     t_first = pid_k * TILES_PER_SPLIT
     t_end = tl.minimum(t_first + TILES_PER_SPLIT, tl.cdiv(K, 128))
-    tl.assume(t_end > t_first)  # no empty split, K >= 1: without it ptxas serializes the WGMMAs (float_weight_tma)
+    if NONEMPTY_K:  # no empty split, K >= 1: lets ptxas pipeline the WGMMAs where that is safe (float_weight_tma)
+        tl.assume(t_end > t_first)
     # SWAP_AB accumulates out.T = w @ x.T: the decoded weight is the MMA's left operand, which Hopper's WGMMA takes
     # from registers (and whose 64-row minimum BLOCK_N meets where BLOCK_M = 16 cannot), x.T the right one.
     if SWAP_AB:

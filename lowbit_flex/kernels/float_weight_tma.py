@@ -18,12 +18,15 @@ shared-memory round trip) and ``x.T`` its shared-memory one:
 * Split-K where the output tiles leave SMs idle (partials reduced in split order by the shared reduce kernel:
   deterministic).
 
-What limited it in the H200 run (run 18), found afterwards with Triton 3.6's ``ptxas -v``: every config compiled with
-warning C7515, "wgmma.mma_async instructions are serialized due to non wgmma instructions defining accumulator
-registers". The cause is the K loop: as far as the compiler knows it may run zero times, and that path's
-zero-initialized accumulator meets the loop's result right after the last in-flight WGMMA. ``tl.assume(t_end >
-t_first)`` (true: no split is empty and the op rejects K = 0) removes the path, and every config, here and in the
-pointer-load tiles, compiles without C7515. Not yet measured on a GPU: the numbers in docs predate it.
+WGMMA pipelining, and a ptxas hazard. With a zero-trip path through the K loop (as far as the compiler knows, it
+may run zero times) the zeroed accumulator meets the loop's result right after the last in-flight WGMMA, and ptxas
+serializes every WGMMA of the loop (warning C7515: each waits for the previous one). ``tl.assume(t_end > t_first)``
+(true: no split is empty and the op rejects K = 0) removes that path and the serialization. But ptxas before 13.3
+then lets the next step's decoded weight overwrite registers an in-flight WGMMA still reads (triton-lang/triton#9433):
+on the H200 with Triton 3.6's bundled ptxas 12.8 the 64- and 256-row tiles returned NaN or 3-10x the rounding bound
+on long K loops (run 19). So the assume is made only where that ptxas bug is fixed (``NONEMPTY_K``, from
+:func:`~lowbit_flex.kernels.arch.register_a_wgmma_pipelines`: ptxas >= 13.3, e.g. Triton 3.9's, or one named by
+``TRITON_PTXAS_PATH``); elsewhere the kernel runs serialized and correct.
 
 TMA needs sm_90, a unit last stride, 16-byte aligned row strides and bases; the dispatch's ``tma_supported`` says
 whether a call qualifies (otherwise the next rule of its table applies). Configs: the fixed table
@@ -57,7 +60,7 @@ def _float_weight_tma_kernel(
     M, N, K, KW, stride_xm, stride_wn, stride_om, TILES_PER_SPLIT,
     BITS: tl.constexpr, MBITS: tl.constexpr, DEC_SCALE: tl.constexpr, ASM: tl.constexpr, CONS: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, STEP_TILES: tl.constexpr, GROUP_M: tl.constexpr,
-    SPLIT_PARTIALS: tl.constexpr, HAS_BIAS: tl.constexpr, UPCAST_DOT: tl.constexpr,
+    SPLIT_PARTIALS: tl.constexpr, HAS_BIAS: tl.constexpr, UPCAST_DOT: tl.constexpr, NONEMPTY_K: tl.constexpr,
 ):  # fmt: skip
     pid_m, pid_n = grouped_tile(tl.program_id(0), M, N, BLOCK_M, BLOCK_N, GROUP_M)
     pid_k = tl.program_id(1)
@@ -66,8 +69,10 @@ def _float_weight_tma_kernel(
     t_first = pid_k * TILES_PER_SPLIT  # a multiple of STEP_TILES: a step never crosses into the next split
     t_end = tl.minimum(t_first + TILES_PER_SPLIT, tl.cdiv(K, 128))
     # No split is empty (split_k_blocks) and K >= 1: telling the compiler removes the zero-trip path whose zeroed
-    # accumulator made ptxas serialize every WGMMA of the loop (C7515; see the module docstring).
-    tl.assume(t_end > t_first)
+    # accumulator makes ptxas serialize every WGMMA of the loop (C7515), where its WGMMA pipelining is safe
+    # (NONEMPTY_K: arch.register_a_wgmma_pipelines; see the module docstring).
+    if NONEMPTY_K:
+        tl.assume(t_end > t_first)
     acc = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.float32)  # out.T = w @ x.T (swap-AB)
     x_dtype = x_ptr.dtype.element_ty
     if BITS == 8:

@@ -124,12 +124,14 @@ def test_dequantize_then_cublas_equals_linear_with_the_rounded_weight(fmt, dtype
 @pytest.mark.parametrize("fmt", FORMATS, ids=str)
 @pytest.mark.parametrize("m", [1, 2, 5, 16, 17, 64, 300])
 def test_dispatch_default_at_every_m_bucket(fmt, m, monkeypatch):
+    from lowbit_flex.kernels.arch import register_a_wgmma_pipelines
     from lowbit_flex.kernels.float_weight_dispatch import Backend, choose
 
     out, x, w64, s, b = _run(fmt, m, 36, 136, None, None, seed=m, monkeypatch=monkeypatch)
     # K = 136: fp8 rows of 136 bytes are not TMA-aligned (the table's next rule runs), fp4 / fp6 words are
     w_row = 136 if fmt.bits == 8 else tile_words_per_row(136, fmt.bits) * 4
-    if choose(fmt.bits, m, w_row % 16 == 0).backend is Backend.DEQUANT_MM:
+    pipelined = register_a_wgmma_pipelines(torch.device(kernel_device()))
+    if choose(fmt.bits, m, w_row % 16 == 0, pipelined).backend is Backend.DEQUANT_MM:
         w64, s = _rounded_weight(w64, s, fmt)
     exact, bound = exact_linear(x, w64, s, b)
     assert_within(out, exact, bound)
@@ -184,6 +186,10 @@ def test_dispatch_table_names_real_configs():
         assert all(choose(bits, m).backend is not Backend.GEMV or m <= GEMV_MAX_M for m in ms)
         # where TMA cannot run (before sm_90, unaligned rows) the table still has a rule for every M
         assert all(choose(bits, m, tma=False).backend is not Backend.TMA for m in ms)
+        # with a ptxas that would corrupt pipelined WGMMAs, only the rules measured serialized apply
+        assert not any(choose(bits, m, pipelined=False).pipelined for m in ms)
+    assert choose(8, 64).config == "tma_64x128x1_swap" and choose(8, 64, pipelined=False).config == "dot_16x64x2"
+    assert choose(6, 1024).backend is Backend.TMA and choose(6, 1024, pipelined=False).backend is Backend.DEQUANT_MM
 
 
 def test_tma_needs_aligned_rows_else_the_next_rule_runs(monkeypatch):
@@ -198,5 +204,24 @@ def test_tma_needs_aligned_rows_else_the_next_rule_runs(monkeypatch):
                                         config="tma_64x128x1_swap")  # fmt: skip
     out, x, w64, s, b = _run(E2M1_FN, 64, 24, 300, None, None, seed=5, monkeypatch=monkeypatch)
     assert not d.tma_supported(torch.device(dev), 4, 300, 2, 48, True)  # x rows unaligned: the fp4 DOT rule ran
+    exact, bound = exact_linear(x, w64, s, b)
+    assert_within(out, exact, bound)
+
+
+def _tensor_core_plans():
+    from lowbit_flex.kernels.float_weight_only_linear import DOT_CONFIGS
+    from lowbit_flex.kernels.float_weight_tma import TMA_CONFIGS
+
+    tma = torch.cuda.is_available() and torch.cuda.get_device_capability() >= (9, 0)
+    return [("dot", c) for c in DOT_CONFIGS] + ([("tma", c) for c in TMA_CONFIGS] if tma else [])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="many K steps per program: too slow for the interpreter")
+@pytest.mark.parametrize("fmt", [E4M3FN, E3M2_FN, E2M1_FN], ids=str)
+@pytest.mark.parametrize("backend, config", _tensor_core_plans())
+def test_long_k_loops_with_several_row_tiles(fmt, backend, config, monkeypatch):
+    # What the small shapes above miss: 32 K steps per program and several row tiles. With ptxas < 13.3 and the
+    # WGMMAs pipelined, the TMA tiles returned NaN or 3-10x the bound here (kernels.arch.register_a_wgmma_pipelines).
+    out, x, w64, s, b = _run(fmt, 200, 256, 4096, backend, config, seed=9, monkeypatch=monkeypatch)
     exact, bound = exact_linear(x, w64, s, b)
     assert_within(out, exact, bound)
