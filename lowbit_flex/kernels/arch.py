@@ -47,8 +47,10 @@ def sm_count(device: torch.device) -> int:
 
 # ptxas before 13.3 may move the register writes that feed a WGMMA's A operand (our decoded weights) past the wait
 # guarding the previous WGMMA that reads the same registers: a read-after-write hazard that gives wrong sums
-# (triton-lang/triton#9433, fixed in ptxas 13.3). Measured on the H200 with Triton 3.6's bundled ptxas 12.8: NaN
-# or 3-10x the rounding bound from the TMA tiles with long K loops (docs/measurements/h200_run19_weight_only_ptxas.md).
+# (triton-lang/triton#9433, fixed in ptxas 13.3). With two warp groups (8 warps) Triton 3.6 also waits for one warp
+# group's WGMMAs where both must finish (triton-lang/triton#11056, fixed after 3.6). Measured on the H200 with Triton
+# 3.6 (docs/measurements/h200_run19_weight_only_ptxas.md): pipelined, the TMA tiles returned NaN or 3-10x the rounding
+# bound with its bundled ptxas 12.8; with ptxas 13.5 the 4-warp tiles were right and the 8-warp 256-row tile was not.
 PIPELINED_REGISTER_A_WGMMA_PTXAS = (13, 3)
 
 
@@ -66,13 +68,14 @@ def _ptxas_version(arch: int) -> tuple[int, ...]:
     return tuple(int(p) for p in get_ptxas(arch).version.split(".")[:2])
 
 
-def register_a_wgmma_pipelines(device: torch.device) -> bool:
-    """Whether a kernel may let ptxas pipeline WGMMAs whose A operand is in registers: True below sm_90 (no
-    WGMMA), under the interpreter, and with a ptxas of at least :data:`PIPELINED_REGISTER_A_WGMMA_PTXAS` (Triton
-    3.9's for sm_90 is 13.4; Triton 3.6 bundles 12.8, and ``TRITON_PTXAS_PATH`` can name a newer one). Where it is
-    False, the kernels keep their K loop's zero-trip path, on which ptxas serializes the loop's WGMMAs (warning
-    C7515): slower, but no WGMMA is in flight when the next step's registers are written."""
+def register_a_wgmma_pipelines(device: torch.device, num_warps: int = 4) -> bool:
+    """Whether a kernel of ``num_warps`` warps may let ptxas pipeline WGMMAs whose A operand is in registers: True
+    below sm_90 (no WGMMA) and under the interpreter; on sm_90 only for one warp group (``num_warps <= 4``) and a
+    ptxas of at least :data:`PIPELINED_REGISTER_A_WGMMA_PTXAS` (Triton 3.9's for sm_90 is 13.4; Triton 3.6 bundles
+    12.8, and ``TRITON_PTXAS_PATH`` can name a newer one). Where it is False, the kernels keep their K loop's
+    zero-trip path, on which ptxas serializes the loop's WGMMAs (warning C7515): slower, but no WGMMA is in flight
+    when the next step's registers are written."""
     if triton_interpreting():
         return True
     arch = _sm_arch(device)
-    return arch < 90 or _ptxas_version(arch) >= PIPELINED_REGISTER_A_WGMMA_PTXAS
+    return arch < 90 or (num_warps <= 4 and _ptxas_version(arch) >= PIPELINED_REGISTER_A_WGMMA_PTXAS)

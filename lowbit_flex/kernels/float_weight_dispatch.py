@@ -58,7 +58,7 @@ class Rule:
     config: str = ""  # a GEMV_CONFIGS / DOT_CONFIGS name ("" for DEQUANT_MM)
     max_m: int | None = None  # rule applies when M <= max_m (None: any M)
     bits: tuple[int, ...] = (4, 6, 8)  # weight widths it applies to
-    pipelined: bool = False  # only where WGMMAs with register operands pipeline (arch.register_a_wgmma_pipelines)
+    pipelined: bool = False  # only where 4-warp WGMMAs with register operands pipeline (register_a_wgmma_pipelines)
 
 
 # Measured on an H200 (benchmarks/bench_float_weight_only_linear.py, CUDA graphs, weights rotated past L2; geometric
@@ -69,15 +69,16 @@ class Rule:
 #   (1.24x; the GEMV 1.11x).
 # - M <= 16: fp8 the 16x64 tile (1.48x at M = 16), fp4 the swap-AB 16x128 tile (1.36x), fp6 the TMA 16-row tile
 #   (1.07x; the swap-AB pointer tile 0.91x).
-# - M <= 64: fp4 / fp6 the TMA 64x128 tile (1.18x / 1.01x); fp8 the same tile where WGMMAs pipeline (0.86x), else
-#   the 16x64 tile (0.63x; the TMA tile serialized 0.61x).
-# - M <= 256: the TMA 256x128 tile for every format (0.83x / 0.84x / 0.91x, against dequantize + cuBLAS 0.53-0.58x).
-# - M <= 1024: fp4 the same tile (0.94x; dequantize + cuBLAS 0.84x); fp8 / fp6 too where WGMMAs pipeline (0.86x /
-#   0.88x against 0.83x / 0.79x), else dequantize + cuBLAS (serialized, the tile ran 0.74x / 0.79x).
-# - Larger M: dequantize + cuBLAS for every format (M = 4096: 0.93-0.96x; the TMA tile 0.85-0.93x).
+# - M <= 64: fp4 / fp6 the TMA 64x128 tile (1.18x / 1.01x pipelined, 0.86x / 0.76x serialized); fp8 the same tile
+#   where its WGMMAs pipeline (0.86x), else the 16x64 tile (0.63x; the TMA tile serialized 0.61x).
+# - M <= 256: the TMA 256x128 tile for every format (0.71x / 0.76x / 0.83x, against dequantize + cuBLAS 0.52-0.57x).
+# - M <= 1024: fp4 the same tile (0.87x; dequantize + cuBLAS 0.84x); fp8 / fp6 dequantize + cuBLAS (0.84x / 0.81x;
+#   the tile 0.74x / 0.79x). The 256-row tile has 8 warps: its WGMMAs stay serialized (register_a_wgmma_pipelines).
+# - Larger M: dequantize + cuBLAS for every format (M = 4096: 0.93-0.96x; the TMA tile serialized 0.77-0.85x).
 # TMA rules need sm_90 and TMA-aligned operands (tma_supported); ``pipelined`` rules also need a ptxas that pipelines
-# WGMMAs with register operands correctly (>= 13.3, arch.register_a_wgmma_pipelines); otherwise the next matching
-# rule applies. The pipelined numbers are with ptxas 13.5 (run 19), the others with Triton 3.6's 12.8 (run 18).
+# 4-warp WGMMAs with register operands correctly (>= 13.3, arch.register_a_wgmma_pipelines); otherwise the next
+# matching rule applies. "Pipelined" numbers are with ptxas 13.5 (run 19), the others with Triton 3.6's 12.8
+# (serialized, run 18).
 DISPATCH_TABLE: tuple[Rule, ...] = (
     Rule(Backend.GEMV, "gemv_4x4x8", max_m=1, bits=(4, 6)),
     Rule(Backend.DOT, "dot_16x128x1_swap", max_m=1, bits=(8,)),
@@ -90,7 +91,6 @@ DISPATCH_TABLE: tuple[Rule, ...] = (
     Rule(Backend.DOT, "dot_16x128x1_swap", max_m=64, bits=(4,)),
     Rule(Backend.TMA, "tma_256x128x1_swap", max_m=256),
     Rule(Backend.TMA, "tma_256x128x1_swap", max_m=1024, bits=(4,)),
-    Rule(Backend.TMA, "tma_256x128x1_swap", max_m=1024, bits=(6, 8), pipelined=True),
     Rule(Backend.DEQUANT_MM),
 )
 
@@ -166,7 +166,7 @@ def _plan(
         kernel = _float_weight_dot_kernel
         meta["UPCAST_DOT"] = triton_interpreting()
         meta["SWAP_AB"] = config.swap_ab
-        meta["NONEMPTY_K"] = register_a_wgmma_pipelines(device)
+        meta["NONEMPTY_K"] = register_a_wgmma_pipelines(device, config.num_warps)
     grid = (triton.cdiv(N, config.block_n), triton.cdiv(M, block_m), splits)
     return _Plan(splits, per_split * config.block_k, scale, PlanLaunch(kernel, grid, meta))
 
@@ -187,7 +187,7 @@ def _tma_plan(
     meta = dict(
         BITS=bits, MBITS=mbits, DEC_SCALE=scale, ASM=asm, CONS=cons, BLOCK_M=config.block_m, BLOCK_N=config.block_n,
         STEP_TILES=step, GROUP_M=config.group_m, SPLIT_PARTIALS=splits > 1, HAS_BIAS=has_bias,
-        UPCAST_DOT=triton_interpreting(), NONEMPTY_K=register_a_wgmma_pipelines(device),
+        UPCAST_DOT=triton_interpreting(), NONEMPTY_K=register_a_wgmma_pipelines(device, config.num_warps),
         num_warps=config.num_warps, num_stages=config.num_stages,
     )  # fmt: skip
     return _Plan(splits, per_split * step, scale, PlanLaunch(_float_weight_tma_kernel, (out_tiles, splits), meta))
@@ -249,7 +249,7 @@ def _route(
     tma = native or bits != 8  # the TMA kernel converts fp8 in hardware only
     tma = tma and tma_supported(device, bits, stride_xm, x_size, stride_wn, bases_aligned)
     if backend is None:
-        pipelined = register_a_wgmma_pipelines(device)
+        pipelined = register_a_wgmma_pipelines(device, 4)  # what the pipelined rules' 4-warp tiles need
         rule = choose(bits, M, tma, pipelined) if M else Rule(Backend.DOT, "dot_16x64x2")  # M = 0: nothing runs
         backend, config = rule.backend, rule.config
     if backend is Backend.DEQUANT_MM:

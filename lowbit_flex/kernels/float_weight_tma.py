@@ -18,15 +18,16 @@ shared-memory round trip) and ``x.T`` its shared-memory one:
 * Split-K where the output tiles leave SMs idle (partials reduced in split order by the shared reduce kernel:
   deterministic).
 
-WGMMA pipelining, and a ptxas hazard. With a zero-trip path through the K loop (as far as the compiler knows, it
-may run zero times) the zeroed accumulator meets the loop's result right after the last in-flight WGMMA, and ptxas
+WGMMA pipelining, and two hazards. With a zero-trip path through the K loop (as far as the compiler knows, it may
+run zero times) the zeroed accumulator meets the loop's result right after the last in-flight WGMMA, and ptxas
 serializes every WGMMA of the loop (warning C7515: each waits for the previous one). ``tl.assume(t_end > t_first)``
-(true: no split is empty and the op rejects K = 0) removes that path and the serialization. But ptxas before 13.3
-then lets the next step's decoded weight overwrite registers an in-flight WGMMA still reads (triton-lang/triton#9433):
-on the H200 with Triton 3.6's bundled ptxas 12.8 the 64- and 256-row tiles returned NaN or 3-10x the rounding bound
-on long K loops (run 19). So the assume is made only where that ptxas bug is fixed (``NONEMPTY_K``, from
-:func:`~lowbit_flex.kernels.arch.register_a_wgmma_pipelines`: ptxas >= 13.3, e.g. Triton 3.9's, or one named by
-``TRITON_PTXAS_PATH``); elsewhere the kernel runs serialized and correct.
+(true: no split is empty and the op rejects K = 0) removes that path and the serialization. But then ptxas before
+13.3 lets the next step's decoded weight overwrite registers an in-flight WGMMA still reads (triton-lang/triton#9433),
+and with 8 warps Triton 3.6 waits for one warp group's WGMMAs only (triton-lang/triton#11056). On the H200 (run 19)
+the pipelined tiles returned NaN or 3-10x the rounding bound on long K loops with Triton 3.6's ptxas 12.8; with
+ptxas 13.5 the 4-warp tiles were right and the 8-warp 256-row tile still was not. So the assume is made only for
+4-warp configs with a ptxas >= 13.3 (``NONEMPTY_K``, from :func:`~lowbit_flex.kernels.arch.register_a_wgmma_pipelines`;
+Triton 3.9 runs 13.4, ``TRITON_PTXAS_PATH`` can name one); elsewhere the loop runs serialized and correct.
 
 TMA needs sm_90, a unit last stride, 16-byte aligned row strides and bases; the dispatch's ``tma_supported`` says
 whether a call qualifies (otherwise the next rule of its table applies). Configs: the fixed table
@@ -120,9 +121,9 @@ class TmaConfig(LaunchConfig):
 
 # Shared memory per stage (sm_90: 227 KiB per block): BLOCK_M x 128 of x (16 bits) plus BLOCK_N x 128 fp8 codes or
 # BLOCK_N x 16 (fp6: + 8) words; the 256-row tile fits 3 stages. Triton 3.6 compiles every config for sm_90 without
-# spills (up to 216 registers) or WGMMA serialization. Every config is compiled for sm_90 in
-# tests/kernels/aot_cases.py (the dispatch picks these on sm_90 only). Measured on the H200
-# (docs/measurements/h200_run18_weight_only_tma.md).
+# spills (up to 216 registers), the 4-warp ones without WGMMA serialization where NONEMPTY_K holds. Every config is
+# compiled for sm_90 in tests/kernels/aot_cases.py (the dispatch picks these on sm_90 only). Measured on the H200
+# (docs/measurements/h200_run18_weight_only_tma.md, h200_run19_weight_only_ptxas.md).
 TMA_CONFIGS: dict[str, TmaConfig] = {
     "tma_16x128x1_swap": TmaConfig(16, 128, 1, num_warps=4, num_stages=4, programs_per_sm=2),
     "tma_64x128x1_swap": TmaConfig(64, 128, 1, num_warps=4, num_stages=4),

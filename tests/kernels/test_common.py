@@ -22,17 +22,24 @@ def test_cached_plan_memoises_concrete_shapes_and_keeps_symbolic_ones_symbolic()
 
 
 @pytest.mark.parametrize(
-    "capability, ptxas, expected",
-    [((9, 0), (12, 8), False), ((9, 0), (13, 3), True), ((9, 0), (13, 5), True), ((8, 0), (12, 8), True)],
+    "capability, ptxas, num_warps, expected",
+    [
+        ((9, 0), (12, 8), 4, False),
+        ((9, 0), (13, 3), 4, True),
+        ((9, 0), (13, 5), 4, True),
+        ((9, 0), (13, 5), 8, False),
+        ((8, 0), (12, 8), 8, True),
+    ],
 )
-def test_register_a_wgmma_pipelines_only_with_a_fixed_ptxas_on_sm90(monkeypatch, capability, ptxas, expected):
-    # ptxas < 13.3 corrupts pipelined WGMMAs with register operands (triton-lang/triton#9433); sm_80 has no WGMMA.
+def test_register_a_wgmma_pipelines_only_where_measured_right(monkeypatch, capability, ptxas, num_warps, expected):
+    # ptxas < 13.3 corrupts pipelined WGMMAs with register operands (triton-lang/triton#9433), and with ptxas 13.5 the
+    # 8-warp tile still did on Triton 3.6 (two warp groups); sm_80 has no WGMMA.
     from lowbit_flex.kernels import arch
 
     monkeypatch.setenv("TRITON_INTERPRET", "0")
     monkeypatch.setattr(arch.torch.cuda, "get_device_capability", lambda *a: capability)
     monkeypatch.setattr(arch, "_ptxas_version", lambda a: ptxas if a >= 90 else pytest.fail("no ptxas below sm_90"))
-    assert arch.register_a_wgmma_pipelines(torch.device("cpu")) is expected
+    assert arch.register_a_wgmma_pipelines(torch.device("cpu"), num_warps) is expected
 
 
 def test_ptxas_version_reads_the_ptxas_triton_runs():
