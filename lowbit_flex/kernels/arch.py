@@ -45,13 +45,14 @@ def sm_count(device: torch.device) -> int:
     return _cuda_sm_count(device.index if device.index is not None else torch.cuda.current_device())
 
 
-# ptxas before 13.3 may move the register writes that feed a WGMMA's A operand (our decoded weights) past the wait
-# guarding the previous WGMMA that reads the same registers: a read-after-write hazard that gives wrong sums
-# (triton-lang/triton#9433, fixed in ptxas 13.3). With two warp groups (8 warps) Triton 3.6 also waits for one warp
-# group's WGMMAs where both must finish (triton-lang/triton#11056, fixed after 3.6). Measured on the H200 with Triton
-# 3.6 (docs/measurements/h200_run19_weight_only_ptxas.md): pipelined, the TMA tiles returned NaN or 3-10x the rounding
-# bound with its bundled ptxas 12.8; with ptxas 13.5 the 4-warp tiles were right and the 8-warp 256-row tile was not.
-PIPELINED_REGISTER_A_WGMMA_PTXAS = (13, 3)
+# Letting ptxas pipeline WGMMAs whose A operand is in registers (our decoded weights) has given wrong sums: ptxas
+# before 13.3 may move the register writes feeding a WGMMA past the wait for the previous one that still reads them
+# (triton-lang/triton#9433, fixed in ptxas 13.3), and with ptxas 13.5 on Triton 3.6 the 8-warp 256x128 TMA tile and a
+# 4-warp 256x64 one still returned NaN or 5-34x the rounding bound while other 4-warp tiles were right
+# (docs/measurements/h200_run19_weight_only_ptxas.md). So pipelining is allowed only for configs measured right on the
+# GPU (their ``wgmma_pipelined`` flag), with the toolchain they were measured on.
+PIPELINED_WGMMA_PTXAS = (13, 3)  # at least this ptxas
+PIPELINED_WGMMA_TRITON = ("3.6",)  # Triton versions the flagged configs were verified with (run 19)
 
 
 def _sm_arch(device: torch.device) -> int:
@@ -68,14 +69,23 @@ def _ptxas_version(arch: int) -> tuple[int, ...]:
     return tuple(int(p) for p in get_ptxas(arch).version.split(".")[:2])
 
 
-def register_a_wgmma_pipelines(device: torch.device, num_warps: int = 4) -> bool:
-    """Whether a kernel of ``num_warps`` warps may let ptxas pipeline WGMMAs whose A operand is in registers: True
-    below sm_90 (no WGMMA) and under the interpreter; on sm_90 only for one warp group (``num_warps <= 4``) and a
-    ptxas of at least :data:`PIPELINED_REGISTER_A_WGMMA_PTXAS` (Triton 3.9's for sm_90 is 13.4; Triton 3.6 bundles
-    12.8, and ``TRITON_PTXAS_PATH`` can name a newer one). Where it is False, the kernels keep their K loop's
-    zero-trip path, on which ptxas serializes the loop's WGMMAs (warning C7515): slower, but no WGMMA is in flight
-    when the next step's registers are written."""
+def _triton_version() -> str:
+    import triton
+
+    return triton.__version__
+
+
+def register_a_wgmma_pipelines(device: torch.device, verified: bool) -> bool:
+    """Whether a kernel whose config was measured right with pipelined WGMMAs (``verified``) may let ptxas pipeline
+    its WGMMAs with register A operands: always below sm_90 (no WGMMA) and under the interpreter; on sm_90 only for a
+    verified config, a ptxas of at least :data:`PIPELINED_WGMMA_PTXAS` (Triton 3.6 bundles 12.8:
+    ``TRITON_PTXAS_PATH`` can name a newer one) and a Triton of :data:`PIPELINED_WGMMA_TRITON`. Where it is False,
+    the kernels keep their K loop's zero-trip path, on which ptxas serializes the loop's WGMMAs (warning C7515):
+    slower, but no WGMMA is in flight when the next step's registers are written."""
     if triton_interpreting():
         return True
     arch = _sm_arch(device)
-    return arch < 90 or (num_warps <= 4 and _ptxas_version(arch) >= PIPELINED_REGISTER_A_WGMMA_PTXAS)
+    if arch < 90:
+        return True
+    toolchain = _ptxas_version(arch) >= PIPELINED_WGMMA_PTXAS and _triton_version().startswith(PIPELINED_WGMMA_TRITON)
+    return verified and toolchain

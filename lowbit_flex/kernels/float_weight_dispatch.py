@@ -58,7 +58,7 @@ class Rule:
     config: str = ""  # a GEMV_CONFIGS / DOT_CONFIGS name ("" for DEQUANT_MM)
     max_m: int | None = None  # rule applies when M <= max_m (None: any M)
     bits: tuple[int, ...] = (4, 6, 8)  # weight widths it applies to
-    pipelined: bool = False  # only where 4-warp WGMMAs with register operands pipeline (register_a_wgmma_pipelines)
+    pipelined: bool = False  # only where its config's WGMMAs may pipeline (arch.register_a_wgmma_pipelines)
 
 
 # Measured on an H200 (benchmarks/bench_float_weight_only_linear.py, CUDA graphs, weights rotated past L2; geometric
@@ -73,12 +73,12 @@ class Rule:
 #   where its WGMMAs pipeline (0.86x), else the 16x64 tile (0.63x; the TMA tile serialized 0.61x).
 # - M <= 256: the TMA 256x128 tile for every format (0.71x / 0.76x / 0.83x, against dequantize + cuBLAS 0.52-0.57x).
 # - M <= 1024: fp4 the same tile (0.87x; dequantize + cuBLAS 0.84x); fp8 / fp6 dequantize + cuBLAS (0.84x / 0.81x;
-#   the tile 0.74x / 0.79x). The 256-row tile has 8 warps: its WGMMAs stay serialized (register_a_wgmma_pipelines).
+#   the tile 0.74x / 0.79x). The 256-row tile's WGMMAs stay serialized: pipelined, it returned wrong sums (run 19).
 # - Larger M: dequantize + cuBLAS for every format (M = 4096: 0.93-0.96x; the TMA tile serialized 0.77-0.85x).
-# TMA rules need sm_90 and TMA-aligned operands (tma_supported); ``pipelined`` rules also need a ptxas that pipelines
-# 4-warp WGMMAs with register operands correctly (>= 13.3, arch.register_a_wgmma_pipelines); otherwise the next
-# matching rule applies. "Pipelined" numbers are with ptxas 13.5 (run 19), the others with Triton 3.6's 12.8
-# (serialized, run 18).
+# TMA rules need sm_90 and TMA-aligned operands (tma_supported); ``pipelined`` rules also need the toolchain their
+# config's pipelined WGMMAs were verified with (arch.register_a_wgmma_pipelines: ptxas >= 13.3, Triton 3.6);
+# otherwise the next matching rule applies. "Pipelined" numbers are with ptxas 13.5 (run 19), the others with Triton
+# 3.6's 12.8 (serialized, run 18).
 DISPATCH_TABLE: tuple[Rule, ...] = (
     Rule(Backend.GEMV, "gemv_4x4x8", max_m=1, bits=(4, 6)),
     Rule(Backend.DOT, "dot_16x128x1_swap", max_m=1, bits=(8,)),
@@ -166,7 +166,7 @@ def _plan(
         kernel = _float_weight_dot_kernel
         meta["UPCAST_DOT"] = triton_interpreting()
         meta["SWAP_AB"] = config.swap_ab
-        meta["NONEMPTY_K"] = register_a_wgmma_pipelines(device, config.num_warps)
+        meta["NONEMPTY_K"] = register_a_wgmma_pipelines(device, config.wgmma_pipelined)
     grid = (triton.cdiv(N, config.block_n), triton.cdiv(M, block_m), splits)
     return _Plan(splits, per_split * config.block_k, scale, PlanLaunch(kernel, grid, meta))
 
@@ -187,7 +187,7 @@ def _tma_plan(
     meta = dict(
         BITS=bits, MBITS=mbits, DEC_SCALE=scale, ASM=asm, CONS=cons, BLOCK_M=config.block_m, BLOCK_N=config.block_n,
         STEP_TILES=step, GROUP_M=config.group_m, SPLIT_PARTIALS=splits > 1, HAS_BIAS=has_bias,
-        UPCAST_DOT=triton_interpreting(), NONEMPTY_K=register_a_wgmma_pipelines(device, config.num_warps),
+        UPCAST_DOT=triton_interpreting(), NONEMPTY_K=register_a_wgmma_pipelines(device, config.wgmma_pipelined),
         num_warps=config.num_warps, num_stages=config.num_stages,
     )  # fmt: skip
     return _Plan(splits, per_split * step, scale, PlanLaunch(_float_weight_tma_kernel, (out_tiles, splits), meta))
@@ -249,7 +249,7 @@ def _route(
     tma = native or bits != 8  # the TMA kernel converts fp8 in hardware only
     tma = tma and tma_supported(device, bits, stride_xm, x_size, stride_wn, bases_aligned)
     if backend is None:
-        pipelined = register_a_wgmma_pipelines(device, 4)  # what the pipelined rules' 4-warp tiles need
+        pipelined = register_a_wgmma_pipelines(device, True)  # the pipelined rules name verified configs
         rule = choose(bits, M, tma, pipelined) if M else Rule(Backend.DOT, "dot_16x64x2")  # M = 0: nothing runs
         backend, config = rule.backend, rule.config
     if backend is Backend.DEQUANT_MM:

@@ -107,13 +107,16 @@ class DotConfig(LaunchConfig):
     split_k: int = 1
     programs_per_sm: int = 2
     swap_ab: bool = False  # out.T = w @ x.T: the decoded weight as the MMA's register operand
+    wgmma_pipelined: bool = False  # measured right with pipelined WGMMAs (arch.register_a_wgmma_pipelines)
 
 
 # Shared memory (sm_90: 227 KiB per block; the pipeliner keeps num_stages copies of the loads feeding tl.dot):
 # fp8 128x128 with 128-code steps holds 3 x (32 KiB of x + 16 KiB of w). The old 256-code, 3-stage fp8 tile needed
 # 320 KiB and crashed at M = 4096. Every config is compiled for sm_80 and sm_90 in tests/kernels/aot_cases.py.
 DOT_CONFIGS: dict[str, DotConfig] = {
-    "dot_16x64x2": DotConfig(16, 64, 2, num_warps=4, num_stages=3, split_k=0),
-    "dot_16x128x1_swap": DotConfig(16, 128, 1, num_warps=4, num_stages=3, split_k=0, swap_ab=True),
+    "dot_16x64x2": DotConfig(16, 64, 2, num_warps=4, num_stages=3, split_k=0, wgmma_pipelined=True),
+    "dot_16x128x1_swap": DotConfig(
+        16, 128, 1, num_warps=4, num_stages=3, split_k=0, swap_ab=True, wgmma_pipelined=True
+    ),
     "dot_128x128x1_swap": DotConfig(128, 128, 1, num_warps=8, num_stages=3, swap_ab=True),
 }

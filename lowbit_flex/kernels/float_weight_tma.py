@@ -18,16 +18,17 @@ shared-memory round trip) and ``x.T`` its shared-memory one:
 * Split-K where the output tiles leave SMs idle (partials reduced in split order by the shared reduce kernel:
   deterministic).
 
-WGMMA pipelining, and two hazards. With a zero-trip path through the K loop (as far as the compiler knows, it may
-run zero times) the zeroed accumulator meets the loop's result right after the last in-flight WGMMA, and ptxas
+WGMMA pipelining, and a hazard. With a zero-trip path through the K loop (as far as the compiler knows, it may run
+zero times) the zeroed accumulator meets the loop's result right after the last in-flight WGMMA, and ptxas
 serializes every WGMMA of the loop (warning C7515: each waits for the previous one). ``tl.assume(t_end > t_first)``
 (true: no split is empty and the op rejects K = 0) removes that path and the serialization. But then ptxas before
-13.3 lets the next step's decoded weight overwrite registers an in-flight WGMMA still reads (triton-lang/triton#9433),
-and with 8 warps Triton 3.6 waits for one warp group's WGMMAs only (triton-lang/triton#11056). On the H200 (run 19)
-the pipelined tiles returned NaN or 3-10x the rounding bound on long K loops with Triton 3.6's ptxas 12.8; with
-ptxas 13.5 the 4-warp tiles were right and the 8-warp 256-row tile still was not. So the assume is made only for
-4-warp configs with a ptxas >= 13.3 (``NONEMPTY_K``, from :func:`~lowbit_flex.kernels.arch.register_a_wgmma_pipelines`;
-Triton 3.9 runs 13.4, ``TRITON_PTXAS_PATH`` can name one); elsewhere the loop runs serialized and correct.
+13.3 lets the next step's decoded weight overwrite registers an in-flight WGMMA still reads
+(triton-lang/triton#9433). On the H200 (run 19) the pipelined tiles returned NaN or 3-10x the rounding bound on long
+K loops with Triton 3.6's ptxas 12.8; with ptxas 13.5 the 16- and 64-row tiles were right, while the 8-warp
+256-row tile (and a 4-warp 256x64 one tried) still were not. So a config makes the assume only where it was measured
+right pipelined (its ``wgmma_pipelined`` flag) and the toolchain is the one it was measured with (``NONEMPTY_K``,
+from :func:`~lowbit_flex.kernels.arch.register_a_wgmma_pipelines`: ptxas >= 13.3, named by ``TRITON_PTXAS_PATH``,
+and Triton 3.6); elsewhere the loop runs serialized and correct.
 
 TMA needs sm_90, a unit last stride, 16-byte aligned row strides and bases; the dispatch's ``tma_supported`` says
 whether a call qualifies (otherwise the next rule of its table applies). Configs: the fixed table
@@ -117,16 +118,17 @@ class TmaConfig(LaunchConfig):
     split_k: int = 0
     programs_per_sm: int = 1
     group_m: int = 8
+    wgmma_pipelined: bool = False  # measured right with pipelined WGMMAs (arch.register_a_wgmma_pipelines)
 
 
 # Shared memory per stage (sm_90: 227 KiB per block): BLOCK_M x 128 of x (16 bits) plus BLOCK_N x 128 fp8 codes or
 # BLOCK_N x 16 (fp6: + 8) words; the 256-row tile fits 3 stages. Triton 3.6 compiles every config for sm_90 without
-# spills (up to 216 registers), the 4-warp ones without WGMMA serialization where NONEMPTY_K holds. Every config is
-# compiled for sm_90 in tests/kernels/aot_cases.py (the dispatch picks these on sm_90 only). Measured on the H200
-# (docs/measurements/h200_run18_weight_only_tma.md, h200_run19_weight_only_ptxas.md).
+# spills (up to 216 registers), the ``wgmma_pipelined`` ones without WGMMA serialization where NONEMPTY_K holds.
+# Every config is compiled for sm_90 in tests/kernels/aot_cases.py (the dispatch picks these on sm_90 only).
+# Measured on the H200 (docs/measurements/h200_run18_weight_only_tma.md, h200_run19_weight_only_ptxas.md).
 TMA_CONFIGS: dict[str, TmaConfig] = {
-    "tma_16x128x1_swap": TmaConfig(16, 128, 1, num_warps=4, num_stages=4, programs_per_sm=2),
-    "tma_64x128x1_swap": TmaConfig(64, 128, 1, num_warps=4, num_stages=4),
+    "tma_16x128x1_swap": TmaConfig(16, 128, 1, num_warps=4, num_stages=4, programs_per_sm=2, wgmma_pipelined=True),
+    "tma_64x128x1_swap": TmaConfig(64, 128, 1, num_warps=4, num_stages=4, wgmma_pipelined=True),
     "tma_128x128x1_swap": TmaConfig(128, 128, 1, num_warps=8, num_stages=4),
     "tma_256x128x1_swap": TmaConfig(256, 128, 1, num_warps=8, num_stages=3),
 }

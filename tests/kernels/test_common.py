@@ -22,24 +22,24 @@ def test_cached_plan_memoises_concrete_shapes_and_keeps_symbolic_ones_symbolic()
 
 
 @pytest.mark.parametrize(
-    "capability, ptxas, num_warps, expected",
+    "capability, ptxas, triton, verified, expected",
     [
-        ((9, 0), (12, 8), 4, False),
-        ((9, 0), (13, 3), 4, True),
-        ((9, 0), (13, 5), 4, True),
-        ((9, 0), (13, 5), 8, False),
-        ((8, 0), (12, 8), 8, True),
+        ((9, 0), (12, 8), "3.6.0", True, False),  # triton-lang/triton#9433
+        ((9, 0), (13, 3), "3.6.0", True, True),
+        ((9, 0), (13, 5), "3.6.0", False, False),  # a config never measured right pipelined
+        ((9, 0), (13, 4), "3.9.0", True, False),  # a toolchain the configs were not measured with
+        ((8, 0), (12, 8), "3.6.0", False, True),  # no WGMMA before sm_90
     ],
 )
-def test_register_a_wgmma_pipelines_only_where_measured_right(monkeypatch, capability, ptxas, num_warps, expected):
-    # ptxas < 13.3 corrupts pipelined WGMMAs with register operands (triton-lang/triton#9433), and with ptxas 13.5 the
-    # 8-warp tile still did on Triton 3.6 (two warp groups); sm_80 has no WGMMA.
+def test_register_a_wgmma_pipelines_only_where_measured_right(monkeypatch, capability, ptxas, triton, verified,
+                                                               expected):  # fmt: skip
     from lowbit_flex.kernels import arch
 
     monkeypatch.setenv("TRITON_INTERPRET", "0")
     monkeypatch.setattr(arch.torch.cuda, "get_device_capability", lambda *a: capability)
     monkeypatch.setattr(arch, "_ptxas_version", lambda a: ptxas if a >= 90 else pytest.fail("no ptxas below sm_90"))
-    assert arch.register_a_wgmma_pipelines(torch.device("cpu"), num_warps) is expected
+    monkeypatch.setattr(arch, "_triton_version", lambda: triton)
+    assert arch.register_a_wgmma_pipelines(torch.device("cpu"), verified) is expected
 
 
 def test_ptxas_version_reads_the_ptxas_triton_runs():

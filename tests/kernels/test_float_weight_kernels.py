@@ -130,7 +130,7 @@ def test_dispatch_default_at_every_m_bucket(fmt, m, monkeypatch):
     out, x, w64, s, b = _run(fmt, m, 36, 136, None, None, seed=m, monkeypatch=monkeypatch)
     # K = 136: fp8 rows of 136 bytes are not TMA-aligned (the table's next rule runs), fp4 / fp6 words are
     w_row = 136 if fmt.bits == 8 else tile_words_per_row(136, fmt.bits) * 4
-    pipelined = register_a_wgmma_pipelines(torch.device(kernel_device()))
+    pipelined = register_a_wgmma_pipelines(torch.device(kernel_device()), True)
     if choose(fmt.bits, m, w_row % 16 == 0, pipelined).backend is Backend.DEQUANT_MM:
         w64, s = _rounded_weight(w64, s, fmt)
     exact, bound = exact_linear(x, w64, s, b)
@@ -189,6 +189,9 @@ def test_dispatch_table_names_real_configs():
         # with a ptxas that would corrupt pipelined WGMMAs, only the rules measured serialized apply
         assert not any(choose(bits, m, pipelined=False).pipelined for m in ms)
     assert choose(8, 64).config == "tma_64x128x1_swap" and choose(8, 64, pipelined=False).config == "dot_16x64x2"
+    for rule in DISPATCH_TABLE:  # a pipelined rule's config must be one measured right pipelined
+        configs = {Backend.DOT: DOT_CONFIGS, Backend.TMA: TMA_CONFIGS}.get(rule.backend, {})
+        assert not rule.pipelined or configs[rule.config].wgmma_pipelined
 
 
 def test_tma_needs_aligned_rows_else_the_next_rule_runs(monkeypatch):
