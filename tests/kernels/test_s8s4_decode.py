@@ -57,6 +57,16 @@ def test_forced_split(name, split_k):
     assert plan.splits == split_k
 
 
+@pytest.mark.skipif(DEVICE != "cuda", reason="16 K blocks per program: too slow for the interpreter")
+@pytest.mark.parametrize("name", list(CONFIGS))
+@pytest.mark.parametrize("group", [None, 128])
+def test_long_unsplit_k(name, group):
+    # Every program runs all 16 K blocks of 256 with its WGMMAs on register operands: where pipelined WGMMAs of the
+    # weight-only tiles returned wrong sums (docs/measurements/h200_run19_weight_only_ptxas.md).
+    plan = KERNEL.check(16, 512, 4096, group, True, torch.bfloat16, _cfg(name, split_k=1))
+    assert plan.splits == 1
+
+
 def test_configs_have_16_row_tiles():
     assert all(c.block_m >= 16 for c in CONFIGS.values())
 
