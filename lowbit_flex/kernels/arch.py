@@ -1,9 +1,11 @@
-"""Where the kernels run: the Triton interpreter flag and GPU architecture facts, read once per device.
+"""Where the kernels run: the Triton interpreter flag, GPU architecture facts read once per device, and whether the
+toolchain may pipeline WGMMAs with register operands (:func:`register_a_wgmma_pipelines`).
 
-Torch-only (no Triton import), so op files and ``attention/`` may import it at module level without making
-``import lowbit_flex`` heavier. Every capability check in the package goes through here: launchers read the
-architecture with ``torch.cuda.get_device_capability`` (which ``lowbit_flex.triton_aot`` patches to compile for
-sm_80 / sm_90 without a GPU), so nothing here is cached by capability.
+Torch-only at import (Triton is imported inside the toolchain checks, on first use), so op files and
+``attention/`` may import it at module level without making ``import lowbit_flex`` heavier. Every capability check
+in the package goes through here: launchers read the architecture with ``torch.cuda.get_device_capability`` (which
+``lowbit_flex.triton_aot`` patches to compile for sm_80 / sm_90 without a GPU), so no capability is cached here
+(the ptxas version is cached per arch number, which follows the patch).
 """
 
 from __future__ import annotations
