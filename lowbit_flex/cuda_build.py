@@ -11,6 +11,11 @@ built behind a file lock so concurrent processes build once. ``LOWBIT_FLEX_NO_BU
 error instead of a build. Build ahead of time with ``python -m lowbit_flex.cuda_build``.
 
 CUTLASS headers come from the ``nvidia-cutlass`` wheel (``cutlass_library/source/include``).
+
+One more library, built only on request (:func:`build_torch_ops`, ``--torch-ops``): ``csrc/torch_ops/*.cpp``
+register the CUTLASS launchers as torch operators in C++, for processes that run an AOTInductor package without
+lowbit_flex's Python. It includes torch headers (no CUTLASS), links ``liblowbit_flex_cuda.so`` and the torch it was
+built against, and is cached next to it per torch version.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from pathlib import Path
 from lowbit_flex._version import __version__
 
 LIB_NAME = "liblowbit_flex_cuda.so"
+TORCH_OPS_STEM = "liblowbit_flex_torch_ops"
 # sm_90a enables wgmma/setmaxnreg; its SASS runs on sm_90 only. sm_80 SASS runs on every sm_8x GPU.
 ARCH_GENCODE = {
     "sm_80": "-gencode=arch=compute_80,code=sm_80",
@@ -167,26 +173,90 @@ def check_status(status: int, what: str) -> None:
         raise RuntimeError(f"{what} failed: {msg(status).decode()} (status {status})")
 
 
-def compile_check(archs: list[str]) -> None:
-    """``nvcc -c`` every source for every arch (CI's compile check on a machine without a GPU)."""
+def torch_ops_sources() -> list[Path]:
+    return sorted((csrc_dir() / "torch_ops").glob("*.cpp"))
+
+
+def torch_ops_flags(defines: dict[str, str]) -> list[str]:
+    """Host-compiler flags of the torch-op TUs: torch's headers and C++ ABI, the ``-D`` strings (the op schemas)."""
+    import torch
+    from torch.utils import cpp_extension
+
+    abi = int(torch._C._GLIBCXX_USE_CXX11_ABI)
+    flags = ["-x", "c++", "-std=c++17", "-O2", "-DNDEBUG", "-Xcompiler=-fPIC", f"-D_GLIBCXX_USE_CXX11_ABI={abi}"]
+    flags += [f"-I{csrc_dir()}", *(f"-I{p}" for p in cpp_extension.include_paths())]
+    return flags + [f'-D{name}="{value}"' for name, value in sorted(defines.items())]
+
+
+def build_torch_ops(arch: str, defines: dict[str, str], *, verbose: bool = True) -> Path:
+    """Build (or find cached) the torch-op library for ``arch``: the ``csrc/torch_ops`` TUs compiled with
+    ``defines`` and linked against :func:`build`'s library (built first if needed) and torch; return its path."""
+    import torch
+    from torch.utils import cpp_extension
+
+    cuda_lib = build(arch, verbose=verbose)
+    flags = torch_ops_flags(defines)
+    h = hashlib.sha256(f"{torch.__version__} {' '.join(flags)}".encode())
+    for p in torch_ops_sources():
+        h.update(p.read_bytes())
+    lib = cuda_lib.parent / f"{TORCH_OPS_STEM}-{h.hexdigest()[:16]}.so"
+    if lib.is_file():
+        return lib
+    if os.environ.get("LOWBIT_FLEX_NO_BUILD") == "1":
+        hint = "run `python -m lowbit_flex.cuda_build --torch-ops`"
+        raise CudaBuildError(f"{lib} is not built and LOWBIT_FLEX_NO_BUILD=1: {hint}")
+    with open(lib.parent / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if lib.is_file():
+            return lib
+        t0 = time.time()
+        with tempfile.TemporaryDirectory(dir=lib.parent) as tmp:
+            tmp_lib = Path(tmp) / lib.name
+            torch_libs = [f"-L{p}" for p in cpp_extension.library_paths()] + ["-lc10", "-ltorch_cpu"]
+            cmd = [
+                nvcc(), *flags, "-shared", *map(str, torch_ops_sources()), "-o", str(tmp_lib),
+                f"-L{cuda_lib.parent}", f"-l:{LIB_NAME}", *torch_libs, "-Xlinker", "-rpath,$ORIGIN",
+            ]  # fmt: skip
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+            if proc.returncode != 0:
+                raise CudaBuildError(f"building {lib.name} failed:\n{' '.join(cmd)}\n{proc.stderr[-8000:]}")
+            os.replace(tmp_lib, lib)
+        if verbose:
+            print(f"[lowbit_flex] built {lib} in {time.time() - t0:.1f} s", file=sys.stderr)
+    return lib
+
+
+def compile_check(archs: list[str], torch_ops_defines: dict[str, str] | None = None) -> None:
+    """``nvcc -c`` every source for every arch (CI's compile check on a machine without a GPU), and the torch-op
+    TUs (host code, once) when their ``-D`` strings are given."""
     with tempfile.TemporaryDirectory() as tmp:
         jobs = [(s, Path(tmp) / f"{a}_{i}.o", a) for a in archs for i, s in enumerate(sources())]
         with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
             for (src, _, arch), _ in zip(jobs, pool.map(lambda j: _compile(*j), jobs)):
                 print(f"ok  {arch:7s} {src.relative_to(csrc_dir())}")
+        for src in torch_ops_sources() if torch_ops_defines is not None else ():
+            cmd = [nvcc(), *torch_ops_flags(torch_ops_defines), "-c", str(src), "-o", str(Path(tmp) / "torch_ops.o")]
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+            if proc.returncode != 0:
+                raise CudaBuildError(f"compiling {src.name} failed:\n{' '.join(cmd)}\n{proc.stderr[-8000:]}")
+            print(f"ok  host    {src.relative_to(csrc_dir())}")
 
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m lowbit_flex.cuda_build", description=__doc__.split("\n\n")[0])
     p.add_argument("--arch", choices=sorted(ARCH_GENCODE), help="default: the current GPU's")
     p.add_argument("--check", nargs="+", metavar="ARCH", help="only compile-check every source for these archs")
+    p.add_argument("--torch-ops", action="store_true", help="also build (or check) the C++ torch-op library")
     args = p.parse_args(argv)
+    defines = None
+    if args.torch_ops:  # the op schemas' home is the op layer, above this module: imported only on request
+        from lowbit_flex.ops.cutlass_gemm import TORCH_OPS_DEFINES as defines
     try:
         if args.check:
             bad = set(args.check) - set(ARCH_GENCODE)
             if bad:
                 p.error(f"--check: unknown arch {sorted(bad)}; expected {sorted(ARCH_GENCODE)}")
-            compile_check(args.check)
+            compile_check(args.check, defines)
             return
         if args.arch:
             arch = args.arch
@@ -196,7 +266,7 @@ def main(argv: list[str] | None = None) -> None:
             if not torch.cuda.is_available():
                 p.error("no CUDA GPU here: pass --arch to build for one, or --check to compile-check")
             arch = arch_for_capability(*torch.cuda.get_device_capability())
-        print(build(arch))
+        print(build(arch) if defines is None else build_torch_ops(arch, defines))
     except CudaBuildError as e:
         sys.exit(f"error: {e}")
 

@@ -1,5 +1,6 @@
-"""Where the kernels run: the Triton interpreter flag, GPU architecture facts read once per device, and whether the
-toolchain may pipeline WGMMAs with register operands (:func:`register_a_wgmma_pipelines`).
+"""Where the kernels run: the Triton interpreter flag, whether a call is traced, GPU architecture facts read once
+per device, and whether the toolchain may pipeline WGMMAs with register operands
+(:func:`register_a_wgmma_pipelines`).
 
 Torch-only at import (Triton is imported inside the toolchain checks, on first use), so op files and
 ``attention/`` may import it at module level without making ``import lowbit_flex`` heavier. Every capability check
@@ -23,6 +24,30 @@ _INTERPRETER_SMS = 4
 def triton_interpreting() -> bool:
     """True when Triton kernels run on CPU tensors through the interpreter (``TRITON_INTERPRET=1``)."""
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def traced(t: torch.Tensor) -> bool:
+    """Whether a call on ``t`` is being traced (``torch.compile``, ``torch.export``: a fake, functional or other
+    subclass tensor, or a dispatch mode) rather than run; traced calls record ops (``wrap_triton``, opaque ops)."""
+    return type(t) is not torch.Tensor or bool(torch._C._len_torch_dispatch_stack())
+
+
+# A row count nothing is known of (an unbacked symbol has no example value): plan for prefill.
+_UNKNOWN_M_HINT = 4096
+
+
+def rows_hint(M: int | torch.SymInt) -> tuple[int, bool]:
+    """``(M, False)`` for a concrete row count; ``(example value, True)`` for a symbolic one (a dynamic batch under
+    ``torch.export`` or ``torch.compile``). Reading the hint adds no guard: the dispatch decision it feeds must then
+    hold for every M (``s8s4_dispatch.choose`` with ``any_m``)."""
+    if not isinstance(M, torch.SymInt):
+        return M, False
+    from torch.fx.experimental.symbolic_shapes import is_concrete_int
+
+    if is_concrete_int(M):
+        return int(M), False
+    hint = M.node.hint
+    return (int(hint) if hint is not None else _UNKNOWN_M_HINT), True
 
 
 def capability(device: torch.device) -> tuple[int, int]:

@@ -9,6 +9,12 @@ so some row always matches. ``docs/w4a8.md`` shows this table with the measureme
 
 For benchmarking, ``_backend=`` (or the environment variable ``LOWBIT_S8S4_BACKEND``) forces one backend, and
 ``_config=`` one tile config of it; a forced backend that cannot take the shape raises instead of falling back.
+
+Traced calls (``torch.compile``, ``torch.export``, AOTInductor): the Triton backends launch through ``wrap_triton``
+and the CUTLASS ones become ``lowbit::s8s4_gemm_cutlass`` / ``lowbit::s8s8_groupwise_gemm_cutlass`` nodes
+(``lowbit_flex/ops/cutlass_gemm.py``), which a process without lowbit_flex's Python can serve. With a symbolic row
+count (a dynamic batch) the table is walked with the example's M (its size hint) over the rows whose kernel takes
+any M (:func:`takes_any_m`), so the graph holds no guard on M: the decode-only kernels need a static M.
 """
 
 from __future__ import annotations
@@ -20,6 +26,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+
+from lowbit_flex.kernels.arch import rows_hint, traced
 
 
 class Arch(enum.Enum):
@@ -176,14 +184,28 @@ def available(
     return cutlass_s8s4_supported(_CUTLASS_FAMILY[backend], M, N, K) and library_available()
 
 
+def takes_any_m(backend: Backend, config: object) -> bool:
+    """Whether ``backend`` with ``config`` launches the same plan for every M (the grid aside), so a symbolic M can
+    run it: the decode kernels take M <= 16 and size their split-K by M, as does the split-K Triton tile."""
+    if backend in (Backend.TRITON_GEMV, Backend.TRITON_DECODE):
+        return False
+    if backend is Backend.TRITON:
+        from lowbit_flex.kernels.s8s4_linear import TRITON_CONFIGS
+
+        return not (TRITON_CONFIGS[config] if isinstance(config, str) else config).split_k
+    return True
+
+
 @functools.lru_cache(maxsize=4096)
-def choose(arch: Arch, scale: ScaleKind, M: int, N: int, K: int, group: int | None = None) -> Rule:
+def choose(arch: Arch, scale: ScaleKind, M: int, N: int, K: int, group: int | None = None, any_m: bool = False) -> Rule:
     """The first rule of :data:`DISPATCH_TABLE` that matches and whose backend is available (``group``: the scale
-    group size of group-wise scales). Memoised per shape: the table walk (with an import and a library check)
-    would otherwise run in front of every decode GEMM."""
+    group size of group-wise scales; ``any_m``: only rows whose kernel takes every M, for a symbolic M whose
+    example value is ``M``). Memoised per shape: the table walk (with an import and a library check) would
+    otherwise run in front of every decode GEMM."""
     for rule in DISPATCH_TABLE:
         if (
-            (rule.arch is None or rule.arch is arch)
+            (not any_m or takes_any_m(rule.backend, rule.config))
+            and (rule.arch is None or rule.arch is arch)
             and (rule.scale is None or rule.scale is scale)
             and (rule.max_m is None or rule.max_m >= M)
             and (rule.wide is None or (N > K if rule.wide else K > N))
@@ -196,12 +218,14 @@ def choose(arch: Arch, scale: ScaleKind, M: int, N: int, K: int, group: int | No
 
 def group_of(weight_scale: torch.Tensor, K: int) -> int | None:
     """The scale group size of group-wise scales ``(N, K // group)``; None for per-channel scales."""
-    return K // weight_scale.shape[1] if scale_kind_of(weight_scale) is ScaleKind.GROUPWISE else None
+    return K // int(weight_scale.shape[1]) if scale_kind_of(weight_scale) is ScaleKind.GROUPWISE else None
 
 
-def rule_for(device: torch.device, weight_scale: torch.Tensor, M: int, N: int, K: int) -> Rule:
-    """:func:`choose` for a problem on ``device`` with these weight scales (what the ops call)."""
-    return choose(arch_of(device), scale_kind_of(weight_scale), M, N, K, group_of(weight_scale, K))
+def rule_for(device: torch.device, weight_scale: torch.Tensor, M: int | torch.SymInt, N: int, K: int) -> Rule:
+    """:func:`choose` for a problem on ``device`` with these weight scales (what the ops call); a symbolic ``M``
+    picks by its example value among the kernels that take any M (:func:`rows_hint`)."""
+    m, any_m = rows_hint(M)
+    return choose(arch_of(device), scale_kind_of(weight_scale), m, N, K, group_of(weight_scale, K), any_m)
 
 
 def decode_launcher(backend: Backend, config: object) -> Callable | None:
@@ -245,7 +269,8 @@ def s8s4_linear_cuda(
     """Run the chosen backend on validated arguments (the op's checks ran). ``_backend`` / ``_config`` force a
     backend / tile config (a :class:`~lowbit_flex.kernels.s8s4_linear.TritonConfig` or a name in
     ``TRITON_CONFIGS``; a name in ``CUTLASS_CONFIGS[family]`` for CUTLASS) for benchmarks and tests."""
-    K, N = input.shape[-1], weight.shape[0]
+    # N and K come from the weight, static in any model: int() guards on them when dynamic shapes made them symbolic.
+    K, N = int(input.shape[-1]), int(weight.shape[0])
     x = input.reshape(-1, K)
     M = x.shape[0]
     # The kernels read float32 scales and bias; these casts are no-ops for the usual float32 scales.
@@ -257,12 +282,13 @@ def s8s4_linear_cuda(
     forced = _backend or os.environ.get(_ENV_BACKEND)
     if forced:
         backend = Backend(forced)
-        if not available(backend, arch, scale, M, N, K, group):
+        m, any_m = rows_hint(M)
+        if not available(backend, arch, scale, m, N, K, group) or (any_m and not takes_any_m(backend, _config)):
             shape = f"M={M}, N={N}, K={K}, group={group}"
             raise ValueError(f"_backend: {backend.value} cannot take {shape} ({scale.value}, {arch.value})")
         config = _config if _config is not None else _default_config(backend, group)
     else:
-        rule = choose(arch, scale, M, N, K, group)
+        rule = rule_for(x.device, weight_scale, M, N, K)
         backend, config = rule.backend, rule.config
 
     decode = decode_launcher(backend, config)
@@ -280,11 +306,20 @@ def s8s4_linear_cuda(
         out = s8s4_unpacked_gemm_triton(x, xs, weight, ws, b, out_dtype, cfg)
     elif backend is Backend.CUTLASS_SM90_GROUPWISE:
         from lowbit_flex.kernels.s8s4_unpacked_gemm import unpack_int4_triton
-        from lowbit_flex.kernels.s8s8_groupwise_cutlass import s8s8_groupwise_cutlass
 
-        out = s8s8_groupwise_cutlass(x, xs, unpack_int4_triton(weight), ws, b, out_dtype, config)
+        w8 = unpack_int4_triton(weight)
+        if traced(x):  # the op, which a process without lowbit_flex's Python can serve (ops/cutlass_gemm.py)
+            out = torch.ops.lowbit.s8s8_groupwise_gemm_cutlass(x, xs, w8, ws, b, out_dtype, config)
+        else:
+            from lowbit_flex.kernels.s8s8_groupwise_cutlass import s8s8_groupwise_cutlass
+
+            out = s8s8_groupwise_cutlass(x, xs, w8, ws, b, out_dtype, config)
     else:
-        from lowbit_flex.kernels.s8s4_cutlass import s8s4_linear_cutlass
+        family = _CUTLASS_FAMILY[backend]
+        if traced(x):
+            out = torch.ops.lowbit.s8s4_gemm_cutlass(x, xs, weight, ws.reshape(N), b, out_dtype, family, config)
+        else:
+            from lowbit_flex.kernels.s8s4_cutlass import s8s4_linear_cutlass
 
-        out = s8s4_linear_cutlass(x, xs, weight, ws.reshape(N), b, out_dtype, _CUTLASS_FAMILY[backend], config)
+            out = s8s4_linear_cutlass(x, xs, weight, ws.reshape(N), b, out_dtype, family, config)
     return out.view(*input.shape[:-1], N)

@@ -30,8 +30,8 @@ import torch
 import triton
 import triton.language as tl
 
-from lowbit_flex.kernels.arch import sm_count
-from lowbit_flex.kernels.common import LaunchConfig, grouped_tile, largest_pow2_divisor, reduce_split_k
+from lowbit_flex.kernels.arch import rows_hint, sm_count
+from lowbit_flex.kernels.common import LaunchConfig, PlanLaunch, grouped_tile, largest_pow2_divisor, reduce_split_k
 
 
 @triton.jit
@@ -206,16 +206,18 @@ def s8s4_linear_triton(
     partials = torch.empty((splits, M, N), dtype=torch.float32, device=x.device) if splits > 1 else out
     bias_arg = bias if bias is not None else x_scale  # any valid pointer; unused when HAS_BIAS is False
     interleave = block_k < 64
-    x_split = M >= _X_SPLIT_MIN_M and not interleave
+    # A layout choice, right for every M: a symbolic M (a dynamic batch) decides by its example value, unguarded.
+    x_split = rows_hint(M)[0] >= _X_SPLIT_MIN_M and not interleave
     if x_split:
         x = x.view(M, K // 2, 2).transpose(1, 2).reshape(M, K)  # [x[:, 0::2] | x[:, 1::2]], one copy
-    _s8s4_matmul_kernel[(tiles, splits)](
-        x, w, x_scale, w_scale, bias_arg, partials,
-        M, N, K, w_scale.shape[1] if w_scale.dim() == 2 else 1, group_k, per_split,
+    meta = dict(
         BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k, GROUP_M=cfg.group_m,
         GROUPWISE=groupwise, SWAP_AB=cfg.swap_ab, SPLIT_PARTIALS=splits > 1, HAS_BIAS=bias is not None,
-        X_SPLIT=x_split, INTERLEAVE=interleave,
-        num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+        X_SPLIT=x_split, INTERLEAVE=interleave, num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+    )  # fmt: skip
+    PlanLaunch(_s8s4_matmul_kernel, (tiles, splits), meta)(
+        x, w, x_scale, w_scale, bias_arg, partials,
+        M, N, K, w_scale.shape[1] if w_scale.dim() == 2 else 1, group_k, per_split,
     )  # fmt: skip
     if splits > 1:
         reduce_split_k(partials, out, bias=bias)

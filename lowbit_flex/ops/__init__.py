@@ -7,6 +7,7 @@ kernel) and the CUDA path, which imports its kernel lazily and dispatches betwee
 ``docs/architecture.md``.
 """
 
+from lowbit_flex.ops import cutlass_gemm  # noqa: F401  (registers the CUTLASS ops)
 from lowbit_flex.ops.fp8_attention import fp8_attention
 from lowbit_flex.ops.fp8_weight_only_linear import fp8_weight_only_linear
 from lowbit_flex.ops.fpx_weight_only_linear import fpx_weight_only_linear

@@ -86,13 +86,18 @@ def reference_s8s4_linear(input, input_scale, weight, weight_scale, bias=None, o
     traced W4A8 graph there holds only ATen ops (an AOTInductor CPU package needs no ``lowbit`` op to load)."""
     from lowbit_flex.quant.int4 import unpack_int4
 
-    K, N = input.shape[-1], weight.shape[0]
+    return reference_int_linear(input, input_scale, unpack_int4(weight), weight_scale, bias, out_dtype)
+
+
+def reference_int_linear(input, input_scale, weight_int, weight_scale, bias=None, out_dtype=None) -> torch.Tensor:
+    """:func:`reference_s8s4_linear` of an unpacked integer weight ``(N, K)`` (any integer dtype)."""
+    K, N = input.shape[-1], weight_int.shape[0]
     x = input.reshape(-1, K).long()
     M = x.shape[0]
     groups = 1 if weight_scale.dim() == 1 else weight_scale.shape[1]
     g = K // groups
-    w = unpack_int4(weight).long()
-    # Exact per-group integer dot products: (groups, M, N) in int64 (|dot| <= K * 128 * 8, far below 2**63).
+    w = weight_int.long()
+    # Exact per-group integer dot products: (groups, M, N) in int64 (|dot| <= K * 128 * 128, far below 2**63).
     dots = torch.bmm(x.view(M, groups, g).transpose(0, 1), w.view(N, groups, g).permute(1, 2, 0))
     ws = weight_scale.double().reshape(N, groups).t()  # (groups, N)
     acc = (dots.double() * ws[:, None, :]).sum(dim=0)
@@ -102,7 +107,7 @@ def reference_s8s4_linear(input, input_scale, weight, weight_scale, bias=None, o
     return out.to(out_dtype or DEFAULT_OUT_DTYPE).reshape(*input.shape[:-1], N)
 
 
-@torch.library.custom_op("lowbit::s8s4_linear", mutates_args=())
+@torch.library.triton_op("lowbit::s8s4_linear", mutates_args=())
 def s8s4_linear(
     input: torch.Tensor,
     input_scale: torch.Tensor,
@@ -127,20 +132,14 @@ def s8s4_linear(
     Returns:
         ``(..., N)`` tensor of ``out_dtype``. On CUDA a dispatch table picks the Triton or CUTLASS kernel (see
         ``docs/w4a8.md``); elsewhere this exact reference runs (int64 dot products, float64 scaling, one rounding).
+
+    Registered with ``torch.library.triton_op``: compiled and exported-then-compiled graphs (AOTInductor) hold its
+    Triton kernels, or a ``lowbit::s8s4_gemm_cutlass`` / ``lowbit::s8s8_groupwise_gemm_cutlass`` node where the
+    table picks CUTLASS (``ops/cutlass_gemm.py``).
     """
     _check_args(input, input_scale, weight, weight_scale, bias, out_dtype)
+    if input.is_cuda:
+        from lowbit_flex.kernels.s8s4_dispatch import s8s4_linear_cuda
+
+        return s8s4_linear_cuda(input, input_scale, weight, weight_scale, bias, out_dtype or DEFAULT_OUT_DTYPE)
     return reference_s8s4_linear(input, input_scale, weight, weight_scale, bias, out_dtype)
-
-
-@s8s4_linear.register_fake
-def _(input, input_scale, weight, weight_scale, bias=None, out_dtype=None):
-    _check_args(input, input_scale, weight, weight_scale, bias, out_dtype)
-    return input.new_empty((*input.shape[:-1], weight.shape[0]), dtype=out_dtype or DEFAULT_OUT_DTYPE)
-
-
-@s8s4_linear.register_kernel("cuda")
-def _(input, input_scale, weight, weight_scale, bias=None, out_dtype=None):
-    _check_args(input, input_scale, weight, weight_scale, bias, out_dtype)
-    from lowbit_flex.kernels.s8s4_dispatch import s8s4_linear_cuda
-
-    return s8s4_linear_cuda(input, input_scale, weight, weight_scale, bias, out_dtype or DEFAULT_OUT_DTYPE)

@@ -21,6 +21,7 @@ import functools
 import torch
 
 from lowbit_flex._checks import FLOAT_DTYPES, HALF_DTYPES, check_same_device, check_tensor
+from lowbit_flex.kernels.arch import rows_hint
 from lowbit_flex.ops.eager import needs_dispatcher
 from lowbit_flex.ops.s8s4_linear import check_int4_weight_args, reference_s8s4_linear
 
@@ -64,9 +65,11 @@ def _w4a8_linear(x, weight, weight_scale, bias=None, out_dtype=None) -> torch.Te
     K, N = x.shape[-1], weight.shape[0]
     if x.is_cuda:
         x2 = x.reshape(-1, K)
-        # The dispatch decision is per concrete shape: int() adds a guard when torch.compile traces dynamic shapes.
         groups = int(weight_scale.shape[1]) if weight_scale.dim() == 2 else 1  # a guard, not a SymInt key
-        path = _decode_path(x.device, int(x2.shape[0]), int(N), int(K), int(K) // groups if groups > 1 else None)
+        M, any_m = rows_hint(x2.shape[0])
+        # A symbolic M (a dynamic batch) takes the GEMM path, whose kernels take any M: the decode kernels are
+        # picked per concrete M, and reading M would put a guard on it (export rejects that for a dynamic batch).
+        path = None if any_m else _decode_path(x.device, M, int(N), int(K), int(K) // groups if groups > 1 else None)
         if path is not None:  # the decode kernels straight from here: no second op call per layer
             quantize, launch = path
             x2 = x2 if x2.is_contiguous() else x2.contiguous()
@@ -77,9 +80,7 @@ def _w4a8_linear(x, weight, weight_scale, bias=None, out_dtype=None) -> torch.Te
             b = bias.float() if bias is not None else None
             return launch(x2, xs, weight, weight_scale.float(), b, dtype).view(*x.shape[:-1], N)
     xq, xs = torch.ops.lowbit.quantize_int8_rowwise(x.contiguous())  # s8s4_linear reads contiguous rows
-    if not x.is_cuda:
-        # The reference itself, not the op: s8s4_linear is an opaque custom_op (its CUDA path may call CUTLASS), which
-        # would stay a node of traced graphs and make an AOTInductor CPU package need lowbit_flex to load.
+    if not x.is_cuda:  # the reference itself: one op call fewer per layer, the same ATen ops when traced
         return reference_s8s4_linear(xq, xs, weight, weight_scale, bias, dtype)
     return torch.ops.lowbit.s8s4_linear(xq, xs, weight, weight_scale, bias, dtype)
 

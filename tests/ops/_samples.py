@@ -56,6 +56,38 @@ def _s8s4_linear(device):
     yield (i8(0, 64), rand(0), w4(16, 64), rand(16)), {}  # no rows (inputs must be contiguous: see its bad-input tests)
 
 
+def _cutlass_family(device) -> str:
+    """The CUTLASS W4A8 family that runs on ``device`` (sm90 needs compute 9.0; the CPU reference takes both)."""
+    cuda = device == "cuda" or getattr(device, "type", None) == "cuda"
+    return "sm80" if cuda and torch.cuda.get_device_capability() != (9, 0) else "sm90"
+
+
+def _s8s4_gemm_cutlass(device):
+    from lowbit_flex.quant import pack_int4
+
+    w4 = lambda n, k: pack_int4(torch.randint(-8, 8, (n, k), dtype=torch.int8)).to(device)
+    i8 = lambda *s: torch.randint(-128, 128, s, dtype=torch.int8, device=device)
+    rand = lambda *s: torch.rand(*s, device=device) + 0.1
+    family = _cutlass_family(device)
+    small, large = {"sm80": ("16x128x128_s4", "128x128x64_s4"), "sm90": ("16x128x128_ws", "128x128x128_coop")}[family]
+    yield (i8(3, 64), rand(3), w4(16, 64), rand(16), None, torch.bfloat16, family, small), {}
+    yield (i8(70, 128), rand(70), w4(24, 128), rand(24), rand(24), torch.float16, family, large), {}
+    yield (i8(128, 5).t(), rand(1).expand(5), w4(16, 128), rand(16), None, torch.bfloat16, family, small), {}
+    yield (i8(0, 64), rand(0), w4(16, 64), rand(16), None, torch.bfloat16, family, small), {}  # no rows
+
+
+def _s8s8_groupwise_gemm_cutlass(device):
+    if _cutlass_family(device) != "sm90":
+        return  # the kernel runs on compute 9.0 only
+    i8 = lambda *s: torch.randint(-128, 128, s, dtype=torch.int8, device=device)
+    w8 = lambda n, k: torch.randint(-8, 8, (n, k), dtype=torch.int8, device=device)
+    rand = lambda *s: torch.rand(*s, device=device) + 0.1
+    yield (i8(3, 256), rand(3), w8(16, 256), rand(16, 2), None, torch.bfloat16, "128x128x128_g128"), {}
+    yield (i8(5, 64), rand(5), w8(24, 64), rand(24, 2), rand(24), torch.float16, "128x128x128_g32"), {}
+    yield (i8(256, 5).t(), rand(1).expand(5), w8(16, 256), rand(16, 1), None, torch.bfloat16, "128x128x128_g128_pp"), {}
+    yield (i8(0, 256), rand(0), w8(16, 256), rand(16, 2), None, torch.bfloat16, "128x128x128_g128"), {}  # no rows
+
+
 def _w4a8_linear(device):
     from lowbit_flex.quant import pack_int4
 
@@ -143,6 +175,8 @@ def _lowbit_attention(device):
 SAMPLES = {
     "quantize_int8_rowwise": _quantize_int8_rowwise,
     "s8s4_linear": _s8s4_linear,
+    "s8s4_gemm_cutlass": _s8s4_gemm_cutlass,
+    "s8s8_groupwise_gemm_cutlass": _s8s8_groupwise_gemm_cutlass,
     "w4a8_linear": _w4a8_linear,
     "rel_pos_attention": _rel_pos_attention,
     "quantize_fp8": _quantize_fp8,

@@ -39,11 +39,13 @@ TRITON_OPS = {
     "quantize_int8_blockwise",
     "quantize_int8_rowwise",
     "rel_pos_attention",
+    "s8s4_linear",
     "w4a8_linear",
 }
-# torch.library.custom_op: opaque to compile. _fp8_attention_reference is fp8_attention's path on CUDA GPUs without
-# fp8 MMA (no kernel there, and Inductor cannot generate fp8 code for them).
-CUSTOM_OPS = {"_fp8_attention_reference", "s8s4_linear"}
+# Opaque to compile. _fp8_attention_reference is fp8_attention's path on CUDA GPUs without fp8 MMA (no kernel there,
+# and Inductor cannot generate fp8 code for them); the CUTLASS GEMMs are s8s4_linear's nodes where it picks CUTLASS
+# (a C++ registration serves them without Python: ops/cutlass_gemm.py).
+CUSTOM_OPS = {"_fp8_attention_reference", "s8s4_gemm_cutlass", "s8s8_groupwise_gemm_cutlass"}
 
 # (arch, dynamic) of each fake-CUDA trace; sm_80 takes the paths for GPUs without fp8 conversion instructions.
 TRACES = [(90, False), (80, False), (90, True)]

@@ -9,7 +9,7 @@ namespace lowbit {
 
 enum Status : int {
   kOk = 0,
-  kInvalidArgument = 1,   // a shape/alignment the kernel cannot take (Python checks should have caught it)
+  kInvalidArgument = 1,  // a shape/alignment the kernel cannot take (Python checks should have caught it)
   kCutlassCannotImplement = 2,
   kCutlassInitFailed = 3,
   kCutlassRunFailed = 4,
@@ -22,3 +22,6 @@ inline int from_cuda(cudaError_t err) { return err == cudaSuccess ? kOk : kCudaE
 inline int last_launch_status() { return from_cuda(cudaGetLastError()); }
 
 }  // namespace lowbit
+
+// The message of a Status (status.cu).
+LOWBIT_API const char* lowbit_status_string(int status);

@@ -52,8 +52,17 @@ inline bool problem_ok(Problem const& p) {
 // The exported launchers (s8s4_gemm_sm80.cu, s8s4_gemm_sm90.cu) all have this signature: with `query_workspace`
 // non-null they store the workspace size the problem needs there and launch nothing; otherwise they launch on
 // `stream`. `out_dtype` is a lowbit::s8s4::OutDtype.
-#define LOWBIT_S8S4_LAUNCHER_PARAMS                                                                         \
-  int config, int out_dtype, const int8_t *x, const float *x_scale, const void *w, const float *w_scale,   \
-      const float *bias, void *out, int M, int N, int K, void *workspace, size_t workspace_bytes,           \
+#define LOWBIT_S8S4_LAUNCHER_PARAMS                                                                      \
+  int config, int out_dtype, const int8_t *x, const float *x_scale, const void *w, const float *w_scale, \
+      const float *bias, void *out, int M, int N, int K, void *workspace, size_t workspace_bytes,        \
       size_t *query_workspace, cudaStream_t stream
 #define LOWBIT_S8S4_PROBLEM {x, x_scale, w, w_scale, bias, out, M, N, K, workspace, workspace_bytes, stream}
+
+// The exported functions of each family ("sm80", "sm90"): the launcher, and the names of the configs it indexes.
+#define LOWBIT_S8S4_DECLARE_FAMILY(FAMILY)                          \
+  LOWBIT_API int lowbit_s8s4_##FAMILY(LOWBIT_S8S4_LAUNCHER_PARAMS); \
+  LOWBIT_API int lowbit_s8s4_##FAMILY##_num_configs();              \
+  LOWBIT_API const char* lowbit_s8s4_##FAMILY##_config_name(int config);
+LOWBIT_S8S4_DECLARE_FAMILY(sm80)
+LOWBIT_S8S4_DECLARE_FAMILY(sm90)
+#undef LOWBIT_S8S4_DECLARE_FAMILY

@@ -42,8 +42,8 @@ int sm90_bf16(int config, Problem const& p, size_t* query_workspace);
 inline bool problem_ok(Problem const& p) {
   auto aligned = [](const void* ptr, uintptr_t n) { return (reinterpret_cast<uintptr_t>(ptr) & (n - 1)) == 0; };
   return p.M > 0 && p.N > 0 && p.K > 0 && p.K % 32 == 0 && p.N % 8 == 0 && p.group > 0 && p.group % 32 == 0 &&
-         p.K % p.group == 0 && p.x && p.x_scale && p.w && p.w_scale && p.out && aligned(p.x, 16) &&
-         aligned(p.w, 16) && aligned(p.out, 16) && aligned(p.x_scale, 4) && aligned(p.w_scale, 4) &&
+         p.K % p.group == 0 && p.x && p.x_scale && p.w && p.w_scale && p.out && aligned(p.x, 16) && aligned(p.w, 16) &&
+         aligned(p.out, 16) && aligned(p.x_scale, 4) && aligned(p.w_scale, 4) &&
          (p.bias == nullptr || aligned(p.bias, 4)) && (p.workspace_bytes == 0 || p.workspace != nullptr);
 }
 
@@ -52,8 +52,13 @@ inline bool problem_ok(Problem const& p) {
 // The exported launcher (s8s8_groupwise_sm90.cu): with `query_workspace` non-null it stores the workspace size
 // the problem needs there and launches nothing; otherwise it launches on `stream`. `out_dtype` is a
 // lowbit::s8s8g::OutDtype.
-#define LOWBIT_S8S8G_LAUNCHER_PARAMS                                                                          \
+#define LOWBIT_S8S8G_LAUNCHER_PARAMS                                                                         \
   int config, int out_dtype, const int8_t *x, const float *x_scale, const int8_t *w, const float *w_scale,   \
-      const float *bias, void *out, int M, int N, int K, int group, void *workspace, size_t workspace_bytes,   \
+      const float *bias, void *out, int M, int N, int K, int group, void *workspace, size_t workspace_bytes, \
       size_t *query_workspace, cudaStream_t stream
 #define LOWBIT_S8S8G_PROBLEM {x, x_scale, w, w_scale, bias, out, M, N, K, group, workspace, workspace_bytes, stream}
+
+// The exported functions: the launcher, and the names of the configs it indexes (s8s8_groupwise_sm90.cu).
+LOWBIT_API int lowbit_s8s8_groupwise_sm90(LOWBIT_S8S8G_LAUNCHER_PARAMS);
+LOWBIT_API int lowbit_s8s8_groupwise_sm90_num_configs();
+LOWBIT_API const char* lowbit_s8s8_groupwise_sm90_config_name(int config);

@@ -1,0 +1,183 @@
+// The CUTLASS launchers as torch operators, for processes without lowbit_flex's Python: an AOTInductor package of a
+// W4A8 model calls lowbit::s8s4_gemm_cutlass / lowbit::s8s8_groupwise_gemm_cutlass by name through the dispatcher,
+// so loading this library (torch.ops.load_library, or dlopen from C++) before the package is all such a process
+// needs.
+//
+// Built by lowbit_flex/cuda_build.py (build_torch_ops) next to liblowbit_flex_cuda.so, which it links: this is the
+// one translation unit that includes torch headers, and it includes no CUTLASS, so the kernel TUs stay torch-free.
+// The schemas come from the build (-D), from their one home, lowbit_flex/ops/cutlass_gemm.py.
+//
+// First registrant wins: the Python module and this library each define a schema only where it is absent and
+// register their CUDA kernel only where none is, so either may load first (lowbit_flex's own CUDA kernels call the
+// same launchers through ctypes; they do the same work).
+#include <ATen/core/Tensor.h>
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <ATen/ops/empty.h>
+#include <c10/core/DeviceGuard.h>
+#include <c10/core/impl/DeviceGuardImplInterface.h>
+#include <torch/library.h>
+
+#include <cstdint>
+#include <optional>
+#include <string>
+
+#include "common/status.h"
+#include "s8s4_gemm/s8s4_gemm.h"
+#include "s8s8_groupwise/s8s8_groupwise.h"
+
+#if !defined(LOWBIT_S8S4_GEMM_CUTLASS_SCHEMA) || !defined(LOWBIT_S8S8_GROUPWISE_GEMM_CUTLASS_SCHEMA)
+#error "build with lowbit_flex.cuda_build (it passes the op schemas)"
+#endif
+
+namespace {
+
+using NumConfigsFn = int (*)();
+using ConfigNameFn = const char* (*)(int);
+
+// The launcher's index of `config`, or a ValueError listing the names compiled in.
+int config_index(const char* what, NumConfigsFn count, ConfigNameFn name, c10::string_view config) {
+  std::string names;
+  for (int i = 0; i < count(); ++i) {
+    if (config == name(i)) return i;
+    names += std::string(i ? ", " : "") + name(i);
+  }
+  TORCH_CHECK_VALUE(false, "config: expected one of ", names, " for ", what, ", got '", std::string(config), "'");
+  return -1;
+}
+
+void check_status(int status, const char* what) {
+  TORCH_CHECK_VALUE(status != lowbit::kInvalidArgument, what, " failed: ", lowbit_status_string(status));
+  TORCH_CHECK(status == lowbit::kOk, what, " failed: ", lowbit_status_string(status), " (status ", status, ")");
+}
+
+void check_tensor(const char* name, const at::Tensor& t, at::ScalarType dtype, int64_t dim, const at::Device& device) {
+  TORCH_CHECK_TYPE(t.scalar_type() == dtype, name, ": expected dtype ", dtype, ", got ", t.scalar_type());
+  TORCH_CHECK_VALUE(t.dim() == dim, name, ": expected ", dim, " dimensions, got shape ", t.sizes());
+  TORCH_CHECK_VALUE(t.device() == device, name, ": expected it on ", device, " (x's device), got ", t.device());
+}
+
+// Contiguous, with a 16-byte aligned base (the kernels read with 128-bit and TMA accesses).
+at::Tensor operand(const at::Tensor& t) {
+  at::Tensor c = t.contiguous();
+  return reinterpret_cast<uintptr_t>(c.data_ptr()) % 16 ? c.clone() : c;
+}
+
+int out_dtype_code(at::ScalarType out_dtype) {
+  TORCH_CHECK_TYPE(out_dtype == at::kHalf || out_dtype == at::kBFloat16,
+                   "out_dtype: expected torch.float16 or torch.bfloat16, got ", out_dtype);
+  return out_dtype == at::kHalf ? lowbit::kF16 : lowbit::kBF16;
+}
+
+// The (x, x_scale, w_scale, bias) checks both ops share (the same as lowbit_flex/ops/cutlass_gemm.py's _check).
+void check_common(const at::Tensor& x, const at::Tensor& x_scale, const at::Tensor& w_scale,
+                  const std::optional<at::Tensor>& bias, int64_t scale_dim) {
+  TORCH_CHECK_VALUE(x.is_cuda(), "x: expected a CUDA tensor, got one on ", x.device());
+  check_tensor("x", x, at::kChar, 2, x.device());
+  const int64_t M = x.size(0), K = x.size(1);
+  TORCH_CHECK_VALUE(K >= 32 && K % 32 == 0 && K <= INT32_MAX,
+                    "x: expected K = x.shape[1] a positive multiple of 32, got ", K);
+  TORCH_CHECK_VALUE(M <= INT32_MAX, "x: expected at most 2**31 - 1 rows, got ", M);
+  check_tensor("x_scale", x_scale, at::kFloat, 1, x.device());
+  TORCH_CHECK_VALUE(x_scale.size(0) == M, "x_scale: expected shape (", M, ",), got ", x_scale.sizes());
+  check_tensor("w_scale", w_scale, at::kFloat, scale_dim, x.device());
+  const int64_t N = w_scale.size(0);
+  TORCH_CHECK_VALUE(N >= 8 && N % 8 == 0 && N <= INT32_MAX,
+                    "w_scale: expected N = w_scale.shape[0] a positive multiple of 8, got ", N);
+  if (bias) {
+    check_tensor("bias", *bias, at::kFloat, 1, x.device());
+    TORCH_CHECK_VALUE(bias->size(0) == N, "bias: expected shape (", N, ",), got ", bias->sizes());
+  }
+}
+
+// fn(workspace, workspace_bytes, query, stream) on x's device and its current stream: a first call sizes the
+// workspace, the second launches with one of that size from the caching allocator.
+template <class Launch>
+void launch_with_workspace(const at::Device& device, const char* what, Launch&& fn) {
+  c10::DeviceGuard guard(device);  // the launchers size persistent grids for the current device
+  auto stream =
+      static_cast<cudaStream_t>(c10::impl::getDeviceGuardImpl(device.type())->getStream(device).native_handle());
+  size_t need = 0;
+  check_status(fn(nullptr, 0, &need, stream), what);
+  at::Tensor workspace;
+  if (need) workspace = at::empty({static_cast<int64_t>(need)}, at::TensorOptions().dtype(at::kByte).device(device));
+  check_status(fn(need ? workspace.data_ptr() : nullptr, need, nullptr, stream), what);
+}
+
+const float* bias_ptr(const std::optional<at::Tensor>& bias) { return bias ? bias->data_ptr<float>() : nullptr; }
+
+at::Tensor s8s4_gemm_cutlass(const at::Tensor& x, const at::Tensor& x_scale, const at::Tensor& w,
+                             const at::Tensor& w_scale, const std::optional<at::Tensor>& bias, at::ScalarType out_dtype,
+                             c10::string_view family, c10::string_view config) {
+  check_common(x, x_scale, w_scale, bias, 1);
+  const int64_t M = x.size(0), K = x.size(1), N = w_scale.size(0);
+  check_tensor("w", w, at::kChar, 2, x.device());
+  TORCH_CHECK_VALUE(w.size(0) == N && w.size(1) == K / 2, "w: expected shape (", N, ", ", K / 2,
+                    ") (two int4 per byte), got ", w.sizes());
+  const int dtype = out_dtype_code(out_dtype);
+  const bool sm90 = family == "sm90";
+  TORCH_CHECK_VALUE(sm90 || family == "sm80", "family: expected 'sm80' or 'sm90', got '", std::string(family), "'");
+  const int index =
+      sm90 ? config_index("family sm90", lowbit_s8s4_sm90_num_configs, lowbit_s8s4_sm90_config_name, config)
+           : config_index("family sm80", lowbit_s8s4_sm80_num_configs, lowbit_s8s4_sm80_config_name, config);
+  at::Tensor out = at::empty({M, N}, x.options().dtype(out_dtype));
+  if (M == 0) return out;
+  const at::Tensor xc = operand(x), xs = x_scale.contiguous(), wc = operand(w), ws = operand(w_scale);
+  const std::optional<at::Tensor> b = bias ? std::optional<at::Tensor>(operand(*bias)) : std::nullopt;
+  auto launcher = sm90 ? lowbit_s8s4_sm90 : lowbit_s8s4_sm80;
+  launch_with_workspace(x.device(), sm90 ? "s8s4 CUTLASS sm90" : "s8s4 CUTLASS sm80",
+                        [&](void* workspace, size_t bytes, size_t* query, cudaStream_t stream) {
+                          return launcher(index, dtype, xc.data_ptr<int8_t>(), xs.data_ptr<float>(), wc.data_ptr(),
+                                          ws.data_ptr<float>(), bias_ptr(b), out.data_ptr(), M, N, K, workspace, bytes,
+                                          query, stream);
+                        });
+  return out;
+}
+
+at::Tensor s8s8_groupwise_gemm_cutlass(const at::Tensor& x, const at::Tensor& x_scale, const at::Tensor& w,
+                                       const at::Tensor& w_scale, const std::optional<at::Tensor>& bias,
+                                       at::ScalarType out_dtype, c10::string_view config) {
+  check_common(x, x_scale, w_scale, bias, 2);
+  const int64_t M = x.size(0), K = x.size(1), N = w_scale.size(0), groups = w_scale.size(1);
+  check_tensor("w", w, at::kChar, 2, x.device());
+  TORCH_CHECK_VALUE(w.size(0) == N && w.size(1) == K, "w: expected shape (", N, ", ", K,
+                    ") (int8, one value per byte), got ", w.sizes());
+  TORCH_CHECK_VALUE(groups >= 1 && K % groups == 0, "w_scale: expected (N, K // group) with the group dividing K = ", K,
+                    ", got ", w_scale.sizes());
+  const int dtype = out_dtype_code(out_dtype);
+  const int index = config_index("the group-wise kernel", lowbit_s8s8_groupwise_sm90_num_configs,
+                                 lowbit_s8s8_groupwise_sm90_config_name, config);
+  at::Tensor out = at::empty({M, N}, x.options().dtype(out_dtype));
+  if (M == 0) return out;
+  const at::Tensor xc = operand(x), xs = x_scale.contiguous(), wc = operand(w), ws = w_scale.contiguous();
+  const std::optional<at::Tensor> b = bias ? std::optional<at::Tensor>(bias->contiguous()) : std::nullopt;
+  launch_with_workspace(
+      x.device(), "s8s8 group-wise CUTLASS", [&](void* workspace, size_t bytes, size_t* query, cudaStream_t stream) {
+        return lowbit_s8s8_groupwise_sm90(index, dtype, xc.data_ptr<int8_t>(), xs.data_ptr<float>(),
+                                          wc.data_ptr<int8_t>(), ws.data_ptr<float>(), bias_ptr(b), out.data_ptr(), M,
+                                          N, K, K / groups, workspace, bytes, query, stream);
+      });
+  return out;
+}
+
+// Define `schema` where no one has, and register `kernel` for CUDA where no kernel is.
+template <class Fn>
+void register_op(torch::Library& defs, torch::Library& cuda, const char* schema, const char* name, Fn kernel) {
+  auto op = c10::Dispatcher::singleton().findSchema({std::string("lowbit::") + name, ""});
+  if (!op) defs.def(schema, {at::Tag::pt2_compliant_tag});
+  op = c10::Dispatcher::singleton().findSchema({std::string("lowbit::") + name, ""});
+  if (!op->hasKernelForDispatchKey(c10::DispatchKey::CUDA)) cuda.impl(name, kernel);
+}
+
+int register_ops() {
+  // Kept for the life of the process: a Library's registrations end with it.
+  static torch::Library defs(torch::Library::FRAGMENT, "lowbit", std::nullopt, __FILE__, __LINE__);
+  static torch::Library cuda(torch::Library::IMPL, "lowbit", c10::DispatchKey::CUDA, __FILE__, __LINE__);
+  register_op(defs, cuda, LOWBIT_S8S4_GEMM_CUTLASS_SCHEMA, "s8s4_gemm_cutlass", TORCH_FN(s8s4_gemm_cutlass));
+  register_op(defs, cuda, LOWBIT_S8S8_GROUPWISE_GEMM_CUTLASS_SCHEMA, "s8s8_groupwise_gemm_cutlass",
+              TORCH_FN(s8s8_groupwise_gemm_cutlass));
+  return 0;
+}
+
+const int registered = register_ops();
+
+}  // namespace

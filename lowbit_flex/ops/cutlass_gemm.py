@@ -1,0 +1,177 @@
+"""The CUTLASS W4A8 GEMMs as ops: ``lowbit::s8s4_gemm_cutlass`` and ``lowbit::s8s8_groupwise_gemm_cutlass``.
+
+``lowbit::s8s4_linear`` is a ``triton_op``: compiled and exported graphs hold its kernels rather than the op. Where
+its dispatch table picks a CUTLASS kernel, the traced graph holds one of these opaque ops instead (the kernel's
+tile config is an argument). An AOTInductor package calls them by name at run time, which any process can serve
+after loading the C++ registration library (``csrc/torch_ops/cutlass_ops.cpp``, built by
+:func:`torch_ops_library`), without importing lowbit_flex.
+
+Registration: first registrant wins. This module (at import) and the C++ library (at load) each define a schema only
+where it is absent and register their CUDA kernel only where none is, so either may come first. The Python kernels
+call the same launchers through ``ctypes``. The schemas live here only: the C++ build receives them as ``-D``
+strings (:data:`TORCH_OPS_DEFINES`).
+
+Eager ``s8s4_linear`` calls the ``ctypes`` launchers directly (no second dispatcher call per layer); only traced
+calls go through these ops.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from lowbit_flex._checks import HALF_DTYPES, check_out_dtype, check_same_device, check_tensor
+from lowbit_flex.ops.s8s4_linear import reference_int_linear, reference_s8s4_linear
+
+S8S4_GEMM_CUTLASS_SCHEMA = (
+    "s8s4_gemm_cutlass(Tensor x, Tensor x_scale, Tensor w, Tensor w_scale, Tensor? bias, ScalarType out_dtype, "
+    "str family, str config) -> Tensor"
+)
+S8S8_GROUPWISE_GEMM_CUTLASS_SCHEMA = (
+    "s8s8_groupwise_gemm_cutlass(Tensor x, Tensor x_scale, Tensor w, Tensor w_scale, Tensor? bias, "
+    "ScalarType out_dtype, str config) -> Tensor"
+)
+TORCH_OPS_DEFINES = {
+    "LOWBIT_S8S4_GEMM_CUTLASS_SCHEMA": S8S4_GEMM_CUTLASS_SCHEMA,
+    "LOWBIT_S8S8_GROUPWISE_GEMM_CUTLASS_SCHEMA": S8S8_GROUPWISE_GEMM_CUTLASS_SCHEMA,
+}
+
+_LIB = torch.library.Library("lowbit", "FRAGMENT")  # a fragment: the C++ library may define these ops first
+
+
+def _check(x, x_scale, w, w_scale, bias, out_dtype, *, packed: bool, groupwise: bool) -> None:
+    """The checks both ops share (the C++ kernels make the same ones). ``packed``: ``w`` holds two int4 per byte;
+    ``groupwise``: ``w_scale`` is ``(N, K // group)``, else ``(N,)``."""
+    check_tensor("x", x, dtypes=(torch.int8,), ndim=2)
+    check_tensor("x_scale", x_scale, dtypes=(torch.float32,), ndim=1)
+    check_tensor("w", w, dtypes=(torch.int8,), ndim=2)
+    check_tensor("w_scale", w_scale, dtypes=(torch.float32,), ndim=2 if groupwise else 1)
+    if bias is not None:
+        check_tensor("bias", bias, dtypes=(torch.float32,), ndim=1)
+    if out_dtype is None:
+        raise TypeError(f"out_dtype: expected {HALF_DTYPES[0]} or {HALF_DTYPES[1]}, got None")
+    check_out_dtype("out_dtype", out_dtype, HALF_DTYPES)
+    (M, K), N = x.shape, w_scale.shape[0]
+    if K < 32 or K % 32:
+        raise ValueError(f"x: expected K = x.shape[1] a positive multiple of 32, got {K}")
+    if x_scale.shape[0] != M:
+        raise ValueError(f"x_scale: expected shape ({M},), got {tuple(x_scale.shape)}")
+    if N < 8 or N % 8:
+        raise ValueError(f"w_scale: expected N = w_scale.shape[0] a positive multiple of 8, got {N}")
+    width, what = (K // 2, "two int4 per byte") if packed else (K, "int8, one value per byte")
+    if tuple(w.shape) != (N, width):
+        raise ValueError(f"w: expected shape ({N}, {width}) ({what}), got {tuple(w.shape)}")
+    if groupwise and (w_scale.shape[1] < 1 or K % w_scale.shape[1]):
+        shape = tuple(w_scale.shape)
+        raise ValueError(f"w_scale: expected (N, K // group) with the group dividing K = {K}, got {shape}")
+    if bias is not None and bias.shape[0] != N:
+        raise ValueError(f"bias: expected shape ({N},), got {tuple(bias.shape)}")
+    check_same_device(x=x, x_scale=x_scale, w=w, w_scale=w_scale, bias=bias)
+
+
+def _check_s8s4(x, x_scale, w, w_scale, bias, out_dtype, family, config) -> None:
+    from lowbit_flex.kernels.s8s4_cutlass import CUTLASS_CONFIGS
+
+    _check(x, x_scale, w, w_scale, bias, out_dtype, packed=True, groupwise=False)
+    if family not in CUTLASS_CONFIGS:
+        raise ValueError(f"family: expected one of {sorted(CUTLASS_CONFIGS)}, got {family!r}")
+    if config not in CUTLASS_CONFIGS[family]:
+        raise ValueError(f"config: expected one of {list(CUTLASS_CONFIGS[family])} for family {family}, got {config!r}")
+
+
+def _check_s8s8_groupwise(x, x_scale, w, w_scale, bias, out_dtype, config) -> None:
+    from lowbit_flex.kernels.s8s8_groupwise_cutlass import GROUPWISE_CONFIGS
+
+    _check(x, x_scale, w, w_scale, bias, out_dtype, packed=False, groupwise=True)
+    if config not in GROUPWISE_CONFIGS:
+        raise ValueError(f"config: expected one of {list(GROUPWISE_CONFIGS)}, got {config!r}")
+    group = x.shape[1] // w_scale.shape[1]
+    if group not in GROUPWISE_CONFIGS[config]:
+        raise ValueError(f"w_scale: config {config} takes groups {GROUPWISE_CONFIGS[config]}, not {group}")
+
+
+def _fake(x, x_scale, w, w_scale, bias, out_dtype, *config):
+    return x.new_empty((x.shape[0], w_scale.shape[0]), dtype=out_dtype)
+
+
+def _s8s4_cpu(x, x_scale, w, w_scale, bias, out_dtype, family, config):
+    _check_s8s4(x, x_scale, w, w_scale, bias, out_dtype, family, config)
+    return reference_s8s4_linear(x, x_scale, w, w_scale, bias, out_dtype)
+
+
+def _s8s4_fake(x, x_scale, w, w_scale, bias, out_dtype, family, config):
+    _check_s8s4(x, x_scale, w, w_scale, bias, out_dtype, family, config)
+    return _fake(x, x_scale, w, w_scale, bias, out_dtype)
+
+
+def _s8s4_cuda(x, x_scale, w, w_scale, bias, out_dtype, family, config):
+    _check_s8s4(x, x_scale, w, w_scale, bias, out_dtype, family, config)
+    from lowbit_flex.kernels.s8s4_cutlass import cutlass_s8s4_supported, s8s4_linear_cutlass
+
+    (M, K), N = x.shape, w.shape[0]
+    if not cutlass_s8s4_supported(family, max(M, 1), N, K):
+        raise ValueError(f"family: the {family} kernels cannot run (M={M}, N={N}, K={K}) on this GPU")
+    if M == 0:
+        return _fake(x, x_scale, w, w_scale, bias, out_dtype)
+    x, x_scale, w = x.contiguous(), x_scale.contiguous(), w.contiguous()
+    b = None if bias is None else bias.contiguous()
+    return s8s4_linear_cutlass(x, x_scale, w, w_scale, b, out_dtype, family, config)
+
+
+def _s8s8_groupwise_cpu(x, x_scale, w, w_scale, bias, out_dtype, config):
+    _check_s8s8_groupwise(x, x_scale, w, w_scale, bias, out_dtype, config)
+    return reference_int_linear(x, x_scale, w, w_scale, bias, out_dtype)
+
+
+def _s8s8_groupwise_fake(x, x_scale, w, w_scale, bias, out_dtype, config):
+    _check_s8s8_groupwise(x, x_scale, w, w_scale, bias, out_dtype, config)
+    return _fake(x, x_scale, w, w_scale, bias, out_dtype)
+
+
+def _s8s8_groupwise_cuda(x, x_scale, w, w_scale, bias, out_dtype, config):
+    _check_s8s8_groupwise(x, x_scale, w, w_scale, bias, out_dtype, config)
+    from lowbit_flex.kernels.s8s8_groupwise_cutlass import s8s8_groupwise_cutlass, supported
+
+    (M, K), N = x.shape, w.shape[0]
+    if not supported(max(M, 1), N, K, K // w_scale.shape[1]):
+        raise ValueError(f"config: the group-wise kernel cannot run (M={M}, N={N}, K={K}) on this GPU")
+    if M == 0:
+        return _fake(x, x_scale, w, w_scale, bias, out_dtype)
+    return s8s8_groupwise_cutlass(x, x_scale, w, w_scale, bias, out_dtype, config)
+
+
+def _register(schema: str, cpu, fake, cuda) -> None:
+    name = schema.split("(", 1)[0]
+    qualname = f"lowbit::{name}"
+    if not _defined(qualname):
+        _LIB.define(schema, tags=(torch.Tag.pt2_compliant_tag,))
+    _LIB.impl(name, cpu, "CPU")
+    torch.library.register_fake(qualname, fake, lib=_LIB)
+    if not torch._C._dispatch_has_kernel_for_dispatch_key(qualname, "CUDA"):  # the C++ library's, if loaded first
+        _LIB.impl(name, cuda, "CUDA")
+
+
+def _defined(qualname: str) -> bool:
+    try:
+        torch._C._dispatch_find_schema_or_throw(qualname, "")
+    except RuntimeError:
+        return False
+    return True
+
+
+_register(S8S4_GEMM_CUTLASS_SCHEMA, _s8s4_cpu, _s8s4_fake, _s8s4_cuda)
+_register(S8S8_GROUPWISE_GEMM_CUTLASS_SCHEMA, _s8s8_groupwise_cpu, _s8s8_groupwise_fake, _s8s8_groupwise_cuda)
+
+
+def torch_ops_library(arch: str | None = None) -> Path:
+    """The C++ registration library of these ops for ``arch`` (``"sm_80"`` / ``"sm_90a"``; default: the current
+    GPU's), built on first use with the CUDA library it links. Load it with ``torch.ops.load_library`` in a process
+    that runs an AOTInductor package without lowbit_flex (``docs/deploy.md``)."""
+    from lowbit_flex import cuda_build
+
+    if arch is None:
+        if not torch.cuda.is_available():
+            raise cuda_build.CudaBuildError("no CUDA GPU here: pass arch ('sm_80' or 'sm_90a')")
+        arch = cuda_build.arch_for_capability(*torch.cuda.get_device_capability())
+    return cuda_build.build_torch_ops(arch, TORCH_OPS_DEFINES)
