@@ -9,9 +9,12 @@ package's outputs at batch 1 and 8 against the eager outputs saved by the buildi
   sequence, no KV cache), every linear W4A8 with group-128 weight scales (``W4A8Config(group_size=128)``);
 - ``sam_encoder``: the SAM ViT-B image encoder of ``examples/sam_vit.py`` with the fused ``lowbit::rel_pos_attention``.
 
-A package whose graph still calls a ``lowbit`` op (an opaque ``torch.library.custom_op``: the AOTInductor proxy
-executor calls it through the dispatcher by name) cannot load without the op's registration: the loader then imports
-``lowbit_flex`` and says which op forced it. On CPU no op does (every op traces into ATen ops; see docs/deploy.md).
+A package whose graph still calls a ``lowbit`` op (an opaque op: the AOTInductor proxy executor calls it through
+the dispatcher by name) needs the op registered in the loading process. On CUDA those are the CUTLASS GEMMs where
+W4A8 picks them (``lowbit::s8s4_gemm_cutlass``, ``lowbit::s8s8_groupwise_gemm_cutlass``): the loader then loads their
+C++ registration library (``lowbit_flex.ops.cutlass_gemm.torch_ops_library()``, built by the building process), still
+without importing ``lowbit_flex``. Any other ``lowbit`` op would make it import ``lowbit_flex`` and say which op
+forced it. On CPU no op is left (every op traces into ATen ops; see docs/deploy.md).
 
     python -m examples.deploy_aoti --device cpu --tiny      # tiny configs, a smoke test on CPU (about a minute)
     python -m examples.deploy_aoti --device cuda            # Llama-2-7B block dims and SAM ViT-B, bf16
@@ -126,29 +129,38 @@ def lowbit_ops_in_package(path: Path) -> list[str]:
 
 
 @torch.no_grad()
-def build(
-    name: str, model: torch.nn.Module, sample: tuple[int, ...], device: str, out: Path, reps: int, compile: bool
-) -> dict:
-    """Export with a dynamic batch, package, save the inputs and the eager outputs; time eager and (``compile``)
-    ``torch.compile``."""
+def build(name: str, model: torch.nn.Module, sample: tuple[int, ...], device: str, out: Path, reps: int) -> dict:
+    """Export with a dynamic batch, package, save the inputs and the eager outputs; time eager."""
     gen = torch.Generator().manual_seed(1)
     inputs = {b: torch.randn(b, *sample, generator=gen).to(device, torch.bfloat16) for b in BATCHES}
     expected = {b: model(x) for b, x in inputs.items()}
     batch = torch.export.Dim("batch", min=1, max=64)
     t0 = time.perf_counter()
-    # Batch 2 as the example: export specializes a dimension whose example size is 1.
-    ep = torch.export.export(model, (inputs[8][:2],), dynamic_shapes=({0: batch},))
+    # The largest batch as the example (export specializes a dimension whose example size is 1): with a dynamic
+    # batch, the W4A8 dispatch picks its kernels for every batch by the example's rows (docs/deploy.md).
+    ep = torch.export.export(model, (inputs[max(BATCHES)],), dynamic_shapes=({0: batch},))
     t1 = time.perf_counter()
     package = torch._inductor.aoti_compile_and_package(ep, package_path=str(out / f"{name}.pt2"))
     t2 = time.perf_counter()
     ops = lowbit_ops_in_package(Path(package))
-    torch.save({"inputs": inputs, "expected": expected, "lowbit_ops": ops}, out / f"{name}.io.pt")
+    io = {"inputs": inputs, "expected": expected, "lowbit_ops": ops, "cpp_ops": [], "cpp_library": None}
+    if device == "cuda" and ops:
+        from lowbit_flex.ops import cutlass_gemm
+
+        io["cpp_ops"], io["cpp_library"] = cutlass_gemm.CPP_OPS, str(cutlass_gemm.torch_ops_library())
+    torch.save(io, out / f"{name}.io.pt")
     row = {"model": name, "export s": t1 - t0, "package s": t2 - t1, "lowbit ops in package": ops}
     for b, x in inputs.items():
         row[f"eager ms b{b}"] = median_ms(model, x, reps)
-        if compile:
-            row[f"compile ms b{b}"] = median_ms(torch.compile(model), x, reps)
     return row
+
+
+@torch.no_grad()
+def time_compiled(name: str, model: torch.nn.Module, out: Path, reps: int) -> dict:
+    """``torch.compile`` latency per batch (after the package check: compiling is the slow part of a run)."""
+    inputs = torch.load(out / f"{name}.io.pt")["inputs"]
+    compiled = torch.compile(model)
+    return {f"compile ms b{b}": median_ms(compiled, x, reps) for b, x in inputs.items()}
 
 
 # --- loading side (a fresh process: torch only, unless the package calls a lowbit op) -----------------------------
@@ -159,10 +171,14 @@ def load_and_check(out: Path, reps: int) -> list[dict]:
     rows = []
     for package in sorted(out.glob("*.pt2")):
         io = torch.load(package.with_suffix(".io.pt"))
-        if io["lowbit_ops"]:
-            print(f"{package.stem}: importing lowbit_flex, the package calls {', '.join(io['lowbit_ops'])}")
+        ops = set(io["lowbit_ops"])
+        if ops and ops <= set(io["cpp_ops"]):
+            print(f"{package.stem}: loading the C++ op library, the package calls {', '.join(sorted(ops))}")
+            torch.ops.load_library(io["cpp_library"])  # registers them; lowbit_flex is not imported
+        elif ops:
+            print(f"{package.stem}: importing lowbit_flex, the package calls {', '.join(sorted(ops))}")
             import lowbit_flex  # noqa: F401  (registers torch.ops.lowbit for the proxy executor)
-        else:
+        if not ops - set(io["cpp_ops"]):
             assert "lowbit_flex" not in sys.modules, "the loader imported lowbit_flex"
         t0 = time.perf_counter()
         runner = torch._inductor.aoti_load_package(str(package))
@@ -190,11 +206,10 @@ def run(
         "llama_block_w4a8": lambda: llama_block(device, tiny, seq_len),
         "sam_encoder": lambda: sam_encoder(device, tiny),
     }
-    built = {}
+    built, modules = {}, {}
     for name in models:
-        model, sample = builders[name]()
-        built[name] = build(name, model, sample, device, out, reps, compile)
-        del model
+        modules[name], sample = builders[name]()
+        built[name] = build(name, modules[name], sample, device, out, reps)
     cmd = [sys.executable, str(Path(__file__).resolve()), "--load", str(out), "--reps", str(reps)]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
@@ -202,7 +217,16 @@ def run(
     loaded = json.loads(proc.stdout.splitlines()[-1])
     for line in proc.stdout.splitlines()[:-1]:
         print(line)
-    return [{**built[r["model"]], **r} for r in loaded]
+    rows = [{**built[r["model"]], **r} for r in loaded]
+    if compile:
+        print_rows(rows)  # before compiling: a run cut short still reports the package
+        rows = [{**r, **time_compiled(r["model"], modules[r["model"]], out, reps)} for r in rows]
+    return rows
+
+
+def print_rows(rows: list[dict]) -> None:
+    for r in rows:
+        print(" | ".join(f"{k}: {v:.3g}" if isinstance(v, float) else f"{k}: {v}" for k, v in r.items()), flush=True)
 
 
 def main() -> None:
@@ -224,8 +248,7 @@ def main() -> None:
         out = a.out or Path(tmp)
         out.mkdir(parents=True, exist_ok=True)
         rows = run(a.device, a.tiny, out, a.seq or (16 if a.tiny else 128), reps, tuple(a.models), not a.no_compile)
-    for r in rows:
-        print(" | ".join(f"{k}: {v:.3g}" if isinstance(v, float) else f"{k}: {v}" for k, v in r.items()))
+    print_rows(rows)
     bad = [
         r["model"] for r in rows for b in BATCHES if not (r[f"rel err b{b}"] <= BF16_REL_TOL and r[f"shape ok b{b}"])
     ]

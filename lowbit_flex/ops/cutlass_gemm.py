@@ -32,6 +32,9 @@ S8S8_GROUPWISE_GEMM_CUTLASS_SCHEMA = (
     "s8s8_groupwise_gemm_cutlass(Tensor x, Tensor x_scale, Tensor w, Tensor w_scale, Tensor? bias, "
     "ScalarType out_dtype, str config) -> Tensor"
 )
+# The ops the C++ library registers (what a package's loader without lowbit_flex can serve).
+_SCHEMAS = (S8S4_GEMM_CUTLASS_SCHEMA, S8S8_GROUPWISE_GEMM_CUTLASS_SCHEMA)
+CPP_OPS = [f"lowbit::{schema.split('(', 1)[0]}" for schema in _SCHEMAS]
 TORCH_OPS_DEFINES = {
     "LOWBIT_S8S4_GEMM_CUTLASS_SCHEMA": S8S4_GEMM_CUTLASS_SCHEMA,
     "LOWBIT_S8S8_GROUPWISE_GEMM_CUTLASS_SCHEMA": S8S8_GROUPWISE_GEMM_CUTLASS_SCHEMA,

@@ -1,0 +1,151 @@
+"""``lowbit::s8s4_gemm_cutlass`` / ``lowbit::s8s8_groupwise_gemm_cutlass`` and their C++ registration.
+
+``test_opcheck_all.py`` runs opcheck on both (CPU reference; CUDA through ``ctypes``). Here:
+
+* bad input gets the same error from the CPU kernel and the fake;
+* the registration order (CPU, no GPU needed): the C++ library, built against a stub of the CUDA library, defines
+  the schemas and registers CUDA kernels when it loads first; loaded after ``import lowbit_flex`` it defines and
+  registers nothing; ``import lowbit_flex`` after it adds the fake and the CPU reference without a second schema;
+* on a GPU, the real C++ library in a process that never imports lowbit_flex gives bit for bit what the ``ctypes``
+  path gives (the same launcher and config), and rejects a bad config with a ``ValueError``.
+"""
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+import lowbit_flex  # noqa: F401
+from lowbit_flex import cuda_build
+from lowbit_flex.ops.cutlass_gemm import CPP_OPS, TORCH_OPS_DEFINES
+from lowbit_flex.quant import pack_int4
+
+
+def _args(device="cpu", N=16, K=64, M=3, packed=True, groups=None):
+    x = torch.randint(-128, 128, (M, K), dtype=torch.int8, device=device)
+    w = torch.randint(-8, 8, (N, K), dtype=torch.int8)
+    w = (pack_int4(w) if packed else w).to(device)
+    ws = torch.rand(N, groups, device=device) if groups else torch.rand(N, device=device)
+    return x, torch.rand(M, device=device), w, ws, torch.rand(N, device=device)
+
+
+BAD_S8S4 = [
+    (lambda a: (*a, torch.bfloat16, "sm90", "nope"), ValueError, "config"),
+    (lambda a: (*a, torch.bfloat16, "sm70", "16x128x128_ws"), ValueError, "family"),
+    (lambda a: (*a, torch.float32, "sm90", "16x128x128_ws"), TypeError, "out_dtype"),
+    (lambda a: (a[0].float(), *a[1:], torch.bfloat16, "sm90", "16x128x128_ws"), TypeError, "x"),
+    (lambda a: (a[0], a[1][:2], *a[2:], torch.bfloat16, "sm90", "16x128x128_ws"), ValueError, "x_scale"),
+    (lambda a: (*a[:2], a[2][:, :8], *a[3:], torch.bfloat16, "sm90", "16x128x128_ws"), ValueError, "w"),
+    (lambda a: (*a[:4], a[4][:3], torch.bfloat16, "sm90", "16x128x128_ws"), ValueError, "bias"),
+    (lambda a: (a[0][:, :48], *a[1:], torch.bfloat16, "sm90", "16x128x128_ws"), ValueError, "x"),
+]
+
+
+@pytest.mark.parametrize("make, error, name", BAD_S8S4)
+def test_s8s4_bad_input_same_error_eager_and_fake(make, error, name):
+    args = make(_args())
+    with pytest.raises(error, match=f"^{name}:"):
+        torch.ops.lowbit.s8s4_gemm_cutlass(*args)
+    meta = tuple(a.to("meta") if isinstance(a, torch.Tensor) else a for a in args)
+    with pytest.raises(error, match=f"^{name}:"):
+        torch.ops.lowbit.s8s4_gemm_cutlass(*meta)
+
+
+def test_s8s8_groupwise_rejects_a_group_its_config_does_not_take():
+    x, xs, w, ws, b = _args(K=256, packed=False, groups=4)  # group 64
+    with pytest.raises(ValueError, match="^w_scale: config 128x128x128_g128 takes groups"):
+        torch.ops.lowbit.s8s8_groupwise_gemm_cutlass(x, xs, w, ws, b, torch.bfloat16, "128x128x128_g128")
+    out = torch.ops.lowbit.s8s8_groupwise_gemm_cutlass(x, xs, w, ws, b, torch.bfloat16, "128x128x128_g64")
+    assert out.shape == (3, 16) and out.dtype == torch.bfloat16
+
+
+# Stub exports of liblowbit_flex_cuda.so: enough to link and load the registration library on a machine without a
+# GPU (never called here).
+_STUB = """
+const char* lowbit_status_string(int s) { return "stub"; }
+#define FAMILY(F) int lowbit_##F(void) { return 1; } int lowbit_##F##_num_configs(void) { return 0; } \\
+  const char* lowbit_##F##_config_name(int i) { return 0; }
+FAMILY(s8s4_sm80) FAMILY(s8s4_sm90) FAMILY(s8s8_groupwise_sm90)
+"""
+
+_PROBE = """
+import sys, torch
+first, lib = sys.argv[1], sys.argv[2]
+if first == "python":
+    import lowbit_flex
+torch.ops.load_library(lib)
+if first == "cpp":
+    import lowbit_flex
+for name in {ops!r}:
+    dump = torch._C._dispatch_dump(name)
+    where = {{line.split(":")[0]: line.split("registered at ")[1] for line in dump.splitlines()
+             if "registered at" in line}}
+    print(name, "cpp" if "cutlass_ops.cpp" in where["debug"] else "python",
+          "cpp" if "cutlass_ops.cpp" in where["CUDA"] else "python", "CPU" in where, "Meta" in where)
+"""
+
+
+@pytest.mark.slow
+def test_registration_order_either_way(tmp_path, monkeypatch):
+    """~20 s: compiles the registration TU (torch headers) against the stub library."""
+    stub = tmp_path / cuda_build.LIB_NAME
+    (tmp_path / "stub.c").write_text(_STUB)
+    subprocess.run(["gcc", "-shared", "-fPIC", str(tmp_path / "stub.c"), "-o", str(stub)], check=True)
+    monkeypatch.setattr(cuda_build, "build", lambda arch, verbose=True: stub)
+    lib = cuda_build.build_torch_ops("sm_90a", TORCH_OPS_DEFINES, verbose=False)
+    probe = tmp_path / "probe.py"
+    probe.write_text(textwrap.dedent(_PROBE.format(ops=CPP_OPS)))
+    for first, owner in (("cpp", "cpp"), ("python", "python")):
+        proc = subprocess.run([sys.executable, str(probe), first, str(lib)], capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr[-4000:]
+        lines = proc.stdout.split("\n")[:-1]
+        # who defined the schema, whose CUDA kernel; the CPU reference and the fake are Python's either way
+        assert lines == [f"{name} {owner} {owner} True True" for name in CPP_OPS], (first, proc.stdout)
+
+
+_GPU_CHILD = """
+import sys, torch
+torch.ops.load_library(sys.argv[1])
+args = torch.load(sys.argv[2])
+outs = [getattr(torch.ops.lowbit, name)(*a) for name, a in args]
+try:
+    torch.ops.lowbit.s8s4_gemm_cutlass(*args[0][1][:-1], "nope")
+    bad = "no error"
+except ValueError as e:
+    bad = str(e)
+assert "lowbit_flex" not in sys.modules
+torch.save({"outs": outs, "bad": bad}, sys.argv[3])
+"""
+
+
+@pytest.mark.skipif(
+    not torch.cuda.is_available() or torch.cuda.get_device_capability() != (9, 0), reason="needs an sm_90 GPU"
+)
+def test_cpp_library_without_lowbit_flex_equals_the_ctypes_path(tmp_path):
+    from lowbit_flex.ops.cutlass_gemm import torch_ops_library
+
+    torch.manual_seed(0)
+    calls = []
+    for M, N, K in ((1, 256, 128), (70, 512, 256), (300, 136, 4096)):
+        for family, config in (("sm90", "128x128x128_coop"), ("sm90", "16x128x128_ws"), ("sm80", "32x128x128_s4")):
+            x, xs, w, ws, b = _args("cuda", N, K, M)
+            calls.append(("s8s4_gemm_cutlass", (x, xs, w, ws, b, torch.bfloat16, family, config)))
+        x, xs, w, ws, b = _args("cuda", N, K, M, packed=False, groups=K // 128)
+        calls.append(("s8s8_groupwise_gemm_cutlass", (x, xs, w, ws, None, torch.float16, "128x128x128_g128_pp")))
+    torch.save(calls, tmp_path / "args.pt")
+    (tmp_path / "child.py").write_text(_GPU_CHILD)
+    cmd = [
+        sys.executable,
+        str(tmp_path / "child.py"),
+        str(torch_ops_library()),
+        *(str(tmp_path / f) for f in ("args.pt", "outs.pt")),
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    got = torch.load(tmp_path / "outs.pt")
+    assert got["bad"].startswith("config: expected one of"), got["bad"]
+    for (name, a), out in zip(calls, got["outs"]):
+        ref = getattr(torch.ops.lowbit, name)(*a)  # the ctypes kernel, same launcher and config
+        assert out.dtype == ref.dtype and torch.equal(out, ref), (name, a[-1], tuple(a[0].shape))
