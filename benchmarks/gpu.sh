@@ -3,8 +3,10 @@
 #   bash benchmarks/gpu.sh [OUT_DIR] [-- benchmark args, e.g. --only rel_pos --quick]
 # 1. installs the wheels carried in $LOWBIT_WHEELS (default .whl/: nvidia-cutlass, attn-gym, ml_dtypes),
 # 2. builds the CUDA kernels, 3. runs the test suite on the GPU (float64 / exact references, poisoned outputs),
-# 4. runs each benchmarks/sanitize_*.py under compute-sanitizer memcheck, 5. runs every benchmark.
+# 4. runs each benchmarks/sanitize_*.py under compute-sanitizer memcheck, 5. runs every benchmark,
+# 6. (phase "aoti", not in the default list) builds the C++ op library and runs examples/deploy_aoti.py on CUDA.
 # LOWBIT_GPU_PHASES (default "build tests sanitize bench") picks steps, to split the work over several calls.
+# A CUDA library built elsewhere for the same paths (LOWBIT_FLEX_CACHE, carried) skips the ~2 minute build.
 # OUT_DIR (default $LOWBIT_BENCH_OUT, $OUT, or bench_out) receives results.json, results.md, plots.tar.gz and one
 # log: few files, so the device tool can bring them all back.
 set -uo pipefail
@@ -43,6 +45,11 @@ if [[ $phases == *" bench "* ]]; then
   cp "$out"/bench/results.json "$out"/bench/results.md "$out"/ 2>/dev/null
   tar -czf "$out/plots.tar.gz" -C "$out/bench" $(cd "$out/bench" && ls *.png 2>/dev/null) 2>/dev/null
   rm -rf "$out/bench"
+fi
+if [[ $phases == *" aoti "* ]]; then
+  echo "== AOTInductor packages on CUDA (the loader runs in a fresh process without lowbit_flex)"
+  python3 -m lowbit_flex.cuda_build --torch-ops || status=1
+  python3 -X faulthandler -m examples.deploy_aoti --device cuda ${LOWBIT_AOTI_ARGS:-} || status=1
 fi
 echo "== done, status $status"
 exit $status

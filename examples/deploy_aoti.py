@@ -92,9 +92,7 @@ def llama_block(device: str, tiny: bool, seq_len: int) -> tuple[torch.nn.Module,
             super().__init__()
             self.block = llama.Block(args)
             self.block.cache = NoCache()
-            inv = 1.0 / args.rope_base ** (torch.arange(0, args.head_dim, 2).float() / args.head_dim)
-            angles = torch.outer(torch.arange(seq_len).float(), inv)
-            self.register_buffer("freqs", torch.polar(torch.ones_like(angles), angles))
+            self.register_buffer("freqs", llama.rope_table(seq_len, args.head_dim, args.rope_base))
             self.register_buffer("mask", torch.ones(seq_len, seq_len, dtype=torch.bool).tril())
             self.register_buffer("pos", torch.arange(seq_len))
 
@@ -103,7 +101,7 @@ def llama_block(device: str, tiny: bool, seq_len: int) -> tuple[torch.nn.Module,
 
     torch.manual_seed(0)
     model = PrefillBlock()
-    model.block.to(torch.bfloat16)  # freqs stay complex64, as in the decode example
+    model.block.to(torch.bfloat16)  # freqs stay float32, as in the decode example
     lowbit_flex.quantize_(model, lowbit_flex.W4A8Config(group_size=128))
     return model.to(device).eval(), (seq_len, args.dim)
 
@@ -210,10 +208,13 @@ def run(
     for name in models:
         modules[name], sample = builders[name]()
         built[name] = build(name, modules[name], sample, device, out, reps)
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--load", str(out), "--reps", str(reps)]
+    # faulthandler: a crash in native code (the package, an op library) still prints where it happened
+    cmd = [sys.executable, "-X", "faulthandler", str(Path(__file__).resolve()), "--load", str(out), "--reps", str(reps)]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
-        raise RuntimeError(f"the loading process failed:\n{proc.stderr[-6000:]}")
+        raise RuntimeError(
+            f"the loading process failed (exit status {proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
+        )
     loaded = json.loads(proc.stdout.splitlines()[-1])
     for line in proc.stdout.splitlines()[:-1]:
         print(line)

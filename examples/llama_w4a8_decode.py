@@ -73,10 +73,21 @@ class KVCache(nn.Module):
         return self.k, self.v
 
 
+def rope_table(length: int, head_dim: int, base: float, device=None) -> torch.Tensor:
+    """``(length, head_dim // 2, 2)`` float32: the cosine and sine of each position's rotation per frequency.
+    Real, not complex: Inductor generates no code for complex ops (it falls back to eager kernels) and
+    AOTInductor packages none of them."""
+    inv = 1.0 / base ** (torch.arange(0, head_dim, 2, device=device).float() / head_dim)
+    angles = torch.outer(torch.arange(length, device=device).float(), inv)
+    return torch.stack((angles.cos(), angles.sin()), dim=-1)
+
+
 def _rope(x: torch.Tensor, freqs: torch.Tensor) -> torch.Tensor:
-    """Rotary embedding; ``x`` (B, T, H, D), ``freqs`` (T, D // 2) complex."""
-    xc = torch.view_as_complex(x.float().reshape(*x.shape[:-1], -1, 2))
-    return torch.view_as_real(xc * freqs[None, :, None, :]).flatten(3).type_as(x)
+    """Rotary embedding; ``x`` (B, T, H, D), ``freqs`` (T, D // 2, 2) from :func:`rope_table`: each pair
+    ``(x0, x1)`` times ``cos + i sin``, in real arithmetic."""
+    x0, x1 = x.float().reshape(*x.shape[:-1], -1, 2).unbind(-1)
+    cos, sin = freqs[None, :, None, :, 0], freqs[None, :, None, :, 1]
+    return torch.stack((x0 * cos - x1 * sin, x0 * sin + x1 * cos), dim=-1).flatten(3).type_as(x)
 
 
 class Block(nn.Module):
@@ -121,10 +132,8 @@ class Transformer(nn.Module):
         cache_args = replace(a, max_seq_len=length)
         for layer in self.layers:
             layer.cache = KVCache(batch, cache_args, dtype).to(device)
-        inv = 1.0 / a.rope_base ** (torch.arange(0, a.head_dim, 2, device=device).float() / a.head_dim)
-        t = torch.arange(length, device=device).float()
-        self.register_buffer("freqs", torch.polar(torch.ones(length, a.head_dim // 2, device=device),
-                                                  torch.outer(t, inv)), persistent=False)  # fmt: skip
+        freqs = rope_table(length, a.head_dim, a.rope_base, device)
+        self.register_buffer("freqs", freqs, persistent=False)
         causal = torch.ones(length, length, dtype=torch.bool, device=device).tril()
         self.register_buffer("causal", causal, persistent=False)
 

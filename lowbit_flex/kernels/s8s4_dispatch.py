@@ -283,10 +283,11 @@ def s8s4_linear_cuda(
     if forced:
         backend = Backend(forced)
         m, any_m = rows_hint(M)
-        if not available(backend, arch, scale, m, N, K, group) or (any_m and not takes_any_m(backend, _config)):
+        ok = available(backend, arch, scale, m, N, K, group)
+        config = _config if _config is not None or not ok else _default_config(backend, group)
+        if not ok or (any_m and not takes_any_m(backend, config)):
             shape = f"M={M}, N={N}, K={K}, group={group}"
             raise ValueError(f"_backend: {backend.value} cannot take {shape} ({scale.value}, {arch.value})")
-        config = _config if _config is not None else _default_config(backend, group)
     else:
         rule = rule_for(x.device, weight_scale, M, N, K)
         backend, config = rule.backend, rule.config

@@ -53,3 +53,14 @@ def test_generate_advances_the_position_on_the_device_and_sizes_the_cache(exampl
         tok = example.decode_one_token(model, tok, torch.tensor([5 + i]))
         expected.append(tok)
     assert torch.equal(tokens, torch.cat([prompt, *expected], dim=1))
+
+
+def test_rope_in_real_arithmetic_is_the_complex_rotation(example):
+    # float64 reference: each pair (x0, x1) as x0 + i x1, times exp(i * position * frequency)
+    T, D, base = 7, 16, 10000.0
+    x = torch.randn(2, T, 3, D, dtype=torch.float64)
+    inv = 1.0 / base ** (torch.arange(0, D, 2, dtype=torch.float64) / D)
+    rot = torch.polar(torch.ones(T, D // 2, dtype=torch.float64), torch.outer(torch.arange(T).double(), inv))
+    ref = torch.view_as_real(torch.view_as_complex(x.reshape(2, T, 3, -1, 2)) * rot[None, :, None]).flatten(3)
+    out = example._rope(x, example.rope_table(T, D, base))
+    assert out.dtype == torch.float64 and rel_error(out, ref) < 1e-6  # the table is float32

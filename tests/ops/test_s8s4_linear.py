@@ -142,6 +142,44 @@ def fake_cutlass(monkeypatch):
     choose.cache_clear()
 
 
+@pytest.mark.parametrize("cutlass", [True, False])
+def test_dispatch_for_any_m_takes_only_kernels_right_for_every_m(fake_cutlass, cutlass, monkeypatch):
+    """A symbolic M (dynamic batch) walks the table with its example value over the rows whose kernel takes any M:
+    never a decode kernel or a split-K tile, at any example size; with a concrete M the decode kernels stay."""
+    from lowbit_flex.kernels import s8s4_cutlass
+    from lowbit_flex.kernels.s8s4_dispatch import Arch, Backend, ScaleKind, choose, takes_any_m
+
+    if not cutlass:  # the library fails to build: its rows are skipped (after one warning)
+
+        def no_library():
+            raise fake_cutlass.CudaBuildError("no library here")
+
+        monkeypatch.setattr(fake_cutlass, "load", no_library)
+        with pytest.warns(RuntimeWarning, match="CUTLASS W4A8 kernels are unavailable"):
+            assert not s8s4_cutlass.library_available()
+    for arch in (Arch.SM80, Arch.SM90, Arch.OTHER):
+        for scale, group in ((ScaleKind.PER_CHANNEL, None), (ScaleKind.GROUPWISE, 128)):
+            for M in (1, 2, 16, 17, 128, 513, 4096):
+                for N, K in ((4096, 4096), (14336, 4096), (4096, 14336)):
+                    rule = choose(arch, scale, M, N, K, group, any_m=True)
+                    assert takes_any_m(rule.backend, rule.config), (arch, scale, M, N, K, rule)
+    assert not takes_any_m(Backend.TRITON_GEMV, "dp4a_4x16x1024")
+    assert not takes_any_m(Backend.TRITON_DECODE, "dot_16x64x256")
+    assert not takes_any_m(Backend.TRITON, "gemv_16x64x256_splitk") and takes_any_m(Backend.TRITON, "mid_64x128x128")
+    assert choose(Arch.SM90, ScaleKind.GROUPWISE, 2, 4096, 4096, 128).backend is Backend.TRITON_DECODE  # concrete M
+    choose.cache_clear()
+
+
+def test_rows_hint_reads_no_guard():
+    from lowbit_flex.kernels.arch import rows_hint
+
+    assert rows_hint(7) == (7, False)
+    shape_env = torch.fx.experimental.symbolic_shapes.ShapeEnv()
+    s = shape_env.create_unbacked_symint()  # no example value: the prefill default
+    assert rows_hint(s) == (4096, True)
+    assert not shape_env.guards
+
+
 def test_dispatch_table(fake_cutlass):
     from lowbit_flex.kernels.s8s4_dispatch import Arch, Backend, ScaleKind, choose
 
