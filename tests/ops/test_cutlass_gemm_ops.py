@@ -149,3 +149,30 @@ def test_cpp_library_without_lowbit_flex_equals_the_ctypes_path(tmp_path):
     for (name, a), out in zip(calls, got["outs"]):
         ref = getattr(torch.ops.lowbit, name)(*a)  # the ctypes kernel, same launcher and config
         assert out.dtype == ref.dtype and torch.equal(out, ref), (name, a[-1], tuple(a[0].shape))
+
+
+@pytest.mark.slow
+def test_aoti_package_calls_both_ops_by_name(tmp_path):
+    """~30 s (a C++ build): an AOTInductor package keeps the two ops as calls by name (the proxy executor passes
+    ``Tensor?``, ``ScalarType`` and ``str`` arguments); on CPU they run the exact reference, equal to eager."""
+    from examples.deploy_aoti import lowbit_ops_in_package
+
+    x, xs, w4, ws, b = _args(N=16, K=256, M=5)
+    w8 = torch.randint(-8, 8, (16, 256), dtype=torch.int8)
+    ws2 = torch.rand(16, 2)
+
+    class Both(torch.nn.Module):
+        def forward(self, x, xs):
+            y = torch.ops.lowbit.s8s4_gemm_cutlass(x, xs, w4, ws, b, torch.bfloat16, "sm90", "128x128x128_coop")
+            z = torch.ops.lowbit.s8s8_groupwise_gemm_cutlass(x, xs, w8, ws2, None, torch.float16, "128x128x128_g128")
+            return y, z
+
+    batch = torch.export.Dim("batch", min=1, max=64)
+    ep = torch.export.export(Both(), (x, xs), dynamic_shapes=({0: batch}, {0: batch}))
+    path = torch._inductor.aoti_compile_and_package(ep, package_path=str(tmp_path / "both.pt2"))
+    assert lowbit_ops_in_package(tmp_path / "both.pt2") == sorted(CPP_OPS)
+    runner = torch._inductor.aoti_load_package(path)
+    for M in (1, 7):
+        x, xs = x[:1].expand(M, -1).contiguous(), torch.rand(M)
+        got, ref = runner(x, xs), Both()(x, xs)
+        assert all(g.dtype == r.dtype and torch.equal(g, r) for g, r in zip(got, ref))
