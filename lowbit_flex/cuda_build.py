@@ -36,6 +36,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from lowbit_flex._version import __version__
+from lowbit_flex.kernels.cutlass_op_schemas import TORCH_OPS_SCHEMAS
 
 LIB_NAME = "liblowbit_flex_cuda.so"
 TORCH_OPS_STEM = "liblowbit_flex_torch_ops"
@@ -177,7 +178,7 @@ def torch_ops_sources() -> list[Path]:
     return sorted((csrc_dir() / "torch_ops").glob("*.cpp"))
 
 
-def torch_ops_flags(defines: dict[str, str]) -> list[str]:
+def torch_ops_flags(defines: dict[str, str] = TORCH_OPS_SCHEMAS) -> list[str]:
     """Host-compiler flags of the torch-op TUs: torch's headers and C++ ABI, the ``-D`` strings (the op schemas)."""
     import torch
     from torch.utils import cpp_extension
@@ -188,9 +189,10 @@ def torch_ops_flags(defines: dict[str, str]) -> list[str]:
     return flags + [f'-D{name}="{value}"' for name, value in sorted(defines.items())]
 
 
-def build_torch_ops(arch: str, defines: dict[str, str], *, verbose: bool = True) -> Path:
+def build_torch_ops(arch: str, defines: dict[str, str] = TORCH_OPS_SCHEMAS, *, verbose: bool = True) -> Path:
     """Build (or find cached) the torch-op library for ``arch``: the ``csrc/torch_ops`` TUs compiled with
-    ``defines`` and linked against :func:`build`'s library (built first if needed) and torch; return its path."""
+    ``defines`` (the op schemas; a test passes others) and linked against :func:`build`'s library (built first if
+    needed) and torch; return its path."""
     import torch
     from torch.utils import cpp_extension
 
@@ -226,16 +228,16 @@ def build_torch_ops(arch: str, defines: dict[str, str], *, verbose: bool = True)
     return lib
 
 
-def compile_check(archs: list[str], torch_ops_defines: dict[str, str] | None = None) -> None:
-    """``nvcc -c`` every source for every arch (CI's compile check on a machine without a GPU), and the torch-op
-    TUs (host code, once) when their ``-D`` strings are given."""
+def compile_check(archs: list[str], torch_ops: bool = False) -> None:
+    """``nvcc -c`` every source for every arch (CI's compile check on a machine without a GPU), and with
+    ``torch_ops`` the torch-op TUs (host code, once)."""
     with tempfile.TemporaryDirectory() as tmp:
         jobs = [(s, Path(tmp) / f"{a}_{i}.o", a) for a in archs for i, s in enumerate(sources())]
         with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
             for (src, _, arch), _ in zip(jobs, pool.map(lambda j: _compile(*j), jobs)):
                 print(f"ok  {arch:7s} {src.relative_to(csrc_dir())}")
-        for src in torch_ops_sources() if torch_ops_defines is not None else ():
-            cmd = [nvcc(), *torch_ops_flags(torch_ops_defines), "-c", str(src), "-o", str(Path(tmp) / "torch_ops.o")]
+        for src in torch_ops_sources() if torch_ops else ():
+            cmd = [nvcc(), *torch_ops_flags(), "-c", str(src), "-o", str(Path(tmp) / "torch_ops.o")]
             proc = subprocess.run(cmd, capture_output=True, text=True)
             if proc.returncode != 0:
                 raise CudaBuildError(f"compiling {src.name} failed:\n{' '.join(cmd)}\n{proc.stderr[-8000:]}")
@@ -248,15 +250,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--check", nargs="+", metavar="ARCH", help="only compile-check every source for these archs")
     p.add_argument("--torch-ops", action="store_true", help="also build (or check) the C++ torch-op library")
     args = p.parse_args(argv)
-    defines = None
-    if args.torch_ops:  # the op schemas' home is the op layer, above this module: imported only on request
-        from lowbit_flex.ops.cutlass_gemm import TORCH_OPS_DEFINES as defines
     try:
         if args.check:
             bad = set(args.check) - set(ARCH_GENCODE)
             if bad:
                 p.error(f"--check: unknown arch {sorted(bad)}; expected {sorted(ARCH_GENCODE)}")
-            compile_check(args.check, defines)
+            compile_check(args.check, args.torch_ops)
             return
         if args.arch:
             arch = args.arch
@@ -266,7 +265,7 @@ def main(argv: list[str] | None = None) -> None:
             if not torch.cuda.is_available():
                 p.error("no CUDA GPU here: pass --arch to build for one, or --check to compile-check")
             arch = arch_for_capability(*torch.cuda.get_device_capability())
-        print(build(arch) if defines is None else build_torch_ops(arch, defines))
+        print(build_torch_ops(arch) if args.torch_ops else build(arch))
     except CudaBuildError as e:
         sys.exit(f"error: {e}")
 

@@ -8,8 +8,8 @@ after loading the C++ registration library (``csrc/torch_ops/cutlass_ops.cpp``, 
 
 Registration: first registrant wins. This module (at import) and the C++ library (at load) each define a schema only
 where it is absent and register their CUDA kernel only where none is, so either may come first. The Python kernels
-call the same launchers through ``ctypes``. The schemas live here only: the C++ build receives them as ``-D``
-strings (:data:`TORCH_OPS_DEFINES`).
+call the same launchers through ``ctypes``. The schemas' one home is ``kernels/cutlass_op_schemas.py``: the C++ build
+receives them as ``-D`` strings and this module defines the ops from them.
 
 Eager ``s8s4_linear`` calls the ``ctypes`` launchers directly (no second dispatcher call per layer); only traced
 calls go through these ops.
@@ -22,23 +22,13 @@ from pathlib import Path
 import torch
 
 from lowbit_flex._checks import HALF_DTYPES, check_out_dtype, check_same_device, check_tensor
+from lowbit_flex.kernels.cutlass_op_schemas import TORCH_OPS_SCHEMAS
 from lowbit_flex.ops.s8s4_linear import reference_int_linear, reference_s8s4_linear
 
-S8S4_GEMM_CUTLASS_SCHEMA = (
-    "s8s4_gemm_cutlass(Tensor x, Tensor x_scale, Tensor w, Tensor w_scale, Tensor? bias, ScalarType out_dtype, "
-    "str family, str config) -> Tensor"
-)
-S8S8_GROUPWISE_GEMM_CUTLASS_SCHEMA = (
-    "s8s8_groupwise_gemm_cutlass(Tensor x, Tensor x_scale, Tensor w, Tensor w_scale, Tensor? bias, "
-    "ScalarType out_dtype, str config) -> Tensor"
-)
+S8S4_GEMM_CUTLASS_SCHEMA = TORCH_OPS_SCHEMAS["LOWBIT_S8S4_GEMM_CUTLASS_SCHEMA"]
+S8S8_GROUPWISE_GEMM_CUTLASS_SCHEMA = TORCH_OPS_SCHEMAS["LOWBIT_S8S8_GROUPWISE_GEMM_CUTLASS_SCHEMA"]
 # The ops the C++ library registers (what a package's loader without lowbit_flex can serve).
-_SCHEMAS = (S8S4_GEMM_CUTLASS_SCHEMA, S8S8_GROUPWISE_GEMM_CUTLASS_SCHEMA)
-CPP_OPS = [f"lowbit::{schema.split('(', 1)[0]}" for schema in _SCHEMAS]
-TORCH_OPS_DEFINES = {
-    "LOWBIT_S8S4_GEMM_CUTLASS_SCHEMA": S8S4_GEMM_CUTLASS_SCHEMA,
-    "LOWBIT_S8S8_GROUPWISE_GEMM_CUTLASS_SCHEMA": S8S8_GROUPWISE_GEMM_CUTLASS_SCHEMA,
-}
+CPP_OPS = [f"lowbit::{schema.split('(', 1)[0]}" for schema in TORCH_OPS_SCHEMAS.values()]
 
 _LIB = torch.library.Library("lowbit", "FRAGMENT")  # a fragment: the C++ library may define these ops first
 
@@ -177,4 +167,4 @@ def torch_ops_library(arch: str | None = None) -> Path:
         if not torch.cuda.is_available():
             raise cuda_build.CudaBuildError("no CUDA GPU here: pass arch ('sm_80' or 'sm_90a')")
         arch = cuda_build.arch_for_capability(*torch.cuda.get_device_capability())
-    return cuda_build.build_torch_ops(arch, TORCH_OPS_DEFINES)
+    return cuda_build.build_torch_ops(arch)

@@ -19,7 +19,7 @@ import torch
 
 import lowbit_flex  # noqa: F401
 from lowbit_flex import cuda_build
-from lowbit_flex.ops.cutlass_gemm import CPP_OPS, TORCH_OPS_DEFINES
+from lowbit_flex.ops.cutlass_gemm import CPP_OPS
 from lowbit_flex.quant import pack_int4
 
 
@@ -94,7 +94,7 @@ def test_registration_order_either_way(tmp_path, monkeypatch):
     (tmp_path / "stub.c").write_text(_STUB)
     subprocess.run(["gcc", "-shared", "-fPIC", str(tmp_path / "stub.c"), "-o", str(stub)], check=True)
     monkeypatch.setattr(cuda_build, "build", lambda arch, verbose=True: stub)
-    lib = cuda_build.build_torch_ops("sm_90a", TORCH_OPS_DEFINES, verbose=False)
+    lib = cuda_build.build_torch_ops("sm_90a", verbose=False)
     probe = tmp_path / "probe.py"
     probe.write_text(textwrap.dedent(_PROBE.format(ops=CPP_OPS)))
     for first, owner in (("cpp", "cpp"), ("python", "python")):

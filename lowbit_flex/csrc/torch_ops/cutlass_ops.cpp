@@ -5,7 +5,7 @@
 //
 // Built by lowbit_flex/cuda_build.py (build_torch_ops) next to liblowbit_flex_cuda.so, which it links: this is the
 // one translation unit that includes torch headers, and it includes no CUTLASS, so the kernel TUs stay torch-free.
-// The schemas come from the build (-D), from their one home, lowbit_flex/ops/cutlass_gemm.py.
+// The schemas come from the build (-D), from their one home, lowbit_flex/kernels/cutlass_op_schemas.py.
 //
 // First registrant wins: the Python module and this library each define a schema only where it is absent and
 // register their CUDA kernel only where none is, so either may load first (lowbit_flex's own CUDA kernels call the
