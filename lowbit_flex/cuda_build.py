@@ -101,11 +101,14 @@ def nvcc_flags(arch: str) -> list[str]:
     ]  # fmt: skip
 
 
-def _compile(src: Path, obj: Path, arch: str) -> None:
-    cmd = [nvcc(), *nvcc_flags(arch), "-c", str(src), "-o", str(obj)]
+def _run(cmd: list[str], what: str) -> None:
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
-        raise CudaBuildError(f"nvcc failed on {src.name} for {arch}:\n{' '.join(cmd)}\n{proc.stderr[-8000:]}")
+        raise CudaBuildError(f"{what} failed:\n{' '.join(cmd)}\n{proc.stderr[-8000:]}")
+
+
+def _compile(src: Path, obj: Path, arch: str) -> None:
+    _run([nvcc(), *nvcc_flags(arch), "-c", str(src), "-o", str(obj)], f"nvcc on {src.name} for {arch}")
 
 
 def _cache_key(arch: str) -> str:
@@ -123,36 +126,44 @@ def cache_dir() -> Path:
     return Path(os.environ.get("LOWBIT_FLEX_CACHE", Path.home() / ".cache" / "lowbit_flex"))
 
 
-def build(arch: str, *, verbose: bool = True) -> Path:
-    """Build (or find cached) ``liblowbit_flex_cuda.so`` for ``arch``; return its path."""
-    out_dir = cache_dir() / _cache_key(arch)
-    lib = out_dir / LIB_NAME
+def _build_once(lib: Path, command: str, make, *, verbose: bool) -> Path:
+    """``lib``, made by ``make(tmp_dir, tmp_lib)`` unless cached. Behind the directory's file lock (concurrent
+    processes build once) and moved into place atomically (readers never see a half-written library);
+    ``LOWBIT_FLEX_NO_BUILD=1`` turns a cache miss into an error naming ``command``."""
     if lib.is_file():
         return lib
     if os.environ.get("LOWBIT_FLEX_NO_BUILD") == "1":
-        raise CudaBuildError(f"{lib} is not built and LOWBIT_FLEX_NO_BUILD=1: run `python -m lowbit_flex.cuda_build`")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with open(out_dir / ".lock", "w") as lock:
+        raise CudaBuildError(f"{lib} is not built and LOWBIT_FLEX_NO_BUILD=1: run `{command}`")
+    lib.parent.mkdir(parents=True, exist_ok=True)
+    with open(lib.parent / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # another process may be building the same key
         if lib.is_file():
             return lib
-        srcs = sources()
-        if verbose:
-            print(f"[lowbit_flex] building {len(srcs)} CUDA sources for {arch} into {out_dir} ...", file=sys.stderr)
         t0 = time.time()
-        with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
-            objs = [Path(tmp) / f"{i}_{s.stem}.o" for i, s in enumerate(srcs)]
-            with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
-                list(pool.map(lambda so: _compile(so[0], so[1], arch), zip(srcs, objs)))
-            tmp_lib = Path(tmp) / LIB_NAME
-            link = [nvcc(), "-shared", ARCH_GENCODE[arch], *map(str, objs), "-o", str(tmp_lib)]
-            proc = subprocess.run(link, capture_output=True, text=True)
-            if proc.returncode != 0:
-                raise CudaBuildError(f"linking {LIB_NAME} failed:\n{proc.stderr[-8000:]}")
-            os.replace(tmp_lib, lib)  # atomic: readers never see a half-written library
+        with tempfile.TemporaryDirectory(dir=lib.parent) as tmp:
+            tmp_lib = Path(tmp) / lib.name
+            make(Path(tmp), tmp_lib)
+            os.replace(tmp_lib, lib)
         if verbose:
             print(f"[lowbit_flex] built {lib} in {time.time() - t0:.1f} s", file=sys.stderr)
     return lib
+
+
+def build(arch: str, *, verbose: bool = True) -> Path:
+    """Build (or find cached) ``liblowbit_flex_cuda.so`` for ``arch``; return its path."""
+
+    def make(tmp: Path, tmp_lib: Path) -> None:
+        srcs = sources()
+        if verbose:
+            print(f"[lowbit_flex] building {len(srcs)} CUDA sources for {arch} into {tmp_lib.parent.parent} ...",
+                  file=sys.stderr)  # fmt: skip
+        objs = [tmp / f"{i}_{s.stem}.o" for i, s in enumerate(srcs)]
+        with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+            list(pool.map(lambda so: _compile(so[0], so[1], arch), zip(srcs, objs)))
+        _run([nvcc(), "-shared", ARCH_GENCODE[arch], *map(str, objs), "-o", str(tmp_lib)], f"linking {LIB_NAME}")
+
+    lib = cache_dir() / _cache_key(arch) / LIB_NAME
+    return _build_once(lib, "python -m lowbit_flex.cuda_build", make, verbose=verbose)
 
 
 @functools.cache
@@ -202,30 +213,16 @@ def build_torch_ops(arch: str, defines: dict[str, str] = TORCH_OPS_SCHEMAS, *, v
     for p in torch_ops_sources():
         h.update(p.read_bytes())
     lib = cuda_lib.parent / f"{TORCH_OPS_STEM}-{h.hexdigest()[:16]}.so"
-    if lib.is_file():
-        return lib
-    if os.environ.get("LOWBIT_FLEX_NO_BUILD") == "1":
-        hint = "run `python -m lowbit_flex.cuda_build --torch-ops`"
-        raise CudaBuildError(f"{lib} is not built and LOWBIT_FLEX_NO_BUILD=1: {hint}")
-    with open(lib.parent / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if lib.is_file():
-            return lib
-        t0 = time.time()
-        with tempfile.TemporaryDirectory(dir=lib.parent) as tmp:
-            tmp_lib = Path(tmp) / lib.name
-            torch_libs = [f"-L{p}" for p in cpp_extension.library_paths()] + ["-lc10", "-ltorch_cpu"]
-            cmd = [
-                nvcc(), *flags, "-shared", *map(str, torch_ops_sources()), "-o", str(tmp_lib),
-                f"-L{cuda_lib.parent}", f"-l:{LIB_NAME}", *torch_libs, "-Xlinker", "-rpath,$ORIGIN",
-            ]  # fmt: skip
-            proc = subprocess.run(cmd, capture_output=True, text=True)
-            if proc.returncode != 0:
-                raise CudaBuildError(f"building {lib.name} failed:\n{' '.join(cmd)}\n{proc.stderr[-8000:]}")
-            os.replace(tmp_lib, lib)
-        if verbose:
-            print(f"[lowbit_flex] built {lib} in {time.time() - t0:.1f} s", file=sys.stderr)
-    return lib
+
+    def make(tmp: Path, tmp_lib: Path) -> None:
+        torch_libs = [f"-L{p}" for p in cpp_extension.library_paths()] + ["-lc10", "-ltorch_cpu"]
+        cmd = [
+            nvcc(), *flags, "-shared", *map(str, torch_ops_sources()), "-o", str(tmp_lib),
+            f"-L{cuda_lib.parent}", f"-l:{LIB_NAME}", *torch_libs, "-Xlinker", "-rpath,$ORIGIN",
+        ]  # fmt: skip
+        _run(cmd, f"building {lib.name}")
+
+    return _build_once(lib, "python -m lowbit_flex.cuda_build --torch-ops", make, verbose=verbose)
 
 
 def compile_check(archs: list[str], torch_ops: bool = False) -> None:
@@ -237,10 +234,7 @@ def compile_check(archs: list[str], torch_ops: bool = False) -> None:
             for (src, _, arch), _ in zip(jobs, pool.map(lambda j: _compile(*j), jobs)):
                 print(f"ok  {arch:7s} {src.relative_to(csrc_dir())}")
         for src in torch_ops_sources() if torch_ops else ():
-            cmd = [nvcc(), *torch_ops_flags(), "-c", str(src), "-o", str(Path(tmp) / "torch_ops.o")]
-            proc = subprocess.run(cmd, capture_output=True, text=True)
-            if proc.returncode != 0:
-                raise CudaBuildError(f"compiling {src.name} failed:\n{' '.join(cmd)}\n{proc.stderr[-8000:]}")
+            _run([nvcc(), *torch_ops_flags(), "-c", str(src), "-o", str(Path(tmp) / "torch_ops.o")], src.name)
             print(f"ok  host    {src.relative_to(csrc_dir())}")
 
 

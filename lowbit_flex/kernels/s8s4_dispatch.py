@@ -279,17 +279,17 @@ def s8s4_linear_cuda(
     b = bias.float() if bias is not None else None
     arch, scale = arch_of(x.device), scale_kind_of(weight_scale)
     group = group_of(weight_scale, K)
+    m, any_m = rows_hint(M)  # a symbolic M: its example value, and only kernels that take any M
     forced = _backend or os.environ.get(_ENV_BACKEND)
     if forced:
         backend = Backend(forced)
-        m, any_m = rows_hint(M)
         ok = available(backend, arch, scale, m, N, K, group)
         config = _config if _config is not None or not ok else _default_config(backend, group)
         if not ok or (any_m and not takes_any_m(backend, config)):
             shape = f"M={M}, N={N}, K={K}, group={group}"
             raise ValueError(f"_backend: {backend.value} cannot take {shape} ({scale.value}, {arch.value})")
     else:
-        rule = rule_for(x.device, weight_scale, M, N, K)
+        rule = choose(arch, scale, m, N, K, group, any_m)
         backend, config = rule.backend, rule.config
 
     decode = decode_launcher(backend, config)
