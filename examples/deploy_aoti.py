@@ -51,6 +51,11 @@ def rel_error(out: torch.Tensor, ref: torch.Tensor) -> float:
     return float((out - ref).norm() / ref.norm().clamp_min(1e-300))
 
 
+def progress(msg: str) -> None:
+    """A step reached, on stderr at once: a run cut short or killed still shows where it was."""
+    print(f"[deploy_aoti {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
 def median_ms(fn, x: torch.Tensor, reps: int) -> float:
     fn(x)  # warm-up (compiles under torch.compile)
     times = []
@@ -133,13 +138,16 @@ def build(name: str, model: torch.nn.Module, sample: tuple[int, ...], device: st
     inputs = {b: torch.randn(b, *sample, generator=gen).to(device, torch.bfloat16) for b in BATCHES}
     expected = {b: model(x) for b, x in inputs.items()}
     batch = torch.export.Dim("batch", min=1, max=64)
+    progress(f"{name}: exporting")
     t0 = time.perf_counter()
     # The largest batch as the example (export specializes a dimension whose example size is 1): with a dynamic
     # batch, the W4A8 dispatch picks its kernels for every batch by the example's rows (docs/deploy.md).
     ep = torch.export.export(model, (inputs[max(BATCHES)],), dynamic_shapes=({0: batch},))
     t1 = time.perf_counter()
+    progress(f"{name}: exported in {t1 - t0:.1f} s, packaging")
     package = torch._inductor.aoti_compile_and_package(ep, package_path=str(out / f"{name}.pt2"))
     t2 = time.perf_counter()
+    progress(f"{name}: packaged in {t2 - t1:.1f} s")
     ops = lowbit_ops_in_package(Path(package))
     io = {"inputs": inputs, "expected": expected, "lowbit_ops": ops, "cpp_ops": [], "cpp_library": None}
     if device == "cuda" and ops:
@@ -171,13 +179,14 @@ def load_and_check(out: Path, reps: int) -> list[dict]:
         io = torch.load(package.with_suffix(".io.pt"))
         ops = set(io["lowbit_ops"])
         if ops and ops <= set(io["cpp_ops"]):
-            print(f"{package.stem}: loading the C++ op library, the package calls {', '.join(sorted(ops))}")
+            progress(f"{package.stem}: loading the C++ op library, the package calls {', '.join(sorted(ops))}")
             torch.ops.load_library(io["cpp_library"])  # registers them; lowbit_flex is not imported
         elif ops:
-            print(f"{package.stem}: importing lowbit_flex, the package calls {', '.join(sorted(ops))}")
+            progress(f"{package.stem}: importing lowbit_flex, the package calls {', '.join(sorted(ops))}")
             import lowbit_flex  # noqa: F401  (registers torch.ops.lowbit for the proxy executor)
         if not ops - set(io["cpp_ops"]):
             assert "lowbit_flex" not in sys.modules, "the loader imported lowbit_flex"
+        progress(f"{package.stem}: loading the package")
         t0 = time.perf_counter()
         runner = torch._inductor.aoti_load_package(str(package))
         row = {
@@ -186,6 +195,7 @@ def load_and_check(out: Path, reps: int) -> list[dict]:
             "lowbit_flex imported": "lowbit_flex" in sys.modules,
         }
         for b, x in io["inputs"].items():
+            progress(f"{package.stem}: running batch {b}")
             y = runner(x)
             row[f"rel err b{b}"] = rel_error(y, io["expected"][b])
             row[f"shape ok b{b}"] = (
@@ -210,11 +220,10 @@ def run(
         built[name] = build(name, modules[name], sample, device, out, reps)
     # faulthandler: a crash in native code (the package, an op library) still prints where it happened
     cmd = [sys.executable, "-X", "faulthandler", str(Path(__file__).resolve()), "--load", str(out), "--reps", str(reps)]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    # its stderr (progress, warnings, a native crash's stack) goes straight through: shown even if it hangs
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)
     if proc.returncode != 0:
-        raise RuntimeError(
-            f"the loading process failed (exit status {proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
-        )
+        raise RuntimeError(f"the loading process failed (exit status {proc.returncode}):\n{proc.stdout[-3000:]}")
     loaded = json.loads(proc.stdout.splitlines()[-1])
     for line in proc.stdout.splitlines()[:-1]:
         print(line)
