@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -131,6 +133,51 @@ def lowbit_ops_in_package(path: Path) -> list[str]:
     return sorted({n["node"]["target"] for n in nodes if n["node"]["target"].startswith("lowbit::")})
 
 
+def static_libstdcxx(package: Path) -> bool:
+    """Whether the package's model library carries its own libstdc++ (linked statically: no ``libstdc++`` among its
+    ``NEEDED`` libraries). AOTInductor compiles it with ``$CXX`` when set; a GCC that links its C++ runtime statically
+    (seen on the project's GPU machine: ``CXX=/opt/gcc/bin/g++``) makes a library whose private std::locale clashes
+    with the process's shared libstdc++: ``aoti_load_package`` then dies with SIGSEGV in std::regex, inside the
+    runner's constructor, for any model (docs/deploy.md). ``False`` where ``readelf`` is missing."""
+    readelf = shutil.which("readelf")
+    if readelf is None:
+        return False
+    with zipfile.ZipFile(package) as z, tempfile.TemporaryDirectory() as tmp:
+        libs = [z.extract(n, tmp) for n in z.namelist() if n.endswith(".so")]
+        dynamic = [
+            subprocess.run([readelf, "-d", lib], capture_output=True, text=True, check=True).stdout for lib in libs
+        ]
+    return any("libstdc++" not in d for d in dynamic)
+
+
+def shared_libstdcxx() -> str | None:
+    """The shared libstdc++ this process runs with (Linux: from ``/proc/self/maps``), or ``None``."""
+    try:
+        maps = Path("/proc/self/maps").read_text()
+    except OSError:
+        return None
+    paths = {line.split()[-1] for line in maps.splitlines() if "/libstdc++.so" in line}
+    return min(paths) if paths else None
+
+
+def loader_env(static: list[str]) -> dict[str, str] | None:
+    """The loading process's environment: with a package that carries a static libstdc++ (``static`` names them),
+    the shared one is preloaded, which makes that package load (checked on the H200, run 21); say so loudly, since a
+    C++ server would need the same or, better, a package built with a compiler that links libstdc++ dynamically."""
+    lib = shared_libstdcxx()
+    if not static or lib is None:
+        return None
+    cxx = os.environ.get("CXX", "the default C++ compiler")
+    print(
+        f"WARNING: {', '.join(static)}: the package's model library links libstdc++ statically (compiled with {cxx}), "
+        f"which crashes at load next to the shared libstdc++. The loader preloads {lib}; for deployment, package "
+        "with a compiler that links libstdc++ dynamically (e.g. CXX=g++). See docs/deploy.md.",
+        file=sys.stderr,
+        flush=True,
+    )
+    return {**os.environ, "LD_PRELOAD": lib}
+
+
 @torch.no_grad()
 def build(name: str, model: torch.nn.Module, sample: tuple[int, ...], device: str, out: Path, reps: int) -> dict:
     """Export with a dynamic batch, package, save the inputs and the eager outputs; time eager."""
@@ -149,6 +196,7 @@ def build(name: str, model: torch.nn.Module, sample: tuple[int, ...], device: st
     t2 = time.perf_counter()
     progress(f"{name}: packaged in {t2 - t1:.1f} s")
     ops = lowbit_ops_in_package(Path(package))
+    static = static_libstdcxx(Path(package))
     io = {"inputs": inputs, "expected": expected, "lowbit_ops": ops, "cpp_ops": [], "cpp_library": None}
     if device == "cuda" and ops:
         from lowbit_flex.ops import cutlass_gemm
@@ -156,6 +204,7 @@ def build(name: str, model: torch.nn.Module, sample: tuple[int, ...], device: st
         io["cpp_ops"], io["cpp_library"] = cutlass_gemm.CPP_OPS, str(cutlass_gemm.torch_ops_library())
     torch.save(io, out / f"{name}.io.pt")
     row = {"model": name, "export s": t1 - t0, "package s": t2 - t1, "lowbit ops in package": ops}
+    row["static libstdc++"] = static
     for b, x in inputs.items():
         row[f"eager ms b{b}"] = median_ms(model, x, reps)
     return row
@@ -221,7 +270,8 @@ def run(
     # faulthandler: a crash in native code (the package, an op library) still prints where it happened
     cmd = [sys.executable, "-X", "faulthandler", str(Path(__file__).resolve()), "--load", str(out), "--reps", str(reps)]
     # its stderr (progress, warnings, a native crash's stack) goes straight through: shown even if it hangs
-    proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)
+    env = loader_env([name for name in models if built[name]["static libstdc++"]])
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, env=env)
     if proc.returncode != 0:
         raise RuntimeError(f"the loading process failed (exit status {proc.returncode}):\n{proc.stdout[-3000:]}")
     loaded = json.loads(proc.stdout.splitlines()[-1])
