@@ -162,20 +162,25 @@ def shared_libstdcxx() -> str | None:
 
 def loader_env(static: list[str]) -> dict[str, str] | None:
     """The loading process's environment: with a package that carries a static libstdc++ (``static`` names them),
-    the shared one is preloaded, which makes that package load (checked on the H200, run 21); say so loudly, since a
-    C++ server would need the same or, better, a package built with a compiler that links libstdc++ dynamically."""
-    lib = shared_libstdcxx()
-    if not static or lib is None:
+    the shared one is preloaded (ahead of any preload already set), which makes that package load (checked on the
+    H200, run 21); say so loudly, since a C++ server would need the same or, better, a package built with a compiler
+    that links libstdc++ dynamically."""
+    if not static:
         return None
+    lib = shared_libstdcxx()
     cxx = os.environ.get("CXX", "the default C++ compiler")
+    action = f"The loader preloads {lib}" if lib else "The shared libstdc++ was not found to preload"
     print(
         f"WARNING: {', '.join(static)}: the package's model library links libstdc++ statically (compiled with {cxx}), "
-        f"which crashes at load next to the shared libstdc++. The loader preloads {lib}; for deployment, package "
-        "with a compiler that links libstdc++ dynamically (e.g. CXX=g++). See docs/deploy.md.",
+        f"which crashes at load next to the shared libstdc++. {action}; for deployment, package with a compiler "
+        "that links libstdc++ dynamically (e.g. CXX=/usr/bin/g++). See docs/deploy.md.",
         file=sys.stderr,
         flush=True,
     )
-    return {**os.environ, "LD_PRELOAD": lib}
+    if lib is None:
+        return None
+    preload = " ".join(p for p in (lib, os.environ.get("LD_PRELOAD", "")) if p)
+    return {**os.environ, "LD_PRELOAD": preload}
 
 
 @torch.no_grad()
@@ -196,15 +201,19 @@ def build(name: str, model: torch.nn.Module, sample: tuple[int, ...], device: st
     t2 = time.perf_counter()
     progress(f"{name}: packaged in {t2 - t1:.1f} s")
     ops = lowbit_ops_in_package(Path(package))
-    static = static_libstdcxx(Path(package))
     io = {"inputs": inputs, "expected": expected, "lowbit_ops": ops, "cpp_ops": [], "cpp_library": None}
     if device == "cuda" and ops:
         from lowbit_flex.ops import cutlass_gemm
 
         io["cpp_ops"], io["cpp_library"] = cutlass_gemm.CPP_OPS, str(cutlass_gemm.torch_ops_library())
     torch.save(io, out / f"{name}.io.pt")
-    row = {"model": name, "export s": t1 - t0, "package s": t2 - t1, "lowbit ops in package": ops}
-    row["static libstdc++"] = static
+    row = {
+        "model": name,
+        "export s": t1 - t0,
+        "package s": t2 - t1,
+        "lowbit ops in package": ops,
+        "static libstdc++": static_libstdcxx(Path(package)),
+    }
     for b, x in inputs.items():
         row[f"eager ms b{b}"] = median_ms(model, x, reps)
     return row
@@ -269,8 +278,8 @@ def run(
         built[name] = build(name, modules[name], sample, device, out, reps)
     # faulthandler: a crash in native code (the package, an op library) still prints where it happened
     cmd = [sys.executable, "-X", "faulthandler", str(Path(__file__).resolve()), "--load", str(out), "--reps", str(reps)]
-    # its stderr (progress, warnings, a native crash's stack) goes straight through: shown even if it hangs
     env = loader_env([name for name in models if built[name]["static libstdc++"]])
+    # its stderr (progress, warnings, a native crash's stack) goes straight through: shown even if it hangs
     proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, env=env)
     if proc.returncode != 0:
         raise RuntimeError(f"the loading process failed (exit status {proc.returncode}):\n{proc.stdout[-3000:]}")

@@ -45,10 +45,13 @@ def test_static_libstdcxx_tells_a_private_cpp_runtime_from_the_shared_one(tmp_pa
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/maps")
-def test_the_loader_preloads_the_shared_libstdcxx_only_for_a_static_package(capsys):
+def test_the_loader_preloads_the_shared_libstdcxx_only_for_a_static_package(capsys, monkeypatch):
     lib = deploy_aoti.shared_libstdcxx()  # torch's own libraries need it: it is mapped in this process
     assert lib is not None and Path(lib).is_file() and "libstdc++.so" in Path(lib).name
     assert deploy_aoti.loader_env([]) is None
+    monkeypatch.delenv("LD_PRELOAD", raising=False)
     env = deploy_aoti.loader_env(["sam_encoder"])
     assert env["LD_PRELOAD"] == lib and env["PATH"] == os.environ["PATH"]
     assert "sam_encoder" in capsys.readouterr().err
+    monkeypatch.setenv("LD_PRELOAD", "libuser.so")  # a preload the user set stays, after ours
+    assert deploy_aoti.loader_env(["sam_encoder"])["LD_PRELOAD"] == f"{lib} libuser.so"
