@@ -15,8 +15,24 @@ FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 HALF_DTYPES = (torch.float16, torch.bfloat16)
 
 
+def dtype_name(dtype: torch.dtype) -> str:
+    """``torch.bfloat16`` -> ``"bfloat16"``: how an op whose schema takes a dtype as a ``str`` receives it."""
+    return str(dtype).removeprefix("torch.")
+
+
 def _dtype_names(dtypes: Sequence[torch.dtype]) -> str:
-    return " or ".join(str(d).removeprefix("torch.") for d in dtypes)
+    return " or ".join(map(dtype_name, dtypes))
+
+
+def dtype_from_name(name: str, value: object, allowed: Sequence[torch.dtype]) -> torch.dtype:
+    """The dtype that an op's ``str`` dtype argument ``name`` names: ``TypeError`` unless a ``str``, ``ValueError``
+    unless the name of one of ``allowed``."""
+    if not isinstance(value, str):
+        raise TypeError(f"{name}: expected the name of a dtype, {_dtype_names(allowed)}, got {type(value).__name__}")
+    by_name = {dtype_name(d): d for d in allowed}
+    if value not in by_name:
+        raise ValueError(f"{name}: expected {' or '.join(map(repr, by_name))}, got {value!r}")
+    return by_name[value]
 
 
 def check_tensor(

@@ -3,15 +3,20 @@
 :mod:`lowbit_flex.cuda_build` passes them to the C++ TU as ``-D`` strings (so they are in its cache key), and
 :mod:`lowbit_flex.ops.cutlass_gemm` defines the same ops in Python from them. Plain strings, no imports: both the
 build and the op layer read them without importing each other or Triton.
+
+``out_dtype`` is a dtype *name* (``"float16"`` / ``"bfloat16"``), not a ``ScalarType``: an AOTInductor package
+stores a dtype argument in the export schema's numbering, and torch's proxy executor up to 2.11 handed that number
+to the op as a ``c10::ScalarType`` unconverted (pytorch#169157, fixed by pytorch#173562): bfloat16 arrived as
+``QUInt8`` and the package failed on the H200 (torch 2.11, run 22). A string reaches the op intact in every version.
 """
 
 TORCH_OPS_SCHEMAS = {
     "LOWBIT_S8S4_GEMM_CUTLASS_SCHEMA": (
-        "s8s4_gemm_cutlass(Tensor x, Tensor x_scale, Tensor w, Tensor w_scale, Tensor? bias, ScalarType out_dtype, "
+        "s8s4_gemm_cutlass(Tensor x, Tensor x_scale, Tensor w, Tensor w_scale, Tensor? bias, str out_dtype, "
         "str family, str config) -> Tensor"
     ),
     "LOWBIT_S8S8_GROUPWISE_GEMM_CUTLASS_SCHEMA": (
         "s8s8_groupwise_gemm_cutlass(Tensor x, Tensor x_scale, Tensor w, Tensor w_scale, Tensor? bias, "
-        "ScalarType out_dtype, str config) -> Tensor"
+        "str out_dtype, str config) -> Tensor"
     ),
 }

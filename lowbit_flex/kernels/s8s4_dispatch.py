@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 import torch
 
+from lowbit_flex._checks import dtype_name
 from lowbit_flex.kernels.arch import rows_hint, traced
 
 
@@ -310,7 +311,7 @@ def s8s4_linear_cuda(
 
         w8 = unpack_int4_triton(weight)
         if traced(x):  # the op, which a process without lowbit_flex's Python can serve (ops/cutlass_gemm.py)
-            out = torch.ops.lowbit.s8s8_groupwise_gemm_cutlass(x, xs, w8, ws, b, out_dtype, config)
+            out = torch.ops.lowbit.s8s8_groupwise_gemm_cutlass(x, xs, w8, ws, b, dtype_name(out_dtype), config)
         else:
             from lowbit_flex.kernels.s8s8_groupwise_cutlass import s8s8_groupwise_cutlass
 
@@ -318,7 +319,9 @@ def s8s4_linear_cuda(
     else:
         family = _CUTLASS_FAMILY[backend]
         if traced(x):
-            out = torch.ops.lowbit.s8s4_gemm_cutlass(x, xs, weight, ws.reshape(N), b, out_dtype, family, config)
+            out = torch.ops.lowbit.s8s4_gemm_cutlass(
+                x, xs, weight, ws.reshape(N), b, dtype_name(out_dtype), family, config
+            )
         else:
             from lowbit_flex.kernels.s8s4_cutlass import s8s4_linear_cutlass
 

@@ -9,7 +9,8 @@ after loading the C++ registration library (``csrc/torch_ops/cutlass_ops.cpp``, 
 Registration: first registrant wins. This module (at import) and the C++ library (at load) each define a schema only
 where it is absent and register their CUDA kernel only where none is, so either may come first. The Python kernels
 call the same launchers through ``ctypes``. The schemas' one home is ``kernels/cutlass_op_schemas.py``: the C++ build
-receives them as ``-D`` strings and this module defines the ops from them.
+receives them as ``-D`` strings and this module defines the ops from them. Both take the output dtype by name
+(``"float16"`` / ``"bfloat16"``; why: ``kernels/cutlass_op_schemas.py``).
 
 Eager ``s8s4_linear`` calls the ``ctypes`` launchers directly (no second dispatcher call per layer); only traced
 calls go through these ops.
@@ -21,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from lowbit_flex._checks import HALF_DTYPES, check_out_dtype, check_same_device, check_tensor
+from lowbit_flex._checks import HALF_DTYPES, check_same_device, check_tensor, dtype_from_name
 from lowbit_flex.kernels.cutlass_op_schemas import TORCH_OPS_SCHEMAS
 from lowbit_flex.ops.s8s4_linear import reference_int_linear, reference_s8s4_linear
 
@@ -33,18 +34,16 @@ CPP_OPS = [f"lowbit::{schema.split('(', 1)[0]}" for schema in TORCH_OPS_SCHEMAS.
 _LIB = torch.library.Library("lowbit", "FRAGMENT")  # a fragment: the C++ library may define these ops first
 
 
-def _check(x, x_scale, w, w_scale, bias, out_dtype, *, packed: bool, groupwise: bool) -> None:
-    """The checks both ops share (the C++ kernels make the same ones). ``packed``: ``w`` holds two int4 per byte;
-    ``groupwise``: ``w_scale`` is ``(N, K // group)``, else ``(N,)``."""
+def _check(x, x_scale, w, w_scale, bias, out_dtype, *, packed: bool, groupwise: bool) -> torch.dtype:
+    """The checks both ops share (the C++ kernels make the same ones); returns the dtype ``out_dtype`` names.
+    ``packed``: ``w`` holds two int4 per byte; ``groupwise``: ``w_scale`` is ``(N, K // group)``, else ``(N,)``."""
     check_tensor("x", x, dtypes=(torch.int8,), ndim=2)
     check_tensor("x_scale", x_scale, dtypes=(torch.float32,), ndim=1)
     check_tensor("w", w, dtypes=(torch.int8,), ndim=2)
     check_tensor("w_scale", w_scale, dtypes=(torch.float32,), ndim=2 if groupwise else 1)
     if bias is not None:
         check_tensor("bias", bias, dtypes=(torch.float32,), ndim=1)
-    if out_dtype is None:
-        raise TypeError(f"out_dtype: expected {HALF_DTYPES[0]} or {HALF_DTYPES[1]}, got None")
-    check_out_dtype("out_dtype", out_dtype, HALF_DTYPES)
+    dtype = dtype_from_name("out_dtype", out_dtype, HALF_DTYPES)
     (M, K), N = x.shape, w_scale.shape[0]
     if K < 32 or K % 32:
         raise ValueError(f"x: expected K = x.shape[1] a positive multiple of 32, got {K}")
@@ -61,77 +60,78 @@ def _check(x, x_scale, w, w_scale, bias, out_dtype, *, packed: bool, groupwise: 
     if bias is not None and bias.shape[0] != N:
         raise ValueError(f"bias: expected shape ({N},), got {tuple(bias.shape)}")
     check_same_device(x=x, x_scale=x_scale, w=w, w_scale=w_scale, bias=bias)
+    return dtype
 
 
-def _check_s8s4(x, x_scale, w, w_scale, bias, out_dtype, family, config) -> None:
+def _check_s8s4(x, x_scale, w, w_scale, bias, out_dtype, family, config) -> torch.dtype:
     from lowbit_flex.kernels.s8s4_cutlass import CUTLASS_CONFIGS
 
-    _check(x, x_scale, w, w_scale, bias, out_dtype, packed=True, groupwise=False)
+    dtype = _check(x, x_scale, w, w_scale, bias, out_dtype, packed=True, groupwise=False)
     if family not in CUTLASS_CONFIGS:
         raise ValueError(f"family: expected one of {sorted(CUTLASS_CONFIGS)}, got {family!r}")
     if config not in CUTLASS_CONFIGS[family]:
         raise ValueError(f"config: expected one of {list(CUTLASS_CONFIGS[family])} for family {family}, got {config!r}")
+    return dtype
 
 
-def _check_s8s8_groupwise(x, x_scale, w, w_scale, bias, out_dtype, config) -> None:
+def _check_s8s8_groupwise(x, x_scale, w, w_scale, bias, out_dtype, config) -> torch.dtype:
     from lowbit_flex.kernels.s8s8_groupwise_cutlass import GROUPWISE_CONFIGS
 
-    _check(x, x_scale, w, w_scale, bias, out_dtype, packed=False, groupwise=True)
+    dtype = _check(x, x_scale, w, w_scale, bias, out_dtype, packed=False, groupwise=True)
     if config not in GROUPWISE_CONFIGS:
         raise ValueError(f"config: expected one of {list(GROUPWISE_CONFIGS)}, got {config!r}")
     group = x.shape[1] // w_scale.shape[1]
     if group not in GROUPWISE_CONFIGS[config]:
         raise ValueError(f"w_scale: config {config} takes groups {GROUPWISE_CONFIGS[config]}, not {group}")
+    return dtype
 
 
-def _fake(x, x_scale, w, w_scale, bias, out_dtype, *config):
-    return x.new_empty((x.shape[0], w_scale.shape[0]), dtype=out_dtype)
+def _empty_out(x: torch.Tensor, w_scale: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    return x.new_empty((x.shape[0], w_scale.shape[0]), dtype=dtype)
 
 
 def _s8s4_cpu(x, x_scale, w, w_scale, bias, out_dtype, family, config):
-    _check_s8s4(x, x_scale, w, w_scale, bias, out_dtype, family, config)
-    return reference_s8s4_linear(x, x_scale, w, w_scale, bias, out_dtype)
+    dtype = _check_s8s4(x, x_scale, w, w_scale, bias, out_dtype, family, config)
+    return reference_s8s4_linear(x, x_scale, w, w_scale, bias, dtype)
 
 
 def _s8s4_fake(x, x_scale, w, w_scale, bias, out_dtype, family, config):
-    _check_s8s4(x, x_scale, w, w_scale, bias, out_dtype, family, config)
-    return _fake(x, x_scale, w, w_scale, bias, out_dtype)
+    return _empty_out(x, w_scale, _check_s8s4(x, x_scale, w, w_scale, bias, out_dtype, family, config))
 
 
 def _s8s4_cuda(x, x_scale, w, w_scale, bias, out_dtype, family, config):
-    _check_s8s4(x, x_scale, w, w_scale, bias, out_dtype, family, config)
+    dtype = _check_s8s4(x, x_scale, w, w_scale, bias, out_dtype, family, config)
     from lowbit_flex.kernels.s8s4_cutlass import cutlass_s8s4_supported, s8s4_linear_cutlass
 
     (M, K), N = x.shape, w.shape[0]
     if not cutlass_s8s4_supported(family, max(M, 1), N, K):
         raise ValueError(f"family: the {family} kernels cannot run (M={M}, N={N}, K={K}) on this GPU")
     if M == 0:
-        return _fake(x, x_scale, w, w_scale, bias, out_dtype)
+        return _empty_out(x, w_scale, dtype)
     x, x_scale, w = x.contiguous(), x_scale.contiguous(), w.contiguous()
     b = None if bias is None else bias.contiguous()
-    return s8s4_linear_cutlass(x, x_scale, w, w_scale, b, out_dtype, family, config)
+    return s8s4_linear_cutlass(x, x_scale, w, w_scale, b, dtype, family, config)
 
 
 def _s8s8_groupwise_cpu(x, x_scale, w, w_scale, bias, out_dtype, config):
-    _check_s8s8_groupwise(x, x_scale, w, w_scale, bias, out_dtype, config)
-    return reference_int_linear(x, x_scale, w, w_scale, bias, out_dtype)
+    dtype = _check_s8s8_groupwise(x, x_scale, w, w_scale, bias, out_dtype, config)
+    return reference_int_linear(x, x_scale, w, w_scale, bias, dtype)
 
 
 def _s8s8_groupwise_fake(x, x_scale, w, w_scale, bias, out_dtype, config):
-    _check_s8s8_groupwise(x, x_scale, w, w_scale, bias, out_dtype, config)
-    return _fake(x, x_scale, w, w_scale, bias, out_dtype)
+    return _empty_out(x, w_scale, _check_s8s8_groupwise(x, x_scale, w, w_scale, bias, out_dtype, config))
 
 
 def _s8s8_groupwise_cuda(x, x_scale, w, w_scale, bias, out_dtype, config):
-    _check_s8s8_groupwise(x, x_scale, w, w_scale, bias, out_dtype, config)
+    dtype = _check_s8s8_groupwise(x, x_scale, w, w_scale, bias, out_dtype, config)
     from lowbit_flex.kernels.s8s8_groupwise_cutlass import s8s8_groupwise_cutlass, supported
 
     (M, K), N = x.shape, w.shape[0]
     if not supported(max(M, 1), N, K, K // w_scale.shape[1]):
         raise ValueError(f"config: the group-wise kernel cannot run (M={M}, N={N}, K={K}) on this GPU")
     if M == 0:
-        return _fake(x, x_scale, w, w_scale, bias, out_dtype)
-    return s8s8_groupwise_cutlass(x, x_scale, w, w_scale, bias, out_dtype, config)
+        return _empty_out(x, w_scale, dtype)
+    return s8s8_groupwise_cutlass(x, x_scale, w, w_scale, bias, dtype, config)
 
 
 def _register(schema: str, cpu, fake, cuda) -> None:

@@ -70,10 +70,10 @@ def _s8s4_gemm_cutlass(device):
     rand = lambda *s: torch.rand(*s, device=device) + 0.1
     family = _cutlass_family(device)
     small, large = {"sm80": ("16x128x128_s4", "128x128x64_s4"), "sm90": ("16x128x128_ws", "128x128x128_coop")}[family]
-    yield (i8(3, 64), rand(3), w4(16, 64), rand(16), None, torch.bfloat16, family, small), {}
-    yield (i8(70, 128), rand(70), w4(24, 128), rand(24), rand(24), torch.float16, family, large), {}
-    yield (i8(128, 5).t(), rand(1).expand(5), w4(16, 128), rand(16), None, torch.bfloat16, family, small), {}
-    yield (i8(0, 64), rand(0), w4(16, 64), rand(16), None, torch.bfloat16, family, small), {}  # no rows
+    yield (i8(3, 64), rand(3), w4(16, 64), rand(16), None, "bfloat16", family, small), {}
+    yield (i8(70, 128), rand(70), w4(24, 128), rand(24), rand(24), "float16", family, large), {}
+    yield (i8(128, 5).t(), rand(1).expand(5), w4(16, 128), rand(16), None, "bfloat16", family, small), {}
+    yield (i8(0, 64), rand(0), w4(16, 64), rand(16), None, "bfloat16", family, small), {}  # no rows
 
 
 def _s8s8_groupwise_gemm_cutlass(device):
@@ -82,10 +82,10 @@ def _s8s8_groupwise_gemm_cutlass(device):
     i8 = lambda *s: torch.randint(-128, 128, s, dtype=torch.int8, device=device)
     w8 = lambda n, k: torch.randint(-8, 8, (n, k), dtype=torch.int8, device=device)
     rand = lambda *s: torch.rand(*s, device=device) + 0.1
-    yield (i8(3, 256), rand(3), w8(16, 256), rand(16, 2), None, torch.bfloat16, "128x128x128_g128"), {}
-    yield (i8(5, 64), rand(5), w8(24, 64), rand(24, 2), rand(24), torch.float16, "128x128x128_g32"), {}
-    yield (i8(256, 5).t(), rand(1).expand(5), w8(16, 256), rand(16, 1), None, torch.bfloat16, "128x128x128_g128_pp"), {}
-    yield (i8(0, 256), rand(0), w8(16, 256), rand(16, 2), None, torch.bfloat16, "128x128x128_g128"), {}  # no rows
+    yield (i8(3, 256), rand(3), w8(16, 256), rand(16, 2), None, "bfloat16", "128x128x128_g128"), {}
+    yield (i8(5, 64), rand(5), w8(24, 64), rand(24, 2), rand(24), "float16", "128x128x128_g32"), {}
+    yield (i8(256, 5).t(), rand(1).expand(5), w8(16, 256), rand(16, 1), None, "bfloat16", "128x128x128_g128_pp"), {}
+    yield (i8(0, 256), rand(0), w8(16, 256), rand(16, 2), None, "bfloat16", "128x128x128_g128"), {}  # no rows
 
 
 def _w4a8_linear(device):

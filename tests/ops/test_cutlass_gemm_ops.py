@@ -19,6 +19,7 @@ import torch
 
 import lowbit_flex  # noqa: F401
 from lowbit_flex import cuda_build
+from lowbit_flex.kernels.cutlass_op_schemas import TORCH_OPS_SCHEMAS
 from lowbit_flex.ops.cutlass_gemm import CPP_OPS
 from lowbit_flex.quant import pack_int4
 
@@ -32,14 +33,14 @@ def _args(device="cpu", N=16, K=64, M=3, packed=True, groups=None):
 
 
 BAD_S8S4 = [
-    (lambda a: (*a, torch.bfloat16, "sm90", "nope"), ValueError, "config"),
-    (lambda a: (*a, torch.bfloat16, "sm70", "16x128x128_ws"), ValueError, "family"),
-    (lambda a: (*a, torch.float32, "sm90", "16x128x128_ws"), TypeError, "out_dtype"),
-    (lambda a: (a[0].float(), *a[1:], torch.bfloat16, "sm90", "16x128x128_ws"), TypeError, "x"),
-    (lambda a: (a[0], a[1][:2], *a[2:], torch.bfloat16, "sm90", "16x128x128_ws"), ValueError, "x_scale"),
-    (lambda a: (*a[:2], a[2][:, :8], *a[3:], torch.bfloat16, "sm90", "16x128x128_ws"), ValueError, "w"),
-    (lambda a: (*a[:4], a[4][:3], torch.bfloat16, "sm90", "16x128x128_ws"), ValueError, "bias"),
-    (lambda a: (a[0][:, :48], *a[1:], torch.bfloat16, "sm90", "16x128x128_ws"), ValueError, "x"),
+    (lambda a: (*a, "bfloat16", "sm90", "nope"), ValueError, "config"),
+    (lambda a: (*a, "bfloat16", "sm70", "16x128x128_ws"), ValueError, "family"),
+    (lambda a: (*a, "float32", "sm90", "16x128x128_ws"), ValueError, "out_dtype"),
+    (lambda a: (a[0].float(), *a[1:], "bfloat16", "sm90", "16x128x128_ws"), TypeError, "x"),
+    (lambda a: (a[0], a[1][:2], *a[2:], "bfloat16", "sm90", "16x128x128_ws"), ValueError, "x_scale"),
+    (lambda a: (*a[:2], a[2][:, :8], *a[3:], "bfloat16", "sm90", "16x128x128_ws"), ValueError, "w"),
+    (lambda a: (*a[:4], a[4][:3], "bfloat16", "sm90", "16x128x128_ws"), ValueError, "bias"),
+    (lambda a: (a[0][:, :48], *a[1:], "bfloat16", "sm90", "16x128x128_ws"), ValueError, "x"),
 ]
 
 
@@ -53,11 +54,20 @@ def test_s8s4_bad_input_same_error_eager_and_fake(make, error, name):
         torch.ops.lowbit.s8s4_gemm_cutlass(*meta)
 
 
+def test_schemas_take_no_scalar_type():
+    """A dtype travels by name: torch's AOTInductor proxy executor up to 2.11 hands a package's ``ScalarType``
+    argument to the op in the export schema's numbering (bfloat16 arrives as QUInt8; H200, torch 2.11)."""
+    for schema in TORCH_OPS_SCHEMAS.values():
+        assert "ScalarType" not in schema and "str out_dtype" in schema, schema
+    with pytest.raises(RuntimeError, match="Expected a value of type 'str' for argument 'out_dtype'"):
+        torch.ops.lowbit.s8s4_gemm_cutlass(*_args(), torch.bfloat16, "sm90", "16x128x128_ws")
+
+
 def test_s8s8_groupwise_rejects_a_group_its_config_does_not_take():
     x, xs, w, ws, b = _args(K=256, packed=False, groups=4)  # group 64
     with pytest.raises(ValueError, match="^w_scale: config 128x128x128_g128 takes groups"):
-        torch.ops.lowbit.s8s8_groupwise_gemm_cutlass(x, xs, w, ws, b, torch.bfloat16, "128x128x128_g128")
-    out = torch.ops.lowbit.s8s8_groupwise_gemm_cutlass(x, xs, w, ws, b, torch.bfloat16, "128x128x128_g64")
+        torch.ops.lowbit.s8s8_groupwise_gemm_cutlass(x, xs, w, ws, b, "bfloat16", "128x128x128_g128")
+    out = torch.ops.lowbit.s8s8_groupwise_gemm_cutlass(x, xs, w, ws, b, "bfloat16", "128x128x128_g64")
     assert out.shape == (3, 16) and out.dtype == torch.bfloat16
 
 
@@ -115,8 +125,13 @@ try:
     bad = "no error"
 except ValueError as e:
     bad = str(e)
+try:
+    torch.ops.lowbit.s8s4_gemm_cutlass(*args[0][1][:5], "float32", *args[0][1][6:])
+    bad_dtype = "no error"
+except ValueError as e:
+    bad_dtype = str(e)
 assert "lowbit_flex" not in sys.modules
-torch.save({"outs": outs, "bad": bad}, sys.argv[3])
+torch.save({"outs": outs, "bad": bad, "bad_dtype": bad_dtype}, sys.argv[3])
 """
 
 
@@ -131,9 +146,9 @@ def test_cpp_library_without_lowbit_flex_equals_the_ctypes_path(tmp_path):
     for M, N, K in ((1, 256, 128), (70, 512, 256), (300, 136, 4096)):
         for family, config in (("sm90", "128x128x128_coop"), ("sm90", "16x128x128_ws"), ("sm80", "32x128x128_s4")):
             x, xs, w, ws, b = _args("cuda", N, K, M)
-            calls.append(("s8s4_gemm_cutlass", (x, xs, w, ws, b, torch.bfloat16, family, config)))
+            calls.append(("s8s4_gemm_cutlass", (x, xs, w, ws, b, "bfloat16", family, config)))
         x, xs, w, ws, b = _args("cuda", N, K, M, packed=False, groups=K // 128)
-        calls.append(("s8s8_groupwise_gemm_cutlass", (x, xs, w, ws, None, torch.float16, "128x128x128_g128_pp")))
+        calls.append(("s8s8_groupwise_gemm_cutlass", (x, xs, w, ws, None, "float16", "128x128x128_g128_pp")))
     torch.save(calls, tmp_path / "args.pt")
     (tmp_path / "child.py").write_text(_GPU_CHILD)
     cmd = [
@@ -146,6 +161,7 @@ def test_cpp_library_without_lowbit_flex_equals_the_ctypes_path(tmp_path):
     assert proc.returncode == 0, proc.stderr[-4000:]
     got = torch.load(tmp_path / "outs.pt")
     assert got["bad"].startswith("config: expected one of"), got["bad"]
+    assert got["bad_dtype"].startswith("out_dtype: expected 'float16' or 'bfloat16', got 'float32'"), got["bad_dtype"]
     for (name, a), out in zip(calls, got["outs"]):
         ref = getattr(torch.ops.lowbit, name)(*a)  # the ctypes kernel, same launcher and config
         assert out.dtype == ref.dtype and torch.equal(out, ref), (name, a[-1], tuple(a[0].shape))
@@ -154,7 +170,7 @@ def test_cpp_library_without_lowbit_flex_equals_the_ctypes_path(tmp_path):
 @pytest.mark.slow
 def test_aoti_package_calls_both_ops_by_name(tmp_path):
     """~30 s (a C++ build): an AOTInductor package keeps the two ops as calls by name (the proxy executor passes
-    ``Tensor?``, ``ScalarType`` and ``str`` arguments); on CPU they run the exact reference, equal to eager."""
+    ``Tensor?`` and ``str`` arguments); on CPU they run the exact reference, equal to eager."""
     from examples.deploy_aoti import lowbit_ops_in_package
 
     x, xs, w4, ws, b = _args(N=16, K=256, M=5)
@@ -163,8 +179,8 @@ def test_aoti_package_calls_both_ops_by_name(tmp_path):
 
     class Both(torch.nn.Module):
         def forward(self, x, xs):
-            y = torch.ops.lowbit.s8s4_gemm_cutlass(x, xs, w4, ws, b, torch.bfloat16, "sm90", "128x128x128_coop")
-            z = torch.ops.lowbit.s8s8_groupwise_gemm_cutlass(x, xs, w8, ws2, None, torch.float16, "128x128x128_g128")
+            y = torch.ops.lowbit.s8s4_gemm_cutlass(x, xs, w4, ws, b, "bfloat16", "sm90", "128x128x128_coop")
+            z = torch.ops.lowbit.s8s8_groupwise_gemm_cutlass(x, xs, w8, ws2, None, "float16", "128x128x128_g128")
             return y, z
 
     batch = torch.export.Dim("batch", min=1, max=64)

@@ -62,11 +62,17 @@ at::Tensor operand(const at::Tensor& t) {
   return reinterpret_cast<uintptr_t>(c.data_ptr()) % 16 ? c.clone() : c;
 }
 
-int out_dtype_code(at::ScalarType out_dtype) {
-  TORCH_CHECK_TYPE(out_dtype == at::kHalf || out_dtype == at::kBFloat16,
-                   "out_dtype: expected torch.float16 or torch.bfloat16, got ", out_dtype);
-  return out_dtype == at::kHalf ? lowbit::kF16 : lowbit::kBF16;
+// The output dtype arrives by name, not as a ScalarType: torch's AOTInductor proxy executor up to 2.11 passed a
+// package's dtype argument in the export schema's numbering, unconverted (bfloat16 arrived as QUInt8; see
+// lowbit_flex/kernels/cutlass_op_schemas.py).
+at::ScalarType out_dtype_from_name(c10::string_view out_dtype) {
+  if (out_dtype == "bfloat16") return at::kBFloat16;
+  TORCH_CHECK_VALUE(out_dtype == "float16", "out_dtype: expected 'float16' or 'bfloat16', got '",
+                    std::string(out_dtype), "'");
+  return at::kHalf;
 }
+
+int out_dtype_code(at::ScalarType out_dtype) { return out_dtype == at::kHalf ? lowbit::kF16 : lowbit::kBF16; }
 
 // The (x, x_scale, w_scale, bias) checks both ops share (the same as lowbit_flex/ops/cutlass_gemm.py's _check).
 void check_common(const at::Tensor& x, const at::Tensor& x_scale, const at::Tensor& w_scale,
@@ -106,13 +112,14 @@ void launch_with_workspace(const at::Device& device, const char* what, Launch&& 
 const float* bias_ptr(const std::optional<at::Tensor>& bias) { return bias ? bias->data_ptr<float>() : nullptr; }
 
 at::Tensor s8s4_gemm_cutlass(const at::Tensor& x, const at::Tensor& x_scale, const at::Tensor& w,
-                             const at::Tensor& w_scale, const std::optional<at::Tensor>& bias, at::ScalarType out_dtype,
-                             c10::string_view family, c10::string_view config) {
+                             const at::Tensor& w_scale, const std::optional<at::Tensor>& bias,
+                             c10::string_view out_dtype_name, c10::string_view family, c10::string_view config) {
   check_common(x, x_scale, w_scale, bias, 1);
   const int64_t M = x.size(0), K = x.size(1), N = w_scale.size(0);
   check_tensor("w", w, at::kChar, 2, x.device());
   TORCH_CHECK_VALUE(w.size(0) == N && w.size(1) == K / 2, "w: expected shape (", N, ", ", K / 2,
                     ") (two int4 per byte), got ", w.sizes());
+  const at::ScalarType out_dtype = out_dtype_from_name(out_dtype_name);
   const int dtype = out_dtype_code(out_dtype);
   const bool sm90 = family == "sm90";
   TORCH_CHECK_VALUE(sm90 || family == "sm80", "family: expected 'sm80' or 'sm90', got '", std::string(family), "'");
@@ -135,7 +142,7 @@ at::Tensor s8s4_gemm_cutlass(const at::Tensor& x, const at::Tensor& x_scale, con
 
 at::Tensor s8s8_groupwise_gemm_cutlass(const at::Tensor& x, const at::Tensor& x_scale, const at::Tensor& w,
                                        const at::Tensor& w_scale, const std::optional<at::Tensor>& bias,
-                                       at::ScalarType out_dtype, c10::string_view config) {
+                                       c10::string_view out_dtype_name, c10::string_view config) {
   check_common(x, x_scale, w_scale, bias, 2);
   const int64_t M = x.size(0), K = x.size(1), N = w_scale.size(0), groups = w_scale.size(1);
   check_tensor("w", w, at::kChar, 2, x.device());
@@ -143,6 +150,7 @@ at::Tensor s8s8_groupwise_gemm_cutlass(const at::Tensor& x, const at::Tensor& x_
                     ") (int8, one value per byte), got ", w.sizes());
   TORCH_CHECK_VALUE(groups >= 1 && K % groups == 0, "w_scale: expected (N, K // group) with the group dividing K = ", K,
                     ", got ", w_scale.sizes());
+  const at::ScalarType out_dtype = out_dtype_from_name(out_dtype_name);
   const int dtype = out_dtype_code(out_dtype);
   const int index = config_index("the group-wise kernel", lowbit_s8s8_groupwise_sm90_num_configs,
                                  lowbit_s8s8_groupwise_sm90_config_name, config);
