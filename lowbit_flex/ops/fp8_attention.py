@@ -48,7 +48,14 @@ import math
 
 import torch
 
-from lowbit_flex._checks import check_out_dtype, check_same_device, check_shape, check_softmax_scale, check_tensor
+from lowbit_flex._checks import (
+    check_out_dtype,
+    check_same_device,
+    check_shape,
+    check_softmax_scale,
+    check_tensor,
+    dtype_name,
+)
 from lowbit_flex.kernels.arch import has_fp8_mma
 from lowbit_flex.ops.eager import needs_dispatcher
 from lowbit_flex.quant.fp8 import K_BLOCK, Q_BLOCK, p_scale
@@ -155,21 +162,24 @@ def _fp8_attention_reference(
     v_scale: torch.Tensor | None,
     causal: bool,
     sm_scale: float | None,
-    out_dtype: torch.dtype,
+    out_dtype: str,
     pv_fp16_accum: bool,
 ) -> torch.Tensor:
     """:func:`reference_fp8_attention` as an opaque op, for CUDA GPUs before sm_89 (no fp8 MMA, so no kernel).
+    ``out_dtype`` is the dtype's name: an AOTInductor package passes it intact in every torch version (why:
+    ``kernels/cutlass_op_schemas.py``).
 
     Traced into a compiled graph, the reference's fp8 loads and its float32 -> e4m3 cast would become Inductor
     Triton code, which does not compile there (no e4m3 conversion before sm_89, pytorch/pytorch#167082); behind a
     ``custom_op`` the reference runs eagerly, as ATen's CUDA kernels convert fp8 in software. Arguments are checked
     by ``lowbit::fp8_attention``, its only caller."""
-    return reference_fp8_attention(q, k, v, q_scale, k_scale, v_scale, causal, sm_scale, out_dtype, pv_fp16_accum)
+    dtype = getattr(torch, out_dtype)
+    return reference_fp8_attention(q, k, v, q_scale, k_scale, v_scale, causal, sm_scale, dtype, pv_fp16_accum)
 
 
 @_fp8_attention_reference.register_fake
 def _(q, k, v, q_scale, k_scale, v_scale, causal, sm_scale, out_dtype, pv_fp16_accum):
-    return q.new_empty(q.shape, dtype=out_dtype)
+    return q.new_empty(q.shape, dtype=getattr(torch, out_dtype))
 
 
 def _fp8_attention(q, k, v, q_scale, k_scale, v_scale, causal, sm_scale, out_dtype, pv_fp16_accum) -> torch.Tensor:
@@ -182,7 +192,7 @@ def _fp8_attention(q, k, v, q_scale, k_scale, v_scale, causal, sm_scale, out_dty
         return reference_fp8_attention(*args)
     if not has_fp8_mma(q.device):
         # fp8 MMA (for PV) needs sm_89+: keep the result right, if slow (lowbit_attention routes to SDPA instead).
-        return torch.ops.lowbit._fp8_attention_reference(*args)
+        return torch.ops.lowbit._fp8_attention_reference(*args[:8], dtype_name(out_dtype), pv_fp16_accum)
     from lowbit_flex.kernels.fp8_attention import fp8_attention_triton
 
     return fp8_attention_triton(*args)

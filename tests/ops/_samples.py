@@ -6,6 +6,8 @@ inputs where the op takes them (fakes must report the strides the real kernels g
 
 import torch
 
+from lowbit_flex._checks import dtype_name
+
 
 def _quantize_int8_rowwise(device):
     yield (torch.randn(3, 40, device=device),), {}
@@ -159,7 +161,7 @@ def _fp8_attention_reference(device):
     # fp8_attention's opaque path for GPUs without fp8 MMA: every argument positional (the schema has no defaults).
     for args, kw in _fp8_attention(device):
         kw = {"causal": False, "out_dtype": torch.bfloat16, "pv_fp16_accum": False} | kw
-        yield (*args, kw["causal"], 0.2, kw["out_dtype"], kw["pv_fp16_accum"]), {}
+        yield (*args, kw["causal"], 0.2, dtype_name(kw["out_dtype"]), kw["pv_fp16_accum"]), {}
 
 
 def _lowbit_attention(device):
