@@ -232,6 +232,11 @@ def time_compiled(name: str, model: torch.nn.Module, out: Path, reps: int) -> di
 
 @torch.no_grad()
 def load_and_check(out: Path, reps: int) -> list[dict]:
+    # Timed apart from the first package's load: Inductor's Python side is imported once per process.
+    t0 = time.perf_counter()
+    import torch._inductor.package
+
+    progress(f"imported torch._inductor in {time.perf_counter() - t0:.1f} s")
     rows = []
     for package in sorted(out.glob("*.pt2")):
         io = torch.load(package.with_suffix(".io.pt"))
