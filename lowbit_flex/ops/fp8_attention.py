@@ -54,6 +54,7 @@ from lowbit_flex._checks import (
     check_shape,
     check_softmax_scale,
     check_tensor,
+    dtype_from_name,
     dtype_name,
 )
 from lowbit_flex.kernels.arch import has_fp8_mma
@@ -173,13 +174,13 @@ def _fp8_attention_reference(
     Triton code, which does not compile there (no e4m3 conversion before sm_89, pytorch/pytorch#167082); behind a
     ``custom_op`` the reference runs eagerly, as ATen's CUDA kernels convert fp8 in software. Arguments are checked
     by ``lowbit::fp8_attention``, its only caller."""
-    dtype = getattr(torch, out_dtype)
+    dtype = dtype_from_name("out_dtype", out_dtype, OUT_DTYPES)
     return reference_fp8_attention(q, k, v, q_scale, k_scale, v_scale, causal, sm_scale, dtype, pv_fp16_accum)
 
 
 @_fp8_attention_reference.register_fake
 def _(q, k, v, q_scale, k_scale, v_scale, causal, sm_scale, out_dtype, pv_fp16_accum):
-    return q.new_empty(q.shape, dtype=getattr(torch, out_dtype))
+    return q.new_empty(q.shape, dtype=dtype_from_name("out_dtype", out_dtype, OUT_DTYPES))
 
 
 def _fp8_attention(q, k, v, q_scale, k_scale, v_scale, causal, sm_scale, out_dtype, pv_fp16_accum) -> torch.Tensor:

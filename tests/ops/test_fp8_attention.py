@@ -181,6 +181,21 @@ def test_bad_head_dim_and_options_eager_and_fake():
             OP(*[mode.from_tensor(t) for t in a], **kw)
 
 
+def test_reference_op_takes_out_dtype_by_name_eager_and_fake():
+    # The opaque op (GPUs without fp8 MMA) takes the dtype's name, which an AOTInductor package passes intact.
+    args = _valid_args()
+    ref = torch.ops.lowbit._fp8_attention_reference
+    out = ref(*args[:6], False, None, "float16", False)
+    assert out.dtype == torch.float16 and torch.equal(out, OP(*args, out_dtype=torch.float16))
+    with torch._subclasses.fake_tensor.FakeTensorMode() as mode:
+        fake = [mode.from_tensor(a) for a in args[:6]]
+        assert ref(*fake, False, None, "bfloat16", False).dtype == torch.bfloat16
+        with pytest.raises(ValueError, match="^out_dtype: expected 'bfloat16' or 'float16' or 'float32', got 'int8'"):
+            ref(*fake, False, None, "int8", False)
+    with pytest.raises(ValueError, match="^out_dtype: expected"):
+        ref(*args[:6], False, None, "int8", False)
+
+
 needs_kernel = pytest.mark.skipif(kernel_device() is None, reason="needs CUDA or TRITON_INTERPRET=1")
 
 
