@@ -112,8 +112,11 @@ def _compile(src: Path, obj: Path, arch: str) -> None:
 
 
 def _cache_key(arch: str) -> str:
+    """The sources, the flags and the CUTLASS version, but not where the repository or CUTLASS are installed: a
+    library built on one machine (the CPU machine builds sm_90a in ~3.5 minutes) is found on another."""
     h = hashlib.sha256()
-    h.update(" ".join(nvcc_flags(arch)).encode())
+    h.update(" ".join(f for f in nvcc_flags(arch) if not f.startswith("-I")).encode())
+    h.update((cutlass_include() / "cutlass" / "version.h").read_bytes())
     root = csrc_dir()
     for p in sorted(root.rglob("*")):
         if p.is_file() and p.suffix in {".cu", ".cuh", ".h", ".hpp"}:
