@@ -1,0 +1,56 @@
+"""Run every config of the CUDA tensor-core W4A8 GEMV over ragged shapes and check it against an exact reference,
+for compute-sanitizer.
+
+    compute-sanitizer --tool memcheck python benchmarks/sanitize_w4a8_gemv_cuda.py
+
+Each ``GEMV_CUDA_CONFIGS`` entry × (int8 input with scales | float input quantized in the kernel) × (per channel |
+groups of 128 / 256) × ragged (M, N, K) runs once into a NaN-poisoned output and is compared with the exact
+definition (int64 dots, float64 scales) within bf16 rounding plus float32 scaling error. Exits 1 on any mismatch.
+"""
+
+from __future__ import annotations
+
+import itertools
+import sys
+
+import torch
+
+import lowbit_flex  # noqa: F401
+from lowbit_flex.kernels.w4a8_gemv_cuda import GEMV_CUDA_CONFIGS, s8s4_gemv_cuda
+from lowbit_flex.quant import pack_int4
+from lowbit_flex.testing import w4a8_exact_f64
+
+# M: one 8-token tile, a ragged one, two tiles; N: a partial 16-row tile; K: one chunk, steps past K.
+SHAPES = list(itertools.product((1, 3, 16), (40, 136), (256, 1536)))
+
+
+def main() -> int:
+    gen = torch.Generator().manual_seed(0)
+    bad = runs = 0
+    for (M, N, K), cfg, fused, group in itertools.product(SHAPES, GEMV_CUDA_CONFIGS, (0, 1), (0, 128, 256)):
+        groups = K // group if group else 1
+        xf = torch.randn(M, K, generator=gen).bfloat16()
+        xq, xs = torch.ops.lowbit.quantize_int8_rowwise(xf)  # CPU reference quantizer (the kernel matches it)
+        q = torch.randint(-8, 8, (N, K), dtype=torch.int8, generator=gen)
+        ws = 10 ** (torch.rand(N, groups, generator=gen) * 3 - 3)
+        ws = ws.squeeze(1) if groups == 1 else ws
+        bias = torch.randn(N, generator=gen)
+        out = torch.full((M, N), float("nan"), dtype=torch.bfloat16, device="cuda")
+        w, wsd, bd = pack_int4(q).cuda(), ws.cuda(), bias.cuda()
+        if fused:
+            s8s4_gemv_cuda(xf.cuda(), None, w, wsd, bd, torch.bfloat16, cfg, out=out)
+        else:
+            s8s4_gemv_cuda(xq.cuda(), xs.view(M).cuda(), w, wsd, bd, torch.bfloat16, cfg, out=out)
+        torch.cuda.synchronize()
+        ref, mag = w4a8_exact_f64(xq, xs.view(M), q, ws, bias)
+        tol = ref.abs() * 2.0**-8 + (2 * groups + 12) * 2.0**-24 * mag + 1e-30
+        runs += 1
+        if not bool(((out.double().cpu() - ref).abs() <= tol).all()):
+            bad += 1
+            print(f"MISMATCH {cfg} fused={fused} group={group} M={M} N={N} K={K}")
+    print(f"w4a8 CUDA GEMV sanitize: {runs} runs, {bad} mismatches")
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,469 @@
+// W4A8 decode GEMV (w4a8_gemv.h): the packed int4 weight streamed once through int8 tensor cores.
+//
+// At M <= 16 a W4A8 linear is a read of N * K / 2 weight bytes; everything else is a few KB. The kernel is built
+// to keep many of those bytes in flight and to spend few instructions on each:
+//
+// - Swap-AB mma.sync m16n8k32 (s8 x s8 -> s32): 16 weight rows are the MMA's M side, up to 8 tokens its N side
+//   (two MMAs per A fragment for M = 9..16), so M = 1 pads 8 columns instead of 16 rows.
+// - The A fragment comes straight from the loaded weight registers. Lane (g, t) of a warp loads 16 bytes (32
+//   values) of rows g and g + 8 per 128-value chunk. Per 32-bit word w of those, (w << 4) & 0xF0F0F0F0 and
+//   w & 0xF0F0F0F0 are 16x its even and odd values as signed bytes: one MMA's a0..a3 with no sign extension. The
+//   MMA's k order is therefore a permutation of K within the chunk; the B fragment (x) is permuted to match with two
+//   byte permutes per word pair (even / odd values), so the sum is the same exact dot, 16x: the epilogue scales by
+//   1/16 (exact). ~1 instruction per weight byte.
+// - Loads: ld.global.nc with L1::no_allocate (each weight byte is read once), 2 rows x 4 chunks x 16 bytes per lane
+//   per step, the next step's loads issued before this step's MMAs (register double buffering). A CTA's warps split
+//   N (warps_n x 16 rows) and K (warps_k, interleaved steps); their sums meet in shared memory in a fixed order.
+// - x: int8 (quantized beforehand) is read from global memory through L1 (every CTA reads the same rows). A float
+//   x is quantized by every CTA into shared memory first (the per-row amax needs the whole row; x is a few KB in
+//   L2), with the quantizer's arithmetic, while the first weight step is already in flight: one launch per layer.
+// - Per channel the int32 sum is exact over all of K; group-wise each chunk's int32 dot is scaled by its group's
+//   scale into an fp32 sum (groups are multiples of a chunk).
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <algorithm>
+#include <mutex>
+#include <type_traits>
+#include <vector>
+
+#include "w4a8_gemv/w4a8_gemv.h"
+
+namespace lowbit::w4a8_gemv {
+namespace {
+
+constexpr int kChunk = 128;  // K values per chunk: 4 lanes x 16 bytes x 2 values per byte, per row
+constexpr int kChunkBytes = kChunk / 2;
+constexpr int kStepChunks = 4;                                // chunks a warp loads per step
+constexpr int kMaxWarps = 16;                                 // 512 threads per CTA at most
+constexpr int kAmaxBytes = kMaxFusedM * (kMaxWarps + 1) * 4;  // per-warp amax partials and the row scales
+
+struct Params {
+  const void* x;
+  const float* x_scale;
+  const uint8_t* w;
+  const float* w_scale;
+  const float* bias;
+  void* out;
+  int M, N, K, chunks, group_chunks, groups, warps_n, warps_k, prefetch;
+};
+
+// A weight load: read once, so it bypasses L1; L2 fetches the whole 256-byte run a step reads from each row.
+__device__ __forceinline__ uint4 load_weight(const uint8_t* p) {
+  uint4 v;
+  asm("ld.global.nc.L1::no_allocate.L2::256B.v4.u32 {%0, %1, %2, %3}, [%4];"
+      : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+      : "l"(p));
+  return v;
+}
+
+__device__ __forceinline__ void mma_s8(int (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0,
+                                       uint32_t b1) {
+  asm("mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+      "{%0, %1, %2, %3};"
+      : "+r"(c[0]), "+r"(c[1]), "+r"(c[2]), "+r"(c[3])
+      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+__device__ __forceinline__ uint32_t word(uint4 v, int j) { return j == 0 ? v.x : j == 1 ? v.y : j == 2 ? v.z : v.w; }
+
+template <class T>
+__device__ __forceinline__ float to_float(T v) {
+  if constexpr (std::is_same_v<T, __half>)
+    return __half2float(v);
+  else if constexpr (std::is_same_v<T, __nv_bfloat16>)
+    return __bfloat162float(v);
+  else
+    return v;
+}
+
+template <class T>
+__device__ __forceinline__ T from_float(float v) {
+  if constexpr (std::is_same_v<T, __half>)
+    return __float2half_rn(v);
+  else
+    return __float2bfloat16_rn(v);
+}
+
+// The quantizer's value: clamp(rint(x / scale), -127, 127) with an IEEE divide (lowbit::quantize_int8_rowwise),
+// bit for bit, at the cost of a multiply: x * inv (inv = 1 / scale, correctly rounded) is within 2^-15 of the
+// divide's result for |x / scale| <= 128, so where it is farther than that from a half-integer both round to the
+// same integer; the rare rest takes the divide, as does a NaN q (x NaN or inf, or inv = inf for a subnormal scale).
+__device__ __forceinline__ int quantize_int8(float x, float scale, float inv) {
+  float q = x * inv;
+  if (!(fabsf(fabsf(q - rintf(q)) - 0.5f) > 3.1e-5f)) q = __fdiv_rn(x, scale);
+  return static_cast<int>(fminf(fmaxf(rintf(q), -127.0f), 127.0f));
+}
+
+// The 4 chunks of one warp step: the weight words of rows g and g + 8, and (group-wise) their group scales.
+template <bool GROUPWISE>
+struct Step {
+  uint4 a[kStepChunks], b[kStepChunks];
+  float sa[GROUPWISE ? kStepChunks : 1], sb[GROUPWISE ? kStepChunks : 1];
+};
+
+// Where a warp's work item (a tile of this CTA and a K step of it) reads: the tile's first row and the step's
+// first chunk.
+struct Item {
+  int row0, chunk0, step;
+};
+
+// A warp's walk over its CTA's items in order: the tiles blockIdx.x, blockIdx.x + gridDim.x, ..., each in steps
+// 0 .. steps - 1 (incremental: no division per item).
+struct Cursor {
+  int tile, step;
+  __device__ __forceinline__ void advance(int steps) {
+    if (++step == steps) {
+      step = 0;
+      tile += gridDim.x;
+    }
+  }
+  __device__ __forceinline__ Item item(const Params& p, int wn, int wk) const {
+    return {(tile * p.warps_n + wn) * 16, (step * p.warps_k + wk) * kStepChunks, step};
+  }
+};
+
+// Asks L2 for an item's weight bytes ahead of its register loads (no registers held while they travel): the
+// loads in flight per SM are otherwise bounded by the register file.
+__device__ __forceinline__ void prefetch_step(const Params& p, const Item& it, int g, int t) {
+  const int chunks = min(kStepChunks, p.chunks - it.chunk0);
+  if (chunks <= 0) return;
+  const size_t row_bytes = p.K / 2;
+  const uint8_t* a = p.w + min(it.row0 + g, p.N - 1) * row_bytes + it.chunk0 * kChunkBytes;
+  const uint8_t* b = p.w + min(it.row0 + g + 8, p.N - 1) * row_bytes + it.chunk0 * kChunkBytes;
+#if __CUDA_ARCH__ >= 900
+  if (t == 0) {  // one bulk request per row run
+    asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(a), "r"(chunks * kChunkBytes) : "memory");
+    asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(b), "r"(chunks * kChunkBytes) : "memory");
+  }
+#else
+  if (t < chunks) {  // one line request per lane and chunk
+    asm volatile("prefetch.global.L2 [%0];" ::"l"(a + t * kChunkBytes) : "memory");
+    asm volatile("prefetch.global.L2 [%0];" ::"l"(b + t * kChunkBytes) : "memory");
+  }
+#endif
+}
+
+template <bool GROUPWISE>
+__device__ __forceinline__ void load_step(Step<GROUPWISE>& st, const Params& p, const Item& it, int g, int t) {
+  // Rows past N are clamped for loads (their results are never stored).
+  const int ra = min(it.row0 + g, p.N - 1), rb = min(it.row0 + g + 8, p.N - 1);
+  const size_t row_bytes = p.K / 2;
+  const uint8_t* wa = p.w + ra * row_bytes + t * 16;
+  const uint8_t* wb = p.w + rb * row_bytes + t * 16;
+#pragma unroll
+  for (int u = 0; u < kStepChunks; ++u) {
+    const int c = it.chunk0 + u;
+    const bool in_k = c < p.chunks;  // past K: zero words (zero products)
+    st.a[u] = in_k ? load_weight(wa + c * kChunkBytes) : make_uint4(0, 0, 0, 0);
+    st.b[u] = in_k ? load_weight(wb + c * kChunkBytes) : make_uint4(0, 0, 0, 0);
+    if constexpr (GROUPWISE) {
+      const int group = c / p.group_chunks;
+      st.sa[u] = in_k ? __ldg(p.w_scale + static_cast<size_t>(ra) * p.groups + group) : 0.0f;
+      st.sb[u] = in_k ? __ldg(p.w_scale + static_cast<size_t>(rb) * p.groups + group) : 0.0f;
+    }
+  }
+}
+
+// Quantizes the M rows of a float x into int8 rows in shared memory (and their scales): every CTA does this, reading
+// x from L2, with the same arithmetic as lowbit::quantize_int8_rowwise.
+template <class XT>
+__device__ void quantize_rows_to_shared(const Params& p, int8_t* xq, float* amax_partial, float* x_scale) {
+  constexpr int kVec = 16 / sizeof(XT);  // values per 16-byte load
+  const int vecs = p.K / kVec, nthreads = blockDim.x, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const XT* x = static_cast<const XT*>(p.x);
+  for (int m = 0; m < p.M; ++m) {
+    float amax = 0.0f;
+    for (int v = threadIdx.x; v < vecs; v += nthreads) {
+      union {
+        uint4 u;
+        XT e[kVec];
+      } in;
+      in.u = __ldg(reinterpret_cast<const uint4*>(x + static_cast<size_t>(m) * p.K) + v);
+#pragma unroll
+      for (int e = 0; e < kVec; ++e) amax = fmaxf(amax, fabsf(to_float(in.e[e])));
+    }
+#pragma unroll
+    for (int off = 16; off > 0; off >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, off));
+    if (lane == 0) amax_partial[m * kMaxWarps + warp] = amax;
+  }
+  __syncthreads();
+  if (threadIdx.x < p.M) {
+    float amax = 0.0f;
+    for (int w = 0; w < nthreads / 32; ++w) amax = fmaxf(amax, amax_partial[threadIdx.x * kMaxWarps + w]);
+    const float scale = __fdiv_rn(amax, 127.0f);
+    x_scale[threadIdx.x] = scale == 0.0f ? 1.0f : scale;
+  }
+  __syncthreads();
+  for (int m = 0; m < p.M; ++m) {
+    const float scale = x_scale[m], inv = 1.0f / scale;
+    for (int v = threadIdx.x; v < vecs; v += nthreads) {
+      union {
+        uint4 u;
+        XT e[kVec];
+      } in;
+      in.u = __ldg(reinterpret_cast<const uint4*>(x + static_cast<size_t>(m) * p.K) + v);
+      union {
+        int8_t q[kVec];
+        std::conditional_t<kVec == 8, uint2, uint32_t> packed;
+      } out;
+#pragma unroll
+      for (int e = 0; e < kVec; ++e) out.q[e] = static_cast<int8_t>(quantize_int8(to_float(in.e[e]), scale, inv));
+      reinterpret_cast<decltype(out.packed)*>(xq + static_cast<size_t>(m) * p.K)[v] = out.packed;
+    }
+  }
+  __syncthreads();
+}
+
+// MT: 8-token tiles (1: M <= 8, 2: M <= 16). XT: x's dtype (int8: quantized beforehand). Persistent: CTA b takes
+// the 16 * warps_n-row tiles b, b + gridDim.x, ...; each warp walks its (tile, step) items with the next item's
+// loads in flight across tile boundaries, so a CTA quantizes x once and its pipeline never drains between tiles.
+template <int MT, bool GROUPWISE, class XT, class OutT>
+__global__ void __launch_bounds__(kMaxWarps * 32, 1) w4a8_gemv_kernel(const Params p) {
+  extern __shared__ __align__(16) uint8_t smem[];
+  constexpr bool kFused = !std::is_same_v<XT, int8_t>;
+  using Acc = std::conditional_t<GROUPWISE, float, int>;
+
+  const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+  const int warp = threadIdx.x >> 5, wn = warp % p.warps_n, wk = warp / p.warps_n;
+  const int tiles = (p.N + 16 * p.warps_n - 1) / (16 * p.warps_n);
+  const int step_chunks = p.warps_k * kStepChunks;
+  const int steps = (p.chunks + step_chunks - 1) / step_chunks;
+  const int items = (tiles - blockIdx.x + gridDim.x - 1) / gridDim.x * steps;  // the same for every warp
+
+  Cursor at{static_cast<int>(blockIdx.x), 0}, ahead = at;  // this item; the next one to prefetch
+  Step<GROUPWISE> cur;
+  load_step(cur, p, at.item(p, wn, wk), g, t);  // in flight during the quantization
+  ahead.advance(steps);
+  for (int i = 1; i <= p.prefetch && i < items; ++i, ahead.advance(steps))
+    prefetch_step(p, ahead.item(p, wn, wk), g, t);
+
+  const int8_t* xq;
+  const float* x_scale;
+  uint8_t* tail = smem;
+  if constexpr (kFused) {
+    int8_t* xs = reinterpret_cast<int8_t*>(smem);
+    float* amax_partial = reinterpret_cast<float*>(smem + static_cast<size_t>(p.M) * p.K);
+    float* scales = amax_partial + kMaxFusedM * kMaxWarps;
+    quantize_rows_to_shared<XT>(p, xs, amax_partial, scales);
+    xq = xs;
+    x_scale = scales;
+    tail = smem + static_cast<size_t>(p.M) * p.K + kAmaxBytes;
+  } else {
+    xq = static_cast<const int8_t*>(p.x);
+    x_scale = p.x_scale;
+  }
+  // Each lane's x rows: tokens g (and 8 + g), clamped to M - 1 (the padded columns are never stored).
+  const int8_t* xrow[MT];
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt) xrow[mt] = xq + static_cast<size_t>(min(mt * 8 + g, p.M - 1)) * p.K + t * 32;
+
+  Acc acc[MT][4];
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+    for (int i = 0; i < 4; ++i) acc[mt][i] = 0;
+
+  for (int item = 0; item < items; ++item) {
+    const Item it = at.item(p, wn, wk);
+    at.advance(steps);
+    Step<GROUPWISE> next;
+    if (item + 1 < items) load_step(next, p, at.item(p, wn, wk), g, t);
+    if (p.prefetch && item + 1 + p.prefetch < items) {
+      prefetch_step(p, ahead.item(p, wn, wk), g, t);
+      ahead.advance(steps);
+    }
+#pragma unroll
+    for (int u = 0; u < kStepChunks; ++u) {
+      const int c = min(it.chunk0 + u, p.chunks - 1);  // past K the weight words are 0
+      uint32_t xw[MT][8];
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt) {
+        uint4 lo, hi;
+        if constexpr (kFused) {
+          lo = *reinterpret_cast<const uint4*>(xrow[mt] + c * kChunk);
+          hi = *reinterpret_cast<const uint4*>(xrow[mt] + c * kChunk + 16);
+        } else {
+          lo = __ldg(reinterpret_cast<const uint4*>(xrow[mt] + c * kChunk));
+          hi = __ldg(reinterpret_cast<const uint4*>(xrow[mt] + c * kChunk + 16));
+        }
+        const uint32_t words[8] = {lo.x, lo.y, lo.z, lo.w, hi.x, hi.y, hi.z, hi.w};
+#pragma unroll
+        for (int i = 0; i < 8; ++i) xw[mt][i] = words[i];
+      }
+      // Two accumulator chains (even / odd words): each MMA waits on the one before it in its chain only.
+      int dot[2][MT][4];
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+          dot[1][mt][i] = 0;
+          if constexpr (GROUPWISE)
+            dot[0][mt][i] = 0;
+          else
+            dot[0][mt][i] = acc[mt][i];
+        }
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        const uint32_t va = word(cur.a[u], j), vb = word(cur.b[u], j);
+        const uint32_t a0 = (va << 4) & 0xF0F0F0F0u, a1 = (vb << 4) & 0xF0F0F0F0u;
+        const uint32_t a2 = va & 0xF0F0F0F0u, a3 = vb & 0xF0F0F0F0u;
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt) {
+          const uint32_t b0 = __byte_perm(xw[mt][2 * j], xw[mt][2 * j + 1], 0x6420);  // values 8j + 0, 2, 4, 6
+          const uint32_t b1 = __byte_perm(xw[mt][2 * j], xw[mt][2 * j + 1], 0x7531);  // values 8j + 1, 3, 5, 7
+          mma_s8(dot[j & 1][mt], a0, a1, a2, a3, b0, b1);
+        }
+      }
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt) {
+        if constexpr (GROUPWISE) {
+          acc[mt][0] += static_cast<float>(dot[0][mt][0] + dot[1][mt][0]) * cur.sa[u];
+          acc[mt][1] += static_cast<float>(dot[0][mt][1] + dot[1][mt][1]) * cur.sa[u];
+          acc[mt][2] += static_cast<float>(dot[0][mt][2] + dot[1][mt][2]) * cur.sb[u];
+          acc[mt][3] += static_cast<float>(dot[0][mt][3] + dot[1][mt][3]) * cur.sb[u];
+        } else {
+#pragma unroll
+          for (int i = 0; i < 4; ++i) acc[mt][i] = dot[0][mt][i] + dot[1][mt][i];
+        }
+      }
+    }
+    cur = next;
+    if (it.step != steps - 1) continue;
+
+    // The tile's last step: the K-split warps' sums meet in shared memory, added in warp order (deterministic).
+    if (p.warps_k > 1) {
+      Acc* red = reinterpret_cast<Acc*>(tail);
+      constexpr int kPerWarp = MT * 4 * 32;
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+        for (int i = 0; i < 4; ++i) red[warp * kPerWarp + (mt * 4 + i) * 32 + lane] = acc[mt][i];
+      __syncthreads();
+      if (wk == 0)
+        for (int k = 1; k < p.warps_k; ++k)
+#pragma unroll
+          for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+            for (int i = 0; i < 4; ++i) acc[mt][i] += red[(k * p.warps_n + wn) * kPerWarp + (mt * 4 + i) * 32 + lane];
+      __syncthreads();  // the next tile writes the same slots
+    }
+    if (wk == 0) {
+      OutT* out = static_cast<OutT*>(p.out);
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+          const int row = it.row0 + g + (i >= 2 ? 8 : 0), token = mt * 8 + 2 * t + (i & 1);
+          if (row >= p.N || token >= p.M) continue;
+          float v = static_cast<float>(acc[mt][i]) * 0.0625f;  // the MMAs summed 16x the dot: exact
+          if constexpr (!GROUPWISE) v *= p.w_scale[row];
+          v *= x_scale[token];
+          if (p.bias) v += p.bias[row];
+          out[static_cast<size_t>(token) * p.N + row] = from_float<OutT>(v);
+        }
+    }
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+      for (int i = 0; i < 4; ++i) acc[mt][i] = 0;
+  }
+}
+
+// CTAs of `kernel` resident on the whole GPU at once with this block and shared memory (cached: the query costs host
+// time on every decode step otherwise).
+int resident_ctas(const void* kernel, int threads, size_t smem) {
+  struct Entry {
+    const void* kernel;
+    int threads;
+    size_t smem;
+    int device, ctas;
+  };
+  static std::mutex mu;
+  static std::vector<Entry> cache;
+  int device = 0;
+  cudaGetDevice(&device);
+  std::lock_guard<std::mutex> lock(mu);
+  for (const Entry& e : cache)
+    if (e.kernel == kernel && e.threads == threads && e.smem == smem && e.device == device) return e.ctas;
+  int ctas = 1, sms = 1;
+  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&ctas, kernel, threads, smem) != cudaSuccess || ctas < 1) ctas = 1;
+  if (cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess || sms < 1) sms = 1;
+  cache.push_back({kernel, threads, smem, device, ctas * sms});
+  return ctas * sms;
+}
+
+struct Config {
+  const char* name;
+  int warps_n, warps_k, prefetch;
+};
+#define LOWBIT_W4A8_GEMV_ROW(I, NAME, WN, WK, PF) {NAME, WN, WK, PF},
+constexpr Config kConfigs[] = {LOWBIT_W4A8_GEMV_CONFIGS(LOWBIT_W4A8_GEMV_ROW)};
+#undef LOWBIT_W4A8_GEMV_ROW
+constexpr int kNumConfigs = sizeof(kConfigs) / sizeof(kConfigs[0]);
+static_assert(kNumConfigs > 0);
+
+template <int MT, bool GROUPWISE, class XT, class OutT>
+int launch(Problem const& q, const Config& c) {
+  constexpr bool kFused = !std::is_same_v<XT, int8_t>;
+  using Acc = std::conditional_t<GROUPWISE, float, int>;
+  const Params p{
+      q.x,          q.x_scale,        static_cast<const uint8_t*>(q.w), q.w_scale, q.bias,    q.out,     q.M, q.N, q.K,
+      q.K / kChunk, q.group / kChunk, q.group ? q.K / q.group : 1,      c.warps_n, c.warps_k, c.prefetch};
+  const int threads = 32 * c.warps_n * c.warps_k;
+  const size_t x_bytes = kFused ? static_cast<size_t>(q.M) * q.K + kAmaxBytes : 0;
+  const size_t red_bytes = c.warps_k > 1 ? static_cast<size_t>(threads) * MT * 4 * sizeof(Acc) : 0;
+  const size_t smem = x_bytes + red_bytes;
+  auto kernel = w4a8_gemv_kernel<MT, GROUPWISE, XT, OutT>;
+  if (smem > 48 * 1024) {  // opt in above the default limit (on the current device)
+    const cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+    if (err != cudaSuccess) return from_cuda(err);
+  }
+  const int tiles = (q.N + 16 * c.warps_n - 1) / (16 * c.warps_n);
+  const int ctas = std::min(tiles, resident_ctas(reinterpret_cast<const void*>(kernel), threads, smem));
+  kernel<<<ctas, threads, smem, q.stream>>>(p);
+  return last_launch_status();
+}
+
+template <bool GROUPWISE, class OutT>
+int launch_x(Problem const& p, const Config& c) {
+  switch (p.x_dtype) {
+    case kXInt8:
+      return p.M <= 8 ? launch<1, GROUPWISE, int8_t, OutT>(p, c) : launch<2, GROUPWISE, int8_t, OutT>(p, c);
+    case kXF16:
+      return launch<1, GROUPWISE, __half, OutT>(p, c);
+    case kXBF16:
+      return launch<1, GROUPWISE, __nv_bfloat16, OutT>(p, c);
+    case kXF32:
+      return launch<1, GROUPWISE, float, OutT>(p, c);
+    default:
+      return kInvalidArgument;
+  }
+}
+
+template <class OutT>
+int launch_out(Problem const& p, const Config& c) {
+  return p.group ? launch_x<true, OutT>(p, c) : launch_x<false, OutT>(p, c);
+}
+
+}  // namespace
+}  // namespace lowbit::w4a8_gemv
+
+LOWBIT_API int lowbit_w4a8_gemv_num_configs() { return lowbit::w4a8_gemv::kNumConfigs; }
+
+LOWBIT_API const char* lowbit_w4a8_gemv_config_name(int config) {
+  using lowbit::w4a8_gemv::kConfigs;
+  return config >= 0 && config < lowbit::w4a8_gemv::kNumConfigs ? kConfigs[config].name : nullptr;
+}
+
+LOWBIT_API int lowbit_w4a8_gemv(int config, int x_dtype, int out_dtype, const void* x, const float* x_scale,
+                                const void* w, const float* w_scale, int group, const float* bias, void* out, int M,
+                                int N, int K, cudaStream_t stream) {
+  namespace g = lowbit::w4a8_gemv;
+  const g::Problem p{x_dtype, x, x_scale, w, w_scale, group, bias, out, M, N, K, stream};
+  if (config < 0 || config >= g::kNumConfigs || !g::problem_ok(p)) return lowbit::kInvalidArgument;
+  const g::Config& c = g::kConfigs[config];
+  if (out_dtype == lowbit::kF16) return g::launch_out<__half>(p, c);
+  if (out_dtype == lowbit::kBF16) return g::launch_out<__nv_bfloat16>(p, c);
+  return lowbit::kInvalidArgument;
+}

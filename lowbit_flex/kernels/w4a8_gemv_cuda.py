@@ -1,0 +1,130 @@
+"""W4A8 decode GEMV on int8 tensor cores, in CUDA (``csrc/w4a8_gemv/``): ``M <= 16`` rows of x, per-channel or
+group-wise scales (groups a multiple of 128), a float x quantized inside the kernel (one launch per layer).
+
+The kernel streams the packed int4 weight once: each warp owns 16 weight rows and feeds them as the A operand of a
+swap-AB ``mma.sync m16n8k32`` (the <= 16 tokens are the MMA's N side), unpacking 16x each nibble plane with two
+masks per 32-bit word. ``csrc/w4a8_gemv/w4a8_gemv.cu`` says why each piece is there; ``docs/w4a8.md`` has the
+measurements. Called through ``ctypes`` in eager mode (one foreign call, no Triton launcher); traced calls record
+the ``lowbit::w4a8_gemv_cuda`` op (``lowbit_flex/ops/cutlass_gemm.py``), which AOTInductor packages can call.
+
+Constraints (:func:`gemv_cuda_supports`): ``K % 128 == 0``, groups a multiple of 128, per channel ``K < 2**17``.
+A float x is quantized in the kernel when ``M <= 8`` and ``M * K <= 65536`` (it is staged in shared memory);
+otherwise the launcher quantizes it first with ``lowbit::quantize_int8_rowwise``'s kernel.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+
+import torch
+
+from lowbit_flex import cuda_build
+from lowbit_flex._checks import dtype_name
+from lowbit_flex.kernels.arch import traced
+from lowbit_flex.kernels.cutlass_launch import OUT_DTYPE_CODE, aligned16
+
+# Mirrors LOWBIT_W4A8_GEMV_CONFIGS in csrc/w4a8_gemv/w4a8_gemv.h (position = the launcher's config index): warps
+# per CTA along N (16 weight rows each) x along K, and the L2 prefetch distance in steps. Which runs for which
+# shape: DISPATCH_TABLE in s8s4_dispatch.py.
+GEMV_CUDA_CONFIGS: tuple[str, ...] = (
+    "mma_n1k8_pf0", "mma_n1k8_pf2", "mma_n2k4_pf0", "mma_n2k4_pf2", "mma_n4k2_pf2", "mma_n1k16_pf0", "mma_n2k8_pf0",
+    "mma_n4k4_pf0", "mma_n4k4_pf2",
+)  # fmt: skip
+
+X_DTYPE_CODE = {torch.int8: 0, torch.float16: 1, torch.bfloat16: 2, torch.float32: 3}  # lowbit::w4a8_gemv::XDtype
+
+MAX_M = 16
+CHUNK_K = 128  # K values per MMA step of a warp (and the smallest scale group)
+_MAX_FUSED_M = 8
+_MAX_FUSED_X_BYTES = 64 * 1024  # the int8 x rows a CTA stages in shared memory
+_MAX_K_PER_CHANNEL = 2**17  # the int32 sum of 16x the dot stays exact below this
+
+
+def gemv_cuda_supports(M: int, K: int, group: int | None) -> bool:
+    """Whether the kernel takes the shape (``group``: None per channel); the library's presence is checked by the
+    dispatch (:func:`~lowbit_flex.kernels.s8s4_cutlass.library_available`)."""
+    if not 1 <= M <= MAX_M or K < CHUNK_K or K % CHUNK_K:
+        return False
+    return K < _MAX_K_PER_CHANNEL if group is None else group % CHUNK_K == 0 and K % group == 0
+
+
+def fuses_quantization(M: int, K: int) -> bool:
+    """Whether a float x of this shape is quantized inside the kernel (else by the quantizer kernel first)."""
+    return M <= _MAX_FUSED_M and M * K <= _MAX_FUSED_X_BYTES
+
+
+@functools.cache
+def runs_here(major: int, minor: int) -> bool:
+    """The library holds sm_80 SASS (every sm_8x) and sm_90a; mma.sync m16n8k32 s8 needs sm_80."""
+    return major == 8 or (major, minor) == (9, 0)
+
+
+@functools.cache
+def _launcher() -> ctypes._CFuncPtr:
+    fn = cuda_build.load().lowbit_w4a8_gemv
+    ptr, i32 = ctypes.c_void_p, ctypes.c_int
+    # (config, x_dtype, out_dtype, x, x_scale, w, w_scale, group, bias, out, M, N, K, stream)
+    fn.argtypes = [i32, i32, i32, ptr, ptr, ptr, ptr, i32, ptr, ptr, i32, i32, i32, ptr]
+    fn.restype = ctypes.c_int
+    return fn
+
+
+def library_config_names() -> tuple[str, ...]:
+    """The config names compiled into the loaded library (for the consistency test against GEMV_CUDA_CONFIGS)."""
+    from lowbit_flex.kernels.cutlass_launch import library_config_names as names
+
+    return names("lowbit_w4a8_gemv")
+
+
+def group_of(w_scale: torch.Tensor, K: int) -> int:
+    """The launcher's group argument: 0 per channel (``(N,)`` or ``(N, 1)`` scales), else the group size."""
+    return 0 if w_scale.dim() == 1 or w_scale.shape[1] == 1 else K // int(w_scale.shape[1])
+
+
+def s8s4_gemv_cuda(
+    x: torch.Tensor,
+    x_scale: torch.Tensor | None,
+    w: torch.Tensor,
+    w_scale: torch.Tensor,
+    bias: torch.Tensor | None,
+    out_dtype: torch.dtype,
+    config: str,
+    *,
+    out: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The decode launcher (the signature :func:`~lowbit_flex.kernels.s8s4_dispatch.decode_launcher` shares): ``x``
+    ``(M, K)``, ``1 <= M <= 16``, int8 with ``x_scale`` float32 ``(M,)``, or float16 / bfloat16 / float32 with
+    ``x_scale=None`` (quantized per row, bit-exact with ``lowbit::quantize_int8_rowwise``: in the kernel where
+    :func:`fuses_quantization`, else by the quantizer kernel first). ``w`` int8 ``(N, K // 2)`` packed int4,
+    ``w_scale`` float32 ``(N,)`` or ``(N, K // group)``, ``bias`` float32 ``(N,)`` or None; contiguous, on one CUDA
+    device, validated by the op and :func:`gemv_cuda_supports` -> ``(M, N)`` ``out_dtype`` (float16 / bfloat16),
+    written into ``out`` if given (contiguous; eager calls only). Traced calls record ``lowbit::w4a8_gemv_cuda``."""
+    M, K = x.shape
+    if x_scale is None and not fuses_quantization(int(M), int(K)):
+        from lowbit_flex.kernels.quantize_int8_rowwise import quantize_int8_rowwise_triton
+
+        x, x_scale = quantize_int8_rowwise_triton(x)
+        x_scale = x_scale.view(-1)
+    if traced(x):  # the op, which AOTInductor packages call by name (lowbit_flex/ops/cutlass_gemm.py)
+        return torch.ops.lowbit.w4a8_gemv_cuda(x, x_scale, w, w_scale, bias, dtype_name(out_dtype), config)
+    return launch_gemv_cuda(x, x_scale, w, w_scale, bias, out_dtype, config, out=out)
+
+
+def launch_gemv_cuda(x, x_scale, w, w_scale, bias, out_dtype, config, *, out=None) -> torch.Tensor:
+    """One ``ctypes`` call of the launcher on validated, contiguous CUDA tensors (a float x here must be one the
+    kernel quantizes: :func:`fuses_quantization`)."""
+    M, K = x.shape
+    N = w.shape[0]
+    if out is None:
+        out = torch.empty((M, N), dtype=out_dtype, device=x.device)
+    x, w = aligned16(x), aligned16(w)  # (a copy where a view is misaligned; held until the launch is enqueued)
+    status = _launcher()(
+        GEMV_CUDA_CONFIGS.index(config), X_DTYPE_CODE[x.dtype], OUT_DTYPE_CODE[out_dtype], x.data_ptr(),
+        None if x_scale is None else x_scale.data_ptr(), w.data_ptr(), w_scale.data_ptr(), group_of(w_scale, K),
+        None if bias is None else bias.data_ptr(), out.data_ptr(), M, N, K,
+        torch._C._cuda_getCurrentRawStream(x.device.index),
+    )  # fmt: skip
+    if status:
+        cuda_build.check_status(status, f"w4a8 GEMV {config}")
+    return out

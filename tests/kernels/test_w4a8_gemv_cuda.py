@@ -1,0 +1,169 @@
+"""The CUDA tensor-core W4A8 GEMV (``lowbit_flex.kernels.w4a8_gemv_cuda``) against the exact float64 definition on a
+GPU, and its Python-side contract (config table vs header, support rules) on any machine."""
+
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+import lowbit_flex  # noqa: F401  (registers torch.ops.lowbit)
+from lowbit_flex.kernels import w4a8_gemv_cuda as mod
+from lowbit_flex.quant import pack_int4
+from lowbit_flex.testing import assert_fully_written, poison_
+from tests.kernels._w4a8_exact import assert_close_to_exact, exact_f64, log_uniform, random_inputs
+
+requires_gpu = pytest.mark.skipif(
+    not (torch.cuda.is_available() and mod.runs_here(*torch.cuda.get_device_capability())),
+    reason="needs an sm_80 / sm_90 GPU: the kernel is CUDA (mma.sync) with no CPU or interpreter path",
+)
+HEADER = Path(__file__).resolve().parents[2] / "lowbit_flex/csrc/w4a8_gemv/w4a8_gemv.h"
+
+
+def fp32_terms(K: int, group: int | None) -> int:
+    """Float32 roundings beyond the output's: per channel the int32 -> float conversion of the sum (16x the dot may
+    pass 2**24), the two scale products and the bias add; group-wise per 128-value chunk the scale product and the
+    add (a chunk's int32 dot converts exactly), the K-split warps' adds (<= 8) and the same epilogue."""
+    return 4 if group is None else 2 * (K // mod.CHUNK_K) + 12
+
+
+def run(x, xs, q, ws, b, out_dtype, config):
+    """The kernel on CUDA copies, into a poisoned output whose every element must be written; returns it on CPU."""
+    dev = lambda t: None if t is None else t.cuda()
+    M, N = x.shape[0], q.shape[0]
+    out = poison_(torch.empty((M, N), dtype=out_dtype, device="cuda"))
+    res = mod.s8s4_gemv_cuda(dev(x), dev(xs), pack_int4(q).cuda(), dev(ws), dev(b), out_dtype, config, out=out)
+    assert res is out
+    assert_fully_written(out)
+    return out.cpu()
+
+
+def check(M, N, K, group, bias, out_dtype, config):
+    x, xs, q, ws, b = random_inputs(M, N, K, group, out_dtype, bias)
+    out = run(x, xs, q, ws, b, out_dtype, config)
+    exact, magnitude = exact_f64(x, xs, q, ws, b)
+    assert_close_to_exact(out, exact, magnitude, out_dtype, fp32_terms(K, group))
+
+
+# M = 1..16 (one or two 8-token MMA tiles, padded columns), N ragged (rows past N clamped), K from one chunk to
+# steps where a warp's chunks run past K, groups 128 / 256 / 384 (a group spanning chunks of different steps).
+CASES = [
+    # M,  N,   K,     group, bias,  out_dtype
+    (1, 9, 128, None, True, torch.bfloat16),
+    (1, 264, 4096, 128, False, torch.float16),
+    (2, 40, 11008, None, True, torch.bfloat16),
+    (3, 130, 1536, 384, True, torch.bfloat16),
+    (7, 24, 2304, 256, False, torch.float16),
+    (8, 136, 640, None, False, torch.bfloat16),
+    (9, 40, 4096, 128, True, torch.bfloat16),
+    (16, 72, 14336, None, True, torch.float16),
+    (16, 17, 1024, 256, True, torch.bfloat16),
+    (13, 264, 8192, 128, False, torch.bfloat16),
+]  # fmt: skip
+
+
+@requires_gpu
+@pytest.mark.parametrize("config", mod.GEMV_CUDA_CONFIGS)
+@pytest.mark.parametrize("M, N, K, group, bias, out_dtype", CASES)
+def test_every_config(config, M, N, K, group, bias, out_dtype):
+    check(M, N, K, group, bias, out_dtype, config)
+
+
+@requires_gpu
+@pytest.mark.parametrize("group", [None, 128])
+def test_per_channel_sum_near_int32_limit(group):
+    # Every product at its extreme (-128 * -8 = 1024, 16x in the MMA): the per-channel int32 sum of 16x the dot at
+    # K = 2**17 - 128 is 2**31 - 2**21, the largest the kernel accepts.
+    K = mod._MAX_K_PER_CHANNEL - mod.CHUNK_K
+    x = torch.full((1, K), -128, dtype=torch.int8)
+    q = torch.full((8, K), -8, dtype=torch.int8)
+    xs, b = torch.ones(1), None
+    ws = torch.full((8,), 2.0**-20) if group is None else torch.full((8, K // group), 2.0**-20)
+    out = run(x, xs, q, ws, b, torch.bfloat16, mod.GEMV_CUDA_CONFIGS[0])
+    exact, magnitude = exact_f64(x, xs, q, ws, b)
+    assert_close_to_exact(out, exact, magnitude, torch.bfloat16, fp32_terms(K, group))
+
+
+# Float x quantized in the kernel (M <= 8, M * K <= 64 KiB) or by the quantizer first (larger): bit-identical to
+# the kernel on lowbit::quantize_int8_rowwise's values, and within bounds of the exact definition.
+FUSED_CASES = [
+    # x dtype,       M,  N,  K,     group
+    (torch.bfloat16, 1, 72, 4096, None),
+    (torch.float16, 3, 40, 2048, 128),
+    (torch.float32, 2, 24, 384, None),
+    (torch.bfloat16, 8, 16, 8192, 256),
+    (torch.bfloat16, 1, 40, 65536, 128),  # 64 KiB of int8 x: the most shared memory the fused form stages
+    (torch.float16, 8, 24, 16384, None),  # 128 KiB: quantized first
+    (torch.bfloat16, 16, 24, 1024, 128),  # M > 8: quantized first
+]  # fmt: skip
+
+
+@requires_gpu
+@pytest.mark.parametrize("config", ["mma_n1k8_pf2", "mma_n4k4_pf0"])
+@pytest.mark.parametrize("x_dtype, M, N, K, group", FUSED_CASES)
+def test_fused_quantization(config, x_dtype, M, N, K, group):
+    out_dtype = torch.bfloat16
+    _, _, q, ws, b = random_inputs(M, N, K, group, out_dtype)
+    xf = (torch.randn(M, K) * log_uniform((M, 1), -2.0, 2.0)).to(x_dtype)
+    xf[0, 0] = 0.0
+    out = run(xf, None, q, ws, b, out_dtype, config)
+    xq, xs = torch.ops.lowbit.quantize_int8_rowwise(xf)  # the CPU reference quantizer
+    ref = run(xq, xs.view(M), q, ws, b, out_dtype, config)
+    torch.testing.assert_close(out, ref, rtol=0, atol=0)
+    exact, magnitude = exact_f64(xq, xs.view(M), q, ws, b)
+    assert_close_to_exact(out, exact, magnitude, out_dtype, fp32_terms(K, group))
+
+
+@requires_gpu
+def test_fused_zero_and_nan_rows():
+    # A zero row (scale 1.0: its output is the rounded bias) and a NaN row, whose own output may be anything while
+    # the other rows' must not change.
+    M, N, K, out_dtype = 4, 40, 1024, torch.float16
+    _, _, q, ws, b = random_inputs(M, N, K, 128, out_dtype)
+    xf = torch.randn(M, K, dtype=torch.bfloat16)
+    xf[1] = 0.0
+    xf[2, 5] = float("nan")
+    out = run(xf, None, q, ws, b, out_dtype, "mma_n1k8_pf2")
+    clean = xf.clone()
+    clean[2] = 0.0
+    xq, xs = torch.ops.lowbit.quantize_int8_rowwise(clean)
+    ref = run(xq, xs.view(M), q, ws, b, out_dtype, "mma_n1k8_pf2")
+    torch.testing.assert_close(out[[0, 1, 3]], ref[[0, 1, 3]], rtol=0, atol=0)
+    torch.testing.assert_close(out[1], b.to(out_dtype), rtol=0, atol=0)
+
+
+@requires_gpu
+def test_library_configs_match():
+    assert mod.library_config_names() == mod.GEMV_CUDA_CONFIGS
+
+
+@requires_gpu
+def test_launcher_rejects_what_it_cannot_take():
+    # The C++ problem check is the last line of defence (the dispatch never sends these): a clear error, no launch.
+    x = torch.randint(-8, 8, (1, 96), dtype=torch.int8, device="cuda")
+    w = torch.zeros((8, 48), dtype=torch.int8, device="cuda")
+    with pytest.raises(RuntimeError, match="invalid argument"):
+        mod.s8s4_gemv_cuda(x, torch.ones(1, device="cuda"), w, torch.ones(8, device="cuda"), None, torch.bfloat16,
+                           "mma_n1k8_pf2")  # fmt: skip
+
+
+def test_config_table_matches_header():
+    names = re.findall(r'X\(\d+, "([^"]+)"', HEADER.read_text())
+    assert tuple(names) == mod.GEMV_CUDA_CONFIGS
+
+
+@pytest.mark.parametrize(
+    "M, K, group, ok",
+    [
+        (1, 128, None, True), (16, 4096, 128, True), (17, 4096, None, False), (0, 4096, None, False),
+        (1, 96, None, False), (1, 4160, None, False), (1, 2**17 - 128, None, True), (1, 2**17, None, False),
+        (1, 2**17, 128, True), (1, 4096, 64, False), (1, 4096, 384, False), (1, 4608, 384, True),
+    ],
+)  # fmt: skip
+def test_supports(M, K, group, ok):
+    assert mod.gemv_cuda_supports(M, K, group) is ok
+
+
+def test_fusion_limit():
+    assert mod.fuses_quantization(1, 65536) and mod.fuses_quantization(8, 8192)
+    assert not mod.fuses_quantization(9, 1024) and not mod.fuses_quantization(2, 65536)
