@@ -19,4 +19,9 @@ TORCH_OPS_SCHEMAS = {
         "s8s8_groupwise_gemm_cutlass(Tensor x, Tensor x_scale, Tensor w, Tensor w_scale, Tensor? bias, "
         "str out_dtype, str config) -> Tensor"
     ),
+    # x int8 with x_scale, or float with x_scale None (quantized in the kernel); w_scale (N,) or (N, K // group).
+    "LOWBIT_W4A8_GEMV_CUDA_SCHEMA": (
+        "w4a8_gemv_cuda(Tensor x, Tensor? x_scale, Tensor w, Tensor w_scale, Tensor? bias, str out_dtype, "
+        "str config) -> Tensor"
+    ),
 }

@@ -1,8 +1,9 @@
-"""The CUTLASS W4A8 GEMMs as ops: ``lowbit::s8s4_gemm_cutlass`` and ``lowbit::s8s8_groupwise_gemm_cutlass``.
+"""The CUDA-library W4A8 kernels as ops: the CUTLASS GEMMs ``lowbit::s8s4_gemm_cutlass`` and
+``lowbit::s8s8_groupwise_gemm_cutlass``, and the decode GEMV ``lowbit::w4a8_gemv_cuda``.
 
 ``lowbit::s8s4_linear`` is a ``triton_op``: compiled and exported graphs hold its kernels rather than the op. Where
-its dispatch table picks a CUTLASS kernel, the traced graph holds one of these opaque ops instead (the kernel's
-tile config is an argument). An AOTInductor package calls them by name at run time, which any process can serve
+its dispatch table picks a kernel of the CUDA library, the traced graph holds one of these opaque ops instead (the
+kernel's tile config is an argument). An AOTInductor package calls them by name at run time, which any process can serve
 after loading the C++ registration library (``csrc/torch_ops/cutlass_ops.cpp``, built by
 :func:`torch_ops_library`), without importing lowbit_flex.
 
@@ -22,12 +23,13 @@ from pathlib import Path
 
 import torch
 
-from lowbit_flex._checks import HALF_DTYPES, check_same_device, check_tensor, dtype_from_name
+from lowbit_flex._checks import FLOAT_DTYPES, HALF_DTYPES, check_same_device, check_tensor, dtype_from_name
 from lowbit_flex.kernels.cutlass_op_schemas import TORCH_OPS_SCHEMAS
 from lowbit_flex.ops.s8s4_linear import reference_int_linear, reference_s8s4_linear
 
 S8S4_GEMM_CUTLASS_SCHEMA = TORCH_OPS_SCHEMAS["LOWBIT_S8S4_GEMM_CUTLASS_SCHEMA"]
 S8S8_GROUPWISE_GEMM_CUTLASS_SCHEMA = TORCH_OPS_SCHEMAS["LOWBIT_S8S8_GROUPWISE_GEMM_CUTLASS_SCHEMA"]
+W4A8_GEMV_CUDA_SCHEMA = TORCH_OPS_SCHEMAS["LOWBIT_W4A8_GEMV_CUDA_SCHEMA"]
 # The ops the C++ library registers (what a package's loader without lowbit_flex can serve).
 CPP_OPS = [f"lowbit::{schema.split('(', 1)[0]}" for schema in TORCH_OPS_SCHEMAS.values()]
 
@@ -134,6 +136,74 @@ def _s8s8_groupwise_cuda(x, x_scale, w, w_scale, bias, out_dtype, config):
     return s8s8_groupwise_cutlass(x, x_scale, w, w_scale, bias, dtype, config)
 
 
+def _check_w4a8_gemv(x, x_scale, w, w_scale, bias, out_dtype, config) -> torch.dtype:
+    """The checks of ``lowbit::w4a8_gemv_cuda`` (the C++ kernel makes the same ones); returns the output dtype."""
+    from lowbit_flex.kernels import w4a8_gemv_cuda as gemv
+
+    check_tensor("x", x, dtypes=(torch.int8, *FLOAT_DTYPES), ndim=2)
+    check_tensor("w", w, dtypes=(torch.int8,), ndim=2)
+    check_tensor("w_scale", w_scale, dtypes=(torch.float32,), min_ndim=1)
+    if w_scale.dim() > 2:
+        raise ValueError(f"w_scale: expected (N,) or (N, K // group), got shape {tuple(w_scale.shape)}")
+    if bias is not None:
+        check_tensor("bias", bias, dtypes=(torch.float32,), ndim=1)
+    dtype = dtype_from_name("out_dtype", out_dtype, HALF_DTYPES)
+    (M, K), N = x.shape, w_scale.shape[0]
+    if x.dtype == torch.int8:
+        if x_scale is None:
+            raise ValueError("x_scale: expected float32 (M,) scales for an int8 x, got None")
+        check_tensor("x_scale", x_scale, dtypes=(torch.float32,), ndim=1)
+        if x_scale.shape[0] != M:
+            raise ValueError(f"x_scale: expected shape ({M},), got {tuple(x_scale.shape)}")
+    elif x_scale is not None:
+        raise ValueError(f"x_scale: expected None for a {x.dtype} x (quantized in the kernel)")
+    elif not gemv.fuses_quantization(M, K):
+        raise ValueError(f"x: a float x is quantized in the kernel up to M = 8 and M * K = 65536, got ({M}, {K})")
+    group = None if w_scale.dim() == 1 or w_scale.shape[1] == 1 else K // max(int(w_scale.shape[1]), 1)
+    if w_scale.dim() == 2 and (w_scale.shape[1] < 1 or K % w_scale.shape[1]):
+        raise ValueError(f"w_scale: expected (N,) or (N, K // group) with the group dividing K = {K}, got "
+                         f"{tuple(w_scale.shape)}")  # fmt: skip
+    if M > gemv.MAX_M or not gemv.gemv_cuda_supports(max(M, 1), K, group):
+        raise ValueError(
+            f"x: the GEMV takes M <= {gemv.MAX_M} rows, K a multiple of {gemv.CHUNK_K} (per channel below 2**17) "
+            f"and groups a multiple of {gemv.CHUNK_K}; got M={M}, K={K}, group={group}"
+        )
+    if N < 1:
+        raise ValueError(f"w_scale: expected N = w_scale.shape[0] >= 1, got {N}")
+    if tuple(w.shape) != (N, K // 2):
+        raise ValueError(f"w: expected shape ({N}, {K // 2}) (two int4 per byte), got {tuple(w.shape)}")
+    if bias is not None and bias.shape[0] != N:
+        raise ValueError(f"bias: expected shape ({N},), got {tuple(bias.shape)}")
+    if config not in gemv.GEMV_CUDA_CONFIGS:
+        raise ValueError(f"config: expected one of {list(gemv.GEMV_CUDA_CONFIGS)}, got {config!r}")
+    check_same_device(x=x, x_scale=x_scale, w=w, w_scale=w_scale, bias=bias)
+    return dtype
+
+
+def _w4a8_gemv_cpu(x, x_scale, w, w_scale, bias, out_dtype, config):
+    dtype = _check_w4a8_gemv(x, x_scale, w, w_scale, bias, out_dtype, config)
+    if x_scale is None:  # the quantizer's exact CPU reference
+        x, x_scale = torch.ops.lowbit.quantize_int8_rowwise(x)
+    return reference_s8s4_linear(x, x_scale.reshape(-1), w, w_scale, bias, dtype)
+
+
+def _w4a8_gemv_fake(x, x_scale, w, w_scale, bias, out_dtype, config):
+    return x.new_empty((x.shape[0], w_scale.shape[0]), dtype=_check_w4a8_gemv(x, x_scale, w, w_scale, bias,
+                                                                               out_dtype, config))  # fmt: skip
+
+
+def _w4a8_gemv_cuda(x, x_scale, w, w_scale, bias, out_dtype, config):
+    dtype = _check_w4a8_gemv(x, x_scale, w, w_scale, bias, out_dtype, config)
+    from lowbit_flex.kernels.w4a8_gemv_cuda import launch_gemv_cuda
+
+    if x.shape[0] == 0:
+        return x.new_empty((0, w_scale.shape[0]), dtype=dtype)
+    x, w, w_scale = x.contiguous(), w.contiguous(), w_scale.contiguous()
+    xs = None if x_scale is None else x_scale.contiguous()
+    b = None if bias is None else bias.contiguous()
+    return launch_gemv_cuda(x, xs, w, w_scale, b, dtype, config)
+
+
 def _register(schema: str, cpu, fake, cuda) -> None:
     name = schema.split("(", 1)[0]
     qualname = f"lowbit::{name}"
@@ -155,6 +225,7 @@ def _defined(qualname: str) -> bool:
 
 _register(S8S4_GEMM_CUTLASS_SCHEMA, _s8s4_cpu, _s8s4_fake, _s8s4_cuda)
 _register(S8S8_GROUPWISE_GEMM_CUTLASS_SCHEMA, _s8s8_groupwise_cpu, _s8s8_groupwise_fake, _s8s8_groupwise_cuda)
+_register(W4A8_GEMV_CUDA_SCHEMA, _w4a8_gemv_cpu, _w4a8_gemv_fake, _w4a8_gemv_cuda)
 
 
 def torch_ops_library(arch: str | None = None) -> Path:

@@ -90,6 +90,22 @@ def _s8s8_groupwise_gemm_cutlass(device):
     yield (i8(0, 256), rand(0), w8(16, 256), rand(16, 2), None, "bfloat16", "128x128x128_g128"), {}  # no rows
 
 
+def _w4a8_gemv_cuda(device):
+    from lowbit_flex.quant import pack_int4
+
+    w4 = lambda n, k: pack_int4(torch.randint(-8, 8, (n, k), dtype=torch.int8)).to(device)
+    i8 = lambda *s: torch.randint(-128, 128, s, dtype=torch.int8, device=device)
+    rand = lambda *s: torch.rand(*s, device=device) + 0.1
+    cfg = "mma_n1k8_pf2"
+    yield (i8(3, 256), rand(3), w4(24, 256), rand(24), None, "bfloat16", cfg), {}
+    yield (i8(16, 128), rand(16), w4(40, 128), rand(40, 1), rand(40), "float16", "mma_n4k2_pf2"), {}
+    x = torch.randn(1, 384, device=device, dtype=torch.bfloat16)  # quantized in the kernel, groups of 128
+    yield (x, None, w4(16, 384), rand(16, 3), rand(16), "bfloat16", cfg), {}
+    yield (torch.randn(256, 2, device=device).t(), None, w4(8, 256), rand(8, 2), None, "float16", cfg), {}  # strided
+    yield (i8(1, 256).expand(4, 256), rand(1).expand(4), w4(8, 256), rand(8), None, "bfloat16", cfg), {}  # expanded
+    yield (i8(0, 256), rand(0), w4(16, 256), rand(16), None, "bfloat16", cfg), {}  # no rows
+
+
 def _w4a8_linear(device):
     from lowbit_flex.quant import pack_int4
 
@@ -179,6 +195,7 @@ SAMPLES = {
     "s8s4_linear": _s8s4_linear,
     "s8s4_gemm_cutlass": _s8s4_gemm_cutlass,
     "s8s8_groupwise_gemm_cutlass": _s8s8_groupwise_gemm_cutlass,
+    "w4a8_gemv_cuda": _w4a8_gemv_cuda,
     "w4a8_linear": _w4a8_linear,
     "rel_pos_attention": _rel_pos_attention,
     "quantize_fp8": _quantize_fp8,

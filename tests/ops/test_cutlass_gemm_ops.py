@@ -77,7 +77,7 @@ _STUB = """
 const char* lowbit_status_string(int s) { return "stub"; }
 #define FAMILY(F) int lowbit_##F(void) { return 1; } int lowbit_##F##_num_configs(void) { return 0; } \\
   const char* lowbit_##F##_config_name(int i) { return 0; }
-FAMILY(s8s4_sm80) FAMILY(s8s4_sm90) FAMILY(s8s8_groupwise_sm90)
+FAMILY(s8s4_sm80) FAMILY(s8s4_sm90) FAMILY(s8s8_groupwise_sm90) FAMILY(w4a8_gemv)
 """
 
 _PROBE = """
@@ -168,8 +168,8 @@ def test_cpp_library_without_lowbit_flex_equals_the_ctypes_path(tmp_path):
 
 
 @pytest.mark.slow
-def test_aoti_package_calls_both_ops_by_name(tmp_path):
-    """~30 s (a C++ build): an AOTInductor package keeps the two ops as calls by name (the proxy executor passes
+def test_aoti_package_calls_the_cpp_ops_by_name(tmp_path):
+    """~30 s (a C++ build): an AOTInductor package keeps the three ops as calls by name (the proxy executor passes
     ``Tensor?`` and ``str`` arguments); on CPU they run the exact reference, equal to eager."""
     from examples.deploy_aoti import lowbit_ops_in_package, static_libstdcxx
 
@@ -181,9 +181,10 @@ def test_aoti_package_calls_both_ops_by_name(tmp_path):
         def forward(self, x, xs):
             y = torch.ops.lowbit.s8s4_gemm_cutlass(x, xs, w4, ws, b, "bfloat16", "sm90", "128x128x128_coop")
             z = torch.ops.lowbit.s8s8_groupwise_gemm_cutlass(x, xs, w8, ws2, None, "float16", "128x128x128_g128")
-            return y, z
+            v = torch.ops.lowbit.w4a8_gemv_cuda(x, xs, w4, ws2, b, "bfloat16", "mma_n1k8_pf0")
+            return y, z, v
 
-    batch = torch.export.Dim("batch", min=1, max=64)
+    batch = torch.export.Dim("batch", min=1, max=16)  # the GEMV takes up to 16 rows
     ep = torch.export.export(Both(), (x, xs), dynamic_shapes=({0: batch}, {0: batch}))
     # The default g++, not $CXX: the GPU machine's CXX links libstdc++ statically into packages, which then crash at
     # load in this process (docs/deploy.md; examples/deploy_aoti.py handles that case, this test is about the ops).

@@ -1,5 +1,6 @@
-// The CUTLASS launchers as torch operators, for processes without lowbit_flex's Python: an AOTInductor package of a
-// W4A8 model calls lowbit::s8s4_gemm_cutlass / lowbit::s8s8_groupwise_gemm_cutlass by name through the dispatcher,
+// The CUDA library's launchers as torch operators, for processes without lowbit_flex's Python: an AOTInductor package
+// of a W4A8 model calls lowbit::s8s4_gemm_cutlass / lowbit::s8s8_groupwise_gemm_cutlass / lowbit::w4a8_gemv_cuda by
+// name through the dispatcher,
 // so loading this library (torch.ops.load_library, or dlopen from C++) before the package is all such a process
 // needs.
 //
@@ -24,8 +25,10 @@
 #include "common/status.h"
 #include "s8s4_gemm/s8s4_gemm.h"
 #include "s8s8_groupwise/s8s8_groupwise.h"
+#include "w4a8_gemv/w4a8_gemv.h"
 
-#if !defined(LOWBIT_S8S4_GEMM_CUTLASS_SCHEMA) || !defined(LOWBIT_S8S8_GROUPWISE_GEMM_CUTLASS_SCHEMA)
+#if !defined(LOWBIT_S8S4_GEMM_CUTLASS_SCHEMA) || !defined(LOWBIT_S8S8_GROUPWISE_GEMM_CUTLASS_SCHEMA) || \
+    !defined(LOWBIT_W4A8_GEMV_CUDA_SCHEMA)
 #error "build with lowbit_flex.cuda_build (it passes the op schemas)"
 #endif
 
@@ -167,6 +170,62 @@ at::Tensor s8s8_groupwise_gemm_cutlass(const at::Tensor& x, const at::Tensor& x_
   return out;
 }
 
+// The decode GEMV (csrc/w4a8_gemv): int8 x with x_scale, or a float x the kernel quantizes (x_scale absent). The
+// shape limits (M <= 16, K % 128, groups of 128s, the fused x size) are the launcher's problem_ok: a ValueError.
+at::Tensor w4a8_gemv_cuda(const at::Tensor& x, const std::optional<at::Tensor>& x_scale, const at::Tensor& w,
+                          const at::Tensor& w_scale, const std::optional<at::Tensor>& bias,
+                          c10::string_view out_dtype_name, c10::string_view config) {
+  TORCH_CHECK_VALUE(x.is_cuda(), "x: expected a CUDA tensor, got one on ", x.device());
+  const at::ScalarType xt = x.scalar_type();
+  const int x_code = xt == at::kChar       ? lowbit::w4a8_gemv::kXInt8
+                     : xt == at::kHalf     ? lowbit::w4a8_gemv::kXF16
+                     : xt == at::kBFloat16 ? lowbit::w4a8_gemv::kXBF16
+                     : xt == at::kFloat    ? lowbit::w4a8_gemv::kXF32
+                                           : -1;
+  TORCH_CHECK_TYPE(x_code >= 0, "x: expected dtype int8, float16, bfloat16 or float32, got ", xt);
+  TORCH_CHECK_VALUE(x.dim() == 2, "x: expected 2 dimensions, got shape ", x.sizes());
+  const int64_t M = x.size(0), K = x.size(1), N = w_scale.size(0);
+  if (xt == at::kChar) {
+    TORCH_CHECK_VALUE(x_scale.has_value(), "x_scale: expected float32 (M,) scales for an int8 x, got None");
+    check_tensor("x_scale", *x_scale, at::kFloat, 1, x.device());
+    TORCH_CHECK_VALUE(x_scale->size(0) == M, "x_scale: expected shape (", M, ",), got ", x_scale->sizes());
+  } else {
+    TORCH_CHECK_VALUE(!x_scale.has_value(), "x_scale: expected None for a ", xt, " x (quantized in the kernel)");
+  }
+  TORCH_CHECK_TYPE(w_scale.scalar_type() == at::kFloat, "w_scale: expected dtype float32, got ", w_scale.scalar_type());
+  TORCH_CHECK_VALUE(w_scale.dim() == 1 || w_scale.dim() == 2, "w_scale: expected (N,) or (N, K // group), got shape ",
+                    w_scale.sizes());
+  TORCH_CHECK_VALUE(w_scale.device() == x.device(), "w_scale: expected it on ", x.device(), ", got ", w_scale.device());
+  const int64_t groups = w_scale.dim() == 2 ? w_scale.size(1) : 1;
+  TORCH_CHECK_VALUE(groups >= 1 && K % groups == 0,
+                    "w_scale: expected (N,) or (N, K // group) with the group dividing K = ", K, ", got ",
+                    w_scale.sizes());
+  check_tensor("w", w, at::kChar, 2, x.device());
+  TORCH_CHECK_VALUE(w.size(0) == N && w.size(1) == K / 2, "w: expected shape (", N, ", ", K / 2,
+                    ") (two int4 per byte), got ", w.sizes());
+  if (bias) {
+    check_tensor("bias", *bias, at::kFloat, 1, x.device());
+    TORCH_CHECK_VALUE(bias->size(0) == N, "bias: expected shape (", N, ",), got ", bias->sizes());
+  }
+  const at::ScalarType out_dtype = out_dtype_from_name(out_dtype_name);
+  const int index = config_index("the W4A8 GEMV", lowbit_w4a8_gemv_num_configs, lowbit_w4a8_gemv_config_name, config);
+  at::Tensor out = at::empty({M, N}, x.options().dtype(out_dtype));
+  if (M == 0) return out;
+  TORCH_CHECK_VALUE(M <= INT32_MAX && N <= INT32_MAX && K <= INT32_MAX, "x: shape too large, got ", x.sizes());
+  const at::Tensor xc = operand(x), wc = operand(w), ws = w_scale.contiguous();
+  const std::optional<at::Tensor> xs = x_scale ? std::optional<at::Tensor>(x_scale->contiguous()) : std::nullopt;
+  const std::optional<at::Tensor> b = bias ? std::optional<at::Tensor>(bias->contiguous()) : std::nullopt;
+  c10::DeviceGuard guard(x.device());
+  auto stream = static_cast<cudaStream_t>(
+      c10::impl::getDeviceGuardImpl(x.device().type())->getStream(x.device()).native_handle());
+  check_status(
+      lowbit_w4a8_gemv(index, x_code, out_dtype_code(out_dtype), xc.data_ptr(), xs ? xs->data_ptr<float>() : nullptr,
+                       wc.data_ptr(), ws.data_ptr<float>(), groups > 1 ? static_cast<int>(K / groups) : 0, bias_ptr(b),
+                       out.data_ptr(), static_cast<int>(M), static_cast<int>(N), static_cast<int>(K), stream),
+      "w4a8 GEMV");
+  return out;
+}
+
 // Define `schema` where no one has, and register `kernel` for CUDA where no kernel is.
 template <class Fn>
 void register_op(torch::Library& defs, torch::Library& cuda, const char* schema, const char* name, Fn kernel) {
@@ -183,6 +242,7 @@ int register_ops() {
   register_op(defs, cuda, LOWBIT_S8S4_GEMM_CUTLASS_SCHEMA, "s8s4_gemm_cutlass", TORCH_FN(s8s4_gemm_cutlass));
   register_op(defs, cuda, LOWBIT_S8S8_GROUPWISE_GEMM_CUTLASS_SCHEMA, "s8s8_groupwise_gemm_cutlass",
               TORCH_FN(s8s8_groupwise_gemm_cutlass));
+  register_op(defs, cuda, LOWBIT_W4A8_GEMV_CUDA_SCHEMA, "w4a8_gemv_cuda", TORCH_FN(w4a8_gemv_cuda));
   return 0;
 }
 
