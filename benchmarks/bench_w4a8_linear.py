@@ -4,10 +4,11 @@ bf16 ``nn.Linear``, per-channel and group 128, at decode (M = 1, 16) and prefill
 Per row: the CUDA-graph time of each method (median of replays, rotating inputs beyond L2), ratios against bf16
 in the same run, torch's int4 weight-only GEMV (``aten._weight_int4pack_mm``, tinygemm, group 128) at M = 1, the
 fraction of the int4 memory floor (packed weight bytes / copy bandwidth measured now) at M <= 16, and every decode
-kernel config forced (``gemv``/``quant+gemv``/``quant+decode <config>`` columns) so one run picks the dispatch table's
-decode rows. Before
-timing, each method is checked against the exact definition (per-token int8 quantization, exact integer dots,
-float64 scales). A second table: host microseconds per eager call (no CUDA graph), next to bf16 ``nn.Linear``.
+kernel config forced (``gemv``/``quant+gemv``/``quant+decode``/``cuda``/``quant+cuda <config>`` columns: Triton's
+dp4a GEMV, its tensor-core GEMV, the CUDA GEMV quantizing x itself or after the quantizer) so one run picks the
+dispatch table's decode rows (``LOWBIT_BENCH_W4A8_CANDIDATES`` names a subset). Before timing, each method is
+checked against the exact definition (per-token int8 quantization, exact integer dots, float64 scales). A second
+table: host microseconds per eager call (no CUDA graph), next to bf16 ``nn.Linear``.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from lowbit_flex.quant import unpack_int4
 
 MS = [1, 4, 16, 4096]
 _ENV_MS = "LOWBIT_BENCH_W4A8_M"  # e.g. "1,4,16": time only these M (a decode-only sweep)
+# e.g. "gemv dp4a_4x16x1024,quant+cuda mma_n1k8_pf0": time only these decode candidates ("" : none), by label
+_ENV_CANDIDATES = "LOWBIT_BENCH_W4A8_CANDIDATES"
 _ROTATE_BYTES = 256 << 20
 
 
@@ -85,6 +88,8 @@ def _decode_candidates(M: int) -> dict:
     the tensor-core GEMV after the quantizer (its fused form lost everywhere in the H200 run of 2026-12-01)."""
     from lowbit_flex.kernels.s8s4_decode import DECODE_CONFIGS, s8s4_decode_triton
     from lowbit_flex.kernels.s8s4_gemv import GEMV_CONFIGS, GEMV_MAX_M, s8s4_gemv_triton
+    from lowbit_flex.kernels.w4a8_gemv_cuda import GEMV_CUDA_CONFIGS, s8s4_gemv_cuda
+    from lowbit_flex.kernels.w4a8_gemv_cuda import MAX_M as CUDA_MAX_M
 
     out = {}
     if M <= GEMV_MAX_M:
@@ -99,7 +104,17 @@ def _decode_candidates(M: int) -> dict:
         out[f"quant+decode {name}"] = lambda x, m, cfg=cfg: s8s4_decode_triton(
             *_quantized(x), m.weight, m.weight_scale, None, torch.bfloat16, cfg
         )
-    return out
+    if torch.cuda.get_device_capability() >= (8, 0) and M <= CUDA_MAX_M:  # the CUDA GEMV (needs the library)
+        for name in GEMV_CUDA_CONFIGS:
+            if M == 1:
+                out[f"cuda {name}"] = lambda x, m, name=name: s8s4_gemv_cuda(
+                    x, None, m.weight, m.weight_scale, None, torch.bfloat16, name
+                )
+            out[f"quant+cuda {name}"] = lambda x, m, name=name: s8s4_gemv_cuda(
+                *_quantized(x), m.weight, m.weight_scale, None, torch.bfloat16, name
+            )
+    keep = os.environ.get(_ENV_CANDIDATES)
+    return out if keep is None else {k: v for k, v in out.items() if k in keep.split(",")}
 
 
 def run(bench: Bench) -> None:

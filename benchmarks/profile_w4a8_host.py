@@ -3,7 +3,8 @@
     python3 -m benchmarks.profile_w4a8_host [--k 4096 --n 4096 --group 0 128]
 
 Prints microseconds per call of the whole layer, the op, the op's Python body without the dispatcher, its pieces
-(argument checks, dispatch rule, kernel launcher, one cached launch, Triton's own JIT launch) next to bf16
+(argument checks, dispatch rule, the decode launcher and its raw launch: ``ctypes`` for the CUDA GEMV, the cached
+and JIT launches for the Triton GEMV) next to bf16
 ``nn.Linear``, one column per ``--group`` (timed in one process, alternating, so they share the machine's slow
 spells), then a cProfile of each layer's call sorted by own time.
 """
@@ -22,9 +23,10 @@ from lowbit_flex.nn import W4A8Linear
 
 
 def _rows(lin: nn.Linear, group: int, k: int, n: int) -> tuple[str, W4A8Linear, torch.Tensor, dict]:
-    """The timed callables for one W4A8 layer (``group`` 0: per-channel), and a title naming its kernel."""
-    from lowbit_flex.kernels.s8s4_dispatch import rule_for
-    from lowbit_flex.kernels.s8s4_gemv import GEMV_CONFIGS, _plan, _s8s4_gemv_kernel, s8s4_gemv_triton
+    """The timed callables for one W4A8 layer (``group`` 0: per-channel), and a title naming its kernel. The rows
+    below the op body are the pieces of the decode path the dispatch table picks at M = 1 (the CUDA GEMV's
+    ``ctypes`` launch, or the Triton GEMV's cached and JIT launches)."""
+    from lowbit_flex.kernels.s8s4_dispatch import Backend, decode_launcher, rule_for
     from lowbit_flex.ops.w4a8_linear import _check_args, w4a8_linear
 
     layer = W4A8Linear.from_linear(lin, group or None)
@@ -32,11 +34,8 @@ def _rows(lin: nn.Linear, group: int, k: int, n: int) -> tuple[str, W4A8Linear, 
     w, ws, b = layer.weight, layer.weight_scale, layer.bias
     body = w4a8_linear._init_fn
     rule = rule_for(x.device, ws, 1, n, k)
-    cfg = GEMV_CONFIGS[rule.config]
+    launch = decode_launcher(rule.backend, rule.config)
     out = torch.empty(1, n, dtype=torch.bfloat16, device="cuda")
-    groups = ws.shape[1] if ws.dim() == 2 else 1
-    plan = _plan(x.device, 1, n, k, groups, x.dtype, torch.bfloat16, False, cfg)
-    args = (x, ws, w.view(torch.int32), ws, ws, out, 1, n, k, k // 8, groups, k // groups, plan.per_split)
     rows = {
         "bf16 nn.Linear": lambda: lin(x),
         "W4A8Linear": lambda: layer(x),
@@ -44,13 +43,23 @@ def _rows(lin: nn.Linear, group: int, k: int, n: int) -> tuple[str, W4A8Linear, 
         "op body, no dispatcher": lambda: body(x, w, ws, b),
         "  _check_args": lambda: _check_args(x, w, ws, b, None),
         "  rule_for": lambda: rule_for(x.device, ws, 1, n, k),
-        "  s8s4_gemv_triton": lambda: s8s4_gemv_triton(x, None, w, ws, None, torch.bfloat16, cfg, out=out),
-        "    cached launch": lambda: plan.launch(*args),
-        "    Triton JIT launch": lambda: _s8s4_gemv_kernel[plan.launch.grid](*args, **plan.launch.meta),
+        f"  {rule.backend.value} launcher": lambda: launch(x, None, w, ws, None, torch.bfloat16, out=out),
         "    torch.empty": lambda: torch.empty(1, n, dtype=torch.bfloat16, device="cuda"),
     }
+    if rule.backend is Backend.CUDA_GEMV:
+        from lowbit_flex.kernels.w4a8_gemv_cuda import launch_gemv_cuda
+
+        rows["    ctypes launch"] = lambda: launch_gemv_cuda(x, None, w, ws, None, torch.bfloat16, rule.config, out=out)
+    elif rule.backend is Backend.TRITON_GEMV:
+        from lowbit_flex.kernels.s8s4_gemv import GEMV_CONFIGS, _plan, _s8s4_gemv_kernel
+
+        groups = ws.shape[1] if ws.dim() == 2 else 1
+        plan = _plan(x.device, 1, n, k, groups, x.dtype, torch.bfloat16, False, GEMV_CONFIGS[rule.config])
+        args = (x, ws, w.view(torch.int32), ws, ws, out, 1, n, k, k // 8, groups, k // groups, plan.per_split)
+        rows["    cached launch"] = lambda: plan.launch(*args)
+        rows["    Triton JIT launch"] = lambda: _s8s4_gemv_kernel[plan.launch.grid](*args, **plan.launch.meta)
     title = f"group {group}" if group else "per-channel"
-    return f"{title} ({rule.backend.value} {rule.config}, {plan.splits} split)", layer, x, rows
+    return f"{title} ({rule.backend.value} {rule.config})", layer, x, rows
 
 
 def main() -> None:
@@ -72,8 +81,9 @@ def main() -> None:
                 t[name].append(host_us(fn, calls=1000))
     print(f"host us per call, K={a.k} N={a.n}, median of {a.rounds} rounds of 1000 calls")
     print(f"  {'':28s} " + " | ".join(title for title, *_ in layers))
-    for name in times[0]:
-        print(f"  {name:28s} " + " | ".join(f"{statistics.median(t[name]):7.1f}" for t in times))
+    for name in dict.fromkeys(n for t in times for n in t):  # rows of every layer (their kernels may differ)
+        print(f"  {name:28s} " + " | ".join(f"{statistics.median(t[name]):7.1f}" if name in t else "      —"
+                                             for t in times))  # fmt: skip
     for title, layer, x, _ in layers:
         print(f"\ncProfile of the W4A8Linear call, {title}")
         print_profile(layer, x, top=25)

@@ -47,6 +47,9 @@ class Backend(enum.Enum):
     TRITON_GEMV = "triton_gemv"
     # kernels/s8s4_decode.py: M <= 16, both scale kinds; it can also quantize a float x itself (Rule.fuse_quant)
     TRITON_DECODE = "triton_decode"
+    # kernels/w4a8_gemv_cuda.py (csrc/w4a8_gemv): M <= 16, per channel or groups of 128s, int8 tensor cores from
+    # registers; quantizes a float x itself where it fits in shared memory (M <= 8)
+    CUDA_GEMV = "cuda_gemv"
     TRITON = "triton"  # kernels/s8s4_linear.py: every shape, both scale kinds
     # kernels/s8s4_unpacked_gemm.py: every shape, both scale kinds; unpacks the weight to int8 per call (large M)
     TRITON_UNPACKED = "triton_unpacked"
@@ -94,6 +97,14 @@ _PC, _GW, _SM80, _SM90 = ScaleKind.PER_CHANNEL, ScaleKind.GROUPWISE, Arch.SM80, 
 # 0.21-0.58x. Below M = 256 unmeasured: the mid tiles keep M <= 128. A 32x128x128 split-K tile was removed after
 # wrong results at M = 77 on the GPU.
 DISPATCH_TABLE: tuple[Rule, ...] = (
+    # Decode on Hopper, M <= 8: the CUDA tensor-core GEMV (csrc/w4a8_gemv; K % 128, groups of 128s), quantizing x
+    # itself at M = 1 and after the quantizer kernel above (quantizing in every CTA lost there: 1.1-1.9x vs
+    # 1.7-2.2x at M = 4). H200, 2026-12-02 (docs/measurements/h200_run23_w4a8_cuda_gemv.md), CUDA graphs, x bf16,
+    # geometric mean over the shapes of each class: M = 1 wide (N > K) 2n x 4k warps 2.43x, deep and square 2n x 8k
+    # 2.24x / 2.10x; M = 4 wide 4n x 2k with L2 prefetch 1.99x, otherwise 1n x 8k 1.85x. Against the Triton rows
+    # below, same shapes, same day: M = 1 1.80-2.63x vs 1.83-2.59x (wins on 4 of 5), M = 4 1.67-2.23x vs
+    # 1.18-1.99x. At M = 16 it lost on 3 of 5 shapes (1.54-1.81x vs 1.18-2.04x): the Triton rows keep M = 9..16.
+    # Unmeasured on Ampere: sm_80 keeps the Triton rows.
     # Decode, either scale kind. M = 1: the dp4a GEMV quantizing x itself, one launch per layer. H200 runs of
     # 2026-12-01 (CUDA graphs, weights rotated past L2; docs/measurements/h200_run10_w4a8_gemv.md): 4x16x1024 was
     # best or within noise of the best on 4096², 4096×14336 and 8192² (per channel 1.80-2.00 / 2.30-2.50 /
@@ -104,6 +115,10 @@ DISPATCH_TABLE: tuple[Rule, ...] = (
     # fused form lost everywhere (0.56-0.93x vs 1.01-1.93x at M = 1 in the first run). The 64-wide tile beat the
     # 128-wide one at M = 16 per-channel on 3 of 4 shapes (1.70-1.99x vs 1.46-1.63x bf16; 4096²: 1.17 vs 1.19)
     # and was even for g128. docs/w4a8.md has the tables.
+    Rule(Backend.CUDA_GEMV, "mma_n2k4_pf0", arch=_SM90, max_m=1, wide=True, fuse_quant=True),
+    Rule(Backend.CUDA_GEMV, "mma_n2k8_pf0", arch=_SM90, max_m=1, fuse_quant=True),
+    Rule(Backend.CUDA_GEMV, "mma_n4k2_pf2", arch=_SM90, max_m=8, wide=True),
+    Rule(Backend.CUDA_GEMV, "mma_n1k8_pf0", arch=_SM90, max_m=8),
     Rule(Backend.TRITON_GEMV, "dp4a_4x8x2048", max_m=1, wide=False, fuse_quant=True),
     Rule(Backend.TRITON_GEMV, "dp4a_4x16x1024", max_m=1, fuse_quant=True),
     Rule(Backend.TRITON_DECODE, "dot_16x64x256", scale=_PC, max_m=16),
@@ -170,6 +185,13 @@ def available(
         return 1 <= M <= DECODE_MAX_M
     if backend in (Backend.TRITON, Backend.TRITON_UNPACKED):
         return True
+    if backend is Backend.CUDA_GEMV:
+        if arch is Arch.OTHER:
+            return False
+        from lowbit_flex.kernels.s8s4_cutlass import library_available
+        from lowbit_flex.kernels.w4a8_gemv_cuda import gemv_cuda_supports
+
+        return gemv_cuda_supports(M, K, group if scale is ScaleKind.GROUPWISE else None) and library_available()
     if backend is Backend.CUTLASS_SM90_GROUPWISE:
         if scale is not ScaleKind.GROUPWISE or arch is not Arch.SM90 or group is None:
             return False
@@ -188,7 +210,7 @@ def available(
 def takes_any_m(backend: Backend, config: object) -> bool:
     """Whether ``backend`` with ``config`` launches the same plan for every M (the grid aside), so a symbolic M can
     run it: the decode kernels take M <= 16 and size their split-K by M, as does the split-K Triton tile."""
-    if backend in (Backend.TRITON_GEMV, Backend.TRITON_DECODE):
+    if backend in (Backend.TRITON_GEMV, Backend.TRITON_DECODE, Backend.CUDA_GEMV):
         return False
     if backend is Backend.TRITON:
         from lowbit_flex.kernels.s8s4_linear import TRITON_CONFIGS
@@ -243,6 +265,10 @@ def decode_launcher(backend: Backend, config: object) -> Callable | None:
         return functools.partial(
             s8s4_decode_triton, config=DECODE_CONFIGS[config] if isinstance(config, str) else config
         )
+    if backend is Backend.CUDA_GEMV:
+        from lowbit_flex.kernels.w4a8_gemv_cuda import s8s4_gemv_cuda
+
+        return functools.partial(s8s4_gemv_cuda, config=config)
     return None
 
 

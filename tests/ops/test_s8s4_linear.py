@@ -165,8 +165,10 @@ def test_dispatch_for_any_m_takes_only_kernels_right_for_every_m(fake_cutlass, c
                     assert takes_any_m(rule.backend, rule.config), (arch, scale, M, N, K, rule)
     assert not takes_any_m(Backend.TRITON_GEMV, "dp4a_4x16x1024")
     assert not takes_any_m(Backend.TRITON_DECODE, "dot_16x64x256")
+    assert not takes_any_m(Backend.CUDA_GEMV, "mma_n1k8_pf0")
     assert not takes_any_m(Backend.TRITON, "gemv_16x64x256_splitk") and takes_any_m(Backend.TRITON, "mid_64x128x128")
-    assert choose(Arch.SM90, ScaleKind.GROUPWISE, 2, 4096, 4096, 128).backend is Backend.TRITON_DECODE  # concrete M
+    decode = Backend.CUDA_GEMV if cutlass else Backend.TRITON_DECODE  # the CUDA GEMV needs the library too
+    assert choose(Arch.SM90, ScaleKind.GROUPWISE, 2, 4096, 4096, 128).backend is decode  # concrete M
     choose.cache_clear()
 
 
@@ -187,16 +189,27 @@ def test_dispatch_table(fake_cutlass):
     pick = lambda *a: (choose(*a).backend, choose(*a).config)
     assert pick(Arch.SM90, pc, 8192, 4096, 4096) == (Backend.CUTLASS_SM90, "256x128x128_coop")
     assert pick(Arch.SM90, pc, 256, 4096, 4096) == (Backend.CUTLASS_SM90, "128x128x128_coop")
-    # Decode sizes, either scale kind: at M = 1 the dp4a GEMV (quantizing x itself; its 8-row tile for deep layers),
-    # up to 16 the tensor-core GEMV after the quantizer.
-    assert pick(Arch.SM90, pc, 1, 14336, 4096) == (Backend.TRITON_GEMV, "dp4a_4x16x1024")
-    assert pick(Arch.SM90, gw, 1, 4096, 4096) == (Backend.TRITON_GEMV, "dp4a_4x16x1024")
+    # Decode sizes, either scale kind. Hopper, M <= 8: the CUDA tensor-core GEMV (quantizing x itself at M = 1; its
+    # wider-N CTA for wide layers), where K % 128 == 0 and groups are 128s (per channel K < 2**17).
+    cuda = Backend.CUDA_GEMV
+    assert pick(Arch.SM90, pc, 1, 14336, 4096) == (cuda, "mma_n2k4_pf0")  # wide: N > K
+    assert pick(Arch.SM90, gw, 1, 4096, 4096, 128) == (cuda, "mma_n2k8_pf0")
+    assert pick(Arch.SM90, pc, 1, 4096, 11008) == (cuda, "mma_n2k8_pf0")
+    assert choose(Arch.SM90, gw, 1, 4096, 4096, 128).fuse_quant  # one launch per layer at M = 1
+    assert pick(Arch.SM90, pc, 4, 14336, 4096) == (cuda, "mma_n4k2_pf2")
+    assert pick(Arch.SM90, gw, 8, 4096, 4096, 256) == (cuda, "mma_n1k8_pf0")
+    assert not choose(Arch.SM90, pc, 8, 4096, 4096).fuse_quant  # quantized first from M = 2
+    # What it cannot take, and Ampere (unmeasured there): at M = 1 the dp4a GEMV (quantizing x itself; its 8-row
+    # tile for deep layers), up to 16 the Triton tensor-core GEMV after the quantizer.
+    assert pick(Arch.SM90, gw, 1, 4096, 4096, 64) == (Backend.TRITON_GEMV, "dp4a_4x16x1024")  # groups of 64
+    assert pick(Arch.SM90, pc, 1, 4096, 4160) == (Backend.TRITON_GEMV, "dp4a_4x8x2048")  # K % 128 != 0
+    assert pick(Arch.SM80, pc, 1, 14336, 4096) == (Backend.TRITON_GEMV, "dp4a_4x16x1024")
     assert pick(Arch.SM80, gw, 1, 4096, 14336) == (Backend.TRITON_GEMV, "dp4a_4x8x2048")  # K > N
-    assert choose(Arch.SM90, gw, 1, 4096, 4096).fuse_quant  # one launch per layer at M = 1
     assert pick(Arch.SM90, pc, 1, 4096, 2**17) == (Backend.TRITON_DECODE, "dot_16x64x256")  # int32 sums: K < 2**17
     assert pick(Arch.SM80, gw, 3, 4096, 4096) == (Backend.TRITON_DECODE, "dot_16x128x256")
     assert pick(Arch.SM80, pc, 3, 4096, 4096) == (Backend.TRITON_DECODE, "dot_16x64x256")
     assert not choose(Arch.SM80, pc, 3, 4096, 4096).fuse_quant
+    assert pick(Arch.SM90, pc, 9, 4096, 4096) == (Backend.TRITON_DECODE, "dot_16x64x256")  # M = 9..16
     assert pick(Arch.SM90, pc, 16, 4096, 14336) == (Backend.TRITON_DECODE, "dot_16x64x256")
     assert pick(Arch.SM90, gw, 16, 4096, 14336) == (Backend.TRITON_DECODE, "dot_16x128x256")
     assert pick(Arch.SM90, pc, 17, 14336, 4096) == (Backend.CUTLASS_SM90, "128x128x128_coop")  # wide: N > K
@@ -247,6 +260,10 @@ def test_every_triton_rule_names_a_config_of_its_kernel():
 
     gemv = [r for r in DISPATCH_TABLE if r.backend is Backend.TRITON_GEMV]
     assert gemv and all(r.config in GEMV_CONFIGS and r.max_m <= GEMV_MAX_M for r in gemv)
+    from lowbit_flex.kernels.w4a8_gemv_cuda import GEMV_CUDA_CONFIGS, MAX_M
+
+    cuda = [r for r in DISPATCH_TABLE if r.backend is Backend.CUDA_GEMV]
+    assert cuda and all(r.config in GEMV_CUDA_CONFIGS and r.max_m <= MAX_M for r in cuda)
 
 
 def test_unloadable_cutlass_library_falls_back_to_triton_after_one_warning(fake_cutlass, monkeypatch):
