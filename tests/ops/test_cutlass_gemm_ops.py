@@ -54,6 +54,49 @@ def test_s8s4_bad_input_same_error_eager_and_fake(make, error, name):
         torch.ops.lowbit.s8s4_gemm_cutlass(*meta)
 
 
+def _gemv_args(M=3, K=256, N=16, groups=None, float_x=False):
+    x = torch.randn(M, K, dtype=torch.bfloat16) if float_x else torch.randint(-128, 128, (M, K), dtype=torch.int8)
+    w = pack_int4(torch.randint(-8, 8, (N, K), dtype=torch.int8))
+    ws = torch.rand(N, groups) if groups else torch.rand(N)
+    return x, None if float_x else torch.rand(M), w, ws, torch.rand(N)
+
+
+BAD_GEMV = [
+    (lambda: (*_gemv_args(), "bfloat16", "nope"), ValueError, "config"),
+    (lambda: (*_gemv_args(), "float32", "mma_n1k8_pf0"), ValueError, "out_dtype"),
+    (lambda: (*_gemv_args(M=17), "bfloat16", "mma_n1k8_pf0"), ValueError, "x"),  # M > 16
+    (lambda: (*_gemv_args(K=192), "bfloat16", "mma_n1k8_pf0"), ValueError, "x"),  # K % 128
+    (lambda: (*_gemv_args(K=256, groups=4), "bfloat16", "mma_n1k8_pf0"), ValueError, "x"),  # groups of 64
+    (lambda: (*_gemv_args(float_x=True, M=9), "bfloat16", "mma_n1k8_pf0"), ValueError, "x"),  # fused: M <= 8
+    (lambda: (_gemv_args()[0], None, *_gemv_args()[2:], "bfloat16", "mma_n1k8_pf0"), ValueError, "x_scale"),
+    (lambda: (_gemv_args()[0].short(), *_gemv_args()[1:], "bfloat16", "mma_n1k8_pf0"), TypeError, "x"),
+    (
+        lambda: (*_gemv_args()[:2], _gemv_args()[2][:, :64], *_gemv_args()[3:], "bfloat16", "mma_n1k8_pf0"),
+        ValueError,
+        "w",
+    ),
+    (lambda: (*_gemv_args()[:4], torch.rand(3), "bfloat16", "mma_n1k8_pf0"), ValueError, "bias"),
+]
+
+
+@pytest.mark.parametrize("make, error, name", BAD_GEMV)
+def test_w4a8_gemv_bad_input_same_error_eager_and_fake(make, error, name):
+    args = make()
+    with pytest.raises(error, match=f"^{name}:"):
+        torch.ops.lowbit.w4a8_gemv_cuda(*args)
+    meta = tuple(a.to("meta") if isinstance(a, torch.Tensor) else a for a in args)
+    with pytest.raises(error, match=f"^{name}:"):
+        torch.ops.lowbit.w4a8_gemv_cuda(*meta)
+
+
+def test_w4a8_gemv_reference_quantizes_a_float_x_as_the_quantizer_does():
+    x, _, w, ws, b = _gemv_args(M=2, K=384, groups=3, float_x=True)
+    xq, xs = torch.ops.lowbit.quantize_int8_rowwise(x)
+    got = torch.ops.lowbit.w4a8_gemv_cuda(x, None, w, ws, b, "float16", "mma_n1k8_pf0")
+    ref = torch.ops.lowbit.w4a8_gemv_cuda(xq, xs.view(2), w, ws, b, "float16", "mma_n1k8_pf0")
+    assert got.dtype == torch.float16 and torch.equal(got, ref)
+
+
 def test_schemas_take_no_scalar_type():
     """A dtype travels by name: torch's AOTInductor proxy executor up to 2.11 hands a package's ``ScalarType``
     argument to the op in the export schema's numbering (bfloat16 arrives as QUInt8; H200, torch 2.11)."""
@@ -149,6 +192,11 @@ def test_cpp_library_without_lowbit_flex_equals_the_ctypes_path(tmp_path):
             calls.append(("s8s4_gemm_cutlass", (x, xs, w, ws, b, "bfloat16", family, config)))
         x, xs, w, ws, b = _args("cuda", N, K, M, packed=False, groups=K // 128)
         calls.append(("s8s8_groupwise_gemm_cutlass", (x, xs, w, ws, None, "float16", "128x128x128_g128_pp")))
+        if M <= 16:  # the decode GEMV: int8 x, and a float x it quantizes itself
+            x, xs, w, ws, b = _args("cuda", N, K, M, groups=K // 128)
+            calls.append(("w4a8_gemv_cuda", (x, xs, w, ws, b, "bfloat16", "mma_n2k8_pf0")))
+            xf = torch.randn(M, K, device="cuda", dtype=torch.bfloat16)
+            calls.append(("w4a8_gemv_cuda", (xf, None, w, ws, None, "float16", "mma_n4k2_pf2")))
     torch.save(calls, tmp_path / "args.pt")
     (tmp_path / "child.py").write_text(_GPU_CHILD)
     cmd = [
