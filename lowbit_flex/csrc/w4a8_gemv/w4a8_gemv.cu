@@ -165,6 +165,20 @@ __device__ __forceinline__ void load_step(Step<GROUPWISE>& st, const Params& p, 
   }
 }
 
+// 16 bytes of a float x row, as values.
+template <class XT>
+union XVec {
+  uint4 u;
+  XT e[16 / sizeof(XT)];
+};
+
+template <class XT>
+__device__ __forceinline__ XVec<XT> load_x_vec(const XT* row, int v) {
+  XVec<XT> in;
+  in.u = __ldg(reinterpret_cast<const uint4*>(row) + v);
+  return in;
+}
+
 // Quantizes the M rows of a float x into int8 rows in shared memory (and their scales): every CTA does this, reading
 // x from L2, with the same arithmetic as lowbit::quantize_int8_rowwise.
 template <class XT>
@@ -175,11 +189,7 @@ __device__ void quantize_rows_to_shared(const Params& p, int8_t* xq, float* amax
   for (int m = 0; m < p.M; ++m) {
     float amax = 0.0f;
     for (int v = threadIdx.x; v < vecs; v += nthreads) {
-      union {
-        uint4 u;
-        XT e[kVec];
-      } in;
-      in.u = __ldg(reinterpret_cast<const uint4*>(x + static_cast<size_t>(m) * p.K) + v);
+      const XVec<XT> in = load_x_vec(x + static_cast<size_t>(m) * p.K, v);
 #pragma unroll
       for (int e = 0; e < kVec; ++e) amax = fmaxf(amax, fabsf(to_float(in.e[e])));
     }
@@ -198,11 +208,7 @@ __device__ void quantize_rows_to_shared(const Params& p, int8_t* xq, float* amax
   for (int m = 0; m < p.M; ++m) {
     const float scale = x_scale[m], inv = 1.0f / scale;
     for (int v = threadIdx.x; v < vecs; v += nthreads) {
-      union {
-        uint4 u;
-        XT e[kVec];
-      } in;
-      in.u = __ldg(reinterpret_cast<const uint4*>(x + static_cast<size_t>(m) * p.K) + v);
+      const XVec<XT> in = load_x_vec(x + static_cast<size_t>(m) * p.K, v);
       union {
         int8_t q[kVec];
         std::conditional_t<kVec == 8, uint2, uint32_t> packed;
