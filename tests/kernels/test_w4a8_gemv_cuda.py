@@ -152,6 +152,14 @@ def test_config_table_matches_header():
     assert tuple(names) == mod.GEMV_CUDA_CONFIGS
 
 
+def test_limits_match_header():
+    # The C++ launcher checks these itself (problem_ok); the Python side must route shapes by the same numbers.
+    consts = {n: eval(v) for n, v in re.findall(r"constexpr int (k\w+) = ([^;]+);", HEADER.read_text())}
+    assert consts["kMaxM"] == mod.MAX_M
+    assert (consts["kMaxFusedM"], consts["kMaxFusedXBytes"]) == (mod._MAX_FUSED_M, mod._MAX_FUSED_X_BYTES)
+    assert consts["kMaxKPerChannel"] == mod._MAX_K_PER_CHANNEL
+
+
 @pytest.mark.parametrize(
     "M, K, group, ok",
     [
