@@ -23,6 +23,7 @@ from lowbit_flex import cuda_build
 from lowbit_flex._checks import dtype_name
 from lowbit_flex.kernels.arch import traced
 from lowbit_flex.kernels.cutlass_launch import OUT_DTYPE_CODE, aligned16
+from lowbit_flex.kernels.s8s4_dispatch import group_of
 
 # Mirrors LOWBIT_W4A8_GEMV_CONFIGS in csrc/w4a8_gemv/w4a8_gemv.h (position = the launcher's config index): warps
 # per CTA along N (16 weight rows each) x along K, and the L2 prefetch distance in steps. Which runs for which
@@ -31,6 +32,8 @@ GEMV_CUDA_CONFIGS: tuple[str, ...] = (
     "mma_n1k8_pf0", "mma_n1k8_pf2", "mma_n2k4_pf0", "mma_n2k4_pf2", "mma_n4k2_pf2", "mma_n1k16_pf0", "mma_n2k8_pf0",
     "mma_n4k4_pf0", "mma_n4k4_pf2",
 )  # fmt: skip
+
+_CONFIG_INDEX = {name: i for i, name in enumerate(GEMV_CUDA_CONFIGS)}  # the launcher's index, without a list scan
 
 X_DTYPE_CODE = {torch.int8: 0, torch.float16: 1, torch.bfloat16: 2, torch.float32: 3}  # lowbit::w4a8_gemv::XDtype
 
@@ -55,12 +58,6 @@ def fuses_quantization(M: int, K: int) -> bool:
 
 
 @functools.cache
-def runs_here(major: int, minor: int) -> bool:
-    """The library holds sm_80 SASS (every sm_8x) and sm_90a; mma.sync m16n8k32 s8 needs sm_80."""
-    return major == 8 or (major, minor) == (9, 0)
-
-
-@functools.cache
 def _launcher() -> ctypes._CFuncPtr:
     fn = cuda_build.load().lowbit_w4a8_gemv
     ptr, i32 = ctypes.c_void_p, ctypes.c_int
@@ -75,11 +72,6 @@ def library_config_names() -> tuple[str, ...]:
     from lowbit_flex.kernels.cutlass_launch import library_config_names as names
 
     return names("lowbit_w4a8_gemv")
-
-
-def group_of(w_scale: torch.Tensor, K: int) -> int:
-    """The launcher's group argument: 0 per channel (``(N,)`` or ``(N, 1)`` scales), else the group size."""
-    return 0 if w_scale.dim() == 1 or w_scale.shape[1] == 1 else K // int(w_scale.shape[1])
 
 
 def s8s4_gemv_cuda(
@@ -120,8 +112,8 @@ def launch_gemv_cuda(x, x_scale, w, w_scale, bias, out_dtype, config, *, out=Non
         out = torch.empty((M, N), dtype=out_dtype, device=x.device)
     x, w = aligned16(x), aligned16(w)  # (a copy where a view is misaligned; held until the launch is enqueued)
     status = _launcher()(
-        GEMV_CUDA_CONFIGS.index(config), X_DTYPE_CODE[x.dtype], OUT_DTYPE_CODE[out_dtype], x.data_ptr(),
-        None if x_scale is None else x_scale.data_ptr(), w.data_ptr(), w_scale.data_ptr(), group_of(w_scale, K),
+        _CONFIG_INDEX[config], X_DTYPE_CODE[x.dtype], OUT_DTYPE_CODE[out_dtype], x.data_ptr(),
+        None if x_scale is None else x_scale.data_ptr(), w.data_ptr(), w_scale.data_ptr(), group_of(w_scale, K) or 0,
         None if bias is None else bias.data_ptr(), out.data_ptr(), M, N, K,
         torch._C._cuda_getCurrentRawStream(x.device.index),
     )  # fmt: skip

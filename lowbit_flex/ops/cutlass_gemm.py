@@ -139,6 +139,7 @@ def _s8s8_groupwise_cuda(x, x_scale, w, w_scale, bias, out_dtype, config):
 def _check_w4a8_gemv(x, x_scale, w, w_scale, bias, out_dtype, config) -> torch.dtype:
     """The checks of ``lowbit::w4a8_gemv_cuda`` (the C++ kernel makes the same ones); returns the output dtype."""
     from lowbit_flex.kernels import w4a8_gemv_cuda as gemv
+    from lowbit_flex.kernels.s8s4_dispatch import group_of
 
     check_tensor("x", x, dtypes=(torch.int8, *FLOAT_DTYPES), ndim=2)
     check_tensor("w", w, dtypes=(torch.int8,), ndim=2)
@@ -159,10 +160,10 @@ def _check_w4a8_gemv(x, x_scale, w, w_scale, bias, out_dtype, config) -> torch.d
         raise ValueError(f"x_scale: expected None for a {x.dtype} x (quantized in the kernel)")
     elif not gemv.fuses_quantization(M, K):
         raise ValueError(f"x: a float x is quantized in the kernel up to M = 8 and M * K = 65536, got ({M}, {K})")
-    group = None if w_scale.dim() == 1 or w_scale.shape[1] == 1 else K // max(int(w_scale.shape[1]), 1)
     if w_scale.dim() == 2 and (w_scale.shape[1] < 1 or K % w_scale.shape[1]):
         raise ValueError(f"w_scale: expected (N,) or (N, K // group) with the group dividing K = {K}, got "
                          f"{tuple(w_scale.shape)}")  # fmt: skip
+    group = group_of(w_scale, K)
     if M > gemv.MAX_M or not gemv.gemv_cuda_supports(max(M, 1), K, group):
         raise ValueError(
             f"x: the GEMV takes M <= {gemv.MAX_M} rows, K a multiple of {gemv.CHUNK_K} (per channel below 2**17) "

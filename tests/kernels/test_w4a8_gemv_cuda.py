@@ -9,12 +9,13 @@ import torch
 
 import lowbit_flex  # noqa: F401  (registers torch.ops.lowbit)
 from lowbit_flex.kernels import w4a8_gemv_cuda as mod
+from lowbit_flex.kernels.s8s4_dispatch import Arch, arch_of
 from lowbit_flex.quant import pack_int4
 from lowbit_flex.testing import assert_fully_written, poison_
 from tests.kernels._w4a8_exact import assert_close_to_exact, exact_f64, log_uniform, random_inputs
 
 requires_gpu = pytest.mark.skipif(
-    not (torch.cuda.is_available() and mod.runs_here(*torch.cuda.get_device_capability())),
+    not torch.cuda.is_available() or arch_of(torch.device("cuda")) is Arch.OTHER,
     reason="needs an sm_80 / sm_90 GPU: the kernel is CUDA (mma.sync) with no CPU or interpreter path",
 )
 HEADER = Path(__file__).resolve().parents[2] / "lowbit_flex/csrc/w4a8_gemv/w4a8_gemv.h"

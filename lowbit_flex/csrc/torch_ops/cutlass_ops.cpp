@@ -98,13 +98,17 @@ void check_common(const at::Tensor& x, const at::Tensor& x_scale, const at::Tens
   }
 }
 
+// The current stream of `device` (a CUDA device: this TU has no CUDA torch headers, so it asks the guard impl).
+cudaStream_t current_stream(const at::Device& device) {
+  return static_cast<cudaStream_t>(c10::impl::getDeviceGuardImpl(device.type())->getStream(device).native_handle());
+}
+
 // fn(workspace, workspace_bytes, query, stream) on x's device and its current stream: a first call sizes the
 // workspace, the second launches with one of that size from the caching allocator.
 template <class Launch>
 void launch_with_workspace(const at::Device& device, const char* what, Launch&& fn) {
   c10::DeviceGuard guard(device);  // the launchers size persistent grids for the current device
-  auto stream =
-      static_cast<cudaStream_t>(c10::impl::getDeviceGuardImpl(device.type())->getStream(device).native_handle());
+  const cudaStream_t stream = current_stream(device);
   size_t need = 0;
   check_status(fn(nullptr, 0, &need, stream), what);
   at::Tensor workspace;
@@ -215,9 +219,8 @@ at::Tensor w4a8_gemv_cuda(const at::Tensor& x, const std::optional<at::Tensor>& 
   const at::Tensor xc = operand(x), wc = operand(w), ws = w_scale.contiguous();
   const std::optional<at::Tensor> xs = x_scale ? std::optional<at::Tensor>(x_scale->contiguous()) : std::nullopt;
   const std::optional<at::Tensor> b = bias ? std::optional<at::Tensor>(bias->contiguous()) : std::nullopt;
-  c10::DeviceGuard guard(x.device());
-  auto stream = static_cast<cudaStream_t>(
-      c10::impl::getDeviceGuardImpl(x.device().type())->getStream(x.device()).native_handle());
+  c10::DeviceGuard guard(x.device());  // the launcher sizes its persistent grid for the current device
+  const cudaStream_t stream = current_stream(x.device());
   check_status(
       lowbit_w4a8_gemv(index, x_code, out_dtype_code(out_dtype), xc.data_ptr(), xs ? xs->data_ptr<float>() : nullptr,
                        wc.data_ptr(), ws.data_ptr<float>(), groups > 1 ? static_cast<int>(K / groups) : 0, bias_ptr(b),
