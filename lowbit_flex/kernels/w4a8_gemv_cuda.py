@@ -23,7 +23,6 @@ from lowbit_flex import cuda_build
 from lowbit_flex._checks import dtype_name
 from lowbit_flex.kernels.arch import traced
 from lowbit_flex.kernels.cutlass_launch import OUT_DTYPE_CODE, aligned16
-from lowbit_flex.kernels.s8s4_dispatch import group_of
 
 # Mirrors LOWBIT_W4A8_GEMV_CONFIGS in csrc/w4a8_gemv/w4a8_gemv.h (position = the launcher's config index): warps
 # per CTA along N (16 weight rows each) x along K, and the L2 prefetch distance in steps. Which runs for which
@@ -111,9 +110,12 @@ def launch_gemv_cuda(x, x_scale, w, w_scale, bias, out_dtype, config, *, out=Non
     if out is None:
         out = torch.empty((M, N), dtype=out_dtype, device=x.device)
     x, w = aligned16(x), aligned16(w)  # (a copy where a view is misaligned; held until the launch is enqueued)
+    # The launcher's group: 0 for per-channel scales, (N,) or (N, 1) (s8s4_dispatch.group_of's rule; the dispatch
+    # sits above this module, so it is not imported here).
+    group = 0 if w_scale.dim() == 1 or w_scale.shape[1] == 1 else K // w_scale.shape[1]
     status = _launcher()(
         _CONFIG_INDEX[config], X_DTYPE_CODE[x.dtype], OUT_DTYPE_CODE[out_dtype], x.data_ptr(),
-        None if x_scale is None else x_scale.data_ptr(), w.data_ptr(), w_scale.data_ptr(), group_of(w_scale, K) or 0,
+        None if x_scale is None else x_scale.data_ptr(), w.data_ptr(), w_scale.data_ptr(), group,
         None if bias is None else bias.data_ptr(), out.data_ptr(), M, N, K,
         torch._C._cuda_getCurrentRawStream(x.device.index),
     )  # fmt: skip
