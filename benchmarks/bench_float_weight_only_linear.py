@@ -9,7 +9,8 @@ the packed weight's bytes at the copy bandwidth measured now, over the module's 
 A second table: host microseconds per eager module call (no CUDA graph) at M = 1, next to bf16 ``nn.Linear``.
 
 ``LOWBIT_BENCH_WO_M=1,16`` limits the M list; ``LOWBIT_BENCH_WO_CANDIDATES=0`` times only the modules (what the
-dispatch table picks), not every backend and config.
+dispatch table picks), not every backend and config; ``=cuda`` times the CUDA GEMV's configs only (``cuda <config>``,
+M <= 16 on sm_90 with the CUDA library).
 """
 
 from __future__ import annotations
@@ -57,10 +58,12 @@ def _check(out: torch.Tensor, x: torch.Tensor, w64: torch.Tensor) -> str:
     return "ok" if ratio <= 1.0 else f"FAIL {ratio:.3g}"
 
 
-def _candidates(M: int) -> dict:
-    """Every backend / config the dispatch could pick for M rows, as ``f(x, module)``."""
-    from lowbit_flex.kernels.float_weight_dispatch import Backend, float_weight_only_linear_cuda
+def _candidates(M: int, K: int, only_cuda: bool) -> dict:
+    """Every backend / config the dispatch could pick for M rows, as ``f(x, module)`` (``only_cuda``: the CUDA
+    GEMV's)."""
+    from lowbit_flex.kernels.float_weight_dispatch import Backend, cuda_gemv_supported, float_weight_only_linear_cuda
     from lowbit_flex.kernels.float_weight_gemv import GEMV_CONFIGS, GEMV_MAX_M
+    from lowbit_flex.kernels.float_weight_gemv_cuda import GEMV_CUDA_CONFIGS
     from lowbit_flex.kernels.float_weight_only_linear import DOT_CONFIGS
 
     def call(backend, config):
@@ -74,6 +77,10 @@ def _candidates(M: int) -> dict:
     from lowbit_flex.kernels.float_weight_tma import TMA_CONFIGS
 
     out = {}
+    if cuda_gemv_supported(torch.device("cuda"), M, K, 8):  # (K % 16 == 0: every format)
+        out |= {f"cuda {c}": call(Backend.CUDA_GEMV, c) for c in GEMV_CUDA_CONFIGS}
+    if only_cuda:
+        return out
     if M <= GEMV_MAX_M:
         out |= {f"gemv {c}": call(Backend.GEMV, c) for c in GEMV_CONFIGS}
     for c, cfg in DOT_CONFIGS.items():
@@ -89,7 +96,7 @@ def _candidates(M: int) -> dict:
 
 def run(bench: Bench) -> None:
     from lowbit_flex.kernels.arch import register_a_wgmma_pipelines
-    from lowbit_flex.kernels.float_weight_dispatch import choose
+    from lowbit_flex.kernels.float_weight_dispatch import choose, cuda_gemv_supported
 
     bw = copy_bandwidth_gbps()
     pipelined = register_a_wgmma_pipelines(torch.device("cuda"), True)
@@ -109,12 +116,14 @@ def run(bench: Bench) -> None:
             sets = lambda ms_, xs=xs: [(xs[i % len(xs)], m) for i, m in enumerate(ms_)]
             times = {"bf16 nn.Linear": bench.time(lambda x, m: m(x), *sets(lins))}
             extra: dict = {}
-            candidates = _candidates(M) if os.environ.get(_ENV_CANDIDATES, "1") != "0" else {}
+            which = os.environ.get(_ENV_CANDIDATES, "1")
+            candidates = _candidates(M, K, which == "cuda") if which != "0" else {}
             for f, (_, _, nbytes) in FORMATS.items():
                 mod = mods[f][0]
                 extra[f"check {f}"] = _check(mod(xs[0]), xs[0], w64[f])
                 times[f] = bench.time(lambda x, m: m(x), *sets(mods[f]))
-                rule = choose(1 + FORMATS[f][0] + FORMATS[f][1], M, True, pipelined)
+                bits = 1 + FORMATS[f][0] + FORMATS[f][1]
+                rule = choose(bits, M, True, pipelined, cuda_gemv_supported(torch.device("cuda"), M, K, bits))
                 extra[f"backend {f}"] = f"{rule.backend.value} {rule.config}".strip()
                 if M <= 16:
                     extra[f"floor frac {f}"] = (N * K * nbytes) / (bw * 1e9) * 1e3 / times[f]

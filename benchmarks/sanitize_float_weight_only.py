@@ -3,8 +3,8 @@ float64, for compute-sanitizer.
 
     compute-sanitizer --tool memcheck python benchmarks/sanitize_float_weight_only.py [BACKEND ...]
 
-BACKEND (``gemv``, ``dot``, ``tma``, ``dequant_mm``) limits the run to those backends (default: all; ``tma`` runs on
-sm_90 only).
+BACKEND (``cuda_gemv``, ``gemv``, ``dot``, ``tma``, ``dequant_mm``) limits the run to those backends (default: all;
+``tma`` and ``cuda_gemv`` run on sm_90 only).
 
 Each GEMV / tensor-core config and the dequantize-then-cuBLAS path × format × ragged (M, N, K) it takes runs once
 into a NaN-poisoned output and is compared with the float64 product of the decoded weight (the dequantize path:
@@ -21,6 +21,7 @@ import torch
 import lowbit_flex  # noqa: F401
 from lowbit_flex.kernels.float_weight_dispatch import Backend, dequantize_weight, float_weight_only_linear_cuda
 from lowbit_flex.kernels.float_weight_gemv import GEMV_CONFIGS, GEMV_MAX_M
+from lowbit_flex.kernels.float_weight_gemv_cuda import GEMV_CUDA_CONFIGS, MAX_M
 from lowbit_flex.kernels.float_weight_only_linear import DOT_CONFIGS
 from lowbit_flex.kernels.float_weight_tma import TMA_CONFIGS
 from lowbit_flex.quant import E2M1_FN, E2M3_FN, E3M2_FN, E4M3FN, from_fpx_bits, pack_fpx_tiles
@@ -28,7 +29,7 @@ from lowbit_flex.quant import E2M1_FN, E2M3_FN, E3M2_FN, E4M3FN, from_fpx_bits, 
 SHAPES = list(itertools.product((1, 3, 77), (40,), (96, 1000)))
 PLANS = [(Backend.GEMV, c, GEMV_MAX_M) for c in GEMV_CONFIGS]
 PLANS += [(Backend.DOT, c, 10**9) for c in DOT_CONFIGS] + [(Backend.DEQUANT_MM, "", 10**9)]
-PLANS += [(Backend.TMA, c, 10**9) for c in TMA_CONFIGS]
+PLANS += [(Backend.TMA, c, 10**9) for c in TMA_CONFIGS] + [(Backend.CUDA_GEMV, c, MAX_M) for c in GEMV_CUDA_CONFIGS]
 
 
 _EMPTY = torch.empty
@@ -46,10 +47,11 @@ def main(backends: list[str]) -> int:
     for (M, N, K), (backend, config, max_m), fmt in itertools.product(SHAPES, PLANS, formats):
         if max_m < M or (backends and backend.value not in backends):
             continue
-        if backend is Backend.TMA:
+        if backend in (Backend.TMA, Backend.CUDA_GEMV):
             if torch.cuda.get_device_capability() < (9, 0):
                 continue
-            K += -K % 16  # TMA reads 16-byte aligned rows (1008 is still a ragged 128-code tile)
+            if backend is Backend.TMA or fmt.bits == 8:  # TMA rows, fp8 GEMV rows: 16-byte multiples
+                K += -K % 16  # (1008 is still a ragged 128-code tile)
         codes = torch.randint(0, 2**fmt.bits, (N, K), dtype=torch.uint8, generator=gen)
         if fmt.bits == 8:
             codes = torch.where((codes & 0x7F) == 0x7F, codes ^ 1, codes)  # no NaN codes

@@ -24,4 +24,9 @@ TORCH_OPS_SCHEMAS = {
         "w4a8_gemv_cuda(Tensor x, Tensor? x_scale, Tensor w, Tensor w_scale, Tensor? bias, str out_dtype, "
         "str config) -> Tensor"
     ),
+    # x fp16 / bf16 (M <= 16, K); w float8_e4m3fn (N, K) or int32 fp6 / fp4 tile words; out in x's dtype.
+    "LOWBIT_FLOAT_WEIGHT_GEMV_CUDA_SCHEMA": (
+        "float_weight_gemv_cuda(Tensor x, Tensor w, Tensor w_scale, Tensor? bias, int ebits, int mbits, "
+        "str config) -> Tensor"
+    ),
 }

@@ -46,6 +46,7 @@ from lowbit_flex.kernels.float_weight_tma import TMA_CONFIGS, TmaConfig, _float_
 
 
 class Backend(enum.Enum):
+    CUDA_GEMV = "cuda_gemv"  # kernels/float_weight_gemv_cuda.py (csrc/float_weight_gemv): M <= 16, sm_90, mma.sync
     GEMV = "gemv"  # kernels/float_weight_gemv.py: M <= GEMV_MAX_M, CUDA-core FMA
     DOT = "dot"  # kernels/float_weight_only_linear.py: any M, tensor cores, decode fused
     TMA = "tma"  # kernels/float_weight_tma.py: sm_90, TMA-fed tensor-core tiles, decode fused
@@ -55,7 +56,7 @@ class Backend(enum.Enum):
 @dataclass(frozen=True)
 class Rule:
     backend: Backend
-    config: str = ""  # a GEMV_CONFIGS / DOT_CONFIGS name ("" for DEQUANT_MM)
+    config: str = ""  # a GEMV_CUDA_CONFIGS / GEMV_CONFIGS / DOT_CONFIGS / TMA_CONFIGS name ("" for DEQUANT_MM)
     max_m: int | None = None  # rule applies when M <= max_m (None: any M)
     bits: tuple[int, ...] = (4, 6, 8)  # weight widths it applies to
     pipelined: bool = False  # only where its config's WGMMAs may pipeline (arch.register_a_wgmma_pipelines)
@@ -80,6 +81,7 @@ class Rule:
 # otherwise the next matching rule applies. "Pipelined" numbers are with ptxas 13.5 (run 19), the others with Triton
 # 3.6's 12.8 (serialized, run 18).
 DISPATCH_TABLE: tuple[Rule, ...] = (
+    Rule(Backend.CUDA_GEMV, "cp_n2k4", max_m=16),
     Rule(Backend.GEMV, "gemv_4x4x8", max_m=1, bits=(4, 6)),
     Rule(Backend.DOT, "dot_16x128x1_swap", max_m=1, bits=(8,)),
     Rule(Backend.TMA, "tma_16x128x1_swap", max_m=16, bits=(6,)),
@@ -96,13 +98,16 @@ DISPATCH_TABLE: tuple[Rule, ...] = (
 
 
 @functools.lru_cache(maxsize=256)
-def choose(bits: int, M: int, tma: bool = True, pipelined: bool = True) -> Rule:
+def choose(bits: int, M: int, tma: bool = True, pipelined: bool = True, cuda_gemv: bool = False) -> Rule:
     """The first rule of :data:`DISPATCH_TABLE` for this width and M; ``tma``: whether the call can take the TMA
     kernel (:func:`tma_supported`), ``pipelined``: whether WGMMAs with register operands pipeline
-    (:func:`~lowbit_flex.kernels.arch.register_a_wgmma_pipelines`); rules needing what is missing are passed over."""
+    (:func:`~lowbit_flex.kernels.arch.register_a_wgmma_pipelines`), ``cuda_gemv``: whether the CUDA GEMV can run
+    (:func:`cuda_gemv_supported`); rules needing what is missing are passed over."""
     for rule in DISPATCH_TABLE:
         fits = rule.max_m is None or rule.max_m >= M
         if (rule.backend is Backend.GEMV and GEMV_MAX_M < M) or (rule.backend is Backend.TMA and not tma):
+            continue
+        if rule.backend is Backend.CUDA_GEMV and not cuda_gemv:
             continue
         if rule.pipelined and not pipelined:
             continue
@@ -121,6 +126,19 @@ def tma_supported(device: torch.device, bits: int, stride_xm: int, x_size: int, 
         arch_ok = triton_interpreting() or torch.cuda.get_device_capability() >= (9, 0)
     w_size = 1 if bits == 8 else 4
     return arch_ok and bases and stride_xm * x_size % 16 == 0 and stride_wn * w_size % 16 == 0
+
+
+def cuda_gemv_supported(device: torch.device, M: int, K: int, bits: int) -> bool:
+    """Whether the CUDA GEMV takes the call: sm_90 (where its rules were measured; it also compiles for sm_80),
+    the shape (:func:`~lowbit_flex.kernels.float_weight_gemv_cuda.gemv_cuda_supports`) and a CUDA library that
+    builds and loads (:func:`~lowbit_flex.kernels.s8s4_cutlass.library_available`)."""
+    from lowbit_flex.kernels.float_weight_gemv_cuda import gemv_cuda_supports
+
+    if device.type != "cuda" or capability(device) < (9, 0) or not gemv_cuda_supports(M, K, bits):
+        return False
+    from lowbit_flex.kernels.s8s4_cutlass import library_available
+
+    return library_available()
 
 
 def fp8_native_supported(device: torch.device) -> bool:
@@ -233,7 +251,8 @@ def _kernel_weight(w: torch.Tensor, ebits: int, mbits: int, native_fp8: bool) ->
 class _Route(NamedTuple):
     backend: Backend
     native_fp8: bool
-    plan: _Plan | None  # None for DEQUANT_MM
+    plan: _Plan | None  # None for DEQUANT_MM and CUDA_GEMV
+    gemv_config: str = ""  # CUDA_GEMV: its GEMV_CUDA_CONFIGS name
 
 
 @functools.lru_cache(maxsize=1024)
@@ -250,10 +269,20 @@ def _route(
     tma = tma and tma_supported(device, bits, stride_xm, x_size, stride_wn, bases_aligned)
     if backend is None:
         pipelined = register_a_wgmma_pipelines(device, True)  # the pipelined rules name verified configs
-        rule = choose(bits, M, tma, pipelined) if M else Rule(Backend.DOT, "dot_16x64x2")  # M = 0: nothing runs
+        gemv = cuda_gemv_supported(device, M, K, bits)
+        rule = choose(bits, M, tma, pipelined, gemv) if M else Rule(Backend.DOT, "dot_16x64x2")  # M = 0: no launch
         backend, config = rule.backend, rule.config
     if backend is Backend.DEQUANT_MM:
         return _Route(backend, native, None)
+    if backend is Backend.CUDA_GEMV:
+        from lowbit_flex.kernels.float_weight_gemv_cuda import GEMV_CUDA_CONFIGS
+
+        if M and not cuda_gemv_supported(device, M, K, bits):
+            raise ValueError(f"backend: the CUDA GEMV needs sm_90, the CUDA library, 1 <= M <= 16 and K % "
+                             f"{16 if bits == 8 else 8} == 0; got M={M}, K={K}")  # fmt: skip
+        if config not in GEMV_CUDA_CONFIGS:
+            raise ValueError(f"config: expected one of {list(GEMV_CUDA_CONFIGS)}, got {config!r}")
+        return _Route(backend, native, None, config)
     if backend is Backend.GEMV and GEMV_MAX_M < M:
         raise ValueError(f"backend: the GEMV takes at most {GEMV_MAX_M} rows, got M={M}")
     if backend is Backend.TMA and not tma:
@@ -293,6 +322,13 @@ def float_weight_only_linear_cuda(
         _route, x.device, int(M), int(N), int(K), ebits, mbits, int(x2.stride(0)), x2.element_size(),
         int(w.stride(0)), tma_base_aligned(x2, w), bias is not None, backend, config,
     )  # fmt: skip
+    if route.backend is Backend.CUDA_GEMV and M:
+        from lowbit_flex.kernels.float_weight_gemv_cuda import float_weight_gemv_cuda
+
+        x2 = x2 if x2.is_contiguous() else x2.contiguous()  # the kernel reads rows K apart
+        w = w if w.is_contiguous() else w.contiguous()
+        out = float_weight_gemv_cuda(x2, w, w_scale, bias, ebits, mbits, route.gemv_config)
+        return out.view(*x.shape[:-1], N)
     w = _kernel_weight(w, ebits, mbits, route.native_fp8)
     if route.backend is Backend.DEQUANT_MM:
         wd = _dequantize(w, w_scale, K, ebits, mbits, x.dtype)  # the route already chose the decode form

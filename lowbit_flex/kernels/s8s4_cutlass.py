@@ -70,7 +70,8 @@ def library_available() -> bool:
         cuda_build.load()
     except (cuda_build.CudaBuildError, OSError) as why:
         warnings.warn(
-            f"lowbit_flex: the CUTLASS W4A8 kernels are unavailable ({why}); W4A8 runs on the Triton kernels. "
+            f"lowbit_flex: the CUDA library (CUTLASS W4A8 GEMMs, the decode GEMVs) is unavailable ({why}); W4A8 "
+            "and weight-only linears run on the Triton kernels. "
             "To build them: a CUDA toolkit (nvcc on PATH or in CUDA_HOME) and the CUTLASS headers "
             "(`pip install 'lowbit_flex[cuda]'`), then `python -m lowbit_flex.cuda_build`",
             RuntimeWarning,

@@ -1,5 +1,6 @@
-"""The CUDA-library W4A8 kernels as ops: the CUTLASS GEMMs ``lowbit::s8s4_gemm_cutlass`` and
-``lowbit::s8s8_groupwise_gemm_cutlass``, and the decode GEMV ``lowbit::w4a8_gemv_cuda``.
+"""The CUDA-library kernels as ops: the CUTLASS GEMMs ``lowbit::s8s4_gemm_cutlass`` and
+``lowbit::s8s8_groupwise_gemm_cutlass``, the W4A8 decode GEMV ``lowbit::w4a8_gemv_cuda`` and the fp8 / fp6 / fp4
+weight-only decode GEMV ``lowbit::float_weight_gemv_cuda``.
 
 ``lowbit::s8s4_linear`` is a ``triton_op``: compiled and exported graphs hold its kernels rather than the op. Where
 its dispatch table picks a kernel of the CUDA library, the traced graph holds one of these opaque ops instead (the
@@ -30,6 +31,7 @@ from lowbit_flex.ops.s8s4_linear import reference_int_linear, reference_s8s4_lin
 S8S4_GEMM_CUTLASS_SCHEMA = TORCH_OPS_SCHEMAS["LOWBIT_S8S4_GEMM_CUTLASS_SCHEMA"]
 S8S8_GROUPWISE_GEMM_CUTLASS_SCHEMA = TORCH_OPS_SCHEMAS["LOWBIT_S8S8_GROUPWISE_GEMM_CUTLASS_SCHEMA"]
 W4A8_GEMV_CUDA_SCHEMA = TORCH_OPS_SCHEMAS["LOWBIT_W4A8_GEMV_CUDA_SCHEMA"]
+FLOAT_WEIGHT_GEMV_CUDA_SCHEMA = TORCH_OPS_SCHEMAS["LOWBIT_FLOAT_WEIGHT_GEMV_CUDA_SCHEMA"]
 # The ops the C++ library registers (what a package's loader without lowbit_flex can serve).
 CPP_OPS = [f"lowbit::{schema.split('(', 1)[0]}" for schema in TORCH_OPS_SCHEMAS.values()]
 
@@ -205,6 +207,50 @@ def _w4a8_gemv_cuda(x, x_scale, w, w_scale, bias, out_dtype, config):
     return launch_gemv_cuda(x, xs, w, w_scale, b, dtype, config)
 
 
+def _check_float_weight_gemv(x, w, w_scale, bias, ebits, mbits, config) -> None:
+    """The checks of ``lowbit::float_weight_gemv_cuda`` (the C++ op makes the same ones): the weight-only op's
+    (``lowbit::fp8_weight_only_linear`` / ``lowbit::fpx_weight_only_linear``), then the GEMV's shape limits."""
+    from lowbit_flex.kernels import float_weight_gemv_cuda as gemv
+    from lowbit_flex.ops.fp8_weight_only_linear import check_args as check_fp8
+    from lowbit_flex.ops.fpx_weight_only_linear import check_args as check_fpx
+
+    check_tensor("x", x, dtypes=HALF_DTYPES, ndim=2)
+    if (ebits, mbits) == (4, 3):
+        check_fp8(x, w, w_scale, bias, w_name="w")
+    else:
+        check_fpx(x, w, w_scale, ebits, mbits, bias, w_name="w")
+    (M, K), bits = x.shape, 1 + ebits + mbits
+    if M > gemv.MAX_M or not gemv.gemv_cuda_supports(max(M, 1), K, bits):
+        raise ValueError(
+            f"x: the GEMV takes M <= {gemv.MAX_M} rows and K a multiple of {16 if bits == 8 else 8}; got M={M}, K={K}"
+        )
+    if config not in gemv.GEMV_CUDA_CONFIGS:
+        raise ValueError(f"config: expected one of {list(gemv.GEMV_CUDA_CONFIGS)}, got {config!r}")
+
+
+def _float_weight_gemv_cpu(x, w, w_scale, bias, ebits, mbits, config):
+    """The weight-only ops' exact CPU reference (float64, rounded once)."""
+    _check_float_weight_gemv(x, w, w_scale, bias, ebits, mbits, config)
+    if (ebits, mbits) == (4, 3):
+        return torch.ops.lowbit.fp8_weight_only_linear(x, w, w_scale, bias)
+    return torch.ops.lowbit.fpx_weight_only_linear(x, w, w_scale, ebits, mbits, bias)
+
+
+def _float_weight_gemv_fake(x, w, w_scale, bias, ebits, mbits, config):
+    _check_float_weight_gemv(x, w, w_scale, bias, ebits, mbits, config)
+    return x.new_empty((x.shape[0], w.shape[0]))
+
+
+def _float_weight_gemv_cuda(x, w, w_scale, bias, ebits, mbits, config):
+    _check_float_weight_gemv(x, w, w_scale, bias, ebits, mbits, config)
+    from lowbit_flex.kernels.float_weight_gemv_cuda import launch_gemv_cuda
+
+    if x.shape[0] == 0:
+        return x.new_empty((0, w.shape[0]))
+    b = None if bias is None else bias.contiguous()
+    return launch_gemv_cuda(x.contiguous(), w.contiguous(), w_scale.contiguous(), b, ebits, mbits, config)
+
+
 def _register(schema: str, cpu, fake, cuda) -> None:
     name = schema.split("(", 1)[0]
     qualname = f"lowbit::{name}"
@@ -227,6 +273,7 @@ def _defined(qualname: str) -> bool:
 _register(S8S4_GEMM_CUTLASS_SCHEMA, _s8s4_cpu, _s8s4_fake, _s8s4_cuda)
 _register(S8S8_GROUPWISE_GEMM_CUTLASS_SCHEMA, _s8s8_groupwise_cpu, _s8s8_groupwise_fake, _s8s8_groupwise_cuda)
 _register(W4A8_GEMV_CUDA_SCHEMA, _w4a8_gemv_cpu, _w4a8_gemv_fake, _w4a8_gemv_cuda)
+_register(FLOAT_WEIGHT_GEMV_CUDA_SCHEMA, _float_weight_gemv_cpu, _float_weight_gemv_fake, _float_weight_gemv_cuda)
 
 
 def torch_ops_library(arch: str | None = None) -> Path:

@@ -15,14 +15,16 @@ from lowbit_flex._checks import check_same_device, check_tensor, check_weight_on
 from lowbit_flex.ops.eager import needs_dispatcher
 
 
-def _check_args(x: torch.Tensor, w_fp8: torch.Tensor, w_scale: torch.Tensor, bias: torch.Tensor | None) -> None:
-    check_tensor("w_fp8", w_fp8, dtypes=(torch.float8_e4m3fn,), ndim=2)
-    check_weight_only_epilogue(x, "w_fp8", w_fp8.shape[0], w_fp8.shape[1], w_scale, bias)
-    check_same_device(x=x, w_fp8=w_fp8)
+def check_args(x, w_fp8, w_scale, bias, *, w_name: str = "w_fp8") -> None:
+    """The op's argument checks (``w_name``: the weight's argument name in messages; ``lowbit::float_weight_gemv_cuda``
+    shares them)."""
+    check_tensor(w_name, w_fp8, dtypes=(torch.float8_e4m3fn,), ndim=2)
+    check_weight_only_epilogue(x, w_name, w_fp8.shape[0], w_fp8.shape[1], w_scale, bias)
+    check_same_device(x=x, **{w_name: w_fp8})
 
 
 def _fp8_weight_only_linear(x, w_fp8, w_scale, bias=None):
-    _check_args(x, w_fp8, w_scale, bias)
+    check_args(x, w_fp8, w_scale, bias)
     if x.is_cuda:
         from lowbit_flex.kernels.float_weight_dispatch import float_weight_only_linear_cuda
 

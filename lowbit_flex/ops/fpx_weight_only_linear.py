@@ -34,24 +34,26 @@ def packed_format(ebits: int, mbits: int) -> FPxFormat:
 _VALUES = {f: tuple(from_fpx_bits(torch.arange(2**f.bits), f, torch.float64).tolist()) for f in PACKED_FORMATS.values()}
 
 
-def _check_args(x, w_packed, w_scale, ebits, mbits, bias) -> FPxFormat:
+def check_args(x, w_packed, w_scale, ebits, mbits, bias, *, w_name: str = "w_packed") -> FPxFormat:
+    """The op's argument checks; returns the format (``w_name``: the weight's argument name in messages;
+    ``lowbit::float_weight_gemv_cuda`` shares them)."""
     fmt = packed_format(ebits, mbits)
     if isinstance(w_packed, torch.Tensor) and w_packed.dtype == torch.uint8:
         raise TypeError(
-            "w_packed: expected int32 words in the tile layout (lowbit_flex.quant.pack_fpx_tiles), got uint8; a "
+            f"{w_name}: expected int32 words in the tile layout (lowbit_flex.quant.pack_fpx_tiles), got uint8; a "
             "weight packed by pack_fpx (OCP byte order) converts with pack_fpx_tiles(unpack_fpx(w, bits), bits)"
         )
-    check_tensor("w_packed", w_packed, dtypes=(torch.int32,), ndim=2)
+    check_tensor(w_name, w_packed, dtypes=(torch.int32,), ndim=2)
     check_tensor("x", x, min_ndim=1)
     k = x.shape[-1]
     words = tile_words_per_row(k, fmt.bits)
     if w_packed.shape[1] != words:
         raise ValueError(
-            f"w_packed: expected {words} int32 words per row ({k} {fmt.bits}-bit codes in tiles of 128), "
+            f"{w_name}: expected {words} int32 words per row ({k} {fmt.bits}-bit codes in tiles of 128), "
             f"got shape {tuple(w_packed.shape)}"
         )
-    check_weight_only_epilogue(x, "w_packed", w_packed.shape[0], k, w_scale, bias)
-    check_same_device(x=x, w_packed=w_packed)
+    check_weight_only_epilogue(x, w_name, w_packed.shape[0], k, w_scale, bias)
+    check_same_device(x=x, **{w_name: w_packed})
     return fmt
 
 
@@ -59,7 +61,7 @@ def _fpx_weight_only_linear(x, w_packed, w_scale, ebits, mbits, bias=None):
     # The format is a property of the compiled code: under torch.compile(dynamic=True) ints arrive as SymInts, and
     # int() specializes on them (a guard) rather than hashing a SymInt in the format lookup.
     ebits, mbits = int(ebits), int(mbits)
-    fmt = _check_args(x, w_packed, w_scale, ebits, mbits, bias)
+    fmt = check_args(x, w_packed, w_scale, ebits, mbits, bias)
     if x.is_cuda:
         from lowbit_flex.kernels.float_weight_dispatch import float_weight_only_linear_cuda
 

@@ -170,11 +170,14 @@ def test_nan_in_one_row_stays_in_that_row():
 def test_dispatch_table_names_real_configs():
     from lowbit_flex.kernels.float_weight_dispatch import DISPATCH_TABLE, Backend, choose
     from lowbit_flex.kernels.float_weight_gemv import GEMV_CONFIGS, GEMV_MAX_M
+    from lowbit_flex.kernels.float_weight_gemv_cuda import GEMV_CUDA_CONFIGS, MAX_M
     from lowbit_flex.kernels.float_weight_only_linear import DOT_CONFIGS
     from lowbit_flex.kernels.float_weight_tma import TMA_CONFIGS
 
     for rule in DISPATCH_TABLE:
-        if rule.backend is Backend.GEMV:
+        if rule.backend is Backend.CUDA_GEMV:
+            assert rule.config in GEMV_CUDA_CONFIGS and rule.max_m <= MAX_M
+        elif rule.backend is Backend.GEMV:
             assert rule.config in GEMV_CONFIGS and rule.max_m <= GEMV_MAX_M
         elif rule.backend is Backend.DOT:
             assert rule.config in DOT_CONFIGS
@@ -186,6 +189,9 @@ def test_dispatch_table_names_real_configs():
         assert all(choose(bits, m).backend is not Backend.GEMV or m <= GEMV_MAX_M for m in ms)
         # where TMA cannot run (before sm_90, unaligned rows) the table still has a rule for every M
         assert all(choose(bits, m, tma=False).backend is not Backend.TMA for m in ms)
+        # without the CUDA library (or before sm_90) the Triton rules take every M
+        assert all(choose(bits, m).backend is not Backend.CUDA_GEMV for m in ms)
+        assert all(choose(bits, m, cuda_gemv=True).backend is not Backend.CUDA_GEMV or m <= MAX_M for m in ms)
         # with a ptxas that would corrupt pipelined WGMMAs, only the rules measured serialized apply
         assert not any(choose(bits, m, pipelined=False).pipelined for m in ms)
     assert choose(8, 64).config == "tma_64x128x1_swap" and choose(8, 64, pipelined=False).config == "dot_16x64x2"

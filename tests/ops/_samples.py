@@ -106,6 +106,22 @@ def _w4a8_gemv_cuda(device):
     yield (i8(0, 256), rand(0), w4(16, 256), rand(16), None, "bfloat16", cfg), {}  # no rows
 
 
+def _float_weight_gemv_cuda(device):
+    from lowbit_flex.quant import pack_fpx_tiles
+
+    fp8 = (torch.randn(24, 256, device=device) * 50).to(torch.float8_e4m3fn)
+    rand = lambda *s: torch.rand(*s, device=device) + 0.5
+    tiles = lambda bits, n, k: pack_fpx_tiles(torch.randint(0, 2**bits, (n, k), dtype=torch.uint8), bits).to(device)
+    bf16 = lambda *s: torch.randn(*s, device=device, dtype=torch.bfloat16)
+    yield (bf16(3, 256), fp8, rand(24), None, 4, 3, "cp_n2k4"), {}
+    b = torch.randn(40, device=device, dtype=torch.float16)
+    x = torch.randn(16, 136, device=device, dtype=torch.float16)
+    yield (x, tiles(4, 40, 136), rand(40), b, 2, 1, "cp_n1k8"), {}  # two 8-token tiles, a partial K tile
+    yield (bf16(136, 5).t(), tiles(6, 16, 136), rand(16), None, 3, 2, "cp_n4k2"), {}  # non-contiguous
+    yield (bf16(1, 136).expand(4, 136), tiles(6, 16, 136), rand(16), None, 2, 3, "cp_n1k4"), {}  # expanded
+    yield (bf16(0, 256), fp8, rand(24), None, 4, 3, "cp_n2k4"), {}  # no rows
+
+
 def _w4a8_linear(device):
     from lowbit_flex.quant import pack_int4
 
@@ -196,6 +212,7 @@ SAMPLES = {
     "s8s4_gemm_cutlass": _s8s4_gemm_cutlass,
     "s8s8_groupwise_gemm_cutlass": _s8s8_groupwise_gemm_cutlass,
     "w4a8_gemv_cuda": _w4a8_gemv_cuda,
+    "float_weight_gemv_cuda": _float_weight_gemv_cuda,
     "w4a8_linear": _w4a8_linear,
     "rel_pos_attention": _rel_pos_attention,
     "quantize_fp8": _quantize_fp8,

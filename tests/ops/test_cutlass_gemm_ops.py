@@ -1,4 +1,5 @@
-"""``lowbit::s8s4_gemm_cutlass`` / ``lowbit::s8s8_groupwise_gemm_cutlass`` and their C++ registration.
+"""The CUDA-library ops (``lowbit::s8s4_gemm_cutlass``, ``lowbit::s8s8_groupwise_gemm_cutlass``, the decode GEMVs
+``lowbit::w4a8_gemv_cuda`` and ``lowbit::float_weight_gemv_cuda``) and their C++ registration.
 
 ``test_opcheck_all.py`` runs opcheck on both (CPU reference; CUDA through ``ctypes``). Here:
 
@@ -89,6 +90,60 @@ def test_w4a8_gemv_bad_input_same_error_eager_and_fake(make, error, name):
         torch.ops.lowbit.w4a8_gemv_cuda(*meta)
 
 
+def _float_gemv_args(M=3, K=256, N=16, bits=8):
+    from lowbit_flex.quant import pack_fpx_tiles
+
+    x = torch.randn(M, K, dtype=torch.bfloat16)
+    if bits == 8:
+        w = (torch.randn(N, K) * 8).to(torch.float8_e4m3fn)
+    else:
+        w = pack_fpx_tiles(torch.randint(0, 2**bits, (N, K), dtype=torch.uint8), bits)
+    return x, w, torch.rand(N) + 0.5, torch.randn(N, dtype=torch.bfloat16)
+
+
+BAD_FLOAT_GEMV = [
+    (lambda: (*_float_gemv_args(), 4, 3, "nope"), ValueError, "config"),
+    (lambda: (*_float_gemv_args(), 5, 3, "cp_n2k4"), ValueError, "ebits, mbits"),
+    (lambda: (*_float_gemv_args(M=17), 4, 3, "cp_n2k4"), ValueError, "x"),  # M > 16
+    (lambda: (*_float_gemv_args(K=136), 4, 3, "cp_n2k4"), ValueError, "x"),  # fp8: K % 16
+    (lambda: (*_float_gemv_args(K=132, bits=4), 2, 1, "cp_n2k4"), ValueError, "x"),  # K % 8
+    (lambda: (_float_gemv_args()[0].float(), *_float_gemv_args()[1:], 4, 3, "cp_n2k4"), TypeError, "x"),
+    (lambda: (_float_gemv_args()[0][None], *_float_gemv_args()[1:], 4, 3, "cp_n2k4"), ValueError, "x"),  # 3-d
+    (lambda: (*_float_gemv_args(bits=4), 3, 2, "cp_n2k4"), ValueError, "w"),  # fp4 words for an fp6 format
+    (lambda: (*_float_gemv_args(bits=6), 4, 3, "cp_n2k4"), TypeError, "w"),  # int32 words for fp8
+    (lambda: (*_float_gemv_args()[:2], torch.rand(3), None, 4, 3, "cp_n2k4"), ValueError, "w_scale"),
+    (lambda: (*_float_gemv_args()[:3], torch.rand(16), 4, 3, "cp_n2k4"), TypeError, "bias"),  # float32 bias
+    (lambda: (*_float_gemv_args()[:3], torch.rand(3).bfloat16(), 4, 3, "cp_n2k4"), ValueError, "bias"),
+]
+
+
+@pytest.mark.parametrize("make, error, name", BAD_FLOAT_GEMV)
+def test_float_weight_gemv_bad_input_same_error_eager_and_fake(make, error, name):
+    args = make()
+    with pytest.raises(error, match=f"^{name}:"):
+        torch.ops.lowbit.float_weight_gemv_cuda(*args)
+    meta = tuple(a.to("meta") if isinstance(a, torch.Tensor) else a for a in args)
+    with pytest.raises(error, match=f"^{name}:"):
+        torch.ops.lowbit.float_weight_gemv_cuda(*meta)
+
+
+@pytest.mark.parametrize("bits, ebits, mbits", [(8, 4, 3), (6, 3, 2), (6, 2, 3), (4, 2, 1)])
+def test_float_weight_gemv_reference_is_the_weight_only_ops(bits, ebits, mbits):
+    # The CPU kernel is the weight-only op's exact reference (float64, one rounding): checked here against a float64
+    # product of independently decoded codes.
+    from lowbit_flex.quant import E2M1_FN, E2M3_FN, E3M2_FN, from_fpx_bits, unpack_fpx_tiles
+
+    x, w, s, b = _float_gemv_args(M=5, K=200 if bits != 8 else 208, N=24, bits=bits)
+    got = torch.ops.lowbit.float_weight_gemv_cuda(x, w, s, b, ebits, mbits, "cp_n1k4")
+    if bits == 8:
+        w64 = w.double()
+    else:
+        fmt = {(3, 2): E3M2_FN, (2, 3): E2M3_FN, (2, 1): E2M1_FN}[ebits, mbits]
+        w64 = from_fpx_bits(unpack_fpx_tiles(w, bits, x.shape[1]), fmt, torch.float64)
+    want = (x.double() @ w64.T * s.double() + b.double()).to(torch.bfloat16)
+    assert got.dtype == torch.bfloat16 and torch.equal(got, want)
+
+
 def test_w4a8_gemv_reference_quantizes_a_float_x_as_the_quantizer_does():
     x, _, w, ws, b = _gemv_args(M=2, K=384, groups=3, float_x=True)
     xq, xs = torch.ops.lowbit.quantize_int8_rowwise(x)
@@ -101,7 +156,8 @@ def test_schemas_take_no_scalar_type():
     """A dtype travels by name: torch's AOTInductor proxy executor up to 2.11 hands a package's ``ScalarType``
     argument to the op in the export schema's numbering (bfloat16 arrives as QUInt8; H200, torch 2.11)."""
     for schema in TORCH_OPS_SCHEMAS.values():
-        assert "ScalarType" not in schema and "str out_dtype" in schema, schema
+        # the weight-only GEMV has no dtype argument: its output is in x's dtype
+        assert "ScalarType" not in schema and ("str out_dtype" in schema or "float_weight_gemv" in schema), schema
     with pytest.raises(RuntimeError, match="Expected a value of type 'str' for argument 'out_dtype'"):
         torch.ops.lowbit.s8s4_gemm_cutlass(*_args(), torch.bfloat16, "sm90", "16x128x128_ws")
 
@@ -120,7 +176,7 @@ _STUB = """
 const char* lowbit_status_string(int s) { return "stub"; }
 #define FAMILY(F) int lowbit_##F(void) { return 1; } int lowbit_##F##_num_configs(void) { return 0; } \\
   const char* lowbit_##F##_config_name(int i) { return 0; }
-FAMILY(s8s4_sm80) FAMILY(s8s4_sm90) FAMILY(s8s8_groupwise_sm90) FAMILY(w4a8_gemv)
+FAMILY(s8s4_sm80) FAMILY(s8s4_sm90) FAMILY(s8s8_groupwise_sm90) FAMILY(w4a8_gemv) FAMILY(float_weight_gemv)
 """
 
 _PROBE = """
@@ -197,6 +253,9 @@ def test_cpp_library_without_lowbit_flex_equals_the_ctypes_path(tmp_path):
             calls.append(("w4a8_gemv_cuda", (x, xs, w, ws, b, "bfloat16", "mma_n2k8_pf0")))
             xf = torch.randn(M, K, device="cuda", dtype=torch.bfloat16)
             calls.append(("w4a8_gemv_cuda", (xf, None, w, ws, None, "float16", "mma_n4k2_pf2")))
+            for bits, (e, m), config in ((8, (4, 3), "cp_n2k4"), (4, (2, 1), "cp_n1k8"), (6, (3, 2), "cp_n4k2")):
+                xf, wf, sf, bf = (t.cuda() for t in _float_gemv_args(M, K, N, bits))
+                calls.append(("float_weight_gemv_cuda", (xf, wf, sf, bf, e, m, config)))
     torch.save(calls, tmp_path / "args.pt")
     (tmp_path / "child.py").write_text(_GPU_CHILD)
     cmd = [
@@ -224,13 +283,16 @@ def test_aoti_package_calls_the_cpp_ops_by_name(tmp_path):
     x, xs, w4, ws, b = _args(N=16, K=256, M=5)
     w8 = torch.randint(-8, 8, (16, 256), dtype=torch.int8)
     ws2 = torch.rand(16, 2)
+    _, wf, sf, bf = _float_gemv_args(K=256, N=16, bits=4)
 
     class Both(torch.nn.Module):
         def forward(self, x, xs):
             y = torch.ops.lowbit.s8s4_gemm_cutlass(x, xs, w4, ws, b, "bfloat16", "sm90", "128x128x128_coop")
             z = torch.ops.lowbit.s8s8_groupwise_gemm_cutlass(x, xs, w8, ws2, None, "float16", "128x128x128_g128")
             v = torch.ops.lowbit.w4a8_gemv_cuda(x, xs, w4, ws2, b, "bfloat16", "mma_n1k8_pf0")
-            return y, z, v
+            xf = (x.float() * xs[:, None]).bfloat16()
+            u = torch.ops.lowbit.float_weight_gemv_cuda(xf, wf, sf, bf, 2, 1, "cp_n2k4")
+            return y, z, v, u
 
     batch = torch.export.Dim("batch", min=1, max=16)  # the GEMV takes up to 16 rows
     ep = torch.export.export(Both(), (x, xs), dynamic_shapes=({0: batch}, {0: batch}))

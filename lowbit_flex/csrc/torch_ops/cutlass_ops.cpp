@@ -1,6 +1,6 @@
 // The CUDA library's launchers as torch operators, for processes without lowbit_flex's Python: an AOTInductor package
-// of a W4A8 model calls lowbit::s8s4_gemm_cutlass / lowbit::s8s8_groupwise_gemm_cutlass / lowbit::w4a8_gemv_cuda by
-// name through the dispatcher,
+// of a W4A8 model calls lowbit::s8s4_gemm_cutlass / lowbit::s8s8_groupwise_gemm_cutlass / lowbit::w4a8_gemv_cuda (and
+// of a weight-only model lowbit::float_weight_gemv_cuda) by name through the dispatcher,
 // so loading this library (torch.ops.load_library, or dlopen from C++) before the package is all such a process
 // needs.
 //
@@ -23,12 +23,13 @@
 #include <string>
 
 #include "common/status.h"
+#include "float_weight_gemv/float_weight_gemv.h"
 #include "s8s4_gemm/s8s4_gemm.h"
 #include "s8s8_groupwise/s8s8_groupwise.h"
 #include "w4a8_gemv/w4a8_gemv.h"
 
 #if !defined(LOWBIT_S8S4_GEMM_CUTLASS_SCHEMA) || !defined(LOWBIT_S8S8_GROUPWISE_GEMM_CUTLASS_SCHEMA) || \
-    !defined(LOWBIT_W4A8_GEMV_CUDA_SCHEMA)
+    !defined(LOWBIT_W4A8_GEMV_CUDA_SCHEMA) || !defined(LOWBIT_FLOAT_WEIGHT_GEMV_CUDA_SCHEMA)
 #error "build with lowbit_flex.cuda_build (it passes the op schemas)"
 #endif
 
@@ -229,6 +230,60 @@ at::Tensor w4a8_gemv_cuda(const at::Tensor& x, const std::optional<at::Tensor>& 
   return out;
 }
 
+// The weight-only decode GEMV (csrc/float_weight_gemv): fp8 (e4m3fn bytes) or fp6 / fp4 (int32 tile words) weights,
+// out in x's dtype. The checks are lowbit_flex/ops/cutlass_gemm.py's _check_float_weight_gemv.
+at::Tensor float_weight_gemv_cuda(const at::Tensor& x, const at::Tensor& w, const at::Tensor& w_scale,
+                                  const std::optional<at::Tensor>& bias, int64_t ebits, int64_t mbits,
+                                  c10::string_view config) {
+  namespace fw = lowbit::float_weight_gemv;
+  TORCH_CHECK_VALUE(x.is_cuda(), "x: expected a CUDA tensor, got one on ", x.device());
+  const at::ScalarType xt = x.scalar_type();
+  TORCH_CHECK_TYPE(xt == at::kHalf || xt == at::kBFloat16, "x: expected dtype float16 or bfloat16, got ", xt);
+  TORCH_CHECK_VALUE(x.dim() == 2, "x: expected 2 dimensions, got shape ", x.sizes());
+  const int format = ebits == 4 && mbits == 3   ? fw::kE4M3
+                     : ebits == 3 && mbits == 2 ? fw::kE3M2
+                     : ebits == 2 && mbits == 3 ? fw::kE2M3
+                     : ebits == 2 && mbits == 1 ? fw::kE2M1
+                                                : -1;
+  TORCH_CHECK_VALUE(format >= 0, "ebits, mbits: expected (4, 3), (3, 2), (2, 3) or (2, 1), got (", ebits, ", ", mbits,
+                    ")");
+  const int64_t M = x.size(0), K = x.size(1), N = w.size(0);
+  if (format == fw::kE4M3) {
+    check_tensor("w", w, at::kFloat8_e4m3fn, 2, x.device());
+    TORCH_CHECK_VALUE(w.size(1) == K, "w: expected shape (", N, ", ", K, ") (the K of x), got ", w.sizes());
+  } else {
+    check_tensor("w", w, at::kInt, 2, x.device());
+    const int64_t words = (K + 127) / 128 * (format == fw::kE2M1 ? 16 : 24);
+    TORCH_CHECK_VALUE(w.size(1) == words, "w: expected ", words, " int32 words per row (", K,
+                      " codes in tiles of 128), got shape ", w.sizes());
+  }
+  TORCH_CHECK_VALUE(N >= 1 && K >= 1, "w: expected a non-empty weight, got N=", N, ", K=", K);
+  check_tensor("w_scale", w_scale, at::kFloat, 1, x.device());
+  TORCH_CHECK_VALUE(w_scale.size(0) == N, "w_scale: expected shape (", N, ",), got ", w_scale.sizes());
+  if (bias) {
+    check_tensor("bias", *bias, xt, 1, x.device());
+    TORCH_CHECK_VALUE(bias->size(0) == N, "bias: expected shape (", N, ",), got ", bias->sizes());
+  }
+  const int k_multiple = format == fw::kE4M3 ? 16 : 8;
+  TORCH_CHECK_VALUE(M <= fw::kMaxM && K >= 8 && K % k_multiple == 0, "x: the GEMV takes M <= ", fw::kMaxM,
+                    " rows and K a multiple of ", k_multiple, "; got M=", M, ", K=", K);
+  const int index = config_index("the float weight GEMV", lowbit_float_weight_gemv_num_configs,
+                                 lowbit_float_weight_gemv_config_name, config);
+  at::Tensor out = at::empty({M, N}, x.options());
+  if (M == 0) return out;
+  TORCH_CHECK_VALUE(N <= INT32_MAX && K <= INT32_MAX, "x: shape too large, got ", x.sizes());
+  const at::Tensor xc = operand(x), wc = operand(w), ws = w_scale.contiguous();
+  const std::optional<at::Tensor> b = bias ? std::optional<at::Tensor>(bias->contiguous()) : std::nullopt;
+  c10::DeviceGuard guard(x.device());  // the launcher sizes its persistent grid for the current device
+  const cudaStream_t stream = current_stream(x.device());
+  check_status(
+      lowbit_float_weight_gemv(index, format, xt == at::kHalf ? lowbit::kF16 : lowbit::kBF16, xc.data_ptr(),
+                               wc.data_ptr(), ws.data_ptr<float>(), b ? b->data_ptr() : nullptr, out.data_ptr(),
+                               static_cast<int>(M), static_cast<int>(N), static_cast<int>(K), stream),
+      "float weight GEMV");
+  return out;
+}
+
 // Define `schema` where no one has, and register `kernel` for CUDA where no kernel is.
 template <class Fn>
 void register_op(torch::Library& defs, torch::Library& cuda, const char* schema, const char* name, Fn kernel) {
@@ -246,6 +301,8 @@ int register_ops() {
   register_op(defs, cuda, LOWBIT_S8S8_GROUPWISE_GEMM_CUTLASS_SCHEMA, "s8s8_groupwise_gemm_cutlass",
               TORCH_FN(s8s8_groupwise_gemm_cutlass));
   register_op(defs, cuda, LOWBIT_W4A8_GEMV_CUDA_SCHEMA, "w4a8_gemv_cuda", TORCH_FN(w4a8_gemv_cuda));
+  register_op(defs, cuda, LOWBIT_FLOAT_WEIGHT_GEMV_CUDA_SCHEMA, "float_weight_gemv_cuda",
+              TORCH_FN(float_weight_gemv_cuda));
   return 0;
 }
 

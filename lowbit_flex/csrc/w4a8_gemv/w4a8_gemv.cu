@@ -23,10 +23,9 @@
 #include <cuda_fp16.h>
 
 #include <algorithm>
-#include <mutex>
 #include <type_traits>
-#include <vector>
 
+#include "common/resident_ctas.h"
 #include "w4a8_gemv/w4a8_gemv.h"
 
 namespace lowbit::w4a8_gemv {
@@ -374,29 +373,6 @@ __global__ void __launch_bounds__(kMaxWarps * 32, 1) w4a8_gemv_kernel(const Para
 #pragma unroll
       for (int i = 0; i < 4; ++i) acc[mt][i] = 0;
   }
-}
-
-// CTAs of `kernel` resident on the whole GPU at once with this block and shared memory (cached: the query costs host
-// time on every decode step otherwise).
-int resident_ctas(const void* kernel, int threads, size_t smem) {
-  struct Entry {
-    const void* kernel;
-    int threads;
-    size_t smem;
-    int device, ctas;
-  };
-  static std::mutex mu;
-  static std::vector<Entry> cache;
-  int device = 0;
-  cudaGetDevice(&device);
-  std::lock_guard<std::mutex> lock(mu);
-  for (const Entry& e : cache)
-    if (e.kernel == kernel && e.threads == threads && e.smem == smem && e.device == device) return e.ctas;
-  int ctas = 1, sms = 1;
-  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&ctas, kernel, threads, smem) != cudaSuccess || ctas < 1) ctas = 1;
-  if (cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess || sms < 1) sms = 1;
-  cache.push_back({kernel, threads, smem, device, ctas * sms});
-  return ctas * sms;
 }
 
 struct Config {

@@ -1,0 +1,35 @@
+// How many CTAs of a kernel the current GPU holds at once: the persistent decode GEMVs size their grids with it.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstddef>
+#include <mutex>
+#include <vector>
+
+namespace lowbit {
+
+// CTAs of `kernel` resident on the whole current GPU with this block and shared memory (cached: the occupancy query
+// costs host time on every decode step otherwise).
+inline int resident_ctas(const void* kernel, int threads, size_t smem) {
+  struct Entry {
+    const void* kernel;
+    int threads;
+    size_t smem;
+    int device, ctas;
+  };
+  static std::mutex mu;
+  static std::vector<Entry> cache;
+  int device = 0;
+  cudaGetDevice(&device);
+  std::lock_guard<std::mutex> lock(mu);
+  for (const Entry& e : cache)
+    if (e.kernel == kernel && e.threads == threads && e.smem == smem && e.device == device) return e.ctas;
+  int ctas = 1, sms = 1;
+  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&ctas, kernel, threads, smem) != cudaSuccess || ctas < 1) ctas = 1;
+  if (cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess || sms < 1) sms = 1;
+  cache.push_back({kernel, threads, smem, device, ctas * sms});
+  return ctas * sms;
+}
+
+}  // namespace lowbit

@@ -1,0 +1,446 @@
+// Weight-only decode GEMV (float_weight_gemv.h): fp8 / fp6 / fp4 weights streamed once through fp16 / bf16 tensor
+// cores.
+//
+// At M <= 16 a weight-only linear is a read of the packed weight; x and out are a few KB. The kernel keeps many of
+// the weight bytes in flight without holding registers for them, and spends few instructions on each code:
+//
+// - Swap-AB mma.sync m16n8k16 (x's dtype, fp32 accumulators): 16 weight rows are the MMA's M side, up to 8 tokens
+//   its N side (two MMAs per A fragment for M = 9..16), so M = 1 pads 8 columns instead of 16 rows.
+// - Loads: every warp runs its own cp.async ring in shared memory (kStages tiles of 16 rows x 128 codes in flight;
+//   16-byte copies that skip L1, zero-filled past K). A ring slot costs no registers while its bytes travel, so an
+//   SM keeps ~50 KB of weight in flight, which register loads (the W4A8 GEMV's design) could not: there the
+//   global-load scoreboard was the top stall.
+// - Decode in registers with bit operations, two codes per 32-bit register: the fp4 / fp6 tile layout
+//   (quant/fpx_tiles.py) puts codes p and p + 4 of a word 16 bits apart, so one shift and mask moves both into the
+//   fields of an fp16 / bf16 pair, which is one MMA A register; its k order is (16p + w, 16p + 64 + w), and x's B
+//   register is assembled in the same order with one byte permute. The codes' exponent bias is fixed up exactly:
+//   for fp16 by a power of two in the epilogue, for bf16 (whose exponent is too wide for that: the sums would
+//   leave fp32's range) by one bf16x2 multiply-add per register. fp8 on fp16 x uses the hardware e4m3x2 -> f16x2
+//   conversion; on bf16 x the same bit decode.
+// - Work: persistent CTAs (grid = resident CTAs, so no tail wave), each taking tiles of 16 * warps_n rows; its
+//   warps split those rows (warps_n) and K (warps_k, interleaved 128-code tiles). The K-split sums meet in shared
+//   memory in warp order (deterministic).
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_fp8.h>
+
+#include <algorithm>
+#include <type_traits>
+
+#include "common/resident_ctas.h"
+#include "float_weight_gemv/float_weight_gemv.h"
+
+namespace lowbit::float_weight_gemv {
+namespace {
+
+constexpr int kTileCodes = 128;  // codes per row of a K tile (quant/fpx_tiles.py TILE_CODES)
+constexpr int kMaxWarps = 16;
+
+// Per format: bytes of one row's K tile (fp6: 16 words of top nibbles, then 8 words of low bit pairs), and the
+// ring depth (tiles in flight per warp; ~8 KB of ring per warp).
+template <int FMT>
+struct FormatTraits {
+  static constexpr int kEbits = FMT == kE4M3 ? 4 : FMT == kE3M2 ? 3 : 2;
+  static constexpr int kMbits = FMT == kE4M3 || FMT == kE2M3 ? 3 : FMT == kE3M2 ? 2 : 1;
+  static constexpr int kBits = 1 + kEbits + kMbits;
+  static constexpr int kBias = (1 << (kEbits - 1)) - 1;
+  static constexpr int kTileBytes = kTileCodes * kBits / 8;
+  static constexpr int kStages = FMT == kE4M3 ? 4 : FMT == kE2M1 ? 8 : 6;
+  static constexpr int kStageBytes = 16 * kTileBytes;
+  static constexpr int kRingBytes = kStages * kStageBytes;
+};
+
+struct Params {
+  const void* x;
+  const uint8_t* w;
+  const float* w_scale;
+  const void* bias;
+  void* out;
+  int M, N, K, tiles, warps_n, warps_k;
+  float post_scale;  // the decode's power of two (fp16 fp4 / fp6), else 1
+};
+
+__device__ __forceinline__ uint32_t smem_addr(const void* p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+
+// 16 bytes global -> shared, past L1 (each weight byte is read once); src_bytes < 16 zero-fills the rest.
+__device__ __forceinline__ void cp_async16(uint32_t dst, const void* src, int src_bytes) {
+  asm volatile("cp.async.cg.shared.global.L2::256B [%0], [%1], 16, %2;" ::"r"(dst), "l"(src), "r"(src_bytes)
+               : "memory");
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
+}
+
+__device__ __forceinline__ uint4 lds128(const uint8_t* p) { return *reinterpret_cast<const uint4*>(p); }
+
+__device__ __forceinline__ uint32_t word(uint4 v, int j) { return j == 0 ? v.x : j == 1 ? v.y : j == 2 ? v.z : v.w; }
+
+template <class T>
+__device__ __forceinline__ void mma(float (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0,
+                                    uint32_t b1) {
+  if constexpr (std::is_same_v<T, __half>)
+    asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+        "{%0, %1, %2, %3};"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+  else
+    asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+        "{%0, %1, %2, %3};"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+template <int S>
+__device__ __forceinline__ uint32_t shift(uint32_t v) {
+  if constexpr (S >= 0)
+    return v << S;
+  else
+    return v >> -S;
+}
+
+// bf16 only: times 2^(127 - bias), exactly (the decoded fields carry the code's exponent unbiased by 127). The
+// addend -0 keeps the sign of zero codes.
+template <class T, int BIAS>
+__device__ __forceinline__ uint32_t rebias(uint32_t r) {
+  if constexpr (std::is_same_v<T, __half>) {
+    return r;
+  } else {
+    constexpr uint32_t kScale = static_cast<uint32_t>(254 - BIAS) << 7;  // the bf16 2^(127 - BIAS)
+    uint32_t out;
+    asm("fma.rn.bf16x2 %0, %1, %2, %3;" : "=r"(out) : "r"(r), "r"(kScale * 0x10001u), "r"(0x80008000u));
+    return out;
+  }
+}
+
+// Codes p and p + 4 of a tile word (nibble p and p + 4: the top four bits; fp6: `lo` holds their low bit pairs at
+// bits 2p and 2p + 16) -> the x-dtype pair (code p, code p + 4).
+template <int FMT, class T, int P>
+__device__ __forceinline__ uint32_t decode_fpx_pair(uint32_t hi, uint32_t lo) {
+  using F = FormatTraits<FMT>;
+  constexpr int kMant = std::is_same_v<T, __half> ? 10 : 7;
+  constexpr int kLow = kMant - F::kMbits + F::kBits - 4;  // where the nibble's lowest magnitude bit goes
+  uint32_t r = (shift<kLow - 4 * P>(hi) & ((7u << kLow) * 0x10001u)) | (shift<12 - 4 * P>(hi) & 0x80008000u);
+  if constexpr (F::kBits == 6) {
+    constexpr int kCrumb = kMant - F::kMbits;
+    r |= shift<kCrumb - 2 * P>(lo) & ((3u << kCrumb) * 0x10001u);
+  }
+  return rebias<T, F::kBias>(r);
+}
+
+// Two e4m3 codes (the low 16 bits of `w` after shifting by SHIFT8 bytes) -> an x-dtype pair.
+template <class T, int HALF>
+__device__ __forceinline__ uint32_t decode_fp8_pair(uint32_t w) {
+  if constexpr (std::is_same_v<T, __half>) {
+    const __half2_raw h = __nv_cvt_fp8x2_to_halfraw2(static_cast<__nv_fp8x2_storage_t>(w >> (16 * HALF)), __NV_E4M3);
+    return static_cast<uint32_t>(h.x) | (static_cast<uint32_t>(h.y) << 16);
+  } else {
+    // Each code into the high byte of its half: sign at bit 15, exponent and mantissa moved down to bf16's fields.
+    const uint32_t u = __byte_perm(w, 0, HALF ? 0x3424 : 0x1404);
+    return rebias<T, 7>(((u >> 4) & 0x07F007F0u) | (u & 0x80008000u));
+  }
+}
+
+// x values [k, k + N) of one row as 32-bit words, zero where k >= K (whole runs: K % 8 == 0 and k % 4 == 0).
+__device__ __forceinline__ uint2 load_x4(const uint16_t* row, int k, int K) {
+  return k < K ? __ldg(reinterpret_cast<const uint2*>(row + k)) : make_uint2(0, 0);
+}
+__device__ __forceinline__ uint4 load_x8(const uint16_t* row, int k, int K) {
+  return k < K ? __ldg(reinterpret_cast<const uint4*>(row + k)) : make_uint4(0, 0, 0, 0);
+}
+
+// One tile of one warp: 16 rows x 128 codes from its ring slot, times the x columns k0 .. k0 + 127 of MT 8-token
+// tiles, into two accumulator chains (even / odd MMAs: each waits on the one before it in its chain only).
+template <int FMT, class T, int MT>
+__device__ __forceinline__ void tile_mma(float (&acc)[2][MT][4], const uint8_t* slot, const uint16_t* const (&xrow)[MT],
+                                         int k0, int K, int g, int t) {
+  using F = FormatTraits<FMT>;
+  if constexpr (FMT == kE4M3) {
+    // Row r's 16-byte chunk c sits at chunk c ^ (4 * (r & 1)): lanes of rows g and g + 1 read distinct banks.
+    const int sw = (g & 1) << 2;
+    const uint8_t* ra = slot + g * F::kTileBytes;
+    const uint8_t* rb = ra + 8 * F::kTileBytes;
+    const uint4 wa[2] = {lds128(ra + 16 * (t ^ sw)), lds128(ra + 16 * ((t + 4) ^ sw))};
+    const uint4 wb[2] = {lds128(rb + 16 * (t ^ sw)), lds128(rb + 16 * ((t + 4) ^ sw))};
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {  // chunk t, then t + 4: codes 16t + 64h .. + 15
+      uint4 xv[MT][2];
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt) {
+        xv[mt][0] = load_x8(xrow[mt], k0 + 64 * h + 16 * t, K);
+        xv[mt][1] = load_x8(xrow[mt], k0 + 64 * h + 16 * t + 8, K);
+      }
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {  // word j: codes 16t + 64h + 4j .. + 3
+        const uint32_t a0 = decode_fp8_pair<T, 0>(word(wa[h], j)), a2 = decode_fp8_pair<T, 1>(word(wa[h], j));
+        const uint32_t a1 = decode_fp8_pair<T, 0>(word(wb[h], j)), a3 = decode_fp8_pair<T, 1>(word(wb[h], j));
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt)
+          mma<T>(acc[j & 1][mt], a0, a1, a2, a3, word(xv[mt][j >> 1], 2 * (j & 1)),
+                 word(xv[mt][j >> 1], 2 * (j & 1) + 1));
+      }
+    }
+  } else {
+    const uint8_t* ra = slot + g * F::kTileBytes;
+    const uint8_t* rb = ra + 8 * F::kTileBytes;
+    const uint4 ha = lds128(ra + 16 * t), hb = lds128(rb + 16 * t);  // words 4t .. 4t + 3 of rows g, g + 8
+    uint4 la = make_uint4(0, 0, 0, 0), lb = la;
+    if constexpr (F::kBits == 6) {  // word 4t + i's low pairs: word 16 + (4t + i) % 8, at bit 8 * (t / 2)
+      const int sh = 8 * (t >> 1);
+      la = lds128(ra + 64 + 16 * (t & 1));
+      lb = lds128(rb + 64 + 16 * (t & 1));
+      la = make_uint4(la.x >> sh, la.y >> sh, la.z >> sh, la.w >> sh);
+      lb = make_uint4(lb.x >> sh, lb.y >> sh, lb.z >> sh, lb.w >> sh);
+    }
+    // x columns of plane p for this lane: 16p + 4t .. + 3 (codes p of its words) and 64 more (codes p + 4).
+    uint2 xl[MT][4], xh[MT][4];
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+      for (int p = 0; p < 4; ++p) {
+        xl[mt][p] = load_x4(xrow[mt], k0 + 16 * p + 4 * t, K);
+        xh[mt][p] = load_x4(xrow[mt], k0 + 16 * p + 64 + 4 * t, K);
+      }
+#pragma unroll
+    for (int jj = 0; jj < 2; ++jj) {  // words 2jj and 2jj + 1 of the lane's four
+      const uint32_t wa0 = word(ha, 2 * jj), wa1 = word(ha, 2 * jj + 1), wb0 = word(hb, 2 * jj),
+                     wb1 = word(hb, 2 * jj + 1);
+      const uint32_t la0 = word(la, 2 * jj), la1 = word(la, 2 * jj + 1), lb0 = word(lb, 2 * jj),
+                     lb1 = word(lb, 2 * jj + 1);
+      auto plane = [&](auto pc) {
+        constexpr int p = decltype(pc)::value;
+        const uint32_t a0 = decode_fpx_pair<FMT, T, p>(wa0, la0), a2 = decode_fpx_pair<FMT, T, p>(wa1, la1);
+        const uint32_t a1 = decode_fpx_pair<FMT, T, p>(wb0, lb0), a3 = decode_fpx_pair<FMT, T, p>(wb1, lb1);
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt) {
+          const uint32_t l = jj ? xl[mt][p].y : xl[mt][p].x, h = jj ? xh[mt][p].y : xh[mt][p].x;
+          mma<T>(acc[p & 1][mt], a0, a1, a2, a3, __byte_perm(l, h, 0x5410), __byte_perm(l, h, 0x7632));
+        }
+      };
+      plane(std::integral_constant<int, 0>{});
+      plane(std::integral_constant<int, 1>{});
+      plane(std::integral_constant<int, 2>{});
+      plane(std::integral_constant<int, 3>{});
+    }
+  }
+}
+
+// Issues the copies of one tile (16 rows from row0, K tile kt) into a ring slot: lane l copies 16-byte chunks
+// l, l + 32, ... of the 16 row runs (rows past N clamped: their sums are never stored). fp8 rows end at K (whole
+// chunks past it are zero-filled); fp4 / fp6 rows are whole tiles.
+template <int FMT>
+__device__ __forceinline__ void load_tile(uint8_t* slot, const Params& p, int row0, int kt, int lane) {
+  using F = FormatTraits<FMT>;
+  constexpr int kChunksPerRow = F::kTileBytes / 16;
+  const size_t row_bytes = FMT == kE4M3 ? static_cast<size_t>(p.K) : static_cast<size_t>(p.tiles) * F::kTileBytes;
+#pragma unroll
+  for (int i = 0; i < kChunksPerRow / 2; ++i) {
+    const int c = lane + 32 * i, r = c / kChunksPerRow, col = c % kChunksPerRow;
+    const size_t byte = static_cast<size_t>(kt) * F::kTileBytes + 16 * col;
+    const uint8_t* src = p.w + min(row0 + r, p.N - 1) * row_bytes + byte;
+    int bytes = 16, dst_col = col;
+    if constexpr (FMT == kE4M3) {
+      bytes = byte < row_bytes ? 16 : 0;
+      if (!bytes) src = p.w;  // a valid address; nothing is read
+      dst_col ^= (r & 1) << 2;
+    }
+    cp_async16(smem_addr(slot + r * F::kTileBytes + 16 * dst_col), src, bytes);
+  }
+}
+
+template <class T>
+__device__ __forceinline__ float to_float(T v) {
+  if constexpr (std::is_same_v<T, __half>)
+    return __half2float(v);
+  else
+    return __bfloat162float(v);
+}
+template <class T>
+__device__ __forceinline__ T from_float(float v) {
+  if constexpr (std::is_same_v<T, __half>)
+    return __float2half_rn(v);
+  else
+    return __float2bfloat16_rn(v);
+}
+
+// MT: 8-token tiles (1: M <= 8, 2: M <= 16). CTA b takes the row tiles b, b + gridDim.x, ...; each warp walks its
+// (row tile, K step) items with its ring running across row-tile boundaries, so the pipeline never drains.
+template <int FMT, class T, int MT>
+__global__ void __launch_bounds__(kMaxWarps * 32, 1) float_weight_gemv_kernel(const Params p) {
+  using F = FormatTraits<FMT>;
+  constexpr int S = F::kStages;
+  extern __shared__ __align__(128) uint8_t smem[];
+
+  const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+  const int warp = threadIdx.x >> 5, wn = warp % p.warps_n, wk = warp / p.warps_n;
+  const int row_tiles = (p.N + 16 * p.warps_n - 1) / (16 * p.warps_n);
+  const int steps = (p.tiles + p.warps_k - 1) / p.warps_k;                         // K steps per row tile
+  const int items = (row_tiles - blockIdx.x + gridDim.x - 1) / gridDim.x * steps;  // the same for every warp
+  uint8_t* ring = smem + warp * F::kRingBytes;
+  float* red = reinterpret_cast<float*>(smem + blockDim.x / 32 * F::kRingBytes);
+
+  // The item cursor that feeds the ring (`ahead`) and the one computed (`at`): (row tile, step) pairs.
+  int ahead_tile = blockIdx.x, ahead_step = 0, issued = 0;
+  auto issue = [&]() {
+    if (issued < items) {
+      const int kt = ahead_step * p.warps_k + wk;
+      if (kt < p.tiles)
+        load_tile<FMT>(ring + (issued % S) * F::kStageBytes, p, (ahead_tile * p.warps_n + wn) * 16, kt, lane);
+      if (++ahead_step == steps) {
+        ahead_step = 0;
+        ahead_tile += gridDim.x;
+      }
+    }
+    cp_async_commit();  // an empty group past the end keeps the wait count uniform
+    ++issued;
+  };
+#pragma unroll
+  for (int s = 0; s < S - 1; ++s) issue();
+
+  const T* x = static_cast<const T*>(p.x);
+  const uint16_t* xrow[MT];
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt)
+    xrow[mt] = reinterpret_cast<const uint16_t*>(x) + static_cast<size_t>(min(mt * 8 + g, p.M - 1)) * p.K;
+
+  float acc[2][MT][4];
+#pragma unroll
+  for (int c = 0; c < 2; ++c)
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+      for (int i = 0; i < 4; ++i) acc[c][mt][i] = 0.0f;
+
+  int tile = blockIdx.x, step = 0;
+  for (int item = 0; item < items; ++item) {
+    cp_async_wait<S - 2>();  // this item's group has landed (for this lane's copies) ...
+    __syncwarp();            // ... and every lane's; the slot refilled next was read by all lanes last item
+    issue();
+    const int kt = step * p.warps_k + wk;
+    if (kt < p.tiles) tile_mma<FMT, T, MT>(acc, ring + (item % S) * F::kStageBytes, xrow, kt * kTileCodes, p.K, g, t);
+    if (++step != steps) continue;
+
+    // The row tile's last step: the K-split warps' sums meet in shared memory, added in warp order.
+    const int row0 = (tile * p.warps_n + wn) * 16;
+    float sum[MT][4];
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+      for (int i = 0; i < 4; ++i) sum[mt][i] = acc[0][mt][i] + acc[1][mt][i];
+    if (p.warps_k > 1) {
+      constexpr int kPerWarp = MT * 4 * 32;
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+        for (int i = 0; i < 4; ++i) red[warp * kPerWarp + (mt * 4 + i) * 32 + lane] = sum[mt][i];
+      __syncthreads();
+      if (wk == 0)
+        for (int k = 1; k < p.warps_k; ++k)
+#pragma unroll
+          for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+            for (int i = 0; i < 4; ++i) sum[mt][i] += red[(k * p.warps_n + wn) * kPerWarp + (mt * 4 + i) * 32 + lane];
+      __syncthreads();  // the next row tile writes the same slots
+    }
+    if (wk == 0) {
+      T* out = static_cast<T*>(p.out);
+      const T* bias = static_cast<const T*>(p.bias);
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+          const int row = row0 + g + (i >= 2 ? 8 : 0), token = mt * 8 + 2 * t + (i & 1);
+          if (row >= p.N || token >= p.M) continue;
+          float v = sum[mt][i] * p.post_scale * __ldg(p.w_scale + row);
+          if (bias) v += to_float(bias[row]);
+          out[static_cast<size_t>(token) * p.N + row] = from_float<T>(v);
+        }
+    }
+#pragma unroll
+    for (int c = 0; c < 2; ++c)
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+        for (int i = 0; i < 4; ++i) acc[c][mt][i] = 0.0f;
+    step = 0;
+    tile += gridDim.x;
+  }
+  cp_async_wait<0>();  // no copy outlives the CTA's shared memory
+}
+
+struct Config {
+  const char* name;
+  int warps_n, warps_k;
+};
+#define LOWBIT_FLOAT_WEIGHT_GEMV_ROW(I, NAME, WN, WK) {NAME, WN, WK},
+constexpr Config kConfigs[] = {LOWBIT_FLOAT_WEIGHT_GEMV_CONFIGS(LOWBIT_FLOAT_WEIGHT_GEMV_ROW)};
+#undef LOWBIT_FLOAT_WEIGHT_GEMV_ROW
+constexpr int kNumConfigs = sizeof(kConfigs) / sizeof(kConfigs[0]);
+static_assert(kNumConfigs > 0);
+
+template <int FMT, class T, int MT>
+int launch(Problem const& q, const Config& c) {
+  using F = FormatTraits<FMT>;
+  // fp16: the decoded fields are the code's value times 2^(bias - 15) (fp8 converts in hardware, exactly).
+  const float post = std::is_same_v<T, __half> && FMT != kE4M3 ? static_cast<float>(1 << (15 - F::kBias)) : 1.0f;
+  const Params p{q.x, static_cast<const uint8_t*>(q.w),    q.w_scale, q.bias,    q.out, q.M, q.N,
+                 q.K, (q.K + kTileCodes - 1) / kTileCodes, c.warps_n, c.warps_k, post};
+  const int warps = c.warps_n * c.warps_k, threads = 32 * warps;
+  const size_t red_bytes = c.warps_k > 1 ? static_cast<size_t>(threads) * MT * 4 * sizeof(float) : 0;
+  const size_t smem = static_cast<size_t>(warps) * F::kRingBytes + red_bytes;
+  auto kernel = float_weight_gemv_kernel<FMT, T, MT>;
+  if (smem > 48 * 1024) {  // opt in above the default limit (on the current device)
+    const cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+    if (err != cudaSuccess) return from_cuda(err);
+  }
+  const int row_tiles = (q.N + 16 * c.warps_n - 1) / (16 * c.warps_n);
+  const int ctas = std::min(row_tiles, resident_ctas(reinterpret_cast<const void*>(kernel), threads, smem));
+  kernel<<<ctas, threads, smem, q.stream>>>(p);
+  return last_launch_status();
+}
+
+template <int FMT, class T>
+int launch_m(Problem const& p, const Config& c) {
+  return p.M <= 8 ? launch<FMT, T, 1>(p, c) : launch<FMT, T, 2>(p, c);
+}
+
+template <class T>
+int launch_format(Problem const& p, const Config& c) {
+  switch (p.format) {
+    case kE4M3:
+      return launch_m<kE4M3, T>(p, c);
+    case kE3M2:
+      return launch_m<kE3M2, T>(p, c);
+    case kE2M3:
+      return launch_m<kE2M3, T>(p, c);
+    case kE2M1:
+      return launch_m<kE2M1, T>(p, c);
+    default:
+      return kInvalidArgument;
+  }
+}
+
+}  // namespace
+}  // namespace lowbit::float_weight_gemv
+
+LOWBIT_API int lowbit_float_weight_gemv_num_configs() { return lowbit::float_weight_gemv::kNumConfigs; }
+
+LOWBIT_API const char* lowbit_float_weight_gemv_config_name(int config) {
+  using lowbit::float_weight_gemv::kConfigs;
+  return config >= 0 && config < lowbit::float_weight_gemv::kNumConfigs ? kConfigs[config].name : nullptr;
+}
+
+LOWBIT_API int lowbit_float_weight_gemv(int config, int format, int dtype, const void* x, const void* w,
+                                        const float* w_scale, const void* bias, void* out, int M, int N, int K,
+                                        cudaStream_t stream) {
+  namespace fw = lowbit::float_weight_gemv;
+  const fw::Problem p{format, x, w, w_scale, bias, out, M, N, K, stream};
+  if (config < 0 || config >= fw::kNumConfigs || !fw::problem_ok(p)) return lowbit::kInvalidArgument;
+  const fw::Config& c = fw::kConfigs[config];
+  if (dtype == lowbit::kF16) return fw::launch_format<__half>(p, c);
+  if (dtype == lowbit::kBF16) return fw::launch_format<__nv_bfloat16>(p, c);
+  return lowbit::kInvalidArgument;
+}

@@ -1,0 +1,116 @@
+"""The CUDA fp8 / fp6 / fp4 weight-only decode GEMV (``lowbit_flex.kernels.float_weight_gemv_cuda``) against float64
+on an sm_90 GPU (every config, format and dtype; outputs poisoned first), and its Python-side contract (config
+table vs header, support rules, the dispatch) on any machine."""
+
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+import lowbit_flex  # noqa: F401  (registers torch.ops.lowbit)
+from lowbit_flex.kernels import float_weight_gemv_cuda as mod
+from lowbit_flex.quant import E2M1_FN, E2M3_FN, E3M2_FN, E4M3FN
+from tests.kernels.test_float_weight_kernels import _run, _weight
+from tests.ops._weight_only_reference import assert_within, exact_linear
+
+requires_sm90 = pytest.mark.skipif(
+    not torch.cuda.is_available() or torch.cuda.get_device_capability() < (9, 0),
+    reason="needs an sm_90 GPU: the dispatch runs the kernel there only (mma.sync, no CPU or interpreter path)",
+)
+HEADER = Path(__file__).resolve().parents[2] / "lowbit_flex/csrc/float_weight_gemv/float_weight_gemv.h"
+FORMATS = [E4M3FN, E3M2_FN, E2M3_FN, E2M1_FN]
+
+
+def test_config_names_match_the_header():
+    names = tuple(re.findall(r'X\(\d+, "(\w+)", \d+, \d+\)', HEADER.read_text()))
+    assert names == mod.GEMV_CUDA_CONFIGS
+    assert mod.FORMAT_CODE == {(4, 3): 0, (3, 2): 1, (2, 3): 2, (2, 1): 3}
+    enum = re.search(r"enum Format : int \{([^}]*)\}", HEADER.read_text()).group(1)
+    assert [int(v) for v in re.findall(r"= (\d+)", enum)] == [0, 1, 2, 3]
+
+
+@pytest.mark.parametrize(
+    "M, K, bits, ok",
+    [(1, 128, 8, True), (16, 8, 4, True), (17, 128, 4, False), (0, 128, 4, False), (1, 136, 8, False),
+     (1, 136, 6, True), (1, 4, 4, False), (2, 300, 6, False)],
+)  # fmt: skip
+def test_supports(M, K, bits, ok):
+    assert mod.gemv_cuda_supports(M, K, bits) is ok
+
+
+def test_dispatch_takes_it_only_where_it_runs(monkeypatch):
+    from lowbit_flex.kernels import float_weight_dispatch as d
+
+    for bits in (4, 6, 8):
+        assert choose_backend(d, bits, 1, cuda_gemv=False) is not d.Backend.CUDA_GEMV
+        assert choose_backend(d, bits, 17, cuda_gemv=True) is not d.Backend.CUDA_GEMV
+    # not a CUDA device, or before sm_90: never (no library is loaded for the answer)
+    monkeypatch.setattr("lowbit_flex.kernels.s8s4_cutlass.library_available", lambda: pytest.fail("loaded"))
+    assert not d.cuda_gemv_supported(torch.device("cpu"), 1, 4096, 4)
+
+
+def choose_backend(d, bits, M, cuda_gemv):
+    return d.choose(bits, M, True, True, cuda_gemv).backend
+
+
+@requires_sm90
+@pytest.mark.parametrize("fmt", FORMATS, ids=str)
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+@pytest.mark.parametrize("config", mod.GEMV_CUDA_CONFIGS)
+# M: one and two 8-token tiles, padded columns; N ragged (rows past N clamped); K: one partial tile, tiles that
+# leave some K-split warps without a tile, a long row
+@pytest.mark.parametrize("m, n, k", [(1, 9, 144), (2, 264, 1040), (5, 40, 4096), (8, 17, 272), (9, 72, 2320),
+                                     (16, 136, 14336)])  # fmt: skip
+def test_every_config_within_rounding_of_float64(fmt, dtype, config, m, n, k, monkeypatch):
+    if fmt.bits != 8 and k % 128 == 16:
+        k -= 8  # fp4 / fp6 take any K % 8 == 0 (a partial tile of zero codes)
+    out, x, w64, s, b = _run(fmt, m, n, k, "cuda_gemv", config, bias=n % 2 == 0, dtype=dtype, seed=m + k,
+                             monkeypatch=monkeypatch)  # fmt: skip
+    exact, bound = exact_linear(x, w64, s, b)
+    assert_within(out, exact, bound)
+
+
+@requires_sm90
+@pytest.mark.parametrize("fmt", FORMATS, ids=str)
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+def test_every_code_decodes_exactly(fmt, dtype):
+    # Row n of w holds the one-hot code n at column n % K: out = x[:, n % K] * value(code n), one product, exact in
+    # fp32 and rounded once (subnormals, -0 and the largest magnitudes included).
+    from lowbit_flex.kernels.float_weight_dispatch import Backend, float_weight_only_linear_cuda
+    from lowbit_flex.quant import from_fpx_bits, pack_fpx_tiles
+
+    n_codes, K = 2**fmt.bits, 128
+    codes = torch.zeros(n_codes, K, dtype=torch.uint8)
+    codes[torch.arange(n_codes), torch.arange(n_codes) % K] = torch.arange(n_codes, dtype=torch.uint8)
+    if fmt.bits == 8:
+        codes[(codes & 0x7F) == 0x7F] = 0  # the two NaN codes (finite codes only: the op's contract)
+        w = codes.view(torch.float8_e4m3fn)
+        w64 = w.double()
+    else:
+        w, w64 = pack_fpx_tiles(codes, fmt.bits), from_fpx_bits(codes, fmt, torch.float64)
+    x = torch.randn(3, K).to(dtype)
+    s = torch.ones(n_codes)
+    out = float_weight_only_linear_cuda(x.cuda(), w.cuda(), s.cuda(), None, fmt.ebits, fmt.mbits,
+                                        backend=Backend.CUDA_GEMV, config="cp_n1k4").cpu()  # fmt: skip
+    want = (x.double() @ w64.T).to(dtype)
+    assert torch.equal(out, want)
+
+
+@requires_sm90
+def test_nan_in_one_row_stays_in_that_row():
+    from lowbit_flex.kernels.float_weight_dispatch import Backend, float_weight_only_linear_cuda
+
+    gen = torch.Generator().manual_seed(3)
+    for fmt in FORMATS:
+        w, _ = _weight(fmt, 40, 256, gen)
+        x = torch.randn(11, 256, generator=gen).bfloat16()
+        x[4, 9] = float("nan")
+        out = float_weight_only_linear_cuda(x.cuda(), w.cuda(), torch.ones(40, device="cuda"), None, fmt.ebits,
+                                            fmt.mbits, backend=Backend.CUDA_GEMV, config="cp_n2k4").cpu()  # fmt: skip
+        assert torch.isnan(out[4]).all() and not torch.isnan(out[torch.arange(11) != 4]).any()
+
+
+@requires_sm90
+def test_library_config_names_match():
+    assert mod.library_config_names() == mod.GEMV_CUDA_CONFIGS
