@@ -3,7 +3,8 @@ bf16 ``nn.Linear``, from decode (M = 1) to prefill (M = 4096).
 
 Per row: the CUDA-graph time of each module (median of replays, inputs and weights rotated beyond L2), its ratio to
 bf16 in the same run, the backend the dispatch table picked, and every backend / config forced
-(``<fmt> <backend> <config>`` columns) so one run decides the dispatch table. Before timing, each method is checked
+(``<fmt> <backend> <config>`` columns) so one run decides the dispatch table; where the table picks the CUDA GEMV,
+``<fmt> triton`` times what it would pick without it. Before timing, each method is checked
 against float64 (``check``: the worst error over ``2^-7 * max|exact|``, "ok" when <= 1). ``floor frac`` (M <= 16):
 the packed weight's bytes at the copy bandwidth measured now, over the module's time (1.0 = the memory floor).
 A second table: host microseconds per eager module call (no CUDA graph) at M = 1, next to bf16 ``nn.Linear``.
@@ -58,23 +59,28 @@ def _check(out: torch.Tensor, x: torch.Tensor, w64: torch.Tensor) -> str:
     return "ok" if ratio <= 1.0 else f"FAIL {ratio:.3g}"
 
 
+def _call(backend, config):
+    """``f(x, module)``: the module's op with ``backend`` / ``config`` forced."""
+    from lowbit_flex.kernels.float_weight_dispatch import float_weight_only_linear_cuda
+
+    def f(x, m):
+        e, mb = (4, 3) if isinstance(m, FP8WeightOnlyLinear) else (m.ebits, m.mbits)
+        return float_weight_only_linear_cuda(x, m.weight, m.weight_scale, m.bias, e, mb, backend=backend,
+                                             config=config)  # fmt: skip
+
+    return f
+
+
 def _candidates(M: int, K: int, only_cuda: bool) -> dict:
     """Every backend / config the dispatch could pick for M rows, as ``f(x, module)`` (``only_cuda``: the CUDA
     GEMV's)."""
-    from lowbit_flex.kernels.float_weight_dispatch import Backend, cuda_gemv_supported, float_weight_only_linear_cuda
+    from lowbit_flex.kernels.float_weight_dispatch import Backend, cuda_gemv_supported
     from lowbit_flex.kernels.float_weight_gemv import GEMV_CONFIGS, GEMV_MAX_M
     from lowbit_flex.kernels.float_weight_gemv_cuda import GEMV_CUDA_CONFIGS
     from lowbit_flex.kernels.float_weight_only_linear import DOT_CONFIGS
-
-    def call(backend, config):
-        def f(x, m):
-            e, mb = (4, 3) if isinstance(m, FP8WeightOnlyLinear) else (m.ebits, m.mbits)
-            return float_weight_only_linear_cuda(x, m.weight, m.weight_scale, m.bias, e, mb, backend=backend,
-                                                 config=config)  # fmt: skip
-
-        return f
-
     from lowbit_flex.kernels.float_weight_tma import TMA_CONFIGS
+
+    call = _call
 
     out = {}
     if cuda_gemv_supported(torch.device("cuda"), M, K, 8):  # (K % 16 == 0: every format)
@@ -125,6 +131,10 @@ def run(bench: Bench) -> None:
                 bits = 1 + FORMATS[f][0] + FORMATS[f][1]
                 rule = choose(bits, M, True, pipelined, cuda_gemv_supported(torch.device("cuda"), M, K, bits))
                 extra[f"backend {f}"] = f"{rule.backend.value} {rule.config}".strip()
+                triton = choose(bits, M, True, pipelined, False)  # the table without the CUDA GEMV
+                if triton != rule:
+                    extra[f"triton {f}"] = f"{triton.backend.value} {triton.config}".strip()
+                    times[f"{f} triton"] = bench.time(_call(triton.backend, triton.config), *sets(mods[f]))
                 if M <= 16:
                     extra[f"floor frac {f}"] = (N * K * nbytes) / (bw * 1e9) * 1e3 / times[f]
                 for label, fn in candidates.items():

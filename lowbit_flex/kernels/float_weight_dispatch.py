@@ -66,10 +66,15 @@ class Rule:
 # mean over 4096², 4096×14336, 14336×4096, 8192² of bf16 nn.Linear time / module time; the full tables are in
 # docs/measurements/h200_run11_weight_only.md (2026-12-01), h200_run18_weight_only_tma.md and
 # h200_run19_weight_only_ptxas.md (2026-12-02)):
-# - M = 1: the 4-row, 1024-code-step GEMV for fp4 (1.67x) and fp6 (1.42x); fp8 the swap-AB 16x128 tensor-core tile
-#   (1.24x; the GEMV 1.11x).
-# - M <= 16: fp8 the 16x64 tile (1.48x at M = 16), fp4 the swap-AB 16x128 tile (1.36x), fp6 the TMA 16-row tile
-#   (1.07x; the swap-AB pointer tile 0.91x).
+# - M = 1: the 4-row, 1024-code-step GEMV for fp4 (1.65x) and fp6 (1.41x; the CUDA GEMV 1.50x / 1.22x); fp8 the CUDA
+#   GEMV cp_n1k4 (1.35x; the Triton swap-AB 16x128 tile 1.24x). (Run 24, 2026-12-03, h200_run24_cuda_weight_gemv.md.)
+# - M <= 16, on sm_90 with the CUDA library (run 24): the CUDA tensor-core GEMV for fp8 up to M = 2 (1.34x against
+#   the 16x64 tile's 1.31x), fp4 up to M = 4 (cp_n1k8 1.48x / 1.45x at M = 2 / 4 against the swap-AB tile's 1.35x),
+#   fp6 up to M = 8 (1.21x / 1.18x / 1.13x at M = 2 / 4 / 8 against the TMA 16-row tile's 0.96x). Above those the
+#   Triton tiles win (the CUDA GEMV's bf16 decode costs ~4 instructions per code pair, and M = 9..16 decodes once
+#   for two 8-token MMAs only).
+# - M <= 16 otherwise: fp8 the 16x64 tile (1.47x at M = 16), fp4 the swap-AB 16x128 tile (1.35x), fp6 the TMA 16-row
+#   tile (0.96x; the swap-AB pointer tile 0.91x).
 # - M <= 64: fp4 / fp6 the TMA 64x128 tile (1.18x / 1.01x pipelined, 0.86x / 0.76x serialized); fp8 the same tile
 #   where its WGMMAs pipeline (0.86x), else the 16x64 tile (0.63x; the TMA tile serialized 0.61x).
 # - M <= 256: the TMA 256x128 tile for every format (0.71x / 0.76x / 0.83x, against dequantize + cuBLAS 0.52-0.57x).
@@ -81,8 +86,11 @@ class Rule:
 # otherwise the next matching rule applies. "Pipelined" numbers are with ptxas 13.5 (run 19), the others with Triton
 # 3.6's 12.8 (serialized, run 18).
 DISPATCH_TABLE: tuple[Rule, ...] = (
-    Rule(Backend.CUDA_GEMV, "cp_n2k4", max_m=16),
     Rule(Backend.GEMV, "gemv_4x4x8", max_m=1, bits=(4, 6)),
+    Rule(Backend.CUDA_GEMV, "cp_n1k4", max_m=2, bits=(8,)),
+    Rule(Backend.CUDA_GEMV, "cp_n1k8", max_m=4, bits=(4,)),
+    Rule(Backend.CUDA_GEMV, "cp_n1k4", max_m=4, bits=(6,)),
+    Rule(Backend.CUDA_GEMV, "cp_n1k8", max_m=8, bits=(6,)),
     Rule(Backend.DOT, "dot_16x128x1_swap", max_m=1, bits=(8,)),
     Rule(Backend.TMA, "tma_16x128x1_swap", max_m=16, bits=(6,)),
     Rule(Backend.DOT, "dot_16x64x2", max_m=16, bits=(8,)),

@@ -117,13 +117,23 @@ __device__ __forceinline__ uint32_t rebias(uint32_t r) {
 }
 
 // Codes p and p + 4 of a tile word (nibble p and p + 4: the top four bits; fp6: `lo` holds their low bit pairs at
-// bits 2p and 2p + 16) -> the x-dtype pair (code p, code p + 4).
+// bits 2p and 2p + 16) -> the x-dtype pair (code p, code p + 4). P is 0 or 1: planes 2 and 3 are planes 0 and 1 of
+// the words shifted right by 8 (hi) and 4 (lo), once per word.
 template <int FMT, class T, int P>
 __device__ __forceinline__ uint32_t decode_fpx_pair(uint32_t hi, uint32_t lo) {
   using F = FormatTraits<FMT>;
   constexpr int kMant = std::is_same_v<T, __half> ? 10 : 7;
   constexpr int kLow = kMant - F::kMbits + F::kBits - 4;  // where the nibble's lowest magnitude bit goes
-  uint32_t r = (shift<kLow - 4 * P>(hi) & ((7u << kLow) * 0x10001u)) | (shift<12 - 4 * P>(hi) & 0x80008000u);
+  constexpr uint32_t kFields = ((7u << kLow) | 0x8000u) * 0x10001u;
+  uint32_t r;
+  if constexpr (kLow + 3 < 12) {
+    // One multiply places both copies of the nibble pair: << (kLow - 4P) puts the magnitude in place, << (12 - 4P)
+    // the sign; the four shifted nibbles occupy disjoint bits (no carries), and the mask keeps the fields.
+    constexpr uint32_t kTwoShifts = (1u << (kLow - 4 * P)) + (1u << (12 - 4 * P));
+    r = ((hi & (0x000F000Fu << (4 * P))) * kTwoShifts) & kFields;
+  } else {  // fp16: the magnitude's copy would reach the sign's bits
+    r = (shift<kLow - 4 * P>(hi) & ((7u << kLow) * 0x10001u)) | (shift<12 - 4 * P>(hi) & 0x80008000u);
+  }
   if constexpr (F::kBits == 6) {
     constexpr int kCrumb = kMant - F::kMbits;
     r |= shift<kCrumb - 2 * P>(lo) & ((3u << kCrumb) * 0x10001u);
@@ -152,12 +162,40 @@ __device__ __forceinline__ uint4 load_x8(const uint16_t* row, int k, int K) {
   return k < K ? __ldg(reinterpret_cast<const uint4*>(row + k)) : make_uint4(0, 0, 0, 0);
 }
 
-// One tile of one warp: 16 rows x 128 codes from its ring slot, times the x columns k0 .. k0 + 127 of MT 8-token
-// tiles, into two accumulator chains (even / odd MMAs: each waits on the one before it in its chain only).
+// A lane's x operands for one 128-code tile of MT 8-token tiles. fp8: columns 16t + 64h .. + 15 (h = 0, 1) as
+// v[mt][2h], v[mt][2h + 1]. fp4 / fp6: for plane p, columns 16p + 4t .. + 3 (codes p of the lane's words) in
+// v[mt][p] .x/.y and the 64 after them (codes p + 4) in v[mt][4 + p].
+template <int FMT, int MT>
+struct XTile {
+  std::conditional_t<FMT == kE4M3, uint4, uint2> v[MT][FMT == kE4M3 ? 4 : 8];
+};
+
+template <int FMT, int MT>
+__device__ __forceinline__ void load_x_tile(XTile<FMT, MT>& x, const uint16_t* const (&xrow)[MT], int k0, int K,
+                                            int t) {
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      if constexpr (FMT == kE4M3) {
+        x.v[mt][i] = load_x8(xrow[mt], k0 + 64 * (i >> 1) + 16 * t + 8 * (i & 1), K);
+      } else {
+        x.v[mt][i] = load_x4(xrow[mt], k0 + 16 * i + 4 * t, K);
+        x.v[mt][4 + i] = load_x4(xrow[mt], k0 + 16 * i + 64 + 4 * t, K);
+      }
+    }
+}
+
+// Accumulator chains: MMAs of one chain wait on each other only. Four at M <= 8; at M = 9..16 two (registers).
+template <int MT>
+constexpr int kChains = MT == 1 ? 4 : 2;
+
+// One tile of one warp: 16 rows x 128 codes from its ring slot, times the tile's x operands.
 template <int FMT, class T, int MT>
-__device__ __forceinline__ void tile_mma(float (&acc)[2][MT][4], const uint8_t* slot, const uint16_t* const (&xrow)[MT],
-                                         int k0, int K, int g, int t) {
+__device__ __forceinline__ void tile_mma(float (&acc)[kChains<MT>][MT][4], const uint8_t* slot, const XTile<FMT, MT>& x,
+                                         int g, int t) {
   using F = FormatTraits<FMT>;
+  constexpr int C = kChains<MT>;
   if constexpr (FMT == kE4M3) {
     // Row r's 16-byte chunk c sits at chunk c ^ (4 * (r & 1)): lanes of rows g and g + 1 read distinct banks.
     const int sw = (g & 1) << 2;
@@ -166,23 +204,17 @@ __device__ __forceinline__ void tile_mma(float (&acc)[2][MT][4], const uint8_t* 
     const uint4 wa[2] = {lds128(ra + 16 * (t ^ sw)), lds128(ra + 16 * ((t + 4) ^ sw))};
     const uint4 wb[2] = {lds128(rb + 16 * (t ^ sw)), lds128(rb + 16 * ((t + 4) ^ sw))};
 #pragma unroll
-    for (int h = 0; h < 2; ++h) {  // chunk t, then t + 4: codes 16t + 64h .. + 15
-      uint4 xv[MT][2];
-#pragma unroll
-      for (int mt = 0; mt < MT; ++mt) {
-        xv[mt][0] = load_x8(xrow[mt], k0 + 64 * h + 16 * t, K);
-        xv[mt][1] = load_x8(xrow[mt], k0 + 64 * h + 16 * t + 8, K);
-      }
+    for (int h = 0; h < 2; ++h)  // chunk t, then t + 4: codes 16t + 64h .. + 15
 #pragma unroll
       for (int j = 0; j < 4; ++j) {  // word j: codes 16t + 64h + 4j .. + 3
         const uint32_t a0 = decode_fp8_pair<T, 0>(word(wa[h], j)), a2 = decode_fp8_pair<T, 1>(word(wa[h], j));
         const uint32_t a1 = decode_fp8_pair<T, 0>(word(wb[h], j)), a3 = decode_fp8_pair<T, 1>(word(wb[h], j));
 #pragma unroll
-        for (int mt = 0; mt < MT; ++mt)
-          mma<T>(acc[j & 1][mt], a0, a1, a2, a3, word(xv[mt][j >> 1], 2 * (j & 1)),
-                 word(xv[mt][j >> 1], 2 * (j & 1) + 1));
+        for (int mt = 0; mt < MT; ++mt) {
+          const uint4 xv = x.v[mt][2 * h + (j >> 1)];
+          mma<T>(acc[(4 * h + j) % C][mt], a0, a1, a2, a3, word(xv, 2 * (j & 1)), word(xv, 2 * (j & 1) + 1));
+        }
       }
-    }
   } else {
     const uint8_t* ra = slot + g * F::kTileBytes;
     const uint8_t* rb = ra + 8 * F::kTileBytes;
@@ -195,61 +227,70 @@ __device__ __forceinline__ void tile_mma(float (&acc)[2][MT][4], const uint8_t* 
       la = make_uint4(la.x >> sh, la.y >> sh, la.z >> sh, la.w >> sh);
       lb = make_uint4(lb.x >> sh, lb.y >> sh, lb.z >> sh, lb.w >> sh);
     }
-    // x columns of plane p for this lane: 16p + 4t .. + 3 (codes p of its words) and 64 more (codes p + 4).
-    uint2 xl[MT][4], xh[MT][4];
-#pragma unroll
-    for (int mt = 0; mt < MT; ++mt)
-#pragma unroll
-      for (int p = 0; p < 4; ++p) {
-        xl[mt][p] = load_x4(xrow[mt], k0 + 16 * p + 4 * t, K);
-        xh[mt][p] = load_x4(xrow[mt], k0 + 16 * p + 64 + 4 * t, K);
-      }
 #pragma unroll
     for (int jj = 0; jj < 2; ++jj) {  // words 2jj and 2jj + 1 of the lane's four
-      const uint32_t wa0 = word(ha, 2 * jj), wa1 = word(ha, 2 * jj + 1), wb0 = word(hb, 2 * jj),
-                     wb1 = word(hb, 2 * jj + 1);
-      const uint32_t la0 = word(la, 2 * jj), la1 = word(la, 2 * jj + 1), lb0 = word(lb, 2 * jj),
-                     lb1 = word(lb, 2 * jj + 1);
-      auto plane = [&](auto pc) {
-        constexpr int p = decltype(pc)::value;
-        const uint32_t a0 = decode_fpx_pair<FMT, T, p>(wa0, la0), a2 = decode_fpx_pair<FMT, T, p>(wa1, la1);
-        const uint32_t a1 = decode_fpx_pair<FMT, T, p>(wb0, lb0), a3 = decode_fpx_pair<FMT, T, p>(wb1, lb1);
 #pragma unroll
-        for (int mt = 0; mt < MT; ++mt) {
-          const uint32_t l = jj ? xl[mt][p].y : xl[mt][p].x, h = jj ? xh[mt][p].y : xh[mt][p].x;
-          mma<T>(acc[p & 1][mt], a0, a1, a2, a3, __byte_perm(l, h, 0x5410), __byte_perm(l, h, 0x7632));
-        }
-      };
-      plane(std::integral_constant<int, 0>{});
-      plane(std::integral_constant<int, 1>{});
-      plane(std::integral_constant<int, 2>{});
-      plane(std::integral_constant<int, 3>{});
+      for (int half = 0; half < 2; ++half) {  // planes 0, 1, then 2, 3 (the words shifted down by one byte)
+        const int hs = 8 * half, ls = 4 * half;
+        const uint32_t wa0 = word(ha, 2 * jj) >> hs, wa1 = word(ha, 2 * jj + 1) >> hs;
+        const uint32_t wb0 = word(hb, 2 * jj) >> hs, wb1 = word(hb, 2 * jj + 1) >> hs;
+        const uint32_t la0 = word(la, 2 * jj) >> ls, la1 = word(la, 2 * jj + 1) >> ls;
+        const uint32_t lb0 = word(lb, 2 * jj) >> ls, lb1 = word(lb, 2 * jj + 1) >> ls;
+        auto plane = [&](auto pc) {
+          constexpr int q = decltype(pc)::value;  // plane 2 * half + q
+          const int p = 2 * half + q;
+          const uint32_t a0 = decode_fpx_pair<FMT, T, q>(wa0, la0), a2 = decode_fpx_pair<FMT, T, q>(wa1, la1);
+          const uint32_t a1 = decode_fpx_pair<FMT, T, q>(wb0, lb0), a3 = decode_fpx_pair<FMT, T, q>(wb1, lb1);
+#pragma unroll
+          for (int mt = 0; mt < MT; ++mt) {
+            const uint2 xl = x.v[mt][p], xh = x.v[mt][4 + p];
+            const uint32_t l = jj ? xl.y : xl.x, h = jj ? xh.y : xh.x;
+            mma<T>(acc[p % C][mt], a0, a1, a2, a3, __byte_perm(l, h, 0x5410), __byte_perm(l, h, 0x7632));
+          }
+        };
+        plane(std::integral_constant<int, 0>{});
+        plane(std::integral_constant<int, 1>{});
+      }
     }
   }
 }
 
-// Issues the copies of one tile (16 rows from row0, K tile kt) into a ring slot: lane l copies 16-byte chunks
-// l, l + 32, ... of the 16 row runs (rows past N clamped: their sums are never stored). fp8 rows end at K (whole
-// chunks past it are zero-filled); fp4 / fp6 rows are whole tiles.
+// A lane's share of the copies of one tile (16 rows x 128 codes) into a ring slot: 16-byte chunks lane, lane + 32,
+// ... of the 16 row runs, with the addresses worked out once per row tile (rows past N clamped: their sums are
+// never stored). fp8 rows end at K (chunks past it are zero-filled); fp4 / fp6 rows are whole tiles.
 template <int FMT>
-__device__ __forceinline__ void load_tile(uint8_t* slot, const Params& p, int row0, int kt, int lane) {
+struct TileCopier {
   using F = FormatTraits<FMT>;
-  constexpr int kChunksPerRow = F::kTileBytes / 16;
-  const size_t row_bytes = FMT == kE4M3 ? static_cast<size_t>(p.K) : static_cast<size_t>(p.tiles) * F::kTileBytes;
+  static constexpr int kChunksPerRow = F::kTileBytes / 16;
+  static constexpr int kCopies = kChunksPerRow / 2;  // 16 rows' chunks over 32 lanes
+  const uint8_t* src[kCopies];                       // the chunk in K tile 0 of its row
+  uint32_t dst[kCopies];                             // its offset in a slot
+  int col[kCopies];
+
+  __device__ __forceinline__ void rows(const Params& p, int row0, int lane) {
+    const size_t row_bytes = FMT == kE4M3 ? static_cast<size_t>(p.K) : static_cast<size_t>(p.tiles) * F::kTileBytes;
 #pragma unroll
-  for (int i = 0; i < kChunksPerRow / 2; ++i) {
-    const int c = lane + 32 * i, r = c / kChunksPerRow, col = c % kChunksPerRow;
-    const size_t byte = static_cast<size_t>(kt) * F::kTileBytes + 16 * col;
-    const uint8_t* src = p.w + min(row0 + r, p.N - 1) * row_bytes + byte;
-    int bytes = 16, dst_col = col;
-    if constexpr (FMT == kE4M3) {
-      bytes = byte < row_bytes ? 16 : 0;
-      if (!bytes) src = p.w;  // a valid address; nothing is read
-      dst_col ^= (r & 1) << 2;
+    for (int i = 0; i < kCopies; ++i) {
+      const int c = lane + 32 * i, r = c / kChunksPerRow;
+      col[i] = c % kChunksPerRow;
+      src[i] = p.w + min(row0 + r, p.N - 1) * row_bytes + 16 * col[i];
+      dst[i] = r * F::kTileBytes + 16 * (FMT == kE4M3 ? col[i] ^ ((r & 1) << 2) : col[i]);
     }
-    cp_async16(smem_addr(slot + r * F::kTileBytes + 16 * dst_col), src, bytes);
   }
-}
+
+  __device__ __forceinline__ void copy(uint32_t slot, const Params& p, int kt) const {
+    const size_t tile_byte = static_cast<size_t>(kt) * F::kTileBytes;
+#pragma unroll
+    for (int i = 0; i < kCopies; ++i) {
+      if constexpr (FMT == kE4M3) {
+        const bool in_k = tile_byte + 16 * col[i] < static_cast<size_t>(p.K);
+        cp_async16(slot + dst[i], in_k ? src[i] + tile_byte : p.w, in_k ? 16 : 0);  // p.w: valid, not read
+      } else {
+        cp_async16(slot + dst[i], src[i] + tile_byte, 16);
+      }
+    }
+  }
+};
 
 template <class T>
 __device__ __forceinline__ float to_float(T v) {
@@ -282,16 +323,19 @@ __global__ void __launch_bounds__(kMaxWarps * 32, 1) float_weight_gemv_kernel(co
   uint8_t* ring = smem + warp * F::kRingBytes;
   float* red = reinterpret_cast<float*>(smem + blockDim.x / 32 * F::kRingBytes);
 
-  // The item cursor that feeds the ring (`ahead`) and the one computed (`at`): (row tile, step) pairs.
+  // The item cursor that feeds the ring (`ahead`): (row tile, step) pairs, `issued` items so far.
   int ahead_tile = blockIdx.x, ahead_step = 0, issued = 0;
+  TileCopier<FMT> copier;
+  copier.rows(p, (ahead_tile * p.warps_n + wn) * 16, lane);
+  const uint32_t ring_addr = smem_addr(ring);
   auto issue = [&]() {
     if (issued < items) {
       const int kt = ahead_step * p.warps_k + wk;
-      if (kt < p.tiles)
-        load_tile<FMT>(ring + (issued % S) * F::kStageBytes, p, (ahead_tile * p.warps_n + wn) * 16, kt, lane);
+      if (kt < p.tiles) copier.copy(ring_addr + (issued % S) * F::kStageBytes, p, kt);
       if (++ahead_step == steps) {
         ahead_step = 0;
         ahead_tile += gridDim.x;
+        copier.rows(p, (ahead_tile * p.warps_n + wn) * 16, lane);
       }
     }
     cp_async_commit();  // an empty group past the end keeps the wait count uniform
@@ -306,9 +350,10 @@ __global__ void __launch_bounds__(kMaxWarps * 32, 1) float_weight_gemv_kernel(co
   for (int mt = 0; mt < MT; ++mt)
     xrow[mt] = reinterpret_cast<const uint16_t*>(x) + static_cast<size_t>(min(mt * 8 + g, p.M - 1)) * p.K;
 
-  float acc[2][MT][4];
+  constexpr int C = kChains<MT>;
+  float acc[C][MT][4];
 #pragma unroll
-  for (int c = 0; c < 2; ++c)
+  for (int c = 0; c < C; ++c)
 #pragma unroll
     for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
@@ -316,11 +361,13 @@ __global__ void __launch_bounds__(kMaxWarps * 32, 1) float_weight_gemv_kernel(co
 
   int tile = blockIdx.x, step = 0;
   for (int item = 0; item < items; ++item) {
+    const int kt = step * p.warps_k + wk;
+    XTile<FMT, MT> xt;
+    if (kt < p.tiles) load_x_tile(xt, xrow, kt * kTileCodes, p.K, t);  // (L1) in flight during the wait
     cp_async_wait<S - 2>();  // this item's group has landed (for this lane's copies) ...
     __syncwarp();            // ... and every lane's; the slot refilled next was read by all lanes last item
     issue();
-    const int kt = step * p.warps_k + wk;
-    if (kt < p.tiles) tile_mma<FMT, T, MT>(acc, ring + (item % S) * F::kStageBytes, xrow, kt * kTileCodes, p.K, g, t);
+    if (kt < p.tiles) tile_mma<FMT, T, MT>(acc, ring + (item % S) * F::kStageBytes, xt, g, t);
     if (++step != steps) continue;
 
     // The row tile's last step: the K-split warps' sums meet in shared memory, added in warp order.
@@ -329,7 +376,11 @@ __global__ void __launch_bounds__(kMaxWarps * 32, 1) float_weight_gemv_kernel(co
 #pragma unroll
     for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
-      for (int i = 0; i < 4; ++i) sum[mt][i] = acc[0][mt][i] + acc[1][mt][i];
+      for (int i = 0; i < 4; ++i) {
+        sum[mt][i] = acc[0][mt][i];
+#pragma unroll
+        for (int c = 1; c < C; ++c) sum[mt][i] += acc[c][mt][i];
+      }
     if (p.warps_k > 1) {
       constexpr int kPerWarp = MT * 4 * 32;
 #pragma unroll
@@ -360,7 +411,7 @@ __global__ void __launch_bounds__(kMaxWarps * 32, 1) float_weight_gemv_kernel(co
         }
     }
 #pragma unroll
-    for (int c = 0; c < 2; ++c)
+    for (int c = 0; c < C; ++c)
 #pragma unroll
       for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
