@@ -80,14 +80,17 @@ BAD_GEMV = [
 ]
 
 
-@pytest.mark.parametrize("make, error, name", BAD_GEMV)
-def test_w4a8_gemv_bad_input_same_error_eager_and_fake(make, error, name):
-    args = make()
+def _same_error_eager_and_fake(op, args, error, name):
     with pytest.raises(error, match=f"^{name}:"):
-        torch.ops.lowbit.w4a8_gemv_cuda(*args)
+        op(*args)
     meta = tuple(a.to("meta") if isinstance(a, torch.Tensor) else a for a in args)
     with pytest.raises(error, match=f"^{name}:"):
-        torch.ops.lowbit.w4a8_gemv_cuda(*meta)
+        op(*meta)
+
+
+@pytest.mark.parametrize("make, error, name", BAD_GEMV)
+def test_w4a8_gemv_bad_input_same_error_eager_and_fake(make, error, name):
+    _same_error_eager_and_fake(torch.ops.lowbit.w4a8_gemv_cuda, make(), error, name)
 
 
 def _float_gemv_args(M=3, K=256, N=16, bits=8):
@@ -119,12 +122,7 @@ BAD_FLOAT_GEMV = [
 
 @pytest.mark.parametrize("make, error, name", BAD_FLOAT_GEMV)
 def test_float_weight_gemv_bad_input_same_error_eager_and_fake(make, error, name):
-    args = make()
-    with pytest.raises(error, match=f"^{name}:"):
-        torch.ops.lowbit.float_weight_gemv_cuda(*args)
-    meta = tuple(a.to("meta") if isinstance(a, torch.Tensor) else a for a in args)
-    with pytest.raises(error, match=f"^{name}:"):
-        torch.ops.lowbit.float_weight_gemv_cuda(*meta)
+    _same_error_eager_and_fake(torch.ops.lowbit.float_weight_gemv_cuda, make(), error, name)
 
 
 @pytest.mark.parametrize("bits, ebits, mbits", [(8, 4, 3), (6, 3, 2), (6, 2, 3), (4, 2, 1)])

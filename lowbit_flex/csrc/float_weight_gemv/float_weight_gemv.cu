@@ -27,6 +27,7 @@
 #include <algorithm>
 #include <type_traits>
 
+#include "common/gemv_epilogue.cuh"
 #include "common/resident_ctas.h"
 #include "float_weight_gemv/float_weight_gemv.h"
 
@@ -292,21 +293,6 @@ struct TileCopier {
   }
 };
 
-template <class T>
-__device__ __forceinline__ float to_float(T v) {
-  if constexpr (std::is_same_v<T, __half>)
-    return __half2float(v);
-  else
-    return __bfloat162float(v);
-}
-template <class T>
-__device__ __forceinline__ T from_float(float v) {
-  if constexpr (std::is_same_v<T, __half>)
-    return __float2half_rn(v);
-  else
-    return __float2bfloat16_rn(v);
-}
-
 // MT: 8-token tiles (1: M <= 8, 2: M <= 16). CTA b takes the row tiles b, b + gridDim.x, ...; each warp walks its
 // (row tile, K step) items with its ring running across row-tile boundaries, so the pipeline never drains.
 template <int FMT, class T, int MT>
@@ -381,21 +367,7 @@ __global__ void __launch_bounds__(kMaxWarps * 32, 1) float_weight_gemv_kernel(co
 #pragma unroll
         for (int c = 1; c < C; ++c) sum[mt][i] += acc[c][mt][i];
       }
-    if (p.warps_k > 1) {
-      constexpr int kPerWarp = MT * 4 * 32;
-#pragma unroll
-      for (int mt = 0; mt < MT; ++mt)
-#pragma unroll
-        for (int i = 0; i < 4; ++i) red[warp * kPerWarp + (mt * 4 + i) * 32 + lane] = sum[mt][i];
-      __syncthreads();
-      if (wk == 0)
-        for (int k = 1; k < p.warps_k; ++k)
-#pragma unroll
-          for (int mt = 0; mt < MT; ++mt)
-#pragma unroll
-            for (int i = 0; i < 4; ++i) sum[mt][i] += red[(k * p.warps_n + wn) * kPerWarp + (mt * 4 + i) * 32 + lane];
-      __syncthreads();  // the next row tile writes the same slots
-    }
+    if (p.warps_k > 1) reduce_k_split<MT>(sum, red, warp, wn, wk, p.warps_n, p.warps_k, lane);
     if (wk == 0) {
       T* out = static_cast<T*>(p.out);
       const T* bias = static_cast<const T*>(p.bias);

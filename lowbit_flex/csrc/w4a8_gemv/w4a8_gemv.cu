@@ -25,6 +25,7 @@
 #include <algorithm>
 #include <type_traits>
 
+#include "common/gemv_epilogue.cuh"
 #include "common/resident_ctas.h"
 #include "w4a8_gemv/w4a8_gemv.h"
 
@@ -65,24 +66,6 @@ __device__ __forceinline__ void mma_s8(int (&c)[4], uint32_t a0, uint32_t a1, ui
 }
 
 __device__ __forceinline__ uint32_t word(uint4 v, int j) { return j == 0 ? v.x : j == 1 ? v.y : j == 2 ? v.z : v.w; }
-
-template <class T>
-__device__ __forceinline__ float to_float(T v) {
-  if constexpr (std::is_same_v<T, __half>)
-    return __half2float(v);
-  else if constexpr (std::is_same_v<T, __nv_bfloat16>)
-    return __bfloat162float(v);
-  else
-    return v;
-}
-
-template <class T>
-__device__ __forceinline__ T from_float(float v) {
-  if constexpr (std::is_same_v<T, __half>)
-    return __float2half_rn(v);
-  else
-    return __float2bfloat16_rn(v);
-}
 
 // The quantizer's value: clamp(rint(x / scale), -127, 127) with an IEEE divide (lowbit::quantize_int8_rowwise),
 // bit for bit, at the cost of a multiply: x * inv (inv = 1 / scale, correctly rounded) is within 2^-15 of the
@@ -337,22 +320,7 @@ __global__ void __launch_bounds__(kMaxWarps * 32, 1) w4a8_gemv_kernel(const Para
     if (it.step != steps - 1) continue;
 
     // The tile's last step: the K-split warps' sums meet in shared memory, added in warp order (deterministic).
-    if (p.warps_k > 1) {
-      Acc* red = reinterpret_cast<Acc*>(tail);
-      constexpr int kPerWarp = MT * 4 * 32;
-#pragma unroll
-      for (int mt = 0; mt < MT; ++mt)
-#pragma unroll
-        for (int i = 0; i < 4; ++i) red[warp * kPerWarp + (mt * 4 + i) * 32 + lane] = acc[mt][i];
-      __syncthreads();
-      if (wk == 0)
-        for (int k = 1; k < p.warps_k; ++k)
-#pragma unroll
-          for (int mt = 0; mt < MT; ++mt)
-#pragma unroll
-            for (int i = 0; i < 4; ++i) acc[mt][i] += red[(k * p.warps_n + wn) * kPerWarp + (mt * 4 + i) * 32 + lane];
-      __syncthreads();  // the next tile writes the same slots
-    }
+    if (p.warps_k > 1) reduce_k_split<MT>(acc, reinterpret_cast<Acc*>(tail), warp, wn, wk, p.warps_n, p.warps_k, lane);
     if (wk == 0) {
       OutT* out = static_cast<OutT*>(p.out);
 #pragma unroll
