@@ -71,6 +71,28 @@ def test_every_config(config, M, N, K, group, bias, out_dtype):
 
 
 @requires_gpu
+@pytest.mark.parametrize("config", ["mma_n2k4_pf0", "mma_n1k8_pf2"])
+def test_inputs_written_by_the_kernel_just_before(config):
+    # On sm_90 the GEMV launches programmatically (common/pdl.cuh): it may start before the previous kernel ends,
+    # and only L2 prefetches may precede its wait. Here every input is produced by GPU kernels queued immediately
+    # before the call (the weight and x rewritten in place, no host sync), so a load moved above the wait would read
+    # the old values.
+    M, N, K, group = 1, 264, 4096, 128
+    x, xs, q, ws, b = random_inputs(M, N, K, group, torch.bfloat16, True)
+    packed, x_dev, xs_dev = pack_int4(q).cuda(), x.cuda(), xs.cuda()
+    ws_dev, b_dev = ws.cuda(), b.cuda()
+    w_dev = torch.zeros_like(packed)
+    out = poison_(torch.empty((M, N), dtype=torch.bfloat16, device="cuda"))
+    mod.s8s4_gemv_cuda(x_dev, xs_dev, w_dev, ws_dev, b_dev, torch.bfloat16, config, out=out)  # warm, on zeros
+    for _ in range(3):  # the same buffers: each round's writes land right before the GEMV reads them
+        w_dev.copy_(packed.flip(0)).copy_(packed)  # two kernels; the last one leaves the real weight
+        x_dev.mul_(-1).mul_(-1)
+        mod.s8s4_gemv_cuda(x_dev, xs_dev, w_dev, ws_dev, b_dev, torch.bfloat16, config, out=out)
+    exact, magnitude = exact_f64(x, xs, q, ws, b)
+    assert_close_to_exact(out.cpu(), exact, magnitude, torch.bfloat16, fp32_terms(K, group))
+
+
+@requires_gpu
 @pytest.mark.parametrize("group", [None, 128])
 def test_per_channel_sum_near_int32_limit(group):
     # Every product at its extreme (-128 * -8 = 1024, 16x in the MMA): the per-channel int32 sum of 16x the dot at
@@ -151,6 +173,14 @@ def test_launcher_rejects_what_it_cannot_take():
 def test_config_table_matches_header():
     names = re.findall(r'X\(\d+, "([^"]+)"', HEADER.read_text())
     assert tuple(names) == mod.GEMV_CUDA_CONFIGS
+
+
+def test_config_names_say_their_columns():
+    # X(index, name, warps_n, warps_k, prefetch): a name says every column.
+    rows = re.findall(r'X\((\d+), "([^"]+)", (\d+), (\d+), (\d+)\)', HEADER.read_text())
+    assert len(rows) == len(mod.GEMV_CUDA_CONFIGS)
+    for index, name, wn, wk, prefetch in rows:
+        assert name == f"mma_n{wn}k{wk}_pf{prefetch}" == mod.GEMV_CUDA_CONFIGS[int(index)]
 
 
 def test_limits_match_header():

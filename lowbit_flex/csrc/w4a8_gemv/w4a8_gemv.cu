@@ -14,6 +14,12 @@
 // - Loads: ld.global.nc with L1::no_allocate (each weight byte is read once), 2 rows x 4 chunks x 16 bytes per lane
 //   per step, the next step's loads issued before this step's MMAs (register double buffering). A CTA's warps split
 //   N (warps_n x 16 rows) and K (warps_k, interleaved steps); their sums meet in shared memory in a fixed order.
+//   A per-warp cp.async ring in shared memory (the float weight GEMV's design: bytes in flight without registers)
+//   was measured here with 2-8 chunks per slot and 2-8 slots (H200, run 25) and lost to these register loads at
+//   M = 1, 4 and 16 on every shape class: it is not kept.
+// - Launch (sm_90): programmatic dependent launch (common/pdl.cuh). Each CTA asks L2 for its first row tile's
+//   weight bytes, then waits for the previous kernel; the launch and the DRAM ramp-up overlap that kernel's tail
+//   (8-18 % of a layer's time at M = 1 on the H200, run 25).
 // - x: int8 (quantized beforehand) is read from global memory through L1 (every CTA reads the same rows). A float
 //   x is quantized by every CTA into shared memory first (the per-row amax needs the whole row; x is a few KB in
 //   L2), with the quantizer's arithmetic, while the first weight step is already in flight: one launch per layer.
@@ -26,6 +32,7 @@
 #include <type_traits>
 
 #include "common/gemv_epilogue.cuh"
+#include "common/pdl.cuh"
 #include "common/resident_ctas.h"
 #include "w4a8_gemv/w4a8_gemv.h"
 
@@ -203,33 +210,15 @@ __device__ void quantize_rows_to_shared(const Params& p, int8_t* xq, float* amax
   __syncthreads();
 }
 
-// MT: 8-token tiles (1: M <= 8, 2: M <= 16). XT: x's dtype (int8: quantized beforehand). Persistent: CTA b takes
-// the 16 * warps_n-row tiles b, b + gridDim.x, ...; each warp walks its (tile, step) items with the next item's
-// loads in flight across tile boundaries, so a CTA quantizes x once and its pipeline never drains between tiles.
-template <int MT, bool GROUPWISE, class XT, class OutT>
-__global__ void __launch_bounds__(kMaxWarps * 32, 1) w4a8_gemv_kernel(const Params p) {
-  extern __shared__ __align__(16) uint8_t smem[];
-  constexpr bool kFused = !std::is_same_v<XT, int8_t>;
-  using Acc = std::conditional_t<GROUPWISE, float, int>;
-
-  const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
-  const int warp = threadIdx.x >> 5, wn = warp % p.warps_n, wk = warp / p.warps_n;
-  const int tiles = (p.N + 16 * p.warps_n - 1) / (16 * p.warps_n);
-  const int step_chunks = p.warps_k * kStepChunks;
-  const int steps = (p.chunks + step_chunks - 1) / step_chunks;
-  const int items = (tiles - blockIdx.x + gridDim.x - 1) / gridDim.x * steps;  // the same for every warp
-
-  Cursor at{static_cast<int>(blockIdx.x), 0}, ahead = at;  // this item; the next one to prefetch
-  Step<GROUPWISE> cur;
-  load_step(cur, p, at.item(p, wn, wk), g, t);  // in flight during the quantization
-  ahead.advance(steps);
-  for (int i = 1; i <= p.prefetch && i < items; ++i, ahead.advance(steps))
-    prefetch_step(p, ahead.item(p, wn, wk), g, t);
-
+// The x side of a CTA: each lane's int8 x rows (tokens g and 8 + g, clamped to M - 1: the padded columns are never
+// stored) from chunk t * 32 on, and the row scales. A float x is quantized into shared memory first (`smem`:
+// M * K bytes, then kAmaxBytes); int8 x is read from global memory. Returns the first shared byte after the x rows.
+template <int MT, class XT>
+__device__ __forceinline__ uint8_t* stage_x(const Params& p, uint8_t* smem, const int8_t* (&xrow)[MT],
+                                            const float*& x_scale, int g, int t) {
   const int8_t* xq;
-  const float* x_scale;
   uint8_t* tail = smem;
-  if constexpr (kFused) {
+  if constexpr (!std::is_same_v<XT, int8_t>) {
     int8_t* xs = reinterpret_cast<int8_t*>(smem);
     float* amax_partial = reinterpret_cast<float*>(smem + static_cast<size_t>(p.M) * p.K);
     float* scales = amax_partial + kMaxFusedM * kMaxWarps;
@@ -241,10 +230,147 @@ __global__ void __launch_bounds__(kMaxWarps * 32, 1) w4a8_gemv_kernel(const Para
     xq = static_cast<const int8_t*>(p.x);
     x_scale = p.x_scale;
   }
-  // Each lane's x rows: tokens g (and 8 + g), clamped to M - 1 (the padded columns are never stored).
-  const int8_t* xrow[MT];
 #pragma unroll
   for (int mt = 0; mt < MT; ++mt) xrow[mt] = xq + static_cast<size_t>(min(mt * 8 + g, p.M - 1)) * p.K + t * 32;
+  return tail;
+}
+
+// A lane's 32 x values of chunk c for each 8-token tile, as 8 words (shared memory when quantized in the kernel,
+// else global memory through L1: every CTA reads the same rows).
+template <int MT, bool FUSED>
+__device__ __forceinline__ void load_x_chunk(uint32_t (&xw)[MT][8], const int8_t* const (&xrow)[MT], int c) {
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt) {
+    uint4 lo, hi;
+    if constexpr (FUSED) {
+      lo = *reinterpret_cast<const uint4*>(xrow[mt] + c * kChunk);
+      hi = *reinterpret_cast<const uint4*>(xrow[mt] + c * kChunk + 16);
+    } else {
+      lo = __ldg(reinterpret_cast<const uint4*>(xrow[mt] + c * kChunk));
+      hi = __ldg(reinterpret_cast<const uint4*>(xrow[mt] + c * kChunk + 16));
+    }
+    const uint32_t words[8] = {lo.x, lo.y, lo.z, lo.w, hi.x, hi.y, hi.z, hi.w};
+#pragma unroll
+    for (int i = 0; i < 8; ++i) xw[mt][i] = words[i];
+  }
+}
+
+// One chunk of one warp: the weight words wa, wb of rows g and g + 8 (16 bytes each) times the lane's x words, into
+// acc (per channel: the exact int32 sum; group-wise: the chunk's int32 dot times the rows' group scales sa, sb).
+template <int MT, bool GROUPWISE>
+__device__ __forceinline__ void chunk_mma(std::conditional_t<GROUPWISE, float, int> (&acc)[MT][4], uint4 wa, uint4 wb,
+                                          float sa, float sb, const uint32_t (&xw)[MT][8]) {
+  // Two accumulator chains (even / odd words): each MMA waits on the one before it in its chain only.
+  int dot[2][MT][4];
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      dot[1][mt][i] = 0;
+      if constexpr (GROUPWISE)
+        dot[0][mt][i] = 0;
+      else
+        dot[0][mt][i] = acc[mt][i];
+    }
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    const uint32_t va = word(wa, j), vb = word(wb, j);
+    const uint32_t a0 = (va << 4) & 0xF0F0F0F0u, a1 = (vb << 4) & 0xF0F0F0F0u;
+    const uint32_t a2 = va & 0xF0F0F0F0u, a3 = vb & 0xF0F0F0F0u;
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt) {
+      const uint32_t b0 = __byte_perm(xw[mt][2 * j], xw[mt][2 * j + 1], 0x6420);  // values 8j + 0, 2, 4, 6
+      const uint32_t b1 = __byte_perm(xw[mt][2 * j], xw[mt][2 * j + 1], 0x7531);  // values 8j + 1, 3, 5, 7
+      mma_s8(dot[j & 1][mt], a0, a1, a2, a3, b0, b1);
+    }
+  }
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt) {
+    if constexpr (GROUPWISE) {
+      acc[mt][0] += static_cast<float>(dot[0][mt][0] + dot[1][mt][0]) * sa;
+      acc[mt][1] += static_cast<float>(dot[0][mt][1] + dot[1][mt][1]) * sa;
+      acc[mt][2] += static_cast<float>(dot[0][mt][2] + dot[1][mt][2]) * sb;
+      acc[mt][3] += static_cast<float>(dot[0][mt][3] + dot[1][mt][3]) * sb;
+    } else {
+#pragma unroll
+      for (int i = 0; i < 4; ++i) acc[mt][i] = dot[0][mt][i] + dot[1][mt][i];
+    }
+  }
+}
+
+// A row tile's last step: the K-split warps' sums meet in shared memory (`red`), added in warp order
+// (deterministic); the warps with wk == 0 write the outputs; every warp's acc is reset for its next tile.
+template <int MT, bool GROUPWISE, class OutT>
+__device__ __forceinline__ void finish_tile(std::conditional_t<GROUPWISE, float, int> (&acc)[MT][4], const Params& p,
+                                            int row0, const float* x_scale, void* red, int warp, int wn, int wk,
+                                            int lane) {
+  using Acc = std::conditional_t<GROUPWISE, float, int>;
+  const int g = lane >> 2, t = lane & 3;
+  if (p.warps_k > 1) reduce_k_split<MT>(acc, static_cast<Acc*>(red), warp, wn, wk, p.warps_n, p.warps_k, lane);
+  if (wk == 0) {
+    OutT* out = static_cast<OutT*>(p.out);
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const int row = row0 + g + (i >= 2 ? 8 : 0), token = mt * 8 + 2 * t + (i & 1);
+        if (row >= p.N || token >= p.M) continue;
+        float v = static_cast<float>(acc[mt][i]) * 0.0625f;  // the MMAs summed 16x the dot: exact
+        if constexpr (!GROUPWISE) v *= p.w_scale[row];
+        v *= x_scale[token];
+        if (p.bias) v += p.bias[row];
+        out[static_cast<size_t>(token) * p.N + row] = from_float<OutT>(v);
+      }
+  }
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+    for (int i = 0; i < 4; ++i) acc[mt][i] = 0;
+}
+
+// Before pdl_wait (common/pdl.cuh): asks L2 for the weight bytes of this warp's share of its CTA's first row tile
+// (lane r < 16: row row0 + r, the wk-th of warps_k contiguous pieces of the row), so the launch and the DRAM ramp
+// overlap the previous kernel's tail. A prefetch returns no data, so it is safe before the wait.
+__device__ __forceinline__ void prefetch_first_tile(const Params& p, int row0, int wk, int lane) {
+#if __CUDA_ARCH__ >= 900
+  const int row = row0 + lane, row_bytes = p.K / 2;
+  const int share = (row_bytes / p.warps_k + 15) & ~15, begin = wk * share, bytes = min(share, row_bytes - begin);
+  if (lane < 16 && row < p.N && bytes > 0)
+    asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(p.w + static_cast<size_t>(row) * row_bytes + begin),
+                 "r"(bytes)
+                 : "memory");
+#endif
+}
+
+// MT: 8-token tiles (1: M <= 8, 2: M <= 16). XT: x's dtype (int8: quantized beforehand). Persistent: CTA b takes
+// the 16 * warps_n-row tiles b, b + gridDim.x, ...; each warp walks its (tile, step) items with the next item's
+// loads in flight across tile boundaries, so a CTA quantizes x once and its pipeline never drains between tiles.
+template <int MT, bool GROUPWISE, class XT, class OutT>
+__global__ void __launch_bounds__(kMaxWarps * 32, 1) w4a8_gemv_kernel(const Params p) {
+  extern __shared__ __align__(16) uint8_t smem[];
+  using Acc = std::conditional_t<GROUPWISE, float, int>;
+
+  const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+  const int warp = threadIdx.x >> 5, wn = warp % p.warps_n, wk = warp / p.warps_n;
+  const int tiles = (p.N + 16 * p.warps_n - 1) / (16 * p.warps_n);
+  const int step_chunks = p.warps_k * kStepChunks;
+  const int steps = (p.chunks + step_chunks - 1) / step_chunks;
+  const int items = (tiles - blockIdx.x + gridDim.x - 1) / gridDim.x * steps;  // the same for every warp
+
+  pdl_launch_dependents();
+  prefetch_first_tile(p, (blockIdx.x * p.warps_n + wn) * 16, wk, lane);
+  pdl_wait();  // every load and store below sees the previous kernel's writes
+
+  Cursor at{static_cast<int>(blockIdx.x), 0}, ahead = at;  // this item; the next one to prefetch
+  Step<GROUPWISE> cur;
+  load_step(cur, p, at.item(p, wn, wk), g, t);  // in flight during the quantization
+  ahead.advance(steps);
+  for (int i = 1; i <= p.prefetch && i < items; ++i, ahead.advance(steps))
+    prefetch_step(p, ahead.item(p, wn, wk), g, t);
+
+  const int8_t* xrow[MT];
+  const float* x_scale;
+  uint8_t* red = stage_x<MT, XT>(p, smem, xrow, x_scale, g, t);
 
   Acc acc[MT][4];
 #pragma unroll
@@ -263,83 +389,12 @@ __global__ void __launch_bounds__(kMaxWarps * 32, 1) w4a8_gemv_kernel(const Para
     }
 #pragma unroll
     for (int u = 0; u < kStepChunks; ++u) {
-      const int c = min(it.chunk0 + u, p.chunks - 1);  // past K the weight words are 0
       uint32_t xw[MT][8];
-#pragma unroll
-      for (int mt = 0; mt < MT; ++mt) {
-        uint4 lo, hi;
-        if constexpr (kFused) {
-          lo = *reinterpret_cast<const uint4*>(xrow[mt] + c * kChunk);
-          hi = *reinterpret_cast<const uint4*>(xrow[mt] + c * kChunk + 16);
-        } else {
-          lo = __ldg(reinterpret_cast<const uint4*>(xrow[mt] + c * kChunk));
-          hi = __ldg(reinterpret_cast<const uint4*>(xrow[mt] + c * kChunk + 16));
-        }
-        const uint32_t words[8] = {lo.x, lo.y, lo.z, lo.w, hi.x, hi.y, hi.z, hi.w};
-#pragma unroll
-        for (int i = 0; i < 8; ++i) xw[mt][i] = words[i];
-      }
-      // Two accumulator chains (even / odd words): each MMA waits on the one before it in its chain only.
-      int dot[2][MT][4];
-#pragma unroll
-      for (int mt = 0; mt < MT; ++mt)
-#pragma unroll
-        for (int i = 0; i < 4; ++i) {
-          dot[1][mt][i] = 0;
-          if constexpr (GROUPWISE)
-            dot[0][mt][i] = 0;
-          else
-            dot[0][mt][i] = acc[mt][i];
-        }
-#pragma unroll
-      for (int j = 0; j < 4; ++j) {
-        const uint32_t va = word(cur.a[u], j), vb = word(cur.b[u], j);
-        const uint32_t a0 = (va << 4) & 0xF0F0F0F0u, a1 = (vb << 4) & 0xF0F0F0F0u;
-        const uint32_t a2 = va & 0xF0F0F0F0u, a3 = vb & 0xF0F0F0F0u;
-#pragma unroll
-        for (int mt = 0; mt < MT; ++mt) {
-          const uint32_t b0 = __byte_perm(xw[mt][2 * j], xw[mt][2 * j + 1], 0x6420);  // values 8j + 0, 2, 4, 6
-          const uint32_t b1 = __byte_perm(xw[mt][2 * j], xw[mt][2 * j + 1], 0x7531);  // values 8j + 1, 3, 5, 7
-          mma_s8(dot[j & 1][mt], a0, a1, a2, a3, b0, b1);
-        }
-      }
-#pragma unroll
-      for (int mt = 0; mt < MT; ++mt) {
-        if constexpr (GROUPWISE) {
-          acc[mt][0] += static_cast<float>(dot[0][mt][0] + dot[1][mt][0]) * cur.sa[u];
-          acc[mt][1] += static_cast<float>(dot[0][mt][1] + dot[1][mt][1]) * cur.sa[u];
-          acc[mt][2] += static_cast<float>(dot[0][mt][2] + dot[1][mt][2]) * cur.sb[u];
-          acc[mt][3] += static_cast<float>(dot[0][mt][3] + dot[1][mt][3]) * cur.sb[u];
-        } else {
-#pragma unroll
-          for (int i = 0; i < 4; ++i) acc[mt][i] = dot[0][mt][i] + dot[1][mt][i];
-        }
-      }
+      load_x_chunk<MT, !std::is_same_v<XT, int8_t>>(xw, xrow, min(it.chunk0 + u, p.chunks - 1));  // past K: w = 0
+      chunk_mma<MT, GROUPWISE>(acc, cur.a[u], cur.b[u], cur.sa[GROUPWISE ? u : 0], cur.sb[GROUPWISE ? u : 0], xw);
     }
     cur = next;
-    if (it.step != steps - 1) continue;
-
-    // The tile's last step: the K-split warps' sums meet in shared memory, added in warp order (deterministic).
-    if (p.warps_k > 1) reduce_k_split<MT>(acc, reinterpret_cast<Acc*>(tail), warp, wn, wk, p.warps_n, p.warps_k, lane);
-    if (wk == 0) {
-      OutT* out = static_cast<OutT*>(p.out);
-#pragma unroll
-      for (int mt = 0; mt < MT; ++mt)
-#pragma unroll
-        for (int i = 0; i < 4; ++i) {
-          const int row = it.row0 + g + (i >= 2 ? 8 : 0), token = mt * 8 + 2 * t + (i & 1);
-          if (row >= p.N || token >= p.M) continue;
-          float v = static_cast<float>(acc[mt][i]) * 0.0625f;  // the MMAs summed 16x the dot: exact
-          if constexpr (!GROUPWISE) v *= p.w_scale[row];
-          v *= x_scale[token];
-          if (p.bias) v += p.bias[row];
-          out[static_cast<size_t>(token) * p.N + row] = from_float<OutT>(v);
-        }
-    }
-#pragma unroll
-    for (int mt = 0; mt < MT; ++mt)
-#pragma unroll
-      for (int i = 0; i < 4; ++i) acc[mt][i] = 0;
+    if (it.step == steps - 1) finish_tile<MT, GROUPWISE, OutT>(acc, p, it.row0, x_scale, red, warp, wn, wk, lane);
   }
 }
 
@@ -371,8 +426,7 @@ int launch(Problem const& q, const Config& c) {
   }
   const int tiles = (q.N + 16 * c.warps_n - 1) / (16 * c.warps_n);
   const int ctas = std::min(tiles, resident_ctas(reinterpret_cast<const void*>(kernel), threads, smem));
-  kernel<<<ctas, threads, smem, q.stream>>>(p);
-  return last_launch_status();
+  return launch_with_pdl(kernel, ctas, threads, smem, q.stream, p);
 }
 
 template <bool GROUPWISE, class OutT>

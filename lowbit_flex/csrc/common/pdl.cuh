@@ -1,0 +1,68 @@
+// Programmatic dependent launch (sm_90): a decode GEMV may start while the kernel before it in the stream finishes,
+// and warm L2 with its first weight bytes meanwhile, so a layer's launch and DRAM ramp-up overlap the previous
+// kernel's tail instead of following it.
+//
+// The rule that keeps it exact: before pdl_wait() a kernel only issues L2 prefetches (which never return data to
+// it: L2 is the point of coherence, so a byte the previous kernel is still writing is never read stale). Every
+// load and every store comes after pdl_wait(), which returns once the previous kernel has completed and its writes
+// are visible. Without the launch attribute (sm_80, LOWBIT_FLEX_PDL=0) both device calls are no-ops.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdlib>
+#include <utility>
+
+#include "common/status.h"
+
+namespace lowbit {
+
+// Lets the next kernel in the stream (if launched with the attribute) start its own pre-wait part now.
+__device__ __forceinline__ void pdl_launch_dependents() {
+#if __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
+// Returns once the previous kernel in the stream has completed and its writes are visible.
+__device__ __forceinline__ void pdl_wait() {
+#if __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+
+// Whether launches on the current device may overlap the previous kernel: compute capability 9.0+, unless the
+// environment sets LOWBIT_FLEX_PDL=0 (read once). Cached per device: this runs on every decode step.
+inline bool pdl_enabled() {
+  static const bool allowed = [] {
+    const char* e = std::getenv("LOWBIT_FLEX_PDL");
+    return !(e && e[0] == '0');
+  }();
+  constexpr int kDevices = 64;
+  static int major[kDevices] = {};  // 0: not yet asked
+  int device = 0;
+  if (!allowed || cudaGetDevice(&device) != cudaSuccess || device < 0 || device >= kDevices) return false;
+  if (major[device] == 0 &&
+      cudaDeviceGetAttribute(&major[device], cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess)
+    major[device] = -1;
+  return major[device] >= 9;
+}
+
+// kernel<<<grid, threads, smem, stream>>>(args...), with programmatic stream serialization where pdl_enabled().
+template <class... Params, class... Args>
+int launch_with_pdl(void (*kernel)(Params...), int grid, int threads, size_t smem, cudaStream_t stream,
+                    Args&&... args) {
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  cudaLaunchConfig_t config = {};
+  config.gridDim = dim3(grid);
+  config.blockDim = dim3(threads);
+  config.dynamicSmemBytes = smem;
+  config.stream = stream;
+  config.attrs = attr;
+  config.numAttrs = pdl_enabled() ? 1 : 0;
+  return from_cuda(cudaLaunchKernelEx(&config, kernel, std::forward<Args>(args)...));
+}
+
+}  // namespace lowbit
