@@ -1,7 +1,10 @@
 """The CUDA tensor-core W4A8 GEMV (``lowbit_flex.kernels.w4a8_gemv_cuda``) against the exact float64 definition on a
 GPU, and its Python-side contract (config table vs header, support rules) on any machine."""
 
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -18,7 +21,8 @@ requires_gpu = pytest.mark.skipif(
     not torch.cuda.is_available() or arch_of(torch.device("cuda")) is Arch.OTHER,
     reason="needs an sm_80 / sm_90 GPU: the kernel is CUDA (mma.sync) with no CPU or interpreter path",
 )
-HEADER = Path(__file__).resolve().parents[2] / "lowbit_flex/csrc/w4a8_gemv/w4a8_gemv.h"
+REPO = Path(__file__).resolve().parents[2]
+HEADER = REPO / "lowbit_flex/csrc/w4a8_gemv/w4a8_gemv.h"
 
 
 def fp32_terms(K: int, group: int | None) -> int:
@@ -70,13 +74,11 @@ def test_every_config(config, M, N, K, group, bias, out_dtype):
     check(M, N, K, group, bias, out_dtype, config)
 
 
-@requires_gpu
-@pytest.mark.parametrize("config", ["mma_n2k4_pf0", "mma_n1k8_pf2"])
-def test_inputs_written_by_the_kernel_just_before(config):
-    # On sm_90 the GEMV launches programmatically (common/pdl.cuh): it may start before the previous kernel ends,
-    # and only L2 prefetches may precede its wait. Here every input is produced by GPU kernels queued immediately
-    # before the call (the weight and x rewritten in place, no host sync), so a load moved above the wait would read
-    # the old values.
+def _inputs_written_just_before(config: str) -> None:
+    """Every input is produced by GPU kernels queued immediately before the GEMV (the weight and x rewritten in
+    place, no host sync). Launched programmatically (LOWBIT_FLEX_PDL=1, common/pdl.cuh) the GEMV may start before
+    the previous kernel ends and only L2 prefetches may precede its wait: a load moved above the wait reads old
+    values here."""
     M, N, K, group = 1, 264, 4096, 128
     x, xs, q, ws, b = random_inputs(M, N, K, group, torch.bfloat16, True)
     packed, x_dev, xs_dev = pack_int4(q).cuda(), x.cuda(), xs.cuda()
@@ -90,6 +92,24 @@ def test_inputs_written_by_the_kernel_just_before(config):
         mod.s8s4_gemv_cuda(x_dev, xs_dev, w_dev, ws_dev, b_dev, torch.bfloat16, config, out=out)
     exact, magnitude = exact_f64(x, xs, q, ws, b)
     assert_close_to_exact(out.cpu(), exact, magnitude, torch.bfloat16, fp32_terms(K, group))
+
+
+@requires_gpu
+@pytest.mark.parametrize("config", ["mma_n2k4_pf0", "mma_n1k8_pf2"])
+def test_inputs_written_by_the_kernel_just_before(config):
+    _inputs_written_just_before(config)
+
+
+@requires_gpu
+def test_inputs_written_just_before_with_programmatic_launch():
+    # LOWBIT_FLEX_PDL is read once per process, so the programmatic launch runs in a child process.
+    code = (
+        "from tests.kernels.test_w4a8_gemv_cuda import _inputs_written_just_before as f\n"
+        "for c in ('mma_n2k4_pf0', 'mma_n1k8_pf2', 'mma_n4k2_pf2'): f(c)\nprint('all ok')"
+    )
+    env = os.environ | {"LOWBIT_FLEX_PDL": "1"}
+    r = subprocess.run([sys.executable, "-c", code], env=env, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0 and r.stdout.strip().endswith("all ok"), r.stdout[-2000:] + r.stderr[-4000:]
 
 
 @requires_gpu

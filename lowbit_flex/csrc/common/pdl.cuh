@@ -1,11 +1,17 @@
-// Programmatic dependent launch (sm_90): a decode GEMV may start while the kernel before it in the stream finishes,
-// and warm L2 with its first weight bytes meanwhile, so a layer's launch and DRAM ramp-up overlap the previous
-// kernel's tail instead of following it.
+// Programmatic dependent launch (sm_90), opt-in with LOWBIT_FLEX_PDL=1: a decode GEMV may start while the kernel
+// before it in the stream finishes, and warm L2 with its first weight bytes meanwhile, so a layer's launch and DRAM
+// ramp-up overlap the previous kernel's tail instead of following it.
+//
+// Why opt-in: on the H200 (run 25) it made back-to-back W4A8 GEMVs at M = 1 1.09-1.27x faster than the same build
+// without it, but that build without it ran 9-24 % slower than the previous build did in an earlier run (the early
+// L2 prefetch with nothing to overlap is the suspect), and layers after the quantizer kernel (M = 4) ran 3-18 %
+// slower than in that earlier run. Until one run measures all three (docs/measurements/h200_run25_w4a8_pdl.md),
+// the default path is the measured one: no attribute, no prefetch.
 //
 // The rule that keeps it exact: before pdl_wait() a kernel only issues L2 prefetches (which never return data to
 // it: L2 is the point of coherence, so a byte the previous kernel is still writing is never read stale). Every
 // load and every store comes after pdl_wait(), which returns once the previous kernel has completed and its writes
-// are visible. Without the launch attribute (sm_80, LOWBIT_FLEX_PDL=0) both device calls are no-ops.
+// are visible. Without the launch attribute both device calls are no-ops.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -31,26 +37,26 @@ __device__ __forceinline__ void pdl_wait() {
 #endif
 }
 
-// Whether launches on the current device may overlap the previous kernel: compute capability 9.0+, unless the
-// environment sets LOWBIT_FLEX_PDL=0 (read once). Cached per device: this runs on every decode step.
+// Whether launches on the current device may overlap the previous kernel: LOWBIT_FLEX_PDL=1 in the environment (read
+// once) and compute capability 9.0+ (cached per device: this runs on every decode step).
 inline bool pdl_enabled() {
-  static const bool allowed = [] {
+  static const bool requested = [] {
     const char* e = std::getenv("LOWBIT_FLEX_PDL");
-    return !(e && e[0] == '0');
+    return e && e[0] == '1';
   }();
   constexpr int kDevices = 64;
   static int major[kDevices] = {};  // 0: not yet asked
   int device = 0;
-  if (!allowed || cudaGetDevice(&device) != cudaSuccess || device < 0 || device >= kDevices) return false;
+  if (!requested || cudaGetDevice(&device) != cudaSuccess || device < 0 || device >= kDevices) return false;
   if (major[device] == 0 &&
       cudaDeviceGetAttribute(&major[device], cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess)
     major[device] = -1;
   return major[device] >= 9;
 }
 
-// kernel<<<grid, threads, smem, stream>>>(args...), with programmatic stream serialization where pdl_enabled().
+// kernel<<<grid, threads, smem, stream>>>(args...), with programmatic stream serialization when `pdl`.
 template <class... Params, class... Args>
-int launch_with_pdl(void (*kernel)(Params...), int grid, int threads, size_t smem, cudaStream_t stream,
+int launch_with_pdl(bool pdl, void (*kernel)(Params...), int grid, int threads, size_t smem, cudaStream_t stream,
                     Args&&... args) {
   cudaLaunchAttribute attr[1];
   attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
@@ -61,7 +67,7 @@ int launch_with_pdl(void (*kernel)(Params...), int grid, int threads, size_t sme
   config.dynamicSmemBytes = smem;
   config.stream = stream;
   config.attrs = attr;
-  config.numAttrs = pdl_enabled() ? 1 : 0;
+  config.numAttrs = pdl ? 1 : 0;
   return from_cuda(cudaLaunchKernelEx(&config, kernel, std::forward<Args>(args)...));
 }
 

@@ -17,9 +17,9 @@
 //   A per-warp cp.async ring in shared memory (the float weight GEMV's design: bytes in flight without registers)
 //   was measured here with 2-8 chunks per slot and 2-8 slots (H200, run 25) and lost to these register loads at
 //   M = 1, 4 and 16 on every shape class: it is not kept.
-// - Launch (sm_90): programmatic dependent launch (common/pdl.cuh). Each CTA asks L2 for its first row tile's
-//   weight bytes, then waits for the previous kernel; the launch and the DRAM ramp-up overlap that kernel's tail
-//   (8-18 % of a layer's time at M = 1 on the H200, run 25).
+// - Launch: with LOWBIT_FLEX_PDL=1 on sm_90, programmatic dependent launch (common/pdl.cuh, which says why it is
+//   opt-in): each CTA asks L2 for its first row tile's weight bytes, then waits for the previous kernel, so the
+//   launch and the DRAM ramp-up overlap that kernel's tail.
 // - x: int8 (quantized beforehand) is read from global memory through L1 (every CTA reads the same rows). A float
 //   x is quantized by every CTA into shared memory first (the per-row amax needs the whole row; x is a few KB in
 //   L2), with the quantizer's arithmetic, while the first weight step is already in flight: one launch per layer.
@@ -53,6 +53,7 @@ struct Params {
   const float* bias;
   void* out;
   int M, N, K, chunks, group_chunks, groups, warps_n, warps_k, prefetch;
+  bool pdl;  // launched programmatically: prefetch the first row tile before waiting for the previous kernel
 };
 
 // A weight load: read once, so it bypasses L1; L2 fetches the whole 256-byte run a step reads from each row.
@@ -357,9 +358,11 @@ __global__ void __launch_bounds__(kMaxWarps * 32, 1) w4a8_gemv_kernel(const Para
   const int steps = (p.chunks + step_chunks - 1) / step_chunks;
   const int items = (tiles - blockIdx.x + gridDim.x - 1) / gridDim.x * steps;  // the same for every warp
 
-  pdl_launch_dependents();
-  prefetch_first_tile(p, (blockIdx.x * p.warps_n + wn) * 16, wk, lane);
-  pdl_wait();  // every load and store below sees the previous kernel's writes
+  if (p.pdl) {
+    pdl_launch_dependents();
+    prefetch_first_tile(p, (blockIdx.x * p.warps_n + wn) * 16, wk, lane);
+    pdl_wait();  // every load and store below sees the previous kernel's writes
+  }
 
   Cursor at{static_cast<int>(blockIdx.x), 0}, ahead = at;  // this item; the next one to prefetch
   Step<GROUPWISE> cur;
@@ -412,9 +415,10 @@ template <int MT, bool GROUPWISE, class XT, class OutT>
 int launch(Problem const& q, const Config& c) {
   constexpr bool kFused = !std::is_same_v<XT, int8_t>;
   using Acc = std::conditional_t<GROUPWISE, float, int>;
+  const bool pdl = pdl_enabled();
   const Params p{
-      q.x,          q.x_scale,        static_cast<const uint8_t*>(q.w), q.w_scale, q.bias,    q.out,     q.M, q.N, q.K,
-      q.K / kChunk, q.group / kChunk, q.group ? q.K / q.group : 1,      c.warps_n, c.warps_k, c.prefetch};
+      q.x,          q.x_scale,        static_cast<const uint8_t*>(q.w), q.w_scale, q.bias,    q.out,      q.M, q.N, q.K,
+      q.K / kChunk, q.group / kChunk, q.group ? q.K / q.group : 1,      c.warps_n, c.warps_k, c.prefetch, pdl};
   const int threads = 32 * c.warps_n * c.warps_k;
   const size_t x_bytes = kFused ? static_cast<size_t>(q.M) * q.K + kAmaxBytes : 0;
   const size_t red_bytes = c.warps_k > 1 ? static_cast<size_t>(threads) * MT * 4 * sizeof(Acc) : 0;
@@ -426,7 +430,7 @@ int launch(Problem const& q, const Config& c) {
   }
   const int tiles = (q.N + 16 * c.warps_n - 1) / (16 * c.warps_n);
   const int ctas = std::min(tiles, resident_ctas(reinterpret_cast<const void*>(kernel), threads, smem));
-  return launch_with_pdl(kernel, ctas, threads, smem, q.stream, p);
+  return launch_with_pdl(pdl, kernel, ctas, threads, smem, q.stream, p);
 }
 
 template <bool GROUPWISE, class OutT>
