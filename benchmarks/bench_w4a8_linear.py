@@ -47,8 +47,9 @@ def _exact(x, layer: W4A8Linear):
     return (dots * scales).sum(-1), (abs_dots * scales).sum(-1), groups
 
 
-def _check(out, x, layer) -> str:
-    exact, mag, groups = _exact(x, layer)
+def _check(out, exact) -> str:
+    """``out`` against ``_exact``'s result (computed once per layer and input: it is the slow part on large layers)."""
+    exact, mag, groups = exact
     bound = exact.abs() * 2.0**-7 + (groups + 4) * 2.0**-24 * mag + 1e-30
     ratio = float(((out.double().cpu() - exact).abs() / bound).max())
     return "ok" if ratio <= 1.0 else f"FAIL {ratio:.3g}"
@@ -84,8 +85,10 @@ def _ms() -> list[int]:
 
 def _decode_candidates(M: int) -> dict:
     """Every decode kernel config that can take M rows, as ``f(x, layer)`` (so one run picks the dispatch table's
-    decode rows): the dp4a GEMV quantizing x itself (``gemv``) or after the quantizer kernel (``quant+gemv``), and
-    the tensor-core GEMV after the quantizer (its fused form lost everywhere in the H200 run of 2026-12-01)."""
+    decode rows): the dp4a GEMV quantizing x itself (``gemv``) or after the quantizer kernel (``quant+gemv``), the
+    Triton tensor-core GEMV after the quantizer (its fused form lost everywhere in the H200 run of 2026-12-01), and
+    the CUDA GEMV quantizing x itself (``cuda``, M = 1: fused, it lost at M = 4 and 8 in the H200 run of
+    2026-12-02) or after the quantizer (``quant+cuda``)."""
     from lowbit_flex.kernels.s8s4_decode import DECODE_CONFIGS, s8s4_decode_triton
     from lowbit_flex.kernels.s8s4_gemv import GEMV_CONFIGS, GEMV_MAX_M, s8s4_gemv_triton
     from lowbit_flex.kernels.w4a8_gemv_cuda import GEMV_CUDA_CONFIGS, s8s4_gemv_cuda
@@ -137,14 +140,15 @@ def run(bench: Bench) -> None:
             extra: dict = {}
             for kind, layer in layers.items():
                 copies = [layer] + [W4A8Linear.from_linear(lins[i], layer.group_size) for i in range(1, n)]
-                extra[f"check {kind}"] = _check(layer(xs[0]), xs[0], layer)
+                exact = _exact(xs[0], layer)
+                extra[f"check {kind}"] = _check(layer(xs[0]), exact)
                 times[f"w4a8 {kind}"] = bench.time(lambda x, m: m(x), *[(xs[i], copies[i]) for i in range(n)])
                 rule = rule_for(xs[0].device, layer.weight_scale, M, N, K)
                 extra[f"backend {kind}"] = f"{rule.backend.value} {rule.config}"
                 if M <= 16:
                     extra[f"floor frac {kind}"] = (N * K // 2) / (bw * 1e9) * 1e3 / times[f"w4a8 {kind}"]
                     for label, f in _decode_candidates(M).items():
-                        extra[f"check {label} {kind}"] = _check(f(xs[0], layer), xs[0], layer)
+                        extra[f"check {label} {kind}"] = _check(f(xs[0], layer), exact)
                         times[f"{label} {kind}"] = bench.time(f, *[(xs[i], copies[i]) for i in range(n)])
             if M == 1 and tiny is not None:
                 fn, packed, sz = tiny
