@@ -130,6 +130,30 @@ def _fmt(v) -> str:
     return str(v)
 
 
+def time_ms(fn: Callable, *arg_sets: Sequence, graph: bool = True, eager_fallback: bool = True) -> float:
+    """Median milliseconds of ``fn(*args)``, cycling through ``arg_sets`` so inputs that fit in L2 are not
+    re-read from cache. ``graph=True`` times CUDA-graph replays of ``fn`` itself (warmed up, then captured on a
+    side stream), so launch overhead (Python, Triton's launcher) does not hide small kernels; methods that cannot
+    be captured fall back to ``do_bench``, or return NaN with ``eager_fallback=False`` (for a table whose column
+    says "CUDA graph", an eager time there would be mislabelled)."""
+    import triton.testing
+
+    sets = itertools.cycle(arg_sets or [()])
+    call = lambda: fn(*next(sets))
+    call()  # warm-up: compile, autotune, build
+    torch.cuda.synchronize()
+    if graph:
+        try:
+            return float(triton.testing.do_bench_cudagraph(call, rep=50, return_mode="median"))
+        except Exception as e:  # capture can fail for host-syncing methods: time them without a graph
+            then = "timing eagerly" if eager_fallback else "NaN"
+            print(f"  (no CUDA graph for {getattr(fn, '__name__', fn)}: {type(e).__name__}; {then})")
+            torch.cuda.synchronize()
+            if not eager_fallback:
+                return float("nan")
+    return float(triton.testing.do_bench(call, warmup=25, rep=100, return_mode="median"))
+
+
 class Bench:
     """Collects tables for one run; writes ``results.json``, ``results.md`` and one PNG per table to ``out_dir``."""
 
@@ -146,27 +170,8 @@ class Bench:
         return t
 
     def time(self, fn: Callable, *arg_sets: Sequence, graph: bool = True, eager_fallback: bool = True) -> float:
-        """Median milliseconds of ``fn(*args)``, cycling through ``arg_sets`` so inputs that fit in L2 are not
-        re-read from cache. ``graph=True`` times CUDA-graph replays of ``fn`` itself (warmed up, then captured on a
-        side stream), so launch overhead (Python, Triton's launcher) does not hide small kernels; methods that cannot
-        be captured fall back to ``do_bench``, or return NaN with ``eager_fallback=False`` (for a table whose column
-        says "CUDA graph", an eager time there would be mislabelled)."""
-        import triton.testing
-
-        sets = itertools.cycle(arg_sets or [()])
-        call = lambda: fn(*next(sets))
-        call()  # warm-up: compile, autotune, build
-        torch.cuda.synchronize()
-        if graph:
-            try:
-                return float(triton.testing.do_bench_cudagraph(call, rep=50, return_mode="median"))
-            except Exception as e:  # capture can fail for host-syncing methods: time them without a graph
-                then = "timing eagerly" if eager_fallback else "NaN"
-                print(f"  (no CUDA graph for {getattr(fn, '__name__', fn)}: {type(e).__name__}; {then})")
-                torch.cuda.synchronize()
-                if not eager_fallback:
-                    return float("nan")
-        return float(triton.testing.do_bench(call, warmup=25, rep=100, return_mode="median"))
+        """:func:`time_ms` (kept as a method: every benchmark module times through its ``Bench``)."""
+        return time_ms(fn, *arg_sets, graph=graph, eager_fallback=eager_fallback)
 
     def write(self) -> str:
         md = "\n".join(t.markdown() for t in self.tables)

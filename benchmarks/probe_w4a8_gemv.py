@@ -2,9 +2,9 @@
 ``F.linear``: with a bf16 x the kernel quantizes (``fused``, what ``W4A8Linear`` runs) and with an int8 x quantized
 beforehand (``int8``: the GEMV without its quantization prologue). Where the fixed cost of a layer goes.
 
-    python3 benchmarks/probe_w4a8_gemv.py                      # programmatic dependent launch on (sm_90)
-    LOWBIT_FLEX_PDL=0 python3 benchmarks/probe_w4a8_gemv.py    # off: the same-machine A/B
-    PROBE_CONFIGS=mma_n2k8_pf0,mma_n2k4_pf0 python3 ...        # a subset of configs
+    python3 -m benchmarks.probe_w4a8_gemv                      # the default launch
+    LOWBIT_FLEX_PDL=1 python3 -m benchmarks.probe_w4a8_gemv    # programmatic dependent launch (sm_90): the A/B
+    PROBE_CONFIGS=mma_n2k8_pf0,mma_n2k4_pf0 python3 -m ...     # a subset of configs
 
 Prints per shape every method in µs and × bf16, fastest first (the H200 numbers of 2026-12-03:
 docs/measurements/h200_run25_w4a8_pdl.md).
@@ -15,28 +15,20 @@ from __future__ import annotations
 import os
 
 import torch
-import triton.testing
 
 import lowbit_flex  # noqa: F401
+from benchmarks.harness import time_ms
 from lowbit_flex.kernels.w4a8_gemv_cuda import GEMV_CUDA_CONFIGS, s8s4_gemv_cuda
 
 SHAPES_KN = [(4096, 4096), (8192, 8192), (4096, 14336), (14336, 4096)]
 _ROTATE_BYTES = 256 << 20  # weight copies beyond the 50 MB L2
 
 
-def _us(fn, sets) -> float:
-    i = iter(range(1 << 40))
-    call = lambda: fn(*sets[next(i) % len(sets)])
-    call()
-    torch.cuda.synchronize()
-    return triton.testing.do_bench_cudagraph(call, rep=50, return_mode="median") * 1e3
-
-
 def main() -> None:
     torch.manual_seed(0)
     keep = os.environ.get("PROBE_CONFIGS")
     configs = [c for c in GEMV_CUDA_CONFIGS if not keep or c in keep.split(",")]
-    print(f"LOWBIT_FLEX_PDL={os.environ.get('LOWBIT_FLEX_PDL', '1')}")
+    print(f"LOWBIT_FLEX_PDL={os.environ.get('LOWBIT_FLEX_PDL', '0')}")
     for K, N in SHAPES_KN:
         n = max(2, min(16, _ROTATE_BYTES // (N * K // 2)))
         ws = [torch.randint(-128, 128, (N, K // 2), dtype=torch.int8, device="cuda") for _ in range(n)]
@@ -45,12 +37,12 @@ def main() -> None:
         xq = [torch.randint(-127, 128, (1, K), dtype=torch.int8, device="cuda") for _ in range(n)]
         xsc = [torch.rand(1, device="cuda") for _ in range(n)]
         wb = [torch.randn(N, K, device="cuda", dtype=torch.bfloat16) for _ in range(max(2, n // 4))]
-        row = {"bf16 F.linear": _us(torch.nn.functional.linear, [(xs[i % n], w) for i, w in enumerate(wb)])}
+        row = {"bf16 F.linear": 1e3 * time_ms(torch.nn.functional.linear, *[(xs[i % n], w) for i, w in enumerate(wb)])}
         for cfg in configs:
             fused = lambda x, w, s, c=cfg: s8s4_gemv_cuda(x, None, w, s, None, torch.bfloat16, c)
-            row[f"{cfg} fused"] = _us(fused, [(xs[i], ws[i], sc[i]) for i in range(n)])
+            row[f"{cfg} fused"] = 1e3 * time_ms(fused, *[(xs[i], ws[i], sc[i]) for i in range(n)])
             given = lambda x, s_x, w, s, c=cfg: s8s4_gemv_cuda(x, s_x, w, s, None, torch.bfloat16, c)
-            row[f"{cfg} int8"] = _us(given, [(xq[i], xsc[i], ws[i], sc[i]) for i in range(n)])
+            row[f"{cfg} int8"] = 1e3 * time_ms(given, *[(xq[i], xsc[i], ws[i], sc[i]) for i in range(n)])
         print(f"K={K} N={N}: int4 weight {N * K / 2e6:.1f} MB")
         for k, v in sorted(row.items(), key=lambda kv: kv[1]):
             print(f"   {k:24s} {v:7.2f} us  x{row['bf16 F.linear'] / v:.2f}", flush=True)

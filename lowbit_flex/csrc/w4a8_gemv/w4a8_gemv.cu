@@ -211,124 +211,6 @@ __device__ void quantize_rows_to_shared(const Params& p, int8_t* xq, float* amax
   __syncthreads();
 }
 
-// The x side of a CTA: each lane's int8 x rows (tokens g and 8 + g, clamped to M - 1: the padded columns are never
-// stored) from chunk t * 32 on, and the row scales. A float x is quantized into shared memory first (`smem`:
-// M * K bytes, then kAmaxBytes); int8 x is read from global memory. Returns the first shared byte after the x rows.
-template <int MT, class XT>
-__device__ __forceinline__ uint8_t* stage_x(const Params& p, uint8_t* smem, const int8_t* (&xrow)[MT],
-                                            const float*& x_scale, int g, int t) {
-  const int8_t* xq;
-  uint8_t* tail = smem;
-  if constexpr (!std::is_same_v<XT, int8_t>) {
-    int8_t* xs = reinterpret_cast<int8_t*>(smem);
-    float* amax_partial = reinterpret_cast<float*>(smem + static_cast<size_t>(p.M) * p.K);
-    float* scales = amax_partial + kMaxFusedM * kMaxWarps;
-    quantize_rows_to_shared<XT>(p, xs, amax_partial, scales);
-    xq = xs;
-    x_scale = scales;
-    tail = smem + static_cast<size_t>(p.M) * p.K + kAmaxBytes;
-  } else {
-    xq = static_cast<const int8_t*>(p.x);
-    x_scale = p.x_scale;
-  }
-#pragma unroll
-  for (int mt = 0; mt < MT; ++mt) xrow[mt] = xq + static_cast<size_t>(min(mt * 8 + g, p.M - 1)) * p.K + t * 32;
-  return tail;
-}
-
-// A lane's 32 x values of chunk c for each 8-token tile, as 8 words (shared memory when quantized in the kernel,
-// else global memory through L1: every CTA reads the same rows).
-template <int MT, bool FUSED>
-__device__ __forceinline__ void load_x_chunk(uint32_t (&xw)[MT][8], const int8_t* const (&xrow)[MT], int c) {
-#pragma unroll
-  for (int mt = 0; mt < MT; ++mt) {
-    uint4 lo, hi;
-    if constexpr (FUSED) {
-      lo = *reinterpret_cast<const uint4*>(xrow[mt] + c * kChunk);
-      hi = *reinterpret_cast<const uint4*>(xrow[mt] + c * kChunk + 16);
-    } else {
-      lo = __ldg(reinterpret_cast<const uint4*>(xrow[mt] + c * kChunk));
-      hi = __ldg(reinterpret_cast<const uint4*>(xrow[mt] + c * kChunk + 16));
-    }
-    const uint32_t words[8] = {lo.x, lo.y, lo.z, lo.w, hi.x, hi.y, hi.z, hi.w};
-#pragma unroll
-    for (int i = 0; i < 8; ++i) xw[mt][i] = words[i];
-  }
-}
-
-// One chunk of one warp: the weight words wa, wb of rows g and g + 8 (16 bytes each) times the lane's x words, into
-// acc (per channel: the exact int32 sum; group-wise: the chunk's int32 dot times the rows' group scales sa, sb).
-template <int MT, bool GROUPWISE>
-__device__ __forceinline__ void chunk_mma(std::conditional_t<GROUPWISE, float, int> (&acc)[MT][4], uint4 wa, uint4 wb,
-                                          float sa, float sb, const uint32_t (&xw)[MT][8]) {
-  // Two accumulator chains (even / odd words): each MMA waits on the one before it in its chain only.
-  int dot[2][MT][4];
-#pragma unroll
-  for (int mt = 0; mt < MT; ++mt)
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      dot[1][mt][i] = 0;
-      if constexpr (GROUPWISE)
-        dot[0][mt][i] = 0;
-      else
-        dot[0][mt][i] = acc[mt][i];
-    }
-#pragma unroll
-  for (int j = 0; j < 4; ++j) {
-    const uint32_t va = word(wa, j), vb = word(wb, j);
-    const uint32_t a0 = (va << 4) & 0xF0F0F0F0u, a1 = (vb << 4) & 0xF0F0F0F0u;
-    const uint32_t a2 = va & 0xF0F0F0F0u, a3 = vb & 0xF0F0F0F0u;
-#pragma unroll
-    for (int mt = 0; mt < MT; ++mt) {
-      const uint32_t b0 = __byte_perm(xw[mt][2 * j], xw[mt][2 * j + 1], 0x6420);  // values 8j + 0, 2, 4, 6
-      const uint32_t b1 = __byte_perm(xw[mt][2 * j], xw[mt][2 * j + 1], 0x7531);  // values 8j + 1, 3, 5, 7
-      mma_s8(dot[j & 1][mt], a0, a1, a2, a3, b0, b1);
-    }
-  }
-#pragma unroll
-  for (int mt = 0; mt < MT; ++mt) {
-    if constexpr (GROUPWISE) {
-      acc[mt][0] += static_cast<float>(dot[0][mt][0] + dot[1][mt][0]) * sa;
-      acc[mt][1] += static_cast<float>(dot[0][mt][1] + dot[1][mt][1]) * sa;
-      acc[mt][2] += static_cast<float>(dot[0][mt][2] + dot[1][mt][2]) * sb;
-      acc[mt][3] += static_cast<float>(dot[0][mt][3] + dot[1][mt][3]) * sb;
-    } else {
-#pragma unroll
-      for (int i = 0; i < 4; ++i) acc[mt][i] = dot[0][mt][i] + dot[1][mt][i];
-    }
-  }
-}
-
-// A row tile's last step: the K-split warps' sums meet in shared memory (`red`), added in warp order
-// (deterministic); the warps with wk == 0 write the outputs; every warp's acc is reset for its next tile.
-template <int MT, bool GROUPWISE, class OutT>
-__device__ __forceinline__ void finish_tile(std::conditional_t<GROUPWISE, float, int> (&acc)[MT][4], const Params& p,
-                                            int row0, const float* x_scale, void* red, int warp, int wn, int wk,
-                                            int lane) {
-  using Acc = std::conditional_t<GROUPWISE, float, int>;
-  const int g = lane >> 2, t = lane & 3;
-  if (p.warps_k > 1) reduce_k_split<MT>(acc, static_cast<Acc*>(red), warp, wn, wk, p.warps_n, p.warps_k, lane);
-  if (wk == 0) {
-    OutT* out = static_cast<OutT*>(p.out);
-#pragma unroll
-    for (int mt = 0; mt < MT; ++mt)
-#pragma unroll
-      for (int i = 0; i < 4; ++i) {
-        const int row = row0 + g + (i >= 2 ? 8 : 0), token = mt * 8 + 2 * t + (i & 1);
-        if (row >= p.N || token >= p.M) continue;
-        float v = static_cast<float>(acc[mt][i]) * 0.0625f;  // the MMAs summed 16x the dot: exact
-        if constexpr (!GROUPWISE) v *= p.w_scale[row];
-        v *= x_scale[token];
-        if (p.bias) v += p.bias[row];
-        out[static_cast<size_t>(token) * p.N + row] = from_float<OutT>(v);
-      }
-  }
-#pragma unroll
-  for (int mt = 0; mt < MT; ++mt)
-#pragma unroll
-    for (int i = 0; i < 4; ++i) acc[mt][i] = 0;
-}
-
 // Before pdl_wait (common/pdl.cuh): asks L2 for the weight bytes of this warp's share of its CTA's first row tile
 // (lane r < 16: row row0 + r, the wk-th of warps_k contiguous pieces of the row), so the launch and the DRAM ramp
 // overlap the previous kernel's tail. A prefetch returns no data, so it is safe before the wait.
@@ -349,6 +231,7 @@ __device__ __forceinline__ void prefetch_first_tile(const Params& p, int row0, i
 template <int MT, bool GROUPWISE, class XT, class OutT>
 __global__ void __launch_bounds__(kMaxWarps * 32, 1) w4a8_gemv_kernel(const Params p) {
   extern __shared__ __align__(16) uint8_t smem[];
+  constexpr bool kFused = !std::is_same_v<XT, int8_t>;
   using Acc = std::conditional_t<GROUPWISE, float, int>;
 
   const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
@@ -371,9 +254,25 @@ __global__ void __launch_bounds__(kMaxWarps * 32, 1) w4a8_gemv_kernel(const Para
   for (int i = 1; i <= p.prefetch && i < items; ++i, ahead.advance(steps))
     prefetch_step(p, ahead.item(p, wn, wk), g, t);
 
-  const int8_t* xrow[MT];
+  const int8_t* xq;
   const float* x_scale;
-  uint8_t* red = stage_x<MT, XT>(p, smem, xrow, x_scale, g, t);
+  uint8_t* tail = smem;
+  if constexpr (kFused) {
+    int8_t* xs = reinterpret_cast<int8_t*>(smem);
+    float* amax_partial = reinterpret_cast<float*>(smem + static_cast<size_t>(p.M) * p.K);
+    float* scales = amax_partial + kMaxFusedM * kMaxWarps;
+    quantize_rows_to_shared<XT>(p, xs, amax_partial, scales);
+    xq = xs;
+    x_scale = scales;
+    tail = smem + static_cast<size_t>(p.M) * p.K + kAmaxBytes;
+  } else {
+    xq = static_cast<const int8_t*>(p.x);
+    x_scale = p.x_scale;
+  }
+  // Each lane's x rows: tokens g (and 8 + g), clamped to M - 1 (the padded columns are never stored).
+  const int8_t* xrow[MT];
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt) xrow[mt] = xq + static_cast<size_t>(min(mt * 8 + g, p.M - 1)) * p.K + t * 32;
 
   Acc acc[MT][4];
 #pragma unroll
@@ -392,12 +291,83 @@ __global__ void __launch_bounds__(kMaxWarps * 32, 1) w4a8_gemv_kernel(const Para
     }
 #pragma unroll
     for (int u = 0; u < kStepChunks; ++u) {
+      const int c = min(it.chunk0 + u, p.chunks - 1);  // past K the weight words are 0
       uint32_t xw[MT][8];
-      load_x_chunk<MT, !std::is_same_v<XT, int8_t>>(xw, xrow, min(it.chunk0 + u, p.chunks - 1));  // past K: w = 0
-      chunk_mma<MT, GROUPWISE>(acc, cur.a[u], cur.b[u], cur.sa[GROUPWISE ? u : 0], cur.sb[GROUPWISE ? u : 0], xw);
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt) {
+        uint4 lo, hi;
+        if constexpr (kFused) {
+          lo = *reinterpret_cast<const uint4*>(xrow[mt] + c * kChunk);
+          hi = *reinterpret_cast<const uint4*>(xrow[mt] + c * kChunk + 16);
+        } else {
+          lo = __ldg(reinterpret_cast<const uint4*>(xrow[mt] + c * kChunk));
+          hi = __ldg(reinterpret_cast<const uint4*>(xrow[mt] + c * kChunk + 16));
+        }
+        const uint32_t words[8] = {lo.x, lo.y, lo.z, lo.w, hi.x, hi.y, hi.z, hi.w};
+#pragma unroll
+        for (int i = 0; i < 8; ++i) xw[mt][i] = words[i];
+      }
+      // Two accumulator chains (even / odd words): each MMA waits on the one before it in its chain only.
+      int dot[2][MT][4];
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+          dot[1][mt][i] = 0;
+          if constexpr (GROUPWISE)
+            dot[0][mt][i] = 0;
+          else
+            dot[0][mt][i] = acc[mt][i];
+        }
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        const uint32_t va = word(cur.a[u], j), vb = word(cur.b[u], j);
+        const uint32_t a0 = (va << 4) & 0xF0F0F0F0u, a1 = (vb << 4) & 0xF0F0F0F0u;
+        const uint32_t a2 = va & 0xF0F0F0F0u, a3 = vb & 0xF0F0F0F0u;
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt) {
+          const uint32_t b0 = __byte_perm(xw[mt][2 * j], xw[mt][2 * j + 1], 0x6420);  // values 8j + 0, 2, 4, 6
+          const uint32_t b1 = __byte_perm(xw[mt][2 * j], xw[mt][2 * j + 1], 0x7531);  // values 8j + 1, 3, 5, 7
+          mma_s8(dot[j & 1][mt], a0, a1, a2, a3, b0, b1);
+        }
+      }
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt) {
+        if constexpr (GROUPWISE) {
+          acc[mt][0] += static_cast<float>(dot[0][mt][0] + dot[1][mt][0]) * cur.sa[u];
+          acc[mt][1] += static_cast<float>(dot[0][mt][1] + dot[1][mt][1]) * cur.sa[u];
+          acc[mt][2] += static_cast<float>(dot[0][mt][2] + dot[1][mt][2]) * cur.sb[u];
+          acc[mt][3] += static_cast<float>(dot[0][mt][3] + dot[1][mt][3]) * cur.sb[u];
+        } else {
+#pragma unroll
+          for (int i = 0; i < 4; ++i) acc[mt][i] = dot[0][mt][i] + dot[1][mt][i];
+        }
+      }
     }
     cur = next;
-    if (it.step == steps - 1) finish_tile<MT, GROUPWISE, OutT>(acc, p, it.row0, x_scale, red, warp, wn, wk, lane);
+    if (it.step != steps - 1) continue;
+
+    // The tile's last step: the K-split warps' sums meet in shared memory, added in warp order (deterministic).
+    if (p.warps_k > 1) reduce_k_split<MT>(acc, reinterpret_cast<Acc*>(tail), warp, wn, wk, p.warps_n, p.warps_k, lane);
+    if (wk == 0) {
+      OutT* out = static_cast<OutT*>(p.out);
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+          const int row = it.row0 + g + (i >= 2 ? 8 : 0), token = mt * 8 + 2 * t + (i & 1);
+          if (row >= p.N || token >= p.M) continue;
+          float v = static_cast<float>(acc[mt][i]) * 0.0625f;  // the MMAs summed 16x the dot: exact
+          if constexpr (!GROUPWISE) v *= p.w_scale[row];
+          v *= x_scale[token];
+          if (p.bias) v += p.bias[row];
+          out[static_cast<size_t>(token) * p.N + row] = from_float<OutT>(v);
+        }
+    }
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+      for (int i = 0; i < 4; ++i) acc[mt][i] = 0;
   }
 }
 
