@@ -52,6 +52,10 @@ def _type_of(v: object) -> str:
     raise TypeError(f"cannot type Triton argument {v!r}")
 
 
+def _specialized_one(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v == 1
+
+
 def _divisible_by_16(v: object) -> bool:
     """What the JIT specializes on at launch: tensors (allocations are 16-byte aligned; CPU stand-ins are treated as
     such) and ints divisible by 16. Without it, AOT code would use narrower loads and more registers than the GPU's."""
@@ -82,6 +86,10 @@ def compile_launches(arch: int, check_wgmma: bool = False) -> Iterator[Compiled]
             v = bound.arguments[p.name]
             if p.is_constexpr or v is None:
                 signature[p.name], constexprs[p.name] = "constexpr", v
+            elif _specialized_one(v) and not p.do_not_specialize:
+                # The JIT compiles an int argument equal to 1 as the constant 1 (a unit stride makes loads
+                # contiguous and vectorized): without it AOT code would load scalars where the GPU's loads vectors.
+                signature[p.name], constexprs[p.name] = "constexpr", 1
             else:
                 signature[p.name] = _type_of(v)
                 if _divisible_by_16(v):
