@@ -19,7 +19,7 @@ import triton.language as tl
 
 from lowbit_flex.kernels.arch import triton_interpreting
 from lowbit_flex.kernels.common import PlanLaunch, cached_plan
-from lowbit_flex.kernels.rounding import e4m3_code, round_half_even, round_to_fp8_grid
+from lowbit_flex.kernels.rounding import e4m3_code, round_half_even_to_int8, round_to_fp8_grid
 from lowbit_flex.quant.fp8 import FP8_MAX
 from lowbit_flex.quant.groups import scale_shape
 
@@ -62,7 +62,7 @@ def codes_of_scaled(x, y, QMAX: tl.constexpr, OUT_KIND: tl.constexpr, EXACT: tl.
     y = tl.minimum(tl.maximum(tl.where(finite, y, 0.0), -QMAX), QMAX)
     if OUT_KIND == 2:
         y = tl.where(finite, y, tl.where(x > 0, QMAX, tl.where(x < 0, -QMAX, 0.0)))
-        codes = round_half_even(y).to(tl.int8)
+        codes = round_half_even_to_int8(y)
     elif OUT_KIND == 3 or (OUT_KIND == 0 and EXACT):
         # The interpreter also converts NaN to e4m3 wrongly (to 384): it takes the integer codes too.
         codes = tl.where(finite, e4m3_code(round_to_fp8_grid(y, 3, -6)), 127).to(tl.uint8)  # 0x7F: e4m3fn's NaN

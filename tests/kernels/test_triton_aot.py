@@ -64,3 +64,28 @@ def test_check_wgmma_fails_naming_the_serialized_kernel():
     proc = subprocess.run([sys.executable, "-c", script], env=_aot_env(), capture_output=True, text=True)
     assert proc.returncode != 0
     assert "C7515" in proc.stderr and "_split_k_reduce_kernel" in proc.stderr, proc.stderr[-4000:]
+
+
+def test_unit_ints_compile_as_constants_like_the_jit():
+    # The JIT compiles an int argument equal to 1 as the constant 1 (a unit stride makes loads vectorized): AOT code
+    # must too, or its register and shared-memory figures differ from the GPU's. The quantizer of lowbit attention
+    # loads rows with a unit last stride: 16-byte vector loads (ld.global.v4 or cp.async of 16 bytes), not scalars.
+    script = (
+        "import torch, triton\n"
+        "import lowbit_flex.triton_aot as t\n"
+        "from lowbit_flex.kernels.quantize_qkv import quantize_qkv_triton\n"
+        "asm = []\n"
+        "real = triton.compile\n"
+        "def keep(*a, **k):\n"
+        "    c = real(*a, **k); asm.append(c.asm['ptx']); return c\n"
+        "triton.compile = keep\n"
+        "with t.compile_launches(90) as out:\n"
+        "    q = torch.empty(1, 2, 256, 128, dtype=torch.bfloat16)\n"
+        "    quantize_qkv_triton(q, q, q, torch.float8_e4m3fn, True, True)\n"
+        "name, constexprs = out.kernels[0]\n"
+        "assert constexprs['stride_qd'] == 1 and constexprs['stride_kd'] == 1, constexprs\n"
+        "assert 'ld.global.v4' in asm[0] and 'ld.global.b16' not in asm[0]\n"
+        "print('ok')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], env=_aot_env(), capture_output=True, text=True)
+    assert proc.returncode == 0 and "ok" in proc.stdout, proc.stderr[-4000:]

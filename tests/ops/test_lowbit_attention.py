@@ -226,3 +226,25 @@ def test_no_queries_give_an_empty_output(pv):
 def test_unsupported_head_dim_runs_sdpa():
     q, k, v = torch.randn(3, 1, 2, 50, 96).unbind(0)  # D = 96: not a kernel head dim
     assert_rel_error(OP(q, k, v, True), _attention_f64(q, k, v, True), 1e-5)  # float32 SDPA, no quantization
+
+
+def test_carved_outputs_are_aligned_disjoint_and_shaped():
+    from lowbit_flex.kernels.quantize_qkv import carve
+
+    specs = (
+        ((2, 3, 5), (15, 5, 1), torch.float32),
+        ((2, 3, 130, 64), (3 * 256 * 64, 256 * 64, 64, 1), torch.float8_e4m3fn),  # block-padded storage
+        ((2, 3, 130, 64), (3 * 64 * 256, 64 * 256, 1, 256), torch.int8),  # token-major
+        ((1, 0, 4), (0, 4, 1), torch.float32),  # empty
+        ((3,), (1,), torch.float32),
+    )
+    out = carve(specs, torch.device("cpu"))
+    for t, (shape, strides, dtype) in zip(out, specs):
+        assert t.shape == shape and t.stride() == strides and t.dtype == dtype
+        assert t.data_ptr() % 16 == 0
+    # Fill each with its own index, then check no tensor was overwritten by another.
+    for i, t in enumerate(out):
+        t.view(torch.uint8).fill_(i + 1) if t.element_size() == 1 else t.fill_(i + 1)
+    for i, t in enumerate(out):
+        vals = t.view(torch.uint8) if t.element_size() == 1 else t
+        assert t.numel() == 0 or bool((vals == i + 1).all()), f"tensor {i} was overwritten"
