@@ -60,18 +60,20 @@ def _attend_blocks(
                 v = tl.load(v_ptrs)
         k_scale = tl.load(ks_base + (start_n // K_SCALE_BLOCK) * stride_ksn)
         # fp8 x fp8 -> fp32 or int8 x int8 -> int32 on the tensor cores; the block scales are two scalars.
-        s = tl.dot(q, tl.trans(k))
-        s = s.to(tl.float32) * (qk_scale * k_scale)  # log2 domain: qk_scale carries sm_scale * log2(e)
+        s = tl.dot(q, tl.trans(k)).to(tl.float32)
+        c = qk_scale * k_scale  # > 0; log2 domain: qk_scale carries sm_scale * log2(e)
         if MASKED:
             ok = cols[None, :] < Lk
             if CAUSAL:
                 ok = ok & (offs_m[:, None] >= cols[None, :])
             s = tl.where(ok, s, float("-inf"))
-        # The first block processed always has a visible key in every row (it starts at key 0), so m_new is
-        # finite from then on and no exp2(-inf - -inf) NaN can appear.
-        m_new = tl.maximum(m_i, tl.max(s, axis=1))
+        # The scale enters through the row max (max(s) * c is max(s * c): rounding is monotonic and c > 0) and the
+        # exponent's FMA, s * c - m, instead of a multiply per score. The first block processed always has a
+        # visible key in every row (it starts at key 0), so m_new is finite from then on and no exp2(-inf - -inf)
+        # NaN can appear.
+        m_new = tl.maximum(m_i, tl.max(s, axis=1) * c)
         alpha = tl.math.exp2(m_i - m_new)
-        p = tl.math.exp2(s - m_new[:, None])
+        p = tl.math.exp2(s * c - m_new[:, None])
         row_sum = row_sum * alpha + tl.sum(p, axis=1)
         p_mult = P_SCALE
         if V_BLOCK_SCALES:
