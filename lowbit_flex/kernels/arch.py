@@ -50,9 +50,25 @@ def rows_hint(M: int | torch.SymInt) -> tuple[int, bool]:
     return (int(hint) if hint is not None else _UNKNOWN_M_HINT), True
 
 
+# Compute capability per (device index, the function that read it). torch.cuda.get_device_capability reads the
+# device's properties on every call (16 us of host time on the H200 machine, as much as a kernel launch); the key
+# holds the function too, so a test or an AOT compile that patches it sees its own values.
+_CAPABILITIES: dict[tuple, tuple[int, int]] = {}
+
+
 def capability(device: torch.device) -> tuple[int, int]:
-    """Compute capability of a CUDA device; ``(0, 0)`` for any other device (the interpreter's CPU tensors)."""
-    return tuple(torch.cuda.get_device_capability(device)) if device.type == "cuda" else (0, 0)
+    """Compute capability of a CUDA device (cached); ``(0, 0)`` for any other device (the interpreter's CPU
+    tensors)."""
+    if device.type != "cuda":
+        return (0, 0)
+    read = torch.cuda.get_device_capability
+    if device.index is None:  # "cuda": the current device, which can change
+        return tuple(read(device))
+    key = (device.index, read)
+    cap = _CAPABILITIES.get(key)
+    if cap is None:
+        cap = _CAPABILITIES[key] = tuple(read(device))
+    return cap
 
 
 def has_fp8_mma(device: torch.device) -> bool:

@@ -326,6 +326,6 @@ def rel_pos_attention_triton(
     strides = (*q.stride(), *k.stride(), *v.stride(), *rel_h.stride()[:3], *rel_w.stride()[:3])
     launch = cached_plan(_launch_plan, B, H, L, D, k_h, k_w, q.dtype, config, *strides)
     s = 1.0 / math.sqrt(D) if scale is None else scale
-    num_m_blocks = triton.cdiv(L, launch.meta["BLOCK_M"])
+    num_m_blocks = -(-L // launch.meta["BLOCK_M"])  # not triton.cdiv: a constexpr function, slow to call
     launch(q, k, v, rel_h, rel_w, out, *strides, H, L, num_m_blocks, s * _LOG2E.value)
     return out

@@ -47,3 +47,36 @@ def test_ptxas_version_reads_the_ptxas_triton_runs():
 
     version = _ptxas_version(90)
     assert len(version) == 2 and version >= (11, 0)
+
+
+def test_capability_is_cached_per_device_and_follows_a_patched_reader(monkeypatch):
+    from lowbit_flex.kernels import arch
+
+    calls = []
+    read = lambda device=None: calls.append(device) or (8, 6)
+    monkeypatch.setattr(arch.torch.cuda, "get_device_capability", read)
+    dev = torch.device("cuda", 3)  # never touched: the patched reader answers
+    assert arch.capability(dev) == (8, 6) and arch.capability(dev) == (8, 6)
+    assert len(calls) == 1  # the second call came from the cache
+    monkeypatch.setattr(arch.torch.cuda, "get_device_capability", lambda device=None: (9, 0))
+    assert arch.capability(dev) == (9, 0) and arch.has_fp8_mma(dev)  # a new reader is a new key
+    assert arch.capability(torch.device("cpu")) == (0, 0)
+
+
+def test_stream_scratch_reuses_one_buffer_per_stream_and_never_while_capturing(monkeypatch):
+    from lowbit_flex.kernels import common
+
+    real_empty = torch.empty
+    monkeypatch.setattr(common.torch, "empty", lambda size, dtype, device: real_empty(size, dtype=dtype))
+    monkeypatch.setattr(common.torch._C, "_cuda_getDevice", lambda: 0, raising=False)
+    capturing = [False]
+    monkeypatch.setattr(common.torch._C, "_cuda_isCurrentStreamCapturing", lambda: capturing[0], raising=False)
+    scratch = common._StreamScratch()
+    a = scratch(256, 128, stream=7)
+    assert a.numel() == 256 and scratch(200, 128, stream=7) is a  # kernels on one stream run in order: reuse
+    assert scratch(256, 128, stream=8) is not a  # another stream may run at the same time: its own buffer
+    b = scratch(1024, 128, stream=7)
+    assert b.numel() == 1024 and scratch(512, 128, stream=7) is b  # grown, then reused
+    capturing[0] = True
+    c = scratch(64, 128, stream=7)
+    assert c is not b and scratch(64, 128, stream=7) is not c  # a CUDA graph keeps the address it captured
