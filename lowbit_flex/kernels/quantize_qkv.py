@@ -1,10 +1,11 @@
 """Q, K and V of ``lowbit::lowbit_attention`` quantized in one launch, into the layouts the attention kernel reads.
 
 One program quantizes one 128-token block of one head of q, k or v (a 1-D task list per batch: q blocks, then k
-blocks, then v blocks). It reads the block once into registers (subtracting the smooth-K shift from k), takes the
-finite amax, and writes int8/e4m3 codes and one float32 scale; v (``pv="fp8"``) is written transposed (``(D, Lk)``
-per head: Hopper's fp8 MMA reads both operands K-major, and for P·V that is v with the token axis contiguous; the
-transpose goes through shared memory). Each byte of q, k and v comes from HBM once.
+blocks, then v blocks). It takes the block's finite amax (after subtracting the smooth-K shift from k) and writes
+int8/e4m3 codes and one float32 scale: an e4m3 block from registers, read once; an int8 block in chunks, read twice
+(the second time from L2; measured faster for int8, see ``_NUM_WARPS``). v (``pv="fp8"``) is written transposed
+(``(D, Lk)`` per head: Hopper's fp8 MMA reads both operands K-major, and for P·V that is v with the token axis
+contiguous; the transpose goes through shared memory). Each byte of q, k and v comes from HBM once.
 
 Q is quantized here, not inside the attention kernel: measured on the H200 (Triton 3.6, B=4 H=16 L=4096 D=128),
 quantizing each q tile in the attention kernel made it 8% slower (int8/fp16: 0.95 -> 1.03 ms), more than this
