@@ -5,8 +5,9 @@ per device, and whether the toolchain may pipeline WGMMAs with register operands
 Torch-only at import (Triton is imported inside the toolchain checks, on first use), so op files and
 ``attention/`` may import it at module level without making ``import lowbit_flex`` heavier. Every capability check
 in the package goes through here: launchers read the architecture with ``torch.cuda.get_device_capability`` (which
-``lowbit_flex.triton_aot`` patches to compile for sm_80 / sm_90 without a GPU), so no capability is cached here
-(the ptxas version is cached per arch number, which follows the patch).
+``lowbit_flex.triton_aot`` patches to compile for sm_80 / sm_90 without a GPU), so :func:`capability` caches per
+(device index, reader function): a patched reader gets its own entries (the ptxas version is cached per arch
+number, which follows the patch).
 """
 
 from __future__ import annotations

@@ -113,13 +113,18 @@ class _StreamScratch:
     """Triton's global scratch (device-side TMA descriptors, which each program writes at its start) from one buffer
     per (device, stream), grown as needed. Kernels on one stream run one after another, so a launch can take the
     buffer of the previous one: an eager launch saves a ``torch.empty`` (7 us of host time on the H200 machine). A
-    launch being captured into a CUDA graph gets an allocation of its own (the graph keeps that address)."""
+    launch being captured into a CUDA graph gets an allocation of its own (the graph keeps that address), and so does
+    one larger than ``MAX_KEPT`` bytes (a kept buffer stays allocated for the process: ``empty_cache`` cannot free
+    it). Relies on kernels not overlapping on one stream: none of the Triton kernels here launches programmatically.
+    """
+
+    MAX_KEPT = 8 << 20  # 128 B per program and descriptor: 32k programs with two descriptors each
 
     def __init__(self) -> None:
         self._buffers: dict[tuple[int, int], torch.Tensor] = {}
 
     def __call__(self, size: int, alignment: int, stream: int) -> torch.Tensor:
-        if torch._C._cuda_isCurrentStreamCapturing():
+        if size > self.MAX_KEPT or torch._C._cuda_isCurrentStreamCapturing():
             return torch.empty(size, dtype=torch.int8, device="cuda")
         key = (torch._C._cuda_getDevice(), stream)  # the legacy default stream is 0 on every device
         buf = self._buffers.get(key)

@@ -61,7 +61,10 @@ def _attend_blocks(
         k_scale = tl.load(ks_base + (start_n // K_SCALE_BLOCK) * stride_ksn)
         # fp8 x fp8 -> fp32 or int8 x int8 -> int32 on the tensor cores; the block scales are two scalars.
         s = tl.dot(q, tl.trans(k)).to(tl.float32)
-        c = qk_scale * k_scale  # > 0; log2 domain: qk_scale carries sm_scale * log2(e)
+        # log2 domain: qk_scale carries sm_scale * log2(e). Floored at float32's smallest normal: tiny q and k
+        # (|x| ~ 1e-20) make the product underflow to 0 (or a subnormal a flush could zero), and a masked score,
+        # -inf, times 0 would be NaN; at that size every logit is ~0 either way.
+        c = tl.maximum(qk_scale * k_scale, 1.1754943508222875e-38)
         if MASKED:
             ok = cols[None, :] < Lk
             if CAUSAL:

@@ -77,6 +77,8 @@ def test_stream_scratch_reuses_one_buffer_per_stream_and_never_while_capturing(m
     assert scratch(256, 128, stream=8) is not a  # another stream may run at the same time: its own buffer
     b = scratch(1024, 128, stream=7)
     assert b.numel() == 1024 and scratch(512, 128, stream=7) is b  # grown, then reused
+    big = scratch(scratch.MAX_KEPT + 1, 128, stream=7)
+    assert big is not b and scratch(512, 128, stream=7) is b  # too large to keep for the process: not kept
     capturing[0] = True
     c = scratch(64, 128, stream=7)
     assert c is not b and scratch(64, 128, stream=7) is not c  # a CUDA graph keeps the address it captured

@@ -248,3 +248,18 @@ def test_carved_outputs_are_aligned_disjoint_and_shaped():
     for i, t in enumerate(out):
         vals = t.view(torch.uint8) if t.element_size() == 1 else t
         assert t.numel() == 0 or bool((vals == i + 1).all()), f"tensor {i} was overwritten"
+
+
+@needs_kernel
+@pytest.mark.parametrize("qk", ["fp8", "int8"])
+@pytest.mark.parametrize("causal", [False, True])
+def test_tiny_inputs_whose_logit_scale_underflows_give_finite_output(qk, causal, monkeypatch):
+    # q and k of magnitude 1e-25: q_scale * k_scale * sm_scale underflows float32 to 0. A masked key (the ragged last
+    # block, the causal diagonal) must still weigh exp2(-inf) = 0, not exp2(-inf * 0) = NaN.
+    q, k, v = _inputs(1, 1, 130, 130, 64, torch.float32)
+    q, k = q * 1e-25, k * 1e-25
+    dev = kernel_device()
+    _poison_allocations(monkeypatch)
+    out = run_kernels(q.to(dev), k.to(dev), v.to(dev), causal, None, qk, "fp8", True, False).cpu()
+    assert_fully_written(out, "out")  # NaN anywhere fails (the poison is NaN too)
+    assert_rel_error(out, reference_lowbit_attention(q, k, v, causal, None, qk, "fp8", True, False), 5e-3)
