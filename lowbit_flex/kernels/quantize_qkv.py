@@ -25,6 +25,7 @@ The quantized tensors have the strides of block-padded buffers (for v, whose row
 from __future__ import annotations
 
 import functools
+from typing import NamedTuple
 
 import torch
 import triton
@@ -184,24 +185,29 @@ def _span(shape: tuple, strides: tuple) -> int:
     return 1 + sum((n - 1) * st for n, st in zip(shape, strides)) if all(shape) else 0
 
 
-@functools.lru_cache(maxsize=512)
-def _carved_offsets(specs: tuple) -> tuple[int, tuple[int, ...]]:
-    """``(bytes, byte offset of each tensor)`` of :func:`carve`'s allocation, each offset a multiple of 16."""
+class Carving(NamedTuple):
+    """Tensors of the given ``(shape, strides, dtype)`` laid out in one allocation of ``nbytes``: each starts at its
+    byte offset, a multiple of 16 (TMA bases), and none overlaps another."""
+
+    specs: tuple
+    nbytes: int
+    offsets: tuple[int, ...]
+
+
+def carving(specs: tuple) -> Carving:
     offsets, end = [], 0
     for shape, strides, dtype in specs:
         offsets.append(end)
         end = -(-(end + _span(shape, strides) * dtype.itemsize) // 16) * 16
-    return end, tuple(offsets)
+    return Carving(specs, end, tuple(offsets))
 
 
-def carve(specs: tuple, device: torch.device) -> list[torch.Tensor]:
-    """Tensors of the given ``(shape, strides, dtype)``, carved out of one allocation, each starting 16-byte aligned
-    (TMA bases) and none overlapping another."""
-    end, offsets = _carved_offsets(specs)
-    buf = torch.empty(end, dtype=torch.uint8, device=device)
+def carve(layout: Carving, device: torch.device) -> list[torch.Tensor]:
+    """The tensors of ``layout``, views of one new allocation."""
+    buf = torch.empty(layout.nbytes, dtype=torch.uint8, device=device)
     typed: dict[torch.dtype, torch.Tensor] = {}
     out = []
-    for (shape, strides, dtype), off in zip(specs, offsets):
+    for (shape, strides, dtype), off in zip(layout.specs, layout.offsets):
         base = typed.get(dtype)
         if base is None:
             base = typed[dtype] = buf.view(dtype)
@@ -231,14 +237,21 @@ def _output_specs(B: int, H: int, Hkv: int, Lq: int, Lk: int, D: int, qk_dtype: 
     return specs
 
 
-def _outputs(q: torch.Tensor, specs: tuple) -> list[torch.Tensor]:
-    """The kernel's outputs. An eager CUDA call carves them out of one allocation (:func:`carve`): one
-    ``torch.empty`` instead of six, which cost 7 us each of host time on the H200 machine. Elsewhere each gets its
-    own: a traced (fake) CUDA tensor in a CPU-only build cannot take a view, and on CPU (Triton's interpreter) the
-    copy back of a kernel argument fails on an ``empty_strided`` tensor ("cpu" vs "cpu:0" storage), so it gets a
-    view of a plain buffer of its own."""
+@functools.lru_cache(maxsize=512)
+def _output_carving(*key) -> Carving:
+    """:func:`_output_specs` laid out in one allocation, once per (concrete) shape."""
+    return carving(_output_specs(*key))
+
+
+def _outputs(q: torch.Tensor, key: tuple) -> list[torch.Tensor]:
+    """The kernel's outputs for ``key``, the arguments of :func:`_output_specs`. An eager CUDA call carves them out of
+    one allocation (:func:`carve`): one ``torch.empty`` instead of six, which cost 7 us each of host time on the H200
+    machine. Elsewhere each gets its own: a traced (fake) CUDA tensor in a CPU-only build cannot take a view, and on
+    CPU (Triton's interpreter) the copy back of a kernel argument fails on an ``empty_strided`` tensor ("cpu" vs
+    "cpu:0" storage), so it gets a view of a plain buffer of its own."""
     if type(q) is torch.Tensor and q.is_cuda:
-        return carve(specs, q.device)
+        return carve(_output_carving(*key), q.device)
+    specs = cached_plan(_output_specs, *key)  # symbolic sizes when traced with dynamic shapes
     if q.is_cuda:
         return [torch.empty_strided(sh, st, dtype=dt, device=q.device) for sh, st, dt in specs]
     return [torch.empty(_span(sh, st), dtype=dt, device=q.device).as_strided(sh, st) for sh, st, dt in specs]
@@ -257,12 +270,8 @@ def quantize_qkv_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, qk_dt
     # Integer ceil-divisions: triton.cdiv is a Triton constexpr function, whose call costs microseconds on the host.
     nblk_q, nblk_k = -(-Lq // Q_BLOCK), -(-Lk // K_BLOCK)
     l_pad = nblk_k * K_BLOCK
-    specs = cached_plan(_output_specs, B, H, Hkv, Lq, Lk, D, qk_dtype, v_fp8)
-    if v_fp8:
-        qs, ks, q8, k8, vs, v8 = _outputs(q, specs)
-    else:
-        qs, ks, q8, k8 = _outputs(q, specs)
-        v8, vs = k8, ks  # placeholders, never written (V_FP8 is false)
+    qs, ks, q8, k8, *v_outs = _outputs(q, (B, H, Hkv, Lq, Lk, D, qk_dtype, v_fp8))
+    vs, v8 = v_outs or (ks, k8)  # without v_fp8: placeholders, never written (V_FP8 is false)
     strides = (*q.stride(), *k.stride(), *v.stride())
     launch = cached_plan(_launch_plan, B, H, Hkv, Lq, Lk, D, OUT_KINDS[qk_dtype], smooth_k, v_fp8, *strides)
     launch(q, k, v, q8, k8, v8, qs, ks, vs, H, Hkv, Lq, Lk, l_pad, nblk_q, nblk_k, *strides)

@@ -229,7 +229,7 @@ def test_unsupported_head_dim_runs_sdpa():
 
 
 def test_carved_outputs_are_aligned_disjoint_and_shaped():
-    from lowbit_flex.kernels.quantize_qkv import carve
+    from lowbit_flex.kernels.quantize_qkv import carve, carving
 
     specs = (
         ((2, 3, 5), (15, 5, 1), torch.float32),
@@ -238,7 +238,7 @@ def test_carved_outputs_are_aligned_disjoint_and_shaped():
         ((1, 0, 4), (0, 4, 1), torch.float32),  # empty
         ((3,), (1,), torch.float32),
     )
-    out = carve(specs, torch.device("cpu"))
+    out = carve(carving(specs), torch.device("cpu"))
     for t, (shape, strides, dtype) in zip(out, specs):
         assert t.shape == shape and t.stride() == strides and t.dtype == dtype
         assert t.data_ptr() % 16 == 0
