@@ -136,20 +136,23 @@ def run(bench: Bench) -> None:
 
 
 def _sweep_candidates(k_h: int, k_w: int):
-    """Configs to time around the table's pick: tiles, warps, stages and both bias formations for short (SAM's
-    windows) and long (global attention, other grids) sequences. Every one was AOT-compiled for sm_90 before its
+    """Configs to time around the table's pick: tiles, warps, stages, TMA loads, and both bias formations, for short
+    (SAM's windows) and long (global attention, other grids) sequences; for grids whose rows are no power of two,
+    the 64- and 128-slot blocks (one padded row, or packed rows). Every one was AOT-compiled for sm_90 before its
     first GPU run; the head-dim split against padding and the kernel without bias (its floor) are added by the
     sweep."""
     from lowbit_flex.kernels.rel_pos_attention import Bias, RelPosConfig
 
-    def c(m, n, w, st, bias=Bias.ROWS):
-        return RelPosConfig(m, n, 0, w, st, bias)
+    def c(m, n, w, st, bias=Bias.ROWS, tma=False):
+        return RelPosConfig(m, n, 0, w, st, bias, True, tma)
 
     if k_h * k_w <= 256:
-        return [c(128, 32, 8, 3), c(128, 64, 8, 3), c(64, 32, 4, 3), c(64, 64, 4, 3), c(128, 64, 8, 3, Bias.ONEHOT),
-                c(64, 32, 4, 3, Bias.ONEHOT), c(64, 64, 4, 3, Bias.ONEHOT), c(64, 128, 4, 2, Bias.ONEHOT)]  # fmt: skip
-    return [c(64, 64, 4, 2), c(128, 64, 8, 3), c(64, 128, 4, 2), c(128, 128, 8, 2), c(64, 64, 8, 3),
-            c(64, 64, 4, 3, Bias.ONEHOT), c(64, 128, 4, 2, Bias.ONEHOT)]  # fmt: skip
+        return [c(128, 32, 8, 3), c(64, 32, 4, 3), c(64, 64, 4, 3), c(64, 32, 4, 3, tma=True),
+                c(128, 32, 8, 3, tma=True), c(64, 32, 4, 3, Bias.ONEHOT)]  # fmt: skip
+    packed = k_w & (k_w - 1)  # rows that are no power of two: one padded row per 64 slots, or packed rows per 128
+    rows = [c(64, 128, 4, 3), c(64, 128, 8, 3), c(64, 128, 8, 3, tma=True)] if packed else []
+    return [*rows, c(64, 64, 4, 3), c(64, 64, 4, 3, tma=True), c(128, 64, 4, 3), c(128, 64, 8, 3),
+            c(64, 64, 4, 2), c(64, 64, 4, 3, Bias.ONEHOT)]  # fmt: skip
 
 
 def _config_sweep(bench: Bench, shapes) -> None:
@@ -158,8 +161,10 @@ def _config_sweep(bench: Bench, shapes) -> None:
     from lowbit_flex.kernels.rel_pos_attention import Bias, pick_config, rel_pos_attention_triton
 
     def label(c) -> str:
-        return f"{c.bias.name.lower()} M{c.block_m} N{c.block_n} w{c.num_warps} s{c.num_stages}" + (
-            "" if c.split_d else " padD"
+        return (
+            f"{c.bias.name.lower()} M{c.block_m} N{c.block_n} w{c.num_warps} s{c.num_stages}"
+            + ("" if c.split_d else " padD")
+            + (" tma" if c.tma else "")
         )
 
     table = bench.table("rel_pos_attention kernel: launch configs around the sm_90 table", baseline="table config")
@@ -169,7 +174,7 @@ def _config_sweep(bench: Bench, shapes) -> None:
         extra = [dataclasses.replace(chosen, bias=Bias.NONE)]
         if d & (d - 1):  # not a power of two: the padded head dim against the split one
             extra.append(dataclasses.replace(chosen, split_d=False))
-        cands = [x for x in _sweep_candidates(k_h, k_w) if x != chosen] + extra
+        cands = list(dict.fromkeys(x for x in _sweep_candidates(k_h, k_w) if x != chosen)) + extra
         small = tuple(t[:1, :2] for t in args)  # float64 reference on one (batch, 2 heads) slice
         ref = _reference_f64(*small)
         times = {"table config": bench.time(lambda *a, c=chosen: rel_pos_attention_triton(*a, config=c), args)}

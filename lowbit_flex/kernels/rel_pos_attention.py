@@ -1,15 +1,19 @@
 """Flash attention with SAM's decomposed relative-position bias added to the logits in registers.
 
 One program owns ``BLOCK_M`` queries of one (batch, head) and streams the keys in blocks with an online softmax
-(fp32 statistics and accumulator, ``exp2`` with ``log2(e)`` folded into the scale). The bias
+(fp32 statistics and accumulator; logits ``t = s * scale + bias`` in natural units, one FMA, and the exponent
+``exp2(t * log2(e) - m * log2(e))`` one more, with the row max ``m`` also in natural units). The bias
 ``rel_h[i, j // k_w] + rel_w[i, j % k_w]`` never exists as an ``L x L`` tensor. Two ways to add it
-(:class:`Bias`), chosen per shape by :func:`pick_config` (``ROWS`` wherever a padded key row fits a block):
+(:class:`Bias`), chosen per shape by :func:`pick_config` (``ROWS`` wherever a key row fits a block):
 
-* ``ROWS``: a key block is ``R`` whole rows of the key grid, each padded to ``KW_P = next_pow2(k_w)`` slots
-  (``BLOCK_N = R * KW_P``). Slot ``c`` then always holds key-grid column ``c % KW_P``, so the ``rel_w`` tile is
-  loaded once per program and reused for every block, and the ``rel_h`` term is ``R`` columns per block, one per
-  key row, broadcast along the row. SAM's 64 x 64 global attention is ``R = 1`` with no padding: no masks, no
-  extra tensor-core work, one add per logit. Padding slots (``k_w < KW_P``) are masked keys.
+* ``ROWS``: a key block is ``R = BLOCK_N // k_w`` whole rows of the key grid, packed (slot ``c`` holds row
+  ``c // k_w``, column ``c % k_w``; the last ``BLOCK_N - R * k_w`` slots are masked). Every block starts at a row
+  boundary, so slot ``c`` always holds key-grid column ``c % k_w``: the ``rel_w`` tile is loaded once per program
+  and reused for every block. SAM's 64 x 64 global attention is ``R = 1`` with no padding: no masks, no extra
+  tensor-core work. With one row per block the ``rel_h`` term is one value per query row, so it joins the row
+  max and the exponent's per-row offset instead of every logit: the bias costs one FMA per logit in place of the
+  scale's multiply. With ``R > 1`` the ``rel_h`` column of each slot's row is selected (``R <= 4``) or gathered
+  from the rows (more rows: grids narrower than a quarter block) and added per logit.
 * ``ONEHOT`` (any grid; the default only for key rows wider than 128 slots): the bias tile is one small matmul on
   the tensor cores, ``[rel_h | rel_w] @ [onehot(j // k_w); onehot(j % k_w)]``: the two tables side by side along
   the reduction dim (``k_h + k_w`` columns padded to a power of two), the one-hot matrix built from the key indices
@@ -37,7 +41,15 @@ import triton
 import triton.language as tl
 
 from lowbit_flex.kernels.arch import triton_interpreting
-from lowbit_flex.kernels.common import LaunchConfig, PlanLaunch, cached_plan, dot_acc
+from lowbit_flex.kernels.common import (
+    LaunchConfig,
+    PlanLaunch,
+    cached_plan,
+    dot_acc,
+    ensure_triton_allocator,
+    tma_base_aligned,
+)
+from lowbit_flex.score_mods._rel_pos_layout import attention_out_strides
 
 # Kernels may read only constexpr globals (a plain float fails to compile on the GPU; the interpreter allows it).
 _LOG2E = tl.constexpr(1.4426950408889634)
@@ -53,11 +65,15 @@ class Bias(enum.IntEnum):
 
 @dataclass(frozen=True)
 class RelPosConfig(LaunchConfig):
-    """A launch config plus the bias formation and whether to split a non-power-of-two head dim. ``block_n`` is
-    raised to ``next_pow2(k_w)`` for ``ROWS`` (a block holds whole key rows); ``block_k`` is unused (0)."""
+    """A launch config plus the bias formation and whether to split a non-power-of-two head dim. For ``ROWS``,
+    ``block_n`` is raised to ``next_pow2(k_w)`` where smaller (a block holds at least one whole key row);
+    ``block_k`` is unused (0)."""
 
     bias: Bias = Bias.ROWS
     split_d: bool = True
+    # K and V through TMA tensor descriptors where sm_90, the layout (tma_layout_ok) and a one-tile head dim allow.
+    # Not in the table: on the H200 it was 1-3 % faster on D = 64 global attention and 17-40 % slower on windows.
+    tma: bool = False
 
 
 def _cfg(m: int, n: int, warps: int, stages: int) -> RelPosConfig:
@@ -69,7 +85,7 @@ def _cfg(m: int, n: int, warps: int, stages: int) -> RelPosConfig:
 # bf16, ms; docs/measurements/h200_run16_rel_pos_windows.md):
 # - global attention (64 x 64 grid) and long grids: 64-query blocks, 4 warps, 3 stages (vit_b 1.31 against 1.36-2.31
 #   for six other tiles; vit_h 2.14; 48 x 40: 0.188, 128-query blocks 0.192);
-# - SAM's 196-token windows: blocks of two padded key rows (32 slots), 64 queries and 4 warps at D = 64 (vit_b 0.175;
+# - SAM's 196-token windows: 32-slot blocks (two key rows), 64 queries and 4 warps at D = 64 (vit_b 0.175;
 #   the previous 128 x 64 one-hot config 0.262), 128 queries and 8 warps at D = 80 (vit_h 0.298 against 0.307).
 # D = 256 is untimed (no SAM model uses it): the smallest tiles, to stay within registers.
 SM90_CONFIGS: dict[tuple[int, bool], RelPosConfig] = {
@@ -80,20 +96,41 @@ SM90_CONFIGS: dict[tuple[int, bool], RelPosConfig] = {
     (128, True): _cfg(128, 32, 8, 3),
     (256, True): _cfg(64, 32, 4, 1),
 }
-# Widest padded key row that ROWS takes: a block holds at least one whole row, and 256-slot blocks spill.
-MAX_ROWS_KW_P = 128
+# Widest key row that ROWS takes (a block holds at least one whole row, and 256-slot blocks spill) and the widest
+# block the table widens to (below).
+MAX_ROWS_BLOCK_N = 128
+# Most rows per block whose rel_h columns are selected per logit (R - 1 selects each); more rows gather instead.
+# A constexpr: the kernel reads it too.
+MAX_SELECTED_ROWS = tl.constexpr(4)
+
+
+def rows_block_n(k_h: int, k_w: int, block_n: int) -> int:
+    """The key-block width for ``ROWS`` from the table's ``block_n``: at least one whole row
+    (``next_pow2(k_w)``), doubled where that covers the grid with fewer key slots (padding slots cost the same
+    tensor-core and softmax work as keys) and the doubled block still selects its rows. A 48 x 40 grid: 64-slot
+    blocks hold one row (48 x 64 = 3072 slots for 1920 keys), 128-slot blocks three (16 x 128 = 2048)."""
+    n = max(block_n, triton.next_power_of_2(k_w))
+
+    def slots(width: int) -> int:
+        rows = width // k_w
+        return -(-k_h // rows) * width
+
+    wide = 2 * n
+    if wide <= MAX_ROWS_BLOCK_N and wide // k_w <= MAX_SELECTED_ROWS.value and slots(wide) < slots(n):
+        return wide
+    return n
 
 
 def pick_config(head_dim: int, seq_len: int, k_w: int) -> RelPosConfig:
-    """The table's tiles, with the bias formation: ``ROWS`` wherever a padded key row fits a block. A padded row is
-    always more than half full, and at 40 of 64 slots (a 48 x 40 grid) ROWS ran 1.68x faster than the one-hot MMA;
-    on every SAM shape it was the fastest. Rows wider than 128 slots take ``ONEHOT`` instead.
+    """The table's tiles, with the bias formation: ``ROWS`` wherever a key row fits a block (its block width from
+    :func:`rows_block_n`). At 40 of 64 slots (a 48 x 40 grid, one padded row per block) ROWS ran 1.68x faster
+    than the one-hot MMA; on every SAM shape it was the fastest. Rows wider than 128 slots take ``ONEHOT`` instead.
     (``bool()``: a guard on a SymInt ``L`` under tracing.)"""
     block_d = max(64, triton.next_power_of_2(head_dim))
     cfg = SM90_CONFIGS[(block_d, bool(seq_len <= 256))]
-    if triton.next_power_of_2(k_w) > MAX_ROWS_KW_P:
-        cfg = dataclasses.replace(cfg, bias=Bias.ONEHOT)
-    return cfg
+    if k_w > MAX_ROWS_BLOCK_N:
+        return dataclasses.replace(cfg, bias=Bias.ONEHOT)
+    return dataclasses.replace(cfg, block_n=rows_block_n(seq_len // k_w, k_w, cfg.block_n))
 
 
 def head_dim_tiles(head_dim: int, split: bool) -> tuple[int, int]:
@@ -137,16 +174,16 @@ def _rel_pos_attention_kernel(
     q_ptr, k_ptr, v_ptr, rh_ptr, rw_ptr, o_ptr,
     sq_b, sq_h, sq_l, sq_d, sk_b, sk_h, sk_l, sk_d, sv_b, sv_h, sv_l, sv_d,
     srh_b, srh_h, srh_l, srw_b, srw_h, srw_l,
-    H, L, num_m_blocks, qk_scale,
+    H, L, num_m_blocks, sm_scale,
     D: tl.constexpr, K_H: tl.constexpr, K_W: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_D1: tl.constexpr,
-    BIAS: tl.constexpr, KW_P: tl.constexpr, KC: tl.constexpr, H_WINDOW: tl.constexpr,
+    BIAS: tl.constexpr, KC: tl.constexpr, H_WINDOW: tl.constexpr,
     MASK_N: tl.constexpr, MASK_M: tl.constexpr, PAD_D: tl.constexpr, PAD_D1: tl.constexpr,
-    DOT_PRECISION: tl.constexpr, UPCAST: tl.constexpr,
+    OUT_LHD: tl.constexpr, TMA: tl.constexpr, DOT_PRECISION: tl.constexpr, UPCAST: tl.constexpr,
 ):  # fmt: skip
     # Inductor passes a Python float as fp64 where the GPU has fp64 (Triton's JIT: fp32); fp64 would spread to the
     # logits and break the fp32 accumulator's dot.
-    qk_scale = tl.cast(qk_scale, tl.float32)
+    sm_scale = tl.cast(sm_scale, tl.float32)
     # Query blocks of one (batch, head) are consecutive programs, so they share K/V in L2.
     pid = tl.program_id(0)
     pid_m = pid % num_m_blocks
@@ -156,6 +193,15 @@ def _rel_pos_attention_kernel(
     q_base = q_ptr + b * sq_b + h * sq_h
     k_base = k_ptr + b * sk_b + h * sk_h
     v_base = v_ptr + b * sv_b + h * sv_h
+    if TMA:
+        # Hopper's TMA copies whole (BLOCK_N, head-dim tile) tiles into shared memory, zero-filling rows past L and
+        # columns past D: no per-element addresses or masks in registers (the pointer loads' address tensors
+        # pushed the 128-slot tiles into spills).
+        k_desc = tl.make_tensor_descriptor(k_base, [L, D], [sk_l, 1], [BLOCK_N, BLOCK_D])
+        v_desc = tl.make_tensor_descriptor(v_base, [L, D], [sv_l, 1], [BLOCK_N, BLOCK_D])
+        if BLOCK_D1 > 0:
+            k1_desc = tl.make_tensor_descriptor(k_base, [L, D], [sk_l, 1], [BLOCK_N, BLOCK_D1])
+            v1_desc = tl.make_tensor_descriptor(v_base, [L, D], [sv_l, 1], [BLOCK_N, BLOCK_D1])
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     m_ok = offs_m < L
     offs_d = tl.arange(0, BLOCK_D)
@@ -168,13 +214,14 @@ def _rel_pos_attention_kernel(
     rh_rows = rh_ptr + b * srh_b + h * srh_h + offs_m * srh_l
     rw_rows = rw_ptr + b * srw_b + h * srw_h + offs_m * srw_l
     offs_c = tl.arange(0, BLOCK_N)
-    if BIAS == 1:  # ROWS
-        R: tl.constexpr = BLOCK_N // KW_P
-        slot_col = offs_c % KW_P
-        slot_row = offs_c // KW_P
+    if BIAS == 1:  # ROWS: R packed key rows per block
+        R: tl.constexpr = BLOCK_N // K_W
+        slot_row = offs_c // K_W
+        slot_col = offs_c - slot_row * K_W
+        slot_ok = slot_row < R
         # Kept in the input dtype (half the registers of fp32; exact) and widened per block: ptxas showed the
-        # fp32 tile pushing the D = 80 configs into spills.
-        rel_w_tile = _load_tile(rw_rows[:, None] + slot_col[None, :], m_ok, slot_col < K_W, MASK_M, KW_P != K_W)
+        # fp32 tile pushing the D = 80 configs into spills. The widening is an integer shift, off the FP32 pipe.
+        rel_w_tile = _load_tile(rw_rows[:, None] + slot_col[None, :], m_ok, slot_ok, MASK_M, R * K_W != BLOCK_N)
         num_blocks = tl.cdiv(K_H, R)
     else:
         num_blocks = tl.cdiv(L, BLOCK_N)
@@ -193,35 +240,50 @@ def _rel_pos_attention_kernel(
                 other=0.0,
             )
 
-    m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
+    m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)  # running row max of the logits, natural units
     l_i = tl.zeros([BLOCK_M], tl.float32)
     acc = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
     if BLOCK_D1 > 0:
         acc1 = tl.zeros([BLOCK_M, BLOCK_D1], tl.float32)
     for blk in range(0, num_blocks):
         if BIAS == 1:
-            key_row = blk * R + slot_row
-            offs_n = key_row * K_W + slot_col
-            n_ok = (slot_col < K_W) & (key_row < K_H)
+            offs_n = blk * (R * K_W) + offs_c
+            n_ok = slot_ok & (offs_n < L)
         else:
             offs_n = blk * BLOCK_N + offs_c
             n_ok = offs_n < L
-        k = _load_tile(k_base + offs_d[:, None] * sk_d + offs_n[None, :] * sk_l, d_ok, n_ok, PAD_D, MASK_N)
-        s = dot_acc(q, k, None, UPCAST, DOT_PRECISION)
-        if BLOCK_D1 > 0:
-            k1 = _load_tile(k_base + offs_d1[:, None] * sk_d + offs_n[None, :] * sk_l, d1_ok, n_ok, PAD_D1, MASK_N)
-            s = dot_acc(q1, k1, s, UPCAST, DOT_PRECISION)
-        s = s * qk_scale
-        if BIAS == 1:
-            # One rel_h column per key row of the block, selected by the slot's row.
-            # One rel_h column per key row of the block, selected by the slot's row (a block's first row is valid;
-            # the others only where k_h is a multiple of R).
-            bias = _load_col(rh_rows + blk * R, m_ok, True, MASK_M).to(tl.float32)[:, None]
-            for r in tl.static_range(1, R):
-                col = _load_col(rh_rows + blk * R + r, m_ok, blk * R + r < K_H, MASK_M or K_H % R != 0)
-                bias = tl.where((slot_row == r)[None, :], col.to(tl.float32)[:, None], bias)
-            s = s + (bias + rel_w_tile.to(tl.float32)) * _LOG2E
-        elif BIAS == 2:
+        if TMA:  # keys in padding slots hold the next row's (masked below) or zeros past L
+            first_key = blk * (R * K_W) if BIAS == 1 else blk * BLOCK_N
+            s = dot_acc(q, tl.trans(k_desc.load([first_key, 0])), None, UPCAST, DOT_PRECISION)
+            if BLOCK_D1 > 0:
+                s = dot_acc(q1, tl.trans(k1_desc.load([first_key, BLOCK_D])), s, UPCAST, DOT_PRECISION)
+        else:
+            k = _load_tile(k_base + offs_d[:, None] * sk_d + offs_n[None, :] * sk_l, d_ok, n_ok, PAD_D, MASK_N)
+            s = dot_acc(q, k, None, UPCAST, DOT_PRECISION)
+            if BLOCK_D1 > 0:
+                k1 = _load_tile(k_base + offs_d1[:, None] * sk_d + offs_n[None, :] * sk_l, d1_ok, n_ok, PAD_D1, MASK_N)
+                s = dot_acc(q1, k1, s, UPCAST, DOT_PRECISION)
+        # row_bias: a per-row term of the logits kept out of the tile (ROWS with one key row per block: rel_h).
+        row_bias = tl.zeros([BLOCK_M], tl.float32)
+        if BIAS == 0:
+            t = s * sm_scale
+        elif BIAS == 1:
+            bias = rel_w_tile.to(tl.float32)
+            if R == 1:
+                row_bias = _load_col(rh_rows + blk, m_ok, True, MASK_M).to(tl.float32)
+            elif R <= MAX_SELECTED_ROWS:  # the rel_h column of each slot's key row, R - 1 selects per logit
+                col = _load_col(rh_rows + blk * R, m_ok, True, MASK_M).to(tl.float32)
+                rel_h_tile = col[:, None]
+                for r in tl.static_range(1, R):  # the first row of a block is valid, the others where k_h allows
+                    col = _load_col(rh_rows + blk * R + r, m_ok, blk * R + r < K_H, MASK_M or K_H % R != 0)
+                    rel_h_tile = tl.where((slot_row == r)[None, :], col.to(tl.float32)[:, None], rel_h_tile)
+                bias += rel_h_tile
+            else:  # narrow grids: gather each slot's rel_h (the program's rel_h rows stay in L1)
+                key_row = tl.minimum(blk * R + slot_row, K_H - 1)  # padding slots read a valid row, masked below
+                rel_h_tile = _load_tile(rh_rows[:, None] + key_row[None, :], m_ok, n_ok, MASK_M, False)
+                bias += rel_h_tile.to(tl.float32)
+            t = tl.fma(s, sm_scale, bias)
+        else:
             key_row = offs_n // K_W
             key_col = offs_n - key_row * K_W
             if H_WINDOW:
@@ -238,22 +300,31 @@ def _rel_pos_attention_kernel(
             )
             # Through fp32: the interpreter casts a boolean to bf16 as raw bits.
             onehot = tl.where(hit, 1.0, 0.0).to(rel_cat.dtype)
-            bias = dot_acc(rel_cat, onehot, None, UPCAST, DOT_PRECISION)
-            s = s + bias * _LOG2E
+            t = tl.fma(s, sm_scale, dot_acc(rel_cat, onehot, None, UPCAST, DOT_PRECISION))
         if MASK_N:
-            s = tl.where(n_ok[None, :], s, float("-inf"))
+            t = tl.where(n_ok[None, :], t, float("-inf"))
         # Every block holds at least one valid key (blocks start below L), so m_new is finite.
-        m_new = tl.maximum(m_i, tl.max(s, axis=1))
-        alpha = tl.math.exp2(m_i - m_new)
-        p = tl.math.exp2(s - m_new[:, None])
+        m_new = tl.maximum(m_i, tl.max(t, axis=1) + row_bias)
+        alpha = tl.math.exp2((m_i - m_new) * _LOG2E)
+        p = tl.math.exp2(tl.fma(t, _LOG2E, ((row_bias - m_new) * _LOG2E)[:, None]))
         l_i = l_i * alpha + tl.sum(p, axis=1)
-        v = _load_tile(v_base + offs_n[:, None] * sv_l + offs_d[None, :] * sv_d, n_ok, d_ok, MASK_N, PAD_D)
+        # Masked slots have p = 0; with TMA their v rows are another key's (finite unless v is not) or zeros.
+        if TMA:
+            v = v_desc.load([first_key, 0])
+        else:
+            v = _load_tile(v_base + offs_n[:, None] * sv_l + offs_d[None, :] * sv_d, n_ok, d_ok, MASK_N, PAD_D)
         acc = dot_acc(p.to(v.dtype), v, acc * alpha[:, None], UPCAST, DOT_PRECISION)
         if BLOCK_D1 > 0:
-            v1 = _load_tile(v_base + offs_n[:, None] * sv_l + offs_d1[None, :] * sv_d, n_ok, d1_ok, MASK_N, PAD_D1)
+            if TMA:
+                v1 = v1_desc.load([first_key, BLOCK_D])
+            else:
+                v1 = _load_tile(v_base + offs_n[:, None] * sv_l + offs_d1[None, :] * sv_d, n_ok, d1_ok, MASK_N, PAD_D1)
             acc1 = dot_acc(p.to(v1.dtype), v1, acc1 * alpha[:, None], UPCAST, DOT_PRECISION)
         m_i = m_new
-    o_rows = o_ptr + pid_bh.to(tl.int64) * L * D + offs_m[:, None] * D
+    if OUT_LHD:  # (B, L, H, D) memory (attention_out_strides)
+        o_rows = o_ptr + (b * L * H + h) * D + offs_m[:, None] * (H * D)
+    else:
+        o_rows = o_ptr + pid_bh.to(tl.int64) * L * D + offs_m[:, None] * D
     out = (acc / l_i[:, None]).to(o_ptr.dtype.element_ty)
     tl.store(o_rows + offs_d[None, :], out, mask=m_ok[:, None] & d_ok[None, :])
     if BLOCK_D1 > 0:
@@ -263,18 +334,29 @@ def _rel_pos_attention_kernel(
 
 @functools.lru_cache(maxsize=512)
 def _launch_plan(
-    B: int, H: int, L: int, D: int, k_h: int, k_w: int, dtype: torch.dtype, config: RelPosConfig | None, *strides: int
+    B: int,
+    H: int,
+    L: int,
+    D: int,
+    k_h: int,
+    k_w: int,
+    dtype: torch.dtype,
+    config: RelPosConfig | None,
+    out_lhd: bool,
+    bases_aligned: bool,
+    *strides: int,
 ) -> PlanLaunch:
-    """The launch for one shape key: grid, tiles and constexprs. ``strides`` (q, k, v, then the first three of
-    rel_h and rel_w) are part of the key only: the kernel is specialized on its integer arguments, so a cached
-    direct launch is right only for the strides it was compiled with."""
+    """The launch for one shape key: grid, tiles and constexprs. ``out_lhd``: the output is ``(B, L, H, D)`` in
+    memory; ``bases_aligned``: k and v start at 16-byte aligned addresses (TMA). ``strides`` (q, k, v, then the
+    first three of rel_h and rel_w) are part of the key only: the kernel is specialized on its integer arguments, so
+    a cached direct launch is right only for the strides it was compiled with."""
     cfg = config or pick_config(D, L, k_w)
-    kw_p = triton.next_power_of_2(k_w)
     block_n, kc, h_window = cfg.block_n, 16, False
     if cfg.bias is Bias.ROWS:
-        block_n = max(block_n, kw_p)  # whole padded key rows per block
-        mask_n = kw_p != k_w or k_h % (block_n // kw_p) != 0
-        key_blocks = triton.cdiv(k_h, block_n // kw_p)
+        block_n = max(block_n, triton.next_power_of_2(k_w))  # at least one whole key row per block
+        rows = block_n // k_w
+        mask_n = rows * k_w != block_n or k_h % rows != 0
+        key_blocks = triton.cdiv(k_h, rows)
     else:
         mask_n = L % block_n != 0
         key_blocks = triton.cdiv(L, block_n)
@@ -286,16 +368,56 @@ def _launch_plan(
         h_window = k_h > 16 and (block_n + k_w - 2) // k_w + 1 <= 16
         kc = max(16, triton.next_power_of_2((16 if h_window else k_h) + k_w))
     block_m = cfg.block_m
+    # A split head dim keeps pointer loads: with TMA its 16-wide second tile came out wrong on the H200 (Triton 3.6,
+    # 64-key blocks, 4 warps, 1 stage: relative error 0.42-0.47; run 27c).
+    tma = cfg.tma and block_d1 == 0 and bases_aligned and tma_layout_ok(dtype, strides[4:8], strides[8:12])
     meta = dict(
         D=D, K_H=k_h, K_W=k_w,
         BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d, BLOCK_D1=block_d1,
-        BIAS=int(cfg.bias), KW_P=kw_p, KC=kc, H_WINDOW=h_window,
+        BIAS=int(cfg.bias), KC=kc, H_WINDOW=h_window,
         MASK_N=mask_n, MASK_M=L % block_m != 0, PAD_D=block_d1 == 0 and block_d != D,
-        PAD_D1=block_d1 > 0 and block_d + block_d1 != D,
+        PAD_D1=block_d1 > 0 and block_d + block_d1 != D, OUT_LHD=out_lhd, TMA=tma,
         DOT_PRECISION="ieee" if dtype == torch.float32 else "tf32", UPCAST=triton_interpreting(),
         num_warps=cfg.num_warps, num_stages=cfg.num_stages,
     )  # fmt: skip
     return PlanLaunch(_rel_pos_attention_kernel, (triton.cdiv(L, block_m) * B * H,), meta, tensors=6)
+
+
+def tma_layout_ok(dtype: torch.dtype, k_strides: tuple, v_strides: tuple) -> bool:
+    """Whether TMA can read k and v of this layout: sm_90+, 16-bit values, a unit head-dim stride and 16-byte
+    aligned (batch, head, token) strides (the base addresses are checked per call)."""
+    # torch.cuda.get_device_capability, not arch.capability: lowbit_flex.triton_aot patches it for its CPU stand-ins.
+    if triton_interpreting() or dtype not in (torch.float16, torch.bfloat16):
+        return False
+    if torch.cuda.get_device_capability() < (9, 0):
+        return False
+    return all(st[3] == 1 and all(x * 2 % 16 == 0 for x in st[:3]) for st in (k_strides, v_strides))
+
+
+def bound_launch(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    rel_h: torch.Tensor,
+    rel_w: torch.Tensor,
+    scale: float | None = None,
+    config: RelPosConfig | None = None,
+) -> tuple[PlanLaunch, tuple]:
+    """The launch for these tensors' shapes and strides, and its arguments after the six tensors
+    ``(q, k, v, rel_h, rel_w, out)``: strides, sizes and the softmax scale. ``rel_h``/``rel_w`` have a unit last
+    stride. Depends on metadata only, so an eager caller can keep it per shape key."""
+    B, H, L = q.shape[:3]
+    D, k_h, k_w = int(q.shape[3]), int(rel_h.shape[-1]), int(rel_w.shape[-1])
+    strides = (*q.stride(), *k.stride(), *v.stride(), *rel_h.stride()[:3], *rel_w.stride()[:3])
+    out_lhd = attention_out_strides(q)[2] != D  # (B, L, H, D) memory unless heads hold consecutive rows
+    aligned = tma_base_aligned(k, v)
+    launch = cached_plan(_launch_plan, B, H, L, D, k_h, k_w, q.dtype, config, out_lhd, aligned, *strides)
+    if launch.meta["TMA"]:
+        ensure_triton_allocator()  # device-side descriptors live in a per-launch global scratch buffer
+    # float(): an int scale would make Triton type (or, for 1, specialize) the argument differently per call.
+    s = 1.0 / math.sqrt(D) if scale is None else float(scale)
+    num_m_blocks = -(-L // launch.meta["BLOCK_M"])  # not triton.cdiv: a constexpr function, slow to call
+    return launch, (*strides, H, L, num_m_blocks, s)
 
 
 def rel_pos_attention_triton(
@@ -315,17 +437,12 @@ def rel_pos_attention_triton(
     Everything but the tensors is decided once per shape key (:func:`_launch_plan`): eager calls then launch the
     compiled kernel directly, and ``torch.compile`` traces the launch (``wrap_triton``). Head dim and key grid are
     constexprs, so under dynamic-shape tracing they are specialized (``int()``: a guard, not a SymInt)."""
-    B, H, L = q.shape[:3]
-    D, k_h, k_w = int(q.shape[3]), int(rel_h.shape[-1]), int(rel_w.shape[-1])
     # The kernel reads rel rows with unit stride (SAM's einsum output already is).
     rel_h = rel_h if rel_h.stride(-1) == 1 else rel_h.contiguous()
     rel_w = rel_w if rel_w.stride(-1) == 1 else rel_w.contiguous()
-    out = torch.empty((B, H, L, D), dtype=q.dtype, device=q.device)
+    out = torch.empty_strided(q.shape, attention_out_strides(q), dtype=q.dtype, device=q.device)
     if out.numel() == 0:
         return out
-    strides = (*q.stride(), *k.stride(), *v.stride(), *rel_h.stride()[:3], *rel_w.stride()[:3])
-    launch = cached_plan(_launch_plan, B, H, L, D, k_h, k_w, q.dtype, config, *strides)
-    s = 1.0 / math.sqrt(D) if scale is None else scale
-    num_m_blocks = -(-L // launch.meta["BLOCK_M"])  # not triton.cdiv: a constexpr function, slow to call
-    launch(q, k, v, rel_h, rel_w, out, *strides, H, L, num_m_blocks, s * _LOG2E.value)
+    launch, scalars = bound_launch(q, k, v, rel_h, rel_w, scale, config)
+    launch(q, k, v, rel_h, rel_w, out, *scalars)
     return out

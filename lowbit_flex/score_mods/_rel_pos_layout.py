@@ -114,3 +114,13 @@ def check_against_qkv(rel: RelPos, q: torch.Tensor, k: torch.Tensor) -> None:
         )
     if rel.rel_h.device != q.device:
         raise ValueError(f"rel_h: expected a tensor on {q.device} (the device of q), got {rel.rel_h.device}")
+
+
+def attention_out_strides(q: torch.Tensor) -> tuple[int, int, int, int]:
+    """Strides of the fused op's ``(B, H, L, D)`` output: ``(B, L, H, D)`` memory where ``q`` has its heads inside
+    its tokens (SAM's ``qkv.reshape(B, L, 3, H, D).permute(...)`` view, as SDPA's kernels keep ``q``'s layout), so
+    the caller's ``out.transpose(1, 2).reshape(B, L, H * D)`` is a view instead of a copy; contiguous otherwise."""
+    _, h, lq, d = q.shape
+    if q.stride(1) < q.stride(2):
+        return (lq * h * d, d, h * d, 1)
+    return (h * lq * d, lq * d, d, 1)

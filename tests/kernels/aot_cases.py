@@ -64,18 +64,18 @@ def case_s8s4_unpacked_gemm():
 
 
 def case_rel_pos_attention():
-    from lowbit_flex.kernels.rel_pos_attention import SM90_CONFIGS, rel_pos_attention_triton
+    from lowbit_flex.kernels.rel_pos_attention import SM90_CONFIGS, Bias, RelPosConfig, rel_pos_attention_triton
 
-    def attend(k_h, k_w, d, dtype=torch.bfloat16):
+    def attend(k_h, k_w, d, dtype=torch.bfloat16, config=None):
         L = k_h * k_w
         q = torch.empty(1, 2, L, d, dtype=dtype)
         rel_pos_attention_triton(
-            q, q, q, torch.empty(1, 2, L, k_h, dtype=dtype), torch.empty(1, 2, L, k_w, dtype=dtype)
+            q, q, q, torch.empty(1, 2, L, k_h, dtype=dtype), torch.empty(1, 2, L, k_w, dtype=dtype), config=config
         )
 
     # Every row of the config table at each head dim it serves (80 and 96: split tiles; 128, 256: one tile), on the
-    # grids of its length: short = SAM's 14 x 14 windows (2 padded rows per block, ragged L); long = the 64 x 64
-    # global grid (whole rows, no masks) and 48 x 40 (40 of 64 slots).
+    # grids of its length: short = SAM's 14 x 14 windows (2 packed rows per block, ragged L); long = the 64 x 64
+    # global grid (whole rows, no masks) and 48 x 40 (the table widens it to 3 rows per 128-slot block).
     dims = {64: (64,), 128: (80, 96, 128), 256: (256,)}
     for block_d, short in SM90_CONFIGS:
         for d in dims[block_d]:
@@ -83,6 +83,11 @@ def case_rel_pos_attention():
                 attend(k_h, k_w, d)
     attend(14, 14, 80, torch.float16)
     attend(2, 160, 64)  # rows wider than 128 slots: the one-hot MMA
+    attend(37, 1, 64)  # narrow grids: rel_h gathered per slot (32 rows per block), short and long tables
+    attend(100, 3, 80)
+    # TMA loads (sm_90 only; the table does not pick them yet): packed rows, the split head dim's second tile.
+    for k_h, k_w, d, n in [(14, 14, 64, 32), (48, 40, 80, 128)]:
+        attend(k_h, k_w, d, config=RelPosConfig(64, n, 0, 8 if n == 128 else 4, 3, Bias.ROWS, True, True))
 
 
 def case_quantize_groups():

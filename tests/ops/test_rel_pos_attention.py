@@ -46,7 +46,9 @@ def test_sam_layouts_and_non_contiguous_inputs():
     for rel in (flat, five):
         torch.testing.assert_close(rel_pos_attention(q, k, v, *rel), ref, rtol=0, atol=0)
     q_t = q.transpose(1, 2).contiguous().transpose(1, 2)  # (B, L, H, D) storage, as SAM's qkv reshape gives
-    torch.testing.assert_close(rel_pos_attention(q_t, k, v, rh, rw), ref, rtol=0, atol=0)
+    out_t = rel_pos_attention(q_t, k, v, rh, rw)
+    torch.testing.assert_close(out_t, ref, rtol=0, atol=0)
+    assert out_t.transpose(1, 2).is_contiguous()  # the output keeps q's layout: the caller's reshape is a view
 
 
 def _bad_cases():
@@ -90,6 +92,14 @@ def test_bad_input_eager_fake_and_compiled(args, exc, match):
         compiled(*args)
 
 
+def test_tensor_scale_is_rejected_by_the_wrapper():
+    """The schema's ``float?`` converts a 0-d tensor in ``torch.ops``; the wrapper would hand it to the kernel as a
+    pointer, so it refuses it."""
+    q, k, v, rh, rw = _inputs(1, 2, 3, 4, 16, torch.float32)
+    with pytest.raises(TypeError, match="scale: expected a float or None"):
+        rel_pos_attention(q, k, v, rh, rw, torch.tensor(0.3))
+
+
 def test_compiled_wrapper_matches_eager():
     q, k, v, rh, rw = _inputs(1, 2, 3, 4, 16, torch.float32)
     compiled = torch.compile(lambda *a: rel_pos_attention(*a), backend="aot_eager", fullgraph=True)
@@ -106,8 +116,8 @@ def _run_kernel_poisoned(monkeypatch, q, k, v, rel_h, rel_w, scale=None, config=
     from lowbit_flex.kernels import rel_pos_attention as mod
     from lowbit_flex.score_mods._rel_pos_layout import normalize_rel_pos
 
-    real_empty = torch.empty
-    monkeypatch.setattr(mod.torch, "empty", lambda *a, **kw: poison_(real_empty(*a, **kw)))
+    real_empty = torch.empty_strided
+    monkeypatch.setattr(mod.torch, "empty_strided", lambda *a, **kw: poison_(real_empty(*a, **kw)))
     rel = normalize_rel_pos(rel_h, rel_w, num_heads=q.shape[1])
     out = mod.rel_pos_attention_triton(q, k, v, rel.rel_h, rel.rel_w, scale, config=config)
     assert_fully_written(out)
@@ -143,17 +153,21 @@ def test_kernel_issue_grids_batch_1(monkeypatch, k_h, k_w, d):
     assert_rel_error(out, _reference_f64(q, k, v, rh, rw), 1e-2)
 
 
-def _config(m, n, bias: str, split=True):
+def _config(m, n, bias: str, split=True, tma=False):
     from lowbit_flex.kernels.rel_pos_attention import Bias, RelPosConfig
 
-    return RelPosConfig(m, n, 0, 4, 1, Bias[bias], split)
+    return RelPosConfig(m, n, 0, 4, 1, Bias[bias], split, tma)
 
 
 @needs_kernel
 @pytest.mark.parametrize("k_h, k_w, d, m, n, bias, split", [
-    (14, 14, 64, 32, 32, "ROWS", True),  # 2 padded rows of 16 slots per block: 7 blocks
-    (14, 14, 16, 32, 64, "ROWS", True),  # 4 rows per block, k_h % 4 != 0: the last block's rows 14, 15 masked
-    (5, 7, 80, 16, 16, "ROWS", True),  # 7 of 8 slots, 2 rows per block; head dim split 64 + 16
+    (14, 14, 64, 32, 32, "ROWS", True),  # 2 packed rows (28 of 32 slots) per block: 7 blocks
+    (14, 14, 16, 32, 64, "ROWS", True),  # 4 rows per block, k_h % 4 != 0: the last block holds rows 12, 13 only
+    (5, 7, 80, 16, 16, "ROWS", True),  # 2 rows, 14 of 16 slots per block; head dim split 64 + 16
+    (5, 40, 64, 32, 128, "ROWS", True),  # 3 rows of 40 per 128-slot block (the 48 x 40 layout), last block 2 rows
+    (6, 40, 64, 64, 64, "ROWS", True),  # one row per block, 40 of 64 slots: rel_h in the row max
+    (12, 3, 16, 16, 32, "ROWS", True),  # 10 rows per block: rel_h gathered per slot; last block 2 rows
+    (37, 1, 16, 16, 16, "ROWS", True),  # a 37 x 1 grid: 16 rows per block, gathered
     (14, 14, 80, 32, 32, "ONEHOT", True),  # [rel_h | rel_w] one MMA with K = 32; split head dim
     (14, 14, 80, 32, 32, "ONEHOT", False),  # head dim padded 80 -> 128
     (24, 5, 40, 32, 32, "ONEHOT", True),  # k_h > 16: a 16-row rel_h window per block; 40 = 32 + 16 (padded 8)
@@ -166,6 +180,22 @@ def test_kernel_bias_modes_and_head_dim_tiles(monkeypatch, k_h, k_w, d, m, n, bi
     config = _config(m, n, bias, split)
     out = _run_kernel_poisoned(monkeypatch, q, k, v, rh, rw, scale=0.15, config=config)
     assert_rel_error(out, _reference_f64(q, k, v, rh, rw, 0.15), 1e-2)
+
+
+@needs_kernel
+@pytest.mark.parametrize("k_h, k_w, d, n", [(14, 14, 64, 32), (14, 14, 80, 64), (6, 40, 64, 128), (5, 40, 80, 64),
+                                           (37, 1, 24, 32), (3, 64, 128, 64)])  # fmt: skip
+def test_kernel_tma_loads(monkeypatch, k_h, k_w, d, n):
+    """K and V through TMA descriptors (on sm_90; elsewhere the same configs take the pointer loads): packed rows
+    whose padding slots read the next row's keys, zero-filled rows past L, a head dim padded past D (24 -> 32) and
+    SAM's token-major q/k/v views. Split head dims (80) keep pointer loads: with TMA the 16-wide second tile came
+    out wrong on the H200 (relative error 0.42-0.47), and these cases caught it."""
+    b, h, L = 2, 3, k_h * k_w
+    qkv = torch.randn(b, L, 3, h, d, device=kernel_device()).to(torch.bfloat16)
+    q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+    _, _, _, rh, rw = _inputs(b, h, k_h, k_w, d, torch.bfloat16, kernel_device())
+    out = _run_kernel_poisoned(monkeypatch, q, k, v, rh, rw, config=_config(64, n, "ROWS", tma=True))
+    assert_rel_error(out, _reference_f64(q, k, v, rh, rw), 1e-2)
 
 
 @needs_kernel
@@ -201,6 +231,58 @@ def test_head_dim_tiles(d, tiles):
 
 
 @pytest.mark.parametrize(
+    "k_h, k_w, block_n, widened",
+    [
+        (48, 40, 64, 128),  # one padded row per 64 slots (3072 for 1920 keys) -> three per 128 (2048)
+        (64, 64, 64, 64),  # whole rows already: doubling saves nothing
+        (14, 14, 32, 32),  # 7 blocks of 2 rows (224 slots); 4 rows per 64 would be 256
+        (7, 9, 32, 32),  # 3 rows per 32 slots (96); 64-slot blocks would select 7 rows
+        (1, 37, 64, 64),  # one row in all
+        (3, 200, 64, 256),  # a row wider than the table's block: one whole row (ONEHOT takes it in the table)
+        (10, 100, 64, 128),  # one row per block, not doubled past 128 slots
+    ],
+)
+def test_rows_block_n_takes_the_fewest_key_slots(k_h, k_w, block_n, widened):
+    from lowbit_flex.kernels.rel_pos_attention import rows_block_n
+
+    assert rows_block_n(k_h, k_w, block_n) == widened
+
+
+def test_tma_only_where_the_layout_allows(monkeypatch):
+    """TMA needs sm_90+, 16-bit values, a unit head-dim stride and 16-byte aligned outer strides; anything else
+    takes the pointer loads (and the interpreter never takes TMA)."""
+    from lowbit_flex.kernels import rel_pos_attention as mod
+
+    monkeypatch.setattr(mod, "triton_interpreting", lambda: False)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a: (9, 0))
+    sam = (4096 * 3 * 768, 64, 3 * 768, 1)  # SAM's q/k/v views of one qkv projection (B, L, 3, H, D)
+    contiguous = (12 * 4096 * 64, 4096 * 64, 64, 1)
+    assert mod.tma_layout_ok(torch.bfloat16, sam, contiguous)
+    assert not mod.tma_layout_ok(torch.float32, sam, sam)  # fp32 keeps the IEEE pointer path
+    assert not mod.tma_layout_ok(torch.bfloat16, sam, (12 * 196 * 128, 196 * 128, 128, 2))  # strided head dim
+    assert not mod.tma_layout_ok(torch.bfloat16, (3 * 196 * 20, 196 * 20, 20, 1), sam)  # 40-byte rows
+    # The plan: TMA only with one head-dim tile (80 = 64 + 16 keeps pointer loads, see test_kernel_tma_loads).
+    config = mod.RelPosConfig(64, 64, 0, 4, 3, mod.Bias.ROWS, True, True)
+    rel = (40 * 64 * 12 * 40, 40 * 64 * 40, 40)  # (B, H, L, k) rel strides, unit last stride
+    for d, tma in ((64, True), (80, False)):
+        qkv = (4096 * 3 * 12 * d, d, 3 * 12 * d, 1)
+        plan = mod._launch_plan.__wrapped__(1, 12, 2560, d, 64, 40, torch.bfloat16, config, True, True,
+                                            *qkv, *qkv, *qkv, *rel, *rel)  # fmt: skip
+        assert plan.meta["TMA"] is tma
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a: (8, 0))
+    assert not mod.tma_layout_ok(torch.bfloat16, sam, contiguous)
+
+
+def test_pick_config_widens_rows_and_sends_wide_rows_to_the_one_hot_mma():
+    from lowbit_flex.kernels.rel_pos_attention import Bias, pick_config
+
+    grid = pick_config(64, 48 * 40, 40)
+    assert (grid.bias, grid.block_n) == (Bias.ROWS, 128)
+    assert pick_config(64, 64 * 64, 64).block_n == 64
+    assert pick_config(64, 2 * 160, 160).bias is Bias.ONEHOT
+
+
+@pytest.mark.parametrize(
     "k_h, k_w, tiles", [(14, 14, (64, 16)), (1, 37, (128, 0)), (64, 64, (64, 16)), (2, 160, (64, 16))]
 )
 def test_plan_splits_the_head_dim_only_over_several_key_blocks(k_h, k_w, tiles):
@@ -209,7 +291,7 @@ def test_plan_splits_the_head_dim_only_over_several_key_blocks(k_h, k_w, tiles):
     from lowbit_flex.kernels.rel_pos_attention import _launch_plan
 
     L = k_h * k_w
-    meta = _launch_plan.__wrapped__(1, 1, L, 80, k_h, k_w, torch.bfloat16, None).meta
+    meta = _launch_plan.__wrapped__(1, 1, L, 80, k_h, k_w, torch.bfloat16, None, False, True).meta
     assert (meta["BLOCK_D"], meta["BLOCK_D1"]) == tiles
 
 
@@ -223,9 +305,74 @@ def test_kernel_row_aligned_full_blocks_sam_layout_and_scale(monkeypatch):
 
 
 @needs_kernel
+@pytest.mark.parametrize("d", [64, 80])
+def test_kernel_output_in_sams_token_major_layout(monkeypatch, d):
+    """q, k, v as SAM's views of one (B, L, 3, H, D) projection: the output is written in (B, L, H, D) memory (every
+    element, right values), so SAM's transpose + reshape after the op costs no copy."""
+    b, h, k_h, k_w = 2, 3, 4, 6
+    L = k_h * k_w
+    qkv = torch.randn(b, L, 3, h, d, device=kernel_device()).to(torch.bfloat16)
+    q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+    _, _, _, rh, rw = _inputs(b, h, k_h, k_w, d, torch.bfloat16, kernel_device())
+    out = _run_kernel_poisoned(monkeypatch, q, k, v, rh, rw)
+    assert out.shape == (b, h, L, d) and out.transpose(1, 2).is_contiguous()
+    assert_rel_error(out, _reference_f64(q, k, v, rh, rw), 1e-2)
+    flat = out.transpose(1, 2).reshape(b, L, h * d)
+    assert flat.data_ptr() == out.data_ptr() and flat._base is not None  # a view, not a copy
+
+
+@needs_kernel
 def test_kernel_float32_and_strided_inputs(monkeypatch):
     q, k, v, rh, _ = _inputs(2, 2, 4, 6, 24, torch.float32, kernel_device())
     k = k.transpose(1, 2).contiguous().transpose(1, 2)
     rw_strided = torch.randn(2, 2, 24, 2 * 6, device=q.device)[..., ::2]  # last-dim stride 2: copied by the launcher
     out = _run_kernel_poisoned(monkeypatch, q, k, v, rh, rw_strided)
     assert_rel_error(out, _reference_f64(q, k, v, rh, rw_strided), 1e-5)
+
+
+@needs_kernel
+def test_eager_fast_path_checks_once_per_metadata_key(monkeypatch):
+    """The eager call checks its arguments and plans the launch once per metadata key, then only allocates and
+    launches: every call still matches float64 and writes every element; a new scale, layout or a bad input takes a
+    new key; rel tensors the kernel cannot read in place (a strided rel_w) run the op's body."""
+    import importlib
+
+    from lowbit_flex.kernels import rel_pos_attention as kernel_mod
+
+    op_mod = importlib.import_module("lowbit_flex.ops.rel_pos_attention")  # the package re-exports the function
+    device = kernel_device()
+    if device == "cpu":  # the interpreter: take the eager CUDA path with CPU tensors
+        monkeypatch.setattr(op_mod, "needs_dispatcher", lambda q: False)
+        monkeypatch.setattr(op_mod, "_runs_kernel", lambda q: True)
+    monkeypatch.setattr(op_mod, "_EAGER_PLANS", {})
+    real_check, checks = op_mod._check_args, []
+    monkeypatch.setattr(op_mod, "_check_args", lambda *a: checks.append(1) or real_check(*a))
+    real_empty = torch.empty_strided
+    monkeypatch.setattr(kernel_mod.torch, "empty_strided", lambda *a, **kw: poison_(real_empty(*a, **kw)))
+
+    b, h, k_h, k_w, d = 1, 2, 3, 5, 16
+    q, k, v, rh, rw = _inputs(b, h, k_h, k_w, d, torch.bfloat16, device)
+    for _ in range(3):
+        q.normal_(), rh.normal_()  # fresh values under the same key
+        out = rel_pos_attention(q, k, v, rh, rw)
+        assert_fully_written(out)
+        assert_rel_error(out, _reference_f64(q, k, v, rh, rw), 1e-2)
+    assert len(checks) == 1 and len(op_mod._EAGER_PLANS) == 1
+    assert_rel_error(rel_pos_attention(q, k, v, rh, rw, 0.3), _reference_f64(q, k, v, rh, rw, 0.3), 1e-2)
+    five = rh.reshape(b * h, k_h, k_w, k_h)[..., None], rw.reshape(b * h, k_h, k_w, k_w)[:, :, :, None, :]
+    assert_rel_error(rel_pos_attention(q, k, v, *five), _reference_f64(q, k, v, rh, rw), 1e-2)
+    assert len(checks) == 3 and len(op_mod._EAGER_PLANS) == 3
+    plan = next(iter(op_mod._EAGER_PLANS.values()))
+    assert plan.launch is not None  # the first key launches directly
+
+    rw_strided = torch.randn(b, h, k_h * k_w, 2 * k_w, device=device).to(torch.bfloat16)[..., ::2]
+    for _ in range(2):
+        out = rel_pos_attention(q, k, v, rh, rw_strided)
+        assert_rel_error(out, _reference_f64(q, k, v, rh, rw_strided), 1e-2)
+    assert [plan.launch is None for plan in op_mod._EAGER_PLANS.values()] == [False] * 3 + [True]  # copies rel_w
+    with pytest.raises(ValueError, match="k: expected dtype"):
+        rel_pos_attention(q, k.half(), v, rh, rw)
+    with pytest.raises(TypeError, match="rel_w: expected a torch.Tensor"):
+        rel_pos_attention(q, k, v, rh, None)
+    for scale in (1, 0.5, 1):  # an int scale reaches the kernel as a float (Triton would specialize an int 1)
+        assert_rel_error(rel_pos_attention(q, k, v, rh, rw, scale), _reference_f64(q, k, v, rh, rw, scale), 1e-2)

@@ -1,0 +1,83 @@
+"""Run ``lowbit::rel_pos_attention``'s kernel over every way it forms the bias and every output layout, for
+compute-sanitizer.
+
+    compute-sanitizer --tool memcheck python benchmarks/sanitize_rel_pos_attention.py
+
+Shapes are small (the tool slows kernels ~100x) but ragged: partial query blocks, padding slots, partial last key
+blocks. Each run writes a NaN-poisoned output, compared with the float64 definition. Exits 1 on any mismatch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+
+import torch
+
+import lowbit_flex  # noqa: F401
+from lowbit_flex.kernels.rel_pos_attention import Bias, RelPosConfig, rel_pos_attention_triton
+
+# (k_h, k_w, D, config or None for the table's): SAM's 14 x 14 window and a 48 x 40 grid as the table runs them
+# (2 and 3 packed rows per block), one row per block with padding (rel_h in the row max), rows gathered (a 37 x 1
+# grid, 5 x 3 with 16-slot blocks), the one-hot MMA with a rel_h window, a row wider than 128 slots, D = 80 split;
+# then TMA loads (sm_90): packed rows, a head dim padded past D, and a split head dim (which keeps pointer loads).
+_TMA = RelPosConfig(64, 32, 0, 4, 3, Bias.ROWS, True, True)
+CASES = [
+    (14, 14, 64, None),
+    (14, 14, 80, None),
+    (12, 40, 64, None),
+    (6, 40, 80, RelPosConfig(64, 64, 0, 4, 3, Bias.ROWS)),
+    (37, 1, 64, None),
+    (5, 3, 16, RelPosConfig(16, 16, 0, 4, 2, Bias.ROWS)),
+    (24, 5, 40, RelPosConfig(32, 32, 0, 4, 2, Bias.ONEHOT)),
+    (2, 160, 64, None),
+    (14, 14, 64, _TMA),
+    (12, 40, 80, dataclasses.replace(_TMA, block_n=128, num_warps=8)),
+    (37, 1, 24, _TMA),
+]
+
+
+# The GPU, or the CPU under TRITON_INTERPRET=1 (a quick check of this script without one).
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _reference(q, k, v, rel_h, rel_w):
+    k_w = rel_w.shape[-1]
+    j = torch.arange(k.shape[-2], device=q.device)
+    bias = rel_h.double()[..., j // k_w] + rel_w.double()[..., j % k_w]
+    s = q.double() @ k.double().transpose(-1, -2) * q.shape[-1] ** -0.5 + bias
+    return torch.softmax(s, -1) @ v.double()
+
+
+def _poisoned(*args, **kwargs):
+    return _EMPTY_STRIDED(*args, **kwargs).fill_(float("nan"))
+
+
+_EMPTY_STRIDED = torch.empty_strided
+
+
+def main() -> int:
+    torch.manual_seed(0)
+    torch.empty_strided = _poisoned  # the launcher's output
+    bad = runs = 0
+    for k_h, k_w, d, config in CASES:
+        b, h, L = 2, 3, k_h * k_w
+        rel_h = torch.randn(b, h, L, k_h, device=DEVICE).to(torch.bfloat16)
+        rel_w = torch.randn(b, h, L, k_w, device=DEVICE).to(torch.bfloat16)
+        qkv = torch.randn(b, L, 3, h, d, device=DEVICE).to(torch.bfloat16)
+        token_major = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # SAM's views: the output is (B, L, H, D) in memory
+        contiguous = tuple(t.contiguous() for t in token_major)
+        for q, k, v in (token_major, contiguous):
+            out = rel_pos_attention_triton(q, k, v, rel_h, rel_w, config=config)
+            ref = _reference(q, k, v, rel_h, rel_w)
+            err = float((out.double() - ref).norm() / ref.norm())
+            runs += 1
+            if not err <= 1e-2:  # bf16 rounding of P and the output; NaN (unwritten) fails
+                bad += 1
+                print(f"MISMATCH {(k_h, k_w, d)} {config} contiguous={q.is_contiguous()}: {err:.3e}")
+    print(f"{runs} runs, {bad} mismatches")
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
