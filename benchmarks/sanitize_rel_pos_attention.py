@@ -1,7 +1,7 @@
 """Run ``lowbit::rel_pos_attention``'s kernel over every way it forms the bias and every output layout, for
 compute-sanitizer.
 
-    compute-sanitizer --tool memcheck python benchmarks/sanitize_rel_pos_attention.py
+    PYTHONPATH=. compute-sanitizer --tool memcheck python benchmarks/sanitize_rel_pos_attention.py
 
 Shapes are small (the tool slows kernels ~100x) but ragged: partial query blocks, padding slots, partial last key
 blocks. Each run writes a NaN-poisoned output, compared with the float64 definition. Exits 1 on any mismatch.
@@ -15,6 +15,7 @@ import sys
 import torch
 
 import lowbit_flex  # noqa: F401
+from benchmarks.bench_rel_pos_attention import _reference_f64
 from lowbit_flex.kernels.rel_pos_attention import Bias, RelPosConfig, rel_pos_attention_triton
 
 # (k_h, k_w, D, config or None for the table's): SAM's 14 x 14 window and a 48 x 40 grid as the table runs them
@@ -41,14 +42,6 @@ CASES = [
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def _reference(q, k, v, rel_h, rel_w):
-    k_w = rel_w.shape[-1]
-    j = torch.arange(k.shape[-2], device=q.device)
-    bias = rel_h.double()[..., j // k_w] + rel_w.double()[..., j % k_w]
-    s = q.double() @ k.double().transpose(-1, -2) * q.shape[-1] ** -0.5 + bias
-    return torch.softmax(s, -1) @ v.double()
-
-
 def _poisoned(*args, **kwargs):
     return _EMPTY_STRIDED(*args, **kwargs).fill_(float("nan"))
 
@@ -69,7 +62,7 @@ def main() -> int:
         contiguous = tuple(t.contiguous() for t in token_major)
         for q, k, v in (token_major, contiguous):
             out = rel_pos_attention_triton(q, k, v, rel_h, rel_w, config=config)
-            ref = _reference(q, k, v, rel_h, rel_w)
+            ref = _reference_f64(q, k, v, rel_h, rel_w)
             err = float((out.double() - ref).norm() / ref.norm())
             runs += 1
             if not err <= 1e-2:  # bf16 rounding of P and the output; NaN (unwritten) fails
