@@ -151,6 +151,16 @@ def _rel_pos_attention(device):
     q_t = torch.randn(2, 1, 32, 64, device=device, dtype=torch.float16).transpose(-1, -2)  # non-contiguous
     yield (q_t, k, v, *rel), {}
     yield (q[:1].expand(2, 1, 64, 32), k, v, *rel), {}  # expanded over the batch
+    # SAM's token-major views of one qkv projection: the output keeps that (B, L, H, D) layout.
+    qkv = torch.randn(1, 35, 3, 2, 80, device=device, dtype=torch.bfloat16)
+    rel = (torch.randn(1, 2, 35, 5, device=device, dtype=torch.bfloat16),
+           torch.randn(1, 2, 35, 7, device=device, dtype=torch.bfloat16))  # fmt: skip
+    yield (*qkv.permute(2, 0, 3, 1, 4).unbind(0), *rel), {}
+    # An empty batch (contiguous: torch's clone_input cannot copy an empty view at a storage offset).
+    yield (
+        (*(torch.randn(0, 2, 35, 80, device=device, dtype=torch.bfloat16) for _ in range(3)), *(t[:0] for t in rel)),
+        {},
+    )
 
 
 def _quantize_fp8(device):
