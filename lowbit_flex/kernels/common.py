@@ -153,6 +153,12 @@ def tma_base_aligned(*tensors: torch.Tensor) -> bool:
     return True
 
 
+def tma_strides_ok(strides: tuple, unit: int, element_size: int) -> bool:
+    """Whether TMA can walk a tensor of these strides with dim ``unit`` as the contiguous one: that stride is 1 and
+    every other is a multiple of 16 bytes (the base address is checked per call: :func:`tma_base_aligned`)."""
+    return strides[unit] == 1 and all(st * element_size % 16 == 0 for i, st in enumerate(strides) if i != unit)
+
+
 def _hooked(hook) -> bool:
     # None, or a HookChain whose list of calls may be empty (Triton 3.6+).
     return hook is not None and bool(getattr(hook, "calls", True))

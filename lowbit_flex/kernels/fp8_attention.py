@@ -23,6 +23,7 @@ from lowbit_flex.kernels.common import (
     cached_plan,
     ensure_triton_allocator,
     tma_base_aligned,
+    tma_strides_ok,
 )
 from lowbit_flex.kernels.rounding import round_to_16bit_grid, to_e4m3
 from lowbit_flex.quant.fp8 import K_BLOCK, Q_BLOCK, p_scale
@@ -249,12 +250,11 @@ def _tma_layout(k_strides: tuple, v_strides: tuple, v_size: int) -> int:
     # torch.cuda.get_device_capability, not arch.capability: lowbit_flex.triton_aot patches it for its CPU stand-ins.
     if triton_interpreting() or torch.cuda.get_device_capability() < (9, 0):
         return 0
-    aligned = lambda strides, unit, size: all(st * size % 16 == 0 for i, st in enumerate(strides) if i != unit)
-    if not (k_strides[3] == 1 and aligned(k_strides, 3, 1)):
+    if not tma_strides_ok(k_strides, 3, 1):
         return 0
-    if v_strides[3] == 1 and aligned(v_strides, 3, v_size):
+    if tma_strides_ok(v_strides, 3, v_size):
         return 1
-    return 2 if v_strides[2] == 1 and aligned(v_strides, 2, v_size) else 0
+    return 2 if tma_strides_ok(v_strides, 2, v_size) else 0
 
 
 def fp8_attention_triton(

@@ -82,3 +82,13 @@ def test_stream_scratch_reuses_one_buffer_per_stream_and_never_while_capturing(m
     capturing[0] = True
     c = scratch(64, 128, stream=7)
     assert c is not b and scratch(64, 128, stream=7) is not c  # a CUDA graph keeps the address it captured
+
+
+def test_tma_strides_ok_needs_a_unit_dim_and_16_byte_outer_strides():
+    from lowbit_flex.kernels.common import tma_strides_ok
+
+    assert tma_strides_ok((4096 * 64, 64, 1), 2, 2)  # bf16 rows of 128 bytes
+    assert tma_strides_ok((1, 32), 0, 1)  # the unit dim may come first (a transposed fp8 v)
+    assert not tma_strides_ok((4096 * 64, 64, 2), 2, 2)  # no unit stride
+    assert not tma_strides_ok((24 * 20, 20, 1), 2, 2)  # 40-byte rows
+    assert tma_strides_ok((24 * 20, 20, 1), 2, 4)  # the same strides in fp32: 80-byte rows
