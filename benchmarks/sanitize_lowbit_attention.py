@@ -1,5 +1,5 @@
 """Run ``lowbit::lowbit_attention``'s two kernels (Q/K/V quantization, attention) over ragged, GQA, causal and
-short shapes, with TMA and plain loads, for compute-sanitizer.
+short shapes, with TMA and plain loads, and through the eager entry point (bound launches), for compute-sanitizer.
 
     compute-sanitizer --tool memcheck python benchmarks/sanitize_lowbit_attention.py
 
@@ -15,6 +15,7 @@ import sys
 import torch
 
 import lowbit_flex  # noqa: F401
+from lowbit_flex.attention import lowbit_attention
 from lowbit_flex.kernels.fp8_attention import CONFIGS, fp8_attention_triton
 from lowbit_flex.kernels.quantize_qkv import quantize_qkv_triton
 from lowbit_flex.ops.lowbit_attention import QK_FORMATS, pv_16bit_dtype, reference_lowbit_attention
@@ -41,13 +42,18 @@ def main() -> int:
         ref = reference_lowbit_attention(q.cpu(), k.cpu(), v.cpu(), causal, None, qk, pv, True, False)
         q8, qs, k8, ks, v8, vs = quantize_qkv_triton(q, k, v, QK_FORMATS[qk], True, pv == "fp8")
         v_in = v.to(pv_16bit_dtype(v.dtype)) if pv == "fp16" else v8
-        for config in PICKS:
-            out = fp8_attention_triton(q8, k8, v_in, qs, ks, vs, causal, None, q.dtype, False, config=config)
+        # Each pick, then the eager entry point twice: it binds both launches once per metadata key, then launches
+        # them with raw addresses of a scratch buffer.
+        for run in [*PICKS, "eager (planning)", "eager (bound)"]:
+            if isinstance(run, str):
+                out = lowbit_attention(q, k, v, causal=causal, qk=qk, pv=pv)
+            else:
+                out = fp8_attention_triton(q8, k8, v_in, qs, ks, vs, causal, None, q.dtype, False, config=run)
             err = float((out.cpu().double() - ref.double()).norm() / ref.double().norm().clamp_min(1e-30))
             runs += 1
             if not err <= 1e-2:  # bf16 output rounding (4e-3) plus P rounding flips; NaN (unwritten) fails
                 bad += 1
-                print(f"MISMATCH {(H, Hkv, Lq, Lk, D)} {qk}/{pv} causal={causal} {config}: {err:.3e}")
+                print(f"MISMATCH {(H, Hkv, Lq, Lk, D)} {qk}/{pv} causal={causal} {run}: {err:.3e}")
     torch.cuda.synchronize()
     print(f"{runs} runs, {bad} mismatches")
     return 1 if bad else 0

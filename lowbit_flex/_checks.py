@@ -83,8 +83,14 @@ def check_same_device(**tensors: torch.Tensor | None) -> None:
 
 
 def check_softmax_scale(name: str, scale: float | None) -> None:
-    """An attention op's optional softmax scale: ``None`` (1/sqrt(D)) or a positive finite float."""
-    if scale is not None and not (math.isfinite(scale) and scale > 0):
+    """An attention op's optional softmax scale: ``None`` (1/sqrt(D)) or a positive finite Python number. A tensor
+    is a ``TypeError``: an eager call that skips the dispatcher (whose ``float?`` schema refuses it) would pass it
+    to a Triton kernel as a pointer."""
+    if scale is None:
+        return
+    if isinstance(scale, bool) or not isinstance(scale, (int, float, torch.SymFloat)):
+        raise TypeError(f"{name}: expected a float or None, got {type(scale).__name__}")
+    if not (math.isfinite(scale) and scale > 0):
         raise ValueError(f"{name}: expected a positive finite float or None, got {scale}")
 
 

@@ -75,13 +75,29 @@ class PlanLaunch:
         compiled.run(g[0], g[1], g[2], stream, compiled.function, compiled.packed_metadata, None, None, None,
                      *args, *self._constexprs)  # fmt: skip
 
+    def bind(self, *args) -> BoundLaunch | None:
+        """This plan's compiled kernel for ``args`` (compiled now if needed, not launched), bound to its grid and
+        every argument after the tensors, or None where only ``wrap_triton`` is right (as :meth:`__call__`
+        decides). The tensors must come first (``tensors`` given); the bound launch then takes them, or their
+        device addresses as ints, in order. ``args`` fix what the kernel was specialized on: the tensors' dtypes and
+        16-byte alignment, the current device, every later argument; keeping those the same is the caller's job."""
+        key = self._direct_key(args)
+        if key is None or self._tensors is None or any(type(a) is torch.Tensor for a in args[len(self._tensors) :]):
+            return None
+        compiled = self._compiled.get(key)
+        if compiled is None:
+            compiled = self.kernel.warmup(*args, grid=self.grid, **self.meta)
+            if self._constexprs is None:
+                self._constexprs = tuple(self.meta[n] for n in self.kernel.arg_names[len(args) :])
+            self._compiled[key] = compiled
+        return BoundLaunch(compiled, self.grid, key[0], (*args[len(self._tensors) :], *self._constexprs))
+
     def _direct_key(self, args: tuple) -> tuple | None:
         """The cache key of a direct launch (the current device, tensor dtypes and 16-byte alignment), or None where
         only ``wrap_triton`` is right. ``args[0]`` is a tensor in every kernel that uses this."""
         if self._interpreted or not args[0].is_cuda or torch._C._len_torch_dispatch_stack():
             return None
-        hooks = triton.knobs.runtime
-        if _hooked(hooks.launch_enter_hook) or _hooked(hooks.launch_exit_hook):
+        if launch_hooks_active():
             return None
         positions = self._tensors
         if positions is None:
@@ -97,6 +113,38 @@ class PlanLaunch:
         return tuple(key)
 
 
+class BoundLaunch:
+    """A compiled kernel with its grid, device and every non-tensor argument fixed (:meth:`PlanLaunch.bind`): a call
+    passes the pointer arguments only, as tensors or as device addresses (ints, which Triton's launcher takes as
+    they are: no ``data_ptr`` call or pointer query per argument), and launches on the device's current stream.
+    For eager paths that keep a plan per metadata key, where even :class:`PlanLaunch`'s per-call key costs host
+    time; they must fall back to :class:`PlanLaunch` where it would not launch directly (:meth:`hooked`)."""
+
+    __slots__ = ("_device", "_function", "_grid", "_metadata", "_run", "_tail")
+
+    def __init__(self, compiled, grid: tuple[int, int, int], device: int, tail: tuple) -> None:
+        self._run = compiled.run  # first: reading ``run`` loads the module (Triton's lazy handles), then ``function``
+        self._function, self._metadata = compiled.function, compiled.packed_metadata
+        self._grid, self._device, self._tail = grid, device, tail
+
+    @staticmethod
+    def hooked() -> bool:
+        """Whether Triton launch hooks are set (profilers), which see only launches through Triton's own path: a
+        caller then launches through :class:`PlanLaunch` (which checks this itself)."""
+        return launch_hooks_active()
+
+    def __call__(self, *pointers) -> None:
+        g = self._grid
+        stream = torch._C._cuda_getCurrentRawStream(self._device)
+        self._run(g[0], g[1], g[2], stream, self._function, self._metadata, None, None, None, *pointers, *self._tail)
+
+
+def launch_hooks_active() -> bool:
+    """Whether Triton launch hooks are set (profilers): launches must then go through Triton's own path."""
+    hooks = triton.knobs.runtime
+    return _hooked(hooks.launch_enter_hook) or _hooked(hooks.launch_exit_hook)
+
+
 def cached_plan(factory, *key):
     """``factory(*key)`` memoised (``factory`` is an ``functools.lru_cache``) when every key is a concrete Python
     value; a SymInt key (``torch.compile`` tracing with dynamic shapes) gets a fresh plan instead, so the trace
@@ -109,14 +157,16 @@ def cached_plan(factory, *key):
         return factory.__wrapped__(*key)
 
 
-class _StreamScratch:
-    """Triton's global scratch (device-side TMA descriptors, which each program writes at its start) from one buffer
-    per (device, stream), grown as needed. Kernels on one stream run one after another, so a launch can take the
-    buffer of the previous one: an eager launch saves a ``torch.empty`` (7 us of host time on the H200 machine). A
-    launch being captured into a CUDA graph gets an allocation of its own (the graph keeps that address), and so does
-    one larger than ``MAX_KEPT`` bytes (a kept buffer stays allocated for the process: ``empty_cache`` cannot free
-    it). Relies on kernels not overlapping on one stream: none of the Triton kernels here launches programmatically.
-    """
+class StreamScratch:
+    """Scratch memory from one kept buffer per (device, stream), grown as needed. Kernels on one stream run one
+    after another, so a launch can take the buffer the previous one used: an eager launch saves a ``torch.empty``
+    (3-7 us of host time on the H200 machines). Used for Triton's global scratch (device-side TMA descriptors, which
+    each program writes at its start) and for the quantized Q/K/V of an eager ``lowbit_attention`` call (one
+    instance each: the attention kernel's descriptors must not land on the tensors it reads). A launch being
+    captured into a CUDA graph gets an allocation of its own (the graph keeps that address), and so does one larger
+    than ``MAX_KEPT`` bytes (a kept buffer stays allocated for the process: ``empty_cache`` cannot free it; at such
+    sizes the GPU time dwarfs an allocation). Relies on kernels not overlapping on one stream: none of the Triton
+    kernels here launches programmatically."""
 
     MAX_KEPT = 8 << 20  # 128 B per program and descriptor: 32k programs with two descriptors each
 
@@ -124,6 +174,7 @@ class _StreamScratch:
         self._buffers: dict[tuple[int, int], torch.Tensor] = {}
 
     def __call__(self, size: int, alignment: int, stream: int) -> torch.Tensor:
+        """Triton's allocator interface (``alignment``: at most 128 bytes, which allocations always meet)."""
         if size > self.MAX_KEPT or torch._C._cuda_isCurrentStreamCapturing():
             return torch.empty(size, dtype=torch.int8, device="cuda")
         key = (torch._C._cuda_getDevice(), stream)  # the legacy default stream is 0 on every device
@@ -132,15 +183,19 @@ class _StreamScratch:
             buf = self._buffers[key] = torch.empty(size, dtype=torch.int8, device="cuda")
         return buf
 
+    def current(self, size: int) -> torch.Tensor:
+        """Scratch of ``size`` bytes for launches on the current device's current stream."""
+        return self(size, 16, torch._C._cuda_getCurrentRawStream(torch._C._cuda_getDevice()))
+
 
 def ensure_triton_allocator() -> None:
     """Give Triton an allocator for kernels that need global scratch (device-side TMA descriptors) if none is set:
-    torch's caching allocator through :class:`_StreamScratch`, on the current stream's device. An allocator the user
+    torch's caching allocator through :class:`StreamScratch`, on the current stream's device. An allocator the user
     set is left alone; compiled graphs set their own (Inductor's generated code)."""
     from triton.runtime import _allocation
 
     if _allocation._allocator.get() is _allocation._NULL_ALLOCATOR:
-        triton.set_allocator(_StreamScratch())
+        triton.set_allocator(StreamScratch())
 
 
 def tma_base_aligned(*tensors: torch.Tensor) -> bool:

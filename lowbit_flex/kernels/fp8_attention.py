@@ -240,7 +240,7 @@ def _launch_plan(
         EXACT=triton_interpreting(), TMA=tma, V_TOKEN_MAJOR=tma_layout == 2,
         num_warps=cfg.num_warps, num_stages=cfg.num_stages,
     )  # fmt: skip
-    return PlanLaunch(_fp8_attention_fwd, (triton.cdiv(Lq, cfg.block_m), B * H), meta)
+    return PlanLaunch(_fp8_attention_fwd, (triton.cdiv(Lq, cfg.block_m), B * H), meta, tensors=7)
 
 
 def _tma_layout(k_strides: tuple, v_strides: tuple, v_size: int) -> int:
@@ -277,29 +277,50 @@ def fp8_attention_triton(
     ``v_scale``: ``()``, ``(B, Hkv)`` or per 128-key block ``(B, Hkv, nblk)``; None with a 16-bit
     ``v``. Any strides (views into the padded buffers of :mod:`~lowbit_flex.kernels.quantize_qkv` included).
 
-    Everything but the tensors and ``sm_scale`` is decided once per shape key (:func:`_launch_plan`): eager calls
+    Everything but the tensors and ``sm_scale`` is decided once per shape key (:func:`attention_plan`): eager calls
     launch the compiled kernel directly, and ``torch.compile`` traces the launch (``wrap_triton``). The head dim is
     a constexpr, specialized (``int()``) under dynamic-shape tracing."""
+    out = torch.empty(q.shape, dtype=out_dtype, device=q.device)
+    launch, scalars = attention_plan(q, k, v, q_scale, k_scale, v_scale, causal, sm_scale, pv_fp16_accum, config)
+    vs = k_scale if v_scale is None else v_scale  # a placeholder pointer with a 16-bit v, never read (AOT: no None)
+    launch(q, k, v, q_scale, k_scale, vs, out, *scalars)
+    return out
+
+
+def attention_plan(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    q_scale: torch.Tensor,
+    k_scale: torch.Tensor,
+    v_scale: torch.Tensor | None,
+    causal: bool,
+    sm_scale: float | None,
+    pv_fp16_accum: bool,
+    config: AttentionConfig | None = None,
+) -> tuple[PlanLaunch, tuple]:
+    """``(launch, scalars)`` for these tensors' metadata: the launch takes ``(q, k, v, q_scale, k_scale, v_scale,
+    out, *scalars)``, ``out`` a contiguous ``(B, H, Lq, D)`` tensor, ``v_scale`` any float32 tensor (``k_scale``)
+    when v is 16-bit. Depends on metadata (and k/v's 16-byte alignment) only, so an eager caller can keep it per
+    shape key."""
     B, H, Lq = q.shape[:3]
     D = int(q.shape[3])
     Hkv, Lk = k.shape[1], k.shape[2]
-    out = torch.empty((B, H, Lq, D), dtype=out_dtype, device=q.device)
     sm = 1.0 / math.sqrt(D) if sm_scale is None else sm_scale
     pv_16bit = v_scale is None  # a bf16/fp16 v (the op's checks pair the two)
     v_block_scales = not pv_16bit and v_scale.dim() == 3
     vs_strides = (0, 0, 0)
     if not pv_16bit and v_scale.dim():
         vs_strides = (v_scale.stride(0), v_scale.stride(1), v_scale.stride(2) if v_block_scales else 0)
+    out_strides = (H * Lq * D, Lq * D, D, 1)  # torch.empty's (B, H, Lq, D)
     ints = (
         H // Hkv, Lk,
-        *q.stride(), *k.stride(), *v.stride(), *out.stride(), *q_scale.stride(), *k_scale.stride(), *vs_strides,
+        *q.stride(), *k.stride(), *v.stride(), *out_strides, *q_scale.stride(), *k_scale.stride(), *vs_strides,
     )  # fmt: skip
     launch = cached_plan(
         _launch_plan, B, H, Lq, D, causal, pv_16bit, pv_fp16_accum, v_block_scales, tma_base_aligned(k, v),
         v.element_size(), config, *ints,
     )  # fmt: skip
-    vs = k_scale if pv_16bit else v_scale  # a placeholder pointer with a 16-bit v, never read (AOT takes no None)
     if launch.meta["TMA"]:
         ensure_triton_allocator()  # device-side descriptors live in a per-launch global scratch buffer
-    launch(q, k, v, q_scale, k_scale, vs, out, sm * _LOG2E, H, ints[0], Lq, *ints[1:])
-    return out
+    return launch, (sm * _LOG2E, H, ints[0], Lq, *ints[1:])

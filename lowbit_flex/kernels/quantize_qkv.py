@@ -32,7 +32,7 @@ import triton
 import triton.language as tl
 
 from lowbit_flex.kernels.arch import triton_interpreting
-from lowbit_flex.kernels.common import PlanLaunch, cached_plan
+from lowbit_flex.kernels.common import PlanLaunch, StreamScratch, cached_plan
 from lowbit_flex.kernels.quantize_groups import OUT_KINDS, QMAX_OF_KIND, codes_of_scaled, finite_abs
 from lowbit_flex.quant.fp8 import K_BLOCK, Q_BLOCK
 
@@ -47,6 +47,10 @@ from lowbit_flex.quant.fp8 import K_BLOCK, Q_BLOCK
 # v blocks (e4m3, transposed) are always read whole.
 _NUM_WARPS = 8
 _CHUNK_ELEMS = 4096
+
+# The quantized Q/K/V of eager lowbit_attention calls (ops/lowbit_attention.py): one kept buffer per stream up to
+# StreamScratch.MAX_KEPT (the small calls, whose host time matters), the caching allocator above that.
+QKV_SCRATCH = StreamScratch()
 
 
 @triton.jit
@@ -238,7 +242,7 @@ def _output_specs(B: int, H: int, Hkv: int, Lq: int, Lk: int, D: int, qk_dtype: 
 
 
 @functools.lru_cache(maxsize=512)
-def _output_carving(*key) -> Carving:
+def output_carving(*key) -> Carving:
     """:func:`_output_specs` laid out in one allocation, once per (concrete) shape."""
     return carving(_output_specs(*key))
 
@@ -250,11 +254,28 @@ def _outputs(q: torch.Tensor, key: tuple) -> list[torch.Tensor]:
     CPU (Triton's interpreter) the copy back of a kernel argument fails on an ``empty_strided`` tensor ("cpu" vs
     "cpu:0" storage), so it gets a view of a plain buffer of its own."""
     if type(q) is torch.Tensor and q.is_cuda:
-        return carve(_output_carving(*key), q.device)
+        return carve(output_carving(*key), q.device)
     specs = cached_plan(_output_specs, *key)  # symbolic sizes when traced with dynamic shapes
     if q.is_cuda:
         return [torch.empty_strided(sh, st, dtype=dt, device=q.device) for sh, st, dt in specs]
     return [torch.empty(_span(sh, st), dtype=dt, device=q.device).as_strided(sh, st) for sh, st, dt in specs]
+
+
+def qkv_plan(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, qk_dtype: torch.dtype, smooth_k: bool,
+             v_fp8: bool) -> tuple[PlanLaunch, tuple, tuple]:  # fmt: skip
+    """``(launch, outputs_key, scalars)`` for these inputs' metadata: the launch takes ``(q, k, v, q8, k8, v8, qs,
+    ks, vs, *scalars)``; ``outputs_key`` is the key of :func:`_output_specs` (and :func:`output_carving`), whose
+    tensors are ``qs, ks, q8, k8`` and, with ``v_fp8``, ``vs, v8`` (without it ``ks, k8`` stand in for them, never
+    written). Depends on metadata only, so an eager caller can keep it per shape key."""
+    B, H, Lq, D = q.shape
+    Hkv, Lk = k.shape[1], k.shape[2]
+    D = int(D)
+    # Integer ceil-divisions: triton.cdiv is a Triton constexpr function, whose call costs microseconds on the host.
+    nblk_q, nblk_k = -(-Lq // Q_BLOCK), -(-Lk // K_BLOCK)
+    strides = (*q.stride(), *k.stride(), *v.stride())
+    launch = cached_plan(_launch_plan, B, H, Hkv, Lq, Lk, D, OUT_KINDS[qk_dtype], smooth_k, v_fp8, *strides)
+    scalars = (H, Hkv, Lq, Lk, nblk_k * K_BLOCK, nblk_q, nblk_k, *strides)
+    return launch, (B, H, Hkv, Lq, Lk, D, qk_dtype, v_fp8), scalars
 
 
 def quantize_qkv_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, qk_dtype: torch.dtype, smooth_k: bool,
@@ -264,15 +285,8 @@ def quantize_qkv_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, qk_dt
     per 128 tokens; with ``v_fp8`` ``v8`` e4m3 ``(B, Hkv, Lk, D)`` with the token axis contiguous (strides of a
     transposed ``(B, Hkv, D, L_pad)`` buffer) and ``v_scale`` per 128-key block, else ``None, None``.
     Arguments are validated by the op."""
-    B, H, Lq, D = q.shape
-    Hkv, Lk = k.shape[1], k.shape[2]
-    D = int(D)
-    # Integer ceil-divisions: triton.cdiv is a Triton constexpr function, whose call costs microseconds on the host.
-    nblk_q, nblk_k = -(-Lq // Q_BLOCK), -(-Lk // K_BLOCK)
-    l_pad = nblk_k * K_BLOCK
-    qs, ks, q8, k8, *v_outs = _outputs(q, (B, H, Hkv, Lq, Lk, D, qk_dtype, v_fp8))
+    launch, key, scalars = qkv_plan(q, k, v, qk_dtype, smooth_k, v_fp8)
+    qs, ks, q8, k8, *v_outs = _outputs(q, key)
     vs, v8 = v_outs or (ks, k8)  # without v_fp8: placeholders, never written (V_FP8 is false)
-    strides = (*q.stride(), *k.stride(), *v.stride())
-    launch = cached_plan(_launch_plan, B, H, Hkv, Lq, Lk, D, OUT_KINDS[qk_dtype], smooth_k, v_fp8, *strides)
-    launch(q, k, v, q8, k8, v8, qs, ks, vs, H, Hkv, Lq, Lk, l_pad, nblk_q, nblk_k, *strides)
+    launch(q, k, v, q8, k8, v8, qs, ks, vs, *scalars)
     return (q8, qs, k8, ks, v8, vs) if v_fp8 else (q8, qs, k8, ks, None, None)

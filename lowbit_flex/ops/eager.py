@@ -18,3 +18,25 @@ def needs_dispatcher(x: torch.Tensor) -> bool:
         or bool(torch._C._len_torch_dispatch_stack())
         or torch._C._is_torch_function_mode_enabled()
     )
+
+
+class PlanCache(dict):
+    """Eager launch plans by the metadata key of a call's arguments (types, dtypes, shapes, strides, devices and
+    the op's options; whatever the checks and the launch depend on). Only calls whose checks passed are kept.
+    Bounded: a caller sweeping shapes would otherwise grow it forever; when full it starts over (a plan is cheap to
+    rebuild, and the shapes of a decode loop come back within a step)."""
+
+    def __init__(self, max_plans: int = 256) -> None:
+        super().__init__()
+        self.max_plans = max_plans
+
+    def remember(self, key: tuple, plan):
+        if len(self) >= self.max_plans:
+            self.clear()
+        self[key] = plan
+        return plan
+
+
+# The current CUDA device's index, without torch.cuda.current_device's lazy-init check (an eager CUDA call has
+# initialised CUDA already); -1 in CPU-only builds of torch, which lack the getter (the interpreter's tests).
+current_device_index = getattr(torch._C, "_cuda_getDevice", None) or (lambda: -1)

@@ -17,8 +17,8 @@ from typing import NamedTuple
 
 import torch
 
-from lowbit_flex._checks import FLOAT_DTYPES, check_tensor
-from lowbit_flex.ops.eager import needs_dispatcher
+from lowbit_flex._checks import FLOAT_DTYPES, check_softmax_scale, check_tensor
+from lowbit_flex.ops.eager import PlanCache, needs_dispatcher
 from lowbit_flex.score_mods._rel_pos_layout import RelPos, attention_out_strides, check_against_qkv, normalize_rel_pos
 
 # Kernel limits (the kernel pads head dim and the rel_h/rel_w rows to powers of two in registers). Checked for
@@ -48,10 +48,7 @@ def _check_args(
         raise ValueError(f"rel_h: expected dtype {q.dtype} (the dtype of q), got {rel.rel_h.dtype}")
     if rel.k_h > MAX_K or rel.k_w > MAX_K:
         raise ValueError(f"rel_h, rel_w: expected k_h, k_w <= {MAX_K}, got {rel.k_h} and {rel.k_w}")
-    if scale is not None and (isinstance(scale, bool) or not isinstance(scale, (int, float, torch.SymFloat))):
-        raise TypeError(f"scale: expected a float or None, got {type(scale).__name__}")
-    if scale is not None and not (math.isfinite(scale) and scale > 0):
-        raise ValueError(f"scale: expected a finite positive float or None, got {scale}")
+    check_softmax_scale("scale", scale)
     return rel
 
 
@@ -132,10 +129,7 @@ class _EagerPlan(NamedTuple):
     device: torch.device
 
 
-# Eager plans by the metadata of a call's arguments (types, dtypes, shapes, strides, devices, scale). Only calls
-# whose checks passed are kept; bounded, since a caller sweeping shapes would otherwise grow it forever.
-_EAGER_PLANS: dict[tuple, _EagerPlan] = {}
-_MAX_EAGER_PLANS = 256
+_EAGER_PLANS = PlanCache()  # _EagerPlan by the metadata of a call's arguments (see _eager's key)
 
 
 def _eager(q, k, v, rel_h, rel_w, scale):
@@ -155,10 +149,7 @@ def _eager(q, k, v, rel_h, rel_w, scale):
     except (AttributeError, TypeError):  # not a tensor, or an unhashable scale: the body raises the right error
         return _rel_pos_attention(q, k, v, rel_h, rel_w, scale)
     if plan is None:
-        plan = _eager_plan(q, k, v, rel_h, rel_w, scale)
-        if len(_EAGER_PLANS) >= _MAX_EAGER_PLANS:
-            _EAGER_PLANS.clear()
-        _EAGER_PLANS[key] = plan
+        plan = _EAGER_PLANS.remember(key, _eager_plan(q, k, v, rel_h, rel_w, scale))
     if plan.launch is None:
         return _rel_pos_attention(q, k, v, rel_h, rel_w, scale)
     out = torch.empty_strided(plan.shape, plan.strides, dtype=plan.dtype, device=plan.device)

@@ -71,7 +71,7 @@ def test_stream_scratch_reuses_one_buffer_per_stream_and_never_while_capturing(m
     monkeypatch.setattr(common.torch._C, "_cuda_getDevice", lambda: 0, raising=False)
     capturing = [False]
     monkeypatch.setattr(common.torch._C, "_cuda_isCurrentStreamCapturing", lambda: capturing[0], raising=False)
-    scratch = common._StreamScratch()
+    scratch = common.StreamScratch()
     a = scratch(256, 128, stream=7)
     assert a.numel() == 256 and scratch(200, 128, stream=7) is a  # kernels on one stream run in order: reuse
     assert scratch(256, 128, stream=8) is not a  # another stream may run at the same time: its own buffer

@@ -5,6 +5,7 @@ import torch
 import torch.nn.functional as F
 
 import lowbit_flex  # noqa: F401  (registers torch.ops.lowbit)
+from lowbit_flex.attention import lowbit_attention
 from lowbit_flex.ops.lowbit_attention import (
     QK_FORMATS,
     _quantize_blocks,
@@ -263,3 +264,58 @@ def test_tiny_inputs_whose_logit_scale_underflows_give_finite_output(qk, causal,
     out = run_kernels(q.to(dev), k.to(dev), v.to(dev), causal, None, qk, "fp8", True, False).cpu()
     assert_fully_written(out, "out")  # NaN anywhere fails (the poison is NaN too)
     assert_rel_error(out, reference_lowbit_attention(q, k, v, causal, None, qk, "fp8", True, False), 5e-3)
+
+
+@needs_kernel
+def test_eager_fast_path_plans_once_per_metadata_key(monkeypatch):
+    """An eager call checks its arguments and binds both launches once per metadata key, then only allocates and
+    launches: every call matches the float64 reference of its format with every element written (allocations
+    poisoned); a new scale, format or layout takes a new key; bad input raises and is not kept; a float32 v in the
+    accurate mode (copied to bf16) runs the op's body. On CUDA the plans launch the kernels directly."""
+    import importlib
+
+    from lowbit_flex.ops.eager import PlanCache
+
+    op_mod = importlib.import_module("lowbit_flex.ops.lowbit_attention")
+    dev = kernel_device()
+    if dev == "cpu":  # the interpreter: take the eager CUDA path with CPU tensors (it keeps the op's body there)
+        monkeypatch.setattr(op_mod, "needs_dispatcher", lambda q: False)
+    monkeypatch.setattr(op_mod, "_EAGER_PLANS", PlanCache())
+    real_check, checks = op_mod.check_inputs, []
+    monkeypatch.setattr(op_mod, "check_inputs", lambda *a: checks.append(1) or real_check(*a))
+    real_empty = torch.empty
+    monkeypatch.setattr(torch, "empty", lambda *a, **kw: poison_(real_empty(*a, **kw)))
+
+    def check(q, k, v, **kw):
+        out = lowbit_attention(q, k, v, **kw)
+        assert out.shape == q.shape and out.dtype == q.dtype
+        assert_fully_written(out.cpu(), "out")
+        a = (kw.get("causal", False), kw.get("scale"), kw.get("qk", "fp8"), kw.get("pv", "fp8"), True, False)
+        ref = reference_lowbit_attention(q.cpu(), k.cpu(), v.cpu(), *a)
+        assert_rel_error(out.cpu(), ref, {_F32: 0.0, _BF16: 4e-3}[q.dtype] + 5e-3)
+
+    q, k, v = (t.to(dev) for t in _inputs(4, 2, 200, 150, 64, torch.bfloat16))
+    for _ in range(3):
+        q.normal_(), k.normal_()  # fresh values under the same key
+        check(q, k, v, causal=True)
+    assert len(op_mod._EAGER_PLANS) == 1
+    assert len(checks) == (1 if dev == "cuda" else 4)  # the plan checks once; the body (CPU) on every call
+    from lowbit_flex.kernels.common import StreamScratch
+
+    monkeypatch.setattr(StreamScratch, "MAX_KEPT", 0)  # a fresh (poisoned) scratch per call, as large calls take
+    check(q, k, v, causal=True)
+    check(q, k, v, causal=True, scale=0.3)
+    check(q, k, v, qk="int8", pv="fp16")
+    check(q.transpose(1, 2).contiguous().transpose(1, 2), k, v)  # q strided (token-major): a new key
+    assert len(op_mod._EAGER_PLANS) == 4
+    q32, k32, v32 = (t.float() for t in (q, k, v))
+    check(q32, k32, v32, pv="fp16")
+    assert len(op_mod._EAGER_PLANS) == 5
+    with pytest.raises(ValueError, match="qk: expected one of"):
+        lowbit_attention(q, k, v, qk="fp4")
+    with pytest.raises(TypeError, match="scale: expected a float or None"):
+        lowbit_attention(q, k, v, scale=torch.tensor(0.3))
+    assert len(op_mod._EAGER_PLANS) == 5
+    if dev == "cuda":
+        direct = [plan.quantize is not None for plan in op_mod._EAGER_PLANS.values()]
+        assert direct == [True] * 4 + [False]  # the float32 accurate-mode call copies v: the body

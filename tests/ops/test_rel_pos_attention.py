@@ -3,6 +3,7 @@ import torch
 
 import lowbit_flex  # noqa: F401  (registers torch.ops.lowbit)
 from lowbit_flex.ops import rel_pos_attention
+from lowbit_flex.ops.eager import PlanCache
 from lowbit_flex.testing import assert_fully_written, assert_rel_error, kernel_device, poison_
 
 OP = torch.ops.lowbit.rel_pos_attention
@@ -72,8 +73,8 @@ def _bad_cases():
         ((q, k, v, rh.reshape(6, 20, 4)[:4], rw.reshape(6, 20, 5)[:4]), ValueError, "not a multiple of num_heads"),
         ((*(torch.randn(2, 3, 20, 300, dtype=torch.bfloat16),) * 3, rh, rw), ValueError, "q: expected a head dim"),
         ((big_q, big_q, big_q, big_h, big_w), ValueError, "expected k_h, k_w <= 256"),
-        ((q, k, v, rh, rw, -1.0), ValueError, "scale: expected a finite positive"),
-        ((q, k, v, rh, rw, float("nan")), ValueError, "scale: expected a finite positive"),
+        ((q, k, v, rh, rw, -1.0), ValueError, "scale: expected a positive finite"),
+        ((q, k, v, rh, rw, float("nan")), ValueError, "scale: expected a positive finite"),
     ]
 
 
@@ -344,7 +345,7 @@ def test_eager_fast_path_checks_once_per_metadata_key(monkeypatch):
     if device == "cpu":  # the interpreter: take the eager CUDA path with CPU tensors
         monkeypatch.setattr(op_mod, "needs_dispatcher", lambda q: False)
         monkeypatch.setattr(op_mod, "_runs_kernel", lambda q: True)
-    monkeypatch.setattr(op_mod, "_EAGER_PLANS", {})
+    monkeypatch.setattr(op_mod, "_EAGER_PLANS", PlanCache())
     real_check, checks = op_mod._check_args, []
     monkeypatch.setattr(op_mod, "_check_args", lambda *a: checks.append(1) or real_check(*a))
     real_empty = torch.empty_strided
