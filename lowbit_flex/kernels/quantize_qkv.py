@@ -2,8 +2,8 @@
 
 One program quantizes one 128-token block of one head of q, k or v (a 1-D task list per batch: q blocks, then k
 blocks, then v blocks). It takes the block's finite amax (after subtracting the smooth-K shift from k) and writes
-int8/e4m3 codes and one float32 scale: an e4m3 block from registers, read once; an int8 block in chunks, read twice
-(the second time from L2; measured faster for int8, see ``_NUM_WARPS``). v (``pv="fp8"``) is written transposed
+int8/e4m3 codes and one float32 scale, from registers: each block is read once (see ``_NUM_WARPS``). v
+(``pv="fp8"``) is written transposed
 (``(D, Lk)`` per head: Hopper's fp8 MMA reads both operands K-major, and for P·V that is v with the token axis
 contiguous; the transpose goes through shared memory). Each byte of q, k and v comes from HBM once.
 
@@ -36,17 +36,15 @@ from lowbit_flex.kernels.common import PlanLaunch, StreamScratch, cached_plan
 from lowbit_flex.kernels.quantize_groups import OUT_KINDS, QMAX_OF_KIND, codes_of_scaled, finite_abs
 from lowbit_flex.quant.fp8 import K_BLOCK, Q_BLOCK
 
-# One 128-token block per program (8 warps). How a q or k block is read depends on its codes, from the H200 (run 26,
-# B=4 H=16 D=128 bf16, L = 1024-16384, against a clone of q, k, v):
-#  - e4m3 codes: the whole block in registers, read once (64 values per thread at D = 128): the pass with v ran at
-#    0.78-0.80x the clone's speed, where the chunked form (below) in run 17's layout, one program for q, k and v of
-#    a block, ran at 0.57-0.60x;
-#  - int8 codes: chunks of _CHUNK_ELEMS values, an amax pass then a codes pass that re-reads them from L2, with the
-#    loads pipelined against the arithmetic (int8 codes take more of it: a clamp, selects for non-finite values).
-#    Whole blocks ran at 0.66-0.74x the clone (q and k, the accurate mode), chunks at 0.75-0.86x in run 17's layout.
-# v blocks (e4m3, transposed) are always read whole.
+# One 128-token block per program (8 warps), read whole into registers, once (64 values per thread at D = 128).
+# From the H200 (B=4 H=16 D=128 bf16, L = 1024-16384, against a clone of q, k, v; runs 26 and 36):
+#  - e4m3 q, k and v: 0.78-0.80x the clone's speed, where run 17's chunked form (one program for q, k and v of a
+#    block, an amax pass then a codes pass re-reading chunks of 4096 values from L2) ran at 0.57-0.60x;
+#  - int8 q and k (the accurate mode): whole blocks 0.66-0.74x the clone; the chunked form in this task layout
+#    0.56-0.59x (run 36), in run 17's layout 0.75-0.86x. int8 codes take more arithmetic than e4m3's one
+#    conversion (a clamp, selects for non-finite values), which the chunked form overlapped with its loads.
+# 16 warps per program were slower than 8 for both formats.
 _NUM_WARPS = 8
-_CHUNK_ELEMS = 4096
 
 # The quantized Q/K/V of eager lowbit_attention calls (ops/lowbit_attention.py): one kept buffer per stream up to
 # StreamScratch.MAX_KEPT (the small calls, whose host time matters), the caching allocator above that.
@@ -62,14 +60,11 @@ def _load_block(base, rows, L, stride_n, stride_d, D: tl.constexpr):
 
 
 @triton.jit
-def _first_block_mean(k_base, Lk, stride_kn, stride_kd, D: tl.constexpr, BLOCK: tl.constexpr, CHUNK: tl.constexpr):
-    """The smooth-K shift: the mean of the finite values of the first ``min(Lk, BLOCK)`` keys, ``(D,)``, in chunks
-    of ``CHUNK`` rows. Every k program of a head reads the same block, from L2 after the first (the k programs of a
-    head are adjacent)."""
-    total = tl.zeros((D,), tl.float32)
-    for c in tl.range(0, BLOCK, CHUNK, num_stages=2, loop_unroll_factor=1):
-        x = _load_block(k_base, c + tl.arange(0, CHUNK), Lk, stride_kn, stride_kd, D)
-        total += tl.sum(tl.where(tl.abs(x) < float("inf"), x, 0.0), axis=0)  # a NaN key must not shift the others
+def _first_block_mean(k_base, Lk, stride_kn, stride_kd, D: tl.constexpr, BLOCK: tl.constexpr):
+    """The smooth-K shift: the mean of the finite values of the first ``min(Lk, BLOCK)`` keys, ``(D,)``. Every k
+    program of a head reads the same block, from L2 after the first (the k programs of a head are adjacent)."""
+    x = _load_block(k_base, tl.arange(0, BLOCK), Lk, stride_kn, stride_kd, D)
+    total = tl.sum(tl.where(tl.abs(x) < float("inf"), x, 0.0), axis=0)  # a NaN key must not shift the others
     return tl.math.div_rn(total, tl.zeros((D,), tl.float32) + tl.minimum(Lk, BLOCK).to(tl.float32))
 
 
@@ -85,36 +80,19 @@ def _scale_of(amax, QMAX: tl.constexpr):
 def _quantize_block(
     src, dst, scale_ptr, row0, L, stride_n, stride_d, dst_stride_n, dst_stride_d, shift,
     SHIFT: tl.constexpr, QMAX: tl.constexpr, KIND: tl.constexpr, EXACT: tl.constexpr,
-    D: tl.constexpr, BLOCK: tl.constexpr, CHUNK: tl.constexpr, ZERO_SCALE_IF_EMPTY: tl.constexpr,
+    D: tl.constexpr, BLOCK: tl.constexpr, ZERO_SCALE_IF_EMPTY: tl.constexpr,
 ):  # fmt: skip
-    """One block of ``BLOCK`` rows: its finite amax over the valid rows, its float32 scale, the codes. ``CHUNK ==
-    BLOCK``: from registers, one read; else in chunks of ``CHUNK`` rows, read twice (the second time from L2)."""
+    """One block of ``BLOCK`` rows, read once into registers: its finite amax over the valid rows, its float32
+    scale, the codes."""
     offs_d = tl.arange(0, D)
-    if CHUNK == BLOCK:
-        rows = row0 + tl.arange(0, BLOCK)
-        x = _load_block(src, rows, L, stride_n, stride_d, D)
-        if SHIFT:
-            x = tl.where(rows[:, None] < L, x - shift[None, :], 0.0)
-        amax = tl.max(tl.max(finite_abs(x), axis=1), axis=0)
-        scale, inv = _scale_of(amax, QMAX)
-        out = dst + rows[:, None].to(tl.int64) * dst_stride_n + offs_d[None, :] * dst_stride_d
-        tl.store(out, codes_of_scaled(x, x * inv, QMAX, KIND, EXACT), mask=rows[:, None] < L)
-    else:
-        amax = tl.zeros((), tl.float32)
-        for c in tl.range(0, BLOCK, CHUNK, num_stages=2, loop_unroll_factor=1):
-            rows = row0 + c + tl.arange(0, CHUNK)
-            x = _load_block(src, rows, L, stride_n, stride_d, D)
-            if SHIFT:
-                x = tl.where(rows[:, None] < L, x - shift[None, :], 0.0)
-            amax = tl.maximum(amax, tl.max(tl.max(finite_abs(x), axis=1), axis=0))
-        scale, inv = _scale_of(amax, QMAX)
-        for c in tl.range(0, BLOCK, CHUNK, num_stages=2, loop_unroll_factor=1):
-            rows = row0 + c + tl.arange(0, CHUNK)
-            x = _load_block(src, rows, L, stride_n, stride_d, D)
-            if SHIFT:
-                x = x - shift[None, :]
-            out = dst + rows[:, None].to(tl.int64) * dst_stride_n + offs_d[None, :] * dst_stride_d
-            tl.store(out, codes_of_scaled(x, x * inv, QMAX, KIND, EXACT), mask=rows[:, None] < L)
+    rows = row0 + tl.arange(0, BLOCK)
+    x = _load_block(src, rows, L, stride_n, stride_d, D)
+    if SHIFT:
+        x = tl.where(rows[:, None] < L, x - shift[None, :], 0.0)
+    amax = tl.max(tl.max(finite_abs(x), axis=1), axis=0)
+    scale, inv = _scale_of(amax, QMAX)
+    out = dst + rows[:, None].to(tl.int64) * dst_stride_n + offs_d[None, :] * dst_stride_d
+    tl.store(out, codes_of_scaled(x, x * inv, QMAX, KIND, EXACT), mask=rows[:, None] < L)
     # v: an all-zero block (zero padding) stores scale 0, not 1: the attention kernel takes the head's largest v
     # block scale as P's unit, and a 1 there would push every other block's P towards e4m3's subnormals.
     tl.store(scale_ptr, tl.where(ZERO_SCALE_IF_EMPTY and amax == 0.0, 0.0, scale))
@@ -126,7 +104,7 @@ def _quantize_qkv_kernel(
     stride_qb, stride_qh, stride_qm, stride_qd,
     stride_kb, stride_kh, stride_kn, stride_kd,
     stride_vb, stride_vh, stride_vn, stride_vd,
-    D: tl.constexpr, BLOCK: tl.constexpr, QK_CHUNK: tl.constexpr, KIND: tl.constexpr, QMAX: tl.constexpr,
+    D: tl.constexpr, BLOCK: tl.constexpr, KIND: tl.constexpr, QMAX: tl.constexpr,
     SMOOTH_K: tl.constexpr, V_FP8: tl.constexpr, V_QMAX: tl.constexpr, EXACT: tl.constexpr,
 ):  # fmt: skip
     """Program ``(t, b)``: task ``t`` of batch ``b``, one block each: the ``H · NBLK_Q`` q blocks, then the
@@ -143,7 +121,7 @@ def _quantize_qkv_kernel(
         q_base = Q + b.to(tl.int64) * stride_qb + h.to(tl.int64) * stride_qh
         _quantize_block(
             q_base, Q8 + bh.to(tl.int64) * Lq * D, QS + bh * NBLK_Q + blk, blk * BLOCK, Lq, stride_qm, stride_qd, D, 1,
-            zero, False, QMAX, KIND, EXACT, D, BLOCK, QK_CHUNK, False,
+            zero, False, QMAX, KIND, EXACT, D, BLOCK, False,
         )  # fmt: skip
     elif t < n_q + n_k:
         t -= n_q
@@ -153,11 +131,11 @@ def _quantize_qkv_kernel(
         k_base = K + b.to(tl.int64) * stride_kb + hk.to(tl.int64) * stride_kh
         shift = zero
         if SMOOTH_K:
-            shift = _first_block_mean(k_base, Lk, stride_kn, stride_kd, D, BLOCK, QK_CHUNK)
+            shift = _first_block_mean(k_base, Lk, stride_kn, stride_kd, D, BLOCK)
         # k8: (Lk, D) rows over L_PAD-row heads.
         _quantize_block(
             k_base, K8 + bhk.to(tl.int64) * L_PAD * D, KS + bhk * NBLK_K + blk, blk * BLOCK, Lk, stride_kn, stride_kd,
-            D, 1, shift, SMOOTH_K, QMAX, KIND, EXACT, D, BLOCK, QK_CHUNK, False,
+            D, 1, shift, SMOOTH_K, QMAX, KIND, EXACT, D, BLOCK, False,
         )  # fmt: skip
     elif V_FP8:
         t -= n_q + n_k
@@ -168,16 +146,14 @@ def _quantize_qkv_kernel(
         # v8: token-major, (D, L_PAD) per head.
         _quantize_block(
             v_base, V8 + bhk.to(tl.int64) * D * L_PAD, VS + bhk * NBLK_K + blk, blk * BLOCK, Lk, stride_vn, stride_vd,
-            1, L_PAD, zero, False, V_QMAX, 0, EXACT, D, BLOCK, BLOCK, True,
+            1, L_PAD, zero, False, V_QMAX, 0, EXACT, D, BLOCK, True,
         )  # fmt: skip
 
 
 @functools.lru_cache(maxsize=512)
 def _launch_plan(B: int, H: int, Hkv: int, Lq: int, Lk: int, D: int, kind: int, smooth_k: bool, v_fp8: bool, *ints):
-    # Rows per step of q and k (see _NUM_WARPS): whole blocks for e4m3 codes, chunks of _CHUNK_ELEMS for int8.
-    qk_chunk = K_BLOCK if kind != OUT_KINDS[torch.int8] else max(1, min(K_BLOCK, _CHUNK_ELEMS // D))
     meta = dict(
-        D=D, BLOCK=K_BLOCK, QK_CHUNK=qk_chunk, KIND=kind, QMAX=QMAX_OF_KIND[kind], SMOOTH_K=smooth_k, V_FP8=v_fp8,
+        D=D, BLOCK=K_BLOCK, KIND=kind, QMAX=QMAX_OF_KIND[kind], SMOOTH_K=smooth_k, V_FP8=v_fp8,
         V_QMAX=QMAX_OF_KIND[OUT_KINDS[torch.float8_e4m3fn]], EXACT=triton_interpreting(), num_warps=_NUM_WARPS,
     )  # fmt: skip
     tasks = H * triton.cdiv(Lq, Q_BLOCK) + (2 if v_fp8 else 1) * Hkv * triton.cdiv(Lk, K_BLOCK)
