@@ -360,16 +360,18 @@ def _launch_plan(
     else:
         mask_n = L % block_n != 0
         key_blocks = triton.cdiv(L, block_n)
-    # Measured on the H200 (Triton 3.6): with a single key block, the split head dim's second accumulator came out
-    # wrong (1 x 37 grid, D = 80; right under the interpreter and with two or more blocks), so such a shape pads.
-    block_d, block_d1 = head_dim_tiles(D, cfg.split_d and key_blocks >= 2)
+    # Measured on the H200 (Triton 3.6): where the key loop is not software-pipelined (one key block, or one stage)
+    # the split head dim's second accumulator came out wrong (relative error 0.4-0.5: a 1 x 37 grid at D = 80 with
+    # 3 stages; 14 x 14 and 5 x 40 grids at D = 80 with 1 stage, runs 27c and 36; right under the interpreter and
+    # in every pipelined loop), so such a launch pads the head dim instead.
+    block_d, block_d1 = head_dim_tiles(D, cfg.split_d and key_blocks >= 2 and cfg.num_stages >= 2)
     if cfg.bias is Bias.ONEHOT:
         # A 16-row rel_h window suffices where a block of consecutive keys spans at most 16 key rows.
         h_window = k_h > 16 and (block_n + k_w - 2) // k_w + 1 <= 16
         kc = max(16, triton.next_power_of_2((16 if h_window else k_h) + k_w))
     block_m = cfg.block_m
-    # A split head dim keeps pointer loads: with TMA its 16-wide second tile came out wrong on the H200 (Triton 3.6,
-    # 64-key blocks, 4 warps, 1 stage: relative error 0.42-0.47; run 27c).
+    # A split head dim keeps pointer loads: the wrong results first blamed on TMA there (run 27c) were the 1-stage
+    # split above (run 36: the same error with pointer loads), and TMA with a split head dim has not run since.
     tma = cfg.tma and block_d1 == 0 and bases_aligned and tma_layout_ok(dtype, strides[4:8], strides[8:12])
     meta = dict(
         D=D, K_H=k_h, K_W=k_w,

@@ -155,9 +155,25 @@ def test_kernel_issue_grids_batch_1(monkeypatch, k_h, k_w, d):
 
 
 def _config(m, n, bias: str, split=True, tma=False):
+    """One stage, except where the head dim may split: the plan splits it only in software-pipelined loops."""
     from lowbit_flex.kernels.rel_pos_attention import Bias, RelPosConfig
 
-    return RelPosConfig(m, n, 0, 4, 1, Bias[bias], split, tma)
+    return RelPosConfig(m, n, 0, 4, 3 if split else 1, Bias[bias], split, tma)
+
+
+def test_head_dim_splits_only_in_pipelined_loops():
+    """On the H200 (Triton 3.6) a split head dim's second tile came out wrong where the key loop is not pipelined
+    (one key block, or one stage): such launches pad the head dim instead (80 -> 128)."""
+    from lowbit_flex.kernels.rel_pos_attention import Bias, RelPosConfig, _launch_plan
+
+    def tiles(k_h: int, stages: int) -> tuple[int, int]:
+        cfg = RelPosConfig(64, 64, 0, 4, stages, Bias.ROWS)
+        meta = _launch_plan(1, 1, k_h * 14, 80, k_h, 14, torch.bfloat16, cfg, False, False, *range(1, 19)).meta
+        return meta["BLOCK_D"], meta["BLOCK_D1"]
+
+    assert tiles(14, 3) == (64, 16)  # 4 packed rows per 64-slot block: 4 key blocks, 3 stages
+    assert tiles(14, 1) == (128, 0)
+    assert tiles(4, 3) == (128, 0)  # one key block
 
 
 @needs_kernel
@@ -189,8 +205,8 @@ def test_kernel_bias_modes_and_head_dim_tiles(monkeypatch, k_h, k_w, d, m, n, bi
 def test_kernel_tma_loads(monkeypatch, k_h, k_w, d, n):
     """K and V through TMA descriptors (on sm_90; elsewhere the same configs take the pointer loads): packed rows
     whose padding slots read the next row's keys, zero-filled rows past L, a head dim padded past D (24 -> 32) and
-    SAM's token-major q/k/v views. Split head dims (80) keep pointer loads: with TMA the 16-wide second tile came
-    out wrong on the H200 (relative error 0.42-0.47), and these cases caught it."""
+    SAM's token-major q/k/v views. Split head dims (80) keep pointer loads (3 stages): at 1 stage their second
+    tile came out wrong on the H200 (relative error 0.42-0.47), and these cases caught it."""
     b, h, L = 2, 3, k_h * k_w
     qkv = torch.randn(b, L, 3, h, d, device=kernel_device()).to(torch.bfloat16)
     q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
