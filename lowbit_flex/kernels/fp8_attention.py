@@ -288,17 +288,10 @@ def fp8_attention_triton(
 
 
 def attention_plan(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    q_scale: torch.Tensor,
-    k_scale: torch.Tensor,
-    v_scale: torch.Tensor | None,
-    causal: bool,
-    sm_scale: float | None,
-    pv_fp16_accum: bool,
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_scale: torch.Tensor, k_scale: torch.Tensor,
+    v_scale: torch.Tensor | None, causal: bool, sm_scale: float | None, pv_fp16_accum: bool,
     config: AttentionConfig | None = None,
-) -> tuple[PlanLaunch, tuple]:
+) -> tuple[PlanLaunch, tuple]:  # fmt: skip
     """``(launch, scalars)`` for these tensors' metadata: the launch takes ``(q, k, v, q_scale, k_scale, v_scale,
     out, *scalars)``, ``out`` a contiguous ``(B, H, Lq, D)`` tensor, ``v_scale`` any float32 tensor (``k_scale``)
     when v is 16-bit. Depends on metadata (and k/v's 16-byte alignment) only, so an eager caller can keep it per
