@@ -94,6 +94,14 @@ def check_softmax_scale(name: str, scale: float | None) -> None:
         raise ValueError(f"{name}: expected a positive finite float or None, got {scale}")
 
 
+def check_flags(**flags: object) -> None:
+    """Python bools (an op's schema enforces them through the dispatcher; eager fast paths that skip it must too:
+    a tensor would become a Triton constexpr)."""
+    for name, value in flags.items():
+        if not isinstance(value, (bool, torch.SymBool)):
+            raise TypeError(f"{name}: expected a bool, got {type(value).__name__}")
+
+
 def check_out_dtype(name: str, dtype: torch.dtype | None, allowed: Sequence[torch.dtype]) -> None:
     if dtype is not None and dtype not in allowed:
         raise TypeError(f"{name}: expected {_dtype_names(allowed)} or None, got {dtype}")

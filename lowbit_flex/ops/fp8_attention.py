@@ -49,6 +49,7 @@ import math
 import torch
 
 from lowbit_flex._checks import (
+    check_flags,
     check_out_dtype,
     check_same_device,
     check_shape,
@@ -68,6 +69,7 @@ OUT_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
 
 
 def _check_args(q, k, v, q_scale, k_scale, v_scale, causal, sm_scale, out_dtype, pv_fp16_accum) -> None:
+    check_flags(causal=causal, pv_fp16_accum=pv_fp16_accum)
     check_tensor("q", q, dtypes=QK_DTYPES, ndim=4)
     check_tensor("k", k, dtypes=(q.dtype,), ndim=4)
     check_tensor("v", v, dtypes=(torch.float8_e4m3fn, *V_16BIT_DTYPES), ndim=4)

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, NamedTuple
 import torch
 import torch.nn.functional as F
 
-from lowbit_flex._checks import FLOAT_DTYPES, check_same_device, check_softmax_scale, check_tensor
+from lowbit_flex._checks import FLOAT_DTYPES, check_flags, check_same_device, check_softmax_scale, check_tensor
 from lowbit_flex.kernels.arch import has_fp8_mma
 from lowbit_flex.ops.eager import PlanCache, current_device_index, needs_dispatcher
 from lowbit_flex.ops.fp8_attention import HEAD_DIMS, reference_fp8_attention
@@ -40,7 +40,9 @@ QK_FORMATS = {"fp8": torch.float8_e4m3fn, "int8": torch.int8}  # qk= -> the dtyp
 PV_FORMATS = ("fp8", "fp16")
 
 
-def check_inputs(q, k, v, qk: str, pv: str, pv_fp16_accum: bool, scale: float | None = None) -> None:
+def check_inputs(q, k, v, qk: str, pv: str, pv_fp16_accum: bool, scale: float | None = None, causal: bool = False,
+                 smooth_k: bool = True) -> None:  # fmt: skip
+    check_flags(causal=causal, smooth_k=smooth_k, pv_fp16_accum=pv_fp16_accum)
     if qk not in QK_FORMATS:
         raise ValueError(f"qk: expected one of {tuple(QK_FORMATS)}, got {qk!r}")
     if pv not in PV_FORMATS:
@@ -111,7 +113,7 @@ def reference_lowbit_attention(q, k, v, causal, scale, qk, pv, smooth_k, pv_fp16
 
 def _lowbit_attention(q, k, v, causal, scale, qk, pv, smooth_k, pv_fp16_accum) -> torch.Tensor:
     """The op's body (see :func:`lowbit_attention`), also called directly by :func:`lowbit_attention_eager`."""
-    check_inputs(q, k, v, qk, pv, pv_fp16_accum, scale)
+    check_inputs(q, k, v, qk, pv, pv_fp16_accum, scale, causal, smooth_k)
     if q.numel() == 0:  # no queries (or batch / heads): nothing to launch
         return q.new_empty(q.shape)
     if not uses_lowbit_kernel(q):
@@ -206,7 +208,7 @@ def _eager_plan(q, k, v, causal, scale, qk, pv, smooth_k, pv_fp16_accum) -> _Eag
     """Check the arguments (raising on bad input, so nothing is cached for it) and bind both launches for this
     metadata. Calls that do not run the two kernels on their inputs as they are (empty, SDPA fallback, a float32
     ``v`` that the accurate mode copies to bf16) keep the op's body."""
-    check_inputs(q, k, v, qk, pv, pv_fp16_accum, scale)
+    check_inputs(q, k, v, qk, pv, pv_fp16_accum, scale, causal, smooth_k)
     v_quantized = pv == "fp8"
     if q.numel() == 0 or not uses_lowbit_kernel(q) or not (v_quantized or pv_16bit_dtype(v.dtype) == v.dtype):
         return _BODY

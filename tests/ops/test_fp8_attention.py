@@ -181,6 +181,18 @@ def test_bad_head_dim_and_options_eager_and_fake():
             OP(*[mode.from_tensor(t) for t in a], **kw)
 
 
+def test_body_rejects_what_the_schema_would():
+    """Eager calls skip the dispatcher's schema checks (``fp8_attention_eager``): the body's own checks reject a
+    tensor flag or scale, which would otherwise reach the kernel as a constexpr or a pointer."""
+    from lowbit_flex.ops.fp8_attention import _fp8_attention
+
+    args = _valid_args()
+    with pytest.raises(TypeError, match="causal: expected a bool, got Tensor"):
+        _fp8_attention(*args, torch.tensor(True), None, torch.bfloat16, False)
+    with pytest.raises(TypeError, match="sm_scale: expected a float or None, got Tensor"):
+        _fp8_attention(*args, False, torch.tensor(0.1), torch.bfloat16, False)
+
+
 def test_reference_op_takes_out_dtype_by_name_eager_and_fake():
     # The opaque op (GPUs without fp8 MMA) takes the dtype's name, which an AOTInductor package passes intact.
     args = _valid_args()

@@ -315,6 +315,8 @@ def test_eager_fast_path_plans_once_per_metadata_key(monkeypatch):
         lowbit_attention(q, k, v, qk="fp4")
     with pytest.raises(TypeError, match="scale: expected a float or None"):
         lowbit_attention(q, k, v, scale=torch.tensor(0.3))
+    with pytest.raises(TypeError, match="causal: expected a bool, got Tensor"):
+        lowbit_attention(q, k, v, causal=torch.tensor(True))
     assert len(op_mod._EAGER_PLANS) == 5
     if dev == "cuda":
         direct = [plan.quantize is not None for plan in op_mod._EAGER_PLANS.values()]
