@@ -7,6 +7,7 @@ Imports Triton at the top, so only kernel modules import it (never an op file at
 from __future__ import annotations
 
 import functools
+import threading
 from dataclasses import dataclass
 
 import torch
@@ -166,18 +167,22 @@ class StreamScratch:
     captured into a CUDA graph gets an allocation of its own (the graph keeps that address), and so does one larger
     than ``MAX_KEPT`` bytes (a kept buffer stays allocated for the process: ``empty_cache`` cannot free it; at such
     sizes the GPU time dwarfs an allocation). Relies on kernels not overlapping on one stream: none of the Triton
-    kernels here launches programmatically."""
+    kernels here launches programmatically. ``per_thread``: one buffer per thread as well, for data that one launch
+    writes and a later one reads (two threads on one stream may interleave their launches); Triton's scratch is
+    written and read within one kernel, so threads can share it."""
 
     MAX_KEPT = 8 << 20  # 128 B per program and descriptor: 32k programs with two descriptors each
 
-    def __init__(self) -> None:
-        self._buffers: dict[tuple[int, int], torch.Tensor] = {}
+    def __init__(self, per_thread: bool = False) -> None:
+        self._buffers: dict[tuple[int, int, int], torch.Tensor] = {}
+        self._per_thread = per_thread
 
     def __call__(self, size: int, alignment: int, stream: int) -> torch.Tensor:
         """Triton's allocator interface (``alignment``: at most 128 bytes, which allocations always meet)."""
         if size > self.MAX_KEPT or torch._C._cuda_isCurrentStreamCapturing():
             return torch.empty(size, dtype=torch.int8, device="cuda")
-        key = (torch._C._cuda_getDevice(), stream)  # the legacy default stream is 0 on every device
+        # The legacy default stream is 0 on every device.
+        key = (torch._C._cuda_getDevice(), stream, threading.get_ident() if self._per_thread else 0)
         buf = self._buffers.get(key)
         if buf is None or buf.numel() < size:  # a replaced buffer is freed in stream order, like any temporary
             buf = self._buffers[key] = torch.empty(size, dtype=torch.int8, device="cuda")

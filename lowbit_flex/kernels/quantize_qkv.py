@@ -46,9 +46,9 @@ from lowbit_flex.quant.fp8 import K_BLOCK, Q_BLOCK
 # 16 warps per program were slower than 8 for both formats.
 _NUM_WARPS = 8
 
-# The quantized Q/K/V of eager lowbit_attention calls (ops/lowbit_attention.py): one kept buffer per stream up to
-# StreamScratch.MAX_KEPT (the small calls, whose host time matters), the caching allocator above that.
-QKV_SCRATCH = StreamScratch()
+# The quantized Q/K/V of eager lowbit_attention calls (ops/lowbit_attention.py): one kept buffer per stream and
+# thread up to StreamScratch.MAX_KEPT (the small calls, whose host time matters), the caching allocator above that.
+QKV_SCRATCH = StreamScratch(per_thread=True)
 
 
 @triton.jit

@@ -82,6 +82,19 @@ def test_stream_scratch_reuses_one_buffer_per_stream_and_never_while_capturing(m
     capturing[0] = True
     c = scratch(64, 128, stream=7)
     assert c is not b and scratch(64, 128, stream=7) is not c  # a CUDA graph keeps the address it captured
+    capturing[0] = False
+    import threading
+
+    other = []
+    t = threading.Thread(target=lambda: other.append(scratch(512, 128, stream=7)))
+    t.start(), t.join()
+    assert other[0] is b  # Triton's scratch: written and read within one kernel, threads share it
+    per_thread = common.StreamScratch(per_thread=True)
+    mine = per_thread(512, 16, stream=7)
+    theirs = []
+    t = threading.Thread(target=lambda: theirs.append(per_thread(512, 16, stream=7)))
+    t.start(), t.join()
+    assert per_thread(512, 16, stream=7) is mine and theirs[0] is not mine  # data across launches: one per thread
 
 
 def test_tma_strides_ok_needs_a_unit_dim_and_16_byte_outer_strides():
