@@ -156,9 +156,9 @@ def lowbit_attention(
 def lowbit_attention_eager(q, k, v, causal, scale, qk, pv, smooth_k, pv_fp16_accum) -> torch.Tensor:
     """``torch.ops.lowbit.lowbit_attention``, minus the custom-op dispatcher where it cannot change anything
     (:func:`~lowbit_flex.ops.eager.needs_dispatcher`). There, the arguments are checked and both launches planned
-    once per metadata key (:func:`_eager_plan`); a call then takes a buffer for the quantized tensors (the stream's
-    kept one where small), allocates the output and launches the two compiled kernels with every other argument
-    fixed, passing the buffer's addresses as ints. Before, the op body cost 80 us per call (run 26) on the H200
+    once per metadata key (:func:`_eager_plan`); a call then takes a buffer for the quantized tensors (kept per
+    stream and thread where small), allocates the output and launches the two compiled kernels with every other
+    argument fixed, passing the buffer's addresses as ints. Before, the op body cost 80 us per call (run 26) on the H200
     host, against SDPA's 25."""
     args = (q, k, v, causal, scale, qk, pv, smooth_k, pv_fp16_accum)
     if needs_dispatcher(q):
