@@ -396,7 +396,7 @@ def tma_layout_ok(dtype: torch.dtype, k_strides: tuple, v_strides: tuple) -> boo
     return tma_strides_ok(k_strides, 3, 2) and tma_strides_ok(v_strides, 3, 2)
 
 
-def bound_launch(
+def rel_pos_plan(
     q: torch.Tensor,
     k: torch.Tensor,
     v: torch.Tensor,
@@ -445,6 +445,6 @@ def rel_pos_attention_triton(
     out = torch.empty_strided(q.shape, attention_out_strides(q), dtype=q.dtype, device=q.device)
     if out.numel() == 0:
         return out
-    launch, scalars = bound_launch(q, k, v, rel_h, rel_w, scale, config)
+    launch, scalars = rel_pos_plan(q, k, v, rel_h, rel_w, scale, config)
     launch(q, k, v, rel_h, rel_w, out, *scalars)
     return out

@@ -173,7 +173,7 @@ def _eager_plan(q, k, v, rel_h, rel_w, scale) -> _EagerPlan:
     )
     if not direct:
         return _EagerPlan(None, (), shape, strides, q.dtype, q.device)
-    from lowbit_flex.kernels.rel_pos_attention import bound_launch
+    from lowbit_flex.kernels.rel_pos_attention import rel_pos_plan
 
-    launch, scalars = bound_launch(q, k, v, rel.rel_h, rel.rel_w, scale)
+    launch, scalars = rel_pos_plan(q, k, v, rel.rel_h, rel.rel_w, scale)
     return _EagerPlan(launch, scalars, shape, strides, q.dtype, q.device)
