@@ -299,7 +299,9 @@ def reduce_split_k(
     float32 ``(N,)`` or None; ``bias`` ``(N,)`` of any float dtype or None. Deterministic: no atomics."""
     splits, M, N = partials.shape
     any_ptr = partials  # a valid pointer for the operands a constexpr switch leaves unread
-    launch = cached_plan(_reduce_launch, M, N, out.stride(0), splits, post_scale, scale is not None, bias is not None)
+    launch = cached_plan(
+        split_k_reduce_plan, M, N, out.stride(0), splits, post_scale, scale is not None, bias is not None
+    )
     launch(
         partials, any_ptr if scale is None else scale, any_ptr if bias is None else bias, out,
         M, N, out.stride(0), splits,
@@ -308,8 +310,9 @@ def reduce_split_k(
 
 
 @functools.lru_cache(maxsize=512)
-def _reduce_launch(
+def split_k_reduce_plan(
     M: int, N: int, stride_om: int, splits: int, post_scale: float, has_scale: bool, has_bias: bool
 ) -> PlanLaunch:
+    """:func:`reduce_split_k`'s launch for one shape key; its tensors come first (``partials, scale, bias, out``)."""
     meta = dict(POST_SCALE=post_scale, HAS_SCALE=has_scale, HAS_BIAS=has_bias, BLOCK=_REDUCE_BLOCK, num_warps=4)
-    return PlanLaunch(_split_k_reduce_kernel, (triton.cdiv(M * N, _REDUCE_BLOCK),), meta)
+    return PlanLaunch(_split_k_reduce_kernel, (triton.cdiv(M * N, _REDUCE_BLOCK),), meta, tensors=4)

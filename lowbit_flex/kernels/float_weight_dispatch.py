@@ -31,6 +31,7 @@ from lowbit_flex.kernels.common import (
     ensure_triton_allocator,
     reduce_split_k,
     split_k_blocks,
+    split_k_reduce_plan,
     tma_base_aligned,
 )
 from lowbit_flex.kernels.float_weight_decode import dec_scale, planes_asm
@@ -305,6 +306,28 @@ def _route(
                                          has_bias))  # fmt: skip
 
 
+def _route_for(x2, w, bias, ebits, mbits, backend=None, config=None) -> _Route:
+    """The cached route of a call with 2-D ``x2`` (rows contiguous)."""
+    # int(): under torch.compile with dynamic shapes these are SymInts; the route is per concrete shape (a guard).
+    M, K = x2.shape
+    return cached_plan(
+        _route, x2.device, int(M), int(w.shape[0]), int(K), ebits, mbits, int(x2.stride(0)), x2.element_size(),
+        int(w.stride(0)), tma_base_aligned(x2, w), bias is not None, backend, config,
+    )  # fmt: skip
+
+
+def _launch_args(route: _Route, x2, w, w_scale, bias, out, part) -> tuple:
+    """The Triton kernel's arguments (its tensors first: x, w, w_scale, bias, out, partials) for ``route``; ``w``
+    already in the kernel's form (:func:`_kernel_weight`)."""
+    M, K = x2.shape
+    N = w.shape[0]
+    b = w_scale if bias is None else bias  # a valid pointer for an operand a constexpr switch leaves unread
+    per_split = route.plan.tiles_per_split
+    if route.backend is Backend.TMA:
+        return (x2, w, w_scale, b, out, part, M, N, K, w.shape[1], x2.stride(0), w.stride(0), N, per_split)
+    return (x2, w, w_scale, b, out, part, M, N, K, x2.stride(0), w.stride(0), N, per_split)
+
+
 def float_weight_only_linear_cuda(
     x: torch.Tensor,
     w: torch.Tensor,
@@ -325,11 +348,7 @@ def float_weight_only_linear_cuda(
     if x2.stride(-1) != 1:
         x2 = x2.contiguous()
     M = x2.shape[0]
-    # int(): under torch.compile with dynamic shapes these are SymInts; the route is per concrete shape (a guard).
-    route = cached_plan(
-        _route, x.device, int(M), int(N), int(K), ebits, mbits, int(x2.stride(0)), x2.element_size(),
-        int(w.stride(0)), tma_base_aligned(x2, w), bias is not None, backend, config,
-    )  # fmt: skip
+    route = _route_for(x2, w, bias, ebits, mbits, backend, config)
     if route.backend is Backend.CUDA_GEMV and M:
         from lowbit_flex.kernels.float_weight_gemv_cuda import float_weight_gemv_cuda
 
@@ -347,14 +366,85 @@ def float_weight_only_linear_cuda(
     if plan is None or N == 0:
         return out.view(*x.shape[:-1], N)
     part = torch.empty((plan.splits, M, N), dtype=torch.float32, device=x.device) if plan.splits > 1 else out
-    any_ptr = w_scale  # a valid pointer for operands a constexpr switch leaves unread
-    b = any_ptr if bias is None else bias
     if route.backend is Backend.TMA:
         ensure_triton_allocator()  # device-side descriptors live in a per-launch global scratch buffer
-        plan.launch(x2, w, w_scale, b, out, part, M, N, K, w.shape[1], x2.stride(0), w.stride(0), N,
-                    plan.tiles_per_split)  # fmt: skip
-    else:
-        plan.launch(x2, w, w_scale, b, out, part, M, N, K, x2.stride(0), w.stride(0), N, plan.tiles_per_split)
+    plan.launch(*_launch_args(route, x2, w, w_scale, bias, out, part))
     if plan.splits > 1:
         reduce_split_k(part, out, w_scale, bias, post_scale=plan.dec_scale)
     return out.view(*x.shape[:-1], N)
+
+
+class EagerLinear:
+    """One eager call's launches for a metadata key (:func:`eager_linear`): the compiled kernels bound to everything
+    but the tensors, so a call allocates its output (and split-K partials) and launches, with no route lookup, no
+    Triton argument binding and no pointer checks."""
+
+    __slots__ = ("_gemv", "_main", "_out_shape", "_parts", "_reduce", "_tma", "_w_bytes", "device", "dtype")
+
+    def __init__(self, out_shape, dtype, device, main=None, reduce=None, parts=None, tma=False, w_bytes=False,
+                 gemv=None) -> None:  # fmt: skip
+        self._out_shape, self.dtype, self.device = out_shape, dtype, device
+        self._main, self._reduce, self._parts, self._tma, self._w_bytes = main, reduce, parts, tma, w_bytes
+        self._gemv = gemv
+
+    def hooked(self) -> bool:
+        """Whether Triton launch hooks (profilers) are set: the caller then takes the op's body, whose launches
+        they see."""
+        return self._main is not None and self._main.hooked()
+
+    def __call__(self, x, w, w_scale, bias) -> torch.Tensor:
+        out = torch.empty(self._out_shape, dtype=self.dtype, device=self.device)
+        if self._gemv is not None:
+            self._gemv(x, w, w_scale, bias, out)
+            return out
+        if self._w_bytes:
+            w = w.view(torch.uint8)  # fp8 bit decode (no hardware conversion)
+        if self._tma:
+            ensure_triton_allocator()
+        b = w_scale if bias is None else bias
+        if self._reduce is None:
+            self._main(x, w, w_scale, b, out, out)
+            return out
+        part = torch.empty(self._parts, dtype=torch.float32, device=self.device)
+        self._main(x, w, w_scale, b, out, part)
+        self._reduce(part, w_scale, part if bias is None else bias, out)
+        return out
+
+
+def eager_linear(x, w, w_scale, bias, ebits: int, mbits: int) -> EagerLinear | None:
+    """The bound launches of a validated eager CUDA call whose tensors are contiguous (their metadata fixed by the
+    caller's cache key), or None where the call must take the general path (:func:`float_weight_only_linear_cuda`):
+    no rows, dequantize + cuBLAS, or a kernel that only ``wrap_triton`` may launch (:meth:`PlanLaunch.bind`)."""
+    K, N = x.shape[-1], w.shape[0]
+    x2 = x.view(-1, K)
+    M = x2.shape[0]
+    if M == 0:
+        return None
+    out_shape = (*x.shape[:-1], N)
+    route = _route_for(x2, w, bias, ebits, mbits)
+    if route.backend is Backend.CUDA_GEMV:
+        from lowbit_flex.kernels.float_weight_gemv_cuda import bound_gemv_cuda
+
+        gemv = bound_gemv_cuda(x2, w, ebits, mbits, route.gemv_config)
+        return None if gemv is None else EagerLinear(out_shape, x.dtype, x.device, gemv=gemv)
+    if route.plan is None:
+        return None
+    plan = route.plan
+    kw = _kernel_weight(w, ebits, mbits, route.native_fp8)
+    out = torch.empty((M, N), dtype=x.dtype, device=x.device)
+    parts = (plan.splits, M, N)
+    part = torch.empty(parts, dtype=torch.float32, device=x.device) if plan.splits > 1 else out
+    if route.backend is Backend.TMA:
+        ensure_triton_allocator()
+    main = plan.launch.bind(*_launch_args(route, x2, kw, w_scale, bias, out, part))
+    reduce = None
+    if plan.splits > 1:
+        b = part if bias is None else bias
+        reduce = cached_plan(split_k_reduce_plan, M, N, N, plan.splits, plan.dec_scale, True, bias is not None)
+        reduce = reduce.bind(part, w_scale, b, out, M, N, N, plan.splits)
+        if reduce is None:
+            return None
+    if main is None:
+        return None
+    return EagerLinear(out_shape, x.dtype, x.device, main, reduce, parts, route.backend is Backend.TMA,
+                       kw.dtype == torch.uint8)  # fmt: skip

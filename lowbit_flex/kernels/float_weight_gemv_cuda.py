@@ -25,7 +25,7 @@ from lowbit_flex.kernels.cutlass_launch import OUT_DTYPE_CODE, aligned16
 # Mirrors LOWBIT_FLOAT_WEIGHT_GEMV_CONFIGS in csrc/float_weight_gemv/float_weight_gemv.h (position = the launcher's
 # config index): warps per CTA along N (16 weight rows each) x along K. Which runs for which shape: DISPATCH_TABLE
 # in float_weight_dispatch.py.
-GEMV_CUDA_CONFIGS: tuple[str, ...] = ("cp_n1k4", "cp_n1k8", "cp_n2k4", "cp_n4k2", "cp_n2k2", "cp_n4k4", "cp_n1k16")
+GEMV_CUDA_CONFIGS: tuple[str, ...] = ("cp_n1k4", "cp_n1k8", "cp_n2k4", "cp_n4k2", "cp_n2k2")
 
 _CONFIG_INDEX = {name: i for i, name in enumerate(GEMV_CUDA_CONFIGS)}  # the launcher's index, without a list scan
 
@@ -74,6 +74,26 @@ def float_weight_gemv_cuda(
     if traced(x):  # the op, which AOTInductor packages call by name (lowbit_flex/ops/cutlass_gemm.py)
         return torch.ops.lowbit.float_weight_gemv_cuda(x, w, w_scale, bias, ebits, mbits, config)
     return launch_gemv_cuda(x, w, w_scale, bias, ebits, mbits, config)
+
+
+def bound_gemv_cuda(x, w, ebits: int, mbits: int, config: str):
+    """The launcher bound to this shape, format, dtype and config: ``launch(x, w, w_scale, bias, out)`` on tensors
+    with the metadata of ``x`` and ``w`` (16-byte aligned, contiguous: the caller's cache key keeps them so), on
+    the current stream of x's device. None where ``x`` or ``w`` is misaligned (:func:`launch_gemv_cuda` copies)."""
+    if x.data_ptr() % 16 or w.data_ptr() % 16:
+        return None
+    M, K = x.shape
+    fn, device = _launcher(), x.device.index
+    fixed = (_CONFIG_INDEX[config], FORMAT_CODE[ebits, mbits], OUT_DTYPE_CODE[x.dtype])
+    get_stream = torch._C._cuda_getCurrentRawStream
+
+    def launch(x, w, w_scale, bias, out) -> None:
+        status = fn(*fixed, x.data_ptr(), w.data_ptr(), w_scale.data_ptr(), None if bias is None else bias.data_ptr(),
+                    out.data_ptr(), M, w.shape[0], K, get_stream(device))  # fmt: skip
+        if status:
+            cuda_build.check_status(status, f"float weight GEMV {config}")
+
+    return launch
 
 
 def launch_gemv_cuda(x, w, w_scale, bias, ebits, mbits, config) -> torch.Tensor:

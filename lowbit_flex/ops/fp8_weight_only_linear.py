@@ -13,6 +13,7 @@ import torch
 
 from lowbit_flex._checks import check_same_device, check_tensor, check_weight_only_epilogue
 from lowbit_flex.ops.eager import needs_dispatcher
+from lowbit_flex.ops.float_weight_eager import float_weight_only_eager
 
 
 def check_args(x, w_fp8, w_scale, bias, *, w_name: str = "w_fp8") -> None:
@@ -52,7 +53,16 @@ def fp8_weight_only_linear(
 
 def fp8_weight_only_linear_eager(x, w_fp8, w_scale, bias=None) -> torch.Tensor:
     """``torch.ops.lowbit.fp8_weight_only_linear`` minus the dispatcher where it cannot matter
-    (:func:`~lowbit_flex.ops.eager.needs_dispatcher`)."""
+    (:func:`~lowbit_flex.ops.eager.needs_dispatcher`); checks and launches planned once per metadata key
+    (:func:`~lowbit_flex.ops.float_weight_eager.float_weight_only_eager`)."""
     if needs_dispatcher(x):
         return torch.ops.lowbit.fp8_weight_only_linear(x, w_fp8, w_scale, bias)
+    return float_weight_only_eager(x, w_fp8, w_scale, bias, 4, 3, _eager_check, _eager_body)
+
+
+def _eager_check(x, w_fp8, w_scale, bias, ebits, mbits) -> None:
+    check_args(x, w_fp8, w_scale, bias)
+
+
+def _eager_body(x, w_fp8, w_scale, bias, ebits, mbits) -> torch.Tensor:
     return _fp8_weight_only_linear(x, w_fp8, w_scale, bias)

@@ -13,6 +13,7 @@ import torch
 
 from lowbit_flex._checks import check_same_device, check_tensor, check_weight_only_epilogue
 from lowbit_flex.ops.eager import needs_dispatcher
+from lowbit_flex.ops.float_weight_eager import float_weight_only_eager
 from lowbit_flex.quant.fpx_bits import from_fpx_bits
 from lowbit_flex.quant.fpx_format import E2M1_FN, E2M3_FN, E3M2_FN, FPxFormat
 from lowbit_flex.quant.fpx_tiles import tile_words_per_row, unpack_fpx_tiles
@@ -98,7 +99,16 @@ def fpx_weight_only_linear(
 
 def fpx_weight_only_linear_eager(x, w_packed, w_scale, ebits, mbits, bias=None) -> torch.Tensor:
     """``torch.ops.lowbit.fpx_weight_only_linear`` minus the dispatcher where it cannot matter
-    (:func:`~lowbit_flex.ops.eager.needs_dispatcher`)."""
+    (:func:`~lowbit_flex.ops.eager.needs_dispatcher`); checks and launches planned once per metadata key
+    (:func:`~lowbit_flex.ops.float_weight_eager.float_weight_only_eager`)."""
     if needs_dispatcher(x):
         return torch.ops.lowbit.fpx_weight_only_linear(x, w_packed, w_scale, ebits, mbits, bias)
+    return float_weight_only_eager(x, w_packed, w_scale, bias, ebits, mbits, _eager_check, _eager_body)
+
+
+def _eager_check(x, w_packed, w_scale, bias, ebits, mbits) -> None:
+    check_args(x, w_packed, w_scale, ebits, mbits, bias)
+
+
+def _eager_body(x, w_packed, w_scale, bias, ebits, mbits) -> torch.Tensor:
     return _fpx_weight_only_linear(x, w_packed, w_scale, ebits, mbits, bias)
