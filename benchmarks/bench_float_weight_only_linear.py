@@ -101,8 +101,9 @@ def _candidates(M: int, K: int, only_cuda: bool) -> dict:
 
 
 def run(bench: Bench) -> None:
-    from lowbit_flex.kernels.arch import register_a_wgmma_pipelines
+    from lowbit_flex.kernels.arch import register_a_wgmma_pipelines, sm_count
     from lowbit_flex.kernels.float_weight_dispatch import choose, cuda_gemv_supported
+    from lowbit_flex.kernels.float_weight_gemv_cuda import gemv_cuda_config
 
     bw = copy_bandwidth_gbps()
     pipelined = register_a_wgmma_pipelines(torch.device("cuda"), True)
@@ -130,7 +131,8 @@ def run(bench: Bench) -> None:
                 times[f] = bench.time(lambda x, m: m(x), *sets(mods[f]))
                 bits = 1 + FORMATS[f][0] + FORMATS[f][1]
                 rule = choose(bits, M, True, pipelined, cuda_gemv_supported(torch.device("cuda"), M, K, bits))
-                extra[f"backend {f}"] = f"{rule.backend.value} {rule.config}".strip()
+                config = rule.config or gemv_cuda_config(N, sm_count(torch.device("cuda")))  # CUDA GEMV: by N
+                extra[f"backend {f}"] = f"{rule.backend.value} {config}".strip()
                 triton = choose(bits, M, True, pipelined, False)  # the table without the CUDA GEMV
                 if triton != rule:
                     extra[f"triton {f}"] = f"{triton.backend.value} {triton.config}".strip()

@@ -57,7 +57,9 @@ class Backend(enum.Enum):
 @dataclass(frozen=True)
 class Rule:
     backend: Backend
-    config: str = ""  # a GEMV_CUDA_CONFIGS / GEMV_CONFIGS / DOT_CONFIGS / TMA_CONFIGS name ("" for DEQUANT_MM)
+    # a GEMV_CONFIGS / DOT_CONFIGS / TMA_CONFIGS name; "" for DEQUANT_MM, and for CUDA_GEMV, whose config goes by N
+    # (float_weight_gemv_cuda.gemv_cuda_config)
+    config: str = ""
     max_m: int | None = None  # rule applies when M <= max_m (None: any M)
     bits: tuple[int, ...] = (4, 6, 8)  # weight widths it applies to
     pipelined: bool = False  # only where its config's WGMMAs may pipeline (arch.register_a_wgmma_pipelines)
@@ -65,15 +67,17 @@ class Rule:
 
 # Measured on an H200 (benchmarks/bench_float_weight_only_linear.py, CUDA graphs, weights rotated past L2; geometric
 # mean over 4096², 4096×14336, 14336×4096, 8192² of bf16 nn.Linear time / module time; the full tables are in
-# docs/measurements/h200_run11_weight_only.md (2026-12-01), h200_run18_weight_only_tma.md and
-# h200_run19_weight_only_ptxas.md (2026-12-02)):
-# - M = 1: the 4-row, 1024-code-step GEMV for fp4 (1.65x) and fp6 (1.41x; the CUDA GEMV 1.50x / 1.22x); fp8 the CUDA
-#   GEMV cp_n1k4 (1.35x; the Triton swap-AB 16x128 tile 1.24x). (Run 24, 2026-12-03, h200_run24_cuda_weight_gemv.md.)
-# - M <= 16, on sm_90 with the CUDA library (run 24): the CUDA tensor-core GEMV for fp8 up to M = 2 (1.34x against
-#   the 16x64 tile's 1.31x), fp4 up to M = 4 (cp_n1k8 1.48x / 1.45x at M = 2 / 4 against the swap-AB tile's 1.35x),
-#   fp6 up to M = 8 (1.21x / 1.18x / 1.13x at M = 2 / 4 / 8 against the TMA 16-row tile's 0.96x). Above those the
-#   Triton tiles win (the CUDA GEMV's bf16 decode costs ~4 instructions per code pair, and M = 9..16 decodes once
-#   for two 8-token MMAs only).
+# docs/measurements/h200_run11_weight_only.md (2026-12-01), h200_run18_weight_only_tma.md,
+# h200_run19_weight_only_ptxas.md (2026-12-02), h200_run24_cuda_weight_gemv.md and
+# h200_run37_weight_only_host_gemv.md (2026-12-03)):
+# - M <= 16 on sm_90 with the CUDA library (run 37, the CUDA GEMV with its config by N): fp8 up to M = 2 (1.40x /
+#   1.41x at M = 1 / 2; the swap-AB 16x128 tile 1.15x at M = 1, the 16x64 tile 1.30x at M = 2), fp4 up to M = 8
+#   (1.73x at M = 1 against the Triton GEMV's 1.65x; 1.47x at M = 8 against the swap-AB tile's 1.34x), fp6 at M = 2-16
+#   (1.29x at M = 2 against the TMA 16-row tile's 0.95x; 0.98x against 0.95x at M = 16). fp6 at M = 1 keeps the
+#   Triton GEMV (1.40x; the CUDA GEMV 1.30x), fp8 at M = 4-16 and fp4 at M = 16 the Triton tiles (fp8 1.41x / 1.40x
+#   at M = 4, 1.46x / 1.38x at M = 8; fp4 1.34x / 1.11x at M = 16): the CUDA GEMV's bf16 decode costs ~4
+#   instructions per code pair, and M = 9..16 decodes once for two 8-token MMAs only.
+# - M = 1 without it: the 4-row, 1024-code-step GEMV for fp4 (1.65x) and fp6; fp8 the swap-AB 16x128 tile (1.24x).
 # - M <= 16 otherwise: fp8 the 16x64 tile (1.47x at M = 16), fp4 the swap-AB 16x128 tile (1.35x), fp6 the TMA 16-row
 #   tile (0.96x; the swap-AB pointer tile 0.91x).
 # - M <= 64: fp4 / fp6 the TMA 64x128 tile (1.18x / 1.01x pipelined, 0.86x / 0.76x serialized); fp8 the same tile
@@ -87,11 +91,11 @@ class Rule:
 # otherwise the next matching rule applies. "Pipelined" numbers are with ptxas 13.5 (run 19), the others with Triton
 # 3.6's 12.8 (serialized, run 18).
 DISPATCH_TABLE: tuple[Rule, ...] = (
-    Rule(Backend.GEMV, "gemv_4x4x8", max_m=1, bits=(4, 6)),
-    Rule(Backend.CUDA_GEMV, "cp_n1k4", max_m=2, bits=(8,)),
-    Rule(Backend.CUDA_GEMV, "cp_n1k8", max_m=4, bits=(4,)),
-    Rule(Backend.CUDA_GEMV, "cp_n1k4", max_m=4, bits=(6,)),
-    Rule(Backend.CUDA_GEMV, "cp_n1k8", max_m=8, bits=(6,)),
+    Rule(Backend.GEMV, "gemv_4x4x8", max_m=1, bits=(6,)),
+    Rule(Backend.CUDA_GEMV, max_m=2, bits=(8,)),
+    Rule(Backend.CUDA_GEMV, max_m=8, bits=(4,)),
+    Rule(Backend.CUDA_GEMV, max_m=16, bits=(6,)),
+    Rule(Backend.GEMV, "gemv_4x4x8", max_m=1, bits=(4,)),
     Rule(Backend.DOT, "dot_16x128x1_swap", max_m=1, bits=(8,)),
     Rule(Backend.TMA, "tma_16x128x1_swap", max_m=16, bits=(6,)),
     Rule(Backend.DOT, "dot_16x64x2", max_m=16, bits=(8,)),
@@ -284,11 +288,13 @@ def _route(
     if backend is Backend.DEQUANT_MM:
         return _Route(backend, native, None)
     if backend is Backend.CUDA_GEMV:
-        from lowbit_flex.kernels.float_weight_gemv_cuda import GEMV_CUDA_CONFIGS
+        from lowbit_flex.kernels.float_weight_gemv_cuda import GEMV_CUDA_CONFIGS, gemv_cuda_config
 
         if M and not cuda_gemv_supported(device, M, K, bits):
             raise ValueError(f"backend: the CUDA GEMV needs sm_90, the CUDA library, 1 <= M <= 16 and K % "
                              f"{16 if bits == 8 else 8} == 0; got M={M}, K={K}")  # fmt: skip
+        if not config:  # the table's rows: by N
+            config = gemv_cuda_config(N, sm_count(device))
         if config not in GEMV_CUDA_CONFIGS:
             raise ValueError(f"config: expected one of {list(GEMV_CUDA_CONFIGS)}, got {config!r}")
         return _Route(backend, native, None, config)

@@ -39,6 +39,18 @@ def test_supports(M, K, bits, ok):
     assert mod.gemv_cuda_supports(M, K, bits) is ok
 
 
+@pytest.mark.parametrize(
+    "n, sms, want",
+    [(4096, 132, "cp_n1k8"), (8192, 132, "cp_n2k4"), (14336, 132, "cp_n4k2"), (28672, 132, "cp_n4k2"),
+     (1, 1, "cp_n1k8"), (8192, 256, "cp_n1k8"), (4224, 132, "cp_n1k8"), (4240, 132, "cp_n2k4")],
+)  # fmt: skip
+def test_config_by_n_plans_one_wave_of_row_tiles(n, sms, want):
+    # The fewest warps along N leaving at most two CTAs' row tiles (16 rows per warp) per SM (run 37's best configs
+    # on the H200's 132 SMs: 4096 rows n1k8, 8192 n2k4, 14336 n4k2); past four warps along N, n4k2 still.
+    assert mod.gemv_cuda_config(n, sms) == want
+    assert want in mod.GEMV_CUDA_CONFIGS
+
+
 def test_dispatch_takes_it_only_where_it_runs(monkeypatch):
     from lowbit_flex.kernels import float_weight_dispatch as d
 
@@ -71,6 +83,18 @@ def test_every_config_within_rounding_of_float64(fmt, dtype, config, m, n, k, mo
         k = min(k, 4096)  # e4m3 codes up to 448 times 2 * randn summed over 14336 columns pass fp16's 65504
     out, x, w64, s, b = _run(fmt, m, n, k, "cuda_gemv", config, bias=n % 2 == 0, dtype=dtype, seed=m + k,
                              monkeypatch=monkeypatch)  # fmt: skip
+    exact, bound = exact_linear(x, w64, s, b)
+    assert_within(out, exact, bound)
+
+
+@requires_sm90
+@pytest.mark.parametrize("fmt", FORMATS, ids=str)
+@pytest.mark.parametrize("config", mod.GEMV_CUDA_CONFIGS)
+def test_persistent_ctas_walk_several_row_tiles(fmt, config, monkeypatch):
+    # More row tiles than resident CTAs (up to ~7 per SM), so each CTA's warps carry their ring, x columns and copy
+    # addresses across row-tile boundaries; a ragged K tile at the end of every row and a ragged last row tile.
+    m, n, k = 3, 30008, 272 if fmt.bits == 8 else 264
+    out, x, w64, s, b = _run(fmt, m, n, k, "cuda_gemv", config, bias=True, seed=7, monkeypatch=monkeypatch)
     exact, bound = exact_linear(x, w64, s, b)
     assert_within(out, exact, bound)
 

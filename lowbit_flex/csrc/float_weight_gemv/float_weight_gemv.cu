@@ -35,7 +35,13 @@ namespace lowbit::float_weight_gemv {
 namespace {
 
 constexpr int kTileCodes = 128;  // codes per row of a K tile (quant/fpx_tiles.py TILE_CODES)
-constexpr int kMaxWarps = 16;
+constexpr int kMaxWarps = 8;     // per CTA (the configs of float_weight_gemv.h)
+
+// CTAs per SM the register budget is set for: at M <= 8 three CTAs of 8 warps (80 registers a thread, no spills;
+// ncu, run 37: two CTAs left the schedulers with 1.2 eligible warps and 42 % of issue slots idle); at M = 9..16
+// (two 8-token tiles: more accumulators and x operands) two, which spills nothing.
+template <int MT>
+constexpr int kMinCtasPerSm = MT == 1 ? 3 : 2;
 
 // Per format: bytes of one row's K tile (fp6: 16 words of top nibbles, then 8 words of low bit pairs), and the
 // ring depth (tiles in flight per warp; ~8 KB of ring per warp).
@@ -171,20 +177,50 @@ struct XTile {
   std::conditional_t<FMT == kE4M3, uint4, uint2> v[MT][FMT == kE4M3 ? 4 : 8];
 };
 
+// The lane's first x column of a tile (fp8 16t, fp4 / fp6 4t): every load of the tile is at a constant offset from it.
+template <int FMT>
+__device__ __forceinline__ int x_lane_column(int t) {
+  return FMT == kE4M3 ? 16 * t : 4 * t;
+}
+// Offset of load i (of 4; fp4 / fp6 plus 64 for v[mt][4 + i]) from the lane's first column.
+template <int FMT>
+__device__ __forceinline__ constexpr int x_offset(int i) {
+  return FMT == kE4M3 ? 64 * (i >> 1) + 8 * (i & 1) : 16 * i;
+}
+
+// x_item[mt]: row mt * 8 + g of x (clamped to M - 1) at the lane's first column of the tile starting at k0. A whole
+// tile (k0 + 128 <= K: all but a ragged last one) loads at constant offsets from it, without bounds checks.
 template <int FMT, int MT>
-__device__ __forceinline__ void load_x_tile(XTile<FMT, MT>& x, const uint16_t* const (&xrow)[MT], int k0, int K,
+__device__ __forceinline__ void load_x_tile(XTile<FMT, MT>& x, const uint16_t* const (&x_item)[MT], int k0, int K,
                                             int t) {
+  if (k0 + kTileCodes <= K) {
 #pragma unroll
-  for (int mt = 0; mt < MT; ++mt)
+    for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        if constexpr (FMT == kE4M3) {
+          x.v[mt][i] = __ldg(reinterpret_cast<const uint4*>(x_item[mt] + x_offset<FMT>(i)));
+        } else {
+          x.v[mt][i] = __ldg(reinterpret_cast<const uint2*>(x_item[mt] + x_offset<FMT>(i)));
+          x.v[mt][4 + i] = __ldg(reinterpret_cast<const uint2*>(x_item[mt] + x_offset<FMT>(i) + 64));
+        }
+      }
+    return;
+  }
+  const int k = k0 + x_lane_column<FMT>(t);
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt) {
+    const uint16_t* row = x_item[mt] - k;
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
       if constexpr (FMT == kE4M3) {
-        x.v[mt][i] = load_x8(xrow[mt], k0 + 64 * (i >> 1) + 16 * t + 8 * (i & 1), K);
+        x.v[mt][i] = load_x8(row, k + x_offset<FMT>(i), K);
       } else {
-        x.v[mt][i] = load_x4(xrow[mt], k0 + 16 * i + 4 * t, K);
-        x.v[mt][4 + i] = load_x4(xrow[mt], k0 + 16 * i + 64 + 4 * t, K);
+        x.v[mt][i] = load_x4(row, k + x_offset<FMT>(i), K);
+        x.v[mt][4 + i] = load_x4(row, k + x_offset<FMT>(i) + 64, K);
       }
     }
+  }
 }
 
 // Accumulator chains: MMAs of one chain wait on each other only. Four at M <= 8; at M = 9..16 two (registers).
@@ -279,12 +315,12 @@ struct TileCopier {
     }
   }
 
-  __device__ __forceinline__ void copy(uint32_t slot, const Params& p, int kt) const {
-    const size_t tile_byte = static_cast<size_t>(kt) * F::kTileBytes;
+  // The tile `tile_byte` bytes into its rows (a multiple of kTileBytes, below the row's tile bytes) into `slot`.
+  __device__ __forceinline__ void copy(uint32_t slot, const Params& p, uint32_t tile_byte) const {
 #pragma unroll
     for (int i = 0; i < kCopies; ++i) {
       if constexpr (FMT == kE4M3) {
-        const bool in_k = tile_byte + 16 * col[i] < static_cast<size_t>(p.K);
+        const bool in_k = tile_byte + 16 * col[i] < static_cast<uint32_t>(p.K);
         cp_async16(slot + dst[i], in_k ? src[i] + tile_byte : p.w, in_k ? 16 : 0);  // p.w: valid, not read
       } else {
         cp_async16(slot + dst[i], src[i] + tile_byte, 16);
@@ -295,8 +331,12 @@ struct TileCopier {
 
 // MT: 8-token tiles (1: M <= 8, 2: M <= 16). CTA b takes the row tiles b, b + gridDim.x, ...; each warp walks its
 // (row tile, K step) items with its ring running across row-tile boundaries, so the pipeline never drains.
+//
+// The loop is issue-bound (ncu, run 37: ~58 % of issue slots busy, DRAM at a third of its bandwidth), so the
+// addresses that change every item (the ring slots, the next tile's byte offset, x's columns) are carried from one
+// item to the next by one add each rather than derived from the item index.
 template <int FMT, class T, int MT>
-__global__ void __launch_bounds__(kMaxWarps * 32, 1) float_weight_gemv_kernel(const Params p) {
+__global__ void __launch_bounds__(kMaxWarps * 32, kMinCtasPerSm<MT>) float_weight_gemv_kernel(const Params p) {
   using F = FormatTraits<FMT>;
   constexpr int S = F::kStages;
   extern __shared__ __align__(128) uint8_t smem[];
@@ -308,33 +348,44 @@ __global__ void __launch_bounds__(kMaxWarps * 32, 1) float_weight_gemv_kernel(co
   const int items = (row_tiles - blockIdx.x + gridDim.x - 1) / gridDim.x * steps;  // the same for every warp
   uint8_t* ring = smem + warp * F::kRingBytes;
   float* red = reinterpret_cast<float*>(smem + blockDim.x / 32 * F::kRingBytes);
+  const uint32_t first_byte = wk * F::kTileBytes, step_bytes = p.warps_k * F::kTileBytes;
+  const uint32_t row_tile_bytes = p.tiles * F::kTileBytes;  // a row's tiles (fp8: past K where K % 128 != 0)
 
-  // The item cursor that feeds the ring (`ahead`): (row tile, step) pairs, `issued` items so far.
+  // The feed (`issue`): `issued` items so far; the next one is the tile `ahead_byte` into the rows of row tile
+  // `ahead_tile`, for ring slot `fill`.
   int ahead_tile = blockIdx.x, ahead_step = 0, issued = 0;
+  uint32_t ahead_byte = first_byte;
+  const uint32_t ring_addr = smem_addr(ring), ring_end = ring_addr + F::kRingBytes;
+  uint32_t fill = ring_addr;
   TileCopier<FMT> copier;
   copier.rows(p, (ahead_tile * p.warps_n + wn) * 16, lane);
-  const uint32_t ring_addr = smem_addr(ring);
   auto issue = [&]() {
     if (issued < items) {
-      const int kt = ahead_step * p.warps_k + wk;
-      if (kt < p.tiles) copier.copy(ring_addr + (issued % S) * F::kStageBytes, p, kt);
+      if (ahead_byte < row_tile_bytes) copier.copy(fill, p, ahead_byte);
+      ahead_byte += step_bytes;
       if (++ahead_step == steps) {
         ahead_step = 0;
+        ahead_byte = first_byte;
         ahead_tile += gridDim.x;
         copier.rows(p, (ahead_tile * p.warps_n + wn) * 16, lane);
       }
     }
     cp_async_commit();  // an empty group past the end keeps the wait count uniform
     ++issued;
+    fill = fill + F::kStageBytes == ring_end ? ring_addr : fill + F::kStageBytes;
   };
 #pragma unroll
   for (int s = 0; s < S - 1; ++s) issue();
 
-  const T* x = static_cast<const T*>(p.x);
-  const uint16_t* xrow[MT];
+  // x rows mt * 8 + g (clamped to M - 1) at the lane's first column of this item's tile.
+  const uint16_t* x_item[MT];
+  auto x_rows = [&]() {
 #pragma unroll
-  for (int mt = 0; mt < MT; ++mt)
-    xrow[mt] = reinterpret_cast<const uint16_t*>(x) + static_cast<size_t>(min(mt * 8 + g, p.M - 1)) * p.K;
+    for (int mt = 0; mt < MT; ++mt)
+      x_item[mt] = static_cast<const uint16_t*>(p.x) + static_cast<size_t>(min(mt * 8 + g, p.M - 1)) * p.K +
+                   x_lane_column<FMT>(t) + wk * kTileCodes;
+  };
+  x_rows();
 
   constexpr int C = kChains<MT>;
   float acc[C][MT][4];
@@ -345,15 +396,20 @@ __global__ void __launch_bounds__(kMaxWarps * 32, 1) float_weight_gemv_kernel(co
 #pragma unroll
       for (int i = 0; i < 4; ++i) acc[c][mt][i] = 0.0f;
 
-  int tile = blockIdx.x, step = 0;
+  int tile = blockIdx.x, step = 0, k0 = wk * kTileCodes;
+  const uint8_t* slot = ring;
   for (int item = 0; item < items; ++item) {
-    const int kt = step * p.warps_k + wk;
+    const bool live = k0 < p.K;  // this warp has a tile in this step (K tiles: ceil(K / 128))
     XTile<FMT, MT> xt;
-    if (kt < p.tiles) load_x_tile(xt, xrow, kt * kTileCodes, p.K, t);  // (L1) in flight during the wait
-    cp_async_wait<S - 2>();  // this item's group has landed (for this lane's copies) ...
-    __syncwarp();            // ... and every lane's; the slot refilled next was read by all lanes last item
+    if (live) load_x_tile(xt, x_item, k0, p.K, t);  // (L1) in flight during the wait
+    cp_async_wait<S - 2>();                         // this item's group has landed (for this lane's copies) ...
+    __syncwarp();  // ... and every lane's; the slot refilled next was read by all lanes last item
     issue();
-    if (kt < p.tiles) tile_mma<FMT, T, MT>(acc, ring + (item % S) * F::kStageBytes, xt, g, t);
+    if (live) tile_mma<FMT, T, MT>(acc, slot, xt, g, t);
+    slot = slot + F::kStageBytes == ring + F::kRingBytes ? ring : slot + F::kStageBytes;
+    k0 += p.warps_k * kTileCodes;
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt) x_item[mt] += p.warps_k * kTileCodes;
     if (++step != steps) continue;
 
     // The row tile's last step: the K-split warps' sums meet in shared memory, added in warp order.
@@ -389,6 +445,8 @@ __global__ void __launch_bounds__(kMaxWarps * 32, 1) float_weight_gemv_kernel(co
 #pragma unroll
         for (int i = 0; i < 4; ++i) acc[c][mt][i] = 0.0f;
     step = 0;
+    k0 = wk * kTileCodes;
+    x_rows();
     tile += gridDim.x;
   }
   cp_async_wait<0>();  // no copy outlives the CTA's shared memory
@@ -403,6 +461,12 @@ constexpr Config kConfigs[] = {LOWBIT_FLOAT_WEIGHT_GEMV_CONFIGS(LOWBIT_FLOAT_WEI
 #undef LOWBIT_FLOAT_WEIGHT_GEMV_ROW
 constexpr int kNumConfigs = sizeof(kConfigs) / sizeof(kConfigs[0]);
 static_assert(kNumConfigs > 0);
+constexpr bool configs_fit_launch_bounds() {
+  for (const Config& c : kConfigs)
+    if (c.warps_n * c.warps_k > kMaxWarps) return false;
+  return true;
+}
+static_assert(configs_fit_launch_bounds(), "a config has more warps than the kernel's launch bounds allow");
 
 template <int FMT, class T, int MT>
 int launch(Problem const& q, const Config& c) {

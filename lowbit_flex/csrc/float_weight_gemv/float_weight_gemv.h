@@ -55,9 +55,7 @@ inline bool problem_ok(Problem const& p) {
   X(1, "cp_n1k8", 1, 8)                     \
   X(2, "cp_n2k4", 2, 4)                     \
   X(3, "cp_n4k2", 4, 2)                     \
-  X(4, "cp_n2k2", 2, 2)                     \
-  X(5, "cp_n4k4", 4, 4)                     \
-  X(6, "cp_n1k16", 1, 16)
+  X(4, "cp_n2k2", 2, 2)
 
 LOWBIT_API int lowbit_float_weight_gemv(int config, int format, int dtype, const void* x, const void* w,
                                         const float* w_scale, const void* bias, void* out, int M, int N, int K,
