@@ -71,11 +71,11 @@ class Rule:
 # h200_run19_weight_only_ptxas.md (2026-12-02), h200_run24_cuda_weight_gemv.md and
 # h200_run37_weight_only_host_gemv.md (2026-12-03)):
 # - M <= 16 on sm_90 with the CUDA library (run 37, the CUDA GEMV with its config by N): fp8 up to M = 2 (1.40x /
-#   1.41x at M = 1 / 2; the swap-AB 16x128 tile 1.15x at M = 1, the 16x64 tile 1.30x at M = 2), fp4 up to M = 8
+#   1.41x at M = 1 / 2; the swap-AB 16x128 tile 1.20x at M = 1, the 16x64 tile 1.28x at M = 2), fp4 up to M = 8
 #   (1.73x at M = 1 against the Triton GEMV's 1.65x; 1.47x at M = 8 against the swap-AB tile's 1.34x), fp6 at M = 2-16
-#   (1.29x at M = 2 against the TMA 16-row tile's 0.95x; 0.98x against 0.95x at M = 16). fp6 at M = 1 keeps the
+#   (1.30x at M = 2 against the TMA 16-row tile's 0.96x; 0.98x against 0.95x at M = 16). fp6 at M = 1 keeps the
 #   Triton GEMV (1.40x; the CUDA GEMV 1.30x), fp8 at M = 4-16 and fp4 at M = 16 the Triton tiles (fp8 1.41x / 1.40x
-#   at M = 4, 1.46x / 1.38x at M = 8; fp4 1.34x / 1.11x at M = 16): the CUDA GEMV's bf16 decode costs ~4
+#   at M = 4, 1.46x / 1.38x at M = 8; fp4 1.35x / 1.10x at M = 16): the CUDA GEMV's bf16 decode costs ~4
 #   instructions per code pair, and M = 9..16 decodes once for two 8-token MMAs only.
 # - M = 1 without it: the 4-row, 1024-code-step GEMV for fp4 (1.65x) and fp6; fp8 the swap-AB 16x128 tile (1.24x).
 # - M <= 16 otherwise: fp8 the 16x64 tile (1.47x at M = 16), fp4 the swap-AB 16x128 tile (1.35x), fp6 the TMA 16-row
