@@ -443,6 +443,8 @@ def eager_linear(x, w, w_scale, bias, ebits: int, mbits: int) -> EagerLinear | N
     if route.backend is Backend.TMA:
         ensure_triton_allocator()
     main = plan.launch.bind(*_launch_args(route, x2, kw, w_scale, bias, out, part))
+    if main is None:
+        return None
     reduce = None
     if plan.splits > 1:
         b = part if bias is None else bias
@@ -450,7 +452,5 @@ def eager_linear(x, w, w_scale, bias, ebits: int, mbits: int) -> EagerLinear | N
         reduce = reduce.bind(part, w_scale, b, out, M, N, N, plan.splits)
         if reduce is None:
             return None
-    if main is None:
-        return None
     return EagerLinear(out_shape, x.dtype, x.device, main, reduce, parts, route.backend is Backend.TMA,
                        kw.dtype == torch.uint8)  # fmt: skip

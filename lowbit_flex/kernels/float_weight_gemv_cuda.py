@@ -93,18 +93,18 @@ def float_weight_gemv_cuda(
 
 def bound_gemv_cuda(x, w, ebits: int, mbits: int, config: str):
     """The launcher bound to this shape, format, dtype and config: ``launch(x, w, w_scale, bias, out)`` on tensors
-    with the metadata of ``x`` and ``w`` (16-byte aligned, contiguous: the caller's cache key keeps them so), on
-    the current stream of x's device. None where ``x`` or ``w`` is misaligned (:func:`launch_gemv_cuda` copies)."""
+    with the metadata of ``x`` and ``w`` (16-byte aligned, contiguous: the eager caller's cache key keeps them so),
+    on the current stream of x's device. None where ``x`` or ``w`` is misaligned (:func:`launch_gemv_cuda` copies)."""
     if x.data_ptr() % 16 or w.data_ptr() % 16:
         return None
-    M, K = x.shape
+    (M, K), N = x.shape, w.shape[0]
     fn, device = _launcher(), x.device.index
     fixed = (_CONFIG_INDEX[config], FORMAT_CODE[ebits, mbits], OUT_DTYPE_CODE[x.dtype])
     get_stream = torch._C._cuda_getCurrentRawStream
 
     def launch(x, w, w_scale, bias, out) -> None:
         status = fn(*fixed, x.data_ptr(), w.data_ptr(), w_scale.data_ptr(), None if bias is None else bias.data_ptr(),
-                    out.data_ptr(), M, w.shape[0], K, get_stream(device))  # fmt: skip
+                    out.data_ptr(), M, N, K, get_stream(device))  # fmt: skip
         if status:
             cuda_build.check_status(status, f"float weight GEMV {config}")
 
@@ -113,15 +113,7 @@ def bound_gemv_cuda(x, w, ebits: int, mbits: int, config: str):
 
 def launch_gemv_cuda(x, w, w_scale, bias, ebits, mbits, config) -> torch.Tensor:
     """One ``ctypes`` call of the launcher on validated, contiguous CUDA tensors."""
-    M, K = x.shape
-    N = w.shape[0]
-    out = torch.empty((M, N), dtype=x.dtype, device=x.device)
+    out = torch.empty((x.shape[0], w.shape[0]), dtype=x.dtype, device=x.device)
     x, w = aligned16(x), aligned16(w)  # (a copy where a view is misaligned; held until the launch is enqueued)
-    status = _launcher()(
-        _CONFIG_INDEX[config], FORMAT_CODE[ebits, mbits], OUT_DTYPE_CODE[x.dtype], x.data_ptr(), w.data_ptr(),
-        w_scale.data_ptr(), None if bias is None else bias.data_ptr(), out.data_ptr(), M, N, K,
-        torch._C._cuda_getCurrentRawStream(x.device.index),
-    )  # fmt: skip
-    if status:
-        cuda_build.check_status(status, f"float weight GEMV {config}")
+    bound_gemv_cuda(x, w, ebits, mbits, config)(x, w, w_scale, bias, out)
     return out
