@@ -87,11 +87,10 @@ def _decode_candidates(M: int) -> dict:
     """Every decode kernel config that can take M rows, as ``f(x, layer)`` (so one run picks the dispatch table's
     decode rows): the dp4a GEMV quantizing x itself (``gemv``) or after the quantizer kernel (``quant+gemv``), the
     Triton tensor-core GEMV after the quantizer (its fused form lost everywhere in the H200 run of 2026-12-01), and
-    the CUDA GEMV quantizing x itself (``cuda``, M = 1: fused, it lost at M = 4 and 8 in the H200 run of
-    2026-12-02) or after the quantizer (``quant+cuda``)."""
+    the CUDA GEMV quantizing x itself (``cuda``, M <= 8) or after the quantizer (``quant+cuda``)."""
     from lowbit_flex.kernels.s8s4_decode import DECODE_CONFIGS, s8s4_decode_triton
     from lowbit_flex.kernels.s8s4_gemv import GEMV_CONFIGS, GEMV_MAX_M, s8s4_gemv_triton
-    from lowbit_flex.kernels.w4a8_gemv_cuda import GEMV_CUDA_CONFIGS, s8s4_gemv_cuda
+    from lowbit_flex.kernels.w4a8_gemv_cuda import GEMV_CUDA_CONFIGS, MAX_FUSED_M, s8s4_gemv_cuda
     from lowbit_flex.kernels.w4a8_gemv_cuda import MAX_M as CUDA_MAX_M
 
     out = {}
@@ -109,7 +108,7 @@ def _decode_candidates(M: int) -> dict:
         )
     if torch.cuda.get_device_capability() >= (8, 0) and M <= CUDA_MAX_M:  # the CUDA GEMV (needs the library)
         for name in GEMV_CUDA_CONFIGS:
-            if M == 1:
+            if M <= MAX_FUSED_M:  # (quantized first instead where M * K is over the kernel's staging limit)
                 out[f"cuda {name}"] = lambda x, m, name=name: s8s4_gemv_cuda(
                     x, None, m.weight, m.weight_scale, None, torch.bfloat16, name
                 )

@@ -38,7 +38,7 @@ X_DTYPE_CODE = {torch.int8: 0, torch.float16: 1, torch.bfloat16: 2, torch.float3
 
 MAX_M = 16
 CHUNK_K = 128  # K values per MMA step of a warp (and the smallest scale group)
-_MAX_FUSED_M = 8
+MAX_FUSED_M = 8
 _MAX_FUSED_X_BYTES = 64 * 1024  # the int8 x rows a CTA stages in shared memory
 _MAX_K_PER_CHANNEL = 2**17  # the int32 sum of 16x the dot stays exact below this
 
@@ -53,7 +53,7 @@ def gemv_cuda_supports(M: int, K: int, group: int | None) -> bool:
 
 def fuses_quantization(M: int, K: int) -> bool:
     """Whether a float x of this shape is quantized inside the kernel (else by the quantizer kernel first)."""
-    return M <= _MAX_FUSED_M and M * K <= _MAX_FUSED_X_BYTES
+    return M <= MAX_FUSED_M and M * K <= _MAX_FUSED_X_BYTES
 
 
 @functools.cache

@@ -51,7 +51,8 @@ def check(M, N, K, group, bias, out_dtype, config):
 
 
 # M = 1..16 (one or two 8-token MMA tiles, padded columns), N ragged (rows past N clamped), K from one chunk to
-# steps where a warp's chunks run past K, groups 128 / 256 / 384 (a group spanning chunks of different steps).
+# steps where a warp's chunks run past K, groups 128 / 256 / 384 / 1024 (a group spanning chunks of different
+# steps), deep K at M = 4..6 (12-16 K values per row).
 CASES = [
     # M,  N,   K,     group, bias,  out_dtype
     (1, 9, 128, None, True, torch.bfloat16),
@@ -64,6 +65,9 @@ CASES = [
     (16, 72, 14336, None, True, torch.float16),
     (16, 17, 1024, 256, True, torch.bfloat16),
     (13, 264, 8192, 128, False, torch.bfloat16),
+    (6, 56, 12288, None, True, torch.bfloat16),
+    (5, 24, 16384, 128, False, torch.float16),
+    (4, 40, 14336, 1024, True, torch.bfloat16),  # 8 chunks per group
 ]  # fmt: skip
 
 
@@ -207,7 +211,7 @@ def test_limits_match_header():
     # The C++ launcher checks these itself (problem_ok); the Python side must route shapes by the same numbers.
     consts = {n: eval(v) for n, v in re.findall(r"constexpr int (k\w+) = ([^;]+);", HEADER.read_text())}
     assert consts["kMaxM"] == mod.MAX_M
-    assert (consts["kMaxFusedM"], consts["kMaxFusedXBytes"]) == (mod._MAX_FUSED_M, mod._MAX_FUSED_X_BYTES)
+    assert (consts["kMaxFusedM"], consts["kMaxFusedXBytes"]) == (mod.MAX_FUSED_M, mod._MAX_FUSED_X_BYTES)
     assert consts["kMaxKPerChannel"] == mod._MAX_K_PER_CHANNEL
 
 
