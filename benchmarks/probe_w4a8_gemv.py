@@ -5,9 +5,14 @@ beforehand (``int8``: the GEMV without its quantization prologue). Where the fix
     python3 -m benchmarks.probe_w4a8_gemv                      # the default launch
     LOWBIT_FLEX_PDL=1 python3 -m benchmarks.probe_w4a8_gemv    # programmatic dependent launch (sm_90): the A/B
     PROBE_CONFIGS=mma_n2k8_pf0,mma_n2k4_pf0 python3 -m ...     # a subset of configs
+    PROBE_CHAIN=1 python3 -m ...                                # each call after an elementwise kernel writing x
 
-Prints per shape every method in µs and × bf16, fastest first (the H200 numbers of 2026-12-03:
-docs/measurements/h200_run25_w4a8_pdl.md).
+``PROBE_CHAIN=1`` times what a decoder layer runs: the GEMV right after the kernel that produced its input (here an
+elementwise multiply, as a norm would be; bf16 ``F.linear`` gets the same multiply), instead of back-to-back GEMVs,
+whose predecessor is the same GEMV (the most favourable case for programmatic launch).
+
+Prints per shape every method in µs and × bf16, fastest first (the H200 numbers: docs/measurements/
+h200_run25_w4a8_pdl.md, and with ``PROBE_CHAIN=1`` h200_run38_w4a8_decode_limits.md).
 """
 
 from __future__ import annotations
@@ -24,11 +29,18 @@ SHAPES_KN = [(4096, 4096), (8192, 8192), (4096, 14336), (14336, 4096)]
 _ROTATE_BYTES = 256 << 20  # weight copies beyond the 50 MB L2
 
 
+def _after_elementwise(fn):
+    """``fn`` called on x rewritten by an elementwise kernel just before it (``PROBE_CHAIN=1``)."""
+    if os.environ.get("PROBE_CHAIN") != "1":
+        return fn
+    return lambda x, *rest: fn(x * 1.0009765625 if x.is_floating_point() else x.neg().neg(), *rest)
+
+
 def main() -> None:
     torch.manual_seed(0)
     keep = os.environ.get("PROBE_CONFIGS")
     configs = [c for c in GEMV_CUDA_CONFIGS if not keep or c in keep.split(",")]
-    print(f"LOWBIT_FLEX_PDL={os.environ.get('LOWBIT_FLEX_PDL', '0')}")
+    print(f"LOWBIT_FLEX_PDL={os.environ.get('LOWBIT_FLEX_PDL', '0')} PROBE_CHAIN={os.environ.get('PROBE_CHAIN', '0')}")
     for K, N in SHAPES_KN:
         n = max(2, min(16, _ROTATE_BYTES // (N * K // 2)))
         ws = [torch.randint(-128, 128, (N, K // 2), dtype=torch.int8, device="cuda") for _ in range(n)]
@@ -37,11 +49,14 @@ def main() -> None:
         xq = [torch.randint(-127, 128, (1, K), dtype=torch.int8, device="cuda") for _ in range(n)]
         xsc = [torch.rand(1, device="cuda") for _ in range(n)]
         wb = [torch.randn(N, K, device="cuda", dtype=torch.bfloat16) for _ in range(max(2, n // 4))]
-        row = {"bf16 F.linear": 1e3 * time_ms(torch.nn.functional.linear, *[(xs[i % n], w) for i, w in enumerate(wb)])}
+        linear = _after_elementwise(torch.nn.functional.linear)
+        row = {"bf16 F.linear": 1e3 * time_ms(linear, *[(xs[i % n], w) for i, w in enumerate(wb)])}
         for cfg in configs:
-            fused = lambda x, w, s, c=cfg: s8s4_gemv_cuda(x, None, w, s, None, torch.bfloat16, c)
+            fused = _after_elementwise(lambda x, w, s, c=cfg: s8s4_gemv_cuda(x, None, w, s, None, torch.bfloat16, c))
             row[f"{cfg} fused"] = 1e3 * time_ms(fused, *[(xs[i], ws[i], sc[i]) for i in range(n)])
-            given = lambda x, s_x, w, s, c=cfg: s8s4_gemv_cuda(x, s_x, w, s, None, torch.bfloat16, c)
+            given = _after_elementwise(
+                lambda x, s_x, w, s, c=cfg: s8s4_gemv_cuda(x, s_x, w, s, None, torch.bfloat16, c)
+            )
             row[f"{cfg} int8"] = 1e3 * time_ms(given, *[(xq[i], xsc[i], ws[i], sc[i]) for i in range(n)])
         print(f"K={K} N={N}: int4 weight {N * K / 2e6:.1f} MB")
         for k, v in sorted(row.items(), key=lambda kv: kv[1]):
