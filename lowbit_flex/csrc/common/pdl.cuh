@@ -2,11 +2,10 @@
 // before it in the stream finishes, and warm L2 with its first weight bytes meanwhile, so a layer's launch and DRAM
 // ramp-up overlap the previous kernel's tail instead of following it.
 //
-// Why opt-in: on the H200 (run 25) it made back-to-back W4A8 GEMVs at M = 1 1.09-1.27x faster than the same build
-// without it, but that build without it ran 9-24 % slower than the previous build did in an earlier run (the early
-// L2 prefetch with nothing to overlap is the suspect), and layers after the quantizer kernel (M = 4) ran 3-18 %
-// slower than in that earlier run. Until one run measures all three (docs/measurements/h200_run25_w4a8_pdl.md),
-// the default path is the measured one: no attribute, no prefetch.
+// Why opt-in: on the H200 it made back-to-back W4A8 GEMVs at M = 1 1.09-1.27x faster (run 25), but a GEMV right
+// after an elementwise kernel that writes its x, what follows a norm in a model, 17-22 % slower on every shape and
+// scale kind (run 38, docs/measurements/h200_run38_w4a8_decode_limits.md). The default path is the measured one:
+// no attribute, no prefetch.
 //
 // The rule that keeps it exact: before pdl_wait() a kernel only issues L2 prefetches (which never return data to
 // it: L2 is the point of coherence, so a byte the previous kernel is still writing is never read stale). Every
