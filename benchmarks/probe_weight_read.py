@@ -1,6 +1,7 @@
 """The read ceiling of a decode GEMV: how fast the H200 streams a packed (N, K/2) weight with the W4A8 GEMV's access
 pattern and with alternatives, reading only (``benchmarks/probe_weight_read.cu``, built here with nvcc), next to
-bf16 ``F.linear`` on the same shape. CUDA-graph medians, weights rotated past L2.
+bf16 ``F.linear`` on the same shape. CUDA-graph medians, weights rotated past L2. Hopper (sm_90) only: the TMA
+patterns use its bulk copies.
 
     python3 -m benchmarks.probe_weight_read
 
