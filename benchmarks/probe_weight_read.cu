@@ -107,7 +107,7 @@ __global__ void __launch_bounds__(512, 1) read_tma(const uint8_t* w, int N, int 
   if (threadIdx.x == 0)
     for (int i = 0; i < STAGES && i < items; ++i) issue(i);
   uint32_t acc = 0;
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int lane = threadIdx.x & 31;
   for (int item = 0; item < items; ++item) {
     const int st = item % STAGES;
     const uint32_t parity = (item / STAGES) & 1;
@@ -129,7 +129,6 @@ __global__ void __launch_bounds__(512, 1) read_tma(const uint8_t* w, int N, int 
       issue(item + STAGES);
     }
   }
-  (void)warp;
   sink[blockIdx.x * blockDim.x + threadIdx.x] = acc;
 }
 

@@ -52,7 +52,7 @@ def check(M, N, K, group, bias, out_dtype, config):
 
 # M = 1..16 (one or two 8-token MMA tiles, padded columns), N ragged (rows past N clamped), K from one chunk to
 # steps where a warp's chunks run past K, groups 128 / 256 / 384 / 1024 (a group spanning chunks of different
-# steps), deep K at M = 4..6 (12-16 K values per row).
+# steps), deep K (12288-16384) at M = 4..6.
 CASES = [
     # M,  N,   K,     group, bias,  out_dtype
     (1, 9, 128, None, True, torch.bfloat16),
