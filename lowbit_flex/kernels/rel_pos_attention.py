@@ -1,19 +1,20 @@
 """Flash attention with SAM's decomposed relative-position bias added to the logits in registers.
 
 One program owns ``BLOCK_M`` queries of one (batch, head) and streams the keys in blocks with an online softmax
-(fp32 statistics and accumulator; logits ``t = s * scale + bias`` in natural units, one FMA, and the exponent
-``exp2(t * log2(e) - m * log2(e))`` one more, with the row max ``m`` also in natural units). The bias
-``rel_h[i, j // k_w] + rel_w[i, j % k_w]`` never exists as an ``L x L`` tensor. Two ways to add it
+(fp32 statistics and accumulator; logits ``t = s * scale * log2(e) + bias * log2(e)`` in log2 units, one FMA with
+the bias tile pre-multiplied, and the exponent ``exp2(t - m)`` one subtraction, with the row max ``m`` in log2
+units too). The bias ``rel_h[i, j // k_w] + rel_w[i, j % k_w]`` never exists as an ``L x L`` tensor. Two ways to add it
 (:class:`Bias`), chosen per shape by :func:`pick_config` (``ROWS`` wherever a key row fits a block):
 
 * ``ROWS``: a key block is ``R = BLOCK_N // k_w`` whole rows of the key grid, packed (slot ``c`` holds row
-  ``c // k_w``, column ``c % k_w``; the last ``BLOCK_N - R * k_w`` slots are masked). Every block starts at a row
+  ``c // k_w``, column ``c % k_w``; the last ``BLOCK_N - R * k_w`` slots are padding). Every block starts at a row
   boundary, so slot ``c`` always holds key-grid column ``c % k_w``: the ``rel_w`` tile is loaded once per program
-  and reused for every block. SAM's 64 x 64 global attention is ``R = 1`` with no padding: no masks, no extra
-  tensor-core work. With one row per block the ``rel_h`` term is one value per query row, so it joins the row
-  max and the exponent's per-row offset instead of every logit: the bias costs one FMA per logit in place of the
-  scale's multiply. With ``R > 1`` the ``rel_h`` column of each slot's row is selected (``R <= 4``) or gathered
-  from the rows (more rows: grids narrower than a quarter block) and added per logit.
+  (fp32, log2 units, ``-inf`` in the padding slots, so the logits need no mask of their own) and reused for every
+  block. SAM's 64 x 64 global attention is ``R = 1`` with no padding: no masks, no extra tensor-core work. With one
+  row per block the ``rel_h`` term is one value per query row (loaded a block ahead), so it joins the row max and
+  the exponent's per-row offset instead of every logit: the bias costs one FMA per logit in place of the scale's
+  multiply. With ``R > 1`` the ``rel_h`` column of each slot's row is selected (``R <= 4``) or gathered from the
+  rows (more rows: grids narrower than a quarter block) and added per logit.
 * ``ONEHOT`` (any grid; the default only for key rows wider than 128 slots): the bias tile is one small matmul on
   the tensor cores, ``[rel_h | rel_w] @ [onehot(j // k_w); onehot(j % k_w)]``: the two tables side by side along
   the reduction dim (``k_h + k_w`` columns padded to a power of two), the one-hot matrix built from the key indices
@@ -181,10 +182,13 @@ def _rel_pos_attention_kernel(
     BIAS: tl.constexpr, KC: tl.constexpr, H_WINDOW: tl.constexpr,
     MASK_N: tl.constexpr, MASK_M: tl.constexpr, PAD_D: tl.constexpr, PAD_D1: tl.constexpr,
     OUT_LHD: tl.constexpr, TMA: tl.constexpr, DOT_PRECISION: tl.constexpr, UPCAST: tl.constexpr,
+    LOGIT_MASK: tl.constexpr,
 ):  # fmt: skip
     # Inductor passes a Python float as fp64 where the GPU has fp64 (Triton's JIT: fp32); fp64 would spread to the
     # logits and break the fp32 accumulator's dot.
     sm_scale = tl.cast(sm_scale, tl.float32)
+    # Logits, bias terms and the row max in log2 units: the exponent is one subtraction per logit.
+    qk_scale = sm_scale * _LOG2E
     # Query blocks of one (batch, head) are consecutive programs, so they share K/V in L2.
     pid = tl.program_id(0)
     pid_m = pid % num_m_blocks
@@ -219,10 +223,17 @@ def _rel_pos_attention_kernel(
         slot_row = offs_c // K_W
         slot_col = offs_c - slot_row * K_W
         slot_ok = slot_row < R
-        # Kept in the input dtype (half the registers of fp32; exact) and widened per block: ptxas showed the
-        # fp32 tile pushing the D = 80 configs into spills. The widening is an integer shift, off the FP32 pipe.
+        # In fp32 and log2 units, with -inf in the padding slots: each block's logits are then one FMA
+        # s * qk_scale + rel_w (plus the rel_h terms) and need no mask of their own. H200, run 39, against a bf16
+        # tile widened every block and a select per logit: SAM's D = 64 windows 5 % faster, a 48 x 40 grid 5.5 %,
+        # D = 80 windows and global attention unchanged (the same registers: ptxas 141 vs 143 at D = 64).
         rel_w_tile = _load_tile(rw_rows[:, None] + slot_col[None, :], m_ok, slot_ok, MASK_M, R * K_W != BLOCK_N)
+        rel_w_tile = rel_w_tile.to(tl.float32) * _LOG2E
+        if R * K_W != BLOCK_N:
+            rel_w_tile = tl.where(slot_ok[None, :], rel_w_tile, float("-inf"))
         num_blocks = tl.cdiv(K_H, R)
+        if R == 1:  # the first block's rel_h column; each block loads the next one's (see the loop)
+            rh_next = _load_col(rh_rows, m_ok, True, MASK_M)
     else:
         num_blocks = tl.cdiv(L, BLOCK_N)
     if BIAS == 2:  # ONEHOT: reduction column t is rel_h row (window) t for t < KH_USED, else rel_w column t - KH_USED
@@ -240,7 +251,7 @@ def _rel_pos_attention_kernel(
                 other=0.0,
             )
 
-    m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)  # running row max of the logits, natural units
+    m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)  # running row max of the logits (log2 units)
     l_i = tl.zeros([BLOCK_M], tl.float32)
     acc = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
     if BLOCK_D1 > 0:
@@ -266,23 +277,25 @@ def _rel_pos_attention_kernel(
         # row_bias: a per-row term of the logits kept out of the tile (ROWS with one key row per block: rel_h).
         row_bias = tl.zeros([BLOCK_M], tl.float32)
         if BIAS == 0:
-            t = s * sm_scale
+            t = s * qk_scale
         elif BIAS == 1:
-            bias = rel_w_tile.to(tl.float32)
-            if R == 1:
-                row_bias = _load_col(rh_rows + blk, m_ok, True, MASK_M).to(tl.float32)
+            if R == 1:  # rel_h is one value per query row: it joins the row max and the exponent's offset
+                row_bias = rh_next.to(tl.float32) * _LOG2E
+                # Loaded a block ahead, so its latency hides behind this block's work (H200, run 39: global
+                # attention at D = 64 2.4-2.6 % faster than loading each block's column where it is used).
+                rh_next = _load_col(rh_rows + blk + 1, m_ok, blk + 1 < K_H, True)
+                t = tl.fma(s, qk_scale, rel_w_tile)
             elif R <= MAX_SELECTED_ROWS:  # the rel_h column of each slot's key row, R - 1 selects per logit
-                col = _load_col(rh_rows + blk * R, m_ok, True, MASK_M).to(tl.float32)
+                col = _load_col(rh_rows + blk * R, m_ok, True, MASK_M).to(tl.float32) * _LOG2E
                 rel_h_tile = col[:, None]
                 for r in tl.static_range(1, R):  # the first row of a block is valid, the others where k_h allows
                     col = _load_col(rh_rows + blk * R + r, m_ok, blk * R + r < K_H, MASK_M or K_H % R != 0)
-                    rel_h_tile = tl.where((slot_row == r)[None, :], col.to(tl.float32)[:, None], rel_h_tile)
-                bias += rel_h_tile
+                    rel_h_tile = tl.where((slot_row == r)[None, :], (col.to(tl.float32) * _LOG2E)[:, None], rel_h_tile)
+                t = tl.fma(s, qk_scale, rel_w_tile + rel_h_tile)
             else:  # narrow grids: gather each slot's rel_h (the program's rel_h rows stay in L1)
-                key_row = tl.minimum(blk * R + slot_row, K_H - 1)  # padding slots read a valid row, masked below
+                key_row = tl.minimum(blk * R + slot_row, K_H - 1)  # padding slots read a valid row (tile: -inf)
                 rel_h_tile = _load_tile(rh_rows[:, None] + key_row[None, :], m_ok, n_ok, MASK_M, False)
-                bias += rel_h_tile.to(tl.float32)
-            t = tl.fma(s, sm_scale, bias)
+                t = tl.fma(s, qk_scale, tl.fma(rel_h_tile.to(tl.float32), _LOG2E, rel_w_tile))
         else:
             key_row = offs_n // K_W
             key_col = offs_n - key_row * K_W
@@ -300,13 +313,13 @@ def _rel_pos_attention_kernel(
             )
             # Through fp32: the interpreter casts a boolean to bf16 as raw bits.
             onehot = tl.where(hit, 1.0, 0.0).to(rel_cat.dtype)
-            t = tl.fma(s, sm_scale, dot_acc(rel_cat, onehot, None, UPCAST, DOT_PRECISION))
-        if MASK_N:
+            t = tl.fma(dot_acc(rel_cat, onehot, None, UPCAST, DOT_PRECISION), _LOG2E, s * qk_scale)
+        if LOGIT_MASK:
             t = tl.where(n_ok[None, :], t, float("-inf"))
         # Every block holds at least one valid key (blocks start below L), so m_new is finite.
         m_new = tl.maximum(m_i, tl.max(t, axis=1) + row_bias)
-        alpha = tl.math.exp2((m_i - m_new) * _LOG2E)
-        p = tl.math.exp2(tl.fma(t, _LOG2E, ((row_bias - m_new) * _LOG2E)[:, None]))
+        alpha = tl.math.exp2(m_i - m_new)
+        p = tl.math.exp2(t + (row_bias - m_new)[:, None])
         l_i = l_i * alpha + tl.sum(p, axis=1)
         # Masked slots have p = 0; with TMA their v rows are another key's (finite unless v is not) or zeros.
         if TMA:
@@ -356,9 +369,11 @@ def _launch_plan(
         block_n = max(block_n, triton.next_power_of_2(k_w))  # at least one whole key row per block
         rows = block_n // k_w
         mask_n = rows * k_w != block_n or k_h % rows != 0
+        # The logits need the mask for keys past L; the padding slots' -inf can come from the rel_w tile instead.
+        logit_mask = k_h % rows != 0
         key_blocks = triton.cdiv(k_h, rows)
     else:
-        mask_n = L % block_n != 0
+        mask_n = logit_mask = L % block_n != 0
         key_blocks = triton.cdiv(L, block_n)
     # Measured on the H200 (Triton 3.6): where the key loop is not software-pipelined (one key block, or one stage)
     # the split head dim's second accumulator came out wrong (relative error 0.4-0.5: a 1 x 37 grid at D = 80 with
@@ -380,6 +395,7 @@ def _launch_plan(
         MASK_N=mask_n, MASK_M=L % block_m != 0, PAD_D=block_d1 == 0 and block_d != D,
         PAD_D1=block_d1 > 0 and block_d + block_d1 != D, OUT_LHD=out_lhd, TMA=tma,
         DOT_PRECISION="ieee" if dtype == torch.float32 else "tf32", UPCAST=triton_interpreting(),
+        LOGIT_MASK=logit_mask,
         num_warps=cfg.num_warps, num_stages=cfg.num_stages,
     )  # fmt: skip
     return PlanLaunch(_rel_pos_attention_kernel, (triton.cdiv(L, block_m) * B * H,), meta, tensors=6)
