@@ -16,7 +16,7 @@ from torch.nn.attention.flex_attention import flex_attention
 import lowbit_flex  # noqa: F401
 from benchmarks.harness import Bench
 from lowbit_flex.score_mods._rel_pos_layout import normalize_rel_pos
-from lowbit_flex.score_mods.rel_pos_bias import _DEFAULT_FORMULATION, _build, _Formulation
+from lowbit_flex.score_mods.rel_pos_bias import _DEFAULT_FORMULATION, _build, _Formulation, rel_pos_kernel_options
 from lowbit_flex.testing import rel_error
 
 # name, (B, H, k_h, k_w, D): L = k_h * k_w. SAM's encoders: global blocks attend over the 64 x 64 token grid,
@@ -47,8 +47,11 @@ def _sdpa_no_bias(q, k, v, rel_h, rel_w):
 
 
 def _flex(formulation: _Formulation):
-    def attend(q, k, v, rel_h, rel_w):  # construction inside: its cost (e.g. COMBINED's copy) is timed too
-        return flex_attention(q, k, v, score_mod=_build(normalize_rel_pos(rel_h, rel_w), formulation))
+    def attend(q, k, v, rel_h, rel_w):  # construction inside: its cost is timed too
+        score_mod = _build(normalize_rel_pos(rel_h, rel_w), formulation)
+        return flex_attention(
+            q, k, v, score_mod=score_mod, kernel_options=rel_pos_kernel_options(q.shape[3], q.shape[2])
+        )
 
     return torch.compile(attend, dynamic=False)
 

@@ -28,7 +28,7 @@ from torch.nn.attention.flex_attention import _score_mod_signature, flex_attenti
 from benchmarks.bench_rel_pos_attention import SHAPES, _inputs, _reference_f64, _sdpa_bias
 from benchmarks.harness import Bench
 from lowbit_flex.score_mods._rel_pos_layout import RelPos, normalize_rel_pos
-from lowbit_flex.score_mods.rel_pos_bias import _DEFAULT_FORMULATION, _build, _Formulation
+from lowbit_flex.score_mods.rel_pos_bias import _DEFAULT_FORMULATION, _build, _Formulation, rel_pos_kernel_options
 from lowbit_flex.testing import rel_error
 
 # SAM's global and window shapes, and a key grid that is neither square nor a power of two wide (48 x 40).
@@ -47,6 +47,7 @@ class _Variant:
     formulation: _Formulation = _DEFAULT_FORMULATION
     table_dtype: torch.dtype | None = None  # None: rel_h's dtype (bf16 here)
     combined: bool = False  # one (B, H, L, k_h + k_w) table instead of two
+    recommended: bool = False  # kernel_options: lowbit_flex.score_mods.rel_pos_kernel_options(D, L)
 
     @property
     def prescaled(self) -> bool:
@@ -70,14 +71,18 @@ def variants(quick: bool) -> list[_Variant]:
     and 64 x 64 w4 s3 at D = 80 (its table has no 80; 2.11's may differ); the tiles here are the fused kernel's
     measured best on the H200 (64 x 64 w4 s3 global, 128 x 64 w8 s3 windows)."""
     default = _Variant("default")
+    recommended = _Variant("rel_pos_kernel_options", recommended=True)
     flash = _Variant("FLASH backend", {"BACKEND": "FLASH"})
     if quick:
-        return [default, _tile(64, 64, 4, 3), flash]
+        return [default, recommended, flash]
     return [
         default,
-        _tile(64, 64, 4, 3),
+        recommended,
+        _tile(64, 32, 4, 3),
+        _tile(64, 64, 4, 2),
         _tile(128, 64, 8, 3),
         _Variant("PRESCALE_QK, tables x log2(e)", {"PRESCALE_QK": True}),
+        _Variant("M64 N64 w4 s3, PRESCALE_QK", {**rel_pos_kernel_options(64, 4096), "PRESCALE_QK": True}),
         flash,
         *(_Variant(f"formulation {f.value}", formulation=f) for f in _Formulation if f is not _DEFAULT_FORMULATION),
         _Variant("tables float32", table_dtype=torch.float32),
@@ -114,10 +119,12 @@ def _score_mod(variant: _Variant, tables: tuple[torch.Tensor, ...], k_h: int, k_
 
 def method(variant: _Variant, *, in_graph: bool) -> Callable:
     """``fn(q, k, v, rel_h, rel_w)``: the tables prepared inside the compiled graph, or eagerly before it."""
-    options = dict(variant.kernel_options) or None
 
     def attend(q, k, v, tables, k_h, k_w):
-        return flex_attention(q, k, v, score_mod=_score_mod(variant, tables, k_h, k_w), kernel_options=options)
+        options = (
+            rel_pos_kernel_options(q.shape[3], q.shape[2]) if variant.recommended else dict(variant.kernel_options)
+        )
+        return flex_attention(q, k, v, score_mod=_score_mod(variant, tables, k_h, k_w), kernel_options=options or None)
 
     if in_graph:
 

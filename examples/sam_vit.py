@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lowbit_flex.ops import rel_pos_attention
-from lowbit_flex.score_mods import rel_pos_bias, sam_rel_pos
+from lowbit_flex.score_mods import rel_pos_bias, rel_pos_kernel_options, sam_rel_pos
 
 
 class AttnImpl(enum.Enum):
@@ -73,7 +73,8 @@ class Attention(nn.Module):
         else:
             from torch.nn.attention.flex_attention import flex_attention
 
-            out = flex_attention(q, k, v, score_mod=rel_pos_bias(rel_h, rel_w))
+            options = rel_pos_kernel_options(self.head_dim, n)
+            out = flex_attention(q, k, v, score_mod=rel_pos_bias(rel_h, rel_w), kernel_options=options)
         return self.proj(out.transpose(1, 2).reshape(b, gh, gw, c))
 
 

@@ -73,6 +73,38 @@ def rel_pos_bias(rel_h: torch.Tensor, rel_w: torch.Tensor, *, num_heads: int | N
     return _build(normalize_rel_pos(rel_h, rel_w, num_heads=num_heads), _DEFAULT_FORMULATION)
 
 
+# FlexAttention tiles for this score_mod, keyed by "L <= 256" (SAM's 14 x 14 windows), from the H200 sweep of
+# benchmarks/bench_rel_pos_score_mod.py (torch 2.11, bf16, D = 64; docs/rel_pos_attention.md, run 39). Without
+# options the template's tiles ran vit_b global attention in 5.72 ms (2.2x slower than compiled SDPA with the
+# materialised bias), SAM's windows in 1.96 ms and a 48 x 40 grid in 0.74 ms; these tiles: 2.41, 0.41 and 0.32 ms.
+# At D = 80 the defaults are these tiles already (7.32 ms either way). Head dims past 128 keep FlexAttention's own
+# choice (unmeasured; three stages of D = 256 keys and values would not fit an A100's shared memory).
+# PRESCALE_QK is left out although it was faster still (1.81 ms global): the score_mod then sees logits in log2
+# units and needs tables times log2(e), which is right only where the Triton template runs; FlexAttention's eager
+# and CPU paths ignore the option and would add a bias 1.44x too large.
+_KERNEL_OPTIONS = {
+    False: {"BLOCK_M": 64, "BLOCK_N": 64, "num_warps": 4, "num_stages": 3},
+    True: {"BLOCK_M": 64, "BLOCK_N": 32, "num_warps": 4, "num_stages": 3},
+}
+_KERNEL_OPTIONS_MAX_HEAD_DIM = 128
+_SHORT_SEQ = 256
+
+
+def rel_pos_kernel_options(head_dim: int, seq_len: int) -> dict:
+    """``kernel_options`` for ``flex_attention(q, k, v, score_mod=rel_pos_bias(...), kernel_options=...)`` with
+    ``q`` of shape ``(B, H, seq_len, head_dim)``: the tiles measured fastest for this score_mod on an H200 (each
+    logit gathers two bias terms, which FlexAttention's default tiles pay for in registers). They only change speed:
+    the result is the same with or without them, on every backend. A new dict per call; empty (FlexAttention's own
+    choice) past ``head_dim`` 128."""
+    for name, value in (("head_dim", head_dim), ("seq_len", seq_len)):
+        # SymInt: q.shape under torch.compile with dynamic shapes (the comparisons below then guard on it).
+        if not isinstance(value, (int, torch.SymInt)) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{name}: expected a positive int, got {value!r}")
+    if head_dim > _KERNEL_OPTIONS_MAX_HEAD_DIM:
+        return {}
+    return dict(_KERNEL_OPTIONS[seq_len <= _SHORT_SEQ])
+
+
 def check_rel_pos_inputs(
     q: torch.Tensor, k: torch.Tensor, rel_h: torch.Tensor, rel_w: torch.Tensor, *, num_heads: int | None = None
 ) -> None:

@@ -3,7 +3,7 @@ import torch
 from attn_gym.masks import generate_sliding_window
 from torch.nn.attention.flex_attention import and_masks, create_block_mask, flex_attention
 
-from lowbit_flex.score_mods import check_rel_pos_inputs, rel_pos_bias
+from lowbit_flex.score_mods import check_rel_pos_inputs, rel_pos_bias, rel_pos_kernel_options
 from lowbit_flex.score_mods._rel_pos_layout import normalize_rel_pos
 from lowbit_flex.score_mods.rel_pos_bias import _build, _Formulation
 from lowbit_flex.testing import assert_rel_error
@@ -84,6 +84,38 @@ def test_compiled_bf16_batch1_composed_matches_float64():
     out = _compiled_flex(*args, **kwargs)
     assert out.dtype == torch.bfloat16
     assert_rel_error(out, ref, 1e-2)
+
+
+def test_kernel_options_table_and_bad_arguments():
+    """Windows (L <= 256) and longer grids take their measured tiles; head dims past 128 take FlexAttention's own;
+    each call returns a new dict (FlexAttention may add keys to the one it is given)."""
+    window, grid = rel_pos_kernel_options(64, 196), rel_pos_kernel_options(80, 4096)
+    assert window == {"BLOCK_M": 64, "BLOCK_N": 32, "num_warps": 4, "num_stages": 3}
+    assert grid == {"BLOCK_M": 64, "BLOCK_N": 64, "num_warps": 4, "num_stages": 3}
+    assert rel_pos_kernel_options(64, 257) == grid and rel_pos_kernel_options(128, 256) == window
+    assert rel_pos_kernel_options(256, 4096) == {}
+    window["BLOCK_N"] = 128
+    assert rel_pos_kernel_options(64, 196)["BLOCK_N"] == 32
+    for args, match in [
+        ((0, 196), "head_dim"),
+        ((64.0, 196), "head_dim"),
+        ((64, True), "seq_len"),
+        ((64, -1), "seq_len"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            rel_pos_kernel_options(*args)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("k_h, k_w", [(14, 14), (6, 48)])
+def test_compiled_with_kernel_options_matches_float64(k_h, k_w):
+    """The compiled score_mod under the recommended options (on CUDA: those tiles; on CPU FlexAttention's C++
+    template ignores them), a window and a longer grid, bf16, against float64."""
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    q, k, v, rh, rw = (t.to(device, torch.bfloat16) for t in _inputs(b=1, h=2, k_h=k_h, k_w=k_w, d=64))
+    options = rel_pos_kernel_options(q.shape[3], q.shape[2])
+    out = _compiled_flex(q, k, v, score_mod=rel_pos_bias(rh, rw), kernel_options=options)
+    assert_rel_error(out, _attention_f64(q, k, v, _bias_f64(rh, rw)), 1e-2)
 
 
 class _SamAttention(torch.nn.Module):
