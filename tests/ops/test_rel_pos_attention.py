@@ -178,11 +178,13 @@ def test_head_dim_splits_only_in_pipelined_loops():
 
 @needs_kernel
 @pytest.mark.parametrize("k_h, k_w, d, m, n, bias, split", [
-    (14, 14, 64, 32, 32, "ROWS", True),  # 2 packed rows (28 of 32 slots) per block: 7 blocks
-    (14, 14, 16, 32, 64, "ROWS", True),  # 4 rows per block, k_h % 4 != 0: the last block holds rows 12, 13 only
+    (14, 14, 64, 32, 32, "ROWS", True),  # 2 packed rows (28 of 32 slots; the rel_w tile's -inf masks 4) per block
+    (14, 14, 16, 32, 64, "ROWS", True),  # 4 rows per block, k_h % 4 != 0: the last block's rows 14, 15 (past L)
+    # are masked per logit
     (5, 7, 80, 16, 16, "ROWS", True),  # 2 rows, 14 of 16 slots per block; head dim split 64 + 16
     (5, 40, 64, 32, 128, "ROWS", True),  # 3 rows of 40 per 128-slot block (the 48 x 40 layout), last block 2 rows
-    (6, 40, 64, 64, 64, "ROWS", True),  # one row per block, 40 of 64 slots: rel_h in the row max
+    (6, 40, 64, 64, 64, "ROWS", True),  # one row per block, 40 of 64 slots: rel_h in the row max, loaded a block
+    # ahead (the last block's load past k_h masked)
     (12, 3, 16, 16, 32, "ROWS", True),  # 10 rows per block: rel_h gathered per slot; last block 2 rows
     (37, 1, 16, 16, 16, "ROWS", True),  # a 37 x 1 grid: 16 rows per block, gathered
     (14, 14, 80, 32, 32, "ONEHOT", True),  # [rel_h | rel_w] one MMA with K = 32; split head dim
@@ -200,33 +202,16 @@ def test_kernel_bias_modes_and_head_dim_tiles(monkeypatch, k_h, k_w, d, m, n, bi
 
 
 @needs_kernel
-@pytest.mark.parametrize("k_h, k_w, d, n", [
-    (14, 14, 16, 32),  # 2 rows (28 of 32 slots) per block
-    (14, 14, 16, 64),  # 4 rows per block, k_h % 4 != 0: the last block's rows 14, 15 are past L
-    (5, 40, 16, 128),  # 3 rows of 40 per 128 slots, last block 2 rows
-    (6, 40, 16, 64),  # one row per block, 40 of 64 slots
-    (12, 3, 16, 32),  # 10 rows per block: rel_h gathered per slot
-])  # fmt: skip
-def test_kernel_packed_rows_padding_and_tails(monkeypatch, k_h, k_w, d, n):
-    """Packed key rows at 32-query blocks: padding slots masked by the rel_w tile's -inf (no per-logit mask), a last
-    block whose rows run past L (the logits' own mask), and one row per block (rel_h loaded a block ahead, the
-    last block's load past k_h masked), against float64."""
-    q, k, v, rh, rw = _inputs(1, 2, k_h, k_w, d, torch.bfloat16, kernel_device())
-    out = _run_kernel_poisoned(monkeypatch, q, k, v, rh, rw, scale=0.15, config=_config(32, n, "ROWS"))
-    assert_rel_error(out, _reference_f64(q, k, v, rh, rw, 0.15), 1e-2)
-
-
-@needs_kernel
 @pytest.mark.parametrize("k_h, k_w, n", [(14, 14, 32), (6, 40, 64), (5, 40, 128)])
 def test_kernel_nan_stays_in_its_query_row(monkeypatch, k_h, k_w, n):
     """A NaN in one query row of q, and in another row's rel_h and rel_w, poisons those rows only: the padding
     slots' -inf and the rows' maxima never mix rows."""
     q, k, v, rh, rw = _inputs(1, 2, k_h, k_w, 16, torch.bfloat16, kernel_device())
+    from lowbit_flex.kernels import rel_pos_attention as mod
+
     q[0, 0, 3, 5] = float("nan")
     rh[0, 1, 7, 0] = float("nan")
     rw[0, 1, 9, k_w - 1] = float("nan")
-    from lowbit_flex.kernels import rel_pos_attention as mod
-
     # Pre-filled with a finite value (NaN is the expected result in the poisoned rows): every row is then checked
     # to be written, the poisoned ones by being NaN, the others by matching float64.
     real_empty = torch.empty_strided
