@@ -94,7 +94,10 @@ def compile_launches(arch: int, check_wgmma: bool = False) -> Iterator[Compiled]
                 signature[p.name] = _type_of(v)
                 if _divisible_by_16(v):
                     attrs[(i,)] = [["tt.divisibility", 16]]
-        compiled = triton.compile(ASTSource(self, signature, constexprs, attrs), target=target, options=options)
+        source = ASTSource
+        if getattr(self, "is_gluon", lambda: False)():  # a Gluon kernel: its source type, made in create_binder
+            from triton.experimental.gluon._runtime import GluonASTSource as source
+        compiled = triton.compile(source(self, signature, constexprs, attrs), target=target, options=options)
         out.kernels.append((self.fn.__name__, constexprs))
         # NONEMPTY_K=False: the kernel keeps its serialized WGMMAs on purpose (kernels.arch.register_a_wgmma_pipelines)
         check = check_wgmma and arch >= 90 and constexprs.get("NONEMPTY_K") is not False
@@ -104,7 +107,7 @@ def compile_launches(arch: int, check_wgmma: bool = False) -> Iterator[Compiled]
         # Triton's JIT fp32: a kernel launched from a compiled graph must compile both ways.
         floats = {name: "fp64" for name, t in signature.items() if t == "fp32"}
         if floats:
-            triton.compile(ASTSource(self, signature | floats, constexprs, attrs), target=target, options=options)
+            triton.compile(source(self, signature | floats, constexprs, attrs), target=target, options=options)
 
     capability = (arch // 10, arch % 10)
     with (

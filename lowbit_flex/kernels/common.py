@@ -44,12 +44,16 @@ class PlanLaunch:
     ``torch.export`` trace through a ``triton_op``): non-CUDA or subclass tensors (fake, functional), an active
     dispatch mode, the interpreter, or Triton launch hooks (profilers)."""
 
-    __slots__ = ("_compiled", "_constexprs", "_interpreted", "_tensors", "grid", "kernel", "meta")
+    __slots__ = ("_compiled", "_constexprs", "_interpreted", "_tensors", "grid", "kernel", "meta", "traced")
 
-    def __init__(self, kernel, grid: tuple[int, ...], meta: dict, tensors: int | None = None) -> None:
+    def __init__(
+        self, kernel, grid: tuple[int, ...], meta: dict, tensors: int | None = None, traced: PlanLaunch | None = None
+    ) -> None:
         """``tensors``: where every tensor argument comes first, their count; otherwise the key reads the positions
-        that held tensors on the first direct call."""
+        that held tensors on the first direct call. ``traced``: the plan to launch instead where only ``wrap_triton``
+        is right, for a Gluon ``kernel`` (``wrap_triton`` cannot trace one): the same arguments, a Triton kernel."""
         self.kernel, self.grid, self.meta = kernel, tuple(grid) + (1,) * (3 - len(grid)), meta
+        self.traced = traced
         # Positions of the tensor arguments (the key reads only those): the first ``tensors`` if given, else found
         # on the first direct call (a launcher passes the same argument kinds on every call of one plan).
         self._tensors: tuple[int, ...] | None = None if tensors is None else tuple(range(tensors))
@@ -62,7 +66,10 @@ class PlanLaunch:
         compiled = None if key is None else self._compiled.get(key)
         if compiled is None:
             if key is None:
-                wrap_triton(self.kernel)[self.grid](*args, **self.meta)
+                if self.traced is not None:
+                    self.traced(*args)
+                else:
+                    wrap_triton(self.kernel)[self.grid](*args, **self.meta)
                 return
             compiled = self.kernel[self.grid](*args, **self.meta)  # compiles (or finds) and launches
             if self._constexprs is None:

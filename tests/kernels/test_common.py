@@ -105,3 +105,18 @@ def test_tma_strides_ok_needs_a_unit_dim_and_16_byte_outer_strides():
     assert not tma_strides_ok((4096 * 64, 64, 2), 2, 2)  # no unit stride
     assert not tma_strides_ok((24 * 20, 20, 1), 2, 2)  # 40-byte rows
     assert tma_strides_ok((24 * 20, 20, 1), 2, 4)  # the same strides in fp32: 80-byte rows
+
+
+def test_plan_launch_hands_traced_calls_to_its_traced_plan(monkeypatch):
+    # A Gluon kernel cannot go through wrap_triton: where only wrap_triton is right (here: CPU tensors, as in a
+    # trace's fake ones), a plan with a traced plan launches that one, with the same arguments, and nothing else.
+    from lowbit_flex.kernels import common
+
+    calls = []
+    traced = lambda *args: calls.append(args)
+    monkeypatch.setattr(common, "wrap_triton", lambda k: pytest.fail("wrap_triton called with a traced plan set"))
+    plan = common.PlanLaunch(object(), (1,), {}, tensors=1, traced=traced)
+    x = torch.ones(3)
+    plan(x, 7)
+    assert len(calls) == 1 and calls[0][0] is x and calls[0][1] == 7
+    assert plan.bind(x, 7) is None  # an eager caller then keeps the op's body, which takes this path
