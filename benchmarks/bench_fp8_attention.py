@@ -141,20 +141,24 @@ def _flex_descale_table(bench: Bench, L: int):
 
 
 def _config_sweep(bench: Bench, Ls) -> None:
-    """The kernel (on the one pass's Q/K/V) with each config, TMA off and on, against
-    ``pick_config``'s choice (a fixed rule, no autotuning: this table is what the rule is checked against)."""
+    """The kernel (on the one pass's Q/K/V) with each config, TMA off and on, and the Gluon sm_90 kernel's configs,
+    against ``pick_config``'s choice (a fixed rule, no autotuning: this table is what the rule is checked against)."""
     from lowbit_flex.kernels.fp8_attention import CONFIGS, fp8_attention_triton, pick_config
 
     table = bench.table(f"fp8_attention kernel: launch configs, B={B} H={H} D={D}", baseline="rule")
-    label = lambda c: f"M{c.block_m} w{c.num_warps} s{c.num_stages}" + (" tma" if c.tma else "")
+    label = lambda c: (
+        ("gluon " if c.gluon else "")
+        + f"M{c.block_m} w{c.num_warps} s{c.num_stages}"
+        + (" tma" if c.tma and not c.gluon else "")
+    )
     for L in Ls:
         q, k, v = (torch.randn(B, H, L, D, device="cuda", dtype=torch.bfloat16) for _ in range(3))
-        chosen = pick_config(L)
         for qk, pv in (("fp8", "fp8"), ("int8", "fp16")):
+            chosen = pick_config(L, pv == "fp16")
             args = _prequantized(q, k, v, qk, pv)
             for causal in (False, True):
                 times = {}
-                for name, c in [("rule", chosen), *((label(c), c) for c in CONFIGS if c.block_m == 128)]:
+                for name, c in [("rule", chosen), *((label(c), c) for c in CONFIGS if c.tma)]:
                     fn = lambda *a, c=c, causal=causal: fp8_attention_triton(
                         *a, causal, None, torch.bfloat16, False, config=c
                     )

@@ -32,33 +32,88 @@ _LOG2E = 1.4426950408889634
 
 
 @triton.jit
+def _load_kv_block(
+    base, start_n, cols, offs_d, Lk, stride_n, stride_d, MASKED: tl.constexpr, TMA: tl.constexpr,
+    TRANSPOSED: tl.constexpr,
+):  # fmt: skip
+    """One ``(BLOCK_N, D)`` key or value tile: a TMA descriptor load (``TRANSPOSED``: a token-major ``(D, Lk)``
+    descriptor) or pointer loads, rows past ``Lk`` zero where ``MASKED``."""
+    if TMA:
+        if TRANSPOSED:
+            tile = tl.trans(base.load([0, start_n]))
+        else:
+            tile = base.load([start_n, 0])
+    else:
+        ptrs = base + cols[:, None] * stride_n + offs_d[None, :] * stride_d
+        if MASKED:
+            tile = tl.load(ptrs, mask=cols[:, None] < Lk, other=0.0)
+        else:
+            tile = tl.load(ptrs)
+    return tile
+
+
+@triton.jit
+def _softmax_step(
+    s, c, m_i, row_sum, p_mult, V_DTYPE: tl.constexpr, PV_16BIT: tl.constexpr, EXACT: tl.constexpr,
+):  # fmt: skip
+    """One key block of the online softmax on raw scores ``s`` (``c``: their scale in log2 units). Returns the PV
+    MMA's P operand, the factor ``alpha`` that rescales what was accumulated so far, the new row max and row sum.
+
+    The scale enters through the row max (max(s) * c is max(s * c): rounding is monotonic and c > 0) and the
+    exponent's FMA, s * c - m, instead of a multiply per score. The first block processed always has a visible key
+    in every row (it starts at key 0), so m_new is finite from then on and no exp2(-inf - -inf) NaN can appear."""
+    m_new = tl.maximum(m_i, tl.max(s, axis=1) * c)
+    alpha = tl.math.exp2(m_i - m_new)
+    p = tl.math.exp2(s * c - m_new[:, None])
+    row_sum = row_sum * alpha + tl.sum(p, axis=1)
+    if PV_16BIT and EXACT:
+        # Triton 3.9's interpreter truncates float32 -> bfloat16 and reads bfloat16 dot operands as integers:
+        # round P with integer RNE and multiply in float32 (_pv_mma), exact for 16-bit operands.
+        p_op = round_to_16bit_grid(p, V_DTYPE)
+    elif PV_16BIT:
+        p_op = p.to(V_DTYPE)  # the accurate mode: P (<= 1) in v's dtype
+    else:
+        p_op = to_e4m3(p * p_mult, EXACT)
+    return p_op, alpha, m_new, row_sum
+
+
+@triton.jit
+def _pv_mma(acc, p_op, v, PV_16BIT: tl.constexpr, PV_FP16_ACC: tl.constexpr, EXACT: tl.constexpr):
+    """``acc + P·V`` on the tensor cores (fp32 accumulation; ``PV_FP16_ACC``: the block's product in fp16)."""
+    if PV_16BIT and EXACT:
+        return tl.dot(p_op, v.to(tl.float32), acc, input_precision="ieee")
+    if PV_FP16_ACC:
+        return acc + tl.dot(p_op, v, out_dtype=tl.float16).to(tl.float32)
+    return tl.dot(p_op, v, acc)
+
+
+@triton.jit
+def _block_p_mult(vs_base, vs_unit, start_n, stride_vsn, K_SCALE_BLOCK: tl.constexpr, P_SCALE: tl.constexpr,
+                  V_BLOCK_SCALES: tl.constexpr):  # fmt: skip
+    """What P is multiplied by before its e4m3 rounding: ``P_SCALE``, or with v block scales the block's scale in
+    units of the head's largest (acc's unit: every factor <= P_SCALE); one scalar load per block."""
+    if V_BLOCK_SCALES:
+        return tl.load(vs_base + (start_n // K_SCALE_BLOCK) * stride_vsn) * vs_unit
+    return P_SCALE + tl.zeros_like(vs_unit)
+
+
+@triton.jit
 def _attend_blocks(
     acc, row_sum, m_i, vs_unit, q, qk_scale, offs_m, k_base, v_base, ks_base, vs_base, lo, hi, Lk,
     stride_kn, stride_kd, stride_vn, stride_vd, stride_ksn, stride_vsn,
     D: tl.constexpr, BLOCK_N: tl.constexpr, K_SCALE_BLOCK: tl.constexpr, MASKED: tl.constexpr,
     CAUSAL: tl.constexpr, PV_16BIT: tl.constexpr, PV_FP16_ACC: tl.constexpr, V_BLOCK_SCALES: tl.constexpr,
     P_SCALE: tl.constexpr, EXACT: tl.constexpr, TMA: tl.constexpr, V_TOKEN_MAJOR: tl.constexpr,
+    V_DTYPE: tl.constexpr,
 ):  # fmt: skip
-    """``k_base`` / ``v_base``: pointers, or with ``TMA`` tensor descriptors (rows past ``Lk`` read as zeros)."""
+    """Key blocks ``[lo, hi)``, one after the other: QKᵀ, softmax, PV. ``k_base`` / ``v_base``: pointers, or with
+    ``TMA`` tensor descriptors (rows past ``Lk`` read as zeros)."""
     offs_n = tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, D)
     for start_n in range(lo, hi, BLOCK_N):
         cols = start_n + offs_n
-        if TMA:
-            k = k_base.load([start_n, 0])
-            if V_TOKEN_MAJOR:
-                v = tl.trans(v_base.load([0, start_n]))
-            else:
-                v = v_base.load([start_n, 0])
-        else:
-            k_ptrs = k_base + cols[:, None] * stride_kn + offs_d[None, :] * stride_kd
-            v_ptrs = v_base + cols[:, None] * stride_vn + offs_d[None, :] * stride_vd
-            if MASKED:
-                k = tl.load(k_ptrs, mask=cols[:, None] < Lk, other=0.0)
-                v = tl.load(v_ptrs, mask=cols[:, None] < Lk, other=0.0)
-            else:
-                k = tl.load(k_ptrs)
-                v = tl.load(v_ptrs)
+        k = _load_kv_block(k_base, start_n, cols, offs_d, Lk, stride_kn, stride_kd, MASKED, TMA, False)
+        v = _load_kv_block(v_base, start_n, cols, offs_d, Lk, stride_vn, stride_vd, MASKED, TMA, V_TOKEN_MAJOR)
         k_scale = tl.load(ks_base + (start_n // K_SCALE_BLOCK) * stride_ksn)
         # fp8 x fp8 -> fp32 or int8 x int8 -> int32 on the tensor cores; the block scales are two scalars.
         s = tl.dot(q, tl.trans(k)).to(tl.float32)
@@ -71,33 +126,9 @@ def _attend_blocks(
             if CAUSAL:
                 ok = ok & (offs_m[:, None] >= cols[None, :])
             s = tl.where(ok, s, float("-inf"))
-        # The scale enters through the row max (max(s) * c is max(s * c): rounding is monotonic and c > 0) and the
-        # exponent's FMA, s * c - m, instead of a multiply per score. The first block processed always has a
-        # visible key in every row (it starts at key 0), so m_new is finite from then on and no exp2(-inf - -inf)
-        # NaN can appear.
-        m_new = tl.maximum(m_i, tl.max(s, axis=1) * c)
-        alpha = tl.math.exp2(m_i - m_new)
-        p = tl.math.exp2(s * c - m_new[:, None])
-        row_sum = row_sum * alpha + tl.sum(p, axis=1)
-        p_mult = P_SCALE
-        if V_BLOCK_SCALES:
-            # acc is in units of the head's largest v block scale; a block enters through P (times vs_j / vs_max
-            # <= 1, before P's e4m3 rounding): one scalar load and multiply per block.
-            p_mult = tl.load(vs_base + (start_n // K_SCALE_BLOCK) * stride_vsn) * vs_unit
-        if PV_16BIT and EXACT:
-            # Triton 3.9's interpreter truncates float32 -> bfloat16 and reads bfloat16 dot operands as integers:
-            # round P with integer RNE and multiply in float32, exact for 16-bit operands (8 + 8 or 11 + 11 bits).
-            p16 = round_to_16bit_grid(p, v.dtype)
-            acc = tl.dot(p16, v.to(tl.float32), acc * alpha[:, None], input_precision="ieee")
-        elif PV_16BIT:
-            # The accurate mode: v is the unquantized bf16/fp16 tensor and P (<= 1) is cast to its dtype.
-            acc = tl.dot(p.to(v.dtype), v, acc * alpha[:, None])
-        elif PV_FP16_ACC:
-            p8 = to_e4m3(p * p_mult, EXACT)
-            acc = acc * alpha[:, None] + tl.dot(p8, v, out_dtype=tl.float16).to(tl.float32)
-        else:
-            acc = tl.dot(to_e4m3(p * p_mult, EXACT), v, acc * alpha[:, None])
-        m_i = m_new
+        p_mult = _block_p_mult(vs_base, vs_unit, start_n, stride_vsn, K_SCALE_BLOCK, P_SCALE, V_BLOCK_SCALES)
+        p_op, alpha, m_i, row_sum = _softmax_step(s, c, m_i, row_sum, p_mult, V_DTYPE, PV_16BIT, EXACT)
+        acc = _pv_mma(acc * alpha[:, None], p_op, v, PV_16BIT, PV_FP16_ACC, EXACT)
     return acc, row_sum, m_i
 
 
@@ -164,17 +195,18 @@ def _fp8_attention_fwd(
     if CAUSAL:
         full_end = tl.minimum(full_end, ((m0 + 1) // BLOCK_N) * BLOCK_N)
         hi = tl.minimum(hi, m0 + BLOCK_M)
+    V_DTYPE: tl.constexpr = V.dtype.element_ty
     acc, row_sum, m_i = _attend_blocks(
         acc, row_sum, m_i, vs_unit, q, qk_scale, offs_m, k_base, v_base, ks_base, vs_base, 0, full_end, Lk,
         stride_kn, stride_kd, stride_vn, stride_vd, stride_ksn, stride_vsn,
         D, BLOCK_N, K_SCALE_BLOCK, False, CAUSAL, PV_16BIT, PV_FP16_ACC, V_BLOCK_SCALES, P_SCALE, EXACT,
-        TMA, V_TOKEN_MAJOR,
+        TMA, V_TOKEN_MAJOR, V_DTYPE,
     )  # fmt: skip
     acc, row_sum, m_i = _attend_blocks(
         acc, row_sum, m_i, vs_unit, q, qk_scale, offs_m, k_base, v_base, ks_base, vs_base, full_end, hi, Lk,
         stride_kn, stride_kd, stride_vn, stride_vd, stride_ksn, stride_vsn,
         D, BLOCK_N, K_SCALE_BLOCK, True, CAUSAL, PV_16BIT, PV_FP16_ACC, V_BLOCK_SCALES, P_SCALE, EXACT,
-        TMA, V_TOKEN_MAJOR,
+        TMA, V_TOKEN_MAJOR, V_DTYPE,
     )  # fmt: skip
     if PV_16BIT:
         out = acc / row_sum[:, None]  # VS is a placeholder: a 16-bit v has no scale
@@ -191,10 +223,13 @@ def _fp8_attention_fwd(
 @dataclass(frozen=True)
 class AttentionConfig(LaunchConfig):
     """A launch config plus ``tma``: load K and V with TMA tensor descriptors (sm_90+, where the layout allows:
-    unit last stride, 16-byte aligned rows and bases; else plain loads). Triton's automatic warp specialization
+    unit last stride, 16-byte aligned rows and bases; else plain loads), and ``gluon``: run the Gluon kernel of
+    :mod:`~lowbit_flex.kernels.fp8_attention_sm90` instead (sm_90, TMA layouts, ``block_m = 16 * num_warps``: one
+    warpgroup per 64 rows; ``num_stages`` is its ring of key/value slots). Triton's automatic warp specialization
     (``tl.range(warp_specialize=True)``) is Blackwell-only in Triton 3.6, so it is not a knob here."""
 
     tma: bool = False
+    gluon: bool = False
 
 
 # Launch configurations. block_m must divide Q_BLOCK (128); block_n is the k scale block; block_k is unused (the
@@ -202,45 +237,70 @@ class AttentionConfig(LaunchConfig):
 # (used on sm_90 where the layout allows) and without. The launch config is a fixed rule (:func:`pick_config`),
 # decided once per shape key, not an autotuner (which would time every config inside the first call of each key);
 # ``benchmarks/bench_fp8_attention.py`` sweeps this table against the rule.
+# The Gluon kernel's configs come last: candidates the sweep measures, not picked by the rule (H200 run 40: 0.8x).
 CONFIGS: tuple[AttentionConfig, ...] = tuple(
     AttentionConfig(m, K_BLOCK, 0, w, s, tma=tma)
     for tma in (True, False)
     for m, w, s in ((128, 8, 3), (128, 8, 2), (128, 8, 4), (128, 4, 3), (64, 4, 3))
+) + tuple(
+    AttentionConfig(m, K_BLOCK, 0, w, s, tma=True, gluon=True) for m, w, s in ((128, 8, 3), (64, 4, 3), (64, 4, 2))
 )
+GLUON_CONFIGS = CONFIGS[-3:]
 _LONG, _SHORT = CONFIGS[0], CONFIGS[4]
-_INTERPRETER_CONFIG = CONFIGS[-1]  # the smallest tiles: the interpreter's CPU runs scale with the tile size
+# the smallest tiles, pointer loads: the interpreter's CPU runs scale with the tile size
+_INTERPRETER_CONFIG = CONFIGS[9]
 
 
-def pick_config(Lq: int) -> AttentionConfig:
-    """128-query tiles, two warpgroups, 3 stages, TMA loads (Triton 3.6 compiles this for sm_90 in 200 registers
-    and no spills; the same config with pointer loads spills 240 bytes per thread); 64-query tiles when there are at
-    most 64 queries, which would leave half of a 128-row tile empty."""
+def pick_config(Lq: int, pv_16bit: bool) -> AttentionConfig:
+    """One row per P·V format (H200 run 40, the same run's sweep): an 8-bit V takes 64-query tiles of one
+    warpgroup, 3 stages, TMA loads (two CTAs per SM, 1.03-1.18x the 128-query tile at every length, causal or
+    not); a 16-bit V takes 128-query tiles of two warpgroups (its fp16 P·V needs the larger tile's reuse of each V
+    block: 64-query tiles are 0.62-0.88x), or 64-query ones when there are at most 64 queries, which would leave
+    half of a 128-row tile empty. Triton 3.6 compiles the 128-query TMA tile for sm_90 in 200 registers, no spills
+    (with pointer loads it spills 240 bytes per thread)."""
     if triton_interpreting():
         return _INTERPRETER_CONFIG
-    return _SHORT if Lq <= 64 else _LONG
+    return _LONG if pv_16bit and Lq > 64 else _SHORT
 
 
 @functools.lru_cache(maxsize=512)
 def _launch_plan(
     B: int, H: int, Lq: int, D: int, causal: bool, pv_16bit: bool, pv_fp16_accum: bool,
-    v_block_scales: bool, bases_aligned: bool, v_size: int, config: AttentionConfig | None, *ints: int,
+    v_block_scales: bool, bases_aligned: bool, q_aligned: bool, v_size: int, config: AttentionConfig | None,
+    *ints: int,
 ) -> PlanLaunch:  # fmt: skip
     """The launch for one shape key. ``ints`` (``Hkv``, ``Lk`` and every stride) are part of the key only: the
     kernel is specialized on its integer arguments, so a cached direct launch is right only for the values it was
     compiled with.
-    ``bases_aligned``: whether k and v start at 16-byte aligned addresses (TMA)."""
-    cfg = config or pick_config(Lq)
-    k_strides, v_strides = ints[6:10], ints[10:14]  # after Hkv's group, Lk and q's 4 strides
+    ``bases_aligned``: whether k and v start at 16-byte aligned addresses (TMA); ``q_aligned``: q (the Gluon
+    kernel reads it by TMA too)."""
+    cfg = config or pick_config(Lq, pv_16bit)
+    q_strides, k_strides, v_strides = ints[2:6], ints[6:10], ints[10:14]  # after Hkv's group and Lk
     tma_layout = _tma_layout(k_strides, v_strides, v_size) if bases_aligned else 0
     tma = cfg.tma and tma_layout > 0
+    grid = (triton.cdiv(Lq, cfg.block_m), B * H)
+    p_scale_ = 1.0 if pv_16bit else p_scale(pv_fp16_accum)
     meta = dict(
         D=D, BLOCK_M=cfg.block_m, BLOCK_N=K_BLOCK, Q_SCALE_BLOCK=Q_BLOCK, K_SCALE_BLOCK=K_BLOCK, CAUSAL=causal,
-        PV_16BIT=pv_16bit, PV_FP16_ACC=pv_fp16_accum,
-        V_BLOCK_SCALES=v_block_scales, P_SCALE=1.0 if pv_16bit else p_scale(pv_fp16_accum),
+        PV_16BIT=pv_16bit, PV_FP16_ACC=pv_fp16_accum, V_BLOCK_SCALES=v_block_scales, P_SCALE=p_scale_,
         EXACT=triton_interpreting(), TMA=tma, V_TOKEN_MAJOR=tma_layout == 2,
         num_warps=cfg.num_warps, num_stages=cfg.num_stages,
     )  # fmt: skip
-    return PlanLaunch(_fp8_attention_fwd, (triton.cdiv(Lq, cfg.block_m), B * H), meta, tensors=7)
+    plan = PlanLaunch(_fp8_attention_fwd, grid, meta, tensors=7)
+    # The Gluon kernel reads q by TMA as well, v token-major in e4m3 or row-major in 16 bits (its two layouts).
+    gluon_layout = q_aligned and tma_layout == (1 if pv_16bit else 2) and tma_strides_ok(q_strides, 3, 1)
+    gluon = cfg.gluon and tma and gluon_layout and not pv_fp16_accum and cfg.block_m == 16 * cfg.num_warps
+    # WGMMA is sm_90 only (``tma`` already means a GPU, not the interpreter, of sm_90 or later)
+    if gluon and torch.cuda.get_device_capability() == (9, 0):
+        from lowbit_flex.kernels.fp8_attention_sm90 import _fp8_attention_fwd_sm90
+
+        gluon_meta = dict(
+            D=D, BLOCK_M=cfg.block_m, BLOCK_N=K_BLOCK, Q_SCALE_BLOCK=Q_BLOCK, K_SCALE_BLOCK=K_BLOCK, CAUSAL=causal,
+            PV_16BIT=pv_16bit, V_BLOCK_SCALES=v_block_scales, P_SCALE=p_scale_, V_TOKEN_MAJOR=tma_layout == 2,
+            STAGES=cfg.num_stages, NUM_WARPS=cfg.num_warps, num_warps=cfg.num_warps,
+        )  # fmt: skip
+        plan = PlanLaunch(_fp8_attention_fwd_sm90, grid, gluon_meta, tensors=7, traced=plan)
+    return plan
 
 
 def _tma_layout(k_strides: tuple, v_strides: tuple, v_size: int) -> int:
@@ -312,8 +372,9 @@ def attention_plan(
     )  # fmt: skip
     launch = cached_plan(
         _launch_plan, B, H, Lq, D, causal, pv_16bit, pv_fp16_accum, v_block_scales, tma_base_aligned(k, v),
+        tma_base_aligned(q),
         v.element_size(), config, *ints,
     )  # fmt: skip
-    if launch.meta["TMA"]:
+    if (launch.traced or launch).meta["TMA"]:
         ensure_triton_allocator()  # device-side descriptors live in a per-launch global scratch buffer
     return launch, (sm * _LOG2E, H, ints[0], Lq, *ints[1:])

@@ -141,6 +141,27 @@ def case_fp8_attention():
     v = torch.empty(1, 2, 100, 65, dtype=torch.float8_e4m3fn)[..., :64]
     ones = torch.empty(1, 2, 1)
     fp8_attention_triton(q, k, v, ones, ones, torch.empty(1, 2), False, None, torch.bfloat16, False)
+    if torch.cuda.get_device_capability() == (9, 0):
+        _gluon_fp8_attention()
+
+
+def _gluon_fp8_attention():
+    # The Gluon kernel (sm_90): every config of GLUON_CONFIGS, both PV formats, both QKᵀ formats and head dims, on
+    # the layouts lowbit_attention's pass writes. Launched directly: on CPU stand-ins a plan launches its traced
+    # (Triton) plan, as a trace would.
+    from lowbit_flex.kernels.fp8_attention import GLUON_CONFIGS, attention_plan
+    from lowbit_flex.kernels.quantize_qkv import quantize_qkv_triton
+
+    for d, qk_dtype, causal in ((128, torch.float8_e4m3fn, False), (64, torch.int8, True)):
+        q, k, v = torch.empty(1, 4, 300, d, dtype=torch.bfloat16), *(torch.empty(1, 2, 300, d) for _ in range(2))
+        k, v = k.bfloat16(), v.bfloat16()
+        q8, qs, k8, ks, v8, vs = quantize_qkv_triton(q, k, v, qk_dtype, True, True)
+        for config in GLUON_CONFIGS:
+            for vv, vsc in ((v8, vs), (v, None)):
+                launch, scalars = attention_plan(q8, k8, vv, qs, ks, vsc, causal, None, False, config)
+                assert launch.kernel.fn.__name__ == "_fp8_attention_fwd_sm90", launch.kernel
+                out = torch.empty(q.shape, dtype=torch.bfloat16)
+                launch.kernel[launch.grid](q8, k8, vv, qs, ks, ks if vsc is None else vsc, out, *scalars, **launch.meta)
 
 
 def case_lowbit_attention():

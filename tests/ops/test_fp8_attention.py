@@ -262,6 +262,64 @@ def test_triton_kernel_transposed_v_and_bf16_out():
     assert_rel_error(out, ref, 4e-3)  # bf16 output rounding
 
 
+needs_sm90 = pytest.mark.skipif(
+    not torch.cuda.is_available() or torch.cuda.get_device_capability() != (9, 0), reason="the Gluon kernel: sm_90"
+)
+
+
+@needs_sm90
+@pytest.mark.parametrize("config", range(3))
+@pytest.mark.parametrize("B, H, Hkv, Lq, Lk, D, causal, qk, pv", [
+    (1, 4, 2, 300, 300, 128, False, "fp8", "fp8"),    # GQA, ragged last block
+    (1, 4, 2, 300, 300, 128, True, "int8", "fp16"),   # the accurate mode, causal
+    (2, 2, 2, 200, 700, 64, True, "fp8", "fp8"),      # causal with Lq < Lk, D = 64
+    (1, 2, 1, 700, 200, 64, False, "int8", "fp8"),    # Lq > Lk, int8 QKᵀ
+    (1, 2, 2, 1000, 1000, 128, True, "fp8", "fp16"),  # many key blocks: every ring slot reused several times
+    (1, 2, 2, 100, 60, 128, False, "fp8", "fp8"),     # one key block, shorter than a tile
+])  # fmt: skip
+def test_gluon_sm90_kernel_matches_triton_kernel(B, H, Hkv, Lq, Lk, D, causal, qk, pv, config):
+    # The same arithmetic in another order (PV of block j - 1 overlapping block j's softmax): measured bit-identical
+    # to the Triton kernel on the H200 (run 40); 1e-6 leaves room for an MMA summing in another order.
+    from lowbit_flex.kernels import fp8_attention as mod
+    from lowbit_flex.kernels.quantize_qkv import quantize_qkv_triton
+    from lowbit_flex.ops.lowbit_attention import QK_FORMATS
+
+    q, k, v = (t.cuda().bfloat16() for t in _inputs(B, H, Hkv, Lq, Lk, D))
+    q8, qs, k8, ks, v8, vs = quantize_qkv_triton(q, k, v, QK_FORMATS[qk], True, pv == "fp8")
+    args = (q8, k8, v8, qs, ks, vs) if pv == "fp8" else (q8, k8, v, qs, ks, None)
+    cfg = mod.GLUON_CONFIGS[config]
+    launch, scalars = mod.attention_plan(*args, causal, None, False, cfg)
+    assert launch.kernel.fn.__name__ == "_fp8_attention_fwd_sm90"
+    out = poison_(torch.empty(q.shape, dtype=torch.float32, device="cuda"))
+    launch(*args[:5], ks if args[5] is None else args[5], out, *scalars)
+    assert_fully_written(out, "out")
+    triton_out = mod.fp8_attention_triton(*args, causal, None, torch.float32, False, config=mod.CONFIGS[0])
+    assert_rel_error(out, triton_out, 1e-6)
+    ref = OP(*(None if a is None else a.cpu() for a in args), causal, None, torch.float32, False)
+    # float32 vs float64, as test_triton_kernel_matches_reference, but with rows as short as 60 keys one flipped P
+    # weight is a larger share of the norm: 5.4e-3 for both kernels on the H200 (run 41). A wrong scale, mask or
+    # block index is above 1e-2.
+    assert_rel_error(out, ref, 8e-3)
+
+
+@needs_sm90
+def test_gluon_sm90_kernel_keeps_a_nan_query_in_its_row():
+    from lowbit_flex.kernels import fp8_attention as mod
+    from lowbit_flex.kernels.quantize_qkv import quantize_qkv_triton
+
+    q, k, v = (t.cuda().bfloat16() for t in _inputs(1, 2, 2, 300, 300, 128))
+
+    def run(qq):
+        q8, qs, k8, ks, v8, vs = quantize_qkv_triton(qq, k, v, torch.float8_e4m3fn, True, True)
+        return mod.fp8_attention_triton(q8, k8, v8, qs, ks, vs, False, None, torch.float32, False,
+                                        config=mod.GLUON_CONFIGS[0]).cpu()  # fmt: skip
+
+    row = (0, 1, 77)
+    q_bad, q_clean = q.clone(), q.clone()
+    q_bad[(*row, 5)], q_clean[(*row, 5)] = float("nan"), 0
+    assert_row_isolated(run(q_bad), run(q_clean), row, row_nan=True)
+
+
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
 @pytest.mark.parametrize("qk, pv", [("fp8", "fp8"), ("int8", "fp16"), ("fp8", "fp16"), ("int8", "fp8")])
 @pytest.mark.parametrize("path", ["reference", pytest.param("kernel", marks=needs_kernel)])

@@ -1,0 +1,261 @@
+"""The fused fp8 / int8-QKᵀ attention forward of :mod:`lowbit_flex.kernels.fp8_attention`, for Hopper (sm_90), in
+Gluon: the same format and arithmetic, with the WGMMAs' asynchrony under the kernel's control.
+
+Why a second kernel: Triton waits for every WGMMA whose result is used in the same loop iteration right after
+issuing it, so each warpgroup runs QKᵀ, softmax and PV one after the other, and the tensor cores idle while the
+softmax (exp2 on the 16-per-clock MUFU unit, the e4m3 conversion) runs; on the H200 that is most of the gap between
+758 TFLOP/s and the fp8 tensor-core rate. Here each iteration issues QKᵀ of key block ``j`` and PV of block
+``j - 1``, waits only for the first, and runs block ``j``'s softmax while the tensor cores do the PV (FlashAttention-3's
+intra-warpgroup overlap). Key and value tiles arrive by TMA into a ring of ``STAGES`` shared-memory slots, each
+with an mbarrier, ``STAGES - 1`` blocks ahead.
+
+Scope: sm_90, a row-major K with unit last stride, V token-major in e4m3 (what ``lowbit_attention``'s pass writes)
+or row-major in 16 bits (the accurate mode), ``BLOCK_M = 64 * NUM_WARPS / 4`` (one warpgroup per 64 query rows).
+Every traced call (``torch.compile``: Inductor cannot call Gluon kernels through ``wrap_triton``) takes the Triton
+kernel.
+
+Status: a measured candidate, not the default. On the H200 (run 40) it is exact against the Triton kernel but
+slower: 0.80x of it with 128-query tiles (the CTA barrier before each slot refill stalls both warpgroups), and
+0.85-0.93x of the Triton kernel's 64-query tiles, which :func:`~lowbit_flex.kernels.fp8_attention.pick_config`
+runs. ``GLUON_CONFIGS`` selects it; ``benchmarks/bench_fp8_attention.py`` sweeps it. The next step measured as
+needed is warp specialization (a TMA producer warp and per-slot "empty" barriers instead of the CTA barrier).
+"""
+
+from __future__ import annotations
+
+from triton.experimental import gluon
+from triton.experimental.gluon import language as gl
+from triton.experimental.gluon.language.nvidia.hopper import (
+    fence_async_shared,
+    mbarrier,
+    tma,
+    warpgroup_mma,
+    warpgroup_mma_wait,
+)
+
+# Triton 3.6 (the GPU machine's) names the TMA load async_copy_global_to_shared; 3.9 renamed it async_load, and
+# thread_barrier barrier.
+_tma_load = getattr(tma, "async_load", None) or tma.async_copy_global_to_shared
+_cta_barrier = getattr(gl, "barrier", None) or gl.thread_barrier  # the same rename (thread_barrier in 3.6)
+_FLOAT32_TINY = gl.constexpr(1.1754943508222875e-38)  # float32's smallest normal: the floor of the logit scale
+
+
+@gluon.constexpr_function
+def _smem_layout(row_bytes, bitwidth):
+    """The NVMMA shared layout TMA writes and WGMMA reads for rows of ``row_bytes`` bytes."""
+    swizzle = 128 if row_bytes % 128 == 0 else (64 if row_bytes % 64 == 0 else 32)
+    return gl.NVMMASharedLayout(swizzle_byte_width=swizzle, element_bitwidth=bitwidth, rank=2)
+
+
+@gluon.jit
+def _issue_kv_load(
+    k_desc, v_desc, k_smem, v_smem, bars, block, n_blocks,
+    BLOCK_N: gl.constexpr, STAGES: gl.constexpr, V_TOKEN_MAJOR: gl.constexpr,
+):  # fmt: skip
+    """TMA loads of key block ``block`` (and its value block) into slot ``block % STAGES``, if it exists."""
+    slot = block % STAGES
+    pred = block < n_blocks
+    bar = bars.index(slot)
+    mbarrier.expect(bar, k_desc.block_type.nbytes + v_desc.block_type.nbytes, pred=pred)
+    _tma_load(k_desc, [block * BLOCK_N, 0], bar, k_smem.index(slot), pred=pred)
+    if V_TOKEN_MAJOR:
+        _tma_load(v_desc, [0, block * BLOCK_N], bar, v_smem.index(slot), pred=pred)
+    else:
+        _tma_load(v_desc, [block * BLOCK_N, 0], bar, v_smem.index(slot), pred=pred)
+
+
+@gluon.jit
+def _v_operand(v_smem, slot, V_TOKEN_MAJOR: gl.constexpr):
+    """Slot ``slot``'s value tile as the PV MMA's ``(keys, D)`` B operand (a view: an e4m3 tile is stored
+    ``(D, keys)``, keys contiguous, which is the K-major operand fp8 WGMMAs require)."""
+    tile = v_smem.index(slot)
+    if V_TOKEN_MAJOR:
+        tile = tile.permute((1, 0))
+    return tile
+
+
+@gluon.jit
+def _softmax_block(
+    s, start_n, full_end, offs_m, cols0, Lk, c, m_i, row_sum, p_mult,
+    P_LAYOUT: gl.constexpr, P_DTYPE: gl.constexpr, CAUSAL: gl.constexpr, PV_16BIT: gl.constexpr,
+):  # fmt: skip
+    """The online softmax of one key block (the arithmetic of ``fp8_attention._softmax_step``): masks past ``Lk``
+    and (causal) above the diagonal only in blocks that reach past ``full_end``. Returns P as the PV MMA's register
+    operand, ``alpha`` (the rescale of what was accumulated), the new row max and row sum."""
+    if start_n + s.shape[1] > full_end:
+        cols = start_n + cols0
+        ok = gl.expand_dims(cols, 0) < Lk
+        if CAUSAL:
+            ok = ok & (gl.expand_dims(offs_m, 1) >= gl.expand_dims(cols, 0))
+        s = gl.where(ok, s, float("-inf"))
+    m_new = gl.maximum(m_i, gl.max(s, axis=1) * c)
+    alpha = gl.exp2(m_i - m_new)
+    p = gl.exp2(s * c - gl.expand_dims(m_new, 1))
+    row_sum = row_sum * alpha + gl.sum(p, axis=1)
+    if PV_16BIT:
+        p_op = p.to(P_DTYPE)
+    else:
+        p_op = (p * p_mult).to(P_DTYPE)
+    return gl.convert_layout(p_op, P_LAYOUT), alpha, m_new, row_sum
+
+
+@gluon.jit
+def _fp8_attention_fwd_sm90(
+    Q, K, V, QS, KS, VS, Out, sm_scale_log2e, H, GROUP, Lq, Lk,
+    stride_qb, stride_qh, stride_qm, stride_qd,
+    stride_kb, stride_kh, stride_kn, stride_kd,
+    stride_vb, stride_vh, stride_vn, stride_vd,
+    stride_ob, stride_oh, stride_om, stride_od,
+    stride_qsb, stride_qsh, stride_qsm,
+    stride_ksb, stride_ksh, stride_ksn,
+    stride_vsb, stride_vsh, stride_vsn,
+    D: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
+    Q_SCALE_BLOCK: gl.constexpr, K_SCALE_BLOCK: gl.constexpr, CAUSAL: gl.constexpr, PV_16BIT: gl.constexpr,
+    V_BLOCK_SCALES: gl.constexpr, P_SCALE: gl.constexpr, V_TOKEN_MAJOR: gl.constexpr, STAGES: gl.constexpr,
+    NUM_WARPS: gl.constexpr,
+):  # fmt: skip
+    QK_DTYPE: gl.constexpr = Q.dtype.element_ty
+    V_DTYPE: gl.constexpr = V.dtype.element_ty
+    QK_INT: gl.constexpr = gl.int8 == QK_DTYPE
+    # WGMMA layouts: one warpgroup per 64 rows; K per instruction is 32 bytes of the A operand.
+    s_layout: gl.constexpr = gl.NVMMADistributedLayout(
+        version=[3, 0], warps_per_cta=[NUM_WARPS, 1], instr_shape=[16, BLOCK_N, 32]
+    )
+    PV_K: gl.constexpr = 16 if PV_16BIT else 32
+    o_layout: gl.constexpr = gl.NVMMADistributedLayout(
+        version=[3, 0], warps_per_cta=[NUM_WARPS, 1], instr_shape=[16, D, PV_K]
+    )
+    P_DTYPE: gl.constexpr = V_DTYPE if PV_16BIT else gl.float8e4nv
+    p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2 if PV_16BIT else 4)
+    rows_s: gl.constexpr = gl.SliceLayout(1, s_layout)
+    cols_s: gl.constexpr = gl.SliceLayout(0, s_layout)
+    rows_o: gl.constexpr = gl.SliceLayout(1, o_layout)
+    cols_o: gl.constexpr = gl.SliceLayout(0, o_layout)
+
+    pid_m = gl.program_id(0)
+    bh = gl.program_id(1)
+    b = bh // H
+    h = bh % H
+    hk = h // GROUP
+    m0 = pid_m * BLOCK_M
+
+    # Tensor descriptors per program (rows past Lq / Lk read as zeros): q (Lq, D), k (Lk, D), v (D, Lk) e4m3
+    # token-major or (Lk, D) in 16 bits.
+    q_base = Q + b.to(gl.int64) * stride_qb + h.to(gl.int64) * stride_qh
+    k_base = K + b.to(gl.int64) * stride_kb + hk.to(gl.int64) * stride_kh
+    v_base = V + b.to(gl.int64) * stride_vb + hk.to(gl.int64) * stride_vh
+    qk_layout: gl.constexpr = _smem_layout(D, 8)
+    q_desc = tma.make_tensor_descriptor(q_base, [Lq, D], [stride_qm, 1], [BLOCK_M, D], qk_layout)
+    k_desc = tma.make_tensor_descriptor(k_base, [Lk, D], [stride_kn, 1], [BLOCK_N, D], qk_layout)
+    if V_TOKEN_MAJOR:
+        v_layout: gl.constexpr = _smem_layout(BLOCK_N, 8)
+        v_desc = tma.make_tensor_descriptor(v_base, [D, Lk], [stride_vd, 1], [D, BLOCK_N], v_layout)
+    else:
+        v_layout: gl.constexpr = _smem_layout(D * V_DTYPE.primitive_bitwidth // 8, V_DTYPE.primitive_bitwidth)
+        v_desc = tma.make_tensor_descriptor(v_base, [Lk, D], [stride_vn, 1], [BLOCK_N, D], v_layout)
+
+    q_smem = gl.allocate_shared_memory(QK_DTYPE, [BLOCK_M, D], qk_layout)
+    k_smem = gl.allocate_shared_memory(QK_DTYPE, [STAGES, BLOCK_N, D], qk_layout)
+    if V_TOKEN_MAJOR:
+        v_smem = gl.allocate_shared_memory(V_DTYPE, [STAGES, D, BLOCK_N], v_layout)
+    else:
+        v_smem = gl.allocate_shared_memory(V_DTYPE, [STAGES, BLOCK_N, D], v_layout)
+    bars = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    q_bar = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
+    for i in gl.static_range(STAGES):
+        mbarrier.init(bars.index(i), count=1)
+    mbarrier.init(q_bar, count=1)
+    fence_async_shared()
+
+    # Key blocks [0, full_end) need no mask; blocks [0, n_blocks) are visited (causal: up to the tile's last row).
+    full_end = (Lk // BLOCK_N) * BLOCK_N
+    hi = Lk
+    if CAUSAL:
+        full_end = gl.minimum(full_end, ((m0 + 1) // BLOCK_N) * BLOCK_N)
+        hi = gl.minimum(hi, m0 + BLOCK_M)
+    n_blocks = gl.cdiv(hi, BLOCK_N)
+
+    mbarrier.expect(q_bar, q_desc.block_type.nbytes)
+    _tma_load(q_desc, [m0, 0], q_bar, q_smem)
+    for i in gl.static_range(STAGES):  # every slot; then iteration j refills block j - 1's with block j + STAGES - 1
+        _issue_kv_load(k_desc, v_desc, k_smem, v_smem, bars, i, n_blocks, BLOCK_N, STAGES, V_TOKEN_MAJOR)
+
+    # Scales (the arithmetic of fp8_attention._fp8_attention_fwd): one q scale per tile, one k scale per key
+    # block, v block scales in units of the head's largest.
+    q_scale = gl.load(QS + b * stride_qsb + h * stride_qsh + (m0 // Q_SCALE_BLOCK) * stride_qsm)
+    qk_scale = q_scale * sm_scale_log2e.to(gl.float32)
+    ks_base = KS + b * stride_ksb + hk * stride_ksh
+    vs_base = VS + b * stride_vsb + hk * stride_vsh
+    vs_max = q_scale * 0.0
+    vs_unit = vs_max + P_SCALE
+    if V_BLOCK_SCALES:
+        scan: gl.constexpr = gl.BlockedLayout([1], [32], [NUM_WARPS], [0])
+        for n0 in range(0, gl.cdiv(Lk, K_SCALE_BLOCK), 128):
+            blk = n0 + gl.arange(0, 128, layout=scan)
+            vs_j = gl.load(vs_base + blk * stride_vsn, mask=blk * K_SCALE_BLOCK < Lk, other=0.0)
+            vs_max = gl.maximum(vs_max, gl.max(vs_j, axis=0))
+        vs_max = gl.where(vs_max == 0.0, 1.0, vs_max)
+        vs_unit = P_SCALE * gl.div_rn(vs_max * 0.0 + 1.0, vs_max)
+
+    offs_m = m0 + gl.arange(0, BLOCK_M, layout=rows_s)
+    cols0 = gl.arange(0, BLOCK_N, layout=cols_s)
+    m_i = gl.full([BLOCK_M], float("-inf"), gl.float32, rows_s)
+    row_sum = gl.zeros([BLOCK_M], gl.float32, rows_s)
+    acc = gl.zeros([BLOCK_M, D], gl.float32, o_layout)
+    S_ACC_DTYPE: gl.constexpr = gl.int32 if QK_INT else gl.float32
+    s_zero = gl.zeros([BLOCK_M, BLOCK_N], S_ACC_DTYPE, s_layout)
+
+    # Block 0: QKᵀ and its softmax.
+    mbarrier.wait(q_bar, 0)
+    mbarrier.wait(bars.index(0), 0)
+    s_tok = warpgroup_mma(q_smem, k_smem.index(0).permute((1, 0)), s_zero, use_acc=False, is_async=True)
+    s = warpgroup_mma_wait(0, deps=(s_tok,)).to(gl.float32)
+    c = gl.maximum(qk_scale * gl.load(ks_base), _FLOAT32_TINY)
+    p_mult = vs_unit
+    if V_BLOCK_SCALES:
+        p_mult = gl.load(vs_base) * vs_unit
+    p_op, alpha, m_i, row_sum = _softmax_block(
+        s, 0, full_end, offs_m, cols0, Lk, c, m_i, row_sum, p_mult, p_layout, P_DTYPE, CAUSAL, PV_16BIT
+    )
+    for j in range(1, n_blocks):
+        slot = j % STAGES
+        prev = (j - 1) % STAGES
+        start_n = j * BLOCK_N
+        # The block's scales first: their loads are in flight during the MMAs.
+        c = gl.maximum(qk_scale * gl.load(ks_base + (start_n // K_SCALE_BLOCK) * stride_ksn), _FLOAT32_TINY)
+        if V_BLOCK_SCALES:
+            p_mult = gl.load(vs_base + (start_n // K_SCALE_BLOCK) * stride_vsn) * vs_unit
+        mbarrier.wait(bars.index(slot), (j // STAGES) & 1)
+        # QKᵀ of block j, then PV of block j - 1: WGMMAs complete in issue order, so waiting for one outstanding
+        # leaves the PV running on the tensor cores during block j's softmax.
+        s_tok = warpgroup_mma(q_smem, k_smem.index(slot).permute((1, 0)), s_zero, use_acc=False, is_async=True)
+        o_tok = warpgroup_mma(p_op, _v_operand(v_smem, prev, V_TOKEN_MAJOR), acc, is_async=True)
+        s = warpgroup_mma_wait(1, deps=(s_tok,)).to(gl.float32)
+        p_op, alpha, m_i, row_sum = _softmax_block(
+            s, start_n, full_end, offs_m, cols0, Lk, c, m_i, row_sum, p_mult, p_layout, P_DTYPE, CAUSAL, PV_16BIT
+        )
+        acc = warpgroup_mma_wait(0, deps=(o_tok,))
+        acc = acc * gl.expand_dims(gl.convert_layout(alpha, rows_o), 1)
+        # Every warp is done with slot prev (its PV waited): refill it with the block STAGES - 1 ahead.
+        _cta_barrier()
+        _issue_kv_load(k_desc, v_desc, k_smem, v_smem, bars, j + STAGES - 1, n_blocks, BLOCK_N, STAGES, V_TOKEN_MAJOR)
+    last = (n_blocks - 1) % STAGES
+    o_tok = warpgroup_mma(p_op, _v_operand(v_smem, last, V_TOKEN_MAJOR), acc, is_async=True)
+    acc = warpgroup_mma_wait(0, deps=(o_tok,))
+    for i in gl.static_range(STAGES):
+        mbarrier.invalidate(bars.index(i))
+    mbarrier.invalidate(q_bar)
+
+    l_o = gl.convert_layout(row_sum, rows_o)
+    if PV_16BIT:
+        out = acc / gl.expand_dims(l_o, 1)
+    elif V_BLOCK_SCALES:
+        out = acc * gl.expand_dims(vs_max / (l_o * P_SCALE), 1)
+    else:
+        v_scale = gl.load(VS + b * stride_vsb + hk * stride_vsh)
+        out = acc * gl.expand_dims(v_scale / (l_o * P_SCALE), 1)
+    offs_mo = m0 + gl.arange(0, BLOCK_M, layout=rows_o)
+    offs_d = gl.arange(0, D, layout=cols_o)
+    o_ptrs = Out + b.to(gl.int64) * stride_ob + h.to(gl.int64) * stride_oh
+    o_ptrs = o_ptrs + gl.expand_dims(offs_mo.to(gl.int64) * stride_om, 1) + gl.expand_dims(offs_d * stride_od, 0)
+    gl.store(o_ptrs, out.to(Out.dtype.element_ty), mask=gl.expand_dims(offs_mo < Lq, 1))
