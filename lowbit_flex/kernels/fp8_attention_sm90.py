@@ -16,7 +16,7 @@ kernel.
 
 Status: a measured candidate, not the default. On the H200 (run 40) it is exact against the Triton kernel but
 slower: 0.80x of it with 128-query tiles (the CTA barrier before each slot refill stalls both warpgroups), and
-0.85-0.93x of the Triton kernel's 64-query tiles, which :func:`~lowbit_flex.kernels.fp8_attention.pick_config`
+0.79-0.83x of the Triton kernel's 64-query tiles, which :func:`~lowbit_flex.kernels.fp8_attention.pick_config`
 runs. ``GLUON_CONFIGS`` selects it; ``benchmarks/bench_fp8_attention.py`` sweeps it. The next step measured as
 needed is warp specialization (a TMA producer warp and per-slot "empty" barriers instead of the CTA barrier).
 """
