@@ -11,7 +11,8 @@ A second table: host microseconds per eager module call (no CUDA graph) at M = 1
 
 ``LOWBIT_BENCH_WO_M=1,16`` limits the M list; ``LOWBIT_BENCH_WO_CANDIDATES=0`` times only the modules (what the
 dispatch table picks), not every backend and config; ``=cuda`` times the CUDA GEMV's configs only (``cuda <config>``,
-M <= 16 on sm_90 with the CUDA library).
+M <= 16 on sm_90 with the CUDA library); ``=cutlass`` times the fp8 CUTLASS GEMM's configs (``cutlass <config>``,
+M >= 16 on sm_90 with the CUDA library) and dequantize + cuBLAS.
 """
 
 from __future__ import annotations
@@ -71,21 +72,28 @@ def _call(backend, config):
     return f
 
 
-def _candidates(M: int, K: int, only_cuda: bool) -> dict:
-    """Every backend / config the dispatch could pick for M rows, as ``f(x, module)`` (``only_cuda``: the CUDA
-    GEMV's)."""
-    from lowbit_flex.kernels.float_weight_dispatch import Backend, cuda_gemv_supported
+def _candidates(M: int, K: int, which: str) -> dict:
+    """Every backend / config the dispatch could pick for M rows, as ``f(x, module)`` (``which``: ``"cuda"`` the
+    CUDA GEMV's only, ``"cutlass"`` the CUTLASS GEMM's and dequantize + cuBLAS only)."""
+    from lowbit_flex.kernels.float_weight_dispatch import Backend, cuda_gemv_supported, cutlass_gemm_supported
     from lowbit_flex.kernels.float_weight_gemv import GEMV_CONFIGS, GEMV_MAX_M
     from lowbit_flex.kernels.float_weight_gemv_cuda import GEMV_CUDA_CONFIGS
     from lowbit_flex.kernels.float_weight_only_linear import DOT_CONFIGS
     from lowbit_flex.kernels.float_weight_tma import TMA_CONFIGS
+    from lowbit_flex.kernels.fp8_weight_gemm_cutlass import CONFIGS as CUTLASS_CONFIGS
 
     call = _call
 
     out = {}
+    if M >= 16 and which != "cuda" and cutlass_gemm_supported(torch.device("cuda"), 4096, K, 8):  # fp8 only
+        out |= {f"cutlass {c}": call(Backend.CUTLASS_GEMM, c) for c in CUTLASS_CONFIGS}
+    if M >= 16 and which == "cutlass":
+        out["dequant_mm"] = call(Backend.DEQUANT_MM, "")
+    if which == "cutlass":
+        return out
     if cuda_gemv_supported(torch.device("cuda"), M, K, 8):  # (K % 16 == 0: every format)
         out |= {f"cuda {c}": call(Backend.CUDA_GEMV, c) for c in GEMV_CUDA_CONFIGS}
-    if only_cuda:
+    if which == "cuda":
         return out
     if M <= GEMV_MAX_M:
         out |= {f"gemv {c}": call(Backend.GEMV, c) for c in GEMV_CONFIGS}
@@ -102,7 +110,7 @@ def _candidates(M: int, K: int, only_cuda: bool) -> dict:
 
 def run(bench: Bench) -> None:
     from lowbit_flex.kernels.arch import register_a_wgmma_pipelines, sm_count
-    from lowbit_flex.kernels.float_weight_dispatch import choose, cuda_gemv_supported
+    from lowbit_flex.kernels.float_weight_dispatch import choose, cuda_gemv_supported, cutlass_gemm_supported
     from lowbit_flex.kernels.float_weight_gemv_cuda import gemv_cuda_config
 
     bw = copy_bandwidth_gbps()
@@ -124,13 +132,15 @@ def run(bench: Bench) -> None:
             times = {"bf16 nn.Linear": bench.time(lambda x, m: m(x), *sets(lins))}
             extra: dict = {}
             which = os.environ.get(_ENV_CANDIDATES, "1")
-            candidates = _candidates(M, K, which == "cuda") if which != "0" else {}
+            candidates = _candidates(M, K, which) if which != "0" else {}
             for f, (_, _, nbytes) in FORMATS.items():
                 mod = mods[f][0]
                 extra[f"check {f}"] = _check(mod(xs[0]), xs[0], w64[f])
                 times[f] = bench.time(lambda x, m: m(x), *sets(mods[f]))
                 bits = 1 + FORMATS[f][0] + FORMATS[f][1]
-                rule = choose(bits, M, True, pipelined, cuda_gemv_supported(torch.device("cuda"), M, K, bits))
+                dev = torch.device("cuda")
+                gemv, cutlass = cuda_gemv_supported(dev, M, K, bits), cutlass_gemm_supported(dev, N, K, bits)
+                rule = choose(bits, M, True, pipelined, gemv, cutlass)
                 config = rule.config or gemv_cuda_config(N, sm_count(torch.device("cuda")))  # CUDA GEMV: by N
                 extra[f"backend {f}"] = f"{rule.backend.value} {config}".strip()
                 triton = choose(bits, M, True, pipelined, False)  # the table without the CUDA GEMV
@@ -140,6 +150,8 @@ def run(bench: Bench) -> None:
                 if M <= 16:
                     extra[f"floor frac {f}"] = (N * K * nbytes) / (bw * 1e9) * 1e3 / times[f]
                 for label, fn in candidates.items():
+                    if label.startswith("cutlass") and bits != 8:
+                        continue
                     extra[f"check {f} {label}"] = _check(fn(xs[0], mod), xs[0], w64[f])
                     times[f"{f} {label}"] = bench.time(fn, *sets(mods[f]))
             table.add({"K": K, "N": N, "M": M}, times, **extra)

@@ -52,13 +52,14 @@ class Backend(enum.Enum):
     DOT = "dot"  # kernels/float_weight_only_linear.py: any M, tensor cores, decode fused
     TMA = "tma"  # kernels/float_weight_tma.py: sm_90, TMA-fed tensor-core tiles, decode fused
     DEQUANT_MM = "dequant_mm"  # kernels/float_weight_dequant.py, then cuBLAS (torch.addmm)
+    CUTLASS_GEMM = "cutlass_gemm"  # kernels/fp8_weight_gemm_cutlass.py (csrc/fp8_weight_gemm): fp8, sm_90, any M
 
 
 @dataclass(frozen=True)
 class Rule:
     backend: Backend
-    # a GEMV_CONFIGS / DOT_CONFIGS / TMA_CONFIGS name; "" for DEQUANT_MM, and for CUDA_GEMV, whose config goes by N
-    # (float_weight_gemv_cuda.gemv_cuda_config)
+    # a GEMV_CONFIGS / DOT_CONFIGS / TMA_CONFIGS / fp8_weight_gemm_cutlass.CONFIGS name; "" for DEQUANT_MM, and for
+    # CUDA_GEMV, whose config goes by N (float_weight_gemv_cuda.gemv_cuda_config)
     config: str = ""
     max_m: int | None = None  # rule applies when M <= max_m (None: any M)
     bits: tuple[int, ...] = (4, 6, 8)  # weight widths it applies to
@@ -111,16 +112,21 @@ DISPATCH_TABLE: tuple[Rule, ...] = (
 
 
 @functools.lru_cache(maxsize=256)
-def choose(bits: int, M: int, tma: bool = True, pipelined: bool = True, cuda_gemv: bool = False) -> Rule:
+def choose(
+    bits: int, M: int, tma: bool = True, pipelined: bool = True, cuda_gemv: bool = False, cutlass: bool = False
+) -> Rule:
     """The first rule of :data:`DISPATCH_TABLE` for this width and M; ``tma``: whether the call can take the TMA
     kernel (:func:`tma_supported`), ``pipelined``: whether WGMMAs with register operands pipeline
     (:func:`~lowbit_flex.kernels.arch.register_a_wgmma_pipelines`), ``cuda_gemv``: whether the CUDA GEMV can run
-    (:func:`cuda_gemv_supported`); rules needing what is missing are passed over."""
+    (:func:`cuda_gemv_supported`), ``cutlass``: whether the CUTLASS GEMM can (:func:`cutlass_gemm_supported`);
+    rules needing what is missing are passed over."""
     for rule in DISPATCH_TABLE:
         fits = rule.max_m is None or rule.max_m >= M
         if (rule.backend is Backend.GEMV and GEMV_MAX_M < M) or (rule.backend is Backend.TMA and not tma):
             continue
-        if rule.backend is Backend.CUDA_GEMV and not cuda_gemv:
+        if (rule.backend is Backend.CUDA_GEMV and not cuda_gemv) or (
+            rule.backend is Backend.CUTLASS_GEMM and not cutlass
+        ):
             continue
         if rule.pipelined and not pipelined:
             continue
@@ -148,6 +154,19 @@ def cuda_gemv_supported(device: torch.device, M: int, K: int, bits: int) -> bool
     from lowbit_flex.kernels.float_weight_gemv_cuda import gemv_cuda_supports
 
     if device.type != "cuda" or capability(device) < (9, 0) or not gemv_cuda_supports(M, K, bits):
+        return False
+    from lowbit_flex.kernels.s8s4_cutlass import library_available
+
+    return library_available()
+
+
+def cutlass_gemm_supported(device: torch.device, N: int, K: int, bits: int) -> bool:
+    """Whether the CUTLASS fp8 weight GEMM takes the call: an fp8 weight on sm_90 (sm_90a SASS), the shape
+    (:func:`~lowbit_flex.kernels.fp8_weight_gemm_cutlass.fp8_weight_gemm_supports`) and a CUDA library that builds
+    and loads."""
+    from lowbit_flex.kernels.fp8_weight_gemm_cutlass import fp8_weight_gemm_supports
+
+    if bits != 8 or device.type != "cuda" or capability(device) != (9, 0) or not fp8_weight_gemm_supports(N, K):
         return False
     from lowbit_flex.kernels.s8s4_cutlass import library_available
 
@@ -264,8 +283,8 @@ def _kernel_weight(w: torch.Tensor, ebits: int, mbits: int, native_fp8: bool) ->
 class _Route(NamedTuple):
     backend: Backend
     native_fp8: bool
-    plan: _Plan | None  # None for DEQUANT_MM and CUDA_GEMV
-    gemv_config: str = ""  # CUDA_GEMV: its GEMV_CUDA_CONFIGS name
+    plan: _Plan | None  # None for DEQUANT_MM, CUDA_GEMV and CUTLASS_GEMM
+    cuda_config: str = ""  # CUDA_GEMV / CUTLASS_GEMM: the CUDA library's config name
 
 
 @functools.lru_cache(maxsize=1024)
@@ -283,10 +302,20 @@ def _route(
     if backend is None:
         pipelined = register_a_wgmma_pipelines(device, True)  # the pipelined rules name verified configs
         gemv = cuda_gemv_supported(device, M, K, bits)
-        rule = choose(bits, M, tma, pipelined, gemv) if M else Rule(Backend.DOT, "dot_16x64x2")  # M = 0: no launch
+        cutlass = cutlass_gemm_supported(device, N, K, bits)
+        rule = choose(bits, M, tma, pipelined, gemv, cutlass) if M else Rule(Backend.DOT, "dot_16x64x2")  # M = 0
         backend, config = rule.backend, rule.config
     if backend is Backend.DEQUANT_MM:
         return _Route(backend, native, None)
+    if backend is Backend.CUTLASS_GEMM:
+        from lowbit_flex.kernels.fp8_weight_gemm_cutlass import CONFIGS
+
+        if not cutlass_gemm_supported(device, N, K, bits):
+            raise ValueError(f"backend: the CUTLASS GEMM needs an fp8 weight, sm_90, the CUDA library, N % 8 == 0 "
+                             f"and K % 16 == 0; got {bits}-bit codes, N={N}, K={K}")  # fmt: skip
+        if config not in CONFIGS:
+            raise ValueError(f"config: expected one of {list(CONFIGS)}, got {config!r}")
+        return _Route(backend, native, None, config)
     if backend is Backend.CUDA_GEMV:
         from lowbit_flex.kernels.float_weight_gemv_cuda import GEMV_CUDA_CONFIGS, gemv_cuda_config
 
@@ -360,7 +389,14 @@ def float_weight_only_linear_cuda(
 
         x2 = x2 if x2.is_contiguous() else x2.contiguous()  # the kernel reads rows K apart
         w = w if w.is_contiguous() else w.contiguous()
-        out = float_weight_gemv_cuda(x2, w, w_scale, bias, ebits, mbits, route.gemv_config)
+        out = float_weight_gemv_cuda(x2, w, w_scale, bias, ebits, mbits, route.cuda_config)
+        return out.view(*x.shape[:-1], N)
+    if route.backend is Backend.CUTLASS_GEMM:
+        from lowbit_flex.kernels.fp8_weight_gemm_cutlass import fp8_weight_gemm_cutlass
+
+        x2 = x2 if x2.is_contiguous() else x2.contiguous()
+        w = w if w.is_contiguous() else w.contiguous()
+        out = fp8_weight_gemm_cutlass(x2, w, w_scale, bias, route.cuda_config)
         return out.view(*x.shape[:-1], N)
     w = _kernel_weight(w, ebits, mbits, route.native_fp8)
     if route.backend is Backend.DEQUANT_MM:
@@ -420,7 +456,8 @@ class EagerLinear:
 def eager_linear(x, w, w_scale, bias, ebits: int, mbits: int) -> EagerLinear | None:
     """The bound launches of a validated eager CUDA call whose tensors are contiguous (their metadata fixed by the
     caller's cache key), or None where the call must take the general path (:func:`float_weight_only_linear_cuda`):
-    no rows, dequantize + cuBLAS, or a kernel that only ``wrap_triton`` may launch (:meth:`PlanLaunch.bind`)."""
+    no rows, dequantize + cuBLAS or the CUTLASS GEMM (prefill sizes: the GPU time dwarfs the host path's), or a
+    kernel that only ``wrap_triton`` may launch (:meth:`PlanLaunch.bind`)."""
     K, N = x.shape[-1], w.shape[0]
     x2 = x.view(-1, K)
     M = x2.shape[0]
@@ -431,7 +468,7 @@ def eager_linear(x, w, w_scale, bias, ebits: int, mbits: int) -> EagerLinear | N
     if route.backend is Backend.CUDA_GEMV:
         from lowbit_flex.kernels.float_weight_gemv_cuda import bound_gemv_cuda
 
-        gemv = bound_gemv_cuda(x2, w, ebits, mbits, route.gemv_config)
+        gemv = bound_gemv_cuda(x2, w, ebits, mbits, route.cuda_config)
         return None if gemv is None else EagerLinear(out_shape, x.dtype, x.device, gemv=gemv)
     if route.plan is None:
         return None

@@ -1,6 +1,7 @@
 """The CUDA-library kernels as ops: the CUTLASS GEMMs ``lowbit::s8s4_gemm_cutlass`` and
 ``lowbit::s8s8_groupwise_gemm_cutlass``, the W4A8 decode GEMV ``lowbit::w4a8_gemv_cuda`` and the fp8 / fp6 / fp4
-weight-only decode GEMV ``lowbit::float_weight_gemv_cuda``.
+weight-only decode GEMV ``lowbit::float_weight_gemv_cuda`` and the fp8 weight-only prefill GEMM
+``lowbit::fp8_weight_gemm_cutlass``.
 
 ``lowbit::s8s4_linear`` is a ``triton_op``: compiled and exported graphs hold its kernels rather than the op. Where
 its dispatch table picks a kernel of the CUDA library, the traced graph holds one of these opaque ops instead (the
@@ -32,6 +33,7 @@ S8S4_GEMM_CUTLASS_SCHEMA = TORCH_OPS_SCHEMAS["LOWBIT_S8S4_GEMM_CUTLASS_SCHEMA"]
 S8S8_GROUPWISE_GEMM_CUTLASS_SCHEMA = TORCH_OPS_SCHEMAS["LOWBIT_S8S8_GROUPWISE_GEMM_CUTLASS_SCHEMA"]
 W4A8_GEMV_CUDA_SCHEMA = TORCH_OPS_SCHEMAS["LOWBIT_W4A8_GEMV_CUDA_SCHEMA"]
 FLOAT_WEIGHT_GEMV_CUDA_SCHEMA = TORCH_OPS_SCHEMAS["LOWBIT_FLOAT_WEIGHT_GEMV_CUDA_SCHEMA"]
+FP8_WEIGHT_GEMM_CUTLASS_SCHEMA = TORCH_OPS_SCHEMAS["LOWBIT_FP8_WEIGHT_GEMM_CUTLASS_SCHEMA"]
 # The ops the C++ library registers (what a package's loader without lowbit_flex can serve).
 CPP_OPS = [f"lowbit::{schema.split('(', 1)[0]}" for schema in TORCH_OPS_SCHEMAS.values()]
 
@@ -251,6 +253,40 @@ def _float_weight_gemv_cuda(x, w, w_scale, bias, ebits, mbits, config):
     return launch_gemv_cuda(x.contiguous(), w.contiguous(), w_scale.contiguous(), b, ebits, mbits, config)
 
 
+def _check_fp8_weight_gemm(x, w, w_scale, bias, config) -> None:
+    """The checks of ``lowbit::fp8_weight_gemm_cutlass`` (the C++ op makes the same ones): the fp8 weight-only op's
+    (``lowbit::fp8_weight_only_linear``), then the GEMM's shape limits."""
+    from lowbit_flex.kernels import fp8_weight_gemm_cutlass as gemm
+    from lowbit_flex.ops.fp8_weight_only_linear import check_args
+
+    check_tensor("x", x, dtypes=HALF_DTYPES, ndim=2)
+    check_args(x, w, w_scale, bias, w_name="w")
+    N, K = w.shape
+    if not gemm.fp8_weight_gemm_supports(N, K):
+        raise ValueError(f"w: the GEMM takes N a multiple of 8 and K a multiple of 16; got N={N}, K={K}")
+    if config not in gemm.CONFIGS:
+        raise ValueError(f"config: expected one of {list(gemm.CONFIGS)}, got {config!r}")
+
+
+def _fp8_weight_gemm_cpu(x, w, w_scale, bias, config):
+    """The fp8 weight-only op's exact CPU reference (float64, rounded once)."""
+    _check_fp8_weight_gemm(x, w, w_scale, bias, config)
+    return torch.ops.lowbit.fp8_weight_only_linear(x, w, w_scale, bias)
+
+
+def _fp8_weight_gemm_fake(x, w, w_scale, bias, config):
+    _check_fp8_weight_gemm(x, w, w_scale, bias, config)
+    return x.new_empty((x.shape[0], w.shape[0]))
+
+
+def _fp8_weight_gemm_cuda(x, w, w_scale, bias, config):
+    _check_fp8_weight_gemm(x, w, w_scale, bias, config)
+    from lowbit_flex.kernels.fp8_weight_gemm_cutlass import launch_fp8_weight_gemm
+
+    b = None if bias is None else bias.contiguous()
+    return launch_fp8_weight_gemm(x.contiguous(), w.contiguous(), w_scale.contiguous(), b, config)
+
+
 def _register(schema: str, cpu, fake, cuda) -> None:
     name = schema.split("(", 1)[0]
     qualname = f"lowbit::{name}"
@@ -274,6 +310,7 @@ _register(S8S4_GEMM_CUTLASS_SCHEMA, _s8s4_cpu, _s8s4_fake, _s8s4_cuda)
 _register(S8S8_GROUPWISE_GEMM_CUTLASS_SCHEMA, _s8s8_groupwise_cpu, _s8s8_groupwise_fake, _s8s8_groupwise_cuda)
 _register(W4A8_GEMV_CUDA_SCHEMA, _w4a8_gemv_cpu, _w4a8_gemv_fake, _w4a8_gemv_cuda)
 _register(FLOAT_WEIGHT_GEMV_CUDA_SCHEMA, _float_weight_gemv_cpu, _float_weight_gemv_fake, _float_weight_gemv_cuda)
+_register(FP8_WEIGHT_GEMM_CUTLASS_SCHEMA, _fp8_weight_gemm_cpu, _fp8_weight_gemm_fake, _fp8_weight_gemm_cuda)
 
 
 def torch_ops_library(arch: str | None = None) -> Path:

@@ -122,6 +122,18 @@ def _float_weight_gemv_cuda(device):
     yield (bf16(0, 256), fp8, rand(24), None, 4, 3, "cp_n2k4"), {}  # no rows
 
 
+def _fp8_weight_gemm_cutlass(device):
+    fp8 = (torch.randn(24, 256, device=device) * 50).to(torch.float8_e4m3fn)
+    rand = lambda *s: torch.rand(*s, device=device) + 0.5
+    x = torch.randn(70, 256, device=device, dtype=torch.bfloat16)
+    yield (x, fp8, rand(24), torch.randn(24, device=device, dtype=torch.bfloat16), "64x128x64_coop_sk"), {}
+    xt = torch.randn(272, 5, device=device, dtype=torch.float16).t()  # non-contiguous
+    yield (xt, fp8[:16, :16].repeat(1, 17), rand(16), None, "128x256x64_coop"), {}
+    xe = torch.randn(1, 256, device=device, dtype=torch.bfloat16).expand(4, 256)  # expanded
+    yield (xe, fp8, rand(24), None, "256x128x64_coop"), {}
+    yield (x[:0], fp8, rand(24), None, "128x128x64_coop_sk"), {}  # no rows
+
+
 def _w4a8_linear(device):
     from lowbit_flex.quant import pack_int4
 
@@ -223,6 +235,7 @@ SAMPLES = {
     "s8s8_groupwise_gemm_cutlass": _s8s8_groupwise_gemm_cutlass,
     "w4a8_gemv_cuda": _w4a8_gemv_cuda,
     "float_weight_gemv_cuda": _float_weight_gemv_cuda,
+    "fp8_weight_gemm_cutlass": _fp8_weight_gemm_cutlass,
     "w4a8_linear": _w4a8_linear,
     "rel_pos_attention": _rel_pos_attention,
     "quantize_fp8": _quantize_fp8,

@@ -1,5 +1,6 @@
 """The CUDA-library ops (``lowbit::s8s4_gemm_cutlass``, ``lowbit::s8s8_groupwise_gemm_cutlass``, the decode GEMVs
-``lowbit::w4a8_gemv_cuda`` and ``lowbit::float_weight_gemv_cuda``) and their C++ registration.
+``lowbit::w4a8_gemv_cuda`` and ``lowbit::float_weight_gemv_cuda``, the fp8 weight-only GEMM
+``lowbit::fp8_weight_gemm_cutlass``) and their C++ registration.
 
 ``test_opcheck_all.py`` runs opcheck on both (CPU reference; CUDA through ``ctypes``). Here:
 
@@ -125,6 +126,30 @@ def test_float_weight_gemv_bad_input_same_error_eager_and_fake(make, error, name
     _same_error_eager_and_fake(torch.ops.lowbit.float_weight_gemv_cuda, make(), error, name)
 
 
+BAD_FP8_GEMM = [
+    (lambda: (*_float_gemv_args(), "nope"), ValueError, "config"),
+    (lambda: (*_float_gemv_args(K=136), "64x128x64_coop_sk"), ValueError, "w"),  # K % 16
+    (lambda: (*_float_gemv_args(N=20), "64x128x64_coop_sk"), ValueError, "w"),  # N % 8
+    (lambda: (*_float_gemv_args(bits=4), "64x128x64_coop_sk"), TypeError, "w"),  # fp4 words
+    (lambda: (_float_gemv_args()[0].float(), *_float_gemv_args()[1:], "64x128x64_coop_sk"), TypeError, "x"),
+    (lambda: (_float_gemv_args()[0][None], *_float_gemv_args()[1:], "64x128x64_coop_sk"), ValueError, "x"),
+    (lambda: (*_float_gemv_args()[:2], torch.rand(3), None, "64x128x64_coop_sk"), ValueError, "w_scale"),
+    (lambda: (*_float_gemv_args()[:3], torch.rand(16), "64x128x64_coop_sk"), TypeError, "bias"),  # float32 bias
+]
+
+
+@pytest.mark.parametrize("make, error, name", BAD_FP8_GEMM)
+def test_fp8_weight_gemm_bad_input_same_error_eager_and_fake(make, error, name):
+    _same_error_eager_and_fake(torch.ops.lowbit.fp8_weight_gemm_cutlass, make(), error, name)
+
+
+def test_fp8_weight_gemm_reference_is_the_weight_only_op():
+    x, w, s, b = _float_gemv_args(M=70, K=208, N=24)
+    got = torch.ops.lowbit.fp8_weight_gemm_cutlass(x, w, s, b, "128x128x64_coop_sk")
+    want = (x.double() @ w.double().T * s.double() + b.double()).to(torch.bfloat16)
+    assert got.dtype == torch.bfloat16 and torch.equal(got, want)
+
+
 @pytest.mark.parametrize("bits, ebits, mbits", [(8, 4, 3), (6, 3, 2), (6, 2, 3), (4, 2, 1)])
 def test_float_weight_gemv_reference_is_the_weight_only_ops(bits, ebits, mbits):
     # The CPU kernel is the weight-only op's exact reference (float64, one rounding): checked here against a float64
@@ -154,8 +179,9 @@ def test_schemas_take_no_scalar_type():
     """A dtype travels by name: torch's AOTInductor proxy executor up to 2.11 hands a package's ``ScalarType``
     argument to the op in the export schema's numbering (bfloat16 arrives as QUInt8; H200, torch 2.11)."""
     for schema in TORCH_OPS_SCHEMAS.values():
-        # the weight-only GEMV has no dtype argument: its output is in x's dtype
-        assert "ScalarType" not in schema and ("str out_dtype" in schema or "float_weight_gemv" in schema), schema
+        # the weight-only kernels have no dtype argument: their output is in x's dtype
+        in_x_dtype = "float_weight_gemv" in schema or "fp8_weight_gemm" in schema
+        assert "ScalarType" not in schema and ("str out_dtype" in schema or in_x_dtype), schema
     with pytest.raises(RuntimeError, match="Expected a value of type 'str' for argument 'out_dtype'"):
         torch.ops.lowbit.s8s4_gemm_cutlass(*_args(), torch.bfloat16, "sm90", "16x128x128_ws")
 
@@ -175,6 +201,7 @@ const char* lowbit_status_string(int s) { return "stub"; }
 #define FAMILY(F) int lowbit_##F(void) { return 1; } int lowbit_##F##_num_configs(void) { return 0; } \\
   const char* lowbit_##F##_config_name(int i) { return 0; }
 FAMILY(s8s4_sm80) FAMILY(s8s4_sm90) FAMILY(s8s8_groupwise_sm90) FAMILY(w4a8_gemv) FAMILY(float_weight_gemv)
+FAMILY(fp8_weight_gemm_sm90)
 """
 
 _PROBE = """
@@ -254,6 +281,9 @@ def test_cpp_library_without_lowbit_flex_equals_the_ctypes_path(tmp_path):
             for bits, (e, m), config in ((8, (4, 3), "cp_n2k4"), (4, (2, 1), "cp_n1k8"), (6, (3, 2), "cp_n4k2")):
                 xf, wf, sf, bf = (t.cuda() for t in _float_gemv_args(M, K, N, bits))
                 calls.append(("float_weight_gemv_cuda", (xf, wf, sf, bf, e, m, config)))
+        xf, wf, sf, bf = (t.cuda() for t in _float_gemv_args(M, K, N, 8))
+        calls.append(("fp8_weight_gemm_cutlass", (xf, wf, sf, bf, "64x128x64_coop_sk")))
+        calls.append(("fp8_weight_gemm_cutlass", (xf.half(), wf, sf, None, "256x128x64_coop")))
     torch.save(calls, tmp_path / "args.pt")
     (tmp_path / "child.py").write_text(_GPU_CHILD)
     cmd = [
@@ -274,7 +304,7 @@ def test_cpp_library_without_lowbit_flex_equals_the_ctypes_path(tmp_path):
 
 @pytest.mark.slow
 def test_aoti_package_calls_the_cpp_ops_by_name(tmp_path):
-    """~30 s (a C++ build): an AOTInductor package keeps the three ops as calls by name (the proxy executor passes
+    """~30 s (a C++ build): an AOTInductor package keeps the five ops as calls by name (the proxy executor passes
     ``Tensor?`` and ``str`` arguments); on CPU they run the exact reference, equal to eager."""
     from examples.deploy_aoti import lowbit_ops_in_package, static_libstdcxx
 
@@ -282,6 +312,7 @@ def test_aoti_package_calls_the_cpp_ops_by_name(tmp_path):
     w8 = torch.randint(-8, 8, (16, 256), dtype=torch.int8)
     ws2 = torch.rand(16, 2)
     _, wf, sf, bf = _float_gemv_args(K=256, N=16, bits=4)
+    _, w8f, s8f, _ = _float_gemv_args(K=256, N=16, bits=8)
 
     class Both(torch.nn.Module):
         def forward(self, x, xs):
@@ -290,7 +321,8 @@ def test_aoti_package_calls_the_cpp_ops_by_name(tmp_path):
             v = torch.ops.lowbit.w4a8_gemv_cuda(x, xs, w4, ws2, b, "bfloat16", "mma_n1k8_pf0")
             xf = (x.float() * xs[:, None]).bfloat16()
             u = torch.ops.lowbit.float_weight_gemv_cuda(xf, wf, sf, bf, 2, 1, "cp_n2k4")
-            return y, z, v, u
+            t = torch.ops.lowbit.fp8_weight_gemm_cutlass(xf, w8f, s8f, bf, "64x128x64_coop_sk")
+            return y, z, v, u, t
 
     batch = torch.export.Dim("batch", min=1, max=16)  # the GEMV takes up to 16 rows
     ep = torch.export.export(Both(), (x, xs), dynamic_shapes=({0: batch}, {0: batch}))

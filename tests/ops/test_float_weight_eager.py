@@ -90,20 +90,21 @@ def test_module_calls_match_the_dispatcher_and_float64(fmt, m, bias, monkeypatch
         assert torch.equal(out, want)  # the same kernels as the op's body
         scale, bias64 = mod.weight_scale.cpu(), None if mod.bias is None else mod.bias.cpu()
         w_ref = w64
-        if _dequantizes_first(fmt, m, k):  # the body's dequantize + cuBLAS rounds the scaled weight to bf16 once
+        if _dequantizes_first(fmt, m, n, k):  # the body's dequantize + cuBLAS rounds the scaled weight to bf16 once
             w_ref, scale = (w64 * scale.double()[:, None]).to(torch.bfloat16).double(), torch.ones_like(scale)
         exact, bound = exact_linear(x.reshape(-1, k).cpu(), w_ref, scale, bias64)
         assert_within(out.reshape(-1, n), exact, bound)
     assert len(fe._PLANS) == 2
 
 
-def _dequantizes_first(fmt, m, k) -> bool:
+def _dequantizes_first(fmt, m, n, k) -> bool:
     from lowbit_flex.kernels import float_weight_dispatch as d
     from lowbit_flex.kernels.arch import register_a_wgmma_pipelines
 
     dev = torch.device("cuda")
     pipelined, gemv = register_a_wgmma_pipelines(dev, True), d.cuda_gemv_supported(dev, m, k, fmt.bits)
-    return d.choose(fmt.bits, m, True, pipelined, gemv).backend is d.Backend.DEQUANT_MM
+    cutlass = d.cutlass_gemm_supported(dev, n, k, fmt.bits)  # (fp8 from M = 33 on sm_90: the scale in fp32)
+    return d.choose(fmt.bits, m, True, pipelined, gemv, cutlass).backend is d.Backend.DEQUANT_MM
 
 
 @cuda

@@ -44,14 +44,15 @@ TRITON_OPS = {
 }
 # Opaque to compile. _fp8_attention_reference is fp8_attention's path on CUDA GPUs without fp8 MMA (no kernel there,
 # and Inductor cannot generate fp8 code for them); the CUTLASS GEMMs are s8s4_linear's nodes where it picks CUTLASS
-# and the decode GEMVs are s8s4_linear's / the weight-only linears' nodes where they pick the CUDA library (a C++
-# registration serves them without Python: ops/cutlass_gemm.py).
+# and the decode GEMVs and the fp8 weight GEMM are s8s4_linear's / the weight-only linears' nodes where they pick
+# the CUDA library (a C++ registration serves them without Python: ops/cutlass_gemm.py).
 CUSTOM_OPS = {
     "_fp8_attention_reference",
     "s8s4_gemm_cutlass",
     "s8s8_groupwise_gemm_cutlass",
     "w4a8_gemv_cuda",
     "float_weight_gemv_cuda",
+    "fp8_weight_gemm_cutlass",
 }
 
 # (arch, dynamic) of each fake-CUDA trace; sm_80 takes the paths for GPUs without fp8 conversion instructions.

@@ -1,8 +1,8 @@
 // The CUDA library's launchers as torch operators, for processes without lowbit_flex's Python: an AOTInductor package
 // of a W4A8 model calls lowbit::s8s4_gemm_cutlass / lowbit::s8s8_groupwise_gemm_cutlass / lowbit::w4a8_gemv_cuda (and
-// of a weight-only model lowbit::float_weight_gemv_cuda) by name through the dispatcher,
-// so loading this library (torch.ops.load_library, or dlopen from C++) before the package is all such a process
-// needs.
+// of a weight-only model lowbit::float_weight_gemv_cuda / lowbit::fp8_weight_gemm_cutlass) by name through the
+// dispatcher, so loading this library (torch.ops.load_library, or dlopen from C++) before the package is all such a
+// process needs.
 //
 // Built by lowbit_flex/cuda_build.py (build_torch_ops) next to liblowbit_flex_cuda.so, which it links: this is the
 // one translation unit that includes torch headers, and it includes no CUTLASS, so the kernel TUs stay torch-free.
@@ -24,12 +24,14 @@
 
 #include "common/status.h"
 #include "float_weight_gemv/float_weight_gemv.h"
+#include "fp8_weight_gemm/fp8_weight_gemm.h"
 #include "s8s4_gemm/s8s4_gemm.h"
 #include "s8s8_groupwise/s8s8_groupwise.h"
 #include "w4a8_gemv/w4a8_gemv.h"
 
 #if !defined(LOWBIT_S8S4_GEMM_CUTLASS_SCHEMA) || !defined(LOWBIT_S8S8_GROUPWISE_GEMM_CUTLASS_SCHEMA) || \
-    !defined(LOWBIT_W4A8_GEMV_CUDA_SCHEMA) || !defined(LOWBIT_FLOAT_WEIGHT_GEMV_CUDA_SCHEMA)
+    !defined(LOWBIT_W4A8_GEMV_CUDA_SCHEMA) || !defined(LOWBIT_FLOAT_WEIGHT_GEMV_CUDA_SCHEMA) ||         \
+    !defined(LOWBIT_FP8_WEIGHT_GEMM_CUTLASS_SCHEMA)
 #error "build with lowbit_flex.cuda_build (it passes the op schemas)"
 #endif
 
@@ -284,6 +286,42 @@ at::Tensor float_weight_gemv_cuda(const at::Tensor& x, const at::Tensor& w, cons
   return out;
 }
 
+// The fp8 weight-only prefill GEMM (csrc/fp8_weight_gemm), out in x's dtype. The checks are
+// lowbit_flex/ops/cutlass_gemm.py's _check_fp8_weight_gemm.
+at::Tensor fp8_weight_gemm_cutlass(const at::Tensor& x, const at::Tensor& w, const at::Tensor& w_scale,
+                                   const std::optional<at::Tensor>& bias, c10::string_view config) {
+  TORCH_CHECK_VALUE(x.is_cuda(), "x: expected a CUDA tensor, got one on ", x.device());
+  const at::ScalarType xt = x.scalar_type();
+  TORCH_CHECK_TYPE(xt == at::kHalf || xt == at::kBFloat16, "x: expected dtype float16 or bfloat16, got ", xt);
+  TORCH_CHECK_VALUE(x.dim() == 2, "x: expected 2 dimensions, got shape ", x.sizes());
+  const int64_t M = x.size(0), K = x.size(1), N = w.size(0);
+  check_tensor("w", w, at::kFloat8_e4m3fn, 2, x.device());
+  TORCH_CHECK_VALUE(w.size(1) == K, "w: expected shape (", N, ", ", K, ") (the K of x), got ", w.sizes());
+  check_tensor("w_scale", w_scale, at::kFloat, 1, x.device());
+  TORCH_CHECK_VALUE(w_scale.size(0) == N, "w_scale: expected shape (", N, ",), got ", w_scale.sizes());
+  if (bias) {
+    check_tensor("bias", *bias, xt, 1, x.device());
+    TORCH_CHECK_VALUE(bias->size(0) == N, "bias: expected shape (", N, ",), got ", bias->sizes());
+  }
+  TORCH_CHECK_VALUE(N >= 8 && N % 8 == 0 && K >= 16 && K % 16 == 0,
+                    "w: the GEMM takes N a multiple of 8 and K a multiple of 16; got N=", N, ", K=", K);
+  const int index = config_index("the fp8 weight GEMM", lowbit_fp8_weight_gemm_sm90_num_configs,
+                                 lowbit_fp8_weight_gemm_sm90_config_name, config);
+  at::Tensor out = at::empty({M, N}, x.options());
+  if (M == 0) return out;
+  TORCH_CHECK_VALUE(M <= INT32_MAX && N <= INT32_MAX && K <= INT32_MAX, "x: shape too large, got ", x.sizes());
+  const at::Tensor xc = operand(x), wc = operand(w), ws = operand(w_scale);
+  const std::optional<at::Tensor> b = bias ? std::optional<at::Tensor>(operand(*bias)) : std::nullopt;
+  const int dtype = xt == at::kHalf ? lowbit::kF16 : lowbit::kBF16;
+  launch_with_workspace(
+      x.device(), "fp8 weight GEMM", [&](void* workspace, size_t bytes, size_t* query, cudaStream_t stream) {
+        return lowbit_fp8_weight_gemm_sm90(index, dtype, xc.data_ptr(), wc.data_ptr(), ws.data_ptr<float>(),
+                                           b ? b->data_ptr() : nullptr, out.data_ptr(), static_cast<int>(M),
+                                           static_cast<int>(N), static_cast<int>(K), workspace, bytes, query, stream);
+      });
+  return out;
+}
+
 // Define `schema` where no one has, and register `kernel` for CUDA where no kernel is.
 template <class Fn>
 void register_op(torch::Library& defs, torch::Library& cuda, const char* schema, const char* name, Fn kernel) {
@@ -303,6 +341,8 @@ int register_ops() {
   register_op(defs, cuda, LOWBIT_W4A8_GEMV_CUDA_SCHEMA, "w4a8_gemv_cuda", TORCH_FN(w4a8_gemv_cuda));
   register_op(defs, cuda, LOWBIT_FLOAT_WEIGHT_GEMV_CUDA_SCHEMA, "float_weight_gemv_cuda",
               TORCH_FN(float_weight_gemv_cuda));
+  register_op(defs, cuda, LOWBIT_FP8_WEIGHT_GEMM_CUTLASS_SCHEMA, "fp8_weight_gemm_cutlass",
+              TORCH_FN(fp8_weight_gemm_cutlass));
   return 0;
 }
 

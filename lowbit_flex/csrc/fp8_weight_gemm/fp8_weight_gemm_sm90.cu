@@ -1,0 +1,23 @@
+// Exported launcher of the Hopper fp8 weight-only GEMM (fp8_weight_gemm_sm90.cuh); the instances live in one TU per
+// dtype.
+#include "fp8_weight_gemm/fp8_weight_gemm.h"
+#include "fp8_weight_gemm/fp8_weight_gemm_configs.h"
+
+namespace {
+#define LOWBIT_FP8_WEIGHT_GEMM_NAME(I, NAME, ...) NAME,
+constexpr const char* kConfigNames[] = {LOWBIT_FP8_WEIGHT_GEMM_SM90_CONFIGS(LOWBIT_FP8_WEIGHT_GEMM_NAME)};
+#undef LOWBIT_FP8_WEIGHT_GEMM_NAME
+constexpr int kNumConfigs = sizeof(kConfigNames) / sizeof(kConfigNames[0]);
+}  // namespace
+
+LOWBIT_API int lowbit_fp8_weight_gemm_sm90_num_configs() { return kNumConfigs; }
+
+LOWBIT_API const char* lowbit_fp8_weight_gemm_sm90_config_name(int config) {
+  return config >= 0 && config < kNumConfigs ? kConfigNames[config] : nullptr;
+}
+
+LOWBIT_API int lowbit_fp8_weight_gemm_sm90(LOWBIT_FP8_WEIGHT_GEMM_LAUNCHER_PARAMS) {
+  const lowbit::fp8_weight_gemm::Problem p{x, w, w_scale, bias, out, M, N, K, workspace, workspace_bytes, stream};
+  return lowbit::launch_out_dtype(lowbit::fp8_weight_gemm::sm90_f16, lowbit::fp8_weight_gemm::sm90_bf16, config, dtype,
+                                  p, query_workspace);
+}
