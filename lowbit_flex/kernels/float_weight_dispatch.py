@@ -87,6 +87,14 @@ class Rule:
 # - M <= 1024: fp4 the same tile (0.87x; dequantize + cuBLAS 0.84x); fp8 / fp6 dequantize + cuBLAS (0.84x / 0.81x;
 #   the tile 0.74x / 0.79x). The 256-row tile's WGMMAs stay serialized: pipelined, it returned wrong sums (run 19).
 # - Larger M: dequantize + cuBLAS for every format (M = 4096: 0.93-0.96x; the TMA tile serialized 0.77-0.85x).
+# - fp8 at M = 33-4096 on sm_90 with the CUDA library (run 41, docs/measurements/h200_run41_fp8_weight_gemm.md, module
+#   times): the CUTLASS mixed-input GEMM, which reads the e4m3 weight once. M <= 64 its 64-token stream-K tile
+#   (M = 64: 1.39x / 1.16x / 1.15x on 4096x14336 / 14336x4096 / 8192^2, 0.64x on 4096^2; the Triton rules 0.59-0.69x),
+#   M <= 256 the 128-token stream-K tile (0.73-0.93x; Triton 0.60-0.80x), M <= 4096 the 256-token persistent tile
+#   (M = 1024: 0.97-1.05x against dequantize + cuBLAS's 0.82-0.83x; M = 4096: 0.96-0.98x against 0.94-0.95x, and no
+#   bf16 copy of the weight). M = 17-32 keeps the 16x64 Triton tile (M = 32: 1.00-1.10x, the CUTLASS tile 0.72-1.23x).
+#   fp6 / fp4 codes converted to e4m3 per call and run through it measured 0.18-0.85x (dequantize + cuBLAS
+#   0.49-0.93x): not a rule.
 # TMA rules need sm_90 and TMA-aligned operands (tma_supported); ``pipelined`` rules also need the toolchain their
 # config's pipelined WGMMAs were verified with (arch.register_a_wgmma_pipelines: ptxas >= 13.3, Triton 3.6);
 # otherwise the next matching rule applies. "Pipelined" numbers are with ptxas 13.5 (run 19), the others with Triton
@@ -102,6 +110,10 @@ DISPATCH_TABLE: tuple[Rule, ...] = (
     Rule(Backend.DOT, "dot_16x64x2", max_m=16, bits=(8,)),
     Rule(Backend.DOT, "dot_16x128x1_swap", max_m=16, bits=(4, 6)),
     Rule(Backend.TMA, "tma_64x128x1_swap", max_m=64, bits=(4, 6)),
+    Rule(Backend.DOT, "dot_16x64x2", max_m=32, bits=(8,)),
+    Rule(Backend.CUTLASS_GEMM, "64x128x64_coop_sk", max_m=64, bits=(8,)),
+    Rule(Backend.CUTLASS_GEMM, "128x128x64_coop_sk", max_m=256, bits=(8,)),
+    Rule(Backend.CUTLASS_GEMM, "256x128x64_coop", max_m=4096, bits=(8,)),
     Rule(Backend.TMA, "tma_64x128x1_swap", max_m=64, bits=(8,), pipelined=True),
     Rule(Backend.DOT, "dot_16x64x2", max_m=64, bits=(8,)),
     Rule(Backend.DOT, "dot_16x128x1_swap", max_m=64, bits=(4,)),

@@ -46,6 +46,17 @@ def test_dispatch_takes_it_only_where_it_runs(monkeypatch):
     assert not d.cutlass_gemm_supported(torch.device("cuda"), 4096, 4096, 4)
 
 
+def test_table_takes_it_for_fp8_prefill_sizes_only():
+    # Run 41: fp8 from M = 33 to 4096 (the 16x64 Triton tile keeps M <= 32; dequantize + cuBLAS beyond 4096, untimed)
+    from lowbit_flex.kernels import float_weight_dispatch as d
+
+    pick = lambda M: d.choose(8, M, True, False, True, True)
+    assert {pick(M).config for M in (33, 64)} == {"64x128x64_coop_sk"}
+    assert {pick(M).config for M in (65, 256)} == {"128x128x64_coop_sk"}
+    assert {pick(M).config for M in (257, 1024, 4096)} == {"256x128x64_coop"}
+    assert all(pick(M).backend is not d.Backend.CUTLASS_GEMM for M in (1, 2, 16, 17, 32, 4097))
+
+
 def test_forcing_it_where_it_cannot_run_names_the_backend():
     from lowbit_flex.kernels.float_weight_dispatch import Backend, float_weight_only_linear_cuda
 
