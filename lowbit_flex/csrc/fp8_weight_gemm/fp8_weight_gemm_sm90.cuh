@@ -8,20 +8,7 @@
 // Included by one TU per dtype. In a build for sm_80 only no Hopper kernel is instantiated (common/sm90_arch.h).
 #pragma once
 
-// clang-format off
-#include "cutlass/cutlass.h"
-#include "cute/tensor.hpp"
-#include "cutlass/epilogue/collective/collective_builder.hpp"
-#include "cutlass/epilogue/fusion/sm90_visitor_compute_tma_warpspecialized.hpp"
-#include "cutlass/epilogue/fusion/sm90_visitor_load_tma_warpspecialized.hpp"
-#include "cutlass/gemm/collective/collective_builder.hpp"
-#include "cutlass/gemm/device/gemm_universal_adapter.h"
-#include "cutlass/gemm/dispatch_policy.hpp"
-#include "cutlass/gemm/kernel/gemm_universal.hpp"
-#include "cutlass/gemm/kernel/tile_scheduler.hpp"
-// clang-format on
-#include "common/run_gemm.h"
-#include "common/sm90_arch.h"
+#include "common/sm90_cutlass_gemm.cuh"
 #include "fp8_weight_gemm/fp8_weight_gemm.h"
 #include "fp8_weight_gemm/fp8_weight_gemm_configs.h"
 
@@ -31,10 +18,6 @@ namespace lowbit::fp8_weight_gemm::sm90 {
 
 using namespace cute;
 namespace fusion = cutlass::epilogue::fusion;
-
-#if defined(__CUDA_ARCH__) && (__CUDA_ARCH__ == 900) && !defined(__CUDA_ARCH_FEAT_SM90_ALL)
-#error "fp8 weight GEMM Hopper kernels: compile for sm_90a (-gencode=arch=compute_90a,code=sm_90a), not sm_90"
-#endif
 
 template <class Element, int TileM, int TileN, int TileK, class KernelSchedule, class EpilogueSchedule, class Scheduler>
 struct Gemm {

@@ -8,19 +8,7 @@
 // is instantiated and the launcher refuses to run (common/sm90_arch.h).
 #pragma once
 
-// clang-format off
-#include "cutlass/cutlass.h"
-#include "cute/tensor.hpp"
-#include "cutlass/epilogue/collective/collective_builder.hpp"
-#include "cutlass/epilogue/fusion/sm90_visitor_compute_tma_warpspecialized.hpp"
-#include "cutlass/epilogue/fusion/sm90_visitor_load_tma_warpspecialized.hpp"
-#include "cutlass/gemm/collective/collective_builder.hpp"
-#include "cutlass/gemm/device/gemm_universal_adapter.h"
-#include "cutlass/gemm/dispatch_policy.hpp"
-#include "cutlass/gemm/kernel/gemm_universal.hpp"
-// clang-format on
-#include "common/run_gemm.h"
-#include "common/sm90_arch.h"
+#include "common/sm90_cutlass_gemm.cuh"
 #include "s8s8_groupwise/s8s8_groupwise.h"
 #include "s8s8_groupwise/s8s8_groupwise_configs.h"
 #if defined(CUTLASS_ARCH_MMA_SM90_SUPPORTED)
@@ -33,12 +21,6 @@ namespace lowbit::s8s8g::sm90 {
 
 using namespace cute;
 namespace fusion = cutlass::epilogue::fusion;
-
-// Hopper kernels need the arch-specific sm_90a target (wgmma, setmaxnreg); for plain sm_90 CUTLASS would silently
-// compile them as empty stubs.
-#if defined(__CUDA_ARCH__) && (__CUDA_ARCH__ == 900) && !defined(__CUDA_ARCH_FEAT_SM90_ALL)
-#error "s8s8 group-wise Hopper kernels: compile for sm_90a (-gencode=arch=compute_90a,code=sm_90a), not sm_90"
-#endif
 
 template <class ElementOut, int TileM, int TileN, int KBlocksPerGroup, bool PingPong>
 struct Gemm {
