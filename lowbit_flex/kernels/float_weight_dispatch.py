@@ -81,8 +81,9 @@ class Rule:
 # - M = 1 without it: the 4-row, 1024-code-step GEMV for fp4 (1.65x) and fp6; fp8 the swap-AB 16x128 tile (1.24x).
 # - M <= 16 otherwise: fp8 the 16x64 tile (1.47x at M = 16), fp4 the swap-AB 16x128 tile (1.35x), fp6 the TMA 16-row
 #   tile (0.96x; the swap-AB pointer tile 0.91x).
-# - M <= 64: fp4 / fp6 the TMA 64x128 tile (1.18x / 1.01x pipelined, 0.86x / 0.76x serialized); fp8 the same tile
-#   where its WGMMAs pipeline (0.86x), else the 16x64 tile (0.63x; the TMA tile serialized 0.61x).
+# - M <= 64: fp4 / fp6 the TMA 64x128 tile (1.18x / 1.01x pipelined, 0.86x / 0.76x serialized); fp8 at M = 33-64
+#   the same tile where its WGMMAs pipeline (0.86x), else the 16x64 tile (0.63x; the TMA tile serialized 0.61x).
+#   fp8 at M = 17-32 takes the 16x64 tile on every toolchain (run 41: 1.00-1.10x at M = 32, serialized toolchain).
 # - M <= 256: the TMA 256x128 tile for every format (0.71x / 0.76x / 0.83x, against dequantize + cuBLAS 0.52-0.57x).
 # - M <= 1024: fp4 the same tile (0.87x; dequantize + cuBLAS 0.84x); fp8 / fp6 dequantize + cuBLAS (0.84x / 0.81x;
 #   the tile 0.74x / 0.79x). The 256-row tile's WGMMAs stay serialized: pipelined, it returned wrong sums (run 19).
@@ -394,6 +395,9 @@ def float_weight_only_linear_cuda(
     x2 = x.reshape(-1, K)
     if x2.stride(-1) != 1:
         x2 = x2.contiguous()
+    # every kernel reads the per-channel vectors with unit stride (views such as s[::2] pass the op's checks)
+    w_scale = w_scale if w_scale.is_contiguous() else w_scale.contiguous()
+    bias = bias if bias is None or bias.is_contiguous() else bias.contiguous()
     M = x2.shape[0]
     route = _route_for(x2, w, bias, ebits, mbits, backend, config)
     if route.backend is Backend.CUDA_GEMV and M:

@@ -167,6 +167,22 @@ def test_nan_in_one_row_stays_in_that_row():
         assert torch.isnan(out[1]).all() and not torch.isnan(out[[0, 2]]).any()
 
 
+def test_strided_scale_and_bias_views_give_the_contiguous_result():
+    # w_scale[::2] and bias[::2] pass the op's checks; every kernel reads them with unit stride, so the dispatch makes
+    # them contiguous first (they gave the wrong channels' scales before)
+    from lowbit_flex.kernels import float_weight_dispatch as d
+
+    gen = torch.Generator().manual_seed(4)
+    dev = kernel_device()
+    w, _ = _weight(E4M3FN, 24, 256, gen)
+    x = torch.randn(3, 256, generator=gen).bfloat16().to(dev)  # (the GEMV takes up to 4 rows)
+    s2, b2 = (torch.rand(48, generator=gen) + 0.5).to(dev), torch.randn(48, generator=gen).bfloat16().to(dev)
+    for backend, config in ((d.Backend.DOT, "dot_16x64x2"), (d.Backend.GEMV, "gemv_4x4x8")):
+        run = lambda s, b, be=backend, c=config: d.float_weight_only_linear_cuda(x, w.to(dev), s, b, 4, 3, backend=be,
+                                                                                 config=c)  # fmt: skip
+        assert torch.equal(run(s2[::2], b2[::2]), run(s2[::2].contiguous(), b2[::2].contiguous())), backend
+
+
 def test_dispatch_table_names_real_configs():
     from lowbit_flex.kernels.float_weight_dispatch import DISPATCH_TABLE, Backend, choose
     from lowbit_flex.kernels.float_weight_gemv import GEMV_CONFIGS, GEMV_MAX_M

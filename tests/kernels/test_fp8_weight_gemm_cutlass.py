@@ -119,16 +119,21 @@ def test_nan_in_one_row_stays_in_that_row():
 
 @requires_sm90
 def test_misaligned_views_are_copied_not_misread():
-    # x and w views starting 8 / 16 bytes into their storage: TMA needs 16-byte aligned bases, so the launcher
-    # copies them (aligned16) rather than reading from the wrong address.
+    # x and w views starting 8 bytes into their storage (on the GPU too: .cuda() keeps the storage offset): TMA needs
+    # 16-byte aligned bases, so the launcher copies them (aligned16) rather than reading from the wrong address.
     from lowbit_flex.kernels.float_weight_dispatch import Backend, float_weight_only_linear_cuda
 
     gen = torch.Generator().manual_seed(5)
-    w_all, w64_all = _weight(E4M3FN, 65, 256, gen)
-    x_all = torch.randn(97 * 256 + 4, generator=gen).bfloat16()
-    x, w, w64 = x_all[4:].view(97, 256), w_all[1:], w64_all[1:]
+    w, w64 = _weight(E4M3FN, 64, 256, gen)
+    w_buf = torch.empty(64 * 256 + 8, dtype=torch.float8_e4m3fn, device="cuda")
+    w_buf[8:] = w.flatten().cuda()
+    x = torch.randn(97, 256, generator=gen).bfloat16()
+    x_buf = torch.empty(97 * 256 + 4, dtype=torch.bfloat16, device="cuda")
+    x_buf[4:] = x.flatten().cuda()
+    xv, wv = x_buf[4:].view(97, 256), w_buf[8:].view(64, 256)
+    assert xv.data_ptr() % 16 and wv.data_ptr() % 16
     s = torch.rand(64, generator=gen) + 0.5
-    out = float_weight_only_linear_cuda(x.cuda(), w.cuda(), s.cuda(), None, 4, 3, backend=Backend.CUTLASS_GEMM,
+    out = float_weight_only_linear_cuda(xv, wv, s.cuda(), None, 4, 3, backend=Backend.CUTLASS_GEMM,
                                         config=mod.CONFIGS[0]).cpu()  # fmt: skip
     exact, bound = exact_linear(x, w64, s, None)
     assert_within(out, exact, bound)

@@ -1,4 +1,4 @@
-// fp8 (e4m3) weight-only GEMM for prefill sizes (M >= 64) on Hopper, shared declarations (no CUTLASS headers: the
+// fp8 (e4m3) weight-only GEMM for prefill sizes (the dispatch runs it from M = 33) on Hopper, shared declarations (no CUTLASS headers: the
 // launcher TU that includes only this file compiles in a second).
 //
 //   out[m, n] = T( (sum_k x[m, k] * float(w[n, k])) * w_scale[n] + bias[n] ),   T = x's dtype (fp16 or bf16)
