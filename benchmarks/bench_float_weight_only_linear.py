@@ -72,7 +72,7 @@ def _call(backend, config):
     return f
 
 
-def _candidates(M: int, K: int, which: str) -> dict:
+def _candidates(M: int, N: int, K: int, which: str) -> dict:
     """Every backend / config the dispatch could pick for M rows, as ``f(x, module)`` (``which``: ``"cuda"`` the
     CUDA GEMV's only, ``"cutlass"`` the CUTLASS GEMM's and dequantize + cuBLAS only)."""
     from lowbit_flex.kernels.float_weight_dispatch import Backend, cuda_gemv_supported, cutlass_gemm_supported
@@ -85,7 +85,7 @@ def _candidates(M: int, K: int, which: str) -> dict:
     call = _call
 
     out = {}
-    if M >= 16 and which != "cuda" and cutlass_gemm_supported(torch.device("cuda"), 4096, K, 8):  # fp8 only
+    if M >= 16 and which != "cuda" and cutlass_gemm_supported(torch.device("cuda"), N, K, 8):  # fp8 only
         out |= {f"cutlass {c}": call(Backend.CUTLASS_GEMM, c) for c in CUTLASS_CONFIGS}
     if M >= 16 and which == "cutlass":
         out["dequant_mm"] = call(Backend.DEQUANT_MM, "")
@@ -132,7 +132,7 @@ def run(bench: Bench) -> None:
             times = {"bf16 nn.Linear": bench.time(lambda x, m: m(x), *sets(lins))}
             extra: dict = {}
             which = os.environ.get(_ENV_CANDIDATES, "1")
-            candidates = _candidates(M, K, which) if which != "0" else {}
+            candidates = _candidates(M, N, K, which) if which != "0" else {}
             for f, (_, _, nbytes) in FORMATS.items():
                 mod = mods[f][0]
                 extra[f"check {f}"] = _check(mod(xs[0]), xs[0], w64[f])

@@ -400,19 +400,16 @@ def float_weight_only_linear_cuda(
     bias = bias if bias is None or bias.is_contiguous() else bias.contiguous()
     M = x2.shape[0]
     route = _route_for(x2, w, bias, ebits, mbits, backend, config)
-    if route.backend is Backend.CUDA_GEMV and M:
+    if route.backend in (Backend.CUDA_GEMV, Backend.CUTLASS_GEMM) and M:  # the CUDA library's kernels
         from lowbit_flex.kernels.float_weight_gemv_cuda import float_weight_gemv_cuda
-
-        x2 = x2 if x2.is_contiguous() else x2.contiguous()  # the kernel reads rows K apart
-        w = w if w.is_contiguous() else w.contiguous()
-        out = float_weight_gemv_cuda(x2, w, w_scale, bias, ebits, mbits, route.cuda_config)
-        return out.view(*x.shape[:-1], N)
-    if route.backend is Backend.CUTLASS_GEMM:
         from lowbit_flex.kernels.fp8_weight_gemm_cutlass import fp8_weight_gemm_cutlass
 
-        x2 = x2 if x2.is_contiguous() else x2.contiguous()
+        x2 = x2 if x2.is_contiguous() else x2.contiguous()  # they read rows K apart
         w = w if w.is_contiguous() else w.contiguous()
-        out = fp8_weight_gemm_cutlass(x2, w, w_scale, bias, route.cuda_config)
+        if route.backend is Backend.CUDA_GEMV:
+            out = float_weight_gemv_cuda(x2, w, w_scale, bias, ebits, mbits, route.cuda_config)
+        else:
+            out = fp8_weight_gemm_cutlass(x2, w, w_scale, bias, route.cuda_config)
         return out.view(*x.shape[:-1], N)
     w = _kernel_weight(w, ebits, mbits, route.native_fp8)
     if route.backend is Backend.DEQUANT_MM:

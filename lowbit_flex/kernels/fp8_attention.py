@@ -245,10 +245,10 @@ CONFIGS: tuple[AttentionConfig, ...] = tuple(
 ) + tuple(
     AttentionConfig(m, K_BLOCK, 0, w, s, tma=True, gluon=True) for m, w, s in ((128, 8, 3), (64, 4, 3), (64, 4, 2))
 )
-GLUON_CONFIGS = CONFIGS[-3:]
+GLUON_CONFIGS = tuple(c for c in CONFIGS if c.gluon)
 _LONG, _SHORT = CONFIGS[0], CONFIGS[4]
 # the smallest tiles, pointer loads: the interpreter's CPU runs scale with the tile size
-_INTERPRETER_CONFIG = CONFIGS[9]
+_INTERPRETER_CONFIG = AttentionConfig(64, K_BLOCK, 0, 4, 3)
 
 
 def pick_config(Lq: int, pv_16bit: bool) -> AttentionConfig:
@@ -279,13 +279,12 @@ def _launch_plan(
     tma_layout = _tma_layout(k_strides, v_strides, v_size) if bases_aligned else 0
     tma = cfg.tma and tma_layout > 0
     grid = (triton.cdiv(Lq, cfg.block_m), B * H)
-    p_scale_ = 1.0 if pv_16bit else p_scale(pv_fp16_accum)
-    meta = dict(
+    shared = dict(
         D=D, BLOCK_M=cfg.block_m, BLOCK_N=K_BLOCK, Q_SCALE_BLOCK=Q_BLOCK, K_SCALE_BLOCK=K_BLOCK, CAUSAL=causal,
-        PV_16BIT=pv_16bit, PV_FP16_ACC=pv_fp16_accum, V_BLOCK_SCALES=v_block_scales, P_SCALE=p_scale_,
-        EXACT=triton_interpreting(), TMA=tma, V_TOKEN_MAJOR=tma_layout == 2,
-        num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+        PV_16BIT=pv_16bit, V_BLOCK_SCALES=v_block_scales, P_SCALE=1.0 if pv_16bit else p_scale(pv_fp16_accum),
+        V_TOKEN_MAJOR=tma_layout == 2, num_warps=cfg.num_warps,
     )  # fmt: skip
+    meta = shared | dict(PV_FP16_ACC=pv_fp16_accum, EXACT=triton_interpreting(), TMA=tma, num_stages=cfg.num_stages)
     plan = PlanLaunch(_fp8_attention_fwd, grid, meta, tensors=7)
     # The Gluon kernel reads q by TMA as well, v token-major in e4m3 or row-major in 16 bits (its two layouts).
     gluon_layout = q_aligned and tma_layout == (1 if pv_16bit else 2) and tma_strides_ok(q_strides, 3, 1)
@@ -294,11 +293,7 @@ def _launch_plan(
     if gluon and torch.cuda.get_device_capability() == (9, 0):
         from lowbit_flex.kernels.fp8_attention_sm90 import _fp8_attention_fwd_sm90
 
-        gluon_meta = dict(
-            D=D, BLOCK_M=cfg.block_m, BLOCK_N=K_BLOCK, Q_SCALE_BLOCK=Q_BLOCK, K_SCALE_BLOCK=K_BLOCK, CAUSAL=causal,
-            PV_16BIT=pv_16bit, V_BLOCK_SCALES=v_block_scales, P_SCALE=p_scale_, V_TOKEN_MAJOR=tma_layout == 2,
-            STAGES=cfg.num_stages, NUM_WARPS=cfg.num_warps, num_warps=cfg.num_warps,
-        )  # fmt: skip
+        gluon_meta = shared | dict(STAGES=cfg.num_stages, NUM_WARPS=cfg.num_warps)
         plan = PlanLaunch(_fp8_attention_fwd_sm90, grid, gluon_meta, tensors=7, traced=plan)
     return plan
 
@@ -372,8 +367,7 @@ def attention_plan(
     )  # fmt: skip
     launch = cached_plan(
         _launch_plan, B, H, Lq, D, causal, pv_16bit, pv_fp16_accum, v_block_scales, tma_base_aligned(k, v),
-        tma_base_aligned(q),
-        v.element_size(), config, *ints,
+        tma_base_aligned(q), v.element_size(), config, *ints,
     )  # fmt: skip
     if (launch.traced or launch).meta["TMA"]:
         ensure_triton_allocator()  # device-side descriptors live in a per-launch global scratch buffer
