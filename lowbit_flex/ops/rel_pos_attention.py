@@ -13,13 +13,16 @@ node. The body is also the fake impl (traced with fake tensors), so the checks r
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 
 from lowbit_flex._checks import FLOAT_DTYPES, check_softmax_scale, check_tensor
-from lowbit_flex.ops.eager import PlanCache, needs_dispatcher
+from lowbit_flex.ops.eager import PlanCache, current_device_index, needs_dispatcher
 from lowbit_flex.score_mods._rel_pos_layout import RelPos, attention_out_strides, check_against_qkv, normalize_rel_pos
+
+if TYPE_CHECKING:  # kernel modules import Triton: op modules import them when they launch
+    from lowbit_flex.kernels.common import BoundLaunch, PlanLaunch
 
 # Kernel limits (the kernel pads head dim and the rel_h/rel_w rows to powers of two in registers). Checked for
 # every device so eager, fake and compiled calls accept and reject the same inputs.
@@ -117,11 +120,13 @@ def rel_pos_attention(
 
 
 class _EagerPlan(NamedTuple):
-    """What an eager call with one metadata key does: launch (``launch`` and the arguments after the tensors) into a
-    new ``shape`` / ``strides`` tensor, or, where ``launch`` is None, run the op's body (a copy of rel_h/rel_w, an
-    empty output or the reference)."""
+    """What an eager call with one metadata key does: launch into a new ``shape`` / ``strides`` tensor, or, where
+    ``launch`` is None, run the op's body (a copy of rel_h/rel_w, an empty output or the reference). ``bound``: the
+    compiled kernel with every argument after the tensors fixed (:class:`~lowbit_flex.kernels.common.BoundLaunch`);
+    None where only ``launch`` (with ``scalars`` after the tensors) is right: the interpreter, TMA loads."""
 
-    launch: object
+    launch: PlanLaunch | None
+    bound: BoundLaunch | None
     scalars: tuple
     shape: tuple
     strides: tuple
@@ -135,15 +140,17 @@ _EAGER_PLANS = PlanCache()  # _EagerPlan by the metadata of a call's arguments (
 def _eager(q, k, v, rel_h, rel_w, scale):
     """An eager CUDA call: the arguments are checked once per metadata key (everything the checks and the launch
     depend on is in the key), then each call allocates the output and launches. On the H200 host the checks, the
-    layout normalisation and the launch planning cost ~25 us per call (run 16), more than SDPA's whole call."""
+    layout normalisation and the launch planning cost ~25 us per call (run 16), more than SDPA's whole call. The
+    launch itself skips Triton's per-call binding and :class:`~lowbit_flex.kernels.common.PlanLaunch`'s per-call key
+    (device, dtypes and alignment of six tensors): the key here fixes all of them."""
     try:
         key = (
-            scale, q.dtype, q.shape, q.stride(), q.get_device(),
-            type(k), k.dtype, k.shape, k.stride(), k.get_device(),
-            type(v), v.dtype, v.shape, v.stride(), v.get_device(),
-            type(rel_h), rel_h.dtype, rel_h.shape, rel_h.stride(), rel_h.get_device(),
-            type(rel_w), rel_w.dtype, rel_w.shape, rel_w.stride(), rel_w.get_device(),
-            k.data_ptr() % 16, v.data_ptr() % 16,  # TMA needs 16-byte aligned bases (a plan may use it)
+            scale, current_device_index(),
+            q.dtype, q.shape, q.stride(), q.get_device(), q.data_ptr() % 16,
+            type(k), k.dtype, k.shape, k.stride(), k.get_device(), k.data_ptr() % 16,
+            type(v), v.dtype, v.shape, v.stride(), v.get_device(), v.data_ptr() % 16,
+            type(rel_h), rel_h.dtype, rel_h.shape, rel_h.stride(), rel_h.get_device(), rel_h.data_ptr() % 16,
+            type(rel_w), rel_w.dtype, rel_w.shape, rel_w.stride(), rel_w.get_device(), rel_w.data_ptr() % 16,
         )  # fmt: skip
         plan = _EAGER_PLANS.get(key)
     except (AttributeError, TypeError):  # not a tensor, or an unhashable scale: the body raises the right error
@@ -153,7 +160,10 @@ def _eager(q, k, v, rel_h, rel_w, scale):
     if plan.launch is None:
         return _rel_pos_attention(q, k, v, rel_h, rel_w, scale)
     out = torch.empty_strided(plan.shape, plan.strides, dtype=plan.dtype, device=plan.device)
-    plan.launch(q, k, v, rel_h, rel_w, out, *plan.scalars)
+    if plan.bound is None or plan.bound.hooked():  # profilers' launch hooks see only Triton's own path
+        plan.launch(q, k, v, rel_h, rel_w, out, *plan.scalars)
+    else:
+        plan.bound(q, k, v, rel_h, rel_w, out)
     return out
 
 
@@ -172,8 +182,12 @@ def _eager_plan(q, k, v, rel_h, rel_w, scale) -> _EagerPlan:
         )
     )
     if not direct:
-        return _EagerPlan(None, (), shape, strides, q.dtype, q.device)
+        return _EagerPlan(None, None, (), shape, strides, q.dtype, q.device)
     from lowbit_flex.kernels.rel_pos_attention import rel_pos_plan
 
     launch, scalars = rel_pos_plan(q, k, v, rel.rel_h, rel.rel_w, scale)
-    return _EagerPlan(launch, scalars, shape, strides, q.dtype, q.device)
+    bound = None
+    if not launch.meta["TMA"]:  # TMA plans need Triton's scratch allocator: PlanLaunch's path
+        out = torch.empty_strided(shape, strides, dtype=q.dtype, device=q.device)  # for bind's dtype and alignment
+        bound = launch.bind(q, k, v, rel.rel_h, rel.rel_w, out, *scalars)  # compiles; None under the interpreter
+    return _EagerPlan(launch, bound, scalars, shape, strides, q.dtype, q.device)

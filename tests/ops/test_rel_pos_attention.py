@@ -406,15 +406,40 @@ def test_eager_fast_path_checks_once_per_metadata_key(monkeypatch):
     assert len(checks) == 3 and len(op_mod._EAGER_PLANS) == 3
     plan = next(iter(op_mod._EAGER_PLANS.values()))
     assert plan.launch is not None  # the first key launches directly
+    assert (plan.bound is not None) == (device == "cuda")  # with every argument bound (not under the interpreter)
+    # A q 2 bytes off 16-byte alignment: another key (the kernel is specialized on its pointers' alignment).
+    q_off = torch.empty(q.numel() + 1, dtype=q.dtype, device=device)[1:].view_as(q).copy_(q)
+    assert_rel_error(rel_pos_attention(q_off, k, v, rh, rw), _reference_f64(q, k, v, rh, rw), 1e-2)
+    assert len(checks) == 4 and len(op_mod._EAGER_PLANS) == 4
 
     rw_strided = torch.randn(b, h, k_h * k_w, 2 * k_w, device=device).to(torch.bfloat16)[..., ::2]
     for _ in range(2):
         out = rel_pos_attention(q, k, v, rh, rw_strided)
         assert_rel_error(out, _reference_f64(q, k, v, rh, rw_strided), 1e-2)
-    assert [plan.launch is None for plan in op_mod._EAGER_PLANS.values()] == [False] * 3 + [True]  # copies rel_w
+    assert [plan.launch is None for plan in op_mod._EAGER_PLANS.values()] == [False] * 4 + [True]  # copies rel_w
     with pytest.raises(ValueError, match="k: expected dtype"):
         rel_pos_attention(q, k.half(), v, rh, rw)
     with pytest.raises(TypeError, match="rel_w: expected a torch.Tensor"):
         rel_pos_attention(q, k, v, rh, None)
     for scale in (1, 0.5, 1):  # an int scale reaches the kernel as a float (Triton would specialize an int 1)
         assert_rel_error(rel_pos_attention(q, k, v, rh, rw, scale), _reference_f64(q, k, v, rh, rw, scale), 1e-2)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the bound launch is a CUDA path")
+def test_eager_launch_hooks_see_the_launch():
+    """With a Triton launch hook set (profilers), an eager call launches through Triton's own path, which the hook
+    sees; without one, through the bound launch. Both match float64."""
+    import triton
+
+    q, k, v, rh, rw = _inputs(2, 2, 6, 7, 32, torch.bfloat16, "cuda")
+    calls, hooks = [], triton.knobs.runtime
+    old = hooks.launch_enter_hook
+    for hooked in (False, True, False):
+        hooks.launch_enter_hook = (lambda *a: calls.append(1)) if hooked else old
+        try:
+            q.normal_()
+            out = rel_pos_attention(q, k, v, rh, rw)
+        finally:
+            hooks.launch_enter_hook = old
+        assert_rel_error(out, _reference_f64(q, k, v, rh, rw), 1e-2)
+    assert calls == [1]  # the hooked call only
