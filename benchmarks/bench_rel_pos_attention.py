@@ -153,7 +153,9 @@ def _sweep_candidates(k_h: int, k_w: int):
         return [c(128, 32, 8, 3), c(64, 32, 4, 3), c(64, 64, 4, 3), c(64, 32, 4, 3, tma=True),
                 c(128, 32, 8, 3, tma=True), c(64, 32, 4, 3, Bias.ONEHOT)]  # fmt: skip
     packed = k_w & (k_w - 1)  # rows that are no power of two: one padded row per 64 slots, or packed rows per 128
-    rows = [c(64, 128, 4, 3), c(64, 128, 8, 3), c(64, 128, 8, 3, tma=True)] if packed else []
+    rows = (
+        [c(64, 128, 4, 3), c(64, 128, 4, 3, tma=True), c(64, 128, 8, 3), c(64, 128, 8, 3, tma=True)] if packed else []
+    )
     return [*rows, c(64, 64, 4, 3), c(64, 64, 4, 3, tma=True), c(128, 64, 4, 3), c(128, 64, 8, 3),
             c(64, 64, 4, 2), c(64, 64, 4, 3, Bias.ONEHOT)]  # fmt: skip
 
