@@ -123,7 +123,8 @@ class _EagerPlan(NamedTuple):
     """What an eager call with one metadata key does: launch into a new ``shape`` / ``strides`` tensor, or, where
     ``launch`` is None, run the op's body (a copy of rel_h/rel_w, an empty output or the reference). ``bound``: the
     compiled kernel with every argument after the tensors fixed (:class:`~lowbit_flex.kernels.common.BoundLaunch`);
-    None where only ``launch`` (with ``scalars`` after the tensors) is right: the interpreter, TMA loads."""
+    None where it could not be bound (the interpreter, TMA loads, launch hooks set when the plan was made): those
+    calls take ``launch`` with ``scalars`` after the tensors."""
 
     launch: PlanLaunch | None
     bound: BoundLaunch | None

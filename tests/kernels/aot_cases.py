@@ -85,8 +85,8 @@ def case_rel_pos_attention():
     attend(2, 160, 64)  # rows wider than 128 slots: the one-hot MMA
     attend(37, 1, 64)  # narrow grids: rel_h gathered per slot (32 rows per block), short and long tables
     attend(100, 3, 80)
-    # TMA loads (sm_90 only; the table does not pick them yet): packed rows, the split head dim's second tile.
-    # The benchmark's sweep: the 48 x 40 grid's table tile (4 warps) with TMA, and 8 warps.
+    # TMA loads (sm_90 only; the table does not pick them, the benchmark's sweep does): packed rows, the split head
+    # dim's second tile, and the 48 x 40 grid's 128-slot tile with 4 and 8 warps.
     for k_h, k_w, d, n, warps in [(14, 14, 64, 32, 4), (48, 40, 80, 128, 8), (48, 40, 64, 128, 4)]:
         attend(k_h, k_w, d, config=RelPosConfig(64, n, 0, warps, 3, Bias.ROWS, True, True))
 
