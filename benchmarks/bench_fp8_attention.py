@@ -43,24 +43,32 @@ def _peak_fp8_tflops(bench: Bench) -> tuple[float, float]:
     return bf16, 2.0 * bf16  # datasheet: fp8 / int8 dense tensor cores run at 2x the bf16 rate
 
 
-def _prequantized(q, k, v, qk: str, pv: str):
-    """The attention kernel's arguments, quantized beforehand by the op's first launch."""
+def _prequantized(q, k, v, qk: str, pv: str, mma_order: bool = True):
+    """The attention kernel's arguments, quantized beforehand by the op's first launch (an e4m3 v with its keys in
+    the P·V MMA's order, as the op writes it, unless ``mma_order`` is false: the Gluon kernel reads them in order).
+    Pass them with :func:`_kernel`."""
     from lowbit_flex.kernels.quantize_qkv import quantize_qkv_triton
     from lowbit_flex.ops.lowbit_attention import QK_FORMATS
 
-    q8, qs, k8, ks, v8, vs = quantize_qkv_triton(q, k, v, QK_FORMATS[qk], True, pv == "fp8")
-    return (q8, k8, v if pv == "fp16" else v8, qs, ks, vs)
+    v_fp8 = pv == "fp8"
+    q8, qs, k8, ks, v8, vs = quantize_qkv_triton(q, k, v, QK_FORMATS[qk], True, v_fp8, v_fp8 and mma_order)
+    return (q8, k8, v8 if v_fp8 else v, qs, ks, vs)
+
+
+def _kernel(causal: bool, pv: str, config=None, mma_order: bool = True):
+    """The attention kernel on :func:`_prequantized`'s arguments."""
+    from lowbit_flex.kernels.fp8_attention import fp8_attention_triton
+
+    mma = pv == "fp8" and mma_order
+    return lambda *a: fp8_attention_triton(*a, causal, None, torch.bfloat16, False, config=config, v_mma_key_order=mma)
 
 
 def _case(bench: Bench, table, flex, L: int, causal: bool, with_flex: bool, bf16_tflops: float, fp8_tflops: float):
     from torch.nn.attention.flex_attention import create_block_mask
 
-    from lowbit_flex.kernels.fp8_attention import fp8_attention_triton
-
     q, k, v = (torch.randn(B, H, L, D, device="cuda", dtype=torch.bfloat16) for _ in range(3))
     ref64 = F.scaled_dot_product_attention(q[:1, :2].double(), k[:1, :2].double(), v[:1, :2].double(),
                                            is_causal=causal)  # fmt: skip
-    kernel = lambda *a: fp8_attention_triton(*a, causal, None, torch.bfloat16, False)
     methods = {"SDPA bf16": (lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=causal), (q, k, v))}
     for qk, pv in (("fp8", "fp8"), ("int8", "fp8"), ("fp8", "fp16"), ("int8", "fp16")):
         name = f"{qk}" + (" pv16" if pv == "fp16" else "")
@@ -68,7 +76,7 @@ def _case(bench: Bench, table, flex, L: int, causal: bool, with_flex: bool, bf16
             lambda q, k, v, qk=qk, pv=pv: lowbit_attention(q, k, v, qk=qk, pv=pv, causal=causal),
             (q, k, v),
         )
-        methods[f"kernel {name}"] = (kernel, _prequantized(q, k, v, qk, pv))
+        methods[f"kernel {name}"] = (_kernel(causal, pv), _prequantized(q, k, v, qk, pv))
     if with_flex:
         mask = create_block_mask(lambda b, h, i, j: i >= j, None, None, L, L) if causal else None
         methods["flex bf16"] = (lambda q, k, v: flex(q, k, v, block_mask=mask), (q, k, v))
@@ -143,7 +151,7 @@ def _flex_descale_table(bench: Bench, L: int):
 def _config_sweep(bench: Bench, Ls) -> None:
     """The kernel (on the one pass's Q/K/V) with each config, TMA off and on, and the Gluon sm_90 kernel's configs,
     against ``pick_config``'s choice (a fixed rule, no autotuning: this table is what the rule is checked against)."""
-    from lowbit_flex.kernels.fp8_attention import CONFIGS, fp8_attention_triton, pick_config
+    from lowbit_flex.kernels.fp8_attention import CONFIGS, pick_config
 
     table = bench.table(f"fp8_attention kernel: launch configs, B={B} H={H} D={D}", baseline="rule")
     label = lambda c: (
@@ -155,14 +163,11 @@ def _config_sweep(bench: Bench, Ls) -> None:
         q, k, v = (torch.randn(B, H, L, D, device="cuda", dtype=torch.bfloat16) for _ in range(3))
         for qk, pv in (("fp8", "fp8"), ("int8", "fp16")):
             chosen = pick_config(L, pv == "fp16")
-            args = _prequantized(q, k, v, qk, pv)
+            args = {mma: _prequantized(q, k, v, qk, pv, mma) for mma in (True, False)}
             for causal in (False, True):
                 times = {}
                 for name, c in [("rule", chosen), *((label(c), c) for c in CONFIGS if c.tma)]:
-                    fn = lambda *a, c=c, causal=causal: fp8_attention_triton(
-                        *a, causal, None, torch.bfloat16, False, config=c
-                    )
-                    times[name] = bench.time(fn, args)
+                    times[name] = bench.time(_kernel(causal, pv, c, not c.gluon), args[not c.gluon])
                 flops = _attention_flops(L, causal)
                 best = min(times, key=times.get)
                 table.add({"L": L, "qk/pv": f"{qk}/{pv}", "causal": causal}, times, rule=label(chosen), best=best,

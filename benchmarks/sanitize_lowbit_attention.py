@@ -1,5 +1,6 @@
 """Run ``lowbit::lowbit_attention``'s two kernels (Q/K/V quantization, attention) over ragged, GQA, causal and
-short shapes, with TMA and plain loads, and through the eager entry point (bound launches), for compute-sanitizer.
+short shapes, with TMA and plain loads, v's keys in order and in the MMA's order, and through the eager entry point
+(bound launches), for compute-sanitizer.
 
     compute-sanitizer --tool memcheck python benchmarks/sanitize_lowbit_attention.py
 
@@ -40,15 +41,22 @@ def main() -> int:
         q = torch.randn(1, H, Lq, D, device="cuda", dtype=torch.bfloat16)
         k, v = (torch.randn(1, Hkv, Lk, D, device="cuda", dtype=torch.bfloat16) for _ in range(2))
         ref = reference_lowbit_attention(q.cpu(), k.cpu(), v.cpu(), causal, None, qk, pv, True, False)
-        q8, qs, k8, ks, v8, vs = quantize_qkv_triton(q, k, v, QK_FORMATS[qk], True, pv == "fp8")
-        v_in = v.to(pv_16bit_dtype(v.dtype)) if pv == "fp16" else v8
-        # Each pick, then the eager entry point twice: it binds both launches once per metadata key, then launches
-        # them with raw addresses of a scratch buffer.
-        for run in [*PICKS, "eager (planning)", "eager (bound)"]:
+        v_fp8 = pv == "fp8"
+        # an e4m3 v in its keys' order (the fp8_attention op's) and in the P·V MMA's (lowbit_attention's)
+        layouts = {mma: quantize_qkv_triton(q, k, v, QK_FORMATS[qk], True, v_fp8, mma) for mma in {False, v_fp8}}
+        # Each pick with each layout it reads (the Gluon kernel: keys in order), then the eager entry point twice:
+        # it binds both launches once per metadata key, then launches them with raw addresses of a scratch buffer.
+        picks = [(c, mma) for c in PICKS for mma in layouts if not (mma and c.gluon)]
+        for run in [*picks, "eager (planning)", "eager (bound)"]:
             if isinstance(run, str):
                 out = lowbit_attention(q, k, v, causal=causal, qk=qk, pv=pv)
             else:
-                out = fp8_attention_triton(q8, k8, v_in, qs, ks, vs, causal, None, q.dtype, False, config=run)
+                config, mma = run
+                q8, qs, k8, ks, v8, vs = layouts[mma]
+                v_in = v8 if v_fp8 else v.to(pv_16bit_dtype(v.dtype))
+                out = fp8_attention_triton(
+                    q8, k8, v_in, qs, ks, vs, causal, None, q.dtype, False, config=config, v_mma_key_order=mma
+                )
             err = float((out.cpu().double() - ref.double()).norm() / ref.double().norm().clamp_min(1e-30))
             runs += 1
             if not err <= 1e-2:  # bf16 output rounding (4e-3) plus P rounding flips; NaN (unwritten) fails

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 import triton
 import triton.language as tl
+from triton.language.extra import libdevice
 
 from lowbit_flex.kernels.arch import triton_interpreting
 from lowbit_flex.kernels.common import (
@@ -55,6 +56,7 @@ def _load_kv_block(
 @triton.jit
 def _softmax_step(
     s, c, m_i, row_sum, p_mult, V_DTYPE: tl.constexpr, PV_16BIT: tl.constexpr, EXACT: tl.constexpr,
+    V_MMA_KEY_ORDER: tl.constexpr,
 ):  # fmt: skip
     """One key block of the online softmax on raw scores ``s`` (``c``: their scale in log2 units). Returns the PV
     MMA's P operand, the factor ``alpha`` that rescales what was accumulated so far, the new row max and row sum.
@@ -64,16 +66,35 @@ def _softmax_step(
     in every row (it starts at key 0), so m_new is finite from then on and no exp2(-inf - -inf) NaN can appear."""
     m_new = tl.maximum(m_i, tl.max(s, axis=1) * c)
     alpha = tl.math.exp2(m_i - m_new)
-    p = tl.math.exp2(s * c - m_new[:, None])
-    row_sum = row_sum * alpha + tl.sum(p, axis=1)
-    if PV_16BIT and EXACT:
-        # Triton 3.9's interpreter truncates float32 -> bfloat16 and reads bfloat16 dot operands as integers:
-        # round P with integer RNE and multiply in float32 (_pv_mma), exact for 16-bit operands.
-        p_op = round_to_16bit_grid(p, V_DTYPE)
-    elif PV_16BIT:
-        p_op = p.to(V_DTYPE)  # the accurate mode: P (<= 1) in v's dtype
+    if PV_16BIT:
+        p = tl.math.exp2(s * c - m_new[:, None])
+        row_sum = row_sum * alpha + tl.sum(p, axis=1)
+        if EXACT:
+            # Triton 3.9's interpreter truncates float32 -> bfloat16 and reads bfloat16 dot operands as integers:
+            # round P with integer RNE and multiply in float32 (_pv_mma), exact for 16-bit operands.
+            p_op = round_to_16bit_grid(p, V_DTYPE)
+        else:
+            p_op = p.to(V_DTYPE)  # the accurate mode: P (<= 1) in v's dtype
     else:
-        p_op = to_e4m3(p * p_mult, EXACT)
+        # P * p_mult as exp2(s * c - m + log2(p_mult)): the multiply rides in the exponent's FMA (the loop is
+        # issue-bound: one instruction less per score), and the row sum divides it out once per row. Below 2^-11
+        # every P * p_mult (P <= 1) rounds to e4m3's zero either way, so the floor changes no code and keeps
+        # P * p_mult from underflowing in float32 before the row sum has counted it.
+        pm = tl.maximum(p_mult, 0.00048828125)
+        if EXACT:  # the interpreter has no libdevice
+            log2_pm = tl.math.log2(pm)
+        else:  # MUFU's log2 (2^-22 absolute error): libdevice's exact one is ~20 instructions per block
+            log2_pm = libdevice.fast_log2f(pm)
+        # tl.fma: should a branch land between s * c and the subtraction, they would not fuse
+        p = tl.math.exp2(tl.fma(s, c, -(m_new - log2_pm)[:, None]))
+        row_sum = row_sum * alpha + tl.sum(p, axis=1) * (1.0 / pm)
+        p_op = to_e4m3(p, EXACT)
+        # The P·V MMA's A operand holds keys 4a..4a+3 of each 16 in thread a (mod 4); the QKᵀ accumulator holds
+        # keys 2a, 2a+1, 8+2a, 9+2a. With v's keys stored in that order within each 16 (V_MMA_KEY_ORDER: what
+        # lowbit_attention's pass writes), P needs no shuffle between the two, only a relabeling of registers.
+        if V_MMA_KEY_ORDER:
+            p_op = tl.reshape(tl.permute(tl.reshape(p_op, (p_op.shape[0], p_op.shape[1] // 16, 2, 4, 2)),
+                                         (0, 1, 3, 2, 4)), p_op.shape)  # fmt: skip
     return p_op, alpha, m_new, row_sum
 
 
@@ -104,16 +125,20 @@ def _attend_blocks(
     D: tl.constexpr, BLOCK_N: tl.constexpr, K_SCALE_BLOCK: tl.constexpr, MASKED: tl.constexpr,
     CAUSAL: tl.constexpr, PV_16BIT: tl.constexpr, PV_FP16_ACC: tl.constexpr, V_BLOCK_SCALES: tl.constexpr,
     P_SCALE: tl.constexpr, EXACT: tl.constexpr, TMA: tl.constexpr, V_TOKEN_MAJOR: tl.constexpr,
-    V_DTYPE: tl.constexpr,
+    V_DTYPE: tl.constexpr, V_MMA_KEY_ORDER: tl.constexpr,
 ):  # fmt: skip
     """Key blocks ``[lo, hi)``, one after the other: QKᵀ, softmax, PV. ``k_base`` / ``v_base``: pointers, or with
-    ``TMA`` tensor descriptors (rows past ``Lk`` read as zeros)."""
+    ``TMA`` tensor descriptors (rows past ``Lk`` read as zeros; v in MMA key order: past ``Lk`` rounded up to 16,
+    the pass having written that group's tail as zeros)."""
+    Lv = Lk
+    if V_MMA_KEY_ORDER:
+        Lv = tl.cdiv(Lk, 16) * 16
     offs_n = tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, D)
     for start_n in range(lo, hi, BLOCK_N):
         cols = start_n + offs_n
         k = _load_kv_block(k_base, start_n, cols, offs_d, Lk, stride_kn, stride_kd, MASKED, TMA, False)
-        v = _load_kv_block(v_base, start_n, cols, offs_d, Lk, stride_vn, stride_vd, MASKED, TMA, V_TOKEN_MAJOR)
+        v = _load_kv_block(v_base, start_n, cols, offs_d, Lv, stride_vn, stride_vd, MASKED, TMA, V_TOKEN_MAJOR)
         k_scale = tl.load(ks_base + (start_n // K_SCALE_BLOCK) * stride_ksn)
         # fp8 x fp8 -> fp32 or int8 x int8 -> int32 on the tensor cores; the block scales are two scalars.
         s = tl.dot(q, tl.trans(k)).to(tl.float32)
@@ -127,7 +152,7 @@ def _attend_blocks(
                 ok = ok & (offs_m[:, None] >= cols[None, :])
             s = tl.where(ok, s, float("-inf"))
         p_mult = _block_p_mult(vs_base, vs_unit, start_n, stride_vsn, K_SCALE_BLOCK, P_SCALE, V_BLOCK_SCALES)
-        p_op, alpha, m_i, row_sum = _softmax_step(s, c, m_i, row_sum, p_mult, V_DTYPE, PV_16BIT, EXACT)
+        p_op, alpha, m_i, row_sum = _softmax_step(s, c, m_i, row_sum, p_mult, V_DTYPE, PV_16BIT, EXACT, V_MMA_KEY_ORDER)
         acc = _pv_mma(acc * alpha[:, None], p_op, v, PV_16BIT, PV_FP16_ACC, EXACT)
     return acc, row_sum, m_i
 
@@ -145,7 +170,7 @@ def _fp8_attention_fwd(
     D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     Q_SCALE_BLOCK: tl.constexpr, K_SCALE_BLOCK: tl.constexpr, CAUSAL: tl.constexpr, PV_16BIT: tl.constexpr,
     PV_FP16_ACC: tl.constexpr, V_BLOCK_SCALES: tl.constexpr, P_SCALE: tl.constexpr, EXACT: tl.constexpr,
-    TMA: tl.constexpr, V_TOKEN_MAJOR: tl.constexpr,
+    TMA: tl.constexpr, V_TOKEN_MAJOR: tl.constexpr, V_MMA_KEY_ORDER: tl.constexpr,
 ):  # fmt: skip
     pid_m = tl.program_id(0)
     bh = tl.program_id(1)
@@ -172,7 +197,10 @@ def _fp8_attention_fwd(
         # unit stride last, 16-byte aligned rows and bases).
         k_base = tl.make_tensor_descriptor(k_base, [Lk, D], [stride_kn, 1], [BLOCK_N, D])
         if V_TOKEN_MAJOR:
-            v_base = tl.make_tensor_descriptor(v_base, [D, Lk], [stride_vd, 1], [D, BLOCK_N])
+            Lv = Lk
+            if V_MMA_KEY_ORDER:
+                Lv = tl.cdiv(Lk, 16) * 16
+            v_base = tl.make_tensor_descriptor(v_base, [D, Lv], [stride_vd, 1], [D, BLOCK_N])
         else:
             v_base = tl.make_tensor_descriptor(v_base, [Lk, D], [stride_vn, 1], [BLOCK_N, D])
 
@@ -200,13 +228,13 @@ def _fp8_attention_fwd(
         acc, row_sum, m_i, vs_unit, q, qk_scale, offs_m, k_base, v_base, ks_base, vs_base, 0, full_end, Lk,
         stride_kn, stride_kd, stride_vn, stride_vd, stride_ksn, stride_vsn,
         D, BLOCK_N, K_SCALE_BLOCK, False, CAUSAL, PV_16BIT, PV_FP16_ACC, V_BLOCK_SCALES, P_SCALE, EXACT,
-        TMA, V_TOKEN_MAJOR, V_DTYPE,
+        TMA, V_TOKEN_MAJOR, V_DTYPE, V_MMA_KEY_ORDER,
     )  # fmt: skip
     acc, row_sum, m_i = _attend_blocks(
         acc, row_sum, m_i, vs_unit, q, qk_scale, offs_m, k_base, v_base, ks_base, vs_base, full_end, hi, Lk,
         stride_kn, stride_kd, stride_vn, stride_vd, stride_ksn, stride_vsn,
         D, BLOCK_N, K_SCALE_BLOCK, True, CAUSAL, PV_16BIT, PV_FP16_ACC, V_BLOCK_SCALES, P_SCALE, EXACT,
-        TMA, V_TOKEN_MAJOR, V_DTYPE,
+        TMA, V_TOKEN_MAJOR, V_DTYPE, V_MMA_KEY_ORDER,
     )  # fmt: skip
     if PV_16BIT:
         out = acc / row_sum[:, None]  # VS is a placeholder: a 16-bit v has no scale
@@ -266,8 +294,8 @@ def pick_config(Lq: int, pv_16bit: bool) -> AttentionConfig:
 @functools.lru_cache(maxsize=512)
 def _launch_plan(
     B: int, H: int, Lq: int, D: int, causal: bool, pv_16bit: bool, pv_fp16_accum: bool,
-    v_block_scales: bool, bases_aligned: bool, q_aligned: bool, v_size: int, config: AttentionConfig | None,
-    *ints: int,
+    v_block_scales: bool, v_mma_key_order: bool, bases_aligned: bool, q_aligned: bool, v_size: int,
+    config: AttentionConfig | None, *ints: int,
 ) -> PlanLaunch:  # fmt: skip
     """The launch for one shape key. ``ints`` (``Hkv``, ``Lk`` and every stride) are part of the key only: the
     kernel is specialized on its integer arguments, so a cached direct launch is right only for the values it was
@@ -284,11 +312,15 @@ def _launch_plan(
         PV_16BIT=pv_16bit, V_BLOCK_SCALES=v_block_scales, P_SCALE=1.0 if pv_16bit else p_scale(pv_fp16_accum),
         V_TOKEN_MAJOR=tma_layout == 2, num_warps=cfg.num_warps,
     )  # fmt: skip
-    meta = shared | dict(PV_FP16_ACC=pv_fp16_accum, EXACT=triton_interpreting(), TMA=tma, num_stages=cfg.num_stages)
+    meta = shared | dict(
+        PV_FP16_ACC=pv_fp16_accum, EXACT=triton_interpreting(), TMA=tma, num_stages=cfg.num_stages,
+        V_MMA_KEY_ORDER=v_mma_key_order,
+    )  # fmt: skip
     plan = PlanLaunch(_fp8_attention_fwd, grid, meta, tensors=7)
     # The Gluon kernel reads q by TMA as well, v token-major in e4m3 or row-major in 16 bits (its two layouts).
     gluon_layout = q_aligned and tma_layout == (1 if pv_16bit else 2) and tma_strides_ok(q_strides, 3, 1)
     gluon = cfg.gluon and tma and gluon_layout and not pv_fp16_accum and cfg.block_m == 16 * cfg.num_warps
+    gluon = gluon and not v_mma_key_order  # the Gluon kernel reads v's keys in their natural order only
     # WGMMA is sm_90 only (``tma`` already means a GPU, not the interpreter, of sm_90 or later)
     if gluon and torch.cuda.get_device_capability() == (9, 0):
         from lowbit_flex.kernels.fp8_attention_sm90 import _fp8_attention_fwd_sm90
@@ -325,9 +357,12 @@ def fp8_attention_triton(
     pv_fp16_accum: bool,
     *,
     config: AttentionConfig | None = None,
+    v_mma_key_order: bool = False,
 ) -> torch.Tensor:
     """Launch the fused kernel; arguments are already validated by the op. ``config`` overrides
-    :func:`pick_config` (for a benchmark's sweep); ``config.block_m`` must divide 128.
+    :func:`pick_config` (for a benchmark's sweep); ``config.block_m`` must divide 128. ``v_mma_key_order``: an
+    e4m3 ``v`` whose keys are stored in the P·V MMA's order within each 16 (and zero up to ``Lk`` rounded up to
+    16), as :func:`~lowbit_flex.kernels.quantize_qkv.quantize_qkv_triton` writes them with ``v_mma_key_order``.
 
     ``v_scale``: ``()``, ``(B, Hkv)`` or per 128-key block ``(B, Hkv, nblk)``; None with a 16-bit
     ``v``. Any strides (views into the padded buffers of :mod:`~lowbit_flex.kernels.quantize_qkv` included).
@@ -336,7 +371,9 @@ def fp8_attention_triton(
     launch the compiled kernel directly, and ``torch.compile`` traces the launch (``wrap_triton``). The head dim is
     a constexpr, specialized (``int()``) under dynamic-shape tracing."""
     out = torch.empty(q.shape, dtype=out_dtype, device=q.device)
-    launch, scalars = attention_plan(q, k, v, q_scale, k_scale, v_scale, causal, sm_scale, pv_fp16_accum, config)
+    launch, scalars = attention_plan(
+        q, k, v, q_scale, k_scale, v_scale, causal, sm_scale, pv_fp16_accum, config, v_mma_key_order
+    )
     vs = k_scale if v_scale is None else v_scale  # a placeholder pointer with a 16-bit v, never read (AOT: no None)
     launch(q, k, v, q_scale, k_scale, vs, out, *scalars)
     return out
@@ -345,7 +382,7 @@ def fp8_attention_triton(
 def attention_plan(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_scale: torch.Tensor, k_scale: torch.Tensor,
     v_scale: torch.Tensor | None, causal: bool, sm_scale: float | None, pv_fp16_accum: bool,
-    config: AttentionConfig | None = None,
+    config: AttentionConfig | None = None, v_mma_key_order: bool = False,
 ) -> tuple[PlanLaunch, tuple]:  # fmt: skip
     """``(launch, scalars)`` for these tensors' metadata: the launch takes ``(q, k, v, q_scale, k_scale, v_scale,
     out, *scalars)``, ``out`` a contiguous ``(B, H, Lq, D)`` tensor, ``v_scale`` any float32 tensor (``k_scale``)
@@ -356,6 +393,8 @@ def attention_plan(
     Hkv, Lk = k.shape[1], k.shape[2]
     sm = 1.0 / math.sqrt(D) if sm_scale is None else sm_scale
     pv_16bit = v_scale is None  # a bf16/fp16 v (the op's checks pair the two)
+    if pv_16bit and v_mma_key_order:
+        raise ValueError("v_mma_key_order: only for an e4m3 v (a 16-bit v is read in its natural key order)")
     v_block_scales = not pv_16bit and v_scale.dim() == 3
     vs_strides = (0, 0, 0)
     if not pv_16bit and v_scale.dim():
@@ -366,8 +405,8 @@ def attention_plan(
         *q.stride(), *k.stride(), *v.stride(), *out_strides, *q_scale.stride(), *k_scale.stride(), *vs_strides,
     )  # fmt: skip
     launch = cached_plan(
-        _launch_plan, B, H, Lq, D, causal, pv_16bit, pv_fp16_accum, v_block_scales, tma_base_aligned(k, v),
-        tma_base_aligned(q), v.element_size(), config, *ints,
+        _launch_plan, B, H, Lq, D, causal, pv_16bit, pv_fp16_accum, v_block_scales, v_mma_key_order,
+        tma_base_aligned(k, v), tma_base_aligned(q), v.element_size(), config, *ints,
     )  # fmt: skip
     if (launch.traced or launch).meta["TMA"]:
         ensure_triton_allocator()  # device-side descriptors live in a per-launch global scratch buffer

@@ -32,6 +32,7 @@ from triton.experimental.gluon.language.nvidia.hopper import (
     warpgroup_mma,
     warpgroup_mma_wait,
 )
+from triton.language.extra import libdevice
 
 # Triton 3.6 (the GPU machine's) names the TMA load async_copy_global_to_shared; 3.9 renamed it async_load, and
 # thread_barrier barrier.
@@ -90,12 +91,15 @@ def _softmax_block(
         s = gl.where(ok, s, float("-inf"))
     m_new = gl.maximum(m_i, gl.max(s, axis=1) * c)
     alpha = gl.exp2(m_i - m_new)
-    p = gl.exp2(s * c - gl.expand_dims(m_new, 1))
-    row_sum = row_sum * alpha + gl.sum(p, axis=1)
     if PV_16BIT:
+        p = gl.exp2(s * c - gl.expand_dims(m_new, 1))
+        row_sum = row_sum * alpha + gl.sum(p, axis=1)
         p_op = p.to(P_DTYPE)
-    else:
-        p_op = (p * p_mult).to(P_DTYPE)
+    else:  # P * p_mult in the exponent, floored at 2^-11 (see fp8_attention._softmax_step)
+        pm = gl.maximum(p_mult, 0.00048828125)
+        p = gl.exp2(gl.fma(s, c, -gl.expand_dims(m_new - libdevice.fast_log2f(pm), 1)))
+        row_sum = row_sum * alpha + gl.sum(p, axis=1) * (1.0 / pm)
+        p_op = p.to(P_DTYPE)
     return gl.convert_layout(p_op, P_LAYOUT), alpha, m_new, row_sum
 
 

@@ -80,19 +80,26 @@ def _scale_of(amax, QMAX: tl.constexpr):
 def _quantize_block(
     src, dst, scale_ptr, row0, L, stride_n, stride_d, dst_stride_n, dst_stride_d, shift,
     SHIFT: tl.constexpr, QMAX: tl.constexpr, KIND: tl.constexpr, EXACT: tl.constexpr,
-    D: tl.constexpr, BLOCK: tl.constexpr, ZERO_SCALE_IF_EMPTY: tl.constexpr,
+    D: tl.constexpr, BLOCK: tl.constexpr, ZERO_SCALE_IF_EMPTY: tl.constexpr, MMA_KEY_ORDER: tl.constexpr,
 ):  # fmt: skip
     """One block of ``BLOCK`` rows, read once into registers: its finite amax over the valid rows, its float32
-    scale, the codes."""
+    scale, the codes. ``MMA_KEY_ORDER`` (v): within each 16 rows, row ``16g + 4a + 2h + l`` is written from source
+    row ``16g + 8h + 2a + l``, the order of the attention kernel's P registers (its ``V_MMA_KEY_ORDER``), and
+    rows up to ``L`` rounded up to 16 are written, zeros past ``L``."""
     offs_d = tl.arange(0, D)
     rows = row0 + tl.arange(0, BLOCK)
-    x = _load_block(src, rows, L, stride_n, stride_d, D)
+    src_rows = rows
+    end = L
+    if MMA_KEY_ORDER:  # rows read in permuted order: each is a contiguous run of D values, so loads stay whole
+        src_rows = (rows & -16) | (((rows >> 1) & 1) << 3) | (((rows >> 2) & 3) << 1) | (rows & 1)
+        end = tl.cdiv(L, 16) * 16
+    x = _load_block(src, src_rows, L, stride_n, stride_d, D)
     if SHIFT:
-        x = tl.where(rows[:, None] < L, x - shift[None, :], 0.0)
+        x = tl.where(src_rows[:, None] < L, x - shift[None, :], 0.0)
     amax = tl.max(tl.max(finite_abs(x), axis=1), axis=0)
     scale, inv = _scale_of(amax, QMAX)
     out = dst + rows[:, None].to(tl.int64) * dst_stride_n + offs_d[None, :] * dst_stride_d
-    tl.store(out, codes_of_scaled(x, x * inv, QMAX, KIND, EXACT), mask=rows[:, None] < L)
+    tl.store(out, codes_of_scaled(x, x * inv, QMAX, KIND, EXACT), mask=rows[:, None] < end)
     # v: an all-zero block (zero padding) stores scale 0, not 1: the attention kernel takes the head's largest v
     # block scale as P's unit, and a 1 there would push every other block's P towards e4m3's subnormals.
     tl.store(scale_ptr, tl.where(ZERO_SCALE_IF_EMPTY and amax == 0.0, 0.0, scale))
@@ -106,6 +113,7 @@ def _quantize_qkv_kernel(
     stride_vb, stride_vh, stride_vn, stride_vd,
     D: tl.constexpr, BLOCK: tl.constexpr, KIND: tl.constexpr, QMAX: tl.constexpr,
     SMOOTH_K: tl.constexpr, V_FP8: tl.constexpr, V_QMAX: tl.constexpr, EXACT: tl.constexpr,
+    V_MMA_KEY_ORDER: tl.constexpr,
 ):  # fmt: skip
     """Program ``(t, b)``: task ``t`` of batch ``b``, one block each: the ``H · NBLK_Q`` q blocks, then the
     ``HKV · NBLK_K`` k blocks, then (``V_FP8``) as many v blocks, head-major within each tensor."""
@@ -121,7 +129,7 @@ def _quantize_qkv_kernel(
         q_base = Q + b.to(tl.int64) * stride_qb + h.to(tl.int64) * stride_qh
         _quantize_block(
             q_base, Q8 + bh.to(tl.int64) * Lq * D, QS + bh * NBLK_Q + blk, blk * BLOCK, Lq, stride_qm, stride_qd, D, 1,
-            zero, False, QMAX, KIND, EXACT, D, BLOCK, False,
+            zero, False, QMAX, KIND, EXACT, D, BLOCK, False, False,
         )  # fmt: skip
     elif t < n_q + n_k:
         t -= n_q
@@ -135,7 +143,7 @@ def _quantize_qkv_kernel(
         # k8: (Lk, D) rows over L_PAD-row heads.
         _quantize_block(
             k_base, K8 + bhk.to(tl.int64) * L_PAD * D, KS + bhk * NBLK_K + blk, blk * BLOCK, Lk, stride_kn, stride_kd,
-            D, 1, shift, SMOOTH_K, QMAX, KIND, EXACT, D, BLOCK, False,
+            D, 1, shift, SMOOTH_K, QMAX, KIND, EXACT, D, BLOCK, False, False,
         )  # fmt: skip
     elif V_FP8:
         t -= n_q + n_k
@@ -146,14 +154,18 @@ def _quantize_qkv_kernel(
         # v8: token-major, (D, L_PAD) per head.
         _quantize_block(
             v_base, V8 + bhk.to(tl.int64) * D * L_PAD, VS + bhk * NBLK_K + blk, blk * BLOCK, Lk, stride_vn, stride_vd,
-            1, L_PAD, zero, False, V_QMAX, 0, EXACT, D, BLOCK, True,
+            1, L_PAD, zero, False, V_QMAX, 0, EXACT, D, BLOCK, True, V_MMA_KEY_ORDER,
         )  # fmt: skip
 
 
 @functools.lru_cache(maxsize=512)
-def _launch_plan(B: int, H: int, Hkv: int, Lq: int, Lk: int, D: int, kind: int, smooth_k: bool, v_fp8: bool, *ints):
+def _launch_plan(
+    B: int, H: int, Hkv: int, Lq: int, Lk: int, D: int, kind: int, smooth_k: bool, v_fp8: bool, v_mma_key_order: bool,
+    *ints,
+):  # fmt: skip
     meta = dict(
         D=D, BLOCK=K_BLOCK, KIND=kind, QMAX=QMAX_OF_KIND[kind], SMOOTH_K=smooth_k, V_FP8=v_fp8,
+        V_MMA_KEY_ORDER=v_mma_key_order,
         V_QMAX=QMAX_OF_KIND[OUT_KINDS[torch.float8_e4m3fn]], EXACT=triton_interpreting(), num_warps=_NUM_WARPS,
     )  # fmt: skip
     tasks = H * triton.cdiv(Lq, Q_BLOCK) + (2 if v_fp8 else 1) * Hkv * triton.cdiv(Lk, K_BLOCK)
@@ -196,10 +208,12 @@ def carve(layout: Carving, device: torch.device) -> list[torch.Tensor]:
 
 
 @functools.lru_cache(maxsize=512)
-def _output_specs(B: int, H: int, Hkv: int, Lq: int, Lk: int, D: int, qk_dtype: torch.dtype, v_fp8: bool) -> tuple:
+def _output_specs(
+    B: int, H: int, Hkv: int, Lq: int, Lk: int, D: int, qk_dtype: torch.dtype, v_fp8: bool, v_mma_key_order: bool
+) -> tuple:
     """``(shape, strides, dtype)`` of ``q_scale, k_scale, q8, k8`` and, with ``v_fp8``, ``v_scale, v8``: scales first
     (4-byte elements), then the codes. ``(B, Hkv, Lk, D)`` k8 and v8 have the strides of block-padded buffers; v8 is
-    token-major."""
+    token-major, and in MMA key order it has ``Lk`` rounded up to 16 rows (the pass writes the last group whole)."""
     nblk_q, nblk_k = -(-Lq // Q_BLOCK), -(-Lk // K_BLOCK)
     l_pad = nblk_k * K_BLOCK
     f32 = torch.float32
@@ -212,7 +226,11 @@ def _output_specs(B: int, H: int, Hkv: int, Lq: int, Lk: int, D: int, qk_dtype: 
     if v_fp8:
         specs += (
             ((B, Hkv, nblk_k), (Hkv * nblk_k, nblk_k, 1), f32),
-            ((B, Hkv, Lk, D), (Hkv * D * l_pad, D * l_pad, 1, l_pad), torch.float8_e4m3fn),
+            (
+                (B, Hkv, -(-Lk // 16) * 16 if v_mma_key_order else Lk, D),
+                (Hkv * D * l_pad, D * l_pad, 1, l_pad),
+                torch.float8_e4m3fn,
+            ),
         )
     return specs
 
@@ -238,7 +256,7 @@ def _outputs(q: torch.Tensor, key: tuple) -> list[torch.Tensor]:
 
 
 def qkv_plan(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, qk_dtype: torch.dtype, smooth_k: bool,
-             v_fp8: bool) -> tuple[PlanLaunch, tuple, tuple]:  # fmt: skip
+             v_fp8: bool, v_mma_key_order: bool = False) -> tuple[PlanLaunch, tuple, tuple]:  # fmt: skip
     """``(launch, outputs_key, scalars)`` for these inputs' metadata: the launch takes ``(q, k, v, q8, k8, v8, qs,
     ks, vs, *scalars)``; ``outputs_key`` is the key of :func:`_output_specs` (and :func:`output_carving`), whose
     tensors are ``qs, ks, q8, k8`` and, with ``v_fp8``, ``vs, v8`` (without it ``ks, k8`` stand in for them, never
@@ -249,19 +267,24 @@ def qkv_plan(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, qk_dtype: torch.
     # Integer ceil-divisions: triton.cdiv is a Triton constexpr function, whose call costs microseconds on the host.
     nblk_q, nblk_k = -(-Lq // Q_BLOCK), -(-Lk // K_BLOCK)
     strides = (*q.stride(), *k.stride(), *v.stride())
-    launch = cached_plan(_launch_plan, B, H, Hkv, Lq, Lk, D, OUT_KINDS[qk_dtype], smooth_k, v_fp8, *strides)
+    launch = cached_plan(
+        _launch_plan, B, H, Hkv, Lq, Lk, D, OUT_KINDS[qk_dtype], smooth_k, v_fp8, v_fp8 and v_mma_key_order, *strides
+    )
     scalars = (H, Hkv, Lq, Lk, nblk_k * K_BLOCK, nblk_q, nblk_k, *strides)
-    return launch, (B, H, Hkv, Lq, Lk, D, qk_dtype, v_fp8), scalars
+    return launch, (B, H, Hkv, Lq, Lk, D, qk_dtype, v_fp8, v_fp8 and v_mma_key_order), scalars
 
 
 def quantize_qkv_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, qk_dtype: torch.dtype, smooth_k: bool,
-                        v_fp8: bool) -> tuple:  # fmt: skip
+                        v_fp8: bool, v_mma_key_order: bool = False) -> tuple:  # fmt: skip
     """``(q8, q_scale, k8, k_scale, v8, v_scale)`` in the layouts ``lowbit::fp8_attention`` reads: ``q8``
     ``(B, H, Lq, D)`` contiguous and ``k8`` ``(B, Hkv, Lk, D)`` (over block-padded storage) in ``qk_dtype``, scales
     per 128 tokens; with ``v_fp8`` ``v8`` e4m3 ``(B, Hkv, Lk, D)`` with the token axis contiguous (strides of a
     transposed ``(B, Hkv, D, L_pad)`` buffer) and ``v_scale`` per 128-key block, else ``None, None``.
+    ``v_mma_key_order``: ``v8``'s keys permuted within each 16 into the attention kernel's P register order, with
+    ``Lk`` rounded up to 16 rows, zeros past ``Lk`` (not v's values in their order any more: only for
+    ``fp8_attention_triton(..., v_mma_key_order=True)``).
     Arguments are validated by the op."""
-    launch, key, scalars = qkv_plan(q, k, v, qk_dtype, smooth_k, v_fp8)
+    launch, key, scalars = qkv_plan(q, k, v, qk_dtype, smooth_k, v_fp8, v_mma_key_order)
     qs, ks, q8, k8, *v_outs = _outputs(q, key)
     vs, v8 = v_outs or (ks, k8)  # without v_fp8: placeholders, never written (V_FP8 is false)
     launch(q, k, v, q8, k8, v8, qs, ks, vs, *scalars)

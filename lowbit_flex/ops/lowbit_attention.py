@@ -129,10 +129,11 @@ def run_kernels(q, k, v, causal, scale, qk, pv, smooth_k, pv_fp16_accum) -> torc
     from lowbit_flex.kernels.fp8_attention import fp8_attention_triton
     from lowbit_flex.kernels.quantize_qkv import quantize_qkv_triton
 
-    q8, qs, k8, ks, v8, vs = quantize_qkv_triton(q, k, v, QK_FORMATS[qk], smooth_k, pv == "fp8")
+    v_fp8 = pv == "fp8"  # an e4m3 v is written with its keys in the P·V MMA's order (no shuffle of P)
+    q8, qs, k8, ks, v8, vs = quantize_qkv_triton(q, k, v, QK_FORMATS[qk], smooth_k, v_fp8, v_mma_key_order=v_fp8)
     if pv == "fp16":
         v8 = v.to(pv_16bit_dtype(v.dtype))  # no copy for bf16/fp16 inputs
-    return fp8_attention_triton(q8, k8, v8, qs, ks, vs, causal, scale, q.dtype, pv_fp16_accum)
+    return fp8_attention_triton(q8, k8, v8, qs, ks, vs, causal, scale, q.dtype, pv_fp16_accum, v_mma_key_order=v_fp8)
 
 
 @torch.library.triton_op("lowbit::lowbit_attention", mutates_args=())
@@ -215,7 +216,7 @@ def _eager_plan(q, k, v, causal, scale, qk, pv, smooth_k, pv_fp16_accum) -> _Eag
     from lowbit_flex.kernels.fp8_attention import attention_plan
     from lowbit_flex.kernels.quantize_qkv import QKV_SCRATCH, carve, output_carving, qkv_plan
 
-    quantize, outputs_key, scalars = qkv_plan(q, k, v, QK_FORMATS[qk], smooth_k, v_quantized)
+    quantize, outputs_key, scalars = qkv_plan(q, k, v, QK_FORMATS[qk], smooth_k, v_quantized, v_quantized)
     layout = output_carving(*outputs_key)
     qs, ks, q8, k8, *v_outs = carve(layout, q.device)  # tensors to bind with (their dtypes), then dropped
     vs, v8 = v_outs or (ks, k8)
@@ -223,7 +224,9 @@ def _eager_plan(q, k, v, causal, scale, qk, pv, smooth_k, pv_fp16_accum) -> _Eag
     offsets = off if v_quantized else (*off, off[1], off[3])
     bound_quantize = quantize.bind(q, k, v, q8, k8, v8, qs, ks, vs, *scalars)
     v_in = v8 if v_quantized else v
-    attend, scalars = attention_plan(q8, k8, v_in, qs, ks, vs if v_quantized else None, causal, scale, pv_fp16_accum)
+    attend, scalars = attention_plan(
+        q8, k8, v_in, qs, ks, vs if v_quantized else None, causal, scale, pv_fp16_accum, None, v_quantized
+    )
     out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
     bound_attend = attend.bind(q8, k8, v_in, qs, ks, vs, out, *scalars)
     if bound_quantize is None or bound_attend is None:

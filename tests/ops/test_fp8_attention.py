@@ -262,6 +262,55 @@ def test_triton_kernel_transposed_v_and_bf16_out():
     assert_rel_error(out, ref, 4e-3)  # bf16 output rounding
 
 
+def mma_key_order(v8: torch.Tensor) -> torch.Tensor:
+    """v8 ``(B, Hkv, Lk, D)`` as ``quantize_qkv_triton(..., v_mma_key_order=True)`` writes it, built here from the
+    layout's definition: ``Lk`` rounded up to 16 rows, row ``16g + 4a + 2h + l`` holding key ``16g + 8h + 2a + l``
+    (zeros past ``Lk``), token-major."""
+    B, Hkv, Lk, D = v8.shape
+    l16 = -(-Lk // 16) * 16
+    r = torch.arange(l16)
+    src = (r // 16) * 16 + (r // 2 % 2) * 8 + (r // 4 % 4) * 2 + r % 2
+    padded = torch.zeros(B, Hkv, l16, D, dtype=torch.uint8)
+    padded[:, :, :Lk] = v8.view(torch.uint8)
+    return padded[:, :, src].view(v8.dtype).transpose(-1, -2).contiguous().transpose(-1, -2)
+
+
+@needs_kernel
+@pytest.mark.parametrize("B, H, Hkv, Lq, Lk, D, causal, qk, pv16", [
+    (1, 2, 1, 130, 200, 64, False, "fp8", False),   # GQA, a ragged last group of 16 keys (200 = 12 * 16 + 8)
+    (1, 2, 2, 200, 150, 128, True, "int8", False),  # causal with Lq > Lk, int8 QKᵀ
+    (2, 1, 1, 129, 90, 64, False, "fp8", True),     # one partial key block, fp16 PV accumulation
+])  # fmt: skip
+def test_triton_kernel_reads_v_in_mma_key_order(B, H, Hkv, Lq, Lk, D, causal, qk, pv16, monkeypatch):
+    # The same P·V sum with the keys of v (and so of P's columns) permuted within each 16: equal up to the MMA's
+    # float32 summation order, and the reference's format.
+    from lowbit_flex.kernels import fp8_attention as mod
+    from lowbit_flex.ops.lowbit_attention import quantize_v_blocks
+
+    dev = kernel_device()
+    q, k, v = _inputs(B, H, Hkv, Lq, Lk, D)
+    q8, k8, _, qs, ks, _ = quantize_attention_inputs(q, k, v, qk)
+    v8, vs = quantize_v_blocks(v)  # a scale per 128 keys, as lowbit_attention's pass writes
+    v_mma = mma_key_order(v8)
+    real_empty = torch.empty
+    monkeypatch.setattr(mod.torch, "empty", lambda *a, **kw: poison_(real_empty(*a, **kw)))
+    args = [_to(a, dev) for a in (q8, k8, v_mma, qs, ks, vs)]
+    out = mod.fp8_attention_triton(*args, causal, None, torch.float32, pv16, v_mma_key_order=True)
+    assert_fully_written(out, "out")
+    args[2] = _to(v8, dev)
+    natural = mod.fp8_attention_triton(*args, causal, None, torch.float32, pv16)
+    assert_rel_error(out, natural, 1e-6)
+    assert_rel_error(out, OP(q8, k8, v8, qs, ks, vs, causal, None, torch.float32, pv16), 5e-3)
+
+
+def test_mma_key_order_is_only_for_an_e4m3_v():
+    from lowbit_flex.kernels.fp8_attention import attention_plan
+
+    q8, k8, _, qs, ks, _ = quantize_attention_inputs(*_inputs(1, 2, 1, 130, 130, 64), "int8")
+    with pytest.raises(ValueError, match="v_mma_key_order"):
+        attention_plan(q8, k8, torch.randn(1, 1, 130, 64).bfloat16(), qs, ks, None, False, None, False, None, True)
+
+
 needs_sm90 = pytest.mark.skipif(
     not torch.cuda.is_available() or torch.cuda.get_device_capability() != (9, 0), reason="the Gluon kernel: sm_90"
 )

@@ -46,8 +46,8 @@ def _poison_allocations(monkeypatch):
 @needs_kernel
 @pytest.mark.parametrize("qk", ["fp8", "int8"])
 @pytest.mark.parametrize("Lk", [1, 100, 128, 300])
-@pytest.mark.parametrize("smooth_k, v_fp8", [(True, True), (False, True), (True, False)])
-def test_quantize_qkv_writes_the_reference_codes(qk, Lk, smooth_k, v_fp8, monkeypatch):
+@pytest.mark.parametrize("smooth_k, v_fp8, mma_order", [(True, True, True), (False, True, False), (True, False, False)])
+def test_quantize_qkv_writes_the_reference_codes(qk, Lk, smooth_k, v_fp8, mma_order, monkeypatch):
     from lowbit_flex.kernels.quantize_qkv import quantize_qkv_triton
 
     # Multiples of 1/8 in [-8, 8): the first block's sum is exact in float32 whatever the summation order, so the
@@ -60,7 +60,7 @@ def test_quantize_qkv_writes_the_reference_codes(qk, Lk, smooth_k, v_fp8, monkey
     dev = kernel_device()
     _poison_allocations(monkeypatch)
     dtype = QK_FORMATS[qk]
-    q8, qs, k8, ks, v8, vs = quantize_qkv_triton(q.to(dev), k.to(dev), v.to(dev), dtype, smooth_k, v_fp8)
+    q8, qs, k8, ks, v8, vs = quantize_qkv_triton(q.to(dev), k.to(dev), v.to(dev), dtype, smooth_k, v_fp8, mma_order)
     rq8, rqs = _quantize_blocks(q, dtype, None)
     assert q8.shape == q.shape and q8.dtype == dtype
     assert torch.equal(q8.cpu().view(torch.uint8), rq8.view(torch.uint8))
@@ -73,8 +73,21 @@ def test_quantize_qkv_writes_the_reference_codes(qk, Lk, smooth_k, v_fp8, monkey
         assert v8 is None and vs is None
         return
     rv8, rvs = quantize_v_blocks(v)
-    assert v8.shape == v.shape and v8.stride(2) == 1  # token-major: the layout Hopper's fp8 PV MMA reads
-    assert torch.equal(v8.cpu().view(torch.uint8), rv8.view(torch.uint8))
+    assert v8.stride(2) == 1  # token-major: the layout Hopper's fp8 PV MMA reads
+    if mma_order:  # stored key 16g + 4a + 2h + l is key 16g + 8h + 2a + l; up to Lk rounded up to 16, zeros past Lk
+        l16 = -(-Lk // 16) * 16
+        assert v8.shape == (*v.shape[:2], l16, v.shape[3])
+        stored = v8.cpu().view(torch.uint8)
+        r = torch.arange(l16)
+        src = (r // 16) * 16 + (r // 2 % 2) * 8 + (r // 4 % 4) * 2 + r % 2
+        assert sorted(src.tolist()) == list(range(l16))  # a permutation within each 16
+        natural = torch.zeros_like(stored)
+        natural[:, :, src] = stored
+        assert torch.equal(natural[:, :, :Lk], rv8.view(torch.uint8))
+        assert not natural[:, :, Lk:].any()
+    else:
+        assert v8.shape == v.shape
+        assert torch.equal(v8.cpu().view(torch.uint8), rv8.view(torch.uint8))
     assert torch.equal(vs.cpu(), rvs)
     assert v8.stride(3) % 16 == 0  # token rows padded to 16-byte multiples (TMA)
 
