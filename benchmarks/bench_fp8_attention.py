@@ -155,7 +155,7 @@ def _config_sweep(bench: Bench, Ls) -> None:
 
     table = bench.table(f"fp8_attention kernel: launch configs, B={B} H={H} D={D}", baseline="rule")
     label = lambda c: (
-        ("gluon " if c.gluon else "")
+        ("gluon ws " if c.ws else "gluon " if c.gluon else "")
         + f"M{c.block_m} w{c.num_warps} s{c.num_stages}"
         + (" tma" if c.tma and not c.gluon else "")
     )
@@ -167,7 +167,8 @@ def _config_sweep(bench: Bench, Ls) -> None:
             for causal in (False, True):
                 times = {}
                 for name, c in [("rule", chosen), *((label(c), c) for c in CONFIGS if c.tma)]:
-                    times[name] = bench.time(_kernel(causal, pv, c, not c.gluon), args[not c.gluon])
+                    mma = c.ws or not c.gluon  # the plain Gluon kernel reads v's keys in their order only
+                    times[name] = bench.time(_kernel(causal, pv, c, mma), args[mma])
                 flops = _attention_flops(L, causal)
                 best = min(times, key=times.get)
                 table.add({"L": L, "qk/pv": f"{qk}/{pv}", "causal": causal}, times, rule=label(chosen), best=best,

@@ -253,11 +253,14 @@ class AttentionConfig(LaunchConfig):
     """A launch config plus ``tma``: load K and V with TMA tensor descriptors (sm_90+, where the layout allows:
     unit last stride, 16-byte aligned rows and bases; else plain loads), and ``gluon``: run the Gluon kernel of
     :mod:`~lowbit_flex.kernels.fp8_attention_sm90` instead (sm_90, TMA layouts, ``block_m = 16 * num_warps``: one
-    warpgroup per 64 rows; ``num_stages`` is its ring of key/value slots). Triton's automatic warp specialization
-    (``tl.range(warp_specialize=True)``) is Blackwell-only in Triton 3.6, so it is not a knob here."""
+    warpgroup per 64 rows; ``num_stages`` is its ring of key/value slots); with ``ws`` its warp-specialized form
+    (``block_m = 128``, ``num_warps = 4``: two consumer warpgroups of 64 rows and a TMA warp). Triton's automatic
+    warp specialization (``tl.range(warp_specialize=True)``) is Blackwell-only in Triton 3.6, so it is not a knob
+    here."""
 
     tma: bool = False
     gluon: bool = False
+    ws: bool = False
 
 
 # Launch configurations. block_m must divide Q_BLOCK (128); block_n is the k scale block; block_k is unused (the
@@ -266,15 +269,19 @@ class AttentionConfig(LaunchConfig):
 # decided once per shape key, not an autotuner (which would time every config inside the first call of each key);
 # ``benchmarks/bench_fp8_attention.py`` sweeps this table against the rule.
 # The Gluon kernel's configs come last: candidates the sweep measures, not picked by the rule (H200 run 40: 0.8x).
-CONFIGS: tuple[AttentionConfig, ...] = tuple(
-    AttentionConfig(m, K_BLOCK, 0, w, s, tma=tma)
-    for tma in (True, False)
-    for m, w, s in ((128, 8, 3), (128, 8, 2), (128, 8, 4), (128, 4, 3), (64, 4, 3))
-) + tuple(
-    AttentionConfig(m, K_BLOCK, 0, w, s, tma=True, gluon=True) for m, w, s in ((128, 8, 3), (64, 4, 3), (64, 4, 2))
+CONFIGS: tuple[AttentionConfig, ...] = (
+    tuple(
+        AttentionConfig(m, K_BLOCK, 0, w, s, tma=tma)
+        for tma in (True, False)
+        for m, w, s in ((128, 8, 3), (128, 8, 2), (128, 8, 4), (128, 4, 3), (64, 4, 3))
+    )
+    + tuple(
+        AttentionConfig(m, K_BLOCK, 0, w, s, tma=True, gluon=True) for m, w, s in ((128, 8, 3), (64, 4, 3), (64, 4, 2))
+    )
+    + tuple(AttentionConfig(128, K_BLOCK, 0, 4, s, tma=True, gluon=True, ws=True) for s in (2, 3, 4))
 )
 GLUON_CONFIGS = tuple(c for c in CONFIGS if c.gluon)
-_LONG, _SHORT = CONFIGS[0], CONFIGS[4]
+_LONG, _SHORT, _WS_16BIT_PV = CONFIGS[0], CONFIGS[4], CONFIGS[-1]
 # the smallest tiles, pointer loads: the interpreter's CPU runs scale with the tile size
 _INTERPRETER_CONFIG = AttentionConfig(64, K_BLOCK, 0, 4, 3)
 
@@ -288,7 +295,7 @@ def pick_config(Lq: int, pv_16bit: bool) -> AttentionConfig:
     (with pointer loads it spills 240 bytes per thread)."""
     if triton_interpreting():
         return _INTERPRETER_CONFIG
-    return _LONG if pv_16bit and Lq > 64 else _SHORT
+    return _WS_16BIT_PV if pv_16bit and Lq > 64 else _SHORT
 
 
 @functools.lru_cache(maxsize=512)
@@ -316,17 +323,24 @@ def _launch_plan(
         PV_FP16_ACC=pv_fp16_accum, EXACT=triton_interpreting(), TMA=tma, num_stages=cfg.num_stages,
         V_MMA_KEY_ORDER=v_mma_key_order,
     )  # fmt: skip
+    if cfg.ws:  # where the Gluon kernel cannot run (traced, sm_89, layouts without TMA): the 128-query Triton tile
+        meta |= dict(num_warps=_LONG.num_warps, num_stages=_LONG.num_stages)
     plan = PlanLaunch(_fp8_attention_fwd, grid, meta, tensors=7)
     # The Gluon kernel reads q by TMA as well, v token-major in e4m3 or row-major in 16 bits (its two layouts).
     gluon_layout = q_aligned and tma_layout == (1 if pv_16bit else 2) and tma_strides_ok(q_strides, 3, 1)
-    gluon = cfg.gluon and tma and gluon_layout and not pv_fp16_accum and cfg.block_m == 16 * cfg.num_warps
-    gluon = gluon and not v_mma_key_order  # the Gluon kernel reads v's keys in their natural order only
+    gluon = cfg.gluon and tma and gluon_layout and not pv_fp16_accum
+    if not cfg.ws:  # one warpgroup per 64 rows; v's keys in their natural order only
+        gluon = gluon and cfg.block_m == 16 * cfg.num_warps and not v_mma_key_order
     # WGMMA is sm_90 only (``tma`` already means a GPU, not the interpreter, of sm_90 or later)
     if gluon and torch.cuda.get_device_capability() == (9, 0):
-        from lowbit_flex.kernels.fp8_attention_sm90 import _fp8_attention_fwd_sm90
+        from lowbit_flex.kernels import fp8_attention_sm90 as sm90
 
         gluon_meta = shared | dict(STAGES=cfg.num_stages, NUM_WARPS=cfg.num_warps)
-        plan = PlanLaunch(_fp8_attention_fwd_sm90, grid, gluon_meta, tensors=7, traced=plan)
+        kernel = sm90._fp8_attention_fwd_sm90
+        if cfg.ws:
+            kernel = sm90._fp8_attention_fwd_sm90_ws
+            gluon_meta |= dict(V_MMA_KEY_ORDER=v_mma_key_order, CONSUMER_REGS=sm90.WS_CONSUMER_REGS, OVERLAP=True)
+        plan = PlanLaunch(kernel, grid, gluon_meta, tensors=7, traced=plan)
     return plan
 
 

@@ -79,6 +79,7 @@ def _v_operand(v_smem, slot, V_TOKEN_MAJOR: gl.constexpr):
 def _softmax_block(
     s, start_n, full_end, offs_m, cols0, Lk, c, m_i, row_sum, p_mult,
     P_LAYOUT: gl.constexpr, P_DTYPE: gl.constexpr, CAUSAL: gl.constexpr, PV_16BIT: gl.constexpr,
+    V_MMA_KEY_ORDER: gl.constexpr = False,
 ):  # fmt: skip
     """The online softmax of one key block (the arithmetic of ``fp8_attention._softmax_step``): masks past ``Lk``
     and (causal) above the diagonal only in blocks that reach past ``full_end``. Returns P as the PV MMA's register
@@ -100,6 +101,10 @@ def _softmax_block(
         p = gl.exp2(gl.fma(s, c, -gl.expand_dims(m_new - libdevice.fast_log2f(pm), 1)))
         row_sum = row_sum * alpha + gl.sum(p, axis=1) * (1.0 / pm)
         p_op = p.to(P_DTYPE)
+        if V_MMA_KEY_ORDER:  # P's registers as they are (see fp8_attention._softmax_step)
+            m: gl.constexpr = p_op.shape[0]
+            n: gl.constexpr = p_op.shape[1]
+            p_op = gl.reshape(gl.permute(gl.reshape(p_op, [m, n // 16, 2, 4, 2]), [0, 1, 3, 2, 4]), [m, n])
     return gl.convert_layout(p_op, P_LAYOUT), alpha, m_new, row_sum
 
 
@@ -263,3 +268,257 @@ def _fp8_attention_fwd_sm90(
     o_ptrs = Out + b.to(gl.int64) * stride_ob + h.to(gl.int64) * stride_oh
     o_ptrs = o_ptrs + gl.expand_dims(offs_mo.to(gl.int64) * stride_om, 1) + gl.expand_dims(offs_d * stride_od, 0)
     gl.store(o_ptrs, out.to(Out.dtype.element_ty), mask=gl.expand_dims(offs_mo < Lq, 1))
+
+
+# -- Warp-specialized: one TMA warp and two consumer warpgroups of 64 query rows each --------------------------------
+WS_ROWS = gl.constexpr(64)  # query rows per consumer warpgroup (one m64 WGMMA row block)
+# Registers per thread of the second consumer warpgroup (setmaxnreg); the producer's warpgroup keeps 24 and the
+# default (first consumer) takes the rest of the 64K: 128 * (256 + 232 + 24) = 65536.
+WS_CONSUMER_REGS = 232
+
+
+@gluon.jit
+def _ws_load(
+    q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, ready, empty, m0, n_blocks,
+    BLOCK_N: gl.constexpr, STAGES: gl.constexpr, V_TOKEN_MAJOR: gl.constexpr,
+):  # fmt: skip
+    """The producer warp: both consumers' q rows, then key/value block ``j`` into slot ``j % STAGES`` as soon as
+    both consumers have released the block ``STAGES`` before it (``empty``: one arrival per consumer)."""
+    mbarrier.expect(q_bar, 2 * q_desc.block_type.nbytes)
+    _tma_load(q_desc, [m0, 0], q_bar, q_smem.index(0))
+    _tma_load(q_desc, [m0 + WS_ROWS, 0], q_bar, q_smem.index(1))
+    for j in range(n_blocks):
+        slot = j % STAGES
+        mbarrier.wait(empty.index(slot), ((j // STAGES) & 1) ^ 1, pred=j >= STAGES)
+        _issue_kv_load(k_desc, v_desc, k_smem, v_smem, ready, j, n_blocks, BLOCK_N, STAGES, V_TOKEN_MAJOR)
+
+
+@gluon.jit
+def _block_scales(
+    ks_base, vs_base, qk_scale, vs_unit, start_n, stride_ksn, stride_vsn, K_SCALE_BLOCK: gl.constexpr,
+    V_BLOCK_SCALES: gl.constexpr,
+):  # fmt: skip
+    """Key block ``start_n``'s logit scale (log2 units, floored at float32's smallest normal) and P's factor."""
+    c = gl.maximum(qk_scale * gl.load(ks_base + (start_n // K_SCALE_BLOCK) * stride_ksn), _FLOAT32_TINY)
+    p_mult = vs_unit
+    if V_BLOCK_SCALES:
+        p_mult = gl.load(vs_base + (start_n // K_SCALE_BLOCK) * stride_vsn) * vs_unit
+    return c, p_mult
+
+
+@gluon.constexpr_function
+def _p_dtype(pv_16bit, v_dtype):
+    """P's dtype in the P·V MMA: v's own 16-bit dtype, or e4m3."""
+    return v_dtype if pv_16bit else gl.float8e4nv
+
+
+@gluon.jit
+def _ws_attend(
+    wg, q_smem, k_smem, v_smem, q_bar, ready, empty, QS, KS, VS, Out, sm_scale_log2e, b, h, hk, m0, n_blocks,
+    Lq, Lk, stride_ob, stride_oh, stride_om, stride_od, stride_qsb, stride_qsh, stride_qsm,
+    stride_ksb, stride_ksh, stride_ksn, stride_vsb, stride_vsh, stride_vsn,
+    D: gl.constexpr, BLOCK_N: gl.constexpr, Q_SCALE_BLOCK: gl.constexpr, K_SCALE_BLOCK: gl.constexpr,
+    CAUSAL: gl.constexpr, PV_16BIT: gl.constexpr, V_BLOCK_SCALES: gl.constexpr, P_SCALE: gl.constexpr,
+    V_TOKEN_MAJOR: gl.constexpr, V_MMA_KEY_ORDER: gl.constexpr, STAGES: gl.constexpr, QK_INT: gl.constexpr,
+    OVERLAP: gl.constexpr,
+):  # fmt: skip
+    """One consumer warpgroup: query rows ``m0 + 64 wg ...`` against every key block the producer delivers, QKᵀ,
+    softmax and PV in turn (the other warpgroup's work fills the tensor cores meanwhile), then the output rows."""
+    P_DTYPE: gl.constexpr = _p_dtype(PV_16BIT, v_smem.dtype)
+    s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
+                                                       instr_shape=[16, BLOCK_N, 32])  # fmt: skip
+    PV_K: gl.constexpr = 16 if PV_16BIT else 32
+    o_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, D, PV_K])
+    p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2 if PV_16BIT else 4)
+    rows_s: gl.constexpr = gl.SliceLayout(1, s_layout)
+    cols_s: gl.constexpr = gl.SliceLayout(0, s_layout)
+    rows_o: gl.constexpr = gl.SliceLayout(1, o_layout)
+    cols_o: gl.constexpr = gl.SliceLayout(0, o_layout)
+
+    r0 = m0 + wg * WS_ROWS
+    full_end = (Lk // BLOCK_N) * BLOCK_N
+    if CAUSAL:
+        full_end = gl.minimum(full_end, ((r0 + 1) // BLOCK_N) * BLOCK_N)
+    q_scale = gl.load(QS + b * stride_qsb + h * stride_qsh + (m0 // Q_SCALE_BLOCK) * stride_qsm)
+    qk_scale = q_scale * sm_scale_log2e.to(gl.float32)
+    ks_base = KS + b * stride_ksb + hk * stride_ksh
+    vs_base = VS + b * stride_vsb + hk * stride_vsh
+    vs_max = q_scale * 0.0
+    vs_unit = vs_max + P_SCALE
+    if V_BLOCK_SCALES:
+        scan: gl.constexpr = gl.BlockedLayout([1], [32], [4], [0])
+        for n0 in range(0, gl.cdiv(Lk, K_SCALE_BLOCK), 128):
+            blk = n0 + gl.arange(0, 128, layout=scan)
+            vs_j = gl.load(vs_base + blk * stride_vsn, mask=blk * K_SCALE_BLOCK < Lk, other=0.0)
+            vs_max = gl.maximum(vs_max, gl.max(vs_j, axis=0))
+        vs_max = gl.where(vs_max == 0.0, 1.0, vs_max)
+        vs_unit = P_SCALE * gl.div_rn(vs_max * 0.0 + 1.0, vs_max)
+
+    offs_m = r0 + gl.arange(0, WS_ROWS, layout=rows_s)
+    cols0 = gl.arange(0, BLOCK_N, layout=cols_s)
+    m_i = gl.full([WS_ROWS], float("-inf"), gl.float32, rows_s)
+    row_sum = gl.zeros([WS_ROWS], gl.float32, rows_s)
+    acc = gl.zeros([WS_ROWS, D], gl.float32, o_layout)
+    S_ACC_DTYPE: gl.constexpr = gl.int32 if QK_INT else gl.float32
+    s_zero = gl.zeros([WS_ROWS, BLOCK_N], S_ACC_DTYPE, s_layout)
+    q_tile = q_smem.index(wg)
+    mbarrier.wait(q_bar, 0)
+    if OVERLAP:
+        # FlashAttention-3's order within the warpgroup: QKᵀ of block j and PV of block j - 1 issued together, a
+        # wait for the QKᵀ only, block j's softmax while the PV runs; slot j - 1 is released after its PV.
+        c, p_mult = _block_scales(ks_base, vs_base, qk_scale, vs_unit, 0, stride_ksn, stride_vsn, K_SCALE_BLOCK,
+                                  V_BLOCK_SCALES)  # fmt: skip
+        mbarrier.wait(ready.index(0), 0)
+        s_tok = warpgroup_mma(q_tile, k_smem.index(0).permute((1, 0)), s_zero, use_acc=False, is_async=True)
+        s = warpgroup_mma_wait(0, deps=(s_tok,)).to(gl.float32)
+        p_op, alpha, m_i, row_sum = _softmax_block(
+            s, 0, full_end, offs_m, cols0, Lk, c, m_i, row_sum, p_mult, p_layout, P_DTYPE, CAUSAL, PV_16BIT,
+            V_MMA_KEY_ORDER,
+        )  # fmt: skip
+        for j in range(1, n_blocks):
+            slot = j % STAGES
+            prev = (j - 1) % STAGES
+            start_n = j * BLOCK_N
+            c, p_mult = _block_scales(ks_base, vs_base, qk_scale, vs_unit, start_n, stride_ksn, stride_vsn,
+                                      K_SCALE_BLOCK, V_BLOCK_SCALES)  # fmt: skip
+            mbarrier.wait(ready.index(slot), (j // STAGES) & 1)
+            s_tok = warpgroup_mma(q_tile, k_smem.index(slot).permute((1, 0)), s_zero, use_acc=False, is_async=True)
+            o_tok = warpgroup_mma(p_op, _v_operand(v_smem, prev, V_TOKEN_MAJOR), acc, is_async=True)
+            s = warpgroup_mma_wait(1, deps=(s_tok,)).to(gl.float32)
+            p_op, alpha, m_i, row_sum = _softmax_block(
+                s, start_n, full_end, offs_m, cols0, Lk, c, m_i, row_sum, p_mult, p_layout, P_DTYPE, CAUSAL,
+                PV_16BIT, V_MMA_KEY_ORDER,
+            )  # fmt: skip
+            acc = warpgroup_mma_wait(0, deps=(o_tok,))
+            mbarrier.arrive(empty.index(prev), count=1)
+            acc = acc * gl.expand_dims(gl.convert_layout(alpha, rows_o), 1)
+        last = (n_blocks - 1) % STAGES
+        o_tok = warpgroup_mma(p_op, _v_operand(v_smem, last, V_TOKEN_MAJOR), acc, is_async=True)
+        acc = warpgroup_mma_wait(0, deps=(o_tok,))
+        mbarrier.arrive(empty.index(last), count=1)
+    else:  # QKᵀ, softmax and PV of each block in turn
+        for j in range(n_blocks):
+            slot = j % STAGES
+            start_n = j * BLOCK_N
+            c, p_mult = _block_scales(ks_base, vs_base, qk_scale, vs_unit, start_n, stride_ksn, stride_vsn,
+                                      K_SCALE_BLOCK, V_BLOCK_SCALES)  # fmt: skip
+            mbarrier.wait(ready.index(slot), (j // STAGES) & 1)
+            s_tok = warpgroup_mma(q_tile, k_smem.index(slot).permute((1, 0)), s_zero, use_acc=False, is_async=True)
+            s = warpgroup_mma_wait(0, deps=(s_tok,)).to(gl.float32)
+            p_op, alpha, m_i, row_sum = _softmax_block(
+                s, start_n, full_end, offs_m, cols0, Lk, c, m_i, row_sum, p_mult, p_layout, P_DTYPE, CAUSAL,
+                PV_16BIT, V_MMA_KEY_ORDER,
+            )  # fmt: skip
+            acc = acc * gl.expand_dims(gl.convert_layout(alpha, rows_o), 1)
+            o_tok = warpgroup_mma(p_op, _v_operand(v_smem, slot, V_TOKEN_MAJOR), acc, is_async=True)
+            acc = warpgroup_mma_wait(0, deps=(o_tok,))
+            mbarrier.arrive(empty.index(slot), count=1)  # this warpgroup is done with the slot
+
+    l_o = gl.convert_layout(row_sum, rows_o)
+    if PV_16BIT:
+        out = acc / gl.expand_dims(l_o, 1)
+    elif V_BLOCK_SCALES:
+        out = acc * gl.expand_dims(vs_max / (l_o * P_SCALE), 1)
+    else:
+        v_scale = gl.load(VS + b * stride_vsb + hk * stride_vsh)
+        out = acc * gl.expand_dims(v_scale / (l_o * P_SCALE), 1)
+    offs_mo = r0 + gl.arange(0, WS_ROWS, layout=rows_o)
+    offs_d = gl.arange(0, D, layout=cols_o)
+    o_ptrs = Out + b.to(gl.int64) * stride_ob + h.to(gl.int64) * stride_oh
+    o_ptrs = o_ptrs + gl.expand_dims(offs_mo.to(gl.int64) * stride_om, 1) + gl.expand_dims(offs_d * stride_od, 0)
+    gl.store(o_ptrs, out.to(Out.dtype.element_ty), mask=gl.expand_dims(offs_mo < Lq, 1))
+
+
+@gluon.jit
+def _fp8_attention_fwd_sm90_ws(
+    Q, K, V, QS, KS, VS, Out, sm_scale_log2e, H, GROUP, Lq, Lk,
+    stride_qb, stride_qh, stride_qm, stride_qd,
+    stride_kb, stride_kh, stride_kn, stride_kd,
+    stride_vb, stride_vh, stride_vn, stride_vd,
+    stride_ob, stride_oh, stride_om, stride_od,
+    stride_qsb, stride_qsh, stride_qsm,
+    stride_ksb, stride_ksh, stride_ksn,
+    stride_vsb, stride_vsh, stride_vsn,
+    D: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
+    Q_SCALE_BLOCK: gl.constexpr, K_SCALE_BLOCK: gl.constexpr, CAUSAL: gl.constexpr, PV_16BIT: gl.constexpr,
+    V_BLOCK_SCALES: gl.constexpr, P_SCALE: gl.constexpr, V_TOKEN_MAJOR: gl.constexpr, STAGES: gl.constexpr,
+    NUM_WARPS: gl.constexpr, V_MMA_KEY_ORDER: gl.constexpr, CONSUMER_REGS: gl.constexpr,
+    OVERLAP: gl.constexpr,
+):  # fmt: skip
+    """``BLOCK_M = 128`` query rows per program: the kernel's 4 warps and 4 more are two consumer warpgroups of 64
+    rows each, sharing every key/value tile that one producer warp loads (half the L2 reads of two 64-row
+    programs, which is what limits the 64-row Triton kernel), and running independently: no CTA-wide barrier, each
+    ring slot is refilled once both have arrived on its ``empty`` barrier."""
+    QK_DTYPE: gl.constexpr = Q.dtype.element_ty
+    V_DTYPE: gl.constexpr = V.dtype.element_ty
+    QK_INT: gl.constexpr = gl.int8 == QK_DTYPE
+    pid_m = gl.program_id(0)
+    bh = gl.program_id(1)
+    b = bh // H
+    h = bh % H
+    hk = h // GROUP
+    m0 = pid_m * BLOCK_M
+
+    q_base = Q + b.to(gl.int64) * stride_qb + h.to(gl.int64) * stride_qh
+    k_base = K + b.to(gl.int64) * stride_kb + hk.to(gl.int64) * stride_kh
+    v_base = V + b.to(gl.int64) * stride_vb + hk.to(gl.int64) * stride_vh
+    qk_layout: gl.constexpr = _smem_layout(D, 8)
+    q_desc = tma.make_tensor_descriptor(q_base, [Lq, D], [stride_qm, 1], [WS_ROWS, D], qk_layout)
+    k_desc = tma.make_tensor_descriptor(k_base, [Lk, D], [stride_kn, 1], [BLOCK_N, D], qk_layout)
+    if V_TOKEN_MAJOR:
+        Lv = Lk
+        if V_MMA_KEY_ORDER:
+            Lv = gl.cdiv(Lk, 16) * 16
+        v_layout: gl.constexpr = _smem_layout(BLOCK_N, 8)
+        v_desc = tma.make_tensor_descriptor(v_base, [D, Lv], [stride_vd, 1], [D, BLOCK_N], v_layout)
+    else:
+        v_layout: gl.constexpr = _smem_layout(D * V_DTYPE.primitive_bitwidth // 8, V_DTYPE.primitive_bitwidth)
+        v_desc = tma.make_tensor_descriptor(v_base, [Lk, D], [stride_vn, 1], [BLOCK_N, D], v_layout)
+
+    q_smem = gl.allocate_shared_memory(QK_DTYPE, [2, WS_ROWS, D], qk_layout)
+    k_smem = gl.allocate_shared_memory(QK_DTYPE, [STAGES, BLOCK_N, D], qk_layout)
+    if V_TOKEN_MAJOR:
+        v_smem = gl.allocate_shared_memory(V_DTYPE, [STAGES, D, BLOCK_N], v_layout)
+    else:
+        v_smem = gl.allocate_shared_memory(V_DTYPE, [STAGES, BLOCK_N, D], v_layout)
+    ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    q_bar = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
+    for i in gl.static_range(STAGES):
+        mbarrier.init(ready.index(i), count=1)
+        mbarrier.init(empty.index(i), count=2)
+    mbarrier.init(q_bar, count=1)
+    fence_async_shared()
+
+    hi = Lk
+    if CAUSAL:
+        hi = gl.minimum(hi, m0 + BLOCK_M)
+    n_blocks = gl.cdiv(hi, BLOCK_N)  # both warpgroups visit the same blocks: BLOCK_M == BLOCK_N
+    # The partitions' arguments written out in the call: a tuple assigned to a variable first would turn its
+    # constexprs into tensors.
+    # fmt: off
+    gl.warp_specialize(
+        [
+            (_ws_attend, (
+                0, q_smem, k_smem, v_smem, q_bar, ready, empty, QS, KS, VS, Out, sm_scale_log2e, b, h, hk, m0, n_blocks,
+                Lq, Lk,
+                stride_ob, stride_oh, stride_om, stride_od, stride_qsb, stride_qsh, stride_qsm, stride_ksb, stride_ksh,
+                stride_ksn, stride_vsb, stride_vsh, stride_vsn, D, BLOCK_N, Q_SCALE_BLOCK, K_SCALE_BLOCK, CAUSAL,
+                PV_16BIT, V_BLOCK_SCALES, P_SCALE, V_TOKEN_MAJOR, V_MMA_KEY_ORDER, STAGES, QK_INT, OVERLAP,
+            )),
+            (_ws_attend, (
+                1, q_smem, k_smem, v_smem, q_bar, ready, empty, QS, KS, VS, Out, sm_scale_log2e, b, h, hk, m0, n_blocks,
+                Lq, Lk,
+                stride_ob, stride_oh, stride_om, stride_od, stride_qsb, stride_qsh, stride_qsm, stride_ksb, stride_ksh,
+                stride_ksn, stride_vsb, stride_vsh, stride_vsn, D, BLOCK_N, Q_SCALE_BLOCK, K_SCALE_BLOCK, CAUSAL,
+                PV_16BIT, V_BLOCK_SCALES, P_SCALE, V_TOKEN_MAJOR, V_MMA_KEY_ORDER, STAGES, QK_INT, OVERLAP,
+            )),
+            (_ws_load, (
+                q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, ready, empty, m0, n_blocks, BLOCK_N, STAGES,
+                V_TOKEN_MAJOR,
+            )),
+        ],
+        [4, 1],
+        [CONSUMER_REGS, 24],
+    )
+    # fmt: on
