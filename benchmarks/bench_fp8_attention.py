@@ -43,23 +43,22 @@ def _peak_fp8_tflops(bench: Bench) -> tuple[float, float]:
     return bf16, 2.0 * bf16  # datasheet: fp8 / int8 dense tensor cores run at 2x the bf16 rate
 
 
-def _prequantized(q, k, v, qk: str, pv: str, mma_order: bool = True):
+def _prequantized(q, k, v, qk: str, pv: str):
     """The attention kernel's arguments, quantized beforehand by the op's first launch (an e4m3 v with its keys in
-    the P·V MMA's order, as the op writes it, unless ``mma_order`` is false: the Gluon kernel reads them in order).
-    Pass them with :func:`_kernel`."""
+    the P·V MMA's order, as the op writes it). Pass them with :func:`_kernel`."""
     from lowbit_flex.kernels.quantize_qkv import quantize_qkv_triton
     from lowbit_flex.ops.lowbit_attention import QK_FORMATS
 
     v_fp8 = pv == "fp8"
-    q8, qs, k8, ks, v8, vs = quantize_qkv_triton(q, k, v, QK_FORMATS[qk], True, v_fp8, v_fp8 and mma_order)
+    q8, qs, k8, ks, v8, vs = quantize_qkv_triton(q, k, v, QK_FORMATS[qk], True, v_fp8, v_fp8)
     return (q8, k8, v8 if v_fp8 else v, qs, ks, vs)
 
 
-def _kernel(causal: bool, pv: str, config=None, mma_order: bool = True):
+def _kernel(causal: bool, pv: str, config=None):
     """The attention kernel on :func:`_prequantized`'s arguments."""
     from lowbit_flex.kernels.fp8_attention import fp8_attention_triton
 
-    mma = pv == "fp8" and mma_order
+    mma = pv == "fp8"
     return lambda *a: fp8_attention_triton(*a, causal, None, torch.bfloat16, False, config=config, v_mma_key_order=mma)
 
 
@@ -155,7 +154,7 @@ def _config_sweep(bench: Bench, Ls) -> None:
 
     table = bench.table(f"fp8_attention kernel: launch configs, B={B} H={H} D={D}", baseline="rule")
     label = lambda c: (
-        ("gluon ws " if c.ws else "gluon " if c.gluon else "")
+        ("gluon ws " if c.gluon else "")
         + f"M{c.block_m} w{c.num_warps} s{c.num_stages}"
         + (" tma" if c.tma and not c.gluon else "")
     )
@@ -163,12 +162,11 @@ def _config_sweep(bench: Bench, Ls) -> None:
         q, k, v = (torch.randn(B, H, L, D, device="cuda", dtype=torch.bfloat16) for _ in range(3))
         for qk, pv in (("fp8", "fp8"), ("int8", "fp16")):
             chosen = pick_config(L, pv == "fp16")
-            args = {mma: _prequantized(q, k, v, qk, pv, mma) for mma in (True, False)}
+            args = _prequantized(q, k, v, qk, pv)
             for causal in (False, True):
                 times = {}
                 for name, c in [("rule", chosen), *((label(c), c) for c in CONFIGS if c.tma)]:
-                    mma = c.ws or not c.gluon  # the plain Gluon kernel reads v's keys in their order only
-                    times[name] = bench.time(_kernel(causal, pv, c, mma), args[mma])
+                    times[name] = bench.time(_kernel(causal, pv, c), args)
                 flops = _attention_flops(L, causal)
                 best = min(times, key=times.get)
                 table.add({"L": L, "qk/pv": f"{qk}/{pv}", "causal": causal}, times, rule=label(chosen), best=best,

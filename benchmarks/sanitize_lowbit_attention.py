@@ -24,7 +24,7 @@ from lowbit_flex.ops.lowbit_attention import QK_FORMATS, pv_16bit_dtype, referen
 # (H, Hkv, Lq, Lk, D): ragged keys and queries with GQA, one partial key block with short queries, one token.
 SHAPES = [(4, 2, 200, 300, 64), (2, 1, 50, 90, 128), (2, 2, 1, 1, 64)]
 # What the rule picks (the long and short tiles), each with TMA and with plain loads; the Gluon kernels.
-PICKS = [c for c in CONFIGS if (c.num_stages == 3 and (c.num_warps == 8 or c.ws)) or c.block_m == 64]
+PICKS = [c for c in CONFIGS if (c.num_stages == 3 and (c.num_warps == 8 or c.gluon)) or c.block_m == 64]
 _EMPTY = torch.empty
 
 
@@ -44,9 +44,9 @@ def main() -> int:
         v_fp8 = pv == "fp8"
         # an e4m3 v in its keys' order (the fp8_attention op's) and in the P·V MMA's (lowbit_attention's)
         layouts = {mma: quantize_qkv_triton(q, k, v, QK_FORMATS[qk], True, v_fp8, mma) for mma in {False, v_fp8}}
-        # Each pick with each layout it reads (the plain Gluon kernel: keys in order), then the eager entry point twice:
-        # it binds both launches once per metadata key, then launches them with raw addresses of a scratch buffer.
-        picks = [(c, mma) for c in PICKS for mma in layouts if not (mma and c.gluon and not c.ws)]
+        # Each pick with each layout, then the eager entry point twice: it binds both launches once per metadata key,
+        # then launches them with raw addresses of a scratch buffer.
+        picks = [(c, mma) for c in PICKS for mma in layouts]
         for run in [*picks, "eager (planning)", "eager (bound)"]:
             if isinstance(run, str):
                 out = lowbit_attention(q, k, v, causal=causal, qk=qk, pv=pv)

@@ -251,16 +251,14 @@ def _fp8_attention_fwd(
 @dataclass(frozen=True)
 class AttentionConfig(LaunchConfig):
     """A launch config plus ``tma``: load K and V with TMA tensor descriptors (sm_90+, where the layout allows:
-    unit last stride, 16-byte aligned rows and bases; else plain loads), and ``gluon``: run the Gluon kernel of
-    :mod:`~lowbit_flex.kernels.fp8_attention_sm90` instead (sm_90, TMA layouts, ``block_m = 16 * num_warps``: one
-    warpgroup per 64 rows; ``num_stages`` is its ring of key/value slots); with ``ws`` its warp-specialized form
-    (``block_m = 128``, ``num_warps = 4``: two consumer warpgroups of 64 rows and a TMA warp). Triton's automatic
-    warp specialization (``tl.range(warp_specialize=True)``) is Blackwell-only in Triton 3.6, so it is not a knob
-    here."""
+    unit last stride, 16-byte aligned rows and bases; else plain loads), and ``gluon``: run the warp-specialized
+    Gluon kernel of :mod:`~lowbit_flex.kernels.fp8_attention_sm90` instead (sm_90, TMA layouts; ``block_m = 128``,
+    ``num_warps = 4``: the first of its two consumer warpgroups; ``num_stages`` is its ring of key/value slots).
+    Triton's automatic warp specialization (``tl.range(warp_specialize=True)``) is Blackwell-only in Triton 3.6, so
+    it is not a knob here."""
 
     tma: bool = False
     gluon: bool = False
-    ws: bool = False
 
 
 # Launch configurations. block_m must divide Q_BLOCK (128); block_n is the k scale block; block_k is unused (the
@@ -268,18 +266,12 @@ class AttentionConfig(LaunchConfig):
 # (used on sm_90 where the layout allows) and without. The launch config is a fixed rule (:func:`pick_config`),
 # decided once per shape key, not an autotuner (which would time every config inside the first call of each key);
 # ``benchmarks/bench_fp8_attention.py`` sweeps this table against the rule.
-# The Gluon kernel's configs come last: candidates the sweep measures, not picked by the rule (H200 run 40: 0.8x).
-CONFIGS: tuple[AttentionConfig, ...] = (
-    tuple(
-        AttentionConfig(m, K_BLOCK, 0, w, s, tma=tma)
-        for tma in (True, False)
-        for m, w, s in ((128, 8, 3), (128, 8, 2), (128, 8, 4), (128, 4, 3), (64, 4, 3))
-    )
-    + tuple(
-        AttentionConfig(m, K_BLOCK, 0, w, s, tma=True, gluon=True) for m, w, s in ((128, 8, 3), (64, 4, 3), (64, 4, 2))
-    )
-    + tuple(AttentionConfig(128, K_BLOCK, 0, 4, s, tma=True, gluon=True, ws=True) for s in (2, 3, 4))
-)
+# The Gluon kernel's configs come last (2, 3 and 4 ring slots); the rule picks 4 for a 16-bit V (H200 run 44).
+CONFIGS: tuple[AttentionConfig, ...] = tuple(
+    AttentionConfig(m, K_BLOCK, 0, w, s, tma=tma)
+    for tma in (True, False)
+    for m, w, s in ((128, 8, 3), (128, 8, 2), (128, 8, 4), (128, 4, 3), (64, 4, 3))
+) + tuple(AttentionConfig(128, K_BLOCK, 0, 4, s, tma=True, gluon=True) for s in (2, 3, 4))
 GLUON_CONFIGS = tuple(c for c in CONFIGS if c.gluon)
 _LONG, _SHORT, _WS_16BIT_PV = CONFIGS[0], CONFIGS[4], CONFIGS[-1]
 # the smallest tiles, pointer loads: the interpreter's CPU runs scale with the tile size
@@ -287,12 +279,16 @@ _INTERPRETER_CONFIG = AttentionConfig(64, K_BLOCK, 0, 4, 3)
 
 
 def pick_config(Lq: int, pv_16bit: bool) -> AttentionConfig:
-    """One row per P·V format (H200 run 40, the same run's sweep): an 8-bit V takes 64-query tiles of one
-    warpgroup, 3 stages, TMA loads (two CTAs per SM, 1.03-1.18x the 128-query tile at every length, causal or
-    not); a 16-bit V takes 128-query tiles of two warpgroups (its fp16 P·V needs the larger tile's reuse of each V
-    block: 64-query tiles are 0.62-0.88x), or 64-query ones when there are at most 64 queries, which would leave
-    half of a 128-row tile empty. Triton 3.6 compiles the 128-query TMA tile for sm_90 in 200 registers, no spills
-    (with pointer loads it spills 240 bytes per thread)."""
+    """One row per P·V format:
+    - an 8-bit V takes the Triton kernel's 64-query tiles of one warpgroup, 3 stages, TMA loads (two CTAs per SM;
+      H200 run 40: 1.03-1.18x its 128-query tile at every length, causal or not; run 44: 1.15-1.37x the Gluon
+      kernel);
+    - a 16-bit V takes the warp-specialized Gluon kernel, 4 ring slots, on sm_90 (run 44: 1.09-1.16x the Triton
+      128-query tile at L >= 4096, 0.98-1.02x at 1024; that tile runs where the Gluon kernel cannot: its fp16 P·V
+      needs the larger tile's reuse of each V block, 64-query tiles were 0.62-0.88x), or Triton's 64-query tiles
+      when there are at most 64 queries, which would leave half of a 128-row tile empty.
+    Triton 3.6 compiles the 128-query TMA tile for sm_90 in 200 registers, no spills (with pointer loads it spills
+    240 bytes per thread)."""
     if triton_interpreting():
         return _INTERPRETER_CONFIG
     return _WS_16BIT_PV if pv_16bit and Lq > 64 else _SHORT
@@ -323,24 +319,19 @@ def _launch_plan(
         PV_FP16_ACC=pv_fp16_accum, EXACT=triton_interpreting(), TMA=tma, num_stages=cfg.num_stages,
         V_MMA_KEY_ORDER=v_mma_key_order,
     )  # fmt: skip
-    if cfg.ws:  # where the Gluon kernel cannot run (traced, sm_89, layouts without TMA): the 128-query Triton tile
+    if cfg.gluon:  # where the Gluon kernel cannot run (traced, sm_89, layouts without TMA): the 128-query Triton tile
         meta |= dict(num_warps=_LONG.num_warps, num_stages=_LONG.num_stages)
     plan = PlanLaunch(_fp8_attention_fwd, grid, meta, tensors=7)
     # The Gluon kernel reads q by TMA as well, v token-major in e4m3 or row-major in 16 bits (its two layouts).
     gluon_layout = q_aligned and tma_layout == (1 if pv_16bit else 2) and tma_strides_ok(q_strides, 3, 1)
-    gluon = cfg.gluon and tma and gluon_layout and not pv_fp16_accum
-    if not cfg.ws:  # one warpgroup per 64 rows; v's keys in their natural order only
-        gluon = gluon and cfg.block_m == 16 * cfg.num_warps and not v_mma_key_order
     # WGMMA is sm_90 only (``tma`` already means a GPU, not the interpreter, of sm_90 or later)
-    if gluon and torch.cuda.get_device_capability() == (9, 0):
-        from lowbit_flex.kernels import fp8_attention_sm90 as sm90
+    if cfg.gluon and tma and gluon_layout and not pv_fp16_accum and torch.cuda.get_device_capability() == (9, 0):
+        from lowbit_flex.kernels.fp8_attention_sm90 import WS_CONSUMER_REGS, _fp8_attention_fwd_sm90_ws
 
-        gluon_meta = shared | dict(STAGES=cfg.num_stages, NUM_WARPS=cfg.num_warps)
-        kernel = sm90._fp8_attention_fwd_sm90
-        if cfg.ws:
-            kernel = sm90._fp8_attention_fwd_sm90_ws
-            gluon_meta |= dict(V_MMA_KEY_ORDER=v_mma_key_order, CONSUMER_REGS=sm90.WS_CONSUMER_REGS, OVERLAP=True)
-        plan = PlanLaunch(kernel, grid, gluon_meta, tensors=7, traced=plan)
+        gluon_meta = shared | dict(
+            STAGES=cfg.num_stages, V_MMA_KEY_ORDER=v_mma_key_order, CONSUMER_REGS=WS_CONSUMER_REGS
+        )
+        plan = PlanLaunch(_fp8_attention_fwd_sm90_ws, grid, gluon_meta, tensors=7, traced=plan)
     return plan
 
 

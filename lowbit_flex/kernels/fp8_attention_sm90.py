@@ -1,24 +1,29 @@
 """The fused fp8 / int8-QKᵀ attention forward of :mod:`lowbit_flex.kernels.fp8_attention`, for Hopper (sm_90), in
-Gluon: the same format and arithmetic, with the WGMMAs' asynchrony under the kernel's control.
+Gluon and warp-specialized: the same format and arithmetic, with the warps' roles and the WGMMAs' asynchrony under
+the kernel's control.
 
-Why a second kernel: Triton waits for every WGMMA whose result is used in the same loop iteration right after
-issuing it, so each warpgroup runs QKᵀ, softmax and PV one after the other, and the tensor cores idle while the
-softmax (exp2 on the 16-per-clock MUFU unit, the e4m3 conversion) runs; on the H200 that is most of the gap between
-758 TFLOP/s and the fp8 tensor-core rate. Here each iteration issues QKᵀ of key block ``j`` and PV of block
-``j - 1``, waits only for the first, and runs block ``j``'s softmax while the tensor cores do the PV (FlashAttention-3's
-intra-warpgroup overlap). Key and value tiles arrive by TMA into a ring of ``STAGES`` shared-memory slots, each
-with an mbarrier, ``STAGES - 1`` blocks ahead.
+One program owns 128 query rows of one head: two consumer warpgroups of 64 rows each and one TMA producer warp
+(``setmaxnreg``: 256 and 232 registers for the consumers, 24 for the producer). The producer loads both halves of
+q, then key/value block ``j`` into slot ``j % STAGES`` of a shared-memory ring as soon as both consumers have
+released the block ``STAGES`` before it: each slot has a "ready" mbarrier (TMA bytes) and an "empty" one (one
+arrival per consumer). The consumers share every K/V tile (half the L2 reads of two 64-row programs) and run
+independently, with no CTA-wide barrier. Within a consumer, FlashAttention-3's order: QKᵀ of block ``j`` and PV of
+block ``j - 1`` issued together, a wait for the QKᵀ only, block ``j``'s softmax while the tensor cores do the PV.
+Triton cannot express that overlap: it waits for each WGMMA that does not feed an accumulator right after issuing
+it, and its automatic warp specialization is Blackwell-only in Triton 3.6.
 
-Scope: sm_90, a row-major K with unit last stride, V token-major in e4m3 (what ``lowbit_attention``'s pass writes)
-or row-major in 16 bits (the accurate mode), ``BLOCK_M = 64 * NUM_WARPS / 4`` (one warpgroup per 64 query rows).
-Every traced call (``torch.compile``: Inductor cannot call Gluon kernels through ``wrap_triton``) takes the Triton
-kernel.
+Measured on the H200 (run 44, against the Triton kernel in the same call, outputs bit-identical): with a 16-bit V
+(the accurate mode) 1.09-1.16x the Triton 128-query tile at L >= 4096 (0.98-1.02x at 1024), so
+:func:`~lowbit_flex.kernels.fp8_attention.pick_config` runs it there; with an e4m3 V 0.73-0.87x the Triton
+64-query tile, which stays the rule for 8-bit P·V (two independent 64-row programs per SM already overlap one's
+softmax with the other's MMAs, and the 8-bit PV's shorter MMA leaves less to hide). Earlier forms, measured and
+dropped: the same overlap without warp specialization (run 40: 0.77-0.83x, a CTA barrier before each slot refill
+stalled both warpgroups); warp-specialized without the overlap (run 44: 0.76-1.02x for fp8, 0.89-0.99x for 16-bit
+P·V).
 
-Status: a measured candidate, not the default. On the H200 (run 40) it is exact against the Triton kernel but
-slower: 0.80x of it with 128-query tiles (the CTA barrier before each slot refill stalls both warpgroups), and
-0.79-0.83x of the Triton kernel's 64-query tiles, which :func:`~lowbit_flex.kernels.fp8_attention.pick_config`
-runs. ``GLUON_CONFIGS`` selects it; ``benchmarks/bench_fp8_attention.py`` sweeps it. The next step measured as
-needed is warp specialization (a TMA producer warp and per-slot "empty" barriers instead of the CTA barrier).
+Scope: sm_90, a row-major K with unit last stride, V token-major in e4m3 (in its keys' order or the P·V MMA's,
+``V_MMA_KEY_ORDER``) or row-major in 16 bits, q read by TMA. Every traced call (``torch.compile``: Inductor cannot
+call Gluon kernels through ``wrap_triton``) takes the Triton kernel.
 """
 
 from __future__ import annotations
@@ -34,10 +39,8 @@ from triton.experimental.gluon.language.nvidia.hopper import (
 )
 from triton.language.extra import libdevice
 
-# Triton 3.6 (the GPU machine's) names the TMA load async_copy_global_to_shared; 3.9 renamed it async_load, and
-# thread_barrier barrier.
+# Triton 3.6 (the GPU machine's) names the TMA load async_copy_global_to_shared; 3.9 renamed it async_load.
 _tma_load = getattr(tma, "async_load", None) or tma.async_copy_global_to_shared
-_cta_barrier = getattr(gl, "barrier", None) or gl.thread_barrier  # the same rename (thread_barrier in 3.6)
 _FLOAT32_TINY = gl.constexpr(1.1754943508222875e-38)  # float32's smallest normal: the floor of the logit scale
 
 
@@ -108,169 +111,6 @@ def _softmax_block(
     return gl.convert_layout(p_op, P_LAYOUT), alpha, m_new, row_sum
 
 
-@gluon.jit
-def _fp8_attention_fwd_sm90(
-    Q, K, V, QS, KS, VS, Out, sm_scale_log2e, H, GROUP, Lq, Lk,
-    stride_qb, stride_qh, stride_qm, stride_qd,
-    stride_kb, stride_kh, stride_kn, stride_kd,
-    stride_vb, stride_vh, stride_vn, stride_vd,
-    stride_ob, stride_oh, stride_om, stride_od,
-    stride_qsb, stride_qsh, stride_qsm,
-    stride_ksb, stride_ksh, stride_ksn,
-    stride_vsb, stride_vsh, stride_vsn,
-    D: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
-    Q_SCALE_BLOCK: gl.constexpr, K_SCALE_BLOCK: gl.constexpr, CAUSAL: gl.constexpr, PV_16BIT: gl.constexpr,
-    V_BLOCK_SCALES: gl.constexpr, P_SCALE: gl.constexpr, V_TOKEN_MAJOR: gl.constexpr, STAGES: gl.constexpr,
-    NUM_WARPS: gl.constexpr,
-):  # fmt: skip
-    QK_DTYPE: gl.constexpr = Q.dtype.element_ty
-    V_DTYPE: gl.constexpr = V.dtype.element_ty
-    QK_INT: gl.constexpr = gl.int8 == QK_DTYPE
-    # WGMMA layouts: one warpgroup per 64 rows; K per instruction is 32 bytes of the A operand.
-    s_layout: gl.constexpr = gl.NVMMADistributedLayout(
-        version=[3, 0], warps_per_cta=[NUM_WARPS, 1], instr_shape=[16, BLOCK_N, 32]
-    )
-    PV_K: gl.constexpr = 16 if PV_16BIT else 32
-    o_layout: gl.constexpr = gl.NVMMADistributedLayout(
-        version=[3, 0], warps_per_cta=[NUM_WARPS, 1], instr_shape=[16, D, PV_K]
-    )
-    P_DTYPE: gl.constexpr = V_DTYPE if PV_16BIT else gl.float8e4nv
-    p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2 if PV_16BIT else 4)
-    rows_s: gl.constexpr = gl.SliceLayout(1, s_layout)
-    cols_s: gl.constexpr = gl.SliceLayout(0, s_layout)
-    rows_o: gl.constexpr = gl.SliceLayout(1, o_layout)
-    cols_o: gl.constexpr = gl.SliceLayout(0, o_layout)
-
-    pid_m = gl.program_id(0)
-    bh = gl.program_id(1)
-    b = bh // H
-    h = bh % H
-    hk = h // GROUP
-    m0 = pid_m * BLOCK_M
-
-    # Tensor descriptors per program (rows past Lq / Lk read as zeros): q (Lq, D), k (Lk, D), v (D, Lk) e4m3
-    # token-major or (Lk, D) in 16 bits.
-    q_base = Q + b.to(gl.int64) * stride_qb + h.to(gl.int64) * stride_qh
-    k_base = K + b.to(gl.int64) * stride_kb + hk.to(gl.int64) * stride_kh
-    v_base = V + b.to(gl.int64) * stride_vb + hk.to(gl.int64) * stride_vh
-    qk_layout: gl.constexpr = _smem_layout(D, 8)
-    q_desc = tma.make_tensor_descriptor(q_base, [Lq, D], [stride_qm, 1], [BLOCK_M, D], qk_layout)
-    k_desc = tma.make_tensor_descriptor(k_base, [Lk, D], [stride_kn, 1], [BLOCK_N, D], qk_layout)
-    if V_TOKEN_MAJOR:
-        v_layout: gl.constexpr = _smem_layout(BLOCK_N, 8)
-        v_desc = tma.make_tensor_descriptor(v_base, [D, Lk], [stride_vd, 1], [D, BLOCK_N], v_layout)
-    else:
-        v_layout: gl.constexpr = _smem_layout(D * V_DTYPE.primitive_bitwidth // 8, V_DTYPE.primitive_bitwidth)
-        v_desc = tma.make_tensor_descriptor(v_base, [Lk, D], [stride_vn, 1], [BLOCK_N, D], v_layout)
-
-    q_smem = gl.allocate_shared_memory(QK_DTYPE, [BLOCK_M, D], qk_layout)
-    k_smem = gl.allocate_shared_memory(QK_DTYPE, [STAGES, BLOCK_N, D], qk_layout)
-    if V_TOKEN_MAJOR:
-        v_smem = gl.allocate_shared_memory(V_DTYPE, [STAGES, D, BLOCK_N], v_layout)
-    else:
-        v_smem = gl.allocate_shared_memory(V_DTYPE, [STAGES, BLOCK_N, D], v_layout)
-    bars = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
-    q_bar = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
-    for i in gl.static_range(STAGES):
-        mbarrier.init(bars.index(i), count=1)
-    mbarrier.init(q_bar, count=1)
-    fence_async_shared()
-
-    # Key blocks [0, full_end) need no mask; blocks [0, n_blocks) are visited (causal: up to the tile's last row).
-    full_end = (Lk // BLOCK_N) * BLOCK_N
-    hi = Lk
-    if CAUSAL:
-        full_end = gl.minimum(full_end, ((m0 + 1) // BLOCK_N) * BLOCK_N)
-        hi = gl.minimum(hi, m0 + BLOCK_M)
-    n_blocks = gl.cdiv(hi, BLOCK_N)
-
-    mbarrier.expect(q_bar, q_desc.block_type.nbytes)
-    _tma_load(q_desc, [m0, 0], q_bar, q_smem)
-    for i in gl.static_range(STAGES):  # every slot; then iteration j refills block j - 1's with block j + STAGES - 1
-        _issue_kv_load(k_desc, v_desc, k_smem, v_smem, bars, i, n_blocks, BLOCK_N, STAGES, V_TOKEN_MAJOR)
-
-    # Scales (the arithmetic of fp8_attention._fp8_attention_fwd): one q scale per tile, one k scale per key
-    # block, v block scales in units of the head's largest.
-    q_scale = gl.load(QS + b * stride_qsb + h * stride_qsh + (m0 // Q_SCALE_BLOCK) * stride_qsm)
-    qk_scale = q_scale * sm_scale_log2e.to(gl.float32)
-    ks_base = KS + b * stride_ksb + hk * stride_ksh
-    vs_base = VS + b * stride_vsb + hk * stride_vsh
-    vs_max = q_scale * 0.0
-    vs_unit = vs_max + P_SCALE
-    if V_BLOCK_SCALES:
-        scan: gl.constexpr = gl.BlockedLayout([1], [32], [NUM_WARPS], [0])
-        for n0 in range(0, gl.cdiv(Lk, K_SCALE_BLOCK), 128):
-            blk = n0 + gl.arange(0, 128, layout=scan)
-            vs_j = gl.load(vs_base + blk * stride_vsn, mask=blk * K_SCALE_BLOCK < Lk, other=0.0)
-            vs_max = gl.maximum(vs_max, gl.max(vs_j, axis=0))
-        vs_max = gl.where(vs_max == 0.0, 1.0, vs_max)
-        vs_unit = P_SCALE * gl.div_rn(vs_max * 0.0 + 1.0, vs_max)
-
-    offs_m = m0 + gl.arange(0, BLOCK_M, layout=rows_s)
-    cols0 = gl.arange(0, BLOCK_N, layout=cols_s)
-    m_i = gl.full([BLOCK_M], float("-inf"), gl.float32, rows_s)
-    row_sum = gl.zeros([BLOCK_M], gl.float32, rows_s)
-    acc = gl.zeros([BLOCK_M, D], gl.float32, o_layout)
-    S_ACC_DTYPE: gl.constexpr = gl.int32 if QK_INT else gl.float32
-    s_zero = gl.zeros([BLOCK_M, BLOCK_N], S_ACC_DTYPE, s_layout)
-
-    # Block 0: QKᵀ and its softmax.
-    mbarrier.wait(q_bar, 0)
-    mbarrier.wait(bars.index(0), 0)
-    s_tok = warpgroup_mma(q_smem, k_smem.index(0).permute((1, 0)), s_zero, use_acc=False, is_async=True)
-    s = warpgroup_mma_wait(0, deps=(s_tok,)).to(gl.float32)
-    c = gl.maximum(qk_scale * gl.load(ks_base), _FLOAT32_TINY)
-    p_mult = vs_unit
-    if V_BLOCK_SCALES:
-        p_mult = gl.load(vs_base) * vs_unit
-    p_op, alpha, m_i, row_sum = _softmax_block(
-        s, 0, full_end, offs_m, cols0, Lk, c, m_i, row_sum, p_mult, p_layout, P_DTYPE, CAUSAL, PV_16BIT
-    )
-    for j in range(1, n_blocks):
-        slot = j % STAGES
-        prev = (j - 1) % STAGES
-        start_n = j * BLOCK_N
-        # The block's scales first: their loads are in flight during the MMAs.
-        c = gl.maximum(qk_scale * gl.load(ks_base + (start_n // K_SCALE_BLOCK) * stride_ksn), _FLOAT32_TINY)
-        if V_BLOCK_SCALES:
-            p_mult = gl.load(vs_base + (start_n // K_SCALE_BLOCK) * stride_vsn) * vs_unit
-        mbarrier.wait(bars.index(slot), (j // STAGES) & 1)
-        # QKᵀ of block j, then PV of block j - 1: WGMMAs complete in issue order, so waiting for one outstanding
-        # leaves the PV running on the tensor cores during block j's softmax.
-        s_tok = warpgroup_mma(q_smem, k_smem.index(slot).permute((1, 0)), s_zero, use_acc=False, is_async=True)
-        o_tok = warpgroup_mma(p_op, _v_operand(v_smem, prev, V_TOKEN_MAJOR), acc, is_async=True)
-        s = warpgroup_mma_wait(1, deps=(s_tok,)).to(gl.float32)
-        p_op, alpha, m_i, row_sum = _softmax_block(
-            s, start_n, full_end, offs_m, cols0, Lk, c, m_i, row_sum, p_mult, p_layout, P_DTYPE, CAUSAL, PV_16BIT
-        )
-        acc = warpgroup_mma_wait(0, deps=(o_tok,))
-        acc = acc * gl.expand_dims(gl.convert_layout(alpha, rows_o), 1)
-        # Every warp is done with slot prev (its PV waited): refill it with the block STAGES - 1 ahead.
-        _cta_barrier()
-        _issue_kv_load(k_desc, v_desc, k_smem, v_smem, bars, j + STAGES - 1, n_blocks, BLOCK_N, STAGES, V_TOKEN_MAJOR)
-    last = (n_blocks - 1) % STAGES
-    o_tok = warpgroup_mma(p_op, _v_operand(v_smem, last, V_TOKEN_MAJOR), acc, is_async=True)
-    acc = warpgroup_mma_wait(0, deps=(o_tok,))
-    for i in gl.static_range(STAGES):
-        mbarrier.invalidate(bars.index(i))
-    mbarrier.invalidate(q_bar)
-
-    l_o = gl.convert_layout(row_sum, rows_o)
-    if PV_16BIT:
-        out = acc / gl.expand_dims(l_o, 1)
-    elif V_BLOCK_SCALES:
-        out = acc * gl.expand_dims(vs_max / (l_o * P_SCALE), 1)
-    else:
-        v_scale = gl.load(VS + b * stride_vsb + hk * stride_vsh)
-        out = acc * gl.expand_dims(v_scale / (l_o * P_SCALE), 1)
-    offs_mo = m0 + gl.arange(0, BLOCK_M, layout=rows_o)
-    offs_d = gl.arange(0, D, layout=cols_o)
-    o_ptrs = Out + b.to(gl.int64) * stride_ob + h.to(gl.int64) * stride_oh
-    o_ptrs = o_ptrs + gl.expand_dims(offs_mo.to(gl.int64) * stride_om, 1) + gl.expand_dims(offs_d * stride_od, 0)
-    gl.store(o_ptrs, out.to(Out.dtype.element_ty), mask=gl.expand_dims(offs_mo < Lq, 1))
-
-
-# -- Warp-specialized: one TMA warp and two consumer warpgroups of 64 query rows each --------------------------------
 WS_ROWS = gl.constexpr(64)  # query rows per consumer warpgroup (one m64 WGMMA row block)
 # Registers per thread of the second consumer warpgroup (setmaxnreg); the producer's warpgroup keeps 24 and the
 # default (first consumer) takes the rest of the 64K: 128 * (256 + 232 + 24) = 65536.
@@ -320,10 +160,9 @@ def _ws_attend(
     D: gl.constexpr, BLOCK_N: gl.constexpr, Q_SCALE_BLOCK: gl.constexpr, K_SCALE_BLOCK: gl.constexpr,
     CAUSAL: gl.constexpr, PV_16BIT: gl.constexpr, V_BLOCK_SCALES: gl.constexpr, P_SCALE: gl.constexpr,
     V_TOKEN_MAJOR: gl.constexpr, V_MMA_KEY_ORDER: gl.constexpr, STAGES: gl.constexpr, QK_INT: gl.constexpr,
-    OVERLAP: gl.constexpr,
 ):  # fmt: skip
-    """One consumer warpgroup: query rows ``m0 + 64 wg ...`` against every key block the producer delivers, QKᵀ,
-    softmax and PV in turn (the other warpgroup's work fills the tensor cores meanwhile), then the output rows."""
+    """One consumer warpgroup: query rows ``m0 + 64 wg ...`` against every key block the producer delivers, then
+    the output rows."""
     P_DTYPE: gl.constexpr = _p_dtype(PV_16BIT, v_smem.dtype)
     s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
                                                        instr_shape=[16, BLOCK_N, 32])  # fmt: skip
@@ -363,56 +202,38 @@ def _ws_attend(
     s_zero = gl.zeros([WS_ROWS, BLOCK_N], S_ACC_DTYPE, s_layout)
     q_tile = q_smem.index(wg)
     mbarrier.wait(q_bar, 0)
-    if OVERLAP:
-        # FlashAttention-3's order within the warpgroup: QKᵀ of block j and PV of block j - 1 issued together, a
-        # wait for the QKᵀ only, block j's softmax while the PV runs; slot j - 1 is released after its PV.
-        c, p_mult = _block_scales(ks_base, vs_base, qk_scale, vs_unit, 0, stride_ksn, stride_vsn, K_SCALE_BLOCK,
-                                  V_BLOCK_SCALES)  # fmt: skip
-        mbarrier.wait(ready.index(0), 0)
-        s_tok = warpgroup_mma(q_tile, k_smem.index(0).permute((1, 0)), s_zero, use_acc=False, is_async=True)
-        s = warpgroup_mma_wait(0, deps=(s_tok,)).to(gl.float32)
+    # FlashAttention-3's order within the warpgroup: QKᵀ of block j and PV of block j - 1 issued together, a
+    # wait for the QKᵀ only, block j's softmax while the PV runs; slot j - 1 is released after its PV.
+    c, p_mult = _block_scales(ks_base, vs_base, qk_scale, vs_unit, 0, stride_ksn, stride_vsn, K_SCALE_BLOCK,
+                              V_BLOCK_SCALES)  # fmt: skip
+    mbarrier.wait(ready.index(0), 0)
+    s_tok = warpgroup_mma(q_tile, k_smem.index(0).permute((1, 0)), s_zero, use_acc=False, is_async=True)
+    s = warpgroup_mma_wait(0, deps=(s_tok,)).to(gl.float32)
+    p_op, alpha, m_i, row_sum = _softmax_block(
+        s, 0, full_end, offs_m, cols0, Lk, c, m_i, row_sum, p_mult, p_layout, P_DTYPE, CAUSAL, PV_16BIT,
+        V_MMA_KEY_ORDER,
+    )  # fmt: skip
+    for j in range(1, n_blocks):
+        slot = j % STAGES
+        prev = (j - 1) % STAGES
+        start_n = j * BLOCK_N
+        c, p_mult = _block_scales(ks_base, vs_base, qk_scale, vs_unit, start_n, stride_ksn, stride_vsn,
+                                  K_SCALE_BLOCK, V_BLOCK_SCALES)  # fmt: skip
+        mbarrier.wait(ready.index(slot), (j // STAGES) & 1)
+        s_tok = warpgroup_mma(q_tile, k_smem.index(slot).permute((1, 0)), s_zero, use_acc=False, is_async=True)
+        o_tok = warpgroup_mma(p_op, _v_operand(v_smem, prev, V_TOKEN_MAJOR), acc, is_async=True)
+        s = warpgroup_mma_wait(1, deps=(s_tok,)).to(gl.float32)
         p_op, alpha, m_i, row_sum = _softmax_block(
-            s, 0, full_end, offs_m, cols0, Lk, c, m_i, row_sum, p_mult, p_layout, P_DTYPE, CAUSAL, PV_16BIT,
-            V_MMA_KEY_ORDER,
+            s, start_n, full_end, offs_m, cols0, Lk, c, m_i, row_sum, p_mult, p_layout, P_DTYPE, CAUSAL,
+            PV_16BIT, V_MMA_KEY_ORDER,
         )  # fmt: skip
-        for j in range(1, n_blocks):
-            slot = j % STAGES
-            prev = (j - 1) % STAGES
-            start_n = j * BLOCK_N
-            c, p_mult = _block_scales(ks_base, vs_base, qk_scale, vs_unit, start_n, stride_ksn, stride_vsn,
-                                      K_SCALE_BLOCK, V_BLOCK_SCALES)  # fmt: skip
-            mbarrier.wait(ready.index(slot), (j // STAGES) & 1)
-            s_tok = warpgroup_mma(q_tile, k_smem.index(slot).permute((1, 0)), s_zero, use_acc=False, is_async=True)
-            o_tok = warpgroup_mma(p_op, _v_operand(v_smem, prev, V_TOKEN_MAJOR), acc, is_async=True)
-            s = warpgroup_mma_wait(1, deps=(s_tok,)).to(gl.float32)
-            p_op, alpha, m_i, row_sum = _softmax_block(
-                s, start_n, full_end, offs_m, cols0, Lk, c, m_i, row_sum, p_mult, p_layout, P_DTYPE, CAUSAL,
-                PV_16BIT, V_MMA_KEY_ORDER,
-            )  # fmt: skip
-            acc = warpgroup_mma_wait(0, deps=(o_tok,))
-            mbarrier.arrive(empty.index(prev), count=1)
-            acc = acc * gl.expand_dims(gl.convert_layout(alpha, rows_o), 1)
-        last = (n_blocks - 1) % STAGES
-        o_tok = warpgroup_mma(p_op, _v_operand(v_smem, last, V_TOKEN_MAJOR), acc, is_async=True)
         acc = warpgroup_mma_wait(0, deps=(o_tok,))
-        mbarrier.arrive(empty.index(last), count=1)
-    else:  # QKᵀ, softmax and PV of each block in turn
-        for j in range(n_blocks):
-            slot = j % STAGES
-            start_n = j * BLOCK_N
-            c, p_mult = _block_scales(ks_base, vs_base, qk_scale, vs_unit, start_n, stride_ksn, stride_vsn,
-                                      K_SCALE_BLOCK, V_BLOCK_SCALES)  # fmt: skip
-            mbarrier.wait(ready.index(slot), (j // STAGES) & 1)
-            s_tok = warpgroup_mma(q_tile, k_smem.index(slot).permute((1, 0)), s_zero, use_acc=False, is_async=True)
-            s = warpgroup_mma_wait(0, deps=(s_tok,)).to(gl.float32)
-            p_op, alpha, m_i, row_sum = _softmax_block(
-                s, start_n, full_end, offs_m, cols0, Lk, c, m_i, row_sum, p_mult, p_layout, P_DTYPE, CAUSAL,
-                PV_16BIT, V_MMA_KEY_ORDER,
-            )  # fmt: skip
-            acc = acc * gl.expand_dims(gl.convert_layout(alpha, rows_o), 1)
-            o_tok = warpgroup_mma(p_op, _v_operand(v_smem, slot, V_TOKEN_MAJOR), acc, is_async=True)
-            acc = warpgroup_mma_wait(0, deps=(o_tok,))
-            mbarrier.arrive(empty.index(slot), count=1)  # this warpgroup is done with the slot
+        mbarrier.arrive(empty.index(prev), count=1)
+        acc = acc * gl.expand_dims(gl.convert_layout(alpha, rows_o), 1)
+    last = (n_blocks - 1) % STAGES
+    o_tok = warpgroup_mma(p_op, _v_operand(v_smem, last, V_TOKEN_MAJOR), acc, is_async=True)
+    acc = warpgroup_mma_wait(0, deps=(o_tok,))
+    mbarrier.arrive(empty.index(last), count=1)
 
     l_o = gl.convert_layout(row_sum, rows_o)
     if PV_16BIT:
@@ -442,13 +263,10 @@ def _fp8_attention_fwd_sm90_ws(
     D: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
     Q_SCALE_BLOCK: gl.constexpr, K_SCALE_BLOCK: gl.constexpr, CAUSAL: gl.constexpr, PV_16BIT: gl.constexpr,
     V_BLOCK_SCALES: gl.constexpr, P_SCALE: gl.constexpr, V_TOKEN_MAJOR: gl.constexpr, STAGES: gl.constexpr,
-    NUM_WARPS: gl.constexpr, V_MMA_KEY_ORDER: gl.constexpr, CONSUMER_REGS: gl.constexpr,
-    OVERLAP: gl.constexpr,
+    V_MMA_KEY_ORDER: gl.constexpr, CONSUMER_REGS: gl.constexpr,
 ):  # fmt: skip
-    """``BLOCK_M = 128`` query rows per program: the kernel's 4 warps and 4 more are two consumer warpgroups of 64
-    rows each, sharing every key/value tile that one producer warp loads (half the L2 reads of two 64-row
-    programs, which is what limits the 64-row Triton kernel), and running independently: no CTA-wide barrier, each
-    ring slot is refilled once both have arrived on its ``empty`` barrier."""
+    """``BLOCK_M = 128`` query rows per program (see the module docstring): the launch's 4 warps are the first
+    consumer warpgroup, :func:`gl.warp_specialize` adds the second and the producer warp."""
     QK_DTYPE: gl.constexpr = Q.dtype.element_ty
     V_DTYPE: gl.constexpr = V.dtype.element_ty
     QK_INT: gl.constexpr = gl.int8 == QK_DTYPE
@@ -504,14 +322,14 @@ def _fp8_attention_fwd_sm90_ws(
                 Lq, Lk,
                 stride_ob, stride_oh, stride_om, stride_od, stride_qsb, stride_qsh, stride_qsm, stride_ksb, stride_ksh,
                 stride_ksn, stride_vsb, stride_vsh, stride_vsn, D, BLOCK_N, Q_SCALE_BLOCK, K_SCALE_BLOCK, CAUSAL,
-                PV_16BIT, V_BLOCK_SCALES, P_SCALE, V_TOKEN_MAJOR, V_MMA_KEY_ORDER, STAGES, QK_INT, OVERLAP,
+                PV_16BIT, V_BLOCK_SCALES, P_SCALE, V_TOKEN_MAJOR, V_MMA_KEY_ORDER, STAGES, QK_INT,
             )),
             (_ws_attend, (
                 1, q_smem, k_smem, v_smem, q_bar, ready, empty, QS, KS, VS, Out, sm_scale_log2e, b, h, hk, m0, n_blocks,
                 Lq, Lk,
                 stride_ob, stride_oh, stride_om, stride_od, stride_qsb, stride_qsh, stride_qsm, stride_ksb, stride_ksh,
                 stride_ksn, stride_vsb, stride_vsh, stride_vsn, D, BLOCK_N, Q_SCALE_BLOCK, K_SCALE_BLOCK, CAUSAL,
-                PV_16BIT, V_BLOCK_SCALES, P_SCALE, V_TOKEN_MAJOR, V_MMA_KEY_ORDER, STAGES, QK_INT, OVERLAP,
+                PV_16BIT, V_BLOCK_SCALES, P_SCALE, V_TOKEN_MAJOR, V_MMA_KEY_ORDER, STAGES, QK_INT,
             )),
             (_ws_load, (
                 q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, ready, empty, m0, n_blocks, BLOCK_N, STAGES,

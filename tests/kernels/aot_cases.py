@@ -147,7 +147,7 @@ def case_fp8_attention():
 
 
 def _gluon_fp8_attention():
-    # The Gluon kernels (sm_90): every config of GLUON_CONFIGS, both PV formats, both QKᵀ formats and head dims, on
+    # The Gluon kernel (sm_90): every config of GLUON_CONFIGS, both PV formats, both QKᵀ formats and head dims, on
     # the layouts lowbit_attention's pass writes. Launched directly: on CPU stand-ins a plan launches its traced
     # (Triton) plan, as a trace would.
     from lowbit_flex.kernels.fp8_attention import GLUON_CONFIGS, attention_plan
@@ -159,12 +159,10 @@ def _gluon_fp8_attention():
         q8, qs, k8, ks, v8, vs = quantize_qkv_triton(q, k, v, qk_dtype, True, True)
         v8_mma = quantize_qkv_triton(q, k, v, qk_dtype, True, True, True)[4]
         for config in GLUON_CONFIGS:
-            # e4m3 v with its keys in order and (the warp-specialized kernel) in the MMA's order; a 16-bit v
-            layouts = [(v8, vs, False), *([(v8_mma, vs, True)] if config.ws else []), (v, None, False)]
-            for vv, vsc, mma in layouts:
+            # e4m3 v with its keys in order and in the MMA's order; a 16-bit v
+            for vv, vsc, mma in ((v8, vs, False), (v8_mma, vs, True), (v, None, False)):
                 launch, scalars = attention_plan(q8, k8, vv, qs, ks, vsc, causal, None, False, config, mma)
-                name = "_fp8_attention_fwd_sm90" + ("_ws" if config.ws else "")
-                assert launch.kernel.fn.__name__ == name, launch.kernel
+                assert launch.kernel.fn.__name__ == "_fp8_attention_fwd_sm90_ws", launch.kernel
                 out = torch.empty(q.shape, dtype=torch.bfloat16)
                 launch.kernel[launch.grid](q8, k8, vv, qs, ks, ks if vsc is None else vsc, out, *scalars, **launch.meta)
 
