@@ -135,6 +135,14 @@ def w4a8_exact_f64(x, xs, q, ws, bias=None) -> tuple[torch.Tensor, torch.Tensor]
     return out, magnitude
 
 
+def mma_key_order_source_rows(n_keys: int) -> torch.Tensor:
+    """The key each row of an e4m3 v in the P·V MMA's key order holds (``quantize_qkv_triton(...,
+    v_mma_key_order=True)``), written from the layout's definition for tests: ``n_keys`` rounded up to 16 rows, row
+    ``16g + 4a + 2h + l`` holding key ``16g + 8h + 2a + l`` (rows whose key is ``>= n_keys`` are zeros)."""
+    r = torch.arange(-(-n_keys // 16) * 16)
+    return (r // 16) * 16 + (r // 2 % 2) * 8 + (r // 4 % 4) * 2 + r % 2
+
+
 def kernel_device() -> str | None:
     """Where the Triton kernels can run in this process: ``"cuda"``, ``"cpu"`` (interpreter) or ``None``."""
     if torch.cuda.is_available():

@@ -30,6 +30,10 @@ from lowbit_flex.kernels.rounding import round_to_16bit_grid, to_e4m3
 from lowbit_flex.quant.fp8 import K_BLOCK, Q_BLOCK, p_scale
 
 _LOG2E = 1.4426950408889634
+# float32's smallest normal: the floor of the logit scale (see _attend_blocks)
+FLOAT32_TINY = tl.constexpr(1.1754943508222875e-38)
+# The floor of P's block factor: below 2^-11 every P * p_mult (P <= 1) rounds to e4m3's zero (see _softmax_step)
+P_MULT_FLOOR = tl.constexpr(2.0**-11)
 
 
 @triton.jit
@@ -80,7 +84,7 @@ def _softmax_step(
         # issue-bound: one instruction less per score), and the row sum divides it out once per row. Below 2^-11
         # every P * p_mult (P <= 1) rounds to e4m3's zero either way, so the floor changes no code and keeps
         # P * p_mult from underflowing in float32 before the row sum has counted it.
-        pm = tl.maximum(p_mult, 0.00048828125)
+        pm = tl.maximum(p_mult, P_MULT_FLOOR)
         if EXACT:  # the interpreter has no libdevice
             log2_pm = tl.math.log2(pm)
         else:  # MUFU's log2 (2^-22 absolute error): libdevice's exact one is ~20 instructions per block
@@ -120,7 +124,7 @@ def _block_p_mult(vs_base, vs_unit, start_n, stride_vsn, K_SCALE_BLOCK: tl.const
 
 @triton.jit
 def _attend_blocks(
-    acc, row_sum, m_i, vs_unit, q, qk_scale, offs_m, k_base, v_base, ks_base, vs_base, lo, hi, Lk,
+    acc, row_sum, m_i, vs_unit, q, qk_scale, offs_m, k_base, v_base, ks_base, vs_base, lo, hi, Lk, Lv,
     stride_kn, stride_kd, stride_vn, stride_vd, stride_ksn, stride_vsn,
     D: tl.constexpr, BLOCK_N: tl.constexpr, K_SCALE_BLOCK: tl.constexpr, MASKED: tl.constexpr,
     CAUSAL: tl.constexpr, PV_16BIT: tl.constexpr, PV_FP16_ACC: tl.constexpr, V_BLOCK_SCALES: tl.constexpr,
@@ -128,11 +132,7 @@ def _attend_blocks(
     V_DTYPE: tl.constexpr, V_MMA_KEY_ORDER: tl.constexpr,
 ):  # fmt: skip
     """Key blocks ``[lo, hi)``, one after the other: QKᵀ, softmax, PV. ``k_base`` / ``v_base``: pointers, or with
-    ``TMA`` tensor descriptors (rows past ``Lk`` read as zeros; v in MMA key order: past ``Lk`` rounded up to 16,
-    the pass having written that group's tail as zeros)."""
-    Lv = Lk
-    if V_MMA_KEY_ORDER:
-        Lv = tl.cdiv(Lk, 16) * 16
+    ``TMA`` tensor descriptors (rows past ``Lk`` read as zeros; v's past ``Lv``)."""
     offs_n = tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, D)
     for start_n in range(lo, hi, BLOCK_N):
@@ -145,7 +145,7 @@ def _attend_blocks(
         # log2 domain: qk_scale carries sm_scale * log2(e). Floored at float32's smallest normal: tiny q and k
         # (|x| ~ 1e-20) make the product underflow to 0 (or a subnormal a flush could zero), and a masked score,
         # -inf, times 0 would be NaN; at that size every logit is ~0 either way.
-        c = tl.maximum(qk_scale * k_scale, 1.1754943508222875e-38)
+        c = tl.maximum(qk_scale * k_scale, FLOAT32_TINY)
         if MASKED:
             ok = cols[None, :] < Lk
             if CAUSAL:
@@ -192,14 +192,14 @@ def _fp8_attention_fwd(
     v_base = V + b.to(tl.int64) * stride_vb + hk.to(tl.int64) * stride_vh
     ks_base = KS + b * stride_ksb + hk * stride_ksh
     vs_base = VS + b * stride_vsb + hk * stride_vsh
+    Lv = Lk  # v's rows: in MMA key order up to Lk rounded up to 16, the pass having written that group's tail as 0
+    if V_MMA_KEY_ORDER:
+        Lv = tl.cdiv(Lk, 16) * 16
     if TMA:
         # Hopper's TMA copies whole tiles into shared memory, zero-filling rows past Lk (the plan checks the layout:
         # unit stride last, 16-byte aligned rows and bases).
         k_base = tl.make_tensor_descriptor(k_base, [Lk, D], [stride_kn, 1], [BLOCK_N, D])
         if V_TOKEN_MAJOR:
-            Lv = Lk
-            if V_MMA_KEY_ORDER:
-                Lv = tl.cdiv(Lk, 16) * 16
             v_base = tl.make_tensor_descriptor(v_base, [D, Lv], [stride_vd, 1], [D, BLOCK_N])
         else:
             v_base = tl.make_tensor_descriptor(v_base, [Lk, D], [stride_vn, 1], [BLOCK_N, D])
@@ -225,13 +225,13 @@ def _fp8_attention_fwd(
         hi = tl.minimum(hi, m0 + BLOCK_M)
     V_DTYPE: tl.constexpr = V.dtype.element_ty
     acc, row_sum, m_i = _attend_blocks(
-        acc, row_sum, m_i, vs_unit, q, qk_scale, offs_m, k_base, v_base, ks_base, vs_base, 0, full_end, Lk,
+        acc, row_sum, m_i, vs_unit, q, qk_scale, offs_m, k_base, v_base, ks_base, vs_base, 0, full_end, Lk, Lv,
         stride_kn, stride_kd, stride_vn, stride_vd, stride_ksn, stride_vsn,
         D, BLOCK_N, K_SCALE_BLOCK, False, CAUSAL, PV_16BIT, PV_FP16_ACC, V_BLOCK_SCALES, P_SCALE, EXACT,
         TMA, V_TOKEN_MAJOR, V_DTYPE, V_MMA_KEY_ORDER,
     )  # fmt: skip
     acc, row_sum, m_i = _attend_blocks(
-        acc, row_sum, m_i, vs_unit, q, qk_scale, offs_m, k_base, v_base, ks_base, vs_base, full_end, hi, Lk,
+        acc, row_sum, m_i, vs_unit, q, qk_scale, offs_m, k_base, v_base, ks_base, vs_base, full_end, hi, Lk, Lv,
         stride_kn, stride_kd, stride_vn, stride_vd, stride_ksn, stride_vsn,
         D, BLOCK_N, K_SCALE_BLOCK, True, CAUSAL, PV_16BIT, PV_FP16_ACC, V_BLOCK_SCALES, P_SCALE, EXACT,
         TMA, V_TOKEN_MAJOR, V_DTYPE, V_MMA_KEY_ORDER,

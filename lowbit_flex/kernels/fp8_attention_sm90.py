@@ -39,9 +39,10 @@ from triton.experimental.gluon.language.nvidia.hopper import (
 )
 from triton.language.extra import libdevice
 
+from lowbit_flex.kernels.fp8_attention import FLOAT32_TINY, P_MULT_FLOOR
+
 # Triton 3.6 (the GPU machine's) names the TMA load async_copy_global_to_shared; 3.9 renamed it async_load.
 _tma_load = getattr(tma, "async_load", None) or tma.async_copy_global_to_shared
-_FLOAT32_TINY = gl.constexpr(1.1754943508222875e-38)  # float32's smallest normal: the floor of the logit scale
 
 
 @gluon.constexpr_function
@@ -53,19 +54,18 @@ def _smem_layout(row_bytes, bitwidth):
 
 @gluon.jit
 def _issue_kv_load(
-    k_desc, v_desc, k_smem, v_smem, bars, block, n_blocks,
-    BLOCK_N: gl.constexpr, STAGES: gl.constexpr, V_TOKEN_MAJOR: gl.constexpr,
+    k_desc, v_desc, k_smem, v_smem, bars, block, BLOCK_N: gl.constexpr, STAGES: gl.constexpr,
+    V_TOKEN_MAJOR: gl.constexpr,
 ):  # fmt: skip
-    """TMA loads of key block ``block`` (and its value block) into slot ``block % STAGES``, if it exists."""
+    """TMA loads of key block ``block`` (and its value block) into slot ``block % STAGES``."""
     slot = block % STAGES
-    pred = block < n_blocks
     bar = bars.index(slot)
-    mbarrier.expect(bar, k_desc.block_type.nbytes + v_desc.block_type.nbytes, pred=pred)
-    _tma_load(k_desc, [block * BLOCK_N, 0], bar, k_smem.index(slot), pred=pred)
+    mbarrier.expect(bar, k_desc.block_type.nbytes + v_desc.block_type.nbytes)
+    _tma_load(k_desc, [block * BLOCK_N, 0], bar, k_smem.index(slot))
     if V_TOKEN_MAJOR:
-        _tma_load(v_desc, [0, block * BLOCK_N], bar, v_smem.index(slot), pred=pred)
+        _tma_load(v_desc, [0, block * BLOCK_N], bar, v_smem.index(slot))
     else:
-        _tma_load(v_desc, [block * BLOCK_N, 0], bar, v_smem.index(slot), pred=pred)
+        _tma_load(v_desc, [block * BLOCK_N, 0], bar, v_smem.index(slot))
 
 
 @gluon.jit
@@ -82,7 +82,7 @@ def _v_operand(v_smem, slot, V_TOKEN_MAJOR: gl.constexpr):
 def _softmax_block(
     s, start_n, full_end, offs_m, cols0, Lk, c, m_i, row_sum, p_mult,
     P_LAYOUT: gl.constexpr, P_DTYPE: gl.constexpr, CAUSAL: gl.constexpr, PV_16BIT: gl.constexpr,
-    V_MMA_KEY_ORDER: gl.constexpr = False,
+    V_MMA_KEY_ORDER: gl.constexpr,
 ):  # fmt: skip
     """The online softmax of one key block (the arithmetic of ``fp8_attention._softmax_step``): masks past ``Lk``
     and (causal) above the diagonal only in blocks that reach past ``full_end``. Returns P as the PV MMA's register
@@ -99,8 +99,8 @@ def _softmax_block(
         p = gl.exp2(s * c - gl.expand_dims(m_new, 1))
         row_sum = row_sum * alpha + gl.sum(p, axis=1)
         p_op = p.to(P_DTYPE)
-    else:  # P * p_mult in the exponent, floored at 2^-11 (see fp8_attention._softmax_step)
-        pm = gl.maximum(p_mult, 0.00048828125)
+    else:  # P * p_mult in the exponent, floored (see fp8_attention._softmax_step)
+        pm = gl.maximum(p_mult, P_MULT_FLOOR)
         p = gl.exp2(gl.fma(s, c, -gl.expand_dims(m_new - libdevice.fast_log2f(pm), 1)))
         row_sum = row_sum * alpha + gl.sum(p, axis=1) * (1.0 / pm)
         p_op = p.to(P_DTYPE)
@@ -130,7 +130,7 @@ def _ws_load(
     for j in range(n_blocks):
         slot = j % STAGES
         mbarrier.wait(empty.index(slot), ((j // STAGES) & 1) ^ 1, pred=j >= STAGES)
-        _issue_kv_load(k_desc, v_desc, k_smem, v_smem, ready, j, n_blocks, BLOCK_N, STAGES, V_TOKEN_MAJOR)
+        _issue_kv_load(k_desc, v_desc, k_smem, v_smem, ready, j, BLOCK_N, STAGES, V_TOKEN_MAJOR)
 
 
 @gluon.jit
@@ -139,7 +139,7 @@ def _block_scales(
     V_BLOCK_SCALES: gl.constexpr,
 ):  # fmt: skip
     """Key block ``start_n``'s logit scale (log2 units, floored at float32's smallest normal) and P's factor."""
-    c = gl.maximum(qk_scale * gl.load(ks_base + (start_n // K_SCALE_BLOCK) * stride_ksn), _FLOAT32_TINY)
+    c = gl.maximum(qk_scale * gl.load(ks_base + (start_n // K_SCALE_BLOCK) * stride_ksn), FLOAT32_TINY)
     p_mult = vs_unit
     if V_BLOCK_SCALES:
         p_mult = gl.load(vs_base + (start_n // K_SCALE_BLOCK) * stride_vsn) * vs_unit

@@ -225,7 +225,7 @@ def _eager_plan(q, k, v, causal, scale, qk, pv, smooth_k, pv_fp16_accum) -> _Eag
     bound_quantize = quantize.bind(q, k, v, q8, k8, v8, qs, ks, vs, *scalars)
     v_in = v8 if v_quantized else v
     attend, scalars = attention_plan(
-        q8, k8, v_in, qs, ks, vs if v_quantized else None, causal, scale, pv_fp16_accum, None, v_quantized
+        q8, k8, v_in, qs, ks, vs if v_quantized else None, causal, scale, pv_fp16_accum, v_mma_key_order=v_quantized
     )
     out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
     bound_attend = attend.bind(q8, k8, v_in, qs, ks, vs, out, *scalars)

@@ -11,6 +11,7 @@ from lowbit_flex.testing import (
     assert_rel_error,
     assert_row_isolated,
     kernel_device,
+    mma_key_order_source_rows,
     poison_,
     rel_error,
 )
@@ -266,14 +267,11 @@ def test_triton_kernel_transposed_v_and_bf16_out():
 
 
 def mma_key_order(v8: torch.Tensor) -> torch.Tensor:
-    """v8 ``(B, Hkv, Lk, D)`` as ``quantize_qkv_triton(..., v_mma_key_order=True)`` writes it, built here from the
-    layout's definition: ``Lk`` rounded up to 16 rows, row ``16g + 4a + 2h + l`` holding key ``16g + 8h + 2a + l``
-    (zeros past ``Lk``), token-major."""
+    """v8 ``(B, Hkv, Lk, D)`` as ``quantize_qkv_triton(..., v_mma_key_order=True)`` writes it, built from the
+    layout's definition (:func:`~lowbit_flex.testing.mma_key_order_source_rows`), token-major."""
     B, Hkv, Lk, D = v8.shape
-    l16 = -(-Lk // 16) * 16
-    r = torch.arange(l16)
-    src = (r // 16) * 16 + (r // 2 % 2) * 8 + (r // 4 % 4) * 2 + r % 2
-    padded = torch.zeros(B, Hkv, l16, D, dtype=torch.uint8)
+    src = mma_key_order_source_rows(Lk)
+    padded = torch.zeros(B, Hkv, len(src), D, dtype=torch.uint8)
     padded[:, :, :Lk] = v8.view(torch.uint8)
     return padded[:, :, src].view(v8.dtype).transpose(-1, -2).contiguous().transpose(-1, -2)
 

@@ -14,7 +14,14 @@ from lowbit_flex.ops.lowbit_attention import (
     run_kernels,
     smooth_k_shift,
 )
-from lowbit_flex.testing import assert_fully_written, assert_rel_error, assert_row_isolated, kernel_device, poison_
+from lowbit_flex.testing import (
+    assert_fully_written,
+    assert_rel_error,
+    assert_row_isolated,
+    kernel_device,
+    mma_key_order_source_rows,
+    poison_,
+)
 
 OP = torch.ops.lowbit.lowbit_attention
 needs_kernel = pytest.mark.skipif(kernel_device() is None, reason="needs CUDA or TRITON_INTERPRET=1")
@@ -75,11 +82,10 @@ def test_quantize_qkv_writes_the_reference_codes(qk, Lk, smooth_k, v_fp8, mma_or
     rv8, rvs = quantize_v_blocks(v)
     assert v8.stride(2) == 1  # token-major: the layout Hopper's fp8 PV MMA reads
     if mma_order:  # stored key 16g + 4a + 2h + l is key 16g + 8h + 2a + l; up to Lk rounded up to 16, zeros past Lk
-        l16 = -(-Lk // 16) * 16
+        src = mma_key_order_source_rows(Lk)
+        l16 = len(src)
         assert v8.shape == (*v.shape[:2], l16, v.shape[3])
         stored = v8.cpu().view(torch.uint8)
-        r = torch.arange(l16)
-        src = (r // 16) * 16 + (r // 2 % 2) * 8 + (r // 4 % 4) * 2 + r % 2
         assert sorted(src.tolist()) == list(range(l16))  # a permutation within each 16
         natural = torch.zeros_like(stored)
         natural[:, :, src] = stored
