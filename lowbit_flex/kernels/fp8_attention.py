@@ -27,13 +27,11 @@ from lowbit_flex.kernels.common import (
     tma_strides_ok,
 )
 from lowbit_flex.kernels.rounding import round_to_16bit_grid, to_e4m3
-from lowbit_flex.quant.fp8 import K_BLOCK, Q_BLOCK, p_scale
+from lowbit_flex.quant.fp8 import K_BLOCK, LOGIT_SCALE_FLOOR, P_FACTOR_FLOOR, Q_BLOCK, p_scale
 
 _LOG2E = 1.4426950408889634
-# float32's smallest normal: the floor of the logit scale (see _attend_blocks)
-FLOAT32_TINY = tl.constexpr(1.1754943508222875e-38)
-# The floor of P's block factor: below 2^-11 every P * p_mult (P <= 1) rounds to e4m3's zero (see _softmax_step)
-P_MULT_FLOOR = tl.constexpr(2.0**-11)
+_LOGIT_SCALE_FLOOR = tl.constexpr(LOGIT_SCALE_FLOOR)
+_P_FACTOR_FLOOR = tl.constexpr(P_FACTOR_FLOOR)
 
 
 @triton.jit
@@ -80,11 +78,9 @@ def _softmax_step(
         else:
             p_op = p.to(V_DTYPE)  # the accurate mode: P (<= 1) in v's dtype
     else:
-        # P * p_mult as exp2(s * c - m + log2(p_mult)): the multiply rides in the exponent's FMA (the loop is
-        # issue-bound: one instruction less per score), and the row sum divides it out once per row. Below 2^-11
-        # every P * p_mult (P <= 1) rounds to e4m3's zero either way, so the floor changes no code and keeps
-        # P * p_mult from underflowing in float32 before the row sum has counted it.
-        pm = tl.maximum(p_mult, P_MULT_FLOOR)
+        # P * p_mult as exp2(s * c - m + log2(p_mult)): the multiply rides in the exponent's FMA (one instruction
+        # less per score), and the row sum divides it out once per row. The floor changes no code (quant/fp8.py).
+        pm = tl.maximum(p_mult, _P_FACTOR_FLOOR)
         if EXACT:  # the interpreter has no libdevice
             log2_pm = tl.math.log2(pm)
         else:  # MUFU's log2 (2^-22 absolute error): libdevice's exact one is ~20 instructions per block
@@ -142,10 +138,8 @@ def _attend_blocks(
         k_scale = tl.load(ks_base + (start_n // K_SCALE_BLOCK) * stride_ksn)
         # fp8 x fp8 -> fp32 or int8 x int8 -> int32 on the tensor cores; the block scales are two scalars.
         s = tl.dot(q, tl.trans(k)).to(tl.float32)
-        # log2 domain: qk_scale carries sm_scale * log2(e). Floored at float32's smallest normal: tiny q and k
-        # (|x| ~ 1e-20) make the product underflow to 0 (or a subnormal a flush could zero), and a masked score,
-        # -inf, times 0 would be NaN; at that size every logit is ~0 either way.
-        c = tl.maximum(qk_scale * k_scale, FLOAT32_TINY)
+        # log2 domain: qk_scale carries sm_scale * log2(e); floored so that a masked score (-inf) never meets 0.
+        c = tl.maximum(qk_scale * k_scale, _LOGIT_SCALE_FLOOR)
         if MASKED:
             ok = cols[None, :] < Lk
             if CAUSAL:

@@ -39,10 +39,12 @@ from triton.experimental.gluon.language.nvidia.hopper import (
 )
 from triton.language.extra import libdevice
 
-from lowbit_flex.kernels.fp8_attention import FLOAT32_TINY, P_MULT_FLOOR
+from lowbit_flex.quant.fp8 import LOGIT_SCALE_FLOOR, P_FACTOR_FLOOR
 
 # Triton 3.6 (the GPU machine's) names the TMA load async_copy_global_to_shared; 3.9 renamed it async_load.
 _tma_load = getattr(tma, "async_load", None) or tma.async_copy_global_to_shared
+_LOGIT_SCALE_FLOOR = gl.constexpr(LOGIT_SCALE_FLOOR)
+_P_FACTOR_FLOOR = gl.constexpr(P_FACTOR_FLOOR)
 
 
 @gluon.constexpr_function
@@ -100,7 +102,7 @@ def _softmax_block(
         row_sum = row_sum * alpha + gl.sum(p, axis=1)
         p_op = p.to(P_DTYPE)
     else:  # P * p_mult in the exponent, floored (see fp8_attention._softmax_step)
-        pm = gl.maximum(p_mult, P_MULT_FLOOR)
+        pm = gl.maximum(p_mult, _P_FACTOR_FLOOR)
         p = gl.exp2(gl.fma(s, c, -gl.expand_dims(m_new - libdevice.fast_log2f(pm), 1)))
         row_sum = row_sum * alpha + gl.sum(p, axis=1) * (1.0 / pm)
         p_op = p.to(P_DTYPE)
@@ -139,7 +141,7 @@ def _block_scales(
     V_BLOCK_SCALES: gl.constexpr,
 ):  # fmt: skip
     """Key block ``start_n``'s logit scale (log2 units, floored at float32's smallest normal) and P's factor."""
-    c = gl.maximum(qk_scale * gl.load(ks_base + (start_n // K_SCALE_BLOCK) * stride_ksn), FLOAT32_TINY)
+    c = gl.maximum(qk_scale * gl.load(ks_base + (start_n // K_SCALE_BLOCK) * stride_ksn), _LOGIT_SCALE_FLOOR)
     p_mult = vs_unit
     if V_BLOCK_SCALES:
         p_mult = gl.load(vs_base + (start_n // K_SCALE_BLOCK) * stride_vsn) * vs_unit

@@ -21,6 +21,13 @@ FP8_MAX = {torch.float8_e4m3fn: E4M3FN.max_normal, torch.float8_e5m2: E5M2.max_n
 # K_BLOCK key tokens (also the kernel's online-softmax block, so each key tile has one scalar scale).
 Q_BLOCK = 128
 K_BLOCK = 128
+# The floor of the logit scale q_scale * k_scale * sm_scale * log2(e): float32's smallest normal. Tiny q and k make
+# the product underflow to 0, and a masked score (-inf) times 0 would be NaN; at that size every logit is ~0 anyway.
+LOGIT_SCALE_FLOOR = 1.1754943508222875e-38
+# The floor of P's factor before its e4m3 rounding (p_scale, times the v block's scale in units of the head's
+# largest): below 2^-11 every P * factor (P <= 1) rounds to e4m3's zero either way, so the floor changes no code and
+# keeps the kernels' exp2(... + log2(factor)) from underflowing in float32 before the row sum has counted it.
+P_FACTOR_FLOOR = 2.0**-11
 
 
 def p_scale(pv_fp16_accum: bool) -> float:
@@ -49,4 +56,7 @@ def dequantize(
     return x.to(dtype)
 
 
-__all__ = ["FP8_DTYPES", "FP8_MAX", "GRANULARITIES", "K_BLOCK", "Q_BLOCK", "dequantize", "p_scale"]
+__all__ = [
+    "FP8_DTYPES", "FP8_MAX", "GRANULARITIES", "K_BLOCK", "LOGIT_SCALE_FLOOR", "P_FACTOR_FLOOR", "Q_BLOCK", "dequantize",
+    "p_scale",
+]  # fmt: skip
