@@ -39,19 +39,11 @@ from triton.experimental.gluon.language.nvidia.hopper import (
 )
 from triton.language.extra import libdevice
 
+from lowbit_flex.kernels.gluon_sm90 import smem_layout, tma_load
 from lowbit_flex.quant.fp8 import LOGIT_SCALE_FLOOR, P_FACTOR_FLOOR
 
-# Triton 3.6 (the GPU machine's) names the TMA load async_copy_global_to_shared; 3.9 renamed it async_load.
-_tma_load = getattr(tma, "async_load", None) or tma.async_copy_global_to_shared
 _LOGIT_SCALE_FLOOR = gl.constexpr(LOGIT_SCALE_FLOOR)
 _P_FACTOR_FLOOR = gl.constexpr(P_FACTOR_FLOOR)
-
-
-@gluon.constexpr_function
-def _smem_layout(row_bytes, bitwidth):
-    """The NVMMA shared layout TMA writes and WGMMA reads for rows of ``row_bytes`` bytes."""
-    swizzle = 128 if row_bytes % 128 == 0 else (64 if row_bytes % 64 == 0 else 32)
-    return gl.NVMMASharedLayout(swizzle_byte_width=swizzle, element_bitwidth=bitwidth, rank=2)
 
 
 @gluon.jit
@@ -63,11 +55,11 @@ def _issue_kv_load(
     slot = block % STAGES
     bar = bars.index(slot)
     mbarrier.expect(bar, k_desc.block_type.nbytes + v_desc.block_type.nbytes)
-    _tma_load(k_desc, [block * BLOCK_N, 0], bar, k_smem.index(slot))
+    tma_load(k_desc, [block * BLOCK_N, 0], bar, k_smem.index(slot))
     if V_TOKEN_MAJOR:
-        _tma_load(v_desc, [0, block * BLOCK_N], bar, v_smem.index(slot))
+        tma_load(v_desc, [0, block * BLOCK_N], bar, v_smem.index(slot))
     else:
-        _tma_load(v_desc, [block * BLOCK_N, 0], bar, v_smem.index(slot))
+        tma_load(v_desc, [block * BLOCK_N, 0], bar, v_smem.index(slot))
 
 
 @gluon.jit
@@ -127,8 +119,8 @@ def _ws_load(
     """The producer warp: both consumers' q rows, then key/value block ``j`` into slot ``j % STAGES`` as soon as
     both consumers have released the block ``STAGES`` before it (``empty``: one arrival per consumer)."""
     mbarrier.expect(q_bar, 2 * q_desc.block_type.nbytes)
-    _tma_load(q_desc, [m0, 0], q_bar, q_smem.index(0))
-    _tma_load(q_desc, [m0 + WS_ROWS, 0], q_bar, q_smem.index(1))
+    tma_load(q_desc, [m0, 0], q_bar, q_smem.index(0))
+    tma_load(q_desc, [m0 + WS_ROWS, 0], q_bar, q_smem.index(1))
     for j in range(n_blocks):
         slot = j % STAGES
         mbarrier.wait(empty.index(slot), ((j // STAGES) & 1) ^ 1, pred=j >= STAGES)
@@ -282,17 +274,17 @@ def _fp8_attention_fwd_sm90_ws(
     q_base = Q + b.to(gl.int64) * stride_qb + h.to(gl.int64) * stride_qh
     k_base = K + b.to(gl.int64) * stride_kb + hk.to(gl.int64) * stride_kh
     v_base = V + b.to(gl.int64) * stride_vb + hk.to(gl.int64) * stride_vh
-    qk_layout: gl.constexpr = _smem_layout(D, 8)
+    qk_layout: gl.constexpr = smem_layout(D, 8)
     q_desc = tma.make_tensor_descriptor(q_base, [Lq, D], [stride_qm, 1], [WS_ROWS, D], qk_layout)
     k_desc = tma.make_tensor_descriptor(k_base, [Lk, D], [stride_kn, 1], [BLOCK_N, D], qk_layout)
     if V_TOKEN_MAJOR:
         Lv = Lk
         if V_MMA_KEY_ORDER:
             Lv = gl.cdiv(Lk, 16) * 16
-        v_layout: gl.constexpr = _smem_layout(BLOCK_N, 8)
+        v_layout: gl.constexpr = smem_layout(BLOCK_N, 8)
         v_desc = tma.make_tensor_descriptor(v_base, [D, Lv], [stride_vd, 1], [D, BLOCK_N], v_layout)
     else:
-        v_layout: gl.constexpr = _smem_layout(D * V_DTYPE.primitive_bitwidth // 8, V_DTYPE.primitive_bitwidth)
+        v_layout: gl.constexpr = smem_layout(D * V_DTYPE.primitive_bitwidth // 8, V_DTYPE.primitive_bitwidth)
         v_desc = tma.make_tensor_descriptor(v_base, [Lk, D], [stride_vn, 1], [BLOCK_N, D], v_layout)
 
     q_smem = gl.allocate_shared_memory(QK_DTYPE, [2, WS_ROWS, D], qk_layout)
