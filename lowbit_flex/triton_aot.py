@@ -35,6 +35,10 @@ class Compiled:
     serialized: list[tuple[str, dict]] = field(default_factory=list)  # check_wgmma: kernels ptxas serializes
 
 
+# Shared memory one block may use (bytes; cudaDevAttrMaxSharedMemoryPerBlockOptin): a kernel asking more compiles
+# but fails to load on the GPU (OutOfResources), so the compile check fails on it here.
+SHARED_MEMORY_LIMIT = {80: 166912, 86: 101376, 89: 101376, 90: 232448}
+
 # ptxas's note when it cannot keep WGMMAs in flight together and issues each only after the previous one finished
 # (sm_90): the kernel still runs correctly, at a fraction of its tensor-core rate.
 WGMMA_SERIALIZED = "C7515"
@@ -72,6 +76,7 @@ def compile_launches(arch: int, check_wgmma: bool = False) -> Iterator[Compiled]
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
+    from triton.runtime.errors import OutOfResources
     from triton.runtime.jit import JITFunction
 
     out = Compiled(arch)
@@ -98,6 +103,9 @@ def compile_launches(arch: int, check_wgmma: bool = False) -> Iterator[Compiled]
         if getattr(self, "is_gluon", lambda: False)():  # a Gluon kernel: its source type, made in create_binder
             from triton.experimental.gluon._runtime import GluonASTSource as source
         compiled = triton.compile(source(self, signature, constexprs, attrs), target=target, options=options)
+        shared, limit = compiled.metadata.shared, SHARED_MEMORY_LIMIT.get(arch)
+        if limit is not None and shared > limit:
+            raise OutOfResources(shared, limit, f"shared memory ({self.fn.__name__} {constexprs})")
         out.kernels.append((self.fn.__name__, constexprs))
         # NONEMPTY_K=False: the kernel keeps its serialized WGMMAs on purpose (kernels.arch.register_a_wgmma_pipelines)
         check = check_wgmma and arch >= 90 and constexprs.get("NONEMPTY_K") is not False
