@@ -12,7 +12,8 @@ A second table: host microseconds per eager module call (no CUDA graph) at M = 1
 ``LOWBIT_BENCH_WO_M=1,16`` limits the M list; ``LOWBIT_BENCH_WO_CANDIDATES=0`` times only the modules (what the
 dispatch table picks), not every backend and config; ``=cuda`` times the CUDA GEMV's configs only (``cuda <config>``,
 M <= 16 on sm_90 with the CUDA library); ``=cutlass`` times the fp8 CUTLASS GEMM's configs (``cutlass <config>``,
-M >= 16 on sm_90 with the CUDA library) and dequantize + cuBLAS.
+M >= 16 on sm_90 with the CUDA library) and dequantize + cuBLAS; ``=gluon`` the fp4 / fp6 Gluon kernel's configs
+(``gluon <config>``, M >= 16 on sm_90) and dequantize + cuBLAS.
 """
 
 from __future__ import annotations
@@ -74,17 +75,22 @@ def _call(backend, config):
 
 def _candidates(M: int, N: int, K: int, which: str) -> dict:
     """Every backend / config the dispatch could pick for M rows, as ``f(x, module)`` (``which``: ``"cuda"`` the
-    CUDA GEMV's only, ``"cutlass"`` the CUTLASS GEMM's and dequantize + cuBLAS only)."""
+    CUDA GEMV's only, ``"cutlass"`` the CUTLASS GEMM's and dequantize + cuBLAS only, ``"gluon"`` the Gluon
+    kernel's and dequantize + cuBLAS only)."""
     from lowbit_flex.kernels.float_weight_dispatch import Backend, cuda_gemv_supported, cutlass_gemm_supported
     from lowbit_flex.kernels.float_weight_gemv import GEMV_CONFIGS, GEMV_MAX_M
     from lowbit_flex.kernels.float_weight_gemv_cuda import GEMV_CUDA_CONFIGS
     from lowbit_flex.kernels.float_weight_only_linear import DOT_CONFIGS
+    from lowbit_flex.kernels.float_weight_sm90 import GLUON_CONFIGS
     from lowbit_flex.kernels.float_weight_tma import TMA_CONFIGS
     from lowbit_flex.kernels.fp8_weight_gemm_cutlass import CONFIGS as CUTLASS_CONFIGS
 
     call = _call
 
     out = {}
+    if which == "gluon":
+        out = {f"gluon {c}": call(Backend.GLUON, c) for c in GLUON_CONFIGS} if M >= 16 else {}
+        return out | {"dequant_mm": call(Backend.DEQUANT_MM, "")}
     if M >= 16 and which != "cuda" and cutlass_gemm_supported(torch.device("cuda"), N, K, 8):  # fp8 only
         out |= {f"cutlass {c}": call(Backend.CUTLASS_GEMM, c) for c in CUTLASS_CONFIGS}
     if M >= 16 and which == "cutlass":
@@ -110,7 +116,12 @@ def _candidates(M: int, N: int, K: int, which: str) -> dict:
 
 def run(bench: Bench) -> None:
     from lowbit_flex.kernels.arch import register_a_wgmma_pipelines, sm_count
-    from lowbit_flex.kernels.float_weight_dispatch import choose, cuda_gemv_supported, cutlass_gemm_supported
+    from lowbit_flex.kernels.float_weight_dispatch import (
+        choose,
+        cuda_gemv_supported,
+        cutlass_gemm_supported,
+        gluon_supported,
+    )
     from lowbit_flex.kernels.float_weight_gemv_cuda import gemv_cuda_config
 
     bw = copy_bandwidth_gbps()
@@ -140,7 +151,7 @@ def run(bench: Bench) -> None:
                 bits = 1 + FORMATS[f][0] + FORMATS[f][1]
                 dev = torch.device("cuda")
                 gemv, cutlass = cuda_gemv_supported(dev, M, K, bits), cutlass_gemm_supported(dev, N, K, bits)
-                rule = choose(bits, M, True, pipelined, gemv, cutlass)
+                rule = choose(bits, M, True, pipelined, gemv, cutlass, gluon_supported(dev))
                 config = rule.config or gemv_cuda_config(N, sm_count(torch.device("cuda")))  # CUDA GEMV: by N
                 extra[f"backend {f}"] = f"{rule.backend.value} {config}".strip()
                 triton = choose(bits, M, True, pipelined, False)  # the table without the CUDA GEMV
@@ -150,7 +161,7 @@ def run(bench: Bench) -> None:
                 if M <= 16:
                     extra[f"floor frac {f}"] = (N * K * nbytes) / (bw * 1e9) * 1e3 / times[f]
                 for label, fn in candidates.items():
-                    if label.startswith("cutlass") and bits != 8:
+                    if (label.startswith("cutlass") and bits != 8) or (label.startswith("gluon") and bits == 8):
                         continue
                     extra[f"check {f} {label}"] = _check(fn(xs[0], mod), xs[0], w64[f])
                     times[f"{f} {label}"] = bench.time(fn, *sets(mods[f]))

@@ -29,25 +29,39 @@ def dec_scale(ebits: int, native_fp8: bool = False) -> float:
 
 
 @functools.cache
-def planes_asm(bits: int, mbits: int, to_f32: bool) -> tuple[str, str]:
+def planes_asm(bits: int, mbits: int, to_f32: bool, bf16: bool = False) -> tuple[str, str]:
     """PTX and constraints turning one tile-layout hi word ``$8`` (and, for fp6, its lo word ``$9``, already
     shifted so the crumbs of codes ``p``, ``p + 4`` sit at bits ``2p``, ``2p + 16``) into the 8 codes' fp16 values
-    (``to_f32``: as float32), plane ``p`` in output ``$p``."""
-    low = 10 - mbits + bits - 4  # the fp16 bit the nibble's lowest magnitude bit moves to
+    (``to_f32``: as float32), plane ``p`` in output ``$p``.
+
+    ``bf16``: the same values as bfloat16, for kernels whose tensor cores take bf16 (it saves the fp16 -> bf16
+    conversion, three instructions per pair): the fields go into a bf16's, which is then the value times
+    ``2^(bias - 127)``, and one ``fma.rn.bf16x2`` per pair multiplies by ``2^112`` (exact, subnormal codes
+    included; the addend -0 keeps the sign of zero codes). So both forms carry the same ``dec_scale`` factor."""
+    mant = 7 if bf16 else 10  # the 16-bit type's mantissa bits
+    low = mant - mbits + bits - 4  # the bit the nibble's lowest magnitude bit moves to
     mag_mask = (0x7 << low) * 0x10001
-    lo_mask = (0x3 << (10 - mbits)) * 0x10001
+    lo_mask = (0x3 << (mant - mbits)) * 0x10001
+    rebias = ((127 + 112) << 7) * 0x10001  # bf16 2^112, twice: 2^(bias - 127) -> 2^(bias - 15)
+
+    def shift(dst: str, src: str, by: int) -> str:
+        return f"{'shl' if by >= 0 else 'shr'}.b32 {dst}, {src}, {abs(by)};"
+
     body = []
     for p in range(4):
-        sh = low - 4 * p
-        body.append(f"{'shl' if sh >= 0 else 'shr'}.b32 m, $8, {abs(sh)}; and.b32 m, m, {mag_mask};")
+        body.append(f"{shift('m', '$8', low - 4 * p)} and.b32 m, m, {mag_mask};")
         body.append(f"shl.b32 s, $8, {12 - 4 * p}; and.b32 s, s, 0x80008000; or.b32 m, m, s;")
         if bits == 6:
-            body.append(f"shl.b32 s, $9, {10 - mbits - 2 * p}; and.b32 s, s, {lo_mask}; or.b32 m, m, s;")
+            body.append(f"{shift('s', '$9', mant - mbits - 2 * p)} and.b32 s, s, {lo_mask}; or.b32 m, m, s;")
+        if bf16:
+            body.append("fma.rn.bf16x2 m, m, k, z;")
         if to_f32:
-            body.append(f"mov.b32 {{a, b}}, m; cvt.f32.f16 ${p}, a; cvt.f32.f16 ${p + 4}, b;")
+            cvt = "cvt.f32.bf16" if bf16 else "cvt.f32.f16"
+            body.append(f"mov.b32 {{a, b}}, m; {cvt} ${p}, a; {cvt} ${p + 4}, b;")
         else:
             body.append(f"mov.b32 {{${p}, ${p + 4}}}, m;")
-    asm = "{ .reg .b32 m, s; .reg .b16 a, b; " + " ".join(body) + " }"
+    consts = f"mov.b32 k, {rebias}; mov.b32 z, 0x80008000; " if bf16 else ""  # half2 operands are registers
+    asm = "{ .reg .b32 m, s, k, z; .reg .b16 a, b; " + consts + " ".join(body) + " }"
     out = "=f" if to_f32 else "=h"
     constraints = ",".join([out] * 8 + ["r"] * (2 if bits == 6 else 1))
     return asm, constraints

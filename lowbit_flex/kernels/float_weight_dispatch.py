@@ -51,6 +51,7 @@ class Backend(enum.Enum):
     GEMV = "gemv"  # kernels/float_weight_gemv.py: M <= GEMV_MAX_M, CUDA-core FMA
     DOT = "dot"  # kernels/float_weight_only_linear.py: any M, tensor cores, decode fused
     TMA = "tma"  # kernels/float_weight_tma.py: sm_90, TMA-fed tensor-core tiles, decode fused
+    GLUON = "gluon"  # kernels/float_weight_sm90.py: sm_90, fp4 / fp6, decoded tile in shared memory, async WGMMAs
     DEQUANT_MM = "dequant_mm"  # kernels/float_weight_dequant.py, then cuBLAS (torch.addmm)
     CUTLASS_GEMM = "cutlass_gemm"  # kernels/fp8_weight_gemm_cutlass.py (csrc/fp8_weight_gemm): fp8, sm_90, any M
 
@@ -58,7 +59,8 @@ class Backend(enum.Enum):
 @dataclass(frozen=True)
 class Rule:
     backend: Backend
-    # a GEMV_CONFIGS / DOT_CONFIGS / TMA_CONFIGS / fp8_weight_gemm_cutlass.CONFIGS name; "" for DEQUANT_MM, and for
+    # a GEMV_CONFIGS / DOT_CONFIGS / TMA_CONFIGS / float_weight_sm90.GLUON_CONFIGS / fp8_weight_gemm_cutlass.CONFIGS
+    # name; "" for DEQUANT_MM, and for
     # CUDA_GEMV, whose config goes by N (float_weight_gemv_cuda.gemv_cuda_config)
     config: str = ""
     max_m: int | None = None  # rule applies when M <= max_m (None: any M)
@@ -81,7 +83,12 @@ class Rule:
 # - M = 1 without it: the 4-row, 1024-code-step GEMV for fp4 (1.65x) and fp6; fp8 the swap-AB 16x128 tile (1.24x).
 # - M <= 16 otherwise: fp8 the 16x64 tile (1.47x at M = 16), fp4 the swap-AB 16x128 tile (1.35x), fp6 the TMA 16-row
 #   tile (0.96x; the swap-AB pointer tile 0.91x).
-# - M <= 64: fp4 / fp6 the TMA 64x128 tile (1.18x / 1.01x pipelined, 0.86x / 0.76x serialized); fp8 at M = 33-64
+# - M = 17-64, fp4 / fp6 (run 45, docs/measurements/h200_run45_gluon_weight_only.md): the TMA 64x128 tile where its
+#   WGMMAs pipeline (run 19: 1.18x / 1.01x at M = 64), else the Gluon kernel (decoded tile in shared memory, async
+#   WGMMAs): fp4 64x128 at M <= 32 (0.97-1.11x against the serialized TMA tile's 0.81-0.92x), 64x64 at M = 64
+#   (0.83-1.21x against 0.71-0.97x); fp6 64x128 (M = 32: 0.80-0.92x against 0.69-0.81x; M = 64: 0.70-0.97x against
+#   0.64-0.87x). From M = 256 on it lost to every rule below (0.26-0.78x).
+# - M <= 64 otherwise: fp4 / fp6 the TMA 64x128 tile (0.86x / 0.76x serialized); fp8 at M = 33-64
 #   the same tile where its WGMMAs pipeline (0.86x), else the 16x64 tile (0.63x; the TMA tile serialized 0.61x).
 #   fp8 at M = 17-32 takes the 16x64 tile on every toolchain (run 41: 1.00-1.10x at M = 32, serialized toolchain).
 # - M <= 256: the TMA 256x128 tile for every format (0.71x / 0.76x / 0.83x, against dequantize + cuBLAS 0.52-0.57x).
@@ -110,6 +117,10 @@ DISPATCH_TABLE: tuple[Rule, ...] = (
     Rule(Backend.TMA, "tma_16x128x1_swap", max_m=16, bits=(6,)),
     Rule(Backend.DOT, "dot_16x64x2", max_m=16, bits=(8,)),
     Rule(Backend.DOT, "dot_16x128x1_swap", max_m=16, bits=(4, 6)),
+    Rule(Backend.TMA, "tma_64x128x1_swap", max_m=64, bits=(4, 6), pipelined=True),
+    Rule(Backend.GLUON, "gluon_64x128", max_m=32, bits=(4, 6)),
+    Rule(Backend.GLUON, "gluon_64x64", max_m=64, bits=(4,)),
+    Rule(Backend.GLUON, "gluon_64x128", max_m=64, bits=(6,)),
     Rule(Backend.TMA, "tma_64x128x1_swap", max_m=64, bits=(4, 6)),
     Rule(Backend.DOT, "dot_16x64x2", max_m=32, bits=(8,)),
     Rule(Backend.CUTLASS_GEMM, "64x128x64_coop_sk", max_m=64, bits=(8,)),
@@ -126,24 +137,31 @@ DISPATCH_TABLE: tuple[Rule, ...] = (
 
 @functools.lru_cache(maxsize=256)
 def choose(
-    bits: int, M: int, tma: bool = True, pipelined: bool = True, cuda_gemv: bool = False, cutlass: bool = False
+    bits: int,
+    M: int,
+    tma: bool = True,
+    pipelined: bool = True,
+    cuda_gemv: bool = False,
+    cutlass: bool = False,
+    gluon: bool = False,
 ) -> Rule:
     """The first rule of :data:`DISPATCH_TABLE` for this width and M; ``tma``: whether the call can take the TMA
     kernel (:func:`tma_supported`), ``pipelined``: whether WGMMAs with register operands pipeline
     (:func:`~lowbit_flex.kernels.arch.register_a_wgmma_pipelines`), ``cuda_gemv``: whether the CUDA GEMV can run
-    (:func:`cuda_gemv_supported`), ``cutlass``: whether the CUTLASS GEMM can (:func:`cutlass_gemm_supported`);
-    rules needing what is missing are passed over."""
+    (:func:`cuda_gemv_supported`), ``cutlass``: whether the CUTLASS GEMM can (:func:`cutlass_gemm_supported`),
+    ``gluon``: whether the Gluon kernel can (:func:`gluon_supported`, and ``tma``); rules needing what is missing
+    are passed over."""
+    missing = {
+        Backend.TMA: not tma,
+        Backend.GLUON: not (tma and gluon),
+        Backend.CUDA_GEMV: not cuda_gemv,
+        Backend.CUTLASS_GEMM: not cutlass,
+        Backend.GEMV: GEMV_MAX_M < M,
+    }
     for rule in DISPATCH_TABLE:
-        fits = rule.max_m is None or rule.max_m >= M
-        if (rule.backend is Backend.GEMV and GEMV_MAX_M < M) or (rule.backend is Backend.TMA and not tma):
+        if missing.get(rule.backend, False) or (rule.pipelined and not pipelined):
             continue
-        if (rule.backend is Backend.CUDA_GEMV and not cuda_gemv) or (
-            rule.backend is Backend.CUTLASS_GEMM and not cutlass
-        ):
-            continue
-        if rule.pipelined and not pipelined:
-            continue
-        if fits and bits in rule.bits:
+        if (rule.max_m is None or rule.max_m >= M) and bits in rule.bits:
             return rule
     raise AssertionError("the last rule takes every shape")
 
@@ -158,6 +176,15 @@ def tma_supported(device: torch.device, bits: int, stride_xm: int, x_size: int, 
         arch_ok = triton_interpreting() or torch.cuda.get_device_capability() >= (9, 0)
     w_size = 1 if bits == 8 else 4
     return arch_ok and bases and stride_xm * x_size % 16 == 0 and stride_wn * w_size % 16 == 0
+
+
+def gluon_supported(device: torch.device) -> bool:
+    """Whether the Gluon kernel (:mod:`~lowbit_flex.kernels.float_weight_sm90`) runs on ``device``: sm_90 exactly
+    (WGMMA; later GPUs take the next rule). CPU stand-ins and the interpreter may plan it: there its launch runs the
+    Triton tile it falls back to where only ``wrap_triton`` may launch."""
+    if device.type == "cuda":
+        return capability(device) == (9, 0)
+    return triton_interpreting() or torch.cuda.get_device_capability() == (9, 0)
 
 
 def cuda_gemv_supported(device: torch.device, M: int, K: int, bits: int) -> bool:
@@ -234,6 +261,33 @@ def _plan(
     return _Plan(splits, per_split * config.block_k, scale, PlanLaunch(kernel, grid, meta))
 
 
+def _tma_launch(
+    device: torch.device, config: TmaConfig, M: int, N: int, K: int, ebits: int, mbits: int, splits: int,
+    has_bias: bool,
+) -> PlanLaunch:  # fmt: skip
+    """The TMA kernel's launch of ``config`` over ``splits`` K splits (fp8 only with the hardware conversion)."""
+    bits = 1 + ebits + mbits
+    asm, cons = _asm(bits, mbits, False)
+    meta = dict(
+        BITS=bits, MBITS=mbits, DEC_SCALE=dec_scale(ebits, bits == 8), ASM=asm, CONS=cons, BLOCK_M=config.block_m,
+        BLOCK_N=config.block_n, STEP_TILES=config.block_k if bits == 8 else 1, GROUP_M=config.group_m,
+        SPLIT_PARTIALS=splits > 1, HAS_BIAS=has_bias, UPCAST_DOT=triton_interpreting(),
+        NONEMPTY_K=register_a_wgmma_pipelines(device, config.wgmma_pipelined), num_warps=config.num_warps,
+        num_stages=config.num_stages,
+    )  # fmt: skip
+    out_tiles = triton.cdiv(N, config.block_n) * triton.cdiv(M, config.block_m)
+    return PlanLaunch(_float_weight_tma_kernel, (out_tiles, splits), meta)
+
+
+def _tma_splits(device: torch.device, config: TmaConfig, M: int, N: int, K: int, bits: int) -> tuple[int, int]:
+    """``(splits, 128-code tiles per split)`` of a TMA-fed tile (fp8 steps ``block_k`` tiles, fp4 / fp6 one)."""
+    step = config.block_k if bits == 8 else 1
+    k_blocks = triton.cdiv(triton.cdiv(K, 128), step)
+    out_tiles = triton.cdiv(N, config.block_n) * triton.cdiv(M, config.block_m)
+    splits, per_split = split_k_blocks(k_blocks, out_tiles, config.split_k, config.programs_per_sm, sm_count(device))
+    return splits, per_split * step
+
+
 @functools.lru_cache(maxsize=1024)
 def _tma_plan(
     device: torch.device, config: TmaConfig, M: int, N: int, K: int, ebits: int, mbits: int, stride_xm: int,
@@ -241,19 +295,32 @@ def _tma_plan(
 ) -> _Plan:  # fmt: skip
     """The TMA kernel's launch for one shape key (fp8 only with the hardware conversion: ``DEC_SCALE`` 1)."""
     bits = 1 + ebits + mbits
-    step = config.block_k if bits == 8 else 1
-    k_blocks = triton.cdiv(triton.cdiv(K, 128), step)
-    out_tiles = triton.cdiv(N, config.block_n) * triton.cdiv(M, config.block_m)
-    splits, per_split = split_k_blocks(k_blocks, out_tiles, config.split_k, config.programs_per_sm, sm_count(device))
-    asm, cons = _asm(bits, mbits, False)
-    scale = dec_scale(ebits, bits == 8)
+    splits, per_split = _tma_splits(device, config, M, N, K, bits)
+    launch = _tma_launch(device, config, M, N, K, ebits, mbits, splits, has_bias)
+    return _Plan(splits, per_split, dec_scale(ebits, bits == 8), launch)
+
+
+@functools.lru_cache(maxsize=1024)
+def _gluon_plan(
+    device: torch.device, config: TmaConfig, M: int, N: int, K: int, ebits: int, mbits: int, x_dtype: torch.dtype,
+    stride_xm: int, stride_wn: int, has_bias: bool,
+) -> _Plan:  # fmt: skip
+    """The Gluon kernel's launch for one shape key (fp4 / fp6), with the Triton TMA tile of the same output tile and
+    split as its ``traced`` plan (the same arguments: ``_launch_args``'s TMA form)."""
+    from lowbit_flex.kernels.float_weight_sm90 import _float_weight_gemm_sm90, traced_config
+
+    bits = 1 + ebits + mbits
+    splits, per_split = _tma_splits(device, config, M, N, K, bits)
+    traced = _tma_launch(device, traced_config(config), M, N, K, ebits, mbits, splits, has_bias)
+    asm, cons = ("", "") if triton_interpreting() else planes_asm(bits, mbits, False, x_dtype == torch.bfloat16)
     meta = dict(
-        BITS=bits, MBITS=mbits, DEC_SCALE=scale, ASM=asm, CONS=cons, BLOCK_M=config.block_m, BLOCK_N=config.block_n,
-        STEP_TILES=step, GROUP_M=config.group_m, SPLIT_PARTIALS=splits > 1, HAS_BIAS=has_bias,
-        UPCAST_DOT=triton_interpreting(), NONEMPTY_K=register_a_wgmma_pipelines(device, config.wgmma_pipelined),
-        num_warps=config.num_warps, num_stages=config.num_stages,
+        BITS=bits, DEC_SCALE=dec_scale(ebits), ASM=asm, CONS=cons, BLOCK_M=config.block_m, BLOCK_N=config.block_n,
+        STAGES=config.num_stages, GROUP_M=config.group_m, SPLIT_PARTIALS=splits > 1, HAS_BIAS=has_bias,
+        num_warps=config.num_warps,
     )  # fmt: skip
-    return _Plan(splits, per_split * step, scale, PlanLaunch(_float_weight_tma_kernel, (out_tiles, splits), meta))
+    grid = (triton.cdiv(N, config.block_n) * triton.cdiv(M, config.block_m), splits)
+    launch = PlanLaunch(_float_weight_gemm_sm90, grid, meta, tensors=6, traced=traced)
+    return _Plan(splits, per_split, dec_scale(ebits), launch)
 
 
 @functools.lru_cache(maxsize=256)
@@ -302,7 +369,7 @@ class _Route(NamedTuple):
 
 @functools.lru_cache(maxsize=1024)
 def _route(
-    device: torch.device, M: int, N: int, K: int, ebits: int, mbits: int, stride_xm: int, x_size: int,
+    device: torch.device, M: int, N: int, K: int, ebits: int, mbits: int, stride_xm: int, x_dtype: torch.dtype,
     stride_wn: int, bases_aligned: bool, has_bias: bool, backend: Backend | None, config: str | DotConfig | None,
 ) -> _Route:  # fmt: skip
     """Every decision of a call, made once per shape key: the backend and config (the table's, unless forced), the
@@ -311,12 +378,13 @@ def _route(
     bits = 1 + ebits + mbits
     native = bits == 8 and fp8_native_supported(device)
     tma = native or bits != 8  # the TMA kernel converts fp8 in hardware only
-    tma = tma and tma_supported(device, bits, stride_xm, x_size, stride_wn, bases_aligned)
+    tma = tma and tma_supported(device, bits, stride_xm, x_dtype.itemsize, stride_wn, bases_aligned)
     if backend is None:
         pipelined = register_a_wgmma_pipelines(device, True)  # the pipelined rules name verified configs
         gemv = cuda_gemv_supported(device, M, K, bits)
         cutlass = cutlass_gemm_supported(device, N, K, bits)
-        rule = choose(bits, M, tma, pipelined, gemv, cutlass) if M else Rule(Backend.DOT, "dot_16x64x2")  # M = 0
+        gluon = gluon_supported(device)
+        rule = choose(bits, M, tma, pipelined, gemv, cutlass, gluon) if M else Rule(Backend.DOT, "dot_16x64x2")  # M=0
         backend, config = rule.backend, rule.config
     if backend is Backend.DEQUANT_MM:
         return _Route(backend, native, None)
@@ -342,14 +410,27 @@ def _route(
         return _Route(backend, native, None, config)
     if backend is Backend.GEMV and GEMV_MAX_M < M:
         raise ValueError(f"backend: the GEMV takes at most {GEMV_MAX_M} rows, got M={M}")
-    if backend is Backend.TMA and not tma:
-        raise ValueError("backend: the TMA kernel needs sm_90 and 16-byte aligned rows and bases of x and w")
-    configs = {Backend.GEMV: GEMV_CONFIGS, Backend.DOT: DOT_CONFIGS, Backend.TMA: TMA_CONFIGS}[backend]
+    if backend in (Backend.TMA, Backend.GLUON) and not tma:
+        name = "TMA" if backend is Backend.TMA else "Gluon"
+        raise ValueError(f"backend: the {name} kernel needs sm_90 and 16-byte aligned rows and bases of x and w")
+    if backend is Backend.GLUON and (bits == 8 or not gluon_supported(device)):
+        raise ValueError(f"backend: the Gluon kernel needs fp4 / fp6 codes and sm_90; got {bits}-bit codes")
+    if backend is Backend.GLUON:
+        from lowbit_flex.kernels.float_weight_sm90 import GLUON_CONFIGS
+
+        configs = GLUON_CONFIGS
+    else:
+        configs = {Backend.GEMV: GEMV_CONFIGS, Backend.DOT: DOT_CONFIGS, Backend.TMA: TMA_CONFIGS}[backend]
+    if isinstance(config, str) and config not in configs:
+        raise ValueError(f"config: expected one of {list(configs)}, got {config!r}")
     cfg = configs[config] if isinstance(config, str) else config
     if not M:
         return _Route(backend, native, None)
     if backend is Backend.TMA:
         return _Route(backend, native, _tma_plan(device, cfg, M, N, K, ebits, mbits, stride_xm, stride_wn, has_bias))
+    if backend is Backend.GLUON:
+        plan = _gluon_plan(device, cfg, M, N, K, ebits, mbits, x_dtype, stride_xm, stride_wn, has_bias)
+        return _Route(backend, native, plan)
     return _Route(backend, native, _plan(device, backend, cfg, M, N, K, ebits, mbits, native, stride_xm, stride_wn, N,
                                          has_bias))  # fmt: skip
 
@@ -359,7 +440,7 @@ def _route_for(x2, w, bias, ebits, mbits, backend=None, config=None) -> _Route:
     # int(): under torch.compile with dynamic shapes these are SymInts; the route is per concrete shape (a guard).
     M, K = x2.shape
     return cached_plan(
-        _route, x2.device, int(M), int(w.shape[0]), int(K), ebits, mbits, int(x2.stride(0)), x2.element_size(),
+        _route, x2.device, int(M), int(w.shape[0]), int(K), ebits, mbits, int(x2.stride(0)), x2.dtype,
         int(w.stride(0)), tma_base_aligned(x2, w), bias is not None, backend, config,
     )  # fmt: skip
 
@@ -371,7 +452,7 @@ def _launch_args(route: _Route, x2, w, w_scale, bias, out, part) -> tuple:
     N = w.shape[0]
     b = w_scale if bias is None else bias  # a valid pointer for an operand a constexpr switch leaves unread
     per_split = route.plan.tiles_per_split
-    if route.backend is Backend.TMA:
+    if route.backend in (Backend.TMA, Backend.GLUON):
         return (x2, w, w_scale, b, out, part, M, N, K, w.shape[1], x2.stride(0), w.stride(0), N, per_split)
     return (x2, w, w_scale, b, out, part, M, N, K, x2.stride(0), w.stride(0), N, per_split)
 
@@ -421,7 +502,7 @@ def float_weight_only_linear_cuda(
     if plan is None or N == 0:
         return out.view(*x.shape[:-1], N)
     part = torch.empty((plan.splits, M, N), dtype=torch.float32, device=x.device) if plan.splits > 1 else out
-    if route.backend is Backend.TMA:
+    if route.backend in (Backend.TMA, Backend.GLUON):
         ensure_triton_allocator()  # device-side descriptors live in a per-launch global scratch buffer
     plan.launch(*_launch_args(route, x2, w, w_scale, bias, out, part))
     if plan.splits > 1:
@@ -490,7 +571,8 @@ def eager_linear(x, w, w_scale, bias, ebits: int, mbits: int) -> EagerLinear | N
     out = torch.empty((M, N), dtype=x.dtype, device=x.device)
     parts = (plan.splits, M, N)
     part = torch.empty(parts, dtype=torch.float32, device=x.device) if plan.splits > 1 else out
-    if route.backend is Backend.TMA:
+    tma = route.backend in (Backend.TMA, Backend.GLUON)
+    if tma:
         ensure_triton_allocator()
     main = plan.launch.bind(*_launch_args(route, x2, kw, w_scale, bias, out, part))
     if main is None:
@@ -502,5 +584,4 @@ def eager_linear(x, w, w_scale, bias, ebits: int, mbits: int) -> EagerLinear | N
         reduce = reduce.bind(part, w_scale, b, out, M, N, N, plan.splits)
         if reduce is None:
             return None
-    return EagerLinear(out_shape, x.dtype, x.device, main, reduce, parts, route.backend is Backend.TMA,
-                       kw.dtype == torch.uint8)  # fmt: skip
+    return EagerLinear(out_shape, x.dtype, x.device, main, reduce, parts, tma, kw.dtype == torch.uint8)

@@ -202,6 +202,7 @@ def case_float_weight_only_linear():
     import lowbit_flex.kernels.float_weight_dispatch as d
     from lowbit_flex.kernels.float_weight_gemv import GEMV_CONFIGS
     from lowbit_flex.kernels.float_weight_only_linear import DOT_CONFIGS
+    from lowbit_flex.kernels.float_weight_sm90 import GLUON_CONFIGS
     from lowbit_flex.kernels.float_weight_tma import TMA_CONFIGS
     from lowbit_flex.quant import tile_words_per_row
 
@@ -217,11 +218,15 @@ def case_float_weight_only_linear():
 
     formats = ((4, 3), (3, 2), (2, 3), (2, 1))
     plans = [(d.Backend.GEMV, c, 1) for c in GEMV_CONFIGS] + [(d.Backend.DOT, c, 40) for c in DOT_CONFIGS]
-    if torch.cuda.get_device_capability() >= (9, 0):  # the TMA kernel: sm_90 only
+    if torch.cuda.get_device_capability() >= (9, 0):  # the TMA kernels: sm_90 only
         plans += [(d.Backend.TMA, c, 200) for c in TMA_CONFIGS]
+        # forced Gluon configs launch their traced plan here (CPU stand-ins): the Triton tiles they fall back to
+        plans += [(d.Backend.GLUON, c, 200) for c in GLUON_CONFIGS]
     for backend, config, m in plans:
-        ragged_k = 1008 if backend is d.Backend.TMA else 1000  # TMA: 16-byte rows (fp8: K % 16 == 0)
+        ragged_k = 1000 if backend in (d.Backend.GEMV, d.Backend.DOT) else 1008  # TMA: 16-byte rows (fp8: K % 16)
         for ebits, mbits in formats:
+            if backend is d.Backend.GLUON and 1 + ebits + mbits == 8:
+                continue  # fp4 / fp6 only
             for n, k, dtype, bias in ((512, 1024, torch.bfloat16, True), (16, 4096, torch.float16, False)):
                 x, s = torch.empty(m, k, dtype=dtype), torch.empty(n)
                 b = torch.empty(n, dtype=dtype) if bias else None
@@ -233,6 +238,27 @@ def case_float_weight_only_linear():
     for ebits, mbits in formats:
         for dtype in (torch.bfloat16, torch.float16):
             d.dequantize_weight(weight(ebits, mbits, 64, 1000), torch.empty(64), 1000, ebits, mbits, dtype)
+    if torch.cuda.get_device_capability() == (9, 0):
+        _gluon_float_weight(weight)
+
+
+def _gluon_float_weight(weight):
+    # The Gluon kernel itself (sm_90): every config, fp4 / fp6, both x dtypes, split and unsplit K, with and without
+    # bias, launched directly (on CPU stand-ins a plan launches its traced Triton plan, as a trace would).
+    import lowbit_flex.kernels.float_weight_dispatch as d
+    from lowbit_flex.kernels.float_weight_sm90 import GLUON_CONFIGS
+
+    for config in GLUON_CONFIGS:
+        for ebits, mbits in ((3, 2), (2, 3), (2, 1)):
+            for m, n, k, dtype, bias in ((200, 512, 1024, torch.bfloat16, True), (64, 64, 4096, torch.float16, False)):
+                x, w, s = torch.empty(m, k, dtype=dtype), weight(ebits, mbits, n, k), torch.empty(n)
+                b = torch.empty(n, dtype=dtype) if bias else None
+                route = d._route_for(x, w, b, ebits, mbits, d.Backend.GLUON, config)
+                launch = route.plan.launch
+                assert launch.kernel.fn.__name__ == "_float_weight_gemm_sm90", launch.kernel
+                out = torch.empty(m, n, dtype=dtype)
+                part = torch.empty(route.plan.splits, m, n) if route.plan.splits > 1 else out
+                launch.kernel[launch.grid](*d._launch_args(route, x, w, s, b, out, part), **launch.meta)
 
 
 def case_s8s4_decode():

@@ -73,15 +73,23 @@ def _rounded_weight(w64, s, fmt):
     return wd.cpu().double(), torch.ones_like(s)
 
 
+def _gluon_here() -> bool:
+    """Whether the Gluon kernel itself runs here (sm_90); elsewhere (the interpreter) its configs run the Triton tile
+    they fall back to where only ``wrap_triton`` may launch."""
+    return torch.cuda.is_available() and torch.cuda.get_device_capability() == (9, 0)
+
+
 def _plans():
     from lowbit_flex.kernels.float_weight_gemv import GEMV_CONFIGS
     from lowbit_flex.kernels.float_weight_only_linear import DOT_CONFIGS
+    from lowbit_flex.kernels.float_weight_sm90 import GLUON_CONFIGS
     from lowbit_flex.kernels.float_weight_tma import TMA_CONFIGS
 
     plans = [("gemv", c, m) for c in GEMV_CONFIGS for m in (1, 3)]
     plans += [("dot", c, 5 if cfg.block_m == 16 else 40) for c, cfg in DOT_CONFIGS.items()]
     # TMA: a partial row tile, and (M = 70 > 64) a second one
     plans += [("tma", c, 70 if cfg.block_m == 64 else 40) for c, cfg in TMA_CONFIGS.items()]
+    plans += [("gluon", c, 70 if cfg.block_m == 64 else 140) for c, cfg in GLUON_CONFIGS.items()]
     return plans
 
 
@@ -90,7 +98,9 @@ def _plans():
 # K = 300: a partial last tile (zero-padded codes, masked activations); K = 512: whole tiles, several K steps
 @pytest.mark.parametrize("n, k", [(40, 300), (20, 512)])
 def test_every_config_within_rounding_of_float64(fmt, backend, config, m, n, k, monkeypatch):
-    if backend == "tma" and k == 300:
+    if backend == "gluon" and fmt.bits == 8:
+        pytest.skip("the Gluon kernel takes fp4 / fp6 codes")
+    if backend in ("tma", "gluon") and k == 300:
         k = 304  # TMA reads 16-byte aligned rows only; 304 still ends in a partial 128-code tile
     out, x, w64, s, b = _run(fmt, m, n, k, backend, config, bias=n == 40, monkeypatch=monkeypatch)
     exact, bound = exact_linear(x, w64, s, b)
@@ -160,7 +170,8 @@ def test_nan_in_one_row_stays_in_that_row():
     x = torch.randn(3, 256, generator=gen).bfloat16()
     x[1, 7] = float("nan")
     dev = kernel_device()
-    plans = ((d.Backend.GEMV, "gemv_4x4x8"), (d.Backend.DOT, "dot_16x64x2"), (d.Backend.TMA, "tma_16x128x1_swap"))
+    plans = ((d.Backend.GEMV, "gemv_4x4x8"), (d.Backend.DOT, "dot_16x64x2"), (d.Backend.TMA, "tma_16x128x1_swap"),
+             (d.Backend.GLUON, "gluon_64x64"))  # fmt: skip
     for backend, config in plans:
         out = d.float_weight_only_linear_cuda(x.to(dev), w.to(dev), torch.ones(24, device=dev), None, 2, 1,
                                               backend=backend, config=config).cpu()  # fmt: skip
@@ -188,6 +199,7 @@ def test_dispatch_table_names_real_configs():
     from lowbit_flex.kernels.float_weight_gemv import GEMV_CONFIGS, GEMV_MAX_M
     from lowbit_flex.kernels.float_weight_gemv_cuda import GEMV_CUDA_CONFIGS, MAX_M
     from lowbit_flex.kernels.float_weight_only_linear import DOT_CONFIGS
+    from lowbit_flex.kernels.float_weight_sm90 import GLUON_CONFIGS
     from lowbit_flex.kernels.float_weight_tma import TMA_CONFIGS
 
     for rule in DISPATCH_TABLE:
@@ -199,12 +211,17 @@ def test_dispatch_table_names_real_configs():
             assert rule.config in DOT_CONFIGS
         elif rule.backend is Backend.TMA:
             assert rule.config in TMA_CONFIGS
+        elif rule.backend is Backend.GLUON:
+            assert rule.config in GLUON_CONFIGS and 8 not in rule.bits
     assert DISPATCH_TABLE[-1].max_m is None  # the last rule takes every M
     for bits in (4, 6, 8):
         ms = [1, 2, 4, 5, 16, 17, 64, 65, 1024, 4096, 10**6]
         assert all(choose(bits, m).backend is not Backend.GEMV or m <= GEMV_MAX_M for m in ms)
         # where TMA cannot run (before sm_90, unaligned rows) the table still has a rule for every M
         assert all(choose(bits, m, tma=False).backend is not Backend.TMA for m in ms)
+        # the Gluon kernel needs sm_90 and the TMA layouts
+        assert all(choose(bits, m).backend is not Backend.GLUON for m in ms)
+        assert all(choose(bits, m, tma=False, gluon=True).backend is not Backend.GLUON for m in ms)
         # without the CUDA library (or before sm_90) the Triton rules take every M
         assert all(choose(bits, m).backend is not Backend.CUDA_GEMV for m in ms)
         assert all(choose(bits, m, cuda_gemv=True).backend is not Backend.CUDA_GEMV or m <= MAX_M for m in ms)
@@ -234,10 +251,12 @@ def test_tma_needs_aligned_rows_else_the_next_rule_runs(monkeypatch):
 
 def _tensor_core_plans():
     from lowbit_flex.kernels.float_weight_only_linear import DOT_CONFIGS
+    from lowbit_flex.kernels.float_weight_sm90 import GLUON_CONFIGS
     from lowbit_flex.kernels.float_weight_tma import TMA_CONFIGS
 
     tma = torch.cuda.is_available() and torch.cuda.get_device_capability() >= (9, 0)
-    return [("dot", c) for c in DOT_CONFIGS] + ([("tma", c) for c in TMA_CONFIGS] if tma else [])
+    plans = [("dot", c) for c in DOT_CONFIGS] + ([("tma", c) for c in TMA_CONFIGS] if tma else [])
+    return plans + ([("gluon", c) for c in GLUON_CONFIGS] if _gluon_here() else [])
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="many K steps per program: too slow for the interpreter")
@@ -249,9 +268,28 @@ def test_long_k_loops_with_several_row_tiles(fmt, backend, config, monkeypatch):
     from dataclasses import replace
 
     from lowbit_flex.kernels.float_weight_only_linear import DOT_CONFIGS
+    from lowbit_flex.kernels.float_weight_sm90 import GLUON_CONFIGS
     from lowbit_flex.kernels.float_weight_tma import TMA_CONFIGS
 
-    unsplit = replace({"dot": DOT_CONFIGS, "tma": TMA_CONFIGS}[backend][config], split_k=1)
+    if backend == "gluon" and fmt.bits == 8:
+        pytest.skip("the Gluon kernel takes fp4 / fp6 codes")
+    unsplit = replace({"dot": DOT_CONFIGS, "tma": TMA_CONFIGS, "gluon": GLUON_CONFIGS}[backend][config], split_k=1)
     out, x, w64, s, b = _run(fmt, 200, 256, 4096, backend, unsplit, seed=9, monkeypatch=monkeypatch)
+    exact, bound = exact_linear(x, w64, s, b)
+    assert_within(out, exact, bound)
+
+
+@pytest.mark.parametrize("fmt", [E3M2_FN, E2M3_FN, E2M1_FN], ids=str)
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("split_k", [1, 3])
+def test_gluon_kernel_both_dtypes_split_and_unsplit(fmt, dtype, split_k, monkeypatch):
+    # fp16 x decodes to fp16 (the power of two in the epilogue), bf16 x straight to bf16 (its own PTX); K split in
+    # three (partials reduced by the split-K kernel) or not at all; two row tiles, ragged N and K.
+    from dataclasses import replace
+
+    from lowbit_flex.kernels.float_weight_sm90 import GLUON_CONFIGS
+
+    config = replace(GLUON_CONFIGS["gluon_64x64"], split_k=split_k)
+    out, x, w64, s, b = _run(fmt, 100, 72, 1296, "gluon", config, dtype=dtype, seed=11, monkeypatch=monkeypatch)
     exact, bound = exact_linear(x, w64, s, b)
     assert_within(out, exact, bound)
