@@ -10,9 +10,10 @@ non-swapped tile, run 18) made Triton wait for each WGMMA. Here the kernel contr
 * Every step covers one 128-code tile of the weight (the tile layout of :mod:`lowbit_flex.quant.fpx_tiles`): TMA
   brings ``x``'s ``(BLOCK_M, 128)`` box and the weight's ``(BLOCK_N, 16)`` hi words (fp6: and 8 lo words) into a
   ring slot, with one mbarrier per slot.
-* The warps decode the words in registers (PTX, two codes per instruction; for bf16 ``x`` straight to exact bf16
-  values, :func:`~lowbit_flex.kernels.float_weight_decode.planes_asm`), join the eight 16-code planes into the
-  tile's K order and store the ``(BLOCK_N, 128)`` tile into one of two shared buffers.
+* The warps decode the words in registers (PTX, two codes per instruction; for bf16 ``x`` straight to bf16,
+  :func:`~lowbit_flex.kernels.float_weight_decode.planes_asm`; both forms times ``2^(bias - 15)``, undone in the
+  epilogue), join the eight 16-code planes into the tile's K order and store the ``(BLOCK_N, 128)`` tile into one
+  of two shared buffers.
 * ``warpgroup_mma(x_slot, decoded.T)`` is issued asynchronously and the kernel waits only for the previous step's:
   step ``i + 1``'s TMA wait and decode run while step ``i``'s WGMMAs do.
 * Hazards, with any number of warpgroups: a CTA barrier after the stores (every warp's part of the tile is written
@@ -21,6 +22,12 @@ non-swapped tile, run 18) made Triton wait for each WGMMA. Here the kernel contr
   slot is refilled with step ``i + STAGES - 1``.
 * Split-K where the output tiles leave SMs idle (float32 partials, reduced in split order by the shared reduce
   kernel), grouped tile order for L2 reuse of a weight tile, the epilogue of the Triton tiles.
+
+Measured on the H200 (run 45, docs/measurements/h200_run45_gluon_weight_only.md): at M = 17-64 (weight-bound)
+the 64-row tiles run fp4 at 0.85-1.21x bf16 and fp6 at 0.71-0.95x, against 0.65-0.97x for the serialized Triton
+tile, so the dispatch table takes them there. From M = 256 on every config is slower than the table's other rules
+(0.26-0.78x): with one CTA of 8 warps per SM, a step's decode (306 instructions per warp with the plane join and the
+stores) and its five CTA barriers take about as long as its WGMMAs, so the tensor cores wait.
 
 Scope: sm_90, TMA-aligned ``x`` and words (the dispatch's ``tma_supported``), fp4 / fp6 codes. The launch's
 arguments are those of the Triton TMA kernel, which runs instead where only ``wrap_triton`` may launch (traced calls,
