@@ -26,8 +26,10 @@ non-swapped tile, run 18) made Triton wait for each WGMMA. Here the kernel contr
 Measured on the H200 (run 45, docs/measurements/h200_run45_gluon_weight_only.md): at M = 17-64 (weight-bound)
 the 64-row tiles run fp4 at 0.85-1.21x bf16 and fp6 at 0.71-0.95x, against 0.65-0.97x for the serialized Triton
 tile, so the dispatch table takes them there. From M = 256 on every config is slower than the table's other rules
-(0.26-0.78x): with one CTA of 8 warps per SM, a step's decode (306 instructions per warp with the plane join and the
-stores) and its five CTA barriers take about as long as its WGMMAs, so the tensor cores wait.
+(0.26-0.78x). A warp-specialized form without CTA barriers measured the same (call 6). A decoded tile that goes
+through shared memory costs more bandwidth than the WGMMAs leave (~168 KB per 128 x 128 x 128 step), so compute-bound
+sizes need the decoded weight in registers (WGMMA's A operand), which Triton's bundled ptxas does not pipeline
+correctly.
 
 Scope: sm_90, TMA-aligned ``x`` and words (the dispatch's ``tma_supported``), fp4 / fp6 codes. The launch's
 arguments are those of the Triton TMA kernel, which runs instead where only ``wrap_triton`` may launch (traced calls,
