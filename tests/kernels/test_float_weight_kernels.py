@@ -293,3 +293,18 @@ def test_gluon_kernel_both_dtypes_split_and_unsplit(fmt, dtype, split_k, monkeyp
     out, x, w64, s, b = _run(fmt, 100, 72, 1296, "gluon", config, dtype=dtype, seed=11, monkeypatch=monkeypatch)
     exact, bound = exact_linear(x, w64, s, b)
     assert_within(out, exact, bound)
+
+
+def test_gluon_backend_rejects_fp8_codes_and_unknown_configs():
+    from lowbit_flex.kernels import float_weight_dispatch as d
+
+    dev = kernel_device()
+    x = torch.randn(64, 256).bfloat16().to(dev)
+    w8 = torch.randn(32, 256).to(torch.float8_e4m3fn).to(dev)
+    with pytest.raises(ValueError, match="backend: the Gluon kernel needs fp4 / fp6 codes"):
+        d.float_weight_only_linear_cuda(x, w8, torch.ones(32, device=dev), None, 4, 3, backend=d.Backend.GLUON,
+                                        config="gluon_64x64")  # fmt: skip
+    w4, _ = _weight(E2M1_FN, 32, 256, torch.Generator().manual_seed(1))
+    with pytest.raises(ValueError, match="config: expected one of"):
+        d.float_weight_only_linear_cuda(x, w4.to(dev), torch.ones(32, device=dev), None, 2, 1, backend=d.Backend.GLUON,
+                                        config="gluon_1x1")  # fmt: skip
