@@ -60,8 +60,7 @@ class Backend(enum.Enum):
 class Rule:
     backend: Backend
     # a GEMV_CONFIGS / DOT_CONFIGS / TMA_CONFIGS / float_weight_sm90.GLUON_CONFIGS / fp8_weight_gemm_cutlass.CONFIGS
-    # name; "" for DEQUANT_MM, and for
-    # CUDA_GEMV, whose config goes by N (float_weight_gemv_cuda.gemv_cuda_config)
+    # name; "" for DEQUANT_MM, and for CUDA_GEMV, whose config goes by N (float_weight_gemv_cuda.gemv_cuda_config)
     config: str = ""
     max_m: int | None = None  # rule applies when M <= max_m (None: any M)
     bits: tuple[int, ...] = (4, 6, 8)  # weight widths it applies to
