@@ -48,6 +48,7 @@ from triton.experimental.gluon.language.nvidia.hopper import (
     warpgroup_mma_wait,
 )
 
+from lowbit_flex.kernels.common import grouped_tile
 from lowbit_flex.kernels.float_weight_tma import TmaConfig
 from lowbit_flex.kernels.gluon_sm90 import cta_barrier, smem_layout, tma_load
 from lowbit_flex.quant import fpx_tiles
@@ -118,14 +119,10 @@ def _float_weight_gemm_sm90(
     ``BLOCK_M / 16`` warps, one warpgroup per 64 rows."""
     NUM_WARPS: gl.constexpr = gl.num_warps()
     X_DTYPE: gl.constexpr = x_ptr.dtype.element_ty
-    # grouped order: GROUP_M consecutive programs share one weight tile (from L2 after the first)
-    pid = gl.program_id(0)
+    pid_m, pid_n = grouped_tile(gl.program_id(0), M, N, BLOCK_M, BLOCK_N, GROUP_M)  # scalar math: Gluon may call it
     pid_k = gl.program_id(1)
-    pids_per_group = GROUP_M * gl.cdiv(N, BLOCK_N)
-    first_m = (pid // pids_per_group) * GROUP_M
-    group_rows = gl.minimum(gl.cdiv(M, BLOCK_M) - first_m, GROUP_M)
-    m0 = (first_m + (pid % pids_per_group) % group_rows) * BLOCK_M
-    n0 = ((pid % pids_per_group) // group_rows) * BLOCK_N
+    m0 = pid_m * BLOCK_M
+    n0 = pid_n * BLOCK_N
     t_first = pid_k * TILES_PER_SPLIT
     n_steps = gl.minimum(TILES_PER_SPLIT, gl.cdiv(K, TILE_CODES) - t_first)
     # No split is empty (split_k_blocks) and K >= 1. Told so, the compiler drops the loop's zero-trip path, whose
