@@ -6,6 +6,8 @@ beforehand (``int8``: the GEMV without its quantization prologue). Where the fix
     LOWBIT_FLEX_PDL=1 python3 -m benchmarks.probe_w4a8_gemv    # programmatic dependent launch (sm_90): the A/B
     PROBE_CONFIGS=mma_n2k8_pf0,mma_n2k4_pf0 python3 -m ...     # a subset of configs
     PROBE_CHAIN=1 python3 -m ...                                # each call after an elementwise kernel writing x
+    PROBE_SHAPES=4096x12288,11008x4096 python3 -m ...           # other K x N shapes
+    LOWBIT_W4A8_GEMV_STAGE_X=0 python3 -m ...                   # x read from global memory, not staged (the A/B)
 
 ``PROBE_CHAIN=1`` times what a decoder layer runs: the GEMV right after the kernel that produced its input (here an
 elementwise multiply, as a norm would be; bf16 ``F.linear`` gets the same multiply), instead of back-to-back GEMVs,
@@ -39,9 +41,11 @@ def _after_elementwise(fn):
 def main() -> None:
     torch.manual_seed(0)
     keep = os.environ.get("PROBE_CONFIGS")
+    shapes = os.environ.get("PROBE_SHAPES")
+    shapes_kn = [tuple(int(v) for v in s.split("x")) for s in shapes.split(",")] if shapes else SHAPES_KN
     configs = [c for c in GEMV_CUDA_CONFIGS if not keep or c in keep.split(",")]
     print(f"LOWBIT_FLEX_PDL={os.environ.get('LOWBIT_FLEX_PDL', '0')} PROBE_CHAIN={os.environ.get('PROBE_CHAIN', '0')}")
-    for K, N in SHAPES_KN:
+    for K, N in shapes_kn:
         n = max(2, min(16, _ROTATE_BYTES // (N * K // 2)))
         ws = [torch.randint(-128, 128, (N, K // 2), dtype=torch.int8, device="cuda") for _ in range(n)]
         sc = [torch.rand(N, device="cuda") * 1e-2 + 1e-3 for _ in range(n)]

@@ -142,6 +142,7 @@ FUSED_CASES = [
     (torch.bfloat16, 1, 40, 65536, 128),  # 64 KiB of int8 x: the most shared memory the fused form stages
     (torch.float16, 8, 24, 16384, None),  # 128 KiB: quantized first
     (torch.bfloat16, 16, 24, 1024, 128),  # M > 8: quantized first
+    (torch.float32, 1, 24, 65536, None),  # fused, but its 256 KiB float32 copy does not fit: read from global memory
 ]  # fmt: skip
 
 
@@ -177,6 +178,23 @@ def test_fused_zero_and_nan_rows():
     ref = run(xq, xs.view(M), q, ws, b, out_dtype, "mma_n1k8_pf2")
     torch.testing.assert_close(out[[0, 1, 3]], ref[[0, 1, 3]], rtol=0, atol=0)
     torch.testing.assert_close(out[1], b.to(out_dtype), rtol=0, atol=0)
+
+
+def _cases_without_staging() -> None:
+    """int8 x and a float x quantized in the kernel, read from global memory instead of a staged shared copy."""
+    for M, N, K, group in [(1, 40, 4096, None), (4, 72, 8192, 128), (9, 40, 2048, None), (16, 24, 4096, 256)]:
+        for config in ("mma_n1k8_pf2", "mma_n2k4_pf0"):
+            check(M, N, K, group, True, torch.bfloat16, config)
+    test_fused_quantization("mma_n4k4_pf0", torch.bfloat16, 2, 40, 4096, 128)
+
+
+@requires_gpu
+def test_without_staging():
+    # LOWBIT_W4A8_GEMV_STAGE_X is read once per process, so the unstaged launches run in a child process.
+    code = "from tests.kernels.test_w4a8_gemv_cuda import _cases_without_staging as f\nf()\nprint('all ok')"
+    env = os.environ | {"LOWBIT_W4A8_GEMV_STAGE_X": "0"}
+    r = subprocess.run([sys.executable, "-c", code], env=env, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0 and r.stdout.strip().endswith("all ok"), r.stdout[-2000:] + r.stderr[-4000:]
 
 
 @requires_gpu

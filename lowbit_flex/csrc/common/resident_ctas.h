@@ -1,4 +1,5 @@
-// How many CTAs of a kernel the current GPU holds at once: the persistent decode GEMVs size their grids with it.
+// How many CTAs of a kernel the current GPU holds at once (the persistent decode GEMVs size their grids with it),
+// and how much shared memory one CTA may take.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -30,6 +31,18 @@ inline int resident_ctas(const void* kernel, int threads, size_t smem) {
   if (cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess || sms < 1) sms = 1;
   cache.push_back({kernel, threads, smem, device, ctas * sms});
   return ctas * sms;
+}
+
+// The dynamic shared memory one CTA may opt in to on the current GPU (cached per device, as above).
+inline size_t max_shared_per_cta() {
+  constexpr int kDevices = 64;
+  static int bytes[kDevices] = {};  // 0: not yet asked
+  int device = 0;
+  if (cudaGetDevice(&device) != cudaSuccess || device < 0 || device >= kDevices) return 48 * 1024;
+  if (bytes[device] == 0 &&
+      cudaDeviceGetAttribute(&bytes[device], cudaDevAttrMaxSharedMemoryPerBlockOptin, device) != cudaSuccess)
+    bytes[device] = 48 * 1024;
+  return static_cast<size_t>(bytes[device]);
 }
 
 }  // namespace lowbit

@@ -20,20 +20,25 @@
 // - Launch: with LOWBIT_FLEX_PDL=1 on sm_90, programmatic dependent launch (common/pdl.cuh, which says why it is
 //   opt-in): each CTA asks L2 for its first row tile's weight bytes, then waits for the previous kernel, so the
 //   launch and the DRAM ramp-up overlap that kernel's tail.
-// - x: int8 (quantized beforehand) is read from global memory through L1 (every CTA reads the same rows). A float
-//   x is quantized by every CTA into shared memory first (the per-row amax needs the whole row; x is a few KB in
-//   L2), with the quantizer's arithmetic, while the first weight step is already in flight: one launch per layer.
+// - x: every CTA copies x's rows into shared memory once (common/stage_shared.cuh: a bulk copy issued before the
+//   first weight loads, so it does not queue behind them), where they fit; otherwise int8 x is read from global
+//   memory through L1 and a float x from L2 twice. A float x is then quantized into int8 rows in shared memory (the
+//   per-row amax needs the whole row), with the quantizer's arithmetic, while the first weight step is in flight:
+//   one launch per layer. An int8 x (quantized beforehand) staged once per CTA is read by every warp and tile from
+//   shared memory instead of once per warp and tile through L1: at M = 16 those reads were twice the weight bytes.
 // - Per channel the int32 sum is exact over all of K; group-wise each chunk's int32 dot is scaled by its group's
 //   scale into an fp32 sum (groups are multiples of a chunk).
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <type_traits>
 
 #include "common/gemv_epilogue.cuh"
 #include "common/pdl.cuh"
 #include "common/resident_ctas.h"
+#include "common/stage_shared.cuh"
 #include "w4a8_gemv/w4a8_gemv.h"
 
 namespace lowbit::w4a8_gemv {
@@ -54,6 +59,7 @@ struct Params {
   void* out;
   int M, N, K, chunks, group_chunks, groups, warps_n, warps_k, prefetch;
   bool pdl;  // launched programmatically: prefetch the first row tile before waiting for the previous kernel
+  bool stage_x;  // x's rows are copied into shared memory first (where they fit; launch() decides)
 };
 
 // A weight load: read once, so it bypasses L1; L2 fetches the whole 256-byte run a step reads from each row.
@@ -162,24 +168,28 @@ union XVec {
   XT e[16 / sizeof(XT)];
 };
 
-template <class XT>
+// FROM_SHARED: `row` points into the staged copy (shared memory), else into global memory.
+template <class XT, bool FROM_SHARED>
 __device__ __forceinline__ XVec<XT> load_x_vec(const XT* row, int v) {
   XVec<XT> in;
-  in.u = __ldg(reinterpret_cast<const uint4*>(row) + v);
+  if constexpr (FROM_SHARED)
+    in.u = reinterpret_cast<const uint4*>(row)[v];
+  else
+    in.u = __ldg(reinterpret_cast<const uint4*>(row) + v);
   return in;
 }
 
-// Quantizes the M rows of a float x into int8 rows in shared memory (and their scales): every CTA does this, reading
-// x from L2, with the same arithmetic as lowbit::quantize_int8_rowwise.
-template <class XT>
-__device__ void quantize_rows_to_shared(const Params& p, int8_t* xq, float* amax_partial, float* x_scale) {
+// Quantizes the M rows of a float x (`x`: the staged copy in shared memory, or global memory) into int8 rows in
+// shared memory (and their scales), with the same arithmetic as lowbit::quantize_int8_rowwise.
+template <class XT, bool FROM_SHARED>
+__device__ void quantize_rows_to_shared(const Params& p, const XT* x, int8_t* xq, float* amax_partial,
+                                        float* x_scale) {
   constexpr int kVec = 16 / sizeof(XT);  // values per 16-byte load
   const int vecs = p.K / kVec, nthreads = blockDim.x, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  const XT* x = static_cast<const XT*>(p.x);
   for (int m = 0; m < p.M; ++m) {
     float amax = 0.0f;
     for (int v = threadIdx.x; v < vecs; v += nthreads) {
-      const XVec<XT> in = load_x_vec(x + static_cast<size_t>(m) * p.K, v);
+      const XVec<XT> in = load_x_vec<XT, FROM_SHARED>(x + static_cast<size_t>(m) * p.K, v);
 #pragma unroll
       for (int e = 0; e < kVec; ++e) amax = fmaxf(amax, fabsf(to_float(in.e[e])));
     }
@@ -198,7 +208,7 @@ __device__ void quantize_rows_to_shared(const Params& p, int8_t* xq, float* amax
   for (int m = 0; m < p.M; ++m) {
     const float scale = x_scale[m], inv = 1.0f / scale;
     for (int v = threadIdx.x; v < vecs; v += nthreads) {
-      const XVec<XT> in = load_x_vec(x + static_cast<size_t>(m) * p.K, v);
+      const XVec<XT> in = load_x_vec<XT, FROM_SHARED>(x + static_cast<size_t>(m) * p.K, v);
       union {
         int8_t q[kVec];
         std::conditional_t<kVec == 8, uint2, uint32_t> packed;
@@ -225,13 +235,33 @@ __device__ __forceinline__ void prefetch_first_tile(const Params& p, int row0, i
 #endif
 }
 
-// MT: 8-token tiles (1: M <= 8, 2: M <= 16). XT: x's dtype (int8: quantized beforehand). Persistent: CTA b takes
-// the 16 * warps_n-row tiles b, b + gridDim.x, ...; each warp walks its (tile, step) items with the next item's
-// loads in flight across tile boundaries, so a CTA quantizes x once and its pipeline never drains between tiles.
-template <int MT, bool GROUPWISE, class XT, class OutT>
+// A CTA's shared memory, as byte offsets: [int8 x rows | amax partials and row scales (float x) | the staged float
+// x rows | the staging barrier | the K-split warps' sums]. Computed the same way by the launcher and the kernel.
+struct SmemLayout {
+  size_t amax, raw, bar, red;
+};
+
+__host__ __device__ inline SmemLayout smem_layout(int M, int K, int x_bytes, bool stage) {
+  const bool fused = x_bytes > 1;  // a float x (2 or 4 bytes per value); int8 x: 1
+  const size_t rows = static_cast<size_t>(M) * K;
+  SmemLayout l;
+  l.amax = fused || stage ? rows : 0;  // the int8 rows (quantized here, or staged as given): 128-byte multiples
+  l.raw = l.amax + (fused ? kAmaxBytes : 0);
+  l.bar = l.raw + (fused && stage ? rows * x_bytes : 0);
+  l.red = l.bar + (stage ? kStageBarrierBytes : 0);
+  return l;
+}
+
+// MT: 8-token tiles (1: M <= 8, 2: M <= 16). XT: x's dtype (int8: quantized beforehand). X_SHARED: the MMAs read
+// the int8 x rows from shared memory (always for a float x, which is quantized there; for an int8 x when it is
+// staged). Persistent: CTA b takes the 16 * warps_n-row tiles b, b + gridDim.x, ...; each warp walks its (tile,
+// step) items with the next item's loads in flight across tile boundaries, so a CTA quantizes x once and its
+// pipeline never drains between tiles.
+template <int MT, bool GROUPWISE, class XT, class OutT, bool X_SHARED>
 __global__ void __launch_bounds__(kMaxWarps * 32, 1) w4a8_gemv_kernel(const Params p) {
   extern __shared__ __align__(16) uint8_t smem[];
   constexpr bool kFused = !std::is_same_v<XT, int8_t>;
+  static_assert(X_SHARED || !kFused, "a float x is quantized into shared memory");
   using Acc = std::conditional_t<GROUPWISE, float, int>;
 
   const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
@@ -247,26 +277,35 @@ __global__ void __launch_bounds__(kMaxWarps * 32, 1) w4a8_gemv_kernel(const Para
     pdl_wait();  // every load and store below sees the previous kernel's writes
   }
 
+  // x's copy into shared memory starts before the weight loads, so it does not wait behind them.
+  const bool stage = kFused ? p.stage_x : X_SHARED;
+  const SmemLayout layout = smem_layout(p.M, p.K, sizeof(XT), stage);
+  uint64_t* stage_bar = reinterpret_cast<uint64_t*>(smem + layout.bar);
+  if (stage) stage_begin(smem + (kFused ? layout.raw : 0), p.x, p.M * p.K * static_cast<int>(sizeof(XT)), stage_bar);
+
   Cursor at{static_cast<int>(blockIdx.x), 0}, ahead = at;  // this item; the next one to prefetch
   Step<GROUPWISE> cur;
   load_step(cur, p, at.item(p, wn, wk), g, t);  // in flight during the quantization
   ahead.advance(steps);
   for (int i = 1; i <= p.prefetch && i < items; ++i, ahead.advance(steps))
     prefetch_step(p, ahead.item(p, wn, wk), g, t);
+  if (stage) stage_wait(stage_bar);
 
   const int8_t* xq;
   const float* x_scale;
-  uint8_t* tail = smem;
+  uint8_t* tail = smem + layout.red;
   if constexpr (kFused) {
     int8_t* xs = reinterpret_cast<int8_t*>(smem);
-    float* amax_partial = reinterpret_cast<float*>(smem + static_cast<size_t>(p.M) * p.K);
+    float* amax_partial = reinterpret_cast<float*>(smem + layout.amax);
     float* scales = amax_partial + kMaxFusedM * kMaxWarps;
-    quantize_rows_to_shared<XT>(p, xs, amax_partial, scales);
+    if (stage)
+      quantize_rows_to_shared<XT, true>(p, reinterpret_cast<const XT*>(smem + layout.raw), xs, amax_partial, scales);
+    else
+      quantize_rows_to_shared<XT, false>(p, static_cast<const XT*>(p.x), xs, amax_partial, scales);
     xq = xs;
     x_scale = scales;
-    tail = smem + static_cast<size_t>(p.M) * p.K + kAmaxBytes;
   } else {
-    xq = static_cast<const int8_t*>(p.x);
+    xq = X_SHARED ? reinterpret_cast<const int8_t*>(smem) : static_cast<const int8_t*>(p.x);
     x_scale = p.x_scale;
   }
   // Each lane's x rows: tokens g (and 8 + g), clamped to M - 1 (the padded columns are never stored).
@@ -296,7 +335,7 @@ __global__ void __launch_bounds__(kMaxWarps * 32, 1) w4a8_gemv_kernel(const Para
 #pragma unroll
       for (int mt = 0; mt < MT; ++mt) {
         uint4 lo, hi;
-        if constexpr (kFused) {
+        if constexpr (X_SHARED) {
           lo = *reinterpret_cast<const uint4*>(xrow[mt] + c * kChunk);
           hi = *reinterpret_cast<const uint4*>(xrow[mt] + c * kChunk + 16);
         } else {
@@ -381,19 +420,32 @@ constexpr Config kConfigs[] = {LOWBIT_W4A8_GEMV_CONFIGS(LOWBIT_W4A8_GEMV_ROW)};
 constexpr int kNumConfigs = sizeof(kConfigs) / sizeof(kConfigs[0]);
 static_assert(kNumConfigs > 0);
 
-template <int MT, bool GROUPWISE, class XT, class OutT>
-int launch(Problem const& q, const Config& c) {
-  constexpr bool kFused = !std::is_same_v<XT, int8_t>;
+// Whether launches may stage x in shared memory: unless LOWBIT_W4A8_GEMV_STAGE_X=0 (read once; the switch the A/B
+// measurement of docs/w4a8.md used, as LOWBIT_FLEX_PDL is for programmatic launch).
+bool stage_x_allowed() {
+  static const bool allowed = [] {
+    const char* e = std::getenv("LOWBIT_W4A8_GEMV_STAGE_X");
+    return !(e && e[0] == '0');
+  }();
+  return allowed;
+}
+
+// The shared memory for the K-split warps' sums (SmemLayout's last region).
+template <int MT, bool GROUPWISE>
+size_t reduction_bytes(const Config& c) {
   using Acc = std::conditional_t<GROUPWISE, float, int>;
+  return c.warps_k > 1 ? static_cast<size_t>(32 * c.warps_n * c.warps_k) * MT * 4 * sizeof(Acc) : 0;
+}
+
+template <int MT, bool GROUPWISE, class XT, class OutT, bool X_SHARED>
+int launch_kernel(Problem const& q, const Config& c, bool stage) {
   const bool pdl = pdl_enabled();
   const Params p{
       q.x,          q.x_scale,        static_cast<const uint8_t*>(q.w), q.w_scale, q.bias,    q.out,      q.M, q.N, q.K,
-      q.K / kChunk, q.group / kChunk, q.group ? q.K / q.group : 1,      c.warps_n, c.warps_k, c.prefetch, pdl};
+      q.K / kChunk, q.group / kChunk, q.group ? q.K / q.group : 1,      c.warps_n, c.warps_k, c.prefetch, pdl, stage};
   const int threads = 32 * c.warps_n * c.warps_k;
-  const size_t x_bytes = kFused ? static_cast<size_t>(q.M) * q.K + kAmaxBytes : 0;
-  const size_t red_bytes = c.warps_k > 1 ? static_cast<size_t>(threads) * MT * 4 * sizeof(Acc) : 0;
-  const size_t smem = x_bytes + red_bytes;
-  auto kernel = w4a8_gemv_kernel<MT, GROUPWISE, XT, OutT>;
+  const size_t smem = smem_layout(q.M, q.K, sizeof(XT), stage).red + reduction_bytes<MT, GROUPWISE>(c);
+  auto kernel = w4a8_gemv_kernel<MT, GROUPWISE, XT, OutT, X_SHARED>;
   if (smem > 48 * 1024) {  // opt in above the default limit (on the current device)
     const cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
     if (err != cudaSuccess) return from_cuda(err);
@@ -401,6 +453,20 @@ int launch(Problem const& q, const Config& c) {
   const int tiles = (q.N + 16 * c.warps_n - 1) / (16 * c.warps_n);
   const int ctas = std::min(tiles, resident_ctas(reinterpret_cast<const void*>(kernel), threads, smem));
   return launch_with_pdl(pdl, kernel, ctas, threads, smem, q.stream, p);
+}
+
+// Stages x in shared memory where the copy fits the device's per-CTA limit next to everything else.
+template <int MT, bool GROUPWISE, class XT, class OutT>
+int launch(Problem const& q, const Config& c) {
+  const size_t x_bytes = static_cast<size_t>(q.M) * q.K * sizeof(XT);
+  const bool stage = stage_x_allowed() && x_bytes <= kStageMaxBytes &&
+                     smem_layout(q.M, q.K, sizeof(XT), true).red + reduction_bytes<MT, GROUPWISE>(c) <=
+                         max_shared_per_cta();
+  if constexpr (std::is_same_v<XT, int8_t>)
+    return stage ? launch_kernel<MT, GROUPWISE, XT, OutT, true>(q, c, true)
+                 : launch_kernel<MT, GROUPWISE, XT, OutT, false>(q, c, false);
+  else
+    return launch_kernel<MT, GROUPWISE, XT, OutT, true>(q, c, stage);
 }
 
 template <bool GROUPWISE, class OutT>

@@ -9,8 +9,10 @@
 // packed two per byte (k even in the low nibble, two's complement). w_scale (N,) or (N, K / group) row-major with
 // group % 128 == 0; bias (N,) or null: fp32. out: (M, N) row-major fp16 or bf16.
 //
-// Constraints (problem_ok): 1 <= M <= 16 (a float x: M <= 8 and M * K <= kMaxFusedXBytes, it is staged in shared
-// memory), K % 128 == 0, per channel K < 2^17 (the int32 sum of 16x the dot stays exact), x and w 16-byte aligned.
+// Constraints (problem_ok): 1 <= M <= 16 (a float x: M <= 8 and M * K <= kMaxFusedXBytes, its int8 rows are kept
+// in shared memory), K % 128 == 0, per channel K < 2^17 (the int32 sum of 16x the dot stays exact), x and w 16-byte
+// aligned. Each CTA also copies x's rows into shared memory first where they fit the device's per-CTA limit (set
+// LOWBIT_W4A8_GEMV_STAGE_X=0 to read them from global memory instead, the A/B switch).
 // Why the kernel is built this way: w4a8_gemv.cu and docs/w4a8.md.
 #pragma once
 
