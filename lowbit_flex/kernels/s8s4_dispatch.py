@@ -73,6 +73,7 @@ class Rule:
     # True: only when N > K (many output channels, short reduction); False: only when K > N (a deep reduction).
     wide: bool | None = None
     min_mn: int | None = None  # rule applies when M * N >= min_mn (enough output tiles for a wider tile)
+    max_nk: int | None = None  # rule applies when N * K <= max_nk (a layer too small to fill the next row's grid)
     # lowbit::w4a8_linear only (float input): quantize x inside the decode kernel (True) or with the quantizer
     # kernel first (False, measured faster everywhere): fusing saves a launch but every program re-reads its full
     # x rows for the amax.
@@ -103,8 +104,12 @@ DISPATCH_TABLE: tuple[Rule, ...] = (
     # geometric mean over the shapes of each class: M = 1 wide (N > K) 2n x 4k warps 2.43x, deep and square 2n x 8k
     # 2.24x / 2.10x; M = 4 wide 4n x 2k with L2 prefetch 1.99x, otherwise 1n x 8k 1.85x. Against the Triton rows
     # below, same shapes, same day: M = 1 1.80-2.63x vs 1.83-2.59x (wins on 4 of 5), M = 4 1.67-2.23x vs
-    # 1.18-1.99x. At M = 16 it lost on 3 of 5 shapes (1.54-1.81x vs 1.18-2.04x): the Triton rows keep M = 9..16.
-    # Unmeasured on Ampere: sm_80 keeps the Triton rows.
+    # 1.18-1.99x. At M = 16 it lost on 3 of 5 shapes (1.54-1.81x vs 1.18-2.04x): the Triton rows kept M = 9..16.
+    # Since each CTA stages x in shared memory (H200, 2026-12-04, docs/measurements/h200_run46_w4a8_stage_x.md,
+    # whole layers after the quantizer): M = 2..8 2n x 4k warps, the best or within 3 % of it on every shape at M = 4
+    # and 8 (1.55-2.40x); M = 9..16 on layers of N * K <= 2**25 (4096²) 1n x 8k warps, 1.47x / 1.43x g128 against
+    # the Triton row's 1.16x / 1.05x, while on larger layers the Triton row still won or tied (1.70-2.00x vs
+    # 1.60-1.98x). Unmeasured on Ampere: sm_80 keeps the Triton rows.
     # Decode, either scale kind. M = 1: the dp4a GEMV quantizing x itself, one launch per layer. H200 runs of
     # 2026-12-01 (CUDA graphs, weights rotated past L2; docs/measurements/h200_run10_w4a8_gemv.md): 4x16x1024 was
     # best or within noise of the best on 4096², 4096×14336 and 8192² (per channel 1.80-2.00 / 2.30-2.50 /
@@ -117,8 +122,8 @@ DISPATCH_TABLE: tuple[Rule, ...] = (
     # and was even for g128. docs/w4a8.md has the tables.
     Rule(Backend.CUDA_GEMV, "mma_n2k4_pf0", arch=_SM90, max_m=1, wide=True, fuse_quant=True),
     Rule(Backend.CUDA_GEMV, "mma_n2k8_pf0", arch=_SM90, max_m=1, fuse_quant=True),
-    Rule(Backend.CUDA_GEMV, "mma_n4k2_pf2", arch=_SM90, max_m=8, wide=True),
-    Rule(Backend.CUDA_GEMV, "mma_n1k8_pf0", arch=_SM90, max_m=8),
+    Rule(Backend.CUDA_GEMV, "mma_n2k4_pf0", arch=_SM90, max_m=8),
+    Rule(Backend.CUDA_GEMV, "mma_n1k8_pf0", arch=_SM90, max_m=16, max_nk=2**25),
     Rule(Backend.TRITON_GEMV, "dp4a_4x8x2048", max_m=1, wide=False, fuse_quant=True),
     Rule(Backend.TRITON_GEMV, "dp4a_4x16x1024", max_m=1, fuse_quant=True),
     Rule(Backend.TRITON_DECODE, "dot_16x64x256", scale=_PC, max_m=16),
@@ -233,6 +238,7 @@ def choose(arch: Arch, scale: ScaleKind, M: int, N: int, K: int, group: int | No
             and (rule.max_m is None or rule.max_m >= M)
             and (rule.wide is None or (N > K if rule.wide else K > N))
             and (rule.min_mn is None or rule.min_mn <= M * N)
+            and (rule.max_nk is None or rule.max_nk >= N * K)
             and available(rule.backend, arch, scale, M, N, K, group, rule.config)
         ):
             return rule

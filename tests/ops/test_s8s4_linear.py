@@ -198,9 +198,13 @@ def test_dispatch_table(fake_cutlass):
     assert pick(Arch.SM90, gw, 1, 4096, 4096, 128) == (cuda, "mma_n2k8_pf0")
     assert pick(Arch.SM90, pc, 1, 4096, 11008) == (cuda, "mma_n2k8_pf0")
     assert choose(Arch.SM90, gw, 1, 4096, 4096, 128).fuse_quant  # one launch per layer at M = 1
-    assert pick(Arch.SM90, pc, 4, 14336, 4096) == (cuda, "mma_n4k2_pf2")
-    assert pick(Arch.SM90, gw, 8, 4096, 4096, 256) == (cuda, "mma_n1k8_pf0")
+    assert pick(Arch.SM90, pc, 4, 14336, 4096) == (cuda, "mma_n2k4_pf0")
+    assert pick(Arch.SM90, gw, 8, 4096, 4096, 256) == (cuda, "mma_n2k4_pf0")
     assert not choose(Arch.SM90, pc, 8, 4096, 4096).fuse_quant  # quantized first from M = 2
+    # M = 9..16 on small layers (N * K <= 2**25) only: larger ones keep the Triton tensor-core GEMV (below).
+    assert pick(Arch.SM90, pc, 16, 4096, 4096) == (cuda, "mma_n1k8_pf0")
+    assert pick(Arch.SM90, gw, 9, 4096, 8192, 128) == (cuda, "mma_n1k8_pf0")
+    assert pick(Arch.SM90, pc, 16, 8192, 8192) == (Backend.TRITON_DECODE, "dot_16x64x256")
     # What it cannot take, and Ampere (unmeasured there): at M = 1 the dp4a GEMV (quantizing x itself; its 8-row
     # tile for deep layers), up to 16 the Triton tensor-core GEMV after the quantizer.
     assert pick(Arch.SM90, gw, 1, 4096, 4096, 64) == (Backend.TRITON_GEMV, "dp4a_4x16x1024")  # groups of 64
@@ -211,7 +215,7 @@ def test_dispatch_table(fake_cutlass):
     assert pick(Arch.SM80, gw, 3, 4096, 4096) == (Backend.TRITON_DECODE, "dot_16x128x256")
     assert pick(Arch.SM80, pc, 3, 4096, 4096) == (Backend.TRITON_DECODE, "dot_16x64x256")
     assert not choose(Arch.SM80, pc, 3, 4096, 4096).fuse_quant
-    assert pick(Arch.SM90, pc, 9, 4096, 4096) == (Backend.TRITON_DECODE, "dot_16x64x256")  # M = 9..16
+    assert pick(Arch.SM90, pc, 9, 4096, 4160) == (Backend.TRITON_DECODE, "dot_16x64x256")  # M = 9..16, K % 128
     assert pick(Arch.SM90, pc, 16, 4096, 14336) == (Backend.TRITON_DECODE, "dot_16x64x256")
     assert pick(Arch.SM90, gw, 16, 4096, 14336) == (Backend.TRITON_DECODE, "dot_16x128x256")
     assert pick(Arch.SM90, pc, 17, 14336, 4096) == (Backend.CUTLASS_SM90, "128x128x128_coop")  # wide: N > K
