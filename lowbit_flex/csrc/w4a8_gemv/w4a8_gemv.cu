@@ -81,14 +81,26 @@ __device__ __forceinline__ void mma_s8(int (&c)[4], uint32_t a0, uint32_t a1, ui
 
 __device__ __forceinline__ uint32_t word(uint4 v, int j) { return j == 0 ? v.x : j == 1 ? v.y : j == 2 ? v.z : v.w; }
 
+constexpr float kRoundMagic = 12582912.0f;  // 1.5 * 2^23, whose bits are 0x4B400000
+constexpr int kRoundMagicBits = 0x4B400000;
+
+// rint(v) for |v| <= 2^22 with two full-rate adds (v + 1.5 * 2^23 keeps no fraction bits: the add rounds to the
+// nearest integer, ties to even); a larger |v| comes back as another large value, which the quantizer's clamp maps
+// to +-127 all the same. rintf and a float -> int conversion compile to FRND and F2I, which run at a sixteenth of
+// the FP32 rate on sm_90, and every CTA quantizes all of x: with the adds a layer at M = 1 ran 0.5-2.6 % faster
+// (most on deep layers, K = 11008 / 14336) with bit-identical outputs (H200 run 46, same process).
+__device__ __forceinline__ float round_small(float v) { return __fadd_rn(__fadd_rn(v, kRoundMagic), -kRoundMagic); }
+
 // The quantizer's value: clamp(rint(x / scale), -127, 127) with an IEEE divide (lowbit::quantize_int8_rowwise),
 // bit for bit, at the cost of a multiply: x * inv (inv = 1 / scale, correctly rounded) is within 2^-15 of the
 // divide's result for |x / scale| <= 128, so where it is farther than that from a half-integer both round to the
 // same integer; the rare rest takes the divide, as does a NaN q (x NaN or inf, or inv = inf for a subnormal scale).
 __device__ __forceinline__ int quantize_int8(float x, float scale, float inv) {
-  float q = x * inv;
-  if (!(fabsf(fabsf(q - rintf(q)) - 0.5f) > 3.1e-5f)) q = __fdiv_rn(x, scale);
-  return static_cast<int>(fminf(fmaxf(rintf(q), -127.0f), 127.0f));
+  const float q = __fmul_rn(x, inv);
+  float r = round_small(q);
+  if (!(fabsf(fabsf(__fsub_rn(q, r)) - 0.5f) > 3.1e-5f)) r = round_small(__fdiv_rn(x, scale));
+  const float clamped = fminf(fmaxf(r, -127.0f), 127.0f);                    // an integer: NaN maps to -127
+  return __float_as_int(__fadd_rn(clamped, kRoundMagic)) - kRoundMagicBits;  // as an int, exactly
 }
 
 // The 4 chunks of one warp step: the weight words of rows g and g + 8, and (group-wise) their group scales.
