@@ -35,11 +35,10 @@ __device__ __forceinline__ void stage_begin(void* dst, const void* src, int byte
     asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(b), "r"(bytes) : "memory");
     for (int off = 0; off < bytes; off += kPiece) {
       const int n = bytes - off < kPiece ? bytes - off : kPiece;
-      asm volatile(
-          "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(
-              shared_address(static_cast<uint8_t*>(dst) + off)),
-          "l"(static_cast<const uint8_t*>(src) + off), "r"(n), "r"(b)
-          : "memory");
+      asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(
+                       shared_address(static_cast<uint8_t*>(dst) + off)),
+                   "l"(static_cast<const uint8_t*>(src) + off), "r"(n), "r"(b)
+                   : "memory");
     }
   }
 #else
@@ -58,11 +57,10 @@ __device__ __forceinline__ void stage_wait(uint64_t* bar) {
   const uint32_t b = shared_address(bar);
   uint32_t done = 0;
   while (!done)
-    asm volatile(
-        "{ .reg .pred p; mbarrier.try_wait.parity.shared::cta.b64 p, [%1], 0; selp.u32 %0, 1, 0, p; }"
-        : "=r"(done)
-        : "r"(b)
-        : "memory");
+    asm volatile("{ .reg .pred p; mbarrier.try_wait.parity.shared::cta.b64 p, [%1], 0; selp.u32 %0, 1, 0, p; }"
+                 : "=r"(done)
+                 : "r"(b)
+                 : "memory");
 #else
   (void)bar;
   asm volatile("cp.async.wait_group 0;" ::: "memory");

@@ -35,6 +35,8 @@
 #include "cutlass/gemm/collective/collective_builder.hpp"
 // clang-format on
 
+#include "common/magic_round.cuh"
+
 namespace lowbit::s8s8g {
 
 // Dispatch policy of the collective below. The kernel layer picks the cooperative GemmUniversal from `Schedule`.
@@ -48,11 +50,10 @@ struct MainloopSm90GroupwiseS8 {
   using Schedule = cutlass::gemm::KernelTmaWarpSpecializedCooperative;
 };
 
-// dot (an int32 WGMMA result with |dot| <= 2^22) as an exact float, with full-rate ALU/FMA instructions: adding
-// the bits of 1.5 * 2^23 puts dot into the mantissa of a float in [2^23, 2^24), whose ulp is 1, and the float
-// subtraction of 1.5 * 2^23 is exact. I2F, the direct conversion, runs at a fraction of the FP32 rate on sm_90,
-// and the promotion converts every accumulator element once per group.
-CUTLASS_DEVICE float exact_float(int32_t dot) { return __int_as_float(dot + 0x4B400000) - 12582912.0f; }
+// dot (an int32 WGMMA result with |dot| <= 2^22) as an exact float with one integer and one float add
+// (common/magic_round.cuh): I2F, the direct conversion, runs at a fraction of the FP32 rate on sm_90, and the
+// promotion converts every accumulator element once per group.
+CUTLASS_DEVICE float exact_float(int32_t dot) { return lowbit::small_int_to_float(dot); }
 
 // Base: the builder's int8 x int8 -> int32 SS collective for the same tile and stage count.
 // PingPong: the consumer loop of mma_ping_pong (two int32 accumulators) instead of mma_serial.

@@ -36,6 +36,7 @@
 #include <type_traits>
 
 #include "common/gemv_epilogue.cuh"
+#include "common/magic_round.cuh"
 #include "common/pdl.cuh"
 #include "common/resident_ctas.h"
 #include "common/stage_shared.cuh"
@@ -58,7 +59,7 @@ struct Params {
   const float* bias;
   void* out;
   int M, N, K, chunks, group_chunks, groups, warps_n, warps_k, prefetch;
-  bool pdl;  // launched programmatically: prefetch the first row tile before waiting for the previous kernel
+  bool pdl;      // launched programmatically: prefetch the first row tile before waiting for the previous kernel
   bool stage_x;  // x's rows are copied into shared memory first (where they fit; launch() decides)
 };
 
@@ -81,26 +82,19 @@ __device__ __forceinline__ void mma_s8(int (&c)[4], uint32_t a0, uint32_t a1, ui
 
 __device__ __forceinline__ uint32_t word(uint4 v, int j) { return j == 0 ? v.x : j == 1 ? v.y : j == 2 ? v.z : v.w; }
 
-constexpr float kRoundMagic = 12582912.0f;  // 1.5 * 2^23, whose bits are 0x4B400000
-constexpr int kRoundMagicBits = 0x4B400000;
-
-// rint(v) for |v| <= 2^22 with two full-rate adds (v + 1.5 * 2^23 keeps no fraction bits: the add rounds to the
-// nearest integer, ties to even); a larger |v| comes back as another large value, which the quantizer's clamp maps
-// to +-127 all the same. rintf and a float -> int conversion compile to FRND and F2I, which run at a sixteenth of
-// the FP32 rate on sm_90, and every CTA quantizes all of x: with the adds a layer at M = 1 ran 0.5-2.6 % faster
-// (most on deep layers, K = 11008 / 14336) with bit-identical outputs (H200 run 46, same process).
-__device__ __forceinline__ float round_small(float v) { return __fadd_rn(__fadd_rn(v, kRoundMagic), -kRoundMagic); }
-
 // The quantizer's value: clamp(rint(x / scale), -127, 127) with an IEEE divide (lowbit::quantize_int8_rowwise),
 // bit for bit, at the cost of a multiply: x * inv (inv = 1 / scale, correctly rounded) is within 2^-15 of the
 // divide's result for |x / scale| <= 128, so where it is farther than that from a half-integer both round to the
 // same integer; the rare rest takes the divide, as does a NaN q (x NaN or inf, or inv = inf for a subnormal scale).
+// It rounds with common/magic_round.cuh's adds, not rintf and an int conversion: FRND and F2I run at a sixteenth of
+// the FP32 rate on sm_90, and every CTA quantizes all of x (with the adds a layer at M = 1 ran 0.5-2.6 % faster,
+// most on deep layers, with bit-identical outputs: H200 run 46, same process). A q past 2^22 (x inf, or a subnormal
+// scale) rounds to another large value, which the clamp maps to +-127 all the same.
 __device__ __forceinline__ int quantize_int8(float x, float scale, float inv) {
   const float q = __fmul_rn(x, inv);
   float r = round_small(q);
   if (!(fabsf(fabsf(__fsub_rn(q, r)) - 0.5f) > 3.1e-5f)) r = round_small(__fdiv_rn(x, scale));
-  const float clamped = fminf(fmaxf(r, -127.0f), 127.0f);                    // an integer: NaN maps to -127
-  return __float_as_int(__fadd_rn(clamped, kRoundMagic)) - kRoundMagicBits;  // as an int, exactly
+  return small_float_to_int(fminf(fmaxf(r, -127.0f), 127.0f));  // an integer-valued clamp: NaN maps to -127
 }
 
 // The 4 chunks of one warp step: the weight words of rows g and g + 8, and (group-wise) their group scales.
@@ -194,8 +188,7 @@ __device__ __forceinline__ XVec<XT> load_x_vec(const XT* row, int v) {
 // Quantizes the M rows of a float x (`x`: the staged copy in shared memory, or global memory) into int8 rows in
 // shared memory (and their scales), with the same arithmetic as lowbit::quantize_int8_rowwise.
 template <class XT, bool FROM_SHARED>
-__device__ void quantize_rows_to_shared(const Params& p, const XT* x, int8_t* xq, float* amax_partial,
-                                        float* x_scale) {
+__device__ void quantize_rows_to_shared(const Params& p, const XT* x, int8_t* xq, float* amax_partial, float* x_scale) {
   constexpr int kVec = 16 / sizeof(XT);  // values per 16-byte load
   const int vecs = p.K / kVec, nthreads = blockDim.x, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   for (int m = 0; m < p.M; ++m) {
@@ -452,9 +445,23 @@ size_t reduction_bytes(const Config& c) {
 template <int MT, bool GROUPWISE, class XT, class OutT, bool X_SHARED>
 int launch_kernel(Problem const& q, const Config& c, bool stage) {
   const bool pdl = pdl_enabled();
-  const Params p{
-      q.x,          q.x_scale,        static_cast<const uint8_t*>(q.w), q.w_scale, q.bias,    q.out,      q.M, q.N, q.K,
-      q.K / kChunk, q.group / kChunk, q.group ? q.K / q.group : 1,      c.warps_n, c.warps_k, c.prefetch, pdl, stage};
+  const Params p{q.x,
+                 q.x_scale,
+                 static_cast<const uint8_t*>(q.w),
+                 q.w_scale,
+                 q.bias,
+                 q.out,
+                 q.M,
+                 q.N,
+                 q.K,
+                 q.K / kChunk,
+                 q.group / kChunk,
+                 q.group ? q.K / q.group : 1,
+                 c.warps_n,
+                 c.warps_k,
+                 c.prefetch,
+                 pdl,
+                 stage};
   const int threads = 32 * c.warps_n * c.warps_k;
   const size_t smem = smem_layout(q.M, q.K, sizeof(XT), stage).red + reduction_bytes<MT, GROUPWISE>(c);
   auto kernel = w4a8_gemv_kernel<MT, GROUPWISE, XT, OutT, X_SHARED>;
@@ -471,9 +478,9 @@ int launch_kernel(Problem const& q, const Config& c, bool stage) {
 template <int MT, bool GROUPWISE, class XT, class OutT>
 int launch(Problem const& q, const Config& c) {
   const size_t x_bytes = static_cast<size_t>(q.M) * q.K * sizeof(XT);
-  const bool stage = stage_x_allowed() && x_bytes <= kStageMaxBytes &&
-                     smem_layout(q.M, q.K, sizeof(XT), true).red + reduction_bytes<MT, GROUPWISE>(c) <=
-                         max_shared_per_cta();
+  const bool stage =
+      stage_x_allowed() && x_bytes <= kStageMaxBytes &&
+      smem_layout(q.M, q.K, sizeof(XT), true).red + reduction_bytes<MT, GROUPWISE>(c) <= max_shared_per_cta();
   if constexpr (std::is_same_v<XT, int8_t>)
     return stage ? launch_kernel<MT, GROUPWISE, XT, OutT, true>(q, c, true)
                  : launch_kernel<MT, GROUPWISE, XT, OutT, false>(q, c, false);
