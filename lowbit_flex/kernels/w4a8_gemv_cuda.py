@@ -8,8 +8,10 @@ measurements. Called through ``ctypes`` in eager mode (one foreign call, no Trit
 the ``lowbit::w4a8_gemv_cuda`` op (``lowbit_flex/ops/cutlass_gemm.py``), which AOTInductor packages can call.
 
 Constraints (:func:`gemv_cuda_supports`): ``K % 128 == 0``, groups a multiple of 128, per channel ``K < 2**17``.
-A float x is quantized in the kernel when ``M <= 8`` and ``M * K <= 65536`` (it is staged in shared memory);
-otherwise the launcher quantizes it first with ``lowbit::quantize_int8_rowwise``'s kernel.
+A float x is quantized in the kernel when ``M <= 8`` and ``M * K <= 65536`` (its int8 rows are kept in shared
+memory); otherwise the launcher quantizes it first with ``lowbit::quantize_int8_rowwise``'s kernel. Either way each
+CTA first copies x's rows into shared memory where they fit (``csrc/common/stage_shared.cuh``; the launcher decides,
+``LOWBIT_W4A8_GEMV_STAGE_X=0`` turns it off).
 """
 
 from __future__ import annotations
