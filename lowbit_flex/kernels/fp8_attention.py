@@ -320,7 +320,8 @@ def _launch_plan(
     gluon_layout = q_aligned and tma_layout == (1 if pv_16bit else 2) and tma_strides_ok(q_strides, 3, 1)
     # WGMMA is sm_90 only (``tma`` already means a GPU, not the interpreter, of sm_90 or later)
     if cfg.gluon and tma and gluon_layout and not pv_fp16_accum and torch.cuda.get_device_capability() == (9, 0):
-        from lowbit_flex.kernels.fp8_attention_sm90 import WS_CONSUMER_REGS, _fp8_attention_fwd_sm90_ws
+        from lowbit_flex.kernels.fp8_attention_sm90 import _fp8_attention_fwd_sm90_ws
+        from lowbit_flex.kernels.gluon_sm90 import WS_CONSUMER_REGS
 
         gluon_meta = shared | dict(
             STAGES=cfg.num_stages, V_MMA_KEY_ORDER=v_mma_key_order, CONSUMER_REGS=WS_CONSUMER_REGS

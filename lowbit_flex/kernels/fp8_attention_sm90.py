@@ -39,27 +39,11 @@ from triton.experimental.gluon.language.nvidia.hopper import (
 )
 from triton.language.extra import libdevice
 
-from lowbit_flex.kernels.gluon_sm90 import smem_layout, tma_load
+from lowbit_flex.kernels.gluon_sm90 import WS_ROWS, load_q_then_kv_ring, smem_layout
 from lowbit_flex.quant.fp8 import LOGIT_SCALE_FLOOR, P_FACTOR_FLOOR
 
 _LOGIT_SCALE_FLOOR = gl.constexpr(LOGIT_SCALE_FLOOR)
 _P_FACTOR_FLOOR = gl.constexpr(P_FACTOR_FLOOR)
-
-
-@gluon.jit
-def _issue_kv_load(
-    k_desc, v_desc, k_smem, v_smem, bars, block, BLOCK_N: gl.constexpr, STAGES: gl.constexpr,
-    V_TOKEN_MAJOR: gl.constexpr,
-):  # fmt: skip
-    """TMA loads of key block ``block`` (and its value block) into slot ``block % STAGES``."""
-    slot = block % STAGES
-    bar = bars.index(slot)
-    mbarrier.expect(bar, k_desc.block_type.nbytes + v_desc.block_type.nbytes)
-    tma_load(k_desc, [block * BLOCK_N, 0], bar, k_smem.index(slot))
-    if V_TOKEN_MAJOR:
-        tma_load(v_desc, [0, block * BLOCK_N], bar, v_smem.index(slot))
-    else:
-        tma_load(v_desc, [block * BLOCK_N, 0], bar, v_smem.index(slot))
 
 
 @gluon.jit
@@ -103,28 +87,6 @@ def _softmax_block(
             n: gl.constexpr = p_op.shape[1]
             p_op = gl.reshape(gl.permute(gl.reshape(p_op, [m, n // 16, 2, 4, 2]), [0, 1, 3, 2, 4]), [m, n])
     return gl.convert_layout(p_op, P_LAYOUT), alpha, m_new, row_sum
-
-
-WS_ROWS = gl.constexpr(64)  # query rows per consumer warpgroup (one m64 WGMMA row block)
-# Registers per thread of the second consumer warpgroup (setmaxnreg); the producer's warpgroup keeps 24 and the
-# default (first consumer) takes the rest of the 64K: 128 * (256 + 232 + 24) = 65536.
-WS_CONSUMER_REGS = 232
-
-
-@gluon.jit
-def _ws_load(
-    q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, ready, empty, m0, n_blocks,
-    BLOCK_N: gl.constexpr, STAGES: gl.constexpr, V_TOKEN_MAJOR: gl.constexpr,
-):  # fmt: skip
-    """The producer warp: both consumers' q rows, then key/value block ``j`` into slot ``j % STAGES`` as soon as
-    both consumers have released the block ``STAGES`` before it (``empty``: one arrival per consumer)."""
-    mbarrier.expect(q_bar, 2 * q_desc.block_type.nbytes)
-    tma_load(q_desc, [m0, 0], q_bar, q_smem.index(0))
-    tma_load(q_desc, [m0 + WS_ROWS, 0], q_bar, q_smem.index(1))
-    for j in range(n_blocks):
-        slot = j % STAGES
-        mbarrier.wait(empty.index(slot), ((j // STAGES) & 1) ^ 1, pred=j >= STAGES)
-        _issue_kv_load(k_desc, v_desc, k_smem, v_smem, ready, j, BLOCK_N, STAGES, V_TOKEN_MAJOR)
 
 
 @gluon.jit
@@ -325,7 +287,7 @@ def _fp8_attention_fwd_sm90_ws(
                 stride_ksn, stride_vsb, stride_vsh, stride_vsn, D, BLOCK_N, Q_SCALE_BLOCK, K_SCALE_BLOCK, CAUSAL,
                 PV_16BIT, V_BLOCK_SCALES, P_SCALE, V_TOKEN_MAJOR, V_MMA_KEY_ORDER, STAGES, QK_INT,
             )),
-            (_ws_load, (
+            (load_q_then_kv_ring, (
                 q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, ready, empty, m0, n_blocks, BLOCK_N, STAGES,
                 V_TOKEN_MAJOR,
             )),

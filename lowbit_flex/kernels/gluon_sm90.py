@@ -1,11 +1,11 @@
-"""What the package's Gluon kernels for Hopper share: the shared-memory layout TMA writes and WGMMA reads, and the
-TMA load under the name this Triton version gives it."""
+"""What the package's Gluon kernels for Hopper share: the shared-memory layout TMA writes and WGMMA reads, the TMA
+load under the name this Triton version gives it, and the producer warp of the warp-specialized attention kernels."""
 
 from __future__ import annotations
 
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
-from triton.experimental.gluon.language.nvidia.hopper import tma
+from triton.experimental.gluon.language.nvidia.hopper import mbarrier, tma
 
 # Triton 3.6 (the GPU machine's) names the TMA load async_copy_global_to_shared; 3.9 renamed it async_load.
 tma_load = getattr(tma, "async_load", None) or tma.async_copy_global_to_shared
@@ -18,3 +18,36 @@ def smem_layout(row_bytes, bitwidth):
     """The NVMMA shared layout TMA writes and WGMMA reads for rows of ``row_bytes`` bytes."""
     swizzle = 128 if row_bytes % 128 == 0 else (64 if row_bytes % 64 == 0 else 32)
     return gl.NVMMASharedLayout(swizzle_byte_width=swizzle, element_bitwidth=bitwidth, rank=2)
+
+
+# Warp-specialized attention (fp8_attention_sm90, rel_pos_attention_sm90): one program's query rows are two consumer
+# warpgroups of WS_ROWS each and one TMA producer warp.
+WS_ROWS = gl.constexpr(64)  # query rows per consumer warpgroup (one m64 WGMMA row block)
+# Registers per thread of the second consumer warpgroup (setmaxnreg); the producer's warpgroup keeps 24 and the
+# default (first consumer) takes the rest of the 64K: 128 * (256 + 232 + 24) = 65536.
+WS_CONSUMER_REGS = 232
+
+
+@gluon.jit
+def load_q_then_kv_ring(
+    q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, ready, empty, m0, n_blocks,
+    KEYS_PER_BLOCK: gl.constexpr, STAGES: gl.constexpr, V_TOKEN_MAJOR: gl.constexpr,
+):  # fmt: skip
+    """The producer warp of a warp-specialized attention program: both consumers' q rows (``m0`` and
+    ``m0 + WS_ROWS``), then key/value block ``j`` (keys from ``j * KEYS_PER_BLOCK``) into ring slot ``j % STAGES``
+    as soon as both consumers have released the block ``STAGES`` before it. Each slot has a "ready" mbarrier (TMA
+    bytes) and an "empty" one (one arrival per consumer). ``V_TOKEN_MAJOR``: v's descriptor is ``(D, keys)``."""
+    mbarrier.expect(q_bar, 2 * q_desc.block_type.nbytes)
+    tma_load(q_desc, [m0, 0], q_bar, q_smem.index(0))
+    tma_load(q_desc, [m0 + WS_ROWS, 0], q_bar, q_smem.index(1))
+    for j in range(n_blocks):
+        slot = j % STAGES
+        mbarrier.wait(empty.index(slot), ((j // STAGES) & 1) ^ 1, pred=j >= STAGES)
+        bar = ready.index(slot)
+        first_key = j * KEYS_PER_BLOCK
+        mbarrier.expect(bar, k_desc.block_type.nbytes + v_desc.block_type.nbytes)
+        tma_load(k_desc, [first_key, 0], bar, k_smem.index(slot))
+        if V_TOKEN_MAJOR:
+            tma_load(v_desc, [0, first_key], bar, v_smem.index(slot))
+        else:
+            tma_load(v_desc, [first_key, 0], bar, v_smem.index(slot))
