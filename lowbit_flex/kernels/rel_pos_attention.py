@@ -76,10 +76,24 @@ class RelPosConfig(LaunchConfig):
     # K and V through TMA tensor descriptors where sm_90, the layout (tma_layout_ok) and a one-tile head dim allow.
     # Not in the table: on the H200 it was 1-3 % faster on D = 64 global attention and 17-40 % slower on windows.
     tma: bool = False
+    # The warp-specialized Gluon kernel of rel_pos_attention_sm90 where it can run (gluon_layout_ok, the plan): 128
+    # query rows per program (block_m = 128, num_warps = 4: its first consumer warpgroup), num_stages ring slots.
+    # Elsewhere, and in traced calls, the table's Triton config runs. Not in the table: not yet run on a GPU.
+    gluon: bool = False
 
 
 def _cfg(m: int, n: int, warps: int, stages: int) -> RelPosConfig:
     return RelPosConfig(m, n, 0, warps, stages)
+
+
+def gluon_config(block_n: int, stages: int, bias: Bias = Bias.ROWS) -> RelPosConfig:
+    """A config of the Gluon kernel: ``block_n``-slot key blocks (``ROWS``: raised to a whole key row as in the
+    table), a ring of ``stages`` key/value slots."""
+    return RelPosConfig(128, block_n, 0, 4, stages, bias, gluon=True)
+
+
+# Head dims the Gluon kernel takes: one power-of-two tile (no split), WGMMA-sized, within its consumers' registers.
+GLUON_HEAD_DIMS = (64, 128)
 
 
 # Fixed launch configurations for sm_90 (H100/H200), keyed by (padded head dim, L <= 256): no autotuning, so the
@@ -363,10 +377,12 @@ def _launch_plan(
     *strides: int,
 ) -> PlanLaunch:
     """The launch for one shape key: grid, tiles and constexprs. ``out_lhd``: the output is ``(B, L, H, D)`` in
-    memory; ``bases_aligned``: k and v start at 16-byte aligned addresses (TMA). ``strides`` (q, k, v, then the
+    memory; ``bases_aligned``: q, k and v start at 16-byte aligned addresses (TMA). ``strides`` (q, k, v, then the
     first three of rel_h and rel_w) are part of the key only: the kernel is specialized on its integer arguments, so
     a cached direct launch is right only for the strides it was compiled with."""
     cfg = config or pick_config(D, L, k_w)
+    if cfg.gluon:
+        return _gluon_plan(cfg, B, H, L, D, k_h, k_w, dtype, out_lhd, bases_aligned, strides)
     block_n, kc, h_window = cfg.block_n, 16, False
     if cfg.bias is Bias.ROWS:
         block_n = max(block_n, triton.next_power_of_2(k_w))  # at least one whole key row per block
@@ -404,6 +420,33 @@ def _launch_plan(
     return PlanLaunch(_rel_pos_attention_kernel, (triton.cdiv(L, block_m) * B * H,), meta, tensors=6)
 
 
+def _gluon_plan(
+    cfg: RelPosConfig, B: int, H: int, L: int, D: int, k_h: int, k_w: int, dtype: torch.dtype, out_lhd: bool,
+    bases_aligned: bool, strides: tuple,
+) -> PlanLaunch:  # fmt: skip
+    """The Gluon kernel's launch, with the table's Triton plan for traced calls (the same arguments: the Gluon
+    kernel counts its own query blocks); the Triton plan alone where the Gluon kernel cannot run."""
+    table = dataclasses.replace(pick_config(D, L, k_w), bias=Bias.NONE) if cfg.bias is Bias.NONE else None
+    traced = _launch_plan(B, H, L, D, k_h, k_w, dtype, table, out_lhd, bases_aligned, *strides)
+    if cfg.bias is Bias.ROWS:
+        block_n = max(cfg.block_n, triton.next_power_of_2(k_w))  # at least one whole key row per block
+        key_row_w, key_rows = k_w, k_h
+        fits = k_w <= MAX_ROWS_BLOCK_N and block_n // k_w <= MAX_SELECTED_ROWS.value
+    else:  # plain attention: blocks of block_n consecutive keys
+        block_n, key_row_w, key_rows, fits = cfg.block_n, 1, L, cfg.bias is Bias.NONE
+    if not (fits and D in GLUON_HEAD_DIMS and bases_aligned and gluon_layout_ok(dtype, strides[:12])):
+        return traced
+    from lowbit_flex.kernels.gluon_sm90 import WS_CONSUMER_REGS
+    from lowbit_flex.kernels.rel_pos_attention_sm90 import PROGRAM_ROWS, _rel_pos_attention_fwd_sm90_ws
+
+    meta = dict(
+        D=D, BLOCK_N=block_n, STAGES=cfg.num_stages, BIAS=int(cfg.bias), KEY_ROW_W=key_row_w, KEY_ROWS=key_rows,
+        OUT_LHD=out_lhd, CONSUMER_REGS=WS_CONSUMER_REGS, num_warps=4,
+    )  # fmt: skip
+    grid = (triton.cdiv(L, PROGRAM_ROWS) * B * H,)
+    return PlanLaunch(_rel_pos_attention_fwd_sm90_ws, grid, meta, tensors=6, traced=traced)
+
+
 def tma_layout_ok(dtype: torch.dtype, k_strides: tuple, v_strides: tuple) -> bool:
     """Whether TMA can read k and v of this layout: sm_90+, 16-bit values, a unit head-dim stride and 16-byte
     aligned (batch, head, token) strides (the base addresses are checked per call)."""
@@ -413,6 +456,19 @@ def tma_layout_ok(dtype: torch.dtype, k_strides: tuple, v_strides: tuple) -> boo
     if torch.cuda.get_device_capability() < (9, 0):
         return False
     return tma_strides_ok(k_strides, 3, 2) and tma_strides_ok(v_strides, 3, 2)
+
+
+def gluon_layout_ok(dtype: torch.dtype, qkv_strides: tuple) -> bool:
+    """Whether the Gluon kernel can run on this device and layout: sm_90 (WGMMA), 16-bit values, and TMA reads of
+    q, k and v (:func:`tma_layout_ok`'s strides for each; the base addresses are checked per call)."""
+    if not tma_layout_ok(dtype, qkv_strides[4:8], qkv_strides[8:12]):
+        return False
+    return torch.cuda.get_device_capability() == (9, 0) and tma_strides_ok(qkv_strides[:4], 3, 2)
+
+
+def needs_scratch(launch: PlanLaunch) -> bool:
+    """Whether the plan's kernel builds TMA descriptors on the device, in Triton's global scratch (an allocator)."""
+    return launch.traced is not None or launch.meta["TMA"]
 
 
 def rel_pos_plan(
@@ -431,13 +487,14 @@ def rel_pos_plan(
     D, k_h, k_w = int(q.shape[3]), int(rel_h.shape[-1]), int(rel_w.shape[-1])
     strides = (*q.stride(), *k.stride(), *v.stride(), *rel_h.stride()[:3], *rel_w.stride()[:3])
     out_lhd = attention_out_strides(q)[2] != D  # (B, L, H, D) memory unless heads hold consecutive rows
-    aligned = tma_base_aligned(k, v)
+    aligned = tma_base_aligned(q, k, v)
     launch = cached_plan(_launch_plan, B, H, L, D, k_h, k_w, q.dtype, config, out_lhd, aligned, *strides)
-    if launch.meta["TMA"]:
+    if needs_scratch(launch):
         ensure_triton_allocator()  # device-side descriptors live in a per-launch global scratch buffer
     # float(): an int scale would make Triton type (or, for 1, specialize) the argument differently per call.
     s = 1.0 / math.sqrt(D) if scale is None else float(scale)
-    num_m_blocks = -(-L // launch.meta["BLOCK_M"])  # not triton.cdiv: a constexpr function, slow to call
+    # The Triton plan's query blocks (a Gluon plan's traced one; the Gluon kernel counts its own).
+    num_m_blocks = -(-L // (launch.traced or launch).meta["BLOCK_M"])  # not triton.cdiv: slow to call
     return launch, (*strides, H, L, num_m_blocks, s)
 
 

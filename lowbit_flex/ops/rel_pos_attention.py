@@ -184,11 +184,11 @@ def _eager_plan(q, k, v, rel_h, rel_w, scale) -> _EagerPlan:
     )
     if not direct:
         return _EagerPlan(None, None, (), shape, strides, q.dtype, q.device)
-    from lowbit_flex.kernels.rel_pos_attention import rel_pos_plan
+    from lowbit_flex.kernels.rel_pos_attention import needs_scratch, rel_pos_plan
 
     launch, scalars = rel_pos_plan(q, k, v, rel.rel_h, rel.rel_w, scale)
     bound = None
-    if not launch.meta["TMA"]:  # TMA plans need Triton's scratch allocator: PlanLaunch's path
+    if not needs_scratch(launch):  # plans with TMA descriptors need Triton's scratch allocator: PlanLaunch's path
         out = torch.empty_strided(shape, strides, dtype=q.dtype, device=q.device)  # for bind's dtype and alignment
         bound = launch.bind(q, k, v, rel.rel_h, rel.rel_w, out, *scalars)  # compiles; None under the interpreter
     return _EagerPlan(launch, bound, scalars, shape, strides, q.dtype, q.device)

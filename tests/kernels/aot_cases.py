@@ -89,6 +89,40 @@ def case_rel_pos_attention():
     # dim's second tile, and the 48 x 40 grid's 128-slot tile with 4 and 8 warps.
     for k_h, k_w, d, n, warps in [(14, 14, 64, 32, 4), (48, 40, 80, 128, 8), (48, 40, 64, 128, 4)]:
         attend(k_h, k_w, d, config=RelPosConfig(64, n, 0, warps, 3, Bias.ROWS, True, True))
+    if torch.cuda.get_device_capability() == (9, 0):
+        _gluon_rel_pos_attention()
+
+
+def _gluon_rel_pos_attention():
+    # The Gluon kernel (sm_90): every bias path (one row per block with and without padding slots, 2-4 selected
+    # rows, the last block's logit mask, no bias), both head dims, fp16, 2-4 ring slots, SAM's token-major views.
+    # Launched directly: on CPU stand-ins a plan launches its traced (Triton) plan, as a trace would.
+    from lowbit_flex.kernels.rel_pos_attention import Bias, gluon_config, rel_pos_plan
+
+    def attend(k_h, k_w, d, config, dtype=torch.bfloat16, token_major=False):
+        L = k_h * k_w
+        q = (
+            torch.empty(1, L, 2, d, dtype=dtype).transpose(1, 2)
+            if token_major
+            else torch.empty(1, 2, L, d, dtype=dtype)
+        )
+        rel_h, rel_w = torch.empty(1, 2, L, k_h, dtype=dtype), torch.empty(1, 2, L, k_w, dtype=dtype)
+        launch, scalars = rel_pos_plan(q, q, q, rel_h, rel_w, None, config)
+        assert launch.kernel.fn.__name__ == "_rel_pos_attention_fwd_sm90_ws", (k_h, k_w, d, config)
+        out = torch.empty_like(q)
+        launch.kernel[launch.grid](q, q, q, rel_h, rel_w, out, *scalars, **launch.meta)
+
+    for stages in (2, 3, 4):
+        attend(64, 64, 64, gluon_config(64, stages), token_major=stages == 3)
+    attend(64, 64, 128, gluon_config(64, 3))
+    attend(64, 64, 64, gluon_config(128, 3))  # two rows per block
+    attend(48, 40, 64, gluon_config(64, 3))
+    attend(48, 40, 64, gluon_config(128, 3), torch.float16)
+    attend(14, 14, 64, gluon_config(64, 3))  # four rows, the last block past L
+    attend(7, 9, 64, gluon_config(32, 3))  # three rows, 7 % 3
+    attend(1, 100, 64, gluon_config(128, 3))
+    attend(64, 64, 64, gluon_config(128, 3, Bias.NONE))
+    attend(10, 30, 64, gluon_config(128, 3, Bias.NONE))  # a partial last block
 
 
 def case_quantize_groups():

@@ -1,9 +1,12 @@
+import dataclasses
+
 import pytest
 import torch
 
 import lowbit_flex  # noqa: F401  (registers torch.ops.lowbit)
 from lowbit_flex.ops import rel_pos_attention
 from lowbit_flex.ops.eager import PlanCache
+from lowbit_flex.score_mods._rel_pos_layout import attention_out_strides
 from lowbit_flex.testing import assert_fully_written, assert_rel_error, kernel_device, poison_
 
 OP = torch.ops.lowbit.rel_pos_attention
@@ -249,6 +252,82 @@ def test_kernel_without_bias_is_plain_attention(monkeypatch):
     assert_rel_error(out, ref, 1e-2)
 
 
+needs_sm90 = pytest.mark.skipif(
+    not (torch.cuda.is_available() and torch.cuda.get_device_capability() == (9, 0)),
+    reason="the Gluon kernel runs on sm_90 only",
+)
+
+
+def _gluon_launch(q, k, v, rh, rw, config):
+    """Assert that ``config`` runs the Gluon kernel on these tensors (not the Triton fallback), and run it into a
+    NaN-poisoned output."""
+    from lowbit_flex.kernels.rel_pos_attention import rel_pos_plan
+
+    launch, scalars = rel_pos_plan(q, k, v, rh, rw, None, config)
+    assert launch.kernel.fn.__name__ == "_rel_pos_attention_fwd_sm90_ws"
+    out = poison_(torch.empty_strided(q.shape, attention_out_strides(q), dtype=q.dtype, device=q.device))
+    launch(q, k, v, rh, rw, out, *scalars)
+    return out
+
+
+@needs_sm90
+@pytest.mark.parametrize("layout", ["sam", "contiguous"])
+@pytest.mark.parametrize("b, k_h, k_w, d, n, stages, dtype", [
+    (2, 64, 64, 64, 64, 3, torch.bfloat16),  # SAM's global grid: one whole row per block, rel_h in the row max
+    (1, 64, 64, 128, 64, 2, torch.bfloat16),  # batch 1, D = 128, 2 ring slots (the ring wraps 32 times)
+    (2, 48, 40, 64, 128, 3, torch.float16),  # three packed rows per 128 slots, padding slots read the next row
+    (1, 48, 40, 64, 64, 4, torch.bfloat16),  # one padded row per block
+    (2, 14, 14, 64, 64, 3, torch.bfloat16),  # SAM's window: 4 rows per block, the last block past L, 196 queries
+    (1, 7, 9, 64, 32, 2, torch.bfloat16),  # 3 rows per block, 7 % 3: the last block's logit mask
+    (1, 1, 100, 64, 128, 3, torch.bfloat16),  # 1 x N: one block, 100 queries (the second warpgroup's rows past L)
+    (1, 3, 64, 128, 64, 4, torch.bfloat16),  # fewer key blocks than ring slots, 192 queries
+])  # fmt: skip
+def test_gluon_kernel_matches_float64_and_writes_everything(b, k_h, k_w, d, n, stages, dtype, layout):
+    """The warp-specialized Gluon kernel against float64 on every bias path it takes, SAM's token-major q/k/v views
+    (the output (B, L, H, D) in memory) and contiguous ones."""
+    from lowbit_flex.kernels.rel_pos_attention import gluon_config
+
+    h, L = 3, k_h * k_w
+    qkv = torch.randn(b, L, 3, h, d, device="cuda").to(dtype)
+    q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+    if layout == "contiguous":
+        q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
+    _, _, _, rh, rw = _inputs(b, h, k_h, k_w, d, dtype, "cuda")
+    out = _gluon_launch(q, k, v, rh, rw, gluon_config(n, stages))
+    assert_fully_written(out)
+    assert out.stride() == attention_out_strides(q)
+    assert_rel_error(out, _reference_f64(q, k, v, rh, rw), 1e-2)
+
+
+@needs_sm90
+def test_gluon_kernel_without_bias_is_plain_attention():
+    from lowbit_flex.kernels.rel_pos_attention import Bias, gluon_config
+
+    q, k, v, rh, rw = _inputs(1, 2, 10, 30, 64, torch.bfloat16, "cuda")  # 300 keys: a partial last block
+    out = _gluon_launch(q, k, v, rh, rw, gluon_config(128, 3, Bias.NONE))
+    assert_fully_written(out)
+    ref = torch.softmax(q.double() @ k.double().transpose(-1, -2) * 64**-0.5, -1) @ v.double()
+    assert_rel_error(out, ref, 1e-2)
+
+
+@needs_sm90
+@pytest.mark.parametrize("k_h, k_w, n", [(14, 14, 64), (48, 40, 128), (16, 64, 64)])
+def test_gluon_kernel_nan_stays_in_its_query_row(k_h, k_w, n):
+    """As test_kernel_nan_stays_in_its_query_row, for the Gluon kernel: a NaN in one query row of q, and in other
+    rows' rel_h and rel_w, poisons those rows only (rows of both consumer warpgroups)."""
+    from lowbit_flex.kernels.rel_pos_attention import gluon_config
+
+    q, k, v, rh, rw = _inputs(1, 2, k_h, k_w, 64, torch.bfloat16, "cuda")
+    q[0, 0, 3, 5] = float("nan")
+    rh[0, 1, 70, 0] = float("nan")
+    rw[0, 1, 9, k_w - 1] = float("nan")
+    out = _gluon_launch(q, k, v, rh, rw, gluon_config(n, 3))
+    bad = torch.zeros(out.shape[:3], dtype=torch.bool, device=out.device)
+    bad[0, 0, 3] = bad[0, 1, 70] = bad[0, 1, 9] = True
+    assert out[bad].isnan().all(dim=-1).all()
+    assert_rel_error(out[~bad], _reference_f64(q, k, v, rh, rw)[~bad], 1e-2)
+
+
 @pytest.mark.parametrize(
     "d, tiles",
     [
@@ -313,6 +392,88 @@ def test_tma_only_where_the_layout_allows(monkeypatch):
         assert plan.meta["TMA"] is tma
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a: (8, 0))
     assert not mod.tma_layout_ok(torch.bfloat16, sam, contiguous)
+
+
+def _gluon_plan(mod, k_h, k_w, d, config, dtype=torch.bfloat16, aligned=True, row_elems=None):
+    """The plan for SAM's q/k/v views of one (B = 1, L, 3, 12, d) projection (rows of ``row_elems`` elements)."""
+    L = k_h * k_w
+    row = row_elems or 3 * 12 * d
+    qkv = (L * row, d, row, 1)
+    rel_h, rel_w = (12 * L * k_h, L * k_h, k_h), (12 * L * k_w, L * k_w, k_w)
+    return mod._launch_plan.__wrapped__(1, 12, L, d, k_h, k_w, dtype, config, True, aligned,
+                                        *qkv, *qkv, *qkv, *rel_h, *rel_w)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "k_h, k_w, d, n, bias, block_n",
+    [
+        (64, 64, 64, 64, "ROWS", 64),  # SAM's global grid: one whole row per block
+        (64, 64, 128, 64, "ROWS", 64),
+        (48, 40, 64, 128, "ROWS", 128),  # three packed rows per 128 slots
+        (48, 40, 64, 64, "ROWS", 64),  # one padded row per 64 slots
+        (14, 14, 64, 32, "ROWS", 32),  # two rows of SAM's window per block
+        (7, 9, 64, 16, "ROWS", 16),  # raised to a whole row (9 -> 16 slots)
+        (64, 64, 64, 128, "NONE", 128),  # plain attention: 128 consecutive keys per block
+    ],
+)
+def test_gluon_plan_where_it_can_run(monkeypatch, k_h, k_w, d, n, bias, block_n):
+    """A Gluon config on sm_90 launches the warp-specialized kernel, with the key grid as constexprs and 128 query
+    rows per program; traced calls (and the eager scalars' query-block count) take the table's Triton plan."""
+    from lowbit_flex.kernels import rel_pos_attention as mod
+
+    monkeypatch.setattr(mod, "triton_interpreting", lambda: False)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a: (9, 0))
+    mod._launch_plan.cache_clear()  # the Gluon plan caches its traced plan: keep none made under these patches
+    try:
+        plan = _gluon_plan(mod, k_h, k_w, d, mod.gluon_config(n, 3, mod.Bias[bias]))
+        table = mod.pick_config(d, k_h * k_w, k_w)
+        if bias == "NONE":
+            table = dataclasses.replace(table, bias=mod.Bias.NONE)
+        expected_traced = _gluon_plan(mod, k_h, k_w, d, table)
+    finally:
+        mod._launch_plan.cache_clear()
+    assert plan.kernel.fn.__name__ == "_rel_pos_attention_fwd_sm90_ws"
+    assert plan.traced.kernel is mod._rel_pos_attention_kernel
+    assert plan.traced.meta == expected_traced.meta and plan.traced.grid == expected_traced.grid
+    rows = (k_w, k_h) if bias == "ROWS" else (1, k_h * k_w)
+    assert (plan.meta["KEY_ROW_W"], plan.meta["KEY_ROWS"]) == rows
+    assert (plan.meta["BLOCK_N"], plan.meta["STAGES"], plan.meta["D"], plan.meta["OUT_LHD"]) == (block_n, 3, d, True)
+    assert plan.grid == (-(-k_h * k_w // 128) * 12, 1, 1)
+    assert mod.needs_scratch(plan)
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        dict(d=80),  # a split head dim: a Gluon tensor cannot be 80 wide
+        dict(d=32),
+        dict(dtype=torch.float32),
+        dict(k_h=40, k_w=3, n=32),  # 10 rows per block: the gather path
+        dict(k_h=3, k_w=160, n=64),  # a row wider than 128 slots: the one-hot MMA
+        dict(aligned=False),  # a base address TMA cannot read
+        dict(row_elems=3 * 12 * 64 + 4),  # 8-byte padded rows: not 16-byte aligned
+        dict(capability=(8, 0)),
+        dict(capability=(10, 0)),  # WGMMA is sm_90 only
+    ],
+)
+def test_gluon_config_falls_back_to_the_table_where_it_cannot_run(monkeypatch, case):
+    from lowbit_flex.kernels import rel_pos_attention as mod
+
+    case = (
+        dict(k_h=64, k_w=64, d=64, n=64, dtype=torch.bfloat16, aligned=True, row_elems=None, capability=(9, 0)) | case
+    )
+    monkeypatch.setattr(mod, "triton_interpreting", lambda: False)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a: case["capability"])
+    mod._launch_plan.cache_clear()
+    try:
+        args = (case["k_h"], case["k_w"], case["d"])
+        kw = dict(dtype=case["dtype"], aligned=case["aligned"], row_elems=case["row_elems"])
+        plan = _gluon_plan(mod, *args, mod.gluon_config(case["n"], 3), **kw)
+        table = _gluon_plan(mod, *args, None, **kw)
+    finally:
+        mod._launch_plan.cache_clear()
+    assert plan.kernel is mod._rel_pos_attention_kernel and plan.traced is None
+    assert plan.meta == table.meta and plan.grid == table.grid
 
 
 def test_pick_config_widens_rows_and_sends_wide_rows_to_the_one_hot_mma():
