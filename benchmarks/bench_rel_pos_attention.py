@@ -138,26 +138,40 @@ def run(bench: Bench) -> None:
     _config_sweep(bench, shapes)
 
 
-def _sweep_candidates(k_h: int, k_w: int):
-    """Configs to time around the table's pick: tiles, warps, stages, TMA loads, and both bias formations, for short
-    (SAM's windows) and long (global attention, other grids) sequences; for grids whose rows are no power of two,
-    the 64- and 128-slot blocks (one padded row, or packed rows). Every one was AOT-compiled for sm_90 before its
-    first GPU run; the head-dim split against padding and the kernel without bias (its floor) are added by the
-    sweep."""
-    from lowbit_flex.kernels.rel_pos_attention import Bias, RelPosConfig
+def _sweep_candidates(k_h: int, k_w: int, d: int):
+    """Configs to time around the table's pick: tiles, warps, stages, TMA loads, both bias formations and the Gluon
+    kernel, for short (SAM's windows) and long (global attention, other grids) sequences; for grids whose rows are
+    no power of two, the 64- and 128-slot blocks (one padded row, or packed rows). Every one was AOT-compiled for
+    sm_90 before its first GPU run; the head-dim split against padding and the kernel without bias (its floor) are
+    added by the sweep."""
+    from lowbit_flex.kernels.rel_pos_attention import (
+        GLUON_HEAD_DIMS,
+        Bias,
+        RelPosConfig,
+        gluon_config,
+        gluon_rows_block_n,
+    )
 
     def c(m, n, w, st, bias=Bias.ROWS, tma=False):
         return RelPosConfig(m, n, 0, w, st, bias, True, tma)
 
+    # The warp-specialized Gluon kernel (sm_90, head dims 64 and 128; elsewhere its configs would run the table's
+    # Triton plan, so they are not timed): 1-4 whole rows per block (each width once), 2-4 ring slots, and its floor
+    # without bias.
+    gluon = []
+    if d in GLUON_HEAD_DIMS and torch.cuda.is_available() and torch.cuda.get_device_capability() == (9, 0):
+        rows = ((32, 3), (64, 2), (64, 3), (64, 4), (128, 3))
+        gluon = [gluon_config(n, st) for n, st in rows if gluon_rows_block_n(k_w, n) == n]
+        gluon.append(gluon_config(128, 3, Bias.NONE))
     if k_h * k_w <= 256:
         return [c(128, 32, 8, 3), c(64, 32, 4, 3), c(64, 64, 4, 3), c(64, 32, 4, 3, tma=True),
-                c(128, 32, 8, 3, tma=True), c(64, 32, 4, 3, Bias.ONEHOT)]  # fmt: skip
+                c(128, 32, 8, 3, tma=True), c(64, 32, 4, 3, Bias.ONEHOT), *gluon]  # fmt: skip
     packed = k_w & (k_w - 1)  # rows that are no power of two: one padded row per 64 slots, or packed rows per 128
     rows = (
         [c(64, 128, 4, 3), c(64, 128, 4, 3, tma=True), c(64, 128, 8, 3), c(64, 128, 8, 3, tma=True)] if packed else []
     )
     return [*rows, c(64, 64, 4, 3), c(64, 64, 4, 3, tma=True), c(128, 64, 4, 3), c(128, 64, 8, 3),
-            c(64, 64, 4, 2), c(64, 64, 4, 3, Bias.ONEHOT)]  # fmt: skip
+            c(64, 64, 4, 2), c(64, 64, 4, 3, Bias.ONEHOT), *gluon]  # fmt: skip
 
 
 def _config_sweep(bench: Bench, shapes) -> None:
@@ -170,6 +184,7 @@ def _config_sweep(bench: Bench, shapes) -> None:
             f"{c.bias.name.lower()} M{c.block_m} N{c.block_n} w{c.num_warps} s{c.num_stages}"
             + ("" if c.split_d else " padD")
             + (" tma" if c.tma else "")
+            + (" gluon" if c.gluon else "")
         )
 
     table = bench.table("rel_pos_attention kernel: launch configs around the sm_90 table", baseline="table config")
@@ -179,7 +194,7 @@ def _config_sweep(bench: Bench, shapes) -> None:
         extra = [dataclasses.replace(chosen, bias=Bias.NONE)]
         if d & (d - 1):  # not a power of two: the padded head dim against the split one
             extra.append(dataclasses.replace(chosen, split_d=False))
-        cands = list(dict.fromkeys(x for x in _sweep_candidates(k_h, k_w) if x != chosen)) + extra
+        cands = list(dict.fromkeys(x for x in _sweep_candidates(k_h, k_w, d) if x != chosen)) + extra
         small = tuple(t[:1, :2] for t in args)  # float64 reference on one (batch, 2 heads) slice
         ref = _reference_f64(*small)
         times = {"table config": bench.time(lambda *a, c=chosen: rel_pos_attention_triton(*a, config=c), args)}

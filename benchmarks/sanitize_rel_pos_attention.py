@@ -16,14 +16,14 @@ import torch
 
 import lowbit_flex  # noqa: F401
 from benchmarks.bench_rel_pos_attention import _reference_f64
-from lowbit_flex.kernels.rel_pos_attention import Bias, RelPosConfig, rel_pos_attention_triton
+from lowbit_flex.kernels.rel_pos_attention import Bias, RelPosConfig, gluon_config, rel_pos_attention_triton
 
 # (k_h, k_w, D, config or None for the table's): SAM's 14 x 14 window and a 48 x 40 grid as the table runs them
 # (2 and 3 packed rows per block), whole 64-wide rows (rel_h loaded a block ahead, the last load past k_h masked),
 # 4 rows per block whose last block runs past L, one row per block with padding (rel_h in the row max), rows
 # gathered (a 37 x 1 grid, 5 x 3 with 16-slot blocks), the one-hot MMA with a rel_h window, a row wider than 128
 # slots, D = 80 split; then TMA loads (sm_90): packed rows, a head dim padded past D, and a split head dim (which
-# keeps pointer loads).
+# keeps pointer loads); then the Gluon kernel.
 _TMA = RelPosConfig(64, 32, 0, 4, 3, Bias.ROWS, True, True)
 CASES = [
     (14, 14, 64, None),
@@ -39,6 +39,13 @@ CASES = [
     (14, 14, 64, _TMA),
     (12, 40, 80, dataclasses.replace(_TMA, block_n=128, num_warps=8)),
     (37, 1, 24, _TMA),
+    # The Gluon kernel (sm_90; elsewhere these run the table's Triton plan): one row per block with and without
+    # padding slots, 2-4 selected rows with a last block past the grid, 2 ring slots wrapping, D = 128.
+    (16, 64, 64, gluon_config(64, 2)),
+    (12, 40, 64, gluon_config(128, 3)),
+    (14, 14, 64, gluon_config(64, 3)),
+    (7, 9, 64, gluon_config(32, 4)),
+    (3, 64, 128, gluon_config(64, 3)),
 ]
 
 

@@ -429,9 +429,8 @@ def _gluon_plan(
     table = dataclasses.replace(pick_config(D, L, k_w), bias=Bias.NONE) if cfg.bias is Bias.NONE else None
     traced = _launch_plan(B, H, L, D, k_h, k_w, dtype, table, out_lhd, bases_aligned, *strides)
     if cfg.bias is Bias.ROWS:
-        block_n = max(cfg.block_n, triton.next_power_of_2(k_w))  # at least one whole key row per block
-        key_row_w, key_rows = k_w, k_h
-        fits = k_w <= MAX_ROWS_BLOCK_N and block_n // k_w <= MAX_SELECTED_ROWS.value
+        block_n = gluon_rows_block_n(k_w, cfg.block_n)
+        key_row_w, key_rows, fits = k_w, k_h, block_n > 0
     else:  # plain attention: blocks of block_n consecutive keys
         block_n, key_row_w, key_rows, fits = cfg.block_n, 1, L, cfg.bias is Bias.NONE
     if not (fits and D in GLUON_HEAD_DIMS and bases_aligned and gluon_layout_ok(dtype, strides[:12])):
@@ -456,6 +455,14 @@ def tma_layout_ok(dtype: torch.dtype, k_strides: tuple, v_strides: tuple) -> boo
     if torch.cuda.get_device_capability() < (9, 0):
         return False
     return tma_strides_ok(k_strides, 3, 2) and tma_strides_ok(v_strides, 3, 2)
+
+
+def gluon_rows_block_n(k_w: int, block_n: int) -> int:
+    """The Gluon kernel's key-block width for ``ROWS`` (raised to a whole key row, as in the Triton plan), or 0
+    where it would hold more rows than the kernel selects per logit (it has no gather path) or rows wider than
+    ``MAX_ROWS_BLOCK_N``."""
+    n = max(block_n, triton.next_power_of_2(k_w))
+    return n if k_w <= MAX_ROWS_BLOCK_N and n // k_w <= MAX_SELECTED_ROWS.value else 0
 
 
 def gluon_layout_ok(dtype: torch.dtype, qkv_strides: tuple) -> bool:
