@@ -146,6 +146,7 @@ def _sweep_candidates(k_h: int, k_w: int, d: int):
     added by the sweep."""
     from lowbit_flex.kernels.rel_pos_attention import (
         GLUON_HEAD_DIMS,
+        GLUON_MAX_TILE,
         Bias,
         RelPosConfig,
         gluon_config,
@@ -156,13 +157,20 @@ def _sweep_candidates(k_h: int, k_w: int, d: int):
         return RelPosConfig(m, n, 0, w, st, bias, True, tma)
 
     # The warp-specialized Gluon kernel (sm_90, head dims 64 and 128; elsewhere its configs would run the table's
-    # Triton plan, so they are not timed): 1-4 whole rows per block (each width once), 2-4 ring slots, and its floor
-    # without bias.
+    # Triton plan, so they are not timed): two or three consumer warpgroups (128 or 192 query rows), 1-4 whole rows
+    # per block (each width once) within their registers, 2-4 ring slots, and its floor without bias.
     gluon = []
     if d in GLUON_HEAD_DIMS and torch.cuda.is_available() and torch.cuda.get_device_capability() == (9, 0):
-        rows = ((32, 3), (64, 2), (64, 3), (64, 4), (128, 3))
-        gluon = [gluon_config(n, st) for n, st in rows if gluon_rows_block_n(k_w, n) == n]
-        gluon.append(gluon_config(128, 3, Bias.NONE))
+        tiles = ((128, 32, 3), (128, 64, 2), (128, 64, 3), (128, 64, 4), (128, 128, 3), (192, 64, 2), (192, 64, 3),
+                 (192, 64, 4))  # fmt: skip
+        gluon = [
+            gluon_config(n, st, block_m=m)
+            for m, n, st in tiles
+            if gluon_rows_block_n(k_w, n) == n and d * n <= GLUON_MAX_TILE[m // 64]
+        ]
+        floors = ((128, 128), (128, 64), (192, 64))  # without bias: the widest block each warpgroup count fits
+        fits = [(m, n) for m, n in floors if d * n <= GLUON_MAX_TILE[m // 64]]
+        gluon += [gluon_config(n, 3, Bias.NONE, block_m=m) for m, n in dict(reversed(fits)).items()]
     if k_h * k_w <= 256:
         return [c(128, 32, 8, 3), c(64, 32, 4, 3), c(64, 64, 4, 3), c(64, 32, 4, 3, tma=True),
                 c(128, 32, 8, 3, tma=True), c(64, 32, 4, 3, Bias.ONEHOT), *gluon]  # fmt: skip

@@ -324,7 +324,7 @@ def _launch_plan(
         from lowbit_flex.kernels.gluon_sm90 import WS_CONSUMER_REGS
 
         gluon_meta = shared | dict(
-            STAGES=cfg.num_stages, V_MMA_KEY_ORDER=v_mma_key_order, CONSUMER_REGS=WS_CONSUMER_REGS
+            STAGES=cfg.num_stages, V_MMA_KEY_ORDER=v_mma_key_order, CONSUMER_REGS=WS_CONSUMER_REGS[2]
         )
         plan = PlanLaunch(_fp8_attention_fwd_sm90_ws, grid, gluon_meta, tensors=7, traced=plan)
     return plan

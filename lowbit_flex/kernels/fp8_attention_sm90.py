@@ -289,7 +289,7 @@ def _fp8_attention_fwd_sm90_ws(
             )),
             (load_q_then_kv_ring, (
                 q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, ready, empty, m0, n_blocks, BLOCK_N, STAGES,
-                V_TOKEN_MAJOR,
+                V_TOKEN_MAJOR, 2,
             )),
         ],
         [4, 1],

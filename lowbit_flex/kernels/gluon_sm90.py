@@ -20,26 +20,27 @@ def smem_layout(row_bytes, bitwidth):
     return gl.NVMMASharedLayout(swizzle_byte_width=swizzle, element_bitwidth=bitwidth, rank=2)
 
 
-# Warp-specialized attention (fp8_attention_sm90, rel_pos_attention_sm90): one program's query rows are two consumer
-# warpgroups of WS_ROWS each and one TMA producer warp.
+# Warp-specialized attention (fp8_attention_sm90, rel_pos_attention_sm90): one program's query rows are two or three
+# consumer warpgroups of WS_ROWS each and one TMA producer warp (which takes a warpgroup's register share).
 WS_ROWS = gl.constexpr(64)  # query rows per consumer warpgroup (one m64 WGMMA row block)
-# Registers per thread of the second consumer warpgroup (setmaxnreg); the producer's warpgroup keeps 24 and the
-# default (first consumer) takes the rest of the 64K: 128 * (256 + 232 + 24) = 65536.
-WS_CONSUMER_REGS = 232
+# Registers per thread of each consumer warpgroup after the first (setmaxnreg), by consumer count; the producer's
+# warpgroup keeps 24 and the default partition (the first consumer) takes the rest of the 64K:
+# 128 * (256 + 232 + 24) = 65536 with two consumers, 128 * (168 + 2 * 160 + 24) with three.
+WS_CONSUMER_REGS = {2: 232, 3: 160}
 
 
 @gluon.jit
 def load_q_then_kv_ring(
     q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, ready, empty, m0, n_blocks,
-    KEYS_PER_BLOCK: gl.constexpr, STAGES: gl.constexpr, V_TOKEN_MAJOR: gl.constexpr,
+    KEYS_PER_BLOCK: gl.constexpr, STAGES: gl.constexpr, V_TOKEN_MAJOR: gl.constexpr, CONSUMERS: gl.constexpr,
 ):  # fmt: skip
-    """The producer warp of a warp-specialized attention program: both consumers' q rows (``m0`` and
-    ``m0 + WS_ROWS``), then key/value block ``j`` (keys from ``j * KEYS_PER_BLOCK``) into ring slot ``j % STAGES``
-    as soon as both consumers have released the block ``STAGES`` before it. Each slot has a "ready" mbarrier (TMA
-    bytes) and an "empty" one (one arrival per consumer). ``V_TOKEN_MAJOR``: v's descriptor is ``(D, keys)``."""
-    mbarrier.expect(q_bar, 2 * q_desc.block_type.nbytes)
-    tma_load(q_desc, [m0, 0], q_bar, q_smem.index(0))
-    tma_load(q_desc, [m0 + WS_ROWS, 0], q_bar, q_smem.index(1))
+    """The producer warp of a warp-specialized attention program: each consumer's q rows (``m0 + WS_ROWS * c``), then
+    key/value block ``j`` (keys from ``j * KEYS_PER_BLOCK``) into ring slot ``j % STAGES`` as soon as every consumer
+    has released the block ``STAGES`` before it. Each slot has a "ready" mbarrier (TMA bytes) and an "empty" one (one
+    arrival per consumer). ``V_TOKEN_MAJOR``: v's descriptor is ``(D, keys)``."""
+    mbarrier.expect(q_bar, CONSUMERS * q_desc.block_type.nbytes)
+    for c in gl.static_range(CONSUMERS):
+        tma_load(q_desc, [m0 + c * WS_ROWS, 0], q_bar, q_smem.index(c))
     for j in range(n_blocks):
         slot = j % STAGES
         mbarrier.wait(empty.index(slot), ((j // STAGES) & 1) ^ 1, pred=j >= STAGES)

@@ -76,9 +76,10 @@ class RelPosConfig(LaunchConfig):
     # K and V through TMA tensor descriptors where sm_90, the layout (tma_layout_ok) and a one-tile head dim allow.
     # Not in the table: on the H200 it was 1-3 % faster on D = 64 global attention and 17-40 % slower on windows.
     tma: bool = False
-    # The warp-specialized Gluon kernel of rel_pos_attention_sm90 where it can run (gluon_layout_ok, the plan): 128
-    # query rows per program (block_m = 128, num_warps = 4: its first consumer warpgroup), num_stages ring slots.
-    # Elsewhere, and in traced calls, the table's Triton config runs. Not in the table: not yet run on a GPU.
+    # The warp-specialized Gluon kernel of rel_pos_attention_sm90 where it can run (gluon_layout_ok, the plan):
+    # block_m = 128 or 192 query rows per program (two or three consumer warpgroups; num_warps = 4, the first one),
+    # num_stages ring slots. Elsewhere, and in traced calls, the table's Triton config runs. Not in the table: not
+    # yet run on a GPU.
     gluon: bool = False
 
 
@@ -86,14 +87,19 @@ def _cfg(m: int, n: int, warps: int, stages: int) -> RelPosConfig:
     return RelPosConfig(m, n, 0, warps, stages)
 
 
-def gluon_config(block_n: int, stages: int, bias: Bias = Bias.ROWS) -> RelPosConfig:
-    """A config of the Gluon kernel: ``block_n``-slot key blocks (``ROWS``: raised to a whole key row as in the
-    table), a ring of ``stages`` key/value slots."""
-    return RelPosConfig(128, block_n, 0, 4, stages, bias, gluon=True)
+def gluon_config(block_n: int, stages: int, bias: Bias = Bias.ROWS, block_m: int = 128) -> RelPosConfig:
+    """A config of the Gluon kernel: ``block_m`` query rows per program (128 or 192: two or three consumer
+    warpgroups), ``block_n``-slot key blocks (``ROWS``: raised to a whole key row as in the table), a ring of
+    ``stages`` key/value slots."""
+    return RelPosConfig(block_m, block_n, 0, 4, stages, bias, gluon=True)
 
 
-# Head dims the Gluon kernel takes: one power-of-two tile (no split), WGMMA-sized, within its consumers' registers.
+# Head dims the Gluon kernel takes: one power-of-two tile (no split), WGMMA-sized.
 GLUON_HEAD_DIMS = (64, 128)
+# Largest head dim x key-block tile per consumer-warpgroup count that ptxas fits in a consumer's registers without
+# spilling (Triton 3.6 and 3.9, sm_90): with two (232-256 registers), 64 x 128 or 128 x 64 (128 x 128 spilled 60
+# bytes); with three (160-168), 64 x 64 (64 x 128 spilled 712-772 bytes, 128 x 64 8 bytes).
+GLUON_MAX_TILE = {2: 128 * 64, 3: 64 * 64}
 
 
 # Fixed launch configurations for sm_90 (H100/H200), keyed by (padded head dim, L <= 256): no autotuning, so the
@@ -425,7 +431,8 @@ def _gluon_plan(
     bases_aligned: bool, strides: tuple,
 ) -> PlanLaunch:  # fmt: skip
     """The Gluon kernel's launch, with the table's Triton plan for traced calls (the same arguments: the Gluon
-    kernel counts its own query blocks); the Triton plan alone where the Gluon kernel cannot run."""
+    kernel counts its own query blocks); the Triton plan alone where the Gluon kernel cannot run (device, layout,
+    head dim, more rows per block than it selects, or a tile past its consumers' registers)."""
     table = dataclasses.replace(pick_config(D, L, k_w), bias=Bias.NONE) if cfg.bias is Bias.NONE else None
     traced = _launch_plan(B, H, L, D, k_h, k_w, dtype, table, out_lhd, bases_aligned, *strides)
     if cfg.bias is Bias.ROWS:
@@ -433,16 +440,22 @@ def _gluon_plan(
         key_row_w, key_rows, fits = k_w, k_h, block_n > 0
     else:  # plain attention: blocks of block_n consecutive keys
         block_n, key_row_w, key_rows, fits = cfg.block_n, 1, L, cfg.bias is Bias.NONE
-    if not (fits and D in GLUON_HEAD_DIMS and bases_aligned and gluon_layout_ok(dtype, strides[:12])):
+    from lowbit_flex.kernels.gluon_sm90 import WS_CONSUMER_REGS, WS_ROWS
+
+    consumers, partial = divmod(cfg.block_m, WS_ROWS.value)  # query rows per consumer warpgroup
+    if partial or consumers not in WS_CONSUMER_REGS:
+        rows = [c * WS_ROWS.value for c in WS_CONSUMER_REGS]
+        raise ValueError(f"config: the Gluon kernel takes block_m in {rows}, got {cfg.block_m}")
+    fits = fits and D in GLUON_HEAD_DIMS and D * block_n <= GLUON_MAX_TILE[consumers]
+    if not (fits and bases_aligned and gluon_layout_ok(dtype, strides[:12])):
         return traced
-    from lowbit_flex.kernels.gluon_sm90 import WS_CONSUMER_REGS
-    from lowbit_flex.kernels.rel_pos_attention_sm90 import PROGRAM_ROWS, _rel_pos_attention_fwd_sm90_ws
+    from lowbit_flex.kernels.rel_pos_attention_sm90 import _rel_pos_attention_fwd_sm90_ws
 
     meta = dict(
         D=D, BLOCK_N=block_n, STAGES=cfg.num_stages, BIAS=int(cfg.bias), KEY_ROW_W=key_row_w, KEY_ROWS=key_rows,
-        OUT_LHD=out_lhd, CONSUMER_REGS=WS_CONSUMER_REGS, num_warps=4,
+        OUT_LHD=out_lhd, CONSUMERS=consumers, CONSUMER_REGS=WS_CONSUMER_REGS[consumers], num_warps=4,
     )  # fmt: skip
-    grid = (triton.cdiv(L, PROGRAM_ROWS) * B * H,)
+    grid = (triton.cdiv(L, cfg.block_m) * B * H,)
     return PlanLaunch(_rel_pos_attention_fwd_sm90_ws, grid, meta, tensors=6, traced=traced)
 
 

@@ -46,7 +46,6 @@ from triton.experimental.gluon.language.nvidia.hopper import (
 from lowbit_flex.kernels.gluon_sm90 import WS_ROWS, load_q_then_kv_ring, smem_layout
 
 _LOG2E = gl.constexpr(1.4426950408889634)
-PROGRAM_ROWS = 2 * WS_ROWS.value  # query rows per program: two consumer warpgroups
 
 
 @gluon.jit
@@ -183,23 +182,24 @@ def _rel_pos_attention_fwd_sm90_ws(
     srh_b, srh_h, srh_l, srw_b, srw_h, srw_l,
     H, L, num_m_blocks, sm_scale,
     D: gl.constexpr, BLOCK_N: gl.constexpr, STAGES: gl.constexpr, BIAS: gl.constexpr, KEY_ROW_W: gl.constexpr,
-    KEY_ROWS: gl.constexpr, OUT_LHD: gl.constexpr, CONSUMER_REGS: gl.constexpr,
+    KEY_ROWS: gl.constexpr, OUT_LHD: gl.constexpr, CONSUMERS: gl.constexpr, CONSUMER_REGS: gl.constexpr,
 ):  # fmt: skip
     """The Triton kernel's arguments (the head-dim strides are 1; ``num_m_blocks``, the Triton plan's, is unused).
     ``KEY_ROW_W`` / ``KEY_ROWS``: the key grid's row width and row count (``k_w``, ``k_h``; 1 and ``L`` without
-    bias). The launch's 4 warps are the first consumer warpgroup; :func:`gl.warp_specialize` adds the second and the
-    producer warp."""
+    bias). ``CONSUMERS``: 2 or 3 consumer warpgroups (128 or 192 query rows per program). The launch's 4 warps are
+    the first consumer warpgroup; :func:`gl.warp_specialize` adds the others and the producer warp."""
     DTYPE: gl.constexpr = q_ptr.dtype.element_ty
     R: gl.constexpr = BLOCK_N // KEY_ROW_W
     # Query blocks of one (batch, head) are consecutive programs, so they share K/V in L2. (num_m_blocks is the
     # Triton plan's count, of its own query blocks: the key grid fixes L, so this kernel's count is a constexpr.)
-    M_BLOCKS: gl.constexpr = (KEY_ROWS * KEY_ROW_W + 2 * WS_ROWS - 1) // (2 * WS_ROWS)
+    ROWS_PER_PROGRAM: gl.constexpr = CONSUMERS * WS_ROWS
+    M_BLOCKS: gl.constexpr = (KEY_ROWS * KEY_ROW_W + ROWS_PER_PROGRAM - 1) // ROWS_PER_PROGRAM
     pid = gl.program_id(0)
     pid_m = pid % M_BLOCKS
     pid_bh = pid // M_BLOCKS
     b = (pid_bh // H).to(gl.int64)
     h = (pid_bh % H).to(gl.int64)
-    m0 = pid_m * (2 * WS_ROWS)
+    m0 = pid_m * ROWS_PER_PROGRAM
     qk_scale = sm_scale.to(gl.float32) * _LOG2E
 
     layout: gl.constexpr = smem_layout(D * DTYPE.primitive_bitwidth // 8, DTYPE.primitive_bitwidth)
@@ -207,7 +207,7 @@ def _rel_pos_attention_fwd_sm90_ws(
     q_desc = tma.make_tensor_descriptor(q_ptr + b * sq_b + h * sq_h, [L, D], [sq_l, 1], [WS_ROWS, D], layout)
     k_desc = tma.make_tensor_descriptor(k_ptr + b * sk_b + h * sk_h, [L, D], [sk_l, 1], [BLOCK_N, D], layout)
     v_desc = tma.make_tensor_descriptor(v_ptr + b * sv_b + h * sv_h, [L, D], [sv_l, 1], [BLOCK_N, D], layout)
-    q_smem = gl.allocate_shared_memory(DTYPE, [2, WS_ROWS, D], layout)
+    q_smem = gl.allocate_shared_memory(DTYPE, [CONSUMERS, WS_ROWS, D], layout)
     k_smem = gl.allocate_shared_memory(DTYPE, [STAGES, BLOCK_N, D], layout)
     v_smem = gl.allocate_shared_memory(DTYPE, [STAGES, BLOCK_N, D], layout)
     ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
@@ -215,7 +215,7 @@ def _rel_pos_attention_fwd_sm90_ws(
     q_bar = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
     for i in gl.static_range(STAGES):
         mbarrier.init(ready.index(i), count=1)
-        mbarrier.init(empty.index(i), count=2)
+        mbarrier.init(empty.index(i), count=CONSUMERS)
     mbarrier.init(q_bar, count=1)
     fence_async_shared()
 
@@ -224,22 +224,46 @@ def _rel_pos_attention_fwd_sm90_ws(
     # The partitions' arguments written out in the call: a tuple assigned to a variable first would turn its
     # constexprs into tensors.
     # fmt: off
-    gl.warp_specialize(
-        [
-            (_attend, (
-                0, q_smem, k_smem, v_smem, q_bar, ready, empty, rh_ptr, rw_ptr, o_ptr, b, h, m0, qk_scale, H, L,
-                srh_b, srh_h, srh_l, srw_b, srw_h, srw_l, D, BLOCK_N, STAGES, BIAS, KEY_ROW_W, KEY_ROWS, OUT_LHD,
-            )),
-            (_attend, (
-                1, q_smem, k_smem, v_smem, q_bar, ready, empty, rh_ptr, rw_ptr, o_ptr, b, h, m0, qk_scale, H, L,
-                srh_b, srh_h, srh_l, srw_b, srw_h, srw_l, D, BLOCK_N, STAGES, BIAS, KEY_ROW_W, KEY_ROWS, OUT_LHD,
-            )),
-            (load_q_then_kv_ring, (
-                q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, ready, empty, m0, n_blocks, KEYS_PER_BLOCK,
-                STAGES, False,
-            )),
-        ],
-        [4, 1],
-        [CONSUMER_REGS, 24],
-    )
+    if CONSUMERS == 3:
+        gl.warp_specialize(
+            [
+                (_attend, (
+                    0, q_smem, k_smem, v_smem, q_bar, ready, empty, rh_ptr, rw_ptr, o_ptr, b, h, m0, qk_scale, H, L,
+                    srh_b, srh_h, srh_l, srw_b, srw_h, srw_l, D, BLOCK_N, STAGES, BIAS, KEY_ROW_W, KEY_ROWS, OUT_LHD,
+                )),
+                (_attend, (
+                    1, q_smem, k_smem, v_smem, q_bar, ready, empty, rh_ptr, rw_ptr, o_ptr, b, h, m0, qk_scale, H, L,
+                    srh_b, srh_h, srh_l, srw_b, srw_h, srw_l, D, BLOCK_N, STAGES, BIAS, KEY_ROW_W, KEY_ROWS, OUT_LHD,
+                )),
+                (_attend, (
+                    2, q_smem, k_smem, v_smem, q_bar, ready, empty, rh_ptr, rw_ptr, o_ptr, b, h, m0, qk_scale, H, L,
+                    srh_b, srh_h, srh_l, srw_b, srw_h, srw_l, D, BLOCK_N, STAGES, BIAS, KEY_ROW_W, KEY_ROWS, OUT_LHD,
+                )),
+                (load_q_then_kv_ring, (
+                    q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, ready, empty, m0, n_blocks, KEYS_PER_BLOCK,
+                    STAGES, False, CONSUMERS,
+                )),
+            ],
+            [4, 4, 1],
+            [CONSUMER_REGS, CONSUMER_REGS, 24],
+        )
+    else:
+        gl.warp_specialize(
+            [
+                (_attend, (
+                    0, q_smem, k_smem, v_smem, q_bar, ready, empty, rh_ptr, rw_ptr, o_ptr, b, h, m0, qk_scale, H, L,
+                    srh_b, srh_h, srh_l, srw_b, srw_h, srw_l, D, BLOCK_N, STAGES, BIAS, KEY_ROW_W, KEY_ROWS, OUT_LHD,
+                )),
+                (_attend, (
+                    1, q_smem, k_smem, v_smem, q_bar, ready, empty, rh_ptr, rw_ptr, o_ptr, b, h, m0, qk_scale, H, L,
+                    srh_b, srh_h, srh_l, srw_b, srw_h, srw_l, D, BLOCK_N, STAGES, BIAS, KEY_ROW_W, KEY_ROWS, OUT_LHD,
+                )),
+                (load_q_then_kv_ring, (
+                    q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, ready, empty, m0, n_blocks, KEYS_PER_BLOCK,
+                    STAGES, False, CONSUMERS,
+                )),
+            ],
+            [4, 1],
+            [CONSUMER_REGS, 24],
+        )
     # fmt: on

@@ -95,7 +95,8 @@ def case_rel_pos_attention():
 
 def _gluon_rel_pos_attention():
     # The Gluon kernel (sm_90): every bias path (one row per block with and without padding slots, 2-4 selected
-    # rows, the last block's logit mask, no bias), both head dims, fp16, 2-4 ring slots, SAM's token-major views.
+    # rows, the last block's logit mask, no bias), both head dims, fp16, 2-4 ring slots, SAM's token-major views,
+    # two and three consumer warpgroups.
     # Launched directly: on CPU stand-ins a plan launches its traced (Triton) plan, as a trace would.
     from lowbit_flex.kernels.rel_pos_attention import Bias, gluon_config, rel_pos_plan
 
@@ -123,6 +124,12 @@ def _gluon_rel_pos_attention():
     attend(1, 100, 64, gluon_config(128, 3))
     attend(64, 64, 64, gluon_config(128, 3, Bias.NONE))
     attend(10, 30, 64, gluon_config(128, 3, Bias.NONE))  # a partial last block
+    # three consumer warpgroups (192 query rows): D = 64 with 64-slot blocks, the tile that fits their registers
+    for stages in (2, 3, 4):
+        attend(64, 64, 64, gluon_config(64, stages, block_m=192))
+    attend(48, 40, 64, gluon_config(64, 3, block_m=192), token_major=True)
+    attend(14, 14, 64, gluon_config(64, 3, block_m=192))
+    attend(64, 64, 64, gluon_config(64, 3, Bias.NONE, block_m=192))
 
 
 def case_quantize_groups():

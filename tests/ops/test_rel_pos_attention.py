@@ -272,19 +272,22 @@ def _gluon_launch(q, k, v, rh, rw, config):
 
 @needs_sm90
 @pytest.mark.parametrize("layout", ["sam", "contiguous"])
-@pytest.mark.parametrize("b, k_h, k_w, d, n, stages, dtype", [
-    (2, 64, 64, 64, 64, 3, torch.bfloat16),  # SAM's global grid: one whole row per block, rel_h in the row max
-    (1, 64, 64, 128, 64, 2, torch.bfloat16),  # batch 1, D = 128, 2 ring slots (the ring wraps 32 times)
-    (2, 48, 40, 64, 128, 3, torch.float16),  # three packed rows per 128 slots, padding slots read the next row
-    (1, 48, 40, 64, 64, 4, torch.bfloat16),  # one padded row per block
-    (2, 14, 14, 64, 64, 3, torch.bfloat16),  # SAM's window: 4 rows per block, the last block past L, 196 queries
-    (1, 7, 9, 64, 32, 2, torch.bfloat16),  # 3 rows per block, 7 % 3: the last block's logit mask
-    (1, 1, 100, 64, 128, 3, torch.bfloat16),  # 1 x N: one block, 100 queries (the second warpgroup's rows past L)
-    (1, 3, 64, 128, 64, 4, torch.bfloat16),  # fewer key blocks than ring slots, 192 queries
+@pytest.mark.parametrize("b, k_h, k_w, d, n, stages, dtype, block_m", [
+    (2, 64, 64, 64, 64, 3, torch.bfloat16, 128),  # SAM's global grid: one whole row per block, rel_h in the row max
+    (1, 64, 64, 128, 64, 2, torch.bfloat16, 128),  # batch 1, D = 128, 2 ring slots (the ring wraps 32 times)
+    (2, 48, 40, 64, 128, 3, torch.float16, 128),  # three packed rows per 128 slots, padding slots read the next row
+    (1, 48, 40, 64, 64, 4, torch.bfloat16, 128),  # one padded row per block
+    (2, 14, 14, 64, 64, 3, torch.bfloat16, 128),  # SAM's window: 4 rows per block, the last past L, 196 queries
+    (1, 7, 9, 64, 32, 2, torch.bfloat16, 128),  # 3 rows per block, 7 % 3: the last block's logit mask
+    (1, 1, 100, 64, 128, 3, torch.bfloat16, 128),  # 1 x N: one block, 100 queries (the second warpgroup past L)
+    (1, 3, 64, 128, 64, 4, torch.bfloat16, 128),  # fewer key blocks than ring slots, 192 queries
+    (2, 64, 64, 64, 64, 3, torch.bfloat16, 192),  # three consumer warpgroups: 4096 = 21 1/3 programs of 192 rows
+    (1, 48, 40, 64, 64, 2, torch.float16, 192),
+    (1, 14, 14, 64, 64, 4, torch.bfloat16, 192),  # 196 queries: the second program's rows past L but 4
 ])  # fmt: skip
-def test_gluon_kernel_matches_float64_and_writes_everything(b, k_h, k_w, d, n, stages, dtype, layout):
-    """The warp-specialized Gluon kernel against float64 on every bias path it takes, SAM's token-major q/k/v views
-    (the output (B, L, H, D) in memory) and contiguous ones."""
+def test_gluon_kernel_matches_float64_and_writes_everything(b, k_h, k_w, d, n, stages, dtype, block_m, layout):
+    """The warp-specialized Gluon kernel against float64 on every bias path it takes, with two and three consumer
+    warpgroups, on SAM's token-major q/k/v views (the output (B, L, H, D) in memory) and contiguous ones."""
     from lowbit_flex.kernels.rel_pos_attention import gluon_config
 
     h, L = 3, k_h * k_w
@@ -293,7 +296,7 @@ def test_gluon_kernel_matches_float64_and_writes_everything(b, k_h, k_w, d, n, s
     if layout == "contiguous":
         q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
     _, _, _, rh, rw = _inputs(b, h, k_h, k_w, d, dtype, "cuda")
-    out = _gluon_launch(q, k, v, rh, rw, gluon_config(n, stages))
+    out = _gluon_launch(q, k, v, rh, rw, gluon_config(n, stages, block_m=block_m))
     assert_fully_written(out)
     assert out.stride() == attention_out_strides(q)
     assert_rel_error(out, _reference_f64(q, k, v, rh, rw), 1e-2)
@@ -405,27 +408,30 @@ def _gluon_plan(mod, k_h, k_w, d, config, dtype=torch.bfloat16, aligned=True, ro
 
 
 @pytest.mark.parametrize(
-    "k_h, k_w, d, n, bias, block_n",
+    "k_h, k_w, d, n, bias, block_n, block_m",
     [
-        (64, 64, 64, 64, "ROWS", 64),  # SAM's global grid: one whole row per block
-        (64, 64, 128, 64, "ROWS", 64),
-        (48, 40, 64, 128, "ROWS", 128),  # three packed rows per 128 slots
-        (48, 40, 64, 64, "ROWS", 64),  # one padded row per 64 slots
-        (14, 14, 64, 32, "ROWS", 32),  # two rows of SAM's window per block
-        (7, 9, 64, 16, "ROWS", 16),  # raised to a whole row (9 -> 16 slots)
-        (64, 64, 64, 128, "NONE", 128),  # plain attention: 128 consecutive keys per block
+        (64, 64, 64, 64, "ROWS", 64, 128),  # SAM's global grid: one whole row per block
+        (64, 64, 128, 64, "ROWS", 64, 128),
+        (48, 40, 64, 128, "ROWS", 128, 128),  # three packed rows per 128 slots
+        (48, 40, 64, 64, "ROWS", 64, 128),  # one padded row per 64 slots
+        (14, 14, 64, 32, "ROWS", 32, 128),  # two rows of SAM's window per block
+        (7, 9, 64, 16, "ROWS", 16, 128),  # raised to a whole row (9 -> 16 slots)
+        (64, 64, 64, 128, "NONE", 128, 128),  # plain attention: 128 consecutive keys per block
+        (64, 64, 64, 64, "ROWS", 64, 192),  # three consumer warpgroups
+        (48, 40, 64, 64, "ROWS", 64, 192),
     ],
 )
-def test_gluon_plan_where_it_can_run(monkeypatch, k_h, k_w, d, n, bias, block_n):
-    """A Gluon config on sm_90 launches the warp-specialized kernel, with the key grid as constexprs and 128 query
-    rows per program; traced calls (and the eager scalars' query-block count) take the table's Triton plan."""
+def test_gluon_plan_where_it_can_run(monkeypatch, k_h, k_w, d, n, bias, block_n, block_m):
+    """A Gluon config on sm_90 launches the warp-specialized kernel, with the key grid as constexprs and 128 or 192
+    query rows per program; traced calls (and the eager scalars' query-block count) take the table's Triton
+    plan."""
     from lowbit_flex.kernels import rel_pos_attention as mod
 
     monkeypatch.setattr(mod, "triton_interpreting", lambda: False)
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a: (9, 0))
     mod._launch_plan.cache_clear()  # the Gluon plan caches its traced plan: keep none made under these patches
     try:
-        plan = _gluon_plan(mod, k_h, k_w, d, mod.gluon_config(n, 3, mod.Bias[bias]))
+        plan = _gluon_plan(mod, k_h, k_w, d, mod.gluon_config(n, 3, mod.Bias[bias], block_m))
         table = mod.pick_config(d, k_h * k_w, k_w)
         if bias == "NONE":
             table = dataclasses.replace(table, bias=mod.Bias.NONE)
@@ -438,8 +444,16 @@ def test_gluon_plan_where_it_can_run(monkeypatch, k_h, k_w, d, n, bias, block_n)
     rows = (k_w, k_h) if bias == "ROWS" else (1, k_h * k_w)
     assert (plan.meta["KEY_ROW_W"], plan.meta["KEY_ROWS"]) == rows
     assert (plan.meta["BLOCK_N"], plan.meta["STAGES"], plan.meta["D"], plan.meta["OUT_LHD"]) == (block_n, 3, d, True)
-    assert plan.grid == (-(-k_h * k_w // 128) * 12, 1, 1)
+    assert (plan.meta["CONSUMERS"], plan.grid) == (block_m // 64, (-(-k_h * k_w // block_m) * 12, 1, 1))
     assert mod.needs_scratch(plan)
+
+
+@pytest.mark.parametrize("block_m", [64, 160, 256])
+def test_gluon_config_rejects_a_query_block_it_has_no_warpgroups_for(block_m):
+    from lowbit_flex.kernels import rel_pos_attention as mod
+
+    with pytest.raises(ValueError, match=r"config: the Gluon kernel takes block_m in \[128, 192\]"):
+        _gluon_plan(mod, 64, 64, 64, mod.gluon_config(64, 3, block_m=block_m))
 
 
 @pytest.mark.parametrize(
@@ -454,21 +468,23 @@ def test_gluon_plan_where_it_can_run(monkeypatch, k_h, k_w, d, n, bias, block_n)
         dict(row_elems=3 * 12 * 64 + 4),  # 8-byte padded rows: not 16-byte aligned
         dict(capability=(8, 0)),
         dict(capability=(10, 0)),  # WGMMA is sm_90 only
+        dict(d=128, n=128),  # past two consumers' registers (ptxas spills)
+        dict(n=128, block_m=192),  # past three consumers' registers
+        dict(d=128, block_m=192),
     ],
 )
 def test_gluon_config_falls_back_to_the_table_where_it_cannot_run(monkeypatch, case):
     from lowbit_flex.kernels import rel_pos_attention as mod
 
-    case = (
-        dict(k_h=64, k_w=64, d=64, n=64, dtype=torch.bfloat16, aligned=True, row_elems=None, capability=(9, 0)) | case
-    )
+    defaults = dict(k_h=64, k_w=64, d=64, n=64, block_m=128, dtype=torch.bfloat16, aligned=True, row_elems=None)
+    case = defaults | dict(capability=(9, 0)) | case
     monkeypatch.setattr(mod, "triton_interpreting", lambda: False)
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a: case["capability"])
     mod._launch_plan.cache_clear()
     try:
         args = (case["k_h"], case["k_w"], case["d"])
         kw = dict(dtype=case["dtype"], aligned=case["aligned"], row_elems=case["row_elems"])
-        plan = _gluon_plan(mod, *args, mod.gluon_config(case["n"], 3), **kw)
+        plan = _gluon_plan(mod, *args, mod.gluon_config(case["n"], 3, block_m=case["block_m"]), **kw)
         table = _gluon_plan(mod, *args, None, **kw)
     finally:
         mod._launch_plan.cache_clear()
