@@ -93,13 +93,13 @@ def _softmax_block(
 
 @gluon.jit
 def _attend(
-    wg, q_smem, k_smem, v_smem, q_bar, ready, empty, rh_ptr, rw_ptr, o_ptr, b, h, m0, qk_scale, H, L,
-    srh_b, srh_h, srh_l, srw_b, srw_h, srw_l,
-    D: gl.constexpr, BLOCK_N: gl.constexpr, STAGES: gl.constexpr, BIAS: gl.constexpr, KEY_ROW_W: gl.constexpr,
-    KEY_ROWS: gl.constexpr, OUT_LHD: gl.constexpr,
+    wg, shared, D: gl.constexpr, BLOCK_N: gl.constexpr, STAGES: gl.constexpr, BIAS: gl.constexpr,
+    KEY_ROW_W: gl.constexpr, KEY_ROWS: gl.constexpr, OUT_LHD: gl.constexpr,
 ):  # fmt: skip
     """One consumer warpgroup: query rows ``m0 + 64 wg ...`` against every key block the producer delivers, then
-    the output rows."""
+    the output rows. ``shared``: what every consumer gets (a tuple without constexprs, see the kernel)."""
+    q_smem, k_smem, v_smem, q_bar, ready, empty, rh_ptr, rw_ptr, o_ptr, b, h, m0, qk_scale, H, L = shared[:15]
+    srh_b, srh_h, srh_l, srw_b, srw_h, srw_l = shared[15:]
     P_DTYPE: gl.constexpr = v_smem.dtype
     s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
                                                        instr_shape=[16, BLOCK_N, 16])  # fmt: skip
@@ -221,28 +221,19 @@ def _rel_pos_attention_fwd_sm90_ws(
 
     KEYS_PER_BLOCK: gl.constexpr = R * KEY_ROW_W
     n_blocks = (KEY_ROWS + R - 1) // R
-    # The partitions' arguments written out in the call: a tuple assigned to a variable first would turn its
-    # constexprs into tensors.
+    # What every consumer gets, as one tuple: no constexprs in it (a tuple assigned to a variable would turn them
+    # into tensors), so they are written out in each partition's arguments.
+    shared = (q_smem, k_smem, v_smem, q_bar, ready, empty, rh_ptr, rw_ptr, o_ptr, b, h, m0, qk_scale, H, L,
+              srh_b, srh_h, srh_l, srw_b, srw_h, srw_l)  # fmt: skip
     # fmt: off
     if CONSUMERS == 3:
         gl.warp_specialize(
             [
-                (_attend, (
-                    0, q_smem, k_smem, v_smem, q_bar, ready, empty, rh_ptr, rw_ptr, o_ptr, b, h, m0, qk_scale, H, L,
-                    srh_b, srh_h, srh_l, srw_b, srw_h, srw_l, D, BLOCK_N, STAGES, BIAS, KEY_ROW_W, KEY_ROWS, OUT_LHD,
-                )),
-                (_attend, (
-                    1, q_smem, k_smem, v_smem, q_bar, ready, empty, rh_ptr, rw_ptr, o_ptr, b, h, m0, qk_scale, H, L,
-                    srh_b, srh_h, srh_l, srw_b, srw_h, srw_l, D, BLOCK_N, STAGES, BIAS, KEY_ROW_W, KEY_ROWS, OUT_LHD,
-                )),
-                (_attend, (
-                    2, q_smem, k_smem, v_smem, q_bar, ready, empty, rh_ptr, rw_ptr, o_ptr, b, h, m0, qk_scale, H, L,
-                    srh_b, srh_h, srh_l, srw_b, srw_h, srw_l, D, BLOCK_N, STAGES, BIAS, KEY_ROW_W, KEY_ROWS, OUT_LHD,
-                )),
-                (load_q_then_kv_ring, (
-                    q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, ready, empty, m0, n_blocks, KEYS_PER_BLOCK,
-                    STAGES, False, CONSUMERS,
-                )),
+                (_attend, (0, shared, D, BLOCK_N, STAGES, BIAS, KEY_ROW_W, KEY_ROWS, OUT_LHD)),
+                (_attend, (1, shared, D, BLOCK_N, STAGES, BIAS, KEY_ROW_W, KEY_ROWS, OUT_LHD)),
+                (_attend, (2, shared, D, BLOCK_N, STAGES, BIAS, KEY_ROW_W, KEY_ROWS, OUT_LHD)),
+                (load_q_then_kv_ring, (q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, ready, empty, m0,
+                                       n_blocks, KEYS_PER_BLOCK, STAGES, False, CONSUMERS)),
             ],
             [4, 4, 1],
             [CONSUMER_REGS, CONSUMER_REGS, 24],
@@ -250,18 +241,10 @@ def _rel_pos_attention_fwd_sm90_ws(
     else:
         gl.warp_specialize(
             [
-                (_attend, (
-                    0, q_smem, k_smem, v_smem, q_bar, ready, empty, rh_ptr, rw_ptr, o_ptr, b, h, m0, qk_scale, H, L,
-                    srh_b, srh_h, srh_l, srw_b, srw_h, srw_l, D, BLOCK_N, STAGES, BIAS, KEY_ROW_W, KEY_ROWS, OUT_LHD,
-                )),
-                (_attend, (
-                    1, q_smem, k_smem, v_smem, q_bar, ready, empty, rh_ptr, rw_ptr, o_ptr, b, h, m0, qk_scale, H, L,
-                    srh_b, srh_h, srh_l, srw_b, srw_h, srw_l, D, BLOCK_N, STAGES, BIAS, KEY_ROW_W, KEY_ROWS, OUT_LHD,
-                )),
-                (load_q_then_kv_ring, (
-                    q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, ready, empty, m0, n_blocks, KEYS_PER_BLOCK,
-                    STAGES, False, CONSUMERS,
-                )),
+                (_attend, (0, shared, D, BLOCK_N, STAGES, BIAS, KEY_ROW_W, KEY_ROWS, OUT_LHD)),
+                (_attend, (1, shared, D, BLOCK_N, STAGES, BIAS, KEY_ROW_W, KEY_ROWS, OUT_LHD)),
+                (load_q_then_kv_ring, (q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, ready, empty, m0,
+                                       n_blocks, KEYS_PER_BLOCK, STAGES, False, CONSUMERS)),
             ],
             [4, 1],
             [CONSUMER_REGS, 24],
