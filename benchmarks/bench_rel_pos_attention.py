@@ -156,24 +156,30 @@ def _sweep_candidates(k_h: int, k_w: int, d: int):
     def c(m, n, w, st, bias=Bias.ROWS, tma=False):
         return RelPosConfig(m, n, 0, w, st, bias, True, tma)
 
-    # The warp-specialized Gluon kernel (sm_90, head dims 64 and 128; elsewhere its configs would run the table's
-    # Triton plan, so they are not timed): two or three consumer warpgroups (128 or 192 query rows), 1-4 whole rows
-    # per block (each width once) within their registers, 2-4 ring slots, and its floor without bias.
+    # The warp-specialized Gluon kernel on long sequences (SAM's windows already meet issue 13's target), where it
+    # runs (sm_90, head dims 64 and 128; elsewhere its configs would time the table's Triton plan): two or three
+    # consumer warpgroups (128 or 192 query rows), 1-4 whole rows per block (each width once) within their
+    # registers, 2-4 ring slots, the consumers' turns (pingpong) at 3 slots, and its floor without bias.
     gluon = []
-    if d in GLUON_HEAD_DIMS and torch.cuda.is_available() and torch.cuda.get_device_capability() == (9, 0):
-        tiles = ((128, 32, 3), (128, 64, 2), (128, 64, 3), (128, 64, 4), (128, 128, 3), (192, 64, 2), (192, 64, 3),
-                 (192, 64, 4))  # fmt: skip
+    if (
+        k_h * k_w > 256
+        and d in GLUON_HEAD_DIMS
+        and torch.cuda.is_available()
+        and torch.cuda.get_device_capability() == (9, 0)
+    ):
+        tiles = ((128, 64, 2), (128, 64, 3), (128, 64, 4), (128, 128, 3), (192, 64, 2), (192, 64, 3))
         gluon = [
-            gluon_config(n, st, block_m=m)
+            gluon_config(n, st, block_m=m, pingpong=pp)
             for m, n, st in tiles
-            if gluon_rows_block_n(k_w, n) == n and d * n <= GLUON_MAX_TILE[m // 64]
+            for pp in (False, True)
+            if gluon_rows_block_n(k_w, n) == n and d * n <= GLUON_MAX_TILE[m // 64] and (st == 3 or not pp)
         ]
         floors = ((128, 128), (128, 64), (192, 64))  # without bias: the widest block each warpgroup count fits
         fits = [(m, n) for m, n in floors if d * n <= GLUON_MAX_TILE[m // 64]]
         gluon += [gluon_config(n, 3, Bias.NONE, block_m=m) for m, n in dict(reversed(fits)).items()]
     if k_h * k_w <= 256:
         return [c(128, 32, 8, 3), c(64, 32, 4, 3), c(64, 64, 4, 3), c(64, 32, 4, 3, tma=True),
-                c(128, 32, 8, 3, tma=True), c(64, 32, 4, 3, Bias.ONEHOT), *gluon]  # fmt: skip
+                c(128, 32, 8, 3, tma=True), c(64, 32, 4, 3, Bias.ONEHOT)]  # fmt: skip
     packed = k_w & (k_w - 1)  # rows that are no power of two: one padded row per 64 slots, or packed rows per 128
     rows = (
         [c(64, 128, 4, 3), c(64, 128, 4, 3, tma=True), c(64, 128, 8, 3), c(64, 128, 8, 3, tma=True)] if packed else []
@@ -193,6 +199,7 @@ def _config_sweep(bench: Bench, shapes) -> None:
             + ("" if c.split_d else " padD")
             + (" tma" if c.tma else "")
             + (" gluon" if c.gluon else "")
+            + (" pingpong" if c.pingpong else "")
         )
 
     table = bench.table("rel_pos_attention kernel: launch configs around the sm_90 table", baseline="table config")

@@ -81,17 +81,21 @@ class RelPosConfig(LaunchConfig):
     # num_stages ring slots. Elsewhere, and in traced calls, the table's Triton config runs. Not in the table: not
     # yet run on a GPU.
     gluon: bool = False
+    # Gluon only: FlashAttention-3's scheduler barrier, the consumer warpgroups issuing their MMAs in turn.
+    pingpong: bool = False
 
 
 def _cfg(m: int, n: int, warps: int, stages: int) -> RelPosConfig:
     return RelPosConfig(m, n, 0, warps, stages)
 
 
-def gluon_config(block_n: int, stages: int, bias: Bias = Bias.ROWS, block_m: int = 128) -> RelPosConfig:
+def gluon_config(
+    block_n: int, stages: int, bias: Bias = Bias.ROWS, block_m: int = 128, pingpong: bool = False
+) -> RelPosConfig:
     """A config of the Gluon kernel: ``block_m`` query rows per program (128 or 192: two or three consumer
     warpgroups), ``block_n``-slot key blocks (``ROWS``: raised to a whole key row as in the table), a ring of
-    ``stages`` key/value slots."""
-    return RelPosConfig(block_m, block_n, 0, 4, stages, bias, gluon=True)
+    ``stages >= 2`` key/value slots, and whether the consumers take turns issuing their MMAs (``pingpong``)."""
+    return RelPosConfig(block_m, block_n, 0, 4, stages, bias, gluon=True, pingpong=pingpong)
 
 
 # Head dims the Gluon kernel takes: one power-of-two tile (no split), WGMMA-sized.
@@ -446,6 +450,8 @@ def _gluon_plan(
     if partial or consumers not in WS_CONSUMER_REGS:
         rows = [c * WS_ROWS.value for c in WS_CONSUMER_REGS]
         raise ValueError(f"config: the Gluon kernel takes block_m in {rows}, got {cfg.block_m}")
+    if cfg.num_stages < 2:  # one slot would hold block j - 1 for its PV while block j's QKᵀ waits for it
+        raise ValueError(f"config: the Gluon kernel needs num_stages >= 2 ring slots, got {cfg.num_stages}")
     fits = fits and D in GLUON_HEAD_DIMS and D * block_n <= GLUON_MAX_TILE[consumers]
     if not (fits and bases_aligned and gluon_layout_ok(dtype, strides[:12])):
         return traced
@@ -453,7 +459,8 @@ def _gluon_plan(
 
     meta = dict(
         D=D, BLOCK_N=block_n, STAGES=cfg.num_stages, BIAS=int(cfg.bias), KEY_ROW_W=key_row_w, KEY_ROWS=key_rows,
-        OUT_LHD=out_lhd, CONSUMERS=consumers, CONSUMER_REGS=WS_CONSUMER_REGS[consumers], num_warps=4,
+        OUT_LHD=out_lhd, CONSUMERS=consumers, CONSUMER_REGS=WS_CONSUMER_REGS[consumers], PINGPONG=cfg.pingpong,
+        num_warps=4,
     )  # fmt: skip
     grid = (triton.cdiv(L, cfg.block_m) * B * H,)
     return PlanLaunch(_rel_pos_attention_fwd_sm90_ws, grid, meta, tensors=6, traced=traced)

@@ -285,9 +285,13 @@ def _gluon_launch(q, k, v, rh, rw, config):
     (1, 48, 40, 64, 64, 2, torch.float16, 192),
     (1, 14, 14, 64, 64, 4, torch.bfloat16, 192),  # 196 queries: the second program's rows past L but 4
 ])  # fmt: skip
-def test_gluon_kernel_matches_float64_and_writes_everything(b, k_h, k_w, d, n, stages, dtype, block_m, layout):
+@pytest.mark.parametrize("pingpong", [False, True])
+def test_gluon_kernel_matches_float64_and_writes_everything(
+    b, k_h, k_w, d, n, stages, dtype, block_m, pingpong, layout
+):
     """The warp-specialized Gluon kernel against float64 on every bias path it takes, with two and three consumer
-    warpgroups, on SAM's token-major q/k/v views (the output (B, L, H, D) in memory) and contiguous ones."""
+    warpgroups, with and without their turns (``pingpong``), on SAM's token-major q/k/v views (the output
+    (B, L, H, D) in memory) and contiguous ones."""
     from lowbit_flex.kernels.rel_pos_attention import gluon_config
 
     h, L = 3, k_h * k_w
@@ -296,7 +300,7 @@ def test_gluon_kernel_matches_float64_and_writes_everything(b, k_h, k_w, d, n, s
     if layout == "contiguous":
         q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
     _, _, _, rh, rw = _inputs(b, h, k_h, k_w, d, dtype, "cuda")
-    out = _gluon_launch(q, k, v, rh, rw, gluon_config(n, stages, block_m=block_m))
+    out = _gluon_launch(q, k, v, rh, rw, gluon_config(n, stages, block_m=block_m, pingpong=pingpong))
     assert_fully_written(out)
     assert out.stride() == attention_out_strides(q)
     assert_rel_error(out, _reference_f64(q, k, v, rh, rw), 1e-2)
@@ -421,7 +425,8 @@ def _gluon_plan(mod, k_h, k_w, d, config, dtype=torch.bfloat16, aligned=True, ro
         (48, 40, 64, 64, "ROWS", 64, 192),
     ],
 )
-def test_gluon_plan_where_it_can_run(monkeypatch, k_h, k_w, d, n, bias, block_n, block_m):
+@pytest.mark.parametrize("pingpong", [False, True])
+def test_gluon_plan_where_it_can_run(monkeypatch, k_h, k_w, d, n, bias, block_n, block_m, pingpong):
     """A Gluon config on sm_90 launches the warp-specialized kernel, with the key grid as constexprs and 128 or 192
     query rows per program; traced calls (and the eager scalars' query-block count) take the table's Triton
     plan."""
@@ -431,7 +436,7 @@ def test_gluon_plan_where_it_can_run(monkeypatch, k_h, k_w, d, n, bias, block_n,
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a: (9, 0))
     mod._launch_plan.cache_clear()  # the Gluon plan caches its traced plan: keep none made under these patches
     try:
-        plan = _gluon_plan(mod, k_h, k_w, d, mod.gluon_config(n, 3, mod.Bias[bias], block_m))
+        plan = _gluon_plan(mod, k_h, k_w, d, mod.gluon_config(n, 3, mod.Bias[bias], block_m, pingpong))
         table = mod.pick_config(d, k_h * k_w, k_w)
         if bias == "NONE":
             table = dataclasses.replace(table, bias=mod.Bias.NONE)
@@ -445,6 +450,7 @@ def test_gluon_plan_where_it_can_run(monkeypatch, k_h, k_w, d, n, bias, block_n,
     assert (plan.meta["KEY_ROW_W"], plan.meta["KEY_ROWS"]) == rows
     assert (plan.meta["BLOCK_N"], plan.meta["STAGES"], plan.meta["D"], plan.meta["OUT_LHD"]) == (block_n, 3, d, True)
     assert (plan.meta["CONSUMERS"], plan.grid) == (block_m // 64, (-(-k_h * k_w // block_m) * 12, 1, 1))
+    assert plan.meta["PINGPONG"] is pingpong
     assert mod.needs_scratch(plan)
 
 
@@ -454,6 +460,14 @@ def test_gluon_config_rejects_a_query_block_it_has_no_warpgroups_for(block_m):
 
     with pytest.raises(ValueError, match=r"config: the Gluon kernel takes block_m in \[128, 192\]"):
         _gluon_plan(mod, 64, 64, 64, mod.gluon_config(64, 3, block_m=block_m))
+
+
+def test_gluon_config_rejects_a_one_slot_ring():
+    """One slot would deadlock: block j - 1 holds it for its PV while block j's QKᵀ waits for it."""
+    from lowbit_flex.kernels import rel_pos_attention as mod
+
+    with pytest.raises(ValueError, match="config: the Gluon kernel needs num_stages >= 2 ring slots, got 1"):
+        _gluon_plan(mod, 64, 64, 64, mod.gluon_config(64, 1))
 
 
 @pytest.mark.parametrize(
