@@ -43,7 +43,15 @@ from triton.experimental.gluon.language.nvidia.hopper import (
     warpgroup_mma_wait,
 )
 
-from lowbit_flex.kernels.gluon_sm90 import WS_ROWS, load_q_then_kv_ring, smem_layout
+from lowbit_flex.kernels.gluon_sm90 import (
+    WS_ROWS,
+    allocate_turns,
+    load_q_then_kv_ring,
+    open_first_turn,
+    pass_turn,
+    smem_layout,
+    take_turn,
+)
 
 _LOG2E = gl.constexpr(1.4426950408889634)
 
@@ -99,7 +107,7 @@ def _attend(
 ):  # fmt: skip
     """One consumer warpgroup: query rows ``m0 + 64 wg ...`` against every key block the producer delivers, then
     the output rows. ``shared``: what every consumer gets (a tuple without constexprs, see the kernel)."""
-    q_smem, k_smem, v_smem, q_bar, ready, empty, turn, rh_ptr, rw_ptr, o_ptr, b, h, m0, qk_scale, H, L = shared[:16]
+    q_smem, k_smem, v_smem, q_bar, ready, empty, turns, rh_ptr, rw_ptr, o_ptr, b, h, m0, qk_scale, H, L = shared[:16]
     srh_b, srh_h, srh_l, srw_b, srw_h, srw_l = shared[16:]
     P_DTYPE: gl.constexpr = v_smem.dtype
     s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
@@ -144,24 +152,17 @@ def _attend(
     p_op, alpha, m_i, l_i, rh_row = _softmax_block(
         s, 0, rel_w_tile, rh_rows, m_ok, slot_row, rh_row, qk_scale, m_i, l_i, p_layout, P_DTYPE, BIAS, KEY_ROWS, R
     )
-    if PINGPONG:  # noqa: SIM102 (a constexpr, then a condition on the warpgroup)
-        if wg == CONSUMERS - 1:  # the first loop turn is the first consumer's (see the loop)
-            mbarrier.arrive(turn.index(0), count=1)
+    open_first_turn(turns, wg, CONSUMERS, PINGPONG)
     # FlashAttention-3's order within the warpgroup: QKᵀ of block j and PV of block j - 1 issued together, a wait
     # for the QKᵀ only, block j's softmax while the PV runs; slot j - 1 is released after its PV.
     for j in range(1, N_BLOCKS):
         slot = j % STAGES
         prev = (j - 1) % STAGES
         mbarrier.wait(ready.index(slot), (j // STAGES) & 1)
-        if PINGPONG:  # FlashAttention-3's scheduler barrier: the consumers issue their MMA pairs in turn, so one's
-            # softmax runs under the others' MMAs. Turn (j, wg) follows (j, wg - 1), and (j - 1, last) for wg 0; the
-            # last consumer's arrival before the loop opens turn (1, 0). Each consumer waits once per iteration, and
-            # no one can arrive twice before it has: the phase is the iteration's.
-            mbarrier.wait(turn.index(wg), (j - 1) & 1)
+        take_turn(turns, wg, j, PINGPONG)  # the consumers issue their MMA pairs in turn (gluon_sm90)
         s_tok = warpgroup_mma(q_tile, k_smem.index(slot).permute((1, 0)), s_zero, use_acc=False, is_async=True)
         o_tok = warpgroup_mma(p_op, v_smem.index(prev), acc, is_async=True)
-        if PINGPONG:
-            mbarrier.arrive(turn.index((wg + 1) % CONSUMERS), count=1)
+        pass_turn(turns, wg, CONSUMERS, PINGPONG)
         s = warpgroup_mma_wait(1, deps=(s_tok,))
         p_op, alpha, m_i, l_i, rh_row = _softmax_block(
             s, j, rel_w_tile, rh_rows, m_ok, slot_row, rh_row, qk_scale, m_i, l_i, p_layout, P_DTYPE, BIAS,
@@ -225,20 +226,18 @@ def _rel_pos_attention_fwd_sm90_ws(
     ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     q_bar = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
-    turn = gl.allocate_shared_memory(gl.int64, [CONSUMERS, 1], mbarrier.MBarrierLayout())  # PINGPONG's
     for i in gl.static_range(STAGES):
         mbarrier.init(ready.index(i), count=1)
         mbarrier.init(empty.index(i), count=CONSUMERS)
     mbarrier.init(q_bar, count=1)
-    for i in gl.static_range(CONSUMERS):
-        mbarrier.init(turn.index(i), count=1)
+    turns = allocate_turns(CONSUMERS, PINGPONG, q_bar)
     fence_async_shared()
 
     KEYS_PER_BLOCK: gl.constexpr = R * KEY_ROW_W
     n_blocks = (KEY_ROWS + R - 1) // R
     # What every consumer gets, as one tuple: no constexprs in it (a tuple assigned to a variable would turn them
     # into tensors), so they are written out in each partition's arguments.
-    shared = (q_smem, k_smem, v_smem, q_bar, ready, empty, turn, rh_ptr, rw_ptr, o_ptr, b, h, m0, qk_scale, H, L,
+    shared = (q_smem, k_smem, v_smem, q_bar, ready, empty, turns, rh_ptr, rw_ptr, o_ptr, b, h, m0, qk_scale, H, L,
               srh_b, srh_h, srh_l, srw_b, srw_h, srw_l)  # fmt: skip
     # fmt: off
     if CONSUMERS == 3:
