@@ -437,7 +437,11 @@ def _gluon_plan(
     """The Gluon kernel's launch, with the table's Triton plan for traced calls (the same arguments: the Gluon
     kernel counts its own query blocks); the Triton plan alone where the Gluon kernel cannot run (device, layout,
     head dim, more rows per block than it selects, or a tile past its consumers' registers)."""
-    table = dataclasses.replace(pick_config(D, L, k_w), bias=Bias.NONE) if cfg.bias is Bias.NONE else None
+    # The table's Triton config, explicitly (a table row that picks the Gluon kernel keeps its tile for the Triton
+    # plan rather than recursing), without bias where this config has none.
+    table = dataclasses.replace(pick_config(D, L, k_w), gluon=False, pingpong=False)
+    if cfg.bias is Bias.NONE:
+        table = dataclasses.replace(table, bias=Bias.NONE)
     traced = _launch_plan(B, H, L, D, k_h, k_w, dtype, table, out_lhd, bases_aligned, *strides)
     if cfg.bias is Bias.ROWS:
         block_n = gluon_rows_block_n(k_w, cfg.block_n)

@@ -123,7 +123,7 @@ class _EagerPlan(NamedTuple):
     """What an eager call with one metadata key does: launch into a new ``shape`` / ``strides`` tensor, or, where
     ``launch`` is None, run the op's body (a copy of rel_h/rel_w, an empty output or the reference). ``bound``: the
     compiled kernel with every argument after the tensors fixed (:class:`~lowbit_flex.kernels.common.BoundLaunch`);
-    None where it could not be bound (the interpreter, TMA loads, launch hooks set when the plan was made): those
+    None where it could not be bound (the interpreter, launch hooks set when the plan was made): those
     calls take ``launch`` with ``scalars`` after the tensors."""
 
     launch: PlanLaunch | None
@@ -184,11 +184,11 @@ def _eager_plan(q, k, v, rel_h, rel_w, scale) -> _EagerPlan:
     )
     if not direct:
         return _EagerPlan(None, None, (), shape, strides, q.dtype, q.device)
-    from lowbit_flex.kernels.rel_pos_attention import needs_scratch, rel_pos_plan
+    from lowbit_flex.kernels.rel_pos_attention import rel_pos_plan
 
+    # Plans with device-side TMA descriptors (the Gluon kernel's, TMA loads) are bound too: Triton's launcher takes
+    # their global scratch from the allocator rel_pos_plan made sure of, at each call (as lowbit_attention's).
     launch, scalars = rel_pos_plan(q, k, v, rel.rel_h, rel.rel_w, scale)
-    bound = None
-    if not needs_scratch(launch):  # plans with TMA descriptors need Triton's scratch allocator: PlanLaunch's path
-        out = torch.empty_strided(shape, strides, dtype=q.dtype, device=q.device)  # for bind's dtype and alignment
-        bound = launch.bind(q, k, v, rel.rel_h, rel.rel_w, out, *scalars)  # compiles; None under the interpreter
+    out = torch.empty_strided(shape, strides, dtype=q.dtype, device=q.device)  # for bind's dtype and alignment
+    bound = launch.bind(q, k, v, rel.rel_h, rel.rel_w, out, *scalars)  # compiles; None under the interpreter
     return _EagerPlan(launch, bound, scalars, shape, strides, q.dtype, q.device)

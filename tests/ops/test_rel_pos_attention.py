@@ -307,6 +307,33 @@ def test_gluon_kernel_matches_float64_and_writes_everything(
 
 
 @needs_sm90
+@pytest.mark.parametrize("pingpong", [False, True])
+def test_gluon_kernel_through_the_eager_op(monkeypatch, pingpong):
+    """A table that picks the Gluon kernel: the op's eager path plans, binds and launches it (its TMA descriptors'
+    scratch from Triton's allocator), and a compiled call takes the Triton plan; both against float64."""
+    from lowbit_flex.kernels import rel_pos_attention as mod
+    from lowbit_flex.ops import rel_pos_attention as op_mod
+
+    monkeypatch.setattr(mod, "pick_config", lambda d, L, k_w: mod.gluon_config(64, 3, pingpong=pingpong))
+    monkeypatch.setattr(op_mod, "_EAGER_PLANS", PlanCache())
+    mod._launch_plan.cache_clear()
+    try:
+        b, h, k_h, k_w, d = 1, 3, 16, 64, 64
+        qkv = torch.randn(b, k_h * k_w, 3, h, d, device="cuda").to(torch.bfloat16)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+        _, _, _, rh, rw = _inputs(b, h, k_h, k_w, d, torch.bfloat16, "cuda")
+        ref = _reference_f64(q, k, v, rh, rw)
+        for _ in range(2):  # the first call plans and binds, the second launches the bound kernel
+            assert_rel_error(rel_pos_attention(q, k, v, rh, rw), ref, 1e-2)
+        (plan,) = op_mod._EAGER_PLANS.values()
+        assert plan.launch.kernel.fn.__name__ == "_rel_pos_attention_fwd_sm90_ws" and plan.bound is not None
+        compiled = torch.compile(rel_pos_attention, fullgraph=True)
+        assert_rel_error(compiled(q, k, v, rh, rw), ref, 1e-2)
+    finally:
+        mod._launch_plan.cache_clear()
+
+
+@needs_sm90
 def test_gluon_kernel_without_bias_is_plain_attention():
     from lowbit_flex.kernels.rel_pos_attention import Bias, gluon_config
 
