@@ -157,7 +157,6 @@ def _config_sweep(bench: Bench, Ls) -> None:
         ("gluon ws " if c.gluon else "")
         + f"M{c.block_m} w{c.num_warps} s{c.num_stages}"
         + (" tma" if c.tma and not c.gluon else "")
-        + (" pingpong" if c.pingpong else "")
     )
     for L in Ls:
         q, k, v = (torch.randn(B, H, L, D, device="cuda", dtype=torch.bfloat16) for _ in range(3))

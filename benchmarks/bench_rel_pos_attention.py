@@ -157,9 +157,9 @@ def _sweep_candidates(k_h: int, k_w: int, d: int):
         return RelPosConfig(m, n, 0, w, st, bias, True, tma)
 
     # The warp-specialized Gluon kernel on long sequences (SAM's windows already meet issue 13's target), where it
-    # runs (sm_90, head dims 64 and 128; elsewhere its configs would time the table's Triton plan): two or three
-    # consumer warpgroups (128 or 192 query rows), 1-4 whole rows per block (each width once) within their
-    # registers, 2-4 ring slots, the consumers' turns (pingpong) at 3 slots, and its floor without bias.
+    # runs (sm_90, head dims 64 and 128; elsewhere its configs would time the Triton plan): the tiles that came
+    # closest in run 47 (three consumer warpgroups with 64-slot blocks, two with 128-slot blocks; 3-4 ring slots),
+    # within their registers, and its floor without bias. Dropped there: 2 slots, two consumers with 64-slot blocks.
     gluon = []
     if (
         k_h * k_w > 256
@@ -167,12 +167,11 @@ def _sweep_candidates(k_h: int, k_w: int, d: int):
         and torch.cuda.is_available()
         and torch.cuda.get_device_capability() == (9, 0)
     ):
-        tiles = ((128, 64, 2), (128, 64, 3), (128, 64, 4), (128, 128, 3), (192, 64, 2), (192, 64, 3))
+        tiles = ((192, 64, 3), (192, 64, 4), (128, 128, 3), (128, 64, 3))
         gluon = [
-            gluon_config(n, st, block_m=m, pingpong=pp)
+            gluon_config(n, st, block_m=m)
             for m, n, st in tiles
-            for pp in (False, True)
-            if gluon_rows_block_n(k_w, n) == n and d * n <= GLUON_MAX_TILE[m // 64] and (st == 3 or not pp)
+            if gluon_rows_block_n(k_w, n) == n and d * n <= GLUON_MAX_TILE[m // 64]
         ]
         floors = ((128, 128), (128, 64), (192, 64))  # without bias: the widest block each warpgroup count fits
         fits = [(m, n) for m, n in floors if d * n <= GLUON_MAX_TILE[m // 64]]
@@ -199,7 +198,6 @@ def _config_sweep(bench: Bench, shapes) -> None:
             + ("" if c.split_d else " padD")
             + (" tma" if c.tma else "")
             + (" gluon" if c.gluon else "")
-            + (" pingpong" if c.pingpong else "")
         )
 
     table = bench.table("rel_pos_attention kernel: launch configs around the sm_90 table", baseline="table config")

@@ -253,7 +253,6 @@ class AttentionConfig(LaunchConfig):
 
     tma: bool = False
     gluon: bool = False
-    pingpong: bool = False  # Gluon only: the consumer warpgroups issue their MMAs in turn (gluon_sm90)
 
 
 # Launch configurations. block_m must divide Q_BLOCK (128); block_n is the k scale block; block_k is unused (the
@@ -261,19 +260,14 @@ class AttentionConfig(LaunchConfig):
 # (used on sm_90 where the layout allows) and without. The launch config is a fixed rule (:func:`pick_config`),
 # decided once per shape key, not an autotuner (which would time every config inside the first call of each key);
 # ``benchmarks/bench_fp8_attention.py`` sweeps this table against the rule.
-# The Gluon kernel's configs come last (2, 3 and 4 ring slots, then 3 and 4 with the consumers' turns, unmeasured);
-# the rule picks 4 slots without turns for a 16-bit V (H200 run 44).
-CONFIGS: tuple[AttentionConfig, ...] = (
-    tuple(
-        AttentionConfig(m, K_BLOCK, 0, w, s, tma=tma)
-        for tma in (True, False)
-        for m, w, s in ((128, 8, 3), (128, 8, 2), (128, 8, 4), (128, 4, 3), (64, 4, 3))
-    )
-    + tuple(AttentionConfig(128, K_BLOCK, 0, 4, s, tma=True, gluon=True) for s in (2, 3, 4))
-    + tuple(AttentionConfig(128, K_BLOCK, 0, 4, s, tma=True, gluon=True, pingpong=True) for s in (3, 4))
-)
+# The Gluon kernel's configs come last (2, 3 and 4 ring slots); the rule picks 4 for a 16-bit V (H200 run 44).
+CONFIGS: tuple[AttentionConfig, ...] = tuple(
+    AttentionConfig(m, K_BLOCK, 0, w, s, tma=tma)
+    for tma in (True, False)
+    for m, w, s in ((128, 8, 3), (128, 8, 2), (128, 8, 4), (128, 4, 3), (64, 4, 3))
+) + tuple(AttentionConfig(128, K_BLOCK, 0, 4, s, tma=True, gluon=True) for s in (2, 3, 4))
 GLUON_CONFIGS = tuple(c for c in CONFIGS if c.gluon)
-_LONG, _SHORT, _WS_16BIT_PV = CONFIGS[0], CONFIGS[4], GLUON_CONFIGS[2]
+_LONG, _SHORT, _WS_16BIT_PV = CONFIGS[0], CONFIGS[4], CONFIGS[-1]
 # the smallest tiles, pointer loads: the interpreter's CPU runs scale with the tile size
 _INTERPRETER_CONFIG = AttentionConfig(64, K_BLOCK, 0, 4, 3)
 
@@ -330,10 +324,7 @@ def _launch_plan(
         from lowbit_flex.kernels.gluon_sm90 import WS_CONSUMER_REGS
 
         gluon_meta = shared | dict(
-            STAGES=cfg.num_stages,
-            V_MMA_KEY_ORDER=v_mma_key_order,
-            CONSUMER_REGS=WS_CONSUMER_REGS[2],
-            PINGPONG=cfg.pingpong,
+            STAGES=cfg.num_stages, V_MMA_KEY_ORDER=v_mma_key_order, CONSUMER_REGS=WS_CONSUMER_REGS[2]
         )
         plan = PlanLaunch(_fp8_attention_fwd_sm90_ws, grid, gluon_meta, tensors=7, traced=plan)
     return plan

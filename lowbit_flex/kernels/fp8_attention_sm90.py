@@ -39,15 +39,7 @@ from triton.experimental.gluon.language.nvidia.hopper import (
 )
 from triton.language.extra import libdevice
 
-from lowbit_flex.kernels.gluon_sm90 import (
-    WS_ROWS,
-    allocate_turns,
-    load_q_then_kv_ring,
-    open_first_turn,
-    pass_turn,
-    smem_layout,
-    take_turn,
-)
+from lowbit_flex.kernels.gluon_sm90 import WS_ROWS, load_q_then_kv_ring, smem_layout
 from lowbit_flex.quant.fp8 import LOGIT_SCALE_FLOOR, P_FACTOR_FLOOR
 
 _LOGIT_SCALE_FLOOR = gl.constexpr(LOGIT_SCALE_FLOOR)
@@ -118,13 +110,12 @@ def _p_dtype(pv_16bit, v_dtype):
 
 @gluon.jit
 def _ws_attend(
-    wg, q_smem, k_smem, v_smem, q_bar, ready, empty, turns, QS, KS, VS, Out, sm_scale_log2e, b, h, hk, m0, n_blocks,
+    wg, q_smem, k_smem, v_smem, q_bar, ready, empty, QS, KS, VS, Out, sm_scale_log2e, b, h, hk, m0, n_blocks,
     Lq, Lk, stride_ob, stride_oh, stride_om, stride_od, stride_qsb, stride_qsh, stride_qsm,
     stride_ksb, stride_ksh, stride_ksn, stride_vsb, stride_vsh, stride_vsn,
     D: gl.constexpr, BLOCK_N: gl.constexpr, Q_SCALE_BLOCK: gl.constexpr, K_SCALE_BLOCK: gl.constexpr,
     CAUSAL: gl.constexpr, PV_16BIT: gl.constexpr, V_BLOCK_SCALES: gl.constexpr, P_SCALE: gl.constexpr,
     V_TOKEN_MAJOR: gl.constexpr, V_MMA_KEY_ORDER: gl.constexpr, STAGES: gl.constexpr, QK_INT: gl.constexpr,
-    PINGPONG: gl.constexpr,
 ):  # fmt: skip
     """One consumer warpgroup: query rows ``m0 + 64 wg ...`` against every key block the producer delivers, then
     the output rows."""
@@ -178,7 +169,6 @@ def _ws_attend(
         s, 0, full_end, offs_m, cols0, Lk, c, m_i, row_sum, p_mult, p_layout, P_DTYPE, CAUSAL, PV_16BIT,
         V_MMA_KEY_ORDER,
     )  # fmt: skip
-    open_first_turn(turns, wg, 2, PINGPONG)
     for j in range(1, n_blocks):
         slot = j % STAGES
         prev = (j - 1) % STAGES
@@ -186,10 +176,8 @@ def _ws_attend(
         c, p_mult = _block_scales(ks_base, vs_base, qk_scale, vs_unit, start_n, stride_ksn, stride_vsn,
                                   K_SCALE_BLOCK, V_BLOCK_SCALES)  # fmt: skip
         mbarrier.wait(ready.index(slot), (j // STAGES) & 1)
-        take_turn(turns, wg, j, PINGPONG)  # the consumers issue their MMA pairs in turn (gluon_sm90)
         s_tok = warpgroup_mma(q_tile, k_smem.index(slot).permute((1, 0)), s_zero, use_acc=False, is_async=True)
         o_tok = warpgroup_mma(p_op, _v_operand(v_smem, prev, V_TOKEN_MAJOR), acc, is_async=True)
-        pass_turn(turns, wg, 2, PINGPONG)
         s = warpgroup_mma_wait(1, deps=(s_tok,)).to(gl.float32)
         p_op, alpha, m_i, row_sum = _softmax_block(
             s, start_n, full_end, offs_m, cols0, Lk, c, m_i, row_sum, p_mult, p_layout, P_DTYPE, CAUSAL,
@@ -231,7 +219,7 @@ def _fp8_attention_fwd_sm90_ws(
     D: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
     Q_SCALE_BLOCK: gl.constexpr, K_SCALE_BLOCK: gl.constexpr, CAUSAL: gl.constexpr, PV_16BIT: gl.constexpr,
     V_BLOCK_SCALES: gl.constexpr, P_SCALE: gl.constexpr, V_TOKEN_MAJOR: gl.constexpr, STAGES: gl.constexpr,
-    V_MMA_KEY_ORDER: gl.constexpr, CONSUMER_REGS: gl.constexpr, PINGPONG: gl.constexpr,
+    V_MMA_KEY_ORDER: gl.constexpr, CONSUMER_REGS: gl.constexpr,
 ):  # fmt: skip
     """``BLOCK_M = 128`` query rows per program (see the module docstring): the launch's 4 warps are the first
     consumer warpgroup, :func:`gl.warp_specialize` adds the second and the producer warp."""
@@ -274,7 +262,6 @@ def _fp8_attention_fwd_sm90_ws(
         mbarrier.init(ready.index(i), count=1)
         mbarrier.init(empty.index(i), count=2)
     mbarrier.init(q_bar, count=1)
-    turns = allocate_turns(2, PINGPONG, q_bar)
     fence_async_shared()
 
     hi = Lk
@@ -287,18 +274,18 @@ def _fp8_attention_fwd_sm90_ws(
     gl.warp_specialize(
         [
             (_ws_attend, (
-                0, q_smem, k_smem, v_smem, q_bar, ready, empty, turns, QS, KS, VS, Out, sm_scale_log2e, b, h, hk, m0,
-                n_blocks, Lq, Lk,
+                0, q_smem, k_smem, v_smem, q_bar, ready, empty, QS, KS, VS, Out, sm_scale_log2e, b, h, hk, m0, n_blocks,
+                Lq, Lk,
                 stride_ob, stride_oh, stride_om, stride_od, stride_qsb, stride_qsh, stride_qsm, stride_ksb, stride_ksh,
                 stride_ksn, stride_vsb, stride_vsh, stride_vsn, D, BLOCK_N, Q_SCALE_BLOCK, K_SCALE_BLOCK, CAUSAL,
-                PV_16BIT, V_BLOCK_SCALES, P_SCALE, V_TOKEN_MAJOR, V_MMA_KEY_ORDER, STAGES, QK_INT, PINGPONG,
+                PV_16BIT, V_BLOCK_SCALES, P_SCALE, V_TOKEN_MAJOR, V_MMA_KEY_ORDER, STAGES, QK_INT,
             )),
             (_ws_attend, (
-                1, q_smem, k_smem, v_smem, q_bar, ready, empty, turns, QS, KS, VS, Out, sm_scale_log2e, b, h, hk, m0,
-                n_blocks, Lq, Lk,
+                1, q_smem, k_smem, v_smem, q_bar, ready, empty, QS, KS, VS, Out, sm_scale_log2e, b, h, hk, m0, n_blocks,
+                Lq, Lk,
                 stride_ob, stride_oh, stride_om, stride_od, stride_qsb, stride_qsh, stride_qsm, stride_ksb, stride_ksh,
                 stride_ksn, stride_vsb, stride_vsh, stride_vsn, D, BLOCK_N, Q_SCALE_BLOCK, K_SCALE_BLOCK, CAUSAL,
-                PV_16BIT, V_BLOCK_SCALES, P_SCALE, V_TOKEN_MAJOR, V_MMA_KEY_ORDER, STAGES, QK_INT, PINGPONG,
+                PV_16BIT, V_BLOCK_SCALES, P_SCALE, V_TOKEN_MAJOR, V_MMA_KEY_ORDER, STAGES, QK_INT,
             )),
             (load_q_then_kv_ring, (
                 q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, ready, empty, m0, n_blocks, BLOCK_N, STAGES,

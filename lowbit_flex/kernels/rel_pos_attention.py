@@ -78,24 +78,20 @@ class RelPosConfig(LaunchConfig):
     tma: bool = False
     # The warp-specialized Gluon kernel of rel_pos_attention_sm90 where it can run (gluon_layout_ok, the plan):
     # block_m = 128 or 192 query rows per program (two or three consumer warpgroups; num_warps = 4, the first one),
-    # num_stages ring slots. Elsewhere, and in traced calls, the table's Triton config runs. Not in the table: not
-    # yet run on a GPU.
+    # num_stages ring slots. Elsewhere, and in traced calls, the table's Triton config runs. SM90_GLUON_CONFIGS
+    # holds the rows where it measured faster.
     gluon: bool = False
-    # Gluon only: FlashAttention-3's scheduler barrier, the consumer warpgroups issuing their MMAs in turn.
-    pingpong: bool = False
 
 
 def _cfg(m: int, n: int, warps: int, stages: int) -> RelPosConfig:
     return RelPosConfig(m, n, 0, warps, stages)
 
 
-def gluon_config(
-    block_n: int, stages: int, bias: Bias = Bias.ROWS, block_m: int = 128, pingpong: bool = False
-) -> RelPosConfig:
+def gluon_config(block_n: int, stages: int, bias: Bias = Bias.ROWS, block_m: int = 128) -> RelPosConfig:
     """A config of the Gluon kernel: ``block_m`` query rows per program (128 or 192: two or three consumer
     warpgroups), ``block_n``-slot key blocks (``ROWS``: raised to a whole key row as in the table), a ring of
-    ``stages >= 2`` key/value slots, and whether the consumers take turns issuing their MMAs (``pingpong``)."""
-    return RelPosConfig(block_m, block_n, 0, 4, stages, bias, gluon=True, pingpong=pingpong)
+    ``stages >= 2`` key/value slots."""
+    return RelPosConfig(block_m, block_n, 0, 4, stages, bias, gluon=True)
 
 
 # Head dims the Gluon kernel takes: one power-of-two tile (no split), WGMMA-sized.
@@ -145,6 +141,23 @@ def rows_block_n(k_h: int, k_w: int, block_n: int) -> int:
     if wide <= MAX_ROWS_BLOCK_N and wide // k_w <= MAX_SELECTED_ROWS.value and slots(wide) < slots(n):
         return wide
     return n
+
+
+# Eager calls on sm_90 where the warp-specialized Gluon kernel measured faster than the Triton row above (H200 run
+# 47, both in one call): SAM's global attention at D = 64 (64-wide key rows, one per 64-slot block) with 192 query
+# rows in three consumer warpgroups and 3 ring slots: vit_b 1.016-1.021x, vit_l 1.003-1.004x, vit_b at batch 1
+# 1.046-1.052x the Triton row (which drifted 1.7 % between two timings of that call). It lost on everything else
+# measured: the 48 x 40 grid (0.73-0.96x), 128-query programs with 64-slot blocks (0.83-0.86x), 2 ring slots
+# (0.53-0.64x: FlashAttention-3's order holds two slots at once). Keyed by (head dim, key-row width), for L > 256.
+# Traced calls and devices or layouts it cannot take run the Triton row (_gluon_plan).
+SM90_GLUON_CONFIGS: dict[tuple[int, int], RelPosConfig] = {(64, 64): gluon_config(64, 3, block_m=192)}
+
+
+def pick_gluon_config(head_dim: int, seq_len: int, k_w: int) -> RelPosConfig | None:
+    """The Gluon kernel's row of :data:`SM90_GLUON_CONFIGS` for this shape, or None (the Triton table's row)."""
+    if bool(seq_len <= 256):
+        return None
+    return SM90_GLUON_CONFIGS.get((head_dim, k_w))
 
 
 def pick_config(head_dim: int, seq_len: int, k_w: int) -> RelPosConfig:
@@ -390,7 +403,7 @@ def _launch_plan(
     memory; ``bases_aligned``: q, k and v start at 16-byte aligned addresses (TMA). ``strides`` (q, k, v, then the
     first three of rel_h and rel_w) are part of the key only: the kernel is specialized on its integer arguments, so
     a cached direct launch is right only for the strides it was compiled with."""
-    cfg = config or pick_config(D, L, k_w)
+    cfg = config or pick_gluon_config(D, L, k_w) or pick_config(D, L, k_w)
     if cfg.gluon:
         return _gluon_plan(cfg, B, H, L, D, k_h, k_w, dtype, out_lhd, bases_aligned, strides)
     block_n, kc, h_window = cfg.block_n, 16, False
@@ -437,9 +450,9 @@ def _gluon_plan(
     """The Gluon kernel's launch, with the table's Triton plan for traced calls (the same arguments: the Gluon
     kernel counts its own query blocks); the Triton plan alone where the Gluon kernel cannot run (device, layout,
     head dim, more rows per block than it selects, or a tile past its consumers' registers)."""
-    # The table's Triton config, explicitly (a table row that picks the Gluon kernel keeps its tile for the Triton
-    # plan rather than recursing), without bias where this config has none.
-    table = dataclasses.replace(pick_config(D, L, k_w), gluon=False, pingpong=False)
+    # The Triton table's config, explicitly (with None the plan would pick this Gluon row again), without bias where
+    # this config has none.
+    table = pick_config(D, L, k_w)
     if cfg.bias is Bias.NONE:
         table = dataclasses.replace(table, bias=Bias.NONE)
     traced = _launch_plan(B, H, L, D, k_h, k_w, dtype, table, out_lhd, bases_aligned, *strides)
@@ -463,8 +476,7 @@ def _gluon_plan(
 
     meta = dict(
         D=D, BLOCK_N=block_n, STAGES=cfg.num_stages, BIAS=int(cfg.bias), KEY_ROW_W=key_row_w, KEY_ROWS=key_rows,
-        OUT_LHD=out_lhd, CONSUMERS=consumers, CONSUMER_REGS=WS_CONSUMER_REGS[consumers], PINGPONG=cfg.pingpong,
-        num_warps=4,
+        OUT_LHD=out_lhd, CONSUMERS=consumers, CONSUMER_REGS=WS_CONSUMER_REGS[consumers], num_warps=4,
     )  # fmt: skip
     grid = (triton.cdiv(L, cfg.block_m) * B * H,)
     return PlanLaunch(_rel_pos_attention_fwd_sm90_ws, grid, meta, tensors=6, traced=traced)

@@ -9,8 +9,9 @@ issuing it, so a program's softmax never runs under its own MMAs. Here, as in
 :mod:`~lowbit_flex.kernels.fp8_attention_sm90` (whose accurate mode, bf16 P·V, gained 1.09-1.16x from this
 structure in run 44):
 
-- one program owns 128 query rows of one (batch, head): two consumer warpgroups of 64 rows and one TMA producer warp
-  (:func:`~lowbit_flex.kernels.gluon_sm90.load_q_then_kv_ring`) filling a ring of ``STAGES`` key/value slots;
+- one program owns 128 or 192 query rows of one (batch, head): two or three consumer warpgroups of 64 rows and one
+  TMA producer warp (:func:`~lowbit_flex.kernels.gluon_sm90.load_q_then_kv_ring`) filling a ring of ``STAGES``
+  key/value slots;
 - within a consumer, FlashAttention-3's order: QKᵀ of block ``j`` and PV of block ``j - 1`` issued together, a wait
   for the QKᵀ only, block ``j``'s logits, bias and softmax while the tensor cores do the PV.
 
@@ -26,9 +27,14 @@ dims 64 and 128 (one power-of-two tile: a Gluon tensor cannot be 80 wide), ``R <
 stride, 16-byte aligned rows and bases). Every traced call (``torch.compile``: Inductor cannot call Gluon kernels
 through ``wrap_triton``) takes the Triton kernel.
 
-Status: compiled for sm_90 with Triton 3.6 and 3.9 (``triton_aot --check-wgmma``); not yet run on a GPU, so not in
-the dispatch table. Configs with ``gluon=True`` are reached through an explicit ``config`` (the GPU tests and the
-benchmark's sweep).
+Measured (H200 run 47, against the Triton kernel in the same call): three consumers with 64-slot blocks and 3 ring
+slots are 0.3-2 % faster on SAM's D = 64 global attention at batch 8 and 4.6-5.2 % at batch 1, which is the table's
+row (``SM90_GLUON_CONFIGS``): the op reaches 1.24-1.26x SDPA without bias there, against the Triton kernel's
+1.26-1.30x. Its own floor without bias is 1.10-1.12x SDPA (the Triton kernel's 1.14-1.18x). Slower, and not in the
+table: two consumers with 64-slot blocks (0.83-0.86x: per-block barrier overhead over two 64 x 64 MMAs), 2 ring slots
+(0.53-0.64x: FA3's order holds two slots at once, so the producer cannot run ahead), the 48 x 40 grid (0.62-0.96x),
+and FlashAttention-3's scheduler barrier between the consumers (mbarrier turns: 0.91-0.92x the same tile here,
+0.98-1.01x in the fp8 kernel; dropped).
 """
 
 from __future__ import annotations
@@ -43,15 +49,7 @@ from triton.experimental.gluon.language.nvidia.hopper import (
     warpgroup_mma_wait,
 )
 
-from lowbit_flex.kernels.gluon_sm90 import (
-    WS_ROWS,
-    allocate_turns,
-    load_q_then_kv_ring,
-    open_first_turn,
-    pass_turn,
-    smem_layout,
-    take_turn,
-)
+from lowbit_flex.kernels.gluon_sm90 import WS_ROWS, load_q_then_kv_ring, smem_layout
 
 _LOG2E = gl.constexpr(1.4426950408889634)
 
@@ -102,13 +100,12 @@ def _softmax_block(
 @gluon.jit
 def _attend(
     wg, shared, D: gl.constexpr, BLOCK_N: gl.constexpr, STAGES: gl.constexpr, BIAS: gl.constexpr,
-    KEY_ROW_W: gl.constexpr, KEY_ROWS: gl.constexpr, OUT_LHD: gl.constexpr, CONSUMERS: gl.constexpr,
-    PINGPONG: gl.constexpr,
+    KEY_ROW_W: gl.constexpr, KEY_ROWS: gl.constexpr, OUT_LHD: gl.constexpr,
 ):  # fmt: skip
     """One consumer warpgroup: query rows ``m0 + 64 wg ...`` against every key block the producer delivers, then
     the output rows. ``shared``: what every consumer gets (a tuple without constexprs, see the kernel)."""
-    q_smem, k_smem, v_smem, q_bar, ready, empty, turns, rh_ptr, rw_ptr, o_ptr, b, h, m0, qk_scale, H, L = shared[:16]
-    srh_b, srh_h, srh_l, srw_b, srw_h, srw_l = shared[16:]
+    q_smem, k_smem, v_smem, q_bar, ready, empty, rh_ptr, rw_ptr, o_ptr, b, h, m0, qk_scale, H, L = shared[:15]
+    srh_b, srh_h, srh_l, srw_b, srw_h, srw_l = shared[15:]
     P_DTYPE: gl.constexpr = v_smem.dtype
     s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
                                                        instr_shape=[16, BLOCK_N, 16])  # fmt: skip
@@ -152,17 +149,14 @@ def _attend(
     p_op, alpha, m_i, l_i, rh_row = _softmax_block(
         s, 0, rel_w_tile, rh_rows, m_ok, slot_row, rh_row, qk_scale, m_i, l_i, p_layout, P_DTYPE, BIAS, KEY_ROWS, R
     )
-    open_first_turn(turns, wg, CONSUMERS, PINGPONG)
     # FlashAttention-3's order within the warpgroup: QKᵀ of block j and PV of block j - 1 issued together, a wait
     # for the QKᵀ only, block j's softmax while the PV runs; slot j - 1 is released after its PV.
     for j in range(1, N_BLOCKS):
         slot = j % STAGES
         prev = (j - 1) % STAGES
         mbarrier.wait(ready.index(slot), (j // STAGES) & 1)
-        take_turn(turns, wg, j, PINGPONG)  # the consumers issue their MMA pairs in turn (gluon_sm90)
         s_tok = warpgroup_mma(q_tile, k_smem.index(slot).permute((1, 0)), s_zero, use_acc=False, is_async=True)
         o_tok = warpgroup_mma(p_op, v_smem.index(prev), acc, is_async=True)
-        pass_turn(turns, wg, CONSUMERS, PINGPONG)
         s = warpgroup_mma_wait(1, deps=(s_tok,))
         p_op, alpha, m_i, l_i, rh_row = _softmax_block(
             s, j, rel_w_tile, rh_rows, m_ok, slot_row, rh_row, qk_scale, m_i, l_i, p_layout, P_DTYPE, BIAS,
@@ -195,7 +189,6 @@ def _rel_pos_attention_fwd_sm90_ws(
     H, L, num_m_blocks, sm_scale,
     D: gl.constexpr, BLOCK_N: gl.constexpr, STAGES: gl.constexpr, BIAS: gl.constexpr, KEY_ROW_W: gl.constexpr,
     KEY_ROWS: gl.constexpr, OUT_LHD: gl.constexpr, CONSUMERS: gl.constexpr, CONSUMER_REGS: gl.constexpr,
-    PINGPONG: gl.constexpr,
 ):  # fmt: skip
     """The Triton kernel's arguments (the head-dim strides are 1; ``num_m_blocks``, the Triton plan's, is unused).
     ``KEY_ROW_W`` / ``KEY_ROWS``: the key grid's row width and row count (``k_w``, ``k_h``; 1 and ``L`` without
@@ -230,22 +223,21 @@ def _rel_pos_attention_fwd_sm90_ws(
         mbarrier.init(ready.index(i), count=1)
         mbarrier.init(empty.index(i), count=CONSUMERS)
     mbarrier.init(q_bar, count=1)
-    turns = allocate_turns(CONSUMERS, PINGPONG, q_bar)
     fence_async_shared()
 
     KEYS_PER_BLOCK: gl.constexpr = R * KEY_ROW_W
     n_blocks = (KEY_ROWS + R - 1) // R
     # What every consumer gets, as one tuple: no constexprs in it (a tuple assigned to a variable would turn them
     # into tensors), so they are written out in each partition's arguments.
-    shared = (q_smem, k_smem, v_smem, q_bar, ready, empty, turns, rh_ptr, rw_ptr, o_ptr, b, h, m0, qk_scale, H, L,
+    shared = (q_smem, k_smem, v_smem, q_bar, ready, empty, rh_ptr, rw_ptr, o_ptr, b, h, m0, qk_scale, H, L,
               srh_b, srh_h, srh_l, srw_b, srw_h, srw_l)  # fmt: skip
     # fmt: off
     if CONSUMERS == 3:
         gl.warp_specialize(
             [
-                (_attend, (0, shared, D, BLOCK_N, STAGES, BIAS, KEY_ROW_W, KEY_ROWS, OUT_LHD, CONSUMERS, PINGPONG)),
-                (_attend, (1, shared, D, BLOCK_N, STAGES, BIAS, KEY_ROW_W, KEY_ROWS, OUT_LHD, CONSUMERS, PINGPONG)),
-                (_attend, (2, shared, D, BLOCK_N, STAGES, BIAS, KEY_ROW_W, KEY_ROWS, OUT_LHD, CONSUMERS, PINGPONG)),
+                (_attend, (0, shared, D, BLOCK_N, STAGES, BIAS, KEY_ROW_W, KEY_ROWS, OUT_LHD)),
+                (_attend, (1, shared, D, BLOCK_N, STAGES, BIAS, KEY_ROW_W, KEY_ROWS, OUT_LHD)),
+                (_attend, (2, shared, D, BLOCK_N, STAGES, BIAS, KEY_ROW_W, KEY_ROWS, OUT_LHD)),
                 (load_q_then_kv_ring, (q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, ready, empty, m0,
                                        n_blocks, KEYS_PER_BLOCK, STAGES, False, CONSUMERS)),
             ],
@@ -255,8 +247,8 @@ def _rel_pos_attention_fwd_sm90_ws(
     else:
         gl.warp_specialize(
             [
-                (_attend, (0, shared, D, BLOCK_N, STAGES, BIAS, KEY_ROW_W, KEY_ROWS, OUT_LHD, CONSUMERS, PINGPONG)),
-                (_attend, (1, shared, D, BLOCK_N, STAGES, BIAS, KEY_ROW_W, KEY_ROWS, OUT_LHD, CONSUMERS, PINGPONG)),
+                (_attend, (0, shared, D, BLOCK_N, STAGES, BIAS, KEY_ROW_W, KEY_ROWS, OUT_LHD)),
+                (_attend, (1, shared, D, BLOCK_N, STAGES, BIAS, KEY_ROW_W, KEY_ROWS, OUT_LHD)),
                 (load_q_then_kv_ring, (q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, ready, empty, m0,
                                        n_blocks, KEYS_PER_BLOCK, STAGES, False, CONSUMERS)),
             ],

@@ -96,7 +96,7 @@ def case_rel_pos_attention():
 def _gluon_rel_pos_attention():
     # The Gluon kernel (sm_90): every bias path (one row per block with and without padding slots, 2-4 selected
     # rows, the last block's logit mask, no bias), both head dims, fp16, 2-4 ring slots, SAM's token-major views,
-    # two and three consumer warpgroups, with and without the scheduler barrier.
+    # two and three consumer warpgroups.
     # Launched directly: on CPU stand-ins a plan launches its traced (Triton) plan, as a trace would.
     from lowbit_flex.kernels.rel_pos_attention import Bias, gluon_config, rel_pos_plan
 
@@ -130,10 +130,6 @@ def _gluon_rel_pos_attention():
     attend(48, 40, 64, gluon_config(64, 3, block_m=192), token_major=True)
     attend(14, 14, 64, gluon_config(64, 3, block_m=192))
     attend(64, 64, 64, gluon_config(64, 3, Bias.NONE, block_m=192))
-    # the consumers issuing their MMAs in turn (FlashAttention-3's scheduler barrier), both consumer counts
-    attend(64, 64, 64, gluon_config(64, 3, pingpong=True), token_major=True)
-    attend(48, 40, 64, gluon_config(128, 2, pingpong=True))
-    attend(64, 64, 64, gluon_config(64, 4, block_m=192, pingpong=True))
 
 
 def case_quantize_groups():

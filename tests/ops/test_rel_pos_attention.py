@@ -1,4 +1,5 @@
 import dataclasses
+import importlib
 
 import pytest
 import torch
@@ -285,13 +286,9 @@ def _gluon_launch(q, k, v, rh, rw, config):
     (1, 48, 40, 64, 64, 2, torch.float16, 192),
     (1, 14, 14, 64, 64, 4, torch.bfloat16, 192),  # 196 queries: the second program's rows past L but 4
 ])  # fmt: skip
-@pytest.mark.parametrize("pingpong", [False, True])
-def test_gluon_kernel_matches_float64_and_writes_everything(
-    b, k_h, k_w, d, n, stages, dtype, block_m, pingpong, layout
-):
+def test_gluon_kernel_matches_float64_and_writes_everything(b, k_h, k_w, d, n, stages, dtype, block_m, layout):
     """The warp-specialized Gluon kernel against float64 on every bias path it takes, with two and three consumer
-    warpgroups, with and without their turns (``pingpong``), on SAM's token-major q/k/v views (the output
-    (B, L, H, D) in memory) and contiguous ones."""
+    warpgroups, on SAM's token-major q/k/v views (the output (B, L, H, D) in memory) and contiguous ones."""
     from lowbit_flex.kernels.rel_pos_attention import gluon_config
 
     h, L = 3, k_h * k_w
@@ -300,37 +297,30 @@ def test_gluon_kernel_matches_float64_and_writes_everything(
     if layout == "contiguous":
         q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
     _, _, _, rh, rw = _inputs(b, h, k_h, k_w, d, dtype, "cuda")
-    out = _gluon_launch(q, k, v, rh, rw, gluon_config(n, stages, block_m=block_m, pingpong=pingpong))
+    out = _gluon_launch(q, k, v, rh, rw, gluon_config(n, stages, block_m=block_m))
     assert_fully_written(out)
     assert out.stride() == attention_out_strides(q)
     assert_rel_error(out, _reference_f64(q, k, v, rh, rw), 1e-2)
 
 
 @needs_sm90
-@pytest.mark.parametrize("pingpong", [False, True])
-def test_gluon_kernel_through_the_eager_op(monkeypatch, pingpong):
-    """A table that picks the Gluon kernel: the op's eager path plans, binds and launches it (its TMA descriptors'
-    scratch from Triton's allocator), and a compiled call takes the Triton plan; both against float64."""
-    from lowbit_flex.kernels import rel_pos_attention as mod
-    from lowbit_flex.ops import rel_pos_attention as op_mod
-
-    monkeypatch.setattr(mod, "pick_config", lambda d, L, k_w: mod.gluon_config(64, 3, pingpong=pingpong))
+def test_gluon_kernel_through_the_eager_op(monkeypatch):
+    """SAM's D = 64 global attention, the Gluon kernel's table row: the op's eager path plans, binds and launches it
+    (its TMA descriptors' scratch from Triton's allocator), and a compiled call takes the Triton plan; both against
+    float64."""
+    op_mod = importlib.import_module("lowbit_flex.ops.rel_pos_attention")  # the package re-exports the function
     monkeypatch.setattr(op_mod, "_EAGER_PLANS", PlanCache())
-    mod._launch_plan.cache_clear()
-    try:
-        b, h, k_h, k_w, d = 1, 3, 16, 64, 64
-        qkv = torch.randn(b, k_h * k_w, 3, h, d, device="cuda").to(torch.bfloat16)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
-        _, _, _, rh, rw = _inputs(b, h, k_h, k_w, d, torch.bfloat16, "cuda")
-        ref = _reference_f64(q, k, v, rh, rw)
-        for _ in range(2):  # the first call plans and binds, the second launches the bound kernel
-            assert_rel_error(rel_pos_attention(q, k, v, rh, rw), ref, 1e-2)
-        (plan,) = op_mod._EAGER_PLANS.values()
-        assert plan.launch.kernel.fn.__name__ == "_rel_pos_attention_fwd_sm90_ws" and plan.bound is not None
-        compiled = torch.compile(rel_pos_attention, fullgraph=True)
-        assert_rel_error(compiled(q, k, v, rh, rw), ref, 1e-2)
-    finally:
-        mod._launch_plan.cache_clear()
+    b, h, k_h, k_w, d = 1, 3, 64, 64, 64
+    qkv = torch.randn(b, k_h * k_w, 3, h, d, device="cuda").to(torch.bfloat16)
+    q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+    _, _, _, rh, rw = _inputs(b, h, k_h, k_w, d, torch.bfloat16, "cuda")
+    ref = _reference_f64(q, k, v, rh, rw)
+    for _ in range(2):  # the first call plans and binds, the second launches the bound kernel
+        assert_rel_error(rel_pos_attention(q, k, v, rh, rw), ref, 1e-2)
+    (plan,) = op_mod._EAGER_PLANS.values()
+    assert plan.launch.kernel.fn.__name__ == "_rel_pos_attention_fwd_sm90_ws" and plan.bound is not None
+    compiled = torch.compile(rel_pos_attention, fullgraph=True)
+    assert_rel_error(compiled(q, k, v, rh, rw), ref, 1e-2)
 
 
 @needs_sm90
@@ -452,8 +442,7 @@ def _gluon_plan(mod, k_h, k_w, d, config, dtype=torch.bfloat16, aligned=True, ro
         (48, 40, 64, 64, "ROWS", 64, 192),
     ],
 )
-@pytest.mark.parametrize("pingpong", [False, True])
-def test_gluon_plan_where_it_can_run(monkeypatch, k_h, k_w, d, n, bias, block_n, block_m, pingpong):
+def test_gluon_plan_where_it_can_run(monkeypatch, k_h, k_w, d, n, bias, block_n, block_m):
     """A Gluon config on sm_90 launches the warp-specialized kernel, with the key grid as constexprs and 128 or 192
     query rows per program; traced calls (and the eager scalars' query-block count) take the table's Triton
     plan."""
@@ -463,7 +452,7 @@ def test_gluon_plan_where_it_can_run(monkeypatch, k_h, k_w, d, n, bias, block_n,
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a: (9, 0))
     mod._launch_plan.cache_clear()  # the Gluon plan caches its traced plan: keep none made under these patches
     try:
-        plan = _gluon_plan(mod, k_h, k_w, d, mod.gluon_config(n, 3, mod.Bias[bias], block_m, pingpong))
+        plan = _gluon_plan(mod, k_h, k_w, d, mod.gluon_config(n, 3, mod.Bias[bias], block_m))
         table = mod.pick_config(d, k_h * k_w, k_w)
         if bias == "NONE":
             table = dataclasses.replace(table, bias=mod.Bias.NONE)
@@ -477,8 +466,39 @@ def test_gluon_plan_where_it_can_run(monkeypatch, k_h, k_w, d, n, bias, block_n,
     assert (plan.meta["KEY_ROW_W"], plan.meta["KEY_ROWS"]) == rows
     assert (plan.meta["BLOCK_N"], plan.meta["STAGES"], plan.meta["D"], plan.meta["OUT_LHD"]) == (block_n, 3, d, True)
     assert (plan.meta["CONSUMERS"], plan.grid) == (block_m // 64, (-(-k_h * k_w // block_m) * 12, 1, 1))
-    assert plan.meta["PINGPONG"] is pingpong
     assert mod.needs_scratch(plan)
+
+
+@pytest.mark.parametrize(
+    "k_h, k_w, d, capability, gluon",
+    [
+        (64, 64, 64, (9, 0), True),  # SAM's D = 64 global attention: the Gluon row
+        (32, 64, 64, (9, 0), True),  # any number of 64-wide rows past 256 keys
+        (4, 64, 64, (9, 0), False),  # 256 keys: the windows' Triton row
+        (64, 64, 80, (9, 0), False),  # vit_h: the split head dim stays Triton
+        (48, 40, 64, (9, 0), False),  # the 48 x 40 grid: the Gluon kernel lost there
+        (64, 64, 64, (8, 0), False),  # no WGMMA: the Triton row
+    ],
+)
+def test_table_takes_the_gluon_kernel_only_where_it_measured_faster(monkeypatch, k_h, k_w, d, capability, gluon):
+    from lowbit_flex.kernels import rel_pos_attention as mod
+
+    monkeypatch.setattr(mod, "triton_interpreting", lambda: False)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a: capability)
+    mod._launch_plan.cache_clear()
+    try:
+        plan = _gluon_plan(mod, k_h, k_w, d, None)
+        triton_row = _gluon_plan(mod, k_h, k_w, d, mod.pick_config(d, k_h * k_w, k_w))
+    finally:
+        mod._launch_plan.cache_clear()
+    # The row is the same on every device; the plan falls back to the Triton row off sm_90.
+    assert (mod.pick_gluon_config(d, k_h * k_w, k_w) is not None) == (d == 64 == k_w and k_h * k_w > 256)
+    if gluon:
+        assert plan.kernel.fn.__name__ == "_rel_pos_attention_fwd_sm90_ws"
+        assert (plan.meta["CONSUMERS"], plan.meta["BLOCK_N"], plan.meta["STAGES"]) == (3, 64, 3)
+        assert plan.traced.meta == triton_row.meta
+    else:
+        assert plan.kernel is mod._rel_pos_attention_kernel and plan.meta == triton_row.meta
 
 
 @pytest.mark.parametrize("block_m", [64, 160, 256])
@@ -526,7 +546,7 @@ def test_gluon_config_falls_back_to_the_table_where_it_cannot_run(monkeypatch, c
         args = (case["k_h"], case["k_w"], case["d"])
         kw = dict(dtype=case["dtype"], aligned=case["aligned"], row_elems=case["row_elems"])
         plan = _gluon_plan(mod, *args, mod.gluon_config(case["n"], 3, block_m=case["block_m"]), **kw)
-        table = _gluon_plan(mod, *args, None, **kw)
+        table = _gluon_plan(mod, *args, mod.pick_config(case["d"], case["k_h"] * case["k_w"], case["k_w"]), **kw)
     finally:
         mod._launch_plan.cache_clear()
     assert plan.kernel is mod._rel_pos_attention_kernel and plan.traced is None
@@ -595,7 +615,6 @@ def test_eager_fast_path_checks_once_per_metadata_key(monkeypatch):
     """The eager call checks its arguments and plans the launch once per metadata key, then only allocates and
     launches: every call still matches float64 and writes every element; a new scale, layout or a bad input takes a
     new key; rel tensors the kernel cannot read in place (a strided rel_w) run the op's body."""
-    import importlib
 
     from lowbit_flex.kernels import rel_pos_attention as kernel_mod
 
