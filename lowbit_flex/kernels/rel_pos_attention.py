@@ -148,7 +148,8 @@ def rows_block_n(k_h: int, k_w: int, block_n: int) -> int:
 # rows in three consumer warpgroups and 3 ring slots: vit_b 1.016-1.021x, vit_l 1.003-1.004x, vit_b at batch 1
 # 1.046-1.052x the Triton row (which drifted 1.7 % between two timings of that call). It lost on everything else
 # measured: the 48 x 40 grid (0.73-0.96x), 128-query programs with 64-slot blocks (0.83-0.86x), 2 ring slots
-# (0.53-0.64x: FlashAttention-3's order holds two slots at once). Keyed by (head dim, key-row width), for L > 256.
+# (0.53-0.64x: FlashAttention-3's order holds two slots at once). Keyed by (head dim, key-row width), for L > 256:
+# only the 64 x 64 grid was timed; other row counts of 64-wide rows run the same whole, unpadded blocks.
 # Traced calls and devices or layouts it cannot take run the Triton row (_gluon_plan).
 SM90_GLUON_CONFIGS: dict[tuple[int, int], RelPosConfig] = {(64, 64): gluon_config(64, 3, block_m=192)}
 
