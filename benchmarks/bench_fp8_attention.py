@@ -8,7 +8,8 @@ tensor-core rate, taken as 2x the bf16 8192³ matmul rate measured in the same r
 Table 2: the Q/K/V quantization pass against a plain copy (``clone``) of the same tensors.
 Table 3 (baseline: fp8 FlexAttention with a float ``scale=``): the same kernel with the descale in a tensor-reading
 score_mod, and the number of recompiles each needs over 10 different scale values.
-Table 4: the attention kernel's launch configs (with and without TMA) against the rule.
+Table 4: the attention kernel's TMA launch configs against the rule: the Triton tiles, the occupancy configs (more
+programs per SM: 64-key steps, register caps) and the Gluon kernel's ring sizes.
 Table 5: host µs per eager call at a tiny shape, next to SDPA.
 """
 
@@ -151,11 +152,15 @@ def _config_sweep(bench: Bench, Ls) -> None:
     """The kernel (on the one pass's Q/K/V) with each config, TMA off and on, and the Gluon sm_90 kernel's configs,
     against ``pick_config``'s choice (a fixed rule, no autotuning: this table is what the rule is checked against)."""
     from lowbit_flex.kernels.fp8_attention import CONFIGS, pick_config
+    from lowbit_flex.quant.fp8 import K_BLOCK
 
     table = bench.table(f"fp8_attention kernel: launch configs, B={B} H={H} D={D}", baseline="rule")
     label = lambda c: (
         ("gluon ws " if c.gluon else "")
-        + f"M{c.block_m} w{c.num_warps} s{c.num_stages}"
+        + f"M{c.block_m}"
+        + (f" N{c.block_n}" if c.block_n != K_BLOCK else "")
+        + f" w{c.num_warps} s{c.num_stages}"
+        + (f" r{c.maxnreg}" if c.maxnreg else "")
         + (" tma" if c.tma and not c.gluon else "")
     )
     for L in Ls:

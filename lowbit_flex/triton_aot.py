@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from unittest import mock
@@ -33,6 +34,7 @@ class Compiled:
     arch: int
     kernels: list[tuple[str, dict]] = field(default_factory=list)  # (kernel name, constexprs)
     serialized: list[tuple[str, dict]] = field(default_factory=list)  # check_wgmma: kernels ptxas serializes
+    spilled: list[tuple[str, dict]] = field(default_factory=list)  # check_wgmma: maxnreg kernels that spill
 
 
 # Shared memory one block may use (bytes; cudaDevAttrMaxSharedMemoryPerBlockOptin): a kernel asking more compiles
@@ -72,7 +74,8 @@ def _divisible_by_16(v: object) -> bool:
 def compile_launches(arch: int, check_wgmma: bool = False) -> Iterator[Compiled]:
     """Compile (not launch) every Triton kernel launched inside the block, for ``sm_<arch>``. ``check_wgmma``
     (sm_90): also run ptxas verbosely on each kernel's PTX and record those whose WGMMAs it serializes
-    (:data:`WGMMA_SERIALIZED`). What ptxas sees depends on the Triton version: check with the GPU machine's."""
+    (:data:`WGMMA_SERIALIZED`) and those compiled with a ``maxnreg`` cap that spill under it. What ptxas sees
+    depends on the Triton version: check with the GPU machine's."""
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
@@ -107,10 +110,14 @@ def compile_launches(arch: int, check_wgmma: bool = False) -> Iterator[Compiled]
         if limit is not None and shared > limit:
             raise OutOfResources(shared, limit, f"shared memory ({self.fn.__name__} {constexprs})")
         out.kernels.append((self.fn.__name__, constexprs))
-        # NONEMPTY_K=False: the kernel keeps its serialized WGMMAs on purpose (kernels.arch.register_a_wgmma_pipelines)
-        check = check_wgmma and arch >= 90 and constexprs.get("NONEMPTY_K") is not False
-        if check and WGMMA_SERIALIZED in _ptxas_notes(compiled.asm["ptx"], arch):
-            out.serialized.append((self.fn.__name__, constexprs))
+        if check_wgmma and arch >= 90:
+            notes = _ptxas_notes(compiled.asm["ptx"], arch)
+            # NONEMPTY_K=False: the kernel keeps its serialized WGMMAs on purpose (arch.register_a_wgmma_pipelines)
+            if WGMMA_SERIALIZED in notes and constexprs.get("NONEMPTY_K") is not False:
+                out.serialized.append((self.fn.__name__, constexprs))
+            # A register cap is there to fit more programs on an SM; spilling under it costs more than it buys.
+            if "maxnreg" in options and re.search(r"[1-9]\d* bytes spill stores", notes):
+                out.spilled.append((self.fn.__name__, constexprs | {"maxnreg": options["maxnreg"]}))
         # Inductor types a Python float argument fp64 where the GPU has fp64 (torch._inductor.codegen.triton_utils),
         # Triton's JIT fp32: a kernel launched from a compiled graph must compile both ways.
         floats = {name: "fp64" for name, t in signature.items() if t == "fp32"}
@@ -144,7 +151,7 @@ def main(argv: list[str] | None = None) -> None:
     """``python -m lowbit_flex.triton_aot [--check-wgmma] ARCH MODULE:FUNCTION...``: run each case function under
     :func:`compile_launches` and print what was compiled; exit non-zero if a case compiled nothing, unless it
     returned ``False`` (its kernels are not launched on this arch), or with ``--check-wgmma`` if ptxas serializes
-    the WGMMAs of any kernel."""
+    the WGMMAs of any kernel or spills in one compiled with ``maxnreg``."""
     import argparse
     import importlib
     import os
@@ -155,9 +162,10 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m lowbit_flex.triton_aot")
     p.add_argument("arch", type=int, help="e.g. 90 or 80")
     p.add_argument("cases", nargs="+", help="module:function running launchers on CPU tensors")
-    p.add_argument("--check-wgmma", action="store_true", help=f"fail on ptxas {WGMMA_SERIALIZED} (sm_90)")
+    p.add_argument("--check-wgmma", action="store_true",
+                   help=f"fail on ptxas {WGMMA_SERIALIZED} or spills under maxnreg (sm_90)")  # fmt: skip
     args = p.parse_args(argv)
-    empty, serialized = [], []
+    empty, serialized, spilled = [], [], []
     for case in args.cases:
         mod, fn = case.split(":")
         with compile_launches(args.arch, args.check_wgmma) as compiled:
@@ -165,12 +173,21 @@ def main(argv: list[str] | None = None) -> None:
         print(f"sm_{args.arch} {case}: {len(compiled.kernels)} kernels " + ", ".join(k for k, _ in compiled.kernels))
         if applies and not compiled.kernels:
             empty.append(case)
-        for name, constexprs in compiled.serialized:  # the short constexprs name the config (not the PTX strings)
-            serialized.append(f"{case} {name} " + str({k: v for k, v in constexprs.items() if len(repr(v)) < 40}))
+        # the short constexprs name the config (not the PTX strings)
+        for found, kernels in ((serialized, compiled.serialized), (spilled, compiled.spilled)):
+            for name, constexprs in kernels:
+                found.append(f"{case} {name} " + str({k: v for k, v in constexprs.items() if len(repr(v)) < 40}))
     if empty:
         sys.exit(f"no kernel was compiled by {empty}")
-    if serialized:
-        sys.exit(f"ptxas serializes the WGMMAs ({WGMMA_SERIALIZED}) of:\n" + "\n".join(serialized))
+    if serialized or spilled:
+        sys.exit(
+            (
+                f"ptxas serializes the WGMMAs ({WGMMA_SERIALIZED}) of:\n" + "\n".join(serialized) + "\n"
+                if serialized
+                else ""
+            )
+            + ("ptxas spills registers under maxnreg in:\n" + "\n".join(spilled) if spilled else "")
+        )
 
 
 if __name__ == "__main__":

@@ -1,9 +1,9 @@
 """Fused fp8 / int8-QKᵀ attention forward (the format of ``lowbit_flex/ops/fp8_attention.py``).
 
-One program owns ``BLOCK_M`` query rows of one head and streams key/value blocks of ``BLOCK_N = 128`` (= the k
-scale block, so each key tile has one scalar scale and the q tile one scalar scale: the descale is one multiply
-per tile). Key blocks that the causal mask and the sequence end leave whole are processed without any masking;
-only the diagonal / ragged tail blocks pay for the ``where``.
+One program owns ``BLOCK_M`` query rows of one head and streams key/value blocks of ``BLOCK_N`` = 128 or 64 keys
+(dividing the k scale block, so each key tile has one scalar scale and the q tile one scalar scale: the descale is
+one multiply per tile). Key blocks that the causal mask and the sequence end leave whole are processed without any
+masking; only the diagonal / ragged tail blocks pay for the ``where``.
 """
 
 from __future__ import annotations
@@ -245,29 +245,48 @@ def _fp8_attention_fwd(
 @dataclass(frozen=True)
 class AttentionConfig(LaunchConfig):
     """A launch config plus ``tma``: load K and V with TMA tensor descriptors (sm_90+, where the layout allows:
-    unit last stride, 16-byte aligned rows and bases; else plain loads), and ``gluon``: run the warp-specialized
+    unit last stride, 16-byte aligned rows and bases; else plain loads), ``gluon``: run the warp-specialized
     Gluon kernel of :mod:`~lowbit_flex.kernels.fp8_attention_sm90` instead (sm_90, TMA layouts; ``block_m = 128``,
-    ``num_warps = 4``: the first of its two consumer warpgroups; ``num_stages`` is its ring of key/value slots).
+    ``num_warps = 4``: the first of its two consumer warpgroups; ``num_stages`` is its ring of key/value slots),
+    and ``maxnreg``: the registers per thread ptxas may use with an e4m3 V, so that more programs fit on an SM
+    (eager launches only: ``torch.compile`` cannot pass the option, and traced calls compile without it).
+    ``block_n`` (keys per step) is 128 or 64: it divides the k scale block, so each key tile still has one scale.
     Triton's automatic warp specialization (``tl.range(warp_specialize=True)``) is Blackwell-only in Triton 3.6, so
     it is not a knob here."""
 
     tma: bool = False
     gluon: bool = False
+    maxnreg: int | None = None
 
 
-# Launch configurations. block_m must divide Q_BLOCK (128); block_n is the k scale block; block_k is unused (the
-# head dim is one tile). 8 warps = two warpgroups of 64 rows each on Hopper. Each shape and warp count with TMA
+# Launch configurations. block_m must divide Q_BLOCK (128); block_n divides the k scale block; block_k is unused
+# (the head dim is one tile). 8 warps = two warpgroups of 64 rows each on Hopper. Each shape and warp count with TMA
 # (used on sm_90 where the layout allows) and without. The launch config is a fixed rule (:func:`pick_config`),
 # decided once per shape key, not an autotuner (which would time every config inside the first call of each key);
-# ``benchmarks/bench_fp8_attention.py`` sweeps this table against the rule.
-# The Gluon kernel's configs come last (2, 3 and 4 ring slots); the rule picks 4 for a 16-bit V (H200 run 44).
-CONFIGS: tuple[AttentionConfig, ...] = tuple(
+# ``benchmarks/bench_fp8_attention.py`` sweeps this table's TMA rows against the rule.
+# where the Gluon kernel cannot run (traced calls, sm_89, layouts TMA cannot read): the 128-query Triton tile
+GLUON_FALLBACK = AttentionConfig(128, K_BLOCK, 0, 8, 3, tma=True)
+_SHORT = AttentionConfig(64, K_BLOCK, 0, 4, 3, tma=True)
+_TRITON_CONFIGS = tuple(
     AttentionConfig(m, K_BLOCK, 0, w, s, tma=tma)
     for tma in (True, False)
     for m, w, s in ((128, 8, 3), (128, 8, 2), (128, 8, 4), (128, 4, 3), (64, 4, 3))
-) + tuple(AttentionConfig(128, K_BLOCK, 0, 4, s, tma=True, gluon=True) for s in (2, 3, 4))
-GLUON_CONFIGS = tuple(c for c in CONFIGS if c.gluon)
-_LONG, _SHORT, _WS_16BIT_PV = CONFIGS[0], CONFIGS[4], CONFIGS[-1]
+)
+# The rule's 8-bit-PV tile (_SHORT) takes 170 registers and 105 KiB of shared memory with Triton 3.6 on sm_90: two
+# programs per SM, one warp of each per scheduler, each warpgroup's QKᵀ -> softmax -> PV chain hidden only by the
+# other program's. These fit more programs on an SM (Triton 3.6, sm_90, no spills; an SM has 64K registers and
+# 228 KiB of shared memory, 1 KiB of it reserved per program): three with 2 stages in 168 registers (164 used,
+# 74 KiB); three with 64-key steps (130 registers, 58 KiB); four with 64-key steps, 2 stages and 128 registers
+# (41 KiB). Not measured yet: the benchmark's config table times them against the rule.
+OCCUPANCY_CONFIGS = (
+    AttentionConfig(64, K_BLOCK, 0, 4, 2, tma=True, maxnreg=168),
+    AttentionConfig(64, 64, 0, 4, 3, tma=True),
+    AttentionConfig(64, 64, 0, 4, 2, tma=True, maxnreg=128),
+)
+# The Gluon kernel's configs, 2, 3 and 4 ring slots; the rule picks 4 for a 16-bit V (H200 run 44).
+GLUON_CONFIGS = tuple(AttentionConfig(128, K_BLOCK, 0, 4, s, tma=True, gluon=True) for s in (2, 3, 4))
+CONFIGS: tuple[AttentionConfig, ...] = _TRITON_CONFIGS + OCCUPANCY_CONFIGS + GLUON_CONFIGS
+_WS_16BIT_PV = GLUON_CONFIGS[-1]
 # the smallest tiles, pointer loads: the interpreter's CPU runs scale with the tile size
 _INTERPRETER_CONFIG = AttentionConfig(64, K_BLOCK, 0, 4, 3)
 
@@ -300,12 +319,15 @@ def _launch_plan(
     ``bases_aligned``: whether k and v start at 16-byte aligned addresses (TMA); ``q_aligned``: q (the Gluon
     kernel reads it by TMA too)."""
     cfg = config or pick_config(Lq, pv_16bit)
+    if Q_BLOCK % cfg.block_m or cfg.block_n not in (64, K_BLOCK) or (cfg.gluon and cfg.block_n != K_BLOCK):
+        raise ValueError(f"config: block_m must divide {Q_BLOCK} and block_n be 64 or {K_BLOCK} ({K_BLOCK} for the "
+                         f"Gluon kernel), got {cfg}")  # fmt: skip
     q_strides, k_strides, v_strides = ints[2:6], ints[6:10], ints[10:14]  # after Hkv's group and Lk
     tma_layout = _tma_layout(k_strides, v_strides, v_size) if bases_aligned else 0
     tma = cfg.tma and tma_layout > 0
     grid = (triton.cdiv(Lq, cfg.block_m), B * H)
     shared = dict(
-        D=D, BLOCK_M=cfg.block_m, BLOCK_N=K_BLOCK, Q_SCALE_BLOCK=Q_BLOCK, K_SCALE_BLOCK=K_BLOCK, CAUSAL=causal,
+        D=D, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, Q_SCALE_BLOCK=Q_BLOCK, K_SCALE_BLOCK=K_BLOCK, CAUSAL=causal,
         PV_16BIT=pv_16bit, V_BLOCK_SCALES=v_block_scales, P_SCALE=1.0 if pv_16bit else p_scale(pv_fp16_accum),
         V_TOKEN_MAJOR=tma_layout == 2, num_warps=cfg.num_warps,
     )  # fmt: skip
@@ -314,8 +336,12 @@ def _launch_plan(
         V_MMA_KEY_ORDER=v_mma_key_order,
     )  # fmt: skip
     if cfg.gluon:  # where the Gluon kernel cannot run (traced, sm_89, layouts without TMA): the 128-query Triton tile
-        meta |= dict(num_warps=_LONG.num_warps, num_stages=_LONG.num_stages)
+        meta |= dict(num_warps=GLUON_FALLBACK.num_warps, num_stages=GLUON_FALLBACK.num_stages)
     plan = PlanLaunch(_fp8_attention_fwd, grid, meta, tensors=7)
+    # The cap, for direct launches (a traced call, wrap_triton, cannot pass it) with an e4m3 V: a 16-bit P and V
+    # take 32 more registers per thread, and Triton 3.9 spills the 64 x 128 tile under 168.
+    if cfg.maxnreg is not None and not pv_16bit:
+        plan = PlanLaunch(_fp8_attention_fwd, grid, meta | dict(maxnreg=cfg.maxnreg), tensors=7, traced=plan)
     # The Gluon kernel reads q by TMA as well, v token-major in e4m3 or row-major in 16 bits (its two layouts).
     gluon_layout = q_aligned and tma_layout == (1 if pv_16bit else 2) and tma_strides_ok(q_strides, 3, 1)
     # WGMMA is sm_90 only (``tma`` already means a GPU, not the interpreter, of sm_90 or later)

@@ -107,8 +107,12 @@ def _check_args(q, k, v, q_scale, k_scale, v_scale, causal, sm_scale, out_dtype,
     check_softmax_scale("sm_scale", sm_scale)
 
 
-def reference_fp8_attention(q, k, v, q_scale, k_scale, v_scale, causal, sm_scale, out_dtype, pv_fp16_accum):
-    """The format's definition in float64, key block by key block as the kernel runs it (no argument checks)."""
+def reference_fp8_attention(
+    q, k, v, q_scale, k_scale, v_scale, causal, sm_scale, out_dtype, pv_fp16_accum, keys_per_step=K_BLOCK
+):
+    """The format's definition in float64, key block by key block as the kernel runs it (no argument checks).
+    ``keys_per_step``: the kernel's keys per online-softmax step, 128 (the format) or 64 (launch configs with
+    64-key steps): P is rounded relative to the running max after each step, so the step is part of what rounds."""
     B, H, Lq, D = q.shape
     group = H // k.shape[1]
     Lk = k.shape[2]
@@ -130,8 +134,9 @@ def reference_fp8_attention(q, k, v, q_scale, k_scale, v_scale, causal, sm_scale
     m = torch.full((B, H, Lq, 1), -math.inf, dtype=torch.float64, device=q.device)
     row_sum = torch.zeros_like(m)
     acc = torch.zeros(B, H, Lq, D, dtype=torch.float64, device=q.device)
-    for j, n0 in enumerate(range(0, Lk, K_BLOCK)):
-        sb = s[..., n0 : n0 + K_BLOCK]
+    for n0 in range(0, Lk, keys_per_step):
+        j = n0 // K_BLOCK  # the k / v scale block
+        sb = s[..., n0 : n0 + keys_per_step]
         m_new = torch.maximum(m, sb.amax(dim=-1, keepdim=True))
         alpha = torch.exp(m - m_new)  # exp(-inf) = 0 on the first block
         p = torch.exp(sb - m_new)
@@ -139,7 +144,7 @@ def reference_fp8_attention(q, k, v, q_scale, k_scale, v_scale, causal, sm_scale
         p_mult = vs_blocks[:, :, j, None, None] * vs_unit if block_vs else torch.tensor(ps, dtype=torch.float32)
         # float32 like the kernel, then RNE to v's 16-bit dtype or (scaled) to e4m3
         p_low = p.float().to(v.dtype) if pv16 else (p.float() * p_mult).to(torch.float8_e4m3fn)
-        pv = p_low.double() @ vd[:, :, n0 : n0 + K_BLOCK]
+        pv = p_low.double() @ vd[:, :, n0 : n0 + keys_per_step]
         if pv_fp16_accum:
             pv = pv.half().double()
         acc = acc * alpha + pv

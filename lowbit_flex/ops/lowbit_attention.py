@@ -99,8 +99,11 @@ def quantize_v_blocks(v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return v8, torch.where(empty, torch.zeros_like(vs), vs)
 
 
-def reference_lowbit_attention(q, k, v, causal, scale, qk, pv, smooth_k, pv_fp16_accum) -> torch.Tensor:
-    """The format (module docstring) in float64 after the same quantization the kernels perform."""
+def reference_lowbit_attention(
+    q, k, v, causal, scale, qk, pv, smooth_k, pv_fp16_accum, keys_per_step=K_BLOCK
+) -> torch.Tensor:
+    """The format (module docstring) in float64 after the same quantization the kernels perform (``keys_per_step``:
+    see :func:`~lowbit_flex.ops.fp8_attention.reference_fp8_attention`)."""
     dtype = QK_FORMATS[qk]
     q8, qs = _quantize_blocks(q, dtype, None)
     k8, ks = _quantize_blocks(k, dtype, smooth_k_shift(k) if smooth_k else None)
@@ -108,7 +111,7 @@ def reference_lowbit_attention(q, k, v, causal, scale, qk, pv, smooth_k, pv_fp16
         v8, vs = v.to(pv_16bit_dtype(v.dtype)), None
     else:
         v8, vs = quantize_v_blocks(v)
-    return reference_fp8_attention(q8, k8, v8, qs, ks, vs, causal, scale, q.dtype, pv_fp16_accum)
+    return reference_fp8_attention(q8, k8, v8, qs, ks, vs, causal, scale, q.dtype, pv_fp16_accum, keys_per_step)
 
 
 def _lowbit_attention(q, k, v, causal, scale, qk, pv, smooth_k, pv_fp16_accum) -> torch.Tensor:

@@ -211,7 +211,7 @@ def _gluon_fp8_attention():
 def case_lowbit_attention():
     # lowbit::lowbit_attention's two launches (Q/K/V quantization in one pass, then attention) for every format
     # pair, head dim and input dtype, the short-query tile, and every config of the table.
-    from lowbit_flex.kernels.fp8_attention import CONFIGS, fp8_attention_triton
+    from lowbit_flex.kernels.fp8_attention import CONFIGS, attention_plan
     from lowbit_flex.kernels.quantize_qkv import quantize_qkv_triton
     from lowbit_flex.ops.lowbit_attention import QK_FORMATS, run_kernels
 
@@ -228,12 +228,17 @@ def case_lowbit_attention():
     run_kernels(*qkv(300, 128, torch.float16), False, None, "int8", "fp8", False, True)
     run_kernels(*qkv(300, 64, torch.float32), False, None, "fp8", "fp16", True, False)
     run_kernels(*qkv(300, 64, Lq=50), True, None, "fp8", "fp8", True, False)  # one 64-query tile
-    # Every config of the table (TMA ones as TMA on sm_90: the layouts here allow it), fp8 PV and 16-bit PV.
+    # Every config of the table (TMA ones as TMA on sm_90: the layouts here allow it), fp8 PV (v in the MMA's key
+    # order, as the pass writes it) and 16-bit PV. Each plan as the GPU's eager call launches it (a Gluon kernel,
+    # a maxnreg cap) and as a traced call does: on CPU stand-ins a plan launches only the latter.
     q, k, v = qkv(300, 128)
-    q8, qs, k8, ks, v8, vs = quantize_qkv_triton(q, k, v, torch.float8_e4m3fn, True, True)
+    q8, qs, k8, ks, v8, vs = quantize_qkv_triton(q, k, v, torch.float8_e4m3fn, True, True, True)
     for config in CONFIGS:
-        fp8_attention_triton(q8, k8, v8, qs, ks, vs, True, None, torch.bfloat16, False, config=config)
-        fp8_attention_triton(q8, k8, v, qs, ks, None, False, None, torch.bfloat16, False, config=config)
+        for vv, vsc, causal in ((v8, vs, True), (v, None, False)):
+            launch, scalars = attention_plan(q8, k8, vv, qs, ks, vsc, causal, None, False, config, vsc is not None)
+            out = torch.empty(q.shape, dtype=torch.bfloat16)
+            for plan in (launch,) if launch.traced is None else (launch, launch.traced):
+                plan.kernel[plan.grid](q8, k8, vv, qs, ks, ks if vsc is None else vsc, out, *scalars, **plan.meta)
 
 
 def case_float_weight_only_linear():

@@ -66,6 +66,28 @@ def test_check_wgmma_fails_naming_the_serialized_kernel():
     assert "C7515" in proc.stderr and "_split_k_reduce_kernel" in proc.stderr, proc.stderr[-4000:]
 
 
+def test_check_wgmma_records_spills_only_under_maxnreg(tmp_path):
+    # ptxas's verdict replaced by one that reports spills for every kernel: only the launch with a register cap is
+    # recorded (a cap is there to fit more programs on an SM; spilling under it defeats it).
+    script = (
+        "import torch, triton, triton.language as tl\n"
+        "import lowbit_flex.triton_aot as t\n"
+        "t._ptxas_notes = lambda ptx, arch: '0 bytes stack frame, 24 bytes spill stores, 24 bytes spill loads'\n"
+        "@triton.jit\n"
+        "def copy(x, y, N: tl.constexpr):\n"
+        "    tl.store(y + tl.arange(0, N), tl.load(x + tl.arange(0, N)))\n"
+        "with t.compile_launches(90, check_wgmma=True) as c:\n"
+        "    x = torch.empty(64)\n"
+        "    copy[(1,)](x, x, N=64)\n"
+        "    copy[(1,)](x, x, N=32, maxnreg=128)\n"
+        "assert len(c.kernels) == 2, c.kernels\n"
+        "assert [(n, k['N'], k['maxnreg']) for n, k in c.spilled] == [('copy', 32, 128)], c.spilled\n"
+    )
+    (tmp_path / "spills.py").write_text(script)  # Triton reads a kernel's source from its file
+    proc = subprocess.run([sys.executable, str(tmp_path / "spills.py")], env=_aot_env(), capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+
+
 def test_unit_ints_compile_as_constants_like_the_jit():
     # The JIT compiles an int argument equal to 1 as the constant 1 (a unit stride makes loads vectorized): AOT code
     # must too, or its register and shared-memory figures differ from the GPU's. The quantizer of lowbit attention

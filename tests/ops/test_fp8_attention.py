@@ -304,6 +304,49 @@ def test_triton_kernel_reads_v_in_mma_key_order(B, H, Hkv, Lq, Lk, D, causal, qk
     assert_rel_error(out, OP(q8, k8, v8, qs, ks, vs, causal, None, torch.float32, pv16), 5e-3)
 
 
+@needs_kernel
+@pytest.mark.parametrize("config", range(3))  # OCCUPANCY_CONFIGS
+@pytest.mark.parametrize("B, H, Hkv, Lq, Lk, D, causal, qk, pv", [
+    (1, 2, 1, 130, 200, 64, True, "fp8", "fp8"),     # GQA, causal, ragged: v in the MMA's key order, block scales
+    (1, 2, 2, 70, 150, 128, False, "int8", "fp16"),  # the accurate mode, a partial last step
+])  # fmt: skip
+def test_occupancy_configs_match_the_reference_of_their_step(B, H, Hkv, Lq, Lk, D, causal, qk, pv, config,
+                                                             monkeypatch):  # fmt: skip
+    # 64-key steps round P against the running max of each 64 keys: the reference with that step is their format
+    # (and the 128-key one is not: rows whose max moves into a block's second half round P differently).
+    from lowbit_flex.kernels import fp8_attention as mod
+    from lowbit_flex.ops.fp8_attention import reference_fp8_attention
+    from lowbit_flex.ops.lowbit_attention import quantize_v_blocks
+
+    cfg = mod.OCCUPANCY_CONFIGS[config]
+    dev = kernel_device()
+    q, k, v = _inputs(B, H, Hkv, Lq, Lk, D)
+    q8, k8, v8, qs, ks, vs = quantize_attention_inputs(q, k, v, qk, pv=pv)
+    mma = pv == "fp8"
+    if mma:  # per-block v scales and v in the MMA's key order, as lowbit_attention's pass writes them
+        v8, vs = quantize_v_blocks(v)
+    real_empty = torch.empty
+    monkeypatch.setattr(mod.torch, "empty", lambda *a, **kw: poison_(real_empty(*a, **kw)))
+    args = [_to(a, dev) for a in (q8, k8, mma_key_order(v8) if mma else v8, qs, ks, vs)]
+    out = mod.fp8_attention_triton(*args, causal, None, torch.float32, False, config=cfg, v_mma_key_order=mma)
+    assert_fully_written(out, "out")
+    ref = reference_fp8_attention(q8, k8, v8, qs, ks, vs, causal, None, torch.float32, False, cfg.block_n)
+    assert_rel_error(out, ref, 5e-3)  # as test_triton_kernel_matches_reference
+    # the step's format is as accurate as the 128-key one, against float64 attention on the unquantized inputs
+    exact = _attention_f64(q, k, v, causal)
+    assert rel_error(out.cpu(), exact) < 1.1 * rel_error(OP(q8, k8, v8, qs, ks, vs, causal, None, torch.float32), exact)
+
+
+def test_bad_launch_configs_are_rejected():
+    from lowbit_flex.kernels import fp8_attention as mod
+
+    args = quantize_attention_inputs(*_inputs(1, 2, 1, 130, 130, 64), "fp8")
+    for cfg in (mod.AttentionConfig(96, 128, 0, 4, 3), mod.AttentionConfig(64, 32, 0, 4, 3),
+                mod.AttentionConfig(128, 64, 0, 4, 3, tma=True, gluon=True)):  # fmt: skip
+        with pytest.raises(ValueError, match="config: block_m must divide 128"):
+            mod.attention_plan(*args, False, None, False, cfg)
+
+
 def test_mma_key_order_is_only_for_an_e4m3_v():
     from lowbit_flex.kernels.fp8_attention import attention_plan
 
