@@ -43,7 +43,9 @@ from lowbit_flex.quant.fp8 import K_BLOCK, Q_BLOCK
 #  - int8 q and k (the accurate mode): whole blocks 0.66-0.74x the clone; the chunked form in this task layout
 #    0.56-0.59x (run 36), in run 17's layout 0.75-0.86x. int8 codes take more arithmetic than e4m3's one
 #    conversion (a clamp, selects for non-finite values), which the chunked form overlapped with its loads.
-# 16 warps per program were slower than 8 for both formats.
+# 16 warps per program were slower than 8 for both formats. Those measurements predate codes_of_scaled's shorter
+# forms (Triton 3.6, sm_90: 123 -> 95 registers for e4m3 codes, 162 -> 96 for int8, i.e. two programs per SM instead
+# of one; 24% fewer instructions), not yet timed.
 _NUM_WARPS = 8
 
 # The quantized Q/K/V of eager lowbit_attention calls (ops/lowbit_attention.py): one kept buffer per stream and
