@@ -148,10 +148,25 @@ def _flex_descale_table(bench: Bench, L: int):
     table.add({"L": L}, times, **errs, **recompiles)
 
 
+def _sweep_configs(qk: str, pv: str) -> list:
+    """The TMA configs timed against the rule for one format pair: every Triton tile and Gluon ring for fp8/fp8 and
+    int8/fp16 (the table's rows since run 40); the occupancy configs where V is e4m3 (their register caps apply only
+    there); the exponent-bit int8 conversion where QKᵀ is int8. int8/fp8 (the fp8-PV format within issue 12's error
+    target) gets the last two only."""
+    from lowbit_flex.kernels.fp8_attention import CONFIGS, EXPONENT_I2F_CONFIGS, OCCUPANCY_CONFIGS
+
+    base = [c for c in CONFIGS if c.tma and c not in OCCUPANCY_CONFIGS and c not in EXPONENT_I2F_CONFIGS]
+    return [
+        *(base if (qk, pv) != ("int8", "fp8") else []),
+        *(OCCUPANCY_CONFIGS if pv == "fp8" else ()),
+        *(EXPONENT_I2F_CONFIGS if qk == "int8" else ()),
+    ]
+
+
 def _config_sweep(bench: Bench, Ls) -> None:
-    """The kernel (on the one pass's Q/K/V) with each config, TMA off and on, and the Gluon sm_90 kernel's configs,
-    against ``pick_config``'s choice (a fixed rule, no autotuning: this table is what the rule is checked against)."""
-    from lowbit_flex.kernels.fp8_attention import CONFIGS, pick_config
+    """The kernel (on the one pass's Q/K/V) with each TMA config (:func:`_sweep_configs`) against ``pick_config``'s
+    choice (a fixed rule, no autotuning: this table is what the rule is checked against)."""
+    from lowbit_flex.kernels.fp8_attention import pick_config
     from lowbit_flex.quant.fp8 import K_BLOCK
 
     table = bench.table(f"fp8_attention kernel: launch configs, B={B} H={H} D={D}", baseline="rule")
@@ -162,15 +177,16 @@ def _config_sweep(bench: Bench, Ls) -> None:
         + f" w{c.num_warps} s{c.num_stages}"
         + (f" r{c.maxnreg}" if c.maxnreg else "")
         + (" tma" if c.tma and not c.gluon else "")
+        + (" i2f-exp" if c.i2f_by_exponent else "")
     )
     for L in Ls:
         q, k, v = (torch.randn(B, H, L, D, device="cuda", dtype=torch.bfloat16) for _ in range(3))
-        for qk, pv in (("fp8", "fp8"), ("int8", "fp16")):
+        for qk, pv in (("fp8", "fp8"), ("int8", "fp8"), ("int8", "fp16")):
             chosen = pick_config(L, pv == "fp16")
             args = _prequantized(q, k, v, qk, pv)
             for causal in (False, True):
                 times = {}
-                for name, c in [("rule", chosen), *((label(c), c) for c in CONFIGS if c.tma)]:
+                for name, c in [("rule", chosen), *((label(c), c) for c in _sweep_configs(qk, pv))]:
                     times[name] = bench.time(_kernel(causal, pv, c), args)
                 flops = _attention_flops(L, causal)
                 best = min(times, key=times.get)
