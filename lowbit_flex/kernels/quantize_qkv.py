@@ -15,7 +15,7 @@ The smooth-K shift is the mean of the head's first block of keys (finite values 
 of all keys: any vector subtracted from every key shifts each query's logits by a constant and cancels in softmax,
 and the first block's mean removes a per-channel offset (what makes K's outlier channels) as well as the full mean,
 without a pass over all keys first. Each k program recomputes it from the same 128 rows (read from L2 after the
-first).
+first), after issuing its own block's loads, so the two reads overlap.
 
 The quantized tensors have the strides of block-padded buffers (for v, whose rows are tokens, that keeps every row
 16-byte aligned, as TMA needs), but the padding is neither written nor read: the attention kernel masks keys past
@@ -43,9 +43,10 @@ from lowbit_flex.quant.fp8 import K_BLOCK, Q_BLOCK
 #  - int8 q and k (the accurate mode): whole blocks 0.66-0.74x the clone; the chunked form in this task layout
 #    0.56-0.59x (run 36), in run 17's layout 0.75-0.86x. int8 codes take more arithmetic than e4m3's one
 #    conversion (a clamp, selects for non-finite values), which the chunked form overlapped with its loads.
-# 16 warps per program were slower than 8 for both formats. Those measurements predate codes_of_scaled's shorter
-# forms (Triton 3.6, sm_90: 123 -> 95 registers for e4m3 codes, 162 -> 96 for int8, i.e. two programs per SM instead
-# of one; 24% fewer instructions), not yet timed.
+# 16 warps per program were slower than 8 for both formats. Those measurements predate two changes, not yet timed:
+# codes_of_scaled's shorter forms (Triton 3.6, sm_90: 162 -> 97 registers with int8 codes, i.e. two programs per SM
+# instead of one; 24% fewer instructions) and k programs issuing their own block's loads before the smooth-K mean's
+# (they waited for the mean's loads and two CTA barriers first).
 _NUM_WARPS = 8
 
 # The quantized Q/K/V of eager lowbit_attention calls (ops/lowbit_attention.py): one kept buffer per stream and
@@ -80,7 +81,7 @@ def _scale_of(amax, QMAX: tl.constexpr):
 
 @triton.jit
 def _quantize_block(
-    src, dst, scale_ptr, row0, L, stride_n, stride_d, dst_stride_n, dst_stride_d, shift,
+    src, dst, scale_ptr, row0, L, stride_n, stride_d, dst_stride_n, dst_stride_d,
     SHIFT: tl.constexpr, QMAX: tl.constexpr, KIND: tl.constexpr, EXACT: tl.constexpr,
     D: tl.constexpr, BLOCK: tl.constexpr, ZERO_SCALE_IF_EMPTY: tl.constexpr, MMA_KEY_ORDER: tl.constexpr,
 ):  # fmt: skip
@@ -96,7 +97,8 @@ def _quantize_block(
         src_rows = (rows & -16) | (((rows >> 1) & 1) << 3) | (((rows >> 2) & 3) << 1) | (rows & 1)
         end = tl.cdiv(L, 16) * 16
     x = _load_block(src, src_rows, L, stride_n, stride_d, D)
-    if SHIFT:
+    if SHIFT:  # the smooth-K shift after this block's loads are issued: its loads and reduction overlap them
+        shift = _first_block_mean(src, L, stride_n, stride_d, D, BLOCK)
         x = tl.where(src_rows[:, None] < L, x - shift[None, :], 0.0)
     amax = tl.max(tl.max(finite_abs(x), axis=1), axis=0)
     scale, inv = _scale_of(amax, QMAX)
@@ -121,7 +123,6 @@ def _quantize_qkv_kernel(
     ``HKV · NBLK_K`` k blocks, then (``V_FP8``) as many v blocks, head-major within each tensor."""
     t = tl.program_id(0)
     b = tl.program_id(1)
-    zero = tl.zeros((D,), tl.float32)
     n_q = H * NBLK_Q
     n_k = HKV * NBLK_K
     if t < n_q:
@@ -131,7 +132,7 @@ def _quantize_qkv_kernel(
         q_base = Q + b.to(tl.int64) * stride_qb + h.to(tl.int64) * stride_qh
         _quantize_block(
             q_base, Q8 + bh.to(tl.int64) * Lq * D, QS + bh * NBLK_Q + blk, blk * BLOCK, Lq, stride_qm, stride_qd, D, 1,
-            zero, False, QMAX, KIND, EXACT, D, BLOCK, False, False,
+            False, QMAX, KIND, EXACT, D, BLOCK, False, False,
         )  # fmt: skip
     elif t < n_q + n_k:
         t -= n_q
@@ -139,13 +140,10 @@ def _quantize_qkv_kernel(
         blk = t % NBLK_K
         bhk = b * HKV + hk
         k_base = K + b.to(tl.int64) * stride_kb + hk.to(tl.int64) * stride_kh
-        shift = zero
-        if SMOOTH_K:
-            shift = _first_block_mean(k_base, Lk, stride_kn, stride_kd, D, BLOCK)
         # k8: (Lk, D) rows over L_PAD-row heads.
         _quantize_block(
             k_base, K8 + bhk.to(tl.int64) * L_PAD * D, KS + bhk * NBLK_K + blk, blk * BLOCK, Lk, stride_kn, stride_kd,
-            D, 1, shift, SMOOTH_K, QMAX, KIND, EXACT, D, BLOCK, False, False,
+            D, 1, SMOOTH_K, QMAX, KIND, EXACT, D, BLOCK, False, False,
         )  # fmt: skip
     elif V_FP8:
         t -= n_q + n_k
@@ -156,7 +154,7 @@ def _quantize_qkv_kernel(
         # v8: token-major, (D, L_PAD) per head.
         _quantize_block(
             v_base, V8 + bhk.to(tl.int64) * D * L_PAD, VS + bhk * NBLK_K + blk, blk * BLOCK, Lk, stride_vn, stride_vd,
-            1, L_PAD, zero, False, V_QMAX, 0, EXACT, D, BLOCK, True, V_MMA_KEY_ORDER,
+            1, L_PAD, False, V_QMAX, 0, EXACT, D, BLOCK, True, V_MMA_KEY_ORDER,
         )  # fmt: skip
 
 
