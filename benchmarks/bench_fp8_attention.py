@@ -159,7 +159,8 @@ def _sweep_configs(qk: str, pv: str) -> list:
     return [
         *(base if (qk, pv) != ("int8", "fp8") else []),
         *(OCCUPANCY_CONFIGS if pv == "fp8" else ()),
-        *(EXPONENT_I2F_CONFIGS if qk == "int8" else ()),
+        # the exponent conversion on the format's own rule tile (Gluon for a 16-bit V, Triton's 64-query for e4m3)
+        *(c for c in EXPONENT_I2F_CONFIGS if qk == "int8" and c.gluon == (pv == "fp16")),
     ]
 
 
