@@ -347,7 +347,7 @@ def test_int8_scores_through_the_exponent_are_exact(pv, monkeypatch):
 
     q, k, v = _inputs(1, 2, 1, 130, 200, 128)
     q[0, 0, :64] = torch.sign(q[0, 0, :64]) * 8  # whole rows at the block amax: codes ±127
-    k[0, 0, :64] = q[0, 0, :64]  # ... and keys of the same signs: QKᵀ = 127² · 128 exactly
+    k[0, 0, :64] = q[0, 0, :64]  # ... and keys equal to them: QKᵀ = 127² · 128 exactly on the (unmasked) diagonal
     args = [_to(a, kernel_device()) for a in quantize_attention_inputs(q, k, v, "int8", smooth_k=False, pv=pv)]
     assert args[0][0, 0, :64].abs().min() == 127 and args[1][0, 0, :64].abs().min() == 127
     real_empty = torch.empty
