@@ -179,15 +179,16 @@ def main(argv: list[str] | None = None) -> None:
                 found.append(f"{case} {name} " + str({k: v for k, v in constexprs.items() if len(repr(v)) < 40}))
     if empty:
         sys.exit(f"no kernel was compiled by {empty}")
-    if serialized or spilled:
-        sys.exit(
-            (
-                f"ptxas serializes the WGMMAs ({WGMMA_SERIALIZED}) of:\n" + "\n".join(serialized) + "\n"
-                if serialized
-                else ""
-            )
-            + ("ptxas spills registers under maxnreg in:\n" + "\n".join(spilled) if spilled else "")
+    problems = [
+        f"{what}:\n" + "\n".join(found)
+        for what, found in (
+            (f"ptxas serializes the WGMMAs ({WGMMA_SERIALIZED}) of", serialized),
+            ("ptxas spills registers under maxnreg in", spilled),
         )
+        if found
+    ]
+    if problems:
+        sys.exit("\n".join(problems))
 
 
 if __name__ == "__main__":
