@@ -16,7 +16,7 @@ import torch
 
 import lowbit_flex  # noqa: F401
 from benchmarks.harness import Bench
-from lowbit_flex.quant import quantize_int4_weight, unpack_int4
+from lowbit_flex.quant import group_mult_scales, quantize_int4_weight, quantize_int4_weight_group_mult, unpack_int4
 
 SHAPES_KN = [(4096, 4096), (4096, 14336), (14336, 4096), (8192, 8192)]
 MS = [1, 16, 64, 256, 1024, 4096, 8192]
@@ -108,6 +108,28 @@ def _forced_cutlass_groupwise(name: str):
     )
 
 
+def _group_mult_of(ws: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(channel scale, int8 multipliers) back from the g128 weights' float scales, which this benchmark makes with
+    quantize_int4_weight_group_mult (K <= 16352: every row's largest group has multiplier 127, and the products are
+    exact, so this recovers them exactly)."""
+    channel = ws.amax(dim=1) / 127
+    return channel, torch.round(ws / channel[:, None]).to(torch.int8)
+
+
+def _forced_cutlass_group_mult(name: str):
+    """The integer-multiplier configs of the group-wise CUTLASS kernel, with the same per-call unpack (forced: no op
+    path runs them yet). The (channel, multiplier) split of the scales is made per call here too: a few us at the
+    M >= 64 rows it runs, an upper bound on what a module holding both would pay."""
+    from lowbit_flex.kernels.s8s4_unpacked_gemm import unpack_int4_triton
+    from lowbit_flex.kernels.s8s8_groupwise_cutlass import s8s8_group_mult_cutlass
+
+    def run(xq, xs, w4, ws):
+        channel, mult = _group_mult_of(ws)
+        return s8s8_group_mult_cutlass(xq, xs, unpack_int4_triton(w4), mult, channel, None, torch.bfloat16, name)
+
+    return run
+
+
 def _forced_cutlass(launch, family: str, config: str):
     return lambda xq, xs, w4, ws: launch(xq, xs, w4, ws, None, torch.bfloat16, family, config)
 
@@ -123,10 +145,11 @@ def _methods(cutlass) -> dict:
         configs, _supported, launch = cutlass
         for family, names in configs.items():
             out |= {f"cutlass {family} {c}": _forced_cutlass(launch, family, c) for c in names}
-        from lowbit_flex.kernels.s8s8_groupwise_cutlass import configs_for_group
+        from lowbit_flex.kernels.s8s8_groupwise_cutlass import GROUP_MULT_CONFIGS, configs_for_group
 
         # Group-wise only (timed on the g128 weights), so only the configs that take group 128.
         out |= {f"cutlass_groupwise {c}": _forced_cutlass_groupwise(c) for c in configs_for_group(128)}
+        out |= {f"cutlass_groupwise {c}": _forced_cutlass_group_mult(c) for c in GROUP_MULT_CONFIGS}
     return out
 
 
@@ -137,10 +160,11 @@ def _groupwise_only(name: str) -> bool:
 def _applicable(name: str, M: int, N: int, K: int, groupwise: bool, cutlass) -> bool:
     if _groupwise_only(name):
         from lowbit_flex.kernels.s8s4_cutlass import library_available
-        from lowbit_flex.kernels.s8s8_groupwise_cutlass import supported
+        from lowbit_flex.kernels.s8s8_groupwise_cutlass import group_mult_supported, supported
 
+        ok = group_mult_supported if name.endswith("_int") else supported
         # a per-call unpack of the whole weight, like "unpacked": a large-M kernel
-        return groupwise and M >= 64 and supported(M, N, K, 128) and library_available()
+        return groupwise and M >= 64 and ok(M, N, K, 128) and library_available()
     if name.startswith("cutlass"):
         return not groupwise and cutlass[1](name.split()[1], M, N, K)
     if name.startswith("unpacked"):
@@ -181,7 +205,10 @@ def run(bench: Bench) -> None:
     checked: dict[str, str] = {}
     for si, (K, N) in enumerate(SHAPES_KN[:1] if bench.quick else SHAPES_KN):
         w = torch.randn(N, K, device="cuda", dtype=torch.bfloat16)
-        weights = {"per-channel": quantize_int4_weight(w), "g128": quantize_int4_weight(w, group_size=128)}
+        # g128 in the integer-multiplier format: float scales every group-wise kernel reads, and (channel scale,
+        # multipliers) that the _int configs recover from them exactly (_group_mult_of).
+        packed, channel, mult = quantize_int4_weight_group_mult(w, 128)
+        weights = {"per-channel": quantize_int4_weight(w), "g128": (packed, group_mult_scales(channel, mult))}
         w8 = torch.randint(-127, 128, (N, K), device="cuda", dtype=torch.int8)
         if si == 0:
             checked = _check_all(methods, cutlass, K, N, weights)

@@ -21,7 +21,13 @@ import torch
 import lowbit_flex  # noqa: F401
 from lowbit_flex.kernels.s8s4_cutlass import library_available
 from lowbit_flex.kernels.s8s4_dispatch import s8s4_linear_cuda
-from lowbit_flex.kernels.s8s8_groupwise_cutlass import GROUPWISE_CONFIGS, supported
+from lowbit_flex.kernels.s8s4_unpacked_gemm import unpack_int4_triton
+from lowbit_flex.kernels.s8s8_groupwise_cutlass import (
+    GROUP_MULT_CONFIGS,
+    GROUPWISE_CONFIGS,
+    s8s8_group_mult_cutlass,
+    supported,
+)
 from lowbit_flex.quant import pack_int4
 from lowbit_flex.testing import w4a8_exact_f64
 
@@ -35,7 +41,8 @@ def main() -> int:
         return 0
     gen = torch.Generator().manual_seed(0)
     bad = runs = 0
-    cases = itertools.product(SHAPES, GROUPWISE_CONFIGS.items(), (torch.bfloat16, torch.float16))
+    configs = {**GROUPWISE_CONFIGS, **GROUP_MULT_CONFIGS}
+    cases = itertools.product(SHAPES, configs.items(), (torch.bfloat16, torch.float16))
     for (M, N, K), (name, groups_taken), out_dtype in cases:
         for group in groups_taken:
             if K % group:
@@ -47,10 +54,19 @@ def main() -> int:
             ws = 10 ** (torch.rand(N, groups, generator=gen) * 3 - 3)
             bias = torch.randn(N, generator=gen)
             torch.cuda.empty_cache()
-            out = s8s4_linear_cuda(
-                xq.cuda(), xs.cuda(), pack_int4(q).cuda(), ws.cuda(), bias.cuda(), out_dtype,
-                _backend="cutlass_sm90_groupwise", _config=name,
-            )  # fmt: skip
+            if name in GROUP_MULT_CONFIGS:  # integer multipliers times a channel scale (exact in float64)
+                mult = torch.randint(-128, 128, (N, groups), dtype=torch.int8, generator=gen)
+                channel = 10 ** (torch.rand(N, generator=gen) * 3 - 5)
+                ws = channel.double()[:, None] * mult.double()
+                out = s8s8_group_mult_cutlass(
+                    xq.cuda(), xs.cuda(), unpack_int4_triton(pack_int4(q).cuda()), mult.cuda(), channel.cuda(),
+                    bias.cuda(), out_dtype, name,
+                )  # fmt: skip
+            else:
+                out = s8s4_linear_cuda(
+                    xq.cuda(), xs.cuda(), pack_int4(q).cuda(), ws.cuda(), bias.cuda(), out_dtype,
+                    _backend="cutlass_sm90_groupwise", _config=name,
+                )  # fmt: skip
             torch.cuda.synchronize()
             ref, mag = w4a8_exact_f64(xq, xs, q, ws, bias)
             tol = ref.abs() * UNIT_ROUNDOFF[out_dtype] + (groups + 4) * 2.0**-24 * mag + 1e-30

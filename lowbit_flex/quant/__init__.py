@@ -12,12 +12,19 @@ from lowbit_flex.quant.fpx_format import E2M1_FN, E2M3_FN, E3M2_FN, E4M3FN, E5M2
 from lowbit_flex.quant.fpx_pack import pack_fpx, unpack_fpx
 from lowbit_flex.quant.fpx_tiles import pack_fpx_tiles, tile_words_per_row, unpack_fpx_tiles
 from lowbit_flex.quant.fpx_weight import quantize_fpx_weight
-from lowbit_flex.quant.int4 import pack_int4, quantize_int4_weight, unpack_int4
+from lowbit_flex.quant.int4 import (
+    group_mult_scales,
+    pack_int4,
+    quantize_int4_weight,
+    quantize_int4_weight_group_mult,
+    unpack_int4,
+)
 
 __all__ = [
     "E2M1_FN", "E2M3_FN", "E3M2_FN", "E4M3FN", "E5M2", "FP8_DTYPES", "FP8_MAX", "PRESETS", "FPxFormat", "Specials",
-    "dequantize", "float_quantize", "from_fpx_bits", "pack_fpx", "pack_fpx_tiles", "pack_int4", "quantize_fpx_weight",
-    "quantize_int4_weight", "tile_words_per_row", "to_fpx_bits", "unpack_fpx", "unpack_fpx_tiles", "unpack_int4",
+    "dequantize", "float_quantize", "from_fpx_bits", "group_mult_scales", "pack_fpx", "pack_fpx_tiles", "pack_int4",
+    "quantize_fpx_weight", "quantize_int4_weight", "quantize_int4_weight_group_mult", "tile_words_per_row",
+    "to_fpx_bits", "unpack_fpx", "unpack_fpx_tiles", "unpack_int4",
 ]  # fmt: skip
 
 # Names that moved to the top level when the package's layers were made to import one way (quant/ sits below the

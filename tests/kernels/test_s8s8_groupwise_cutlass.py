@@ -8,9 +8,17 @@ import pytest
 import torch
 
 from lowbit_flex.kernels import s8s8_groupwise_cutlass as mod
-from lowbit_flex.kernels.s8s8_groupwise_cutlass import GROUPS, GROUPWISE_CONFIGS, configs_for_group, supported
+from lowbit_flex.kernels.s8s8_groupwise_cutlass import (
+    GROUP_MULT_CONFIGS,
+    GROUP_MULT_MAX_K,
+    GROUPS,
+    GROUPWISE_CONFIGS,
+    configs_for_group,
+    group_mult_supported,
+    supported,
+)
 from lowbit_flex.testing import assert_fully_written, poison_
-from tests.kernels._w4a8_exact import assert_close_to_exact, exact_f64, random_inputs
+from tests.kernels._w4a8_exact import assert_close_to_exact, exact_f64, log_uniform, random_inputs, scale_range
 
 requires_sm90 = pytest.mark.skipif(
     not (torch.cuda.is_available() and torch.cuda.get_device_capability() == (9, 0)),
@@ -52,21 +60,23 @@ def check(monkeypatch, M, N, K, group, config, out_dtype, bias=True):
 
 
 def test_configs_match_csrc_header():
-    """GROUPWISE_CONFIGS must list the header's configs in the header's order (the launcher indexes by position),
-    and each config's groups must follow from its compiled promotion cadence (k-blocks of 32 per group). Ping-pong
-    configs (two int32 accumulators) are named ``_pp`` and promote at K-tile boundaries only (cadence 4)."""
+    """GROUPWISE_CONFIGS then GROUP_MULT_CONFIGS must list the header's configs in the header's order (the launcher
+    indexes by position), and each config's groups must follow from its compiled promotion cadence (k-blocks of 32
+    per group). Ping-pong configs (two int32 accumulators) have ``_pp`` in their names and promote at K-tile
+    boundaries only (cadence 4); integer-multiplier configs end in ``_int``."""
     block = re.search(r"#define LOWBIT_S8S8G_SM90_CONFIGS\(X\)(.*?)(?:\n\n|\Z)", HEADER.read_text(), re.S)
     assert block, f"LOWBIT_S8S8G_SM90_CONFIGS not found in {HEADER}"
-    entries = re.findall(r'X\((\d+), "([^"]+)", (\d+), (\d+), (\d+), ([01])\)', block.group(1))
+    entries = re.findall(r'X\((\d+), "([^"]+)", (\d+), (\d+), (\d+), ([01]), ([01])\)', block.group(1))
     assert len(entries) == block.group(1).count("X(")
     assert [int(e[0]) for e in entries] == list(range(len(entries)))
-    assert tuple(e[1] for e in entries) == tuple(GROUPWISE_CONFIGS)
-    for _, name, tile_m, tile_n, kblocks, ping_pong in entries:
+    assert tuple(e[1] for e in entries) == (*GROUPWISE_CONFIGS, *GROUP_MULT_CONFIGS)
+    for _, name, tile_m, tile_n, kblocks, ping_pong, int_mult in entries:
         assert name.startswith(f"{tile_m}x{tile_n}x128_")
-        assert name.endswith("_pp") == (ping_pong == "1")
+        assert ("_pp" in name) == (ping_pong == "1")
+        assert name.endswith("_int") == (int_mult == "1") == (name in GROUP_MULT_CONFIGS)
         assert ping_pong == "0" or kblocks == "4"
         expected = tuple(g for g in GROUPS if g % 128 == 0) if kblocks == "4" else (32 * int(kblocks),)
-        assert GROUPWISE_CONFIGS[name] == expected
+        assert {**GROUPWISE_CONFIGS, **GROUP_MULT_CONFIGS}[name] == expected
 
 
 def test_every_group_has_a_config():
@@ -124,6 +134,42 @@ def test_argument_checks(over, match):
         mod.s8s8_groupwise_cutlass(**_args(**over))
 
 
+def _mult_args(M=4, N=16, K=256, groups=2, **over):
+    args = dict(
+        x_int8=torch.zeros(M, K, dtype=torch.int8), x_scale=torch.ones(M),
+        w_int8_unpacked=torch.zeros(N, K, dtype=torch.int8), w_mult=torch.ones(N, groups, dtype=torch.int8),
+        w_channel_scale=torch.ones(N), bias=None, out_dtype=torch.bfloat16, config="128x128x128_g128_pp_int",
+    )  # fmt: skip
+    return args | over
+
+
+@pytest.mark.parametrize(
+    "over, match",
+    [(dict(config="128x128x128_g128"), "config"), (dict(w_mult=torch.ones(16, 2)), "w_mult"),
+     (dict(w_mult=torch.ones(16, 4, dtype=torch.int8)), "takes groups"),
+     (dict(w_channel_scale=torch.ones(15)), "w_channel_scale"),
+     (dict(w_channel_scale=torch.ones(16, dtype=torch.float64)), "w_channel_scale"),
+     (dict(x_int8=torch.zeros(4, 2**14, dtype=torch.int8), w_int8_unpacked=torch.zeros(16, 2**14, dtype=torch.int8),
+           w_mult=torch.ones(16, 2**14 // 128, dtype=torch.int8)), "overflow"),
+     ({}, "CUDA device")],
+)  # fmt: skip
+def test_group_mult_argument_checks(over, match):
+    """The integer-multiplier wrapper's own checks, on the host (the float configs are not its configs, and K is
+    bounded so that the int32 sum cannot overflow); the last case is valid except for the device."""
+    with pytest.raises(ValueError, match=match):
+        mod.s8s8_group_mult_cutlass(**_mult_args(**over))
+
+
+def test_group_mult_supported(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a: (9, 0))
+    assert group_mult_supported(1024, 4096, 14336, 128) and group_mult_supported(1, 8, 256, 256)
+    assert not group_mult_supported(1024, 4096, GROUP_MULT_MAX_K + 128, 128)  # the int32 sum could overflow
+    assert not group_mult_supported(1024, 4096, 4096, 64)  # the integer configs promote per 128-deep K tile
+    assert not group_mult_supported(1024, 4100, 4096, 128)  # N % 8
+    assert 4096 * 128 * 8 * 128 < 2**31 and GROUP_MULT_MAX_K * 128 * 8 * 128 < 2**31 <= 2**14 * 128 * 8 * 128
+
+
 def test_dispatch_rows_and_availability():
     from lowbit_flex.kernels.s8s4_dispatch import DISPATCH_TABLE, Arch, Backend, ScaleKind, available
 
@@ -161,7 +207,7 @@ def test_dispatch_backend_needs_the_library(monkeypatch):
 
 @requires_sm90
 def test_library_exports_the_configs():
-    assert mod.library_config_names() == tuple(GROUPWISE_CONFIGS)
+    assert mod.library_config_names() == (*GROUPWISE_CONFIGS, *GROUP_MULT_CONFIGS)
 
 
 @requires_sm90
@@ -253,3 +299,83 @@ def test_forced_backend_rejects_per_channel_scales():
         s8s4_linear_cuda(
             x.cuda(), xs.cuda(), pack_int4(q).cuda(), ws.cuda(), None, torch.bfloat16, _backend="cutlass_sm90_groupwise"
         )
+
+
+# Integer group multipliers (the _int configs): an int32 sum of exact group dots times int8 multipliers, then
+# x_scale, the channel scale and the bias in float32.
+GROUP_MULT_CONFIG_GROUPS = [(c, g) for c, groups in GROUP_MULT_CONFIGS.items() for g in groups]
+
+
+def check_group_mult(monkeypatch, x, xs, q, mult, channel, b, out_dtype, config):
+    """Against the definition in float64: group scales ``channel * mult`` (exact products in float64). The kernel's
+    int32 sum is exact; its roundings are the conversion to float, x_scale, the channel scale and the bias."""
+    dev = lambda t: None if t is None else t.cuda()
+    real_empty = torch.empty
+    with monkeypatch.context() as m:
+        m.setattr(mod.torch, "empty", lambda *a, **k: poison_(real_empty(*a, **k)))
+        out = mod.s8s8_group_mult_cutlass(dev(x), dev(xs), dev(q), dev(mult), dev(channel), dev(b), out_dtype, config)
+    assert_fully_written(out)
+    assert out.shape == (x.shape[0], q.shape[0]) and out.dtype == out_dtype
+    exact, magnitude = exact_f64(x, xs, q, channel.double()[:, None] * mult.double(), b)
+    assert_close_to_exact(out, exact, magnitude, out_dtype, 4)
+    return out
+
+
+def random_mult(N, groups):
+    """int8 multipliers over their whole range, both extremes present, zero and negatives included."""
+    mult = torch.randint(-128, 128, (N, groups), dtype=torch.int8)
+    mult.view(-1)[torch.randperm(N * groups)[:2]] = torch.tensor([-128, 127], dtype=torch.int8)
+    return mult
+
+
+@requires_sm90
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("out_dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("config, group", GROUP_MULT_CONFIG_GROUPS)
+@pytest.mark.parametrize("M, N", MN)
+def test_group_mult_matches_exact_reference(monkeypatch, M, N, config, group, out_dtype, bias):
+    K = 5 * group  # an odd number of groups: the last one in either ping-pong accumulator
+    x, xs, q, _, b = random_inputs(M, N, K, group, out_dtype, bias)
+    channel = log_uniform((N,), *scale_range(out_dtype)) / 128  # |mult| <= 128 on top of the usual scale range
+    check_group_mult(monkeypatch, x, xs, q, random_mult(N, K // group), channel, b, out_dtype, config)
+
+
+@requires_sm90
+@pytest.mark.parametrize("config", GROUP_MULT_CONFIGS)
+@pytest.mark.parametrize("K", [128, 256, 384, 4096, 14336])
+def test_group_mult_llm_sized_and_few_k_tiles(monkeypatch, config, K):
+    x, xs, q, _, b = random_inputs(1000, 4104, K, 128, torch.bfloat16)
+    channel = log_uniform((4104,), -6.0, 1.0)
+    check_group_mult(monkeypatch, x, xs, q, random_mult(4104, K // 128), channel, b, torch.bfloat16, config)
+
+
+@requires_sm90
+@pytest.mark.parametrize("config", GROUP_MULT_CONFIGS)
+def test_group_mult_largest_sum_fits_int32(monkeypatch, config):
+    """x = -128, w = -8 and every multiplier 127 at the deepest K the wrapper takes: the largest int32 sum."""
+    M, N, K = 129, 200, GROUP_MULT_MAX_K - GROUP_MULT_MAX_K % 128
+    x = torch.full((M, K), -128, dtype=torch.int8)
+    q = torch.full((N, K), -8, dtype=torch.int8)
+    mult = torch.full((N, K // 128), 127, dtype=torch.int8)
+    xs, channel = torch.full((M,), 2.0**-20), torch.full((N,), 2.0**-10)
+    check_group_mult(monkeypatch, x, xs, q, mult, channel, None, torch.bfloat16, config)
+
+
+@requires_sm90
+def test_group_mult_equals_float_scales_of_the_quantizer(monkeypatch):
+    """A weight quantized with integer multipliers: the integer kernel and the float group-wise kernel (given the
+    exact float products as scales) compute the same function, both within rounding of the definition."""
+    from lowbit_flex.quant import group_mult_scales, quantize_int4_weight_group_mult, unpack_int4
+
+    M, N, K = 512, 1024, 4096
+    packed, channel, mult = quantize_int4_weight_group_mult(torch.randn(N, K), 128)
+    q = unpack_int4(packed)
+    x = torch.randint(-128, 128, (M, K), dtype=torch.int8)
+    xs = torch.rand(M) * 1e-2
+    out_int = check_group_mult(monkeypatch, x, xs, q, mult, channel, None, torch.bfloat16, "128x128x128_g128_pp_int")
+    ws = group_mult_scales(channel, mult)
+    out_float = mod.s8s8_groupwise_cutlass(x.cuda(), xs.cuda(), q.cuda(), ws.cuda(), None, torch.bfloat16,
+                                           "128x128x128_g128_pp")  # fmt: skip
+    exact, magnitude = exact_f64(x, xs, q, ws, None)
+    assert_close_to_exact(out_float, exact, magnitude, torch.bfloat16, fp32_terms(K, 128))
+    assert (out_int.float() - out_float.float()).abs().max() <= 2 * exact.abs().max() * 2**-8

@@ -1,7 +1,14 @@
 import pytest
 import torch
 
-from lowbit_flex.quant import pack_int4, quantize_int4_weight, unpack_int4
+from lowbit_flex.quant import (
+    group_mult_scales,
+    pack_int4,
+    quantize_int4_weight,
+    quantize_int4_weight_group_mult,
+    unpack_int4,
+)
+from lowbit_flex.quant.int4 import GROUP_MULT_MAX, group_mult_max
 
 
 def test_pack_bit_order():
@@ -60,3 +67,76 @@ def test_zero_rows_get_scale_one():
 def test_bad_input(fn, args, exc, match):
     with pytest.raises(exc, match=match):
         fn(*args)
+
+
+# ------------------------------------------------------------------ group scales as integer multiples of a channel
+
+
+@pytest.mark.parametrize("K, group_size", [(128, 32), (4096, 128), (256, 256)])
+def test_group_mult_definition(K, group_size):
+    """Fresh weights spanning five decades across rows: the format's invariants against float64."""
+    N, groups = 9, K // group_size
+    w = torch.randn(N, K, dtype=torch.float64) * torch.logspace(-3, 2, N, dtype=torch.float64)[:, None]
+    w[3, :group_size] *= 1e-4  # (with more than one group) a group far below its row's largest: multiplier 1
+    packed, channel, mult = quantize_int4_weight_group_mult(w, group_size)
+    assert packed.shape == (N, K // 2) and channel.shape == (N,) and mult.shape == (N, groups)
+    assert channel.dtype == torch.float32 and mult.dtype == torch.int8
+    top = group_mult_max(K)
+    assert int(mult.min()) >= 1 and int(mult.max()) <= top
+    assert bool((mult.amax(-1) == top).all())  # the row's largest group gets the largest multiplier
+    assert groups == 1 or int(mult[3, 0]) == 1
+    # The float32 group scales are the exact products (the channel scale has 17 significant bits).
+    scales = group_mult_scales(channel, mult)
+    assert scales.dtype == torch.float32 and torch.equal(scales.double(), channel.double()[:, None] * mult.double())
+    mant = torch.frexp(channel.double())[0]
+    assert torch.equal(mant * 2**17, torch.round(mant * 2**17))
+    # No clipping: every weight within half a step of its code, and each multiplier the smallest that does not clip.
+    wg = w.view(N, groups, group_size)
+    q = unpack_int4(packed).double().view(N, groups, group_size)
+    assert q.min() >= -8 and q.max() <= 7
+    err = (wg - q * scales.double()[..., None]).abs()
+    assert bool((err <= scales.double()[..., None] * (0.5 + 1e-9)).all())
+    smaller = channel.double()[:, None] * (mult.double() - 1)
+    assert bool(((mult == 1) | (wg.abs().amax(-1) / smaller > 7)).all())
+
+
+def test_group_mult_error_is_close_to_float_group_scales():
+    """Gaussian weights, group 128: the multipliers cost at most 2 % of weight error over float group scales (0.5 %
+    measured), against 34 % for one scale per channel. Fixed seed: a property of the format, not of a draw."""
+    w = torch.randn(256, 4096, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    packed, channel, mult = quantize_int4_weight_group_mult(w, 128)
+    scales = group_mult_scales(channel, mult).double()
+    rel = lambda p, s: float((unpack_int4(p).double().view(256, 32, 128) * s.view(256, -1, 1)).view(256, -1).sub(w)
+                             .norm() / w.norm())  # fmt: skip
+    p_float, s_float = quantize_int4_weight(w, 128)
+    p_chan, s_chan = quantize_int4_weight(w)
+    assert rel(packed, scales) <= 1.02 * rel(p_float, s_float.double())
+    assert rel(p_chan, s_chan.double()[:, None]) >= 1.3 * rel(p_float, s_float.double())
+
+
+def test_group_mult_max_keeps_int32_sums_exact():
+    assert group_mult_max(4096) == group_mult_max(14336) == 127 == GROUP_MULT_MAX
+    for K in (4096, 16352, 16384, 32768, 2**20):
+        assert K * 128 * 8 * group_mult_max(K) < 2**31
+    assert group_mult_max(32768) == 63 and group_mult_max(2**22) == 1
+
+
+def test_group_mult_zero_rows_and_groups():
+    w = torch.randn(3, 256)
+    w[1] = 0
+    w[2, 128:] = 0
+    packed, channel, mult = quantize_int4_weight_group_mult(w, 128)
+    assert channel[1].item() == 1.0 and mult[1].tolist() == [1, 1] and mult[2, 1].item() == 1
+    assert bool((unpack_int4(packed)[1] == 0).all()) and bool((unpack_int4(packed)[2, 128:] == 0).all())
+
+
+@pytest.mark.parametrize("args, exc, match", [
+    ((torch.zeros(4, 8, dtype=torch.int8), 4), TypeError, "w: expected a floating-point"),
+    ((torch.zeros(4, 7), 7), ValueError, "w: expected shape"),
+    ((torch.zeros(4, 64), 48), ValueError, "group_size: expected an even divisor"),
+    ((torch.zeros(4, 64), None), ValueError, "group_size: expected a positive int"),
+    ((torch.zeros(4, 64), True), ValueError, "group_size: expected a positive int"),
+])  # fmt: skip
+def test_group_mult_bad_input(args, exc, match):
+    with pytest.raises(exc, match=match):
+        quantize_int4_weight_group_mult(*args)

@@ -1,5 +1,6 @@
 // A CUTLASS 3.x mainloop collective for int8 x int8 GEMMs with group-wise (per K block) scales of the B operand,
-// promoted into an fp32 accumulator on the consumer warp groups.
+// promoted into an fp32 accumulator on the consumer warp groups, or (IntegerScales) integer group multipliers
+// promoted into an int32 accumulator.
 //
 // Why not CUTLASS's own block-scaled mainloop (MainloopSm90TmaGmmaWarpSpecializedBlockwiseFP8, CUTLASS 4.2):
 //  - its builder static_asserts FP8 inputs (collective/builders/sm90_gmma_builder.inl: "Warp Specialized gemm with
@@ -23,7 +24,14 @@
 //    WGMMAs keep the tensor cores busy (the two consumers of the cooperative kernel drift out of phase);
 //  - for PingPong instances, a consumer loop with two int32 accumulators that take alternate groups, so that a warp
 //    group issues group g+1's WGMMAs before it promotes group g (mma_ping_pong below): its own promotion overlaps
-//    its own tensor-core work instead of relying on the other warp group only.
+//    its own tensor-core work instead of relying on the other warp group only;
+//  - for IntegerScales instances, int32 multipliers instead of float scales: the promotion is one IMAD per
+//    accumulator element and group (acc += dot * mult[n, g]) instead of three instructions (the exact int -> float
+//    conversion's integer and float adds, then the FFMA), the kernel-facing accumulators are the int32 ones and the
+//    epilogue applies a per-channel float scale. At group 128 the float promotion issues 3 instructions per 128
+//    MACs of each accumulator element, i.e. ~3 of the 4 warp-instruction slots per clock an SM has while its int8
+//    tensor cores run at full rate; the integer one issues ~1. The caller bounds the integer sum (|x| <= 128,
+//    |w| <= 8, |mult| <= 128: K < 2^14 keeps every partial sum inside int32).
 #pragma once
 
 // clang-format off
@@ -40,11 +48,12 @@
 namespace lowbit::s8s8g {
 
 // Dispatch policy of the collective below. The kernel layer picks the cooperative GemmUniversal from `Schedule`.
-template <int Stages_, int KBlocksPerGroup_, bool PingPong_ = false>
+template <int Stages_, int KBlocksPerGroup_, bool PingPong_ = false, bool IntegerScales_ = false>
 struct MainloopSm90GroupwiseS8 {
   static constexpr int Stages = Stages_;
   static constexpr int KBlocksPerGroup = KBlocksPerGroup_;
   static constexpr bool PingPong = PingPong_;
+  static constexpr bool IntegerScales = IntegerScales_;
   using ClusterShape = cute::Shape<cute::_1, cute::_1, cute::_1>;
   using ArchTag = cutlass::arch::Sm90;
   using Schedule = cutlass::gemm::KernelTmaWarpSpecializedCooperative;
@@ -55,11 +64,20 @@ struct MainloopSm90GroupwiseS8 {
 // promotion converts every accumulator element once per group.
 CUTLASS_DEVICE float exact_float(int32_t dot) { return lowbit::small_int_to_float(dot); }
 
+// One group's contribution to the running sum: float(dot) * scale (contracted with the caller's add into one FFMA)
+// or, for integer multipliers, dot * mult (one IMAD).
+CUTLASS_DEVICE float scaled_dot(int32_t dot, float scale) { return exact_float(dot) * scale; }
+CUTLASS_DEVICE int32_t scaled_dot(int32_t dot, int32_t mult) { return dot * mult; }
+
 // Base: the builder's int8 x int8 -> int32 SS collective for the same tile and stage count.
 // PingPong: the consumer loop of mma_ping_pong (two int32 accumulators) instead of mma_serial.
-template <class Base, int KBlocksPerGroup, bool PingPong = false>
+// IntegerScales: int32 group multipliers and an int32 running sum instead of float scales and an fp32 sum.
+template <class Base, int KBlocksPerGroup, bool PingPong = false, bool IntegerScales = false>
 struct GroupwiseMainloop : Base {
-  using DispatchPolicy = MainloopSm90GroupwiseS8<Base::DispatchPolicy::Stages, KBlocksPerGroup, PingPong>;
+  using DispatchPolicy =
+      MainloopSm90GroupwiseS8<Base::DispatchPolicy::Stages, KBlocksPerGroup, PingPong, IntegerScales>;
+  // The scales in memory and the running sum they are promoted into.
+  using Scale = cute::conditional_t<IntegerScales, int32_t, float>;
   using typename Base::MainloopPipeline;
   using typename Base::PipelineState;
   using typename Base::SmemLayoutA;
@@ -87,15 +105,17 @@ struct GroupwiseMainloop : Base {
   static_assert(!PingPong || GroupSpansTiles, "the ping-pong consumer takes groups that are multiples of the K tile");
 
   // What the kernel layer allocates, partitions and passes to the epilogue: fp32 accumulators laid out exactly
-  // like the int8 MMA's (the C fragment of a 64xNx32 WGMMA does not depend on the A/B types).
-  using TiledMma = decltype(cute::make_tiled_mma(
+  // like the int8 MMA's (the C fragment of a 64xNx32 WGMMA does not depend on the A/B types), or for integer
+  // multipliers the int32 accumulators of the int8 MMA itself.
+  using TiledMmaF32 = decltype(cute::make_tiled_mma(
       cute::GMMA::ss_op_selector<cutlass::float_e4m3_t, cutlass::float_e4m3_t, float, TileShape,
                                  cute::GMMA::Major::K, cute::GMMA::Major::K>(),
       cute::Layout<cute::Shape<cute::_2, cute::_1, cute::_1>>{}));
-  static_assert(cute::is_same_v<decltype(TiledMma{}.get_layoutC_TV()), decltype(MmaS32{}.get_layoutC_TV())> &&
-                    cute::size(TiledMma{}) == cute::size(MmaS32{}),
+  static_assert(cute::is_same_v<decltype(TiledMmaF32{}.get_layoutC_TV()), decltype(MmaS32{}.get_layoutC_TV())> &&
+                    cute::size(TiledMmaF32{}) == cute::size(MmaS32{}),
                 "the fp32 and int32 accumulator fragments must have one layout");
-  using ElementAccumulator = float;
+  using TiledMma = cute::conditional_t<IntegerScales, MmaS32, TiledMmaF32>;
+  using ElementAccumulator = Scale;
 
   // Full-barrier arrivals per stage: the TMA thread (with the transaction bytes) and the 32 cp.async lanes.
   static constexpr int NumProducerThreadEvents = 1 + cutlass::NumThreadsPerWarp;
@@ -103,7 +123,7 @@ struct GroupwiseMainloop : Base {
   struct SharedStorage {
     struct TensorStorage : cute::aligned_struct<128, cute::_0> {
       typename Base::TensorStorage operands;
-      cute::array_aligned<float, Stages * GroupsPerTile * TileN> scales;  // [stage][group in tile][n]
+      cute::array_aligned<Scale, Stages * GroupsPerTile * TileN> scales;  // [stage][group in tile][n]
     } tensors;
     using PipelineStorage = typename Base::PipelineStorage;
     PipelineStorage pipeline;
@@ -116,12 +136,12 @@ struct GroupwiseMainloop : Base {
     StrideA dA;
     int8_t const* ptr_B;
     StrideB dB;
-    float const* ptr_scale;  // (N, K / group) row-major
+    Scale const* ptr_scale;  // (N, K / group) row-major
     int group;
   };
 
   struct Params : Base::Params {
-    float const* ptr_scale;
+    Scale const* ptr_scale;
     int group;
     int groups_per_row;  // K / group: w_scale's row stride
     int N;
@@ -168,20 +188,20 @@ struct GroupwiseMainloop : Base {
                                      int k_tile_count, int lane, uint32_t, TensorStorage& shared_tensors) {
     auto [m_coord, n_coord, k_coord, l_coord] = blk_coord;
     const int n0 = int(n_coord) * TileN;
-    float* scales = shared_tensors.scales.data();
+    Scale* scales = shared_tensors.scales.data();
     CUTLASS_PRAGMA_NO_UNROLL
     for (; k_tile_count > 0; --k_tile_count) {
       pipeline.producer_acquire(smem_pipe_write);  // every lane waits; only the TMA leader arrives here
       const int g0 = int(*k_tile_iter) * TileK / params.group;  // the first group this K tile touches
-      float* dst = scales + smem_pipe_write.index() * (GroupsPerTile * TileN);
+      Scale* dst = scales + smem_pipe_write.index() * (GroupsPerTile * TileN);
       // Lanes walk j (group in tile) fastest: consecutive lanes read consecutive groups of one w_scale row.
       CUTLASS_PRAGMA_UNROLL
       for (int i = lane; i < GroupsPerTile * TileN; i += cutlass::NumThreadsPerWarp) {
         const int j = i % GroupsPerTile, n = i / GroupsPerTile;
         const bool in = n0 + n < params.N && g0 + j < params.groups_per_row;
-        float const* src = in ? params.ptr_scale + int64_t(n0 + n) * params.groups_per_row + (g0 + j)
+        Scale const* src = in ? params.ptr_scale + int64_t(n0 + n) * params.groups_per_row + (g0 + j)
                               : params.ptr_scale;
-        cute::SM80_CP_ASYNC_CACHEALWAYS_ZFILL<float>::copy(*src, dst[j * TileN + n], in);
+        cute::SM80_CP_ASYNC_CACHEALWAYS_ZFILL<Scale>::copy(*src, dst[j * TileN + n], in);
       }
       pipeline.producer_commit(smem_pipe_write, cutlass::arch::cpasync_barrier_arrive_noinc);
       ++k_tile_iter;
@@ -189,7 +209,7 @@ struct GroupwiseMainloop : Base {
     }
   }
 
-  // Consumer warp groups. accum: the kernel's fp32 accumulators (MMA, MMA_M, MMA_N). Every stage read is released
+  // Consumer warp groups. accum: the kernel's fp32 (int32) accumulators (MMA, MMA_M, MMA_N). Every stage read is released
   // before this returns.
   template <class FrgTensorC>
   CUTLASS_DEVICE void mma(MainloopPipeline pipeline, PipelineState smem_pipe_read, FrgTensorC& accum,
@@ -207,7 +227,7 @@ struct GroupwiseMainloop : Base {
                                  int k_tile_count, int thread_idx, TensorStorage& shared_tensors,
                                  Params const& params) {
     using namespace cute;
-    static_assert(is_same_v<typename FrgTensorC::value_type, float>);
+    static_assert(is_same_v<typename FrgTensorC::value_type, Scale>);
     Tensor sA = make_tensor(make_smem_ptr(shared_tensors.operands.smem_A.data()), SmemLayoutA{});  // (M,K,PIPE)
     Tensor sB = make_tensor(make_smem_ptr(shared_tensors.operands.smem_B.data()), SmemLayoutB{});  // (N,K,PIPE)
     // The scales as an (M, N, (group in tile, PIPE)) tensor that is constant along M: partitioned like the
@@ -225,7 +245,7 @@ struct GroupwiseMainloop : Base {
     Tensor tCrB = wg_mma.make_fragment_B(wg_mma.partition_B(sB));  // (MMA,MMA_N,MMA_K,PIPE)
     static_assert(decltype(size<2>(tCrA))::value == KBlocks);
     Tensor tCsS = mma_s32.get_slice(thread_idx).partition_C(sS);   // (MMA,MMA_M,MMA_N,(G,PIPE))
-    Tensor tCrS = make_tensor_like<float>(tCsS(_, _, _, make_coord(0, 0)));  // stride-0 rows: one reg per column
+    Tensor tCrS = make_tensor_like<Scale>(tCsS(_, _, _, make_coord(0, 0)));  // stride-0 rows: one reg per column
     (void)tCrS;  // unused unless ScalesInRegisters
     Tensor dot = partition_fragment_C(mma_s32, take<0, 2>(TileShape{}));  // int32, the running group's sum
     CUTE_STATIC_ASSERT_V(size(dot) == size(accum));
@@ -262,13 +282,13 @@ struct GroupwiseMainloop : Base {
           pipeline.consumer_release(smem_pipe_read);
           if (group_ends) {
             CUTLASS_PRAGMA_UNROLL
-            for (int i = 0; i < size(accum); ++i) accum(i) += exact_float(dot(i)) * tCrS(i);
+            for (int i = 0; i < size(accum); ++i) accum(i) += scaled_dot(dot(i), tCrS(i));
           }
         } else {
           if (group_ends) {
             Tensor tCsS_j = tCsS(_, _, _, make_coord(j, stage));
             CUTLASS_PRAGMA_UNROLL
-            for (int i = 0; i < size(accum); ++i) accum(i) += exact_float(dot(i)) * tCsS_j(i);
+            for (int i = 0; i < size(accum); ++i) accum(i) += scaled_dot(dot(i), tCsS_j(i));
           }
           if (j == GroupsPerTile - 1) pipeline.consumer_release(smem_pipe_read);
         }
@@ -293,14 +313,14 @@ struct GroupwiseMainloop : Base {
   // After the last K tile: warpgroup_wait<0>, promote the last group, release the last stage. So the release state
   // trails the read state by exactly one K tile, every stage read is released exactly once and in order, and at
   // most two WGMMA batches (two K tiles) are in flight. Each group's dot is still one int32 sum of its own
-  // WGMMAs. Register budget per consumer thread: three accumulators of TileN / 2 (two int32, one fp32); the scales
-  // are read from shared memory in the promotion.
+  // WGMMAs. Register budget per consumer thread: three accumulators of TileN / 2 (two int32, one fp32 or int32);
+  // the scales are read from shared memory in the promotion.
   template <class FrgTensorC>
   CUTLASS_DEVICE void mma_ping_pong(MainloopPipeline pipeline, PipelineState smem_pipe_read, FrgTensorC& accum,
                                     int k_tile_count, int thread_idx, TensorStorage& shared_tensors,
                                     Params const& params) {
     using namespace cute;
-    static_assert(is_same_v<typename FrgTensorC::value_type, float>);
+    static_assert(is_same_v<typename FrgTensorC::value_type, Scale>);
     static_assert(GroupsPerTile == 1);
     Tensor sA = make_tensor(make_smem_ptr(shared_tensors.operands.smem_A.data()), SmemLayoutA{});  // (M,K,PIPE)
     Tensor sB = make_tensor(make_smem_ptr(shared_tensors.operands.smem_B.data()), SmemLayoutB{});  // (N,K,PIPE)
@@ -327,12 +347,13 @@ struct GroupwiseMainloop : Base {
     PipelineState smem_pipe_release = smem_pipe_read;  // the oldest stage not yet released
     bool group_pending = false;                        // a complete group waits in the other accumulator
 
-    // accum += float(dot) * w_scale[n, g] with the scales of `stage` (WGMMAs into `dot` must be complete).
+    // accum += float(dot) * w_scale[n, g] (or dot * mult[n, g]) with the scales of `stage` (WGMMAs into `dot` must
+    // be complete).
     auto promote = [&](auto& dot, int stage) {
       warpgroup_fence_operand(dot);
       Tensor tCsS_s = tCsS(_, _, _, stage);
       CUTLASS_PRAGMA_UNROLL
-      for (int i = 0; i < size(accum); ++i) accum(i) += exact_float(dot(i)) * tCsS_s(i);
+      for (int i = 0; i < size(accum); ++i) accum(i) += scaled_dot(dot(i), tCsS_s(i));
       warpgroup_fence_operand(dot);
     };
     // One group: its K tiles into `cur`; once its first tile's WGMMAs are issued, the previous group (complete in
@@ -392,6 +413,7 @@ struct GroupwiseMainloop : Base {
 
 // The kernel layer runs load_auxiliary on its MainloopAux producer warp only for policies that say so.
 namespace cutlass::gemm::kernel::detail {
-template <int Stages, int KBlocksPerGroup, bool PingPong>
-struct HasAuxiliaryLoad<lowbit::s8s8g::MainloopSm90GroupwiseS8<Stages, KBlocksPerGroup, PingPong>> : cute::true_type {};
+template <int Stages, int KBlocksPerGroup, bool PingPong, bool IntegerScales>
+struct HasAuxiliaryLoad<lowbit::s8s8g::MainloopSm90GroupwiseS8<Stages, KBlocksPerGroup, PingPong, IntegerScales>>
+    : cute::true_type {};
 }  // namespace cutlass::gemm::kernel::detail

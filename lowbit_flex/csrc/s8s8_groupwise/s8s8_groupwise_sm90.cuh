@@ -2,8 +2,10 @@
 // kernel, the custom mainloop of s8s8_groupwise_mainloop.cuh, TMA-store epilogue with an sm90 EVT).
 //
 // No operand swap: A = x (M x K, K-major), B = w (N x K, K-major, i.e. CUTLASS's K x N column-major), D = out
-// (M x N, row-major). The mainloop leaves sum_g float(dot_g) * w_scale[n, g] in fp32 accumulators; the epilogue
-// multiplies by x_scale (a column vector in these coordinates), adds bias (a row vector) and rounds once.
+// (M x N, row-major). The mainloop leaves sum_g float(dot_g) * w_scale[n, g] in fp32 accumulators (integer
+// multipliers: sum_g dot_g * mult[n, g] in int32 ones); the epilogue multiplies by x_scale (a column vector in these
+// coordinates; integer multipliers: then by w_channel_scale, a row vector), adds bias (a row vector) and rounds
+// once.
 // Included by one TU per output dtype. In a build for sm_80 only (CI compiles every TU for both) no Hopper kernel
 // is instantiated and the launcher refuses to run (common/sm90_arch.h).
 #pragma once
@@ -22,7 +24,7 @@ namespace lowbit::s8s8g::sm90 {
 using namespace cute;
 namespace fusion = cutlass::epilogue::fusion;
 
-template <class ElementOut, int TileM, int TileN, int KBlocksPerGroup, bool PingPong>
+template <class ElementOut, int TileM, int TileN, int KBlocksPerGroup, bool PingPong, bool IntegerScales>
 struct Gemm {
   static constexpr int TileK = 128;
   using TileShape = Shape<Int<TileM>, Int<TileN>, Int<TileK>>;
@@ -34,17 +36,22 @@ struct Gemm {
   static constexpr int kAlignOut = 8;            // TMA store: 16-byte rows, N % 8
   static constexpr auto kRound = cutlass::FloatRoundStyle::round_to_nearest;
 
-  // x_scale varies along M (a column vector), bias along N (a row vector; null -> 0).
+  // x_scale varies along M (a column vector), bias and w_channel_scale along N (row vectors; a null bias -> 0).
   using XScale = fusion::Sm90ColBroadcast<0, TileShape, float, float, Stride<_1, _0, int64_t>>;
   using Bias = fusion::Sm90RowBroadcast<0, TileShape, float, float, Stride<_0, _1, int64_t>>;
-  // (acc * x_scale) + bias in fp32, one rounding to the output dtype at the end.
+  using WChannel = Bias;
+  // (acc * x_scale) [* w_channel_scale] + bias in fp32, one rounding to the output dtype at the end.
   using AccTimesX = fusion::Sm90EVT<fusion::Sm90Compute<cutlass::multiplies, float, float, kRound>,
                                     fusion::Sm90AccFetch, XScale>;
-  using Callbacks = fusion::Sm90EVT<fusion::Sm90Compute<cutlass::plus, ElementOut, float, kRound>, AccTimesX, Bias>;
+  using Scaled = cute::conditional_t<
+      IntegerScales, fusion::Sm90EVT<fusion::Sm90Compute<cutlass::multiplies, float, float, kRound>, AccTimesX, WChannel>,
+      AccTimesX>;
+  using Callbacks = fusion::Sm90EVT<fusion::Sm90Compute<cutlass::plus, ElementOut, float, kRound>, Scaled, Bias>;
+  using ElementAccumulator = cute::conditional_t<IntegerScales, int32_t, float>;
 
   using Epilogue = typename cutlass::epilogue::collective::CollectiveBuilder<
       cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, TileShape, ClusterShape,
-      cutlass::epilogue::collective::EpilogueTileAuto, float, float,
+      cutlass::epilogue::collective::EpilogueTileAuto, ElementAccumulator, float,
       void, LayoutOut, kAlignOut,  // no source tensor C
       ElementOut, LayoutOut, kAlignOut, cutlass::epilogue::TmaWarpSpecializedCooperative, Callbacks>::CollectiveOp;
 
@@ -61,7 +68,7 @@ struct Gemm {
       int8_t, LayoutX, kAlignIn, int8_t, LayoutW, kAlignIn, int32_t, TileShape, ClusterShape,
       cutlass::gemm::collective::StageCount<kStages>,
       cutlass::gemm::KernelTmaWarpSpecializedCooperative>::CollectiveOp;
-  using Mainloop = GroupwiseMainloop<MainloopS32, KBlocksPerGroup, PingPong>;
+  using Mainloop = GroupwiseMainloop<MainloopS32, KBlocksPerGroup, PingPong, IntegerScales>;
 
   using Kernel = cutlass::gemm::kernel::GemmUniversal<Shape<int, int, int, int>, Mainloop, Epilogue>;
   using Device = cutlass::gemm::device::GemmUniversalAdapter<Kernel>;
@@ -82,23 +89,28 @@ struct Gemm {
     static_assert(is_same_v<remove_cvref_t<decltype(get<1>(dX))>, _1>);
     static_assert(is_same_v<remove_cvref_t<decltype(get<1>(dW))>, _1>);
     static_assert(is_same_v<remove_cvref_t<decltype(get<1>(dOut))>, _1>);
-    typename Callbacks::Arguments callbacks{
-        {                         // AccTimesX
-         {},                      // AccFetch
-         {p.x_scale, 0.0f, {}},   // XScale
-         {}},                     // multiplies
-        {p.bias, 0.0f, {}},       // Bias
-        {}};                      // plus
+    typename AccTimesX::Arguments acc_times_x{
+        {},                      // AccFetch
+        {p.x_scale, 0.0f, {}},   // XScale
+        {}};                     // multiplies
+    typename Scaled::Arguments scaled{};
+    if constexpr (IntegerScales) {
+      scaled = {acc_times_x, {p.w_channel_scale, 0.0f, {}}, {}};  // AccTimesX, WChannel, multiplies
+    } else {
+      scaled = acc_times_x;
+    }
+    typename Callbacks::Arguments callbacks{scaled, {p.bias, 0.0f, {}}, {}};  // Scaled, Bias, plus
+    using Scale = typename Mainloop::Scale;
     return typename Device::Arguments{
         cutlass::gemm::GemmUniversalMode::kGemm,
         {p.M, p.N, p.K, 1},
-        {p.x, dX, p.w, dW, p.w_scale, p.group},
+        {p.x, dX, p.w, dW, static_cast<Scale const*>(p.w_scale), p.group},
         {callbacks, nullptr, dOut, static_cast<ElementOut*>(p.out), dOut}};
   }
 
   static int run(Problem const& p, size_t* query_workspace) {
     if (!device_is_sm90()) return kInvalidArgument;
-    if (!Mainloop::group_ok(p.group)) return kInvalidArgument;
+    if (!Mainloop::group_ok(p.group) || IntegerScales != (p.w_channel_scale != nullptr)) return kInvalidArgument;
     auto args = arguments(p);
     return run_gemm<Device>(args, p.workspace, p.workspace_bytes, p.stream, query_workspace);
   }
@@ -111,9 +123,9 @@ int dispatch(int config, Problem const& p, size_t* query_workspace) {
   } else {
   if (!problem_ok(p)) return kInvalidArgument;
   switch (config) {
-#define LOWBIT_S8S8G_CASE(I, NAME, TM, TN, KBG, PP) \
-  case I:                                           \
-    return Gemm<ElementOut, TM, TN, KBG, PP != 0>::run(p, query_workspace);
+#define LOWBIT_S8S8G_CASE(I, NAME, TM, TN, KBG, PP, INT) \
+  case I:                                                \
+    return Gemm<ElementOut, TM, TN, KBG, PP != 0, INT != 0>::run(p, query_workspace);
     LOWBIT_S8S8G_SM90_CONFIGS(LOWBIT_S8S8G_CASE)
 #undef LOWBIT_S8S8G_CASE
     default: return kInvalidArgument;

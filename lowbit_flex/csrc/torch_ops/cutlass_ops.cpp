@@ -171,8 +171,9 @@ at::Tensor s8s8_groupwise_gemm_cutlass(const at::Tensor& x, const at::Tensor& x_
   launch_with_workspace(
       x.device(), "s8s8 group-wise CUTLASS", [&](void* workspace, size_t bytes, size_t* query, cudaStream_t stream) {
         return lowbit_s8s8_groupwise_sm90(index, dtype, xc.data_ptr<int8_t>(), xs.data_ptr<float>(),
-                                          wc.data_ptr<int8_t>(), ws.data_ptr<float>(), bias_ptr(b), out.data_ptr(), M,
-                                          N, K, K / groups, workspace, bytes, query, stream);
+                                          wc.data_ptr<int8_t>(), ws.data_ptr<float>(), /*w_channel_scale=*/nullptr,
+                                          bias_ptr(b), out.data_ptr(), M, N, K, K / groups, workspace, bytes, query,
+                                          stream);
       });
   return out;
 }
