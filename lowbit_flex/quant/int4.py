@@ -69,6 +69,24 @@ def unpack_int4(packed: torch.Tensor) -> torch.Tensor:
     return torch.stack((low, high), dim=-1).reshape(*packed.shape[:-1], packed.shape[-1] * 2)
 
 
+def _check_weight(w: object, group_size: object, allow_none: bool) -> None:
+    """The weight quantizers' argument checks: a float (N, K) tensor with K even, a group size dividing K."""
+    if not isinstance(w, torch.Tensor):
+        raise TypeError(f"w: expected a torch.Tensor, got {type(w).__name__}")
+    if not w.is_floating_point():
+        raise TypeError(f"w: expected a floating-point dtype, got {w.dtype}")
+    if w.dim() != 2 or w.shape[1] % 2 or w.shape[1] == 0:
+        raise ValueError(f"w: expected shape (N, K) with K even and positive, got {tuple(w.shape)}")
+    if group_size is None and allow_none:
+        return
+    if isinstance(group_size, bool) or not isinstance(group_size, int) or group_size <= 0:
+        expected = "a positive int or None" if allow_none else "a positive int"
+        raise ValueError(f"group_size: expected {expected}, got {group_size!r}")
+    K = w.shape[1]
+    if K % group_size or group_size % 2:
+        raise ValueError(f"group_size: expected an even divisor of K={K}, got {group_size}")
+
+
 def quantize_int4_weight(w: torch.Tensor, group_size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Symmetric int4 quantization of a weight ``w`` (float ``(N, K)``, ``K`` even).
 
@@ -77,18 +95,8 @@ def quantize_int4_weight(w: torch.Tensor, group_size: int | None = None) -> tupl
     with one scale per ``group_size`` consecutive input channels. ``scale = amax / 7`` (1.0 where ``amax == 0``) and
     ``w ≈ unpack_int4(packed) * scale`` with ``|error| <= scale / 2``. Inputs must be finite.
     """
-    if not isinstance(w, torch.Tensor):
-        raise TypeError(f"w: expected a torch.Tensor, got {type(w).__name__}")
-    if not w.is_floating_point():
-        raise TypeError(f"w: expected a floating-point dtype, got {w.dtype}")
-    if w.dim() != 2 or w.shape[1] % 2 or w.shape[1] == 0:
-        raise ValueError(f"w: expected shape (N, K) with K even and positive, got {tuple(w.shape)}")
+    _check_weight(w, group_size, allow_none=True)
     N, K = w.shape
-    if group_size is not None:
-        if isinstance(group_size, bool) or not isinstance(group_size, int) or group_size <= 0:
-            raise ValueError(f"group_size: expected a positive int or None, got {group_size!r}")
-        if K % group_size or group_size % 2:
-            raise ValueError(f"group_size: expected an even divisor of K={K}, got {group_size}")
     g = K if group_size is None else group_size
     wg = w.float().reshape(N, K // g, g)
     scale = wg.abs().amax(dim=-1, keepdim=True) / 7.0
@@ -120,17 +128,8 @@ def quantize_int4_weight_group_mult(
     weights at group 128 the weight error is 4 % above float group scales' with multipliers up to 16 and 0.5 % with
     127 (per-channel scales: 34 % above). Inputs must be finite.
     """
-    if not isinstance(w, torch.Tensor):
-        raise TypeError(f"w: expected a torch.Tensor, got {type(w).__name__}")
-    if not w.is_floating_point():
-        raise TypeError(f"w: expected a floating-point dtype, got {w.dtype}")
-    if w.dim() != 2 or w.shape[1] % 2 or w.shape[1] == 0:
-        raise ValueError(f"w: expected shape (N, K) with K even and positive, got {tuple(w.shape)}")
+    _check_weight(w, group_size, allow_none=False)
     N, K = w.shape
-    if isinstance(group_size, bool) or not isinstance(group_size, int) or group_size <= 0:
-        raise ValueError(f"group_size: expected a positive int, got {group_size!r}")
-    if K % group_size or group_size % 2:
-        raise ValueError(f"group_size: expected an even divisor of K={K}, got {group_size}")
     top = group_mult_max(K)
     wg = w.double().reshape(N, K // group_size, group_size)
     amax = wg.abs().amax(dim=-1)  # (N, groups)
