@@ -18,7 +18,8 @@ requires_sm90 = pytest.mark.skipif(
     not torch.cuda.is_available() or torch.cuda.get_device_capability() < (9, 0),
     reason="needs an sm_90 GPU: the dispatch runs the kernel there only (mma.sync, no CPU or interpreter path)",
 )
-HEADER = Path(__file__).resolve().parents[2] / "lowbit_flex/csrc/float_weight_gemv/float_weight_gemv.h"
+CSRC = Path(__file__).resolve().parents[2] / "lowbit_flex/csrc"
+HEADER = CSRC / "float_weight_gemv/float_weight_gemv.h"
 FORMATS = [E4M3FN, E3M2_FN, E2M3_FN, E2M1_FN]
 
 
@@ -26,8 +27,8 @@ def test_config_names_match_the_header():
     names = tuple(re.findall(r'X\(\d+, "(\w+)", \d+, \d+\)', HEADER.read_text()))
     assert names == mod.GEMV_CUDA_CONFIGS
     assert mod.FORMAT_CODE == {(4, 3): 0, (3, 2): 1, (2, 3): 2, (2, 1): 3}
-    enum = re.search(r"enum Format : int \{([^}]*)\}", HEADER.read_text()).group(1)
-    assert [int(v) for v in re.findall(r"= (\d+)", enum)] == [0, 1, 2, 3]
+    enum = re.search(r"enum FpxFormat : int \{([^}]*)\}", (CSRC / "common/fpx_format.h").read_text()).group(1)
+    assert re.findall(r"(kE\w+) = (\d+)", enum) == [("kE4M3", "0"), ("kE3M2", "1"), ("kE2M3", "2"), ("kE2M1", "3")]
 
 
 @pytest.mark.parametrize(

@@ -27,6 +27,7 @@
 #include <algorithm>
 #include <type_traits>
 
+#include "common/fpx_decode.cuh"
 #include "common/gemv_epilogue.cuh"
 #include "common/resident_ctas.h"
 #include "float_weight_gemv/float_weight_gemv.h"
@@ -34,8 +35,8 @@
 namespace lowbit::float_weight_gemv {
 namespace {
 
-constexpr int kTileCodes = 128;  // codes per row of a K tile (quant/fpx_tiles.py TILE_CODES)
-constexpr int kMaxWarps = 8;     // per CTA (the configs of float_weight_gemv.h)
+constexpr int kTileCodes = kFpxTileCodes;
+constexpr int kMaxWarps = 8;  // per CTA (the configs of float_weight_gemv.h)
 
 // CTAs per SM the register budget is set for: at M <= 8 three CTAs of 8 warps (80 registers a thread, no spills;
 // ncu, run 37: two CTAs left the schedulers with 1.2 eligible warps and 42 % of issue slots idle); at M = 9..16
@@ -43,17 +44,12 @@ constexpr int kMaxWarps = 8;     // per CTA (the configs of float_weight_gemv.h)
 template <int MT>
 constexpr int kMinCtasPerSm = MT == 1 ? 3 : 2;
 
-// Per format: bytes of one row's K tile (fp6: 16 words of top nibbles, then 8 words of low bit pairs), and the
-// ring depth (tiles in flight per warp; ~8 KB of ring per warp).
+// Per format: the field widths and a row's K tile bytes (fpx_format.h), and the ring depth (tiles in flight per
+// warp; ~8 KB of ring per warp).
 template <int FMT>
-struct FormatTraits {
-  static constexpr int kEbits = FMT == kE4M3 ? 4 : FMT == kE3M2 ? 3 : 2;
-  static constexpr int kMbits = FMT == kE4M3 || FMT == kE2M3 ? 3 : FMT == kE3M2 ? 2 : 1;
-  static constexpr int kBits = 1 + kEbits + kMbits;
-  static constexpr int kBias = (1 << (kEbits - 1)) - 1;
-  static constexpr int kTileBytes = kTileCodes * kBits / 8;
+struct FormatTraits : FpxTraits<FMT> {
   static constexpr int kStages = FMT == kE4M3 ? 4 : FMT == kE2M1 ? 8 : 6;
-  static constexpr int kStageBytes = 16 * kTileBytes;
+  static constexpr int kStageBytes = 16 * FpxTraits<FMT>::kTileBytes;
   static constexpr int kRingBytes = kStages * kStageBytes;
 };
 
@@ -99,53 +95,6 @@ __device__ __forceinline__ void mma(float (&c)[4], uint32_t a0, uint32_t a1, uin
         "{%0, %1, %2, %3};"
         : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
         : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-}
-
-template <int S>
-__device__ __forceinline__ uint32_t shift(uint32_t v) {
-  if constexpr (S >= 0)
-    return v << S;
-  else
-    return v >> -S;
-}
-
-// bf16 only: times 2^(127 - bias), exactly (the decoded fields carry the code's exponent unbiased by 127). The
-// addend -0 keeps the sign of zero codes.
-template <class T, int BIAS>
-__device__ __forceinline__ uint32_t rebias(uint32_t r) {
-  if constexpr (std::is_same_v<T, __half>) {
-    return r;
-  } else {
-    constexpr uint32_t kScale = static_cast<uint32_t>(254 - BIAS) << 7;  // the bf16 2^(127 - BIAS)
-    uint32_t out;
-    asm("fma.rn.bf16x2 %0, %1, %2, %3;" : "=r"(out) : "r"(r), "r"(kScale * 0x10001u), "r"(0x80008000u));
-    return out;
-  }
-}
-
-// Codes p and p + 4 of a tile word (nibble p and p + 4: the top four bits; fp6: `lo` holds their low bit pairs at
-// bits 2p and 2p + 16) -> the x-dtype pair (code p, code p + 4). P is 0 or 1: planes 2 and 3 are planes 0 and 1 of
-// the words shifted right by 8 (hi) and 4 (lo), once per word.
-template <int FMT, class T, int P>
-__device__ __forceinline__ uint32_t decode_fpx_pair(uint32_t hi, uint32_t lo) {
-  using F = FormatTraits<FMT>;
-  constexpr int kMant = std::is_same_v<T, __half> ? 10 : 7;
-  constexpr int kLow = kMant - F::kMbits + F::kBits - 4;  // where the nibble's lowest magnitude bit goes
-  constexpr uint32_t kFields = ((7u << kLow) | 0x8000u) * 0x10001u;
-  uint32_t r;
-  if constexpr (kLow + 3 < 12) {
-    // One multiply places both copies of the nibble pair: << (kLow - 4P) puts the magnitude in place, << (12 - 4P)
-    // the sign; the four shifted nibbles occupy disjoint bits (no carries), and the mask keeps the fields.
-    constexpr uint32_t kTwoShifts = (1u << (kLow - 4 * P)) + (1u << (12 - 4 * P));
-    r = ((hi & (0x000F000Fu << (4 * P))) * kTwoShifts) & kFields;
-  } else {  // fp16: the magnitude's copy would reach the sign's bits
-    r = (shift<kLow - 4 * P>(hi) & ((7u << kLow) * 0x10001u)) | (shift<12 - 4 * P>(hi) & 0x80008000u);
-  }
-  if constexpr (F::kBits == 6) {
-    constexpr int kCrumb = kMant - F::kMbits;
-    r |= shift<kCrumb - 2 * P>(lo) & ((3u << kCrumb) * 0x10001u);
-  }
-  return rebias<T, F::kBias>(r);
 }
 
 // Two e4m3 codes (the low 16 bits of `w` after shifting by SHIFT8 bytes) -> an x-dtype pair.
@@ -472,7 +421,7 @@ template <int FMT, class T, int MT>
 int launch(Problem const& q, const Config& c) {
   using F = FormatTraits<FMT>;
   // fp16: the decoded fields are the code's value times 2^(bias - 15) (fp8 converts in hardware, exactly).
-  const float post = std::is_same_v<T, __half> && FMT != kE4M3 ? static_cast<float>(1 << (15 - F::kBias)) : 1.0f;
+  constexpr float post = fpx_post_scale<FMT, T>();
   const Params p{q.x, static_cast<const uint8_t*>(q.w),    q.w_scale, q.bias,    q.out, q.M, q.N,
                  q.K, (q.K + kTileCodes - 1) / kTileCodes, c.warps_n, c.warps_k, post};
   const int warps = c.warps_n * c.warps_k, threads = 32 * warps;

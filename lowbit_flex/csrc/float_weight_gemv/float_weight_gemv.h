@@ -16,13 +16,13 @@
 
 #include <cstdint>
 
+#include "common/fpx_format.h"
 #include "common/out_dtype.h"
 #include "common/status.h"
 
 namespace lowbit::float_weight_gemv {
 
-// The weight format codes of the launcher (lowbit_flex/kernels/float_weight_gemv_cuda.py FORMAT_CODE).
-enum Format : int { kE4M3 = 0, kE3M2 = 1, kE2M3 = 2, kE2M1 = 3 };
+// The weight format codes of the launcher: lowbit::FpxFormat (common/fpx_format.h).
 
 constexpr int kMaxM = 16;
 

@@ -168,13 +168,13 @@ at::Tensor s8s8_groupwise_gemm_cutlass(const at::Tensor& x, const at::Tensor& x_
   if (M == 0) return out;
   const at::Tensor xc = operand(x), xs = x_scale.contiguous(), wc = operand(w), ws = w_scale.contiguous();
   const std::optional<at::Tensor> b = bias ? std::optional<at::Tensor>(bias->contiguous()) : std::nullopt;
-  launch_with_workspace(
-      x.device(), "s8s8 group-wise CUTLASS", [&](void* workspace, size_t bytes, size_t* query, cudaStream_t stream) {
-        return lowbit_s8s8_groupwise_sm90(index, dtype, xc.data_ptr<int8_t>(), xs.data_ptr<float>(),
-                                          wc.data_ptr<int8_t>(), ws.data_ptr<float>(), /*w_channel_scale=*/nullptr,
-                                          bias_ptr(b), out.data_ptr(), M, N, K, K / groups, workspace, bytes, query,
-                                          stream);
-      });
+  launch_with_workspace(x.device(), "s8s8 group-wise CUTLASS",
+                        [&](void* workspace, size_t bytes, size_t* query, cudaStream_t stream) {
+                          return lowbit_s8s8_groupwise_sm90(index, dtype, xc.data_ptr<int8_t>(), xs.data_ptr<float>(),
+                                                            wc.data_ptr<int8_t>(), ws.data_ptr<float>(),
+                                                            /*w_channel_scale=*/nullptr, bias_ptr(b), out.data_ptr(), M,
+                                                            N, K, K / groups, workspace, bytes, query, stream);
+                        });
   return out;
 }
 
@@ -243,20 +243,20 @@ at::Tensor float_weight_gemv_cuda(const at::Tensor& x, const at::Tensor& w, cons
   const at::ScalarType xt = x.scalar_type();
   TORCH_CHECK_TYPE(xt == at::kHalf || xt == at::kBFloat16, "x: expected dtype float16 or bfloat16, got ", xt);
   TORCH_CHECK_VALUE(x.dim() == 2, "x: expected 2 dimensions, got shape ", x.sizes());
-  const int format = ebits == 4 && mbits == 3   ? fw::kE4M3
-                     : ebits == 3 && mbits == 2 ? fw::kE3M2
-                     : ebits == 2 && mbits == 3 ? fw::kE2M3
-                     : ebits == 2 && mbits == 1 ? fw::kE2M1
+  const int format = ebits == 4 && mbits == 3   ? lowbit::kE4M3
+                     : ebits == 3 && mbits == 2 ? lowbit::kE3M2
+                     : ebits == 2 && mbits == 3 ? lowbit::kE2M3
+                     : ebits == 2 && mbits == 1 ? lowbit::kE2M1
                                                 : -1;
   TORCH_CHECK_VALUE(format >= 0, "ebits, mbits: expected (4, 3), (3, 2), (2, 3) or (2, 1), got (", ebits, ", ", mbits,
                     ")");
   const int64_t M = x.size(0), K = x.size(1), N = w.size(0);
-  if (format == fw::kE4M3) {
+  if (format == lowbit::kE4M3) {
     check_tensor("w", w, at::kFloat8_e4m3fn, 2, x.device());
     TORCH_CHECK_VALUE(w.size(1) == K, "w: expected shape (", N, ", ", K, ") (the K of x), got ", w.sizes());
   } else {
     check_tensor("w", w, at::kInt, 2, x.device());
-    const int64_t words = (K + 127) / 128 * (format == fw::kE2M1 ? 16 : 24);
+    const int64_t words = (K + 127) / 128 * (format == lowbit::kE2M1 ? 16 : 24);
     TORCH_CHECK_VALUE(w.size(1) == words, "w: expected ", words, " int32 words per row (", K,
                       " codes in tiles of 128), got shape ", w.sizes());
   }
@@ -267,7 +267,7 @@ at::Tensor float_weight_gemv_cuda(const at::Tensor& x, const at::Tensor& w, cons
     check_tensor("bias", *bias, xt, 1, x.device());
     TORCH_CHECK_VALUE(bias->size(0) == N, "bias: expected shape (", N, ",), got ", bias->sizes());
   }
-  const int k_multiple = format == fw::kE4M3 ? 16 : 8;
+  const int k_multiple = format == lowbit::kE4M3 ? 16 : 8;
   TORCH_CHECK_VALUE(M <= fw::kMaxM && K >= 8 && K % k_multiple == 0, "x: the GEMV takes M <= ", fw::kMaxM,
                     " rows and K a multiple of ", k_multiple, "; got M=", M, ", K=", K);
   const int index = config_index("the float weight GEMV", lowbit_float_weight_gemv_num_configs,
