@@ -13,7 +13,8 @@ A second table: host microseconds per eager module call (no CUDA graph) at M = 1
 dispatch table picks), not every backend and config; ``=cuda`` times the CUDA GEMV's configs only (``cuda <config>``,
 M <= 16 on sm_90 with the CUDA library); ``=cutlass`` times the fp8 CUTLASS GEMM's configs (``cutlass <config>``,
 M >= 16 on sm_90 with the CUDA library) and dequantize + cuBLAS; ``=gluon`` the fp4 / fp6 Gluon kernel's configs
-(``gluon <config>``, M >= 16 on sm_90) and dequantize + cuBLAS.
+(``gluon <config>``, M >= 16 on sm_90) and dequantize + cuBLAS; ``=wgmma`` the fp4 / fp6 CUDA register-A WGMMA GEMM's
+configs (``wgmma <config>``, sm_90 with the CUDA library), the Gluon kernel's and dequantize + cuBLAS.
 """
 
 from __future__ import annotations
@@ -76,7 +77,8 @@ def _call(backend, config):
 def _candidates(M: int, N: int, K: int, which: str) -> dict:
     """Every backend / config the dispatch could pick for M rows, as ``f(x, module)`` (``which``: ``"cuda"`` the
     CUDA GEMV's only, ``"cutlass"`` the CUTLASS GEMM's and dequantize + cuBLAS only, ``"gluon"`` the Gluon
-    kernel's and dequantize + cuBLAS only)."""
+    kernel's and dequantize + cuBLAS only, ``"wgmma"`` the CUDA WGMMA GEMM's, the Gluon kernel's and dequantize +
+    cuBLAS)."""
     from lowbit_flex.kernels.float_weight_dispatch import Backend, cuda_gemv_supported, cutlass_gemm_supported
     from lowbit_flex.kernels.float_weight_gemv import GEMV_CONFIGS, GEMV_MAX_M
     from lowbit_flex.kernels.float_weight_gemv_cuda import GEMV_CUDA_CONFIGS
@@ -88,8 +90,15 @@ def _candidates(M: int, N: int, K: int, which: str) -> dict:
     call = _call
 
     out = {}
+    if which == "wgmma":  # (fp4 / fp6; the run loop skips fp8)
+        from lowbit_flex.kernels.float_weight_dispatch import cuda_gemm_supported
+        from lowbit_flex.kernels.float_weight_gemm_cuda import GEMM_CUDA_CONFIGS
+
+        if cuda_gemm_supported(torch.device("cuda"), M, K, 4):
+            out = {f"wgmma {c}": call(Backend.CUDA_GEMM, c) for c in GEMM_CUDA_CONFIGS}
+        which = "gluon"
     if which == "gluon":
-        out = {f"gluon {c}": call(Backend.GLUON, c) for c in GLUON_CONFIGS} if M >= 16 else {}
+        out |= {f"gluon {c}": call(Backend.GLUON, c) for c in GLUON_CONFIGS} if M >= 16 else {}
         return out | {"dequant_mm": call(Backend.DEQUANT_MM, "")}
     if M >= 16 and which != "cuda" and cutlass_gemm_supported(torch.device("cuda"), N, K, 8):  # fp8 only
         out |= {f"cutlass {c}": call(Backend.CUTLASS_GEMM, c) for c in CUTLASS_CONFIGS}
@@ -161,7 +170,9 @@ def run(bench: Bench) -> None:
                 if M <= 16:
                     extra[f"floor frac {f}"] = (N * K * nbytes) / (bw * 1e9) * 1e3 / times[f]
                 for label, fn in candidates.items():
-                    if (label.startswith("cutlass") and bits != 8) or (label.startswith("gluon") and bits == 8):
+                    if (label.startswith("cutlass") and bits != 8) or (
+                        label.startswith(("gluon", "wgmma")) and bits == 8
+                    ):
                         continue
                     extra[f"check {f} {label}"] = _check(fn(xs[0], mod), xs[0], w64[f])
                     times[f"{f} {label}"] = bench.time(fn, *sets(mods[f]))

@@ -3,9 +3,9 @@ float64, for compute-sanitizer.
 
     compute-sanitizer --tool memcheck python benchmarks/sanitize_float_weight_only.py [BACKEND ...]
 
-BACKEND (``cuda_gemv``, ``gemv``, ``dot``, ``tma``, ``gluon``, ``dequant_mm``, ``cutlass_gemm``) limits the run to
-those backends (default: all; ``tma``, ``gluon``, ``cuda_gemv`` and ``cutlass_gemm`` run on sm_90 only,
-``cutlass_gemm`` on fp8, ``gluon`` on fp4 / fp6).
+BACKEND (``cuda_gemv``, ``gemv``, ``dot``, ``tma``, ``gluon``, ``dequant_mm``, ``cutlass_gemm``, ``cuda_gemm``)
+limits the run to those backends (default: all; ``tma``, ``gluon``, ``cuda_gemv``, ``cutlass_gemm`` and ``cuda_gemm``
+run on sm_90 only, ``cutlass_gemm`` on fp8, ``gluon`` and ``cuda_gemm`` on fp4 / fp6).
 
 Each GEMV / tensor-core config and the dequantize-then-cuBLAS path × format × ragged (M, N, K) it takes runs once
 into a NaN-poisoned output and is compared with the float64 product of the decoded weight (the dequantize path:
@@ -21,6 +21,7 @@ import torch
 
 import lowbit_flex  # noqa: F401
 from lowbit_flex.kernels.float_weight_dispatch import Backend, dequantize_weight, float_weight_only_linear_cuda
+from lowbit_flex.kernels.float_weight_gemm_cuda import GEMM_CUDA_CONFIGS
 from lowbit_flex.kernels.float_weight_gemv import GEMV_CONFIGS, GEMV_MAX_M
 from lowbit_flex.kernels.float_weight_gemv_cuda import GEMV_CUDA_CONFIGS, MAX_M
 from lowbit_flex.kernels.float_weight_only_linear import DOT_CONFIGS
@@ -37,6 +38,7 @@ PLANS += [(Backend.DOT, c, 10**9) for c in DOT_CONFIGS] + [(Backend.DEQUANT_MM, 
 PLANS += [(Backend.TMA, c, 10**9) for c in TMA_CONFIGS] + [(Backend.CUDA_GEMV, c, MAX_M) for c in GEMV_CUDA_CONFIGS]
 PLANS += [(Backend.CUTLASS_GEMM, c, 10**9) for c in CUTLASS_CONFIGS]
 PLANS += [(Backend.GLUON, c, 10**9) for c in GLUON_CONFIGS]
+PLANS += [(Backend.CUDA_GEMM, c, 10**9) for c in GEMM_CUDA_CONFIGS]
 
 
 _EMPTY = torch.empty
@@ -56,9 +58,11 @@ def main(backends: list[str]) -> int:
             continue
         if N > 1000 and backend is not Backend.CUDA_GEMV:
             continue
-        if (backend is Backend.CUTLASS_GEMM and fmt.bits != 8) or (backend is Backend.GLUON and fmt.bits == 8):
+        if (backend is Backend.CUTLASS_GEMM and fmt.bits != 8) or (
+            backend in (Backend.GLUON, Backend.CUDA_GEMM) and fmt.bits == 8
+        ):
             continue
-        if backend in (Backend.TMA, Backend.GLUON, Backend.CUDA_GEMV, Backend.CUTLASS_GEMM):
+        if backend in (Backend.TMA, Backend.GLUON, Backend.CUDA_GEMV, Backend.CUTLASS_GEMM, Backend.CUDA_GEMM):
             if torch.cuda.get_device_capability() < (9, 0):
                 continue
             if backend is not Backend.CUDA_GEMV or fmt.bits == 8:  # TMA rows, fp8 GEMV rows: 16-byte multiples

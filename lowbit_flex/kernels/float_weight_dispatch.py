@@ -54,6 +54,9 @@ class Backend(enum.Enum):
     GLUON = "gluon"  # kernels/float_weight_sm90.py: sm_90, fp4 / fp6, decoded tile in shared memory, async WGMMAs
     DEQUANT_MM = "dequant_mm"  # kernels/float_weight_dequant.py, then cuBLAS (torch.addmm)
     CUTLASS_GEMM = "cutlass_gemm"  # kernels/fp8_weight_gemm_cutlass.py (csrc/fp8_weight_gemm): fp8, sm_90, any M
+    # kernels/float_weight_gemm_cuda.py (csrc/float_weight_gemm): fp4 / fp6, sm_90, any M, the decoded weight as
+    # WGMMA's register operand. Forced only (benchmarks) until measured: no table row names it yet.
+    CUDA_GEMM = "cuda_gemm"
 
 
 @dataclass(frozen=True)
@@ -212,6 +215,19 @@ def cutlass_gemm_supported(device: torch.device, N: int, K: int, bits: int) -> b
     return library_available()
 
 
+def cuda_gemm_supported(device: torch.device, M: int, K: int, bits: int) -> bool:
+    """Whether the CUDA WGMMA weight GEMM takes the call: fp4 / fp6 codes on sm_90 (sm_90a SASS), the shape
+    (:func:`~lowbit_flex.kernels.float_weight_gemm_cuda.gemm_cuda_supports`) and a CUDA library that builds and
+    loads."""
+    from lowbit_flex.kernels.float_weight_gemm_cuda import gemm_cuda_supports
+
+    if device.type != "cuda" or capability(device) != (9, 0) or not gemm_cuda_supports(M, K, bits):
+        return False
+    from lowbit_flex.kernels.s8s4_cutlass import library_available
+
+    return library_available()
+
+
 def fp8_native_supported(device: torch.device) -> bool:
     """Hardware e4m3 -> fp16 conversion: sm_89+ (and the interpreter, which emulates it)."""
     return device.type != "cuda" or has_fp8_mma(device)
@@ -362,8 +378,8 @@ def _kernel_weight(w: torch.Tensor, ebits: int, mbits: int, native_fp8: bool) ->
 class _Route(NamedTuple):
     backend: Backend
     native_fp8: bool
-    plan: _Plan | None  # None for DEQUANT_MM, CUDA_GEMV and CUTLASS_GEMM
-    cuda_config: str = ""  # CUDA_GEMV / CUTLASS_GEMM: the CUDA library's config name
+    plan: _Plan | None  # None for DEQUANT_MM and the CUDA library's kernels
+    cuda_config: str = ""  # CUDA_GEMV / CUTLASS_GEMM / CUDA_GEMM: the CUDA library's config name
 
 
 @functools.lru_cache(maxsize=1024)
@@ -395,6 +411,15 @@ def _route(
                              f"and K % 16 == 0; got {bits}-bit codes, N={N}, K={K}")  # fmt: skip
         if config not in CONFIGS:
             raise ValueError(f"config: expected one of {list(CONFIGS)}, got {config!r}")
+        return _Route(backend, native, None, config)
+    if backend is Backend.CUDA_GEMM:
+        from lowbit_flex.kernels.float_weight_gemm_cuda import GEMM_CUDA_CONFIGS
+
+        if M and not cuda_gemm_supported(device, M, K, bits):
+            raise ValueError(f"backend: the CUDA WGMMA GEMM needs fp4 / fp6 codes, sm_90, the CUDA library and K % 8 "
+                             f"== 0; got {bits}-bit codes, K={K}")  # fmt: skip
+        if config not in GEMM_CUDA_CONFIGS:
+            raise ValueError(f"config: expected one of {list(GEMM_CUDA_CONFIGS)}, got {config!r}")
         return _Route(backend, native, None, config)
     if backend is Backend.CUDA_GEMV:
         from lowbit_flex.kernels.float_weight_gemv_cuda import GEMV_CUDA_CONFIGS, gemv_cuda_config
@@ -480,7 +505,8 @@ def float_weight_only_linear_cuda(
     bias = bias if bias is None or bias.is_contiguous() else bias.contiguous()
     M = x2.shape[0]
     route = _route_for(x2, w, bias, ebits, mbits, backend, config)
-    if route.backend in (Backend.CUDA_GEMV, Backend.CUTLASS_GEMM) and M:  # the CUDA library's kernels
+    if route.backend in (Backend.CUDA_GEMV, Backend.CUTLASS_GEMM, Backend.CUDA_GEMM) and M:  # CUDA library kernels
+        from lowbit_flex.kernels.float_weight_gemm_cuda import float_weight_gemm_cuda
         from lowbit_flex.kernels.float_weight_gemv_cuda import float_weight_gemv_cuda
         from lowbit_flex.kernels.fp8_weight_gemm_cutlass import fp8_weight_gemm_cutlass
 
@@ -488,6 +514,8 @@ def float_weight_only_linear_cuda(
         w = w if w.is_contiguous() else w.contiguous()
         if route.backend is Backend.CUDA_GEMV:
             out = float_weight_gemv_cuda(x2, w, w_scale, bias, ebits, mbits, route.cuda_config)
+        elif route.backend is Backend.CUDA_GEMM:
+            out = float_weight_gemm_cuda(x2, w, w_scale, bias, ebits, mbits, route.cuda_config)
         else:
             out = fp8_weight_gemm_cutlass(x2, w, w_scale, bias, route.cuda_config)
         return out.view(*x.shape[:-1], N)

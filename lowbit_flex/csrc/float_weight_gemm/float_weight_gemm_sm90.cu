@@ -1,0 +1,27 @@
+// Exported launcher of the Hopper fp6 / fp4 weight-only GEMM (float_weight_gemm_sm90.cuh); the instances live in one
+// TU per dtype.
+#include "float_weight_gemm/float_weight_gemm.h"
+
+namespace {
+#define LOWBIT_FLOAT_WEIGHT_GEMM_NAME(I, NAME, ...) NAME,
+constexpr const char* kConfigNames[] = {LOWBIT_FLOAT_WEIGHT_GEMM_CONFIGS(LOWBIT_FLOAT_WEIGHT_GEMM_NAME)};
+#undef LOWBIT_FLOAT_WEIGHT_GEMM_NAME
+constexpr int kNumConfigs = sizeof(kConfigNames) / sizeof(kConfigNames[0]);
+}  // namespace
+
+LOWBIT_API int lowbit_float_weight_gemm_sm90_num_configs() { return kNumConfigs; }
+
+LOWBIT_API const char* lowbit_float_weight_gemm_sm90_config_name(int config) {
+  return config >= 0 && config < kNumConfigs ? kConfigNames[config] : nullptr;
+}
+
+LOWBIT_API int lowbit_float_weight_gemm_sm90(int config, int format, int dtype, const void* x, const void* w,
+                                             const float* w_scale, const void* bias, void* out, float* partials, int M,
+                                             int N, int K, int splits, int tiles_per_split, cudaStream_t stream) {
+  namespace fg = lowbit::float_weight_gemm;
+  if (config < 0 || config >= kNumConfigs) return lowbit::kInvalidArgument;
+  const fg::Problem p{format, x, w, w_scale, bias, out, partials, M, N, K, splits, tiles_per_split, stream};
+  if (dtype == lowbit::kF16) return fg::sm90_f16(config, p);
+  if (dtype == lowbit::kBF16) return fg::sm90_bf16(config, p);
+  return lowbit::kInvalidArgument;
+}

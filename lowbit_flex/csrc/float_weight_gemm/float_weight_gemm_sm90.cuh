@@ -1,0 +1,404 @@
+// Hopper fp6 / fp4 weight-only GEMM (float_weight_gemm.h): the decoded weight is WGMMA's register-sourced A
+// operand, x the shared-memory B operand, so the weight never goes back to shared memory once decoded.
+//
+// Why this shape (docs/measurements/h200_run45_gluon_weight_only.md): the Gluon kernel that stores the decoded
+// tile to shared memory for an all-shared-memory WGMMA moved ~164 bytes per clock through shared memory at the
+// tensor cores' rate (TMA writes, the decoded tile's stores, both operands' reads), over the 128 an SM delivers, and
+// ran at 0.49-0.78x bf16 from M = 256. Here a 128 x BM x 128 step moves the x tile in (TMA), reads it once per
+// consumer warpgroup (WGMMA) and reads the 8 / 12 KB of packed codes once (LDS): ~100 bytes per clock at BM >= 128.
+// Triton cannot emit this: with its bundled ptxas, register-A WGMMAs are serialized or, pipelined, wrong
+// (triton-lang/triton#9433); nvcc's ptxas pipelines them.
+//
+// - Out^T = W x^T: the 128 weight rows of a CTA are two consumer warpgroups' 64-row A operands; BM x rows are the
+//   WGMMA's N (16 .. 256). One producer warp issues TMA loads of each 128-code K tile into a stage: x as two
+//   (64-column, BM-row) boxes with the 128-byte swizzle WGMMA reads, the codes as (16-word, 128-row) boxes of hi
+//   words with the 64-byte swizzle (fp6: plus 8-word lo boxes, 32-byte swizzle), so the consumers' 8-byte LDS of
+//   two words hit distinct banks. Zero fill past M, N and K makes every tail exact (zero codes, zero x).
+// - A lane's A registers for K block b (16 codes) are rows g and g + 8 at columns 2t, 2t + 1, 2t + 8, 2t + 9: in the
+//   tile layout (code 16p + w in nibble p of word w) those are nibble b of words 2t, 2t + 1, 2t + 8, 2t + 9. One
+//   byte permute joins words 2t and 2t + 1 so that nibbles q and q + 4 are their codes q (the decode's pair), so
+//   each register costs the GEMV's decode plus a quarter permute.
+// - WGMMAs run in groups of four K blocks with two register sets, so a group's decode overlaps the previous group's
+//   WGMMAs (wait_group 1); a stage is handed back once every group that read it is complete.
+// - Epilogue: fp32 sums times the decode's power of two, w_scale and bias, rounded once to x's dtype (the Triton and
+//   CUDA GEMV kernels' order), or raw sums into the split's partials.
+#pragma once
+
+#include <cuda.h>
+#include <cudaTypedefs.h>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <type_traits>
+#include <utility>
+
+#include "common/fpx_decode.cuh"
+#include "common/gemv_epilogue.cuh"
+#include "common/sm90_arch.h"
+#include "cute/arch/copy_sm90_desc.hpp"
+#include "cute/arch/copy_sm90_tma.hpp"
+#include "cute/arch/mma_sm90_gmma.hpp"
+#include "cutlass/arch/barrier.h"
+#include "cutlass/arch/reg_reconfig.h"
+#include "float_weight_gemm/float_weight_gemm.h"
+
+namespace lowbit::float_weight_gemm::sm90 {
+
+constexpr int kConsumers = 2;                           // warpgroups of 64 weight rows
+constexpr int kBlockN = 64 * kConsumers;                // weight rows per CTA
+constexpr int kThreads = 128 * (1 + kConsumers);        // a producer warpgroup (one warp issues TMA) + the consumers
+constexpr int kSmemBudget = 227 * 1024;                 // the sm_90 per-block opt-in limit (232448 bytes)
+constexpr int kProducerRegs = 40, kConsumerRegs = 232;  // setmaxnreg: 128 * 40 + 256 * 232 <= 64K
+
+template <int FMT, int BM, int MAX_STAGES>
+struct Layout {
+  static constexpr bool kFp6 = FpxTraits<FMT>::kBits == 6;
+  static constexpr int kWordsPerTile = kFp6 ? 24 : 16;
+  static constexpr int kXBoxBytes = BM * 128;               // 64 x columns (2-byte values) of BM rows
+  static constexpr int kHiBytes = kBlockN * 64;             // 16 hi words of 128 rows
+  static constexpr int kLoBytes = kFp6 ? kBlockN * 32 : 0;  // 8 lo words
+  static constexpr int kTxBytes = 2 * kXBoxBytes + kHiBytes + kLoBytes;
+  static constexpr int kStageBytes = (kTxBytes + 1023) / 1024 * 1024;  // every box 1024-byte aligned (swizzles)
+  static constexpr int kReserve = 1024 + 1024;                         // aligning the base, and the barriers
+  static constexpr int kStages =
+      MAX_STAGES * kStageBytes + kReserve <= kSmemBudget ? MAX_STAGES : (kSmemBudget - kReserve) / kStageBytes;
+  static constexpr int kSmemBytes = kStages * kStageBytes + kReserve;
+  static_assert(kStages >= 2, "a config's stage does not fit shared memory twice");
+  static_assert(kXBoxBytes % 1024 == 0 && kHiBytes % 1024 == 0 && kLoBytes % 1024 == 0);
+};
+
+struct Params {
+  const float* w_scale;
+  const void* bias;
+  void* out;
+  float* partials;
+  int M, N, K, tiles, tiles_per_split;
+};
+
+__device__ __forceinline__ uint32_t smem_u32(const void* p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+
+__device__ __forceinline__ uint2 lds64(uint32_t addr) {
+  uint2 v;
+  asm volatile("ld.shared.v2.u32 {%0, %1}, [%2];" : "=r"(v.x), "=r"(v.y) : "r"(addr));
+  return v;
+}
+
+// WGMMA descriptor of a K-major operand in the 128-byte swizzle (rows of 64 two-byte values, 8-row groups 1024
+// bytes apart), starting `addr` bytes into shared memory (a 1024-aligned box plus 32 bytes per 16-column block).
+__device__ __forceinline__ uint64_t sw128_desc(uint32_t addr) {
+  return static_cast<uint64_t>((addr & 0x3FFFF) >> 4) | (static_cast<uint64_t>(1) << 16) |
+         (static_cast<uint64_t>(1024 >> 4) << 32) | (static_cast<uint64_t>(1) << 62);
+}
+
+// The RS WGMMA of x's dtype and BM columns: acc (BM / 2 fp32 per lane) += A (4 registers) * B (descriptor).
+template <class T, int BM>
+struct Wgmma;
+#define LOWBIT_FWG_WGMMA(BM)                                                                                       \
+  template <>                                                                                                      \
+  struct Wgmma<__nv_bfloat16, BM> {                                                                                \
+    using Op =                                                                                                     \
+        cute::SM90::GMMA::MMA_64x##BM##x16_F32BF16BF16_RS<cute::SM90::GMMA::Major::K, cute::SM90::GMMA::Major::K>; \
+  };                                                                                                               \
+  template <>                                                                                                      \
+  struct Wgmma<__half, BM> {                                                                                       \
+    using Op =                                                                                                     \
+        cute::SM90::GMMA::MMA_64x##BM##x16_F32F16F16_RS<cute::SM90::GMMA::Major::K, cute::SM90::GMMA::Major::K>;   \
+  };
+LOWBIT_FWG_WGMMA(16)
+LOWBIT_FWG_WGMMA(32)
+LOWBIT_FWG_WGMMA(64)
+LOWBIT_FWG_WGMMA(128)
+LOWBIT_FWG_WGMMA(256)
+#undef LOWBIT_FWG_WGMMA
+
+template <class Op, size_t... I>
+__device__ __forceinline__ void wgmma_call(float* acc, const uint32_t (&a)[4], uint64_t desc,
+                                           std::index_sequence<I...>) {
+  Op::fma(a[0], a[1], a[2], a[3], desc, acc[I]..., cute::SM90::GMMA::ScaleOut::One);
+}
+
+// One lane's packed codes of a K tile, joined for the decode: for its rows g and g + 8 (r = 0, 1), j[r][0] / j[r][1]
+// hold words 2t and 2t + 1 (K blocks 0-3 / 4-7), j[r][2] / j[r][3] words 2t + 8 and 2t + 9; fp6: l[r][*] the
+// matching lo bits. In each, nibble q (bits 2q of lo) is word 2t's (2t + 8's) code and nibble q + 4 (bits 2q + 16)
+// word 2t + 1's (2t + 9's), as decode_fpx_pair takes its pair.
+struct JoinedCodes {
+  uint32_t j[2][4];
+  uint32_t l[2][4];
+};
+
+template <int FMT>
+__device__ __forceinline__ JoinedCodes load_codes(uint32_t hi_box, uint32_t lo_box, int row_a, int t) {
+  JoinedCodes c;
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    const int row = row_a + 8 * r;
+    // 64-byte swizzle: 16-byte chunk i of row `row` sits at chunk i ^ ((row >> 1) & 3).
+    const uint32_t hrow = hi_box + row * 64 + 8 * (t & 1);
+    const int hs = (row >> 1) & 3;
+    const uint2 w01 = lds64(hrow + (((t >> 1) ^ hs) << 4));        // words 2t, 2t + 1
+    const uint2 w89 = lds64(hrow + ((((t >> 1) + 2) ^ hs) << 4));  // words 2t + 8, 2t + 9
+    c.j[r][0] = __byte_perm(w01.x, w01.y, 0x5410);
+    c.j[r][1] = __byte_perm(w01.x, w01.y, 0x7632);
+    c.j[r][2] = __byte_perm(w89.x, w89.y, 0x5410);
+    c.j[r][3] = __byte_perm(w89.x, w89.y, 0x7632);
+    if constexpr (FpxTraits<FMT>::kBits == 6) {
+      // Lo word w % 8 holds code p of hi word w at bit 8 (w / 8) + 2 (p % 4) + 16 (p / 4); 32-byte swizzle: chunk i
+      // of row `row` at chunk i ^ ((row >> 2) & 1).
+      const uint2 l01 = lds64(lo_box + row * 32 + ((((t >> 1) ^ ((row >> 2) & 1))) << 4) + 8 * (t & 1));
+      c.l[r][0] = __byte_perm(l01.x, l01.y, 0x5410);
+      c.l[r][1] = __byte_perm(l01.x, l01.y, 0x7632);
+      c.l[r][2] = c.l[r][0] >> 8;  // words 2t + 8, 2t + 9: the byte above
+      c.l[r][3] = c.l[r][1] >> 8;
+    } else {
+#pragma unroll
+      for (int i = 0; i < 4; ++i) c.l[r][i] = 0;
+    }
+  }
+  return c;
+}
+
+// The four A registers of K block B (16 codes): (row g, cols 2t, 2t + 1), (row g + 8, ...), (row g, cols 2t + 8,
+// 2t + 9), (row g + 8, ...).
+template <int FMT, class T, int B>
+__device__ __forceinline__ void decode_block(uint32_t (&a)[4], const JoinedCodes& c) {
+  constexpr int kHalf = B / 4, kQ = B % 4, kP = kQ % 2, kHiShift = 8 * (kQ / 2), kLoShift = 4 * (kQ / 2);
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const int r = i % 2, cols = i / 2;  // cols 0: words 2t, 2t + 1; 1: words 2t + 8, 2t + 9
+    a[i] = decode_fpx_pair<FMT, T, kP>(c.j[r][2 * cols + kHalf] >> kHiShift, c.l[r][2 * cols + kHalf] >> kLoShift);
+  }
+}
+
+template <int FMT, class T, int BM, int MAX_STAGES>
+__global__ void __launch_bounds__(kThreads, 1)
+    float_weight_gemm_kernel(const __grid_constant__ CUtensorMap tm_x, const __grid_constant__ CUtensorMap tm_hi,
+                             const __grid_constant__ CUtensorMap tm_lo, const Params p) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  using L = Layout<FMT, BM, MAX_STAGES>;
+  constexpr int S = L::kStages;
+  using Barrier = cutlass::arch::ClusterTransactionBarrier;
+  extern __shared__ uint8_t smem_raw[];
+  uint8_t* smem = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t(1023));
+  uint64_t* full = reinterpret_cast<uint64_t*>(smem + S * L::kStageBytes);
+  uint64_t* empty = full + S;
+
+  const int warpgroup = threadIdx.x / 128, lane = threadIdx.x % 32;
+  const int n0 = blockIdx.x * kBlockN, m0 = blockIdx.y * BM;
+  const int tile0 = blockIdx.z * p.tiles_per_split;
+  const int count = min(p.tiles, tile0 + p.tiles_per_split) - tile0;  // >= 1 (no empty split: problem_ok)
+
+  if (threadIdx.x == 0) {
+    cute::prefetch_tma_descriptor(&tm_x);
+    cute::prefetch_tma_descriptor(&tm_hi);
+    if constexpr (L::kFp6) cute::prefetch_tma_descriptor(&tm_lo);
+#pragma unroll
+    for (int s = 0; s < S; ++s) {
+      Barrier::init(&full[s], 1);
+      Barrier::init(&empty[s], kConsumers);
+    }
+    cutlass::arch::fence_barrier_init();
+  }
+  __syncthreads();
+
+  if (warpgroup == 0) {  // producer
+    cutlass::arch::warpgroup_reg_dealloc<kProducerRegs>();
+    if (threadIdx.x == 0) {
+      constexpr uint64_t kHint = static_cast<uint64_t>(cute::TMA::CacheHintSm90::EVICT_NORMAL);
+      for (int i = 0; i < count; ++i) {
+        const int s = i % S, kt = tile0 + i;
+        Barrier::wait(&empty[s], ((i / S) & 1) ^ 1);
+        Barrier::arrive_and_expect_tx(&full[s], L::kTxBytes);
+        uint8_t* stage = smem + s * L::kStageBytes;
+        cute::SM90_TMA_LOAD_2D::copy(&tm_x, &full[s], kHint, stage, kt * 128, m0);
+        cute::SM90_TMA_LOAD_2D::copy(&tm_x, &full[s], kHint, stage + L::kXBoxBytes, kt * 128 + 64, m0);
+        cute::SM90_TMA_LOAD_3D::copy(&tm_hi, &full[s], kHint, stage + 2 * L::kXBoxBytes, 0, kt, n0);
+        if constexpr (L::kFp6)
+          cute::SM90_TMA_LOAD_3D::copy(&tm_lo, &full[s], kHint, stage + 2 * L::kXBoxBytes + L::kHiBytes, 16, kt, n0);
+      }
+    }
+    return;
+  }
+
+  // consumers
+  cutlass::arch::warpgroup_reg_alloc<kConsumerRegs>();
+  using Op = typename Wgmma<T, BM>::Op;
+  constexpr int kAcc = BM / 2;
+  const int c = warpgroup - 1, warp = (threadIdx.x / 32) % 4, g = lane / 4, t = lane % 4;
+  const int row_a = 64 * c + 16 * warp + g;  // the lane's first weight row in the CTA's 128
+  float acc[kAcc];
+#pragma unroll
+  for (int i = 0; i < kAcc; ++i) acc[i] = 0.0f;
+  const uint32_t smem_base = smem_u32(smem);
+
+  for (int i = 0; i < count; ++i) {
+    const int s = i % S;
+    Barrier::wait(&full[s], (i / S) & 1);
+    const uint32_t stage = smem_base + s * L::kStageBytes;
+    const JoinedCodes codes =
+        load_codes<FMT>(stage + 2 * L::kXBoxBytes, stage + 2 * L::kXBoxBytes + L::kHiBytes, row_a, t);
+    uint32_t a[2][4][4];  // two groups of four K blocks: group 1 decodes while group 0's WGMMAs run
+    auto group = [&](auto half_c) {
+      constexpr int H = decltype(half_c)::value;
+      decode_block<FMT, T, 4 * H + 0>(a[H][0], codes);
+      decode_block<FMT, T, 4 * H + 1>(a[H][1], codes);
+      decode_block<FMT, T, 4 * H + 2>(a[H][2], codes);
+      decode_block<FMT, T, 4 * H + 3>(a[H][3], codes);
+#pragma unroll
+      for (int b = 0; b < 4; ++b)
+#pragma unroll
+        for (int r = 0; r < 4; ++r) cute::warpgroup_fence_operand(a[H][b][r]);
+#pragma unroll
+      for (int k = 0; k < kAcc; ++k) cute::warpgroup_fence_operand(acc[k]);
+      cute::warpgroup_arrive();
+#pragma unroll
+      for (int b = 0; b < 4; ++b) {
+        // K block 4H + b: x box H, 16 columns (32 bytes) per block within its swizzled 128-byte rows
+        const uint64_t desc = sw128_desc(stage + H * L::kXBoxBytes + 32 * b);
+        wgmma_call<Op>(acc, a[H][b], desc, std::make_index_sequence<kAcc>{});
+      }
+      cute::warpgroup_commit_batch();
+#pragma unroll
+      for (int k = 0; k < kAcc; ++k) cute::warpgroup_fence_operand(acc[k]);
+      cute::warpgroup_wait<1>();  // the previous group (and its registers) is done
+#pragma unroll
+      for (int b = 0; b < 4; ++b)
+#pragma unroll
+        for (int r = 0; r < 4; ++r) cute::warpgroup_fence_operand(a[H][b][r]);
+    };
+    group(std::integral_constant<int, 0>{});
+    // The previous K tile's last group is done (and every warp of this warpgroup issued this tile's first group,
+    // so their reads of the previous stage's codes are done): hand that stage back.
+    if (i > 0 && threadIdx.x % 128 == 0) Barrier::arrive(&empty[(i - 1) % S]);
+    group(std::integral_constant<int, 1>{});
+  }
+  cute::warpgroup_wait<0>();
+#pragma unroll
+  for (int k = 0; k < kAcc; ++k) cute::warpgroup_fence_operand(acc[k]);
+
+  // acc[4j + e] is (row g, col 8j + 2t + e), acc[4j + 2 + e] (row g + 8, ...): rows are weight rows (out's n),
+  // cols x rows (out's m).
+  const int n_a = n0 + row_a, n_b = n_a + 8;
+  if (gridDim.z > 1) {
+    float* part = p.partials + static_cast<size_t>(blockIdx.z) * p.M * p.N;
+#pragma unroll
+    for (int j = 0; j < BM / 8; ++j)
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        const int m = m0 + 8 * j + 2 * t + e;
+        if (m >= p.M) continue;
+        if (n_a < p.N) part[static_cast<size_t>(m) * p.N + n_a] = acc[4 * j + e];
+        if (n_b < p.N) part[static_cast<size_t>(m) * p.N + n_b] = acc[4 * j + 2 + e];
+      }
+    return;
+  }
+  constexpr float kPost = fpx_post_scale<FMT, T>();
+  const T* bias = static_cast<const T*>(p.bias);
+  const float scale_a = n_a < p.N ? __ldg(p.w_scale + n_a) : 0.0f, scale_b = n_b < p.N ? __ldg(p.w_scale + n_b) : 0.0f;
+  const float bias_a = bias && n_a < p.N ? to_float(bias[n_a]) : 0.0f;
+  const float bias_b = bias && n_b < p.N ? to_float(bias[n_b]) : 0.0f;
+  T* out = static_cast<T*>(p.out);
+#pragma unroll
+  for (int j = 0; j < BM / 8; ++j)
+#pragma unroll
+    for (int e = 0; e < 2; ++e) {
+      const int m = m0 + 8 * j + 2 * t + e;
+      if (m >= p.M) continue;
+      if (n_a < p.N) out[static_cast<size_t>(m) * p.N + n_a] = from_float<T>(acc[4 * j + e] * kPost * scale_a + bias_a);
+      if (n_b < p.N)
+        out[static_cast<size_t>(m) * p.N + n_b] = from_float<T>(acc[4 * j + 2 + e] * kPost * scale_b + bias_b);
+    }
+#endif
+}
+
+// cuTensorMapEncodeTiled from the driver, looked up once (the runtime links no driver symbols).
+inline PFN_cuTensorMapEncodeTiled_v12000 encode_tiled() {
+  static const PFN_cuTensorMapEncodeTiled_v12000 fn = [] {
+    void* f = nullptr;
+    cudaDriverEntryPointQueryResult found{};
+    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &f, 12000, cudaEnableDefault, &found) !=
+            cudaSuccess ||
+        found != cudaDriverEntryPointSuccess)
+      f = nullptr;
+    cudaGetLastError();
+    return reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(f);
+  }();
+  return fn;
+}
+
+// A tensor map of `rank` dims (innermost first; strides in bytes of dims 1..rank-1), zero fill out of bounds.
+inline bool encode(CUtensorMap* map, CUtensorMapDataType type, int rank, const void* base, const uint64_t* dims,
+                   const uint64_t* strides, const uint32_t* box, CUtensorMapSwizzle swizzle) {
+  const auto fn = encode_tiled();
+  if (fn == nullptr) return false;
+  const uint32_t unit[3] = {1, 1, 1};
+  return fn(map, type, rank, const_cast<void*>(base), dims, strides, box, unit, CU_TENSOR_MAP_INTERLEAVE_NONE, swizzle,
+            CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
+}
+
+template <int FMT, class T, int BM, int MAX_STAGES>
+int launch(Problem const& q) {
+  using L = Layout<FMT, BM, MAX_STAGES>;
+  CUtensorMap tm_x{}, tm_hi{}, tm_lo{};
+  // x: (M, K) 2-byte values, boxes of 64 columns x BM rows in the 128-byte swizzle
+  const uint64_t x_dims[2] = {static_cast<uint64_t>(q.K), static_cast<uint64_t>(q.M)};
+  const uint64_t x_strides[1] = {static_cast<uint64_t>(q.K) * 2};
+  const uint32_t x_box[2] = {64, BM};
+  // codes: (N, tiles, words per tile) int32 words; hi boxes 16 words x 128 rows (64-byte swizzle), fp6 lo boxes
+  // 8 words from word 16 (32-byte swizzle)
+  const int tiles = k_tiles(q.K);
+  const uint64_t w_dims[3] = {static_cast<uint64_t>(L::kWordsPerTile), static_cast<uint64_t>(tiles),
+                              static_cast<uint64_t>(q.N)};
+  const uint64_t w_strides[2] = {static_cast<uint64_t>(L::kWordsPerTile) * 4,
+                                 static_cast<uint64_t>(L::kWordsPerTile) * 4 * tiles};
+  const uint32_t hi_box[3] = {16, 1, kBlockN}, lo_box[3] = {8, 1, kBlockN};
+  if (!encode(&tm_x, CU_TENSOR_MAP_DATA_TYPE_UINT16, 2, q.x, x_dims, x_strides, x_box, CU_TENSOR_MAP_SWIZZLE_128B) ||
+      !encode(&tm_hi, CU_TENSOR_MAP_DATA_TYPE_UINT32, 3, q.w, w_dims, w_strides, hi_box, CU_TENSOR_MAP_SWIZZLE_64B))
+    return kInvalidArgument;
+  if (L::kFp6 &&
+      !encode(&tm_lo, CU_TENSOR_MAP_DATA_TYPE_UINT32, 3, q.w, w_dims, w_strides, lo_box, CU_TENSOR_MAP_SWIZZLE_32B))
+    return kInvalidArgument;
+  auto kernel = float_weight_gemm_kernel<FMT, T, BM, MAX_STAGES>;
+  const cudaError_t attr = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, L::kSmemBytes);
+  if (attr != cudaSuccess) return from_cuda(attr);
+  const Params p{q.w_scale, q.bias, q.out, q.partials, q.M, q.N, q.K, tiles, q.tiles_per_split};
+  const dim3 grid((q.N + kBlockN - 1) / kBlockN, (q.M + BM - 1) / BM, q.splits);
+  if (grid.y > 65535 || grid.z > 65535) return kInvalidArgument;  // a grid's y / z limit (M > 65535 * BM rows)
+  kernel<<<grid, kThreads, L::kSmemBytes, q.stream>>>(tm_x, tm_hi, tm_lo, p);
+  return last_launch_status();
+}
+
+template <int FMT, class T>
+int launch_config(int config, Problem const& p) {
+  switch (config) {
+#define LOWBIT_FLOAT_WEIGHT_GEMM_CASE(I, NAME, BM, STAGES) \
+  case I:                                                  \
+    return launch<FMT, T, BM, STAGES>(p);
+    LOWBIT_FLOAT_WEIGHT_GEMM_CONFIGS(LOWBIT_FLOAT_WEIGHT_GEMM_CASE)
+#undef LOWBIT_FLOAT_WEIGHT_GEMM_CASE
+    default:
+      return kInvalidArgument;
+  }
+}
+
+template <class T>
+int dispatch(int config, Problem const& p) {
+  if constexpr (!built_for_sm90()) {
+    return kInvalidArgument;
+  } else {
+    if (!problem_ok(p) || !device_is_sm90()) return kInvalidArgument;
+    switch (p.format) {
+      case kE3M2:
+        return launch_config<kE3M2, T>(config, p);
+      case kE2M3:
+        return launch_config<kE2M3, T>(config, p);
+      case kE2M1:
+        return launch_config<kE2M1, T>(config, p);
+      default:
+        return kInvalidArgument;
+    }
+  }
+}
+
+}  // namespace lowbit::float_weight_gemm::sm90

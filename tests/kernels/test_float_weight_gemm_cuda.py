@@ -1,0 +1,164 @@
+"""The CUDA fp6 / fp4 weight-only WGMMA GEMM (``lowbit_flex.kernels.float_weight_gemm_cuda``) against float64 on an
+sm_90 GPU (every config, format and dtype, split and unsplit K, ragged M / N / K; outputs and split-K partials
+poisoned first), and its Python-side contract (config table vs header, support rules, split plans, the dispatch) on
+any machine."""
+
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+import lowbit_flex  # noqa: F401  (registers torch.ops.lowbit)
+from lowbit_flex.kernels import float_weight_gemm_cuda as mod
+from lowbit_flex.quant import E2M1_FN, E2M3_FN, E3M2_FN
+from tests.kernels.test_float_weight_kernels import _run, _weight
+from tests.ops._weight_only_reference import assert_within, exact_linear
+
+requires_sm90 = pytest.mark.skipif(
+    not torch.cuda.is_available() or torch.cuda.get_device_capability() != (9, 0),
+    reason="needs an sm_90 GPU: wgmma and setmaxnreg (sm_90a SASS), no CPU or interpreter path",
+)
+HEADER = Path(__file__).resolve().parents[2] / "lowbit_flex/csrc/float_weight_gemm/float_weight_gemm.h"
+FORMATS = [E3M2_FN, E2M3_FN, E2M1_FN]
+
+
+def test_config_names_and_tiles_match_the_header():
+    rows = re.findall(r'X\((\d+), "(\w+)", (\d+), (\d+)\)', HEADER.read_text())
+    assert [int(i) for i, *_ in rows] == list(range(len(rows)))
+    assert {name: int(bm) for _, name, bm, _ in rows} == mod.GEMM_CUDA_CONFIGS
+    assert list(mod.GEMM_CUDA_CONFIGS) == [name for _, name, _, _ in rows]  # launcher index order
+
+
+@pytest.mark.parametrize(
+    "M, K, bits, ok",
+    [(1, 128, 4, True), (4096, 8, 6, True), (16, 136, 4, True), (0, 128, 4, False), (16, 4, 4, False),
+     (16, 300, 6, False), (16, 128, 8, False)],
+)  # fmt: skip
+def test_supports(M, K, bits, ok):
+    assert mod.gemm_cuda_supports(M, K, bits) is ok
+
+
+@pytest.mark.parametrize(
+    "config, M, N, K, sms, want",
+    [
+        ("wgmma_16x128", 16, 4096, 4096, 132, (4, 8)),  # 32 output tiles: about one CTA per SM
+        ("wgmma_128x128", 4096, 4096, 4096, 132, (1, 32)),  # 1024 output tiles: no split
+        ("wgmma_64x128", 64, 4096, 14336, 132, (4, 28)),
+        ("wgmma_16x128", 1, 40, 1000, 132, (8, 1)),  # more SMs than K tiles: one tile per split
+        ("wgmma_256x128", 300, 264, 2000, 132, (16, 1)),
+    ],
+)
+def test_split_plans_fill_the_sms_without_empty_splits(config, M, N, K, sms, want):
+    splits, per = mod.gemm_cuda_splits(config, M, N, K, sms)
+    assert (splits, per) == want
+    tiles = -(-K // 128)
+    assert (splits - 1) * per < tiles <= splits * per  # the launcher's problem_ok: no empty split, all covered
+
+
+def test_dispatch_runs_it_only_when_forced(monkeypatch):
+    from lowbit_flex.kernels import float_weight_dispatch as d
+
+    for bits in (4, 6, 8):
+        for M in (1, 16, 17, 64, 256, 1024, 4096):
+            for flags in [(True, True, True, True, True), (False, False, False, False, False)]:
+                assert d.choose(bits, M, *flags).backend is not d.Backend.CUDA_GEMM
+    # not a CUDA device: never (no library is loaded for the answer), and forcing it says why
+    monkeypatch.setattr("lowbit_flex.kernels.s8s4_cutlass.library_available", lambda: pytest.fail("loaded"))
+    assert not d.cuda_gemm_supported(torch.device("cpu"), 64, 4096, 4)
+    x, w = torch.randn(4, 256).bfloat16(), torch.zeros(8, 32, dtype=torch.int32)
+    with pytest.raises(ValueError, match="backend: the CUDA WGMMA GEMM needs"):
+        d.float_weight_only_linear_cuda(x, w, torch.ones(8), None, 2, 1, backend=d.Backend.CUDA_GEMM,
+                                        config="wgmma_16x128")  # fmt: skip
+
+
+@requires_sm90
+def test_unknown_config_and_fp8_codes_are_refused():
+    from lowbit_flex.kernels import float_weight_dispatch as d
+
+    x = torch.randn(16, 256, device="cuda").bfloat16()
+    w4 = torch.zeros(8, 32, dtype=torch.int32, device="cuda")
+    with pytest.raises(ValueError, match="config: expected one of"):
+        d.float_weight_only_linear_cuda(x, w4, torch.ones(8, device="cuda"), None, 2, 1, backend=d.Backend.CUDA_GEMM,
+                                        config="wgmma_1x1")  # fmt: skip
+    w8 = torch.zeros(8, 256, device="cuda").to(torch.float8_e4m3fn)
+    with pytest.raises(ValueError, match="fp4 / fp6 codes"):
+        d.float_weight_only_linear_cuda(x, w8, torch.ones(8, device="cuda"), None, 4, 3, backend=d.Backend.CUDA_GEMM,
+                                        config="wgmma_16x128")  # fmt: skip
+
+
+@requires_sm90
+@pytest.mark.parametrize("fmt", FORMATS, ids=str)
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+@pytest.mark.parametrize("config", list(mod.GEMM_CUDA_CONFIGS))
+# M: one row, a partial tile, several row tiles; N: a partial 128-row tile, one and several; K: a partial 128-code
+# tile, one tile, many (split into several K ranges where the output tiles are few), a long unsplit row
+@pytest.mark.parametrize("m, n, k", [(1, 9, 144), (17, 264, 1040), (100, 40, 4096), (257, 136, 2320),
+                                     (33, 1000, 128), (300, 264, 14336)])  # fmt: skip
+def test_every_config_within_rounding_of_float64(fmt, dtype, config, m, n, k, monkeypatch):
+    out, x, w64, s, b = _run(fmt, m, n, k, "cuda_gemm", config, bias=n % 2 == 0, dtype=dtype, seed=m + k,
+                             monkeypatch=monkeypatch)  # fmt: skip
+    exact, bound = exact_linear(x, w64, s, b)
+    assert_within(out, exact, bound)
+
+
+@requires_sm90
+@pytest.mark.parametrize("fmt", FORMATS, ids=str)
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+@pytest.mark.parametrize("config", ["wgmma_16x128", "wgmma_128x128"])
+def test_every_code_decodes_exactly(fmt, dtype, config):
+    # Row n of w holds code n at column (5 n) % K (every K block and lane position across the rows; the rest zero
+    # codes): out = x[:, (5 n) % K] * value(code n), one product, exact in fp32 and rounded once (subnormals, -0 and
+    # the largest magnitudes included).
+    from lowbit_flex.kernels.float_weight_dispatch import Backend, float_weight_only_linear_cuda
+    from lowbit_flex.quant import from_fpx_bits, pack_fpx_tiles
+
+    n_codes, K = 2**fmt.bits, 128
+    cols = (5 * torch.arange(n_codes)) % K
+    codes = torch.zeros(n_codes, K, dtype=torch.uint8)
+    codes[torch.arange(n_codes), cols] = torch.arange(n_codes, dtype=torch.uint8)
+    w, w64 = pack_fpx_tiles(codes, fmt.bits), from_fpx_bits(codes, fmt, torch.float64)
+    x = torch.randn(19, K).to(dtype)
+    out = float_weight_only_linear_cuda(x.cuda(), w.cuda(), torch.ones(n_codes).cuda(), None, fmt.ebits, fmt.mbits,
+                                        backend=Backend.CUDA_GEMM, config=config).cpu()  # fmt: skip
+    want = (x.double() @ w64.T).to(dtype)
+    assert torch.equal(out, want)
+
+
+@requires_sm90
+@pytest.mark.parametrize("fmt", FORMATS, ids=str)
+def test_each_k_position_meets_its_x_column(fmt):
+    # One nonzero code per row at column k = row (a permutation check of the plane join and the B descriptor's K
+    # steps): out[m, n] = x[m, n] * value, for every k of a 128-code tile and the second tile's first columns.
+    from lowbit_flex.kernels.float_weight_dispatch import Backend, float_weight_only_linear_cuda
+    from lowbit_flex.quant import from_fpx_bits, pack_fpx_tiles
+
+    N = K = 256
+    one = int(torch.nonzero(from_fpx_bits(torch.arange(2**fmt.bits, dtype=torch.uint8), fmt, torch.float64) == 1)[0])
+    codes = torch.zeros(N, K, dtype=torch.uint8)
+    codes[torch.arange(N), torch.arange(N)] = one
+    w = pack_fpx_tiles(codes, fmt.bits)
+    x = torch.randn(24, K).bfloat16()
+    out = float_weight_only_linear_cuda(x.cuda(), w.cuda(), torch.ones(N).cuda(), None, fmt.ebits, fmt.mbits,
+                                        backend=Backend.CUDA_GEMM, config="wgmma_32x128").cpu()  # fmt: skip
+    assert torch.equal(out, x)
+
+
+@requires_sm90
+def test_nan_in_one_row_stays_in_that_row():
+    from lowbit_flex.kernels.float_weight_dispatch import Backend, float_weight_only_linear_cuda
+
+    gen = torch.Generator().manual_seed(3)
+    for fmt in FORMATS:
+        w, _ = _weight(fmt, 40, 256, gen)
+        x = torch.randn(21, 256, generator=gen).bfloat16()
+        x[4, 9] = float("nan")
+        for config in ("wgmma_16x128", "wgmma_64x128"):
+            out = float_weight_only_linear_cuda(x.cuda(), w.cuda(), torch.ones(40, device="cuda"), None, fmt.ebits,
+                                                fmt.mbits, backend=Backend.CUDA_GEMM, config=config).cpu()  # fmt: skip
+            assert torch.isnan(out[4]).all() and not torch.isnan(out[torch.arange(21) != 4]).any()
+
+
+@requires_sm90
+def test_library_config_names_match():
+    assert mod.library_config_names() == tuple(mod.GEMM_CUDA_CONFIGS)
