@@ -29,6 +29,11 @@ TORCH_OPS_SCHEMAS = {
         "float_weight_gemv_cuda(Tensor x, Tensor w, Tensor w_scale, Tensor? bias, int ebits, int mbits, "
         "str config) -> Tensor"
     ),
+    # x fp16 / bf16 (M, K); w int32 fp6 / fp4 tile words; w_scale float32 (N,); bias (N,) in x's dtype; out in x's.
+    "LOWBIT_FLOAT_WEIGHT_GEMM_CUDA_SCHEMA": (
+        "float_weight_gemm_cuda(Tensor x, Tensor w, Tensor w_scale, Tensor? bias, int ebits, int mbits, "
+        "str config) -> Tensor"
+    ),
     # x fp16 / bf16 (M, K); w float8_e4m3fn (N, K); w_scale float32 (N,); bias (N,) in x's dtype; out in x's dtype.
     "LOWBIT_FP8_WEIGHT_GEMM_CUTLASS_SCHEMA": (
         "fp8_weight_gemm_cutlass(Tensor x, Tensor w, Tensor w_scale, Tensor? bias, str config) -> Tensor"

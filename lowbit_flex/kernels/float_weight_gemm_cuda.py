@@ -8,12 +8,13 @@ order), so the decoded weight never goes back through shared memory, which is wh
 M = 256 (docs/measurements/h200_run45_gluon_weight_only.md). ``csrc/float_weight_gemm/float_weight_gemm_sm90.cuh``
 says why each piece is there.
 
-Split-K where the output tiles leave SMs idle: each split writes fp32 partials, reduced in split order by
-:func:`~lowbit_flex.kernels.common.reduce_split_k` (deterministic).
+Split-K where the output tiles leave SMs idle (the launcher plans it: about one CTA per SM): each split writes fp32
+partials into the launcher's workspace, and the library's reduce kernel adds them in split order (deterministic).
 
-Not in the dispatch table yet (unmeasured): the weight-only dispatch runs it only when forced
-(``backend=Backend.CUDA_GEMM``), eagerly; a traced call raises. Constraints (:func:`gemm_cuda_supports`): sm_90,
-fp4 / fp6 codes, ``K % 8 == 0``, 16-byte aligned bases (copied where not).
+Called through ``ctypes`` in eager mode; traced calls record the ``lowbit::float_weight_gemm_cuda`` op
+(``lowbit_flex/ops/cutlass_gemm.py``), which AOTInductor packages can call. Not in the dispatch table yet
+(unmeasured): the weight-only dispatch runs it only when forced (``backend=Backend.CUDA_GEMM``). Constraints
+(:func:`gemm_cuda_supports`): sm_90, fp4 / fp6 codes, ``K % 8 == 0``, 16-byte aligned bases (copied where not).
 """
 
 from __future__ import annotations
@@ -22,13 +23,10 @@ import ctypes
 import functools
 
 import torch
-import triton
 
 from lowbit_flex import cuda_build
-from lowbit_flex.kernels.arch import sm_count, traced
-from lowbit_flex.kernels.common import reduce_split_k, split_k_blocks
-from lowbit_flex.kernels.cutlass_launch import OUT_DTYPE_CODE, aligned16
-from lowbit_flex.kernels.float_weight_decode import dec_scale
+from lowbit_flex.kernels.arch import traced
+from lowbit_flex.kernels.cutlass_launch import OUT_DTYPE_CODE, aligned16, launch_with_workspace
 from lowbit_flex.kernels.float_weight_gemv_cuda import FORMAT_CODE
 
 # Mirrors LOWBIT_FLOAT_WEIGHT_GEMM_CONFIGS in csrc/float_weight_gemm/float_weight_gemm.h (position = the launcher's
@@ -40,8 +38,6 @@ GEMM_CUDA_CONFIGS: dict[str, int] = {
     "wgmma_128x128": 128,
     "wgmma_256x128": 256,
 }
-BLOCK_N = 128
-
 _CONFIG_INDEX = {name: i for i, name in enumerate(GEMM_CUDA_CONFIGS)}
 
 
@@ -55,8 +51,8 @@ def gemm_cuda_supports(M: int, K: int, bits: int) -> bool:
 def _launcher() -> ctypes._CFuncPtr:
     fn = cuda_build.load().lowbit_float_weight_gemm_sm90
     ptr, i32 = ctypes.c_void_p, ctypes.c_int
-    # (config, format, dtype, x, w, w_scale, bias, out, partials, M, N, K, splits, tiles_per_split, stream)
-    fn.argtypes = [i32, i32, i32, ptr, ptr, ptr, ptr, ptr, ptr, i32, i32, i32, i32, i32, ptr]
+    # (config, format, dtype, x, w, w_scale, bias, out, M, N, K, workspace, workspace_bytes, query, stream)
+    fn.argtypes = [i32, i32, i32, ptr, ptr, ptr, ptr, ptr, i32, i32, i32, ptr, ctypes.c_size_t, ptr, ptr]
     fn.restype = ctypes.c_int
     return fn
 
@@ -68,41 +64,24 @@ def library_config_names() -> tuple[str, ...]:
     return names("lowbit_float_weight_gemm_sm90")
 
 
-@functools.lru_cache(maxsize=1024)
-def gemm_cuda_splits(config: str, M: int, N: int, K: int, sms: int) -> tuple[int, int]:
-    """``(splits, 128-code K tiles per split)``: K is split until about one CTA per SM is in flight (a CTA holds
-    the SM's shared memory), never into empty splits."""
-    tiles = triton.cdiv(K, 128)
-    out_tiles = triton.cdiv(N, BLOCK_N) * triton.cdiv(M, GEMM_CUDA_CONFIGS[config])
-    return split_k_blocks(tiles, out_tiles, 0, 1, sms)
-
-
 def float_weight_gemm_cuda(x, w, w_scale, bias, ebits: int, mbits: int, config: str) -> torch.Tensor:
     """``x @ (decode(w) * w_scale[:, None]).T + bias`` for ``x`` fp16 / bf16 ``(M, K)`` with contiguous rows,
     ``w`` int32 tile words of fp6 / fp4 codes ``(N, words)``, ``w_scale`` float32 ``(N,)``, ``bias`` ``(N,)`` in
     x's dtype or None; contiguous, on one sm_90 device, validated by the op and :func:`gemm_cuda_supports` ->
-    ``(M, N)`` in x's dtype."""
-    if traced(x):
-        raise ValueError(
-            "backend: the CUDA WGMMA weight GEMM runs eagerly only until the dispatch takes it (no traced op yet)"
-        )
+    ``(M, N)`` in x's dtype. Traced calls record ``lowbit::float_weight_gemm_cuda``."""
+    if traced(x):  # the op, which AOTInductor packages call by name (lowbit_flex/ops/cutlass_gemm.py)
+        return torch.ops.lowbit.float_weight_gemm_cuda(x, w, w_scale, bias, ebits, mbits, config)
+    return launch_gemm_cuda(x, w, w_scale, bias, ebits, mbits, config)
+
+
+def launch_gemm_cuda(x, w, w_scale, bias, ebits: int, mbits: int, config: str) -> torch.Tensor:
+    """The ``ctypes`` launch on validated, contiguous CUDA tensors (a workspace query, then the launch)."""
     (M, K), N = x.shape, w.shape[0]
     out = torch.empty((M, N), dtype=x.dtype, device=x.device)
     if M == 0 or N == 0:
         return out
     x, w = aligned16(x), aligned16(w)  # (a copy where a view is misaligned; held until the launch is enqueued)
-    splits, per_split = gemm_cuda_splits(config, M, N, K, sm_count(x.device))
-    part = torch.empty((splits, M, N), dtype=torch.float32, device=x.device) if splits > 1 else None
-    with torch.cuda.device(x.device):
-        stream = torch.cuda.current_stream().cuda_stream
-        status = _launcher()(
-            _CONFIG_INDEX[config], FORMAT_CODE[ebits, mbits], OUT_DTYPE_CODE[x.dtype], x.data_ptr(), w.data_ptr(),
-            w_scale.data_ptr(), None if bias is None else bias.data_ptr(), out.data_ptr(),
-            None if part is None else part.data_ptr(), M, N, K, splits, per_split, stream,
-        )  # fmt: skip
-    if status:
-        cuda_build.check_status(status, f"float weight GEMM {config}")
-    if part is not None:
-        post = dec_scale(ebits) if x.dtype == torch.float16 else 1.0  # bf16 codes are rebiased in the decode
-        reduce_split_k(part, out, w_scale, bias, post_scale=post)
+    args = (_CONFIG_INDEX[config], FORMAT_CODE[ebits, mbits], OUT_DTYPE_CODE[x.dtype], x.data_ptr(), w.data_ptr(),
+            w_scale.data_ptr(), None if bias is None else bias.data_ptr(), out.data_ptr(), M, N, K)  # fmt: skip
+    launch_with_workspace(_launcher(), args, x.device, f"float weight GEMM {config}")
     return out

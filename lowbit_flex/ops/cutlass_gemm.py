@@ -1,7 +1,7 @@
 """The CUDA-library kernels as ops: the CUTLASS GEMMs ``lowbit::s8s4_gemm_cutlass`` and
-``lowbit::s8s8_groupwise_gemm_cutlass``, the W4A8 decode GEMV ``lowbit::w4a8_gemv_cuda`` and the fp8 / fp6 / fp4
-weight-only decode GEMV ``lowbit::float_weight_gemv_cuda`` and the fp8 weight-only prefill GEMM
-``lowbit::fp8_weight_gemm_cutlass``.
+``lowbit::s8s8_groupwise_gemm_cutlass``, the W4A8 decode GEMV ``lowbit::w4a8_gemv_cuda``, the fp8 / fp6 / fp4
+weight-only decode GEMV ``lowbit::float_weight_gemv_cuda``, the fp6 / fp4 weight-only WGMMA GEMM
+``lowbit::float_weight_gemm_cuda`` and the fp8 weight-only prefill GEMM ``lowbit::fp8_weight_gemm_cutlass``.
 
 ``lowbit::s8s4_linear`` is a ``triton_op``: compiled and exported graphs hold its kernels rather than the op. Where
 its dispatch table picks a kernel of the CUDA library, the traced graph holds one of these opaque ops instead (the
@@ -33,6 +33,7 @@ S8S4_GEMM_CUTLASS_SCHEMA = TORCH_OPS_SCHEMAS["LOWBIT_S8S4_GEMM_CUTLASS_SCHEMA"]
 S8S8_GROUPWISE_GEMM_CUTLASS_SCHEMA = TORCH_OPS_SCHEMAS["LOWBIT_S8S8_GROUPWISE_GEMM_CUTLASS_SCHEMA"]
 W4A8_GEMV_CUDA_SCHEMA = TORCH_OPS_SCHEMAS["LOWBIT_W4A8_GEMV_CUDA_SCHEMA"]
 FLOAT_WEIGHT_GEMV_CUDA_SCHEMA = TORCH_OPS_SCHEMAS["LOWBIT_FLOAT_WEIGHT_GEMV_CUDA_SCHEMA"]
+FLOAT_WEIGHT_GEMM_CUDA_SCHEMA = TORCH_OPS_SCHEMAS["LOWBIT_FLOAT_WEIGHT_GEMM_CUDA_SCHEMA"]
 FP8_WEIGHT_GEMM_CUTLASS_SCHEMA = TORCH_OPS_SCHEMAS["LOWBIT_FP8_WEIGHT_GEMM_CUTLASS_SCHEMA"]
 # The ops the C++ library registers (what a package's loader without lowbit_flex can serve).
 CPP_OPS = [f"lowbit::{schema.split('(', 1)[0]}" for schema in TORCH_OPS_SCHEMAS.values()]
@@ -253,6 +254,43 @@ def _float_weight_gemv_cuda(x, w, w_scale, bias, ebits, mbits, config):
     return launch_gemv_cuda(x.contiguous(), w.contiguous(), w_scale.contiguous(), b, ebits, mbits, config)
 
 
+def _check_float_weight_gemm(x, w, w_scale, bias, ebits, mbits, config) -> None:
+    """The checks of ``lowbit::float_weight_gemm_cuda`` (the C++ op makes the same ones): the fp6 / fp4 weight-only
+    op's (``lowbit::fpx_weight_only_linear``), then the GEMM's shape limits."""
+    from lowbit_flex.kernels import float_weight_gemm_cuda as gemm
+    from lowbit_flex.ops.fpx_weight_only_linear import check_args
+
+    check_tensor("x", x, dtypes=HALF_DTYPES, ndim=2)
+    check_args(x, w, w_scale, ebits, mbits, bias, w_name="w")
+    K = x.shape[1]
+    if not gemm.gemm_cuda_supports(1, K, 1 + ebits + mbits):
+        raise ValueError(f"x: the GEMM takes K a multiple of 8 (at least 8); got K={K}")
+    # the launcher's int arguments; no max(): under export, comparing a symbolic M with N and K would guard M's range
+    if x.shape[0] > 2**31 - 1 or w.shape[0] > 2**31 - 1 or K > 2**31 - 1:
+        raise ValueError(f"x: shape too large, got {tuple(x.shape)}")
+    if config not in gemm.GEMM_CUDA_CONFIGS:
+        raise ValueError(f"config: expected one of {list(gemm.GEMM_CUDA_CONFIGS)}, got {config!r}")
+
+
+def _float_weight_gemm_cpu(x, w, w_scale, bias, ebits, mbits, config):
+    """The fp6 / fp4 weight-only op's exact CPU reference (float64, rounded once)."""
+    _check_float_weight_gemm(x, w, w_scale, bias, ebits, mbits, config)
+    return torch.ops.lowbit.fpx_weight_only_linear(x, w, w_scale, ebits, mbits, bias)
+
+
+def _float_weight_gemm_fake(x, w, w_scale, bias, ebits, mbits, config):
+    _check_float_weight_gemm(x, w, w_scale, bias, ebits, mbits, config)
+    return x.new_empty((x.shape[0], w.shape[0]))
+
+
+def _float_weight_gemm_cuda(x, w, w_scale, bias, ebits, mbits, config):
+    _check_float_weight_gemm(x, w, w_scale, bias, ebits, mbits, config)
+    from lowbit_flex.kernels.float_weight_gemm_cuda import launch_gemm_cuda
+
+    b = None if bias is None else bias.contiguous()
+    return launch_gemm_cuda(x.contiguous(), w.contiguous(), w_scale.contiguous(), b, ebits, mbits, config)
+
+
 def _check_fp8_weight_gemm(x, w, w_scale, bias, config) -> None:
     """The checks of ``lowbit::fp8_weight_gemm_cutlass`` (the C++ op makes the same ones): the fp8 weight-only op's
     (``lowbit::fp8_weight_only_linear``), then the GEMM's shape limits."""
@@ -313,6 +351,7 @@ _register(S8S4_GEMM_CUTLASS_SCHEMA, _s8s4_cpu, _s8s4_fake, _s8s4_cuda)
 _register(S8S8_GROUPWISE_GEMM_CUTLASS_SCHEMA, _s8s8_groupwise_cpu, _s8s8_groupwise_fake, _s8s8_groupwise_cuda)
 _register(W4A8_GEMV_CUDA_SCHEMA, _w4a8_gemv_cpu, _w4a8_gemv_fake, _w4a8_gemv_cuda)
 _register(FLOAT_WEIGHT_GEMV_CUDA_SCHEMA, _float_weight_gemv_cpu, _float_weight_gemv_fake, _float_weight_gemv_cuda)
+_register(FLOAT_WEIGHT_GEMM_CUDA_SCHEMA, _float_weight_gemm_cpu, _float_weight_gemm_fake, _float_weight_gemm_cuda)
 _register(FP8_WEIGHT_GEMM_CUTLASS_SCHEMA, _fp8_weight_gemm_cpu, _fp8_weight_gemm_fake, _fp8_weight_gemm_cuda)
 
 

@@ -39,21 +39,33 @@ def test_supports(M, K, bits, ok):
     assert mod.gemm_cuda_supports(M, K, bits) is ok
 
 
+@requires_sm90
 @pytest.mark.parametrize(
-    "config, M, N, K, sms, want",
+    "config, M, N, K, splits",
     [
-        ("wgmma_16x128", 16, 4096, 4096, 132, (4, 8)),  # 32 output tiles: about one CTA per SM
-        ("wgmma_128x128", 4096, 4096, 4096, 132, (1, 32)),  # 1024 output tiles: no split
-        ("wgmma_64x128", 64, 4096, 14336, 132, (4, 28)),
-        ("wgmma_16x128", 1, 40, 1000, 132, (8, 1)),  # more SMs than K tiles: one tile per split
-        ("wgmma_256x128", 300, 264, 2000, 132, (16, 1)),
+        ("wgmma_128x128", 4096, 4096, 4096, 1),  # 1024 output tiles fill the SMs: no split, no workspace
+        ("wgmma_16x128", 1, 40, 1000, 8),  # one output tile of 8 K tiles: 8 splits of one tile
+        ("wgmma_256x128", 300, 264, 2000, 16),  # 6 output tiles, 16 K tiles: one tile per split
     ],
 )
-def test_split_plans_fill_the_sms_without_empty_splits(config, M, N, K, sms, want):
-    splits, per = mod.gemm_cuda_splits(config, M, N, K, sms)
-    assert (splits, per) == want
-    tiles = -(-K // 128)
-    assert (splits - 1) * per < tiles <= splits * per  # the launcher's problem_ok: no empty split, all covered
+def test_split_k_workspace_follows_the_plan(config, M, N, K, splits):
+    # About one CTA per SM in flight, never an empty split: the workspace holds splits x M x N fp32 partials.
+    import ctypes
+
+    from lowbit_flex.kernels.cutlass_launch import OUT_DTYPE_CODE
+    from lowbit_flex.kernels.float_weight_gemv_cuda import FORMAT_CODE
+
+    assert torch.cuda.get_device_properties(0).multi_processor_count >= 16
+    x = torch.randn(M, K, device="cuda", dtype=torch.bfloat16)
+    w = torch.zeros(N, -(-K // 128) * 16, dtype=torch.int32, device="cuda")
+    s, out = torch.ones(N, device="cuda"), torch.empty(M, N, device="cuda", dtype=torch.bfloat16)
+    need = ctypes.c_size_t(12345)
+    status = mod._launcher()(
+        list(mod.GEMM_CUDA_CONFIGS).index(config), FORMAT_CODE[2, 1], OUT_DTYPE_CODE[torch.bfloat16], x.data_ptr(),
+        w.data_ptr(), s.data_ptr(), None, out.data_ptr(), M, N, K, None, 0, ctypes.byref(need), None,
+    )  # fmt: skip
+    assert status == 0
+    assert need.value == (0 if splits == 1 else splits * M * N * 4)
 
 
 def test_dispatch_runs_it_only_when_forced(monkeypatch):

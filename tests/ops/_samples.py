@@ -122,6 +122,20 @@ def _float_weight_gemv_cuda(device):
     yield (bf16(0, 256), fp8, rand(24), None, 4, 3, "cp_n2k4"), {}  # no rows
 
 
+def _float_weight_gemm_cuda(device):
+    from lowbit_flex.quant import pack_fpx_tiles
+
+    rand = lambda *s: torch.rand(*s, device=device) + 0.5
+    tiles = lambda bits, n, k: pack_fpx_tiles(torch.randint(0, 2**bits, (n, k), dtype=torch.uint8), bits).to(device)
+    bf16 = lambda *s: torch.randn(*s, device=device, dtype=torch.bfloat16)
+    b = torch.randn(40, device=device, dtype=torch.float16)
+    x = torch.randn(70, 136, device=device, dtype=torch.float16)
+    yield (x, tiles(4, 40, 136), rand(40), b, 2, 1, "wgmma_64x128"), {}  # a partial K tile, split K
+    yield (bf16(264, 5).t(), tiles(6, 16, 264), rand(16), None, 3, 2, "wgmma_16x128"), {}  # non-contiguous
+    yield (bf16(1, 256).expand(20, 256), tiles(6, 24, 256), rand(24), None, 2, 3, "wgmma_256x128"), {}  # expanded
+    yield (bf16(0, 256), tiles(4, 24, 256), rand(24), None, 2, 1, "wgmma_128x128"), {}  # no rows
+
+
 def _fp8_weight_gemm_cutlass(device):
     fp8 = (torch.randn(24, 256, device=device) * 50).to(torch.float8_e4m3fn)
     rand = lambda *s: torch.rand(*s, device=device) + 0.5
@@ -235,6 +249,7 @@ SAMPLES = {
     "s8s8_groupwise_gemm_cutlass": _s8s8_groupwise_gemm_cutlass,
     "w4a8_gemv_cuda": _w4a8_gemv_cuda,
     "float_weight_gemv_cuda": _float_weight_gemv_cuda,
+    "float_weight_gemm_cuda": _float_weight_gemm_cuda,
     "fp8_weight_gemm_cutlass": _fp8_weight_gemm_cutlass,
     "w4a8_linear": _w4a8_linear,
     "rel_pos_attention": _rel_pos_attention,

@@ -1,6 +1,6 @@
 """The CUDA-library ops (``lowbit::s8s4_gemm_cutlass``, ``lowbit::s8s8_groupwise_gemm_cutlass``, the decode GEMVs
-``lowbit::w4a8_gemv_cuda`` and ``lowbit::float_weight_gemv_cuda``, the fp8 weight-only GEMM
-``lowbit::fp8_weight_gemm_cutlass``) and their C++ registration.
+``lowbit::w4a8_gemv_cuda`` and ``lowbit::float_weight_gemv_cuda``, the weight-only GEMMs
+``lowbit::float_weight_gemm_cuda`` (fp6 / fp4) and ``lowbit::fp8_weight_gemm_cutlass``) and their C++ registration.
 
 ``test_opcheck_all.py`` runs opcheck on both (CPU reference; CUDA through ``ctypes``). Here:
 
@@ -143,6 +143,35 @@ def test_fp8_weight_gemm_bad_input_same_error_eager_and_fake(make, error, name):
     _same_error_eager_and_fake(torch.ops.lowbit.fp8_weight_gemm_cutlass, make(), error, name)
 
 
+BAD_FLOAT_GEMM = [
+    (lambda: (*_float_gemv_args(bits=4), 2, 1, "nope"), ValueError, "config"),
+    (lambda: (*_float_gemv_args(bits=8), 4, 3, "wgmma_64x128"), ValueError, "ebits, mbits"),  # fp8: not this GEMM
+    (lambda: (*_float_gemv_args(K=132, bits=4), 2, 1, "wgmma_64x128"), ValueError, "x"),  # K % 8
+    (lambda: (_float_gemv_args()[0].float(), *_float_gemv_args(bits=6)[1:], 3, 2, "wgmma_64x128"), TypeError, "x"),
+    (lambda: (_float_gemv_args()[0][None], *_float_gemv_args(bits=6)[1:], 3, 2, "wgmma_64x128"), ValueError, "x"),
+    (lambda: (*_float_gemv_args(bits=4), 3, 2, "wgmma_64x128"), ValueError, "w"),  # fp4 words for an fp6 format
+    (lambda: (*_float_gemv_args(bits=4)[:2], torch.rand(3), None, 2, 1, "wgmma_64x128"), ValueError, "w_scale"),
+    (lambda: (*_float_gemv_args(bits=4)[:3], torch.rand(16), 2, 1, "wgmma_64x128"), TypeError, "bias"),  # float32
+]
+
+
+@pytest.mark.parametrize("make, error, name", BAD_FLOAT_GEMM)
+def test_float_weight_gemm_bad_input_same_error_eager_and_fake(make, error, name):
+    _same_error_eager_and_fake(torch.ops.lowbit.float_weight_gemm_cuda, make(), error, name)
+
+
+@pytest.mark.parametrize("bits, ebits, mbits", [(6, 3, 2), (6, 2, 3), (4, 2, 1)])
+def test_float_weight_gemm_reference_is_the_weight_only_op(bits, ebits, mbits):
+    from lowbit_flex.quant import E2M1_FN, E2M3_FN, E3M2_FN, from_fpx_bits, unpack_fpx_tiles
+
+    x, w, s, b = _float_gemv_args(M=70, K=200, N=24, bits=bits)
+    got = torch.ops.lowbit.float_weight_gemm_cuda(x, w, s, b, ebits, mbits, "wgmma_128x128")
+    fmt = {(3, 2): E3M2_FN, (2, 3): E2M3_FN, (2, 1): E2M1_FN}[ebits, mbits]
+    w64 = from_fpx_bits(unpack_fpx_tiles(w, bits, x.shape[1]), fmt, torch.float64)
+    want = (x.double() @ w64.T * s.double() + b.double()).to(torch.bfloat16)
+    assert got.dtype == torch.bfloat16 and torch.equal(got, want)
+
+
 def test_fp8_weight_gemm_reference_is_the_weight_only_op():
     x, w, s, b = _float_gemv_args(M=70, K=208, N=24)
     got = torch.ops.lowbit.fp8_weight_gemm_cutlass(x, w, s, b, "128x128x64_coop_sk")
@@ -180,7 +209,7 @@ def test_schemas_take_no_scalar_type():
     argument to the op in the export schema's numbering (bfloat16 arrives as QUInt8; H200, torch 2.11)."""
     for schema in TORCH_OPS_SCHEMAS.values():
         # the weight-only kernels have no dtype argument: their output is in x's dtype
-        in_x_dtype = "float_weight_gemv" in schema or "fp8_weight_gemm" in schema
+        in_x_dtype = any(op in schema for op in ("float_weight_gemv", "float_weight_gemm", "fp8_weight_gemm"))
         assert "ScalarType" not in schema and ("str out_dtype" in schema or in_x_dtype), schema
     with pytest.raises(RuntimeError, match="Expected a value of type 'str' for argument 'out_dtype'"):
         torch.ops.lowbit.s8s4_gemm_cutlass(*_args(), torch.bfloat16, "sm90", "16x128x128_ws")
@@ -201,7 +230,7 @@ const char* lowbit_status_string(int s) { return "stub"; }
 #define FAMILY(F) int lowbit_##F(void) { return 1; } int lowbit_##F##_num_configs(void) { return 0; } \\
   const char* lowbit_##F##_config_name(int i) { return 0; }
 FAMILY(s8s4_sm80) FAMILY(s8s4_sm90) FAMILY(s8s8_groupwise_sm90) FAMILY(w4a8_gemv) FAMILY(float_weight_gemv)
-FAMILY(fp8_weight_gemm_sm90)
+FAMILY(fp8_weight_gemm_sm90) FAMILY(float_weight_gemm_sm90)
 """
 
 _PROBE = """
@@ -283,6 +312,9 @@ def test_cpp_library_without_lowbit_flex_equals_the_ctypes_path(tmp_path):
                 calls.append(("float_weight_gemv_cuda", (xf, wf, sf, bf, e, m, config)))
         xf, wf, sf, bf = (t.cuda() for t in _float_gemv_args(M, K, N, 8))
         calls.append(("fp8_weight_gemm_cutlass", (xf, wf, sf, bf, "64x128x64_coop_sk")))
+        for bits, (e, m), config in ((4, (2, 1), "wgmma_16x128"), (6, (2, 3), "wgmma_128x128")):
+            xq, wq, sq, bq = (t.cuda() for t in _float_gemv_args(M, K, N, bits))
+            calls.append(("float_weight_gemm_cuda", (xq, wq, sq, bq, e, m, config)))
         calls.append(("fp8_weight_gemm_cutlass", (xf.half(), wf, sf, None, "256x128x64_coop")))
     torch.save(calls, tmp_path / "args.pt")
     (tmp_path / "child.py").write_text(_GPU_CHILD)
@@ -304,7 +336,7 @@ def test_cpp_library_without_lowbit_flex_equals_the_ctypes_path(tmp_path):
 
 @pytest.mark.slow
 def test_aoti_package_calls_the_cpp_ops_by_name(tmp_path):
-    """~30 s (a C++ build): an AOTInductor package keeps the five ops as calls by name (the proxy executor passes
+    """~30 s (a C++ build): an AOTInductor package keeps the six ops as calls by name (the proxy executor passes
     ``Tensor?`` and ``str`` arguments); on CPU they run the exact reference, equal to eager."""
     from examples.deploy_aoti import lowbit_ops_in_package, static_libstdcxx
 
@@ -322,7 +354,8 @@ def test_aoti_package_calls_the_cpp_ops_by_name(tmp_path):
             xf = (x.float() * xs[:, None]).bfloat16()
             u = torch.ops.lowbit.float_weight_gemv_cuda(xf, wf, sf, bf, 2, 1, "cp_n2k4")
             t = torch.ops.lowbit.fp8_weight_gemm_cutlass(xf, w8f, s8f, bf, "64x128x64_coop_sk")
-            return y, z, v, u, t
+            r = torch.ops.lowbit.float_weight_gemm_cuda(xf, wf, sf, bf, 2, 1, "wgmma_64x128")
+            return y, z, v, u, t, r
 
     batch = torch.export.Dim("batch", min=1, max=16)  # the GEMV takes up to 16 rows
     ep = torch.export.export(Both(), (x, xs), dynamic_shapes=({0: batch}, {0: batch}))

@@ -52,6 +52,7 @@ CUSTOM_OPS = {
     "s8s8_groupwise_gemm_cutlass",
     "w4a8_gemv_cuda",
     "float_weight_gemv_cuda",
+    "float_weight_gemm_cuda",
     "fp8_weight_gemm_cutlass",
 }
 

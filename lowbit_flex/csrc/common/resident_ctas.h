@@ -45,4 +45,17 @@ inline size_t max_shared_per_cta() {
   return static_cast<size_t>(bytes[device]);
 }
 
+// The current GPU's SM count (cached per device, as above): split-K plans size their grids with it.
+inline int multiprocessors() {
+  constexpr int kDevices = 64;
+  static int count[kDevices] = {};  // 0: not yet asked
+  int device = 0;
+  if (cudaGetDevice(&device) != cudaSuccess || device < 0 || device >= kDevices) return 1;
+  if (count[device] == 0 &&
+      (cudaDeviceGetAttribute(&count[device], cudaDevAttrMultiProcessorCount, device) != cudaSuccess ||
+       count[device] < 1))
+    count[device] = 1;
+  return count[device];
+}
+
 }  // namespace lowbit

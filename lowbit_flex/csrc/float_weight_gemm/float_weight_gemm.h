@@ -7,12 +7,13 @@
 // lowbit_flex/quant/fpx_tiles.py), what FPxWeightOnlyLinear stores. w_scale (N,) fp32; bias (N,) in T or null;
 // out (M, N) row-major in T.
 //
-// Split-K: with splits > 1, CTA z sums the 128-code K tiles [z * tiles_per_split, (z + 1) * tiles_per_split) and
-// writes its raw sums to partials[z] ((splits, M, N) fp32; times fpx_post_scale, then w_scale and bias, is the
-// caller's reduction: lowbit_flex.kernels.common.reduce_split_k); out, w_scale and bias are not read.
+// Split-K where the output tiles leave SMs idle (split_plan): CTA z sums its range of 128-code K tiles into fp32
+// partials in the workspace, and a second kernel adds them in split order (deterministic) and applies the epilogue.
+// The workspace protocol is the CUTLASS launchers': a call with `query_workspace` stores the bytes needed and
+// launches nothing.
 //
 // Constraints (problem_ok): M, N >= 1, K >= 8, K % 8 == 0 (x's rows are TMA rows of 16-byte multiples), x and w
-// 16-byte aligned, no empty split. Why the kernel is built this way: float_weight_gemm_sm90.cu.
+// 16-byte aligned. Why the kernel is built this way: float_weight_gemm_sm90.cuh.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -33,27 +34,36 @@ struct Problem {
   const float* w_scale;
   const void* bias;  // x's dtype; may be null
   void* out;
-  float* partials;  // splits > 1 only
-  int M, N, K, splits, tiles_per_split;
+  int M, N, K;
+  void* workspace;  // device memory of at least the queried size (may be null when that size is 0)
+  size_t workspace_bytes;
   cudaStream_t stream;
 };
 
 // The per-dtype instances (float_weight_gemm_sm90_{f16,bf16}.cu); kInvalidArgument off sm_90 or for a bad problem.
-int sm90_f16(int config, Problem const& p);
-int sm90_bf16(int config, Problem const& p);
+int sm90_f16(int config, Problem const& p, size_t* query_workspace);
+int sm90_bf16(int config, Problem const& p, size_t* query_workspace);
 
 inline int k_tiles(int K) { return (K + kFpxTileCodes - 1) / kFpxTileCodes; }
 
 inline bool problem_ok(Problem const& p) {
   auto aligned16 = [](const void* ptr) { return (reinterpret_cast<uintptr_t>(ptr) & 15u) == 0; };
   if (p.format != kE3M2 && p.format != kE2M3 && p.format != kE2M1) return false;
-  if (p.M < 1 || p.N < 1 || p.K < 8 || p.K % 8 != 0 || !p.x || !p.w || !aligned16(p.x) || !aligned16(p.w)) return false;
-  if (p.splits < 1 || p.tiles_per_split < 1) return false;
-  const int tiles = k_tiles(p.K);
-  // every split has work and the last one ends at or past the last tile
-  if (static_cast<int64_t>(p.splits - 1) * p.tiles_per_split >= tiles) return false;
-  if (static_cast<int64_t>(p.splits) * p.tiles_per_split < tiles) return false;
-  return p.splits > 1 ? p.partials != nullptr : (p.out != nullptr && p.w_scale != nullptr);
+  if (p.M < 1 || p.N < 1 || p.K < 8 || p.K % 8 != 0) return false;
+  return p.x && p.w && p.w_scale && p.out && aligned16(p.x) && aligned16(p.w) &&
+         (p.workspace_bytes == 0 || p.workspace != nullptr);
+}
+
+// K splits for `out_tiles` CTAs of `tiles` K tiles each on `sms` SMs: about one CTA per SM in flight (a CTA holds
+// most of an SM's shared memory), never an empty split. {splits, K tiles per split}.
+struct SplitPlan {
+  int splits, tiles_per_split;
+};
+inline SplitPlan split_plan(int64_t out_tiles, int tiles, int sms) {
+  const int64_t want = out_tiles >= sms ? 1 : sms / out_tiles;
+  const int64_t parts = want < tiles ? want : tiles;
+  const int per = static_cast<int>((tiles + parts - 1) / parts);
+  return {(tiles + per - 1) / per, per};
 }
 
 }  // namespace lowbit::float_weight_gemm
@@ -71,9 +81,11 @@ inline bool problem_ok(Problem const& p) {
   X(4, "wgmma_256x128", 256, 3)
 
 // The exported launcher (float_weight_gemm_sm90.cu): `dtype` is x's and out's (a lowbit::OutDtype), `format` a
-// lowbit::FpxFormat. Returns a lowbit::Status.
-LOWBIT_API int lowbit_float_weight_gemm_sm90(int config, int format, int dtype, const void* x, const void* w,
-                                             const float* w_scale, const void* bias, void* out, float* partials, int M,
-                                             int N, int K, int splits, int tiles_per_split, cudaStream_t stream);
+// lowbit::FpxFormat. Returns a lowbit::Status; with `query_workspace` non-null it launches nothing and stores the
+// workspace bytes the problem needs.
+#define LOWBIT_FLOAT_WEIGHT_GEMM_LAUNCHER_PARAMS                                                                      \
+  int config, int format, int dtype, const void *x, const void *w, const float *w_scale, const void *bias, void *out, \
+      int M, int N, int K, void *workspace, size_t workspace_bytes, size_t *query_workspace, cudaStream_t stream
+LOWBIT_API int lowbit_float_weight_gemm_sm90(LOWBIT_FLOAT_WEIGHT_GEMM_LAUNCHER_PARAMS);
 LOWBIT_API int lowbit_float_weight_gemm_sm90_num_configs();
 LOWBIT_API const char* lowbit_float_weight_gemm_sm90_config_name(int config);

@@ -15,13 +15,9 @@ LOWBIT_API const char* lowbit_float_weight_gemm_sm90_config_name(int config) {
   return config >= 0 && config < kNumConfigs ? kConfigNames[config] : nullptr;
 }
 
-LOWBIT_API int lowbit_float_weight_gemm_sm90(int config, int format, int dtype, const void* x, const void* w,
-                                             const float* w_scale, const void* bias, void* out, float* partials, int M,
-                                             int N, int K, int splits, int tiles_per_split, cudaStream_t stream) {
+LOWBIT_API int lowbit_float_weight_gemm_sm90(LOWBIT_FLOAT_WEIGHT_GEMM_LAUNCHER_PARAMS) {
   namespace fg = lowbit::float_weight_gemm;
   if (config < 0 || config >= kNumConfigs) return lowbit::kInvalidArgument;
-  const fg::Problem p{format, x, w, w_scale, bias, out, partials, M, N, K, splits, tiles_per_split, stream};
-  if (dtype == lowbit::kF16) return fg::sm90_f16(config, p);
-  if (dtype == lowbit::kBF16) return fg::sm90_bf16(config, p);
-  return lowbit::kInvalidArgument;
+  const fg::Problem p{format, x, w, w_scale, bias, out, M, N, K, workspace, workspace_bytes, stream};
+  return lowbit::launch_out_dtype(fg::sm90_f16, fg::sm90_bf16, config, dtype, p, query_workspace);
 }

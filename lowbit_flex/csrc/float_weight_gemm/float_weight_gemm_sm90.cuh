@@ -20,8 +20,9 @@
 //   each register costs the GEMV's decode plus a quarter permute.
 // - WGMMAs run in groups of four K blocks with two register sets, so a group's decode overlaps the previous group's
 //   WGMMAs (wait_group 1); a stage is handed back once every group that read it is complete.
-// - Epilogue: fp32 sums times the decode's power of two, w_scale and bias, rounded once to x's dtype (the Triton and
-//   CUDA GEMV kernels' order), or raw sums into the split's partials.
+// - Epilogue: fp32 sums times the decode's power of two, w_scale and bias, rounded once to x's dtype (the CUDA GEMV's
+//   order). Split-K (where the output tiles leave SMs idle): raw sums into the split's fp32 partials in the workspace,
+//   then reduce_kernel adds them in split order and applies the same epilogue.
 #pragma once
 
 #include <cuda.h>
@@ -34,6 +35,7 @@
 
 #include "common/fpx_decode.cuh"
 #include "common/gemv_epilogue.cuh"
+#include "common/resident_ctas.h"
 #include "common/sm90_arch.h"
 #include "cute/arch/copy_sm90_desc.hpp"
 #include "cute/arch/copy_sm90_tma.hpp"
@@ -71,7 +73,7 @@ struct Params {
   const float* w_scale;
   const void* bias;
   void* out;
-  float* partials;
+  float* partials;  // (splits, M, N) when gridDim.z > 1
   int M, N, K, tiles, tiles_per_split;
 };
 
@@ -170,6 +172,22 @@ __device__ __forceinline__ void decode_block(uint32_t (&a)[4], const JoinedCodes
     a[i] = decode_fpx_pair<FMT, T, kP>(c.j[r][2 * cols + kHalf] >> kHiShift, c.l[r][2 * cols + kHalf] >> kLoShift);
   }
 }
+
+// Output channel n's epilogue: the fp32 sum times the decode's power of two and w_scale[n], plus bias[n], rounded
+// once to T (n < N).
+template <int FMT, class T>
+struct Epilogue {
+  float scale = 0.0f, bias = 0.0f;
+  __device__ __forceinline__ Epilogue(const Params& p, int n) {
+    if (n < p.N) {
+      scale = __ldg(p.w_scale + n);
+      if (p.bias) bias = to_float(static_cast<const T*>(p.bias)[n]);
+    }
+  }
+  __device__ __forceinline__ T operator()(float sum) const {
+    return from_float<T>(sum * fpx_post_scale<FMT, T>() * scale + bias);
+  }
+};
 
 template <int FMT, class T, int BM, int MAX_STAGES>
 __global__ void __launch_bounds__(kThreads, 1)
@@ -293,11 +311,7 @@ __global__ void __launch_bounds__(kThreads, 1)
       }
     return;
   }
-  constexpr float kPost = fpx_post_scale<FMT, T>();
-  const T* bias = static_cast<const T*>(p.bias);
-  const float scale_a = n_a < p.N ? __ldg(p.w_scale + n_a) : 0.0f, scale_b = n_b < p.N ? __ldg(p.w_scale + n_b) : 0.0f;
-  const float bias_a = bias && n_a < p.N ? to_float(bias[n_a]) : 0.0f;
-  const float bias_b = bias && n_b < p.N ? to_float(bias[n_b]) : 0.0f;
+  const Epilogue<FMT, T> ep_a(p, n_a), ep_b(p, n_b);
   T* out = static_cast<T*>(p.out);
 #pragma unroll
   for (int j = 0; j < BM / 8; ++j)
@@ -305,11 +319,20 @@ __global__ void __launch_bounds__(kThreads, 1)
     for (int e = 0; e < 2; ++e) {
       const int m = m0 + 8 * j + 2 * t + e;
       if (m >= p.M) continue;
-      if (n_a < p.N) out[static_cast<size_t>(m) * p.N + n_a] = from_float<T>(acc[4 * j + e] * kPost * scale_a + bias_a);
-      if (n_b < p.N)
-        out[static_cast<size_t>(m) * p.N + n_b] = from_float<T>(acc[4 * j + 2 + e] * kPost * scale_b + bias_b);
+      if (n_a < p.N) out[static_cast<size_t>(m) * p.N + n_a] = ep_a(acc[4 * j + e]);
+      if (n_b < p.N) out[static_cast<size_t>(m) * p.N + n_b] = ep_b(acc[4 * j + 2 + e]);
     }
 #endif
+}
+
+// out[m, n] from the splits' partials, added in split order (deterministic), with the kernel's epilogue.
+template <int FMT, class T>
+__global__ void reduce_kernel(const Params p, int splits) {
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x, mn = static_cast<int64_t>(p.M) * p.N;
+  if (i >= mn) return;
+  float sum = p.partials[i];
+  for (int z = 1; z < splits; ++z) sum += p.partials[z * mn + i];
+  static_cast<T*>(p.out)[i] = Epilogue<FMT, T>(p, static_cast<int>(i % p.N))(sum);
 }
 
 // cuTensorMapEncodeTiled from the driver, looked up once (the runtime links no driver symbols).
@@ -338,8 +361,18 @@ inline bool encode(CUtensorMap* map, CUtensorMapDataType type, int rank, const v
 }
 
 template <int FMT, class T, int BM, int MAX_STAGES>
-int launch(Problem const& q) {
+int launch(Problem const& q, size_t* query_workspace) {
   using L = Layout<FMT, BM, MAX_STAGES>;
+  const int tiles = k_tiles(q.K);
+  const dim3 grid((q.N + kBlockN - 1) / kBlockN, (q.M + BM - 1) / BM);
+  if (grid.y > 65535) return kInvalidArgument;  // a grid's y limit (M > 65535 * BM rows)
+  const SplitPlan split = split_plan(static_cast<int64_t>(grid.x) * grid.y, tiles, multiprocessors());
+  const size_t part_bytes = split.splits > 1 ? static_cast<size_t>(split.splits) * q.M * q.N * sizeof(float) : 0;
+  if (query_workspace) {
+    *query_workspace = part_bytes;
+    return kOk;
+  }
+  if (q.workspace_bytes < part_bytes) return kInvalidArgument;
   CUtensorMap tm_x{}, tm_hi{}, tm_lo{};
   // x: (M, K) 2-byte values, boxes of 64 columns x BM rows in the 128-byte swizzle
   const uint64_t x_dims[2] = {static_cast<uint64_t>(q.K), static_cast<uint64_t>(q.M)};
@@ -347,7 +380,6 @@ int launch(Problem const& q) {
   const uint32_t x_box[2] = {64, BM};
   // codes: (N, tiles, words per tile) int32 words; hi boxes 16 words x 128 rows (64-byte swizzle), fp6 lo boxes
   // 8 words from word 16 (32-byte swizzle)
-  const int tiles = k_tiles(q.K);
   const uint64_t w_dims[3] = {static_cast<uint64_t>(L::kWordsPerTile), static_cast<uint64_t>(tiles),
                               static_cast<uint64_t>(q.N)};
   const uint64_t w_strides[2] = {static_cast<uint64_t>(L::kWordsPerTile) * 4,
@@ -362,19 +394,25 @@ int launch(Problem const& q) {
   auto kernel = float_weight_gemm_kernel<FMT, T, BM, MAX_STAGES>;
   const cudaError_t attr = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, L::kSmemBytes);
   if (attr != cudaSuccess) return from_cuda(attr);
-  const Params p{q.w_scale, q.bias, q.out, q.partials, q.M, q.N, q.K, tiles, q.tiles_per_split};
-  const dim3 grid((q.N + kBlockN - 1) / kBlockN, (q.M + BM - 1) / BM, q.splits);
-  if (grid.y > 65535 || grid.z > 65535) return kInvalidArgument;  // a grid's y / z limit (M > 65535 * BM rows)
-  kernel<<<grid, kThreads, L::kSmemBytes, q.stream>>>(tm_x, tm_hi, tm_lo, p);
+  const Params p{
+      q.w_scale, q.bias, q.out, static_cast<float*>(q.workspace), q.M, q.N, q.K, tiles, split.tiles_per_split};
+  kernel<<<dim3(grid.x, grid.y, split.splits), kThreads, L::kSmemBytes, q.stream>>>(tm_x, tm_hi, tm_lo, p);
+  if (split.splits > 1) {
+    const int64_t mn = static_cast<int64_t>(q.M) * q.N;
+    constexpr int kReduceThreads = 256;
+    reduce_kernel<FMT, T>
+        <<<static_cast<unsigned>((mn + kReduceThreads - 1) / kReduceThreads), kReduceThreads, 0, q.stream>>>(
+            p, split.splits);
+  }
   return last_launch_status();
 }
 
 template <int FMT, class T>
-int launch_config(int config, Problem const& p) {
+int launch_config(int config, Problem const& p, size_t* query_workspace) {
   switch (config) {
 #define LOWBIT_FLOAT_WEIGHT_GEMM_CASE(I, NAME, BM, STAGES) \
   case I:                                                  \
-    return launch<FMT, T, BM, STAGES>(p);
+    return launch<FMT, T, BM, STAGES>(p, query_workspace);
     LOWBIT_FLOAT_WEIGHT_GEMM_CONFIGS(LOWBIT_FLOAT_WEIGHT_GEMM_CASE)
 #undef LOWBIT_FLOAT_WEIGHT_GEMM_CASE
     default:
@@ -383,18 +421,18 @@ int launch_config(int config, Problem const& p) {
 }
 
 template <class T>
-int dispatch(int config, Problem const& p) {
+int dispatch(int config, Problem const& p, size_t* query_workspace) {
   if constexpr (!built_for_sm90()) {
     return kInvalidArgument;
   } else {
     if (!problem_ok(p) || !device_is_sm90()) return kInvalidArgument;
     switch (p.format) {
       case kE3M2:
-        return launch_config<kE3M2, T>(config, p);
+        return launch_config<kE3M2, T>(config, p, query_workspace);
       case kE2M3:
-        return launch_config<kE2M3, T>(config, p);
+        return launch_config<kE2M3, T>(config, p, query_workspace);
       case kE2M1:
-        return launch_config<kE2M1, T>(config, p);
+        return launch_config<kE2M1, T>(config, p, query_workspace);
       default:
         return kInvalidArgument;
     }

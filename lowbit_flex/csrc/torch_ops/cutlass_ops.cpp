@@ -1,6 +1,7 @@
 // The CUDA library's launchers as torch operators, for processes without lowbit_flex's Python: an AOTInductor package
 // of a W4A8 model calls lowbit::s8s4_gemm_cutlass / lowbit::s8s8_groupwise_gemm_cutlass / lowbit::w4a8_gemv_cuda (and
-// of a weight-only model lowbit::float_weight_gemv_cuda / lowbit::fp8_weight_gemm_cutlass) by name through the
+// of a weight-only model lowbit::float_weight_gemv_cuda / lowbit::float_weight_gemm_cuda /
+// lowbit::fp8_weight_gemm_cutlass) by name through the
 // dispatcher, so loading this library (torch.ops.load_library, or dlopen from C++) before the package is all such a
 // process needs.
 //
@@ -23,6 +24,7 @@
 #include <string>
 
 #include "common/status.h"
+#include "float_weight_gemm/float_weight_gemm.h"
 #include "float_weight_gemv/float_weight_gemv.h"
 #include "fp8_weight_gemm/fp8_weight_gemm.h"
 #include "s8s4_gemm/s8s4_gemm.h"
@@ -31,7 +33,7 @@
 
 #if !defined(LOWBIT_S8S4_GEMM_CUTLASS_SCHEMA) || !defined(LOWBIT_S8S8_GROUPWISE_GEMM_CUTLASS_SCHEMA) || \
     !defined(LOWBIT_W4A8_GEMV_CUDA_SCHEMA) || !defined(LOWBIT_FLOAT_WEIGHT_GEMV_CUDA_SCHEMA) ||         \
-    !defined(LOWBIT_FP8_WEIGHT_GEMM_CUTLASS_SCHEMA)
+    !defined(LOWBIT_FLOAT_WEIGHT_GEMM_CUDA_SCHEMA) || !defined(LOWBIT_FP8_WEIGHT_GEMM_CUTLASS_SCHEMA)
 #error "build with lowbit_flex.cuda_build (it passes the op schemas)"
 #endif
 
@@ -287,6 +289,52 @@ at::Tensor float_weight_gemv_cuda(const at::Tensor& x, const at::Tensor& w, cons
   return out;
 }
 
+// The fp6 / fp4 weight-only WGMMA GEMM (csrc/float_weight_gemm): int32 tile words, out in x's dtype. The checks are
+// lowbit_flex/ops/cutlass_gemm.py's _check_float_weight_gemm.
+at::Tensor float_weight_gemm_cuda(const at::Tensor& x, const at::Tensor& w, const at::Tensor& w_scale,
+                                  const std::optional<at::Tensor>& bias, int64_t ebits, int64_t mbits,
+                                  c10::string_view config) {
+  TORCH_CHECK_VALUE(x.is_cuda(), "x: expected a CUDA tensor, got one on ", x.device());
+  const at::ScalarType xt = x.scalar_type();
+  TORCH_CHECK_TYPE(xt == at::kHalf || xt == at::kBFloat16, "x: expected dtype float16 or bfloat16, got ", xt);
+  TORCH_CHECK_VALUE(x.dim() == 2, "x: expected 2 dimensions, got shape ", x.sizes());
+  const int format = ebits == 3 && mbits == 2   ? lowbit::kE3M2
+                     : ebits == 2 && mbits == 3 ? lowbit::kE2M3
+                     : ebits == 2 && mbits == 1 ? lowbit::kE2M1
+                                                : -1;
+  TORCH_CHECK_VALUE(format >= 0,
+                    "ebits, mbits: expected one of (3, 2), (2, 3), (2, 1) (fp6 e3m2/e2m3, fp4 e2m1), got (", ebits,
+                    ", ", mbits, ")");
+  const int64_t M = x.size(0), K = x.size(1), N = w.size(0);
+  check_tensor("w", w, at::kInt, 2, x.device());
+  const int64_t words = (K + 127) / 128 * (format == lowbit::kE2M1 ? 16 : 24);
+  TORCH_CHECK_VALUE(w.size(1) == words, "w: expected ", words, " int32 words per row (", K,
+                    " codes in tiles of 128), got shape ", w.sizes());
+  TORCH_CHECK_VALUE(N >= 1 && K >= 1, "w: expected a non-empty weight, got N=", N, ", K=", K);
+  check_tensor("w_scale", w_scale, at::kFloat, 1, x.device());
+  TORCH_CHECK_VALUE(w_scale.size(0) == N, "w_scale: expected shape (", N, ",), got ", w_scale.sizes());
+  if (bias) {
+    check_tensor("bias", *bias, xt, 1, x.device());
+    TORCH_CHECK_VALUE(bias->size(0) == N, "bias: expected shape (", N, ",), got ", bias->sizes());
+  }
+  TORCH_CHECK_VALUE(K >= 8 && K % 8 == 0, "x: the GEMM takes K a multiple of 8 (at least 8); got K=", K);
+  TORCH_CHECK_VALUE(M <= INT32_MAX && N <= INT32_MAX && K <= INT32_MAX, "x: shape too large, got ", x.sizes());
+  const int index = config_index("the float weight GEMM", lowbit_float_weight_gemm_sm90_num_configs,
+                                 lowbit_float_weight_gemm_sm90_config_name, config);
+  at::Tensor out = at::empty({M, N}, x.options());
+  if (M == 0) return out;
+  const at::Tensor xc = operand(x), wc = operand(w), ws = w_scale.contiguous();
+  const std::optional<at::Tensor> b = bias ? std::optional<at::Tensor>(bias->contiguous()) : std::nullopt;
+  const int dtype = xt == at::kHalf ? lowbit::kF16 : lowbit::kBF16;
+  launch_with_workspace(
+      x.device(), "float weight GEMM", [&](void* workspace, size_t bytes, size_t* query, cudaStream_t stream) {
+        return lowbit_float_weight_gemm_sm90(index, format, dtype, xc.data_ptr(), wc.data_ptr(), ws.data_ptr<float>(),
+                                             b ? b->data_ptr() : nullptr, out.data_ptr(), static_cast<int>(M),
+                                             static_cast<int>(N), static_cast<int>(K), workspace, bytes, query, stream);
+      });
+  return out;
+}
+
 // The fp8 weight-only prefill GEMM (csrc/fp8_weight_gemm), out in x's dtype. The checks are
 // lowbit_flex/ops/cutlass_gemm.py's _check_fp8_weight_gemm.
 at::Tensor fp8_weight_gemm_cutlass(const at::Tensor& x, const at::Tensor& w, const at::Tensor& w_scale,
@@ -342,6 +390,8 @@ int register_ops() {
   register_op(defs, cuda, LOWBIT_W4A8_GEMV_CUDA_SCHEMA, "w4a8_gemv_cuda", TORCH_FN(w4a8_gemv_cuda));
   register_op(defs, cuda, LOWBIT_FLOAT_WEIGHT_GEMV_CUDA_SCHEMA, "float_weight_gemv_cuda",
               TORCH_FN(float_weight_gemv_cuda));
+  register_op(defs, cuda, LOWBIT_FLOAT_WEIGHT_GEMM_CUDA_SCHEMA, "float_weight_gemm_cuda",
+              TORCH_FN(float_weight_gemm_cuda));
   register_op(defs, cuda, LOWBIT_FP8_WEIGHT_GEMM_CUTLASS_SCHEMA, "fp8_weight_gemm_cutlass",
               TORCH_FN(fp8_weight_gemm_cutlass));
   return 0;
