@@ -127,6 +127,7 @@ def run(bench: Bench) -> None:
     from lowbit_flex.kernels.arch import register_a_wgmma_pipelines, sm_count
     from lowbit_flex.kernels.float_weight_dispatch import (
         choose,
+        cuda_gemm_supported,
         cuda_gemv_supported,
         cutlass_gemm_supported,
         gluon_supported,
@@ -160,7 +161,8 @@ def run(bench: Bench) -> None:
                 bits = 1 + FORMATS[f][0] + FORMATS[f][1]
                 dev = torch.device("cuda")
                 gemv, cutlass = cuda_gemv_supported(dev, M, K, bits), cutlass_gemm_supported(dev, N, K, bits)
-                rule = choose(bits, M, True, pipelined, gemv, cutlass, gluon_supported(dev))
+                gemm = cuda_gemm_supported(dev, M, K, bits)
+                rule = choose(bits, M, True, pipelined, gemv, cutlass, gluon_supported(dev), gemm)
                 config = rule.config or gemv_cuda_config(N, sm_count(torch.device("cuda")))  # CUDA GEMV: by N
                 extra[f"backend {f}"] = f"{rule.backend.value} {config}".strip()
                 triton = choose(bits, M, True, pipelined, False)  # the table without the CUDA GEMV

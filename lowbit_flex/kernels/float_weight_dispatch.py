@@ -146,18 +146,20 @@ def choose(
     cuda_gemv: bool = False,
     cutlass: bool = False,
     gluon: bool = False,
+    cuda_gemm: bool = False,
 ) -> Rule:
     """The first rule of :data:`DISPATCH_TABLE` for this width and M; ``tma``: whether the call can take the TMA
     kernel (:func:`tma_supported`), ``pipelined``: whether WGMMAs with register operands pipeline
     (:func:`~lowbit_flex.kernels.arch.register_a_wgmma_pipelines`), ``cuda_gemv``: whether the CUDA GEMV can run
     (:func:`cuda_gemv_supported`), ``cutlass``: whether the CUTLASS GEMM can (:func:`cutlass_gemm_supported`),
-    ``gluon``: whether the Gluon kernel can (:func:`gluon_supported`, and ``tma``); rules needing what is missing
-    are passed over."""
+    ``gluon``: whether the Gluon kernel can (:func:`gluon_supported`, and ``tma``), ``cuda_gemm``: whether the CUDA
+    WGMMA GEMM can (:func:`cuda_gemm_supported`); rules needing what is missing are passed over."""
     missing = {
         Backend.TMA: not tma,
         Backend.GLUON: not (tma and gluon),
         Backend.CUDA_GEMV: not cuda_gemv,
         Backend.CUTLASS_GEMM: not cutlass,
+        Backend.CUDA_GEMM: not cuda_gemm,
         Backend.GEMV: GEMV_MAX_M < M,
     }
     for rule in DISPATCH_TABLE:
@@ -399,7 +401,8 @@ def _route(
         gemv = cuda_gemv_supported(device, M, K, bits)
         cutlass = cutlass_gemm_supported(device, N, K, bits)
         gluon = gluon_supported(device)
-        rule = choose(bits, M, tma, pipelined, gemv, cutlass, gluon) if M else Rule(Backend.DOT, "dot_16x64x2")  # M=0
+        gemm = cuda_gemm_supported(device, M, K, bits)
+        rule = choose(bits, M, tma, pipelined, gemv, cutlass, gluon, gemm) if M else Rule(Backend.DOT, "dot_16x64x2")
         backend, config = rule.backend, rule.config
     if backend is Backend.DEQUANT_MM:
         return _Route(backend, native, None)
@@ -542,13 +545,13 @@ class EagerLinear:
     but the tensors, so a call allocates its output (and split-K partials) and launches, with no route lookup, no
     Triton argument binding and no pointer checks."""
 
-    __slots__ = ("_gemv", "_main", "_out_shape", "_parts", "_reduce", "_tma", "_w_bytes", "device", "dtype")
+    __slots__ = ("_cuda", "_main", "_out_shape", "_parts", "_reduce", "_tma", "_w_bytes", "device", "dtype")
 
     def __init__(self, out_shape, dtype, device, main=None, reduce=None, parts=None, tma=False, w_bytes=False,
-                 gemv=None) -> None:  # fmt: skip
+                 cuda=None) -> None:  # fmt: skip
         self._out_shape, self.dtype, self.device = out_shape, dtype, device
         self._main, self._reduce, self._parts, self._tma, self._w_bytes = main, reduce, parts, tma, w_bytes
-        self._gemv = gemv
+        self._cuda = cuda  # a CUDA-library kernel's bound launch: cuda(x, w, w_scale, bias, out)
 
     def hooked(self) -> bool:
         """Whether Triton launch hooks (profilers) are set: the caller then takes the op's body, whose launches
@@ -557,8 +560,8 @@ class EagerLinear:
 
     def __call__(self, x, w, w_scale, bias) -> torch.Tensor:
         out = torch.empty(self._out_shape, dtype=self.dtype, device=self.device)
-        if self._gemv is not None:
-            self._gemv(x, w, w_scale, bias, out)
+        if self._cuda is not None:
+            self._cuda(x, w, w_scale, bias, out)
             return out
         if self._w_bytes:
             w = w.view(torch.uint8)  # fp8 bit decode (no hardware conversion)
@@ -577,8 +580,9 @@ class EagerLinear:
 def eager_linear(x, w, w_scale, bias, ebits: int, mbits: int) -> EagerLinear | None:
     """The bound launches of a validated eager CUDA call whose tensors are contiguous (their metadata fixed by the
     caller's cache key), or None where the call must take the general path (:func:`float_weight_only_linear_cuda`):
-    no rows, dequantize + cuBLAS or the CUTLASS GEMM (prefill sizes: the GPU time dwarfs the host path's), or a
-    kernel that only ``wrap_triton`` may launch (:meth:`PlanLaunch.bind`)."""
+    no rows, dequantize + cuBLAS or the CUTLASS GEMM (prefill sizes: the GPU time dwarfs the host path's), a
+    misaligned operand of a CUDA-library kernel, or a kernel that only ``wrap_triton`` may launch
+    (:meth:`PlanLaunch.bind`)."""
     K, N = x.shape[-1], w.shape[0]
     x2 = x.view(-1, K)
     M = x2.shape[0]
@@ -586,11 +590,13 @@ def eager_linear(x, w, w_scale, bias, ebits: int, mbits: int) -> EagerLinear | N
         return None
     out_shape = (*x.shape[:-1], N)
     route = _route_for(x2, w, bias, ebits, mbits)
-    if route.backend is Backend.CUDA_GEMV:
+    if route.backend in (Backend.CUDA_GEMV, Backend.CUDA_GEMM):
+        from lowbit_flex.kernels.float_weight_gemm_cuda import bound_gemm_cuda
         from lowbit_flex.kernels.float_weight_gemv_cuda import bound_gemv_cuda
 
-        gemv = bound_gemv_cuda(x2, w, ebits, mbits, route.cuda_config)
-        return None if gemv is None else EagerLinear(out_shape, x.dtype, x.device, gemv=gemv)
+        bind = bound_gemv_cuda if route.backend is Backend.CUDA_GEMV else bound_gemm_cuda
+        launch = bind(x2, w, ebits, mbits, route.cuda_config)
+        return None if launch is None else EagerLinear(out_shape, x.dtype, x.device, cuda=launch)
     if route.plan is None:
         return None
     plan = route.plan

@@ -74,6 +74,37 @@ def float_weight_gemm_cuda(x, w, w_scale, bias, ebits: int, mbits: int, config: 
     return launch_gemm_cuda(x, w, w_scale, bias, ebits, mbits, config)
 
 
+def bound_gemm_cuda(x, w, ebits: int, mbits: int, config: str):
+    """The launcher bound to this shape, format, dtype and config, with its split-K workspace size asked once:
+    ``launch(x, w, w_scale, bias, out)`` on tensors with the metadata of ``x`` and ``w`` (16-byte aligned,
+    contiguous: the eager caller's cache key keeps them so), on the current stream of x's device. None where ``x`` or
+    ``w`` is misaligned (:func:`launch_gemm_cuda` copies)."""
+    if x.data_ptr() % 16 or w.data_ptr() % 16:
+        return None
+    (M, K), N = x.shape, w.shape[0]
+    fn, device = _launcher(), x.device
+    fixed = (_CONFIG_INDEX[config], FORMAT_CODE[ebits, mbits], OUT_DTYPE_CODE[x.dtype])
+    what = f"float weight GEMM {config}"
+    need = ctypes.c_size_t(0)
+    with torch.cuda.device(device):  # the split plan is for this device's SMs
+        status = fn(*fixed, x.data_ptr(), w.data_ptr(), x.data_ptr(), None, x.data_ptr(), M, N, K, None, 0,
+                    ctypes.byref(need), None)  # fmt: skip
+    if status:
+        cuda_build.check_status(status, f"{what} workspace")
+    need = need.value
+    get_stream = torch._C._cuda_getCurrentRawStream
+
+    def launch(x, w, w_scale, bias, out) -> None:
+        ws = torch.empty(need, dtype=torch.uint8, device=device) if need else None
+        status = fn(*fixed, x.data_ptr(), w.data_ptr(), w_scale.data_ptr(), None if bias is None else bias.data_ptr(),
+                    out.data_ptr(), M, N, K, None if ws is None else ws.data_ptr(), need, None,
+                    get_stream(device.index))  # fmt: skip
+        if status:
+            cuda_build.check_status(status, what)
+
+    return launch
+
+
 def launch_gemm_cuda(x, w, w_scale, bias, ebits: int, mbits: int, config: str) -> torch.Tensor:
     """The ``ctypes`` launch on validated, contiguous CUDA tensors (a workspace query, then the launch)."""
     (M, K), N = x.shape, w.shape[0]

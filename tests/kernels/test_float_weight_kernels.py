@@ -196,6 +196,7 @@ def test_strided_scale_and_bias_views_give_the_contiguous_result():
 
 def test_dispatch_table_names_real_configs():
     from lowbit_flex.kernels.float_weight_dispatch import DISPATCH_TABLE, Backend, choose
+    from lowbit_flex.kernels.float_weight_gemm_cuda import GEMM_CUDA_CONFIGS
     from lowbit_flex.kernels.float_weight_gemv import GEMV_CONFIGS, GEMV_MAX_M
     from lowbit_flex.kernels.float_weight_gemv_cuda import GEMV_CUDA_CONFIGS, MAX_M
     from lowbit_flex.kernels.float_weight_only_linear import DOT_CONFIGS
@@ -213,6 +214,8 @@ def test_dispatch_table_names_real_configs():
             assert rule.config in TMA_CONFIGS
         elif rule.backend is Backend.GLUON:
             assert rule.config in GLUON_CONFIGS and 8 not in rule.bits
+        elif rule.backend is Backend.CUDA_GEMM:
+            assert rule.config in GEMM_CUDA_CONFIGS and 8 not in rule.bits
     assert DISPATCH_TABLE[-1].max_m is None  # the last rule takes every M
     for bits in (4, 6, 8):
         ms = [1, 2, 4, 5, 16, 17, 64, 65, 1024, 4096, 10**6]
@@ -223,7 +226,7 @@ def test_dispatch_table_names_real_configs():
         assert all(choose(bits, m).backend is not Backend.GLUON for m in ms)
         assert all(choose(bits, m, tma=False, gluon=True).backend is not Backend.GLUON for m in ms)
         # without the CUDA library (or before sm_90) the Triton rules take every M
-        assert all(choose(bits, m).backend is not Backend.CUDA_GEMV for m in ms)
+        assert all(choose(bits, m).backend not in (Backend.CUDA_GEMV, Backend.CUDA_GEMM) for m in ms)
         assert all(choose(bits, m, cuda_gemv=True).backend is not Backend.CUDA_GEMV or m <= MAX_M for m in ms)
         # with a ptxas that would corrupt pipelined WGMMAs, only the rules measured serialized apply
         assert not any(choose(bits, m, pipelined=False).pipelined for m in ms)
