@@ -254,6 +254,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     const int s = i % S;
     Barrier::wait(&full[s], (i / S) & 1);
     const uint32_t stage = smem_base + s * L::kStageBytes;
+    const uint64_t x_desc = sw128_desc(stage);
     const JoinedCodes codes =
         load_codes<FMT>(stage + 2 * L::kXBoxBytes, stage + 2 * L::kXBoxBytes + L::kHiBytes, row_a, t);
     uint32_t a[2][4][4];  // two groups of four K blocks: group 1 decodes while group 0's WGMMAs run
@@ -273,7 +274,9 @@ __global__ void __launch_bounds__(kThreads, 1)
 #pragma unroll
       for (int b = 0; b < 4; ++b) {
         // K block 4H + b: x box H, 16 columns (32 bytes) per block within its swizzled 128-byte rows
-        const uint64_t desc = sw128_desc(stage + H * L::kXBoxBytes + 32 * b);
+        // (the address field is bits 0-13 of addr / 16, and every stage address is below 2^18: adding the block's
+        // offset there is the descriptor of the block, without rebuilding the fields per WGMMA)
+        const uint64_t desc = x_desc + (H * L::kXBoxBytes + 32 * b) / 16;
         wgmma_call<Op>(acc, a[H][b], desc, std::make_index_sequence<kAcc>{});
       }
       cute::warpgroup_commit_batch();
