@@ -94,8 +94,9 @@ def _candidates(M: int, N: int, K: int, which: str) -> dict:
         from lowbit_flex.kernels.float_weight_dispatch import cuda_gemm_supported
         from lowbit_flex.kernels.float_weight_gemm_cuda import GEMM_CUDA_CONFIGS
 
-        if cuda_gemm_supported(torch.device("cuda"), M, K, 4):
-            out = {f"wgmma {c}": call(Backend.CUDA_GEMM, c) for c in GEMM_CUDA_CONFIGS}
+        if cuda_gemm_supported(torch.device("cuda"), M, K, 4):  # row tiles near M (at most twice M, 64+ from 64)
+            tiles = {c: bm for c, bm in GEMM_CUDA_CONFIGS.items() if bm <= max(16, 2 * M) and (M < 64 or bm >= 64)}
+            out = {f"wgmma {c}": call(Backend.CUDA_GEMM, c) for c in tiles}
         which = "gluon"
     if which == "gluon":
         out |= {f"gluon {c}": call(Backend.GLUON, c) for c in GLUON_CONFIGS} if M >= 16 else {}
