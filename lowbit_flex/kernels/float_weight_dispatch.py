@@ -67,6 +67,7 @@ class Rule:
     config: str = ""
     max_m: int | None = None  # rule applies when M <= max_m (None: any M)
     bits: tuple[int, ...] = (4, 6, 8)  # weight widths it applies to
+    min_mn: int | None = None  # rule applies when M * N >= min_mn (enough output tiles for its tile)
     pipelined: bool = False  # only where its config's WGMMAs may pipeline (arch.register_a_wgmma_pipelines)
 
 
@@ -100,7 +101,10 @@ class Rule:
 # - fp8 at M = 33-4096 on sm_90 with the CUDA library (run 41, docs/measurements/h200_run41_fp8_weight_gemm.md, module
 #   times): the CUTLASS mixed-input GEMM, which reads the e4m3 weight once. M <= 64 its 64-token stream-K tile
 #   (M = 64: 1.39x / 1.16x / 1.15x on 4096x14336 / 14336x4096 / 8192^2, 0.64x on 4096^2; the Triton rules 0.59-0.69x),
-#   M <= 256 the 128-token stream-K tile (0.73-0.93x; Triton 0.60-0.80x), M <= 4096 the 256-token persistent tile
+#   M <= 256 the 128-token stream-K tile (0.73-0.93x; Triton 0.60-0.80x) unless, from M = 193 (a 256-row tile at
+#   least three quarters full), the output fills the SMs with the 256-token persistent tile (M * N >= 3 * 2**20,
+#   ~96 tiles of 256 x 128: at M = 256 that tile ran 1.03x on 4096 x 14336, 112 tiles, against the stream-K tile's
+#   0.85x, and 0.41-0.72x with 32-64 tiles), M <= 4096 the 256-token persistent tile
 #   (M = 1024: 0.97-1.05x against dequantize + cuBLAS's 0.82-0.83x; M = 4096: 0.96-0.98x against 0.94-0.95x, and no
 #   bf16 copy of the weight). M = 17-32 keeps the 16x64 Triton tile (M = 32: 1.00-1.10x, the CUTLASS tile 0.72-1.23x).
 #   fp6 / fp4 codes converted to e4m3 per call and run through it measured 0.18-0.85x (dequantize + cuBLAS
@@ -126,6 +130,8 @@ DISPATCH_TABLE: tuple[Rule, ...] = (
     Rule(Backend.TMA, "tma_64x128x1_swap", max_m=64, bits=(4, 6)),
     Rule(Backend.DOT, "dot_16x64x2", max_m=32, bits=(8,)),
     Rule(Backend.CUTLASS_GEMM, "64x128x64_coop_sk", max_m=64, bits=(8,)),
+    Rule(Backend.CUTLASS_GEMM, "128x128x64_coop_sk", max_m=192, bits=(8,)),
+    Rule(Backend.CUTLASS_GEMM, "256x128x64_coop", max_m=256, bits=(8,), min_mn=3 * 2**20),
     Rule(Backend.CUTLASS_GEMM, "128x128x64_coop_sk", max_m=256, bits=(8,)),
     Rule(Backend.CUTLASS_GEMM, "256x128x64_coop", max_m=4096, bits=(8,)),
     Rule(Backend.TMA, "tma_64x128x1_swap", max_m=64, bits=(8,), pipelined=True),
@@ -147,13 +153,15 @@ def choose(
     cutlass: bool = False,
     gluon: bool = False,
     cuda_gemm: bool = False,
+    n: int = 0,
 ) -> Rule:
     """The first rule of :data:`DISPATCH_TABLE` for this width and M; ``tma``: whether the call can take the TMA
     kernel (:func:`tma_supported`), ``pipelined``: whether WGMMAs with register operands pipeline
     (:func:`~lowbit_flex.kernels.arch.register_a_wgmma_pipelines`), ``cuda_gemv``: whether the CUDA GEMV can run
     (:func:`cuda_gemv_supported`), ``cutlass``: whether the CUTLASS GEMM can (:func:`cutlass_gemm_supported`),
     ``gluon``: whether the Gluon kernel can (:func:`gluon_supported`, and ``tma``), ``cuda_gemm``: whether the CUDA
-    WGMMA GEMM can (:func:`cuda_gemm_supported`); rules needing what is missing are passed over."""
+    WGMMA GEMM can (:func:`cuda_gemm_supported`); rules needing what is missing are passed over. ``n``: the output
+    channels, for the rules that need enough output tiles (``min_mn``; 0 passes them over)."""
     missing = {
         Backend.TMA: not tma,
         Backend.GLUON: not (tma and gluon),
@@ -164,6 +172,8 @@ def choose(
     }
     for rule in DISPATCH_TABLE:
         if missing.get(rule.backend, False) or (rule.pipelined and not pipelined):
+            continue
+        if rule.min_mn is not None and M * n < rule.min_mn:
             continue
         if (rule.max_m is None or rule.max_m >= M) and bits in rule.bits:
             return rule
@@ -402,7 +412,7 @@ def _route(
         cutlass = cutlass_gemm_supported(device, N, K, bits)
         gluon = gluon_supported(device)
         gemm = cuda_gemm_supported(device, M, K, bits)
-        rule = choose(bits, M, tma, pipelined, gemv, cutlass, gluon, gemm) if M else Rule(Backend.DOT, "dot_16x64x2")
+        rule = choose(bits, M, tma, pipelined, gemv, cutlass, gluon, gemm, N) if M else Rule(Backend.DOT, "dot_16x64x2")
         backend, config = rule.backend, rule.config
     if backend is Backend.DEQUANT_MM:
         return _Route(backend, native, None)

@@ -50,11 +50,18 @@ def test_table_takes_it_for_fp8_prefill_sizes_only():
     # Run 41: fp8 from M = 33 to 4096 (the 16x64 Triton tile keeps M <= 32; dequantize + cuBLAS beyond 4096, untimed)
     from lowbit_flex.kernels import float_weight_dispatch as d
 
-    pick = lambda M: d.choose(8, M, True, False, True, True)
+    pick = lambda M, N=4096: d.choose(8, M, True, False, True, True, n=N)
     assert {pick(M).config for M in (33, 64)} == {"64x128x64_coop_sk"}
     assert {pick(M).config for M in (65, 256)} == {"128x128x64_coop_sk"}
     assert {pick(M).config for M in (257, 1024, 4096)} == {"256x128x64_coop"}
     assert all(pick(M).backend is not d.Backend.CUTLASS_GEMM for M in (1, 2, 16, 17, 32, 4097))
+    # M = 193..256 with enough output for the 256-token persistent tile (~96 tiles of 256 x 128): run 41 measured
+    # 1.03x against the stream-K tile's 0.85x on 4096 x 14336 at M = 256 (112 tiles), and the reverse with 32-64
+    # tiles (8192 x 8192: 0.72x against 0.93x)
+    assert pick(256, 14336).config == pick(193, 16384).config == "256x128x64_coop"
+    assert pick(256, 8192).config == "128x128x64_coop_sk"
+    # below, a 256-row tile would be mostly padding: the stream-K tiles stay
+    assert pick(192, 28672).config == "128x128x64_coop_sk" and pick(64, 14336).config == "64x128x64_coop_sk"
 
 
 def test_forcing_it_where_it_cannot_run_names_the_backend():
