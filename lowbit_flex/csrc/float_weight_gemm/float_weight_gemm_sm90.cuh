@@ -299,32 +299,27 @@ __global__ void __launch_bounds__(kThreads, 1)
   for (int k = 0; k < kAcc; ++k) cute::warpgroup_fence_operand(acc[k]);
 
   // acc[4j + e] is (row g, col 8j + 2t + e), acc[4j + 2 + e] (row g + 8, ...): rows are weight rows (out's n),
-  // cols x rows (out's m).
+  // cols x rows (out's m). `store(i, n, v)` writes v to element i = m * N + n of an (M, N) output.
   const int n_a = n0 + row_a, n_b = n_a + 8;
-  if (gridDim.z > 1) {
-    float* part = p.partials + static_cast<size_t>(blockIdx.z) * p.M * p.N;
+  auto each = [&](auto&& store) {
 #pragma unroll
     for (int j = 0; j < BM / 8; ++j)
 #pragma unroll
       for (int e = 0; e < 2; ++e) {
         const int m = m0 + 8 * j + 2 * t + e;
         if (m >= p.M) continue;
-        if (n_a < p.N) part[static_cast<size_t>(m) * p.N + n_a] = acc[4 * j + e];
-        if (n_b < p.N) part[static_cast<size_t>(m) * p.N + n_b] = acc[4 * j + 2 + e];
+        if (n_a < p.N) store(static_cast<size_t>(m) * p.N + n_a, 0, acc[4 * j + e]);
+        if (n_b < p.N) store(static_cast<size_t>(m) * p.N + n_b, 1, acc[4 * j + 2 + e]);
       }
-    return;
+  };
+  if (gridDim.z > 1) {  // this split's raw sums
+    float* part = p.partials + static_cast<size_t>(blockIdx.z) * p.M * p.N;
+    each([&](size_t i, int, float v) { part[i] = v; });
+  } else {
+    const Epilogue<FMT, T> ep[2] = {Epilogue<FMT, T>(p, n_a), Epilogue<FMT, T>(p, n_b)};
+    T* out = static_cast<T*>(p.out);
+    each([&](size_t i, int row, float v) { out[i] = ep[row](v); });
   }
-  const Epilogue<FMT, T> ep_a(p, n_a), ep_b(p, n_b);
-  T* out = static_cast<T*>(p.out);
-#pragma unroll
-  for (int j = 0; j < BM / 8; ++j)
-#pragma unroll
-    for (int e = 0; e < 2; ++e) {
-      const int m = m0 + 8 * j + 2 * t + e;
-      if (m >= p.M) continue;
-      if (n_a < p.N) out[static_cast<size_t>(m) * p.N + n_a] = ep_a(acc[4 * j + e]);
-      if (n_b < p.N) out[static_cast<size_t>(m) * p.N + n_b] = ep_b(acc[4 * j + 2 + e]);
-    }
 #endif
 }
 

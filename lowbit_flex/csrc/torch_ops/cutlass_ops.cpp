@@ -235,24 +235,24 @@ at::Tensor w4a8_gemv_cuda(const at::Tensor& x, const std::optional<at::Tensor>& 
   return out;
 }
 
-// The weight-only decode GEMV (csrc/float_weight_gemv): fp8 (e4m3fn bytes) or fp6 / fp4 (int32 tile words) weights,
-// out in x's dtype. The checks are lowbit_flex/ops/cutlass_gemm.py's _check_float_weight_gemv.
-at::Tensor float_weight_gemv_cuda(const at::Tensor& x, const at::Tensor& w, const at::Tensor& w_scale,
-                                  const std::optional<at::Tensor>& bias, int64_t ebits, int64_t mbits,
-                                  c10::string_view config) {
-  namespace fw = lowbit::float_weight_gemv;
+// The checks the weight-only kernels share (lowbit_flex/ops/fp8_weight_only_linear.py's and
+// fpx_weight_only_linear.py's): x fp16 / bf16 (M, K) on CUDA; w e4m3fn (N, K), or int32 tile words of fp6 / fp4
+// codes; w_scale float32 (N,); bias (N,) in x's dtype or none. `fpx_only`: fp8 is not a format of the kernel.
+// Returns the lowbit::FpxFormat of (ebits, mbits).
+int check_weight_only(const at::Tensor& x, const at::Tensor& w, const at::Tensor& w_scale,
+                      const std::optional<at::Tensor>& bias, int64_t ebits, int64_t mbits, bool fpx_only) {
   TORCH_CHECK_VALUE(x.is_cuda(), "x: expected a CUDA tensor, got one on ", x.device());
   const at::ScalarType xt = x.scalar_type();
   TORCH_CHECK_TYPE(xt == at::kHalf || xt == at::kBFloat16, "x: expected dtype float16 or bfloat16, got ", xt);
   TORCH_CHECK_VALUE(x.dim() == 2, "x: expected 2 dimensions, got shape ", x.sizes());
-  const int format = ebits == 4 && mbits == 3   ? lowbit::kE4M3
-                     : ebits == 3 && mbits == 2 ? lowbit::kE3M2
-                     : ebits == 2 && mbits == 3 ? lowbit::kE2M3
-                     : ebits == 2 && mbits == 1 ? lowbit::kE2M1
-                                                : -1;
-  TORCH_CHECK_VALUE(format >= 0, "ebits, mbits: expected (4, 3), (3, 2), (2, 3) or (2, 1), got (", ebits, ", ", mbits,
-                    ")");
-  const int64_t M = x.size(0), K = x.size(1), N = w.size(0);
+  const int format = ebits == 4 && mbits == 3 && !fpx_only ? lowbit::kE4M3
+                     : ebits == 3 && mbits == 2            ? lowbit::kE3M2
+                     : ebits == 2 && mbits == 3            ? lowbit::kE2M3
+                     : ebits == 2 && mbits == 1            ? lowbit::kE2M1
+                                                           : -1;
+  TORCH_CHECK_VALUE(format >= 0, "ebits, mbits: expected ", fpx_only ? "one of " : "(4, 3), ",
+                    "(3, 2), (2, 3), (2, 1) (fp6 e3m2/e2m3, fp4 e2m1), got (", ebits, ", ", mbits, ")");
+  const int64_t K = x.size(1), N = w.size(0);
   if (format == lowbit::kE4M3) {
     check_tensor("w", w, at::kFloat8_e4m3fn, 2, x.device());
     TORCH_CHECK_VALUE(w.size(1) == K, "w: expected shape (", N, ", ", K, ") (the K of x), got ", w.sizes());
@@ -269,6 +269,18 @@ at::Tensor float_weight_gemv_cuda(const at::Tensor& x, const at::Tensor& w, cons
     check_tensor("bias", *bias, xt, 1, x.device());
     TORCH_CHECK_VALUE(bias->size(0) == N, "bias: expected shape (", N, ",), got ", bias->sizes());
   }
+  return format;
+}
+
+// The weight-only decode GEMV (csrc/float_weight_gemv): fp8 (e4m3fn bytes) or fp6 / fp4 (int32 tile words) weights,
+// out in x's dtype. The checks are lowbit_flex/ops/cutlass_gemm.py's _check_float_weight_gemv.
+at::Tensor float_weight_gemv_cuda(const at::Tensor& x, const at::Tensor& w, const at::Tensor& w_scale,
+                                  const std::optional<at::Tensor>& bias, int64_t ebits, int64_t mbits,
+                                  c10::string_view config) {
+  namespace fw = lowbit::float_weight_gemv;
+  const int format = check_weight_only(x, w, w_scale, bias, ebits, mbits, /*fpx_only=*/false);
+  const int64_t M = x.size(0), K = x.size(1), N = w.size(0);
+  const at::ScalarType xt = x.scalar_type();
   const int k_multiple = format == lowbit::kE4M3 ? 16 : 8;
   TORCH_CHECK_VALUE(M <= fw::kMaxM && K >= 8 && K % k_multiple == 0, "x: the GEMV takes M <= ", fw::kMaxM,
                     " rows and K a multiple of ", k_multiple, "; got M=", M, ", K=", K);
@@ -294,29 +306,9 @@ at::Tensor float_weight_gemv_cuda(const at::Tensor& x, const at::Tensor& w, cons
 at::Tensor float_weight_gemm_cuda(const at::Tensor& x, const at::Tensor& w, const at::Tensor& w_scale,
                                   const std::optional<at::Tensor>& bias, int64_t ebits, int64_t mbits,
                                   c10::string_view config) {
-  TORCH_CHECK_VALUE(x.is_cuda(), "x: expected a CUDA tensor, got one on ", x.device());
-  const at::ScalarType xt = x.scalar_type();
-  TORCH_CHECK_TYPE(xt == at::kHalf || xt == at::kBFloat16, "x: expected dtype float16 or bfloat16, got ", xt);
-  TORCH_CHECK_VALUE(x.dim() == 2, "x: expected 2 dimensions, got shape ", x.sizes());
-  const int format = ebits == 3 && mbits == 2   ? lowbit::kE3M2
-                     : ebits == 2 && mbits == 3 ? lowbit::kE2M3
-                     : ebits == 2 && mbits == 1 ? lowbit::kE2M1
-                                                : -1;
-  TORCH_CHECK_VALUE(format >= 0,
-                    "ebits, mbits: expected one of (3, 2), (2, 3), (2, 1) (fp6 e3m2/e2m3, fp4 e2m1), got (", ebits,
-                    ", ", mbits, ")");
+  const int format = check_weight_only(x, w, w_scale, bias, ebits, mbits, /*fpx_only=*/true);
   const int64_t M = x.size(0), K = x.size(1), N = w.size(0);
-  check_tensor("w", w, at::kInt, 2, x.device());
-  const int64_t words = (K + 127) / 128 * (format == lowbit::kE2M1 ? 16 : 24);
-  TORCH_CHECK_VALUE(w.size(1) == words, "w: expected ", words, " int32 words per row (", K,
-                    " codes in tiles of 128), got shape ", w.sizes());
-  TORCH_CHECK_VALUE(N >= 1 && K >= 1, "w: expected a non-empty weight, got N=", N, ", K=", K);
-  check_tensor("w_scale", w_scale, at::kFloat, 1, x.device());
-  TORCH_CHECK_VALUE(w_scale.size(0) == N, "w_scale: expected shape (", N, ",), got ", w_scale.sizes());
-  if (bias) {
-    check_tensor("bias", *bias, xt, 1, x.device());
-    TORCH_CHECK_VALUE(bias->size(0) == N, "bias: expected shape (", N, ",), got ", bias->sizes());
-  }
+  const at::ScalarType xt = x.scalar_type();
   TORCH_CHECK_VALUE(K >= 8 && K % 8 == 0, "x: the GEMM takes K a multiple of 8 (at least 8); got K=", K);
   TORCH_CHECK_VALUE(M <= INT32_MAX && N <= INT32_MAX && K <= INT32_MAX, "x: shape too large, got ", x.sizes());
   const int index = config_index("the float weight GEMM", lowbit_float_weight_gemm_sm90_num_configs,
