@@ -1,5 +1,6 @@
 """fp6 / fp4 weight-only GEMM on Hopper with the decoded weight as WGMMA's register operand, in CUDA
-(``csrc/float_weight_gemm/``): ``out = x @ (decode(w) * w_scale[:, None]).T + bias`` for ``M >= 16`` rows of x.
+(``csrc/float_weight_gemm/``): ``out = x @ (decode(w) * w_scale[:, None]).T + bias`` for any M (its row tiles
+are 16 to 256 rows of x: built for M >= 16).
 
 TMA brings x's tiles (the 128-byte swizzle WGMMA reads) and the tile layout's words (:mod:`lowbit_flex.quant.fpx_tiles`)
 into a pipeline of shared-memory stages; each consumer warpgroup decodes its 64 weight rows straight into the A
@@ -87,6 +88,7 @@ def bound_gemm_cuda(x, w, ebits: int, mbits: int, config: str):
     what = f"float weight GEMM {config}"
     need = ctypes.c_size_t(0)
     with torch.cuda.device(device):  # the split plan is for this device's SMs
+        # a query reads no tensor: x's pointer stands in for w_scale and out, which the launcher only checks non-null
         status = fn(*fixed, x.data_ptr(), w.data_ptr(), x.data_ptr(), None, x.data_ptr(), M, N, K, None, 0,
                     ctypes.byref(need), None)  # fmt: skip
     if status:
