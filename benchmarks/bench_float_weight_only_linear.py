@@ -13,8 +13,8 @@ A second table: host microseconds per eager module call (no CUDA graph) at M = 1
 dispatch table picks), not every backend and config; ``=cuda`` times the CUDA GEMV's configs only (``cuda <config>``,
 M <= 16 on sm_90 with the CUDA library); ``=cutlass`` times the fp8 CUTLASS GEMM's configs (``cutlass <config>``,
 M >= 16 on sm_90 with the CUDA library) and dequantize + cuBLAS; ``=gluon`` the fp4 / fp6 Gluon kernel's configs
-(``gluon <config>``, M >= 16 on sm_90) and dequantize + cuBLAS; ``=wgmma`` the fp4 / fp6 CUDA register-A WGMMA GEMM's
-configs (``wgmma <config>``, sm_90 with the CUDA library), the Gluon kernel's and dequantize + cuBLAS.
+(``gluon <config>``, M >= 16 on sm_90) and dequantize + cuBLAS; ``=wgmma`` the CUDA register-A WGMMA GEMM's configs
+(``wgmma <config>``, every format, sm_90 with the CUDA library), the Gluon kernel's and dequantize + cuBLAS.
 """
 
 from __future__ import annotations
@@ -90,11 +90,12 @@ def _candidates(M: int, N: int, K: int, which: str) -> dict:
     call = _call
 
     out = {}
-    if which == "wgmma":  # (fp4 / fp6; the run loop skips fp8)
+    if which == "wgmma":
         from lowbit_flex.kernels.float_weight_dispatch import cuda_gemm_supported
         from lowbit_flex.kernels.float_weight_gemm_cuda import GEMM_CUDA_CONFIGS
 
-        if cuda_gemm_supported(torch.device("cuda"), M, K, 4):  # row tiles near M (at most twice M, 64+ from 64)
+        # (K % 16 == 0: every format) row tiles near M (at most twice M, 64+ from 64)
+        if cuda_gemm_supported(torch.device("cuda"), M, K, 8):
             tiles = {c: bm for c, bm in GEMM_CUDA_CONFIGS.items() if bm <= max(16, 2 * M) and (M < 64 or bm >= 64)}
             out = {f"wgmma {c}": call(Backend.CUDA_GEMM, c) for c in tiles}
         which = "gluon"
@@ -173,9 +174,7 @@ def run(bench: Bench) -> None:
                 if M <= 16:
                     extra[f"floor frac {f}"] = (N * K * nbytes) / (bw * 1e9) * 1e3 / times[f]
                 for label, fn in candidates.items():
-                    if (label.startswith("cutlass") and bits != 8) or (
-                        label.startswith(("gluon", "wgmma")) and bits == 8
-                    ):
+                    if (label.startswith("cutlass") and bits != 8) or (label.startswith("gluon") and bits == 8):
                         continue
                     extra[f"check {f} {label}"] = _check(fn(xs[0], mod), xs[0], w64[f])
                     times[f"{f} {label}"] = bench.time(fn, *sets(mods[f]))

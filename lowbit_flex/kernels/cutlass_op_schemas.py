@@ -29,7 +29,7 @@ TORCH_OPS_SCHEMAS = {
         "float_weight_gemv_cuda(Tensor x, Tensor w, Tensor w_scale, Tensor? bias, int ebits, int mbits, "
         "str config) -> Tensor"
     ),
-    # x fp16 / bf16 (M, K); w int32 fp6 / fp4 tile words; w_scale float32 (N,); bias (N,) in x's dtype; out in x's.
+    # x fp16 / bf16 (M, K); w float8_e4m3fn (N, K) or int32 fp6 / fp4 tile words; out in x's dtype.
     "LOWBIT_FLOAT_WEIGHT_GEMM_CUDA_SCHEMA": (
         "float_weight_gemm_cuda(Tensor x, Tensor w, Tensor w_scale, Tensor? bias, int ebits, int mbits, "
         "str config) -> Tensor"

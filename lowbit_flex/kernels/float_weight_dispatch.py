@@ -54,7 +54,7 @@ class Backend(enum.Enum):
     GLUON = "gluon"  # kernels/float_weight_sm90.py: sm_90, fp4 / fp6, decoded tile in shared memory, async WGMMAs
     DEQUANT_MM = "dequant_mm"  # kernels/float_weight_dequant.py, then cuBLAS (torch.addmm)
     CUTLASS_GEMM = "cutlass_gemm"  # kernels/fp8_weight_gemm_cutlass.py (csrc/fp8_weight_gemm): fp8, sm_90, any M
-    # kernels/float_weight_gemm_cuda.py (csrc/float_weight_gemm): fp4 / fp6, sm_90, any M, the decoded weight as
+    # kernels/float_weight_gemm_cuda.py (csrc/float_weight_gemm): every format, sm_90, any M, the decoded weight as
     # WGMMA's register operand. Forced only (benchmarks) until measured: no table row names it yet.
     CUDA_GEMM = "cuda_gemm"
 
@@ -228,7 +228,7 @@ def cutlass_gemm_supported(device: torch.device, N: int, K: int, bits: int) -> b
 
 
 def cuda_gemm_supported(device: torch.device, M: int, K: int, bits: int) -> bool:
-    """Whether the CUDA WGMMA weight GEMM takes the call: fp4 / fp6 codes on sm_90 (sm_90a SASS), the shape
+    """Whether the CUDA WGMMA weight GEMM takes the call: sm_90 (sm_90a SASS), the shape
     (:func:`~lowbit_flex.kernels.float_weight_gemm_cuda.gemm_cuda_supports`) and a CUDA library that builds and
     loads."""
     from lowbit_flex.kernels.float_weight_gemm_cuda import gemm_cuda_supports
@@ -429,8 +429,8 @@ def _route(
         from lowbit_flex.kernels.float_weight_gemm_cuda import GEMM_CUDA_CONFIGS
 
         if M and not cuda_gemm_supported(device, M, K, bits):
-            raise ValueError(f"backend: the CUDA WGMMA GEMM needs fp4 / fp6 codes, sm_90, the CUDA library and K % 8 "
-                             f"== 0; got {bits}-bit codes, K={K}")  # fmt: skip
+            raise ValueError(f"backend: the CUDA WGMMA GEMM needs sm_90, the CUDA library and K % "
+                             f"{16 if bits == 8 else 8} == 0; got {bits}-bit codes, K={K}")  # fmt: skip
         if config not in GEMM_CUDA_CONFIGS:
             raise ValueError(f"config: expected one of {list(GEMM_CUDA_CONFIGS)}, got {config!r}")
         return _Route(backend, native, None, config)

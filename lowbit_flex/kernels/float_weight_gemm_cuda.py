@@ -1,12 +1,13 @@
-"""fp6 / fp4 weight-only GEMM on Hopper with the decoded weight as WGMMA's register operand, in CUDA
+"""fp8 / fp6 / fp4 weight-only GEMM on Hopper with the decoded weight as WGMMA's register operand, in CUDA
 (``csrc/float_weight_gemm/``): ``out = x @ (decode(w) * w_scale[:, None]).T + bias`` for any M (its row tiles
 are 16 to 256 rows of x: built for M >= 16).
 
-TMA brings x's tiles (the 128-byte swizzle WGMMA reads) and the tile layout's words (:mod:`lowbit_flex.quant.fpx_tiles`)
-into a pipeline of shared-memory stages; each consumer warpgroup decodes its 64 weight rows straight into the A
-registers of ``wgmma m64nBMk16`` (one byte permute per two words joins the layout's planes into WGMMA's fragment
-order), so the decoded weight never goes back through shared memory, which is what bounded the Gluon kernel from
-M = 256 (docs/measurements/h200_run45_gluon_weight_only.md). ``csrc/float_weight_gemm/float_weight_gemm_sm90.cuh``
+TMA brings x's tiles (the 128-byte swizzle WGMMA reads) and the weight's (the tile layout's words of
+:mod:`lowbit_flex.quant.fpx_tiles`, or e4m3 rows) into a pipeline of shared-memory stages; each consumer warpgroup
+decodes its 64 weight rows straight into the A registers of ``wgmma m64nBMk16`` (fp4 / fp6: one byte permute per
+two words joins the layout's planes into WGMMA's fragment order; fp8: one per two bytes picks the lane's pair), so
+the decoded weight never goes back through shared memory, which is what bounded the Gluon kernel from M = 256
+(docs/measurements/h200_run45_gluon_weight_only.md). ``csrc/float_weight_gemm/float_weight_gemm_sm90.cuh``
 says why each piece is there.
 
 Split-K where the output tiles leave SMs idle (the launcher plans it: about one CTA per SM): each split writes fp32
@@ -15,7 +16,8 @@ partials into the launcher's workspace, and the library's reduce kernel adds the
 Called through ``ctypes`` in eager mode; traced calls record the ``lowbit::float_weight_gemm_cuda`` op
 (``lowbit_flex/ops/cutlass_gemm.py``), which AOTInductor packages can call. Not in the dispatch table yet
 (unmeasured): the weight-only dispatch runs it only when forced (``backend=Backend.CUDA_GEMM``). Constraints
-(:func:`gemm_cuda_supports`): sm_90, fp4 / fp6 codes, ``K % 8 == 0``, 16-byte aligned bases (copied where not).
+(:func:`gemm_cuda_supports`): sm_90, ``K % 8 == 0`` (fp8: ``K % 16 == 0``), 16-byte aligned bases (copied where
+not).
 """
 
 from __future__ import annotations
@@ -43,9 +45,9 @@ _CONFIG_INDEX = {name: i for i, name in enumerate(GEMM_CUDA_CONFIGS)}
 
 
 def gemm_cuda_supports(M: int, K: int, bits: int) -> bool:
-    """Whether the kernel takes the shape (``bits`` 4 or 6); the library's presence and the GPU (sm_90) are the
-    dispatch's checks."""
-    return bits in (4, 6) and M >= 1 and K >= 8 and K % 8 == 0
+    """Whether the kernel takes the shape (``bits`` 8, 6 or 4: TMA rows of 16-byte multiples, x's and fp8 w's); the
+    library's presence and the GPU (sm_90) are the dispatch's checks."""
+    return bits in (4, 6, 8) and M >= 1 and K >= 8 and K % (16 if bits == 8 else 8) == 0
 
 
 @functools.cache
@@ -67,9 +69,9 @@ def library_config_names() -> tuple[str, ...]:
 
 def float_weight_gemm_cuda(x, w, w_scale, bias, ebits: int, mbits: int, config: str) -> torch.Tensor:
     """``x @ (decode(w) * w_scale[:, None]).T + bias`` for ``x`` fp16 / bf16 ``(M, K)`` with contiguous rows,
-    ``w`` int32 tile words of fp6 / fp4 codes ``(N, words)``, ``w_scale`` float32 ``(N,)``, ``bias`` ``(N,)`` in
-    x's dtype or None; contiguous, on one sm_90 device, validated by the op and :func:`gemm_cuda_supports` ->
-    ``(M, N)`` in x's dtype. Traced calls record ``lowbit::float_weight_gemm_cuda``."""
+    ``w`` float8_e4m3fn ``(N, K)`` or int32 tile words of fp6 / fp4 codes, ``w_scale`` float32 ``(N,)``, ``bias``
+    ``(N,)`` in x's dtype or None; contiguous, on one sm_90 device, validated by the op and
+    :func:`gemm_cuda_supports` -> ``(M, N)`` in x's dtype. Traced calls record ``lowbit::float_weight_gemm_cuda``."""
     if traced(x):  # the op, which AOTInductor packages call by name (lowbit_flex/ops/cutlass_gemm.py)
         return torch.ops.lowbit.float_weight_gemm_cuda(x, w, w_scale, bias, ebits, mbits, config)
     return launch_gemm_cuda(x, w, w_scale, bias, ebits, mbits, config)

@@ -1,6 +1,6 @@
 """The CUDA-library kernels as ops: the CUTLASS GEMMs ``lowbit::s8s4_gemm_cutlass`` and
 ``lowbit::s8s8_groupwise_gemm_cutlass``, the W4A8 decode GEMV ``lowbit::w4a8_gemv_cuda``, the fp8 / fp6 / fp4
-weight-only decode GEMV ``lowbit::float_weight_gemv_cuda``, the fp6 / fp4 weight-only WGMMA GEMM
+weight-only decode GEMV ``lowbit::float_weight_gemv_cuda``, the fp8 / fp6 / fp4 weight-only WGMMA GEMM
 ``lowbit::float_weight_gemm_cuda`` and the fp8 weight-only prefill GEMM ``lowbit::fp8_weight_gemm_cutlass``.
 
 ``lowbit::s8s4_linear`` is a ``triton_op``: compiled and exported graphs hold its kernels rather than the op. Where
@@ -214,14 +214,8 @@ def _check_float_weight_gemv(x, w, w_scale, bias, ebits, mbits, config) -> None:
     """The checks of ``lowbit::float_weight_gemv_cuda`` (the C++ op makes the same ones): the weight-only op's
     (``lowbit::fp8_weight_only_linear`` / ``lowbit::fpx_weight_only_linear``), then the GEMV's shape limits."""
     from lowbit_flex.kernels import float_weight_gemv_cuda as gemv
-    from lowbit_flex.ops.fp8_weight_only_linear import check_args as check_fp8
-    from lowbit_flex.ops.fpx_weight_only_linear import check_args as check_fpx
 
-    check_tensor("x", x, dtypes=HALF_DTYPES, ndim=2)
-    if (ebits, mbits) == (4, 3):
-        check_fp8(x, w, w_scale, bias, w_name="w")
-    else:
-        check_fpx(x, w, w_scale, ebits, mbits, bias, w_name="w")
+    _check_weight_only(x, w, w_scale, bias, ebits, mbits)
     (M, K), bits = x.shape, 1 + ebits + mbits
     if M > gemv.MAX_M or not gemv.gemv_cuda_supports(max(M, 1), K, bits):
         raise ValueError(
@@ -254,17 +248,28 @@ def _float_weight_gemv_cuda(x, w, w_scale, bias, ebits, mbits, config):
     return launch_gemv_cuda(x.contiguous(), w.contiguous(), w_scale.contiguous(), b, ebits, mbits, config)
 
 
-def _check_float_weight_gemm(x, w, w_scale, bias, ebits, mbits, config) -> None:
-    """The checks of ``lowbit::float_weight_gemm_cuda`` (the C++ op makes the same ones): the fp6 / fp4 weight-only
-    op's (``lowbit::fpx_weight_only_linear``), then the GEMM's shape limits."""
-    from lowbit_flex.kernels import float_weight_gemm_cuda as gemm
-    from lowbit_flex.ops.fpx_weight_only_linear import check_args
+def _check_weight_only(x, w, w_scale, bias, ebits, mbits) -> None:
+    """The weight-only ops' checks (``lowbit::fp8_weight_only_linear`` / ``lowbit::fpx_weight_only_linear``) on a 2-D
+    x, which the CUDA library's weight-only kernels share."""
+    from lowbit_flex.ops.fp8_weight_only_linear import check_args as check_fp8
+    from lowbit_flex.ops.fpx_weight_only_linear import check_args as check_fpx
 
     check_tensor("x", x, dtypes=HALF_DTYPES, ndim=2)
-    check_args(x, w, w_scale, ebits, mbits, bias, w_name="w")
-    K = x.shape[1]
-    if not gemm.gemm_cuda_supports(1, K, 1 + ebits + mbits):
-        raise ValueError(f"x: the GEMM takes K a multiple of 8 (at least 8); got K={K}")
+    if (ebits, mbits) == (4, 3):
+        check_fp8(x, w, w_scale, bias, w_name="w")
+    else:
+        check_fpx(x, w, w_scale, ebits, mbits, bias, w_name="w")
+
+
+def _check_float_weight_gemm(x, w, w_scale, bias, ebits, mbits, config) -> None:
+    """The checks of ``lowbit::float_weight_gemm_cuda`` (the C++ op makes the same ones): the weight-only ops',
+    then the GEMM's shape limits."""
+    from lowbit_flex.kernels import float_weight_gemm_cuda as gemm
+
+    _check_weight_only(x, w, w_scale, bias, ebits, mbits)
+    K, bits = x.shape[1], 1 + ebits + mbits
+    if not gemm.gemm_cuda_supports(1, K, bits):
+        raise ValueError(f"x: the GEMM takes K a multiple of {16 if bits == 8 else 8} (at least 8); got K={K}")
     # the launcher's int arguments; no max(): under export, comparing a symbolic M with N and K would guard M's range
     if x.shape[0] > 2**31 - 1 or w.shape[0] > 2**31 - 1 or K > 2**31 - 1:
         raise ValueError(f"x: shape too large, got {tuple(x.shape)}")
@@ -273,8 +278,10 @@ def _check_float_weight_gemm(x, w, w_scale, bias, ebits, mbits, config) -> None:
 
 
 def _float_weight_gemm_cpu(x, w, w_scale, bias, ebits, mbits, config):
-    """The fp6 / fp4 weight-only op's exact CPU reference (float64, rounded once)."""
+    """The weight-only ops' exact CPU reference (float64, rounded once)."""
     _check_float_weight_gemm(x, w, w_scale, bias, ebits, mbits, config)
+    if (ebits, mbits) == (4, 3):
+        return torch.ops.lowbit.fp8_weight_only_linear(x, w, w_scale, bias)
     return torch.ops.lowbit.fpx_weight_only_linear(x, w, w_scale, ebits, mbits, bias)
 
 

@@ -1,5 +1,5 @@
-"""The CUDA fp6 / fp4 weight-only WGMMA GEMM (``lowbit_flex.kernels.float_weight_gemm_cuda``) against float64 on an
-sm_90 GPU (every config, format and dtype, split and unsplit K, ragged M / N / K; outputs and split-K partials
+"""The CUDA fp8 / fp6 / fp4 weight-only WGMMA GEMM (``lowbit_flex.kernels.float_weight_gemm_cuda``) against float64
+on an sm_90 GPU (every config, format and dtype, split and unsplit K, ragged M / N / K; outputs and split-K partials
 poisoned first), and its Python-side contract (config table vs header, support rules, split plans, the dispatch) on
 any machine."""
 
@@ -11,7 +11,7 @@ import torch
 
 import lowbit_flex  # noqa: F401  (registers torch.ops.lowbit)
 from lowbit_flex.kernels import float_weight_gemm_cuda as mod
-from lowbit_flex.quant import E2M1_FN, E2M3_FN, E3M2_FN
+from lowbit_flex.quant import E2M1_FN, E2M3_FN, E3M2_FN, E4M3FN
 from tests.kernels.test_float_weight_kernels import _run, _weight
 from tests.ops._weight_only_reference import assert_within, exact_linear
 
@@ -20,7 +20,7 @@ requires_sm90 = pytest.mark.skipif(
     reason="needs an sm_90 GPU: wgmma and setmaxnreg (sm_90a SASS), no CPU or interpreter path",
 )
 HEADER = Path(__file__).resolve().parents[2] / "lowbit_flex/csrc/float_weight_gemm/float_weight_gemm.h"
-FORMATS = [E3M2_FN, E2M3_FN, E2M1_FN]
+FORMATS = [E4M3FN, E3M2_FN, E2M3_FN, E2M1_FN]
 
 
 def test_config_names_and_tiles_match_the_header():
@@ -33,7 +33,7 @@ def test_config_names_and_tiles_match_the_header():
 @pytest.mark.parametrize(
     "M, K, bits, ok",
     [(1, 128, 4, True), (4096, 8, 6, True), (16, 136, 4, True), (0, 128, 4, False), (16, 4, 4, False),
-     (16, 300, 6, False), (16, 128, 8, False)],
+     (16, 300, 6, False), (16, 128, 8, True), (16, 136, 8, False), (16, 128, 5, False)],
 )  # fmt: skip
 def test_supports(M, K, bits, ok):
     assert mod.gemm_cuda_supports(M, K, bits) is ok
@@ -85,7 +85,7 @@ def test_dispatch_runs_it_only_when_forced(monkeypatch):
 
 
 @requires_sm90
-def test_unknown_config_and_fp8_codes_are_refused():
+def test_unknown_config_and_an_fp8_k_off_16_are_refused():
     from lowbit_flex.kernels import float_weight_dispatch as d
 
     x = torch.randn(16, 256, device="cuda").bfloat16()
@@ -93,10 +93,10 @@ def test_unknown_config_and_fp8_codes_are_refused():
     with pytest.raises(ValueError, match="config: expected one of"):
         d.float_weight_only_linear_cuda(x, w4, torch.ones(8, device="cuda"), None, 2, 1, backend=d.Backend.CUDA_GEMM,
                                         config="wgmma_1x1")  # fmt: skip
-    w8 = torch.zeros(8, 256, device="cuda").to(torch.float8_e4m3fn)
-    with pytest.raises(ValueError, match="fp4 / fp6 codes"):
-        d.float_weight_only_linear_cuda(x, w8, torch.ones(8, device="cuda"), None, 4, 3, backend=d.Backend.CUDA_GEMM,
-                                        config="wgmma_16x128")  # fmt: skip
+    w8 = torch.zeros(8, 264, device="cuda").to(torch.float8_e4m3fn)  # fp8 rows are TMA rows: K % 16
+    with pytest.raises(ValueError, match="K % 16 == 0"):
+        d.float_weight_only_linear_cuda(x[:, :1].expand(16, 264).contiguous(), w8, torch.ones(8, device="cuda"), None,
+                                        4, 3, backend=d.Backend.CUDA_GEMM, config="wgmma_16x128")  # fmt: skip
 
 
 @requires_sm90
@@ -129,7 +129,12 @@ def test_every_code_decodes_exactly(fmt, dtype, config):
     cols = (5 * torch.arange(n_codes)) % K
     codes = torch.zeros(n_codes, K, dtype=torch.uint8)
     codes[torch.arange(n_codes), cols] = torch.arange(n_codes, dtype=torch.uint8)
-    w, w64 = pack_fpx_tiles(codes, fmt.bits), from_fpx_bits(codes, fmt, torch.float64)
+    if fmt.bits == 8:
+        codes[(codes & 0x7F) == 0x7F] = 0  # the two NaN codes (finite codes only: the op's contract)
+        w = codes.view(torch.float8_e4m3fn)
+        w64 = w.double()
+    else:
+        w, w64 = pack_fpx_tiles(codes, fmt.bits), from_fpx_bits(codes, fmt, torch.float64)
     x = torch.randn(19, K).to(dtype)
     out = float_weight_only_linear_cuda(x.cuda(), w.cuda(), torch.ones(n_codes).cuda(), None, fmt.ebits, fmt.mbits,
                                         backend=Backend.CUDA_GEMM, config=config).cpu()  # fmt: skip
@@ -149,7 +154,7 @@ def test_each_k_position_meets_its_x_column(fmt):
     one = int(torch.nonzero(from_fpx_bits(torch.arange(2**fmt.bits, dtype=torch.uint8), fmt, torch.float64) == 1)[0])
     codes = torch.zeros(N, K, dtype=torch.uint8)
     codes[torch.arange(N), torch.arange(N)] = one
-    w = pack_fpx_tiles(codes, fmt.bits)
+    w = codes.view(torch.float8_e4m3fn) if fmt.bits == 8 else pack_fpx_tiles(codes, fmt.bits)
     x = torch.randn(24, K).bfloat16()
     out = float_weight_only_linear_cuda(x.cuda(), w.cuda(), torch.ones(N).cuda(), None, fmt.ebits, fmt.mbits,
                                         backend=Backend.CUDA_GEMM, config="wgmma_32x128").cpu()  # fmt: skip

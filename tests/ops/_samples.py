@@ -134,6 +134,8 @@ def _float_weight_gemm_cuda(device):
     yield (bf16(264, 5).t(), tiles(6, 16, 264), rand(16), None, 3, 2, "wgmma_16x128"), {}  # non-contiguous
     yield (bf16(1, 256).expand(20, 256), tiles(6, 24, 256), rand(24), None, 2, 3, "wgmma_256x128"), {}  # expanded
     yield (bf16(0, 256), tiles(4, 24, 256), rand(24), None, 2, 1, "wgmma_128x128"), {}  # no rows
+    fp8 = (torch.randn(24, 272, device=device) * 50).to(torch.float8_e4m3fn)
+    yield (bf16(33, 272), fp8, rand(24), None, 4, 3, "wgmma_32x128"), {}  # fp8 rows, a partial K tile
 
 
 def _fp8_weight_gemm_cutlass(device):

@@ -145,8 +145,10 @@ def test_fp8_weight_gemm_bad_input_same_error_eager_and_fake(make, error, name):
 
 BAD_FLOAT_GEMM = [
     (lambda: (*_float_gemv_args(bits=4), 2, 1, "nope"), ValueError, "config"),
-    (lambda: (*_float_gemv_args(bits=8), 4, 3, "wgmma_64x128"), ValueError, "ebits, mbits"),  # fp8: not this GEMM
+    (lambda: (*_float_gemv_args(bits=4), 5, 3, "wgmma_64x128"), ValueError, "ebits, mbits"),
     (lambda: (*_float_gemv_args(K=132, bits=4), 2, 1, "wgmma_64x128"), ValueError, "x"),  # K % 8
+    (lambda: (*_float_gemv_args(K=136), 4, 3, "wgmma_64x128"), ValueError, "x"),  # fp8: K % 16
+    (lambda: (*_float_gemv_args(bits=6), 4, 3, "wgmma_64x128"), TypeError, "w"),  # int32 words for fp8
     (lambda: (_float_gemv_args()[0].float(), *_float_gemv_args(bits=6)[1:], 3, 2, "wgmma_64x128"), TypeError, "x"),
     (lambda: (_float_gemv_args()[0][None], *_float_gemv_args(bits=6)[1:], 3, 2, "wgmma_64x128"), ValueError, "x"),
     (lambda: (*_float_gemv_args(bits=4), 3, 2, "wgmma_64x128"), ValueError, "w"),  # fp4 words for an fp6 format
@@ -160,14 +162,17 @@ def test_float_weight_gemm_bad_input_same_error_eager_and_fake(make, error, name
     _same_error_eager_and_fake(torch.ops.lowbit.float_weight_gemm_cuda, make(), error, name)
 
 
-@pytest.mark.parametrize("bits, ebits, mbits", [(6, 3, 2), (6, 2, 3), (4, 2, 1)])
+@pytest.mark.parametrize("bits, ebits, mbits", [(8, 4, 3), (6, 3, 2), (6, 2, 3), (4, 2, 1)])
 def test_float_weight_gemm_reference_is_the_weight_only_op(bits, ebits, mbits):
     from lowbit_flex.quant import E2M1_FN, E2M3_FN, E3M2_FN, from_fpx_bits, unpack_fpx_tiles
 
-    x, w, s, b = _float_gemv_args(M=70, K=200, N=24, bits=bits)
+    x, w, s, b = _float_gemv_args(M=70, K=208, N=24, bits=bits)
     got = torch.ops.lowbit.float_weight_gemm_cuda(x, w, s, b, ebits, mbits, "wgmma_128x128")
-    fmt = {(3, 2): E3M2_FN, (2, 3): E2M3_FN, (2, 1): E2M1_FN}[ebits, mbits]
-    w64 = from_fpx_bits(unpack_fpx_tiles(w, bits, x.shape[1]), fmt, torch.float64)
+    if bits == 8:
+        w64 = w.double()
+    else:
+        fmt = {(3, 2): E3M2_FN, (2, 3): E2M3_FN, (2, 1): E2M1_FN}[ebits, mbits]
+        w64 = from_fpx_bits(unpack_fpx_tiles(w, bits, x.shape[1]), fmt, torch.float64)
     want = (x.double() @ w64.T * s.double() + b.double()).to(torch.bfloat16)
     assert got.dtype == torch.bfloat16 and torch.equal(got, want)
 
@@ -312,7 +317,11 @@ def test_cpp_library_without_lowbit_flex_equals_the_ctypes_path(tmp_path):
                 calls.append(("float_weight_gemv_cuda", (xf, wf, sf, bf, e, m, config)))
         xf, wf, sf, bf = (t.cuda() for t in _float_gemv_args(M, K, N, 8))
         calls.append(("fp8_weight_gemm_cutlass", (xf, wf, sf, bf, "64x128x64_coop_sk")))
-        for bits, (e, m), config in ((4, (2, 1), "wgmma_16x128"), (6, (2, 3), "wgmma_128x128")):
+        for bits, (e, m), config in (
+            (4, (2, 1), "wgmma_16x128"),
+            (6, (2, 3), "wgmma_128x128"),
+            (8, (4, 3), "wgmma_64x128"),
+        ):
             xq, wq, sq, bq = (t.cuda() for t in _float_gemv_args(M, K, N, bits))
             calls.append(("float_weight_gemm_cuda", (xq, wq, sq, bq, e, m, config)))
         calls.append(("fp8_weight_gemm_cutlass", (xf.half(), wf, sf, None, "256x128x64_coop")))

@@ -26,6 +26,7 @@ OPCHECK_TEST_UTILS = {
     "fp8_weight_only_linear": _NO_SCHEMA_CHECK,
     "float_weight_gemv_cuda": _NO_SCHEMA_CHECK,  # its samples mix fp8 and fp4 / fp6 weights
     "fp8_weight_gemm_cutlass": _NO_SCHEMA_CHECK,
+    "float_weight_gemm_cuda": _NO_SCHEMA_CHECK,  # its samples mix fp8 and fp4 / fp6 weights
 }
 
 

@@ -1,5 +1,5 @@
-// fp4 / fp6 tile-layout codes -> fp16 / bf16 pairs, two codes per 32-bit register, with bit operations. Shared by
-// the decode GEMV (float_weight_gemv) and the Hopper GEMM (float_weight_gemm).
+// fp4 / fp6 tile-layout codes (and e4m3 bytes) -> fp16 / bf16 pairs, two codes per 32-bit register, with bit
+// operations. Shared by the decode GEMV (float_weight_gemv) and the Hopper GEMM (float_weight_gemm).
 //
 // The tile layout (lowbit_flex/quant/fpx_tiles.py) puts codes p and p + 4 of a word 16 bits apart, so one shift and
 // mask moves both into the fields of an fp16 / bf16 pair. The codes' exponent bias is fixed up exactly: for fp16 by
@@ -9,6 +9,7 @@
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
+#include <cuda_fp8.h>
 
 #include <cstdint>
 #include <type_traits>
@@ -69,6 +70,20 @@ __device__ __forceinline__ uint32_t decode_fpx_pair(uint32_t hi, uint32_t lo) {
     r |= shift<kCrumb - 2 * P>(lo) & ((3u << kCrumb) * 0x10001u);
   }
   return rebias<T, F::kBias>(r);
+}
+
+// Two e4m3 codes -> an x-dtype pair (exact: every e4m3 value is a bf16 and an fp16 value). fp16: the codes in bytes
+// 0 and 1 of `u`, the hardware conversion; bf16: in bytes 1 and 3 (bytes 0 and 2 ignored), each moved into its
+// half's bf16 fields and rebiased.
+template <class T>
+__device__ __forceinline__ uint32_t decode_fp8_bytes(uint32_t u) {
+  if constexpr (std::is_same_v<T, __half>) {
+    const __half2_raw h = __nv_cvt_fp8x2_to_halfraw2(static_cast<__nv_fp8x2_storage_t>(u & 0xFFFFu), __NV_E4M3);
+    return static_cast<uint32_t>(h.x) | (static_cast<uint32_t>(h.y) << 16);
+  } else {
+    // sign at bit 15, exponent and mantissa moved down to bf16's fields (the bytes below them shift out of the mask)
+    return rebias<T, 7>(((u >> 4) & 0x07F007F0u) | (u & 0x80008000u));
+  }
 }
 
 }  // namespace lowbit

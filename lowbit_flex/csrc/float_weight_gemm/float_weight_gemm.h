@@ -1,19 +1,19 @@
-// fp6 (e3m2, e2m3) / fp4 (e2m1) weight-only GEMM on Hopper for M >= 16 rows of x, shared declarations (no CUTLASS
-// headers: the launcher's callers compile in a second).
+// fp8 (e4m3) / fp6 (e3m2, e2m3) / fp4 (e2m1) weight-only GEMM on Hopper, built for M >= 16 rows of x, shared
+// declarations (no CUTLASS headers: the launcher's callers compile in a second).
 //
 //   out[m, n] = T( (sum_k x[m, k] * decode(w)[n, k]) * w_scale[n] + bias[n] ),   T = x's dtype (fp16 or bf16)
 //
-// x: (M, K) row-major in T. w: int32 words of the tile layout (N, ceil(K / 128) * (24 | 16)) (fp6 | fp4,
-// lowbit_flex/quant/fpx_tiles.py), what FPxWeightOnlyLinear stores. w_scale (N,) fp32; bias (N,) in T or null;
-// out (M, N) row-major in T.
+// x: (M, K) row-major in T. w: e4m3fn bytes (N, K) (fp8, what FP8WeightOnlyLinear stores), or int32 words of the
+// tile layout (N, ceil(K / 128) * (24 | 16)) (fp6 | fp4, lowbit_flex/quant/fpx_tiles.py, what FPxWeightOnlyLinear
+// stores). w_scale (N,) fp32; bias (N,) in T or null; out (M, N) row-major in T.
 //
 // Split-K where the output tiles leave SMs idle (split_plan): CTA z sums its range of 128-code K tiles into fp32
 // partials in the workspace, and a second kernel adds them in split order (deterministic) and applies the epilogue.
 // The workspace protocol is the CUTLASS launchers': a call with `query_workspace` stores the bytes needed and
 // launches nothing.
 //
-// Constraints (problem_ok): M, N >= 1, K >= 8, K % 8 == 0 (x's rows are TMA rows of 16-byte multiples), x and w
-// 16-byte aligned. Why the kernel is built this way: float_weight_gemm_sm90.cuh.
+// Constraints (problem_ok): M, N >= 1, K >= 8, K % 8 == 0 (x's rows are TMA rows of 16-byte multiples; fp8:
+// K % 16 == 0, w's rows too), x and w 16-byte aligned. Why the kernel is built this way: float_weight_gemm_sm90.cuh.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -28,7 +28,7 @@
 namespace lowbit::float_weight_gemm {
 
 struct Problem {
-  int format;  // kE3M2, kE2M3 or kE2M1
+  int format;  // a lowbit::FpxFormat
   const void* x;
   const void* w;
   const float* w_scale;
@@ -48,8 +48,9 @@ inline int k_tiles(int K) { return (K + kFpxTileCodes - 1) / kFpxTileCodes; }
 
 inline bool problem_ok(Problem const& p) {
   auto aligned16 = [](const void* ptr) { return (reinterpret_cast<uintptr_t>(ptr) & 15u) == 0; };
-  if (p.format != kE3M2 && p.format != kE2M3 && p.format != kE2M1) return false;
-  if (p.M < 1 || p.N < 1 || p.K < 8 || p.K % 8 != 0) return false;
+  if (p.format < kE4M3 || p.format > kE2M1) return false;
+  const int k_multiple = p.format == kE4M3 ? 16 : 8;  // TMA rows of 16-byte multiples: x's, and fp8 w's
+  if (p.M < 1 || p.N < 1 || p.K < 8 || p.K % k_multiple != 0) return false;
   return p.x && p.w && p.w_scale && p.out && aligned16(p.x) && aligned16(p.w) &&
          (p.workspace_bytes == 0 || p.workspace != nullptr);
 }

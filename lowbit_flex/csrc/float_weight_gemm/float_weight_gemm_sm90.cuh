@@ -1,4 +1,4 @@
-// Hopper fp6 / fp4 weight-only GEMM (float_weight_gemm.h): the decoded weight is WGMMA's register-sourced A
+// Hopper fp8 / fp6 / fp4 weight-only GEMM (float_weight_gemm.h): the decoded weight is WGMMA's register-sourced A
 // operand, x the shared-memory B operand, so the weight never goes back to shared memory once decoded.
 //
 // Why this shape (docs/measurements/h200_run45_gluon_weight_only.md): the Gluon kernel that stores the decoded
@@ -54,11 +54,11 @@ constexpr int kProducerRegs = 40, kConsumerRegs = 232;  // setmaxnreg: 128 * 40 
 
 template <int FMT, int BM, int MAX_STAGES>
 struct Layout {
-  static constexpr bool kFp6 = FpxTraits<FMT>::kBits == 6;
-  static constexpr int kWordsPerTile = kFp6 ? 24 : 16;
-  static constexpr int kXBoxBytes = BM * 128;               // 64 x columns (2-byte values) of BM rows
-  static constexpr int kHiBytes = kBlockN * 64;             // 16 hi words of 128 rows
-  static constexpr int kLoBytes = kFp6 ? kBlockN * 32 : 0;  // 8 lo words
+  static constexpr bool kFp8 = FMT == kE4M3, kFp6 = FpxTraits<FMT>::kBits == 6;
+  static constexpr int kWordsPerTile = kFp6 ? 24 : 16;          // fp4 / fp6 tile words (fp8 rows are bytes)
+  static constexpr int kXBoxBytes = BM * 128;                   // 64 x columns (2-byte values) of BM rows
+  static constexpr int kHiBytes = kBlockN * (kFp8 ? 128 : 64);  // 128 rows of 16 hi words, or of 128 e4m3 bytes
+  static constexpr int kLoBytes = kFp6 ? kBlockN * 32 : 0;      // 8 lo words
   static constexpr int kTxBytes = 2 * kXBoxBytes + kHiBytes + kLoBytes;
   static constexpr int kStageBytes = (kTxBytes + 1023) / 1024 * 1024;  // every box 1024-byte aligned (swizzles)
   static constexpr int kReserve = 1024 + 1024;                         // aligning the base, and the barriers
@@ -173,6 +173,24 @@ __device__ __forceinline__ void decode_block(uint32_t (&a)[4], const JoinedCodes
   }
 }
 
+// fp8: the four A registers of K block B straight from the (128 rows, 128 bytes) box in the 128-byte swizzle (16-byte
+// chunk i of row `row` at chunk i ^ (row & 7)). One 16-byte load per row holds the block's codes; the lane's pairs
+// are bytes 2t, 2t + 1 and 2t + 8, 2t + 9, which one byte permute with a per-lane selector picks: `sel` places them
+// as (c0, c0, c1, c1) (bf16: each code in the high byte of its half) or (c0, c1) (fp16: the hardware conversion).
+template <class T, int B>
+__device__ __forceinline__ void decode_fp8_block(uint32_t (&a)[4], uint32_t box, int row_a, uint32_t sel) {
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    const int row = row_a + 8 * r;
+    uint4 v;
+    asm volatile("ld.shared.v4.u32 {%0, %1, %2, %3}, [%4];"
+                 : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+                 : "r"(box + row * 128 + ((B ^ (row & 7)) << 4)));
+    a[r] = decode_fp8_bytes<T>(__byte_perm(v.x, v.y, sel));      // cols 2t, 2t + 1
+    a[2 + r] = decode_fp8_bytes<T>(__byte_perm(v.z, v.w, sel));  // cols 2t + 8, 2t + 9
+  }
+}
+
 // Output channel n's epilogue: the fp32 sum times the decode's power of two and w_scale[n], plus bias[n], rounded
 // once to T (n < N).
 template <int FMT, class T>
@@ -231,7 +249,10 @@ __global__ void __launch_bounds__(kThreads, 1)
         uint8_t* stage = smem + s * L::kStageBytes;
         cute::SM90_TMA_LOAD_2D::copy(&tm_x, &full[s], kHint, stage, kt * 128, m0);
         cute::SM90_TMA_LOAD_2D::copy(&tm_x, &full[s], kHint, stage + L::kXBoxBytes, kt * 128 + 64, m0);
-        cute::SM90_TMA_LOAD_3D::copy(&tm_hi, &full[s], kHint, stage + 2 * L::kXBoxBytes, 0, kt, n0);
+        if constexpr (L::kFp8)
+          cute::SM90_TMA_LOAD_2D::copy(&tm_hi, &full[s], kHint, stage + 2 * L::kXBoxBytes, kt * 128, n0);
+        else
+          cute::SM90_TMA_LOAD_3D::copy(&tm_hi, &full[s], kHint, stage + 2 * L::kXBoxBytes, 0, kt, n0);
         if constexpr (L::kFp6)
           cute::SM90_TMA_LOAD_3D::copy(&tm_lo, &full[s], kHint, stage + 2 * L::kXBoxBytes + L::kHiBytes, 16, kt, n0);
       }
@@ -249,21 +270,32 @@ __global__ void __launch_bounds__(kThreads, 1)
 #pragma unroll
   for (int i = 0; i < kAcc; ++i) acc[i] = 0.0f;
   const uint32_t smem_base = smem_u32(smem);
+  // fp8: the byte permute that picks the lane's pair of a block's 16 bytes (see decode_fp8_block)
+  const uint32_t fp8_sel =
+      std::is_same_v<T, __half> ? (2 * t) | (2 * t + 1) << 4 : (2 * t) * 0x11u | (2 * t + 1) * 0x1100u;
 
   for (int i = 0; i < count; ++i) {
     const int s = i % S;
     Barrier::wait(&full[s], (i / S) & 1);
     const uint32_t stage = smem_base + s * L::kStageBytes;
     const uint64_t x_desc = sw128_desc(stage);
-    const JoinedCodes codes =
-        load_codes<FMT>(stage + 2 * L::kXBoxBytes, stage + 2 * L::kXBoxBytes + L::kHiBytes, row_a, t);
+    const uint32_t code_box = stage + 2 * L::kXBoxBytes;
+    JoinedCodes codes;
+    if constexpr (!L::kFp8) codes = load_codes<FMT>(code_box, code_box + L::kHiBytes, row_a, t);
     uint32_t a[2][4][4];  // two groups of four K blocks: group 1 decodes while group 0's WGMMAs run
     auto group = [&](auto half_c) {
       constexpr int H = decltype(half_c)::value;
-      decode_block<FMT, T, 4 * H + 0>(a[H][0], codes);
-      decode_block<FMT, T, 4 * H + 1>(a[H][1], codes);
-      decode_block<FMT, T, 4 * H + 2>(a[H][2], codes);
-      decode_block<FMT, T, 4 * H + 3>(a[H][3], codes);
+      if constexpr (L::kFp8) {
+        decode_fp8_block<T, 4 * H + 0>(a[H][0], code_box, row_a, fp8_sel);
+        decode_fp8_block<T, 4 * H + 1>(a[H][1], code_box, row_a, fp8_sel);
+        decode_fp8_block<T, 4 * H + 2>(a[H][2], code_box, row_a, fp8_sel);
+        decode_fp8_block<T, 4 * H + 3>(a[H][3], code_box, row_a, fp8_sel);
+      } else {
+        decode_block<FMT, T, 4 * H + 0>(a[H][0], codes);
+        decode_block<FMT, T, 4 * H + 1>(a[H][1], codes);
+        decode_block<FMT, T, 4 * H + 2>(a[H][2], codes);
+        decode_block<FMT, T, 4 * H + 3>(a[H][3], codes);
+      }
 #pragma unroll
       for (int b = 0; b < 4; ++b)
 #pragma unroll
@@ -383,8 +415,16 @@ int launch(Problem const& q, size_t* query_workspace) {
   const uint64_t w_strides[2] = {static_cast<uint64_t>(L::kWordsPerTile) * 4,
                                  static_cast<uint64_t>(L::kWordsPerTile) * 4 * tiles};
   const uint32_t hi_box[3] = {16, 1, kBlockN}, lo_box[3] = {8, 1, kBlockN};
-  if (!encode(&tm_x, CU_TENSOR_MAP_DATA_TYPE_UINT16, 2, q.x, x_dims, x_strides, x_box, CU_TENSOR_MAP_SWIZZLE_128B) ||
-      !encode(&tm_hi, CU_TENSOR_MAP_DATA_TYPE_UINT32, 3, q.w, w_dims, w_strides, hi_box, CU_TENSOR_MAP_SWIZZLE_64B))
+  // fp8: (N, K) e4m3 bytes, boxes of 128 bytes x 128 rows in the 128-byte swizzle
+  const uint64_t b_dims[2] = {static_cast<uint64_t>(q.K), static_cast<uint64_t>(q.N)};
+  const uint64_t b_strides[1] = {static_cast<uint64_t>(q.K)};
+  const uint32_t b_box[2] = {128, kBlockN};
+  if (!encode(&tm_x, CU_TENSOR_MAP_DATA_TYPE_UINT16, 2, q.x, x_dims, x_strides, x_box, CU_TENSOR_MAP_SWIZZLE_128B))
+    return kInvalidArgument;
+  if (L::kFp8
+          ? !encode(&tm_hi, CU_TENSOR_MAP_DATA_TYPE_UINT8, 2, q.w, b_dims, b_strides, b_box, CU_TENSOR_MAP_SWIZZLE_128B)
+          : !encode(&tm_hi, CU_TENSOR_MAP_DATA_TYPE_UINT32, 3, q.w, w_dims, w_strides, hi_box,
+                    CU_TENSOR_MAP_SWIZZLE_64B))
     return kInvalidArgument;
   if (L::kFp6 &&
       !encode(&tm_lo, CU_TENSOR_MAP_DATA_TYPE_UINT32, 3, q.w, w_dims, w_strides, lo_box, CU_TENSOR_MAP_SWIZZLE_32B))
@@ -425,6 +465,8 @@ int dispatch(int config, Problem const& p, size_t* query_workspace) {
   } else {
     if (!problem_ok(p) || !device_is_sm90()) return kInvalidArgument;
     switch (p.format) {
+      case kE4M3:
+        return launch_config<kE4M3, T>(config, p, query_workspace);
       case kE3M2:
         return launch_config<kE3M2, T>(config, p, query_workspace);
       case kE2M3:

@@ -97,17 +97,13 @@ __device__ __forceinline__ void mma(float (&c)[4], uint32_t a0, uint32_t a1, uin
         : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
 }
 
-// Two e4m3 codes (the low 16 bits of `w` after shifting by SHIFT8 bytes) -> an x-dtype pair.
+// Two e4m3 codes (16-bit half HALF of `w`) -> an x-dtype pair.
 template <class T, int HALF>
 __device__ __forceinline__ uint32_t decode_fp8_pair(uint32_t w) {
-  if constexpr (std::is_same_v<T, __half>) {
-    const __half2_raw h = __nv_cvt_fp8x2_to_halfraw2(static_cast<__nv_fp8x2_storage_t>(w >> (16 * HALF)), __NV_E4M3);
-    return static_cast<uint32_t>(h.x) | (static_cast<uint32_t>(h.y) << 16);
-  } else {
-    // Each code into the high byte of its half: sign at bit 15, exponent and mantissa moved down to bf16's fields.
-    const uint32_t u = __byte_perm(w, 0, HALF ? 0x3424 : 0x1404);
-    return rebias<T, 7>(((u >> 4) & 0x07F007F0u) | (u & 0x80008000u));
-  }
+  if constexpr (std::is_same_v<T, __half>)
+    return decode_fp8_bytes<T>(w >> (16 * HALF));
+  else  // each code into the high byte of its half
+    return decode_fp8_bytes<T>(__byte_perm(w, 0, HALF ? 0x3424 : 0x1404));
 }
 
 // x values [k, k + N) of one row as 32-bit words, zero where k >= K (whole runs: K % 8 == 0 and k % 4 == 0).

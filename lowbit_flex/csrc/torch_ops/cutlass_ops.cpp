@@ -237,21 +237,20 @@ at::Tensor w4a8_gemv_cuda(const at::Tensor& x, const std::optional<at::Tensor>& 
 
 // The checks the weight-only kernels share (lowbit_flex/ops/fp8_weight_only_linear.py's and
 // fpx_weight_only_linear.py's): x fp16 / bf16 (M, K) on CUDA; w e4m3fn (N, K), or int32 tile words of fp6 / fp4
-// codes; w_scale float32 (N,); bias (N,) in x's dtype or none. `fpx_only`: fp8 is not a format of the kernel.
-// Returns the lowbit::FpxFormat of (ebits, mbits).
+// codes; w_scale float32 (N,); bias (N,) in x's dtype or none. Returns the lowbit::FpxFormat of (ebits, mbits).
 int check_weight_only(const at::Tensor& x, const at::Tensor& w, const at::Tensor& w_scale,
-                      const std::optional<at::Tensor>& bias, int64_t ebits, int64_t mbits, bool fpx_only) {
+                      const std::optional<at::Tensor>& bias, int64_t ebits, int64_t mbits) {
   TORCH_CHECK_VALUE(x.is_cuda(), "x: expected a CUDA tensor, got one on ", x.device());
   const at::ScalarType xt = x.scalar_type();
   TORCH_CHECK_TYPE(xt == at::kHalf || xt == at::kBFloat16, "x: expected dtype float16 or bfloat16, got ", xt);
   TORCH_CHECK_VALUE(x.dim() == 2, "x: expected 2 dimensions, got shape ", x.sizes());
-  const int format = ebits == 4 && mbits == 3 && !fpx_only ? lowbit::kE4M3
-                     : ebits == 3 && mbits == 2            ? lowbit::kE3M2
-                     : ebits == 2 && mbits == 3            ? lowbit::kE2M3
-                     : ebits == 2 && mbits == 1            ? lowbit::kE2M1
-                                                           : -1;
-  TORCH_CHECK_VALUE(format >= 0, "ebits, mbits: expected ", fpx_only ? "one of " : "(4, 3), ",
-                    "(3, 2), (2, 3), (2, 1) (fp6 e3m2/e2m3, fp4 e2m1), got (", ebits, ", ", mbits, ")");
+  const int format = ebits == 4 && mbits == 3   ? lowbit::kE4M3
+                     : ebits == 3 && mbits == 2 ? lowbit::kE3M2
+                     : ebits == 2 && mbits == 3 ? lowbit::kE2M3
+                     : ebits == 2 && mbits == 1 ? lowbit::kE2M1
+                                                : -1;
+  TORCH_CHECK_VALUE(format >= 0, "ebits, mbits: expected (4, 3), (3, 2), (2, 3) or (2, 1), got (", ebits, ", ", mbits,
+                    ")");
   const int64_t K = x.size(1), N = w.size(0);
   if (format == lowbit::kE4M3) {
     check_tensor("w", w, at::kFloat8_e4m3fn, 2, x.device());
@@ -278,7 +277,7 @@ at::Tensor float_weight_gemv_cuda(const at::Tensor& x, const at::Tensor& w, cons
                                   const std::optional<at::Tensor>& bias, int64_t ebits, int64_t mbits,
                                   c10::string_view config) {
   namespace fw = lowbit::float_weight_gemv;
-  const int format = check_weight_only(x, w, w_scale, bias, ebits, mbits, /*fpx_only=*/false);
+  const int format = check_weight_only(x, w, w_scale, bias, ebits, mbits);
   const int64_t M = x.size(0), K = x.size(1), N = w.size(0);
   const at::ScalarType xt = x.scalar_type();
   const int k_multiple = format == lowbit::kE4M3 ? 16 : 8;
@@ -301,15 +300,17 @@ at::Tensor float_weight_gemv_cuda(const at::Tensor& x, const at::Tensor& w, cons
   return out;
 }
 
-// The fp6 / fp4 weight-only WGMMA GEMM (csrc/float_weight_gemm): int32 tile words, out in x's dtype. The checks are
-// lowbit_flex/ops/cutlass_gemm.py's _check_float_weight_gemm.
+// The weight-only WGMMA GEMM (csrc/float_weight_gemm): e4m3 bytes or fp6 / fp4 tile words, out in x's dtype. The checks
+// are lowbit_flex/ops/cutlass_gemm.py's _check_float_weight_gemm.
 at::Tensor float_weight_gemm_cuda(const at::Tensor& x, const at::Tensor& w, const at::Tensor& w_scale,
                                   const std::optional<at::Tensor>& bias, int64_t ebits, int64_t mbits,
                                   c10::string_view config) {
-  const int format = check_weight_only(x, w, w_scale, bias, ebits, mbits, /*fpx_only=*/true);
+  const int format = check_weight_only(x, w, w_scale, bias, ebits, mbits);
   const int64_t M = x.size(0), K = x.size(1), N = w.size(0);
   const at::ScalarType xt = x.scalar_type();
-  TORCH_CHECK_VALUE(K >= 8 && K % 8 == 0, "x: the GEMM takes K a multiple of 8 (at least 8); got K=", K);
+  const int k_multiple = format == lowbit::kE4M3 ? 16 : 8;
+  TORCH_CHECK_VALUE(K >= 8 && K % k_multiple == 0, "x: the GEMM takes K a multiple of ", k_multiple,
+                    " (at least 8); got K=", K);
   TORCH_CHECK_VALUE(M <= INT32_MAX && N <= INT32_MAX && K <= INT32_MAX, "x: shape too large, got ", x.sizes());
   const int index = config_index("the float weight GEMM", lowbit_float_weight_gemm_sm90_num_configs,
                                  lowbit_float_weight_gemm_sm90_config_name, config);
