@@ -12,7 +12,7 @@ import torch
 import lowbit_flex  # noqa: F401  (registers torch.ops.lowbit)
 from lowbit_flex.kernels import float_weight_gemm_cuda as mod
 from lowbit_flex.quant import E2M1_FN, E2M3_FN, E3M2_FN, E4M3FN
-from tests.kernels.test_float_weight_kernels import _run, _weight
+from tests.kernels.test_float_weight_kernels import _run, assert_nan_row_stays_in_its_row
 from tests.ops._weight_only_reference import assert_within, exact_linear
 
 requires_sm90 = pytest.mark.skipif(
@@ -165,17 +165,7 @@ def test_each_k_position_meets_its_x_column(fmt):
 
 @requires_sm90
 def test_nan_in_one_row_stays_in_that_row():
-    from lowbit_flex.kernels.float_weight_dispatch import Backend, float_weight_only_linear_cuda
-
-    gen = torch.Generator().manual_seed(3)
-    for fmt in FORMATS:
-        w, _ = _weight(fmt, 40, 256, gen)
-        x = torch.randn(21, 256, generator=gen).bfloat16()
-        x[4, 9] = float("nan")
-        for config in ("wgmma_16x128", "wgmma_64x128"):
-            out = float_weight_only_linear_cuda(x.cuda(), w.cuda(), torch.ones(40, device="cuda"), None, fmt.ebits,
-                                                fmt.mbits, backend=Backend.CUDA_GEMM, config=config).cpu()  # fmt: skip
-            assert torch.isnan(out[4]).all() and not torch.isnan(out[torch.arange(21) != 4]).any()
+    assert_nan_row_stays_in_its_row(FORMATS, "cuda_gemm", ["wgmma_16x128", "wgmma_64x128"], 21)
 
 
 @requires_sm90

@@ -11,7 +11,7 @@ import torch
 import lowbit_flex  # noqa: F401  (registers torch.ops.lowbit)
 from lowbit_flex.kernels import float_weight_gemv_cuda as mod
 from lowbit_flex.quant import E2M1_FN, E2M3_FN, E3M2_FN, E4M3FN
-from tests.kernels.test_float_weight_kernels import _run, _weight
+from tests.kernels.test_float_weight_kernels import _run, assert_nan_row_stays_in_its_row
 from tests.ops._weight_only_reference import assert_within, exact_linear
 
 requires_sm90 = pytest.mark.skipif(
@@ -128,16 +128,7 @@ def test_every_code_decodes_exactly(fmt, dtype):
 
 @requires_sm90
 def test_nan_in_one_row_stays_in_that_row():
-    from lowbit_flex.kernels.float_weight_dispatch import Backend, float_weight_only_linear_cuda
-
-    gen = torch.Generator().manual_seed(3)
-    for fmt in FORMATS:
-        w, _ = _weight(fmt, 40, 256, gen)
-        x = torch.randn(11, 256, generator=gen).bfloat16()
-        x[4, 9] = float("nan")
-        out = float_weight_only_linear_cuda(x.cuda(), w.cuda(), torch.ones(40, device="cuda"), None, fmt.ebits,
-                                            fmt.mbits, backend=Backend.CUDA_GEMV, config="cp_n2k4").cpu()  # fmt: skip
-        assert torch.isnan(out[4]).all() and not torch.isnan(out[torch.arange(11) != 4]).any()
+    assert_nan_row_stays_in_its_row(FORMATS, "cuda_gemv", ["cp_n2k4"], 11)
 
 
 @requires_sm90

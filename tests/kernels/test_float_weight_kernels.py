@@ -58,6 +58,24 @@ def _run(fmt, m, n, k, backend, config, *, bias=True, dtype=torch.bfloat16, seed
     return out, x, w64, s, b
 
 
+def assert_nan_row_stays_in_its_row(fmts, backend, configs, m, seed=3):
+    """A NaN in row 4 of a bf16 ``x (m, 256)``: that output row is all NaN and no other row has one, for each format
+    and forced config (NaN in one row must not spread)."""
+    from lowbit_flex.kernels import float_weight_dispatch as d
+
+    gen = torch.Generator().manual_seed(seed)
+    dev = kernel_device()
+    for fmt in fmts:
+        w, _ = _weight(fmt, 40, 256, gen)
+        x = torch.randn(m, 256, generator=gen).bfloat16()
+        x[4, 9] = float("nan")
+        for config in configs:
+            s = torch.ones(40, device=dev)
+            out = d.float_weight_only_linear_cuda(x.to(dev), w.to(dev), s, None, fmt.ebits, fmt.mbits,
+                                                  backend=d.Backend(backend), config=config).cpu()  # fmt: skip
+            assert torch.isnan(out[4]).all() and not torch.isnan(out[torch.arange(m) != 4]).any(), (fmt, config)
+
+
 def _rounded_weight(w64, s, fmt):
     """The DEQUANT_MM path's weight: ``decode(w) * s`` rounded to bf16 once (by the dequantize kernel, which
     ``test_dequantize_then_cublas_equals_linear_with_the_rounded_weight`` checks against the exact product; the

@@ -162,21 +162,6 @@ def test_float_weight_gemm_bad_input_same_error_eager_and_fake(make, error, name
     _same_error_eager_and_fake(torch.ops.lowbit.float_weight_gemm_cuda, make(), error, name)
 
 
-@pytest.mark.parametrize("bits, ebits, mbits", [(8, 4, 3), (6, 3, 2), (6, 2, 3), (4, 2, 1)])
-def test_float_weight_gemm_reference_is_the_weight_only_op(bits, ebits, mbits):
-    from lowbit_flex.quant import E2M1_FN, E2M3_FN, E3M2_FN, from_fpx_bits, unpack_fpx_tiles
-
-    x, w, s, b = _float_gemv_args(M=70, K=208, N=24, bits=bits)
-    got = torch.ops.lowbit.float_weight_gemm_cuda(x, w, s, b, ebits, mbits, "wgmma_128x128")
-    if bits == 8:
-        w64 = w.double()
-    else:
-        fmt = {(3, 2): E3M2_FN, (2, 3): E2M3_FN, (2, 1): E2M1_FN}[ebits, mbits]
-        w64 = from_fpx_bits(unpack_fpx_tiles(w, bits, x.shape[1]), fmt, torch.float64)
-    want = (x.double() @ w64.T * s.double() + b.double()).to(torch.bfloat16)
-    assert got.dtype == torch.bfloat16 and torch.equal(got, want)
-
-
 def test_fp8_weight_gemm_reference_is_the_weight_only_op():
     x, w, s, b = _float_gemv_args(M=70, K=208, N=24)
     got = torch.ops.lowbit.fp8_weight_gemm_cutlass(x, w, s, b, "128x128x64_coop_sk")
@@ -184,14 +169,16 @@ def test_fp8_weight_gemm_reference_is_the_weight_only_op():
     assert got.dtype == torch.bfloat16 and torch.equal(got, want)
 
 
+@pytest.mark.parametrize("op, config, M", [("float_weight_gemv_cuda", "cp_n1k4", 5),
+                                           ("float_weight_gemm_cuda", "wgmma_128x128", 70)])  # fmt: skip
 @pytest.mark.parametrize("bits, ebits, mbits", [(8, 4, 3), (6, 3, 2), (6, 2, 3), (4, 2, 1)])
-def test_float_weight_gemv_reference_is_the_weight_only_ops(bits, ebits, mbits):
+def test_float_weight_kernels_reference_is_the_weight_only_ops(op, config, M, bits, ebits, mbits):
     # The CPU kernel is the weight-only op's exact reference (float64, one rounding): checked here against a float64
     # product of independently decoded codes.
     from lowbit_flex.quant import E2M1_FN, E2M3_FN, E3M2_FN, from_fpx_bits, unpack_fpx_tiles
 
-    x, w, s, b = _float_gemv_args(M=5, K=200 if bits != 8 else 208, N=24, bits=bits)
-    got = torch.ops.lowbit.float_weight_gemv_cuda(x, w, s, b, ebits, mbits, "cp_n1k4")
+    x, w, s, b = _float_gemv_args(M=M, K=200 if bits != 8 else 208, N=24, bits=bits)
+    got = getattr(torch.ops.lowbit, op)(x, w, s, b, ebits, mbits, config)
     if bits == 8:
         w64 = w.double()
     else:
