@@ -201,43 +201,42 @@ def gluon_supported(device: torch.device) -> bool:
     return triton_interpreting() or torch.cuda.get_device_capability() == (9, 0)
 
 
-def cuda_gemv_supported(device: torch.device, M: int, K: int, bits: int) -> bool:
-    """Whether the CUDA GEMV takes the call: sm_90 (where its rules were measured; it also compiles for sm_80),
-    the shape (:func:`~lowbit_flex.kernels.float_weight_gemv_cuda.gemv_cuda_supports`) and a CUDA library that
-    builds and loads (:func:`~lowbit_flex.kernels.s8s4_cutlass.library_available`)."""
-    from lowbit_flex.kernels.float_weight_gemv_cuda import gemv_cuda_supports
-
-    if device.type != "cuda" or capability(device) < (9, 0) or not gemv_cuda_supports(M, K, bits):
+def _cuda_library_takes(device: torch.device, shape_ok: bool, exactly_sm90: bool = True) -> bool:
+    """Whether a kernel of the CUDA library runs a call whose shape it takes (``shape_ok``): a CUDA device of compute
+    capability 9.0 (sm_90a SASS; ``exactly_sm90=False``: 9.0 or later) and a library that builds and loads
+    (:func:`~lowbit_flex.kernels.s8s4_cutlass.library_available`). Nothing is loaded for a shape it does not take."""
+    if not shape_ok or device.type != "cuda":
+        return False
+    cap = capability(device)
+    if (cap != (9, 0)) if exactly_sm90 else (cap < (9, 0)):
         return False
     from lowbit_flex.kernels.s8s4_cutlass import library_available
 
     return library_available()
+
+
+def cuda_gemv_supported(device: torch.device, M: int, K: int, bits: int) -> bool:
+    """Whether the CUDA GEMV takes the call: sm_90 or later (where its rules were measured; it also compiles for
+    sm_80), the shape (:func:`~lowbit_flex.kernels.float_weight_gemv_cuda.gemv_cuda_supports`) and the library."""
+    from lowbit_flex.kernels.float_weight_gemv_cuda import gemv_cuda_supports
+
+    return _cuda_library_takes(device, gemv_cuda_supports(M, K, bits), exactly_sm90=False)
 
 
 def cutlass_gemm_supported(device: torch.device, N: int, K: int, bits: int) -> bool:
-    """Whether the CUTLASS fp8 weight GEMM takes the call: an fp8 weight on sm_90 (sm_90a SASS), the shape
-    (:func:`~lowbit_flex.kernels.fp8_weight_gemm_cutlass.fp8_weight_gemm_supports`) and a CUDA library that builds
-    and loads."""
+    """Whether the CUTLASS fp8 weight GEMM takes the call: an fp8 weight on sm_90, the shape
+    (:func:`~lowbit_flex.kernels.fp8_weight_gemm_cutlass.fp8_weight_gemm_supports`) and the library."""
     from lowbit_flex.kernels.fp8_weight_gemm_cutlass import fp8_weight_gemm_supports
 
-    if bits != 8 or device.type != "cuda" or capability(device) != (9, 0) or not fp8_weight_gemm_supports(N, K):
-        return False
-    from lowbit_flex.kernels.s8s4_cutlass import library_available
-
-    return library_available()
+    return _cuda_library_takes(device, bits == 8 and fp8_weight_gemm_supports(N, K))
 
 
 def cuda_gemm_supported(device: torch.device, M: int, K: int, bits: int) -> bool:
-    """Whether the CUDA WGMMA weight GEMM takes the call: sm_90 (sm_90a SASS), the shape
-    (:func:`~lowbit_flex.kernels.float_weight_gemm_cuda.gemm_cuda_supports`) and a CUDA library that builds and
-    loads."""
+    """Whether the CUDA WGMMA weight GEMM takes the call: sm_90, the shape
+    (:func:`~lowbit_flex.kernels.float_weight_gemm_cuda.gemm_cuda_supports`) and the library."""
     from lowbit_flex.kernels.float_weight_gemm_cuda import gemm_cuda_supports
 
-    if device.type != "cuda" or capability(device) != (9, 0) or not gemm_cuda_supports(M, K, bits):
-        return False
-    from lowbit_flex.kernels.s8s4_cutlass import library_available
-
-    return library_available()
+    return _cuda_library_takes(device, gemm_cuda_supports(M, K, bits))
 
 
 def fp8_native_supported(device: torch.device) -> bool:

@@ -210,6 +210,27 @@ def _w4a8_gemv_cuda(x, x_scale, w, w_scale, bias, out_dtype, config):
     return launch_gemv_cuda(x, xs, w, w_scale, b, dtype, config)
 
 
+def _check_weight_only(x, w, w_scale, bias, ebits, mbits) -> None:
+    """The weight-only ops' checks (``lowbit::fp8_weight_only_linear`` / ``lowbit::fpx_weight_only_linear``) on a 2-D
+    x, which the CUDA library's weight-only kernels share."""
+    from lowbit_flex.ops.fp8_weight_only_linear import check_args as check_fp8
+    from lowbit_flex.ops.fpx_weight_only_linear import check_args as check_fpx
+
+    check_tensor("x", x, dtypes=HALF_DTYPES, ndim=2)
+    if (ebits, mbits) == (4, 3):
+        check_fp8(x, w, w_scale, bias, w_name="w")
+    else:
+        check_fpx(x, w, w_scale, ebits, mbits, bias, w_name="w")
+
+
+def _weight_only_reference(x, w, w_scale, bias, ebits, mbits):
+    """The weight-only ops' exact CPU reference (float64, rounded once): the CPU kernel of the CUDA library's
+    weight-only ops."""
+    if (ebits, mbits) == (4, 3):
+        return torch.ops.lowbit.fp8_weight_only_linear(x, w, w_scale, bias)
+    return torch.ops.lowbit.fpx_weight_only_linear(x, w, w_scale, ebits, mbits, bias)
+
+
 def _check_float_weight_gemv(x, w, w_scale, bias, ebits, mbits, config) -> None:
     """The checks of ``lowbit::float_weight_gemv_cuda`` (the C++ op makes the same ones): the weight-only op's
     (``lowbit::fp8_weight_only_linear`` / ``lowbit::fpx_weight_only_linear``), then the GEMV's shape limits."""
@@ -226,11 +247,8 @@ def _check_float_weight_gemv(x, w, w_scale, bias, ebits, mbits, config) -> None:
 
 
 def _float_weight_gemv_cpu(x, w, w_scale, bias, ebits, mbits, config):
-    """The weight-only ops' exact CPU reference (float64, rounded once)."""
     _check_float_weight_gemv(x, w, w_scale, bias, ebits, mbits, config)
-    if (ebits, mbits) == (4, 3):
-        return torch.ops.lowbit.fp8_weight_only_linear(x, w, w_scale, bias)
-    return torch.ops.lowbit.fpx_weight_only_linear(x, w, w_scale, ebits, mbits, bias)
+    return _weight_only_reference(x, w, w_scale, bias, ebits, mbits)
 
 
 def _float_weight_gemv_fake(x, w, w_scale, bias, ebits, mbits, config):
@@ -246,19 +264,6 @@ def _float_weight_gemv_cuda(x, w, w_scale, bias, ebits, mbits, config):
         return x.new_empty((0, w.shape[0]))
     b = None if bias is None else bias.contiguous()
     return launch_gemv_cuda(x.contiguous(), w.contiguous(), w_scale.contiguous(), b, ebits, mbits, config)
-
-
-def _check_weight_only(x, w, w_scale, bias, ebits, mbits) -> None:
-    """The weight-only ops' checks (``lowbit::fp8_weight_only_linear`` / ``lowbit::fpx_weight_only_linear``) on a 2-D
-    x, which the CUDA library's weight-only kernels share."""
-    from lowbit_flex.ops.fp8_weight_only_linear import check_args as check_fp8
-    from lowbit_flex.ops.fpx_weight_only_linear import check_args as check_fpx
-
-    check_tensor("x", x, dtypes=HALF_DTYPES, ndim=2)
-    if (ebits, mbits) == (4, 3):
-        check_fp8(x, w, w_scale, bias, w_name="w")
-    else:
-        check_fpx(x, w, w_scale, ebits, mbits, bias, w_name="w")
 
 
 def _check_float_weight_gemm(x, w, w_scale, bias, ebits, mbits, config) -> None:
@@ -278,11 +283,8 @@ def _check_float_weight_gemm(x, w, w_scale, bias, ebits, mbits, config) -> None:
 
 
 def _float_weight_gemm_cpu(x, w, w_scale, bias, ebits, mbits, config):
-    """The weight-only ops' exact CPU reference (float64, rounded once)."""
     _check_float_weight_gemm(x, w, w_scale, bias, ebits, mbits, config)
-    if (ebits, mbits) == (4, 3):
-        return torch.ops.lowbit.fp8_weight_only_linear(x, w, w_scale, bias)
-    return torch.ops.lowbit.fpx_weight_only_linear(x, w, w_scale, ebits, mbits, bias)
+    return _weight_only_reference(x, w, w_scale, bias, ebits, mbits)
 
 
 def _float_weight_gemm_fake(x, w, w_scale, bias, ebits, mbits, config):

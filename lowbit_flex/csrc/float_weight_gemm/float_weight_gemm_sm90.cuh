@@ -73,17 +73,19 @@ struct Params {
   const float* w_scale;
   const void* bias;
   void* out;
-  float* partials;  // (splits, M, N) when gridDim.z > 1
-  int M, N, K, tiles, tiles_per_split;
+  float* partials;                   // (splits, M, N) when gridDim.z > 1
+  int M, N, tiles, tiles_per_split;  // tiles: 128-code K tiles
 };
-
-__device__ __forceinline__ uint32_t smem_u32(const void* p) {
-  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
-}
 
 __device__ __forceinline__ uint2 lds64(uint32_t addr) {
   uint2 v;
   asm volatile("ld.shared.v2.u32 {%0, %1}, [%2];" : "=r"(v.x), "=r"(v.y) : "r"(addr));
+  return v;
+}
+
+__device__ __forceinline__ uint4 lds128(uint32_t addr) {
+  uint4 v;
+  asm volatile("ld.shared.v4.u32 {%0, %1, %2, %3}, [%4];" : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "r"(addr));
   return v;
 }
 
@@ -182,10 +184,7 @@ __device__ __forceinline__ void decode_fp8_block(uint32_t (&a)[4], uint32_t box,
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
     const int row = row_a + 8 * r;
-    uint4 v;
-    asm volatile("ld.shared.v4.u32 {%0, %1, %2, %3}, [%4];"
-                 : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-                 : "r"(box + row * 128 + ((B ^ (row & 7)) << 4)));
+    const uint4 v = lds128(box + row * 128 + ((B ^ (row & 7)) << 4));
     a[r] = decode_fp8_bytes<T>(__byte_perm(v.x, v.y, sel));      // cols 2t, 2t + 1
     a[2 + r] = decode_fp8_bytes<T>(__byte_perm(v.z, v.w, sel));  // cols 2t + 8, 2t + 9
   }
@@ -269,7 +268,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   float acc[kAcc];
 #pragma unroll
   for (int i = 0; i < kAcc; ++i) acc[i] = 0.0f;
-  const uint32_t smem_base = smem_u32(smem);
+  const uint32_t smem_base = cute::cast_smem_ptr_to_uint(smem);
   // fp8: the byte permute that picks the lane's pair of a block's 16 bytes (see decode_fp8_block)
   const uint32_t fp8_sel =
       std::is_same_v<T, __half> ? (2 * t) | (2 * t + 1) << 4 : (2 * t) * 0x11u | (2 * t + 1) * 0x1100u;
@@ -432,8 +431,7 @@ int launch(Problem const& q, size_t* query_workspace) {
   auto kernel = float_weight_gemm_kernel<FMT, T, BM, MAX_STAGES>;
   const cudaError_t attr = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, L::kSmemBytes);
   if (attr != cudaSuccess) return from_cuda(attr);
-  const Params p{
-      q.w_scale, q.bias, q.out, static_cast<float*>(q.workspace), q.M, q.N, q.K, tiles, split.tiles_per_split};
+  const Params p{q.w_scale, q.bias, q.out, static_cast<float*>(q.workspace), q.M, q.N, tiles, split.tiles_per_split};
   kernel<<<dim3(grid.x, grid.y, split.splits), kThreads, L::kSmemBytes, q.stream>>>(tm_x, tm_hi, tm_lo, p);
   if (split.splits > 1) {
     const int64_t mn = static_cast<int64_t>(q.M) * q.N;
