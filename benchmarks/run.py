@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import signal
 import sys
 import time
 import traceback
@@ -19,6 +20,15 @@ from pathlib import Path
 import torch
 
 from benchmarks.harness import Bench
+
+
+class CutShort(BaseException):
+    """SIGTERM arrived (``timeout`` on a device call): stop, but keep the rows measured so far. A BaseException,
+    so the benchmarks' own ``except Exception`` fallbacks do not swallow it."""
+
+
+def _cut_short(signum, frame):
+    raise CutShort(f"signal {signum}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,11 +48,16 @@ def main(argv: list[str] | None = None) -> int:
     bench = Bench(Path(args.out), quick=args.quick)
     print(f"environment: {bench.env}")
     failed = []
+    signal.signal(signal.SIGTERM, _cut_short)
     for name in names:
         t0 = time.time()
         print(f"== {name}", flush=True)
         try:
             importlib.import_module(f"benchmarks.{name}").run(bench)
+        except CutShort:
+            print(f"   {name}: cut short after {time.time() - t0:.0f} s; writing the rows measured so far", flush=True)
+            failed.append(name)
+            break
         except Exception:
             traceback.print_exc()
             failed.append(name)
