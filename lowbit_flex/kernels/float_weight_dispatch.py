@@ -55,7 +55,7 @@ class Backend(enum.Enum):
     DEQUANT_MM = "dequant_mm"  # kernels/float_weight_dequant.py, then cuBLAS (torch.addmm)
     CUTLASS_GEMM = "cutlass_gemm"  # kernels/fp8_weight_gemm_cutlass.py (csrc/fp8_weight_gemm): fp8, sm_90, any M
     # kernels/float_weight_gemm_cuda.py (csrc/float_weight_gemm): every format, sm_90, any M, the decoded weight as
-    # WGMMA's register operand. Forced only (benchmarks) until measured: no table row names it yet.
+    # WGMMA's register operand
     CUDA_GEMM = "cuda_gemm"
 
 
@@ -79,7 +79,8 @@ class Rule:
 # - M <= 16 on sm_90 with the CUDA library (run 37, the CUDA GEMV with its config by N): fp8 up to M = 2 (1.40x /
 #   1.41x at M = 1 / 2; the swap-AB 16x128 tile 1.20x at M = 1, the 16x64 tile 1.28x at M = 2), fp4 up to M = 8
 #   (1.73x at M = 1 against the Triton GEMV's 1.65x; 1.47x at M = 8 against the swap-AB tile's 1.34x), fp6 at M = 2-16
-#   (1.30x at M = 2 against the TMA 16-row tile's 0.96x; 0.98x against 0.95x at M = 16). fp6 at M = 1 keeps the
+#   (1.30x at M = 2 against the TMA 16-row tile's 0.96x; 0.98x against 0.95x at M = 16; where the WGMMA GEMM runs,
+#   run 51 below keeps fp6 at M = 2-4). fp6 at M = 1 keeps the
 #   Triton GEMV (1.40x; the CUDA GEMV 1.30x), fp8 at M = 4-16 and fp4 at M = 16 the Triton tiles (fp8 1.41x / 1.40x
 #   at M = 4, 1.46x / 1.38x at M = 8; fp4 1.35x / 1.10x at M = 16): the CUDA GEMV's bf16 decode costs ~4
 #   instructions per code pair, and M = 9..16 decodes once for two 8-token MMAs only.
@@ -109,6 +110,20 @@ class Rule:
 #   bf16 copy of the weight). M = 17-32 keeps the 16x64 Triton tile (M = 32: 1.00-1.10x, the CUTLASS tile 0.72-1.23x).
 #   fp6 / fp4 codes converted to e4m3 per call and run through it measured 0.18-0.85x (dequantize + cuBLAS
 #   0.49-0.93x): not a rule.
+# - sm_90 with the CUDA library, the CUDA WGMMA GEMM (run 51, docs/measurements/h200_run51_weight_only_wgmma.md,
+#   module times against the rules before): its row tile nearest M. M = 16: fp6 1.23-1.64x (the CUDA GEMV
+#   0.91-1.04x), fp4 1.37-2.00x (the swap-AB tile 1.10-1.49x); fp8 keeps the 16x64 tile (1.23-1.56x against
+#   1.19-1.52x). Its time hardly moves below 16 rows (one 16-row tile reads the whole weight), so fp6 takes it from
+#   M = 5 and fp4 from M = 9, past the CUDA GEMV's run-37 ratios there (fp6 1.18-1.32x at M = 8, fp4 1.41-1.57x at
+#   M = 8 against the 16-row tile's 1.23-1.64x / 1.37-2.00x). M = 17-32: the 32-row tile for every format (1.11-1.83x
+#   at M = 16). M = 64: every format, 64x128 (fp8 0.95-1.39x against CUTLASS's 0.64-1.28x, fp6 0.99-1.48x against
+#   Gluon's 0.71-0.96x, fp4 1.09-1.79x against 0.85-1.21x). fp6 / fp4 at M = 65-256: 128x128 (M = 256: fp6
+#   0.80-0.95x, fp4 0.87-1.07x, against the TMA tile's 0.63-0.86x / 0.67-0.95x), or 256x128 with enough output
+#   tiles (M * N >= 3 * 2**20: 4096 x 14336 at M = 256, fp6 0.88x / fp4 1.04x against 128x128's 0.81x / 0.96x);
+#   M = 257-1024: 256x128 (fp6 0.79-0.95x against dequantize + cuBLAS 0.80-0.82x, fp4 0.93-1.09x against the TMA
+#   tile's 0.79-0.90x); fp4 to M = 4096 (0.98-1.05x against dequantize + cuBLAS 0.96-0.97x). fp6 at M = 4096 keeps
+#   dequantize + cuBLAS (0.95-0.97x against 0.85-0.93x) and fp8 from M = 65 the CUTLASS GEMM (at M = 256 0.73-1.05x
+#   against the WGMMA GEMM's 0.76-0.94x).
 # TMA rules need sm_90 and TMA-aligned operands (tma_supported); ``pipelined`` rules also need the toolchain their
 # config's pipelined WGMMAs were verified with (arch.register_a_wgmma_pipelines: ptxas >= 13.3, Triton 3.6);
 # otherwise the next matching rule applies. "Pipelined" numbers are with ptxas 13.5 (run 19), the others with Triton
@@ -117,12 +132,16 @@ DISPATCH_TABLE: tuple[Rule, ...] = (
     Rule(Backend.GEMV, "gemv_4x4x8", max_m=1, bits=(6,)),
     Rule(Backend.CUDA_GEMV, max_m=2, bits=(8,)),
     Rule(Backend.CUDA_GEMV, max_m=8, bits=(4,)),
-    Rule(Backend.CUDA_GEMV, max_m=16, bits=(6,)),
+    Rule(Backend.CUDA_GEMV, max_m=4, bits=(6,)),
     Rule(Backend.GEMV, "gemv_4x4x8", max_m=1, bits=(4,)),
     Rule(Backend.DOT, "dot_16x128x1_swap", max_m=1, bits=(8,)),
+    Rule(Backend.CUDA_GEMM, "wgmma_16x128", max_m=16, bits=(4, 6)),
+    Rule(Backend.CUDA_GEMV, max_m=16, bits=(6,)),
     Rule(Backend.TMA, "tma_16x128x1_swap", max_m=16, bits=(6,)),
     Rule(Backend.DOT, "dot_16x64x2", max_m=16, bits=(8,)),
     Rule(Backend.DOT, "dot_16x128x1_swap", max_m=16, bits=(4, 6)),
+    Rule(Backend.CUDA_GEMM, "wgmma_32x128", max_m=32),
+    Rule(Backend.CUDA_GEMM, "wgmma_64x128", max_m=64),
     Rule(Backend.TMA, "tma_64x128x1_swap", max_m=64, bits=(4, 6), pipelined=True),
     Rule(Backend.GLUON, "gluon_64x128", max_m=32, bits=(4, 6)),
     Rule(Backend.GLUON, "gluon_64x64", max_m=64, bits=(4,)),
@@ -134,6 +153,10 @@ DISPATCH_TABLE: tuple[Rule, ...] = (
     Rule(Backend.CUTLASS_GEMM, "256x128x64_coop", max_m=256, bits=(8,), min_mn=3 * 2**20),
     Rule(Backend.CUTLASS_GEMM, "128x128x64_coop_sk", max_m=256, bits=(8,)),
     Rule(Backend.CUTLASS_GEMM, "256x128x64_coop", max_m=4096, bits=(8,)),
+    Rule(Backend.CUDA_GEMM, "wgmma_256x128", max_m=256, bits=(4, 6), min_mn=3 * 2**20),
+    Rule(Backend.CUDA_GEMM, "wgmma_128x128", max_m=256, bits=(4, 6)),
+    Rule(Backend.CUDA_GEMM, "wgmma_256x128", max_m=1024, bits=(4, 6)),
+    Rule(Backend.CUDA_GEMM, "wgmma_256x128", max_m=4096, bits=(4,)),
     Rule(Backend.TMA, "tma_64x128x1_swap", max_m=64, bits=(8,), pipelined=True),
     Rule(Backend.DOT, "dot_16x64x2", max_m=64, bits=(8,)),
     Rule(Backend.DOT, "dot_16x128x1_swap", max_m=64, bits=(4,)),

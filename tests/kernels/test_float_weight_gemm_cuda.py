@@ -68,13 +68,33 @@ def test_split_k_workspace_follows_the_plan(config, M, N, K, splits):
     assert need.value == (0 if splits == 1 else splits * M * N * 4)
 
 
-def test_dispatch_runs_it_only_when_forced(monkeypatch):
+def test_table_takes_it_where_run_51_measured_it_faster(monkeypatch):
     from lowbit_flex.kernels import float_weight_dispatch as d
 
+    # every other backend available, as on an H200 with the CUDA library; n: 4096 output channels
+    pick = lambda bits, M, n=4096: d.choose(bits, M, True, True, True, True, True, True, n)
+
+    def gemm(bits, M, n=4096):  # the WGMMA GEMM's config where the table picks it, else None
+        rule = pick(bits, M, n)
+        return rule.config if rule.backend is d.Backend.CUDA_GEMM else None
+
+    # decode: the GEMVs keep the smallest M, then the 16-row tile for fp4 / fp6; fp8 keeps the 16x64 Triton tile
+    assert [gemm(6, m) for m in (1, 4, 5, 16)] == [None, None, "wgmma_16x128", "wgmma_16x128"]
+    assert [gemm(4, m) for m in (1, 8, 9, 16)] == [None, None, "wgmma_16x128", "wgmma_16x128"]
+    assert gemm(8, 16) is None and pick(8, 16).config == "dot_16x64x2"
+    for bits in (4, 6, 8):  # M = 17-64: the row tile nearest M, every format
+        assert [gemm(bits, m) for m in (17, 32, 33, 64)] == ["wgmma_32x128"] * 2 + ["wgmma_64x128"] * 2
+    for bits in (4, 6):  # prefill: 128 rows, or 256 where the output has enough tiles of them
+        assert [gemm(bits, m) for m in (65, 256, 257, 1024)] == ["wgmma_128x128"] * 2 + ["wgmma_256x128"] * 2
+        assert gemm(bits, 256, 14336) == "wgmma_256x128" and gemm(bits, 192, 14336) == "wgmma_128x128"
+    assert [gemm(4, m) for m in (4096, 4097)] == ["wgmma_256x128", None]
+    assert gemm(6, 1025) is None and pick(6, 4096).backend is d.Backend.DEQUANT_MM
+    assert all(gemm(8, m) is None for m in (65, 256, 1024, 4096))  # fp8 prefill stays on the CUTLASS GEMM
+    # without it, never; with it, only within the rows above
     for bits in (4, 6, 8):
-        for M in (1, 16, 17, 64, 256, 1024, 4096):
-            for flags in [(True, True, True, True, True), (False, False, False, False, False)]:
-                assert d.choose(bits, M, *flags).backend is not d.Backend.CUDA_GEMM
+        for M in (1, 16, 17, 64, 256, 1024, 4096, 16384):
+            assert d.choose(bits, M, True, True, True, True, True, False, 4096).backend is not d.Backend.CUDA_GEMM
+    assert all(gemm(bits, 16384) is None for bits in (4, 6, 8))
     # not a CUDA device: never (no library is loaded for the answer), and forcing it says why
     monkeypatch.setattr("lowbit_flex.kernels.s8s4_cutlass.library_available", lambda: pytest.fail("loaded"))
     assert not d.cuda_gemm_supported(torch.device("cpu"), 64, 4096, 4)
