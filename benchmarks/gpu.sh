@@ -30,7 +30,10 @@ nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv
 echo "== build"; time python3 -m lowbit_flex.cuda_build || status=1
 if [[ $phases == *" tests "* ]]; then
   echo "== tests on GPU"
-  python3 -m pytest -q -p no:cacheprovider --timeout=900 ${LOWBIT_TEST_ARGS:-tests} || status=1
+  # One line per failing test as it happens (-v, passes and skips filtered out), so a call cut short by its time
+  # limit still names what failed; the summary at the end repeats them with their first error line (-rfE).
+  python3 -m pytest -v -rfE --tb=line -p no:cacheprovider --timeout=900 ${LOWBIT_TEST_ARGS:-tests} \
+    | grep --line-buffered -v -E " (PASSED|SKIPPED|XFAIL)( |$)" || status=1
 fi
 if [[ $phases == *" sanitize "* ]]; then
   for s in benchmarks/sanitize_*.py; do
