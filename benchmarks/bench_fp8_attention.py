@@ -151,17 +151,11 @@ def _flex_descale_table(bench: Bench, L: int):
 def _sweep_configs(qk: str, pv: str) -> list:
     """The TMA configs timed against the rule for one format pair: every Triton tile and Gluon ring for fp8/fp8 and
     int8/fp16 (the table's rows since run 40); the occupancy configs where V is e4m3 (their register caps apply only
-    there); the exponent-bit int8 conversion where QKᵀ is int8. int8/fp8 (the fp8-PV format within issue 12's error
-    target) gets the last two only."""
-    from lowbit_flex.kernels.fp8_attention import CONFIGS, EXPONENT_I2F_CONFIGS, OCCUPANCY_CONFIGS
+    there). int8/fp8 (the fp8-PV format within issue 12's error target) gets the occupancy configs only."""
+    from lowbit_flex.kernels.fp8_attention import CONFIGS, OCCUPANCY_CONFIGS
 
-    base = [c for c in CONFIGS if c.tma and c not in OCCUPANCY_CONFIGS and c not in EXPONENT_I2F_CONFIGS]
-    return [
-        *(base if (qk, pv) != ("int8", "fp8") else []),
-        *(OCCUPANCY_CONFIGS if pv == "fp8" else ()),
-        # the exponent conversion on the format's own rule tile (Gluon for a 16-bit V, Triton's 64-query for e4m3)
-        *(c for c in EXPONENT_I2F_CONFIGS if qk == "int8" and c.gluon == (pv == "fp16")),
-    ]
+    base = [c for c in CONFIGS if c.tma and c not in OCCUPANCY_CONFIGS]
+    return [*(base if (qk, pv) != ("int8", "fp8") else []), *(OCCUPANCY_CONFIGS if pv == "fp8" else ())]
 
 
 def _config_sweep(bench: Bench, Ls) -> None:
@@ -178,7 +172,6 @@ def _config_sweep(bench: Bench, Ls) -> None:
         + f" w{c.num_warps} s{c.num_stages}"
         + (f" r{c.maxnreg}" if c.maxnreg else "")
         + (" tma" if c.tma and not c.gluon else "")
-        + (" i2f-exp" if c.i2f_by_exponent else "")
     )
     for L in Ls:
         q, k, v = (torch.randn(B, H, L, D, device="cuda", dtype=torch.bfloat16) for _ in range(3))

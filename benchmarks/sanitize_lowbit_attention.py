@@ -6,7 +6,7 @@ short shapes, with TMA and plain loads, v's keys in order and in the MMA's order
 
 ``--picks rule`` (the default) runs what the launch rule can choose: its tiles with TMA and with plain loads, the
 traced fallback, the Gluon kernel's ring, and the eager entry point; ``candidates`` runs the configs the benchmark
-times against the rule (``OCCUPANCY_CONFIGS``, the other Gluon rings, ``EXPONENT_I2F_CONFIGS``). In two parts,
+times against the rule (``OCCUPANCY_CONFIGS``, the other Gluon rings). In two parts,
 each can finish within one device call.
 
 Each run writes a NaN-poisoned output, which is compared with the float64 reference of the same format
@@ -25,7 +25,6 @@ import torch
 import lowbit_flex  # noqa: F401
 from lowbit_flex.attention import lowbit_attention
 from lowbit_flex.kernels.fp8_attention import (
-    EXPONENT_I2F_CONFIGS,
     GLUON_CONFIGS,
     GLUON_FALLBACK,
     OCCUPANCY_CONFIGS,
@@ -46,7 +45,7 @@ def _picks(rule: bool) -> list:
     configs the benchmark times against the rule."""
     picks = list(dict.fromkeys(pick_config(lq, pv16) for lq in (64, 4096) for pv16 in (False, True)))
     if not rule:
-        return [*OCCUPANCY_CONFIGS, *(c for c in GLUON_CONFIGS if c not in picks), *EXPONENT_I2F_CONFIGS]
+        return [*OCCUPANCY_CONFIGS, *(c for c in GLUON_CONFIGS if c not in picks)]
     triton = list(dict.fromkeys([*(c for c in picks if not c.gluon), GLUON_FALLBACK]))
     return [*triton, *(dataclasses.replace(c, tma=False) for c in triton), *(c for c in picks if c.gluon)]
 

@@ -8,7 +8,6 @@ masking; only the diagonal / ragged tail blocks pay for the ``where``.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import math
 from dataclasses import dataclass
@@ -27,7 +26,7 @@ from lowbit_flex.kernels.common import (
     tma_base_aligned,
     tma_strides_ok,
 )
-from lowbit_flex.kernels.rounding import round_to_16bit_grid, small_int_to_float, to_e4m3
+from lowbit_flex.kernels.rounding import round_to_16bit_grid, to_e4m3
 from lowbit_flex.quant.fp8 import K_BLOCK, LOGIT_SCALE_FLOOR, P_FACTOR_FLOOR, Q_BLOCK, p_scale
 
 _LOG2E = 1.4426950408889634
@@ -126,7 +125,7 @@ def _attend_blocks(
     D: tl.constexpr, BLOCK_N: tl.constexpr, K_SCALE_BLOCK: tl.constexpr, MASKED: tl.constexpr,
     CAUSAL: tl.constexpr, PV_16BIT: tl.constexpr, PV_FP16_ACC: tl.constexpr, V_BLOCK_SCALES: tl.constexpr,
     P_SCALE: tl.constexpr, EXACT: tl.constexpr, TMA: tl.constexpr, V_TOKEN_MAJOR: tl.constexpr,
-    V_DTYPE: tl.constexpr, V_MMA_KEY_ORDER: tl.constexpr, I2F_BY_EXPONENT: tl.constexpr,
+    V_DTYPE: tl.constexpr, V_MMA_KEY_ORDER: tl.constexpr,
 ):  # fmt: skip
     """Key blocks ``[lo, hi)``, one after the other: QKᵀ, softmax, PV. ``k_base`` / ``v_base``: pointers, or with
     ``TMA`` tensor descriptors (rows past ``Lk`` read as zeros; v's past ``Lv``)."""
@@ -138,11 +137,7 @@ def _attend_blocks(
         v = _load_kv_block(v_base, start_n, cols, offs_d, Lv, stride_vn, stride_vd, MASKED, TMA, V_TOKEN_MAJOR)
         k_scale = tl.load(ks_base + (start_n // K_SCALE_BLOCK) * stride_ksn)
         # fp8 x fp8 -> fp32 or int8 x int8 -> int32 on the tensor cores; the block scales are two scalars.
-        s = tl.dot(q, tl.trans(k))
-        if I2F_BY_EXPONENT and s.dtype == tl.int32:
-            s = small_int_to_float(s)
-        else:
-            s = s.to(tl.float32)
+        s = tl.dot(q, tl.trans(k)).to(tl.float32)
         # log2 domain: qk_scale carries sm_scale * log2(e); floored so that a masked score (-inf) never meets 0.
         c = tl.maximum(qk_scale * k_scale, _LOGIT_SCALE_FLOOR)
         if MASKED:
@@ -169,7 +164,7 @@ def _fp8_attention_fwd(
     D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     Q_SCALE_BLOCK: tl.constexpr, K_SCALE_BLOCK: tl.constexpr, CAUSAL: tl.constexpr, PV_16BIT: tl.constexpr,
     PV_FP16_ACC: tl.constexpr, V_BLOCK_SCALES: tl.constexpr, P_SCALE: tl.constexpr, EXACT: tl.constexpr,
-    TMA: tl.constexpr, V_TOKEN_MAJOR: tl.constexpr, V_MMA_KEY_ORDER: tl.constexpr, I2F_BY_EXPONENT: tl.constexpr,
+    TMA: tl.constexpr, V_TOKEN_MAJOR: tl.constexpr, V_MMA_KEY_ORDER: tl.constexpr,
 ):  # fmt: skip
     pid_m = tl.program_id(0)
     bh = tl.program_id(1)
@@ -227,13 +222,13 @@ def _fp8_attention_fwd(
         acc, row_sum, m_i, vs_unit, q, qk_scale, offs_m, k_base, v_base, ks_base, vs_base, 0, full_end, Lk, Lv,
         stride_kn, stride_kd, stride_vn, stride_vd, stride_ksn, stride_vsn,
         D, BLOCK_N, K_SCALE_BLOCK, False, CAUSAL, PV_16BIT, PV_FP16_ACC, V_BLOCK_SCALES, P_SCALE, EXACT,
-        TMA, V_TOKEN_MAJOR, V_DTYPE, V_MMA_KEY_ORDER, I2F_BY_EXPONENT,
+        TMA, V_TOKEN_MAJOR, V_DTYPE, V_MMA_KEY_ORDER,
     )  # fmt: skip
     acc, row_sum, m_i = _attend_blocks(
         acc, row_sum, m_i, vs_unit, q, qk_scale, offs_m, k_base, v_base, ks_base, vs_base, full_end, hi, Lk, Lv,
         stride_kn, stride_kd, stride_vn, stride_vd, stride_ksn, stride_vsn,
         D, BLOCK_N, K_SCALE_BLOCK, True, CAUSAL, PV_16BIT, PV_FP16_ACC, V_BLOCK_SCALES, P_SCALE, EXACT,
-        TMA, V_TOKEN_MAJOR, V_DTYPE, V_MMA_KEY_ORDER, I2F_BY_EXPONENT,
+        TMA, V_TOKEN_MAJOR, V_DTYPE, V_MMA_KEY_ORDER,
     )  # fmt: skip
     if PV_16BIT:
         out = acc / row_sum[:, None]  # VS is a placeholder: a 16-bit v has no scale
@@ -256,16 +251,12 @@ class AttentionConfig(LaunchConfig):
     and ``maxnreg``: the registers per thread ptxas may use with an e4m3 V, so that more programs fit on an SM
     (eager launches only: ``torch.compile`` cannot pass the option, and traced calls compile without it).
     ``block_n`` (keys per step) is 128 or 64: it divides the k scale block, so each key tile still has one scale.
-    ``i2f_by_exponent``: with int8 QKᵀ, turn the int32 scores into floats with an integer add and a float subtract
-    (:func:`~lowbit_flex.kernels.rounding.small_int_to_float`, exact) instead of I2F, which issues at the exp2
-    rate (16 per SM per clock on sm_90): one per score either way.
     Triton's automatic warp specialization (``tl.range(warp_specialize=True)``) is Blackwell-only in Triton 3.6, so
     it is not a knob here."""
 
     tma: bool = False
     gluon: bool = False
     maxnreg: int | None = None
-    i2f_by_exponent: bool = False
 
 
 # Launch configurations. block_m must divide Q_BLOCK (128); block_n divides the k scale block; block_k is unused
@@ -286,7 +277,9 @@ _TRITON_CONFIGS = tuple(
 # other program's. These fit more programs on an SM (Triton 3.6, sm_90, no spills; an SM has 64K registers and
 # 228 KiB of shared memory, 1 KiB of it reserved per program): three with 2 stages in 168 registers (164 used,
 # 74 KiB); three with 64-key steps (130 registers, 58 KiB); four with 64-key steps, 2 stages and 128 registers
-# (41 KiB). Not measured yet: the benchmark's config table times them against the rule.
+# (41 KiB). H200 run 51 (kernel alone, against the rule): the capped 2-stage tile 1.03-1.07x with int8 QKᵀ at every
+# length, 0.98-1.07x with fp8 QKᵀ; 64-key steps 0.99-1.10x at L = 1024, 2-11 % slower from 4096. Candidates only
+# until the GPU tests and the sanitizer have cleared them (docs/measurements/h200_run51_lowbit_attention.md).
 OCCUPANCY_CONFIGS = (
     AttentionConfig(64, K_BLOCK, 0, 4, 2, tma=True, maxnreg=168),
     AttentionConfig(64, 64, 0, 4, 3, tma=True),
@@ -294,12 +287,8 @@ OCCUPANCY_CONFIGS = (
 )
 # The Gluon kernel's configs, 2, 3 and 4 ring slots; the rule picks 4 for a 16-bit V (H200 run 44).
 GLUON_CONFIGS = tuple(AttentionConfig(128, K_BLOCK, 0, 4, s, tma=True, gluon=True) for s in (2, 3, 4))
+CONFIGS: tuple[AttentionConfig, ...] = _TRITON_CONFIGS + OCCUPANCY_CONFIGS + GLUON_CONFIGS
 _WS_16BIT_PV = GLUON_CONFIGS[-1]
-# The rule's two tiles with int8 scores turned into floats through the exponent bits, not I2F: int8 QKᵀ kernels
-# issue one I2F per score next to the exp2, both at 16 per SM per clock on sm_90 (Triton 3.6's SASS: 129 I2F and
-# 132 MUFU.EX2 in the 64-query kernel). Not measured yet: the benchmark times them against the rule with int8 QKᵀ.
-EXPONENT_I2F_CONFIGS = tuple(dataclasses.replace(c, i2f_by_exponent=True) for c in (_SHORT, _WS_16BIT_PV))
-CONFIGS: tuple[AttentionConfig, ...] = _TRITON_CONFIGS + OCCUPANCY_CONFIGS + GLUON_CONFIGS + EXPONENT_I2F_CONFIGS
 # the smallest tiles, pointer loads: the interpreter's CPU runs scale with the tile size
 _INTERPRETER_CONFIG = AttentionConfig(64, K_BLOCK, 0, 4, 3)
 
@@ -342,7 +331,7 @@ def _launch_plan(
     shared = dict(
         D=D, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, Q_SCALE_BLOCK=Q_BLOCK, K_SCALE_BLOCK=K_BLOCK, CAUSAL=causal,
         PV_16BIT=pv_16bit, V_BLOCK_SCALES=v_block_scales, P_SCALE=1.0 if pv_16bit else p_scale(pv_fp16_accum),
-        V_TOKEN_MAJOR=tma_layout == 2, I2F_BY_EXPONENT=cfg.i2f_by_exponent, num_warps=cfg.num_warps,
+        V_TOKEN_MAJOR=tma_layout == 2, num_warps=cfg.num_warps,
     )  # fmt: skip
     meta = shared | dict(
         PV_FP16_ACC=pv_fp16_accum, EXACT=triton_interpreting(), TMA=tma, num_stages=cfg.num_stages,

@@ -40,24 +40,10 @@ from triton.experimental.gluon.language.nvidia.hopper import (
 from triton.language.extra import libdevice
 
 from lowbit_flex.kernels.gluon_sm90 import WS_ROWS, load_q_then_kv_ring, smem_layout
-from lowbit_flex.kernels.rounding import RNE_MAGIC, RNE_MAGIC_BITS
 from lowbit_flex.quant.fp8 import LOGIT_SCALE_FLOOR, P_FACTOR_FLOOR
 
 _LOGIT_SCALE_FLOOR = gl.constexpr(LOGIT_SCALE_FLOOR)
 _P_FACTOR_FLOOR = gl.constexpr(P_FACTOR_FLOOR)
-_RNE_MAGIC = gl.constexpr(RNE_MAGIC)
-_RNE_MAGIC_BITS = gl.constexpr(RNE_MAGIC_BITS)
-
-
-@gluon.jit
-def _scores_as_float(s, I2F_BY_EXPONENT: gl.constexpr):
-    """The QKᵀ accumulator in float32: int32 scores through the exponent bits where ``I2F_BY_EXPONENT`` (exact,
-    see ``rounding.small_int_to_float``), else a conversion."""
-    if I2F_BY_EXPONENT and s.dtype == gl.int32:
-        f = (s + _RNE_MAGIC_BITS).to(gl.float32, bitcast=True) - _RNE_MAGIC
-    else:
-        f = s.to(gl.float32)
-    return f
 
 
 @gluon.jit
@@ -130,7 +116,6 @@ def _ws_attend(
     D: gl.constexpr, BLOCK_N: gl.constexpr, Q_SCALE_BLOCK: gl.constexpr, K_SCALE_BLOCK: gl.constexpr,
     CAUSAL: gl.constexpr, PV_16BIT: gl.constexpr, V_BLOCK_SCALES: gl.constexpr, P_SCALE: gl.constexpr,
     V_TOKEN_MAJOR: gl.constexpr, V_MMA_KEY_ORDER: gl.constexpr, STAGES: gl.constexpr, QK_INT: gl.constexpr,
-    I2F_BY_EXPONENT: gl.constexpr,
 ):  # fmt: skip
     """One consumer warpgroup: query rows ``m0 + 64 wg ...`` against every key block the producer delivers, then
     the output rows."""
@@ -179,7 +164,7 @@ def _ws_attend(
                               V_BLOCK_SCALES)  # fmt: skip
     mbarrier.wait(ready.index(0), 0)
     s_tok = warpgroup_mma(q_tile, k_smem.index(0).permute((1, 0)), s_zero, use_acc=False, is_async=True)
-    s = _scores_as_float(warpgroup_mma_wait(0, deps=(s_tok,)), I2F_BY_EXPONENT)
+    s = warpgroup_mma_wait(0, deps=(s_tok,)).to(gl.float32)
     p_op, alpha, m_i, row_sum = _softmax_block(
         s, 0, full_end, offs_m, cols0, Lk, c, m_i, row_sum, p_mult, p_layout, P_DTYPE, CAUSAL, PV_16BIT,
         V_MMA_KEY_ORDER,
@@ -193,7 +178,7 @@ def _ws_attend(
         mbarrier.wait(ready.index(slot), (j // STAGES) & 1)
         s_tok = warpgroup_mma(q_tile, k_smem.index(slot).permute((1, 0)), s_zero, use_acc=False, is_async=True)
         o_tok = warpgroup_mma(p_op, _v_operand(v_smem, prev, V_TOKEN_MAJOR), acc, is_async=True)
-        s = _scores_as_float(warpgroup_mma_wait(1, deps=(s_tok,)), I2F_BY_EXPONENT)
+        s = warpgroup_mma_wait(1, deps=(s_tok,)).to(gl.float32)
         p_op, alpha, m_i, row_sum = _softmax_block(
             s, start_n, full_end, offs_m, cols0, Lk, c, m_i, row_sum, p_mult, p_layout, P_DTYPE, CAUSAL,
             PV_16BIT, V_MMA_KEY_ORDER,
@@ -234,7 +219,7 @@ def _fp8_attention_fwd_sm90_ws(
     D: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
     Q_SCALE_BLOCK: gl.constexpr, K_SCALE_BLOCK: gl.constexpr, CAUSAL: gl.constexpr, PV_16BIT: gl.constexpr,
     V_BLOCK_SCALES: gl.constexpr, P_SCALE: gl.constexpr, V_TOKEN_MAJOR: gl.constexpr, STAGES: gl.constexpr,
-    V_MMA_KEY_ORDER: gl.constexpr, CONSUMER_REGS: gl.constexpr, I2F_BY_EXPONENT: gl.constexpr,
+    V_MMA_KEY_ORDER: gl.constexpr, CONSUMER_REGS: gl.constexpr,
 ):  # fmt: skip
     """``BLOCK_M = 128`` query rows per program (see the module docstring): the launch's 4 warps are the first
     consumer warpgroup, :func:`gl.warp_specialize` adds the second and the producer warp."""
@@ -293,14 +278,14 @@ def _fp8_attention_fwd_sm90_ws(
                 Lq, Lk,
                 stride_ob, stride_oh, stride_om, stride_od, stride_qsb, stride_qsh, stride_qsm, stride_ksb, stride_ksh,
                 stride_ksn, stride_vsb, stride_vsh, stride_vsn, D, BLOCK_N, Q_SCALE_BLOCK, K_SCALE_BLOCK, CAUSAL,
-                PV_16BIT, V_BLOCK_SCALES, P_SCALE, V_TOKEN_MAJOR, V_MMA_KEY_ORDER, STAGES, QK_INT, I2F_BY_EXPONENT,
+                PV_16BIT, V_BLOCK_SCALES, P_SCALE, V_TOKEN_MAJOR, V_MMA_KEY_ORDER, STAGES, QK_INT,
             )),
             (_ws_attend, (
                 1, q_smem, k_smem, v_smem, q_bar, ready, empty, QS, KS, VS, Out, sm_scale_log2e, b, h, hk, m0, n_blocks,
                 Lq, Lk,
                 stride_ob, stride_oh, stride_om, stride_od, stride_qsb, stride_qsh, stride_qsm, stride_ksb, stride_ksh,
                 stride_ksn, stride_vsb, stride_vsh, stride_vsn, D, BLOCK_N, Q_SCALE_BLOCK, K_SCALE_BLOCK, CAUSAL,
-                PV_16BIT, V_BLOCK_SCALES, P_SCALE, V_TOKEN_MAJOR, V_MMA_KEY_ORDER, STAGES, QK_INT, I2F_BY_EXPONENT,
+                PV_16BIT, V_BLOCK_SCALES, P_SCALE, V_TOKEN_MAJOR, V_MMA_KEY_ORDER, STAGES, QK_INT,
             )),
             (load_q_then_kv_ring, (
                 q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, ready, empty, m0, n_blocks, BLOCK_N, STAGES,

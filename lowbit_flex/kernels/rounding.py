@@ -14,12 +14,9 @@ import triton
 import triton.language as tl
 
 # 1.5 * 2**23: in float32, (y + M) - M rounds |y| < 2**22 to the nearest integer, ties to even, exactly as
-# torch.round does. Its bits plus an int32 i (|i| < 2**22) are the bits of the float M + i. Module-level values
-# read by @triton.jit code must be tl.constexpr (a plain float compiles under the interpreter but fails on the GPU);
-# Gluon kernels wrap the plain values themselves.
-RNE_MAGIC, RNE_MAGIC_BITS = 12582912.0, 0x4B400000
-_RNE_MAGIC = tl.constexpr(RNE_MAGIC)
-_RNE_MAGIC_BITS = tl.constexpr(RNE_MAGIC_BITS)
+# torch.round does. Module-level values read by @triton.jit code must be tl.constexpr (a plain float compiles
+# under the interpreter but fails on the GPU).
+_RNE_MAGIC = tl.constexpr(12582912.0)
 
 
 @triton.jit
@@ -34,13 +31,6 @@ def round_half_even_to_int8(y):
     quarter of the FP32 rate on sm_80/sm_90): ``y + 1.5 * 2**23`` is a float whose ulp is 1, so its low mantissa bits
     hold ``round(y)`` with ties to even, in two's complement in the low byte."""
     return (y + _RNE_MAGIC).to(tl.int32, bitcast=True).to(tl.int8)
-
-
-@triton.jit
-def small_int_to_float(i):
-    """``float(i)`` for int32 ``|i| < 2**22`` (an int8 QKᵀ score: at most 127² · 128 < 2²¹), exact, with an integer
-    add and a float subtract instead of I2F, which sm_80/sm_90 issue at 16 per SM per clock, the exp2 rate."""
-    return (i + _RNE_MAGIC_BITS).to(tl.float32, bitcast=True) - _RNE_MAGIC
 
 
 @triton.jit

@@ -231,11 +231,9 @@ def case_lowbit_attention():
     # Every config of the table (TMA ones as TMA on sm_90: the layouts here allow it), fp8 PV (v in the MMA's key
     # order, as the pass writes it) and 16-bit PV. Each plan as the GPU's eager call launches it (a Gluon kernel,
     # a maxnreg cap) and as a traced call does: on CPU stand-ins a plan launches only the latter.
-    # Configs that convert int8 scores through the exponent bits take int8 QKᵀ.
     q, k, v = qkv(300, 128)
+    q8, qs, k8, ks, v8, vs = quantize_qkv_triton(q, k, v, torch.float8_e4m3fn, True, True, True)
     for config in CONFIGS:
-        qk_dtype = torch.int8 if config.i2f_by_exponent else torch.float8_e4m3fn
-        q8, qs, k8, ks, v8, vs = quantize_qkv_triton(q, k, v, qk_dtype, True, True, True)
         for vv, vsc, causal in ((v8, vs, True), (v, None, False)):
             launch, scalars = attention_plan(q8, k8, vv, qs, ks, vsc, causal, None, False, config, vsc is not None)
             out = torch.empty(q.shape, dtype=torch.bfloat16)

@@ -1,4 +1,3 @@
-import dataclasses
 import math
 
 import pytest
@@ -336,31 +335,6 @@ def test_occupancy_configs_match_the_reference_of_their_step(B, H, Hkv, Lq, Lk, 
     # the step's format is as accurate as the 128-key one, against float64 attention on the unquantized inputs
     exact = _attention_f64(q, k, v, causal)
     assert rel_error(out.cpu(), exact) < 1.1 * rel_error(OP(q8, k8, v8, qs, ks, vs, causal, None, torch.float32), exact)
-
-
-@needs_kernel
-@pytest.mark.parametrize("pv", ["fp8", "fp16"])
-def test_int8_scores_through_the_exponent_are_exact(pv, monkeypatch):
-    # float(i) via the exponent bits is exact for |i| < 2**22: the same output as I2F's, bit for bit. Scores at the
-    # int8 extreme (every code ±127, D = 128: |i| = 127² · 128) included.
-    from lowbit_flex.kernels import fp8_attention as mod
-
-    q, k, v = _inputs(1, 2, 1, 130, 200, 128)
-    q[0, 0, :64] = torch.sign(q[0, 0, :64]) * 8  # whole rows at the block amax: codes ±127
-    k[0, 0, :64] = q[0, 0, :64]  # ... and keys equal to them: QKᵀ = 127² · 128 exactly on the (unmasked) diagonal
-    args = [_to(a, kernel_device()) for a in quantize_attention_inputs(q, k, v, "int8", smooth_k=False, pv=pv)]
-    assert args[0][0, 0, :64].abs().min() == 127 and args[1][0, 0, :64].abs().min() == 127
-    real_empty = torch.empty
-    monkeypatch.setattr(mod.torch, "empty", lambda *a, **kw: poison_(real_empty(*a, **kw)))
-    base = mod._INTERPRETER_CONFIG if kernel_device() == "cpu" else mod.pick_config(130, pv == "fp16")
-    outs = [
-        mod.fp8_attention_triton(*args, True, None, torch.float32, False, config=dataclasses.replace(base, **kw))
-        for kw in ({}, {"i2f_by_exponent": True})
-    ]
-    assert_fully_written(outs[1], "out")
-    assert torch.equal(outs[0], outs[1])
-    rule = (mod._SHORT, mod._WS_16BIT_PV)
-    assert tuple(dataclasses.replace(c, i2f_by_exponent=True) for c in rule) == mod.EXPONENT_I2F_CONFIGS
 
 
 def test_bad_launch_configs_are_rejected():
