@@ -118,8 +118,8 @@ def w4a8_exact_f64(x, xs, q, ws, bias=None) -> tuple[torch.Tensor, torch.Tensor]
     """The W4A8 linear by definition, for tests and sanitizer drivers: ``x`` int8 ``(M, K)``, ``xs`` ``(M,)``, ``q``
     int4 values as int8 ``(N, K)``, ``ws`` ``(N,)`` or ``(N, groups)``, ``bias`` ``(N,)`` or None, all on the CPU.
     Float64 products of integers are exact (``|dot| < 2**53``); scales apply in another order than the kernels'.
-    Returns ``(exact, magnitude)``: the float64 result and the summed ``|products| · scales`` (plus ``|bias|``),
-    which bounds what float32 sums of partials can round."""
+    Returns ``(exact, magnitude)``: the float64 result and the summed ``|products| · |scales|`` (plus ``|bias|``),
+    which bounds what float32 sums of partials can round (scales may be negative: integer group multipliers)."""
     (M, K), N = x.shape, q.shape[0]
     groups = 1 if ws.dim() == 1 else ws.shape[1]
     g = K // groups
@@ -128,7 +128,7 @@ def w4a8_exact_f64(x, xs, q, ws, bias=None) -> tuple[torch.Tensor, torch.Tensor]
     abs_dots = torch.einsum("mgk,ngk->mng", xg.abs(), qg.abs())
     scales = xs.double().reshape(M, 1, 1) * ws.double().reshape(1, N, groups)
     out = (dots * scales).sum(-1)
-    magnitude = (abs_dots * scales).sum(-1)
+    magnitude = (abs_dots * scales.abs()).sum(-1)
     if bias is not None:
         out = out + bias.double()
         magnitude = magnitude + bias.double().abs()

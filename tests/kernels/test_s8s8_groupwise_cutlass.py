@@ -328,6 +328,20 @@ def random_mult(N, groups):
     return mult
 
 
+def test_exact_reference_bounds_every_term_with_negative_scales():
+    """The reference's error bound sums |x q| * |scale| over every term: integer multipliers are negative in about
+    half the groups, and a signed sum there shrank the bound below the kernel's float32 roundings (the GPU run 51
+    failed these tests on large M)."""
+    M, N, K, group = 3, 5, 384, 128
+    x, xs, q, _, b = random_inputs(M, N, K, group, torch.bfloat16)
+    ws = torch.rand(N, 1, dtype=torch.float64) * random_mult(N, K // group).double()
+    assert (ws < 0).any()
+    exact, magnitude = exact_f64(x, xs, q, ws, b)
+    terms = xs.double()[:, None, None] * x.double()[:, None, :] * q.double() * ws.repeat_interleave(group, 1)
+    torch.testing.assert_close(exact, terms.sum(-1) + b.double(), rtol=1e-12, atol=0)
+    torch.testing.assert_close(magnitude, terms.abs().sum(-1) + b.double().abs(), rtol=1e-12, atol=0)
+
+
 @requires_sm90
 @pytest.mark.parametrize("bias", [True, False])
 @pytest.mark.parametrize("out_dtype", [torch.float16, torch.bfloat16])
