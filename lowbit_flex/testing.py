@@ -123,12 +123,16 @@ def w4a8_exact_f64(x, xs, q, ws, bias=None) -> tuple[torch.Tensor, torch.Tensor]
     (M, K), N = x.shape, q.shape[0]
     groups = 1 if ws.dim() == 1 else ws.shape[1]
     g = K // groups
-    xg, qg = x.double().reshape(M, groups, g), q.double().reshape(N, groups, g)
-    dots = torch.einsum("mgk,ngk->mng", xg, qg)
-    abs_dots = torch.einsum("mgk,ngk->mng", xg.abs(), qg.abs())
-    scales = xs.double().reshape(M, 1, 1) * ws.double().reshape(1, N, groups)
-    out = (dots * scales).sum(-1)
-    magnitude = (abs_dots * scales.abs()).sum(-1)
+    xd, qd, wsd = x.double(), q.double(), ws.double().reshape(N, groups)
+    out = torch.zeros(M, N, dtype=torch.float64)
+    magnitude = torch.zeros(M, N, dtype=torch.float64)
+    # One group at a time, with (M, N) temporaries: an (M, N, groups) float64 tensor of an LLM-sized layer is
+    # gigabytes (1000 x 4104 x 112: 3.7 GB), several per call, in each of the GPU machine's parallel test workers.
+    for j in range(groups):
+        xj, qj = xd[:, j * g : (j + 1) * g], qd[:, j * g : (j + 1) * g]
+        scales = xs.double()[:, None] * wsd[None, :, j]
+        out += (xj @ qj.T) * scales
+        magnitude += (xj.abs() @ qj.abs().T) * scales.abs()
     if bias is not None:
         out = out + bias.double()
         magnitude = magnitude + bias.double().abs()
