@@ -14,8 +14,9 @@ Split-K where the output tiles leave SMs idle (the launcher plans it: about one 
 partials into the launcher's workspace, and the library's reduce kernel adds them in split order (deterministic).
 
 Called through ``ctypes`` in eager mode; traced calls record the ``lowbit::float_weight_gemm_cuda`` op
-(``lowbit_flex/ops/cutlass_gemm.py``), which AOTInductor packages can call. Not in the dispatch table yet
-(unmeasured): the weight-only dispatch runs it only when forced (``backend=Backend.CUDA_GEMM``). Constraints
+(``lowbit_flex/ops/cutlass_gemm.py``), which AOTInductor packages can call. The weight-only dispatch table takes it
+where H200 run 51 measured it fastest (``float_weight_dispatch.DISPATCH_TABLE``: fp4 / fp6 from M = 5-9, every
+format at M = 17-64, fp4 / fp6 prefill); ``backend=Backend.CUDA_GEMM`` forces it. Constraints
 (:func:`gemm_cuda_supports`): sm_90, ``K % 8 == 0`` (fp8: ``K % 16 == 0``), 16-byte aligned bases (copied where
 not).
 """

@@ -189,36 +189,39 @@ def test_nan_in_one_row_stays_in_that_row():
 
 
 @requires_sm90
-@pytest.mark.parametrize("m", [16, 70])
-def test_a_table_row_runs_it_from_the_module_eagerly_and_compiled(m, monkeypatch):
-    # What the table does once a row names the kernel (none does until it is measured): the module's eager fast
-    # path (a bound launch, its split-K workspace sized once) and a compiled call (the traced op) give the forced
-    # kernel's bits.
+@pytest.mark.parametrize("m, config", [(16, "wgmma_16x128"), (70, "wgmma_128x128")])
+def test_the_table_runs_it_from_the_module_eagerly_and_compiled(m, config):
+    # fp4 at M = 16 and 70 on an H200 with the CUDA library: the table's rows name the kernel (run 51), and the
+    # module's eager fast path (a bound launch, its split-K workspace sized once) and a compiled call (the traced
+    # op) give the forced kernel's bits.
     from torch import nn
 
     from lowbit_flex.kernels import float_weight_dispatch as d
+    from lowbit_flex.kernels.arch import register_a_wgmma_pipelines
     from lowbit_flex.nn import FPxWeightOnlyLinear
-    from lowbit_flex.ops import float_weight_eager
 
     lin = nn.Linear(1000, 264, device="cuda", dtype=torch.bfloat16)
     mod = FPxWeightOnlyLinear.from_linear(lin, 2, 1)
     x = torch.randn(m, 1000, device="cuda", dtype=torch.bfloat16)
+    dev = x.device
+    flags = (
+        register_a_wgmma_pipelines(dev, True),
+        d.cuda_gemv_supported(dev, m, 1000, 4),
+        d.cutlass_gemm_supported(dev, 264, 1000, 4),
+        d.gluon_supported(dev),
+        d.cuda_gemm_supported(dev, m, 1000, 4),
+    )
+    rule = d.choose(4, m, True, *flags, 264)
+    assert (rule.backend, rule.config) == (d.Backend.CUDA_GEMM, config)
     want = d.float_weight_only_linear_cuda(x, mod.weight, mod.weight_scale, mod.bias, 2, 1,
-                                           backend=d.Backend.CUDA_GEMM, config="wgmma_64x128")  # fmt: skip
-    row = d.Rule(d.Backend.CUDA_GEMM, "wgmma_64x128", bits=(4, 6))
-    monkeypatch.setattr(d, "DISPATCH_TABLE", (row, *d.DISPATCH_TABLE))
-    for cached in (d.choose, d._route, float_weight_eager._PLANS.clear):
-        getattr(cached, "cache_clear", cached)()
+                                           backend=d.Backend.CUDA_GEMM, config=config)  # fmt: skip
     try:
-        assert d.choose(4, m, cuda_gemm=True) == row
         eager = mod(x)
         assert torch.equal(mod(x), eager)  # the second call takes the bound launch
         assert torch.equal(eager, want)
         compiled = torch.compile(mod, fullgraph=True)(x)
         assert torch.equal(compiled, want)
     finally:
-        for cached in (d.choose, d._route, float_weight_eager._PLANS.clear):
-            getattr(cached, "cache_clear", cached)()
         torch._dynamo.reset()
 
 
