@@ -17,6 +17,7 @@ import torch
 import lowbit_flex  # noqa: F401
 from benchmarks.harness import Bench
 from lowbit_flex.quant import group_mult_scales, quantize_int4_weight, quantize_int4_weight_group_mult, unpack_int4
+from lowbit_flex.testing import w4a8_exact_f64
 
 SHAPES_KN = [(4096, 4096), (4096, 14336), (14336, 4096), (8192, 8192)]
 MS = [1, 16, 64, 256, 1024, 4096, 8192]
@@ -41,20 +42,6 @@ def copy_bandwidth_gbps() -> float:
     dst = torch.empty_like(src)
     ms = triton.testing.do_bench(lambda: dst.copy_(src), warmup=10, rep=100, return_mode="median")
     return 2 * src.numel() / (ms * 1e-3) / 1e9
-
-
-def _exact_f64(xq, xs, w_int4, ws):
-    """Exact reference: integer dot products in float64 (exact: |dot| <= K * 1024 < 2**53), scales in float64."""
-    M, K = xq.shape
-    N, groups = ws.shape[0], 1 if ws.dim() == 1 else ws.shape[1]
-    g = K // groups
-    dots = torch.bmm(
-        xq.double().view(M, groups, g).transpose(0, 1), w_int4.double().view(N, groups, g).permute(1, 2, 0)
-    )
-    scales = ws.double().reshape(N, groups).t()[:, None, :]
-    out = (dots * scales).sum(0) * xs.double().view(M, 1)
-    magnitude = (dots.abs() * scales).sum(0) * xs.double().view(M, 1)
-    return out, magnitude, groups
 
 
 def _check(out, exact, magnitude, groups) -> tuple[bool, float]:
@@ -183,7 +170,8 @@ def _check_all(methods, cutlass, K, N, weights) -> dict[str, str]:
         xq = torch.randint(-128, 128, (M, K), device=device, dtype=torch.int8)
         xs = torch.rand(M, device=device) + 0.5
         for scale_name, (w4, ws) in weights.items():
-            exact, magnitude, groups = _exact_f64(xq, xs, unpack_int4(w4), ws)
+            exact, magnitude = w4a8_exact_f64(xq, xs, unpack_int4(w4), ws)
+            groups = 1 if ws.dim() == 1 else ws.shape[1]
             for name, fn in methods.items():
                 if _applicable(name, M, N, K, ws.dim() == 2, cutlass):
                     ok, ratio = _check(fn(xq, xs, w4, ws), exact, magnitude, groups)

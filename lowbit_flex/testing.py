@@ -116,7 +116,7 @@ def run_exported_in_fresh_process(ep: torch.export.ExportedProgram, args: tuple,
 
 def w4a8_exact_f64(x, xs, q, ws, bias=None) -> tuple[torch.Tensor, torch.Tensor]:
     """The W4A8 linear by definition, for tests and sanitizer drivers: ``x`` int8 ``(M, K)``, ``xs`` ``(M,)``, ``q``
-    int4 values as int8 ``(N, K)``, ``ws`` ``(N,)`` or ``(N, groups)``, ``bias`` ``(N,)`` or None, all on the CPU.
+    int4 values as int8 ``(N, K)``, ``ws`` ``(N,)`` or ``(N, groups)``, ``bias`` ``(N,)`` or None, all on one device.
     Float64 products of integers are exact (``|dot| < 2**53``); scales apply in another order than the kernels'.
     Returns ``(exact, magnitude)``: the float64 result and the summed ``|products| · |scales|`` (plus ``|bias|``),
     which bounds what float32 sums of partials can round (scales may be negative: integer group multipliers)."""
@@ -124,8 +124,8 @@ def w4a8_exact_f64(x, xs, q, ws, bias=None) -> tuple[torch.Tensor, torch.Tensor]
     groups = 1 if ws.dim() == 1 else ws.shape[1]
     g = K // groups
     xd, qd, wsd = x.double(), q.double(), ws.double().reshape(N, groups)
-    out = torch.zeros(M, N, dtype=torch.float64)
-    magnitude = torch.zeros(M, N, dtype=torch.float64)
+    out = torch.zeros(M, N, dtype=torch.float64, device=x.device)
+    magnitude = torch.zeros(M, N, dtype=torch.float64, device=x.device)
     # One group at a time, with (M, N) temporaries: an (M, N, groups) float64 tensor of an LLM-sized layer is
     # gigabytes (1000 x 4104 x 112: 3.7 GB), several per call, in each of the GPU machine's parallel test workers.
     for j in range(groups):
