@@ -12,7 +12,7 @@ import torch
 import lowbit_flex  # noqa: F401  (registers torch.ops.lowbit)
 from lowbit_flex.kernels import float_weight_gemm_cuda as mod
 from lowbit_flex.quant import E2M1_FN, E2M3_FN, E3M2_FN, E4M3FN
-from tests.kernels.test_float_weight_kernels import _run, assert_nan_row_stays_in_its_row
+from tests.kernels.test_float_weight_kernels import _run, assert_nan_row_stays_in_its_row, weight_of_codes
 from tests.ops._weight_only_reference import assert_within, exact_linear
 
 requires_sm90 = pytest.mark.skipif(
@@ -145,18 +145,11 @@ def test_every_code_decodes_exactly(fmt, dtype, config):
     # codes): out = x[:, (5 n) % K] * value(code n), one product, exact in fp32 and rounded once (subnormals, -0 and
     # the largest magnitudes included).
     from lowbit_flex.kernels.float_weight_dispatch import Backend, float_weight_only_linear_cuda
-    from lowbit_flex.quant import from_fpx_bits, pack_fpx_tiles
 
     n_codes, K = 2**fmt.bits, 128
-    cols = (5 * torch.arange(n_codes)) % K
     codes = torch.zeros(n_codes, K, dtype=torch.uint8)
-    codes[torch.arange(n_codes), cols] = torch.arange(n_codes, dtype=torch.uint8)
-    if fmt.bits == 8:
-        codes[(codes & 0x7F) == 0x7F] = 0  # the two NaN codes (finite codes only: the op's contract)
-        w = codes.view(torch.float8_e4m3fn)
-        w64 = w.double()
-    else:
-        w, w64 = pack_fpx_tiles(codes, fmt.bits), from_fpx_bits(codes, fmt, torch.float64)
+    codes[torch.arange(n_codes), (5 * torch.arange(n_codes)) % K] = torch.arange(n_codes, dtype=torch.uint8)
+    w, w64 = weight_of_codes(codes, fmt)  # (e4m3's two NaN codes become their neighbours)
     x = torch.randn(19, K).to(dtype)
     out = float_weight_only_linear_cuda(x.cuda(), w.cuda(), torch.ones(n_codes).cuda(), None, fmt.ebits, fmt.mbits,
                                         backend=Backend.CUDA_GEMM, config=config).cpu()  # fmt: skip
@@ -170,13 +163,13 @@ def test_each_k_position_meets_its_x_column(fmt):
     # One nonzero code per row at column k = row (a permutation check of the plane join and the B descriptor's K
     # steps): out[m, n] = x[m, n] * value, for every k of a 128-code tile and the second tile's first columns.
     from lowbit_flex.kernels.float_weight_dispatch import Backend, float_weight_only_linear_cuda
-    from lowbit_flex.quant import from_fpx_bits, pack_fpx_tiles
+    from lowbit_flex.quant import from_fpx_bits
 
     N = K = 256
     one = int(torch.nonzero(from_fpx_bits(torch.arange(2**fmt.bits, dtype=torch.uint8), fmt, torch.float64) == 1)[0])
     codes = torch.zeros(N, K, dtype=torch.uint8)
     codes[torch.arange(N), torch.arange(N)] = one
-    w = codes.view(torch.float8_e4m3fn) if fmt.bits == 8 else pack_fpx_tiles(codes, fmt.bits)
+    w, _ = weight_of_codes(codes, fmt)
     x = torch.randn(24, K).bfloat16()
     out = float_weight_only_linear_cuda(x.cuda(), w.cuda(), torch.ones(N).cuda(), None, fmt.ebits, fmt.mbits,
                                         backend=Backend.CUDA_GEMM, config="wgmma_32x128").cpu()  # fmt: skip

@@ -11,7 +11,7 @@ import torch
 import lowbit_flex  # noqa: F401  (registers torch.ops.lowbit)
 from lowbit_flex.kernels import float_weight_gemv_cuda as mod
 from lowbit_flex.quant import E2M1_FN, E2M3_FN, E3M2_FN, E4M3FN
-from tests.kernels.test_float_weight_kernels import _run, assert_nan_row_stays_in_its_row
+from tests.kernels.test_float_weight_kernels import _run, assert_nan_row_stays_in_its_row, weight_of_codes
 from tests.ops._weight_only_reference import assert_within, exact_linear
 
 requires_sm90 = pytest.mark.skipif(
@@ -107,17 +107,11 @@ def test_every_code_decodes_exactly(fmt, dtype):
     # Row n of w holds the one-hot code n at column n % K: out = x[:, n % K] * value(code n), one product, exact in
     # fp32 and rounded once (subnormals, -0 and the largest magnitudes included).
     from lowbit_flex.kernels.float_weight_dispatch import Backend, float_weight_only_linear_cuda
-    from lowbit_flex.quant import from_fpx_bits, pack_fpx_tiles
 
     n_codes, K = 2**fmt.bits, 128
     codes = torch.zeros(n_codes, K, dtype=torch.uint8)
     codes[torch.arange(n_codes), torch.arange(n_codes) % K] = torch.arange(n_codes, dtype=torch.uint8)
-    if fmt.bits == 8:
-        codes[(codes & 0x7F) == 0x7F] = 0  # the two NaN codes (finite codes only: the op's contract)
-        w = codes.view(torch.float8_e4m3fn)
-        w64 = w.double()
-    else:
-        w, w64 = pack_fpx_tiles(codes, fmt.bits), from_fpx_bits(codes, fmt, torch.float64)
+    w, w64 = weight_of_codes(codes, fmt)  # (e4m3's two NaN codes become their neighbours)
     x = torch.randn(3, K).to(dtype)
     s = torch.ones(n_codes)
     out = float_weight_only_linear_cuda(x.cuda(), w.cuda(), s.cuda(), None, fmt.ebits, fmt.mbits,

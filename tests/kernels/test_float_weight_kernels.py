@@ -25,13 +25,18 @@ pytestmark = pytest.mark.skipif(kernel_device() is None, reason="needs CUDA or T
 FORMATS = [E4M3FN, E3M2_FN, E2M3_FN, E2M1_FN]
 
 
-def _weight(fmt, n, k, gen):
-    codes = torch.randint(0, 2**fmt.bits, (n, k), dtype=torch.uint8, generator=gen)
+def weight_of_codes(codes, fmt):
+    """(the kernels' weight, its float64 values) for ``(N, K)`` uint8 codes: e4m3 bytes, or fp4 / fp6 codes packed
+    in the tile layout. e4m3's NaN codes (0x7F / 0xFF; it has no inf) become their neighbours: the weight-only ops
+    take finite weights only."""
     if fmt.bits == 8:
-        codes = torch.where((codes & 0x7F) == 0x7F, codes ^ 1, codes)  # e4m3 has no inf; 0x7F / 0xFF are NaN
-        w = codes.view(torch.float8_e4m3fn)
+        w = torch.where((codes & 0x7F) == 0x7F, codes ^ 1, codes).view(torch.float8_e4m3fn)
         return w, w.double()
     return pack_fpx_tiles(codes, fmt.bits), from_fpx_bits(codes, fmt, torch.float64)
+
+
+def _weight(fmt, n, k, gen):
+    return weight_of_codes(torch.randint(0, 2**fmt.bits, (n, k), dtype=torch.uint8, generator=gen), fmt)
 
 
 def _run(fmt, m, n, k, backend, config, *, bias=True, dtype=torch.bfloat16, seed=0, monkeypatch=None):
