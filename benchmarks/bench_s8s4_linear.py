@@ -10,18 +10,23 @@ memory floor (packed weight bytes / copy bandwidth measured in this run) that th
 
 from __future__ import annotations
 
+import functools
 import math
+import os
 
 import torch
 
 import lowbit_flex  # noqa: F401
 from benchmarks.harness import Bench
 from lowbit_flex.quant import group_mult_scales, quantize_int4_weight, quantize_int4_weight_group_mult, unpack_int4
+from lowbit_flex.quant.int4 import GROUP_MULT_INT8_MAX
 from lowbit_flex.testing import w4a8_exact_f64
 
 SHAPES_KN = [(4096, 4096), (4096, 14336), (14336, 4096), (8192, 8192)]
 MS = [1, 16, 64, 256, 1024, 4096, 8192]
 _ROTATE_BYTES = 256 << 20  # rotate input sets until the working set is well beyond the 50 MB L2
+_ENV_MS = "LOWBIT_BENCH_S8S4_M"  # e.g. "1024,4096": time only these M
+_ENV_METHODS = "LOWBIT_BENCH_S8S4_METHODS"  # e.g. "cutlass_groupwise,cutlass sm90": only methods with these prefixes
 
 
 def _cutlass():
@@ -95,24 +100,41 @@ def _forced_cutlass_groupwise(name: str):
     )
 
 
+@functools.cache
 def _group_mult_of(ws: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(channel scale, int8 multipliers) back from the g128 weights' float scales, which this benchmark makes with
-    quantize_int4_weight_group_mult (K <= 16352: every row's largest group has multiplier 127, and the products are
-    exact, so this recovers them exactly)."""
-    channel = ws.amax(dim=1) / 127
+    """(channel scale, int8 multipliers (N, groups)) back from the g128 weights' float scales, made once per weight
+    (a module holds both): this benchmark makes them with quantize_int4_weight_group_mult(max_mult=16), where every
+    row's largest group has multiplier 16 and the products are exact, so this recovers them exactly."""
+    channel = ws.amax(dim=1) / GROUP_MULT_INT8_MAX
     return channel, torch.round(ws / channel[:, None]).to(torch.int8)
+
+
+@functools.cache
+def _group_mult_t_of(ws: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    channel, mult = _group_mult_of(ws)
+    return channel, mult.t().contiguous()  # (groups, N): the Hopper W4A8 kernel's multiplier layout
 
 
 def _forced_cutlass_group_mult(name: str):
     """The integer-multiplier configs of the group-wise CUTLASS kernel, with the same per-call unpack (forced: no op
-    path runs them yet). The (channel, multiplier) split of the scales is made per call here too: a few us at the
-    M >= 64 rows it runs, an upper bound on what a module holding both would pay."""
+    path runs them yet)."""
     from lowbit_flex.kernels.s8s4_unpacked_gemm import unpack_int4_triton
     from lowbit_flex.kernels.s8s8_groupwise_cutlass import s8s8_group_mult_cutlass
 
     def run(xq, xs, w4, ws):
         channel, mult = _group_mult_of(ws)
         return s8s8_group_mult_cutlass(xq, xs, unpack_int4_triton(w4), mult, channel, None, torch.bfloat16, name)
+
+    return run
+
+
+def _forced_w4a8_mult(name: str):
+    """The Hopper W4A8 GEMM with the multipliers applied on the int4 -> int8 upcast (no unpack: the packed weight)."""
+    from lowbit_flex.kernels.s8s4_cutlass import s8s4_group_mult_cutlass
+
+    def run(xq, xs, w4, ws):
+        channel, mult_t = _group_mult_t_of(ws)
+        return s8s4_group_mult_cutlass(xq, xs, w4, channel, mult_t, None, torch.bfloat16, name)
 
     return run
 
@@ -137,7 +159,11 @@ def _methods(cutlass) -> dict:
         # Group-wise only (timed on the g128 weights), so only the configs that take group 128.
         out |= {f"cutlass_groupwise {c}": _forced_cutlass_groupwise(c) for c in configs_for_group(128)}
         out |= {f"cutlass_groupwise {c}": _forced_cutlass_group_mult(c) for c in GROUP_MULT_CONFIGS}
-    return out
+        from lowbit_flex.kernels.s8s4_cutlass import GROUP_MULT_CONFIGS as W4A8_MULT_CONFIGS
+
+        out |= {f"cutlass_groupwise w4a8 {c}": _forced_w4a8_mult(c) for c in W4A8_MULT_CONFIGS}
+    keep = os.environ.get(_ENV_METHODS)
+    return out if keep is None else {k: v for k, v in out.items() if k.startswith(tuple(keep.split(",")))}
 
 
 def _groupwise_only(name: str) -> bool:
@@ -146,12 +172,16 @@ def _groupwise_only(name: str) -> bool:
 
 def _applicable(name: str, M: int, N: int, K: int, groupwise: bool, cutlass) -> bool:
     if _groupwise_only(name):
-        from lowbit_flex.kernels.s8s4_cutlass import library_available
+        from lowbit_flex.kernels import s8s4_cutlass
         from lowbit_flex.kernels.s8s8_groupwise_cutlass import group_mult_supported, supported
 
-        ok = group_mult_supported if name.endswith("_int") else supported
-        # a per-call unpack of the whole weight, like "unpacked": a large-M kernel
-        return groupwise and M >= 64 and ok(M, N, K, 128) and library_available()
+        if name.startswith("cutlass_groupwise w4a8"):
+            ok = s8s4_cutlass.group_mult_supported
+        else:
+            ok = group_mult_supported if name.endswith("_int") else supported
+        # a per-call unpack of the whole weight, like "unpacked": a large-M kernel (the w4a8 ones have none, but
+        # their tiles are as large)
+        return groupwise and M >= 64 and ok(M, N, K, 128) and s8s4_cutlass.library_available()
     if name.startswith("cutlass"):
         return not groupwise and cutlass[1](name.split()[1], M, N, K)
     if name.startswith("unpacked"):
@@ -193,14 +223,15 @@ def run(bench: Bench) -> None:
     checked: dict[str, str] = {}
     for si, (K, N) in enumerate(SHAPES_KN[:1] if bench.quick else SHAPES_KN):
         w = torch.randn(N, K, device="cuda", dtype=torch.bfloat16)
-        # g128 in the integer-multiplier format: float scales every group-wise kernel reads, and (channel scale,
-        # multipliers) that the _int configs recover from them exactly (_group_mult_of).
-        packed, channel, mult = quantize_int4_weight_group_mult(w, 128)
+        # g128 in the integer-multiplier format, multipliers <= 16: float scales every group-wise kernel reads, and
+        # (channel scale, multipliers) that the _int and w4a8 _mult configs recover from them exactly (_group_mult_of).
+        packed, channel, mult = quantize_int4_weight_group_mult(w, 128, max_mult=GROUP_MULT_INT8_MAX)
         weights = {"per-channel": quantize_int4_weight(w), "g128": (packed, group_mult_scales(channel, mult))}
         w8 = torch.randint(-127, 128, (N, K), device="cuda", dtype=torch.int8)
         if si == 0:
             checked = _check_all(methods, cutlass, K, N, weights)
-        for M in [1, 4096] if bench.quick else MS:
+        ms = [int(m) for m in os.environ[_ENV_MS].split(",")] if os.environ.get(_ENV_MS) else MS
+        for M in [1, 4096] if bench.quick else ms:
             n = max(1, min(16, math.ceil(_ROTATE_BYTES / (M * K * 2 + N * K * 2))))
             x = [torch.randn(M, K, device="cuda", dtype=torch.bfloat16) for _ in range(n)]
             q = [(xq, xs.view(M)) for xq, xs in map(torch.ops.lowbit.quantize_int8_rowwise, x)]

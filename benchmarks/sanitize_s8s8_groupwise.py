@@ -4,8 +4,8 @@ and check it against an exact reference, for compute-sanitizer.
     compute-sanitizer --tool memcheck python benchmarks/sanitize_s8s8_groupwise.py
 
 Each ``GROUPWISE_CONFIGS`` entry × every group it takes × output dtype × ragged (M, N, K) (M and N that no tile
-divides, K of one to several K tiles, groups spanning one or two tiles) runs once through the op's forced backend
-(the int4 -> int8 unpack included; the caching allocator is emptied first, so the output and the unpacked weight are
+divides, K of one to several K tiles, groups spanning one or two tiles) runs once through the kernel's wrapper
+after the op's int4 -> int8 unpack (the caching allocator is emptied first, so the output and the unpacked weight are
 fresh allocations the sanitizer watches) and is compared with the exact definition (float64 dots of integers,
 float64 scales) within the output dtype's rounding plus float32 scaling error. Exits 1 on any mismatch; exits 0
 with a message on a GPU that is not compute 9.0 or without the CUDA library.
@@ -20,12 +20,12 @@ import torch
 
 import lowbit_flex  # noqa: F401
 from lowbit_flex.kernels.s8s4_cutlass import library_available
-from lowbit_flex.kernels.s8s4_dispatch import s8s4_linear_cuda
 from lowbit_flex.kernels.s8s4_unpacked_gemm import unpack_int4_triton
 from lowbit_flex.kernels.s8s8_groupwise_cutlass import (
     GROUP_MULT_CONFIGS,
     GROUPWISE_CONFIGS,
     s8s8_group_mult_cutlass,
+    s8s8_groupwise_cutlass,
     supported,
 )
 from lowbit_flex.quant import pack_int4
@@ -62,10 +62,10 @@ def main() -> int:
                     xq.cuda(), xs.cuda(), unpack_int4_triton(pack_int4(q).cuda()), mult.cuda(), channel.cuda(),
                     bias.cuda(), out_dtype, name,
                 )  # fmt: skip
-            else:
-                out = s8s4_linear_cuda(
-                    xq.cuda(), xs.cuda(), pack_int4(q).cuda(), ws.cuda(), bias.cuda(), out_dtype,
-                    _backend="cutlass_sm90_groupwise", _config=name,
+            else:  # the kernel itself: the op reads a single group (K == group) as per-channel scales
+                out = s8s8_groupwise_cutlass(
+                    xq.cuda(), xs.cuda(), unpack_int4_triton(pack_int4(q).cuda()), ws.cuda(), bias.cuda(), out_dtype,
+                    name,
                 )  # fmt: skip
             torch.cuda.synchronize()
             ref, mag = w4a8_exact_f64(xq, xs, q, ws, bias)

@@ -28,14 +28,14 @@ def library_config_names(prefix: str) -> tuple[str, ...]:
     return tuple(name(i).decode() for i in range(count()))
 
 
-def launch_with_workspace(fn, args: tuple, device: torch.device, what: str) -> None:
-    """``fn(*args, workspace, workspace_bytes, query, stream)`` on ``device``'s current stream: a first call with a
-    query pointer stores the workspace size and launches nothing; the second launches with a workspace of that size
-    (from the caching allocator). A non-zero status raises (``cuda_build.check_status``)."""
+def launch_with_workspace(fn, args: tuple, device: torch.device, what: str, extra: tuple = ()) -> None:
+    """``fn(*args, workspace, workspace_bytes, query, stream, *extra)`` on ``device``'s current stream: a first call
+    with a query pointer stores the workspace size and launches nothing; the second launches with a workspace of that
+    size (from the caching allocator). A non-zero status raises (``cuda_build.check_status``)."""
     with torch.cuda.device(device):  # launchers size persistent / stream-K grids for the current device
         stream = torch.cuda.current_stream().cuda_stream
         need = ctypes.c_size_t(0)
-        cuda_build.check_status(fn(*args, None, 0, ctypes.byref(need), stream), f"{what} workspace")
+        cuda_build.check_status(fn(*args, None, 0, ctypes.byref(need), stream, *extra), f"{what} workspace")
         workspace = torch.empty(need.value, dtype=torch.uint8, device=device) if need.value else None
         ws_ptr = None if workspace is None else workspace.data_ptr()
-        cuda_build.check_status(fn(*args, ws_ptr, need.value, None, stream), what)
+        cuda_build.check_status(fn(*args, ws_ptr, need.value, None, stream, *extra), what)

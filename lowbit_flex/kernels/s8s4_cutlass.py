@@ -9,6 +9,12 @@ Two kernel families, each with a few tile configurations:
   that the int4 operand is the register-sourced one; H100/H200 (compute 9.0) only.
 
 Both compute ``out[m, n] = out_dtype(float(acc[m, n]) * x_scale[m] * w_scale[n] + bias[n])`` with one rounding.
+
+:func:`s8s4_group_mult_cutlass` runs the Hopper kernel on group-wise weights in the integer-multiplier format
+(:func:`lowbit_flex.quant.quantize_int4_weight_group_mult` with ``max_mult=GROUP_MULT_INT8_MAX``): the int4 -> int8
+upcast multiplies each code by its group's multiplier (exact in int8), so ``acc[m, n] = sum_k x[m, k] * w[n, k] *
+w_mult[n, k // group]`` is one exact int32 sum and ``w_scale`` is the per-channel scale: group-wise scales at the
+per-channel kernel's speed.
 Constraints (checked by :func:`cutlass_s8s4_supported`, see ``docs/s8s4_cutlass.md``): ``K % 32 == 0`` (128-bit int4
 loads), ``N % 8 == 0`` (128-bit fp16/bf16 stores; TMA strides), any ``M >= 1``.
 """
@@ -33,9 +39,15 @@ CUTLASS_CONFIGS: dict[str, tuple[str, ...]] = {
     "sm90": ("16x128x128_ws", "128x128x128_coop", "256x128x128_coop"),
 }
 
+# Mirrors LOWBIT_S8S4_SM90_MULT_CONFIGS: the Hopper tiles with int8 group multipliers on the weight.
+GROUP_MULT_CONFIGS: tuple[str, ...] = ("128x128x128_coop_mult", "256x128x128_coop_mult")
+_GROUP_MULT_TILE_K = 128  # every GROUP_MULT_CONFIGS tile: the group is a multiple of it
+
 _INT32_MAX = 2**31 - 1
-# |acc| <= K * 128 * 8 must fit int32; K <= 2**20 leaves a wide margin.
+# |acc| <= K * 128 * 8 must fit int32; K <= 2**20 leaves a wide margin (and K * 128 * 128 with multipliers: 2**31
+# at K = 2**17, so the multiplier kernels stop at _MAX_K_MULT).
 _MAX_K = 2**20
+_MAX_K_MULT = 2**17 - 128
 
 
 def _check_family(family: str) -> None:
@@ -59,6 +71,20 @@ def cutlass_s8s4_supported(family: str, M: int, N: int, K: int) -> bool:
     if not _family_runs_on(family, *torch.cuda.get_device_capability()):
         return False
     return 1 <= M <= _INT32_MAX and 8 <= N <= _INT32_MAX and N % 8 == 0 and 32 <= K <= _MAX_K and K % 32 == 0
+
+
+def group_mult_supported(M: int, N: int, K: int, group: int) -> bool:
+    """Whether :func:`s8s4_group_mult_cutlass` can run an (M, N, K) problem with this group on the current device:
+    the Hopper family's constraints, plus ``N % 16 == 0`` (the multipliers' rows are TMA rows), a group that is a
+    whole number of 128-deep K tiles dividing K, and ``K <= 2**17 - 128`` (an exact int32 sum)."""
+    return (
+        cutlass_s8s4_supported("sm90", M, N, K)
+        and N % 16 == 0
+        and group > 0
+        and group % _GROUP_MULT_TILE_K == 0
+        and K % group == 0
+        and K <= _MAX_K_MULT
+    )
 
 
 @functools.cache
@@ -92,9 +118,20 @@ def _launcher(family: str) -> ctypes._CFuncPtr:
     return fn
 
 
+@functools.cache
+def _group_mult_launcher() -> ctypes._CFuncPtr:
+    fn = cuda_build.load().lowbit_s8s4_sm90_mult
+    # the family launcher's parameters, then (w_mult, group)
+    fn.argtypes = [*_launcher("sm90").argtypes, ctypes.c_void_p, ctypes.c_int]
+    fn.restype = ctypes.c_int
+    return fn
+
+
 def library_config_names(family: str) -> tuple[str, ...]:
-    """The config names compiled into the loaded library (for the consistency test against CUTLASS_CONFIGS)."""
-    _check_family(family)
+    """The config names compiled into the loaded library (for the consistency test against CUTLASS_CONFIGS;
+    ``"sm90_mult"``: against GROUP_MULT_CONFIGS)."""
+    if family != "sm90_mult":
+        _check_family(family)
     return _config_names(f"lowbit_s8s4_{family}")
 
 
@@ -128,4 +165,40 @@ def s8s4_linear_cutlass(
         None if bias is None else bias.data_ptr(), out.data_ptr(), M, N, K,
     )  # fmt: skip
     launch_with_workspace(_launcher(family), args, x.device, f"s8s4 {family} {config}")
+    return out
+
+
+def s8s4_group_mult_cutlass(
+    x: torch.Tensor,
+    x_scale: torch.Tensor,
+    w: torch.Tensor,
+    w_channel_scale: torch.Tensor,
+    w_mult_t: torch.Tensor,
+    bias: torch.Tensor | None,
+    out_dtype: torch.dtype,
+    config: str,
+) -> torch.Tensor:
+    """``(x * x_scale[:, None]) @ (W * w_mult expanded over its groups * w_channel_scale[:, None]).T + bias`` on the
+    Hopper kernel; ``out`` is (M, N) ``out_dtype``.
+
+    Preconditions (the caller's checks): as :func:`s8s4_linear_cutlass`, with ``w_channel_scale`` float32 (N,) in
+    ``w_scale``'s place and ``w_mult_t`` int8 (K // group, N) contiguous, the multipliers transposed, each in
+    ``[0, lowbit_flex.quant.int4.GROUP_MULT_INT8_MAX]`` (a larger one wraps in int8); :func:`group_mult_supported`
+    holds. ``config``: a name in ``GROUP_MULT_CONFIGS``.
+    """
+    M, K = x.shape
+    N = w.shape[0]
+    group = K // w_mult_t.shape[0]
+    index = GROUP_MULT_CONFIGS.index(config)
+    x, w, w_channel_scale, w_mult_t = aligned16(x), aligned16(w), aligned16(w_channel_scale), aligned16(w_mult_t)
+    bias = None if bias is None else aligned16(bias)
+    out = torch.empty((M, N), dtype=out_dtype, device=x.device)
+    args = (
+        index, OUT_DTYPE_CODE[out_dtype],
+        x.data_ptr(), x_scale.data_ptr(), w.data_ptr(), w_channel_scale.data_ptr(),
+        None if bias is None else bias.data_ptr(), out.data_ptr(), M, N, K,
+    )  # fmt: skip
+    launch_with_workspace(
+        _group_mult_launcher(), args, x.device, f"s8s4 sm90 {config}", extra=(w_mult_t.data_ptr(), group)
+    )
     return out

@@ -21,7 +21,9 @@ sum each group's exact int32 dot times its multiplier in int32 and apply one flo
 instead of converting and scaling every group's dot in float (QServe's progressive group quantization makes the
 same trade). The channel scale is rounded up to 17 significant bits, so every product with a multiplier up to 127
 is exact in float32: :func:`group_mult_scales` gives float group scales that every group-wise kernel reads, with
-the same value.
+the same value. With multipliers up to :data:`GROUP_MULT_INT8_MAX` (16) a kernel can instead multiply each int4
+code by its multiplier on the way to the int8 MMA (``|code * mult| <= 128`` is an int8) and run the per-channel
+GEMM unchanged: the Hopper W4A8 GEMM's ``_mult`` configs.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ INT4_MIN, INT4_MAX = -8, 7
 # Integer group multipliers: int8 storage, at most 127. A kernel's int32 sum of K products |x * w * mult| <=
 # 128 * 8 * 128 then stays exact for K < 2**14; deeper layers get smaller multipliers (group_mult_max).
 GROUP_MULT_MAX = 127
+# The largest multiplier whose product with every int4 code is an int8 (-8 * 16 = -128, 7 * 16 = 112).
+GROUP_MULT_INT8_MAX = 16
 _GROUP_MULT_SUM_BITS = 31 - 7 - 3  # log2 of int32's range over |x| <= 2**7 and |w| <= 2**3
 # Significant bits of the channel scale: 24 - 7, so that channel_scale * group_mult (<= 127) is exact in float32.
 _CHANNEL_SCALE_BITS = 17
@@ -113,12 +117,14 @@ def group_mult_max(K: int) -> int:
 
 
 def quantize_int4_weight_group_mult(
-    w: torch.Tensor, group_size: int
+    w: torch.Tensor, group_size: int, max_mult: int = GROUP_MULT_MAX
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Group-wise symmetric int4 quantization whose group scales are integer multiples of a per-channel scale.
 
     Returns ``(packed, channel_scale, group_mult)``: ``packed`` int8 ``(N, K // 2)`` as :func:`quantize_int4_weight`;
-    ``channel_scale`` float32 ``(N,)``; ``group_mult`` int8 ``(N, K // group_size)`` in ``[1, group_mult_max(K)]``.
+    ``channel_scale`` float32 ``(N,)``; ``group_mult`` int8 ``(N, K // group_size)`` in
+    ``[1, min(max_mult, group_mult_max(K))]`` (``max_mult`` in 1..127; :data:`GROUP_MULT_INT8_MAX` for the kernels
+    that multiply the codes in int8).
     ``w ≈ unpack_int4(packed) * group_mult_scales(channel_scale, group_mult)`` expanded over the groups, with
     ``|error| <= scale / 2`` (no clipping).
 
@@ -129,8 +135,10 @@ def quantize_int4_weight_group_mult(
     127 (per-channel scales: 34 % above). Inputs must be finite.
     """
     _check_weight(w, group_size, allow_none=False)
+    if isinstance(max_mult, bool) or not isinstance(max_mult, int) or not 1 <= max_mult <= GROUP_MULT_MAX:
+        raise ValueError(f"max_mult: expected an int in [1, {GROUP_MULT_MAX}], got {max_mult!r}")
     N, K = w.shape
-    top = group_mult_max(K)
+    top = min(max_mult, group_mult_max(K))
     wg = w.double().reshape(N, K // group_size, group_size)
     amax = wg.abs().amax(dim=-1)  # (N, groups)
     row_max = amax.amax(dim=-1, keepdim=True)

@@ -8,6 +8,9 @@
 // complement), i.e. the GEMM's B operand K x N column-major. x_scale (M,), w_scale (N,), bias (N,) or null: fp32.
 // out: (M, N) row-major, fp16 or bf16. All pointers 16-byte aligned; K % 32 == 0 and N % 8 == 0 (see
 // docs/s8s4_cutlass.md for why).
+//
+// The group-multiplier kernels (LOWBIT_S8S4_SM90_MULT_CONFIGS) read the weight as w[n, k] * w_mult[k / group, n]
+// (int8 multipliers, (K / group, N) row-major, |w * w_mult| <= 128) and w_scale as the per-channel scale.
 #pragma once
 
 #include <cstddef>
@@ -29,6 +32,8 @@ struct Problem {
   void* workspace;  // device memory of at least the queried size (may be null when that size is 0)
   size_t workspace_bytes;
   cudaStream_t stream;
+  const int8_t* w_mult = nullptr;  // group-multiplier kernels only: (K / group, N) row-major
+  int group = 0;
 };
 
 // Each returns a lowbit::Status. With `query_workspace` non-null nothing is launched: the workspace size the
@@ -37,6 +42,8 @@ int sm80_f16(int config, Problem const& p, size_t* query_workspace);
 int sm80_bf16(int config, Problem const& p, size_t* query_workspace);
 int sm90_f16(int config, Problem const& p, size_t* query_workspace);
 int sm90_bf16(int config, Problem const& p, size_t* query_workspace);
+int sm90_mult_f16(int config, Problem const& p, size_t* query_workspace);  // LOWBIT_S8S4_SM90_MULT_CONFIGS
+int sm90_mult_bf16(int config, Problem const& p, size_t* query_workspace);
 
 // The shape and alignment checks every kernel needs (the CUTLASS can_implement checks run after these).
 inline bool problem_ok(Problem const& p) {
@@ -45,6 +52,13 @@ inline bool problem_ok(Problem const& p) {
          p.out && aligned16(p.x) && aligned16(p.w) && aligned16(p.out) && aligned16(p.w_scale) &&
          (p.bias == nullptr || aligned16(p.bias)) && (reinterpret_cast<uintptr_t>(p.x_scale) & 3u) == 0 &&
          (p.workspace_bytes == 0 || p.workspace != nullptr);
+}
+
+// What the group-multiplier kernels need on top: the multipliers' rows are TMA rows (16-byte strides: N % 16) and
+// the group a whole number of K tiles (CUTLASS reads one multiplier column per K tile and reuses it across a group).
+inline bool mult_problem_ok(Problem const& p, int tile_k) {
+  return problem_ok(p) && p.w_mult && (reinterpret_cast<uintptr_t>(p.w_mult) & 15u) == 0 && p.N % 16 == 0 &&
+         p.group > 0 && p.group % tile_k == 0 && p.K % p.group == 0;
 }
 
 }  // namespace lowbit::s8s4
@@ -66,3 +80,8 @@ inline bool problem_ok(Problem const& p) {
 LOWBIT_S8S4_DECLARE_FAMILY(sm80)
 LOWBIT_S8S4_DECLARE_FAMILY(sm90)
 #undef LOWBIT_S8S4_DECLARE_FAMILY
+
+// The group-multiplier family: the same parameters, then the (K / group, N) int8 multipliers and the group.
+LOWBIT_API int lowbit_s8s4_sm90_mult(LOWBIT_S8S4_LAUNCHER_PARAMS, const int8_t* w_mult, int group);
+LOWBIT_API int lowbit_s8s4_sm90_mult_num_configs();
+LOWBIT_API const char* lowbit_s8s4_sm90_mult_config_name(int config);

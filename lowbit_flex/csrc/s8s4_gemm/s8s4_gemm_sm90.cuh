@@ -7,6 +7,9 @@
 // DirectConvert mode (NumericArrayConverter<int8_t, int4b_t>, exact), the MMA is s8 x s8 -> s32, and out^T stored
 // column-major is exactly out (M x N) row-major, so the TMA epilogue writes the caller's layout. The same fused
 // epilogue as the Ampere kernel runs as an sm90 EVT, with the roles of row and column vectors swapped.
+// With GroupMult the weight operand is (int4, int8 multiplier) and the collective runs in ConvertAndScale mode: each
+// code is upcast and multiplied by its group's multiplier (int8 * int8, exact while |code * mult| <= 128), so the
+// group scales cost one multiply per weight element per CTA tile and nothing per accumulator.
 // Included by one TU per output dtype. In a build for sm_80 only (CI compiles every TU for both) no Hopper kernel
 // is instantiated and the launcher refuses to run (common/sm90_arch.h).
 #pragma once
@@ -22,7 +25,8 @@ namespace lowbit::s8s4::sm90 {
 using namespace cute;
 namespace fusion = cutlass::epilogue::fusion;
 
-template <class ElementOut, int TileM, int TileN, int TileK, class KernelSchedule, class EpilogueSchedule>
+template <class ElementOut, int TileM, int TileN, int TileK, class KernelSchedule, class EpilogueSchedule,
+          bool GroupMult = false>
 struct Gemm {
   // CUTLASS problem (M', N', K) = (N, M, K); see the file comment.
   using TileShape = Shape<Int<TileN>, Int<TileM>, Int<TileK>>;
@@ -51,9 +55,11 @@ struct Gemm {
       void, LayoutOut, kAlignOut,  // no source tensor C
       ElementOut, LayoutOut, kAlignOut, EpilogueSchedule, Callbacks>::CollectiveOp;
 
+  // (int4, int8 multiplier): ConvertAndScale; int4 alone: DirectConvert.
+  using ElementW = cute::conditional_t<GroupMult, cute::tuple<cutlass::int4b_t, int8_t>, cutlass::int4b_t>;
   using Mainloop = typename cutlass::gemm::collective::CollectiveBuilder<
       cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp,
-      cutlass::int4b_t, LayoutW, kAlignW,  // narrow operand first: no implicit swap inside the collective
+      ElementW, LayoutW, kAlignW,  // narrow operand first: no implicit swap inside the collective
       int8_t, LayoutX, kAlignX, int32_t, TileShape, ClusterShape,
       cutlass::gemm::collective::StageCountAutoCarveout<static_cast<int>(sizeof(typename Epilogue::SharedStorage))>,
       KernelSchedule>::CollectiveOp;
@@ -85,15 +91,23 @@ struct Gemm {
          {}},                              // multiplies
         {p.bias, 0.0f, {}},                // Bias
         {}};                               // plus
+    typename Mainloop::Arguments mainloop{static_cast<cutlass::int4b_t const*>(p.w), dW, p.x, dX};
+    if constexpr (GroupMult) {
+      // multipliers (N, K / group) in the collective's coordinates, N-major: element (n, g) at n + g * N
+      mainloop.ptr_S = p.w_mult;
+      mainloop.dS = {cute::_1{}, int64_t(p.N), int64_t(p.N) * (p.K / p.group)};
+      mainloop.group_size = p.group;
+    }
     return typename Device::Arguments{
         cutlass::gemm::GemmUniversalMode::kGemm,
         {p.N, p.M, p.K, 1},
-        {static_cast<cutlass::int4b_t const*>(p.w), dW, p.x, dX},
+        mainloop,
         {callbacks, nullptr, dOut, static_cast<ElementOut*>(p.out), dOut}};
   }
 
   static int run(Problem const& p, size_t* query_workspace) {
     if (!device_is_sm90()) return kInvalidArgument;
+    if (GroupMult && !mult_problem_ok(p, TileK)) return kInvalidArgument;
     auto args = arguments(p);
     return run_gemm<Device>(args, p.workspace, p.workspace_bytes, p.stream, query_workspace);
   }
@@ -116,10 +130,29 @@ int dispatch(int config, Problem const& p, size_t* query_workspace) {
   }
 }
 
+template <class ElementOut>
+int dispatch_mult(int config, Problem const& p, size_t* query_workspace) {
+  if constexpr (!built_for_sm90()) {
+    return kInvalidArgument;
+  } else {
+  if (!problem_ok(p)) return kInvalidArgument;
+  switch (config) {
+#define LOWBIT_S8S4_CASE(I, NAME, TM, TN, TK, KS, ES)                                                             \
+  case I:                                                                                                         \
+    return Gemm<ElementOut, TM, TN, TK, cutlass::gemm::KS, cutlass::epilogue::ES, true>::run(p, query_workspace);
+    LOWBIT_S8S4_SM90_MULT_CONFIGS(LOWBIT_S8S4_CASE)
+#undef LOWBIT_S8S4_CASE
+    default: return kInvalidArgument;
+  }
+  }
+}
+
 #else  // a CUDA toolkit without the Hopper CUTLASS path: every call is refused
 
 template <class ElementOut>
 int dispatch(int, Problem const&, size_t*) { return kInvalidArgument; }
+template <class ElementOut>
+int dispatch_mult(int, Problem const&, size_t*) { return kInvalidArgument; }
 
 #endif
 
