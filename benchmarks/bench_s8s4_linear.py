@@ -60,6 +60,17 @@ def _dispatched(xq, xs, w4, ws):
     return torch.ops.lowbit.s8s4_linear(xq, xs, w4, ws, None, torch.bfloat16)
 
 
+def _dispatched_mult(xq, xs, w4, ws):
+    """The op given the g128 scales' integer-multiplier form too (what a ``group_multipliers`` module passes)."""
+    channel, mult_t = _group_mult_t_of(ws)
+    return torch.ops.lowbit.s8s4_linear(xq, xs, w4, ws, None, torch.bfloat16, mult_t, channel)
+
+
+def _whole_linear_mult(x, w4, ws):
+    channel, mult_t = _group_mult_t_of(ws)
+    return torch.ops.lowbit.w4a8_linear(x, w4, ws, None, torch.bfloat16, mult_t, channel)
+
+
 def _whole_linear(x, w4, ws):
     """What ``W4A8Linear`` runs: the fused int8 row-wise quantization kernel, then the GEMM."""
     xq, xs = torch.ops.lowbit.quantize_int8_rowwise(x)
@@ -254,13 +265,17 @@ def run(bench: Bench) -> None:
             times["dispatched g128"] = bench.time(_dispatched, *[(*q[i], *w4g[i]) for i in range(n)])
             times["whole linear"] = bench.time(_whole_linear, *[(x[i], *w4[i]) for i in range(n)])
             times["whole linear g128"] = bench.time(_whole_linear, *[(x[i], *w4g[i]) for i in range(n)])
-            for kind, label in (("per-channel", "backend"), ("g128", "backend g128")):
-                rule = rule_for(weights[kind][1].device, weights[kind][1], M, N, K)
+            times["dispatched g128 mult"] = bench.time(_dispatched_mult, *[(*q[i], *w4g[i]) for i in range(n)])
+            times["whole linear g128 mult"] = bench.time(_whole_linear_mult, *[(x[i], *w4g[i]) for i in range(n)])
+            for kind, label, mult in (("per-channel", "backend", False), ("g128", "backend g128", False),
+                                      ("g128", "backend g128 mult", True)):  # fmt: skip
+                rule = rule_for(weights[kind][1].device, weights[kind][1], M, N, K, has_mult=mult)
                 extra[label] = f"{rule.backend.value} {rule.config or ''}".strip()
             extra["TOPS dispatched"] = 2 * M * N * K / (times["dispatched"] * 1e-3) / 1e12
             extra["vs int_mm"] = times["int_mm W8A8"] / times["dispatched"]
             extra["whole/GEMM"] = times["whole linear"] / times["dispatched"]
             extra["g128/per-channel"] = times["dispatched g128"] / times["dispatched"]
+            extra["g128 mult/per-channel"] = times["dispatched g128 mult"] / times["dispatched"]
             if M <= 16:
                 extra["int4 floor frac"] = (N * K // 2) / (bw * 1e9) * 1e3 / times["dispatched"]
             if cutlass is None:

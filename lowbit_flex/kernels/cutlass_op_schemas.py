@@ -15,6 +15,11 @@ TORCH_OPS_SCHEMAS = {
         "s8s4_gemm_cutlass(Tensor x, Tensor x_scale, Tensor w, Tensor w_scale, Tensor? bias, str out_dtype, "
         "str family, str config) -> Tensor"
     ),
+    # The Hopper W4A8 GEMM with int8 group multipliers (K // group, N) applied on the int4 upcast, w_channel_scale (N,).
+    "LOWBIT_S8S4_GROUP_MULT_GEMM_CUTLASS_SCHEMA": (
+        "s8s4_group_mult_gemm_cutlass(Tensor x, Tensor x_scale, Tensor w, Tensor w_channel_scale, Tensor w_group_mult, "
+        "Tensor? bias, str out_dtype, str config) -> Tensor"
+    ),
     "LOWBIT_S8S8_GROUPWISE_GEMM_CUTLASS_SCHEMA": (
         "s8s8_groupwise_gemm_cutlass(Tensor x, Tensor x_scale, Tensor w, Tensor w_scale, Tensor? bias, "
         "str out_dtype, str config) -> Tensor"

@@ -45,9 +45,9 @@ _GROUP_MULT_TILE_K = 128  # every GROUP_MULT_CONFIGS tile: the group is a multip
 
 _INT32_MAX = 2**31 - 1
 # |acc| <= K * 128 * 8 must fit int32; K <= 2**20 leaves a wide margin (and K * 128 * 128 with multipliers: 2**31
-# at K = 2**17, so the multiplier kernels stop at _MAX_K_MULT).
+# at K = 2**17, so the multiplier kernels stop at MAX_K_MULT).
 _MAX_K = 2**20
-_MAX_K_MULT = 2**17 - 128
+MAX_K_MULT = 2**17 - 128
 
 
 def _check_family(family: str) -> None:
@@ -83,7 +83,7 @@ def group_mult_supported(M: int, N: int, K: int, group: int) -> bool:
         and group > 0
         and group % _GROUP_MULT_TILE_K == 0
         and K % group == 0
-        and K <= _MAX_K_MULT
+        and K <= MAX_K_MULT
     )
 
 

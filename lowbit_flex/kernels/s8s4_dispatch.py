@@ -11,10 +11,11 @@ For benchmarking, ``_backend=`` (or the environment variable ``LOWBIT_S8S4_BACKE
 ``_config=`` one tile config of it; a forced backend that cannot take the shape raises instead of falling back.
 
 Traced calls (``torch.compile``, ``torch.export``, AOTInductor): the Triton backends launch through ``wrap_triton``
-and the CUTLASS ones become ``lowbit::s8s4_gemm_cutlass`` / ``lowbit::s8s8_groupwise_gemm_cutlass`` nodes
-(``lowbit_flex/ops/cutlass_gemm.py``), which a process without lowbit_flex's Python can serve. With a symbolic row
-count (a dynamic batch) the table is walked with the example's M (its size hint) over the rows whose kernel takes
-any M (:func:`takes_any_m`), so the graph holds no guard on M: the decode-only kernels need a static M.
+and the CUTLASS ones become ``lowbit::s8s4_gemm_cutlass`` / ``lowbit::s8s4_group_mult_gemm_cutlass`` /
+``lowbit::s8s8_groupwise_gemm_cutlass`` nodes (``lowbit_flex/ops/cutlass_gemm.py``), which a process without
+lowbit_flex's Python can serve. With a symbolic row count (a dynamic batch) the table is walked with the example's
+M (its size hint) over the rows whose kernel takes any M (:func:`takes_any_m`), so the graph holds no guard on M:
+the decode-only kernels need a static M.
 """
 
 from __future__ import annotations
@@ -58,6 +59,10 @@ class Backend(enum.Enum):
     # kernels/s8s8_groupwise_cutlass.py: group-wise scales only, sm_90a only; unpacks the weight to int8 per call,
     # then a CUTLASS WGMMA kernel promoting each group's int32 dot into fp32 (a config takes some group sizes).
     CUTLASS_SM90_GROUPWISE = "cutlass_sm90_groupwise"
+    # kernels/s8s4_cutlass.py s8s4_group_mult_cutlass: group-wise scales given also as int8 multipliers (<= 16) of a
+    # channel scale (the op's weight_group_mult / weight_channel_scale), sm_90a only: the per-channel WGMMA kernel
+    # multiplying each int4 code by its multiplier on the upcast; groups of 128s.
+    CUTLASS_SM90_MULT = "cutlass_sm90_mult"
 
 
 _CUTLASS_FAMILY = {Backend.CUTLASS_SM80: "sm80", Backend.CUTLASS_SM90: "sm90"}
@@ -78,6 +83,8 @@ class Rule:
     # kernel first (False, measured faster everywhere): fusing saves a launch but every program re-reads its full
     # x rows for the amax.
     fuse_quant: bool = False
+    # only when the call passes the group scales' integer multipliers too (weight_group_mult, weight_channel_scale)
+    needs_mult: bool = False
 
 
 _PC, _GW, _SM80, _SM90 = ScaleKind.PER_CHANNEL, ScaleKind.GROUPWISE, Arch.SM80, Arch.SM90
@@ -197,6 +204,12 @@ def available(
         from lowbit_flex.kernels.w4a8_gemv_cuda import gemv_cuda_supports
 
         return gemv_cuda_supports(M, K, group if scale is ScaleKind.GROUPWISE else None) and library_available()
+    if backend is Backend.CUTLASS_SM90_MULT:
+        if scale is not ScaleKind.GROUPWISE or arch is not Arch.SM90 or group is None:
+            return False
+        from lowbit_flex.kernels.s8s4_cutlass import group_mult_supported, library_available
+
+        return group_mult_supported(M, N, K, group) and library_available()
     if backend is Backend.CUTLASS_SM90_GROUPWISE:
         if scale is not ScaleKind.GROUPWISE or arch is not Arch.SM90 or group is None:
             return False
@@ -225,14 +238,18 @@ def takes_any_m(backend: Backend, config: object) -> bool:
 
 
 @functools.lru_cache(maxsize=4096)
-def choose(arch: Arch, scale: ScaleKind, M: int, N: int, K: int, group: int | None = None, any_m: bool = False) -> Rule:
+def choose(
+    arch: Arch, scale: ScaleKind, M: int, N: int, K: int, group: int | None = None, any_m: bool = False,
+    has_mult: bool = False,
+) -> Rule:  # fmt: skip
     """The first rule of :data:`DISPATCH_TABLE` that matches and whose backend is available (``group``: the scale
     group size of group-wise scales; ``any_m``: only rows whose kernel takes every M, for a symbolic M whose
-    example value is ``M``). Memoised per shape: the table walk (with an import and a library check) would
-    otherwise run in front of every decode GEMM."""
+    example value is ``M``; ``has_mult``: the call passes the group scales' integer multipliers too). Memoised per
+    shape: the table walk (with an import and a library check) would otherwise run in front of every decode GEMM."""
     for rule in DISPATCH_TABLE:
         if (
             (not any_m or takes_any_m(rule.backend, rule.config))
+            and (has_mult or not rule.needs_mult)
             and (rule.arch is None or rule.arch is arch)
             and (rule.scale is None or rule.scale is scale)
             and (rule.max_m is None or rule.max_m >= M)
@@ -250,11 +267,13 @@ def group_of(weight_scale: torch.Tensor, K: int) -> int | None:
     return K // int(weight_scale.shape[1]) if scale_kind_of(weight_scale) is ScaleKind.GROUPWISE else None
 
 
-def rule_for(device: torch.device, weight_scale: torch.Tensor, M: int | torch.SymInt, N: int, K: int) -> Rule:
+def rule_for(
+    device: torch.device, weight_scale: torch.Tensor, M: int | torch.SymInt, N: int, K: int, has_mult: bool = False
+) -> Rule:
     """:func:`choose` for a problem on ``device`` with these weight scales (what the ops call); a symbolic ``M``
     picks by its example value among the kernels that take any M (:func:`rows_hint`)."""
     m, any_m = rows_hint(M)
-    return choose(arch_of(device), scale_kind_of(weight_scale), m, N, K, group_of(weight_scale, K), any_m)
+    return choose(arch_of(device), scale_kind_of(weight_scale), m, N, K, group_of(weight_scale, K), any_m, has_mult)
 
 
 def decode_launcher(backend: Backend, config: object) -> Callable | None:
@@ -285,6 +304,10 @@ def _default_config(backend: Backend, group: int | None) -> object:
         from lowbit_flex.kernels.s8s8_groupwise_cutlass import configs_for_group
 
         return configs_for_group(group)[0]
+    if backend is Backend.CUTLASS_SM90_MULT:  # no row yet (not measured on a GPU): forced only
+        from lowbit_flex.kernels.s8s4_cutlass import GROUP_MULT_CONFIGS
+
+        return GROUP_MULT_CONFIGS[-1]
     return next(r.config for r in DISPATCH_TABLE if r.backend is backend)
 
 
@@ -295,11 +318,15 @@ def s8s4_linear_cuda(
     weight_scale: torch.Tensor,
     bias: torch.Tensor | None,
     out_dtype: torch.dtype,
+    weight_group_mult: torch.Tensor | None = None,
+    weight_channel_scale: torch.Tensor | None = None,
     *,
     _backend: Backend | str | None = None,
     _config: object = None,
 ) -> torch.Tensor:
-    """Run the chosen backend on validated arguments (the op's checks ran). ``_backend`` / ``_config`` force a
+    """Run the chosen backend on validated arguments (the op's checks ran). ``weight_group_mult`` (int8
+    ``(K // group, N)``) and ``weight_channel_scale`` (``(N,)``), both or neither: group-wise ``weight_scale`` in the
+    integer-multiplier format too, which the ``CUTLASS_SM90_MULT`` rows read. ``_backend`` / ``_config`` force a
     backend / tile config (a :class:`~lowbit_flex.kernels.s8s4_linear.TritonConfig` or a name in
     ``TRITON_CONFIGS``; a name in ``CUTLASS_CONFIGS[family]`` for CUTLASS) for benchmarks and tests."""
     # N and K come from the weight, static in any model: int() guards on them when dynamic shapes made them symbolic.
@@ -313,16 +340,17 @@ def s8s4_linear_cuda(
     arch, scale = arch_of(x.device), scale_kind_of(weight_scale)
     group = group_of(weight_scale, K)
     m, any_m = rows_hint(M)  # a symbolic M: its example value, and only kernels that take any M
+    has_mult = weight_group_mult is not None
     forced = _backend or os.environ.get(_ENV_BACKEND)
     if forced:
         backend = Backend(forced)
-        ok = available(backend, arch, scale, m, N, K, group)
+        ok = available(backend, arch, scale, m, N, K, group) and (has_mult or backend is not Backend.CUTLASS_SM90_MULT)
         config = _config if _config is not None or not ok else _default_config(backend, group)
         if not ok or (any_m and not takes_any_m(backend, config)):
             shape = f"M={M}, N={N}, K={K}, group={group}"
             raise ValueError(f"_backend: {backend.value} cannot take {shape} ({scale.value}, {arch.value})")
     else:
-        rule = choose(arch, scale, m, N, K, group, any_m)
+        rule = choose(arch, scale, m, N, K, group, any_m, has_mult)
         backend, config = rule.backend, rule.config
 
     decode = decode_launcher(backend, config)
@@ -338,6 +366,17 @@ def s8s4_linear_cuda(
 
         cfg = UNPACKED_CONFIGS[config] if isinstance(config, str) else config
         out = s8s4_unpacked_gemm_triton(x, xs, weight, ws, b, out_dtype, cfg)
+    elif backend is Backend.CUTLASS_SM90_MULT:
+        channel = weight_channel_scale.float()
+        if traced(x):  # the op, which a process without lowbit_flex's Python can serve (ops/cutlass_gemm.py)
+            name = dtype_name(out_dtype)
+            out = torch.ops.lowbit.s8s4_group_mult_gemm_cutlass(
+                x, xs, weight, channel, weight_group_mult, b, name, config
+            )
+        else:
+            from lowbit_flex.kernels.s8s4_cutlass import s8s4_group_mult_cutlass
+
+            out = s8s4_group_mult_cutlass(x, xs, weight, channel, weight_group_mult, b, out_dtype, config)
     elif backend is Backend.CUTLASS_SM90_GROUPWISE:
         from lowbit_flex.kernels.s8s4_unpacked_gemm import unpack_int4_triton
 

@@ -1,7 +1,8 @@
-"""The CUDA-library kernels as ops: the CUTLASS GEMMs ``lowbit::s8s4_gemm_cutlass`` and
-``lowbit::s8s8_groupwise_gemm_cutlass``, the W4A8 decode GEMV ``lowbit::w4a8_gemv_cuda``, the fp8 / fp6 / fp4
-weight-only decode GEMV ``lowbit::float_weight_gemv_cuda``, the fp8 / fp6 / fp4 weight-only WGMMA GEMM
-``lowbit::float_weight_gemm_cuda`` and the fp8 weight-only prefill GEMM ``lowbit::fp8_weight_gemm_cutlass``.
+"""The CUDA-library kernels as ops: the CUTLASS GEMMs ``lowbit::s8s4_gemm_cutlass``,
+``lowbit::s8s4_group_mult_gemm_cutlass`` and ``lowbit::s8s8_groupwise_gemm_cutlass``, the W4A8 decode GEMV
+``lowbit::w4a8_gemv_cuda``, the fp8 / fp6 / fp4 weight-only decode GEMV ``lowbit::float_weight_gemv_cuda``, the
+fp8 / fp6 / fp4 weight-only WGMMA GEMM ``lowbit::float_weight_gemm_cuda`` and the fp8 weight-only prefill GEMM
+``lowbit::fp8_weight_gemm_cutlass``.
 
 ``lowbit::s8s4_linear`` is a ``triton_op``: compiled and exported graphs hold its kernels rather than the op. Where
 its dispatch table picks a kernel of the CUDA library, the traced graph holds one of these opaque ops instead (the
@@ -27,9 +28,10 @@ import torch
 
 from lowbit_flex._checks import FLOAT_DTYPES, HALF_DTYPES, check_same_device, check_tensor, dtype_from_name
 from lowbit_flex.kernels.cutlass_op_schemas import TORCH_OPS_SCHEMAS
-from lowbit_flex.ops.s8s4_linear import reference_int_linear, reference_s8s4_linear
+from lowbit_flex.ops.s8s4_linear import check_group_mult, reference_int_linear, reference_s8s4_linear
 
 S8S4_GEMM_CUTLASS_SCHEMA = TORCH_OPS_SCHEMAS["LOWBIT_S8S4_GEMM_CUTLASS_SCHEMA"]
+S8S4_GROUP_MULT_GEMM_CUTLASS_SCHEMA = TORCH_OPS_SCHEMAS["LOWBIT_S8S4_GROUP_MULT_GEMM_CUTLASS_SCHEMA"]
 S8S8_GROUPWISE_GEMM_CUTLASS_SCHEMA = TORCH_OPS_SCHEMAS["LOWBIT_S8S8_GROUPWISE_GEMM_CUTLASS_SCHEMA"]
 W4A8_GEMV_CUDA_SCHEMA = TORCH_OPS_SCHEMAS["LOWBIT_W4A8_GEMV_CUDA_SCHEMA"]
 FLOAT_WEIGHT_GEMV_CUDA_SCHEMA = TORCH_OPS_SCHEMAS["LOWBIT_FLOAT_WEIGHT_GEMV_CUDA_SCHEMA"]
@@ -79,6 +81,50 @@ def _check_s8s4(x, x_scale, w, w_scale, bias, out_dtype, family, config) -> torc
     if config not in CUTLASS_CONFIGS[family]:
         raise ValueError(f"config: expected one of {list(CUTLASS_CONFIGS[family])} for family {family}, got {config!r}")
     return dtype
+
+
+def _check_s8s4_group_mult(x, x_scale, w, w_channel_scale, w_group_mult, bias, out_dtype, config) -> torch.dtype:
+    from lowbit_flex.kernels.s8s4_cutlass import GROUP_MULT_CONFIGS, MAX_K_MULT
+
+    dtype = _check(x, x_scale, w, w_channel_scale, bias, out_dtype, packed=True, groupwise=False)
+    K = x.shape[1]
+    check_group_mult("w_group_mult", w_group_mult, K, w_channel_scale.shape[0])
+    if (K // w_group_mult.shape[0]) % 128:
+        group = K // w_group_mult.shape[0]
+        raise ValueError(f"w_group_mult: expected the group a multiple of 128 (whole K tiles), got {group}")
+    check_same_device(x=x, w_group_mult=w_group_mult)
+    if w_channel_scale.shape[0] % 16:
+        raise ValueError(f"w_channel_scale: expected N a multiple of 16, got {w_channel_scale.shape[0]}")
+    if K > MAX_K_MULT:
+        raise ValueError(f"x: expected K <= {MAX_K_MULT} (an exact int32 sum), got {K}")
+    if config not in GROUP_MULT_CONFIGS:
+        raise ValueError(f"config: expected one of {list(GROUP_MULT_CONFIGS)}, got {config!r}")
+    return dtype
+
+
+def _s8s4_group_mult_cpu(x, x_scale, w, w_channel_scale, w_group_mult, bias, out_dtype, config):
+    dtype = _check_s8s4_group_mult(x, x_scale, w, w_channel_scale, w_group_mult, bias, out_dtype, config)
+    ws = w_channel_scale.double()[:, None] * w_group_mult.t().double()  # the group scales, exact in float64
+    return reference_s8s4_linear(x, x_scale, w, ws, bias, dtype)
+
+
+def _s8s4_group_mult_fake(x, x_scale, w, w_channel_scale, w_group_mult, bias, out_dtype, config):
+    dtype = _check_s8s4_group_mult(x, x_scale, w, w_channel_scale, w_group_mult, bias, out_dtype, config)
+    return _empty_out(x, w_channel_scale, dtype)
+
+
+def _s8s4_group_mult_cuda(x, x_scale, w, w_channel_scale, w_group_mult, bias, out_dtype, config):
+    dtype = _check_s8s4_group_mult(x, x_scale, w, w_channel_scale, w_group_mult, bias, out_dtype, config)
+    from lowbit_flex.kernels.s8s4_cutlass import group_mult_supported, s8s4_group_mult_cutlass
+
+    (M, K), N = x.shape, w.shape[0]
+    if not group_mult_supported(max(M, 1), N, K, K // w_group_mult.shape[0]):
+        raise ValueError(f"config: the group-multiplier kernel cannot run (M={M}, N={N}, K={K}) on this GPU")
+    if M == 0:
+        return _empty_out(x, w_channel_scale, dtype)
+    x, x_scale, w, m = x.contiguous(), x_scale.contiguous(), w.contiguous(), w_group_mult.contiguous()
+    b = None if bias is None else bias.contiguous()
+    return s8s4_group_mult_cutlass(x, x_scale, w, w_channel_scale.contiguous(), m, b, dtype, config)
 
 
 def _check_s8s8_groupwise(x, x_scale, w, w_scale, bias, out_dtype, config) -> torch.dtype:
@@ -357,6 +403,7 @@ def _defined(qualname: str) -> bool:
 
 
 _register(S8S4_GEMM_CUTLASS_SCHEMA, _s8s4_cpu, _s8s4_fake, _s8s4_cuda)
+_register(S8S4_GROUP_MULT_GEMM_CUTLASS_SCHEMA, _s8s4_group_mult_cpu, _s8s4_group_mult_fake, _s8s4_group_mult_cuda)
 _register(S8S8_GROUPWISE_GEMM_CUTLASS_SCHEMA, _s8s8_groupwise_cpu, _s8s8_groupwise_fake, _s8s8_groupwise_cuda)
 _register(W4A8_GEMV_CUDA_SCHEMA, _w4a8_gemv_cpu, _w4a8_gemv_fake, _w4a8_gemv_cuda)
 _register(FLOAT_WEIGHT_GEMV_CUDA_SCHEMA, _float_weight_gemv_cpu, _float_weight_gemv_fake, _float_weight_gemv_cuda)

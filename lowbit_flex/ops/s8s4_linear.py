@@ -28,6 +28,8 @@ def _check_args(
     weight_scale: torch.Tensor,
     bias: torch.Tensor | None,
     out_dtype: torch.dtype | None,
+    weight_group_mult: torch.Tensor | None = None,
+    weight_channel_scale: torch.Tensor | None = None,
 ) -> None:
     check_tensor("input", input, dtypes=(torch.int8,), min_ndim=1, contiguous=True)
     check_tensor("input_scale", input_scale, dtypes=FLOAT_DTYPES, contiguous=True)
@@ -37,8 +39,13 @@ def _check_args(
             f"input_scale: expected shape {lead} or {(*lead, 1)} (one scale per row of input), "
             f"got {tuple(input_scale.shape)}"
         )
-    check_int4_weight_args("input", input, weight, weight_scale, bias, out_dtype)
-    check_same_device(input=input, input_scale=input_scale, weight=weight, weight_scale=weight_scale, bias=bias)
+    check_int4_weight_args(
+        "input", input, weight, weight_scale, bias, out_dtype, weight_group_mult, weight_channel_scale
+    )
+    check_same_device(
+        input=input, input_scale=input_scale, weight=weight, weight_scale=weight_scale, bias=bias,
+        weight_group_mult=weight_group_mult, weight_channel_scale=weight_channel_scale,
+    )  # fmt: skip
 
 
 def check_int4_weight_args(
@@ -48,8 +55,11 @@ def check_int4_weight_args(
     weight_scale: torch.Tensor,
     bias: torch.Tensor | None,
     out_dtype: torch.dtype | None,
+    weight_group_mult: torch.Tensor | None = None,
+    weight_channel_scale: torch.Tensor | None = None,
 ) -> None:
-    """The checks every W4A8 op shares: the packed int4 weight, its scales and the bias against ``x``'s K."""
+    """The checks every W4A8 op shares: the packed int4 weight, its scales (and their integer-multiplier form, where
+    given) and the bias against ``x``'s K."""
     check_tensor("weight", weight, dtypes=(torch.int8,), ndim=2, contiguous=True)
     check_tensor("weight_scale", weight_scale, dtypes=FLOAT_DTYPES, contiguous=True)
     if bias is not None:
@@ -79,6 +89,32 @@ def check_int4_weight_args(
         raise ValueError(f"weight_scale: expected 1 or 2 dimensions, got shape {tuple(weight_scale.shape)}")
     if bias is not None and bias.shape[0] != N:
         raise ValueError(f"bias: expected shape ({N},) (N = weight.shape[0]), got {tuple(bias.shape)}")
+    if (weight_group_mult is None) != (weight_channel_scale is None):
+        raise ValueError("weight_group_mult, weight_channel_scale: expected both (group scales as integer multiples "
+                         "of a channel scale) or neither")  # fmt: skip
+    if weight_group_mult is not None:
+        if weight_scale.dim() != 2:
+            raise ValueError(
+                f"weight_group_mult: given with per-channel weight_scale {tuple(weight_scale.shape)}; the multipliers "
+                "express group-wise scales (N, K // group)"
+            )
+        check_group_mult("weight_group_mult", weight_group_mult, K, N, groups=weight_scale.shape[1])
+        check_tensor("weight_channel_scale", weight_channel_scale, dtypes=FLOAT_DTYPES, ndim=1, contiguous=True)
+        if weight_channel_scale.shape[0] != N:
+            raise ValueError(f"weight_channel_scale: expected shape ({N},), got {tuple(weight_channel_scale.shape)}")
+
+
+def check_group_mult(name: str, group_mult: torch.Tensor, K: int, N: int, groups: int | None = None) -> None:
+    """Integer group multipliers: int8 ``(K // group, N)``, contiguous, the group a multiple of 32 dividing K (and
+    ``groups`` rows, where the float group scales fix their number)."""
+    check_tensor(name, group_mult, dtypes=(torch.int8,), ndim=2, contiguous=True)
+    G = group_mult.shape[0]
+    if group_mult.shape[1] != N or G == 0 or K % G or (K // G) % K_MULTIPLE or (groups is not None and groups != G):
+        want = f"({groups}, {N})" if groups is not None else f"(K // group, {N})"
+        raise ValueError(
+            f"{name}: expected int8 multipliers of shape {want}, the group a multiple of {K_MULTIPLE} dividing "
+            f"K={K}, got {tuple(group_mult.shape)}"
+        )
 
 
 def reference_s8s4_linear(input, input_scale, weight, weight_scale, bias=None, out_dtype=None) -> torch.Tensor:
@@ -115,6 +151,8 @@ def s8s4_linear(
     weight_scale: torch.Tensor,
     bias: torch.Tensor | None = None,
     out_dtype: torch.dtype | None = None,
+    weight_group_mult: torch.Tensor | None = None,
+    weight_channel_scale: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """W4A8 linear: ``(input · input_scale) @ (weight · weight_scale)ᵀ + bias``.
 
@@ -128,18 +166,28 @@ def s8s4_linear(
             of 32).
         bias: float ``(N,)`` or None.
         out_dtype: float16 or bfloat16; None means bfloat16.
+        weight_group_mult, weight_channel_scale: optional, both or neither, with group-wise ``weight_scale`` only:
+            the same scales as integer multiples of a channel scale, ``weight_scale[n, g] == weight_channel_scale[n]
+            * weight_group_mult[g, n]`` (int8 ``(K // group, N)``, float ``(N,)``; the format of
+            :func:`lowbit_flex.quant.quantize_int4_weight_group_mult`, whose :func:`group_mult_scales` gives that
+            ``weight_scale``). A precondition, not checked per call: kernels read either form. With multipliers
+            in ``[0, 16]`` on Hopper the large-M GEMM applies them on the int4 upcast and runs at the per-channel
+            kernel's speed; elsewhere they are ignored.
 
     Returns:
         ``(..., N)`` tensor of ``out_dtype``. On CUDA a dispatch table picks the Triton or CUTLASS kernel (see
         ``docs/w4a8.md``); elsewhere this exact reference runs (int64 dot products, float64 scaling, one rounding).
 
     Registered with ``torch.library.triton_op``: compiled and exported-then-compiled graphs (AOTInductor) hold its
-    Triton kernels, or a ``lowbit::s8s4_gemm_cutlass`` / ``lowbit::s8s8_groupwise_gemm_cutlass`` node where the
-    table picks CUTLASS (``ops/cutlass_gemm.py``).
+    Triton kernels, or a ``lowbit::s8s4_gemm_cutlass`` / ``lowbit::s8s4_group_mult_gemm_cutlass`` /
+    ``lowbit::s8s8_groupwise_gemm_cutlass`` node where the table picks CUTLASS (``ops/cutlass_gemm.py``).
     """
-    _check_args(input, input_scale, weight, weight_scale, bias, out_dtype)
+    _check_args(input, input_scale, weight, weight_scale, bias, out_dtype, weight_group_mult, weight_channel_scale)
     if input.is_cuda:
         from lowbit_flex.kernels.s8s4_dispatch import s8s4_linear_cuda
 
-        return s8s4_linear_cuda(input, input_scale, weight, weight_scale, bias, out_dtype or DEFAULT_OUT_DTYPE)
+        dtype = out_dtype or DEFAULT_OUT_DTYPE
+        return s8s4_linear_cuda(
+            input, input_scale, weight, weight_scale, bias, dtype, weight_group_mult, weight_channel_scale
+        )
     return reference_s8s4_linear(input, input_scale, weight, weight_scale, bias, out_dtype)

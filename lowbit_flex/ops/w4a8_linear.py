@@ -26,10 +26,13 @@ from lowbit_flex.ops.eager import needs_dispatcher
 from lowbit_flex.ops.s8s4_linear import check_int4_weight_args, reference_s8s4_linear
 
 
-def _check_args(x, weight, weight_scale, bias, out_dtype) -> None:
+def _check_args(x, weight, weight_scale, bias, out_dtype, weight_group_mult, weight_channel_scale) -> None:
     check_tensor("x", x, dtypes=FLOAT_DTYPES, min_ndim=1)
-    check_int4_weight_args("x", x, weight, weight_scale, bias, out_dtype)
-    check_same_device(x=x, weight=weight, weight_scale=weight_scale, bias=bias)
+    check_int4_weight_args("x", x, weight, weight_scale, bias, out_dtype, weight_group_mult, weight_channel_scale)
+    check_same_device(
+        x=x, weight=weight, weight_scale=weight_scale, bias=bias, weight_group_mult=weight_group_mult,
+        weight_channel_scale=weight_channel_scale,
+    )  # fmt: skip
 
 
 def resolve_out_dtype(x_dtype: torch.dtype, out_dtype: torch.dtype | None) -> torch.dtype:
@@ -58,9 +61,11 @@ def _decode_path(device: torch.device, M: int, N: int, K: int, group: int | None
     return quantize_int8_rowwise_triton, launch
 
 
-def _w4a8_linear(x, weight, weight_scale, bias=None, out_dtype=None) -> torch.Tensor:
+def _w4a8_linear(
+    x, weight, weight_scale, bias=None, out_dtype=None, weight_group_mult=None, weight_channel_scale=None
+) -> torch.Tensor:
     """The op's body (see :func:`w4a8_linear`), also called directly by :func:`w4a8_linear_eager`."""
-    _check_args(x, weight, weight_scale, bias, out_dtype)
+    _check_args(x, weight, weight_scale, bias, out_dtype, weight_group_mult, weight_channel_scale)
     dtype = resolve_out_dtype(x.dtype, out_dtype)
     K, N = x.shape[-1], weight.shape[0]
     if x.is_cuda:
@@ -82,7 +87,8 @@ def _w4a8_linear(x, weight, weight_scale, bias=None, out_dtype=None) -> torch.Te
     xq, xs = torch.ops.lowbit.quantize_int8_rowwise(x.contiguous())  # s8s4_linear reads contiguous rows
     if not x.is_cuda:  # the reference itself: one op call fewer per layer, the same ATen ops when traced
         return reference_s8s4_linear(xq, xs, weight, weight_scale, bias, dtype)
-    return torch.ops.lowbit.s8s4_linear(xq, xs, weight, weight_scale, bias, dtype)
+    return torch.ops.lowbit.s8s4_linear(xq, xs, weight, weight_scale, bias, dtype, weight_group_mult,
+                                        weight_channel_scale)  # fmt: skip
 
 
 @torch.library.triton_op("lowbit::w4a8_linear", mutates_args=())
@@ -92,6 +98,8 @@ def w4a8_linear(
     weight_scale: torch.Tensor,
     bias: torch.Tensor | None = None,
     out_dtype: torch.dtype | None = None,
+    weight_group_mult: torch.Tensor | None = None,
+    weight_channel_scale: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """W4A8 linear of a float input: ``s8s4_linear(*quantize_int8_rowwise(x), weight, weight_scale, bias)``.
 
@@ -100,16 +108,21 @@ def w4a8_linear(
         weight, weight_scale, bias: as for ``lowbit::s8s4_linear`` (packed int4 ``(N, K // 2)``; float scales
             ``(N,)`` or ``(N, K // group)``; float bias ``(N,)`` or None).
         out_dtype: float16 or bfloat16; None means ``x``'s dtype if it is one of them, else bfloat16.
+        weight_group_mult, weight_channel_scale: as for ``lowbit::s8s4_linear`` (group-wise scales also as integer
+            multipliers of a channel scale; the large-M GEMM on Hopper reads them).
 
     Returns ``(..., N)`` in ``out_dtype``: on CUDA a decode-sized kernel (M <= 16: one launch at M = 1, quantization
     fused) or the quantizer and the dispatched GEMM; elsewhere the exact references of both ops.
     """
-    return _w4a8_linear(x, weight, weight_scale, bias, out_dtype)
+    return _w4a8_linear(x, weight, weight_scale, bias, out_dtype, weight_group_mult, weight_channel_scale)
 
 
-def w4a8_linear_eager(x, weight, weight_scale, bias=None, out_dtype=None) -> torch.Tensor:
+def w4a8_linear_eager(
+    x, weight, weight_scale, bias=None, out_dtype=None, weight_group_mult=None, weight_channel_scale=None
+) -> torch.Tensor:
     """``torch.ops.lowbit.w4a8_linear``, minus the custom-op dispatcher where it cannot change anything
     (:func:`~lowbit_flex.ops.eager.needs_dispatcher`); eager decode loops would pay it per layer."""
+    args = (x, weight, weight_scale, bias, out_dtype, weight_group_mult, weight_channel_scale)
     if needs_dispatcher(x):
-        return torch.ops.lowbit.w4a8_linear(x, weight, weight_scale, bias, out_dtype)
-    return _w4a8_linear(x, weight, weight_scale, bias, out_dtype)
+        return torch.ops.lowbit.w4a8_linear(*args)
+    return _w4a8_linear(*args)

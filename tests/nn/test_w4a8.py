@@ -92,3 +92,76 @@ def test_export_save_load_in_a_fresh_process(tmp_path):
     assert targets.count(torch.ops.lowbit.w4a8_linear.default) == 3  # one op per layer: the decode kernel fuses
     out = run_exported_in_fresh_process(ep, (x,), tmp_path)
     torch.testing.assert_close(out, model(x), rtol=0, atol=0)
+
+
+def _mult_model(dtype=torch.float32):
+    """Layers whose in_features take group 128 (the multiplier format's kernel groups)."""
+    torch.manual_seed(int.from_bytes(os.urandom(4), "little"))
+    return nn.Sequential(nn.Linear(256, 128), nn.GELU(), nn.Linear(128, 48, bias=False)).to(dtype)
+
+
+def test_group_multipliers_buffers_are_the_float_scales_exactly():
+    lin = nn.Linear(512, 48)
+    lin.weight.data *= torch.logspace(-3, 0, 512)  # groups of very different ranges: multipliers 1..16
+    layer = W4A8Linear.from_linear(lin, 128, group_multipliers=True)
+    mult, channel = layer.weight_group_mult, layer.weight_channel_scale
+    assert mult.shape == (4, 48) and mult.dtype == torch.int8 and mult.is_contiguous()
+    assert channel.shape == (48,) and channel.dtype == torch.float32
+    assert int(mult.min()) >= 1 and int(mult.max()) == 16 and len(mult.unique()) >= 3
+    assert torch.equal(layer.weight_scale.double(), channel.double()[:, None] * mult.t().double())
+    assert "group_multipliers=True" in repr(layer)
+    plain = W4A8Linear.from_linear(lin, 128)
+    assert plain.weight_group_mult is None and plain.weight_channel_scale is None
+    x = torch.randn(6, 512)
+    # Close to free float group scales (the multipliers cost a few % of weight error), far better than per channel.
+    ref = lin(x)
+    err = {k: rel_error(m(x), ref) for k, m in (("mult", layer), ("float", plain),
+                                                   ("channel", W4A8Linear.from_linear(lin)))}  # fmt: skip
+    assert err["mult"] < 1.15 * err["float"] and err["mult"] < err["channel"]
+
+
+def test_group_multipliers_layer_computes_its_float_scales_definition():
+    model = quantize_(_mult_model(), W4A8Config(128, group_multipliers=True))
+    x = torch.randn(2, 3, 256)
+    assert all(model[i].weight_group_mult is not None for i in (0, 2))
+    assert rel_error(model[0](x), _dequantized_f64(model[0], x)) <= 2**-8
+    # The op given the multipliers too computes exactly what it computes from the float scales alone (on CPU it
+    # reads weight_scale; on a GPU kernels may read either form of the same scales).
+    layer = model[0]
+    plain = torch.ops.lowbit.w4a8_linear(x, layer.weight, layer.weight_scale, layer.bias, None)
+    torch.testing.assert_close(layer(x), plain.float(), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(
+    "kwargs, exc, match",
+    [(dict(group_multipliers=True), ValueError, "group_multipliers: expected a group_size"),
+     (dict(group_size=128, group_multipliers=1), TypeError, "group_multipliers: expected a bool")],
+)  # fmt: skip
+def test_group_multipliers_config_validation(kwargs, exc, match):
+    with pytest.raises(exc, match=match):
+        W4A8Config(**kwargs)
+
+
+def test_group_multipliers_state_dict_into_meta_built_model_and_casts_keep_dtypes(tmp_path):
+    config = W4A8Config(128, group_multipliers=True)
+    a = quantize_(_mult_model(), config)
+    torch.save(a.state_dict(), tmp_path / "sd.pt")
+    with torch.device("meta"):
+        b = _mult_model()
+    quantize_(b, config)
+    assert b[0].weight_group_mult.is_meta
+    b.load_state_dict(torch.load(tmp_path / "sd.pt"), assign=True)
+    b = b.bfloat16()  # module casts keep the storage buffers' dtypes
+    assert b[0].weight_group_mult.dtype == torch.int8 and b[0].weight_channel_scale.dtype == torch.float32
+    x = torch.randn(3, 256)
+    torch.testing.assert_close(b(x.bfloat16()), a(x.bfloat16()), rtol=0, atol=0)
+
+
+def test_group_multipliers_export_keeps_one_op_per_layer(tmp_path):
+    model = quantize_(_mult_model(torch.bfloat16), W4A8Config(128, group_multipliers=True))
+    x = torch.randn(2, 3, 256, dtype=torch.bfloat16)
+    ep = torch.export.export(model, (x,))
+    calls = [n for n in ep.graph.nodes if n.op == "call_function" and n.target == torch.ops.lowbit.w4a8_linear.default]
+    assert len(calls) == 2 and all(len(n.args) == 7 for n in calls)  # the multipliers travel with the call
+    out = run_exported_in_fresh_process(ep, (x,), tmp_path)
+    torch.testing.assert_close(out, model(x), rtol=0, atol=0)

@@ -56,6 +56,11 @@ def _s8s4_linear(device):
     yield (i8(2, 5, 64), rand(2, 5, 1), w4(24, 64), rand(24, 2), rand(24)), {"out_dtype": torch.float16}
     yield (i8(1, 128), rand(1, 1), w4(8, 128), rand(8)), {"bias": rand(8).bfloat16(), "out_dtype": torch.bfloat16}
     yield (i8(0, 64), rand(0), w4(16, 64), rand(16)), {}  # no rows (inputs must be contiguous: see its bad-input tests)
+    # group-wise scales with their integer-multiplier form (the large-M Hopper GEMM's input)
+    channel, mult = rand(32), torch.randint(1, 17, (2, 32), dtype=torch.int8, device=device)
+    ws = (channel[:, None] * mult.t().float()).contiguous()
+    yield (i8(3, 256), rand(3), w4(32, 256), ws, None, torch.bfloat16, mult, channel), {}
+    yield (i8(0, 256), rand(0), w4(32, 256), ws), {"weight_group_mult": mult, "weight_channel_scale": channel}
 
 
 def _cutlass_family(device) -> str:
@@ -76,6 +81,22 @@ def _s8s4_gemm_cutlass(device):
     yield (i8(70, 128), rand(70), w4(24, 128), rand(24), rand(24), "float16", family, large), {}
     yield (i8(128, 5).t(), rand(1).expand(5), w4(16, 128), rand(16), None, "bfloat16", family, small), {}
     yield (i8(0, 64), rand(0), w4(16, 64), rand(16), None, "bfloat16", family, small), {}  # no rows
+
+
+def _s8s4_group_mult_gemm_cutlass(device):
+    from lowbit_flex.quant import pack_int4
+
+    if _cutlass_family(device) != "sm90":
+        return  # the kernel runs on compute 9.0 only
+    w4 = lambda n, k: pack_int4(torch.randint(-8, 8, (n, k), dtype=torch.int8)).to(device)
+    i8 = lambda *s: torch.randint(-128, 128, s, dtype=torch.int8, device=device)
+    rand = lambda *s: torch.rand(*s, device=device) + 0.1
+    mult = lambda g, n: torch.randint(0, 17, (g, n), dtype=torch.int8, device=device)
+    cfg, wide = "128x128x128_coop_mult", "256x128x128_coop_mult"
+    yield (i8(3, 256), rand(3), w4(16, 256), rand(16), mult(2, 16), None, "bfloat16", cfg), {}
+    yield (i8(70, 512), rand(70), w4(32, 512), rand(32), mult(2, 32), rand(32), "float16", wide), {}  # group 256
+    yield (i8(256, 5).t(), rand(1).expand(5), w4(16, 256), rand(16), mult(1, 16), None, "bfloat16", cfg), {}
+    yield (i8(0, 256), rand(0), w4(16, 256), rand(16), mult(2, 16), None, "bfloat16", cfg), {}  # no rows
 
 
 def _s8s8_groupwise_gemm_cutlass(device):
@@ -160,6 +181,9 @@ def _w4a8_linear(device):
     yield (x, w4(24, 64), rand(24, 2), rand(24)), {"out_dtype": torch.float16}
     yield (torch.randn(1, 128, device=device, dtype=torch.float16).expand(4, 128), w4(8, 128), rand(8)), {}
     yield (torch.randn(0, 64, device=device, dtype=torch.bfloat16), w4(16, 64), rand(16)), {}  # 0 rows
+    channel, mult = rand(32), torch.randint(1, 17, (2, 32), dtype=torch.int8, device=device)
+    ws = (channel[:, None] * mult.t().float()).contiguous()  # group-wise with the integer-multiplier form
+    yield (torch.randn(5, 256, device=device, dtype=torch.bfloat16), w4(32, 256), ws, None, None, mult, channel), {}
 
 
 def _rel_pos_attention(device):
@@ -248,6 +272,7 @@ SAMPLES = {
     "quantize_int8_rowwise": _quantize_int8_rowwise,
     "s8s4_linear": _s8s4_linear,
     "s8s4_gemm_cutlass": _s8s4_gemm_cutlass,
+    "s8s4_group_mult_gemm_cutlass": _s8s4_group_mult_gemm_cutlass,
     "s8s8_groupwise_gemm_cutlass": _s8s8_groupwise_gemm_cutlass,
     "w4a8_gemv_cuda": _w4a8_gemv_cuda,
     "float_weight_gemv_cuda": _float_weight_gemv_cuda,

@@ -1,4 +1,5 @@
-"""The CUDA-library ops (``lowbit::s8s4_gemm_cutlass``, ``lowbit::s8s8_groupwise_gemm_cutlass``, the decode GEMVs
+"""The CUDA-library ops (``lowbit::s8s4_gemm_cutlass``, ``lowbit::s8s4_group_mult_gemm_cutlass``,
+``lowbit::s8s8_groupwise_gemm_cutlass``, the decode GEMVs
 ``lowbit::w4a8_gemv_cuda`` and ``lowbit::float_weight_gemv_cuda``, the weight-only GEMMs
 ``lowbit::float_weight_gemm_cuda`` (fp6 / fp4) and ``lowbit::fp8_weight_gemm_cutlass``) and their C++ registration.
 
@@ -54,6 +55,42 @@ def test_s8s4_bad_input_same_error_eager_and_fake(make, error, name):
     meta = tuple(a.to("meta") if isinstance(a, torch.Tensor) else a for a in args)
     with pytest.raises(error, match=f"^{name}:"):
         torch.ops.lowbit.s8s4_gemm_cutlass(*meta)
+
+
+def _mult_args(M=3, K=256, N=16, groups=2):
+    x, xs, w, channel, b = _args(N=N, K=K, M=M)
+    return x, xs, w, channel, torch.randint(0, 17, (groups, N), dtype=torch.int8), b
+
+
+_MULT_CFG = "128x128x128_coop_mult"
+BAD_MULT = [
+    (lambda: (*_mult_args(), "bfloat16", "nope"), ValueError, "config"),
+    (lambda: (*_mult_args(), "bfloat16", "16x128x128_ws"), ValueError, "config"),  # a per-channel config
+    (lambda: (*_mult_args(), "float32", _MULT_CFG), ValueError, "out_dtype"),
+    (lambda: (*_mult_args(groups=4), "bfloat16", _MULT_CFG), ValueError, "w_group_mult"),  # groups of 64
+    (lambda: (*_mult_args(groups=3), "bfloat16", _MULT_CFG), ValueError, "w_group_mult"),  # 256 % 3
+    (lambda: (*_mult_args()[:4], torch.ones(2, 8, dtype=torch.int8), _mult_args()[5], "bfloat16", _MULT_CFG),
+     ValueError, "w_group_mult"),  # (groups, N) with the wrong N
+    (lambda: (*_mult_args()[:4], torch.ones(2, 16), _mult_args()[5], "bfloat16", _MULT_CFG), TypeError,
+     "w_group_mult"),
+    (lambda: (*_mult_args(N=24), "bfloat16", _MULT_CFG), ValueError, "w_channel_scale"),  # N % 16
+    (lambda: (*_mult_args()[:2], _mult_args()[2][:, :64], *_mult_args()[3:], "bfloat16", _MULT_CFG), ValueError,
+     "w"),
+    (lambda: (*_mult_args()[:5], torch.rand(3), "bfloat16", _MULT_CFG), ValueError, "bias"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("make, error, name", BAD_MULT)
+def test_group_mult_bad_input_same_error_eager_and_fake(make, error, name):
+    _same_error_eager_and_fake(torch.ops.lowbit.s8s4_group_mult_gemm_cutlass, make(), error, name)
+
+
+def test_group_mult_reference_is_the_op_on_the_product_scales():
+    """The CPU kernel is the W4A8 reference on the group scales channel * multiplier (exact in float64)."""
+    x, xs, w, channel, mult, b = _mult_args(M=5, K=512, N=32, groups=2)
+    got = torch.ops.lowbit.s8s4_group_mult_gemm_cutlass(x, xs, w, channel, mult, b, "float16", _MULT_CFG)
+    ws = (channel.double()[:, None] * mult.t().double()).float().contiguous()  # exact: 24-bit channel times 5-bit int
+    assert got.dtype == torch.float16 and torch.equal(got, torch.ops.lowbit.s8s4_linear(x, xs, w, ws, b, torch.float16))
 
 
 def _gemv_args(M=3, K=256, N=16, groups=None, float_x=False):
@@ -221,8 +258,8 @@ _STUB = """
 const char* lowbit_status_string(int s) { return "stub"; }
 #define FAMILY(F) int lowbit_##F(void) { return 1; } int lowbit_##F##_num_configs(void) { return 0; } \\
   const char* lowbit_##F##_config_name(int i) { return 0; }
-FAMILY(s8s4_sm80) FAMILY(s8s4_sm90) FAMILY(s8s8_groupwise_sm90) FAMILY(w4a8_gemv) FAMILY(float_weight_gemv)
-FAMILY(fp8_weight_gemm_sm90) FAMILY(float_weight_gemm_sm90)
+FAMILY(s8s4_sm80) FAMILY(s8s4_sm90) FAMILY(s8s4_sm90_mult) FAMILY(s8s8_groupwise_sm90) FAMILY(w4a8_gemv)
+FAMILY(float_weight_gemv) FAMILY(fp8_weight_gemm_sm90) FAMILY(float_weight_gemm_sm90)
 """
 
 _PROBE = """
@@ -294,6 +331,11 @@ def test_cpp_library_without_lowbit_flex_equals_the_ctypes_path(tmp_path):
             calls.append(("s8s4_gemm_cutlass", (x, xs, w, ws, b, "bfloat16", family, config)))
         x, xs, w, ws, b = _args("cuda", N, K, M, packed=False, groups=K // 128)
         calls.append(("s8s8_groupwise_gemm_cutlass", (x, xs, w, ws, None, "float16", "128x128x128_g128_pp")))
+        if N % 16 == 0:  # the group-multiplier kernel: N % 16, groups of 128s
+            x, xs, w, ws, b = _args("cuda", N, K, M)
+            mult = torch.randint(0, 17, (K // 128, N), dtype=torch.int8, device="cuda")
+            cfg = "256x128x128_coop_mult"
+            calls.append(("s8s4_group_mult_gemm_cutlass", (x, xs, w, ws, mult, b, "bfloat16", cfg)))
         if M <= 16:  # the decode GEMV: int8 x, and a float x it quantizes itself
             x, xs, w, ws, b = _args("cuda", N, K, M, groups=K // 128)
             calls.append(("w4a8_gemv_cuda", (x, xs, w, ws, b, "bfloat16", "mma_n2k8_pf0")))
@@ -332,7 +374,7 @@ def test_cpp_library_without_lowbit_flex_equals_the_ctypes_path(tmp_path):
 
 @pytest.mark.slow
 def test_aoti_package_calls_the_cpp_ops_by_name(tmp_path):
-    """~30 s (a C++ build): an AOTInductor package keeps the six ops as calls by name (the proxy executor passes
+    """~30 s (a C++ build): an AOTInductor package keeps the seven ops as calls by name (the proxy executor passes
     ``Tensor?`` and ``str`` arguments); on CPU they run the exact reference, equal to eager."""
     from examples.deploy_aoti import lowbit_ops_in_package, static_libstdcxx
 
@@ -341,6 +383,7 @@ def test_aoti_package_calls_the_cpp_ops_by_name(tmp_path):
     ws2 = torch.rand(16, 2)
     _, wf, sf, bf = _float_gemv_args(K=256, N=16, bits=4)
     _, w8f, s8f, _ = _float_gemv_args(K=256, N=16, bits=8)
+    mult = torch.randint(0, 17, (2, 16), dtype=torch.int8)
 
     class Both(torch.nn.Module):
         def forward(self, x, xs):
@@ -351,7 +394,9 @@ def test_aoti_package_calls_the_cpp_ops_by_name(tmp_path):
             u = torch.ops.lowbit.float_weight_gemv_cuda(xf, wf, sf, bf, 2, 1, "cp_n2k4")
             t = torch.ops.lowbit.fp8_weight_gemm_cutlass(xf, w8f, s8f, bf, "64x128x64_coop_sk")
             r = torch.ops.lowbit.float_weight_gemm_cuda(xf, wf, sf, bf, 2, 1, "wgmma_64x128")
-            return y, z, v, u, t, r
+            m = torch.ops.lowbit.s8s4_group_mult_gemm_cutlass(x, xs, w4, ws, mult, b, "bfloat16",
+                                                              "256x128x128_coop_mult")  # fmt: skip
+            return y, z, v, u, t, r, m
 
     batch = torch.export.Dim("batch", min=1, max=16)  # the GEMV takes up to 16 rows
     ep = torch.export.export(Both(), (x, xs), dynamic_shapes=({0: batch}, {0: batch}))

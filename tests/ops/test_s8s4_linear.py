@@ -119,9 +119,43 @@ def _bad_cases():
     return [({**ok, **change}, exc, match) for change, exc, match in cases]
 
 
-@pytest.mark.parametrize("kwargs, exc, match", _bad_cases())
+def _bad_mult_cases():
+    """Group scales given also as integer multipliers of a channel scale: (K // group, N) int8 and (N,) float."""
+    x, xs, w = torch.zeros(4, 256, dtype=torch.int8), torch.ones(4), torch.zeros(16, 128, dtype=torch.int8)
+    ws, mult, channel = torch.ones(16, 2), torch.ones(2, 16, dtype=torch.int8), torch.ones(16)
+    ok = dict(input=x, input_scale=xs, weight=w, weight_scale=ws, weight_group_mult=mult, weight_channel_scale=channel)
+    cases = [
+        (dict(weight_channel_scale=None), ValueError, "weight_group_mult, weight_channel_scale: expected both"),
+        (dict(weight_group_mult=None), ValueError, "weight_group_mult, weight_channel_scale: expected both"),
+        (dict(weight_scale=torch.ones(16)), ValueError, "weight_group_mult: given with per-channel weight_scale"),
+        (dict(weight_group_mult=mult.float()), TypeError, "weight_group_mult: expected dtype int8"),
+        (dict(weight_group_mult=mult.t().contiguous()), ValueError, r"weight_group_mult: expected int8 .*\(2, 16\)"),
+        (dict(weight_group_mult=torch.ones(4, 16, dtype=torch.int8)), ValueError, "weight_group_mult: expected int8"),
+        (dict(weight_group_mult=torch.ones(16, 2, dtype=torch.int8).t()), ValueError,
+         "weight_group_mult: expected a contiguous"),
+        (dict(weight_channel_scale=torch.ones(16, dtype=torch.int32)), TypeError, "weight_channel_scale: expected"),
+        (dict(weight_channel_scale=torch.ones(15)), ValueError, r"weight_channel_scale: expected shape \(16,\)"),
+        (dict(weight_channel_scale=torch.ones(16, 1)), ValueError, "weight_channel_scale: expected 1 dimensions"),
+        (dict(weight_channel_scale=channel.to("meta")), ValueError, "weight_channel_scale: expected a tensor on cpu"),
+    ]  # fmt: skip
+    return [({**ok, **change}, exc, match) for change, exc, match in cases]
+
+
+@pytest.mark.parametrize("kwargs, exc, match", _bad_cases() + _bad_mult_cases())
 def test_bad_input_eager_and_fake(kwargs, exc, match):
     assert_raises_eager_and_fake(OP, kwargs, exc, match)
+
+
+def test_group_multipliers_give_the_same_result_as_their_float_scales():
+    """On CPU the op reads weight_scale; the multipliers are the same scales in another form (kernels may read
+    either), so passing them changes nothing here."""
+    from lowbit_flex.quant import group_mult_scales, quantize_int4_weight_group_mult
+
+    w, x, xs = torch.randn(48, 512), torch.randint(-128, 128, (5, 512), dtype=torch.int8), torch.rand(5) + 0.1
+    packed, channel, mult = quantize_int4_weight_group_mult(w, 128, max_mult=16)
+    ws = group_mult_scales(channel, mult)
+    plain = OP(x, xs, packed, ws)
+    assert torch.equal(OP(x, xs, packed, ws, None, None, mult.t().contiguous(), channel), plain)
 
 
 # --- dispatch table (no GPU needed: the CUTLASS wrapper's device checks and library loader are replaced) ----------
@@ -245,6 +279,42 @@ def test_dispatch_table(fake_cutlass):
     assert pick(Arch.SM90, pc, 4096, 4000, 4096) == unaligned  # CUTLASS cannot take N % 8: the next rule
     assert pick(Arch.OTHER, pc, 4096, 4096, 4096) == unaligned
     assert choose(Arch.OTHER, pc, 64, 4096, 4096).backend is Backend.TRITON
+
+
+def test_rows_needing_multipliers_match_only_calls_that_pass_them(fake_cutlass, monkeypatch):
+    """A row with needs_mult is taken only when the call passes the group scales' integer multipliers, and only
+    where the multiplier kernel can take the shape (groups of 128s, N % 16); without the multipliers, or past those
+    limits, the next rows apply. (The table has no such row until the kernel is measured: one is patched in.)"""
+    from lowbit_flex.kernels import s8s4_cutlass, s8s4_dispatch
+    from lowbit_flex.kernels.s8s4_dispatch import Arch, Backend, Rule, ScaleKind, choose
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a: (9, 0))
+    monkeypatch.setattr(s8s4_cutlass, "cutlass_s8s4_supported", cutlass_s8s4_supported_on_sm90)
+    row = Rule(Backend.CUTLASS_SM90_MULT, "256x128x128_coop_mult", arch=Arch.SM90, scale=ScaleKind.GROUPWISE,
+               needs_mult=True)  # fmt: skip
+    monkeypatch.setattr(s8s4_dispatch, "DISPATCH_TABLE", (row, *s8s4_dispatch.DISPATCH_TABLE))
+    choose.cache_clear()
+    gw = ScaleKind.GROUPWISE
+    assert choose(Arch.SM90, gw, 4096, 4096, 4096, 128, has_mult=True) is row
+    assert choose(Arch.SM90, gw, 4096, 4096, 4096, 256, has_mult=True) is row
+    assert choose(Arch.SM90, gw, 4096, 4096, 4096, 128).backend is Backend.CUTLASS_SM90_GROUPWISE  # no multipliers
+    assert choose(Arch.SM90, gw, 4096, 4096, 4096, 64, has_mult=True) is not row  # a group under the 128-deep tile
+    assert choose(Arch.SM90, gw, 4096, 4104, 4096, 128, has_mult=True) is not row  # N % 16
+    assert choose(Arch.SM80, gw, 4096, 4096, 4096, 128, has_mult=True) is not row
+    choose.cache_clear()
+
+
+def cutlass_s8s4_supported_on_sm90(family, M, N, K):
+    return family == "sm90" and N % 8 == 0 and K % 32 == 0
+
+
+def test_forced_multiplier_backend_needs_the_multipliers():
+    from lowbit_flex.kernels.s8s4_dispatch import s8s4_linear_cuda
+
+    x, xs, w, ws, bias, _ = _inputs((3,), 32, 256, 2)
+    with pytest.raises(ValueError, match="_backend: cutlass_sm90_mult cannot take"):
+        s8s4_linear_cuda(x, xs, w, ws, bias, torch.bfloat16, _backend="cutlass_sm90_mult")
 
 
 def test_every_triton_rule_names_a_config_of_its_kernel():

@@ -49,6 +49,7 @@ TRITON_OPS = {
 CUSTOM_OPS = {
     "_fp8_attention_reference",
     "s8s4_gemm_cutlass",
+    "s8s4_group_mult_gemm_cutlass",
     "s8s8_groupwise_gemm_cutlass",
     "w4a8_gemv_cuda",
     "float_weight_gemv_cuda",

@@ -1,5 +1,6 @@
 // The CUDA library's launchers as torch operators, for processes without lowbit_flex's Python: an AOTInductor package
-// of a W4A8 model calls lowbit::s8s4_gemm_cutlass / lowbit::s8s8_groupwise_gemm_cutlass / lowbit::w4a8_gemv_cuda (and
+// of a W4A8 model calls lowbit::s8s4_gemm_cutlass / lowbit::s8s4_group_mult_gemm_cutlass /
+// lowbit::s8s8_groupwise_gemm_cutlass / lowbit::w4a8_gemv_cuda (and
 // of a weight-only model lowbit::float_weight_gemv_cuda / lowbit::float_weight_gemm_cuda /
 // lowbit::fp8_weight_gemm_cutlass) by name through the
 // dispatcher, so loading this library (torch.ops.load_library, or dlopen from C++) before the package is all such a
@@ -31,7 +32,8 @@
 #include "s8s8_groupwise/s8s8_groupwise.h"
 #include "w4a8_gemv/w4a8_gemv.h"
 
-#if !defined(LOWBIT_S8S4_GEMM_CUTLASS_SCHEMA) || !defined(LOWBIT_S8S8_GROUPWISE_GEMM_CUTLASS_SCHEMA) || \
+#if !defined(LOWBIT_S8S4_GEMM_CUTLASS_SCHEMA) || !defined(LOWBIT_S8S4_GROUP_MULT_GEMM_CUTLASS_SCHEMA) || \
+    !defined(LOWBIT_S8S8_GROUPWISE_GEMM_CUTLASS_SCHEMA) || \
     !defined(LOWBIT_W4A8_GEMV_CUDA_SCHEMA) || !defined(LOWBIT_FLOAT_WEIGHT_GEMV_CUDA_SCHEMA) ||         \
     !defined(LOWBIT_FLOAT_WEIGHT_GEMM_CUDA_SCHEMA) || !defined(LOWBIT_FP8_WEIGHT_GEMM_CUTLASS_SCHEMA)
 #error "build with lowbit_flex.cuda_build (it passes the op schemas)"
@@ -148,6 +150,43 @@ at::Tensor s8s4_gemm_cutlass(const at::Tensor& x, const at::Tensor& x_scale, con
                           return launcher(index, dtype, xc.data_ptr<int8_t>(), xs.data_ptr<float>(), wc.data_ptr(),
                                           ws.data_ptr<float>(), bias_ptr(b), out.data_ptr(), M, N, K, workspace, bytes,
                                           query, stream);
+                        });
+  return out;
+}
+
+// The group multipliers' limits that the Python op checks too (lowbit_flex/kernels/s8s4_cutlass.py,
+// group_mult_supported): 16-byte multiplier rows, whole 128-deep K tiles per group, an exact int32 sum.
+at::Tensor s8s4_group_mult_gemm_cutlass(const at::Tensor& x, const at::Tensor& x_scale, const at::Tensor& w,
+                                        const at::Tensor& w_channel_scale, const at::Tensor& w_group_mult,
+                                        const std::optional<at::Tensor>& bias, c10::string_view out_dtype_name,
+                                        c10::string_view config) {
+  check_common(x, x_scale, w_channel_scale, bias, 1);
+  const int64_t M = x.size(0), K = x.size(1), N = w_channel_scale.size(0);
+  check_tensor("w", w, at::kChar, 2, x.device());
+  TORCH_CHECK_VALUE(w.size(0) == N && w.size(1) == K / 2, "w: expected shape (", N, ", ", K / 2,
+                    ") (two int4 per byte), got ", w.sizes());
+  check_tensor("w_group_mult", w_group_mult, at::kChar, 2, x.device());
+  const int64_t groups = w_group_mult.size(0);
+  TORCH_CHECK_VALUE(w_group_mult.size(1) == N && groups >= 1 && K % groups == 0 && (K / groups) % 128 == 0,
+                    "w_group_mult: expected (K // group, N) = (K // group, ", N,
+                    ") with the group a multiple of 128 dividing K = ", K, ", got ", w_group_mult.sizes());
+  TORCH_CHECK_VALUE(N % 16 == 0, "w_channel_scale: expected N a multiple of 16, got ", N);
+  TORCH_CHECK_VALUE(K <= (1 << 17) - 128, "x: expected K <= 2**17 - 128 (an exact int32 sum), got ", K);
+  const at::ScalarType out_dtype = out_dtype_from_name(out_dtype_name);
+  const int dtype = out_dtype_code(out_dtype);
+  const int index = config_index("the group-multiplier kernel", lowbit_s8s4_sm90_mult_num_configs,
+                                 lowbit_s8s4_sm90_mult_config_name, config);
+  at::Tensor out = at::empty({M, N}, x.options().dtype(out_dtype));
+  if (M == 0) return out;
+  const at::Tensor xc = operand(x), xs = x_scale.contiguous(), wc = operand(w), ws = operand(w_channel_scale);
+  const at::Tensor mult = operand(w_group_mult);
+  const std::optional<at::Tensor> b = bias ? std::optional<at::Tensor>(operand(*bias)) : std::nullopt;
+  launch_with_workspace(x.device(), "s8s4 CUTLASS sm90 group multipliers",
+                        [&](void* workspace, size_t bytes, size_t* query, cudaStream_t stream) {
+                          return lowbit_s8s4_sm90_mult(index, dtype, xc.data_ptr<int8_t>(), xs.data_ptr<float>(),
+                                                       wc.data_ptr(), ws.data_ptr<float>(), bias_ptr(b),
+                                                       out.data_ptr(), M, N, K, workspace, bytes, query, stream,
+                                                       mult.data_ptr<int8_t>(), static_cast<int>(K / groups));
                         });
   return out;
 }
@@ -378,6 +417,8 @@ int register_ops() {
   static torch::Library defs(torch::Library::FRAGMENT, "lowbit", std::nullopt, __FILE__, __LINE__);
   static torch::Library cuda(torch::Library::IMPL, "lowbit", c10::DispatchKey::CUDA, __FILE__, __LINE__);
   register_op(defs, cuda, LOWBIT_S8S4_GEMM_CUTLASS_SCHEMA, "s8s4_gemm_cutlass", TORCH_FN(s8s4_gemm_cutlass));
+  register_op(defs, cuda, LOWBIT_S8S4_GROUP_MULT_GEMM_CUTLASS_SCHEMA, "s8s4_group_mult_gemm_cutlass",
+              TORCH_FN(s8s4_group_mult_gemm_cutlass));
   register_op(defs, cuda, LOWBIT_S8S8_GROUPWISE_GEMM_CUTLASS_SCHEMA, "s8s8_groupwise_gemm_cutlass",
               TORCH_FN(s8s8_groupwise_gemm_cutlass));
   register_op(defs, cuda, LOWBIT_W4A8_GEMV_CUDA_SCHEMA, "w4a8_gemv_cuda", TORCH_FN(w4a8_gemv_cuda));
