@@ -113,46 +113,36 @@ struct Gemm {
   }
 };
 
-template <class ElementOut>
+// GroupMult selects the family: LOWBIT_S8S4_SM90_CONFIGS (false) or LOWBIT_S8S4_SM90_MULT_CONFIGS (true).
+template <class ElementOut, bool GroupMult = false>
 int dispatch(int config, Problem const& p, size_t* query_workspace) {
   if constexpr (!built_for_sm90()) {
     return kInvalidArgument;
   } else {
   if (!problem_ok(p)) return kInvalidArgument;
-  switch (config) {
-#define LOWBIT_S8S4_CASE(I, NAME, TM, TN, TK, KS, ES)                                                     \
-  case I:                                                                                                 \
-    return Gemm<ElementOut, TM, TN, TK, cutlass::gemm::KS, cutlass::epilogue::ES>::run(p, query_workspace);
-    LOWBIT_S8S4_SM90_CONFIGS(LOWBIT_S8S4_CASE)
-#undef LOWBIT_S8S4_CASE
-    default: return kInvalidArgument;
-  }
-  }
-}
-
-template <class ElementOut>
-int dispatch_mult(int config, Problem const& p, size_t* query_workspace) {
-  if constexpr (!built_for_sm90()) {
-    return kInvalidArgument;
+#define LOWBIT_S8S4_CASE(I, NAME, TM, TN, TK, KS, ES)                                        \
+  case I:                                                                                    \
+    return Gemm<ElementOut, TM, TN, TK, cutlass::gemm::KS, cutlass::epilogue::ES, GroupMult>::run( \
+        p, query_workspace);
+  if constexpr (GroupMult) {
+    switch (config) {
+      LOWBIT_S8S4_SM90_MULT_CONFIGS(LOWBIT_S8S4_CASE)
+      default: return kInvalidArgument;
+    }
   } else {
-  if (!problem_ok(p)) return kInvalidArgument;
-  switch (config) {
-#define LOWBIT_S8S4_CASE(I, NAME, TM, TN, TK, KS, ES)                                                             \
-  case I:                                                                                                         \
-    return Gemm<ElementOut, TM, TN, TK, cutlass::gemm::KS, cutlass::epilogue::ES, true>::run(p, query_workspace);
-    LOWBIT_S8S4_SM90_MULT_CONFIGS(LOWBIT_S8S4_CASE)
-#undef LOWBIT_S8S4_CASE
-    default: return kInvalidArgument;
+    switch (config) {
+      LOWBIT_S8S4_SM90_CONFIGS(LOWBIT_S8S4_CASE)
+      default: return kInvalidArgument;
+    }
   }
+#undef LOWBIT_S8S4_CASE
   }
 }
 
 #else  // a CUDA toolkit without the Hopper CUTLASS path: every call is refused
 
-template <class ElementOut>
+template <class ElementOut, bool GroupMult = false>
 int dispatch(int, Problem const&, size_t*) { return kInvalidArgument; }
-template <class ElementOut>
-int dispatch_mult(int, Problem const&, size_t*) { return kInvalidArgument; }
 
 #endif
 

@@ -3,5 +3,5 @@
 #include "s8s4_gemm/s8s4_gemm_sm90.cuh"
 
 int lowbit::s8s4::sm90_mult_f16(int config, Problem const& p, size_t* query_workspace) {
-  return sm90::dispatch_mult<cutlass::half_t>(config, p, query_workspace);
+  return sm90::dispatch<cutlass::half_t, true>(config, p, query_workspace);
 }
