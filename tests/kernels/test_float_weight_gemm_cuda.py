@@ -129,10 +129,13 @@ def test_unknown_config_and_an_fp8_k_off_16_are_refused():
                                      (33, 1000, 128), (300, 264, 14336)])  # fmt: skip
 def test_every_config_within_rounding_of_float64(fmt, dtype, config, m, n, k, monkeypatch):
     if fmt.bits == 8 and dtype == torch.float16:
-        k = min(k, 4096)  # e4m3 codes up to 448 times 2 * randn summed over 14336 columns pass fp16's 65504
+        # e4m3 codes up to 448 times 2 * randn: at K = 4096 two of the 300 x 264 outputs (seed 4396) pass fp16's
+        # 65504 and become inf in every config (run 52's failures); at 2048 the largest is 47160
+        k = min(k, 2048)
     out, x, w64, s, b = _run(fmt, m, n, k, "cuda_gemm", config, bias=n % 2 == 0, dtype=dtype, seed=m + k,
                              monkeypatch=monkeypatch)  # fmt: skip
     exact, bound = exact_linear(x, w64, s, b)
+    assert float(exact.abs().max()) < torch.finfo(dtype).max, "test data: the exact output overflows the dtype"
     assert_within(out, exact, bound)
 
 

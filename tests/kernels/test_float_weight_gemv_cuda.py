@@ -85,6 +85,7 @@ def test_every_config_within_rounding_of_float64(fmt, dtype, config, m, n, k, mo
     out, x, w64, s, b = _run(fmt, m, n, k, "cuda_gemv", config, bias=n % 2 == 0, dtype=dtype, seed=m + k,
                              monkeypatch=monkeypatch)  # fmt: skip
     exact, bound = exact_linear(x, w64, s, b)
+    assert float(exact.abs().max()) < torch.finfo(dtype).max, "test data: the exact output overflows the dtype"
     assert_within(out, exact, bound)
 
 
