@@ -54,6 +54,9 @@ class Backend(enum.Enum):
     TRITON = "triton"  # kernels/s8s4_linear.py: every shape, both scale kinds
     # kernels/s8s4_unpacked_gemm.py: every shape, both scale kinds; unpacks the weight to int8 per call (large M)
     TRITON_UNPACKED = "triton_unpacked"
+    # the same, for group-wise scales given also as multipliers (<= 16) of a channel scale: the unpack multiplies
+    # each code by its multiplier (exact in int8), then the per-channel main loop runs
+    TRITON_UNPACKED_MULT = "triton_unpacked_mult"
     CUTLASS_SM80 = "cutlass_sm80"  # the CUTLASS 2.x mixed-input family (runs on sm_80 and sm_90)
     CUTLASS_SM90 = "cutlass_sm90"  # the CUTLASS 3.x WGMMA family (sm_90a only)
     # kernels/s8s8_groupwise_cutlass.py: group-wise scales only, sm_90a only; unpacks the weight to int8 per call,
@@ -66,6 +69,8 @@ class Backend(enum.Enum):
 
 
 _CUTLASS_FAMILY = {Backend.CUTLASS_SM80: "sm80", Backend.CUTLASS_SM90: "sm90"}
+# The backends that read the group scales' integer multipliers (the call must pass them).
+_NEEDS_MULT = (Backend.TRITON_UNPACKED_MULT, Backend.CUTLASS_SM90_MULT)
 
 
 @dataclass(frozen=True)
@@ -154,6 +159,12 @@ DISPATCH_TABLE: tuple[Rule, ...] = (
     # 128x192 tile stays ahead on the widest problem (4096 x 14336 at M = 4096: 1.11 vs 1.07x), so it takes
     # M * N >= 2**25. At M = 256 the CUTLASS kernel lost on 4096² (0.50 vs 0.69x): Triton keeps M <= 512.
     # Configs for groups 32 and 64 exist (forced, exact) but are unmeasured: those groups stay on Triton.
+    # Group-wise scales that come with their integer multipliers (<= 16), from M = 129: the unpack pass multiplies
+    # each code by its multiplier, then the per-channel main loop (no per-group rescale). Timed by proxy: on the
+    # H100 (run 52, docs/measurements/h100_run52_w4a8_groupwise.md) that main loop with the plain unpack ran
+    # 1.30-1.55x bf16 at M = 1024 / 4096 against 0.91-1.09x for the dispatched group-wise rows below; the
+    # multiplying unpack reads the same words (plus N * K / group multiplier bytes) and is not yet timed itself.
+    Rule(Backend.TRITON_UNPACKED_MULT, "s8s8_128x128x128_w8_s3", scale=_GW, needs_mult=True),
     Rule(Backend.TRITON_UNPACKED, "s8s8_64x128x128_w4_s3", scale=_GW, max_m=512),
     Rule(Backend.CUTLASS_SM90_GROUPWISE, "128x192x128_g128", arch=_SM90, scale=_GW, min_mn=2**25),
     Rule(Backend.CUTLASS_SM90_GROUPWISE, "128x128x128_g128_pp", arch=_SM90, scale=_GW),
@@ -197,6 +208,8 @@ def available(
         return 1 <= M <= DECODE_MAX_M
     if backend in (Backend.TRITON, Backend.TRITON_UNPACKED):
         return True
+    if backend is Backend.TRITON_UNPACKED_MULT:
+        return scale is ScaleKind.GROUPWISE and group is not None
     if backend is Backend.CUDA_GEMV:
         if arch is Arch.OTHER:
             return False
@@ -344,7 +357,7 @@ def s8s4_linear_cuda(
     forced = _backend or os.environ.get(_ENV_BACKEND)
     if forced:
         backend = Backend(forced)
-        ok = available(backend, arch, scale, m, N, K, group) and (has_mult or backend is not Backend.CUTLASS_SM90_MULT)
+        ok = available(backend, arch, scale, m, N, K, group) and (has_mult or backend not in _NEEDS_MULT)
         config = _config if _config is not None or not ok else _default_config(backend, group)
         if not ok or (any_m and not takes_any_m(backend, config)):
             shape = f"M={M}, N={N}, K={K}, group={group}"
@@ -366,6 +379,12 @@ def s8s4_linear_cuda(
 
         cfg = UNPACKED_CONFIGS[config] if isinstance(config, str) else config
         out = s8s4_unpacked_gemm_triton(x, xs, weight, ws, b, out_dtype, cfg)
+    elif backend is Backend.TRITON_UNPACKED_MULT:
+        from lowbit_flex.kernels.s8s4_unpacked_gemm import UNPACKED_CONFIGS, s8s4_unpacked_gemm_triton
+
+        cfg = UNPACKED_CONFIGS[config] if isinstance(config, str) else config
+        channel = weight_channel_scale.float()
+        out = s8s4_unpacked_gemm_triton(x, xs, weight, channel, b, out_dtype, cfg, w_group_mult=weight_group_mult)
     elif backend is Backend.CUTLASS_SM90_MULT:
         channel = weight_channel_scale.float()
         if traced(x):  # the op, which a process without lowbit_flex's Python can serve (ops/cutlass_gemm.py)

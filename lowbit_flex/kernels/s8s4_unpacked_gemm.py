@@ -40,7 +40,7 @@ from lowbit_flex.kernels.s8s4_linear import store_w4a8_tile
 def _nibbles_to_bytes(h):
     """The four nibbles of ``h`` (bits 0-15) as four sign-extended bytes of an int32 word, nibble ``i`` in byte ``i``
     (little-endian: packed byte ``j``'s low nibble, then its high nibble, as the unpacked order wants)."""
-    x = (h & 0xF) | ((h & 0xF0) << 4) | ((h & 0xF00) << 8) | ((h & 0xF000) << 12)
+    x = _nibbles_to_unsigned_bytes(h)
     return x | ((x & 0x08080808) * 0x1E)  # a set nibble sign bit 0x08 becomes 0xF8 in its byte: no carry out
 
 
@@ -53,6 +53,33 @@ def _unpack_int4_kernel(w_ptr, out_ptr, n_words, BLOCK: tl.constexpr):
     both = tl.join(_nibbles_to_bytes(packed & 0xFFFF), _nibbles_to_bytes((packed >> 16) & 0xFFFF))
     out_offs = 2 * tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, 2 * BLOCK)
     tl.store(out_ptr + out_offs, tl.reshape(both, (2 * BLOCK,)), mask=out_offs < 2 * n_words)
+
+
+@triton.jit
+def _unpack_int4_mult_kernel(w_ptr, mult_ptr, out_ptr, n_words, N, words_per_row, words_per_group, BLOCK: tl.constexpr):
+    """:func:`_unpack_int4_kernel` times integer group multipliers: ``mult_ptr`` int8 ``(groups, N)``, each in
+    [0, 16], so every ``code * mult`` is an int8. A packed word's 8 codes share one group (the group is a multiple of
+    8), so the 4 codes of an output word multiply as one int32: with ``u = code + 8`` in [0, 15] (the nibble's top bit
+    flipped), ``u * mult + 128 - 8 * mult = code * mult + 128`` lies in [0, 240] for every byte, so one multiply-add
+    of the packed bytes has no carry between them, and flipping each byte's top bit gives ``code * mult`` in two's
+    complement."""
+    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    live = offs < n_words
+    row = offs // words_per_row
+    group = (offs % words_per_row) // words_per_group
+    m = tl.load(mult_ptr + group * N + row, mask=live, other=0).to(tl.int32)
+    packed = tl.load(w_ptr + offs, mask=live) ^ -2004318072  # 0x88888888: code + 8 in every nibble
+    lo = _nibbles_to_unsigned_bytes(packed & 0xFFFF) * m + (128 - 8 * m) * 0x01010101
+    hi = _nibbles_to_unsigned_bytes((packed >> 16) & 0xFFFF) * m + (128 - 8 * m) * 0x01010101
+    both = tl.join(lo ^ -2139062144, hi ^ -2139062144)  # 0x80808080: offset binary -> two's complement
+    out_offs = 2 * tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, 2 * BLOCK)
+    tl.store(out_ptr + out_offs, tl.reshape(both, (2 * BLOCK,)), mask=out_offs < 2 * n_words)
+
+
+@triton.jit
+def _nibbles_to_unsigned_bytes(h):
+    """The four nibbles of ``h`` (bits 0-15) as four unsigned bytes of an int32 word, nibble ``i`` in byte ``i``."""
+    return (h & 0xF) | ((h & 0xF0) << 4) | ((h & 0xF00) << 8) | ((h & 0xF000) << 12)
 
 
 @triton.jit
@@ -121,6 +148,26 @@ def _unpack_launch(n_words: int) -> PlanLaunch:
     return PlanLaunch(_unpack_int4_kernel, (triton.cdiv(n_words, _UNPACK_BLOCK),), dict(BLOCK=_UNPACK_BLOCK))
 
 
+@functools.lru_cache(maxsize=512)
+def _unpack_mult_launch(n_words: int) -> PlanLaunch:
+    return PlanLaunch(_unpack_int4_mult_kernel, (triton.cdiv(n_words, _UNPACK_BLOCK),), dict(BLOCK=_UNPACK_BLOCK))
+
+
+def unpack_int4_mult_triton(w: torch.Tensor, w_group_mult: torch.Tensor) -> torch.Tensor:
+    """Packed int4 ``(N, K // 2)`` and int8 multipliers ``(K // group, N)`` (contiguous, each in [0, 16], the group a
+    multiple of 8) -> ``(N, K)`` int8 ``code * mult`` (exact), in one pass over the weight."""
+    N, half_k = w.shape
+    out = torch.empty((N, 2 * half_k), dtype=torch.int8, device=w.device)
+    if w.numel():
+        if w.storage_offset() % 4:
+            w = w.clone()
+        n_words, words_per_row = w.numel() // 4, half_k // 4
+        words_per_group = words_per_row // w_group_mult.shape[0]
+        launch = cached_plan(_unpack_mult_launch, n_words)
+        launch(w.view(torch.int32), w_group_mult, out.view(torch.int32), n_words, N, words_per_row, words_per_group)
+    return out
+
+
 def unpack_int4_triton(w: torch.Tensor) -> torch.Tensor:
     """Packed int4 ``(N, K // 2)`` int8, ``K % 8 == 0`` -> ``(N, K)`` int8 in natural column order (one pass over
     the weight, in int32 words)."""
@@ -153,16 +200,19 @@ def s8s4_unpacked_gemm_triton(
     bias: torch.Tensor | None,
     out_dtype: torch.dtype,
     config: UnpackedConfig,
+    w_group_mult: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The W4A8 GEMM launcher contract of :func:`~lowbit_flex.kernels.s8s4_linear.s8s4_linear_triton` (``w`` packed
-    int4 ``(N, K // 2)``, arguments validated by the op), through an int8 copy of the weight made here."""
+    int4 ``(N, K // 2)``, arguments validated by the op), through an int8 copy of the weight made here. With
+    ``w_group_mult`` (int8 ``(K // group, N)``, each in [0, 16]) the copy is ``code * mult`` and ``w_scale`` the
+    per-channel scale ``(N,)``: group-wise scales in the integer-multiplier format, on the per-channel main loop."""
     M, K = x.shape
     N = w.shape[0]
     out = torch.empty((M, N), dtype=out_dtype, device=x.device)
     if M == 0 or N == 0:
         return out
     groups = w_scale.shape[1] if w_scale.dim() == 2 else 1
-    w8 = unpack_int4_triton(w)
+    w8 = unpack_int4_triton(w) if w_group_mult is None else unpack_int4_mult_triton(w, w_group_mult)
     launch = cached_plan(_gemm_launch, M, N, K, groups, bias is not None, config)
     bias_arg = bias if bias is not None else x_scale  # any valid pointer; unused when HAS_BIAS is False
     launch(x, w8, x_scale, w_scale, bias_arg, out, M, N, K, groups, K // groups)

@@ -61,6 +61,10 @@ def case_s8s4_unpacked_gemm():
         s8s4_unpacked_gemm_triton(x, x_scale, w, torch.empty(N, K // 128), None, torch.float16, cfg)
     cfg = UNPACKED_CONFIGS["s8s8_64x128x128_w4_s3"]
     s8s4_unpacked_gemm_triton(x, x_scale, w, torch.empty(N, K // 32), bias, torch.bfloat16, cfg)
+    # Group multipliers (the table's row for them): the multiplying unpack, then the per-channel main loop.
+    mult = torch.empty(K // 128, N, dtype=torch.int8)
+    cfg = UNPACKED_CONFIGS["s8s8_128x128x128_w8_s3"]
+    s8s4_unpacked_gemm_triton(x, x_scale, w, torch.empty(N), bias, torch.bfloat16, cfg, w_group_mult=mult)
 
 
 def case_rel_pos_attention():

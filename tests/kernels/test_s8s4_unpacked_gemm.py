@@ -105,3 +105,73 @@ def test_op_dispatch_reaches_the_kernel_exactly():
     )  # fmt: skip
     exact, magnitude = exact_f64(x, xs, q, ws, b)
     assert_close_to_exact(out, exact, magnitude, torch.bfloat16, 3 + 2 * K // 32)
+
+
+def _random_mult(groups, N):
+    """Integer group multipliers over the format's range [0, 16], both extremes present, (groups, N) as ops take
+    them."""
+    mult = torch.randint(0, 17, (groups, N), dtype=torch.int8)
+    if mult.numel() >= 2:
+        mult.view(-1)[torch.randperm(groups * N)[:2]] = torch.tensor([0, 16], dtype=torch.int8)
+    return mult
+
+
+@pytest.mark.parametrize("N, K, group", [(1, 32, 32), (37, 2048, 64), (3, 16384 + 128, 128), (24, 768, 256)])
+def test_unpack_mult_matches_reference(poisoned, N, K, group):
+    """code * mult, exact in int8 (the extremes -8 * 16 = -128 and 7 * 16 = 112 included), over several programs."""
+    q = torch.randint(-8, 8, (N, K), dtype=torch.int8)
+    mult = _random_mult(K // group, N)
+    q[0, :2], mult[0, 0] = torch.tensor([-8, 7], dtype=torch.int8), 16
+    out = mod.unpack_int4_mult_triton(pack_int4(q).to(DEVICE), mult.to(DEVICE))
+    assert out.dtype == torch.int8 and out.shape == (N, K)
+    want = q.long() * mult.t().long().repeat_interleave(group, dim=1)
+    assert want.min() == -128 and torch.equal(out.cpu().long(), want)
+
+
+# (name, M, N, K, group, bias, out_dtype): ragged M / N, groups 32-256, the table's config and a 4-warp one
+MULT_CASES = [
+    ("s8s8_128x128x128_w8_s3", 130, 24, 512, 128, True, torch.bfloat16),
+    ("s8s8_128x128x128_w8_s3", 3, 40, 256, 32, False, torch.float16),
+    ("s8s8_64x128x128_w4_s3", 77, 136, 768, 256, True, torch.bfloat16),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("name, M, N, K, group, bias, out_dtype", MULT_CASES)
+def test_group_multipliers_on_the_per_channel_main_loop(poisoned, name, M, N, K, group, bias, out_dtype):
+    x, xs, q, channel, b = random_inputs(M, N, K, None, out_dtype, bias)
+    mult = _random_mult(K // group, N)
+    dev = lambda t: None if t is None else t.to(DEVICE)
+    out = mod.s8s4_unpacked_gemm_triton(
+        dev(x), dev(xs), pack_int4(q).to(DEVICE), dev(channel), dev(b), out_dtype, mod.UNPACKED_CONFIGS[name],
+        w_group_mult=dev(mult),
+    )  # fmt: skip
+    assert_fully_written(out)
+    exact, magnitude = exact_f64(x, xs, q, channel.double()[:, None] * mult.t().double(), b)
+    # Float32 roundings: the int32 sum to float, the two scale products and the bias.
+    assert_close_to_exact(out, exact, magnitude, out_dtype, 4)
+
+
+def test_op_with_multipliers_dispatches_to_them_exactly(monkeypatch):
+    """The op given the multipliers takes the multiplying unpack from M = 129 (a Hopper's table), with the result of
+    the float group scales; forced without them, that backend refuses."""
+    from lowbit_flex.kernels import s8s4_dispatch
+    from lowbit_flex.kernels.s8s4_dispatch import Arch, Backend, choose, s8s4_linear_cuda
+
+    monkeypatch.setattr(s8s4_dispatch, "arch_of", lambda device: Arch.SM90)
+    choose.cache_clear()
+    M, N, K, group = 130, 48, 512, 128
+    x, xs, q, _, b = random_inputs(M, N, K, None, torch.bfloat16)
+    # channel scales of 11 significant bits over 15 octaves: their products with 5-bit multipliers are exact floats
+    channel = torch.ldexp(1 + torch.randint(0, 2**10, (N,)) / 2**10, torch.randint(-10, 5, (N,)))
+    mult = _random_mult(K // group, N)
+    ws = (channel.double()[:, None] * mult.t().double()).float().contiguous()
+    assert torch.equal(ws.double(), channel.double()[:, None] * mult.t().double())
+    rule = s8s4_dispatch.rule_for(torch.device(DEVICE), ws, M, N, K, has_mult=True)
+    assert rule.backend is Backend.TRITON_UNPACKED_MULT
+    args = [t.to(DEVICE) for t in (x, xs, pack_int4(q), ws, b)]
+    out = s8s4_linear_cuda(*args, torch.bfloat16, mult.to(DEVICE), channel.to(DEVICE))
+    exact, magnitude = exact_f64(x, xs, q, ws, b)
+    assert_close_to_exact(out, exact, magnitude, torch.bfloat16, 4)
+    with pytest.raises(ValueError, match="_backend: triton_unpacked_mult cannot take"):
+        s8s4_linear_cuda(*args, torch.bfloat16, _backend="triton_unpacked_mult")
+    choose.cache_clear()

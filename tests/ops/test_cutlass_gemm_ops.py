@@ -87,9 +87,10 @@ def test_group_mult_bad_input_same_error_eager_and_fake(make, error, name):
 
 def test_group_mult_reference_is_the_op_on_the_product_scales():
     """The CPU kernel is the W4A8 reference on the group scales channel * multiplier (exact in float64)."""
-    x, xs, w, channel, mult, b = _mult_args(M=5, K=512, N=32, groups=2)
+    x, xs, w, _, mult, b = _mult_args(M=5, K=512, N=32, groups=2)
+    channel = torch.ldexp(1 + torch.randint(0, 2**10, (32,)) / 2**10, torch.randint(-6, 3, (32,)))  # 11 bits
     got = torch.ops.lowbit.s8s4_group_mult_gemm_cutlass(x, xs, w, channel, mult, b, "float16", _MULT_CFG)
-    ws = (channel.double()[:, None] * mult.t().double()).float().contiguous()  # exact: 24-bit channel times 5-bit int
+    ws = (channel.double()[:, None] * mult.t().double()).float().contiguous()  # exact: 11-bit channel times 5-bit int
     assert got.dtype == torch.float16 and torch.equal(got, torch.ops.lowbit.s8s4_linear(x, xs, w, ws, b, torch.float16))
 
 

@@ -275,6 +275,16 @@ def test_dispatch_table(fake_cutlass):
     assert pick(Arch.SM90, gw, 4096, 4096, 4096, 64) == (Backend.TRITON_UNPACKED, "s8s8_64x128x128_w4_s3")
     assert pick(Arch.SM90, gw, 4096, 4000, 4096, 128) == (Backend.TRITON_UNPACKED, "s8s8_64x128x128_w4_s3")
     assert pick(Arch.SM90, gw, 4096, 4096, 4096) == (Backend.TRITON_UNPACKED, "s8s8_64x128x128_w4_s3")  # no group
+    # Group scales with their integer multipliers: from M = 129 the multiplying unpack and the per-channel main
+    # loop, on any arch and group; below, and without the multipliers, the rows above.
+    mult = (Backend.TRITON_UNPACKED_MULT, "s8s8_128x128x128_w8_s3")
+    pick_mult = lambda *a: (choose(*a, has_mult=True).backend, choose(*a, has_mult=True).config)
+    assert pick_mult(Arch.SM90, gw, 129, 4096, 4096, 128) == mult
+    assert pick_mult(Arch.SM90, gw, 4096, 14336, 4096, 128) == mult
+    assert pick_mult(Arch.SM80, gw, 4096, 4096, 4096, 32) == mult
+    assert pick_mult(Arch.SM90, gw, 128, 4096, 4096, 128) == (Backend.TRITON, "mid_swap_64x128x128")
+    assert pick_mult(Arch.SM90, gw, 1, 4096, 4096, 128) == pick(Arch.SM90, gw, 1, 4096, 4096, 128)
+    assert pick_mult(Arch.SM90, pc, 4096, 4096, 4096) == pick(Arch.SM90, pc, 4096, 4096, 4096)  # per channel
     unaligned = (Backend.TRITON_UNPACKED, "s8s8_128x128x128_w8_s3")
     assert pick(Arch.SM90, pc, 4096, 4000, 4096) == unaligned  # CUTLASS cannot take N % 8: the next rule
     assert pick(Arch.OTHER, pc, 4096, 4096, 4096) == unaligned
