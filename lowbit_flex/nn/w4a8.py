@@ -14,6 +14,7 @@ from lowbit_flex.ops.s8s4_linear import K_MULTIPLE
 from lowbit_flex.ops.w4a8_linear import w4a8_linear_eager
 from lowbit_flex.quant.int4 import (
     GROUP_MULT_INT8_MAX,
+    check_group_mult_format,
     group_mult_scales,
     quantize_int4_weight,
     quantize_int4_weight_group_mult,
@@ -89,6 +90,8 @@ class W4A8Linear(QuantizedModule):
         channel = torch.ones(out_features, dtype=torch.float32, device=device) if group_multipliers else None
         self.register_buffer("weight_group_mult", mult)
         self.register_buffer("weight_channel_scale", channel)
+        if group_multipliers:  # the GEMM multiplies codes in int8: a loaded state must keep the format's invariants
+            self.register_load_state_dict_post_hook(_check_loaded_group_mult)
 
     @classmethod
     def from_linear(
@@ -118,6 +121,11 @@ class W4A8Linear(QuantizedModule):
             f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
             f"group_size={self.group_size}" + (", group_multipliers=True" if self.group_multipliers else "")
         )
+
+
+def _check_loaded_group_mult(module: W4A8Linear, incompatible_keys) -> None:
+    if not module.weight_group_mult.is_meta:
+        check_group_mult_format(module.weight_scale, module.weight_group_mult, module.weight_channel_scale)
 
 
 @register_quantize_handler(W4A8Config)

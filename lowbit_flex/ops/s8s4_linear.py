@@ -170,9 +170,10 @@ def s8s4_linear(
             the same scales as integer multiples of a channel scale, ``weight_scale[n, g] == weight_channel_scale[n]
             * weight_group_mult[g, n]`` (int8 ``(K // group, N)``, float ``(N,)``; the format of
             :func:`lowbit_flex.quant.quantize_int4_weight_group_mult`, whose :func:`group_mult_scales` gives that
-            ``weight_scale``). A precondition, not checked per call: kernels read either form. With multipliers
-            in ``[0, 16]`` on Hopper the large-M GEMM applies them on the int4 upcast and runs at the per-channel
-            kernel's speed; elsewhere they are ignored.
+            ``weight_scale``), with every multiplier in ``[0, 16]``. Preconditions, not checked per call (that
+            would cost a device sync; ``lowbit_flex.quant.int4.check_group_mult_format`` checks them once, as
+            ``W4A8Linear`` does on load): kernels read either form, and from M = 129 the GEMM multiplies codes by
+            the multipliers in int8 and runs the per-channel main loop. Decode kernels read ``weight_scale``.
 
     Returns:
         ``(..., N)`` tensor of ``out_dtype``. On CUDA a dispatch table picks the Triton or CUTLASS kernel (see

@@ -154,6 +154,17 @@ def quantize_int4_weight_group_mult(
     return pack_int4(q), channel.reshape(N).float(), mult.to(torch.int8)
 
 
+def check_group_mult_format(weight_scale: torch.Tensor, group_mult_t: torch.Tensor, channel: torch.Tensor) -> None:
+    """Raise ``ValueError`` unless ``group_mult_t`` (int8 ``(groups, N)``) holds multipliers in
+    ``[0, GROUP_MULT_INT8_MAX]`` and ``weight_scale == channel[:, None] * group_mult_t.T`` exactly: what the kernels
+    that multiply codes in int8 rely on. One pass over the scales (a device sync on a GPU): for load time, not per
+    call."""
+    if bool((group_mult_t.min() < 0) | (group_mult_t.max() > GROUP_MULT_INT8_MAX)):
+        raise ValueError(f"weight_group_mult: expected multipliers in [0, {GROUP_MULT_INT8_MAX}]")
+    if not torch.equal(weight_scale.double(), channel.double()[:, None] * group_mult_t.t().double()):
+        raise ValueError("weight_scale: expected weight_channel_scale[:, None] * weight_group_mult.T exactly")
+
+
 def group_mult_scales(channel_scale: torch.Tensor, group_mult: torch.Tensor) -> torch.Tensor:
     """The float32 group scales ``channel_scale[:, None] * group_mult`` of :func:`quantize_int4_weight_group_mult`'s
     format (exact for its scales), ``(N, K // group)``: what the float group-wise kernels read."""

@@ -165,3 +165,24 @@ def test_group_multipliers_export_keeps_one_op_per_layer(tmp_path):
     assert len(calls) == 2 and all(len(n.args) == 7 for n in calls)  # the multipliers travel with the call
     out = run_exported_in_fresh_process(ep, (x,), tmp_path)
     torch.testing.assert_close(out, model(x), rtol=0, atol=0)
+
+
+_BAD_MULT = r"weight_group_mult: expected multipliers in \[0, 16\]"
+_BAD_SCALE = "weight_scale: expected weight_channel_scale"
+
+
+@pytest.mark.parametrize(
+    "corrupt, match",
+    [(lambda sd: sd["0.weight_group_mult"].view(-1)[3].fill_(17), _BAD_MULT),
+     (lambda sd: sd["0.weight_group_mult"].view(-1)[3].fill_(-1), _BAD_MULT),
+     (lambda sd: sd["0.weight_scale"].view(-1)[5].mul_(1.5), _BAD_SCALE),
+     (lambda sd: sd["0.weight_channel_scale"][2].mul_(2), _BAD_SCALE)],
+)  # fmt: skip
+def test_group_multipliers_state_that_breaks_the_format_is_refused_at_load(corrupt, match):
+    """The GEMM multiplies codes by the multipliers in int8 (a multiplier over 16 would wrap) and the decode kernels
+    read the float scales: a loaded state must keep both invariants, checked once at load."""
+    config = W4A8Config(128, group_multipliers=True)
+    sd = quantize_(_mult_model(), config).state_dict()
+    corrupt(sd)
+    with pytest.raises(ValueError, match=match):
+        quantize_(_mult_model(), config).load_state_dict(sd)
