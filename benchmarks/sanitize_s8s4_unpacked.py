@@ -3,10 +3,11 @@ ragged shapes and check it against an exact reference, for compute-sanitizer.
 
     compute-sanitizer --tool memcheck python benchmarks/sanitize_s8s4_unpacked.py
 
-Each ``UNPACKED_CONFIGS`` entry × (per channel | groups of 32 | groups of 128 where K allows) × ragged (M, N, K)
-runs once (the caching allocator is emptied first, so the output and the unpacked weight are fresh allocations the
-sanitizer watches) and is compared with the exact definition (float64 dots of integers, float64 scales) within bf16
-rounding plus float32 scaling error. Exits 1 on any mismatch.
+Each ``UNPACKED_CONFIGS`` entry × (per channel | groups of 32 | groups of 128 where K allows | groups of 32 given as
+integer multipliers in [0, 16] of a channel scale: the multiplying unpack) × ragged (M, N, K) runs once (the
+caching allocator is emptied first, so the output and the unpacked weight are fresh allocations the sanitizer
+watches) and is compared with the exact definition (float64 dots of integers, float64 scales) within bf16 rounding
+plus float32 scaling error. Exits 1 on any mismatch.
 """
 
 from __future__ import annotations
@@ -27,7 +28,9 @@ SHAPES = list(itertools.product((1, 77, 130, 300), (40, 136), (96, 384)))
 def main() -> int:
     gen = torch.Generator().manual_seed(0)
     bad = runs = 0
-    for (M, N, K), (name, cfg), group in itertools.product(SHAPES, UNPACKED_CONFIGS.items(), (None, 32, 128)):
+    kinds = (None, 32, 128, "mult32")
+    for (M, N, K), (name, cfg), kind in itertools.product(SHAPES, UNPACKED_CONFIGS.items(), kinds):
+        group = 32 if kind == "mult32" else kind
         if group is not None and K % group:
             continue
         groups = 1 if group is None else K // group
@@ -37,17 +40,23 @@ def main() -> int:
         ws = 10 ** (torch.rand(N, groups, generator=gen) * 3 - 3)
         ws = ws.squeeze(1) if group is None else ws
         bias = torch.randn(N, generator=gen)
+        mult = None
+        if kind == "mult32":  # the kernel gets the channel scale and (groups, N) multipliers; the reference both
+            ws = ws[:, 0].contiguous()
+            mult = torch.randint(0, 17, (groups, N), dtype=torch.int8, generator=gen)
         torch.cuda.empty_cache()
         out = s8s4_unpacked_gemm_triton(
-            xq.cuda(), xs.cuda(), pack_int4(q).cuda(), ws.cuda(), bias.cuda(), torch.bfloat16, cfg
-        )
+            xq.cuda(), xs.cuda(), pack_int4(q).cuda(), ws.cuda(), bias.cuda(), torch.bfloat16, cfg,
+            w_group_mult=None if mult is None else mult.cuda(),
+        )  # fmt: skip
         torch.cuda.synchronize()
-        ref, mag = w4a8_exact_f64(xq, xs.view(M), q, ws, bias)
+        ref_ws = ws if mult is None else ws.double()[:, None] * mult.t().double()
+        ref, mag = w4a8_exact_f64(xq, xs.view(M), q, ref_ws, bias)
         tol = ref.abs() * 2.0**-8 + (2 * K // 32 + 4) * 2.0**-24 * mag + 1e-30
         runs += 1
         if not bool(((out.double().cpu() - ref).abs() <= tol).all()):
             bad += 1
-            print(f"MISMATCH {name} group={group} M={M} N={N} K={K}")
+            print(f"MISMATCH {name} {kind} M={M} N={N} K={K}")
     print(f"s8s4 unpacked sanitize: {runs} runs, {bad} mismatches")
     return 1 if bad else 0
 
