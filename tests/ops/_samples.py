@@ -56,10 +56,13 @@ def _s8s4_linear(device):
     yield (i8(2, 5, 64), rand(2, 5, 1), w4(24, 64), rand(24, 2), rand(24)), {"out_dtype": torch.float16}
     yield (i8(1, 128), rand(1, 1), w4(8, 128), rand(8)), {"bias": rand(8).bfloat16(), "out_dtype": torch.bfloat16}
     yield (i8(0, 64), rand(0), w4(16, 64), rand(16)), {}  # no rows (inputs must be contiguous: see its bad-input tests)
-    # group-wise scales with their integer-multiplier form (the large-M Hopper GEMM's input)
-    channel, mult = rand(32), torch.randint(1, 17, (2, 32), dtype=torch.int8, device=device)
+    # group-wise scales with their integer-multiplier form (11-bit channel scales: exact products): decode-sized,
+    # the multiplying unpack's M (> 128), and no rows
+    channel = torch.ldexp(1 + torch.randint(0, 2**10, (32,)) / 2**10, torch.randint(-6, 3, (32,))).to(device)
+    mult = torch.randint(1, 17, (2, 32), dtype=torch.int8, device=device)
     ws = (channel[:, None] * mult.t().float()).contiguous()
     yield (i8(3, 256), rand(3), w4(32, 256), ws, None, torch.bfloat16, mult, channel), {}
+    yield (i8(130, 256), rand(130), w4(32, 256), ws, rand(32), torch.float16, mult, channel), {}
     yield (i8(0, 256), rand(0), w4(32, 256), ws), {"weight_group_mult": mult, "weight_channel_scale": channel}
 
 
@@ -181,9 +184,11 @@ def _w4a8_linear(device):
     yield (x, w4(24, 64), rand(24, 2), rand(24)), {"out_dtype": torch.float16}
     yield (torch.randn(1, 128, device=device, dtype=torch.float16).expand(4, 128), w4(8, 128), rand(8)), {}
     yield (torch.randn(0, 64, device=device, dtype=torch.bfloat16), w4(16, 64), rand(16)), {}  # 0 rows
-    channel, mult = rand(32), torch.randint(1, 17, (2, 32), dtype=torch.int8, device=device)
-    ws = (channel[:, None] * mult.t().float()).contiguous()  # group-wise with the integer-multiplier form
+    channel = torch.ldexp(1 + torch.randint(0, 2**10, (32,)) / 2**10, torch.randint(-6, 3, (32,))).to(device)
+    mult = torch.randint(1, 17, (2, 32), dtype=torch.int8, device=device)
+    ws = (channel[:, None] * mult.t().float()).contiguous()  # group-wise with the integer-multiplier form (exact)
     yield (torch.randn(5, 256, device=device, dtype=torch.bfloat16), w4(32, 256), ws, None, None, mult, channel), {}
+    yield (torch.randn(130, 256, device=device, dtype=torch.bfloat16), w4(32, 256), ws, None, None, mult, channel), {}
 
 
 def _rel_pos_attention(device):
