@@ -41,7 +41,7 @@ CUTLASS_CONFIGS: dict[str, tuple[str, ...]] = {
 
 # Mirrors LOWBIT_S8S4_SM90_MULT_CONFIGS: the Hopper tiles with int8 group multipliers on the weight.
 GROUP_MULT_CONFIGS: tuple[str, ...] = ("128x128x128_coop_mult", "256x128x128_coop_mult")
-_GROUP_MULT_TILE_K = 128  # every GROUP_MULT_CONFIGS tile: the group is a multiple of it
+GROUP_MULT_TILE_K = 128  # every GROUP_MULT_CONFIGS tile: the group is a multiple of it
 
 _INT32_MAX = 2**31 - 1
 # |acc| <= K * 128 * 8 must fit int32; K <= 2**20 leaves a wide margin (and K * 128 * 128 with multipliers: 2**31
@@ -81,7 +81,7 @@ def group_mult_supported(M: int, N: int, K: int, group: int) -> bool:
         cutlass_s8s4_supported("sm90", M, N, K)
         and N % 16 == 0
         and group > 0
-        and group % _GROUP_MULT_TILE_K == 0
+        and group % GROUP_MULT_TILE_K == 0
         and K % group == 0
         and K <= MAX_K_MULT
     )
@@ -153,9 +153,14 @@ def s8s4_linear_cutlass(
     :func:`cutlass_s8s4_supported` holds for ``family`` and the shape. ``config``: a name in
     ``CUTLASS_CONFIGS[family]``.
     """
+    index = CUTLASS_CONFIGS[family].index(config)
+    return _launch(_launcher(family), index, x, x_scale, w, w_scale, bias, out_dtype, f"s8s4 {family} {config}")
+
+
+def _launch(fn, index, x, x_scale, w, w_scale, bias, out_dtype, what, extra: tuple = ()) -> torch.Tensor:
+    """The launcher protocol both entry points share: operands 16-byte aligned, a fresh (M, N) output."""
     M, K = x.shape
     N = w.shape[0]
-    index = CUTLASS_CONFIGS[family].index(config)
     x, w, w_scale = aligned16(x), aligned16(w), aligned16(w_scale)
     bias = None if bias is None else aligned16(bias)
     out = torch.empty((M, N), dtype=out_dtype, device=x.device)
@@ -164,7 +169,7 @@ def s8s4_linear_cutlass(
         x.data_ptr(), x_scale.data_ptr(), w.data_ptr(), w_scale.data_ptr(),
         None if bias is None else bias.data_ptr(), out.data_ptr(), M, N, K,
     )  # fmt: skip
-    launch_with_workspace(_launcher(family), args, x.device, f"s8s4 {family} {config}")
+    launch_with_workspace(fn, args, x.device, what, extra)
     return out
 
 
@@ -186,19 +191,8 @@ def s8s4_group_mult_cutlass(
     ``[0, lowbit_flex.quant.int4.GROUP_MULT_INT8_MAX]`` (a larger one wraps in int8); :func:`group_mult_supported`
     holds. ``config``: a name in ``GROUP_MULT_CONFIGS``.
     """
-    M, K = x.shape
-    N = w.shape[0]
-    group = K // w_mult_t.shape[0]
     index = GROUP_MULT_CONFIGS.index(config)
-    x, w, w_channel_scale, w_mult_t = aligned16(x), aligned16(w), aligned16(w_channel_scale), aligned16(w_mult_t)
-    bias = None if bias is None else aligned16(bias)
-    out = torch.empty((M, N), dtype=out_dtype, device=x.device)
-    args = (
-        index, OUT_DTYPE_CODE[out_dtype],
-        x.data_ptr(), x_scale.data_ptr(), w.data_ptr(), w_channel_scale.data_ptr(),
-        None if bias is None else bias.data_ptr(), out.data_ptr(), M, N, K,
-    )  # fmt: skip
-    launch_with_workspace(
-        _group_mult_launcher(), args, x.device, f"s8s4 sm90 {config}", extra=(w_mult_t.data_ptr(), group)
-    )
-    return out
+    w_mult_t = aligned16(w_mult_t)
+    extra = (w_mult_t.data_ptr(), x.shape[1] // w_mult_t.shape[0])  # the multipliers and the group
+    what = f"s8s4 sm90 {config}"
+    return _launch(_group_mult_launcher(), index, x, x_scale, w, w_channel_scale, bias, out_dtype, what, extra)

@@ -153,31 +153,23 @@ def _unpack_mult_launch(n_words: int) -> PlanLaunch:
     return PlanLaunch(_unpack_int4_mult_kernel, (triton.cdiv(n_words, _UNPACK_BLOCK),), dict(BLOCK=_UNPACK_BLOCK))
 
 
-def unpack_int4_mult_triton(w: torch.Tensor, w_group_mult: torch.Tensor) -> torch.Tensor:
-    """Packed int4 ``(N, K // 2)`` and int8 multipliers ``(K // group, N)`` (contiguous, each in [0, 16], the group a
-    multiple of 8) -> ``(N, K)`` int8 ``code * mult`` (exact), in one pass over the weight."""
-    N, half_k = w.shape
-    out = torch.empty((N, 2 * half_k), dtype=torch.int8, device=w.device)
-    if w.numel():
-        if w.storage_offset() % 4:
-            w = w.clone()
-        n_words, words_per_row = w.numel() // 4, half_k // 4
-        words_per_group = words_per_row // w_group_mult.shape[0]
-        launch = cached_plan(_unpack_mult_launch, n_words)
-        launch(w.view(torch.int32), w_group_mult, out.view(torch.int32), n_words, N, words_per_row, words_per_group)
-    return out
-
-
-def unpack_int4_triton(w: torch.Tensor) -> torch.Tensor:
+def unpack_int4_triton(w: torch.Tensor, w_group_mult: torch.Tensor | None = None) -> torch.Tensor:
     """Packed int4 ``(N, K // 2)`` int8, ``K % 8 == 0`` -> ``(N, K)`` int8 in natural column order (one pass over
-    the weight, in int32 words)."""
+    the weight, in int32 words). With ``w_group_mult`` (int8 ``(K // group, N)``, contiguous, each in [0, 16], the
+    group a multiple of 8), ``code * mult`` instead (exact)."""
     N, half_k = w.shape
     out = torch.empty((N, 2 * half_k), dtype=torch.int8, device=w.device)
     if w.numel():
         if w.storage_offset() % 4:  # an int32 view needs a word-aligned start
             w = w.clone()
         n_words = w.numel() // 4
-        cached_plan(_unpack_launch, n_words)(w.view(torch.int32), out.view(torch.int32), n_words)
+        if w_group_mult is None:
+            cached_plan(_unpack_launch, n_words)(w.view(torch.int32), out.view(torch.int32), n_words)
+        else:
+            words_per_row = half_k // 4
+            launch = cached_plan(_unpack_mult_launch, n_words)
+            launch(w.view(torch.int32), w_group_mult, out.view(torch.int32), n_words, N, words_per_row,
+                   words_per_row // w_group_mult.shape[0])  # fmt: skip
     return out
 
 
@@ -212,7 +204,7 @@ def s8s4_unpacked_gemm_triton(
     if M == 0 or N == 0:
         return out
     groups = w_scale.shape[1] if w_scale.dim() == 2 else 1
-    w8 = unpack_int4_triton(w) if w_group_mult is None else unpack_int4_mult_triton(w, w_group_mult)
+    w8 = unpack_int4_triton(w, w_group_mult)
     launch = cached_plan(_gemm_launch, M, N, K, groups, bias is not None, config)
     bias_arg = bias if bias is not None else x_scale  # any valid pointer; unused when HAS_BIAS is False
     launch(x, w8, x_scale, w_scale, bias_arg, out, M, N, K, groups, K // groups)

@@ -84,7 +84,6 @@ class W4A8Linear(QuantizedModule):
         self.register_buffer("weight", torch.zeros(out_features, in_features // 2, dtype=torch.int8, device=device))
         self.register_buffer("weight_scale", torch.ones(scale_shape, dtype=torch.float32, device=device))
         self.register_buffer("bias", torch.zeros(out_features, dtype=torch.float32, device=device) if bias else None)
-        self.group_multipliers = group_multipliers
         mult_shape = (scale_shape[-1], out_features)
         mult = torch.ones(mult_shape, dtype=torch.int8, device=device) if group_multipliers else None
         channel = torch.ones(out_features, dtype=torch.float32, device=device) if group_multipliers else None
@@ -92,6 +91,11 @@ class W4A8Linear(QuantizedModule):
         self.register_buffer("weight_channel_scale", channel)
         if group_multipliers:  # the GEMM multiplies codes in int8: a loaded state must keep the format's invariants
             self.register_load_state_dict_post_hook(_check_loaded_group_mult)
+
+    @property
+    def group_multipliers(self) -> bool:
+        """Whether the group scales come with their integer multipliers (``W4A8Config.group_multipliers``)."""
+        return self.weight_group_mult is not None
 
     @classmethod
     def from_linear(

@@ -84,14 +84,16 @@ def _check_s8s4(x, x_scale, w, w_scale, bias, out_dtype, family, config) -> torc
 
 
 def _check_s8s4_group_mult(x, x_scale, w, w_channel_scale, w_group_mult, bias, out_dtype, config) -> torch.dtype:
-    from lowbit_flex.kernels.s8s4_cutlass import GROUP_MULT_CONFIGS, MAX_K_MULT
+    from lowbit_flex.kernels.s8s4_cutlass import GROUP_MULT_CONFIGS, GROUP_MULT_TILE_K, MAX_K_MULT
 
     dtype = _check(x, x_scale, w, w_channel_scale, bias, out_dtype, packed=True, groupwise=False)
     K = x.shape[1]
     check_group_mult("w_group_mult", w_group_mult, K, w_channel_scale.shape[0])
-    if (K // w_group_mult.shape[0]) % 128:
-        group = K // w_group_mult.shape[0]
-        raise ValueError(f"w_group_mult: expected the group a multiple of 128 (whole K tiles), got {group}")
+    group = K // w_group_mult.shape[0]
+    if group % GROUP_MULT_TILE_K:
+        raise ValueError(
+            f"w_group_mult: expected the group a multiple of {GROUP_MULT_TILE_K} (whole K tiles), got {group}"
+        )
     check_same_device(x=x, w_group_mult=w_group_mult)
     if w_channel_scale.shape[0] % 16:
         raise ValueError(f"w_channel_scale: expected N a multiple of 16, got {w_channel_scale.shape[0]}")

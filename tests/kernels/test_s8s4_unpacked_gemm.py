@@ -122,7 +122,7 @@ def test_unpack_mult_matches_reference(poisoned, N, K, group):
     q = torch.randint(-8, 8, (N, K), dtype=torch.int8)
     mult = _random_mult(K // group, N)
     q[0, :2], mult[0, 0] = torch.tensor([-8, 7], dtype=torch.int8), 16
-    out = mod.unpack_int4_mult_triton(pack_int4(q).to(DEVICE), mult.to(DEVICE))
+    out = mod.unpack_int4_triton(pack_int4(q).to(DEVICE), mult.to(DEVICE))
     assert out.dtype == torch.int8 and out.shape == (N, K)
     want = q.long() * mult.t().long().repeat_interleave(group, dim=1)
     assert want.min() == -128 and torch.equal(out.cpu().long(), want)
