@@ -188,8 +188,8 @@ def s8s4_group_mult_cutlass(
 
     Preconditions (the caller's checks): as :func:`s8s4_linear_cutlass`, with ``w_channel_scale`` float32 (N,) in
     ``w_scale``'s place and ``w_mult_t`` int8 (K // group, N) contiguous, the multipliers transposed, each in
-    ``[0, lowbit_flex.quant.int4.GROUP_MULT_INT8_MAX]`` (a larger one wraps in int8); :func:`group_mult_supported`
-    holds. ``config``: a name in ``GROUP_MULT_CONFIGS``.
+    ``[0, lowbit_flex.quant.int4.GROUP_MULT_INT8_MAX]`` (outside it the kernel's four-codes-per-instruction upcast is
+    wrong); :func:`group_mult_supported` holds. ``config``: a name in ``GROUP_MULT_CONFIGS``.
     """
     index = GROUP_MULT_CONFIGS.index(config)
     w_mult_t = aligned16(w_mult_t)

@@ -25,8 +25,8 @@
 
 // The same Hopper kernel with integer group multipliers on the weight (QServe-style progressive group
 // quantization, lowbit_flex.quant.quantize_int4_weight_group_mult with max_mult <= 16): the mixed-input collective's
-// ConvertAndScale mode multiplies each int4 code by its group's int8 multiplier on the int4 -> int8 upcast (exact:
-// |code * mult| <= 8 * 16 = 128 stays in int8), so the MMA and its single int32 accumulator are the per-channel
+// ConvertAndScale mode multiplies each int4 code by its group's multiplier on the int4 -> int8 upcast (exact:
+// |code * mult| <= 8 * 16 = 128 stays in int8; four codes per multiply-add, s8s4_group_mult_upcast.cuh), so the MMA and its single int32 accumulator are the per-channel
 // kernel's and the epilogue applies the per-channel float scale. The group is a multiple of tile_k (CUTLASS loads
 // one multiplier column per K tile). Same X(...) fields as LOWBIT_S8S4_SM90_CONFIGS.
 #define LOWBIT_S8S4_SM90_MULT_CONFIGS(X)                                                                           \

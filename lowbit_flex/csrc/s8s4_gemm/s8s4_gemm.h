@@ -10,7 +10,8 @@
 // docs/s8s4_cutlass.md for why).
 //
 // The group-multiplier kernels (LOWBIT_S8S4_SM90_MULT_CONFIGS) read the weight as w[n, k] * w_mult[k / group, n]
-// (int8 multipliers, (K / group, N) row-major, |w * w_mult| <= 128) and w_scale as the per-channel scale.
+// (int8 multipliers in [0, 16], (K / group, N) row-major; the upcast reads them as uint8 and is exact in that
+// range only) and w_scale as the per-channel scale.
 #pragma once
 
 #include <cstddef>

@@ -7,9 +7,10 @@
 // DirectConvert mode (NumericArrayConverter<int8_t, int4b_t>, exact), the MMA is s8 x s8 -> s32, and out^T stored
 // column-major is exactly out (M x N) row-major, so the TMA epilogue writes the caller's layout. The same fused
 // epilogue as the Ampere kernel runs as an sm90 EVT, with the roles of row and column vectors swapped.
-// With GroupMult the weight operand is (int4, int8 multiplier) and the collective runs in ConvertAndScale mode: each
-// code is upcast and multiplied by its group's multiplier (int8 * int8, exact while |code * mult| <= 128), so the
-// group scales cost one multiply per weight element per CTA tile and nothing per accumulator.
+// With GroupMult the weight operand is (int4, multiplier) and the collective runs in ConvertAndScale mode: each
+// code is upcast and multiplied by its group's multiplier (exact in int8 for multipliers in [0, 16]; four codes per
+// multiply-add, s8s4_group_mult_upcast.cuh), so the group scales cost about one instruction per weight element and
+// CTA tile and nothing per accumulator.
 // Included by one TU per output dtype. In a build for sm_80 only (CI compiles every TU for both) no Hopper kernel
 // is instantiated and the launcher refuses to run (common/sm90_arch.h).
 #pragma once
@@ -17,6 +18,9 @@
 #include "common/sm90_cutlass_gemm.cuh"
 #include "s8s4_gemm/s8s4_configs.h"
 #include "s8s4_gemm/s8s4_gemm.h"
+#if defined(CUTLASS_ARCH_MMA_SM90_SUPPORTED)
+#include "s8s4_gemm/s8s4_group_mult_upcast.cuh"
+#endif
 
 namespace lowbit::s8s4::sm90 {
 
@@ -55,8 +59,9 @@ struct Gemm {
       void, LayoutOut, kAlignOut,  // no source tensor C
       ElementOut, LayoutOut, kAlignOut, EpilogueSchedule, Callbacks>::CollectiveOp;
 
-  // (int4, int8 multiplier): ConvertAndScale; int4 alone: DirectConvert.
-  using ElementW = cute::conditional_t<GroupMult, cute::tuple<cutlass::int4b_t, int8_t>, cutlass::int4b_t>;
+  // (int4, multiplier): ConvertAndScale with the upcast of s8s4_group_mult_upcast.cuh (the multipliers, int8 in
+  // [0, 16], read as uint8: the type that selects that upcast); int4 alone: DirectConvert.
+  using ElementW = cute::conditional_t<GroupMult, cute::tuple<cutlass::int4b_t, uint8_t>, cutlass::int4b_t>;
   using Mainloop = typename cutlass::gemm::collective::CollectiveBuilder<
       cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp,
       ElementW, LayoutW, kAlignW,  // narrow operand first: no implicit swap inside the collective
@@ -94,7 +99,7 @@ struct Gemm {
     typename Mainloop::Arguments mainloop{static_cast<cutlass::int4b_t const*>(p.w), dW, p.x, dX};
     if constexpr (GroupMult) {
       // multipliers (N, K / group) in the collective's coordinates, N-major: element (n, g) at n + g * N
-      mainloop.ptr_S = p.w_mult;
+      mainloop.ptr_S = reinterpret_cast<uint8_t const*>(p.w_mult);
       mainloop.dS = {cute::_1{}, int64_t(p.N), int64_t(p.N) * (p.K / p.group)};
       mainloop.group_size = p.group;
     }

@@ -1,0 +1,81 @@
+"""Static instruction counts of the loops that issue WGMMAs, per kernel of a CUDA object or library (no GPU needed).
+
+    python -m benchmarks.sass_mainloop build/obj/s8s4_gemm_sm90_mult_bf16.o [--cuobjdump PATH]
+
+Disassembles with ``cuobjdump -sass`` and, for every kernel, prints each loop (a backward branch and the
+instructions from its target to it) that contains WGMMA instructions (``HGMMA`` / ``IGMMA`` / ``QGMMA``), innermost
+first by size, with its instruction count and the most frequent opcodes. A main loop's count against the number of
+WGMMAs it issues says how many issue slots the tensor-core work leaves to the rest (``docs/s8s4_cutlass.md`` uses it
+to compare upcasts before a GPU is available).
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import re
+import shutil
+import subprocess
+import sys
+
+_INSTR = re.compile(r"\s*/\*([0-9a-f]{4,})\*/\s+(.*?)\s*;")
+_BRANCH_TARGET = re.compile(r"\bBRA\b.*?0x([0-9a-f]+)")
+_WGMMA = ("HGMMA", "IGMMA", "QGMMA")
+# In a mangled CUTLASS kernel name: the mainloop policy (a length-prefixed identifier) with its stage count, and
+# the MMA atom (its shape is the warp group's tile). c++filt gives up on names this long.
+_POLICY = re.compile(r"(\d+)(Mainloop\w*)")
+_ATOM = re.compile(r"\d+(MMA_\d+x\d+x\d+_\w+?)E")
+
+
+def label(mangled: str) -> str:
+    """A short name for a CUTLASS kernel: mainloop policy, stages, MMA atom (else the name's first 120 chars)."""
+    atom = _ATOM.search(mangled)
+    for m in _POLICY.finditer(mangled):
+        policy = m.group(2)[: int(m.group(1))]
+        stages = re.match(r"ILi(\d+)E", mangled[m.start(2) + len(policy) :])
+        if atom and stages and len(policy) == int(m.group(1)):
+            return f"{policy}, {stages.group(1)} stages, {atom.group(1)}"
+    return mangled[:120]
+
+
+def opcode(instr: str) -> str:
+    """The opcode without its predicate guard and modifiers: ``@!P0 IMAD.WIDE ...`` -> ``IMAD``."""
+    words = instr.split()
+    word = words[1] if words[0].startswith("@") and len(words) > 1 else words[0]
+    return word.split(".")[0]
+
+
+def wgmma_loops(sass: str) -> list[tuple[str, int, int, collections.Counter]]:
+    """(kernel name, instructions, WGMMAs, opcode counts) of each loop that issues WGMMAs."""
+    loops = []
+    for block in re.split(r"\n\s*Function : ", sass)[1:]:
+        name = block.split("\n", 1)[0].strip()
+        instrs = [(int(m.group(1), 16), m.group(2)) for m in map(_INSTR.match, block.split("\n")) if m]
+        index = {address: i for i, (address, _) in enumerate(instrs)}
+        for i, (address, instr) in enumerate(instrs):
+            branch = _BRANCH_TARGET.search(instr)
+            if not branch or int(branch.group(1), 16) >= address or int(branch.group(1), 16) not in index:
+                continue
+            ops = collections.Counter(opcode(text) for _, text in instrs[index[int(branch.group(1), 16)] : i + 1])
+            wgmmas = sum(ops[w] for w in _WGMMA)
+            if wgmmas:
+                loops.append((name, sum(ops.values()), wgmmas, ops))
+    return loops
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("binary", help="a .o, .cubin or .so with sm_90a SASS")
+    parser.add_argument("--cuobjdump", default=shutil.which("cuobjdump") or "cuobjdump")
+    args = parser.parse_args(argv)
+    sass = subprocess.run([args.cuobjdump, "-sass", args.binary], check=True, capture_output=True, text=True).stdout
+    loops = wgmma_loops(sass)
+    if not loops:
+        sys.exit(f"no loop with WGMMAs in {args.binary}")
+    for name, count, wgmmas, ops in sorted(loops, key=lambda loop: (loop[0], loop[1])):
+        common = ", ".join(f"{op} {n}" for op, n in ops.most_common(10))
+        print(f"{label(name)}\n  {count} instructions, {wgmmas} WGMMAs: {common}")
+
+
+if __name__ == "__main__":
+    main()

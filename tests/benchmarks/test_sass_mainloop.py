@@ -1,0 +1,48 @@
+"""benchmarks/sass_mainloop.py on a hand-written SASS listing: which loops it reports and what it counts."""
+
+from benchmarks.sass_mainloop import label, opcode, wgmma_loops
+
+# Two kernels: the first has an inner loop with two WGMMAs (0x0020-0x0070) inside an outer loop (0x0010-0x0090),
+# and a loop without WGMMAs (0x00a0-0x00b0); the second has a forward branch only.
+_SASS = """
+	code for sm_90a
+		Function : _ZN7cutlass13device_kernelI17MainloopSm90FancyILi5EE27MMA_64x256x32_S32S8S8_RS_TNEE
+	.headerflags	@"EF_CUDA_SM90"
+        /*0000*/                   LDC R1, c[0x0][0x28] ;
+        /*0010*/                   IMAD.MOV.U32 R2, RZ, RZ, R3 ;
+        /*0020*/              @!P0 LOP3.LUT R4, R5, 0xf0f0f0f, RZ, 0xc0, !PT ;
+        /*0030*/                   PRMT R6, R4, 0x5140, R7 ;
+        /*0040*/                   IGMMA.64x256x32.S8.S8 R24, R8, gdesc[UR4], RZ, !UPT ;
+        /*0050*/                   IMAD R6, R6, R9, R10 ;
+        /*0060*/                   IGMMA.64x256x32.S8.S8 R24, R12, gdesc[UR8], R24 ;
+        /*0070*/               @P1 BRA `(.L_x_1) 0x20 ;
+        /*0080*/                   FFMA R11, R12, R13, R14 ;
+        /*0090*/               @P2 BRA `(.L_x_0) 0x10 ;
+        /*00a0*/                   IADD3 R1, R1, 0x1, RZ ;
+        /*00b0*/               @P3 BRA `(.L_x_2) 0xa0 ;
+        /*00c0*/                   EXIT ;
+		Function : _Z6simplev
+        /*0000*/                   HGMMA.64x128x16.F32.BF16 R24, R8, gdesc[UR4], RZ ;
+        /*0010*/                   BRA `(.L_x_3) 0x30 ;
+        /*0020*/                   NOP ;
+        /*0030*/                   EXIT ;
+"""
+
+
+def test_opcode_drops_guard_and_modifiers():
+    assert opcode("@!P0 LOP3.LUT R4, R5, 0xf0f0f0f, RZ, 0xc0, !PT") == "LOP3"
+    assert opcode("IGMMA.64x256x32.S8.S8 R24, R8, gdesc[UR4], RZ, !UPT") == "IGMMA"
+    assert opcode("@P1 BRA `(.L_x_1) 0x20") == "BRA"
+
+
+def test_reports_each_loop_with_wgmmas_and_counts_it():
+    loops = sorted((count, wgmmas, dict(ops)) for _, count, wgmmas, ops in wgmma_loops(_SASS))
+    inner = {"LOP3": 1, "PRMT": 1, "IGMMA": 2, "IMAD": 1, "BRA": 1}
+    outer = {**inner, "IMAD": 2, "FFMA": 1, "BRA": 2}
+    assert loops == [(6, 2, inner), (9, 2, outer)]
+
+
+def test_label_names_policy_stages_and_atom():
+    name = "_ZN7cutlass13device_kernelI17MainloopSm90FancyILi5EE27MMA_64x256x32_S32S8S8_RS_TNEE"
+    assert label(name) == "MainloopSm90Fancy, 5 stages, MMA_64x256x32_S32S8S8_RS_TN"
+    assert label("_Z6simplev") == "_Z6simplev"
