@@ -5,7 +5,9 @@
 # 2. builds the CUDA kernels, 3. runs the test suite on the GPU (float64 / exact references, poisoned outputs),
 # 4. runs each benchmarks/sanitize_*.py under compute-sanitizer memcheck, 5. runs every benchmark,
 # 6. (phase "aoti", not in the default list) builds the C++ op library and runs examples/deploy_aoti.py on CUDA.
-# LOWBIT_GPU_PHASES (default "build tests sanitize bench") picks steps, to split the work over several calls.
+# LOWBIT_GPU_PHASES (default "build tests sanitize bench") picks steps, to split the work over several calls;
+# LOWBIT_TEST_ARGS the pytest arguments (default: tests), LOWBIT_SANITIZE the sanitizer drivers (names without
+# .py, default: every benchmarks/sanitize_*.py), arguments after -- the benchmarks (e.g. --only s8s4_linear).
 # A CUDA library built elsewhere for the same paths (LOWBIT_FLEX_CACHE, carried) skips the ~2 minute build.
 # OUT_DIR (default $LOWBIT_BENCH_OUT, $OUT, or bench_out) receives results.json, results.md, plots.tar.gz and one
 # log: few files, so the device tool can bring them all back.
@@ -36,8 +38,10 @@ if [[ $phases == *" tests "* ]]; then
     | grep --line-buffered -v -E " (PASSED|SKIPPED|XFAIL)( |$)" || status=1
 fi
 if [[ $phases == *" sanitize "* ]]; then
-  for s in benchmarks/sanitize_*.py; do
-    [ -f "$s" ] || continue
+  drivers=(benchmarks/sanitize_*.py)
+  [ -n "${LOWBIT_SANITIZE:-}" ] && drivers=($(printf 'benchmarks/%s.py ' $LOWBIT_SANITIZE))
+  for s in "${drivers[@]}"; do
+    [ -f "$s" ] || { echo "no sanitizer driver $s"; status=1; continue; }
     echo "== compute-sanitizer memcheck $s"
     compute-sanitizer --tool memcheck --error-exitcode 9 python3 "$s" || status=1
   done

@@ -27,6 +27,9 @@ CONFIGS = {
     "W4A8 per-channel": W4A8Config(),
     "W4A8 group 32": W4A8Config(group_size=32),
     "W4A8 group 64": W4A8Config(group_size=64),
+    # group scales as integer multiples (<= 16) of a channel scale: what the per-channel GEMMs run at large M
+    "W4A8 group 32, multipliers": W4A8Config(group_size=32, group_multipliers=True),
+    "W4A8 group 64, multipliers": W4A8Config(group_size=64, group_multipliers=True),
     "FP8 e4m3": FP8WeightOnlyConfig(),
     "FP6 e3m2": FPxWeightOnlyConfig(3, 2),
     "FP6 e2m3": FPxWeightOnlyConfig(2, 3),
@@ -109,7 +112,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
     parser.add_argument("--tokens", type=int, default=512, help="evaluate on at most this many tokens of the text")
+    parser.add_argument("--configs", nargs="+", metavar="NAME", help="only the configs whose name starts with one")
     args = parser.parse_args(argv)
+    configs = {n: c for n, c in CONFIGS.items() if not args.configs or n.startswith(tuple(args.configs))}
+    if not configs:
+        parser.error(f"--configs: no config name starts with {args.configs}; the names: {list(CONFIGS)}")
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     import lowbit_flex.hf  # noqa: F401  (registers quant_method="lowbit")
@@ -129,7 +136,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         else:
             tokenizer = AutoTokenizer.from_pretrained(path)
         ids = tokenizer(TEXT, return_tensors="pt").input_ids[:, : args.tokens]
-        rows = accuracy(path, ids, CONFIGS, args.device, dtype)
+        rows = accuracy(path, ids, configs, args.device, dtype)
     print(f"{ids.shape[1]} tokens, {args.device}, {args.dtype}")
     print(table(rows))
     return rows

@@ -21,3 +21,12 @@ def test_accuracy_rows_on_a_tiny_random_llama(tmp_path):
     assert rows[0]["logits rel. error"] == 0 and all(0 < r["logits rel. error"] < 1 for r in rows[1:])
     assert all(r["perplexity"] > 1 and 0 <= r["top-1 agreement"] <= 1 for r in rows)
     assert hf_accuracy.table(rows).count("\n") == 4
+
+
+def test_configs_filter_rejects_a_name_that_matches_nothing(capsys):
+    """--configs is checked before any model is loaded, and the error lists the names there are."""
+    from examples import hf_accuracy
+
+    with pytest.raises(SystemExit):
+        hf_accuracy.main(["--model", "unused", "--configs", "W8A8"])
+    assert "W4A8 group 64, multipliers" in capsys.readouterr().err
