@@ -1,9 +1,9 @@
 // The int4 -> int8 upcast of the Hopper W4A8 kernel with group multipliers (s8s4_gemm_sm90.cuh, GroupMult): each
-// code times its group's multiplier, four codes per instruction.
+// code times its group's multiplier, four codes per multiply-add.
 //
 // CUTLASS's mixed-input collective (ConvertAndScale mode) upcasts the codes with NumericArrayConverter and then
-// multiplies element by element (extract, multiply, repack: ~4.6 SASS instructions per code, 3x the per-channel
-// kernel's main loop). Here one 32-bit register of four codes of one weight row (the int8 WGMMA's A fragment holds
+// multiplies element by element (extract, multiply, repack): its K-tile loop had 2.8-2.9x the per-channel kernel's
+// instructions, this one 1.14-1.21x (benchmarks/sass_mainloop.py, docs/s8s4_cutlass.md). Here one 32-bit register of four codes of one weight row (the int8 WGMMA's A fragment holds
 // four consecutive k of a row per register) is multiplied at once. With u = code + 8 in [0, 15] per byte (offset
 // binary) and 0 <= mult <= 16:
 //
