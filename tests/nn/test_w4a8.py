@@ -107,13 +107,14 @@ def test_group_multipliers_buffers_are_the_float_scales_exactly():
     mult, channel = layer.weight_group_mult, layer.weight_channel_scale
     assert mult.shape == (4, 48) and mult.dtype == torch.int8 and mult.is_contiguous()
     assert channel.shape == (48,) and channel.dtype == torch.float32
-    assert int(mult.min()) >= 1 and int(mult.max()) == 16 and len(mult.unique()) >= 3
+    # (a row's largest group takes 16, or 15 where rounding its scale down fits it better)
+    assert int(mult.min()) >= 1 and int(mult.max()) in (15, 16) and len(mult.unique()) >= 3
     assert torch.equal(layer.weight_scale.double(), channel.double()[:, None] * mult.t().double())
     assert "group_multipliers=True" in repr(layer)
     plain = W4A8Linear.from_linear(lin, 128)
     assert plain.weight_group_mult is None and plain.weight_channel_scale is None
     x = torch.randn(6, 512)
-    # Close to free float group scales (the multipliers cost a few % of weight error), far better than per channel.
+    # Close to free float group scales (within a few % of weight error either way), far better than per channel.
     ref = lin(x)
     err = {k: rel_error(m(x), ref) for k, m in (("mult", layer), ("float", plain),
                                                    ("channel", W4A8Linear.from_linear(lin)))}  # fmt: skip
