@@ -27,8 +27,8 @@
 // clang-format off
 #include "cutlass/cutlass.h"
 #include "cute/tensor.hpp"
+#include "cutlass/gemm/collective/collective_builder.hpp"  // (before the utilities: they rely on its includes)
 #include "cutlass/detail/collective/mixed_input_utils.hpp"
-#include "cutlass/gemm/collective/collective_builder.hpp"
 // clang-format on
 
 namespace lowbit::s8s4 {
@@ -51,6 +51,21 @@ struct StockUtilsView {
   static constexpr auto UseScaleLookupTable = Collective::UseScaleLookupTable;
 };
 
+// Whether every register of the MMA's A fragment (values 4j .. 4j + 3 of a thread, four int8) holds four codes of
+// one weight row: the upcast reads one multiplier per register. AtomLayoutA_TV maps (thread, value) to the index
+// m + M * k of the atom's M x K tile.
+template <class TiledMma>
+constexpr bool registers_hold_one_row() {
+  using LayoutTV = typename TiledMma::AtomLayoutA_TV;
+  constexpr int kRows = cute::size<0>(typename TiledMma::AtomShape_MNK{});
+  for (int t = 0; t < cute::size<0>(LayoutTV{}); ++t) {
+    for (int v = 0; v < cute::size<1>(LayoutTV{}); ++v) {
+      if (LayoutTV{}(t, v) % kRows != LayoutTV{}(t, v & ~3) % kRows) return false;
+    }
+  }
+  return true;
+}
+
 // Four int4 codes (the nibbles of `nibbles_u`, already offset to u = code + 8 and spread one per byte) times `mult`
 // as four int8 (see the file comment).
 CUTLASS_DEVICE uint32_t times_group_mult(uint32_t nibbles_u, uint32_t mult) {
@@ -62,13 +77,16 @@ CUTLASS_DEVICE uint32_t times_group_mult(uint32_t nibbles_u, uint32_t mult) {
 
 namespace cutlass::gemm::collective::detail {
 
-template <int Stages, class ClusterShape, class KernelSchedule, class TileShape, class StrideA, class... Rest>
+template <int Stages, class ClusterShape, class KernelSchedule, class TileShape, class StrideA, class ElementB,
+          class StrideB, class TiledMma, class... Rest>
 struct MixedInputUtils<cutlass::gemm::collective::CollectiveMma<
     cutlass::gemm::MainloopSm90TmaGmmaRmemAWarpSpecializedMixedInput<Stages, ClusterShape, KernelSchedule>, TileShape,
-    cute::tuple<cutlass::int4b_t, uint8_t>, StrideA, Rest...>>
+    cute::tuple<cutlass::int4b_t, uint8_t>, StrideA, ElementB, StrideB, TiledMma, Rest...>>
     : MixedInputUtils<lowbit::s8s4::StockUtilsView<cutlass::gemm::collective::CollectiveMma<
           cutlass::gemm::MainloopSm90TmaGmmaRmemAWarpSpecializedMixedInput<Stages, ClusterShape, KernelSchedule>,
-          TileShape, cute::tuple<cutlass::int4b_t, uint8_t>, StrideA, Rest...>>> {
+          TileShape, cute::tuple<cutlass::int4b_t, uint8_t>, StrideA, ElementB, StrideB, TiledMma, Rest...>>> {
+  static_assert(lowbit::s8s4::registers_hold_one_row<TiledMma>(),
+                "the upcast reads one multiplier per A register: its four codes must share a weight row");
   // tCrA_load: the k-block's int4 codes in the MMA's register layout (the weight is not reordered in memory);
   // tCrA_mma: the int8 operand; get<1>(extra): the multipliers, one per code, loaded at the K tile's first k-block.
   template <class EngineIn, class EngineOut, class LayoutIn, class LayoutOut, class... Ts>
