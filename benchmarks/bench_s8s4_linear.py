@@ -111,13 +111,16 @@ def _forced_cutlass_groupwise(name: str):
     )
 
 
-@functools.cache
+# id(g128 float scales) -> (those scales, channel scale, int8 multipliers (N, groups)) that
+# quantize_int4_weight_group_mult made with them: what a group_multipliers module holds next to its float scales.
+# (The float scales alone do not give them back: a row's largest multiplier may be 15 or 16.)
+_GROUP_MULT: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+
+
 def _group_mult_of(ws: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(channel scale, int8 multipliers (N, groups)) back from the g128 weights' float scales, made once per weight
-    (a module holds both): this benchmark makes them with quantize_int4_weight_group_mult(max_mult=16), where every
-    row's largest group has multiplier 16 and the products are exact, so this recovers them exactly."""
-    channel = ws.amax(dim=1) / GROUP_MULT_INT8_MAX
-    return channel, torch.round(ws / channel[:, None]).to(torch.int8)
+    scales, channel, mult = _GROUP_MULT[id(ws)]
+    assert scales is ws, "g128 scales without their multipliers"
+    return channel, mult
 
 
 @functools.cache
@@ -235,9 +238,11 @@ def run(bench: Bench) -> None:
     for si, (K, N) in enumerate(SHAPES_KN[:1] if bench.quick else SHAPES_KN):
         w = torch.randn(N, K, device="cuda", dtype=torch.bfloat16)
         # g128 in the integer-multiplier format, multipliers <= 16: float scales every group-wise kernel reads, and
-        # (channel scale, multipliers) that the _int and w4a8 _mult configs recover from them exactly (_group_mult_of).
+        # (channel scale, multipliers) that the _int and w4a8 _mult configs read (_group_mult_of).
         packed, channel, mult = quantize_int4_weight_group_mult(w, 128, max_mult=GROUP_MULT_INT8_MAX)
-        weights = {"per-channel": quantize_int4_weight(w), "g128": (packed, group_mult_scales(channel, mult))}
+        ws_g128 = group_mult_scales(channel, mult)
+        _GROUP_MULT[id(ws_g128)] = (ws_g128, channel, mult)
+        weights = {"per-channel": quantize_int4_weight(w), "g128": (packed, ws_g128)}
         w8 = torch.randint(-127, 128, (N, K), device="cuda", dtype=torch.int8)
         if si == 0:
             checked = _check_all(methods, cutlass, K, N, weights)
