@@ -190,11 +190,13 @@ def _applicable(name: str, M: int, N: int, K: int, groupwise: bool, cutlass) -> 
         from lowbit_flex.kernels.s8s8_groupwise_cutlass import group_mult_supported, supported
 
         if name.startswith("cutlass_groupwise w4a8"):
-            ok = s8s4_cutlass.group_mult_supported
-        else:
-            ok = group_mult_supported if name.endswith("_int") else supported
-        # a per-call unpack of the whole weight, like "unpacked": a large-M kernel (the w4a8 ones have none, but
-        # their tiles are as large)
+            # no unpack pass: the 16-row tile is a decode tile (M <= 64), the others large-M ones
+            decode_tile = int(name.split()[-1].split("x")[0]) <= 16
+            in_range = M <= 64 if decode_tile else M >= 64
+            return groupwise and in_range and s8s4_cutlass.group_mult_supported(M, N, K, 128) and \
+                s8s4_cutlass.library_available()  # fmt: skip
+        ok = group_mult_supported if name.endswith("_int") else supported
+        # a per-call unpack of the whole weight, like "unpacked": a large-M kernel
         return groupwise and M >= 64 and ok(M, N, K, 128) and s8s4_cutlass.library_available()
     if name.startswith("cutlass"):
         return not groupwise and cutlass[1](name.split()[1], M, N, K)

@@ -40,7 +40,7 @@ CUTLASS_CONFIGS: dict[str, tuple[str, ...]] = {
 }
 
 # Mirrors LOWBIT_S8S4_SM90_MULT_CONFIGS: the Hopper tiles with int8 group multipliers on the weight.
-GROUP_MULT_CONFIGS: tuple[str, ...] = ("128x128x128_coop_mult", "256x128x128_coop_mult")
+GROUP_MULT_CONFIGS: tuple[str, ...] = ("128x128x128_coop_mult", "256x128x128_coop_mult", "16x128x128_ws_mult")
 GROUP_MULT_TILE_K = 128  # every GROUP_MULT_CONFIGS tile: the group is a multiple of it
 
 _INT32_MAX = 2**31 - 1

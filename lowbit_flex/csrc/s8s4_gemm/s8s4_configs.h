@@ -28,7 +28,10 @@
 // ConvertAndScale mode multiplies each int4 code by its group's multiplier on the int4 -> int8 upcast (exact:
 // |code * mult| <= 8 * 16 = 128 stays in int8; four codes per multiply-add, s8s4_group_mult_upcast.cuh), so the MMA and its single int32 accumulator are the per-channel
 // kernel's and the epilogue applies the per-channel float scale. The group is a multiple of tile_k (CUTLASS loads
-// one multiplier column per K tile). Same X(...) fields as LOWBIT_S8S4_SM90_CONFIGS.
+// one multiplier column per K tile). The 16-row warp-specialized tile is the per-channel family's decode tile (M = 9..16
+// on wide layers), for group-wise weights where the decode kernels' float group scales run slower. Same X(...) fields
+// as LOWBIT_S8S4_SM90_CONFIGS.
 #define LOWBIT_S8S4_SM90_MULT_CONFIGS(X)                                                                           \
   X(0, "128x128x128_coop_mult", 128, 128, 128, KernelTmaWarpSpecializedCooperative, TmaWarpSpecializedCooperative) \
-  X(1, "256x128x128_coop_mult", 256, 128, 128, KernelTmaWarpSpecializedCooperative, TmaWarpSpecializedCooperative)
+  X(1, "256x128x128_coop_mult", 256, 128, 128, KernelTmaWarpSpecializedCooperative, TmaWarpSpecializedCooperative) \
+  X(2, "16x128x128_ws_mult", 16, 128, 128, KernelTmaWarpSpecialized, TmaWarpSpecialized)
