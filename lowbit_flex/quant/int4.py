@@ -127,13 +127,13 @@ def quantize_int4_weight_group_mult(
     that multiply the codes in int8).
     ``w ≈ unpack_int4(packed) * group_mult_scales(channel_scale, group_mult)`` expanded over the groups.
 
-    The row's largest group gets the largest multiplier ``M`` (``channel_scale = amax_row / (7 M)``, rounded up to
-    17 significant bits). Every other group gets ``floor`` or ``ceil`` of ``amax_group / (7 channel_scale)`` (at
-    least 1), whichever reconstructs the group with the smaller squared error (ties: ``ceil``, which clips
+    ``channel_scale = amax_row / (7 M)`` with ``M`` the largest multiplier, rounded up to 17 significant bits.
+    Every group, the row's largest included, gets ``floor`` or ``ceil`` of ``amax_group / (7 channel_scale)`` (within
+    ``[1, M]``), whichever reconstructs the group with the smaller squared error (ties: ``ceil``, which clips
     nothing): rounding the scale down clips the group's largest values by less than a multiplier step and refines
-    every other value, which often pays. On Gaussian weights at group 128 the weight error is ~3.5 % *below* float
-    group scales at ``amax / 7`` (:func:`quantize_int4_weight`) with multipliers up to 16 (always rounding up: 4 %
-    above), per-channel scales 34 % above. Inputs must be finite.
+    every other value, which often pays (a row's largest group often takes ``M - 1``). On Gaussian weights at
+    group 128 the weight error is ~3.5 % *below* float group scales at ``amax / 7`` (:func:`quantize_int4_weight`)
+    with multipliers up to 16 (always rounding up: 4 % above), per-channel scales 34 % above. Inputs must be finite.
     """
     _check_weight(w, group_size, allow_none=False)
     if isinstance(max_mult, bool) or not isinstance(max_mult, int) or not 1 <= max_mult <= GROUP_MULT_MAX:
