@@ -5,6 +5,20 @@
 
 #define LOWBIT_API extern "C" __attribute__((visibility("default")))
 
+// The config names of a CUTLASS kernel family, exported for the Python wrappers' consistency checks and the C++ op
+// registration: lowbit_<FAMILY>_num_configs() and lowbit_<FAMILY>_config_name(index) from the family's X-macro list
+// (entries X(index, "name", ...)). One use per launcher TU.
+#define LOWBIT_CONFIG_NAME_(I, NAME, ...) NAME,
+#define LOWBIT_EXPORT_CONFIG_NAMES(FAMILY, CONFIGS)                                          \
+  namespace {                                                                               \
+  constexpr const char* kConfigNames[] = {CONFIGS(LOWBIT_CONFIG_NAME_)};                    \
+  constexpr int kNumConfigs = sizeof(kConfigNames) / sizeof(kConfigNames[0]);               \
+  }                                                                                         \
+  LOWBIT_API int lowbit_##FAMILY##_num_configs() { return kNumConfigs; }                    \
+  LOWBIT_API const char* lowbit_##FAMILY##_config_name(int config) {                        \
+    return config >= 0 && config < kNumConfigs ? kConfigNames[config] : nullptr;            \
+  }
+
 namespace lowbit {
 
 enum Status : int {

@@ -2,18 +2,7 @@
 // TU per dtype.
 #include "float_weight_gemm/float_weight_gemm.h"
 
-namespace {
-#define LOWBIT_FLOAT_WEIGHT_GEMM_NAME(I, NAME, ...) NAME,
-constexpr const char* kConfigNames[] = {LOWBIT_FLOAT_WEIGHT_GEMM_CONFIGS(LOWBIT_FLOAT_WEIGHT_GEMM_NAME)};
-#undef LOWBIT_FLOAT_WEIGHT_GEMM_NAME
-constexpr int kNumConfigs = sizeof(kConfigNames) / sizeof(kConfigNames[0]);
-}  // namespace
-
-LOWBIT_API int lowbit_float_weight_gemm_sm90_num_configs() { return kNumConfigs; }
-
-LOWBIT_API const char* lowbit_float_weight_gemm_sm90_config_name(int config) {
-  return config >= 0 && config < kNumConfigs ? kConfigNames[config] : nullptr;
-}
+LOWBIT_EXPORT_CONFIG_NAMES(float_weight_gemm_sm90, LOWBIT_FLOAT_WEIGHT_GEMM_CONFIGS)
 
 LOWBIT_API int lowbit_float_weight_gemm_sm90(LOWBIT_FLOAT_WEIGHT_GEMM_LAUNCHER_PARAMS) {
   namespace fg = lowbit::float_weight_gemm;

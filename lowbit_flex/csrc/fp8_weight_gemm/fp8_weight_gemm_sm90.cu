@@ -3,18 +3,7 @@
 #include "fp8_weight_gemm/fp8_weight_gemm.h"
 #include "fp8_weight_gemm/fp8_weight_gemm_configs.h"
 
-namespace {
-#define LOWBIT_FP8_WEIGHT_GEMM_NAME(I, NAME, ...) NAME,
-constexpr const char* kConfigNames[] = {LOWBIT_FP8_WEIGHT_GEMM_SM90_CONFIGS(LOWBIT_FP8_WEIGHT_GEMM_NAME)};
-#undef LOWBIT_FP8_WEIGHT_GEMM_NAME
-constexpr int kNumConfigs = sizeof(kConfigNames) / sizeof(kConfigNames[0]);
-}  // namespace
-
-LOWBIT_API int lowbit_fp8_weight_gemm_sm90_num_configs() { return kNumConfigs; }
-
-LOWBIT_API const char* lowbit_fp8_weight_gemm_sm90_config_name(int config) {
-  return config >= 0 && config < kNumConfigs ? kConfigNames[config] : nullptr;
-}
+LOWBIT_EXPORT_CONFIG_NAMES(fp8_weight_gemm_sm90, LOWBIT_FP8_WEIGHT_GEMM_SM90_CONFIGS)
 
 LOWBIT_API int lowbit_fp8_weight_gemm_sm90(LOWBIT_FP8_WEIGHT_GEMM_LAUNCHER_PARAMS) {
   const lowbit::fp8_weight_gemm::Problem p{x, w, w_scale, bias, out, M, N, K, workspace, workspace_bytes, stream};

@@ -2,18 +2,7 @@
 #include "s8s4_gemm/s8s4_configs.h"
 #include "s8s4_gemm/s8s4_gemm.h"
 
-namespace {
-#define LOWBIT_S8S4_NAME(I, NAME, ...) NAME,
-constexpr const char* kConfigNames[] = {LOWBIT_S8S4_SM80_CONFIGS(LOWBIT_S8S4_NAME)};
-#undef LOWBIT_S8S4_NAME
-constexpr int kNumConfigs = sizeof(kConfigNames) / sizeof(kConfigNames[0]);
-}  // namespace
-
-LOWBIT_API int lowbit_s8s4_sm80_num_configs() { return kNumConfigs; }
-
-LOWBIT_API const char* lowbit_s8s4_sm80_config_name(int config) {
-  return config >= 0 && config < kNumConfigs ? kConfigNames[config] : nullptr;
-}
+LOWBIT_EXPORT_CONFIG_NAMES(s8s4_sm80, LOWBIT_S8S4_SM80_CONFIGS)
 
 LOWBIT_API int lowbit_s8s4_sm80(LOWBIT_S8S4_LAUNCHER_PARAMS) {
   const lowbit::s8s4::Problem p LOWBIT_S8S4_PROBLEM;

@@ -3,18 +3,7 @@
 #include "s8s8_groupwise/s8s8_groupwise.h"
 #include "s8s8_groupwise/s8s8_groupwise_configs.h"
 
-namespace {
-#define LOWBIT_S8S8G_NAME(I, NAME, ...) NAME,
-constexpr const char* kConfigNames[] = {LOWBIT_S8S8G_SM90_CONFIGS(LOWBIT_S8S8G_NAME)};
-#undef LOWBIT_S8S8G_NAME
-constexpr int kNumConfigs = sizeof(kConfigNames) / sizeof(kConfigNames[0]);
-}  // namespace
-
-LOWBIT_API int lowbit_s8s8_groupwise_sm90_num_configs() { return kNumConfigs; }
-
-LOWBIT_API const char* lowbit_s8s8_groupwise_sm90_config_name(int config) {
-  return config >= 0 && config < kNumConfigs ? kConfigNames[config] : nullptr;
-}
+LOWBIT_EXPORT_CONFIG_NAMES(s8s8_groupwise_sm90, LOWBIT_S8S8G_SM90_CONFIGS)
 
 LOWBIT_API int lowbit_s8s8_groupwise_sm90(LOWBIT_S8S8G_LAUNCHER_PARAMS) {
   const lowbit::s8s8g::Problem p LOWBIT_S8S8G_PROBLEM;
