@@ -18,13 +18,13 @@ import time
 
 import torch
 
+from lowbit_flex.testing import w4a8_rounding_misses
+
 # Ragged M and N (no tile divides them), M = 1, K below, at and far above every K tile.
 MS = (1, 3, 17, 129)
 NS = (8, 24, 136)
 KS = (32, 96, 4096)
 QUICK = ((1, 8, 32), (17, 136, 96), (129, 24, 4096))
-UNIT_ROUNDOFF = {torch.float16: 2.0**-11, torch.bfloat16: 2.0**-8}
-SMALLEST_SUBNORMAL = {torch.float16: 2.0**-24, torch.bfloat16: 2.0**-133}
 
 
 def _pack_int4(w: torch.Tensor) -> torch.Tensor:
@@ -42,13 +42,6 @@ def _problem(M: int, N: int, K: int, gen: torch.Generator):
     ref = acc.double() * xs.double()[:, None] * ws.double()[None, :] + bias.double()
     prod = (ref - bias.double()).abs()
     return (x, xs, _pack_int4(w), ws, bias), ref, prod + bias.double().abs()
-
-
-def _mismatches(out: torch.Tensor, ref: torch.Tensor, magnitude: torch.Tensor) -> int:
-    """Elements outside one rounding to out.dtype plus a few fp32 roundings (NaN: never written, counts)."""
-    o = out.double().cpu()
-    tol = UNIT_ROUNDOFF[out.dtype] * ref.abs() + 4 * 2.0**-24 * magnitude + SMALLEST_SUBNORMAL[out.dtype] / 2
-    return int((~((o - ref).abs() <= tol)).sum())
 
 
 def _cases(quick: bool):
@@ -98,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
                     finally:
                         torch.empty = real_empty
                     torch.cuda.synchronize()
-                    bad = _mismatches(out, ref, mag)
+                    bad = w4a8_rounding_misses(out, ref, mag, 4)  # fp32: acc -> float, 2 scales, bias
                 except Exception as e:  # report every failing kernel, not just the first
                     print(f"ERROR {label} M={M} N={N} K={K} {dtype}: {type(e).__name__}: {e}")
                     failed += 1

@@ -29,10 +29,9 @@ from lowbit_flex.kernels.s8s8_groupwise_cutlass import (
     supported,
 )
 from lowbit_flex.quant import pack_int4
-from lowbit_flex.testing import w4a8_exact_f64
+from lowbit_flex.testing import w4a8_exact_f64, w4a8_rounding_misses
 
 SHAPES = list(itertools.product((1, 77, 130, 300), (8, 136, 200), (256, 768)))
-UNIT_ROUNDOFF = {torch.float16: 2.0**-11, torch.bfloat16: 2.0**-8}
 
 
 def main() -> int:
@@ -69,9 +68,8 @@ def main() -> int:
                 )  # fmt: skip
             torch.cuda.synchronize()
             ref, mag = w4a8_exact_f64(xq, xs, q, ws, bias)
-            tol = ref.abs() * UNIT_ROUNDOFF[out_dtype] + (groups + 4) * 2.0**-24 * mag + 1e-30
             runs += 1
-            if not bool(((out.double().cpu() - ref).abs() <= tol).all()):
+            if w4a8_rounding_misses(out, ref, mag, groups + 4):
                 bad += 1
                 print(f"MISMATCH {name} group={group} {out_dtype} M={M} N={N} K={K}")
     print(f"s8s8 group-wise sanitize: {runs} runs, {bad} mismatches")

@@ -139,6 +139,15 @@ def w4a8_exact_f64(x, xs, q, ws, bias=None) -> tuple[torch.Tensor, torch.Tensor]
     return out, magnitude
 
 
+def w4a8_rounding_misses(out: torch.Tensor, exact: torch.Tensor, magnitude: torch.Tensor, fp32_terms: int) -> int:
+    """How many elements of ``out`` are not within one rounding to ``out.dtype`` of ``exact`` (half an ulp, and half
+    the smallest subnormal where the value is subnormal: float16 outputs below 6.1e-5 round in absolute steps of
+    2**-24) plus ``fp32_terms`` float32 roundings of ``magnitude`` (see :func:`w4a8_exact_f64`). NaN counts."""
+    finfo = torch.finfo(out.dtype)
+    bound = exact.abs() * (finfo.eps / 2) + finfo.smallest_normal * finfo.eps / 2 + fp32_terms * 2.0**-24 * magnitude
+    return int((~((out.double().cpu() - exact).abs() <= bound)).sum())
+
+
 def mma_key_order_source_rows(n_keys: int) -> torch.Tensor:
     """The key each row of an e4m3 v in the P·V MMA's key order holds (``quantize_qkv_triton(...,
     v_mma_key_order=True)``), written from the layout's definition for tests: ``n_keys`` rounded up to 16 rows, row
