@@ -93,6 +93,7 @@ class Rule:
 
 
 _PC, _GW, _SM80, _SM90 = ScaleKind.PER_CHANNEL, ScaleKind.GROUPWISE, Arch.SM80, Arch.SM90
+_MULT = Backend.CUTLASS_SM90_MULT
 
 # Measured on an H200 (benchmarks/bench_s8s4_linear.py, 2026-11-22; docs/w4a8.md and
 # docs/measurements/h200_run5_s8s4_all_configs.md time every backend and tile). CUTLASS takes per-channel scales
@@ -139,7 +140,26 @@ DISPATCH_TABLE: tuple[Rule, ...] = (
     Rule(Backend.TRITON_GEMV, "dp4a_4x8x2048", max_m=1, wide=False, fuse_quant=True),
     Rule(Backend.TRITON_GEMV, "dp4a_4x16x1024", max_m=1, fuse_quant=True),
     Rule(Backend.TRITON_DECODE, "dot_16x64x256", scale=_PC, max_m=16),
+    # Group-wise scales that come with their integer multipliers (<= 16) on Hopper: the per-channel WGMMA kernels
+    # multiplying each int4 code by its group's multiplier on the upcast (s8s4_group_mult_cutlass). H100, run 54
+    # (docs/measurements/h100_run54_w4a8_group_mult_cutlass.md), kernel alone x bf16 torch.mm: each mult tile runs
+    # 0.92-1.03x the per-channel kernel of the same tile, and beats every other group-wise kernel from M = 17: at
+    # M = 32 1.01-1.87x (16-row tile) against 0.06-0.20x for the Triton mid tile; M = 64 1.01-2.05x vs 0.26-0.99x;
+    # M = 256 0.95-1.80x vs 0.56-0.73x (Triton's multiplying unpack); M = 1024 / 4096 1.59-1.81x vs 1.22-1.51x.
+    # M = 9..16: the 16-row tile only where N > K (2.63-2.75x vs 2.33-2.35x for the Triton decode tile; on the
+    # other shapes 1.08-1.86x vs 2.22-2.37x). M = 17..64: the 128-row tile on wide layers (2.05x vs 0.81x at
+    # M = 64; at M = 32 inferred from the per-channel tiles, 1.88x vs 1.54x) and where M * N >= 2**19 (8192² at
+    # M = 64: 1.31x vs 0.97x), else the 16-row tile (1.01-1.12x vs 0.72-0.77x). M = 65..512: the 128-row tile
+    # (M = 128: 0.76-2.11x vs 0.59-1.48x), the 256-row one on wide layers from M * N >= 2**21 (M = 256, N = 14336:
+    # 1.80x vs 1.30x); from M = 513 the 256-row tile (M = 1024: 1.59-1.81x vs 1.26-1.40x).
+    Rule(_MULT, "16x128x128_ws_mult", arch=_SM90, scale=_GW, max_m=16, wide=True, needs_mult=True),
     Rule(Backend.TRITON_DECODE, "dot_16x128x256", max_m=16),
+    Rule(_MULT, "128x128x128_coop_mult", arch=_SM90, scale=_GW, max_m=64, wide=True, needs_mult=True),
+    Rule(_MULT, "128x128x128_coop_mult", arch=_SM90, scale=_GW, max_m=64, min_mn=2**19, needs_mult=True),
+    Rule(_MULT, "16x128x128_ws_mult", arch=_SM90, scale=_GW, max_m=64, needs_mult=True),
+    Rule(_MULT, "256x128x128_coop_mult", arch=_SM90, scale=_GW, max_m=512, wide=True, min_mn=2**21, needs_mult=True),
+    Rule(_MULT, "128x128x128_coop_mult", arch=_SM90, scale=_GW, max_m=512, needs_mult=True),
+    Rule(_MULT, "256x128x128_coop_mult", arch=_SM90, scale=_GW, needs_mult=True),
     Rule(Backend.CUTLASS_SM90, "16x128x128_ws", arch=_SM90, scale=_PC, max_m=16, wide=True),
     Rule(Backend.CUTLASS_SM80, "16x128x128_s4", scale=_PC, max_m=16),
     Rule(Backend.CUTLASS_SM90, "128x128x128_coop", arch=_SM90, scale=_PC, max_m=64, wide=True),
@@ -159,11 +179,10 @@ DISPATCH_TABLE: tuple[Rule, ...] = (
     # 128x192 tile stays ahead on the widest problem (4096 x 14336 at M = 4096: 1.11 vs 1.07x), so it takes
     # M * N >= 2**25. At M = 256 the CUTLASS kernel lost on 4096² (0.50 vs 0.69x): Triton keeps M <= 512.
     # Configs for groups 32 and 64 exist (forced, exact) but are unmeasured: those groups stay on Triton.
-    # Group-wise scales that come with their integer multipliers (<= 16), from M = 129: the unpack pass multiplies
-    # each code by its multiplier, then the per-channel main loop (no per-group rescale). Timed by proxy: on the
-    # H100 (run 52, docs/measurements/h100_run52_w4a8_groupwise.md) that main loop with the plain unpack ran
-    # 1.30-1.55x bf16 at M = 1024 / 4096 against 0.91-1.09x for the dispatched group-wise rows below; the
-    # multiplying unpack reads the same words (plus N * K / group multiplier bytes) and is not yet timed itself.
+    # Group-wise scales that come with their integer multipliers (<= 16), from M = 129 where the CUTLASS rows above
+    # cannot run (Ampere, no library): the unpack pass multiplies each code by its multiplier, then the per-channel
+    # main loop (no per-group rescale). H100, run 54: 1.22-1.51x bf16 at M = 1024 / 4096 against 0.91-1.05x for
+    # the float group scales' rows below.
     Rule(Backend.TRITON_UNPACKED_MULT, "s8s8_128x128x128_w8_s3", scale=_GW, needs_mult=True),
     Rule(Backend.TRITON_UNPACKED, "s8s8_64x128x128_w4_s3", scale=_GW, max_m=512),
     Rule(Backend.CUTLASS_SM90_GROUPWISE, "128x192x128_g128", arch=_SM90, scale=_GW, min_mn=2**25),
@@ -317,10 +336,6 @@ def _default_config(backend: Backend, group: int | None) -> object:
         from lowbit_flex.kernels.s8s8_groupwise_cutlass import configs_for_group
 
         return configs_for_group(group)[0]
-    if backend is Backend.CUTLASS_SM90_MULT:  # no row yet (not measured on a GPU): forced only
-        from lowbit_flex.kernels.s8s4_cutlass import GROUP_MULT_CONFIGS
-
-        return GROUP_MULT_CONFIGS[-1]
     return next(r.config for r in DISPATCH_TABLE if r.backend is backend)
 
 

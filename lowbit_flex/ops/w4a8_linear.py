@@ -44,13 +44,15 @@ def resolve_out_dtype(x_dtype: torch.dtype, out_dtype: torch.dtype | None) -> to
 
 
 @functools.lru_cache(maxsize=1024)
-def _decode_path(device: torch.device, M: int, N: int, K: int, group: int | None):
+def _decode_path(device: torch.device, M: int, N: int, K: int, group: int | None, has_mult: bool = False):
     """For a CUDA problem the dispatch table gives to a decode-sized kernel: ``(quantize_first, launcher)`` with
-    the kernel's tile config bound; None for every other rule. Cached per shape key, so an eager decode step pays
-    one lookup here instead of a table walk, imports and config lookups."""
+    the kernel's tile config bound; None for every other rule (``has_mult``: the call passes group multipliers,
+    which some GEMM rows take ahead of the decode kernels). Cached per shape key, so an eager decode step pays one
+    lookup here instead of a table walk, imports and config lookups."""
     from lowbit_flex.kernels.s8s4_dispatch import ScaleKind, arch_of, choose, decode_launcher
 
-    rule = choose(arch_of(device), ScaleKind.PER_CHANNEL if group is None else ScaleKind.GROUPWISE, M, N, K, group)
+    scale = ScaleKind.PER_CHANNEL if group is None else ScaleKind.GROUPWISE
+    rule = choose(arch_of(device), scale, M, N, K, group, has_mult=has_mult)
     launch = decode_launcher(rule.backend, rule.config)
     if launch is None:
         return None
@@ -74,7 +76,8 @@ def _w4a8_linear(
         M, any_m = rows_hint(x2.shape[0])
         # A symbolic M (a dynamic batch) takes the GEMM path, whose kernels take any M: the decode kernels are
         # picked per concrete M, and reading M would put a guard on it (export rejects that for a dynamic batch).
-        path = None if any_m else _decode_path(x.device, M, int(N), int(K), int(K) // groups if groups > 1 else None)
+        group = int(K) // groups if groups > 1 else None
+        path = None if any_m else _decode_path(x.device, M, int(N), int(K), group, weight_group_mult is not None)
         if path is not None:  # the decode kernels straight from here: no second op call per layer
             quantize, launch = path
             x2 = x2 if x2.is_contiguous() else x2.contiguous()

@@ -275,15 +275,37 @@ def test_dispatch_table(fake_cutlass):
     assert pick(Arch.SM90, gw, 4096, 4096, 4096, 64) == (Backend.TRITON_UNPACKED, "s8s8_64x128x128_w4_s3")
     assert pick(Arch.SM90, gw, 4096, 4000, 4096, 128) == (Backend.TRITON_UNPACKED, "s8s8_64x128x128_w4_s3")
     assert pick(Arch.SM90, gw, 4096, 4096, 4096) == (Backend.TRITON_UNPACKED, "s8s8_64x128x128_w4_s3")  # no group
-    # Group scales with their integer multipliers: from M = 129 the multiplying unpack and the per-channel main
-    # loop, on any arch and group; below, and without the multipliers, the rows above.
+    # Group scales with their integer multipliers on Hopper: the CUTLASS kernels multiplying on the upcast from
+    # M = 17, and at M = 9..16 on wide layers; 128-row tiles on wide layers and M * N >= 2**19 up to M = 64, else
+    # the 16-row tile; up to M = 512 the 128-row tile (the 256-row one on wide layers once M * N >= 2**21), then
+    # the 256-row tile. Where they cannot run (Ampere, groups that are not 128s, N % 16), from M = 129 the
+    # multiplying unpack and the per-channel main loop; below, and without the multipliers, the rows above.
+    m16, m128, m256 = (
+        (Backend.CUTLASS_SM90_MULT, c) for c in ("16x128x128_ws_mult", "128x128x128_coop_mult", "256x128x128_coop_mult")
+    )
     mult = (Backend.TRITON_UNPACKED_MULT, "s8s8_128x128x128_w8_s3")
     pick_mult = lambda *a: (choose(*a, has_mult=True).backend, choose(*a, has_mult=True).config)
-    assert pick_mult(Arch.SM90, gw, 129, 4096, 4096, 128) == mult
-    assert pick_mult(Arch.SM90, gw, 4096, 14336, 4096, 128) == mult
-    assert pick_mult(Arch.SM80, gw, 4096, 4096, 4096, 32) == mult
-    assert pick_mult(Arch.SM90, gw, 128, 4096, 4096, 128) == (Backend.TRITON, "mid_swap_64x128x128")
     assert pick_mult(Arch.SM90, gw, 1, 4096, 4096, 128) == pick(Arch.SM90, gw, 1, 4096, 4096, 128)
+    assert pick_mult(Arch.SM90, gw, 8, 14336, 4096, 128) == pick(Arch.SM90, gw, 8, 14336, 4096, 128)
+    assert pick_mult(Arch.SM90, gw, 16, 4096, 4096, 128) == (cuda, "mma_n1k8_pf0")  # N * K <= 2**25
+    assert pick_mult(Arch.SM90, gw, 9, 14336, 4096, 128) == m16  # wide
+    assert pick_mult(Arch.SM90, gw, 16, 4096, 14336, 128) == (Backend.TRITON_DECODE, "dot_16x128x256")  # deep
+    assert pick_mult(Arch.SM90, gw, 17, 14336, 4096, 128) == m128
+    assert pick_mult(Arch.SM90, gw, 64, 8192, 8192, 128) == m128  # M * N = 2**19
+    assert pick_mult(Arch.SM90, gw, 32, 8192, 8192, 128) == m16
+    assert pick_mult(Arch.SM90, gw, 64, 4096, 14336, 128) == m16
+    assert pick_mult(Arch.SM90, gw, 65, 4096, 4096, 128) == m128
+    assert pick_mult(Arch.SM90, gw, 128, 14336, 4096, 128) == m128  # wide, M * N < 2**21
+    assert pick_mult(Arch.SM90, gw, 256, 14336, 4096, 128) == m256
+    assert pick_mult(Arch.SM90, gw, 512, 8192, 8192, 128) == m128
+    assert pick_mult(Arch.SM90, gw, 513, 4096, 4096, 128) == m256
+    assert pick_mult(Arch.SM90, gw, 4096, 4096, 4096, 256) == m256
+    assert pick_mult(Arch.SM90, gw, 4096, 4096, 4096, 64) == mult  # a group under the 128-deep tile
+    assert pick_mult(Arch.SM90, gw, 4096, 4104, 4096, 128) == mult  # N % 16
+    assert pick_mult(Arch.SM80, gw, 4096, 4096, 4096, 32) == mult
+    assert pick_mult(Arch.SM80, gw, 129, 14336, 4096, 128) == mult
+    assert pick_mult(Arch.SM80, gw, 128, 4096, 4096, 128) == (Backend.TRITON, "mid_64x128x128")
+    assert pick_mult(Arch.SM90, gw, 64, 4096, 4096, 64) == (Backend.TRITON, "mid_swap_64x128x128")
     assert pick_mult(Arch.SM90, pc, 4096, 4096, 4096) == pick(Arch.SM90, pc, 4096, 4096, 4096)  # per channel
     unaligned = (Backend.TRITON_UNPACKED, "s8s8_128x128x128_w8_s3")
     assert pick(Arch.SM90, pc, 4096, 4000, 4096) == unaligned  # CUTLASS cannot take N % 8: the next rule
@@ -294,25 +316,43 @@ def test_dispatch_table(fake_cutlass):
 def test_rows_needing_multipliers_match_only_calls_that_pass_them(fake_cutlass, monkeypatch):
     """A row with needs_mult is taken only when the call passes the group scales' integer multipliers, and only
     where the multiplier kernel can take the shape (groups of 128s, N % 16); without the multipliers, or past those
-    limits, the next rows apply. (The table has no such row until the kernel is measured: one is patched in.)"""
-    from lowbit_flex.kernels import s8s4_cutlass, s8s4_dispatch
-    from lowbit_flex.kernels.s8s4_dispatch import Arch, Backend, Rule, ScaleKind, choose
+    limits, the next rows apply."""
+    from lowbit_flex.kernels import s8s4_cutlass
+    from lowbit_flex.kernels.s8s4_dispatch import Arch, Backend, ScaleKind, choose
 
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a: (9, 0))
     monkeypatch.setattr(s8s4_cutlass, "cutlass_s8s4_supported", cutlass_s8s4_supported_on_sm90)
-    row = Rule(Backend.CUTLASS_SM90_MULT, "256x128x128_coop_mult", arch=Arch.SM90, scale=ScaleKind.GROUPWISE,
-               needs_mult=True)  # fmt: skip
-    monkeypatch.setattr(s8s4_dispatch, "DISPATCH_TABLE", (row, *s8s4_dispatch.DISPATCH_TABLE))
     choose.cache_clear()
-    gw = ScaleKind.GROUPWISE
-    assert choose(Arch.SM90, gw, 4096, 4096, 4096, 128, has_mult=True) is row
-    assert choose(Arch.SM90, gw, 4096, 4096, 4096, 256, has_mult=True) is row
+    gw, mult = ScaleKind.GROUPWISE, Backend.CUTLASS_SM90_MULT
+    assert choose(Arch.SM90, gw, 4096, 4096, 4096, 128, has_mult=True).backend is mult
+    assert choose(Arch.SM90, gw, 4096, 4096, 4096, 256, has_mult=True).backend is mult
     assert choose(Arch.SM90, gw, 4096, 4096, 4096, 128).backend is Backend.CUTLASS_SM90_GROUPWISE  # no multipliers
-    assert choose(Arch.SM90, gw, 4096, 4096, 4096, 64, has_mult=True) is not row  # a group under the 128-deep tile
-    assert choose(Arch.SM90, gw, 4096, 4104, 4096, 128, has_mult=True) is not row  # N % 16
-    assert choose(Arch.SM80, gw, 4096, 4096, 4096, 128, has_mult=True) is not row
+    assert choose(Arch.SM90, gw, 64, 4096, 4096, 128).backend is Backend.TRITON
+    assert choose(Arch.SM90, gw, 4096, 4096, 4096, 64, has_mult=True).backend is not mult  # group under the tile
+    assert choose(Arch.SM90, gw, 4096, 4104, 4096, 128, has_mult=True).backend is not mult  # N % 16
+    assert choose(Arch.SM90, gw, 64, 4104, 4096, 128, has_mult=True).backend is not mult
+    assert choose(Arch.SM80, gw, 4096, 4096, 4096, 128, has_mult=True).backend is not mult
     choose.cache_clear()
+
+
+def test_whole_layer_with_multipliers_leaves_the_decode_kernels_where_a_multiplier_row_wins(fake_cutlass, monkeypatch):
+    """``lowbit::w4a8_linear`` picks its decode kernels itself: with group multipliers on a wide layer at M = 9..16
+    the table's CUTLASS multiplier row comes first, so no decode kernel is taken (the GEMM path runs that row)."""
+    import importlib
+
+    from lowbit_flex.kernels import s8s4_dispatch
+
+    op = importlib.import_module("lowbit_flex.ops.w4a8_linear")  # the module (the package exports the op by name)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a: (9, 0))
+    s8s4_dispatch._cuda_arch.cache_clear()
+    op._decode_path.cache_clear()
+    cuda = torch.device("cuda", 0)
+    try:
+        assert op._decode_path(cuda, 16, 14336, 4096, 128, has_mult=True) is None
+        assert op._decode_path(cuda, 16, 14336, 4096, 128) is not None  # float group scales: the decode kernel
+        assert op._decode_path(cuda, 16, 4096, 14336, 128, has_mult=True) is not None  # deep: the decode kernel
+    finally:
+        s8s4_dispatch._cuda_arch.cache_clear()
+        op._decode_path.cache_clear()
 
 
 def cutlass_s8s4_supported_on_sm90(family, M, N, K):
