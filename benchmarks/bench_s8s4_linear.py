@@ -2,10 +2,11 @@
 
 For each (K, N) and M: the baselines, every Triton config and every CUTLASS config (forced), the dispatched op,
 the whole linear (fused int8 activation quantization + GEMM), and the group-wise (group 128) op; the Hopper
-group-wise CUTLASS configs (``cutlass_groupwise ...``, forced, weight unpack included) are timed on the g128
-weights. Before timing, each backend/config is checked on the first shape against an exact reference (integer
-dot products in float64, which is exact below 2**53). At M <= 16 the table reports the fraction of the int4-weight
-memory floor (packed weight bytes / copy bandwidth measured in this run) that the dispatched op reaches.
+group-wise CUTLASS configs (``cutlass_groupwise ...``, forced, weight unpack included) and every Triton config
+again (``g128 triton ...``, ``g128 unpacked ...``) are timed on the g128 weights. Before timing, each
+backend/config is checked on the first shape against an exact reference (integer dot products in float64, which
+is exact below 2**53). At M <= 16 the table reports the fraction of the int4-weight memory floor (packed weight
+bytes / copy bandwidth measured in this run) that the dispatched op reaches.
 """
 
 from __future__ import annotations
@@ -164,6 +165,8 @@ def _methods(cutlass) -> dict:
 
     out = {f"triton {name}": _forced_triton(name) for name in TRITON_CONFIGS}
     out |= {f"unpacked {name}": _forced_unpacked(name) for name in UNPACKED_CONFIGS}
+    # the same Triton configs on the g128 float scales (what a group-wise layer without multipliers runs)
+    out |= {f"{_G128} {name}": fn for name, fn in out.items()}
     if cutlass is not None:
         configs, _supported, launch = cutlass
         for family, names in configs.items():
@@ -180,28 +183,32 @@ def _methods(cutlass) -> dict:
     return out if keep is None else {k: v for k, v in out.items() if k.startswith(tuple(keep.split(",")))}
 
 
+_G128 = "g128"  # prefix of the Triton methods timed on the g128 weights
+
+
 def _groupwise_only(name: str) -> bool:
-    return name.startswith("cutlass_groupwise")
+    return name.startswith(("cutlass_groupwise", f"{_G128} "))
 
 
 def _applicable(name: str, M: int, N: int, K: int, groupwise: bool, cutlass) -> bool:
+    name = name.removeprefix(f"{_G128} ")
     if _groupwise_only(name):
         from lowbit_flex.kernels import s8s4_cutlass
         from lowbit_flex.kernels.s8s8_groupwise_cutlass import group_mult_supported, supported
 
         if name.startswith("cutlass_groupwise w4a8"):
-            # no unpack pass: the 16-row tile is a decode tile (M <= 64), the others large-M ones
+            # no unpack pass: the 16-row tile is a decode / small-M tile (M <= 128), the others from M = 17
             decode_tile = int(name.split()[-1].split("x")[0]) <= 16
-            in_range = M <= 64 if decode_tile else M >= 64
+            in_range = M <= 128 if decode_tile else M > 16
             return groupwise and in_range and s8s4_cutlass.group_mult_supported(M, N, K, 128) and \
                 s8s4_cutlass.library_available()  # fmt: skip
         ok = group_mult_supported if name.endswith("_int") else supported
-        # a per-call unpack of the whole weight, like "unpacked": a large-M kernel
-        return groupwise and M >= 64 and ok(M, N, K, 128) and s8s4_cutlass.library_available()
+        # a per-call unpack of the whole weight, like "unpacked": not a decode kernel
+        return groupwise and M > 16 and ok(M, N, K, 128) and s8s4_cutlass.library_available()
     if name.startswith("cutlass"):
         return not groupwise and cutlass[1](name.split()[1], M, N, K)
     if name.startswith("unpacked"):
-        return M >= 64  # a per-call unpack of the whole weight: a large-M kernel
+        return M > 16  # a per-call unpack of the whole weight: not a decode kernel
     from lowbit_flex.kernels.s8s4_linear import TRITON_CONFIGS
 
     cfg = TRITON_CONFIGS[name.removeprefix("triton ")]
