@@ -164,10 +164,10 @@ def run(bench: Bench) -> None:
                 dev = torch.device("cuda")
                 gemv, cutlass = cuda_gemv_supported(dev, M, K, bits), cutlass_gemm_supported(dev, N, K, bits)
                 gemm = cuda_gemm_supported(dev, M, K, bits)
-                rule = choose(bits, M, True, pipelined, gemv, cutlass, gluon_supported(dev), gemm, N)
+                rule = choose(bits, M, True, pipelined, gemv, cutlass, gluon_supported(dev), gemm, N, K)
                 config = rule.config or gemv_cuda_config(N, sm_count(torch.device("cuda")))  # CUDA GEMV: by N
                 extra[f"backend {f}"] = f"{rule.backend.value} {config}".strip()
-                triton = choose(bits, M, True, pipelined, False, n=N)  # the table without the CUDA GEMV
+                triton = choose(bits, M, True, pipelined, False, n=N, k=K)  # the table without the CUDA GEMV
                 if triton != rule:
                     extra[f"triton {f}"] = f"{triton.backend.value} {triton.config}".strip()
                     times[f"{f} triton"] = bench.time(_call(triton.backend, triton.config), *sets(mods[f]))

@@ -68,6 +68,7 @@ class Rule:
     max_m: int | None = None  # rule applies when M <= max_m (None: any M)
     bits: tuple[int, ...] = (4, 6, 8)  # weight widths it applies to
     min_mn: int | None = None  # rule applies when M * N >= min_mn (enough output tiles for its tile)
+    min_nk: int | None = None  # rule applies when N * K >= min_nk (a layer large enough for its fixed costs)
     pipelined: bool = False  # only where its config's WGMMAs may pipeline (arch.register_a_wgmma_pipelines)
 
 
@@ -124,11 +125,17 @@ class Rule:
 #   tile's 0.79-0.90x); fp4 to M = 4096 (0.98-1.05x against dequantize + cuBLAS 0.96-0.97x). fp6 at M = 4096 keeps
 #   dequantize + cuBLAS (0.95-0.97x against 0.85-0.93x) and fp8 from M = 65 the CUTLASS GEMM (at M = 256 0.73-1.05x
 #   against the WGMMA GEMM's 0.76-0.94x).
+# - M = 1-8, fp4 / fp6 on layers of N * K >= 2**25 (H100, run 54, docs/measurements/h100_run54_weight_only_small_m.md,
+#   module times): the WGMMA GEMM's 16-row tile, whose time does not move below 16 rows, ahead of the GEMVs. fp4
+#   2.61-2.65x bf16 at every M = 1, 2, 4, 8 against the rows before's 1.89-2.39x; fp6 1.84-2.01x against 1.57-1.95x
+#   (M = 1 on the deep 14336 x 4096: 1.89x against the Triton GEMV's 1.95x, the one loss). On 4096² (2**24) the GEMVs
+#   stay: the tile ran 1.37-1.75x against 1.47-1.90x. fp8 keeps its rows (the tile 1.56-1.66x against 1.64-1.78x).
 # TMA rules need sm_90 and TMA-aligned operands (tma_supported); ``pipelined`` rules also need the toolchain their
 # config's pipelined WGMMAs were verified with (arch.register_a_wgmma_pipelines: ptxas >= 13.3, Triton 3.6);
 # otherwise the next matching rule applies. "Pipelined" numbers are with ptxas 13.5 (run 19), the others with Triton
 # 3.6's 12.8 (serialized, run 18).
 DISPATCH_TABLE: tuple[Rule, ...] = (
+    Rule(Backend.CUDA_GEMM, "wgmma_16x128", max_m=8, bits=(4, 6), min_nk=2**25),
     Rule(Backend.GEMV, "gemv_4x4x8", max_m=1, bits=(6,)),
     Rule(Backend.CUDA_GEMV, max_m=2, bits=(8,)),
     Rule(Backend.CUDA_GEMV, max_m=8, bits=(4,)),
@@ -177,14 +184,16 @@ def choose(
     gluon: bool = False,
     cuda_gemm: bool = False,
     n: int = 0,
+    k: int = 0,
 ) -> Rule:
     """The first rule of :data:`DISPATCH_TABLE` for this width and M; ``tma``: whether the call can take the TMA
     kernel (:func:`tma_supported`), ``pipelined``: whether WGMMAs with register operands pipeline
     (:func:`~lowbit_flex.kernels.arch.register_a_wgmma_pipelines`), ``cuda_gemv``: whether the CUDA GEMV can run
     (:func:`cuda_gemv_supported`), ``cutlass``: whether the CUTLASS GEMM can (:func:`cutlass_gemm_supported`),
     ``gluon``: whether the Gluon kernel can (:func:`gluon_supported`, and ``tma``), ``cuda_gemm``: whether the CUDA
-    WGMMA GEMM can (:func:`cuda_gemm_supported`); rules needing what is missing are passed over. ``n``: the output
-    channels, for the rules that need enough output tiles (``min_mn``; 0 passes them over)."""
+    WGMMA GEMM can (:func:`cuda_gemm_supported`); rules needing what is missing are passed over. ``n``, ``k``: the
+    output and input channels, for the rules that need enough output tiles (``min_mn``) or a large enough layer
+    (``min_nk``; 0 passes them over)."""
     missing = {
         Backend.TMA: not tma,
         Backend.GLUON: not (tma and gluon),
@@ -197,6 +206,8 @@ def choose(
         if missing.get(rule.backend, False) or (rule.pipelined and not pipelined):
             continue
         if rule.min_mn is not None and M * n < rule.min_mn:
+            continue
+        if rule.min_nk is not None and n * k < rule.min_nk:
             continue
         if (rule.max_m is None or rule.max_m >= M) and bits in rule.bits:
             return rule
@@ -434,7 +445,9 @@ def _route(
         cutlass = cutlass_gemm_supported(device, N, K, bits)
         gluon = gluon_supported(device)
         gemm = cuda_gemm_supported(device, M, K, bits)
-        rule = choose(bits, M, tma, pipelined, gemv, cutlass, gluon, gemm, N) if M else Rule(Backend.DOT, "dot_16x64x2")
+        rule = (
+            choose(bits, M, tma, pipelined, gemv, cutlass, gluon, gemm, N, K) if M else Rule(Backend.DOT, "dot_16x64x2")
+        )
         backend, config = rule.backend, rule.config
     if backend is Backend.DEQUANT_MM:
         return _Route(backend, native, None)

@@ -81,6 +81,14 @@ def test_table_takes_it_where_run_51_measured_it_faster(monkeypatch):
     # decode: the GEMVs keep the smallest M, then the 16-row tile for fp4 / fp6; fp8 keeps the 16x64 Triton tile
     assert [gemm(6, m) for m in (1, 4, 5, 16)] == [None, None, "wgmma_16x128", "wgmma_16x128"]
     assert [gemm(4, m) for m in (1, 8, 9, 16)] == [None, None, "wgmma_16x128", "wgmma_16x128"]
+    # run 54: on layers of N * K >= 2**25 the 16-row tile from M = 1 for fp4 / fp6 (not fp8); 4096² keeps the GEMVs
+    large = lambda bits, M, n, k: d.choose(bits, M, True, True, True, True, True, True, n, k)
+    for bits in (4, 6):
+        assert all(large(bits, m, 14336, 4096).config == "wgmma_16x128" for m in (1, 2, 4, 8, 16))
+        assert all(large(bits, m, 8192, 8192).config == "wgmma_16x128" for m in (1, 8))
+        assert large(bits, 1, 4096, 4096) == pick(bits, 1)
+        assert d.choose(bits, 1, True, True, True, True, True, False, 14336, 4096).backend is not d.Backend.CUDA_GEMM
+    assert large(8, 1, 14336, 4096) == pick(8, 1) and large(8, 8, 8192, 8192) == pick(8, 8)
     assert gemm(8, 16) is None and pick(8, 16).config == "dot_16x64x2"
     for bits in (4, 6, 8):  # M = 17-64: the row tile nearest M, every format
         assert [gemm(bits, m) for m in (17, 32, 33, 64)] == ["wgmma_32x128"] * 2 + ["wgmma_64x128"] * 2
