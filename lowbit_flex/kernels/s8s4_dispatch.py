@@ -169,6 +169,14 @@ DISPATCH_TABLE: tuple[Rule, ...] = (
     Rule(Backend.CUTLASS_SM80, "128x128x64_s4", arch=_SM80, scale=_PC, max_m=2048),
     Rule(Backend.CUTLASS_SM80, "128x256x64_s3", arch=_SM80, scale=_PC),
     Rule(Backend.TRITON, "gemv_16x64x256_splitk", max_m=16),
+    # Float group scales at M = 17..128 on Hopper (H100, run 54, kernel alone x bf16 torch.mm;
+    # docs/measurements/h100_run54_w4a8_group_mult_cutlass.md): both in-register Triton tiles collapse with group
+    # scales (mid_swap 0.06-0.35x at M = 32-128 on three of four shapes, mid 0.06-0.29x; not yet explained), while
+    # the unpack-first 64x64 tile runs 0.53-0.75x, nearly flat in M (the unpack dominates). The swap tile keeps
+    # wide layers from M * N >= 2**19 (4096 x 14336 at M = 64: 1.00x vs 0.75x; M = 128: 0.62x vs 0.57x). The
+    # multiplier rows above run 1.0-2.1x there.
+    Rule(Backend.TRITON, "mid_swap_64x128x128", arch=_SM90, scale=_GW, max_m=128, wide=True, min_mn=2**19),
+    Rule(Backend.TRITON_UNPACKED, "s8s8_64x64x128_w4", arch=_SM90, scale=_GW, max_m=128),
     Rule(Backend.TRITON, "mid_swap_64x128x128", arch=_SM90, max_m=128),
     Rule(Backend.TRITON, "mid_64x128x128", max_m=128),
     # Group-wise from M = 513 on Hopper: the CUTLASS kernel that promotes each group's int32 WGMMA result into fp32

@@ -258,7 +258,13 @@ def test_dispatch_table(fake_cutlass):
     assert pick(Arch.SM80, pc, 4096, 4096, 4096) == (Backend.CUTLASS_SM80, "128x256x64_s3")
     # CUTLASS is per-channel only; Triton tiles by arch and M.
     assert pick(Arch.SM90, gw, 0, 4096, 4096) == (Backend.TRITON, "gemv_16x64x256_splitk")  # no rows: no decode
-    assert pick(Arch.SM90, gw, 128, 4096, 4096) == (Backend.TRITON, "mid_swap_64x128x128")
+    # Float group scales at M = 17..128 on Hopper: the unpack-first 64x64 tile (run 54: the in-register tiles
+    # collapse there with group scales), except wide layers from M * N >= 2**19, which keep the swap tile.
+    assert pick(Arch.SM90, gw, 17, 4096, 4096, 128) == (Backend.TRITON_UNPACKED, "s8s8_64x64x128_w4")
+    assert pick(Arch.SM90, gw, 128, 4096, 4096) == (Backend.TRITON_UNPACKED, "s8s8_64x64x128_w4")
+    assert pick(Arch.SM90, gw, 32, 14336, 4096, 128) == (Backend.TRITON_UNPACKED, "s8s8_64x64x128_w4")
+    assert pick(Arch.SM90, gw, 64, 14336, 4096, 128) == (Backend.TRITON, "mid_swap_64x128x128")
+    assert pick(Arch.SM90, pc, 128, 4000, 4096) == (Backend.TRITON, "mid_swap_64x128x128")  # per channel: as before
     assert pick(Arch.SM80, gw, 128, 4096, 4096) == (Backend.TRITON, "mid_64x128x128")
     # From M = 129 the weight is unpacked to int8 first: its own tiles for group-wise and per-channel scales.
     assert pick(Arch.SM90, gw, 129, 4096, 4096, 128) == (Backend.TRITON_UNPACKED, "s8s8_64x128x128_w4_s3")
@@ -305,7 +311,7 @@ def test_dispatch_table(fake_cutlass):
     assert pick_mult(Arch.SM80, gw, 4096, 4096, 4096, 32) == mult
     assert pick_mult(Arch.SM80, gw, 129, 14336, 4096, 128) == mult
     assert pick_mult(Arch.SM80, gw, 128, 4096, 4096, 128) == (Backend.TRITON, "mid_64x128x128")
-    assert pick_mult(Arch.SM90, gw, 64, 4096, 4096, 64) == (Backend.TRITON, "mid_swap_64x128x128")
+    assert pick_mult(Arch.SM90, gw, 64, 4096, 4096, 64) == (Backend.TRITON_UNPACKED, "s8s8_64x64x128_w4")
     assert pick_mult(Arch.SM90, pc, 4096, 4096, 4096) == pick(Arch.SM90, pc, 4096, 4096, 4096)  # per channel
     unaligned = (Backend.TRITON_UNPACKED, "s8s8_128x128x128_w8_s3")
     assert pick(Arch.SM90, pc, 4096, 4000, 4096) == unaligned  # CUTLASS cannot take N % 8: the next rule
@@ -326,7 +332,7 @@ def test_rows_needing_multipliers_match_only_calls_that_pass_them(fake_cutlass, 
     assert choose(Arch.SM90, gw, 4096, 4096, 4096, 128, has_mult=True).backend is mult
     assert choose(Arch.SM90, gw, 4096, 4096, 4096, 256, has_mult=True).backend is mult
     assert choose(Arch.SM90, gw, 4096, 4096, 4096, 128).backend is Backend.CUTLASS_SM90_GROUPWISE  # no multipliers
-    assert choose(Arch.SM90, gw, 64, 4096, 4096, 128).backend is Backend.TRITON
+    assert choose(Arch.SM90, gw, 64, 4096, 4096, 128).backend is Backend.TRITON_UNPACKED  # float group scales
     assert choose(Arch.SM90, gw, 4096, 4096, 4096, 64, has_mult=True).backend is not mult  # group under the tile
     assert choose(Arch.SM90, gw, 4096, 4104, 4096, 128, has_mult=True).backend is not mult  # N % 16
     assert choose(Arch.SM90, gw, 64, 4104, 4096, 128, has_mult=True).backend is not mult
