@@ -174,7 +174,7 @@ DISPATCH_TABLE: tuple[Rule, ...] = (
     # scales (mid_swap 0.06-0.35x at M = 32-128 on three of four shapes, mid 0.06-0.29x; not yet explained), while
     # the unpack-first 64x64 tile runs 0.53-0.75x, nearly flat in M (the unpack dominates). The swap tile keeps
     # wide layers from M * N >= 2**19 (4096 x 14336 at M = 64: 1.00x vs 0.75x; M = 128: 0.62x vs 0.57x). The
-    # multiplier rows above run 1.0-2.1x there.
+    # multiplier rows above run 0.75-2.13x there.
     Rule(Backend.TRITON, "mid_swap_64x128x128", arch=_SM90, scale=_GW, max_m=128, wide=True, min_mn=2**19),
     Rule(Backend.TRITON_UNPACKED, "s8s8_64x64x128_w4", arch=_SM90, scale=_GW, max_m=128),
     Rule(Backend.TRITON, "mid_swap_64x128x128", arch=_SM90, max_m=128),
