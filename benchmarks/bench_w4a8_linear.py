@@ -1,5 +1,6 @@
 """Whole W4A8 linear layers (``W4A8Linear``: one ``lowbit::w4a8_linear`` call, activation quantization included) vs
-bf16 ``nn.Linear``, per-channel and group 128, at decode (M = 1, 16) and prefill (M = 4096) sizes.
+bf16 ``nn.Linear``, per-channel, group 128 and group 128 as integer multipliers of a channel scale (``g128 mult``),
+at decode (M = 1, 16) and prefill (M = 4096) sizes.
 
 Per row: the CUDA-graph time of each method (median of replays, rotating inputs beyond L2), ratios against bf16
 in the same run, torch's int4 weight-only GEMV (``aten._weight_int4pack_mm``, tinygemm, group 128) at M = 1, the
@@ -129,7 +130,12 @@ def run(bench: Bench) -> None:
     torch.set_grad_enabled(False)
     for K, N in SHAPES_KN[:2] if bench.quick else SHAPES_KN:
         lin = nn.Linear(K, N, bias=False, device="cuda", dtype=torch.bfloat16)
-        layers = {"per-channel": W4A8Linear.from_linear(lin), "g128": W4A8Linear.from_linear(lin, 128)}
+        # "g128 mult": group 128 as integer multipliers of a channel scale (W4A8Config(128, group_multipliers=True))
+        layers = {
+            "per-channel": W4A8Linear.from_linear(lin),
+            "g128": W4A8Linear.from_linear(lin, 128),
+            "g128 mult": W4A8Linear.from_linear(lin, 128, group_multipliers=True),
+        }
         tiny = _tinygemm(lin.weight.detach())
         for M in [1, 16] if bench.quick else _ms():
             n = max(1, min(16, math.ceil(_ROTATE_BYTES / (M * K * 2 + N * K * 2))))
@@ -138,15 +144,17 @@ def run(bench: Bench) -> None:
             times = {"bf16 nn.Linear": bench.time(lambda x, m: m(x), *[(xs[i], lins[i]) for i in range(n)])}
             extra: dict = {}
             for kind, layer in layers.items():
-                copies = [layer] + [W4A8Linear.from_linear(lins[i], layer.group_size) for i in range(1, n)]
+                has_mult = layer.weight_group_mult is not None
+                copies = [layer] + [W4A8Linear.from_linear(lins[i], layer.group_size, has_mult) for i in range(1, n)]
                 exact = _exact(xs[0], layer)
                 extra[f"check {kind}"] = _check(layer(xs[0]), exact)
                 times[f"w4a8 {kind}"] = bench.time(lambda x, m: m(x), *[(xs[i], copies[i]) for i in range(n)])
-                rule = rule_for(xs[0].device, layer.weight_scale, M, N, K)
+                rule = rule_for(xs[0].device, layer.weight_scale, M, N, K, has_mult)
                 extra[f"backend {kind}"] = f"{rule.backend.value} {rule.config}"
                 if M <= 16:
                     extra[f"floor frac {kind}"] = (N * K // 2) / (bw * 1e9) * 1e3 / times[f"w4a8 {kind}"]
-                    for label, f in _decode_candidates(M).items():
+                    # the decode kernels read the float scales: g128 mult's are g128's (timed there)
+                    for label, f in ({} if has_mult else _decode_candidates(M)).items():
                         extra[f"check {label} {kind}"] = _check(f(xs[0], layer), exact)
                         times[f"{label} {kind}"] = bench.time(f, *[(xs[i], copies[i]) for i in range(n)])
             if M == 1 and tiny is not None:
