@@ -171,7 +171,8 @@ DISPATCH_TABLE: tuple[Rule, ...] = (
     Rule(Backend.TRITON, "gemv_16x64x256_splitk", max_m=16),
     # Float group scales at M = 17..128 on Hopper (H100, run 54, kernel alone x bf16 torch.mm;
     # docs/measurements/h100_run54_w4a8_group_mult_cutlass.md): both in-register Triton tiles collapse with group
-    # scales (mid_swap 0.06-0.35x at M = 32-128 on three of four shapes, mid 0.06-0.29x; not yet explained), while
+    # scales (mid_swap 0.06-0.35x at M = 32-128 on three of four shapes, mid 0.06-0.29x: likely a starved grid, as
+    # these tiles do not split K: cdiv(M, 64) * N / 128 programs, 32 on N = 4096, for 132 SMs), while
     # the unpack-first 64x64 tile runs 0.53-0.75x, nearly flat in M (the unpack dominates). The swap tile keeps
     # wide layers from M * N >= 2**19 (4096 x 14336 at M = 64: 1.00x vs 0.75x; M = 128: 0.62x vs 0.57x). The
     # multiplier rows above run 0.75-2.13x there.
