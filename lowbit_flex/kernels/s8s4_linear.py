@@ -164,6 +164,10 @@ TRITON_CONFIGS: dict[str, TritonConfig] = {
     "gemv_16x64x256_splitk": TritonConfig(16, 64, 256, num_warps=4, num_stages=4, swap_ab=True, split_k=True),
     "mid_64x128x128": TritonConfig(64, 128, 128, num_warps=4, num_stages=4),
     "mid_swap_64x128x128": TritonConfig(64, 128, 128, num_warps=4, num_stages=4, swap_ab=True),
+    # The same tile splitting K until the GPU is full: M <= 64 on N = 4096 gives the unsplit tile 32 programs for
+    # 132 SMs, the likely cause of its 0.06-0.35x bf16 with group scales at M = 17..128 (H100, run 54). Forced
+    # only until timed (bench_s8s4_linear column "g128 triton mid_swap_64x128x128_splitk").
+    "mid_swap_64x128x128_splitk": TritonConfig(64, 128, 128, num_warps=4, num_stages=4, swap_ab=True, split_k=True),
 }
 
 _PROGRAMS_PER_SM = 4

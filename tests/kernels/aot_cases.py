@@ -40,9 +40,10 @@ def case_s8s4_linear():
     # Every config once (per channel, bias, bf16); the other constexpr branches once each (compiles cost ~1 s).
     for cfg in TRITON_CONFIGS.values():
         s8s4_linear_triton(x, x_scale, w, torch.empty(N), bias, torch.bfloat16, config=cfg)
-    cfg = TRITON_CONFIGS["mid_swap_64x128x128"]
-    s8s4_linear_triton(x, x_scale, w, torch.empty(N, K // 128), None, torch.float16, config=cfg)
-    s8s4_linear_triton(x, x_scale, w, torch.empty(N, K // 128), bias, torch.bfloat16, config=cfg)
+    for name in ("mid_swap_64x128x128", "mid_swap_64x128x128_splitk"):  # group scales
+        cfg = TRITON_CONFIGS[name]
+        s8s4_linear_triton(x, x_scale, w, torch.empty(N, K // 128), None, torch.float16, config=cfg)
+        s8s4_linear_triton(x, x_scale, w, torch.empty(N, K // 128), bias, torch.bfloat16, config=cfg)
     # K = 96: BLOCK_K = 32, so each nibble plane's dot has K = 16; M >= 64 takes the de-interleaved-x path.
     x96, w96 = torch.empty(80, 96, dtype=torch.int8), torch.empty(N, 48, dtype=torch.int8)
     mid = TRITON_CONFIGS["mid_64x128x128"]

@@ -461,7 +461,9 @@ def _tiny_configs():
 
 
 @needs_kernel
-@pytest.mark.parametrize("config", ["gemv_16x64x256_splitk", "mid_64x128x128", "mid_swap_64x128x128"])
+@pytest.mark.parametrize(
+    "config", ["gemv_16x64x256_splitk", "mid_64x128x128", "mid_swap_64x128x128", "mid_swap_64x128x128_splitk"]
+)
 @pytest.mark.parametrize(
     "lead, N, K, groups",
     [((1,), 40, 128, None), ((19,), 33, 96, None), ((2, 5), 40, 256, 4), ((70,), 24, 192, None), ((3, 23), 40, 256, 2)],
