@@ -71,8 +71,9 @@ def test_split_k_workspace_follows_the_plan(config, M, N, K, splits):
 def test_table_takes_it_where_run_51_measured_it_faster(monkeypatch):
     from lowbit_flex.kernels import float_weight_dispatch as d
 
-    # every other backend available, as on an H200 with the CUDA library; n: 4096 output channels
-    pick = lambda bits, M, n=4096: d.choose(bits, M, True, True, True, True, True, True, n)
+    # every other backend available, as on an H200 with the CUDA library; n: 4096 output channels; k: 0 passes over
+    # the rows for large layers (min_nk)
+    pick = lambda bits, M, n=4096, k=0: d.choose(bits, M, True, True, True, True, True, True, n, k)
 
     def gemm(bits, M, n=4096):  # the WGMMA GEMM's config where the table picks it, else None
         rule = pick(bits, M, n)
@@ -82,13 +83,12 @@ def test_table_takes_it_where_run_51_measured_it_faster(monkeypatch):
     assert [gemm(6, m) for m in (1, 4, 5, 16)] == [None, None, "wgmma_16x128", "wgmma_16x128"]
     assert [gemm(4, m) for m in (1, 8, 9, 16)] == [None, None, "wgmma_16x128", "wgmma_16x128"]
     # run 54: on layers of N * K >= 2**25 the 16-row tile from M = 1 for fp4 / fp6 (not fp8); 4096² keeps the GEMVs
-    large = lambda bits, M, n, k: d.choose(bits, M, True, True, True, True, True, True, n, k)
     for bits in (4, 6):
-        assert all(large(bits, m, 14336, 4096).config == "wgmma_16x128" for m in (1, 2, 4, 8, 16))
-        assert all(large(bits, m, 8192, 8192).config == "wgmma_16x128" for m in (1, 8))
-        assert large(bits, 1, 4096, 4096) == pick(bits, 1)
+        assert all(pick(bits, m, 14336, 4096).config == "wgmma_16x128" for m in (1, 2, 4, 8, 16))
+        assert all(pick(bits, m, 8192, 8192).config == "wgmma_16x128" for m in (1, 8))
+        assert pick(bits, 1, 4096, 4096) == pick(bits, 1)
         assert d.choose(bits, 1, True, True, True, True, True, False, 14336, 4096).backend is not d.Backend.CUDA_GEMM
-    assert large(8, 1, 14336, 4096) == pick(8, 1) and large(8, 8, 8192, 8192) == pick(8, 8)
+    assert pick(8, 1, 14336, 4096) == pick(8, 1) and pick(8, 8, 8192, 8192) == pick(8, 8)
     assert gemm(8, 16) is None and pick(8, 16).config == "dot_16x64x2"
     for bits in (4, 6, 8):  # M = 17-64: the row tile nearest M, every format
         assert [gemm(bits, m) for m in (17, 32, 33, 64)] == ["wgmma_32x128"] * 2 + ["wgmma_64x128"] * 2

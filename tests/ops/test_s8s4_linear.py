@@ -343,22 +343,20 @@ def test_rows_needing_multipliers_match_only_calls_that_pass_them(fake_cutlass, 
 def test_whole_layer_with_multipliers_leaves_the_decode_kernels_where_a_multiplier_row_wins(fake_cutlass, monkeypatch):
     """``lowbit::w4a8_linear`` picks its decode kernels itself: with group multipliers on a wide layer at M = 9..16
     the table's CUTLASS multiplier row comes first, so no decode kernel is taken (the GEMM path runs that row)."""
-    import importlib
-
     from lowbit_flex.kernels import s8s4_dispatch
+    from lowbit_flex.ops.w4a8_linear import _decode_path
 
-    op = importlib.import_module("lowbit_flex.ops.w4a8_linear")  # the module (the package exports the op by name)
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a: (9, 0))
     s8s4_dispatch._cuda_arch.cache_clear()
-    op._decode_path.cache_clear()
+    _decode_path.cache_clear()
     cuda = torch.device("cuda", 0)
     try:
-        assert op._decode_path(cuda, 16, 14336, 4096, 128, has_mult=True) is None
-        assert op._decode_path(cuda, 16, 14336, 4096, 128) is not None  # float group scales: the decode kernel
-        assert op._decode_path(cuda, 16, 4096, 14336, 128, has_mult=True) is not None  # deep: the decode kernel
+        assert _decode_path(cuda, 16, 14336, 4096, 128, has_mult=True) is None
+        assert _decode_path(cuda, 16, 14336, 4096, 128) is not None  # float group scales: the decode kernel
+        assert _decode_path(cuda, 16, 4096, 14336, 128, has_mult=True) is not None  # deep: the decode kernel
     finally:
         s8s4_dispatch._cuda_arch.cache_clear()
-        op._decode_path.cache_clear()
+        _decode_path.cache_clear()
 
 
 def cutlass_s8s4_supported_on_sm90(family, M, N, K):
