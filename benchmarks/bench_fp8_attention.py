@@ -16,6 +16,7 @@ Table 5: host µs per eager call at a tiny shape, next to SDPA.
 from __future__ import annotations
 
 import math
+import os
 
 import torch
 import torch.nn.functional as F
@@ -27,6 +28,9 @@ from lowbit_flex.score_mods import fp8_descale
 from lowbit_flex.testing import rel_error
 
 B, H, D = 4, 16, 128
+_TABLES = ("e2e", "quant", "flex", "configs", "host")  # tables 1-5
+_ENV_TABLES = "LOWBIT_BENCH_ATTN_TABLES"  # e.g. "e2e,configs": only these tables
+_ENV_LS = "LOWBIT_BENCH_ATTN_L"  # e.g. "1024,16384": only these sequence lengths
 
 
 def _attention_flops(L: int, causal: bool) -> float:
@@ -151,11 +155,14 @@ def _flex_descale_table(bench: Bench, L: int):
 def _sweep_configs(qk: str, pv: str) -> list:
     """The TMA configs timed against the rule for one format pair: every Triton tile and Gluon ring for fp8/fp8 and
     int8/fp16 (the table's rows since run 40); the occupancy configs where V is e4m3 (their register caps apply only
-    there). int8/fp8 (the fp8-PV format within issue 12's error target) gets the occupancy configs only."""
+    there). int8/fp8 (the fp8-PV format within issue 12's error target) gets the occupancy configs and the 3-stage
+    64-query tile (its rule until session 55) only."""
     from lowbit_flex.kernels.fp8_attention import CONFIGS, OCCUPANCY_CONFIGS
 
     base = [c for c in CONFIGS if c.tma and c not in OCCUPANCY_CONFIGS]
-    return [*(base if (qk, pv) != ("int8", "fp8") else []), *(OCCUPANCY_CONFIGS if pv == "fp8" else ())]
+    if (qk, pv) == ("int8", "fp8"):
+        base = [c for c in base if c.block_m == 64 and not c.gluon]
+    return [*base, *(OCCUPANCY_CONFIGS if pv == "fp8" else ())]
 
 
 def _config_sweep(bench: Bench, Ls) -> None:
@@ -176,9 +183,9 @@ def _config_sweep(bench: Bench, Ls) -> None:
     for L in Ls:
         q, k, v = (torch.randn(B, H, L, D, device="cuda", dtype=torch.bfloat16) for _ in range(3))
         for qk, pv in (("fp8", "fp8"), ("int8", "fp8"), ("int8", "fp16")):
-            chosen = pick_config(L, pv == "fp16")
             args = _prequantized(q, k, v, qk, pv)
             for causal in (False, True):
+                chosen = pick_config(L, pv == "fp16", qk == "int8", causal)
                 times = {}
                 for name, c in [("rule", chosen), *((label(c), c) for c in _sweep_configs(qk, pv))]:
                     times[name] = bench.time(_kernel(causal, pv, c), args)
@@ -213,13 +220,21 @@ def run(bench: Bench) -> None:
     bf16_tflops, fp8_tflops = _peak_fp8_tflops(bench)
     print(f"  bf16 mm {bf16_tflops:.0f} TFLOP/s -> fp8 tensor-core rate taken as {fp8_tflops:.0f} TFLOP/s")
     Ls = [1024, 4096] if bench.quick else [1024, 4096, 8192, 16384]
+    if os.environ.get(_ENV_LS):
+        Ls = [int(L) for L in os.environ[_ENV_LS].split(",")]
     flex_Ls = {4096} if bench.quick else {8192}  # each FlexAttention shape is a compile: keep the run short
-    table = bench.table(f"fp8/int8 attention, B={B} H={H} D={D} (bf16 in/out)", baseline="SDPA bf16")
-    for L in Ls:
-        for causal in (False, True):
-            _case(bench, table, flex, L, causal, L in flex_Ls, bf16_tflops, fp8_tflops)
-            torch.cuda.empty_cache()
-    _quantization_table(bench, Ls)
-    _flex_descale_table(bench, 4096 if bench.quick else 8192)
-    _config_sweep(bench, Ls)
-    _host_times(bench)
+    tables = os.environ.get(_ENV_TABLES, ",".join(_TABLES)).split(",")
+    if "e2e" in tables:
+        table = bench.table(f"fp8/int8 attention, B={B} H={H} D={D} (bf16 in/out)", baseline="SDPA bf16")
+        for L in Ls:
+            for causal in (False, True):
+                _case(bench, table, flex, L, causal, L in flex_Ls, bf16_tflops, fp8_tflops)
+                torch.cuda.empty_cache()
+    if "quant" in tables:
+        _quantization_table(bench, Ls)
+    if "flex" in tables:
+        _flex_descale_table(bench, 4096 if bench.quick else 8192)
+    if "configs" in tables:
+        _config_sweep(bench, Ls)
+    if "host" in tables:
+        _host_times(bench)

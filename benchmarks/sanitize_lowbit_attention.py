@@ -43,7 +43,8 @@ def _picks(rule: bool) -> list:
     """``rule``: what the rule picks (per PV format, long and short queries), each Triton tile also with plain loads
     (layouts TMA cannot read) and the 128-query tile that traced calls take in the Gluon kernel's place; else the
     configs the benchmark times against the rule."""
-    picks = list(dict.fromkeys(pick_config(lq, pv16) for lq in (64, 4096) for pv16 in (False, True)))
+    flags = itertools.product((64, 4096), (False, True), (False, True), (False, True))  # Lq, pv16, int8 QKᵀ, causal
+    picks = list(dict.fromkeys(pick_config(*f) for f in flags))
     if not rule:
         return [*OCCUPANCY_CONFIGS, *(c for c in GLUON_CONFIGS if c not in picks)]
     triton = list(dict.fromkeys([*(c for c in picks if not c.gluon), GLUON_FALLBACK]))

@@ -278,8 +278,8 @@ _TRITON_CONFIGS = tuple(
 # 228 KiB of shared memory, 1 KiB of it reserved per program): three with 2 stages in 168 registers (164 used,
 # 74 KiB); three with 64-key steps (130 registers, 58 KiB); four with 64-key steps, 2 stages and 128 registers
 # (41 KiB). H200 run 51 (kernel alone, against the rule): the capped 2-stage tile 1.03-1.07x with int8 QKᵀ at every
-# length, 0.98-1.07x with fp8 QKᵀ; 64-key steps 0.99-1.10x at L = 1024, 2-11 % slower from 4096. Candidates only
-# until the GPU tests and the sanitizer have cleared them (docs/measurements/h200_run51_lowbit_attention.md).
+# length, 0.98-1.07x with fp8 QKᵀ; 64-key steps 0.99-1.10x at L = 1024, 2-11 % slower from 4096
+# (docs/measurements/h200_run51_lowbit_attention.md). The first is the rule's int8-QKᵀ tile (_E4M3_PV_RULE).
 OCCUPANCY_CONFIGS = (
     AttentionConfig(64, K_BLOCK, 0, 4, 2, tma=True, maxnreg=168),
     AttentionConfig(64, 64, 0, 4, 3, tma=True),
@@ -293,25 +293,40 @@ _WS_16BIT_PV = GLUON_CONFIGS[-1]
 _INTERPRETER_CONFIG = AttentionConfig(64, K_BLOCK, 0, 4, 3)
 
 
-def pick_config(Lq: int, pv_16bit: bool) -> AttentionConfig:
-    """One row per P·V format:
-    - an 8-bit V takes the Triton kernel's 64-query tiles of one warpgroup, 3 stages, TMA loads (two CTAs per SM;
-      H200 run 40: 1.03-1.18x its 128-query tile at every length, causal or not; run 44: 1.15-1.37x the Gluon
-      kernel);
+# The rule's rows for an e4m3 V, by (int8 QKᵀ, causal), from H200 run 51 (kernel alone, every L in 1024..16384):
+# - int8 QKᵀ: the 2-stage 64-query tile capped at 168 registers (three programs per SM), 1.03-1.07x the 3-stage
+#   tile, causal or not;
+# - fp8 QKᵀ without a mask: the 128-query tile of one warpgroup, 1.03-1.13x (with a mask it was 0.92-1.04x, and the
+#   capped tile 0.98-1.07x: the 3-stage 64-query tile stays).
+_E4M3_PV_RULE: dict[tuple[bool, bool], AttentionConfig] = {
+    (True, False): OCCUPANCY_CONFIGS[0],
+    (True, True): OCCUPANCY_CONFIGS[0],
+    (False, False): AttentionConfig(128, K_BLOCK, 0, 4, 3, tma=True),
+    (False, True): _SHORT,
+}
+
+
+def pick_config(Lq: int, pv_16bit: bool, qk_int8: bool = False, causal: bool = False) -> AttentionConfig:
+    """The launch config, a fixed rule:
     - a 16-bit V takes the warp-specialized Gluon kernel, 4 ring slots, on sm_90 (run 44: 1.09-1.16x the Triton
       128-query tile at L >= 4096, 0.98-1.02x at 1024; that tile runs where the Gluon kernel cannot: its fp16 P·V
-      needs the larger tile's reuse of each V block, 64-query tiles were 0.62-0.88x), or Triton's 64-query tiles
-      when there are at most 64 queries, which would leave half of a 128-row tile empty.
-    Triton 3.6 compiles the 128-query TMA tile for sm_90 in 200 registers, no spills (with pointer loads it spills
-    240 bytes per thread)."""
+      needs the larger tile's reuse of each V block, 64-query tiles were 0.62-0.88x);
+    - an 8-bit V takes the Triton kernel with TMA loads, the tile by ``_E4M3_PV_RULE`` (run 40: the 64-query tile
+      1.03-1.18x the 8-warp 128-query tile; run 44: 1.15-1.37x the Gluon kernel);
+    - at most 64 queries take the 64-query tile whatever the format (a 128-row tile would be half empty).
+    Triton 3.6 compiles the 128-query 8-warp TMA tile for sm_90 in 200 registers, no spills (with pointer loads it
+    spills 240 bytes per thread)."""
     if triton_interpreting():
         return _INTERPRETER_CONFIG
-    return _WS_16BIT_PV if pv_16bit and Lq > 64 else _SHORT
+    if pv_16bit:
+        return _WS_16BIT_PV if Lq > 64 else _SHORT
+    cfg = _E4M3_PV_RULE[qk_int8, causal]
+    return cfg if Lq > 64 or cfg.block_m == 64 else _SHORT
 
 
 @functools.lru_cache(maxsize=512)
 def _launch_plan(
-    B: int, H: int, Lq: int, D: int, causal: bool, pv_16bit: bool, pv_fp16_accum: bool,
+    B: int, H: int, Lq: int, D: int, causal: bool, pv_16bit: bool, qk_int8: bool, pv_fp16_accum: bool,
     v_block_scales: bool, v_mma_key_order: bool, bases_aligned: bool, q_aligned: bool, v_size: int,
     config: AttentionConfig | None, *ints: int,
 ) -> PlanLaunch:  # fmt: skip
@@ -320,7 +335,7 @@ def _launch_plan(
     compiled with.
     ``bases_aligned``: whether k and v start at 16-byte aligned addresses (TMA); ``q_aligned``: q (the Gluon
     kernel reads it by TMA too)."""
-    cfg = config or pick_config(Lq, pv_16bit)
+    cfg = config or pick_config(Lq, pv_16bit, qk_int8, causal)
     if Q_BLOCK % cfg.block_m or cfg.block_n not in (64, K_BLOCK) or (cfg.gluon and cfg.block_n != K_BLOCK):
         raise ValueError(f"config: block_m must divide {Q_BLOCK} and block_n be 64 or {K_BLOCK} ({K_BLOCK} for the "
                          f"Gluon kernel), got {cfg}")  # fmt: skip
@@ -340,10 +355,12 @@ def _launch_plan(
     if cfg.gluon:  # where the Gluon kernel cannot run (traced, sm_89, layouts without TMA): the 128-query Triton tile
         meta |= dict(num_warps=GLUON_FALLBACK.num_warps, num_stages=GLUON_FALLBACK.num_stages)
     plan = PlanLaunch(_fp8_attention_fwd, grid, meta, tensors=7)
-    # The cap, for direct launches (a traced call, wrap_triton, cannot pass it) with an e4m3 V: a 16-bit P and V
-    # take 32 more registers per thread, and Triton 3.9 spills the 64 x 128 tile under 168.
+    # The cap, for direct launches with an e4m3 V (a 16-bit P and V take 32 more registers per thread, and Triton
+    # 3.9 spills the 64 x 128 tile under 168). A traced call (wrap_triton) cannot pass it: it runs the same tile
+    # with the 3 stages that fill shared memory without the cap (_SHORT), not the untimed uncapped 2-stage one.
     if cfg.maxnreg is not None and not pv_16bit:
-        plan = PlanLaunch(_fp8_attention_fwd, grid, meta | dict(maxnreg=cfg.maxnreg), tensors=7, traced=plan)
+        traced = PlanLaunch(_fp8_attention_fwd, grid, meta | dict(num_stages=_SHORT.num_stages), tensors=7)
+        plan = PlanLaunch(_fp8_attention_fwd, grid, meta | dict(maxnreg=cfg.maxnreg), tensors=7, traced=traced)
     # The Gluon kernel reads q by TMA as well, v token-major in e4m3 or row-major in 16 bits (its two layouts).
     gluon_layout = q_aligned and tma_layout == (1 if pv_16bit else 2) and tma_strides_ok(q_strides, 3, 1)
     # WGMMA is sm_90 only (``tma`` already means a GPU, not the interpreter, of sm_90 or later)
@@ -433,7 +450,8 @@ def attention_plan(
         *q.stride(), *k.stride(), *v.stride(), *out_strides, *q_scale.stride(), *k_scale.stride(), *vs_strides,
     )  # fmt: skip
     launch = cached_plan(
-        _launch_plan, B, H, Lq, D, causal, pv_16bit, pv_fp16_accum, v_block_scales, v_mma_key_order,
+        _launch_plan, B, H, Lq, D, causal, pv_16bit, q.dtype == torch.int8, pv_fp16_accum, v_block_scales,
+        v_mma_key_order,
         tma_base_aligned(k, v), tma_base_aligned(q), v.element_size(), config, *ints,
     )  # fmt: skip
     if (launch.traced or launch).meta["TMA"]:

@@ -356,13 +356,45 @@ def test_mma_key_order_is_only_for_an_e4m3_v():
 
 
 def test_gluon_configs_and_the_rule(monkeypatch):
-    """The GPU tests below take GLUON_CONFIGS by index; the rule keeps run 44's pick for a 16-bit V (4 ring slots)."""
+    """The GPU tests below take GLUON_CONFIGS by index; the rule keeps run 44's pick for a 16-bit V (4 ring slots),
+    and run 51's for an e4m3 V: the capped 2-stage tile with int8 QKᵀ, the 128-query tile for fp8 QKᵀ without a
+    mask, the 3-stage 64-query tile otherwise and wherever at most 64 queries would leave a 128-row tile half
+    empty."""
     from lowbit_flex.kernels import fp8_attention as mod
 
     monkeypatch.setattr(mod, "triton_interpreting", lambda: False)
     assert [c.num_stages for c in mod.GLUON_CONFIGS] == [2, 3, 4]
-    assert mod.pick_config(4096, True) == mod.AttentionConfig(128, mod.K_BLOCK, 0, 4, 4, tma=True, gluon=True)
-    assert not mod.pick_config(4096, False).gluon
+    tile = lambda m, stages, **kw: mod.AttentionConfig(m, mod.K_BLOCK, 0, 4, stages, tma=True, **kw)
+    for causal in (False, True):
+        for qk_int8 in (False, True):
+            assert mod.pick_config(4096, True, qk_int8, causal) == tile(128, 4, gluon=True)
+            assert mod.pick_config(64, True, qk_int8, causal) == tile(64, 3)
+        assert mod.pick_config(4096, False, True, causal) == tile(64, 2, maxnreg=168)
+        assert mod.pick_config(64, False, True, causal) == tile(64, 2, maxnreg=168)
+    assert mod.pick_config(4096, False, False, False) == tile(128, 3)
+    assert mod.pick_config(65, False, False, False) == tile(128, 3)
+    assert mod.pick_config(64, False, False, False) == tile(64, 3)
+    assert mod.pick_config(4096, False, False, True) == tile(64, 3)
+
+
+def test_a_capped_rule_tile_traces_as_the_uncapped_3_stage_tile(monkeypatch):
+    """torch.compile cannot pass a register cap: a traced call of the int8-QKᵀ rule runs its tile with 3 stages (the
+    old rule's config, timed), never the uncapped 2-stage one."""
+    from lowbit_flex.kernels import fp8_attention as mod
+
+    monkeypatch.setattr(mod, "triton_interpreting", lambda: False)
+    monkeypatch.setattr(mod, "_tma_layout", lambda *a: 2)
+    mod._launch_plan.cache_clear()
+    try:
+        plan = mod._launch_plan(1, 2, 256, 128, False, False, True, False, True, True, True, True, 1, None,
+                                *range(1, 31))  # fmt: skip
+    finally:
+        mod._launch_plan.cache_clear()
+    assert plan.meta["maxnreg"] == 168 and plan.meta["num_stages"] == 2
+    assert "maxnreg" not in plan.traced.meta and plan.traced.meta["num_stages"] == 3
+    assert {k: v for k, v in plan.traced.meta.items() if k != "num_stages"} == {
+        k: v for k, v in plan.meta.items() if k not in ("num_stages", "maxnreg")
+    }
 
 
 needs_sm90 = pytest.mark.skipif(
