@@ -244,6 +244,14 @@ def case_lowbit_attention():
             out = torch.empty(q.shape, dtype=torch.bfloat16)
             for plan in (launch,) if launch.traced is None else (launch, launch.traced):
                 plan.kernel[plan.grid](q8, k8, vv, qs, ks, ks if vsc is None else vsc, out, *scalars, **plan.meta)
+    # The rule's e4m3-V tile for each QKᵀ format and mask, as its eager and traced plans (int8 QKᵀ: the capped tile)
+    for qk_dtype in QK_FORMATS.values():
+        q8, qs, k8, ks, v8, vs = quantize_qkv_triton(q, k, v, qk_dtype, True, True, True)
+        for causal in (False, True):
+            launch, scalars = attention_plan(q8, k8, v8, qs, ks, vs, causal, None, False, None, True)
+            out = torch.empty(q.shape, dtype=torch.bfloat16)
+            for plan in (launch,) if launch.traced is None else (launch, launch.traced):
+                plan.kernel[plan.grid](q8, k8, v8, qs, ks, vs, out, *scalars, **plan.meta)
 
 
 def case_float_weight_only_linear():
