@@ -165,9 +165,6 @@ def run(bench: Bench) -> None:
                 for kind in layers:
                     extra[f"w4a8 {kind} / tinygemm"] = times["tinygemm g128"] / times[f"w4a8 {kind}"]
             table.add({"K": K, "N": N, "M": M}, times, **extra)
-            base = times["bf16 nn.Linear"]
-            ratios = " ".join(f"{k}={base / v:.2f}" for k, v in times.items() if k != "bf16 nn.Linear")
-            print(f"  K={K} N={N} M={M}: {ratios}", flush=True)  # progress, in case a later row dies
             if M == 1:
                 x = xs[0]
                 us = {"bf16 nn.Linear": host_us(lin, x)}

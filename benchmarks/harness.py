@@ -93,6 +93,10 @@ class Table:
         if self.baseline not in times:
             raise ValueError(f"times: the baseline {self.baseline!r} must be measured in the same run")
         self.rows.append({"case": case, "times": times, "extra": extra})
+        # progress, in case a later row dies or a device call's time limit cuts the run before the tables print
+        base = times[self.baseline]
+        ratios = " ".join(f"{k}={base / v:.2f}" for k, v in times.items() if k != self.baseline and v > 0)
+        print(f"  {' '.join(f'{k}={v}' for k, v in case.items())}: {ratios}", flush=True)
 
     def methods(self) -> list[str]:
         seen: dict[str, None] = {}
