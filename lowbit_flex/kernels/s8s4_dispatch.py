@@ -84,6 +84,7 @@ class Rule:
     wide: bool | None = None
     min_mn: int | None = None  # rule applies when M * N >= min_mn (enough output tiles for a wider tile)
     max_nk: int | None = None  # rule applies when N * K <= max_nk (a layer too small to fill the next row's grid)
+    min_k: int | None = None  # rule applies when K >= min_k (a reduction deep enough to split)
     # lowbit::w4a8_linear only (float input): quantize x inside the decode kernel (True) or with the quantizer
     # kernel first (False, measured faster everywhere): fusing saves a launch but every program re-reads its full
     # x rows for the amax.
@@ -175,8 +176,13 @@ DISPATCH_TABLE: tuple[Rule, ...] = (
     # these tiles do not split K: cdiv(M, 64) * N / 128 programs, 32 on N = 4096, for 132 SMs), while
     # the unpack-first 64x64 tile runs 0.53-0.75x, nearly flat in M (the unpack dominates). The swap tile keeps
     # wide layers from M * N >= 2**19 (4096 x 14336 at M = 64: 1.00x vs 0.75x; M = 128: 0.62x vs 0.57x). The
-    # multiplier rows above run 0.75-2.13x there.
+    # multiplier rows above run 0.75-2.13x there. H100, run 55: most of the collapse below M = 64 was x read in
+    # stride 2 (now de-interleaved from M = 17, kernels/s8s4_linear.py), and the tile's split-K form runs 0.82x /
+    # 0.87x at M = 64 on the deep layers (K >= 8192: 14336 x 4096, 8192²) against 0.54x / 0.65x for the unpack-first
+    # tile (it lost on 4096² and to the swap tile on wide layers, and at M = 128 tied or lost): it takes M <= 64
+    # there (M = 17..63 run the same grid and work as M = 64 now that x is de-interleaved; not timed apart).
     Rule(Backend.TRITON, "mid_swap_64x128x128", arch=_SM90, scale=_GW, max_m=128, wide=True, min_mn=2**19),
+    Rule(Backend.TRITON, "mid_swap_64x128x128_splitk", arch=_SM90, scale=_GW, max_m=64, min_k=8192),
     Rule(Backend.TRITON_UNPACKED, "s8s8_64x64x128_w4", arch=_SM90, scale=_GW, max_m=128),
     Rule(Backend.TRITON, "mid_swap_64x128x128", arch=_SM90, max_m=128),
     Rule(Backend.TRITON, "mid_64x128x128", max_m=128),
@@ -297,6 +303,7 @@ def choose(
             and (rule.wide is None or (N > K if rule.wide else K > N))
             and (rule.min_mn is None or rule.min_mn <= M * N)
             and (rule.max_nk is None or rule.max_nk >= N * K)
+            and (rule.min_k is None or rule.min_k <= K)
             and available(rule.backend, arch, scale, M, N, K, group, rule.config)
         ):
             return rule

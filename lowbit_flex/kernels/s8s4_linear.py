@@ -5,9 +5,10 @@ One kernel covers every case through constexpr switches:
   nibble). Byte ``j`` holds elements ``2j`` (low) and ``2j + 1`` (high), so ``x @ Wᵀ = x[:, 0::2] @ W_lowᵀ +
   x[:, 1::2] @ W_highᵀ``: two int8 ``tl.dot`` on the planes as loaded, with int32 accumulation (``mma.sync`` on
   sm_80, WGMMA on sm_90). Splitting the activations instead of interleaving the nibbles (``tl.join`` + reshape)
-  saves a register shuffle of the weight tile per K block. Small M reads ``x``'s even and odd columns with stride 2
-  (x is a few KB, in L2); large M first de-interleaves ``x`` once (``X_SPLIT``: ``[x[:, 0::2] | x[:, 1::2]]``, one
-  copy of M·K bytes, ~2% of the GEMM) so both operands stream with contiguous loads;
+  saves a register shuffle of the weight tile per K block. Decode M (<= 16) reads ``x``'s even and odd columns
+  with stride 2 (x is a few KB, in L2); larger M first de-interleaves ``x`` once (``X_SPLIT``:
+  ``[x[:, 0::2] | x[:, 1::2]]``, one copy of M·K bytes, ~2% of the GEMM) so both operands stream with contiguous
+  loads;
 - per-channel scales: one int32 accumulator over the whole K range, scales applied once in the epilogue;
   group-wise scales: each K block lies inside one group (the launcher picks ``BLOCK_K`` dividing the group size),
   its int32 dot is converted to float32 and scaled by that group's weight scale before being added up;
@@ -164,15 +165,19 @@ TRITON_CONFIGS: dict[str, TritonConfig] = {
     "gemv_16x64x256_splitk": TritonConfig(16, 64, 256, num_warps=4, num_stages=4, swap_ab=True, split_k=True),
     "mid_64x128x128": TritonConfig(64, 128, 128, num_warps=4, num_stages=4),
     "mid_swap_64x128x128": TritonConfig(64, 128, 128, num_warps=4, num_stages=4, swap_ab=True),
-    # The same tile splitting K until the GPU is full: M <= 64 on N = 4096 gives the unsplit tile 32 programs for
-    # 132 SMs, the likely cause of its 0.06-0.35x bf16 with group scales at M = 17..128 (H100, run 54). Forced
-    # only until timed (bench_s8s4_linear column "g128 triton mid_swap_64x128x128_splitk").
+    # The same tile splitting K until the GPU is full (M <= 64 on N = 4096 gives the unsplit tile 32 programs for
+    # 132 SMs). H100, run 55, group 128, kernel alone x bf16 torch.mm at M = 64: 0.82x / 0.87x on 14336 x 4096 /
+    # 8192² against 0.54x / 0.65x for the unpack-first tile (the dispatch's row for K >= 8192); 0.55x / 0.78x on
+    # 4096² / 4096 x 14336, where other rows win; 0.36-0.61x at M = 128-256.
     "mid_swap_64x128x128_splitk": TritonConfig(64, 128, 128, num_warps=4, num_stages=4, swap_ab=True, split_k=True),
 }
 
 _PROGRAMS_PER_SM = 4
-# From this M on, x is de-interleaved once so the main loop's x loads are contiguous (see the module docstring).
-_X_SPLIT_MIN_M = 64
+# From this M on (past the 16-row decode tiles), x is de-interleaved once so the main loop's x loads are contiguous
+# (see the module docstring). It was 64 until H100 run 55 timed the 64-row tiles at M = 32 against M = 64 with group
+# scales: the same grid and work (rows past M wrap), yet 3.2-4.2x slower with x read in stride 2 (mid_swap: 0.76 vs
+# 0.18 ms on 14336 x 4096; its split-K form 0.18 vs 0.057 ms), against one copy of M·K bytes.
+_X_SPLIT_MIN_M = 17
 
 
 def _split_count(k_blocks: int, tiles: int, sms: int) -> tuple[int, int]:

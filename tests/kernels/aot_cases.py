@@ -37,14 +37,16 @@ def case_s8s4_linear():
     M, N, K = 48, 256, 1024
     x, x_scale = torch.empty(M, K, dtype=torch.int8), torch.empty(M)
     w, bias = torch.empty(N, K // 2, dtype=torch.int8), torch.empty(N)
-    # Every config once (per channel, bias, bf16); the other constexpr branches once each (compiles cost ~1 s).
+    # Every config once (per channel, bias, bf16) with x de-interleaved (M >= 17) and read in stride 2 (decode M);
+    # the other constexpr branches once each (compiles cost ~1 s).
     for cfg in TRITON_CONFIGS.values():
         s8s4_linear_triton(x, x_scale, w, torch.empty(N), bias, torch.bfloat16, config=cfg)
+        s8s4_linear_triton(x[:8], x_scale[:8], w, torch.empty(N), bias, torch.bfloat16, config=cfg)
     for name in ("mid_swap_64x128x128", "mid_swap_64x128x128_splitk"):  # group scales
         cfg = TRITON_CONFIGS[name]
         s8s4_linear_triton(x, x_scale, w, torch.empty(N, K // 128), None, torch.float16, config=cfg)
         s8s4_linear_triton(x, x_scale, w, torch.empty(N, K // 128), bias, torch.bfloat16, config=cfg)
-    # K = 96: BLOCK_K = 32, so each nibble plane's dot has K = 16; M >= 64 takes the de-interleaved-x path.
+    # K = 96: BLOCK_K = 32, so each nibble plane's dot has K = 16 (x interleaved whatever M: no de-interleave).
     x96, w96 = torch.empty(80, 96, dtype=torch.int8), torch.empty(N, 48, dtype=torch.int8)
     mid = TRITON_CONFIGS["mid_64x128x128"]
     s8s4_linear_triton(x96, torch.empty(80), w96, torch.empty(N), None, torch.bfloat16, mid)

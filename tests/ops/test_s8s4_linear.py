@@ -264,6 +264,15 @@ def test_dispatch_table(fake_cutlass):
     assert pick(Arch.SM90, gw, 128, 4096, 4096) == (Backend.TRITON_UNPACKED, "s8s8_64x64x128_w4")
     assert pick(Arch.SM90, gw, 32, 14336, 4096, 128) == (Backend.TRITON_UNPACKED, "s8s8_64x64x128_w4")
     assert pick(Arch.SM90, gw, 64, 14336, 4096, 128) == (Backend.TRITON, "mid_swap_64x128x128")
+    # ... and deep layers (K >= 8192) up to M = 64 the swap tile's split-K form (run 55)
+    splitk = (Backend.TRITON, "mid_swap_64x128x128_splitk")
+    assert pick(Arch.SM90, gw, 64, 4096, 14336, 128) == splitk
+    assert pick(Arch.SM90, gw, 17, 8192, 8192, 128) == splitk
+    assert pick(Arch.SM90, gw, 40, 8192, 8192, 64) == splitk
+    assert pick(Arch.SM90, gw, 65, 4096, 14336, 128) == (Backend.TRITON_UNPACKED, "s8s8_64x64x128_w4")
+    assert pick(Arch.SM90, gw, 64, 4096, 4096 + 128, 128) == (Backend.TRITON_UNPACKED, "s8s8_64x64x128_w4")
+    assert pick(Arch.SM90, pc, 64, 4096, 14336) != splitk  # per channel: the CUTLASS rows
+    assert pick(Arch.SM80, gw, 64, 4096, 14336, 128) == (Backend.TRITON, "mid_64x128x128")  # Hopper only
     assert pick(Arch.SM90, pc, 128, 4000, 4096) == (Backend.TRITON, "mid_swap_64x128x128")  # per channel: as before
     assert pick(Arch.SM80, gw, 128, 4096, 4096) == (Backend.TRITON, "mid_64x128x128")
     # From M = 129 the weight is unpacked to int8 first: its own tiles for group-wise and per-channel scales.
@@ -465,7 +474,7 @@ def _tiny_configs():
 @pytest.mark.parametrize(
     "lead, N, K, groups",
     [((1,), 40, 128, None), ((19,), 33, 96, None), ((2, 5), 40, 256, 4), ((70,), 24, 192, None), ((3, 23), 40, 256, 2)],
-)  # M >= 64 rows take the de-interleaved-x path
+)  # M >= 17 rows take the de-interleaved-x path
 def test_triton_kernel_matches_exact_reference(monkeypatch, config, lead, N, K, groups):
     from lowbit_flex.kernels import s8s4_linear as mod
     from lowbit_flex.kernels.s8s4_dispatch import s8s4_linear_cuda
