@@ -224,6 +224,8 @@ def run(bench: Bench) -> None:
         Ls = [int(L) for L in os.environ[_ENV_LS].split(",")]
     flex_Ls = {4096} if bench.quick else {8192}  # each FlexAttention shape is a compile: keep the run short
     tables = os.environ.get(_ENV_TABLES, ",".join(_TABLES)).split(",")
+    if unknown := set(tables) - set(_TABLES):
+        raise ValueError(f"{_ENV_TABLES}: expected names from {_TABLES}, got {sorted(unknown)}")
     if "e2e" in tables:
         table = bench.table(f"fp8/int8 attention, B={B} H={H} D={D} (bf16 in/out)", baseline="SDPA bf16")
         for L in Ls:

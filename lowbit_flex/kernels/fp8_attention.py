@@ -358,7 +358,7 @@ def _launch_plan(
     plan = PlanLaunch(_fp8_attention_fwd, grid, meta, tensors=7)
     # The cap, for direct launches with an e4m3 V (a 16-bit P and V take 32 more registers per thread, and Triton
     # 3.9 spills the 64 x 128 tile under 168). A traced call (wrap_triton) cannot pass it: it runs the same tile
-    # with the 3 stages that fill shared memory without the cap (_SHORT), not the untimed uncapped 2-stage one.
+    # with _SHORT's 3 stages (what fills shared memory without the cap), not the untimed uncapped 2-stage one.
     if cfg.maxnreg is not None and not pv_16bit:
         traced = PlanLaunch(_fp8_attention_fwd, grid, meta | dict(num_stages=_SHORT.num_stages), tensors=7)
         plan = PlanLaunch(_fp8_attention_fwd, grid, meta | dict(maxnreg=cfg.maxnreg), tensors=7, traced=traced)

@@ -235,25 +235,26 @@ def case_lowbit_attention():
     run_kernels(*qkv(300, 128, torch.float16), False, None, "int8", "fp8", False, True)
     run_kernels(*qkv(300, 64, torch.float32), False, None, "fp8", "fp16", True, False)
     run_kernels(*qkv(300, 64, Lq=50), True, None, "fp8", "fp8", True, False)  # one 64-query tile
-    # Every config of the table (TMA ones as TMA on sm_90: the layouts here allow it), fp8 PV (v in the MMA's key
-    # order, as the pass writes it) and 16-bit PV. Each plan as the GPU's eager call launches it (a Gluon kernel,
-    # a maxnreg cap) and as a traced call does: on CPU stand-ins a plan launches only the latter.
+
+    def each_plan(q8, k8, vv, qs, ks, vsc, causal, config):
+        # the plan as the GPU's eager call launches it (a Gluon kernel, a maxnreg cap) and as a traced call does: on
+        # CPU stand-ins a plan launches only the latter. v in the MMA's key order when e4m3 (as the pass writes it).
+        launch, scalars = attention_plan(q8, k8, vv, qs, ks, vsc, causal, None, False, config, vsc is not None)
+        out = torch.empty(q8.shape, dtype=torch.bfloat16)
+        for plan in (launch,) if launch.traced is None else (launch, launch.traced):
+            plan.kernel[plan.grid](q8, k8, vv, qs, ks, ks if vsc is None else vsc, out, *scalars, **plan.meta)
+
+    # Every config of the table (TMA ones as TMA on sm_90: the layouts here allow it), fp8 PV and 16-bit PV.
     q, k, v = qkv(300, 128)
     q8, qs, k8, ks, v8, vs = quantize_qkv_triton(q, k, v, torch.float8_e4m3fn, True, True, True)
     for config in CONFIGS:
-        for vv, vsc, causal in ((v8, vs, True), (v, None, False)):
-            launch, scalars = attention_plan(q8, k8, vv, qs, ks, vsc, causal, None, False, config, vsc is not None)
-            out = torch.empty(q.shape, dtype=torch.bfloat16)
-            for plan in (launch,) if launch.traced is None else (launch, launch.traced):
-                plan.kernel[plan.grid](q8, k8, vv, qs, ks, ks if vsc is None else vsc, out, *scalars, **plan.meta)
-    # The rule's e4m3-V tile for each QKᵀ format and mask, as its eager and traced plans (int8 QKᵀ: the capped tile)
+        each_plan(q8, k8, v8, qs, ks, vs, True, config)
+        each_plan(q8, k8, v, qs, ks, None, False, config)
+    # The rule's e4m3-V tile for each QKᵀ format and mask (int8 QKᵀ: the capped tile)
     for qk_dtype in QK_FORMATS.values():
         q8, qs, k8, ks, v8, vs = quantize_qkv_triton(q, k, v, qk_dtype, True, True, True)
         for causal in (False, True):
-            launch, scalars = attention_plan(q8, k8, v8, qs, ks, vs, causal, None, False, None, True)
-            out = torch.empty(q.shape, dtype=torch.bfloat16)
-            for plan in (launch,) if launch.traced is None else (launch, launch.traced):
-                plan.kernel[plan.grid](q8, k8, v8, qs, ks, vs, out, *scalars, **plan.meta)
+            each_plan(q8, k8, v8, qs, ks, vs, causal, None)
 
 
 def case_float_weight_only_linear():
