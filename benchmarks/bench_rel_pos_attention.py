@@ -5,9 +5,15 @@ relative error of each method against float64 on a slice, the issue's target rat
 op vs SDPA without bias; (2) host time per eager call next to SDPA's; (3) a sweep of launch configs of the fused
 kernel around the fixed sm_90 table (tiles, bias formation, head-dim split, and the kernel without bias as its
 floor), to confirm or update ``SM90_CONFIGS``.
+
+``LOWBIT_BENCH_REL_POS_TABLES`` picks tables (``main``, ``host``, ``sweep``), ``LOWBIT_BENCH_REL_POS_SHAPES`` shapes by
+name (main table and sweep), ``LOWBIT_BENCH_REL_POS_FLEX=0`` leaves the score_mod (a compile per shape) out of the main
+table.
 """
 
 from __future__ import annotations
+
+import os
 
 import torch
 import torch.nn.functional as F
@@ -33,6 +39,18 @@ SHAPES = [
     ("grid 48x40", (4, 12, 48, 40, 64)),
 ]
 BASELINE = "SDPA+bias eager"
+_TABLES = ("main", "host", "sweep")  # tables 1-3
+_ENV_TABLES = "LOWBIT_BENCH_REL_POS_TABLES"  # e.g. "main,sweep": only these tables
+_ENV_SHAPES = "LOWBIT_BENCH_REL_POS_SHAPES"  # e.g. "grid 48x40,vit_b global": only these shapes (main and sweep)
+_ENV_FLEX = "LOWBIT_BENCH_REL_POS_FLEX"  # "0": the main table without the score_mod (a FlexAttention compile per shape)
+
+
+def _selected(names: str, choices: tuple[str, ...], env: str) -> list[str]:
+    """The comma-separated names of an environment variable, each one of ``choices`` (a typo raises)."""
+    picked = names.split(",")
+    if unknown := set(picked) - set(choices):
+        raise ValueError(f"{env}: expected names from {list(choices)}, got {sorted(unknown)}")
+    return picked
 
 
 def _sdpa_bias(q, k, v, rel_h, rel_w):
@@ -89,13 +107,13 @@ def _inputs(b, h, k_h, k_w, d):
     return q, k, v, rel_h, rel_w
 
 
-def _methods(quick: bool) -> dict:
+def _methods(flex: bool) -> dict:
     """Every method of the main table. The score_mod appears in its default formulation only (and not in quick
     runs: each shape costs a FlexAttention compile); ``bench_rel_pos_score_mod`` compares formulations and options."""
     methods = {
         BASELINE: _sdpa_bias,
         "SDPA+bias compiled": torch.compile(_sdpa_bias, dynamic=False),
-        **({} if quick else {f"flex {_DEFAULT_FORMULATION.value}": _flex(_DEFAULT_FORMULATION)}),
+        **({f"flex {_DEFAULT_FORMULATION.value}": _flex(_DEFAULT_FORMULATION)} if flex else {}),
         "fused op": _fused,
         "SDPA no bias": _sdpa_no_bias,
     }
@@ -103,10 +121,23 @@ def _methods(quick: bool) -> dict:
 
 
 def run(bench: Bench) -> None:
-    methods = _methods(bench.quick)
+    tables = _selected(os.environ.get(_ENV_TABLES, ",".join(_TABLES)), _TABLES, _ENV_TABLES)
+    shapes = SHAPES[:2] if bench.quick else SHAPES
+    if os.environ.get(_ENV_SHAPES):
+        names = _selected(os.environ[_ENV_SHAPES], tuple(n for n, _ in SHAPES), _ENV_SHAPES)
+        shapes = [s for s in SHAPES if s[0] in names]
+    if "main" in tables:
+        _main_table(bench, shapes, flex=not bench.quick and os.environ.get(_ENV_FLEX) != "0")
+    if "host" in tables:
+        _host_times(bench)
+    if "sweep" in tables:
+        _config_sweep(bench, shapes)
+
+
+def _main_table(bench: Bench, shapes, flex: bool) -> None:
+    methods = _methods(flex)
     score_mod = f"flex {_DEFAULT_FORMULATION.value}"
     table = bench.table("SAM rel-pos attention (bf16)", baseline=BASELINE)
-    shapes = SHAPES[:2] if bench.quick else SHAPES
     for name, (b, h, k_h, k_w, d) in shapes:
         args = _inputs(b, h, k_h, k_w, d)
         n_ref = 1 if k_h * k_w > 1024 else 8  # float64 reference on a batch slice
@@ -134,8 +165,6 @@ def run(bench: Bench) -> None:
             LxL_bias_MB=b * h * (k_h * k_w) ** 2 * 2 / 2**20,
         )
         del args, ref
-    _host_times(bench)
-    _config_sweep(bench, shapes)
 
 
 def _sweep_candidates(k_h: int, k_w: int, d: int):
@@ -147,14 +176,15 @@ def _sweep_candidates(k_h: int, k_w: int, d: int):
     from lowbit_flex.kernels.rel_pos_attention import (
         GLUON_HEAD_DIMS,
         GLUON_MAX_TILE,
+        MMA_COLUMN_GROUP,
         Bias,
         RelPosConfig,
         gluon_config,
         gluon_rows_block_n,
     )
 
-    def c(m, n, w, st, bias=Bias.ROWS, tma=False):
-        return RelPosConfig(m, n, 0, w, st, bias, True, tma)
+    def c(m, n, w, st, bias=Bias.ROWS, tma=False, key_row_max=True):
+        return RelPosConfig(m, n, 0, w, st, bias, True, tma, key_row_max=key_row_max)
 
     # The warp-specialized Gluon kernel on long sequences (SAM's windows already meet issue 13's target), where it
     # runs (sm_90, head dims 64 and 128; elsewhere its configs would time the Triton plan): the tiles that came
@@ -183,6 +213,8 @@ def _sweep_candidates(k_h: int, k_w: int, d: int):
     rows = (
         [c(64, 128, 4, 3), c(64, 128, 4, 3, tma=True), c(64, 128, 8, 3), c(64, 128, 8, 3, tma=True)] if packed else []
     )
+    if packed and k_w % MMA_COLUMN_GROUP == 0:  # rel_h per logit instead of per key row's max (the A/B)
+        rows += [c(64, 128, 4, 3, key_row_max=False), c(64, 128, 4, 3, tma=True, key_row_max=False)]
     return [*rows, c(64, 64, 4, 3), c(64, 64, 4, 3, tma=True), c(128, 64, 4, 3), c(128, 64, 8, 3),
             c(64, 64, 4, 2), c(64, 64, 4, 3, Bias.ONEHOT), *gluon]  # fmt: skip
 
@@ -198,6 +230,7 @@ def _config_sweep(bench: Bench, shapes) -> None:
             + ("" if c.split_d else " padD")
             + (" tma" if c.tma else "")
             + (" gluon" if c.gluon else "")
+            + ("" if c.key_row_max else " rh/logit")
         )
 
     table = bench.table("rel_pos_attention kernel: launch configs around the sm_90 table", baseline="table config")

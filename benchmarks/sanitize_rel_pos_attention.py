@@ -18,12 +18,12 @@ import lowbit_flex  # noqa: F401
 from benchmarks.bench_rel_pos_attention import _reference_f64
 from lowbit_flex.kernels.rel_pos_attention import Bias, RelPosConfig, gluon_config, rel_pos_attention_triton
 
-# (k_h, k_w, D, config or None for the table's): SAM's 14 x 14 window and a 48 x 40 grid as the table runs them
-# (2 and 3 packed rows per block), whole 64-wide rows (rel_h loaded a block ahead, the last load past k_h masked),
-# 4 rows per block whose last block runs past L, one row per block with padding (rel_h in the row max), rows
-# gathered (a 37 x 1 grid, 5 x 3 with 16-slot blocks), the one-hot MMA with a rel_h window, a row wider than 128
-# slots, D = 80 split; then TMA loads (sm_90): packed rows, a head dim padded past D, and a split head dim (which
-# keeps pointer loads); then the Gluon kernel.
+# (k_h, k_w, D, config or None for the table's): SAM's 14 x 14 window and 12 x 40 / 13 x 40 grids as the table
+# runs them (2 and 3 packed rows per block; the 40-wide rows with each key row's max and TMA loads), whole 64-wide
+# rows (rel_h loaded a block ahead, the last load past k_h masked), 4 rows per block whose last block runs past L,
+# one row per block with padding (rel_h in the row max), rows gathered (a 37 x 1 grid, 5 x 3 with 16-slot blocks),
+# the one-hot MMA with a rel_h window, a row wider than 128 slots, D = 80 split; then TMA loads (sm_90): packed
+# rows, a head dim padded past D, and a split head dim (which keeps pointer loads); then the Gluon kernel.
 _TMA = RelPosConfig(64, 32, 0, 4, 3, Bias.ROWS, True, True)
 CASES = [
     (14, 14, 64, None),
@@ -31,6 +31,8 @@ CASES = [
     (16, 64, 64, None),
     (14, 14, 16, RelPosConfig(32, 64, 0, 4, 3, Bias.ROWS)),
     (12, 40, 64, None),
+    (13, 40, 64, None),  # packed rows with TMA loads (the table on long grids), the last block one row of three
+    (13, 40, 64, RelPosConfig(64, 128, 0, 4, 3, Bias.ROWS, key_row_max=False)),  # rel_h added per logit
     (6, 40, 80, RelPosConfig(64, 64, 0, 4, 3, Bias.ROWS)),
     (37, 1, 64, None),
     (5, 3, 16, RelPosConfig(16, 16, 0, 4, 2, Bias.ROWS)),

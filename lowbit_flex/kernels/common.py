@@ -51,7 +51,8 @@ class PlanLaunch:
     ) -> None:
         """``tensors``: where every tensor argument comes first, their count; otherwise the key reads the positions
         that held tensors on the first direct call. ``traced``: the plan to launch instead where only ``wrap_triton``
-        is right, for a Gluon ``kernel`` (``wrap_triton`` cannot trace one): the same arguments, a Triton kernel."""
+        is right, for a Gluon ``kernel`` (``wrap_triton`` cannot trace one) or one that builds TMA descriptors on the
+        device (a compiled graph would need their scratch): the same arguments, a Triton kernel without them."""
         self.kernel, self.grid, self.meta = kernel, tuple(grid) + (1,) * (3 - len(grid)), meta
         self.traced = traced
         # Positions of the tensor arguments (the key reads only those): the first ``tensors`` if given, else found

@@ -14,7 +14,11 @@ units too). The bias ``rel_h[i, j // k_w] + rel_w[i, j % k_w]`` never exists as 
   row per block the ``rel_h`` term is one value per query row (loaded a block ahead), so it joins the row max and
   the exponent's per-row offset instead of every logit: the bias costs one FMA per logit in place of the scale's
   multiply. With ``R > 1`` the ``rel_h`` column of each slot's row is selected (``R <= 4``) or gathered from the
-  rows (more rows: grids narrower than a quarter block) and added per logit.
+  rows (more rows: grids narrower than a quarter block) and added per logit. Where the rows fill whole 8-slot
+  column groups of the MMA layout (``k_w`` a multiple of 8, e.g. a 48 x 40 grid: three rows per 128 slots), each
+  register's key row is known at compile time: each key row's ``rel_h`` joins the max over its own slots and the
+  exponent's offset instead, one FMA per logit less (ptxas, Triton 3.6: 692 -> 645 instructions per block; H100
+  run 56: 1.04-1.05x).
 * ``ONEHOT`` (any grid; the default only for key rows wider than 128 slots): the bias tile is one small matmul on
   the tensor cores, ``[rel_h | rel_w] @ [onehot(j // k_w); onehot(j % k_w)]``: the two tables side by side along
   the reduction dim (``k_h + k_w`` columns padded to a power of two), the one-hot matrix built from the key indices
@@ -73,14 +77,19 @@ class RelPosConfig(LaunchConfig):
 
     bias: Bias = Bias.ROWS
     split_d: bool = True
-    # K and V through TMA tensor descriptors where sm_90, the layout (tma_layout_ok) and a one-tile head dim allow.
-    # Not in the table: on the H200 it was 1-3 % faster on D = 64 global attention and 17-40 % slower on windows.
+    # K and V through TMA tensor descriptors where sm_90, the layout (tma_layout_ok) and a one-tile head dim allow;
+    # in eager calls only: traced calls (a compiled graph, an AOTInductor package) take the same config with pointer
+    # loads, which needs no device-side descriptor scratch. The table's choice for packed key rows on long grids
+    # (pick_config); on the H200 it was 1-3 % faster on D = 64 global attention and 17-40 % slower on windows.
     tma: bool = False
     # The warp-specialized Gluon kernel of rel_pos_attention_sm90 where it can run (gluon_layout_ok, the plan):
     # block_m = 128 or 192 query rows per program (two or three consumer warpgroups; num_warps = 4, the first one),
     # num_stages ring slots. Elsewhere, and in traced calls, the table's Triton config runs. SM90_GLUON_CONFIGS
     # holds the rows where it measured faster.
     gluon: bool = False
+    # ROWS with 2-4 key rows per block whose width is a multiple of MMA_COLUMN_GROUP: take the row max per key row
+    # and keep rel_h out of the logit tile (False: add each slot's rel_h to its logit, the benchmark's A/B).
+    key_row_max: bool = True
 
 
 def _cfg(m: int, n: int, warps: int, stages: int) -> RelPosConfig:
@@ -121,6 +130,9 @@ SM90_CONFIGS: dict[tuple[int, bool], RelPosConfig] = {
 # Widest key row that ROWS takes (a block holds at least one whole row, and 256-slot blocks spill) and the widest
 # block the table widens to (below).
 MAX_ROWS_BLOCK_N = 128
+# Columns of the MMA accumulator layout that one quad of lanes holds (2 adjacent per lane; mma.sync and WGMMA):
+# a key row that starts and ends on such a group lies in whole registers.
+MMA_COLUMN_GROUP = 8
 # Most rows per block whose rel_h columns are selected per logit (R - 1 selects each); more rows gather instead.
 # A constexpr: the kernel reads it too.
 MAX_SELECTED_ROWS = tl.constexpr(4)
@@ -165,12 +177,16 @@ def pick_config(head_dim: int, seq_len: int, k_w: int) -> RelPosConfig:
     """The table's tiles, with the bias formation: ``ROWS`` wherever a key row fits a block (its block width from
     :func:`rows_block_n`). At 40 of 64 slots (a 48 x 40 grid, one padded row per block) ROWS ran 1.68x faster
     than the one-hot MMA; on every SAM shape it was the fastest. Rows wider than 128 slots take ``ONEHOT`` instead.
+    Long grids whose blocks pack several key rows read K and V through TMA in eager calls (48 x 40: 1.08x the
+    pointer loads on the H100 in run 56, 1.04x on the H200 in run 43; windows ran 0.8-0.9x with it).
     (``bool()``: a guard on a SymInt ``L`` under tracing.)"""
     block_d = max(64, triton.next_power_of_2(head_dim))
-    cfg = SM90_CONFIGS[(block_d, bool(seq_len <= 256))]
+    short = bool(seq_len <= 256)
+    cfg = SM90_CONFIGS[(block_d, short)]
     if k_w > MAX_ROWS_BLOCK_N:
         return dataclasses.replace(cfg, bias=Bias.ONEHOT)
-    return dataclasses.replace(cfg, block_n=rows_block_n(seq_len // k_w, k_w, cfg.block_n))
+    block_n = rows_block_n(seq_len // k_w, k_w, cfg.block_n)
+    return dataclasses.replace(cfg, block_n=block_n, tma=not short and block_n // k_w >= 2)
 
 
 def head_dim_tiles(head_dim: int, split: bool) -> tuple[int, int]:
@@ -210,6 +226,13 @@ def _load_col(ptrs, row_ok, col_ok, MASK: tl.constexpr):
 
 
 @triton.jit
+def _max_propagating_nan(a, b):
+    """``max`` as a reduction's combine: the NaN-propagating form, which the compiler simplifies with a constant
+    ``-inf`` operand (``max(x, -inf) = x`` for every x, NaN included; not so for the NaN-ignoring form)."""
+    return tl.maximum(a, b, propagate_nan=tl.PropagateNan.ALL)
+
+
+@triton.jit
 def _rel_pos_attention_kernel(
     q_ptr, k_ptr, v_ptr, rh_ptr, rw_ptr, o_ptr,
     sq_b, sq_h, sq_l, sq_d, sk_b, sk_h, sk_l, sk_d, sv_b, sv_h, sv_l, sv_d,
@@ -220,7 +243,7 @@ def _rel_pos_attention_kernel(
     BIAS: tl.constexpr, KC: tl.constexpr, H_WINDOW: tl.constexpr,
     MASK_N: tl.constexpr, MASK_M: tl.constexpr, PAD_D: tl.constexpr, PAD_D1: tl.constexpr,
     OUT_LHD: tl.constexpr, TMA: tl.constexpr, DOT_PRECISION: tl.constexpr, UPCAST: tl.constexpr,
-    LOGIT_MASK: tl.constexpr,
+    LOGIT_MASK: tl.constexpr, ROW_MAX_PER_KEY_ROW: tl.constexpr,
 ):  # fmt: skip
     # Inductor passes a Python float as fp64 where the GPU has fp64 (Triton's JIT: fp32); fp64 would spread to the
     # logits and break the fp32 accumulator's dot.
@@ -312,7 +335,10 @@ def _rel_pos_attention_kernel(
             if BLOCK_D1 > 0:
                 k1 = _load_tile(k_base + offs_d1[:, None] * sk_d + offs_n[None, :] * sk_l, d1_ok, n_ok, PAD_D1, MASK_N)
                 s = dot_acc(q1, k1, s, UPCAST, DOT_PRECISION)
-        # row_bias: a per-row term of the logits kept out of the tile (ROWS with one key row per block: rel_h).
+        # The logits t (log2 units) and the block's row max: a per-row term kept out of the tile (row_bias: rel_h
+        # with one key row per block) joins the max and the exponent's per-row offset; with key rows on the MMA
+        # layout's 8-slot column groups (ROW_MAX_PER_KEY_ROW), each key row's rel_h joins its own slots' max and the
+        # exponent's offset tile (off) instead of every logit.
         row_bias = tl.zeros([BLOCK_M], tl.float32)
         if BIAS == 0:
             t = s * qk_scale
@@ -322,6 +348,8 @@ def _rel_pos_attention_kernel(
                 # Loaded a block ahead, so its latency hides behind this block's work (H200, run 39: global
                 # attention at D = 64 2.4-2.6 % faster than loading each block's column where it is used).
                 rh_next = _load_col(rh_rows + blk + 1, m_ok, blk + 1 < K_H, True)
+                t = tl.fma(s, qk_scale, rel_w_tile)
+            elif ROW_MAX_PER_KEY_ROW:  # rel_h stays out of the tile (below)
                 t = tl.fma(s, qk_scale, rel_w_tile)
             elif R <= MAX_SELECTED_ROWS:  # the rel_h column of each slot's key row, R - 1 selects per logit
                 col = _load_col(rh_rows + blk * R, m_ok, True, MASK_M).to(tl.float32) * _LOG2E
@@ -358,9 +386,27 @@ def _rel_pos_attention_kernel(
         if LOGIT_MASK:
             t = tl.where(n_ok[None, :], t, float("-inf"))
         # Every block holds at least one valid key (blocks start below L), so m_new is finite.
-        m_new = tl.maximum(m_i, tl.max(t, axis=1) + row_bias)
+        if ROW_MAX_PER_KEY_ROW:
+            # Key row r's slots are whole registers of the MMA layout, so each selection by slot_row == r folds
+            # to a constant per register: the per-row maxima read only row r's logits (the NaN-propagating max
+            # drops the -inf of the other slots at compile time), and the offset tile is register copies.
+            blk_max = tl.full([BLOCK_M], float("-inf"), tl.float32)
+            rel_h_tile = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
+            for r in tl.static_range(R):
+                col = _load_col(rh_rows + blk * R + r, m_ok, blk * R + r < K_H, MASK_M or K_H % R != 0)
+                col = col.to(tl.float32) * _LOG2E
+                in_row = (slot_row == r)[None, :]
+                row_max = tl.reduce(tl.where(in_row, t, float("-inf")), 1, _max_propagating_nan)
+                blk_max = tl.maximum(blk_max, row_max + col)
+                rel_h_tile = tl.where(in_row, col[:, None], rel_h_tile)
+            m_new = tl.maximum(m_i, blk_max)
+            # One subtraction per (query row, key row): the tile's registers hold R distinct values per query row.
+            off = rel_h_tile - m_new[:, None]
+            p = tl.math.exp2(t + off)
+        else:
+            m_new = tl.maximum(m_i, tl.max(t, axis=1) + row_bias)
+            p = tl.math.exp2(t + (row_bias - m_new)[:, None])
         alpha = tl.math.exp2(m_i - m_new)
-        p = tl.math.exp2(t + (row_bias - m_new)[:, None])
         l_i = l_i * alpha + tl.sum(p, axis=1)
         # Masked slots have p = 0; with TMA their v rows are another key's (finite unless v is not) or zeros.
         if TMA:
@@ -427,6 +473,12 @@ def _launch_plan(
         # A 16-row rel_h window suffices where a block of consecutive keys spans at most 16 key rows.
         h_window = k_h > 16 and (block_n + k_w - 2) // k_w + 1 <= 16
         kc = max(16, triton.next_power_of_2((16 if h_window else k_h) + k_w))
+    # Key rows that start on the MMA accumulator's 8-slot column groups (a thread holds 2 adjacent slots of each
+    # group, 4 lanes span it, on sm_80 and sm_90): each key row's rel_h joins its own slots' row max.
+    row_max_per_key_row = (
+        cfg.bias is Bias.ROWS and cfg.key_row_max and 2 <= block_n // k_w <= MAX_SELECTED_ROWS.value
+        and k_w % MMA_COLUMN_GROUP == 0
+    )  # fmt: skip
     block_m = cfg.block_m
     # A split head dim keeps pointer loads: the wrong results first blamed on TMA there (run 27c) were the 1-stage
     # split above (run 36: the same error with pointer loads), and TMA with a split head dim has not run since.
@@ -438,10 +490,16 @@ def _launch_plan(
         MASK_N=mask_n, MASK_M=L % block_m != 0, PAD_D=block_d1 == 0 and block_d != D,
         PAD_D1=block_d1 > 0 and block_d + block_d1 != D, OUT_LHD=out_lhd, TMA=tma,
         DOT_PRECISION="ieee" if dtype == torch.float32 else "tf32", UPCAST=triton_interpreting(),
-        LOGIT_MASK=logit_mask,
+        LOGIT_MASK=logit_mask, ROW_MAX_PER_KEY_ROW=row_max_per_key_row,
         num_warps=cfg.num_warps, num_stages=cfg.num_stages,
     )  # fmt: skip
-    return PlanLaunch(_rel_pos_attention_kernel, (triton.cdiv(L, block_m) * B * H,), meta, tensors=6)
+    # Traced calls launch through wrap_triton, which would need Triton's device-side descriptor scratch in the
+    # compiled graph: they take the pointer loads (PlanLaunch.traced).
+    traced = None
+    if tma:
+        untma = dataclasses.replace(cfg, tma=False)
+        traced = cached_plan(_launch_plan, B, H, L, D, k_h, k_w, dtype, untma, out_lhd, bases_aligned, *strides)
+    return PlanLaunch(_rel_pos_attention_kernel, (triton.cdiv(L, block_m) * B * H,), meta, tensors=6, traced=traced)
 
 
 def _gluon_plan(
@@ -456,7 +514,7 @@ def _gluon_plan(
     table = pick_config(D, L, k_w)
     if cfg.bias is Bias.NONE:
         table = dataclasses.replace(table, bias=Bias.NONE)
-    traced = _launch_plan(B, H, L, D, k_h, k_w, dtype, table, out_lhd, bases_aligned, *strides)
+    traced = cached_plan(_launch_plan, B, H, L, D, k_h, k_w, dtype, table, out_lhd, bases_aligned, *strides)
     if cfg.bias is Bias.ROWS:
         block_n = gluon_rows_block_n(k_w, cfg.block_n)
         key_row_w, key_rows, fits = k_w, k_h, block_n > 0

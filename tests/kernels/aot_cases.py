@@ -71,14 +71,25 @@ def case_s8s4_unpacked_gemm():
 
 
 def case_rel_pos_attention():
-    from lowbit_flex.kernels.rel_pos_attention import SM90_CONFIGS, Bias, RelPosConfig, rel_pos_attention_triton
+    from lowbit_flex.kernels.rel_pos_attention import (
+        SM90_CONFIGS,
+        Bias,
+        RelPosConfig,
+        _rel_pos_attention_kernel,
+        rel_pos_attention_triton,
+        rel_pos_plan,
+    )
 
     def attend(k_h, k_w, d, dtype=torch.bfloat16, config=None):
         L = k_h * k_w
         q = torch.empty(1, 2, L, d, dtype=dtype)
-        rel_pos_attention_triton(
-            q, q, q, torch.empty(1, 2, L, k_h, dtype=dtype), torch.empty(1, 2, L, k_w, dtype=dtype), config=config
-        )
+        rel_h, rel_w = torch.empty(1, 2, L, k_h, dtype=dtype), torch.empty(1, 2, L, k_w, dtype=dtype)
+        # The launcher on CPU stand-ins launches what a trace would (pointer loads); an eager plan with TMA loads
+        # (sm_90: the table's packed rows on long grids, the explicit TMA configs) is launched directly as well.
+        rel_pos_attention_triton(q, q, q, rel_h, rel_w, config=config)
+        launch, scalars = rel_pos_plan(q, q, q, rel_h, rel_w, None, config)
+        if launch.kernel is _rel_pos_attention_kernel and launch.meta["TMA"]:
+            launch.kernel[launch.grid](q, q, q, rel_h, rel_w, torch.empty_like(q), *scalars, **launch.meta)
 
     # Every row of the config table at each head dim it serves (80 and 96: split tiles; 128, 256: one tile), on the
     # grids of its length: short = SAM's 14 x 14 windows (2 packed rows per block, ragged L); long = the 64 x 64
@@ -92,10 +103,13 @@ def case_rel_pos_attention():
     attend(2, 160, 64)  # rows wider than 128 slots: the one-hot MMA
     attend(37, 1, 64)  # narrow grids: rel_h gathered per slot (32 rows per block), short and long tables
     attend(100, 3, 80)
-    # TMA loads (sm_90 only; the table does not pick them, the benchmark's sweep does): packed rows, the split head
-    # dim's second tile, and the 48 x 40 grid's 128-slot tile with 4 and 8 warps.
+    # TMA loads (sm_90 only; the table picks them for packed rows on long grids, the benchmark's sweep elsewhere):
+    # packed rows, the split head dim's second tile, and the 48 x 40 grid's 128-slot tile with 4 and 8 warps.
     for k_h, k_w, d, n, warps in [(14, 14, 64, 32, 4), (48, 40, 80, 128, 8), (48, 40, 64, 128, 4)]:
         attend(k_h, k_w, d, config=RelPosConfig(64, n, 0, warps, 3, Bias.ROWS, True, True))
+    # rel_h added per logit on the 48 x 40 grid (the sweep's A/B against the per-key-row max), pointer and TMA loads
+    for tma in (False, True):
+        attend(48, 40, 64, config=RelPosConfig(64, 128, 0, 4, 3, Bias.ROWS, True, tma, key_row_max=False))
     if torch.cuda.get_device_capability() == (9, 0):
         _gluon_rel_pos_attention()
 

@@ -206,6 +206,23 @@ def test_kernel_bias_modes_and_head_dim_tiles(monkeypatch, k_h, k_w, d, m, n, bi
 
 
 @needs_kernel
+@pytest.mark.parametrize("k_h, k_w, n", [(5, 40, 128), (3, 16, 64)])
+@pytest.mark.parametrize("key_row_max", [True, False])
+def test_kernel_rel_h_per_key_row_max_or_per_logit(monkeypatch, k_h, k_w, n, key_row_max):
+    """Packed rows on whole 8-slot column groups, both formations against float64: rel_h in each key row's max and
+    the exponent's offset, or added to every logit (the benchmark's A/B); the last block partial (5 % 3, 3 % 4)."""
+    from lowbit_flex.kernels.rel_pos_attention import Bias, RelPosConfig
+
+    q, k, v, rh, rw = _inputs(1, 2, k_h, k_w, 64, torch.bfloat16, kernel_device())
+    # Key rows ~170 log2 units apart in bias: a row max missing a row's rel_h (or taking another row's) would
+    # overflow or flush the exponentials (softmax itself does not depend on the max).
+    rh = rh * 60
+    config = RelPosConfig(32, n, 0, 4, 3, Bias.ROWS, key_row_max=key_row_max)
+    out = _run_kernel_poisoned(monkeypatch, q, k, v, rh, rw, config=config)
+    assert_rel_error(out, _reference_f64(q, k, v, rh, rw), 1e-2)
+
+
+@needs_kernel
 @pytest.mark.parametrize("k_h, k_w, n", [(14, 14, 32), (6, 40, 64), (5, 40, 128)])
 def test_kernel_nan_stays_in_its_query_row(monkeypatch, k_h, k_w, n):
     """A NaN in one query row of q, and in another row's rel_h and rel_w, poisons those rows only: the padding
@@ -304,13 +321,17 @@ def test_gluon_kernel_matches_float64_and_writes_everything(b, k_h, k_w, d, n, s
 
 
 @needs_sm90
-def test_gluon_kernel_through_the_eager_op(monkeypatch):
-    """SAM's D = 64 global attention, the Gluon kernel's table row: the op's eager path plans, binds and launches it
-    (its TMA descriptors' scratch from Triton's allocator), and a compiled call takes the Triton plan; both against
-    float64."""
+@pytest.mark.parametrize("k_h, k_w, kernel, tma", [
+    (64, 64, "_rel_pos_attention_fwd_sm90_ws", None),  # SAM's D = 64 global attention: the Gluon kernel's row
+    (48, 40, "_rel_pos_attention_kernel", True),  # packed key rows on a long grid: the Triton kernel with TMA loads
+])  # fmt: skip
+def test_device_descriptor_rows_through_the_eager_op(monkeypatch, k_h, k_w, kernel, tma):
+    """The table's rows whose kernels build TMA descriptors on the device: the op's eager path plans, binds and
+    launches them (the descriptors' scratch from Triton's allocator), and a compiled call takes the pointer-load
+    Triton plan; both against float64."""
     op_mod = importlib.import_module("lowbit_flex.ops.rel_pos_attention")  # the package re-exports the function
     monkeypatch.setattr(op_mod, "_EAGER_PLANS", PlanCache())
-    b, h, k_h, k_w, d = 1, 3, 64, 64, 64
+    b, h, d = 1, 3, 64
     qkv = torch.randn(b, k_h * k_w, 3, h, d, device="cuda").to(torch.bfloat16)
     q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
     _, _, _, rh, rw = _inputs(b, h, k_h, k_w, d, torch.bfloat16, "cuda")
@@ -318,7 +339,8 @@ def test_gluon_kernel_through_the_eager_op(monkeypatch):
     for _ in range(2):  # the first call plans and binds, the second launches the bound kernel
         assert_rel_error(rel_pos_attention(q, k, v, rh, rw), ref, 1e-2)
     (plan,) = op_mod._EAGER_PLANS.values()
-    assert plan.launch.kernel.fn.__name__ == "_rel_pos_attention_fwd_sm90_ws" and plan.bound is not None
+    assert plan.launch.kernel.fn.__name__ == kernel and plan.bound is not None
+    assert plan.launch.meta.get("TMA") is tma and not plan.launch.traced.meta["TMA"]
     compiled = torch.compile(rel_pos_attention, fullgraph=True)
     assert_rel_error(compiled(q, k, v, rh, rw), ref, 1e-2)
 
@@ -560,6 +582,87 @@ def test_pick_config_widens_rows_and_sends_wide_rows_to_the_one_hot_mma():
     assert (grid.bias, grid.block_n) == (Bias.ROWS, 128)
     assert pick_config(64, 64 * 64, 64).block_n == 64
     assert pick_config(64, 2 * 160, 160).bias is Bias.ONEHOT
+
+
+@pytest.mark.parametrize("k_h, k_w, d, tma", [
+    (48, 40, 64, True),  # three packed rows per 128-slot block on a long grid
+    (48, 40, 80, True),  # the config asks; the split head dim's plan keeps pointer loads (below)
+    (64, 64, 64, False),  # one row per block: measured even
+    (64, 64, 80, False),
+    (14, 14, 64, False),  # windows: TMA ran 0.8-0.9x
+    (2, 160, 64, False),  # one-hot
+])  # fmt: skip
+def test_table_reads_packed_rows_of_long_grids_through_tma_in_eager_calls_only(monkeypatch, k_h, k_w, d, tma):
+    """The table's TMA row: eager launches with TMA loads (where the layout and a one-tile head dim allow), and a
+    traced call's plan (PlanLaunch.traced) is the same launch with pointer loads."""
+    from lowbit_flex.kernels import rel_pos_attention as mod
+
+    assert mod.pick_config(d, k_h * k_w, k_w).tma is tma
+    monkeypatch.setattr(mod, "triton_interpreting", lambda: False)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a: (9, 0))
+    mod._launch_plan.cache_clear()
+    try:
+        plan = _gluon_plan(mod, k_h, k_w, d, mod.pick_config(d, k_h * k_w, k_w))
+        pointer = _gluon_plan(mod, k_h, k_w, d, dataclasses.replace(mod.pick_config(d, k_h * k_w, k_w), tma=False))
+    finally:
+        mod._launch_plan.cache_clear()
+    loads_tma = tma and d == 64
+    assert plan.kernel is mod._rel_pos_attention_kernel and plan.meta["TMA"] is loads_tma
+    if loads_tma:
+        assert plan.traced.meta == pointer.meta and plan.traced.grid == plan.grid and plan.traced.traced is None
+        assert {k: v for k, v in plan.meta.items() if k != "TMA"} == {
+            k: v for k, v in pointer.meta.items() if k != "TMA"
+        }
+        assert mod.needs_scratch(plan)
+    else:
+        assert plan.traced is None and plan.meta == pointer.meta
+
+
+@pytest.mark.parametrize("k_h, k_w, d", [(48, 40, 64), (64, 64, 64)])
+def test_plans_with_a_traced_plan_take_a_symbolic_length(monkeypatch, k_h, k_w, d):
+    """Under torch.compile with dynamic shapes L is a SymInt, which does not hash: the TMA row's and the Gluon row's
+    plans make their traced (pointer-load Triton) plan without the plan cache too (GPU run 56: the second compiled
+    shape of a test failed with 'unhashable type: non-nested SymInt')."""
+    from torch._dynamo.source import ConstantSource
+    from torch.fx.experimental.symbolic_shapes import ShapeEnv
+
+    from lowbit_flex.kernels import rel_pos_attention as mod
+    from lowbit_flex.kernels.common import cached_plan
+
+    monkeypatch.setattr(mod, "triton_interpreting", lambda: False)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a: (9, 0))
+    env = ShapeEnv()
+    L = env.create_symintnode(env.create_symbol(k_h * k_w, source=ConstantSource("L")), hint=k_h * k_w)
+    row = 3 * 3 * d
+    qkv = (L * row, d, row, 1)
+    rel_h, rel_w = (3 * L * k_h, L * k_h, k_h), (3 * L * k_w, L * k_w, k_w)
+    mod._launch_plan.cache_clear()
+    try:
+        args = (1, 3, L, d, k_h, k_w, torch.bfloat16, None, True, True, *qkv, *qkv, *qkv, *rel_h, *rel_w)
+        plan = cached_plan(mod._launch_plan, *args)
+    finally:
+        mod._launch_plan.cache_clear()
+    assert plan.traced is not None and plan.traced.kernel is mod._rel_pos_attention_kernel
+    assert not plan.traced.meta["TMA"]
+
+
+@pytest.mark.parametrize("k_h, k_w, n, per_key_row", [
+    (48, 40, 128, True),  # 3 rows of 40 slots: whole 8-slot column groups
+    (2, 64, 128, True),  # 2 rows of 64
+    (14, 14, 32, False),  # 14-slot rows split the groups: rel_h per logit
+    (5, 16, 64, True),  # 4 rows of 16, the last block partial
+    (6, 40, 64, False),  # one row per block: rel_h in the row max already
+    (12, 3, 32, False),  # 10 rows: gathered
+])  # fmt: skip
+def test_row_max_per_key_row_where_rows_fill_whole_column_groups(k_h, k_w, n, per_key_row):
+    from lowbit_flex.kernels import rel_pos_attention as mod
+
+    def plan(key_row_max: bool):
+        cfg = mod.RelPosConfig(64, n, 0, 4, 3, mod.Bias.ROWS, True, False, key_row_max=key_row_max)
+        return mod._launch_plan.__wrapped__(1, 1, k_h * k_w, 64, k_h, k_w, torch.bfloat16, cfg, False, False)
+
+    assert plan(True).meta["ROW_MAX_PER_KEY_ROW"] is per_key_row
+    assert plan(False).meta["ROW_MAX_PER_KEY_ROW"] is False
 
 
 @pytest.mark.parametrize(
