@@ -181,7 +181,12 @@ DISPATCH_TABLE: tuple[Rule, ...] = (
     # 0.87x at M = 64 on the deep layers (K >= 8192: 14336 x 4096, 8192²) against 0.54x / 0.65x for the unpack-first
     # tile (it lost on 4096² and to the swap tile on wide layers, and at M = 128 tied or lost): it takes M <= 64
     # there (M = 17..63 run the same grid and work as M = 64 now that x is de-interleaved; not timed apart).
-    Rule(Backend.TRITON, "mid_swap_64x128x128", arch=_SM90, scale=_GW, max_m=128, wide=True, min_mn=2**19),
+    # H100, run 56, with x de-interleaved: the swap tile runs 0.98-1.01x on 4096 x 14336 at M = 17, 32 and 48
+    # (the unpack-first tile 0.74-0.76x), so wide layers take it from M * N >= 2**17 (was 2**19: M >= 17 on
+    # N = 14336; a dynamic batch traced at a decode-sized hint keeps the unpack-first tile, as measured in run 54);
+    # on 4096² the split-K form and the unpack-first tile tie (0.56-0.60x vs 0.58-0.60x at M = 17..64), which keeps
+    # the latter.
+    Rule(Backend.TRITON, "mid_swap_64x128x128", arch=_SM90, scale=_GW, max_m=128, wide=True, min_mn=2**17),
     Rule(Backend.TRITON, "mid_swap_64x128x128_splitk", arch=_SM90, scale=_GW, max_m=64, min_k=8192),
     Rule(Backend.TRITON_UNPACKED, "s8s8_64x64x128_w4", arch=_SM90, scale=_GW, max_m=128),
     Rule(Backend.TRITON, "mid_swap_64x128x128", arch=_SM90, max_m=128),

@@ -152,12 +152,14 @@ def test_group_multipliers_on_the_per_channel_main_loop(poisoned, name, M, N, K,
 
 
 def test_op_with_multipliers_dispatches_to_them_exactly(monkeypatch):
-    """The op given the multipliers takes the multiplying unpack from M = 129 (a Hopper's table), with the result of
-    the float group scales; forced without them, that backend refuses."""
-    from lowbit_flex.kernels import s8s4_dispatch
+    """The op given the multipliers takes the multiplying unpack from M = 129 (a Hopper's table where the CUTLASS
+    library is unavailable: with it, the CUTLASS multiplier rows come first), with the result of the float group
+    scales; forced without them, that backend refuses."""
+    from lowbit_flex.kernels import s8s4_cutlass, s8s4_dispatch
     from lowbit_flex.kernels.s8s4_dispatch import Arch, Backend, choose, s8s4_linear_cuda
 
     monkeypatch.setattr(s8s4_dispatch, "arch_of", lambda device: Arch.SM90)
+    monkeypatch.setattr(s8s4_cutlass, "library_available", lambda: False)
     choose.cache_clear()
     M, N, K, group = 130, 48, 512, 128
     x, xs, q, _, b = random_inputs(M, N, K, None, torch.bfloat16)

@@ -259,11 +259,14 @@ def test_dispatch_table(fake_cutlass):
     # CUTLASS is per-channel only; Triton tiles by arch and M.
     assert pick(Arch.SM90, gw, 0, 4096, 4096) == (Backend.TRITON, "gemv_16x64x256_splitk")  # no rows: no decode
     # Float group scales at M = 17..128 on Hopper: the unpack-first 64x64 tile (run 54: the in-register tiles
-    # collapse there with group scales), except wide layers from M * N >= 2**19, which keep the swap tile.
+    # collapsed there with group scales), except wide layers from M * N >= 2**17, which take the swap tile (run 56,
+    # x de-interleaved).
     assert pick(Arch.SM90, gw, 17, 4096, 4096, 128) == (Backend.TRITON_UNPACKED, "s8s8_64x64x128_w4")
     assert pick(Arch.SM90, gw, 128, 4096, 4096) == (Backend.TRITON_UNPACKED, "s8s8_64x64x128_w4")
-    assert pick(Arch.SM90, gw, 32, 14336, 4096, 128) == (Backend.TRITON_UNPACKED, "s8s8_64x64x128_w4")
+    assert pick(Arch.SM90, gw, 17, 14336, 4096, 128) == (Backend.TRITON, "mid_swap_64x128x128")
     assert pick(Arch.SM90, gw, 64, 14336, 4096, 128) == (Backend.TRITON, "mid_swap_64x128x128")
+    assert pick(Arch.SM90, gw, 129, 14336, 4096, 128) != (Backend.TRITON, "mid_swap_64x128x128")
+    assert pick(Arch.SM90, gw, 17, 4096, 2048, 128) == (Backend.TRITON_UNPACKED, "s8s8_64x64x128_w4")  # M * N < 2**17
     # ... and deep layers (K >= 8192) up to M = 64 the swap tile's split-K form (run 55)
     splitk = (Backend.TRITON, "mid_swap_64x128x128_splitk")
     assert pick(Arch.SM90, gw, 64, 4096, 14336, 128) == splitk
