@@ -427,6 +427,19 @@ class _Route(NamedTuple):
     cuda_config: str = ""  # CUDA_GEMV / CUTLASS_GEMM / CUDA_GEMM: the CUDA library's config name
 
 
+def table_rule(device: torch.device, bits: int, M: int, N: int, K: int, tma: bool) -> Rule:
+    """The table's rule for a call on ``device`` (:func:`choose` with what this device, shape and the CUDA library
+    can run; ``tma``: whether the call can take the TMA kernel). A call without rows takes the DOT kernel (it
+    launches nothing)."""
+    if not M:
+        return Rule(Backend.DOT, "dot_16x64x2")
+    pipelined = register_a_wgmma_pipelines(device, True)  # the pipelined rules name verified configs
+    gemv = cuda_gemv_supported(device, M, K, bits)
+    cutlass = cutlass_gemm_supported(device, N, K, bits)
+    gemm = cuda_gemm_supported(device, M, K, bits)
+    return choose(bits, M, tma, pipelined, gemv, cutlass, gluon_supported(device), gemm, N, K)
+
+
 @functools.lru_cache(maxsize=1024)
 def _route(
     device: torch.device, M: int, N: int, K: int, ebits: int, mbits: int, stride_xm: int, x_dtype: torch.dtype,
@@ -440,14 +453,7 @@ def _route(
     tma = native or bits != 8  # the TMA kernel converts fp8 in hardware only
     tma = tma and tma_supported(device, bits, stride_xm, x_dtype.itemsize, stride_wn, bases_aligned)
     if backend is None:
-        pipelined = register_a_wgmma_pipelines(device, True)  # the pipelined rules name verified configs
-        gemv = cuda_gemv_supported(device, M, K, bits)
-        cutlass = cutlass_gemm_supported(device, N, K, bits)
-        gluon = gluon_supported(device)
-        gemm = cuda_gemm_supported(device, M, K, bits)
-        rule = (
-            choose(bits, M, tma, pipelined, gemv, cutlass, gluon, gemm, N, K) if M else Rule(Backend.DOT, "dot_16x64x2")
-        )
+        rule = table_rule(device, bits, M, N, K, tma)
         backend, config = rule.backend, rule.config
     if backend is Backend.DEQUANT_MM:
         return _Route(backend, native, None)

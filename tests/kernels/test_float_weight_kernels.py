@@ -157,14 +157,13 @@ def test_dequantize_then_cublas_equals_linear_with_the_rounded_weight(fmt, dtype
 @pytest.mark.parametrize("fmt", FORMATS, ids=str)
 @pytest.mark.parametrize("m", [1, 2, 5, 16, 17, 64, 300])
 def test_dispatch_default_at_every_m_bucket(fmt, m, monkeypatch):
-    from lowbit_flex.kernels.arch import register_a_wgmma_pipelines
-    from lowbit_flex.kernels.float_weight_dispatch import Backend, choose
+    from lowbit_flex.kernels.float_weight_dispatch import Backend, table_rule
 
     out, x, w64, s, b = _run(fmt, m, 36, 136, None, None, seed=m, monkeypatch=monkeypatch)
     # K = 136: fp8 rows of 136 bytes are not TMA-aligned (the table's next rule runs), fp4 / fp6 words are
     w_row = 136 if fmt.bits == 8 else tile_words_per_row(136, fmt.bits) * 4
-    pipelined = register_a_wgmma_pipelines(torch.device(kernel_device()), True)
-    if choose(fmt.bits, m, w_row % 16 == 0, pipelined).backend is Backend.DEQUANT_MM:
+    # the route's own rule: with every backend this device and the CUDA library run
+    if table_rule(torch.device(kernel_device()), fmt.bits, m, 36, 136, w_row % 16 == 0).backend is Backend.DEQUANT_MM:
         w64, s = _rounded_weight(w64, s, fmt)
     exact, bound = exact_linear(x, w64, s, b)
     assert_within(out, exact, bound)

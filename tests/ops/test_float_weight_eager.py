@@ -98,23 +98,26 @@ def test_module_calls_match_the_dispatcher_and_float64(fmt, m, bias, monkeypatch
 
 
 def _dequantizes_first(fmt, m, n, k) -> bool:
+    """Whether the table sends the call to the dequantize + cuBLAS path (the route's own rule: every backend this
+    device and library run; a rule chosen without the CUDA GEMM's rows sent fp6 at M = 300 there, H100 run 56)."""
     from lowbit_flex.kernels import float_weight_dispatch as d
-    from lowbit_flex.kernels.arch import register_a_wgmma_pipelines
 
-    dev = torch.device("cuda")
-    pipelined, gemv = register_a_wgmma_pipelines(dev, True), d.cuda_gemv_supported(dev, m, k, fmt.bits)
-    cutlass = d.cutlass_gemm_supported(dev, n, k, fmt.bits)  # (fp8 from M = 33 on sm_90: the scale in fp32)
-    return d.choose(fmt.bits, m, True, pipelined, gemv, cutlass).backend is d.Backend.DEQUANT_MM
+    return d.table_rule(torch.device("cuda"), fmt.bits, m, n, k, tma=True).backend is d.Backend.DEQUANT_MM
 
 
 @cuda
 def test_views_and_launch_hooks_take_the_body():
     import triton
 
+    from lowbit_flex.kernels import float_weight_dispatch as d
+
     gen = torch.Generator().manual_seed(1)
-    mod, w64 = _module(E2M1_FN, 256, 48, True, gen)
+    mod, w64 = _module(E4M3FN, 256, 48, True, gen)
     mod = mod.cuda()
-    # 16 rows: a Triton tile (the CUDA GEMV, a ctypes call, takes M <= 8 for fp4; launch hooks see Triton's launches)
+    # 16 rows of fp8: a Triton tile, which launch hooks see (the CUDA library's kernels, ctypes calls, take fp4 and
+    # fp6 at every M on sm_90, and fp8 at M <= 2)
+    rule = d.table_rule(torch.device("cuda"), 8, 16, 48, 256, tma=True)
+    assert rule.backend in (d.Backend.DOT, d.Backend.TMA, d.Backend.GEMV, d.Backend.GLUON), rule
     base = torch.randn(16, 2 * 256 + 1, generator=gen).to(torch.bfloat16).cuda()
     views = [base[:, :256], base[:, 1:257]]  # strided rows; and a base off 16-byte alignment
     calls = []
