@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 import lowbit_flex  # noqa: F401
-from benchmarks.harness import Bench
+from benchmarks.harness import Bench, selected_names
 from lowbit_flex.attention import fp8_flex_attention, lowbit_attention
 from lowbit_flex.score_mods import fp8_descale
 from lowbit_flex.testing import rel_error
@@ -223,9 +223,7 @@ def run(bench: Bench) -> None:
     if os.environ.get(_ENV_LS):
         Ls = [int(L) for L in os.environ[_ENV_LS].split(",")]
     flex_Ls = {4096} if bench.quick else {8192}  # each FlexAttention shape is a compile: keep the run short
-    tables = os.environ.get(_ENV_TABLES, ",".join(_TABLES)).split(",")
-    if unknown := set(tables) - set(_TABLES):
-        raise ValueError(f"{_ENV_TABLES}: expected names from {_TABLES}, got {sorted(unknown)}")
+    tables = selected_names(_ENV_TABLES, _TABLES)
     if "e2e" in tables:
         table = bench.table(f"fp8/int8 attention, B={B} H={H} D={D} (bf16 in/out)", baseline="SDPA bf16")
         for L in Ls:

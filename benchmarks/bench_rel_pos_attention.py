@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch.nn.attention.flex_attention import flex_attention
 
 import lowbit_flex  # noqa: F401
-from benchmarks.harness import Bench
+from benchmarks.harness import Bench, selected_names
 from lowbit_flex.score_mods._rel_pos_layout import normalize_rel_pos
 from lowbit_flex.score_mods.rel_pos_bias import _DEFAULT_FORMULATION, _build, _Formulation, rel_pos_kernel_options
 from lowbit_flex.testing import rel_error
@@ -43,14 +43,6 @@ _TABLES = ("main", "host", "sweep")  # tables 1-3
 _ENV_TABLES = "LOWBIT_BENCH_REL_POS_TABLES"  # e.g. "main,sweep": only these tables
 _ENV_SHAPES = "LOWBIT_BENCH_REL_POS_SHAPES"  # e.g. "grid 48x40,vit_b global": only these shapes (main and sweep)
 _ENV_FLEX = "LOWBIT_BENCH_REL_POS_FLEX"  # "0": the main table without the score_mod (a FlexAttention compile per shape)
-
-
-def _selected(names: str, choices: tuple[str, ...], env: str) -> list[str]:
-    """The comma-separated names of an environment variable, each one of ``choices`` (a typo raises)."""
-    picked = names.split(",")
-    if unknown := set(picked) - set(choices):
-        raise ValueError(f"{env}: expected names from {list(choices)}, got {sorted(unknown)}")
-    return picked
 
 
 def _sdpa_bias(q, k, v, rel_h, rel_w):
@@ -121,10 +113,10 @@ def _methods(flex: bool) -> dict:
 
 
 def run(bench: Bench) -> None:
-    tables = _selected(os.environ.get(_ENV_TABLES, ",".join(_TABLES)), _TABLES, _ENV_TABLES)
+    tables = selected_names(_ENV_TABLES, _TABLES)
     shapes = SHAPES[:2] if bench.quick else SHAPES
     if os.environ.get(_ENV_SHAPES):
-        names = _selected(os.environ[_ENV_SHAPES], tuple(n for n, _ in SHAPES), _ENV_SHAPES)
+        names = selected_names(_ENV_SHAPES, [n for n, _ in SHAPES])
         shapes = [s for s in SHAPES if s[0] in names]
     if "main" in tables:
         _main_table(bench, shapes, flex=not bench.quick and os.environ.get(_ENV_FLEX) != "0")

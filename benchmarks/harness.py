@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import platform
 import time
 from collections.abc import Callable, Sequence
@@ -16,6 +17,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+
+
+def selected_names(env: str, choices: Sequence[str]) -> list[str]:
+    """The comma-separated names in environment variable ``env``, each one of ``choices`` (a typo raises rather than
+    silently selecting nothing); all of ``choices`` where ``env`` is unset or empty."""
+    if not os.environ.get(env):
+        return list(choices)
+    picked = os.environ[env].split(",")
+    if unknown := set(picked) - set(choices):
+        raise ValueError(f"{env}: expected names from {list(choices)}, got {sorted(unknown)}")
+    return picked
 
 
 def host_us(fn: Callable, *args, calls: int = 300) -> float:

@@ -50,3 +50,15 @@ def test_sigterm_keeps_the_rows_measured_so_far(monkeypatch, tmp_path, capsys):
     assert len(tables["bench_a table"]["rows"]) == 2
     assert len(tables["bench_b table"]["rows"]) == 2  # rows 0 and 1, added before the signal
     assert "bench_b: cut short" in capsys.readouterr().out
+
+
+def test_selected_names_default_to_all_and_reject_typos(monkeypatch):
+    selected_names = harness.selected_names
+    choices = ("main", "host", "sweep")
+    monkeypatch.delenv("LOWBIT_BENCH_TEST_NAMES", raising=False)
+    assert selected_names("LOWBIT_BENCH_TEST_NAMES", choices) == ["main", "host", "sweep"]
+    monkeypatch.setenv("LOWBIT_BENCH_TEST_NAMES", "sweep,main")
+    assert selected_names("LOWBIT_BENCH_TEST_NAMES", choices) == ["sweep", "main"]
+    monkeypatch.setenv("LOWBIT_BENCH_TEST_NAMES", "main,swep")
+    with pytest.raises(ValueError, match=r"LOWBIT_BENCH_TEST_NAMES: expected names from .*got \['swep'\]"):
+        selected_names("LOWBIT_BENCH_TEST_NAMES", choices)
