@@ -43,13 +43,17 @@ CASES = [
     (37, 1, 24, _TMA),
     # The Gluon kernel (sm_90; elsewhere these run the table's Triton plan): one row per block with and without
     # padding slots, 2-4 selected rows with a last block past the grid, 2 ring slots wrapping, D = 128, three
-    # consumer warpgroups.
+    # consumer warpgroups; then rel_h staged in shared memory.
     (16, 64, 64, gluon_config(64, 2)),
     (12, 40, 64, gluon_config(128, 3)),
     (14, 14, 64, gluon_config(64, 3)),
     (7, 9, 64, gluon_config(32, 4)),
     (3, 64, 128, gluon_config(64, 3)),
     (12, 40, 64, gluon_config(64, 2, block_m=192)),
+    # rel_h staged in shared memory: 16 of 16 key rows, 12 of 16 (the rest masked), D = 128 with two consumers
+    (16, 64, 64, gluon_config(64, 3, block_m=192, rel_h_staged=True)),
+    (12, 40, 64, gluon_config(64, 2, block_m=192, rel_h_staged=True)),
+    (3, 64, 128, gluon_config(64, 3, rel_h_staged=True)),
 ]
 
 

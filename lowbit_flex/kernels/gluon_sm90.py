@@ -13,6 +13,21 @@ tma_load = getattr(tma, "async_load", None) or tma.async_copy_global_to_shared
 cta_barrier = getattr(gl, "thread_barrier", None) or gl.barrier
 
 
+if hasattr(gl.shared_memory_descriptor, "reinterpret"):  # Triton 3.9
+
+    @gluon.jit
+    def smem_view(desc, shape: gl.constexpr, layout: gl.constexpr):
+        """The same shared memory as another shape and layout (Triton 3.6: ``_reinterpret``; 3.9: ``reinterpret``)."""
+        return desc.reinterpret(desc.dtype, shape, layout)
+
+else:
+
+    @gluon.jit
+    def smem_view(desc, shape: gl.constexpr, layout: gl.constexpr):
+        """The same shared memory as another shape and layout (Triton 3.6: ``_reinterpret``; 3.9: ``reinterpret``)."""
+        return desc._reinterpret(desc.dtype, shape, layout)
+
+
 @gluon.constexpr_function
 def smem_layout(row_bytes, bitwidth):
     """The NVMMA shared layout TMA writes and WGMMA reads for rows of ``row_bytes`` bytes."""

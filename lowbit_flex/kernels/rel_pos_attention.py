@@ -90,17 +90,24 @@ class RelPosConfig(LaunchConfig):
     # ROWS with 2-4 key rows per block whose width is a multiple of MMA_COLUMN_GROUP: take the row max per key row
     # and keep rel_h out of the logit tile (False: add each slot's rel_h to its logit, the benchmark's A/B).
     key_row_max: bool = True
+    # Gluon ROWS with one key row per block: each consumer copies its query rows' rel_h (every key row) into shared
+    # memory up front, and reads each block's column from there (False: a 2-byte global read per query row and
+    # block, one block ahead). Up to GLUON_MAX_STAGED_KEY_ROWS key rows; past that, and with 2-4 rows per block
+    # (a column per slot's row), the global reads.
+    rel_h_staged: bool = False
 
 
 def _cfg(m: int, n: int, warps: int, stages: int) -> RelPosConfig:
     return RelPosConfig(m, n, 0, warps, stages)
 
 
-def gluon_config(block_n: int, stages: int, bias: Bias = Bias.ROWS, block_m: int = 128) -> RelPosConfig:
+def gluon_config(
+    block_n: int, stages: int, bias: Bias = Bias.ROWS, block_m: int = 128, rel_h_staged: bool = False
+) -> RelPosConfig:
     """A config of the Gluon kernel: ``block_m`` query rows per program (128 or 192: two or three consumer
     warpgroups), ``block_n``-slot key blocks (``ROWS``: raised to a whole key row as in the table), a ring of
-    ``stages >= 2`` key/value slots."""
-    return RelPosConfig(block_m, block_n, 0, 4, stages, bias, gluon=True)
+    ``stages >= 2`` key/value slots, ``rel_h`` read from a shared-memory copy or not."""
+    return RelPosConfig(block_m, block_n, 0, 4, stages, bias, gluon=True, rel_h_staged=rel_h_staged)
 
 
 # Head dims the Gluon kernel takes: one power-of-two tile (no split), WGMMA-sized.
@@ -109,6 +116,9 @@ GLUON_HEAD_DIMS = (64, 128)
 # spilling (Triton 3.6 and 3.9, sm_90): with two (232-256 registers), 64 x 128 or 128 x 64 (128 x 128 spilled 60
 # bytes); with three (160-168), 64 x 64 (64 x 128 spilled 712-772 bytes, 128 x 64 8 bytes).
 GLUON_MAX_TILE = {2: 128 * 64, 3: 64 * 64}
+# Most key rows whose rel_h columns the Gluon kernel stages in shared memory: 3 consumers x 128 x 64 rows x 2 bytes
+# = 48 KiB next to 72 KiB of q and the key/value ring.
+GLUON_MAX_STAGED_KEY_ROWS = 128
 
 
 # Fixed launch configurations for sm_90 (H100/H200), keyed by (padded head dim, L <= 256): no autotuning, so the
@@ -161,9 +171,13 @@ def rows_block_n(k_h: int, k_w: int, block_n: int) -> int:
 # 1.046-1.052x the Triton row (which drifted 1.7 % between two timings of that call). It lost on everything else
 # measured: the 48 x 40 grid (0.73-0.96x), 128-query programs with 64-slot blocks (0.83-0.86x), 2 ring slots
 # (0.53-0.64x: FlashAttention-3's order holds two slots at once). Keyed by (head dim, key-row width), for L > 256:
-# only the 64 x 64 grid was timed; other row counts of 64-wide rows run the same whole, unpadded blocks.
+# only the 64 x 64 grid was timed; other row counts of 64-wide rows run the same whole, unpadded blocks. With rel_h
+# staged in shared memory (H100 run 57, median of 5 round-robin timings): 1.028-1.037x the same tile reading it from
+# memory on vit_b, vit_l and vit_b at batch 1 (3 and 4 ring slots tie either way).
 # Traced calls and devices or layouts it cannot take run the Triton row (_gluon_plan).
-SM90_GLUON_CONFIGS: dict[tuple[int, int], RelPosConfig] = {(64, 64): gluon_config(64, 3, block_m=192)}
+SM90_GLUON_CONFIGS: dict[tuple[int, int], RelPosConfig] = {
+    (64, 64): gluon_config(64, 3, block_m=192, rel_h_staged=True)
+}
 
 
 def pick_gluon_config(head_dim: int, seq_len: int, k_w: int) -> RelPosConfig | None:
@@ -533,9 +547,11 @@ def _gluon_plan(
         return traced
     from lowbit_flex.kernels.rel_pos_attention_sm90 import _rel_pos_attention_fwd_sm90_ws
 
+    staged = cfg.rel_h_staged and cfg.bias is Bias.ROWS and block_n // k_w == 1 and k_h <= GLUON_MAX_STAGED_KEY_ROWS
     meta = dict(
         D=D, BLOCK_N=block_n, STAGES=cfg.num_stages, BIAS=int(cfg.bias), KEY_ROW_W=key_row_w, KEY_ROWS=key_rows,
-        OUT_LHD=out_lhd, CONSUMERS=consumers, CONSUMER_REGS=WS_CONSUMER_REGS[consumers], num_warps=4,
+        OUT_LHD=out_lhd, CONSUMERS=consumers, CONSUMER_REGS=WS_CONSUMER_REGS[consumers],
+        RH_STAGE_ROWS=triton.next_power_of_2(k_h) if staged else 1, num_warps=4,
     )  # fmt: skip
     grid = (triton.cdiv(L, cfg.block_m) * B * H,)
     return PlanLaunch(_rel_pos_attention_fwd_sm90_ws, grid, meta, tensors=6, traced=traced)

@@ -18,9 +18,10 @@ structure in run 44):
 The bias is the Triton kernel's ``ROWS`` formation. A key block is ``R = BLOCK_N // K_W`` whole rows of the key grid
 (``R * K_W`` keys from ``j * R * K_W``; TMA fills the ``BLOCK_N - R * K_W`` padding slots with the next row's keys,
 or zeros past ``L``). The ``rel_w`` tile (fp32, log2 units, ``-inf`` in the padding slots) is loaded once per
-warpgroup. With one row per block, each query row's ``rel_h`` value joins the row max and the exponent's offset
-(loaded a block ahead); with ``R = 2..4`` each slot's ``rel_h`` column is selected per logit. ``BIAS = 0`` is plain
-attention over blocks of ``BLOCK_N`` consecutive keys: the kernel's floor, for the benchmark.
+warpgroup. With one row per block, each query row's ``rel_h`` value joins the row max and the exponent's offset:
+read from a copy of the warpgroup's ``rel_h`` rows in shared memory (``RH_STAGE_ROWS > 1``, made before the first
+block), or from memory a block ahead; with ``R = 2..4`` each slot's ``rel_h`` column is selected per logit.
+``BIAS = 0`` is plain attention over blocks of ``BLOCK_N`` consecutive keys: the kernel's floor, for the benchmark.
 
 Scope (:func:`~lowbit_flex.kernels.rel_pos_attention.gluon_layout_ok` and the plan decide): sm_90, fp16/bf16, head
 dims 64 and 128 (one power-of-two tile: a Gluon tensor cannot be 80 wide), ``R <= 4``, q/k/v read by TMA (unit last
@@ -34,7 +35,9 @@ row (``SM90_GLUON_CONFIGS``): the op reaches 1.24-1.26x SDPA without bias there,
 table: two consumers with 64-slot blocks (0.83-0.86x: per-block barrier overhead over two 64 x 64 MMAs), 2 ring slots
 (0.53-0.64x: FA3's order holds two slots at once, so the producer cannot run ahead), the 48 x 40 grid (0.62-0.96x),
 and FlashAttention-3's scheduler barrier between the consumers (mbarrier turns: 0.91-0.92x the same tile here,
-0.98-1.01x in the fp8 kernel; dropped).
+0.98-1.01x in the fp8 kernel; dropped). H100 run 57: staging ``rel_h`` in shared memory made the D = 64 global row
+2.8-3.7 % faster than reading a 2-byte column per query row and block from memory (the op: 1.16-1.22x SDPA without
+bias, from 1.20-1.25x in run 56).
 """
 
 from __future__ import annotations
@@ -49,7 +52,7 @@ from triton.experimental.gluon.language.nvidia.hopper import (
     warpgroup_mma_wait,
 )
 
-from lowbit_flex.kernels.gluon_sm90 import WS_ROWS, load_q_then_kv_ring, smem_layout
+from lowbit_flex.kernels.gluon_sm90 import WS_ROWS, load_q_then_kv_ring, smem_layout, smem_view
 
 _LOG2E = gl.constexpr(1.4426950408889634)
 
@@ -61,9 +64,27 @@ def _rel_h_column(rh_rows, m_ok, key_row, KEY_ROWS: gl.constexpr):
 
 
 @gluon.jit
+def _stage_rel_h(rh_stages, wg, rh_base, srh_l, row0, L, KEY_ROWS: gl.constexpr, RH_COLS: gl.constexpr):
+    """Copy consumer ``wg``'s ``rel_h`` rows (``WS_ROWS`` query rows from ``row0``, every key row; 0 past ``L`` and
+    ``KEY_ROWS``) into its ``RH_COLS`` rows of ``rh_stages`` (key row ``c`` of consumer ``wg``: row
+    ``wg * RH_COLS + c``): one coalesced read of 16-byte runs up front instead of a 2-byte read per query row and
+    key block, whose sector's first touch is a trip to memory every 16 blocks."""
+    layout: gl.constexpr = gl.BlockedLayout([1, 8], [16, 2], [4, 1], [1, 0])
+    rows = row0 + gl.arange(0, WS_ROWS, layout=gl.SliceLayout(1, layout))
+    cols = gl.arange(0, RH_COLS, layout=gl.SliceLayout(0, layout))
+    ok = gl.expand_dims(rows < L, 1) & gl.expand_dims(cols < KEY_ROWS, 0)
+    tile = gl.load(rh_base + gl.expand_dims(rows * srh_l, 1) + gl.expand_dims(cols, 0), mask=ok, other=0.0)
+    CONSUMERS: gl.constexpr = rh_stages.shape[0] // RH_COLS
+    stack_layout: gl.constexpr = gl.SwizzledSharedLayout(vec=1, per_phase=1, max_phase=1, order=[1, 0])
+    mine = smem_view(rh_stages, [CONSUMERS, RH_COLS, WS_ROWS], stack_layout).index(wg)
+    mine.permute((1, 0)).store(tile)
+
+
+@gluon.jit
 def _softmax_block(
-    s, j, rel_w_tile, rh_rows, m_ok, slot_row, rh_row, qk_scale, m_i, l_i,
+    s, j, rel_w_tile, rh_rows, rh_stages, wg, m_ok, slot_row, rh_row, qk_scale, m_i, l_i,
     P_LAYOUT: gl.constexpr, P_DTYPE: gl.constexpr, BIAS: gl.constexpr, KEY_ROWS: gl.constexpr, R: gl.constexpr,
+    RH_COLS: gl.constexpr,
 ):  # fmt: skip
     """Key block ``j``'s logits ``s * qk_scale + bias`` (log2 units) and its online-softmax step. ``rh_row``: with
     one key row per block, block ``j``'s ``rel_h`` column (a per-row term kept out of the tile); the next block's is
@@ -76,7 +97,11 @@ def _softmax_block(
     elif R == 1:
         t = gl.fma(s, qk_scale, rel_w_tile)
         row_bias = rh_row
-        next_rh = _rel_h_column(rh_rows, m_ok, j + 1, KEY_ROWS)  # its latency hides behind this block's work
+        if RH_COLS > 1:  # past the last block: a row that is there (the value goes unused)
+            next_rh = rh_stages.index(wg * RH_COLS + gl.minimum(j + 1, KEY_ROWS - 1)).load(rh_row.type.layout)
+            next_rh = next_rh.to(gl.float32) * _LOG2E
+        else:
+            next_rh = _rel_h_column(rh_rows, m_ok, j + 1, KEY_ROWS)  # its latency hides behind this block's work
     else:  # the rel_h column of each slot's key row: R - 1 selects per logit
         rel_h_tile = gl.expand_dims(_rel_h_column(rh_rows, m_ok, j * R, KEY_ROWS), 1)
         for r in gl.static_range(1, R):
@@ -100,12 +125,12 @@ def _softmax_block(
 @gluon.jit
 def _attend(
     wg, shared, D: gl.constexpr, BLOCK_N: gl.constexpr, STAGES: gl.constexpr, BIAS: gl.constexpr,
-    KEY_ROW_W: gl.constexpr, KEY_ROWS: gl.constexpr, OUT_LHD: gl.constexpr,
+    KEY_ROW_W: gl.constexpr, KEY_ROWS: gl.constexpr, OUT_LHD: gl.constexpr, RH_COLS: gl.constexpr,
 ):  # fmt: skip
     """One consumer warpgroup: query rows ``m0 + 64 wg ...`` against every key block the producer delivers, then
     the output rows. ``shared``: what every consumer gets (a tuple without constexprs, see the kernel)."""
     q_smem, k_smem, v_smem, q_bar, ready, empty, rh_ptr, rw_ptr, o_ptr, b, h, m0, qk_scale, H, L = shared[:15]
-    srh_b, srh_h, srh_l, srw_b, srw_h, srw_l = shared[15:]
+    srh_b, srh_h, srh_l, srw_b, srw_h, srw_l, rh_stages = shared[15:]
     P_DTYPE: gl.constexpr = v_smem.dtype
     s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
                                                        instr_shape=[16, BLOCK_N, 16])  # fmt: skip
@@ -121,7 +146,8 @@ def _attend(
     r0 = m0 + wg * WS_ROWS
     offs_m = r0 + gl.arange(0, WS_ROWS, layout=rows_s)
     m_ok = offs_m < L
-    rh_rows = rh_ptr + b * srh_b + h * srh_h + offs_m * srh_l
+    rh_base = rh_ptr + b * srh_b + h * srh_h
+    rh_rows = rh_base + offs_m * srh_l
     rw_rows = rw_ptr + b * srw_b + h * srw_h + offs_m * srw_l
     cols = gl.arange(0, BLOCK_N, layout=cols_s)
     slot_row = cols // KEY_ROW_W
@@ -135,6 +161,8 @@ def _attend(
         if R * KEY_ROW_W != BLOCK_N:  # padding slots: -inf logits, so they need no mask of their own
             rel_w_tile = gl.where(gl.expand_dims(slot_ok, 0), rel_w_tile, float("-inf"))
         if R == 1:
+            if RH_COLS > 1:
+                _stage_rel_h(rh_stages, wg, rh_base, srh_l, r0, L, KEY_ROWS, RH_COLS)
             rh_row = _rel_h_column(rh_rows, m_ok, 0, KEY_ROWS)
 
     m_i = gl.full([WS_ROWS], float("-inf"), gl.float32, rows_s)
@@ -147,8 +175,9 @@ def _attend(
     s_tok = warpgroup_mma(q_tile, k_smem.index(0).permute((1, 0)), s_zero, use_acc=False, is_async=True)
     s = warpgroup_mma_wait(0, deps=(s_tok,))
     p_op, alpha, m_i, l_i, rh_row = _softmax_block(
-        s, 0, rel_w_tile, rh_rows, m_ok, slot_row, rh_row, qk_scale, m_i, l_i, p_layout, P_DTYPE, BIAS, KEY_ROWS, R
-    )
+        s, 0, rel_w_tile, rh_rows, rh_stages, wg, m_ok, slot_row, rh_row, qk_scale, m_i, l_i, p_layout, P_DTYPE, BIAS,
+        KEY_ROWS, R, RH_COLS,
+    )  # fmt: skip
     # FlashAttention-3's order within the warpgroup: QKᵀ of block j and PV of block j - 1 issued together, a wait
     # for the QKᵀ only, block j's softmax while the PV runs; slot j - 1 is released after its PV.
     for j in range(1, N_BLOCKS):
@@ -159,8 +188,8 @@ def _attend(
         o_tok = warpgroup_mma(p_op, v_smem.index(prev), acc, is_async=True)
         s = warpgroup_mma_wait(1, deps=(s_tok,))
         p_op, alpha, m_i, l_i, rh_row = _softmax_block(
-            s, j, rel_w_tile, rh_rows, m_ok, slot_row, rh_row, qk_scale, m_i, l_i, p_layout, P_DTYPE, BIAS,
-            KEY_ROWS, R,
+            s, j, rel_w_tile, rh_rows, rh_stages, wg, m_ok, slot_row, rh_row, qk_scale, m_i, l_i, p_layout, P_DTYPE,
+            BIAS, KEY_ROWS, R, RH_COLS,
         )  # fmt: skip
         acc = warpgroup_mma_wait(0, deps=(o_tok,))
         mbarrier.arrive(empty.index(prev), count=1)
@@ -189,6 +218,7 @@ def _rel_pos_attention_fwd_sm90_ws(
     H, L, num_m_blocks, sm_scale,
     D: gl.constexpr, BLOCK_N: gl.constexpr, STAGES: gl.constexpr, BIAS: gl.constexpr, KEY_ROW_W: gl.constexpr,
     KEY_ROWS: gl.constexpr, OUT_LHD: gl.constexpr, CONSUMERS: gl.constexpr, CONSUMER_REGS: gl.constexpr,
+    RH_STAGE_ROWS: gl.constexpr,
 ):  # fmt: skip
     """The Triton kernel's arguments (the head-dim strides are 1; ``num_m_blocks``, the Triton plan's, is unused).
     ``KEY_ROW_W`` / ``KEY_ROWS``: the key grid's row width and row count (``k_w``, ``k_h``; 1 and ``L`` without
@@ -219,6 +249,10 @@ def _rel_pos_attention_fwd_sm90_ws(
     ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     q_bar = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
+    # Each consumer's rel_h, RH_STAGE_ROWS rows of WS_ROWS query rows each, one per key row (a power of two >=
+    # KEY_ROWS; 1: not staged). A stack of rows: a block's row is one dynamic index.
+    rows_layout: gl.constexpr = gl.SwizzledSharedLayout(vec=1, per_phase=1, max_phase=1, order=[0])
+    rh_stages = gl.allocate_shared_memory(rh_ptr.dtype.element_ty, [CONSUMERS * RH_STAGE_ROWS, WS_ROWS], rows_layout)
     for i in gl.static_range(STAGES):
         mbarrier.init(ready.index(i), count=1)
         mbarrier.init(empty.index(i), count=CONSUMERS)
@@ -230,14 +264,14 @@ def _rel_pos_attention_fwd_sm90_ws(
     # What every consumer gets, as one tuple: no constexprs in it (a tuple assigned to a variable would turn them
     # into tensors), so they are written out in each partition's arguments.
     shared = (q_smem, k_smem, v_smem, q_bar, ready, empty, rh_ptr, rw_ptr, o_ptr, b, h, m0, qk_scale, H, L,
-              srh_b, srh_h, srh_l, srw_b, srw_h, srw_l)  # fmt: skip
+              srh_b, srh_h, srh_l, srw_b, srw_h, srw_l, rh_stages)  # fmt: skip
     # fmt: off
     if CONSUMERS == 3:
         gl.warp_specialize(
             [
-                (_attend, (0, shared, D, BLOCK_N, STAGES, BIAS, KEY_ROW_W, KEY_ROWS, OUT_LHD)),
-                (_attend, (1, shared, D, BLOCK_N, STAGES, BIAS, KEY_ROW_W, KEY_ROWS, OUT_LHD)),
-                (_attend, (2, shared, D, BLOCK_N, STAGES, BIAS, KEY_ROW_W, KEY_ROWS, OUT_LHD)),
+                (_attend, (0, shared, D, BLOCK_N, STAGES, BIAS, KEY_ROW_W, KEY_ROWS, OUT_LHD, RH_STAGE_ROWS)),
+                (_attend, (1, shared, D, BLOCK_N, STAGES, BIAS, KEY_ROW_W, KEY_ROWS, OUT_LHD, RH_STAGE_ROWS)),
+                (_attend, (2, shared, D, BLOCK_N, STAGES, BIAS, KEY_ROW_W, KEY_ROWS, OUT_LHD, RH_STAGE_ROWS)),
                 (load_q_then_kv_ring, (q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, ready, empty, m0,
                                        n_blocks, KEYS_PER_BLOCK, STAGES, False, CONSUMERS)),
             ],
@@ -247,8 +281,8 @@ def _rel_pos_attention_fwd_sm90_ws(
     else:
         gl.warp_specialize(
             [
-                (_attend, (0, shared, D, BLOCK_N, STAGES, BIAS, KEY_ROW_W, KEY_ROWS, OUT_LHD)),
-                (_attend, (1, shared, D, BLOCK_N, STAGES, BIAS, KEY_ROW_W, KEY_ROWS, OUT_LHD)),
+                (_attend, (0, shared, D, BLOCK_N, STAGES, BIAS, KEY_ROW_W, KEY_ROWS, OUT_LHD, RH_STAGE_ROWS)),
+                (_attend, (1, shared, D, BLOCK_N, STAGES, BIAS, KEY_ROW_W, KEY_ROWS, OUT_LHD, RH_STAGE_ROWS)),
                 (load_q_then_kv_ring, (q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, ready, empty, m0,
                                        n_blocks, KEYS_PER_BLOCK, STAGES, False, CONSUMERS)),
             ],

@@ -117,7 +117,7 @@ def case_rel_pos_attention():
 def _gluon_rel_pos_attention():
     # The Gluon kernel (sm_90): every bias path (one row per block with and without padding slots, 2-4 selected
     # rows, the last block's logit mask, no bias), both head dims, fp16, 2-4 ring slots, SAM's token-major views,
-    # two and three consumer warpgroups.
+    # two and three consumer warpgroups, rel_h from memory or staged in shared memory.
     # Launched directly: on CPU stand-ins a plan launches its traced (Triton) plan, as a trace would.
     from lowbit_flex.kernels.rel_pos_attention import Bias, gluon_config, rel_pos_plan
 
@@ -151,6 +151,13 @@ def _gluon_rel_pos_attention():
     attend(48, 40, 64, gluon_config(64, 3, block_m=192), token_major=True)
     attend(14, 14, 64, gluon_config(64, 3, block_m=192))
     attend(64, 64, 64, gluon_config(64, 3, Bias.NONE, block_m=192))
+    # rel_h staged in shared memory (48 KiB more with three consumers)
+    for stages in (3, 4):
+        attend(64, 64, 64, gluon_config(64, stages, block_m=192, rel_h_staged=True), token_major=stages == 3)
+    attend(48, 40, 64, gluon_config(64, 3, block_m=192, rel_h_staged=True), torch.float16)
+    attend(128, 64, 64, gluon_config(64, 3, block_m=192, rel_h_staged=True))  # the most it stages: 48 KiB
+    attend(64, 64, 128, gluon_config(64, 2, rel_h_staged=True))
+    attend(3, 64, 128, gluon_config(64, 4, rel_h_staged=True))
 
 
 def case_quantize_groups():

@@ -290,23 +290,31 @@ def _gluon_launch(q, k, v, rh, rw, config):
 
 @needs_sm90
 @pytest.mark.parametrize("layout", ["sam", "contiguous"])
-@pytest.mark.parametrize("b, k_h, k_w, d, n, stages, dtype, block_m", [
-    (2, 64, 64, 64, 64, 3, torch.bfloat16, 128),  # SAM's global grid: one whole row per block, rel_h in the row max
-    (1, 64, 64, 128, 64, 2, torch.bfloat16, 128),  # batch 1, D = 128, 2 ring slots (the ring wraps 32 times)
-    (2, 48, 40, 64, 128, 3, torch.float16, 128),  # three packed rows per 128 slots, padding slots read the next row
-    (1, 48, 40, 64, 64, 4, torch.bfloat16, 128),  # one padded row per block
-    (2, 14, 14, 64, 64, 3, torch.bfloat16, 128),  # SAM's window: 4 rows per block, the last past L, 196 queries
-    (1, 7, 9, 64, 32, 2, torch.bfloat16, 128),  # 3 rows per block, 7 % 3: the last block's logit mask
-    (1, 1, 100, 64, 128, 3, torch.bfloat16, 128),  # 1 x N: one block, 100 queries (the second warpgroup past L)
-    (1, 3, 64, 128, 64, 4, torch.bfloat16, 128),  # fewer key blocks than ring slots, 192 queries
-    (2, 64, 64, 64, 64, 3, torch.bfloat16, 192),  # three consumer warpgroups: 4096 = 21 1/3 programs of 192 rows
-    (1, 48, 40, 64, 64, 2, torch.float16, 192),
-    (1, 14, 14, 64, 64, 4, torch.bfloat16, 192),  # 196 queries: the second program's rows past L but 4
+@pytest.mark.parametrize("b, k_h, k_w, d, n, stages, dtype, block_m, staged", [
+    (2, 64, 64, 64, 64, 3, torch.bfloat16, 128, False),  # SAM's global grid: one whole row per block, rel_h in row max
+    (1, 64, 64, 128, 64, 2, torch.bfloat16, 128, False),  # batch 1, D = 128, 2 ring slots (the ring wraps 32 times)
+    (2, 48, 40, 64, 128, 3, torch.float16, 128, False),  # three packed rows per 128 slots, padding slots: next row
+    (1, 48, 40, 64, 64, 4, torch.bfloat16, 128, False),  # one padded row per block
+    (2, 14, 14, 64, 64, 3, torch.bfloat16, 128, False),  # SAM's window: 4 rows per block, the last past L, 196 queries
+    (1, 7, 9, 64, 32, 2, torch.bfloat16, 128, False),  # 3 rows per block, 7 % 3: the last block's logit mask
+    (1, 1, 100, 64, 128, 3, torch.bfloat16, 128, False),  # 1 x N: one block, 100 queries (the second warpgroup past L)
+    (1, 3, 64, 128, 64, 4, torch.bfloat16, 128, False),  # fewer key blocks than ring slots, 192 queries
+    (2, 64, 64, 64, 64, 3, torch.bfloat16, 192, False),  # three consumer warpgroups: 4096 = 21 1/3 programs of 192 rows
+    (1, 48, 40, 64, 64, 2, torch.float16, 192, False),
+    (1, 14, 14, 64, 64, 4, torch.bfloat16, 192, False),  # 196 queries: the second program's rows past L but 4
+    # rel_h staged in shared memory: SAM's global grid (both consumer counts, D = 128), 48 of 64 staged key rows
+    (2, 64, 64, 64, 64, 3, torch.bfloat16, 192, True),
+    (1, 64, 64, 128, 64, 2, torch.bfloat16, 128, True),
+    (1, 48, 40, 64, 64, 3, torch.float16, 192, True),
+    (1, 3, 64, 128, 64, 4, torch.bfloat16, 128, True),  # 3 of 4 staged key rows, fewer blocks than ring slots
 ])  # fmt: skip
-def test_gluon_kernel_matches_float64_and_writes_everything(b, k_h, k_w, d, n, stages, dtype, block_m, layout):
+def test_gluon_kernel_matches_float64_and_writes_everything(
+    b, k_h, k_w, d, n, stages, dtype, block_m, staged, layout
+):  # fmt: skip
     """The warp-specialized Gluon kernel against float64 on every bias path it takes, with two and three consumer
-    warpgroups, on SAM's token-major q/k/v views (the output (B, L, H, D) in memory) and contiguous ones."""
-    from lowbit_flex.kernels.rel_pos_attention import gluon_config
+    warpgroups, rel_h read from memory or staged in shared memory, on SAM's token-major q/k/v views (the output
+    (B, L, H, D) in memory) and contiguous ones."""
+    from lowbit_flex.kernels.rel_pos_attention import gluon_config, rel_pos_plan
 
     h, L = 3, k_h * k_w
     qkv = torch.randn(b, L, 3, h, d, device="cuda").to(dtype)
@@ -314,7 +322,9 @@ def test_gluon_kernel_matches_float64_and_writes_everything(b, k_h, k_w, d, n, s
     if layout == "contiguous":
         q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
     _, _, _, rh, rw = _inputs(b, h, k_h, k_w, d, dtype, "cuda")
-    out = _gluon_launch(q, k, v, rh, rw, gluon_config(n, stages, block_m=block_m))
+    config = gluon_config(n, stages, block_m=block_m, rel_h_staged=staged)
+    out = _gluon_launch(q, k, v, rh, rw, config)
+    assert (rel_pos_plan(q, k, v, rh, rw, None, config)[0].meta["RH_STAGE_ROWS"] > 1) == staged
     assert_fully_written(out)
     assert out.stride() == attention_out_strides(q)
     assert_rel_error(out, _reference_f64(q, k, v, rh, rw), 1e-2)
@@ -357,8 +367,9 @@ def test_gluon_kernel_without_bias_is_plain_attention():
 
 
 @needs_sm90
-@pytest.mark.parametrize("k_h, k_w, n", [(14, 14, 64), (48, 40, 128), (16, 64, 64)])
-def test_gluon_kernel_nan_stays_in_its_query_row(k_h, k_w, n):
+@pytest.mark.parametrize("k_h, k_w, n, staged", [(14, 14, 64, False), (48, 40, 128, False), (16, 64, 64, False),
+                                                 (16, 64, 64, True)])  # fmt: skip
+def test_gluon_kernel_nan_stays_in_its_query_row(k_h, k_w, n, staged):
     """As test_kernel_nan_stays_in_its_query_row, for the Gluon kernel: a NaN in one query row of q, and in other
     rows' rel_h and rel_w, poisons those rows only (rows of both consumer warpgroups)."""
     from lowbit_flex.kernels.rel_pos_attention import gluon_config
@@ -367,7 +378,7 @@ def test_gluon_kernel_nan_stays_in_its_query_row(k_h, k_w, n):
     q[0, 0, 3, 5] = float("nan")
     rh[0, 1, 70, 0] = float("nan")
     rw[0, 1, 9, k_w - 1] = float("nan")
-    out = _gluon_launch(q, k, v, rh, rw, gluon_config(n, 3))
+    out = _gluon_launch(q, k, v, rh, rw, gluon_config(n, 3, rel_h_staged=staged))
     bad = torch.zeros(out.shape[:3], dtype=torch.bool, device=out.device)
     bad[0, 0, 3] = bad[0, 1, 70] = bad[0, 1, 9] = True
     assert out[bad].isnan().all(dim=-1).all()
@@ -518,9 +529,39 @@ def test_table_takes_the_gluon_kernel_only_where_it_measured_faster(monkeypatch,
     if gluon:
         assert plan.kernel.fn.__name__ == "_rel_pos_attention_fwd_sm90_ws"
         assert (plan.meta["CONSUMERS"], plan.meta["BLOCK_N"], plan.meta["STAGES"]) == (3, 64, 3)
+        assert plan.meta["RH_STAGE_ROWS"] == k_h  # rel_h staged in shared memory (run 57: 3-4 % faster)
         assert plan.traced.meta == triton_row.meta
     else:
         assert plan.kernel is mod._rel_pos_attention_kernel and plan.meta == triton_row.meta
+
+
+@pytest.mark.parametrize(
+    "k_h, k_w, n, block_m, stage_rows",
+    [
+        (64, 64, 64, 192, 64),  # one key row per block: every key row staged
+        (48, 40, 64, 192, 64),  # one padded row per block: 48 rows in a power-of-two stack of 64
+        (128, 64, 64, 192, 128),  # the most key rows it stages (48 KiB with three consumers)
+        (129, 64, 64, 192, 1),  # more: each block's column read from memory
+        (48, 40, 128, 128, 1),  # packed rows (a column per slot's row): from memory
+        (14, 14, 64, 128, 1),
+    ],
+)
+def test_gluon_plan_stages_rel_h_where_blocks_hold_one_key_row(monkeypatch, k_h, k_w, n, block_m, stage_rows):
+    """``rel_h_staged`` stages each consumer's rel_h in shared memory where a block is one key row, up to
+    GLUON_MAX_STAGED_KEY_ROWS key rows; elsewhere the kernel reads it from memory (RH_STAGE_ROWS = 1)."""
+    from lowbit_flex.kernels import rel_pos_attention as mod
+
+    monkeypatch.setattr(mod, "triton_interpreting", lambda: False)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a: (9, 0))
+    mod._launch_plan.cache_clear()
+    try:
+        plan = _gluon_plan(mod, k_h, k_w, 64, mod.gluon_config(n, 3, block_m=block_m, rel_h_staged=True))
+        unstaged = _gluon_plan(mod, k_h, k_w, 64, mod.gluon_config(n, 3, block_m=block_m))
+    finally:
+        mod._launch_plan.cache_clear()
+    assert plan.kernel.fn.__name__ == "_rel_pos_attention_fwd_sm90_ws"
+    assert (plan.meta["RH_STAGE_ROWS"], unstaged.meta["RH_STAGE_ROWS"]) == (stage_rows, 1)
+    assert {**plan.meta, "RH_STAGE_ROWS": 1} == unstaged.meta
 
 
 @pytest.mark.parametrize("block_m", [64, 160, 256])
