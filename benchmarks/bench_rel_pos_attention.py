@@ -8,12 +8,16 @@ floor), to confirm or update ``SM90_CONFIGS``.
 
 ``LOWBIT_BENCH_REL_POS_TABLES`` picks tables (``main``, ``host``, ``sweep``), ``LOWBIT_BENCH_REL_POS_SHAPES`` shapes by
 name (main table and sweep), ``LOWBIT_BENCH_REL_POS_FLEX=0`` leaves the score_mod (a compile per shape) out of the main
-table.
+table. For an A/B of a few configs: ``LOWBIT_BENCH_REL_POS_CONFIGS`` keeps the sweep's configs whose label holds one
+of its comma-separated parts (the table's config and its floor without bias always run), and
+``LOWBIT_BENCH_REL_POS_ROUNDS=N`` times every config N times, round-robin, and reports each one's median (single
+timings of one config drifted 2-5 % within a call).
 """
 
 from __future__ import annotations
 
 import os
+import statistics
 
 import torch
 import torch.nn.functional as F
@@ -42,6 +46,8 @@ BASELINE = "SDPA+bias eager"
 _TABLES = ("main", "host", "sweep")  # tables 1-3
 _ENV_TABLES = "LOWBIT_BENCH_REL_POS_TABLES"  # e.g. "main,sweep": only these tables
 _ENV_SHAPES = "LOWBIT_BENCH_REL_POS_SHAPES"  # e.g. "grid 48x40,vit_b global": only these shapes (main and sweep)
+_ENV_CONFIGS = "LOWBIT_BENCH_REL_POS_CONFIGS"  # e.g. "gluon": sweep only configs whose label holds one of these
+_ENV_ROUNDS = "LOWBIT_BENCH_REL_POS_ROUNDS"  # e.g. "5": time each config of the sweep 5 times, interleaved; median
 _ENV_FLEX = "LOWBIT_BENCH_REL_POS_FLEX"  # "0": the main table without the score_mod (a FlexAttention compile per shape)
 
 
@@ -182,6 +188,7 @@ def _sweep_candidates(k_h: int, k_w: int, d: int):
     # runs (sm_90, head dims 64 and 128; elsewhere its configs would time the Triton plan): the tiles that came
     # closest in run 47 (three consumer warpgroups with 64-slot blocks, two with 128-slot blocks; 3-4 ring slots),
     # within their registers, and its floor without bias. Dropped there: 2 slots, two consumers with 64-slot blocks.
+    # With one key row per block, each also with rel_h staged in shared memory (the A/B of run 57).
     gluon = []
     if (
         k_h * k_w > 256
@@ -191,9 +198,10 @@ def _sweep_candidates(k_h: int, k_w: int, d: int):
     ):
         tiles = ((192, 64, 3), (192, 64, 4), (128, 128, 3), (128, 64, 3))
         gluon = [
-            gluon_config(n, st, block_m=m)
+            gluon_config(n, st, block_m=m, rel_h_staged=staged)
             for m, n, st in tiles
-            if gluon_rows_block_n(k_w, n) == n and d * n <= GLUON_MAX_TILE[m // 64]
+            for staged in (False, True)
+            if gluon_rows_block_n(k_w, n) == n and d * n <= GLUON_MAX_TILE[m // 64] and (not staged or n == k_w)
         ]
         floors = ((128, 128), (128, 64), (192, 64))  # without bias: the widest block each warpgroup count fits
         fits = [(m, n) for m, n in floors if d * n <= GLUON_MAX_TILE[m // 64]]
@@ -223,28 +231,39 @@ def _config_sweep(bench: Bench, shapes) -> None:
             + (" tma" if c.tma else "")
             + (" gluon" if c.gluon else "")
             + ("" if c.key_row_max else " rh/logit")
+            + (" rh-smem" if c.rel_h_staged else "")
         )
 
-    table = bench.table("rel_pos_attention kernel: launch configs around the sm_90 table", baseline="table config")
+    keep = [part.strip() for part in os.environ.get(_ENV_CONFIGS, "").split(",") if part.strip()]
+    rounds = int(os.environ.get(_ENV_ROUNDS, "1"))
+    title = "rel_pos_attention kernel: launch configs around the sm_90 table"
+    table = bench.table(title + (f" (median of {rounds} round-robin timings)" if rounds > 1 else ""), "table config")
     for name, (b, h, k_h, k_w, d) in shapes:
         args = _inputs(b, h, k_h, k_w, d)
         chosen = pick_config(d, k_h * k_w, k_w)
         extra = [dataclasses.replace(chosen, bias=Bias.NONE)]
         if d & (d - 1):  # not a power of two: the padded head dim against the split one
             extra.append(dataclasses.replace(chosen, split_d=False))
-        cands = list(dict.fromkeys(x for x in _sweep_candidates(k_h, k_w, d) if x != chosen)) + extra
+        cands = [c for c in _sweep_candidates(k_h, k_w, d) if not keep or any(part in label(c) for part in keep)]
+        cands = list(dict.fromkeys(c for c in cands if c != chosen)) + extra
         small = tuple(t[:1, :2] for t in args)  # float64 reference on one (batch, 2 heads) slice
         ref = _reference_f64(*small)
-        times = {"table config": bench.time(lambda *a, c=chosen: rel_pos_attention_triton(*a, config=c), args)}
-        errors = {"table config": rel_error(rel_pos_attention_triton(*small, config=chosen), ref)}
+        runs = {"table config": lambda *a, c=chosen: rel_pos_attention_triton(*a, config=c)}
+        errors = {"table config": rel_error(runs["table config"](*small), ref)}
         for c in cands:
             fn = lambda *a, c=c: rel_pos_attention_triton(*a, config=c)
-            try:
+            try:  # compiles it
+                out = fn(*small)
                 if c.bias is not Bias.NONE:
-                    errors[label(c)] = rel_error(fn(*small), ref)
-                times[label(c)] = bench.time(fn, args)
+                    errors[label(c)] = rel_error(out, ref)
+                runs[label(c)] = fn
             except Exception as e:  # a config that does not compile or fit: recorded, the sweep goes on
                 print(f"  {name} {label(c)}: {type(e).__name__}: {str(e)[:200]}")
+        timings = {m: [] for m in runs}
+        for _ in range(rounds):
+            for m, fn in runs.items():
+                timings[m].append(bench.time(fn, args))
+        times = {m: statistics.median(t) for m, t in timings.items()}
         ranked = sorted((t, m) for m, t in times.items() if "none" not in m)
         table.add(
             {"shape": name, "table": label(chosen)},
