@@ -188,7 +188,8 @@ def _sweep_candidates(k_h: int, k_w: int, d: int):
     # runs (sm_90, head dims 64 and 128; elsewhere its configs would time the Triton plan): the tiles that came
     # closest in run 47 (three consumer warpgroups with 64-slot blocks, two with 128-slot blocks; 3-4 ring slots),
     # within their registers, and its floor without bias. Dropped there: 2 slots, two consumers with 64-slot blocks.
-    # With one key row per block, each also with rel_h staged in shared memory (the A/B of run 57).
+    # Where a block is one whole, unpadded key row (SAM's global grid), each also with rel_h staged in shared memory
+    # (the A/B of run 57).
     gluon = []
     if (
         k_h * k_w > 256
@@ -236,6 +237,12 @@ def _config_sweep(bench: Bench, shapes) -> None:
 
     keep = [part.strip() for part in os.environ.get(_ENV_CONFIGS, "").split(",") if part.strip()]
     rounds = int(os.environ.get(_ENV_ROUNDS, "1"))
+    if rounds < 1:
+        raise ValueError(f"{_ENV_ROUNDS}: expected a count >= 1, got {rounds}")
+    labels = {label(c) for _, (_, _, k_h, k_w, d) in shapes for c in _sweep_candidates(k_h, k_w, d)}
+    if unmatched := [part for part in keep if not any(part in lb for lb in labels)]:
+        # as selected_names: a typo raises rather than silently timing the table's configs alone
+        raise ValueError(f"{_ENV_CONFIGS}: no sweep config of these shapes has {unmatched} in its label")
     title = "rel_pos_attention kernel: launch configs around the sm_90 table"
     table = bench.table(title + (f" (median of {rounds} round-robin timings)" if rounds > 1 else ""), "table config")
     for name, (b, h, k_h, k_w, d) in shapes:

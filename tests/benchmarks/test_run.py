@@ -62,3 +62,20 @@ def test_selected_names_default_to_all_and_reject_typos(monkeypatch):
     monkeypatch.setenv("LOWBIT_BENCH_TEST_NAMES", "main,swep")
     with pytest.raises(ValueError, match=r"LOWBIT_BENCH_TEST_NAMES: expected names from .*got \['swep'\]"):
         selected_names("LOWBIT_BENCH_TEST_NAMES", choices)
+
+
+@pytest.mark.parametrize(
+    "env, value, message",
+    [
+        ("LOWBIT_BENCH_REL_POS_CONFIGS", "rows M64,glon", r"LOWBIT_BENCH_REL_POS_CONFIGS: .*\['glon'\]"),
+        ("LOWBIT_BENCH_REL_POS_ROUNDS", "0", r"LOWBIT_BENCH_REL_POS_ROUNDS: expected a count >= 1, got 0"),
+    ],
+)
+def test_rel_pos_sweep_rejects_a_typo_before_timing(monkeypatch, tmp_path, env, value, message):
+    """The sweep's config filter and round count fail with the variable's name before any input is made, rather than
+    timing the table's configs alone."""
+    from benchmarks import bench_rel_pos_attention as bench_rel_pos
+
+    monkeypatch.setenv(env, value)
+    with pytest.raises(ValueError, match=message):
+        bench_rel_pos._config_sweep(harness.Bench(tmp_path), bench_rel_pos.SHAPES[:1])
