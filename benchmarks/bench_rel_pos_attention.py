@@ -16,7 +16,6 @@ timings of one config drifted 2-5 % within a call).
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import statistics
 
@@ -205,8 +204,6 @@ def _sweep_candidates(k_h: int, k_w: int, d: int):
             for staged in (False, True)
             if gluon_rows_block_n(k_w, n) == n and d * n <= GLUON_MAX_TILE[m // 64] and (not staged or n == k_w)
         ]
-        # block j + 1's QKᵀ issued before block j's softmax (not yet measured): the staged three-consumer tiles
-        gluon += [dataclasses.replace(c, qk_ahead=True) for c in gluon if c.block_m == 192 and c.rel_h_staged]
         floors = ((128, 128), (128, 64), (192, 64))  # without bias: the widest block each warpgroup count fits
         fits = [(m, n) for m, n in floors if d * n <= GLUON_MAX_TILE[m // 64]]
         gluon += [gluon_config(n, 3, Bias.NONE, block_m=m) for m, n in dict(reversed(fits)).items()]
@@ -224,6 +221,8 @@ def _sweep_candidates(k_h: int, k_w: int, d: int):
 
 
 def _config_sweep(bench: Bench, shapes) -> None:
+    import dataclasses
+
     from lowbit_flex.kernels.rel_pos_attention import Bias, pick_config, rel_pos_attention_triton
 
     def label(c) -> str:
@@ -234,7 +233,6 @@ def _config_sweep(bench: Bench, shapes) -> None:
             + (" gluon" if c.gluon else "")
             + ("" if c.key_row_max else " rh/logit")
             + (" rh-smem" if c.rel_h_staged else "")
-            + (" qk-ahead" if c.qk_ahead else "")
         )
 
     keep = [part.strip() for part in os.environ.get(_ENV_CONFIGS, "").split(",") if part.strip()]

@@ -54,9 +54,6 @@ CASES = [
     (16, 64, 64, gluon_config(64, 3, block_m=192, rel_h_staged=True)),
     (12, 40, 64, gluon_config(64, 2, block_m=192, rel_h_staged=True)),
     (3, 64, 128, gluon_config(64, 3, rel_h_staged=True)),
-    # block j + 1's QKᵀ issued ahead: 16 key blocks with 3 ring slots, one block (its QKᵀ issued twice)
-    (16, 64, 64, dataclasses.replace(gluon_config(64, 3, block_m=192, rel_h_staged=True), qk_ahead=True)),
-    (1, 64, 64, dataclasses.replace(gluon_config(64, 4, block_m=192), qk_ahead=True)),
 ]
 
 

@@ -95,10 +95,6 @@ class RelPosConfig(LaunchConfig):
     # block, one block ahead). Up to GLUON_MAX_STAGED_KEY_ROWS key rows; past that, and with 2-4 rows per block
     # (a column per slot's row), the global reads.
     rel_h_staged: bool = False
-    # Gluon: each consumer issues block j + 1's QKᵀ before block j's softmax (under it, with block j - 1's PV)
-    # instead of waiting for block j's at the top of each iteration; needs num_stages >= 3. Not in the table: for
-    # the benchmark's A/B (not yet measured).
-    qk_ahead: bool = False
 
 
 def _cfg(m: int, n: int, warps: int, stages: int) -> RelPosConfig:
@@ -552,8 +548,6 @@ def _gluon_plan(
         raise ValueError(f"config: the Gluon kernel takes block_m in {rows}, got {cfg.block_m}")
     if cfg.num_stages < 2:  # one slot would hold block j - 1 for its PV while block j's QKᵀ waits for it
         raise ValueError(f"config: the Gluon kernel needs num_stages >= 2 ring slots, got {cfg.num_stages}")
-    if cfg.qk_ahead and cfg.num_stages < 3:  # blocks j - 1, j and j + 1 at once
-        raise ValueError(f"config: qk_ahead needs num_stages >= 3 ring slots, got {cfg.num_stages}")
     fits = fits and D in GLUON_HEAD_DIMS and D * block_n <= GLUON_MAX_TILE[consumers]
     if not (fits and bases_aligned and gluon_layout_ok(dtype, strides[:12])):
         return traced
@@ -563,7 +557,7 @@ def _gluon_plan(
     meta = dict(
         D=D, BLOCK_N=block_n, STAGES=cfg.num_stages, BIAS=int(cfg.bias), KEY_ROW_W=key_row_w, KEY_ROWS=key_rows,
         OUT_LHD=out_lhd, CONSUMERS=consumers, CONSUMER_REGS=WS_CONSUMER_REGS[consumers],
-        RH_STAGE_ROWS=triton.next_power_of_2(k_h) if staged else 1, QK_AHEAD=cfg.qk_ahead, num_warps=4,
+        RH_STAGE_ROWS=triton.next_power_of_2(k_h) if staged else 1, num_warps=4,
     )  # fmt: skip
     grid = (triton.cdiv(L, cfg.block_m) * B * H,)
     return PlanLaunch(_rel_pos_attention_fwd_sm90_ws, grid, meta, tensors=6, traced=traced)

@@ -126,7 +126,6 @@ def _softmax_block(
 def _attend(
     wg, shared, D: gl.constexpr, BLOCK_N: gl.constexpr, STAGES: gl.constexpr, BIAS: gl.constexpr,
     KEY_ROW_W: gl.constexpr, KEY_ROWS: gl.constexpr, OUT_LHD: gl.constexpr, RH_COLS: gl.constexpr,
-    QK_AHEAD: gl.constexpr,
 ):  # fmt: skip
     """One consumer warpgroup: query rows ``m0 + 64 wg ...`` against every key block the producer delivers, then
     the output rows. ``shared``: what every consumer gets (a tuple without constexprs, see the kernel)."""
@@ -175,51 +174,26 @@ def _attend(
     mbarrier.wait(ready.index(0), 0)
     s_tok = warpgroup_mma(q_tile, k_smem.index(0).permute((1, 0)), s_zero, use_acc=False, is_async=True)
     s = warpgroup_mma_wait(0, deps=(s_tok,))
-    if QK_AHEAD:  # block 1's QKᵀ in flight under block 0's softmax (block 0's again where there is one block)
-        nxt = gl.minimum(1, N_BLOCKS - 1)
-        mbarrier.wait(ready.index(nxt % STAGES), (nxt // STAGES) & 1)
-        s_tok = warpgroup_mma(q_tile, k_smem.index(nxt % STAGES).permute((1, 0)), s_zero, use_acc=False, is_async=True)
     p_op, alpha, m_i, l_i, rh_row = _softmax_block(
         s, 0, rel_w_tile, rh_rows, rh_stages, wg, m_ok, slot_row, rh_row, qk_scale, m_i, l_i, p_layout, P_DTYPE, BIAS,
         KEY_ROWS, R, RH_COLS,
     )  # fmt: skip
-    if QK_AHEAD:
-        # One block further: block j's softmax runs under block j - 1's PV and block j + 1's QKᵀ, issued together
-        # before it; both are waited for at the end of the iteration (acc's rescale while a WGMMA is in flight
-        # makes ptxas serialize the WGMMAs, C7515). It holds three slots (j - 1's V, j's, j + 1's K): STAGES >= 3.
-        # The last iteration issues block N - 1's QKᵀ again (discarded), so the loop has no branch.
-        s = warpgroup_mma_wait(0, deps=(s_tok,))
-        for j in range(1, N_BLOCKS):
-            prev = (j - 1) % STAGES
-            o_tok = warpgroup_mma(p_op, v_smem.index(prev), acc, is_async=True)
-            nxt = gl.minimum(j + 1, N_BLOCKS - 1)
-            mbarrier.wait(ready.index(nxt % STAGES), (nxt // STAGES) & 1)
-            s_tok = warpgroup_mma(q_tile, k_smem.index(nxt % STAGES).permute((1, 0)), s_zero, use_acc=False,
-                                  is_async=True)  # fmt: skip
-            p_op, alpha, m_i, l_i, rh_row = _softmax_block(
-                s, j, rel_w_tile, rh_rows, rh_stages, wg, m_ok, slot_row, rh_row, qk_scale, m_i, l_i, p_layout,
-                P_DTYPE, BIAS, KEY_ROWS, R, RH_COLS,
-            )  # fmt: skip
-            acc, s = warpgroup_mma_wait(0, deps=(o_tok, s_tok))
-            mbarrier.arrive(empty.index(prev), count=1)
-            acc = acc * gl.expand_dims(gl.convert_layout(alpha, rows_o), 1)
-    else:
-        # FlashAttention-3's order within the warpgroup: QKᵀ of block j and PV of block j - 1 issued together, a wait
-        # for the QKᵀ only, block j's softmax while the PV runs; slot j - 1 is released after its PV.
-        for j in range(1, N_BLOCKS):
-            slot = j % STAGES
-            prev = (j - 1) % STAGES
-            mbarrier.wait(ready.index(slot), (j // STAGES) & 1)
-            s_tok = warpgroup_mma(q_tile, k_smem.index(slot).permute((1, 0)), s_zero, use_acc=False, is_async=True)
-            o_tok = warpgroup_mma(p_op, v_smem.index(prev), acc, is_async=True)
-            s = warpgroup_mma_wait(1, deps=(s_tok,))
-            p_op, alpha, m_i, l_i, rh_row = _softmax_block(
-                s, j, rel_w_tile, rh_rows, rh_stages, wg, m_ok, slot_row, rh_row, qk_scale, m_i, l_i, p_layout, P_DTYPE,
-                BIAS, KEY_ROWS, R, RH_COLS,
-            )  # fmt: skip
-            acc = warpgroup_mma_wait(0, deps=(o_tok,))
-            mbarrier.arrive(empty.index(prev), count=1)
-            acc = acc * gl.expand_dims(gl.convert_layout(alpha, rows_o), 1)
+    # FlashAttention-3's order within the warpgroup: QKᵀ of block j and PV of block j - 1 issued together, a wait
+    # for the QKᵀ only, block j's softmax while the PV runs; slot j - 1 is released after its PV.
+    for j in range(1, N_BLOCKS):
+        slot = j % STAGES
+        prev = (j - 1) % STAGES
+        mbarrier.wait(ready.index(slot), (j // STAGES) & 1)
+        s_tok = warpgroup_mma(q_tile, k_smem.index(slot).permute((1, 0)), s_zero, use_acc=False, is_async=True)
+        o_tok = warpgroup_mma(p_op, v_smem.index(prev), acc, is_async=True)
+        s = warpgroup_mma_wait(1, deps=(s_tok,))
+        p_op, alpha, m_i, l_i, rh_row = _softmax_block(
+            s, j, rel_w_tile, rh_rows, rh_stages, wg, m_ok, slot_row, rh_row, qk_scale, m_i, l_i, p_layout, P_DTYPE,
+            BIAS, KEY_ROWS, R, RH_COLS,
+        )  # fmt: skip
+        acc = warpgroup_mma_wait(0, deps=(o_tok,))
+        mbarrier.arrive(empty.index(prev), count=1)
+        acc = acc * gl.expand_dims(gl.convert_layout(alpha, rows_o), 1)
     last = (N_BLOCKS - 1) % STAGES
     o_tok = warpgroup_mma(p_op, v_smem.index(last), acc, is_async=True)
     acc = warpgroup_mma_wait(0, deps=(o_tok,))
@@ -244,7 +218,7 @@ def _rel_pos_attention_fwd_sm90_ws(
     H, L, num_m_blocks, sm_scale,
     D: gl.constexpr, BLOCK_N: gl.constexpr, STAGES: gl.constexpr, BIAS: gl.constexpr, KEY_ROW_W: gl.constexpr,
     KEY_ROWS: gl.constexpr, OUT_LHD: gl.constexpr, CONSUMERS: gl.constexpr, CONSUMER_REGS: gl.constexpr,
-    RH_STAGE_ROWS: gl.constexpr, QK_AHEAD: gl.constexpr,
+    RH_STAGE_ROWS: gl.constexpr,
 ):  # fmt: skip
     """The Triton kernel's arguments (the head-dim strides are 1; ``num_m_blocks``, the Triton plan's, is unused).
     ``KEY_ROW_W`` / ``KEY_ROWS``: the key grid's row width and row count (``k_w``, ``k_h``; 1 and ``L`` without
@@ -295,12 +269,9 @@ def _rel_pos_attention_fwd_sm90_ws(
     if CONSUMERS == 3:
         gl.warp_specialize(
             [
-                (_attend, (0, shared, D, BLOCK_N, STAGES, BIAS, KEY_ROW_W, KEY_ROWS, OUT_LHD, RH_STAGE_ROWS,
-                           QK_AHEAD)),
-                (_attend, (1, shared, D, BLOCK_N, STAGES, BIAS, KEY_ROW_W, KEY_ROWS, OUT_LHD, RH_STAGE_ROWS,
-                           QK_AHEAD)),
-                (_attend, (2, shared, D, BLOCK_N, STAGES, BIAS, KEY_ROW_W, KEY_ROWS, OUT_LHD, RH_STAGE_ROWS,
-                           QK_AHEAD)),
+                (_attend, (0, shared, D, BLOCK_N, STAGES, BIAS, KEY_ROW_W, KEY_ROWS, OUT_LHD, RH_STAGE_ROWS)),
+                (_attend, (1, shared, D, BLOCK_N, STAGES, BIAS, KEY_ROW_W, KEY_ROWS, OUT_LHD, RH_STAGE_ROWS)),
+                (_attend, (2, shared, D, BLOCK_N, STAGES, BIAS, KEY_ROW_W, KEY_ROWS, OUT_LHD, RH_STAGE_ROWS)),
                 (load_q_then_kv_ring, (q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, ready, empty, m0,
                                        n_blocks, KEYS_PER_BLOCK, STAGES, False, CONSUMERS)),
             ],
@@ -310,10 +281,8 @@ def _rel_pos_attention_fwd_sm90_ws(
     else:
         gl.warp_specialize(
             [
-                (_attend, (0, shared, D, BLOCK_N, STAGES, BIAS, KEY_ROW_W, KEY_ROWS, OUT_LHD, RH_STAGE_ROWS,
-                           QK_AHEAD)),
-                (_attend, (1, shared, D, BLOCK_N, STAGES, BIAS, KEY_ROW_W, KEY_ROWS, OUT_LHD, RH_STAGE_ROWS,
-                           QK_AHEAD)),
+                (_attend, (0, shared, D, BLOCK_N, STAGES, BIAS, KEY_ROW_W, KEY_ROWS, OUT_LHD, RH_STAGE_ROWS)),
+                (_attend, (1, shared, D, BLOCK_N, STAGES, BIAS, KEY_ROW_W, KEY_ROWS, OUT_LHD, RH_STAGE_ROWS)),
                 (load_q_then_kv_ring, (q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, ready, empty, m0,
                                        n_blocks, KEYS_PER_BLOCK, STAGES, False, CONSUMERS)),
             ],

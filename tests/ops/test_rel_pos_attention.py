@@ -572,33 +572,6 @@ def test_gluon_config_rejects_a_query_block_it_has_no_warpgroups_for(block_m):
         _gluon_plan(mod, 64, 64, 64, mod.gluon_config(64, 3, block_m=block_m))
 
 
-def test_gluon_config_rejects_qk_ahead_on_two_slots():
-    """Issuing block j + 1's QKᵀ ahead holds three blocks at once; two slots would deadlock."""
-    import dataclasses
-
-    from lowbit_flex.kernels import rel_pos_attention as mod
-
-    with pytest.raises(ValueError, match="config: qk_ahead needs num_stages >= 3 ring slots, got 2"):
-        _gluon_plan(mod, 64, 64, 64, dataclasses.replace(mod.gluon_config(64, 2), qk_ahead=True))
-
-
-@needs_sm90
-@pytest.mark.parametrize("k_h, k_w, stages, staged", [(64, 64, 3, True), (64, 64, 4, True), (3, 64, 3, True),
-                                                      (1, 64, 4, False), (48, 40, 3, False)])  # fmt: skip
-def test_gluon_kernel_qk_ahead_matches_float64(k_h, k_w, stages, staged):
-    """``qk_ahead`` (block j + 1's QKᵀ issued before block j's softmax) on SAM's global grid, fewer blocks than ring
-    slots, one block (its QKᵀ issued twice), and packed rows, three consumers, against float64."""
-    import dataclasses
-
-    from lowbit_flex.kernels.rel_pos_attention import gluon_config
-
-    q, k, v, rh, rw = _inputs(2, 3, k_h, k_w, 64, torch.bfloat16, "cuda")
-    base = gluon_config(64, stages, block_m=192, rel_h_staged=staged)
-    out = _gluon_launch(q, k, v, rh, rw, dataclasses.replace(base, qk_ahead=True))
-    assert_fully_written(out)
-    assert_rel_error(out, _reference_f64(q, k, v, rh, rw), 1e-2)
-
-
 def test_gluon_config_rejects_a_one_slot_ring():
     """One slot would deadlock: block j - 1 holds it for its PV while block j's QKᵀ waits for it."""
     from lowbit_flex.kernels import rel_pos_attention as mod
