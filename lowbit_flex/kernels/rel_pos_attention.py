@@ -248,8 +248,10 @@ def _max_propagating_nan(a, b):
 
 # The interpreter runs a custom combine in Python once per pair of elements (minutes per test on SAM's grids), and
 # Triton's own max through numpy. That one ignores NaN, with the same outputs here: each key row's max feeds a
-# NaN-ignoring maximum with the rel_h offset anyway, and a NaN logit makes its query row NaN through its p.
-_key_row_max_combine = tl.standard._elementwise_max if triton_interpreting() else _max_propagating_nan
+# NaN-ignoring maximum with the rel_h offset anyway, and a NaN logit makes its query row NaN through its p. A
+# constexpr flag, not an alias of the combine: Inductor copies a kernel's JIT helpers into its own module under
+# their own names, so an alias is undefined there (a compiled graph then fails to build).
+_KEY_ROW_MAX_NUMPY = tl.constexpr(triton_interpreting())
 
 
 @triton.jit
@@ -416,7 +418,11 @@ def _rel_pos_attention_kernel(
                 col = _load_col(rh_rows + blk * R + r, m_ok, blk * R + r < K_H, MASK_M or K_H % R != 0)
                 col = col.to(tl.float32) * _LOG2E
                 in_row = (slot_row == r)[None, :]
-                row_max = tl.reduce(tl.where(in_row, t, float("-inf")), 1, _key_row_max_combine)
+                in_row_t = tl.where(in_row, t, float("-inf"))
+                if _KEY_ROW_MAX_NUMPY:
+                    row_max = tl.max(in_row_t, 1)
+                else:
+                    row_max = tl.reduce(in_row_t, 1, _max_propagating_nan)
                 blk_max = tl.maximum(blk_max, row_max + col)
                 rel_h_tile = tl.where(in_row, col[:, None], rel_h_tile)
             m_new = tl.maximum(m_i, blk_max)
