@@ -17,14 +17,14 @@ import subprocess
 import sys
 
 
-def _inductor_copy_problems() -> dict[str, list[str]]:
+def _inductor_copy_problems(tmp: str) -> dict[str, list[str]]:
     """{module.function: [undefined global names in Inductor's copy, "function: name"]} for every Triton (not Gluon:
-    traced graphs launch the Triton plans) function of ``lowbit_flex.kernels``."""
+    traced graphs launch the Triton plans) function of ``lowbit_flex.kernels``; the copies are written under
+    ``tmp``."""
     import builtins
     import dis
     import importlib.util
     import pkgutil
-    import tempfile
 
     from torch._inductor.codegen.triton import TritonKernel
     from torch._inductor.codegen.wrapper import user_defined_triton_kernel_transitive_closure_source_code
@@ -34,7 +34,6 @@ def _inductor_copy_problems() -> dict[str, list[str]]:
     import lowbit_flex.kernels
 
     problems = {}
-    tmp = tempfile.mkdtemp()
     for info in pkgutil.iter_modules(lowbit_flex.kernels.__path__):
         mod = importlib.import_module(f"lowbit_flex.kernels.{info.name}")
         for name, fn in vars(mod).items():
@@ -79,4 +78,7 @@ def test_inductor_copy_of_every_kernel_defines_every_global_it_reads():
 
 
 if __name__ == "__main__":
-    print(json.dumps(_inductor_copy_problems()))
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        print(json.dumps(_inductor_copy_problems(tmp)))
