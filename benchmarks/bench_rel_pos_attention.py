@@ -16,6 +16,7 @@ timings of one config drifted 2-5 % within a call).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import statistics
 
@@ -204,6 +205,9 @@ def _sweep_candidates(k_h: int, k_w: int, d: int):
             for staged in (False, True)
             if gluon_rows_block_n(k_w, n) == n and d * n <= GLUON_MAX_TILE[m // 64] and (not staged or n == k_w)
         ]
+        # Three consumers' tiles with programs across heads (the A/B of session 61: no head's last partial block
+        # run alone; vit_l 2731 programs for 2816). AOT-compiled in tests/kernels/aot_cases.py.
+        gluon += [dataclasses.replace(g, cross_heads=True) for g in gluon if g.block_m == 192]
         floors = ((128, 128), (128, 64), (192, 64))  # without bias: the widest block each warpgroup count fits
         fits = [(m, n) for m, n in floors if d * n <= GLUON_MAX_TILE[m // 64]]
         gluon += [gluon_config(n, 3, Bias.NONE, block_m=m) for m, n in dict(reversed(fits)).items()]
@@ -233,6 +237,7 @@ def _config_sweep(bench: Bench, shapes) -> None:
             + (" gluon" if c.gluon else "")
             + ("" if c.key_row_max else " rh/logit")
             + (" rh-smem" if c.rel_h_staged else "")
+            + (" xheads" if c.cross_heads else "")
         )
 
     keep = [part.strip() for part in os.environ.get(_ENV_CONFIGS, "").split(",") if part.strip()]

@@ -54,6 +54,11 @@ CASES = [
     (16, 64, 64, gluon_config(64, 3, block_m=192, rel_h_staged=True)),
     (12, 40, 64, gluon_config(64, 2, block_m=192, rel_h_staged=True)),
     (3, 64, 128, gluon_config(64, 3, rel_h_staged=True)),
+    # Programs across heads (b = 2, h = 3): 5 chunks a head (programs holding two heads), SAM's window (4 chunks,
+    # the last of 4 rows), D = 128 with two consumers (3 chunks a head). Chunks past every head: the GPU tests.
+    (5, 64, 64, gluon_config(64, 3, block_m=192, rel_h_staged=True, cross_heads=True)),
+    (14, 14, 64, gluon_config(64, 3, block_m=192, cross_heads=True)),
+    (3, 64, 128, gluon_config(64, 2, rel_h_staged=True, cross_heads=True)),
 ]
 
 

@@ -95,6 +95,9 @@ def sm_count(device: torch.device) -> int:
 # 4-warp 256x64 one still returned NaN or 5-34x the rounding bound while other 4-warp tiles were right
 # (docs/measurements/h200_run19_weight_only_ptxas.md). So pipelining is allowed only for configs measured right on the
 # GPU (their ``wgmma_pipelined`` flag), with the toolchain they were measured on.
+# Shared memory one CTA may take on sm_90 (opt-in, per the CUDA programming guide's compute capability table).
+SM90_MAX_SHARED_BYTES = 227 * 1024
+
 PIPELINED_WGMMA_PTXAS = (13, 3)  # at least this ptxas
 PIPELINED_WGMMA_TRITON = ("3.6",)  # Triton versions the flagged configs were verified with (run 19)
 

@@ -45,6 +45,17 @@ WS_CONSUMER_REGS = {2: 232, 3: 160}
 
 
 @gluon.jit
+def _load_kv_block(k_desc, v_desc, k_dst, v_dst, bar, first_key, V_TOKEN_MAJOR: gl.constexpr, pred=True):
+    """Key/value block from ``first_key`` into ``k_dst`` / ``v_dst``, counted on ``bar`` (``V_TOKEN_MAJOR``: v's
+    descriptor is ``(D, keys)``)."""
+    tma_load(k_desc, [first_key, 0], bar, k_dst, pred=pred)
+    if V_TOKEN_MAJOR:
+        tma_load(v_desc, [0, first_key], bar, v_dst, pred=pred)
+    else:
+        tma_load(v_desc, [first_key, 0], bar, v_dst, pred=pred)
+
+
+@gluon.jit
 def load_q_then_kv_ring(
     q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, ready, empty, m0, n_blocks,
     KEYS_PER_BLOCK: gl.constexpr, STAGES: gl.constexpr, V_TOKEN_MAJOR: gl.constexpr, CONSUMERS: gl.constexpr,
@@ -60,10 +71,53 @@ def load_q_then_kv_ring(
         slot = j % STAGES
         mbarrier.wait(empty.index(slot), ((j // STAGES) & 1) ^ 1, pred=j >= STAGES)
         bar = ready.index(slot)
-        first_key = j * KEYS_PER_BLOCK
         mbarrier.expect(bar, k_desc.block_type.nbytes + v_desc.block_type.nbytes)
-        tma_load(k_desc, [first_key, 0], bar, k_smem.index(slot))
-        if V_TOKEN_MAJOR:
-            tma_load(v_desc, [0, first_key], bar, v_smem.index(slot))
-        else:
-            tma_load(v_desc, [first_key, 0], bar, v_smem.index(slot))
+        _load_kv_block(k_desc, v_desc, k_smem.index(slot), v_smem.index(slot), bar, j * KEYS_PER_BLOCK, V_TOKEN_MAJOR)
+
+
+@gluon.jit
+def chunk_rows(chunk, heads, CHUNKS: gl.constexpr):
+    """``(head, first row)`` of query chunk ``chunk`` (``WS_ROWS`` rows) in the sequence of every head's ``CHUNKS``
+    chunks, head after head. Chunks past the last head's map to rows past its end (rows >= L: TMA reads zeros, the
+    stores are masked)."""
+    head = gl.minimum(chunk // CHUNKS, heads - 1)
+    return head, (chunk - head * CHUNKS) * WS_ROWS
+
+
+@gluon.jit
+def load_q_then_kv_ring_two_heads(
+    q_desc, k_desc, v_desc, q_desc_b, k_desc_b, v_desc_b, q_smem, k_smem, v_smem, q_bar, ready, empty, chunk0,
+    heads, n_blocks, CHUNKS: gl.constexpr, KEYS_PER_BLOCK: gl.constexpr, STAGES: gl.constexpr,
+    V_TOKEN_MAJOR: gl.constexpr, CONSUMERS: gl.constexpr,
+):  # fmt: skip
+    """:func:`load_q_then_kv_ring` (``CHUNKS = 0``: ``chunk0`` is the first row, the ``_b`` descriptors unused), or
+    for a program whose consumers take query chunks ``chunk0 ...`` of the sequence of :func:`chunk_rows`, so that
+    its rows may belong to two heads: the first chunk's (descriptors ``q_desc``...) and, from some consumer on, the
+    next one's (``q_desc_b``...; the same head where the program holds one). Where it holds two, each ring slot
+    ``s`` takes both heads' key/value blocks, the second head's in slot ``s + STAGES`` of ``k_smem`` / ``v_smem``,
+    counted on the same "ready" barrier."""
+    if CHUNKS == 0:
+        load_q_then_kv_ring(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, ready, empty, chunk0, n_blocks,
+                            KEYS_PER_BLOCK, STAGES, V_TOKEN_MAJOR, CONSUMERS)  # fmt: skip
+    else:
+        head_a = chunk0 // CHUNKS
+        last_head, _ = chunk_rows(chunk0 + CONSUMERS - 1, heads, CHUNKS)
+        one, two = last_head == head_a, last_head != head_a
+        mbarrier.expect(q_bar, CONSUMERS * q_desc.block_type.nbytes)
+        for c in gl.static_range(CONSUMERS):
+            head, row = chunk_rows(chunk0 + c, heads, CHUNKS)
+            tma_load(q_desc, [row, 0], q_bar, q_smem.index(c), pred=head == head_a)
+            tma_load(q_desc_b, [row, 0], q_bar, q_smem.index(c), pred=head != head_a)
+        kv_bytes: gl.constexpr = k_desc.block_type.nbytes + v_desc.block_type.nbytes
+        for j in range(n_blocks):
+            slot = j % STAGES
+            mbarrier.wait(empty.index(slot), ((j // STAGES) & 1) ^ 1, pred=j >= STAGES)
+            bar = ready.index(slot)
+            mbarrier.expect(bar, kv_bytes, pred=one)
+            mbarrier.expect(bar, 2 * kv_bytes, pred=two)
+            first_key = j * KEYS_PER_BLOCK
+            _load_kv_block(k_desc, v_desc, k_smem.index(slot), v_smem.index(slot), bar, first_key, V_TOKEN_MAJOR)
+            _load_kv_block(
+                k_desc_b, v_desc_b, k_smem.index(slot + STAGES), v_smem.index(slot + STAGES), bar, first_key,
+                V_TOKEN_MAJOR, pred=two,
+            )  # fmt: skip

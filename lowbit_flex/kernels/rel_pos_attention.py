@@ -45,7 +45,7 @@ import torch
 import triton
 import triton.language as tl
 
-from lowbit_flex.kernels.arch import triton_interpreting
+from lowbit_flex.kernels.arch import SM90_MAX_SHARED_BYTES, triton_interpreting
 from lowbit_flex.kernels.common import (
     LaunchConfig,
     PlanLaunch,
@@ -95,6 +95,13 @@ class RelPosConfig(LaunchConfig):
     # block, one block ahead). Up to GLUON_MAX_STAGED_KEY_ROWS key rows; past that, and with 2-4 rows per block
     # (a column per slot's row), the global reads.
     rel_h_staged: bool = False
+    # Gluon: programs take consecutive 64-row query chunks of every (batch, head)'s rows laid end to end, so that a
+    # program may hold the end of one head and the start of the next (with both heads' key/value blocks in its
+    # ring) and none runs a head's last partial block with idle consumers: B * H * ceil(L / 64) / consumers
+    # programs instead of B * H * ceil(L / block_m). On SAM's 64 x 64 grid with 192-row programs, vit_l's 16 heads
+    # at batch 8 take 2731 programs (20.7 waves of 132) instead of 2816 (21.3, so 22). Where a head has fewer
+    # chunks than the program has consumers (L <= 128 with three), each program keeps to one head.
+    cross_heads: bool = False
 
 
 def _cfg(m: int, n: int, warps: int, stages: int) -> RelPosConfig:
@@ -102,12 +109,20 @@ def _cfg(m: int, n: int, warps: int, stages: int) -> RelPosConfig:
 
 
 def gluon_config(
-    block_n: int, stages: int, bias: Bias = Bias.ROWS, block_m: int = 128, rel_h_staged: bool = False
+    block_n: int,
+    stages: int,
+    bias: Bias = Bias.ROWS,
+    block_m: int = 128,
+    rel_h_staged: bool = False,
+    cross_heads: bool = False,
 ) -> RelPosConfig:
     """A config of the Gluon kernel: ``block_m`` query rows per program (128 or 192: two or three consumer
     warpgroups), ``block_n``-slot key blocks (``ROWS``: raised to a whole key row as in the table), a ring of
-    ``stages >= 2`` key/value slots, ``rel_h`` read from a shared-memory copy or not."""
-    return RelPosConfig(block_m, block_n, 0, 4, stages, bias, gluon=True, rel_h_staged=rel_h_staged)
+    ``stages >= 2`` key/value slots, ``rel_h`` read from a shared-memory copy or not, programs within one head or
+    across heads (:attr:`RelPosConfig.cross_heads`)."""
+    return RelPosConfig(
+        block_m, block_n, 0, 4, stages, bias, gluon=True, rel_h_staged=rel_h_staged, cross_heads=cross_heads
+    )
 
 
 # Head dims the Gluon kernel takes: one power-of-two tile (no split), WGMMA-sized.
@@ -176,7 +191,7 @@ def rows_block_n(k_h: int, k_w: int, block_n: int) -> int:
 # memory on vit_b, vit_l and vit_b at batch 1 (3 and 4 ring slots tie either way).
 # Traced calls and devices or layouts it cannot take run the Triton row (_gluon_plan).
 SM90_GLUON_CONFIGS: dict[tuple[int, int], RelPosConfig] = {
-    (64, 64): gluon_config(64, 3, block_m=192, rel_h_staged=True)
+    (64, 64): gluon_config(64, 3, block_m=192, rel_h_staged=True, cross_heads=True)
 }
 
 
@@ -560,13 +575,32 @@ def _gluon_plan(
     from lowbit_flex.kernels.rel_pos_attention_sm90 import _rel_pos_attention_fwd_sm90_ws
 
     staged = cfg.rel_h_staged and cfg.bias is Bias.ROWS and block_n // k_w == 1 and k_h <= GLUON_MAX_STAGED_KEY_ROWS
+    # A program spans at most two heads where each has at least as many 64-row chunks as it has consumers; its ring
+    # then holds two heads' key/value blocks per slot, where that fits in shared memory.
+    chunks = triton.cdiv(L, WS_ROWS.value) if cfg.cross_heads else 0
+    rh_rows = triton.next_power_of_2(k_h) if staged else 1
+    if (
+        chunks < consumers
+        or _gluon_shared_bytes(consumers, WS_ROWS.value, D, block_n, cfg.num_stages, 2, rh_rows) > SM90_MAX_SHARED_BYTES
+    ):
+        chunks = 0
     meta = dict(
         D=D, BLOCK_N=block_n, STAGES=cfg.num_stages, BIAS=int(cfg.bias), KEY_ROW_W=key_row_w, KEY_ROWS=key_rows,
         OUT_LHD=out_lhd, CONSUMERS=consumers, CONSUMER_REGS=WS_CONSUMER_REGS[consumers],
-        RH_STAGE_ROWS=triton.next_power_of_2(k_h) if staged else 1, num_warps=4,
+        RH_STAGE_ROWS=rh_rows, HEAD_CHUNKS=chunks, num_warps=4,
     )  # fmt: skip
-    grid = (triton.cdiv(L, cfg.block_m) * B * H,)
+    grid = (triton.cdiv(B * H * chunks, consumers) if chunks else triton.cdiv(L, cfg.block_m) * B * H,)
     return PlanLaunch(_rel_pos_attention_fwd_sm90_ws, grid, meta, tensors=6, traced=traced)
+
+
+def _gluon_shared_bytes(
+    consumers: int, rows: int, d: int, block_n: int, stages: int, ring_heads: int, rh_rows: int
+) -> int:
+    """The Gluon kernel's shared memory (16-bit values): each consumer's ``rows`` q rows, ``ring_heads`` heads'
+    key/value ring, the staged ``rel_h`` rows, and its barriers."""
+    return 2 * (consumers * rows * d + ring_heads * stages * 2 * block_n * d + consumers * rh_rows * rows) + 8 * (
+        2 * stages + 1
+    )
 
 
 def tma_layout_ok(dtype: torch.dtype, k_strides: tuple, v_strides: tuple) -> bool:

@@ -52,7 +52,13 @@ from triton.experimental.gluon.language.nvidia.hopper import (
     warpgroup_mma_wait,
 )
 
-from lowbit_flex.kernels.gluon_sm90 import WS_ROWS, load_q_then_kv_ring, smem_layout, smem_view
+from lowbit_flex.kernels.gluon_sm90 import (
+    WS_ROWS,
+    chunk_rows,
+    load_q_then_kv_ring_two_heads,
+    smem_layout,
+    smem_view,
+)
 
 _LOG2E = gl.constexpr(1.4426950408889634)
 
@@ -126,11 +132,15 @@ def _softmax_block(
 def _attend(
     wg, shared, D: gl.constexpr, BLOCK_N: gl.constexpr, STAGES: gl.constexpr, BIAS: gl.constexpr,
     KEY_ROW_W: gl.constexpr, KEY_ROWS: gl.constexpr, OUT_LHD: gl.constexpr, RH_COLS: gl.constexpr,
+    HEAD_CHUNKS: gl.constexpr,
 ):  # fmt: skip
-    """One consumer warpgroup: query rows ``m0 + 64 wg ...`` against every key block the producer delivers, then
-    the output rows. ``shared``: what every consumer gets (a tuple without constexprs, see the kernel)."""
+    """One consumer warpgroup: query rows ``m0 + 64 wg ...`` of head ``(b, h)`` against every key block the
+    producer delivers, then the output rows; with ``HEAD_CHUNKS > 0``, query chunk ``m0 + wg`` of the sequence of
+    :func:`~lowbit_flex.kernels.gluon_sm90.chunk_rows` instead, whose head's key/value blocks are in the ring's
+    second half where it is not the program's first head. ``shared``: what every consumer gets (a tuple without
+    constexprs, see the kernel)."""
     q_smem, k_smem, v_smem, q_bar, ready, empty, rh_ptr, rw_ptr, o_ptr, b, h, m0, qk_scale, H, L = shared[:15]
-    srh_b, srh_h, srh_l, srw_b, srw_h, srw_l, rh_stages = shared[15:]
+    srh_b, srh_h, srh_l, srw_b, srw_h, srw_l, rh_stages, heads = shared[15:]
     P_DTYPE: gl.constexpr = v_smem.dtype
     s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
                                                        instr_shape=[16, BLOCK_N, 16])  # fmt: skip
@@ -144,6 +154,12 @@ def _attend(
     N_BLOCKS: gl.constexpr = (KEY_ROWS + R - 1) // R
 
     r0 = m0 + wg * WS_ROWS
+    kv = 0  # the ring half of this consumer's head
+    if HEAD_CHUNKS > 0:
+        head, r0 = chunk_rows(m0 + wg, heads, HEAD_CHUNKS)
+        kv = (head != m0 // HEAD_CHUNKS).to(gl.int32) * STAGES
+        b = (head // H).to(gl.int64)
+        h = (head % H).to(gl.int64)
     offs_m = r0 + gl.arange(0, WS_ROWS, layout=rows_s)
     m_ok = offs_m < L
     rh_base = rh_ptr + b * srh_b + h * srh_h
@@ -172,7 +188,7 @@ def _attend(
     q_tile = q_smem.index(wg)
     mbarrier.wait(q_bar, 0)
     mbarrier.wait(ready.index(0), 0)
-    s_tok = warpgroup_mma(q_tile, k_smem.index(0).permute((1, 0)), s_zero, use_acc=False, is_async=True)
+    s_tok = warpgroup_mma(q_tile, k_smem.index(kv).permute((1, 0)), s_zero, use_acc=False, is_async=True)
     s = warpgroup_mma_wait(0, deps=(s_tok,))
     p_op, alpha, m_i, l_i, rh_row = _softmax_block(
         s, 0, rel_w_tile, rh_rows, rh_stages, wg, m_ok, slot_row, rh_row, qk_scale, m_i, l_i, p_layout, P_DTYPE, BIAS,
@@ -184,8 +200,8 @@ def _attend(
         slot = j % STAGES
         prev = (j - 1) % STAGES
         mbarrier.wait(ready.index(slot), (j // STAGES) & 1)
-        s_tok = warpgroup_mma(q_tile, k_smem.index(slot).permute((1, 0)), s_zero, use_acc=False, is_async=True)
-        o_tok = warpgroup_mma(p_op, v_smem.index(prev), acc, is_async=True)
+        s_tok = warpgroup_mma(q_tile, k_smem.index(slot + kv).permute((1, 0)), s_zero, use_acc=False, is_async=True)
+        o_tok = warpgroup_mma(p_op, v_smem.index(prev + kv), acc, is_async=True)
         s = warpgroup_mma_wait(1, deps=(s_tok,))
         p_op, alpha, m_i, l_i, rh_row = _softmax_block(
             s, j, rel_w_tile, rh_rows, rh_stages, wg, m_ok, slot_row, rh_row, qk_scale, m_i, l_i, p_layout, P_DTYPE,
@@ -195,7 +211,7 @@ def _attend(
         mbarrier.arrive(empty.index(prev), count=1)
         acc = acc * gl.expand_dims(gl.convert_layout(alpha, rows_o), 1)
     last = (N_BLOCKS - 1) % STAGES
-    o_tok = warpgroup_mma(p_op, v_smem.index(last), acc, is_async=True)
+    o_tok = warpgroup_mma(p_op, v_smem.index(last + kv), acc, is_async=True)
     acc = warpgroup_mma_wait(0, deps=(o_tok,))
     mbarrier.arrive(empty.index(last), count=1)
 
@@ -218,12 +234,15 @@ def _rel_pos_attention_fwd_sm90_ws(
     H, L, num_m_blocks, sm_scale,
     D: gl.constexpr, BLOCK_N: gl.constexpr, STAGES: gl.constexpr, BIAS: gl.constexpr, KEY_ROW_W: gl.constexpr,
     KEY_ROWS: gl.constexpr, OUT_LHD: gl.constexpr, CONSUMERS: gl.constexpr, CONSUMER_REGS: gl.constexpr,
-    RH_STAGE_ROWS: gl.constexpr,
+    RH_STAGE_ROWS: gl.constexpr, HEAD_CHUNKS: gl.constexpr,
 ):  # fmt: skip
     """The Triton kernel's arguments (the head-dim strides are 1; ``num_m_blocks``, the Triton plan's, is unused).
     ``KEY_ROW_W`` / ``KEY_ROWS``: the key grid's row width and row count (``k_w``, ``k_h``; 1 and ``L`` without
     bias). ``CONSUMERS``: 2 or 3 consumer warpgroups (128 or 192 query rows per program). The launch's 4 warps are
-    the first consumer warpgroup; :func:`gl.warp_specialize` adds the others and the producer warp."""
+    the first consumer warpgroup; :func:`gl.warp_specialize` adds the others and the producer warp.
+    ``HEAD_CHUNKS``: 0, each program holds ``CONSUMERS * 64`` rows of one head; else ``ceil(L / 64)`` (>=
+    ``CONSUMERS``), and programs take ``CONSUMERS`` consecutive 64-row chunks of every head's rows laid end to end,
+    so no program runs a head's last partial block alone (the grid: ``ceil(B * H * HEAD_CHUNKS / CONSUMERS)``)."""
     DTYPE: gl.constexpr = q_ptr.dtype.element_ty
     R: gl.constexpr = BLOCK_N // KEY_ROW_W
     # Query blocks of one (batch, head) are consecutive programs, so they share K/V in L2. (num_m_blocks is the
@@ -231,11 +250,20 @@ def _rel_pos_attention_fwd_sm90_ws(
     ROWS_PER_PROGRAM: gl.constexpr = CONSUMERS * WS_ROWS
     M_BLOCKS: gl.constexpr = (KEY_ROWS * KEY_ROW_W + ROWS_PER_PROGRAM - 1) // ROWS_PER_PROGRAM
     pid = gl.program_id(0)
-    pid_m = pid % M_BLOCKS
-    pid_bh = pid // M_BLOCKS
+    if HEAD_CHUNKS > 0:
+        # m0: the program's first chunk. The grid fixes B * H: CONSUMERS * programs is within CONSUMERS - 1 <
+        # HEAD_CHUNKS of B * H * HEAD_CHUNKS, so it holds no other multiple of HEAD_CHUNKS.
+        m0 = pid * CONSUMERS
+        heads = (CONSUMERS * gl.num_programs(0)) // HEAD_CHUNKS
+        pid_bh = m0 // HEAD_CHUNKS
+        pid_bh_b, _ = chunk_rows(m0 + CONSUMERS - 1, heads, HEAD_CHUNKS)
+    else:
+        pid_m = pid % M_BLOCKS
+        pid_bh = pid // M_BLOCKS
+        m0 = pid_m * ROWS_PER_PROGRAM
+        heads = 0
     b = (pid_bh // H).to(gl.int64)
     h = (pid_bh % H).to(gl.int64)
-    m0 = pid_m * ROWS_PER_PROGRAM
     qk_scale = sm_scale.to(gl.float32) * _LOG2E
 
     layout: gl.constexpr = smem_layout(D * DTYPE.primitive_bitwidth // 8, DTYPE.primitive_bitwidth)
@@ -243,9 +271,10 @@ def _rel_pos_attention_fwd_sm90_ws(
     q_desc = tma.make_tensor_descriptor(q_ptr + b * sq_b + h * sq_h, [L, D], [sq_l, 1], [WS_ROWS, D], layout)
     k_desc = tma.make_tensor_descriptor(k_ptr + b * sk_b + h * sk_h, [L, D], [sk_l, 1], [BLOCK_N, D], layout)
     v_desc = tma.make_tensor_descriptor(v_ptr + b * sv_b + h * sv_h, [L, D], [sv_l, 1], [BLOCK_N, D], layout)
+    RING_SLOTS: gl.constexpr = 2 * STAGES if HEAD_CHUNKS > 0 else STAGES  # the second head's half
     q_smem = gl.allocate_shared_memory(DTYPE, [CONSUMERS, WS_ROWS, D], layout)
-    k_smem = gl.allocate_shared_memory(DTYPE, [STAGES, BLOCK_N, D], layout)
-    v_smem = gl.allocate_shared_memory(DTYPE, [STAGES, BLOCK_N, D], layout)
+    k_smem = gl.allocate_shared_memory(DTYPE, [RING_SLOTS, BLOCK_N, D], layout)
+    v_smem = gl.allocate_shared_memory(DTYPE, [RING_SLOTS, BLOCK_N, D], layout)
     ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     q_bar = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
@@ -264,16 +293,28 @@ def _rel_pos_attention_fwd_sm90_ws(
     # What every consumer gets, as one tuple: no constexprs in it (a tuple assigned to a variable would turn them
     # into tensors), so they are written out in each partition's arguments.
     shared = (q_smem, k_smem, v_smem, q_bar, ready, empty, rh_ptr, rw_ptr, o_ptr, b, h, m0, qk_scale, H, L,
-              srh_b, srh_h, srh_l, srw_b, srw_h, srw_l, rh_stages)  # fmt: skip
+              srh_b, srh_h, srh_l, srw_b, srw_h, srw_l, rh_stages, heads)  # fmt: skip
+    if HEAD_CHUNKS > 0:  # the head of the program's last chunk
+        b2 = (pid_bh_b // H).to(gl.int64)
+        h2 = (pid_bh_b % H).to(gl.int64)
+        q_desc_b = tma.make_tensor_descriptor(q_ptr + b2 * sq_b + h2 * sq_h, [L, D], [sq_l, 1], [WS_ROWS, D], layout)
+        k_desc_b = tma.make_tensor_descriptor(k_ptr + b2 * sk_b + h2 * sk_h, [L, D], [sk_l, 1], [BLOCK_N, D], layout)
+        v_desc_b = tma.make_tensor_descriptor(v_ptr + b2 * sv_b + h2 * sv_h, [L, D], [sv_l, 1], [BLOCK_N, D], layout)
+    else:
+        q_desc_b, k_desc_b, v_desc_b = q_desc, k_desc, v_desc
     # fmt: off
     if CONSUMERS == 3:
         gl.warp_specialize(
             [
-                (_attend, (0, shared, D, BLOCK_N, STAGES, BIAS, KEY_ROW_W, KEY_ROWS, OUT_LHD, RH_STAGE_ROWS)),
-                (_attend, (1, shared, D, BLOCK_N, STAGES, BIAS, KEY_ROW_W, KEY_ROWS, OUT_LHD, RH_STAGE_ROWS)),
-                (_attend, (2, shared, D, BLOCK_N, STAGES, BIAS, KEY_ROW_W, KEY_ROWS, OUT_LHD, RH_STAGE_ROWS)),
-                (load_q_then_kv_ring, (q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, ready, empty, m0,
-                                       n_blocks, KEYS_PER_BLOCK, STAGES, False, CONSUMERS)),
+                (_attend, (0, shared, D, BLOCK_N, STAGES, BIAS, KEY_ROW_W, KEY_ROWS, OUT_LHD, RH_STAGE_ROWS,
+                           HEAD_CHUNKS)),
+                (_attend, (1, shared, D, BLOCK_N, STAGES, BIAS, KEY_ROW_W, KEY_ROWS, OUT_LHD, RH_STAGE_ROWS,
+                           HEAD_CHUNKS)),
+                (_attend, (2, shared, D, BLOCK_N, STAGES, BIAS, KEY_ROW_W, KEY_ROWS, OUT_LHD, RH_STAGE_ROWS,
+                           HEAD_CHUNKS)),
+                (load_q_then_kv_ring_two_heads, (q_desc, k_desc, v_desc, q_desc_b, k_desc_b, v_desc_b, q_smem,
+                                                 k_smem, v_smem, q_bar, ready, empty, m0, heads, n_blocks,
+                                                 HEAD_CHUNKS, KEYS_PER_BLOCK, STAGES, False, CONSUMERS)),
             ],
             [4, 4, 1],
             [CONSUMER_REGS, CONSUMER_REGS, 24],
@@ -281,10 +322,13 @@ def _rel_pos_attention_fwd_sm90_ws(
     else:
         gl.warp_specialize(
             [
-                (_attend, (0, shared, D, BLOCK_N, STAGES, BIAS, KEY_ROW_W, KEY_ROWS, OUT_LHD, RH_STAGE_ROWS)),
-                (_attend, (1, shared, D, BLOCK_N, STAGES, BIAS, KEY_ROW_W, KEY_ROWS, OUT_LHD, RH_STAGE_ROWS)),
-                (load_q_then_kv_ring, (q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, ready, empty, m0,
-                                       n_blocks, KEYS_PER_BLOCK, STAGES, False, CONSUMERS)),
+                (_attend, (0, shared, D, BLOCK_N, STAGES, BIAS, KEY_ROW_W, KEY_ROWS, OUT_LHD, RH_STAGE_ROWS,
+                           HEAD_CHUNKS)),
+                (_attend, (1, shared, D, BLOCK_N, STAGES, BIAS, KEY_ROW_W, KEY_ROWS, OUT_LHD, RH_STAGE_ROWS,
+                           HEAD_CHUNKS)),
+                (load_q_then_kv_ring_two_heads, (q_desc, k_desc, v_desc, q_desc_b, k_desc_b, v_desc_b, q_smem,
+                                                 k_smem, v_smem, q_bar, ready, empty, m0, heads, n_blocks,
+                                                 HEAD_CHUNKS, KEYS_PER_BLOCK, STAGES, False, CONSUMERS)),
             ],
             [4, 1],
             [CONSUMER_REGS, 24],

@@ -158,6 +158,17 @@ def _gluon_rel_pos_attention():
     attend(128, 64, 64, gluon_config(64, 3, block_m=192, rel_h_staged=True))  # the most it stages: 48 KiB
     attend(64, 64, 128, gluon_config(64, 2, rel_h_staged=True))
     attend(3, 64, 128, gluon_config(64, 4, rel_h_staged=True))
+    # query chunks across heads (each ring slot two heads' blocks): the table's tile, rel_h staged or not, 4 slots,
+    # packed rows, a partial last chunk (196 rows), no bias, two consumers at D = 128 (160 KiB)
+    for stages, staged in [(3, True), (4, True), (3, False)]:
+        attend(
+            64, 64, 64, gluon_config(64, stages, block_m=192, rel_h_staged=staged, cross_heads=True), token_major=staged
+        )
+    attend(128, 64, 64, gluon_config(64, 3, block_m=192, rel_h_staged=True, cross_heads=True))  # 168 KiB
+    attend(48, 40, 64, gluon_config(64, 3, block_m=192, cross_heads=True), torch.float16)
+    attend(14, 14, 64, gluon_config(64, 3, block_m=192, cross_heads=True))
+    attend(64, 64, 64, gluon_config(64, 3, Bias.NONE, block_m=192, cross_heads=True))
+    attend(64, 64, 128, gluon_config(64, 2, rel_h_staged=True, cross_heads=True))
 
 
 def case_quantize_groups():

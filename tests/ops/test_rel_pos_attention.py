@@ -367,18 +367,61 @@ def test_gluon_kernel_without_bias_is_plain_attention():
 
 
 @needs_sm90
+@pytest.mark.parametrize("layout", ["sam", "contiguous"])
+@pytest.mark.parametrize("b, h, k_h, k_w, d, n, stages, block_m, staged, bias", [
+    (2, 3, 64, 64, 64, 64, 3, 192, True, "ROWS"),  # the table's tile: heads 1, 2, 4, 5 start mid-program
+    (1, 3, 5, 64, 64, 64, 3, 192, True, "ROWS"),  # 5 chunks a head: head 1 starts at consumer 2, head 2 at 1
+    (2, 1, 5, 64, 64, 64, 4, 192, False, "ROWS"),  # 10 chunks: the last program's consumers 1 and 2 past every head
+    (2, 3, 14, 14, 64, 64, 3, 192, False, "ROWS"),  # SAM's window: 4 chunks, the last of 4 rows, packed key rows
+    (1, 5, 48, 40, 64, 64, 3, 192, True, "ROWS"),  # one padded key row per block, rel_h staged
+    (1, 3, 7, 9, 64, 32, 2, 192, False, "ROWS"),  # 63 rows: one chunk, fewer than the consumers (one head each)
+    (2, 3, 5, 64, 128, 64, 2, 128, True, "ROWS"),  # two consumers at D = 128
+    (1, 3, 10, 30, 64, 64, 3, 192, False, "NONE"),  # plain attention, 300 keys: a partial last key block
+])  # fmt: skip
+def test_gluon_kernel_across_heads_matches_float64(b, h, k_h, k_w, d, n, stages, block_m, staged, bias, layout):
+    """``cross_heads``: programs whose consumers take 64-row chunks of consecutive heads (a program's rows may span
+    two heads, each with its own key/value blocks in the ring; the last program's chunks may lie past every head)
+    against float64, every row written."""
+    from lowbit_flex.kernels.rel_pos_attention import Bias, gluon_config, rel_pos_plan
+
+    L = k_h * k_w
+    qkv = torch.randn(b, L, 3, h, d, device="cuda").to(torch.bfloat16)
+    q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+    if layout == "contiguous":
+        q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
+    _, _, _, rh, rw = _inputs(b, h, k_h, k_w, d, torch.bfloat16, "cuda")
+    config = gluon_config(n, stages, Bias[bias], block_m=block_m, rel_h_staged=staged, cross_heads=True)
+    chunks = -(-L // 64)
+    plan = rel_pos_plan(q, k, v, rh, rw, None, config)[0]
+    assert plan.meta["HEAD_CHUNKS"] == (chunks if chunks >= block_m // 64 else 0)
+    out = _gluon_launch(q, k, v, rh, rw, config)
+    assert_fully_written(out)
+    if bias == "NONE":
+        ref = torch.softmax(q.double() @ k.double().transpose(-1, -2) * d**-0.5, -1) @ v.double()
+    else:
+        ref = _reference_f64(q, k, v, rh, rw)
+    assert_rel_error(out, ref, 1e-2)
+
+
+@needs_sm90
+@pytest.mark.parametrize("cross_heads", [False, True])
 @pytest.mark.parametrize("k_h, k_w, n, staged", [(14, 14, 64, False), (48, 40, 128, False), (16, 64, 64, False),
                                                  (16, 64, 64, True)])  # fmt: skip
-def test_gluon_kernel_nan_stays_in_its_query_row(k_h, k_w, n, staged):
+def test_gluon_kernel_nan_stays_in_its_query_row(k_h, k_w, n, staged, cross_heads):
     """As test_kernel_nan_stays_in_its_query_row, for the Gluon kernel: a NaN in one query row of q, and in other
-    rows' rel_h and rel_w, poisons those rows only (rows of both consumer warpgroups)."""
+    rows' rel_h and rel_w, poisons those rows only (rows of both consumer warpgroups; across heads, three consumers
+    whose programs hold both heads' rows)."""
     from lowbit_flex.kernels.rel_pos_attention import gluon_config
+
+    config = gluon_config(n, 3, rel_h_staged=staged)
+    if cross_heads:  # 64-slot blocks: the tile three consumers' registers take
+        config = gluon_config(64, 3, block_m=192, rel_h_staged=staged, cross_heads=True)
 
     q, k, v, rh, rw = _inputs(1, 2, k_h, k_w, 64, torch.bfloat16, "cuda")
     q[0, 0, 3, 5] = float("nan")
     rh[0, 1, 70, 0] = float("nan")
     rw[0, 1, 9, k_w - 1] = float("nan")
-    out = _gluon_launch(q, k, v, rh, rw, gluon_config(n, 3, rel_h_staged=staged))
+    out = _gluon_launch(q, k, v, rh, rw, config)
     bad = torch.zeros(out.shape[:3], dtype=torch.bool, device=out.device)
     bad[0, 0, 3] = bad[0, 1, 70] = bad[0, 1, 9] = True
     assert out[bad].isnan().all(dim=-1).all()
@@ -562,6 +605,51 @@ def test_gluon_plan_stages_rel_h_where_blocks_hold_one_key_row(monkeypatch, k_h,
     assert plan.kernel.fn.__name__ == "_rel_pos_attention_fwd_sm90_ws"
     assert (plan.meta["RH_STAGE_ROWS"], unstaged.meta["RH_STAGE_ROWS"]) == (stage_rows, 1)
     assert {**plan.meta, "RH_STAGE_ROWS": 1} == unstaged.meta
+
+
+@pytest.mark.parametrize(
+    "b, h, k_h, k_w, d, n, stages, block_m, staged, chunks, grid",
+    [
+        (8, 16, 64, 64, 64, 64, 3, 192, True, 64, 2731),  # vit_l: 20.7 waves of 132 programs, not 21.3
+        (1, 12, 64, 64, 64, 64, 3, 192, True, 64, 256),  # 12 * 64 chunks / 3
+        (2, 3, 14, 14, 64, 64, 3, 192, False, 4, 8),  # 196 rows: 4 chunks, the last of 4 rows
+        (1, 3, 7, 9, 64, 32, 3, 192, False, 0, 3),  # 63 rows: one chunk, fewer than the consumers
+        (1, 3, 2, 64, 64, 64, 3, 192, False, 0, 3),  # 128 rows: 2 chunks, still fewer
+        (1, 3, 2, 64, 64, 64, 3, 128, False, 2, 3),  # ... but as many as two consumers
+        (1, 3, 64, 64, 128, 64, 2, 128, True, 64, 96),  # two consumers at D = 128, 2 slots: 160 KiB
+        (1, 3, 64, 64, 128, 64, 4, 128, False, 0, 96),  # 4 slots: 288 KiB with two heads' ring, so one head each
+    ],
+)
+def test_gluon_plan_across_heads(monkeypatch, b, h, k_h, k_w, d, n, stages, block_m, staged, chunks, grid):
+    """``cross_heads`` lays every (batch, head)'s 64-row chunks end to end (``HEAD_CHUNKS`` per head, the grid
+    ``ceil(B * H * HEAD_CHUNKS / consumers)``) where each head has at least as many chunks as a program has
+    consumers and the ring of two heads fits in shared memory; elsewhere each program keeps to one head."""
+    from lowbit_flex.kernels import rel_pos_attention as mod
+
+    monkeypatch.setattr(mod, "triton_interpreting", lambda: False)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a: (9, 0))
+    L = k_h * k_w
+    qkv = (L * h * d, L * d, d, 1)
+    rel_h, rel_w = (h * L * k_h, L * k_h, k_h), (h * L * k_w, L * k_w, k_w)
+    args = (b, h, L, d, k_h, k_w, torch.bfloat16)
+    mod._launch_plan.cache_clear()
+    try:
+        plans = [
+            mod._launch_plan.__wrapped__(
+                *args, mod.gluon_config(n, stages, block_m=block_m, rel_h_staged=staged, cross_heads=cross), False,
+                True, *qkv, *qkv, *qkv, *rel_h, *rel_w,
+            )
+            for cross in (True, False)
+        ]  # fmt: skip
+    finally:
+        mod._launch_plan.cache_clear()
+    across, per_head = plans
+    assert across.kernel.fn.__name__ == "_rel_pos_attention_fwd_sm90_ws"
+    assert (across.meta["HEAD_CHUNKS"], across.grid) == (chunks, (grid, 1, 1))
+    assert {**across.meta, "HEAD_CHUNKS": 0} == per_head.meta and per_head.meta["HEAD_CHUNKS"] == 0
+    assert per_head.grid == (-(-L // block_m) * b * h, 1, 1)
+    if not chunks:
+        assert across.grid == per_head.grid
 
 
 @pytest.mark.parametrize("block_m", [64, 160, 256])
