@@ -573,6 +573,7 @@ def test_table_takes_the_gluon_kernel_only_where_it_measured_faster(monkeypatch,
         assert plan.kernel.fn.__name__ == "_rel_pos_attention_fwd_sm90_ws"
         assert (plan.meta["CONSUMERS"], plan.meta["BLOCK_N"], plan.meta["STAGES"]) == (3, 64, 3)
         assert plan.meta["RH_STAGE_ROWS"] == k_h  # rel_h staged in shared memory (run 57: 3-4 % faster)
+        assert plan.meta["HEAD_CHUNKS"] == k_h  # programs across heads (run 61: vit_l 2.5 % faster)
         assert plan.traced.meta == triton_row.meta
     else:
         assert plan.kernel is mod._rel_pos_attention_kernel and plan.meta == triton_row.meta
