@@ -9,9 +9,10 @@ issuing it, so a program's softmax never runs under its own MMAs. Here, as in
 :mod:`~lowbit_flex.kernels.fp8_attention_sm90` (whose accurate mode, bf16 P·V, gained 1.09-1.16x from this
 structure in run 44):
 
-- one program owns 128 or 192 query rows of one (batch, head): two or three consumer warpgroups of 64 rows and one
-  TMA producer warp (:func:`~lowbit_flex.kernels.gluon_sm90.load_q_then_kv_ring`) filling a ring of ``STAGES``
-  key/value slots;
+- one program owns 128 or 192 query rows of one (batch, head), or (``HEAD_CHUNKS > 0``) two or three consecutive
+  64-row chunks of every head's rows laid end to end, which may span two heads: two or three consumer warpgroups of
+  64 rows and one TMA producer warp (:func:`~lowbit_flex.kernels.gluon_sm90.load_q_then_kv_ring_two_heads`) filling
+  a ring of ``STAGES`` key/value slots (each with both heads' blocks where the program holds two);
 - within a consumer, FlashAttention-3's order: QKᵀ of block ``j`` and PV of block ``j - 1`` issued together, a wait
   for the QKᵀ only, block ``j``'s logits, bias and softmax while the tensor cores do the PV.
 
@@ -37,7 +38,9 @@ table: two consumers with 64-slot blocks (0.83-0.86x: per-block barrier overhead
 and FlashAttention-3's scheduler barrier between the consumers (mbarrier turns: 0.91-0.92x the same tile here,
 0.98-1.01x in the fp8 kernel; dropped). H100 run 57: staging ``rel_h`` in shared memory made the D = 64 global row
 2.8-3.7 % faster than reading a 2-byte column per query row and block from memory (the op: 1.16-1.22x SDPA without
-bias, from 1.20-1.25x in run 56).
+bias, from 1.20-1.25x in run 56). H100 run 61: programs across heads (``HEAD_CHUNKS``; ``RelPosConfig.cross_heads``)
+made vit_l 2.5-2.8 % faster (2731 programs, 21 waves of 132 SMs, instead of 2816 in 22), the op 1.15x SDPA without
+bias there (was 1.22x).
 """
 
 from __future__ import annotations
