@@ -189,8 +189,8 @@ def rows_block_n(k_h: int, k_w: int, block_n: int) -> int:
 # only the 64 x 64 grid was timed; other row counts of 64-wide rows run the same whole, unpadded blocks. With rel_h
 # staged in shared memory (H100 run 57, median of 5 round-robin timings): 1.028-1.037x the same tile reading it from
 # memory on vit_b, vit_l and vit_b at batch 1 (3 and 4 ring slots tie either way). With programs across heads (H100
-# run 61, two machines, medians of 5): vit_l 1.025-1.028x (22 -> 21 waves), vit_b 0.996-1.013x, batch 1
-# 0.998-1.015x.
+# run 61, three machines, medians of 5-7): vit_l 1.025-1.029x (22 -> 21 waves), vit_b 0.989-1.013x, batch 1
+# 0.998-1.015x; 4 ring slots the same as 3.
 # Traced calls and devices or layouts it cannot take run the Triton row (_gluon_plan).
 SM90_GLUON_CONFIGS: dict[tuple[int, int], RelPosConfig] = {
     (64, 64): gluon_config(64, 3, block_m=192, rel_h_staged=True, cross_heads=True)

@@ -39,7 +39,7 @@ and FlashAttention-3's scheduler barrier between the consumers (mbarrier turns: 
 0.98-1.01x in the fp8 kernel; dropped). H100 run 57: staging ``rel_h`` in shared memory made the D = 64 global row
 2.8-3.7 % faster than reading a 2-byte column per query row and block from memory (the op: 1.16-1.22x SDPA without
 bias, from 1.20-1.25x in run 56). H100 run 61: programs across heads (``HEAD_CHUNKS``; ``RelPosConfig.cross_heads``)
-made vit_l 2.5-2.8 % faster (2731 programs, 21 waves of 132 SMs, instead of 2816 in 22), the op 1.15x SDPA without
+made vit_l 2.5-2.9 % faster (2731 programs, 21 waves of 132 SMs, instead of 2816 in 22), the op 1.15x SDPA without
 bias there (was 1.22x).
 """
 
