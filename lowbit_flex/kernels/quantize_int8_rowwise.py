@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import functools
+from typing import NamedTuple
 
 import torch
 import triton
 import triton.language as tl
 
+from lowbit_flex.kernels.arch import rows_hint
 from lowbit_flex.kernels.common import PlanLaunch, cached_plan
 from lowbit_flex.kernels.rounding import round_half_even
 
@@ -76,19 +78,54 @@ def _quantize_int8_rowwise_kernel(
             tl.store(q_rows + k0 + cols[None, :], q.to(tl.int8), mask=mask)
 
 
-@functools.lru_cache(maxsize=512)
-def _launch_plan(M: int, K: int, stride_xm: int) -> PlanLaunch:
-    single_pass = K <= _MAX_SINGLE_PASS_K
-    block_k = triton.next_power_of_2(K) if single_pass else 4096
-    # About 4096 elements per program keeps registers bounded while short rows still share a program.
+class RowConfig(NamedTuple):
+    """How rows are split over programs: ``block_k`` values per load (the whole row where ``single_pass``),
+    ``num_warps`` per program, ``block_m`` rows per program (several short rows share one)."""
+
+    block_k: int
+    num_warps: int
+    single_pass: bool = True
+    block_m: int = 1
+
+
+# Rows of 8192 < K <= 16384 values at prefill M: in 4096-value steps with 8 warps, read twice (the second time from
+# L2), instead of the whole row in the registers of 16 warps. H100, session 62 (the config table of
+# benchmarks/bench_quantize_int8_rowwise.py, docs/measurements/h100_run62_w4a8_decode_rows.md), against that one-pass
+# program: 1.12x / 1.06x on K = 14336 at M = 4096 / 2048 (2.1 TB/s; the one-pass program holds a 28 KB row and fits
+# once per SM, so its loads stop while it reduces), 1.56x / 1.43x on K = 11008 (Llama-2-7B's MLP, whose one-pass block
+# of 16384 leaves a third of the lanes idle). At M = 1024 the steps lost on K = 14336 (0.95x) and won on 11008
+# (1.26x, not taken: one measurement); at M = 16 (a decode step, 16 programs) 16 warps per row keep the most loads in
+# flight. K = 16384 takes the steps too (unmeasured: the same register bound).
+_STEPPED_MIN_M = 2048
+_STEPPED = RowConfig(4096, 8, single_pass=False)
+
+
+def pick_config(M: int | torch.SymInt, K: int) -> RowConfig:
+    """The launch config for ``M`` rows of ``K`` values: the whole row in registers up to ``_MAX_SINGLE_PASS_K``,
+    with about 4096 elements per program (short rows share a program); longer rows, and rows over 8192 values at
+    ``M >= _STEPPED_MIN_M``, in 4096-value steps, read twice (the second read from L2). A symbolic M (a dynamic
+    batch) picks by its example value (no guard on M: every config takes any M)."""
+    if K > _MAX_SINGLE_PASS_K:
+        return RowConfig(4096, 4, single_pass=False)
+    if K > 8192 and rows_hint(M)[0] >= _STEPPED_MIN_M:
+        return _STEPPED
+    block_k = triton.next_power_of_2(K)
     block_m = max(1, min(64, 4096 // block_k))
-    num_warps = 4 if block_m * block_k <= 4096 else 8 if block_k <= 8192 else 16
-    meta = dict(BLOCK_M=block_m, BLOCK_K=block_k, SINGLE_PASS=single_pass, num_warps=num_warps)
-    return PlanLaunch(_quantize_int8_rowwise_kernel, (triton.cdiv(M, block_m),), meta)
+    return RowConfig(block_k, 4 if block_m * block_k <= 4096 else 8 if block_k <= 8192 else 16, block_m=block_m)
 
 
-def quantize_int8_rowwise_triton(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Launch the fused kernel; arguments are already validated by the op."""
+@functools.lru_cache(maxsize=512)
+def _launch_plan(M: int, K: int, stride_xm: int, config: RowConfig | None = None) -> PlanLaunch:
+    cfg = config or pick_config(M, K)
+    if cfg.single_pass and cfg.block_k < K:
+        raise ValueError(f"config: a single-pass block_k must cover the row (K={K}), got {cfg}")
+    meta = dict(BLOCK_M=cfg.block_m, BLOCK_K=cfg.block_k, SINGLE_PASS=cfg.single_pass, num_warps=cfg.num_warps)
+    return PlanLaunch(_quantize_int8_rowwise_kernel, (triton.cdiv(M, cfg.block_m),), meta)
+
+
+def quantize_int8_rowwise_triton(x: torch.Tensor, config: RowConfig | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Launch the fused kernel; arguments are already validated by the op. ``config`` overrides
+    :func:`pick_config` (for a benchmark's sweep)."""
     K = x.shape[-1]
     x2 = x.reshape(-1, K)
     if x2.stride(-1) != 1:
@@ -97,5 +134,5 @@ def quantize_int8_rowwise_triton(x: torch.Tensor) -> tuple[torch.Tensor, torch.T
     xq = torch.empty((M, K), dtype=torch.int8, device=x.device)
     scale = torch.empty((M, 1), dtype=torch.float32, device=x.device)
     if M > 0:
-        cached_plan(_launch_plan, M, K, x2.stride(0))(x2, xq, scale, M, K, x2.stride(0))
+        cached_plan(_launch_plan, M, K, x2.stride(0), config)(x2, xq, scale, M, K, x2.stride(0))
     return xq.view(x.shape), scale.view(*x.shape[:-1], 1)

@@ -75,6 +75,40 @@ def test_triton_kernel_bit_exact_with_reference(shape, dtype):
 
 
 @pytest.mark.skipif(kernel_device() is None, reason="needs CUDA or TRITON_INTERPRET=1")
+@pytest.mark.parametrize("config", ["rule", "stepped", "one pass"])
+def test_triton_kernel_configs_bit_exact_on_long_rows(config):
+    """Every launch config the rule picks for rows of 8192 < K <= 16384 (in 4096-value steps at prefill M, the
+    whole row at decode M) gives the reference's bits, on a ragged row length."""
+    from lowbit_flex.kernels.quantize_int8_rowwise import RowConfig, quantize_int8_rowwise_triton
+
+    cfg = {"rule": None, "stepped": RowConfig(4096, 8, single_pass=False), "one pass": RowConfig(16384, 16)}[config]
+    x = torch.randn(3, 9000, dtype=torch.bfloat16) * 5
+    x[1, 8999] = 300.0  # the row's amax in the last, partial step
+    ref_q, ref_s = OP(x)
+    xq, scale = quantize_int8_rowwise_triton(x.to(kernel_device()), cfg)
+    torch.testing.assert_close(scale.cpu(), ref_s, rtol=0, atol=0)
+    torch.testing.assert_close(xq.cpu(), ref_q, rtol=0, atol=0)
+
+
+def test_pick_config_steps_long_rows_at_prefill_only():
+    from torch._dynamo.source import ConstantSource
+    from torch.fx.experimental.symbolic_shapes import DimDynamic, ShapeEnv
+
+    from lowbit_flex.kernels.quantize_int8_rowwise import RowConfig, pick_config
+
+    stepped = RowConfig(4096, 8, single_pass=False)
+    assert pick_config(4096, 14336) == stepped and pick_config(2048, 11008) == stepped
+    assert pick_config(16, 14336) == RowConfig(16384, 16)  # decode: the whole row, 16 warps
+    assert pick_config(4096, 8192) == RowConfig(8192, 8)  # power-of-two rows keep one pass
+    assert pick_config(4096, 20000) == RowConfig(4096, 4, single_pass=False)
+    assert pick_config(8, 64) == RowConfig(64, 4, block_m=64)
+    # a dynamic batch: picks by its example value, with no guard on it
+    env = ShapeEnv()
+    m = env.create_unspecified_symint_and_symbol(4096, ConstantSource("M"), DimDynamic.DYNAMIC)
+    assert pick_config(m, 14336) == stepped and not env.guards
+
+
+@pytest.mark.skipif(kernel_device() is None, reason="needs CUDA or TRITON_INTERPRET=1")
 def test_triton_kernel_writes_every_element(monkeypatch):
     from lowbit_flex.kernels import quantize_int8_rowwise as mod
 
