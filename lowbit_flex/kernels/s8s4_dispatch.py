@@ -134,12 +134,34 @@ DISPATCH_TABLE: tuple[Rule, ...] = (
     # fused form lost everywhere (0.56-0.93x vs 1.01-1.93x at M = 1 in the first run). The 64-wide tile beat the
     # 128-wide one at M = 16 per-channel on 3 of 4 shapes (1.70-1.99x vs 1.46-1.63x bf16; 4096²: 1.17 vs 1.19)
     # and was even for g128. docs/w4a8.md has the tables.
-    Rule(Backend.CUDA_GEMV, "mma_n2k4_pf0", arch=_SM90, max_m=1, wide=True, fuse_quant=True),
+    # H100, session 62 (docs/measurements/h100_run62_w4a8_decode_rows.md): every CUDA config and both Triton decode
+    # tiles timed as whole layers in one call (CUDA graphs) picked these rows; a second call timed them against the
+    # rows they replace, in one process. The configs with an L2 prefetch two steps ahead (pf2) or more warps along N
+    # won where the grid is small, and at M = 9..16 the CUDA GEMV (x staged in shared memory since run 46) now beats
+    # the Triton decode tile on most larger layers. New rows against the old, per channel / g128:
+    # - M = 1: wide 4n x 4k 3.10 / 2.90x against 2.94 / 2.86x; 4096² 2n x 4k pf2 2.43 / 2.40x against 2.22 / 2.30x;
+    #   8192² per channel 4n x 4k pf2 3.25x against 2.96x (g128 kept, 3.09x); deep kept (2.91 / 3.05x).
+    # - M = 2..8: 2n x 4k pf2 on 4096² (M = 4: 2.01 / 1.94x against 1.93 / 1.85x) and per channel on deep layers
+    #   (M = 4: 2.50x against 2.38x); elsewhere kept.
+    # - M = 9..16: per channel 2n x 4k pf2 on 4096² (1.84x against 1.72x) and 4n x 2k pf2 on 8192² (2.53x against the
+    #   Triton tile's 2.28x; on wide and deep layers the Triton tile kept: 2.51 vs 2.43x, 2.05 vs 2.02x in the first
+    #   call); g128 on larger layers 2.05 / 1.82 / 2.19x (wide 2n x 4k, deep 1n x 8k, square 4n x 4k) against the
+    #   Triton tile's 1.86 / 1.70 / 1.78x (the wide layer's integer-multiplier row stays ahead of it, 2.14x).
+    Rule(Backend.CUDA_GEMV, "mma_n4k4_pf0", arch=_SM90, max_m=1, wide=True, fuse_quant=True),
+    Rule(Backend.CUDA_GEMV, "mma_n2k8_pf0", arch=_SM90, max_m=1, wide=False, fuse_quant=True),
+    Rule(Backend.CUDA_GEMV, "mma_n2k4_pf2", arch=_SM90, max_m=1, max_nk=2**25, fuse_quant=True),
+    Rule(Backend.CUDA_GEMV, "mma_n4k4_pf2", arch=_SM90, scale=_PC, max_m=1, fuse_quant=True),
     Rule(Backend.CUDA_GEMV, "mma_n2k8_pf0", arch=_SM90, max_m=1, fuse_quant=True),
+    Rule(Backend.CUDA_GEMV, "mma_n2k4_pf2", arch=_SM90, max_m=8, max_nk=2**25),
+    Rule(Backend.CUDA_GEMV, "mma_n2k4_pf2", arch=_SM90, scale=_PC, max_m=8, wide=False),
     Rule(Backend.CUDA_GEMV, "mma_n2k4_pf0", arch=_SM90, max_m=8),
+    Rule(Backend.CUDA_GEMV, "mma_n2k4_pf2", arch=_SM90, scale=_PC, max_m=16, max_nk=2**25),
     Rule(Backend.CUDA_GEMV, "mma_n1k8_pf0", arch=_SM90, max_m=16, max_nk=2**25),
     Rule(Backend.TRITON_GEMV, "dp4a_4x8x2048", max_m=1, wide=False, fuse_quant=True),
     Rule(Backend.TRITON_GEMV, "dp4a_4x16x1024", max_m=1, fuse_quant=True),
+    Rule(Backend.TRITON_DECODE, "dot_16x64x256", scale=_PC, max_m=16, wide=True),
+    Rule(Backend.TRITON_DECODE, "dot_16x64x256", scale=_PC, max_m=16, wide=False),
+    Rule(Backend.CUDA_GEMV, "mma_n4k2_pf2", arch=_SM90, scale=_PC, max_m=16),
     Rule(Backend.TRITON_DECODE, "dot_16x64x256", scale=_PC, max_m=16),
     # Group-wise scales that come with their integer multipliers (<= 16) on Hopper: the per-channel WGMMA kernels
     # multiplying each int4 code by its group's multiplier on the upcast (s8s4_group_mult_cutlass). H100, run 54
@@ -154,6 +176,9 @@ DISPATCH_TABLE: tuple[Rule, ...] = (
     # (M = 128: 0.76-2.11x vs 0.59-1.48x), the 256-row one on wide layers from M * N >= 2**21 (M = 256, N = 14336:
     # 1.80x vs 1.30x); from M = 513 the 256-row tile (M = 1024: 1.59-1.81x vs 1.26-1.40x).
     Rule(_MULT, "16x128x128_ws_mult", arch=_SM90, scale=_GW, max_m=16, wide=True, needs_mult=True),
+    Rule(Backend.CUDA_GEMV, "mma_n2k4_pf0", arch=_SM90, scale=_GW, max_m=16, wide=True),
+    Rule(Backend.CUDA_GEMV, "mma_n1k8_pf0", arch=_SM90, scale=_GW, max_m=16, wide=False),
+    Rule(Backend.CUDA_GEMV, "mma_n4k4_pf0", arch=_SM90, scale=_GW, max_m=16),
     Rule(Backend.TRITON_DECODE, "dot_16x128x256", max_m=16),
     Rule(_MULT, "128x128x128_coop_mult", arch=_SM90, scale=_GW, max_m=64, wide=True, needs_mult=True),
     Rule(_MULT, "128x128x128_coop_mult", arch=_SM90, scale=_GW, max_m=64, min_mn=2**19, needs_mult=True),

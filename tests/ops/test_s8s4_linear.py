@@ -225,20 +225,30 @@ def test_dispatch_table(fake_cutlass):
     pick = lambda *a: (choose(*a).backend, choose(*a).config)
     assert pick(Arch.SM90, pc, 8192, 4096, 4096) == (Backend.CUTLASS_SM90, "256x128x128_coop")
     assert pick(Arch.SM90, pc, 256, 4096, 4096) == (Backend.CUTLASS_SM90, "128x128x128_coop")
-    # Decode sizes, either scale kind. Hopper, M <= 8: the CUDA tensor-core GEMV (quantizing x itself at M = 1; its
-    # wider-N CTA for wide layers), where K % 128 == 0 and groups are 128s (per channel K < 2**17).
+    # Decode sizes, either scale kind. Hopper, M <= 8: the CUDA tensor-core GEMV (quantizing x itself at M = 1), where
+    # K % 128 == 0 and groups are 128s (per channel K < 2**17); its config by the layer's shape class (wide N > K,
+    # deep K > N, N * K <= 2**25, larger square) and, where they measured apart, the scale kind.
     cuda = Backend.CUDA_GEMV
-    assert pick(Arch.SM90, pc, 1, 14336, 4096) == (cuda, "mma_n2k4_pf0")  # wide: N > K
-    assert pick(Arch.SM90, gw, 1, 4096, 4096, 128) == (cuda, "mma_n2k8_pf0")
-    assert pick(Arch.SM90, pc, 1, 4096, 11008) == (cuda, "mma_n2k8_pf0")
+    assert pick(Arch.SM90, pc, 1, 14336, 4096) == (cuda, "mma_n4k4_pf0")  # wide: N > K
+    assert pick(Arch.SM90, gw, 1, 4096, 4096, 128) == (cuda, "mma_n2k4_pf2")  # N * K <= 2**25
+    assert pick(Arch.SM90, pc, 1, 4096, 11008) == (cuda, "mma_n2k8_pf0")  # deep: K > N
+    assert pick(Arch.SM90, pc, 1, 8192, 8192) == (cuda, "mma_n4k4_pf2")
+    assert pick(Arch.SM90, gw, 1, 8192, 8192, 128) == (cuda, "mma_n2k8_pf0")
     assert choose(Arch.SM90, gw, 1, 4096, 4096, 128).fuse_quant  # one launch per layer at M = 1
     assert pick(Arch.SM90, pc, 4, 14336, 4096) == (cuda, "mma_n2k4_pf0")
-    assert pick(Arch.SM90, gw, 8, 4096, 4096, 256) == (cuda, "mma_n2k4_pf0")
+    assert pick(Arch.SM90, pc, 4, 4096, 14336) == (cuda, "mma_n2k4_pf2")
+    assert pick(Arch.SM90, gw, 4, 4096, 14336, 128) == (cuda, "mma_n2k4_pf0")
+    assert pick(Arch.SM90, gw, 8, 4096, 4096, 256) == (cuda, "mma_n2k4_pf2")
     assert not choose(Arch.SM90, pc, 8, 4096, 4096).fuse_quant  # quantized first from M = 2
-    # M = 9..16 on small layers (N * K <= 2**25) only: larger ones keep the Triton tensor-core GEMV (below).
-    assert pick(Arch.SM90, pc, 16, 4096, 4096) == (cuda, "mma_n1k8_pf0")
+    # M = 9..16: the CUDA GEMV on N * K <= 2**25, on larger square layers, and group-wise on every shape class; per
+    # channel on wide and deep layers the Triton tensor-core GEMV (below).
+    assert pick(Arch.SM90, pc, 16, 4096, 4096) == (cuda, "mma_n2k4_pf2")
     assert pick(Arch.SM90, gw, 9, 4096, 8192, 128) == (cuda, "mma_n1k8_pf0")
-    assert pick(Arch.SM90, pc, 16, 8192, 8192) == (Backend.TRITON_DECODE, "dot_16x64x256")
+    assert pick(Arch.SM90, pc, 16, 8192, 8192) == (cuda, "mma_n4k2_pf2")
+    assert pick(Arch.SM90, gw, 16, 8192, 8192, 128) == (cuda, "mma_n4k4_pf0")
+    assert pick(Arch.SM90, gw, 16, 14336, 4096, 128) == (cuda, "mma_n2k4_pf0")
+    assert pick(Arch.SM90, gw, 16, 4096, 14336, 128) == (cuda, "mma_n1k8_pf0")
+    assert pick(Arch.SM90, pc, 16, 14336, 4096) == (Backend.TRITON_DECODE, "dot_16x64x256")
     # What it cannot take, and Ampere (unmeasured there): at M = 1 the dp4a GEMV (quantizing x itself; its 8-row
     # tile for deep layers), up to 16 the Triton tensor-core GEMV after the quantizer.
     assert pick(Arch.SM90, gw, 1, 4096, 4096, 64) == (Backend.TRITON_GEMV, "dp4a_4x16x1024")  # groups of 64
@@ -251,7 +261,7 @@ def test_dispatch_table(fake_cutlass):
     assert not choose(Arch.SM80, pc, 3, 4096, 4096).fuse_quant
     assert pick(Arch.SM90, pc, 9, 4096, 4160) == (Backend.TRITON_DECODE, "dot_16x64x256")  # M = 9..16, K % 128
     assert pick(Arch.SM90, pc, 16, 4096, 14336) == (Backend.TRITON_DECODE, "dot_16x64x256")
-    assert pick(Arch.SM90, gw, 16, 4096, 14336) == (Backend.TRITON_DECODE, "dot_16x128x256")
+    assert pick(Arch.SM90, gw, 16, 4096, 14336, 64) == (Backend.TRITON_DECODE, "dot_16x128x256")  # groups of 64
     assert pick(Arch.SM90, pc, 17, 14336, 4096) == (Backend.CUTLASS_SM90, "128x128x128_coop")  # wide: N > K
     assert pick(Arch.SM90, pc, 64, 4096, 4096) == (Backend.CUTLASS_SM80, "32x128x128_s4")
     assert pick(Arch.SM80, pc, 1024, 4096, 4096) == (Backend.CUTLASS_SM80, "128x128x64_s4")
@@ -307,7 +317,7 @@ def test_dispatch_table(fake_cutlass):
     assert pick_mult(Arch.SM90, gw, 8, 14336, 4096, 128) == pick(Arch.SM90, gw, 8, 14336, 4096, 128)
     assert pick_mult(Arch.SM90, gw, 16, 4096, 4096, 128) == (cuda, "mma_n1k8_pf0")  # N * K <= 2**25
     assert pick_mult(Arch.SM90, gw, 9, 14336, 4096, 128) == m16  # wide
-    assert pick_mult(Arch.SM90, gw, 16, 4096, 14336, 128) == (Backend.TRITON_DECODE, "dot_16x128x256")  # deep
+    assert pick_mult(Arch.SM90, gw, 16, 4096, 14336, 128) == (cuda, "mma_n1k8_pf0")  # deep: the float scales
     assert pick_mult(Arch.SM90, gw, 17, 14336, 4096, 128) == m128
     assert pick_mult(Arch.SM90, gw, 64, 8192, 8192, 128) == m128  # M * N = 2**19
     assert pick_mult(Arch.SM90, gw, 32, 8192, 8192, 128) == m16
