@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+from collections.abc import Callable
 
 import torch
 
@@ -124,3 +125,35 @@ def launch_gemv_cuda(x, x_scale, w, w_scale, bias, out_dtype, config, *, out=Non
     if status:
         cuda_build.check_status(status, f"w4a8 GEMV {config}")
     return out
+
+
+def bind_gemv_cuda(
+    x: torch.Tensor, w: torch.Tensor, w_scale: torch.Tensor, out_dtype: torch.dtype, config: str
+) -> Callable[..., torch.Tensor] | None:
+    """:func:`launch_gemv_cuda` for these arguments' metadata, with everything but the tensors' addresses and the
+    current stream fixed: ``(x, x_scale, w, w_scale, bias) -> out``, for an eager caller that keeps it per key
+    (dtypes, shapes, devices, 16-byte alignment of ``x`` and ``w``). None where each call needs more: a misaligned
+    ``x`` or ``w`` (:func:`launch_gemv_cuda` copies those). The arguments are validated by the caller (a float ``x``
+    only where :func:`fuses_quantization`)."""
+    if x.data_ptr() % 16 or w.data_ptr() % 16:
+        return None
+    fn = _launcher()
+    M, K = (int(n) for n in x.shape)
+    N = int(w.shape[0])
+    group = 0 if w_scale.dim() == 1 or w_scale.shape[1] == 1 else K // int(w_scale.shape[1])
+    head = (_CONFIG_INDEX[config], X_DTYPE_CODE[x.dtype], OUT_DTYPE_CODE[out_dtype])
+    device, index, shape = x.device, x.device.index, (M, N)
+    stream = torch._C._cuda_getCurrentRawStream
+    what = f"w4a8 GEMV {config}"
+
+    def launch(x, x_scale, w, w_scale, bias) -> torch.Tensor:
+        out = torch.empty(shape, dtype=out_dtype, device=device)
+        status = fn(
+            *head, x.data_ptr(), None if x_scale is None else x_scale.data_ptr(), w.data_ptr(), w_scale.data_ptr(),
+            group, None if bias is None else bias.data_ptr(), out.data_ptr(), M, N, K, stream(index),
+        )  # fmt: skip
+        if status:
+            cuda_build.check_status(status, what)
+        return out
+
+    return launch

@@ -4,6 +4,8 @@ CPU: the reference against an independent float64 definition, bad input from eag
 export. GPU: every dispatch path (the fused decode kernel at M <= 16, quantizer + GEMM above) against the exact
 definition on fresh random inputs with poisoned outputs, and NaN rows kept to themselves."""
 
+import importlib
+
 import pytest
 import torch
 
@@ -149,6 +151,62 @@ def test_cuda_matches_exact_definition(monkeypatch, M, groups, N):
     assert_fully_written(out)
     exact, mag = _exact(x, q, ws, bias)
     _assert_close(out, exact, mag, torch.bfloat16, fp32_terms=512 // 32 + 4)  # <= one float32 add per K block
+
+
+@on_gpu
+@pytest.mark.parametrize("lead", [(1,), (3,), (7,), (16,), (2, 3), (17,)])  # (17,): the GEMM path, the op's body
+@pytest.mark.parametrize("groups", [None, 4, 8])  # K = 512: per channel, groups of 128 (the CUDA GEMV), of 64
+@pytest.mark.parametrize("x_dtype, scale_dtype, with_bias", [
+    (torch.bfloat16, torch.float32, True),
+    (torch.float32, torch.float32, False),  # a float32 x: bf16 output
+    (torch.float16, torch.bfloat16, True),  # scales the kernels read as a float32 copy
+])  # fmt: skip
+def test_eager_plans_launch_what_the_op_launches(monkeypatch, lead, groups, x_dtype, scale_dtype, with_bias):
+    """The planned eager calls of ``w4a8_linear_eager`` (one plan per metadata key, the CUDA GEMV bound to it) give
+    the op's output bit for bit, into poisoned outputs, on the first call with a key and on a later call with fresh
+    tensors of the same metadata (the plan reads their addresses, not the first call's)."""
+    mod = importlib.import_module("lowbit_flex.ops.w4a8_linear")  # the package attribute is the op
+
+    real_empty = torch.empty
+    monkeypatch.setattr(torch, "empty", lambda *a, **k: poison_(real_empty(*a, **k)))
+    mod._EAGER_PLANS.clear()
+    for _ in range(2):
+        x, w, ws, bias, _ = _problem(lead, 136, 512, groups, x_dtype, device="cuda")
+        ws, bias = ws.to(scale_dtype), bias if with_bias else None
+        out = mod.w4a8_linear_eager(x, w, ws, bias)
+        assert_fully_written(out)
+        torch.testing.assert_close(out, OP(x, w, ws, bias), rtol=0, atol=0)
+    (plan,) = mod._EAGER_PLANS.values()
+    assert (plan is mod._BODY) == (lead == (17,))  # every decode-sized call runs planned
+
+
+@on_gpu
+def test_eager_plans_check_bad_input_and_take_the_body_for_views():
+    mod = importlib.import_module("lowbit_flex.ops.w4a8_linear")  # the package attribute is the op
+
+    mod._EAGER_PLANS.clear()
+    x, w, ws, bias, _ = _problem((1,), 64, 256, None, device="cuda")
+    with pytest.raises(ValueError, match="bias"):
+        mod.w4a8_linear_eager(x, w, ws, bias[:32])
+    with pytest.raises(ValueError, match="bias"):  # nothing was cached for it: the next call checks again
+        mod.w4a8_linear_eager(x, w, ws, bias[:32])
+    assert not mod._EAGER_PLANS
+    expected = OP(x, w, ws, bias)
+    wide = torch.zeros(1, 512, dtype=x.dtype, device="cuda")
+    flat = torch.zeros(256 + 8, dtype=x.dtype, device="cuda")
+    inputs = {
+        "strided": wide[:, ::2],  # not contiguous: the body, which copies it
+        "aligned view": flat[8:].view(1, 256),  # contiguous, base 16 bytes in
+        "misaligned view": flat[1:257].view(1, 256),  # contiguous, base 2 bytes in: the body (the GEMV needs 16)
+    }
+    for name, xx in inputs.items():
+        xx.copy_(x)
+        torch.testing.assert_close(mod.w4a8_linear_eager(xx, w, ws, bias), expected, rtol=0, atol=0, msg=name)
+    assert len(mod._EAGER_PLANS) == 3
+    from lowbit_flex.kernels.s8s4_dispatch import Backend
+
+    cuda_gemv = mod._decode_path(x.device, 1, 64, 256, None).backend is Backend.CUDA_GEMV  # bound where it runs
+    assert sum(plan is mod._BODY for plan in mod._EAGER_PLANS.values()) == (2 if cuda_gemv else 1)
 
 
 @on_gpu
