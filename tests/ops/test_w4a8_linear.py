@@ -11,7 +11,7 @@ import torch
 
 import lowbit_flex  # noqa: F401  (registers torch.ops.lowbit)
 from lowbit_flex.quant import pack_int4
-from lowbit_flex.testing import assert_fully_written, assert_raises_eager_and_fake, poison_
+from lowbit_flex.testing import assert_fully_written, assert_raises_eager_and_fake, kernel_device, poison_
 
 OP = torch.ops.lowbit.w4a8_linear
 on_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="the CUDA dispatch paths need a GPU")
@@ -178,6 +178,27 @@ def test_eager_plans_launch_what_the_op_launches(monkeypatch, lead, groups, x_dt
         torch.testing.assert_close(out, OP(x, w, ws, bias), rtol=0, atol=0)
     (plan,) = mod._EAGER_PLANS.values()
     assert (plan is mod._BODY) == (lead == (17,))  # every decode-sized call runs planned
+
+
+@pytest.mark.skipif(kernel_device() is None, reason="needs CUDA or TRITON_INTERPRET=1")
+@pytest.mark.parametrize("lead, groups", [((1,), None), ((3,), 2), ((2, 2), None), ((17,), None)])
+def test_eager_plans_match_the_exact_definition(monkeypatch, lead, groups):
+    """The eager plans wherever the Triton kernels run: on CPU under the interpreter too, by letting CPU tensors skip
+    the dispatcher as CUDA ones do (``(17,)``: the GEMM path, planned as the op's body). A first and a later call
+    with fresh tensors of one metadata key, into poisoned outputs."""
+    mod = importlib.import_module("lowbit_flex.ops.w4a8_linear")
+    monkeypatch.setattr(mod, "needs_dispatcher", lambda x: False)
+    real_empty = torch.empty
+    monkeypatch.setattr(torch, "empty", lambda *a, **k: poison_(real_empty(*a, **k)))
+    mod._EAGER_PLANS.clear()
+    for _ in range(2):
+        x, w, ws, bias, q = _problem(lead, 40, 256, groups, torch.bfloat16, device=kernel_device())
+        out = mod.w4a8_linear_eager(x, w, ws, bias)
+        assert_fully_written(out)
+        exact, mag = _exact(x, q, ws, bias)
+        _assert_close(out, exact, mag, torch.bfloat16, fp32_terms=256 // 32 + 4)
+    (plan,) = mod._EAGER_PLANS.values()
+    assert (plan is mod._BODY) == (lead == (17,))
 
 
 @on_gpu
