@@ -4,14 +4,15 @@
 ``out = s8s4_linear(*quantize_int8_rowwise(x), weight, weight_scale, bias, out_dtype)`` exactly: the same int8
 values and scales as the quantizer, the same exact integer dot products and scaling as the GEMM. One op per layer
 call is what keeps the host path thin in eager decode loops, and what lets the decode kernel fuse the
-quantization: at M = 1 the CUDA path is one Triton kernel that quantizes ``x`` in registers
-(``kernels/s8s4_gemv.py``), up to M = 16 the quantizer and a tensor-core GEMV (``kernels/s8s4_decode.py``); larger
-M runs the quantizer and then the GEMM the dispatch table picks.
+quantization: at M = 1 the CUDA path is one kernel that quantizes ``x`` itself (on Hopper the CUDA tensor-core GEMV
+of ``kernels/w4a8_gemv_cuda.py``, elsewhere the Triton dp4a GEMV of ``kernels/s8s4_gemv.py``), up to M = 16 the
+quantizer and a tensor-core GEMV (the CUDA one, or ``kernels/s8s4_decode.py``: the dispatch table's decode rows);
+larger M runs the quantizer and then the GEMM the dispatch table picks.
 
 Registered with ``torch.library.triton_op``: ``torch.compile`` traces the body, so compiled graphs launch the Triton
 kernel from generated code (no Python op wrapper per call); ``torch.export`` keeps ``lowbit.w4a8_linear`` as one node.
 Eager callers on the hot path (``W4A8Linear``) use :func:`w4a8_linear_eager`, which skips the custom-op dispatcher
-only where it cannot matter.
+only where it cannot matter and checks and plans each metadata key once.
 """
 
 from __future__ import annotations
