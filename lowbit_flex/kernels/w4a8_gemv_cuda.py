@@ -19,6 +19,7 @@ from __future__ import annotations
 import ctypes
 import functools
 from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 
@@ -108,23 +109,11 @@ def s8s4_gemv_cuda(
 def launch_gemv_cuda(x, x_scale, w, w_scale, bias, out_dtype, config, *, out=None) -> torch.Tensor:
     """One ``ctypes`` call of the launcher on validated, contiguous CUDA tensors (a float x here must be one the
     kernel quantizes: :func:`fuses_quantization`)."""
-    M, K = x.shape
-    N = w.shape[0]
+    fixed = _fixed_args(x, w, w_scale, out_dtype, config)
     if out is None:
-        out = torch.empty((M, N), dtype=out_dtype, device=x.device)
+        out = torch.empty((fixed.M, fixed.N), dtype=out_dtype, device=x.device)
     x, w = aligned16(x), aligned16(w)  # (a copy where a view is misaligned; held until the launch is enqueued)
-    # The launcher's group: 0 for per-channel scales, (N,) or (N, 1) (s8s4_dispatch.group_of's rule; the dispatch
-    # sits above this module, so it is not imported here).
-    group = 0 if w_scale.dim() == 1 or w_scale.shape[1] == 1 else K // w_scale.shape[1]
-    status = _launcher()(
-        _CONFIG_INDEX[config], X_DTYPE_CODE[x.dtype], OUT_DTYPE_CODE[out_dtype], x.data_ptr(),
-        None if x_scale is None else x_scale.data_ptr(), w.data_ptr(), w_scale.data_ptr(), group,
-        None if bias is None else bias.data_ptr(), out.data_ptr(), M, N, K,
-        torch._C._cuda_getCurrentRawStream(x.device.index),
-    )  # fmt: skip
-    if status:
-        cuda_build.check_status(status, f"w4a8 GEMV {config}")
-    return out
+    return _call(fixed, x, x_scale, w, w_scale, bias, out, x.device.index)
 
 
 def bind_gemv_cuda(
@@ -137,23 +126,43 @@ def bind_gemv_cuda(
     only where :func:`fuses_quantization`)."""
     if x.data_ptr() % 16 or w.data_ptr() % 16:
         return None
-    fn = _launcher()
-    M, K = (int(n) for n in x.shape)
-    N = int(w.shape[0])
-    group = 0 if w_scale.dim() == 1 or w_scale.shape[1] == 1 else K // int(w_scale.shape[1])
-    head = (_CONFIG_INDEX[config], X_DTYPE_CODE[x.dtype], OUT_DTYPE_CODE[out_dtype])
-    device, index, shape = x.device, x.device.index, (M, N)
-    stream = torch._C._cuda_getCurrentRawStream
-    what = f"w4a8 GEMV {config}"
+    fixed = _fixed_args(x, w, w_scale, out_dtype, config)
+    device, shape = x.device, (fixed.M, fixed.N)
 
     def launch(x, x_scale, w, w_scale, bias) -> torch.Tensor:
         out = torch.empty(shape, dtype=out_dtype, device=device)
-        status = fn(
-            *head, x.data_ptr(), None if x_scale is None else x_scale.data_ptr(), w.data_ptr(), w_scale.data_ptr(),
-            group, None if bias is None else bias.data_ptr(), out.data_ptr(), M, N, K, stream(index),
-        )  # fmt: skip
-        if status:
-            cuda_build.check_status(status, what)
-        return out
+        return _call(fixed, x, x_scale, w, w_scale, bias, out, device.index)
 
     return launch
+
+
+class _Fixed(NamedTuple):
+    """The launcher's arguments that follow from metadata (:func:`_fixed_args`)."""
+
+    config: int  # the launcher's config index
+    x_code: int
+    out_code: int
+    M: int
+    N: int
+    K: int
+    group: int  # 0: per-channel scales
+
+
+def _fixed_args(x, w, w_scale, out_dtype, config) -> _Fixed:
+    """The group is 0 for per-channel scales, (N,) or (N, 1) (s8s4_dispatch.group_of's rule; the dispatch sits above
+    this module, so it is not imported here)."""
+    M, K = (int(n) for n in x.shape)
+    group = 0 if w_scale.dim() == 1 or w_scale.shape[1] == 1 else K // int(w_scale.shape[1])
+    return _Fixed(_CONFIG_INDEX[config], X_DTYPE_CODE[x.dtype], OUT_DTYPE_CODE[out_dtype], M, int(w.shape[0]), K, group)
+
+
+def _call(f: _Fixed, x, x_scale, w, w_scale, bias, out, device_index: int) -> torch.Tensor:
+    """The ``ctypes`` call: the fixed arguments, the tensors' addresses, the device's current stream."""
+    status = _launcher()(
+        f.config, f.x_code, f.out_code, x.data_ptr(), None if x_scale is None else x_scale.data_ptr(), w.data_ptr(),
+        w_scale.data_ptr(), f.group, None if bias is None else bias.data_ptr(), out.data_ptr(), f.M, f.N, f.K,
+        torch._C._cuda_getCurrentRawStream(device_index),
+    )  # fmt: skip
+    if status:
+        cuda_build.check_status(status, f"w4a8 GEMV {GEMV_CUDA_CONFIGS[f.config]}")
+    return out

@@ -148,6 +148,7 @@ def w4a8_linear_eager(
     args = (x, weight, weight_scale, bias, out_dtype, weight_group_mult, weight_channel_scale)
     if needs_dispatcher(x):
         return torch.ops.lowbit.w4a8_linear(*args)
+    mult, chan = weight_group_mult, weight_channel_scale
     try:
         key = (
             out_dtype, current_device_index(),
@@ -156,8 +157,8 @@ def w4a8_linear_eager(
             type(weight_scale), weight_scale.dtype, weight_scale.shape, weight_scale.stride(),
             weight_scale.get_device(),
             None if bias is None else (type(bias), bias.dtype, bias.shape, bias.stride(), bias.get_device()),
-            *(None if t is None else (type(t), t.dtype, t.shape, t.stride(), t.get_device())
-              for t in (weight_group_mult, weight_channel_scale)),
+            None if mult is None else (type(mult), mult.dtype, mult.shape, mult.stride(), mult.get_device()),
+            None if chan is None else (type(chan), chan.dtype, chan.shape, chan.stride(), chan.get_device()),
         )  # fmt: skip
         plan = _EAGER_PLANS.get(key)
     except (AttributeError, TypeError):  # not a tensor, or an unhashable option: the body raises the right error
