@@ -4,9 +4,13 @@
 
 Disassembles with ``cuobjdump -sass`` and, for every kernel, prints each loop (a backward branch and the
 instructions from its target to it) that contains WGMMA instructions (``HGMMA`` / ``IGMMA`` / ``QGMMA``), innermost
-first by size, with its instruction count and the most frequent opcodes. A main loop's count against the number of
-WGMMAs it issues says how many issue slots the tensor-core work leaves to the rest (``docs/s8s4_cutlass.md`` uses it
-to compare upcasts before a GPU is available).
+first by size, with its instruction count, the most frequent opcodes and their count per execution pipe. A main
+loop's count against the number of WGMMAs it issues says how many issue slots the tensor-core work leaves to the rest
+(``docs/s8s4_cutlass.md`` uses it to compare upcasts before a GPU is available). The pipe counts matter for decode
+loops: integer logic, shifts and permutes run on the ALU pipe at half the issue rate (64 per clock per SM on sm_90),
+so the ALU pipe can hold a weight decode back with issue slots to spare (ncu, session 63's
+docs/measurements/h100_run63_weight_only_profile_rings.md: the fp4 WGMMA GEMM's ALU pipe busy 46 % of active cycles,
+84 of its 204 instructions per K tile and warp).
 """
 
 from __future__ import annotations
@@ -36,6 +40,37 @@ def label(mangled: str) -> str:
         if atom and stages and len(policy) == int(m.group(1)):
             return f"{policy}, {stages.group(1)} stages, {atom.group(1)}"
     return mangled[:120]
+
+
+# The execution pipe of an opcode, as ncu names them (the opcodes these loops use; anything else is "other").
+# `alu`: integer logic, shifts, permutes, compares, adds (half issue rate); `fma`: fp32 and integer multiply-adds
+# (IMAD at half rate, on the heavy half of the pipe); `fp16`: packed half / bf16 arithmetic; `uniform`: the U*
+# datapath (one value per warp); `tensor`: WGMMAs and their fences; `lsu`: loads and stores.
+PIPES: dict[str, tuple[str, ...]] = {
+    "alu": ("LOP3", "LOP", "SHF", "PRMT", "ISETP", "IADD3", "VIADD", "LEA", "SEL", "PLOP3", "IMNMX", "BMSK", "SGXT",
+            "FSETP", "FSEL", "FMNMX", "P2R", "R2P"),
+    "fma": ("FFMA", "FMUL", "FADD", "IMAD", "IMUL"),
+    "fp16": ("HFMA2", "HMUL2", "HADD2", "HMNMX2"),
+    "tensor": ("HGMMA", "IGMMA", "QGMMA", "WARPGROUP"),
+    "lsu": ("LDS", "STS", "LDG", "STG", "LDSM", "LD", "ST", "LDL", "STL"),
+}  # fmt: skip
+_PIPE_OF = {op: pipe for pipe, ops in PIPES.items() for op in ops}
+
+
+def pipe(op: str) -> str:
+    """The pipe an opcode (as :func:`opcode` returns it) issues to: a key of :data:`PIPES`, ``uniform`` or
+    ``other``."""
+    if op in _PIPE_OF:
+        return _PIPE_OF[op]
+    return "uniform" if op.startswith("U") or op == "R2UR" else "other"
+
+
+def pipe_counts(ops: collections.Counter) -> collections.Counter:
+    """Instructions per pipe of an opcode count."""
+    counts = collections.Counter()
+    for op, n in ops.items():
+        counts[pipe(op)] += n
+    return counts
 
 
 def opcode(instr: str) -> str:
@@ -74,7 +109,8 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"no loop with WGMMAs in {args.binary}")
     for name, count, wgmmas, ops in sorted(loops, key=lambda loop: (loop[0], loop[1])):
         common = ", ".join(f"{op} {n}" for op, n in ops.most_common(10))
-        print(f"{label(name)}\n  {count} instructions, {wgmmas} WGMMAs: {common}")
+        pipes = ", ".join(f"{p} {n}" for p, n in pipe_counts(ops).most_common())
+        print(f"{label(name)}\n  {count} instructions, {wgmmas} WGMMAs: {common}\n  by pipe: {pipes}")
 
 
 if __name__ == "__main__":

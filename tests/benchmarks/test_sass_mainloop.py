@@ -1,6 +1,6 @@
 """benchmarks/sass_mainloop.py on a hand-written SASS listing: which loops it reports and what it counts."""
 
-from benchmarks.sass_mainloop import label, opcode, wgmma_loops
+from benchmarks.sass_mainloop import PIPES, label, opcode, pipe, pipe_counts, wgmma_loops
 
 # Two kernels: the first has an inner loop with two WGMMAs (0x0020-0x0070) inside an outer loop (0x0010-0x0090),
 # and a loop without WGMMAs (0x00a0-0x00b0); the second has a forward branch only.
@@ -46,3 +46,11 @@ def test_label_names_policy_stages_and_atom():
     name = "_ZN7cutlass13device_kernelI17MainloopSm90FancyILi5EE27MMA_64x256x32_S32S8S8_RS_TNEE"
     assert label(name) == "MainloopSm90Fancy, 5 stages, MMA_64x256x32_S32S8S8_RS_TN"
     assert label("_Z6simplev") == "_Z6simplev"
+
+
+def test_pipe_counts_of_the_inner_loop():
+    # LOP3 and PRMT on the ALU pipe, IMAD on the FMA pipe, the WGMMAs on the tensor pipe, the branch elsewhere
+    inner = next(ops for _, count, _, ops in wgmma_loops(_SASS) if count == 6)
+    assert pipe_counts(inner) == {"alu": 2, "fma": 1, "tensor": 2, "other": 1}
+    assert pipe("UIADD3") == pipe("R2UR") == "uniform" and pipe("HMUL2") == "fp16" and pipe("NOP") == "other"
+    assert len({op for ops in PIPES.values() for op in ops}) == sum(map(len, PIPES.values()))  # one pipe per opcode
