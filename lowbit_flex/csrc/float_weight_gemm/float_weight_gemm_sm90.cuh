@@ -10,16 +10,16 @@
 // (triton-lang/triton#9433); nvcc's ptxas pipelines them.
 //
 // - Out^T = W x^T: the 128 weight rows of a CTA are two consumer warpgroups' 64-row A operands; BM x rows are the
-//   WGMMA's N (16 .. 256). One producer warp issues TMA loads of each 128-code K tile into a stage: x as two
-//   (64-column, BM-row) boxes with the 128-byte swizzle WGMMA reads, the codes as (16-word, 128-row) boxes of hi
-//   words with the 64-byte swizzle (fp6: plus 8-word lo boxes, 32-byte swizzle), so the consumers' 8-byte LDS of
-//   two words hit distinct banks. Zero fill past M, N and K makes every tail exact (zero codes, zero x).
+//   WGMMA's N (16 .. 256). One producer warp issues TMA loads of each 128-code K tile into two rings (Layout): the
+//   codes as (16-word, 128-row) boxes of hi words with the 64-byte swizzle (fp6: plus 8-word lo boxes, 32-byte
+//   swizzle), so the consumers' 8-byte LDS of two words hit distinct banks, and x as two (64-column, BM-row) boxes
+//   with the 128-byte swizzle WGMMA reads. Zero fill past M, N and K makes every tail exact (zero codes, zero x).
 // - A lane's A registers for K block b (16 codes) are rows g and g + 8 at columns 2t, 2t + 1, 2t + 8, 2t + 9: in the
 //   tile layout (code 16p + w in nibble p of word w) those are nibble b of words 2t, 2t + 1, 2t + 8, 2t + 9. One
 //   byte permute joins words 2t and 2t + 1 so that nibbles q and q + 4 are their codes q (the decode's pair), so
 //   each register costs the GEMV's decode plus a quarter permute.
-// - WGMMAs run in groups of four K blocks with two register sets, so a group's decode overlaps the previous group's
-//   WGMMAs (wait_group 1); a stage is handed back once every group that read it is complete.
+// - WGMMAs run in groups of four K blocks (one x box) with two register sets, so a group's decode overlaps the
+//   previous group's WGMMAs (wait_group 1); a slot is handed back once every group that read it is complete.
 // - Epilogue: fp32 sums times the decode's power of two, w_scale and bias, rounded once to x's dtype (the CUDA GEMV's
 //   order). Split-K (where the output tiles leave SMs idle): raw sums into the split's fp32 partials in the workspace,
 //   then reduce_kernel adds them in split order and applies the same epilogue.
@@ -52,6 +52,16 @@ constexpr int kThreads = 128 * (1 + kConsumers);        // a producer warpgroup 
 constexpr int kSmemBudget = 227 * 1024;                 // the sm_90 per-block opt-in limit (232448 bytes)
 constexpr int kProducerRegs = 40, kConsumerRegs = 232;  // setmaxnreg: 128 * 40 + 256 * 232 <= 64K
 
+// Shared memory: rings of slots, each with a `full` (TMA bytes landed) and an `empty` (both consumers done) barrier.
+// - Where MAX_STAGES whole K tiles fit (every config but the 256-row fp6 / fp8 tiles): one ring, a slot holding the
+//   tile's two x boxes and its codes behind one barrier pair, handed back once the next tile's first group has
+//   waited for the tile's last one. Three barrier waits per K tile instead of one cost 11-15 % at M = 1 (H100 run 63).
+// - Else (kSplit) two rings. x: one (64-column, BM-row) box per slot, two per K tile, each handed back when its own
+//   WGMMAs are done; codes: the K tile's hi (+ fp6 lo) box or its e4m3 rows, fp4 / fp6 codes going to registers at
+//   the tile's start so their slot is free once the tile's first group is done (fp8 reads its slot in both groups).
+//   In one ring of whole tiles the 256-row fp6 tile held two K tiles in flight and waited on TMA in a quarter of its
+//   samples (ncu, H100 run 63: 68 % tensor-pipe use against fp4's 79 % with three tiles); split, it keeps three K
+//   tiles of x (up to 2 * MAX_STAGES boxes, at least two code slots).
 template <int FMT, int BM, int MAX_STAGES>
 struct Layout {
   static constexpr bool kFp8 = FMT == kE4M3, kFp6 = FpxTraits<FMT>::kBits == 6;
@@ -59,14 +69,30 @@ struct Layout {
   static constexpr int kXBoxBytes = BM * 128;                   // 64 x columns (2-byte values) of BM rows
   static constexpr int kHiBytes = kBlockN * (kFp8 ? 128 : 64);  // 128 rows of 16 hi words, or of 128 e4m3 bytes
   static constexpr int kLoBytes = kFp6 ? kBlockN * 32 : 0;      // 8 lo words
-  static constexpr int kTxBytes = 2 * kXBoxBytes + kHiBytes + kLoBytes;
-  static constexpr int kStageBytes = (kTxBytes + 1023) / 1024 * 1024;  // every box 1024-byte aligned (swizzles)
-  static constexpr int kReserve = 1024 + 1024;                         // aligning the base, and the barriers
-  static constexpr int kStages =
-      MAX_STAGES * kStageBytes + kReserve <= kSmemBudget ? MAX_STAGES : (kSmemBudget - kReserve) / kStageBytes;
-  static constexpr int kSmemBytes = kStages * kStageBytes + kReserve;
-  static_assert(kStages >= 2, "a config's stage does not fit shared memory twice");
+  static constexpr int kCodeBytes = kHiBytes + kLoBytes;        // a code slot (and its TMA bytes)
+  static constexpr int kReserve = 1024 + 1024;                  // aligning the base, and the barriers
+  static constexpr int kRings = kSmemBudget - kReserve;
+  static constexpr int kTileBytes = 2 * kXBoxBytes + kCodeBytes;  // a whole K tile: x box 0, x box 1, codes
+  static constexpr bool kSplit = MAX_STAGES * kTileBytes > kRings;
+  static constexpr int kXSlots = !kSplit                                                     ? 0
+                                 : 2 * MAX_STAGES * kXBoxBytes + 2 * kCodeBytes <= kRings ? 2 * MAX_STAGES
+                                                                                          : (kRings - 2 * kCodeBytes) / kXBoxBytes;
+  static constexpr int kCodeSlots = !kSplit ? MAX_STAGES
+                                    : MAX_STAGES * kCodeBytes + kXSlots * kXBoxBytes <= kRings
+                                        ? MAX_STAGES
+                                        : (kRings - kXSlots * kXBoxBytes) / kCodeBytes;
+  // The code ring's slots (whole tiles unless split), where the codes sit in one, and where the ring starts; every
+  // box 1024-byte aligned (the swizzles).
+  static constexpr int kCodeSlotBytes = kSplit ? kCodeBytes : kTileBytes;
+  static constexpr int kCodeOffset = kSplit ? 0 : 2 * kXBoxBytes;
+  static constexpr int kCodeBase = kXSlots * kXBoxBytes;
+  static constexpr int kCodeTxBytes = kSplit ? kCodeBytes : kTileBytes;  // what a code slot's `full` barrier counts
+  static constexpr int kBarrierBase = kCodeBase + kCodeSlots * kCodeSlotBytes;
+  static constexpr int kSmemBytes = kBarrierBase + kReserve;
+  static_assert((!kSplit || kXSlots >= 2) && kCodeSlots >= 2, "a config's K tile does not fit shared memory twice");
+  static_assert(2 * (kXSlots + kCodeSlots) * 8 <= 1024, "the barriers outgrow their reserve");
   static_assert(kXBoxBytes % 1024 == 0 && kHiBytes % 1024 == 0 && kLoBytes % 1024 == 0);
+  static_assert(kSmemBytes <= kSmemBudget);
 };
 
 struct Params {
@@ -212,12 +238,14 @@ __global__ void __launch_bounds__(kThreads, 1)
                              const __grid_constant__ CUtensorMap tm_lo, const Params p) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   using L = Layout<FMT, BM, MAX_STAGES>;
-  constexpr int S = L::kStages;
+  constexpr int SX = L::kXSlots, SC = L::kCodeSlots;
   using Barrier = cutlass::arch::ClusterTransactionBarrier;
   extern __shared__ uint8_t smem_raw[];
   uint8_t* smem = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t(1023));
-  uint64_t* full = reinterpret_cast<uint64_t*>(smem + S * L::kStageBytes);
-  uint64_t* empty = full + S;
+  uint64_t* full_x = reinterpret_cast<uint64_t*>(smem + L::kBarrierBase);
+  uint64_t* empty_x = full_x + SX;
+  uint64_t* full_c = empty_x + SX;
+  uint64_t* empty_c = full_c + SC;
 
   const int warpgroup = threadIdx.x / 128, lane = threadIdx.x % 32;
   const int n0 = blockIdx.x * kBlockN, m0 = blockIdx.y * BM;
@@ -229,9 +257,14 @@ __global__ void __launch_bounds__(kThreads, 1)
     cute::prefetch_tma_descriptor(&tm_hi);
     if constexpr (L::kFp6) cute::prefetch_tma_descriptor(&tm_lo);
 #pragma unroll
-    for (int s = 0; s < S; ++s) {
-      Barrier::init(&full[s], 1);
-      Barrier::init(&empty[s], kConsumers);
+    for (int s = 0; s < SX; ++s) {
+      Barrier::init(&full_x[s], 1);
+      Barrier::init(&empty_x[s], kConsumers);
+    }
+#pragma unroll
+    for (int s = 0; s < SC; ++s) {
+      Barrier::init(&full_c[s], 1);
+      Barrier::init(&empty_c[s], kConsumers);
     }
     cutlass::arch::fence_barrier_init();
   }
@@ -241,19 +274,31 @@ __global__ void __launch_bounds__(kThreads, 1)
     cutlass::arch::warpgroup_reg_dealloc<kProducerRegs>();
     if (threadIdx.x == 0) {
       constexpr uint64_t kHint = static_cast<uint64_t>(cute::TMA::CacheHintSm90::EVICT_NORMAL);
-      for (int i = 0; i < count; ++i) {
-        const int s = i % S, kt = tile0 + i;
-        Barrier::wait(&empty[s], ((i / S) & 1) ^ 1);
-        Barrier::arrive_and_expect_tx(&full[s], L::kTxBytes);
-        uint8_t* stage = smem + s * L::kStageBytes;
-        cute::SM90_TMA_LOAD_2D::copy(&tm_x, &full[s], kHint, stage, kt * 128, m0);
-        cute::SM90_TMA_LOAD_2D::copy(&tm_x, &full[s], kHint, stage + L::kXBoxBytes, kt * 128 + 64, m0);
+      for (int i = 0; i < count; ++i) {  // K tile i: its codes, then its two x boxes
+        const int c = i % SC, kt = tile0 + i;
+        Barrier::wait(&empty_c[c], ((i / SC) & 1) ^ 1);
+        Barrier::arrive_and_expect_tx(&full_c[c], L::kCodeTxBytes);
+        uint8_t* slot = smem + L::kCodeBase + c * L::kCodeSlotBytes;
+        uint8_t* codes = slot + L::kCodeOffset;
         if constexpr (L::kFp8)
-          cute::SM90_TMA_LOAD_2D::copy(&tm_hi, &full[s], kHint, stage + 2 * L::kXBoxBytes, kt * 128, n0);
+          cute::SM90_TMA_LOAD_2D::copy(&tm_hi, &full_c[c], kHint, codes, kt * 128, n0);
         else
-          cute::SM90_TMA_LOAD_3D::copy(&tm_hi, &full[s], kHint, stage + 2 * L::kXBoxBytes, 0, kt, n0);
+          cute::SM90_TMA_LOAD_3D::copy(&tm_hi, &full_c[c], kHint, codes, 0, kt, n0);
         if constexpr (L::kFp6)
-          cute::SM90_TMA_LOAD_3D::copy(&tm_lo, &full[s], kHint, stage + 2 * L::kXBoxBytes + L::kHiBytes, 16, kt, n0);
+          cute::SM90_TMA_LOAD_3D::copy(&tm_lo, &full_c[c], kHint, codes + L::kHiBytes, 16, kt, n0);
+#pragma unroll
+        for (int half = 0; half < 2; ++half) {
+          if constexpr (L::kSplit) {
+            const int h = 2 * i + half, s = h % SX;
+            Barrier::wait(&empty_x[s], ((h / SX) & 1) ^ 1);
+            Barrier::arrive_and_expect_tx(&full_x[s], L::kXBoxBytes);
+            cute::SM90_TMA_LOAD_2D::copy(&tm_x, &full_x[s], kHint, smem + s * L::kXBoxBytes, kt * 128 + 64 * half,
+                                         m0);
+          } else {  // the tile's slot, behind its code barrier
+            cute::SM90_TMA_LOAD_2D::copy(&tm_x, &full_c[c], kHint, slot + half * L::kXBoxBytes, kt * 128 + 64 * half,
+                                         m0);
+          }
+        }
       }
     }
     return;
@@ -273,17 +318,28 @@ __global__ void __launch_bounds__(kThreads, 1)
   const uint32_t fp8_sel =
       std::is_same_v<T, __half> ? (2 * t) | (2 * t + 1) << 4 : (2 * t) * 0x11u | (2 * t + 1) * 0x1100u;
 
+  // Slots are handed back by one thread per consumer warpgroup once a WGMMA group that every warp of it issued after
+  // its reads of the slot is complete (a warpgroup's WGMMA runs only once all four warps have issued it).
+  const bool hands_back = threadIdx.x % 128 == 0;
   for (int i = 0; i < count; ++i) {
-    const int s = i % S;
-    Barrier::wait(&full[s], (i / S) & 1);
-    const uint32_t stage = smem_base + s * L::kStageBytes;
-    const uint64_t x_desc = sw128_desc(stage);
-    const uint32_t code_box = stage + 2 * L::kXBoxBytes;
+    const int c = i % SC;
+    Barrier::wait(&full_c[c], (i / SC) & 1);
+    const uint32_t slot = smem_base + L::kCodeBase + c * L::kCodeSlotBytes, code_box = slot + L::kCodeOffset;
+    const uint64_t slot_desc = sw128_desc(slot);  // whole tiles: x box 0 starts the slot
     JoinedCodes codes;
     if constexpr (!L::kFp8) codes = load_codes<FMT>(code_box, code_box + L::kHiBytes, row_a, t);
     uint32_t a[2][4][4];  // two groups of four K blocks: group 1 decodes while group 0's WGMMAs run
     auto group = [&](auto half_c) {
       constexpr int H = decltype(half_c)::value;
+      // This group's x box (K blocks 4H .. 4H + 3): the slot's box H, or box h of the x ring. (The descriptor's
+      // address field is bits 0-13 of addr / 16, and every slot address is below 2^18: adding an offset there is
+      // the descriptor of the address that far on, without rebuilding the fields.)
+      uint64_t x_desc = slot_desc + H * L::kXBoxBytes / 16;
+      if constexpr (L::kSplit) {
+        const int h = 2 * i + H;
+        Barrier::wait(&full_x[h % SX], (h / SX) & 1);
+        x_desc = sw128_desc(smem_base + h % SX * L::kXBoxBytes);
+      }
       if constexpr (L::kFp8) {
         decode_fp8_block<T, 4 * H + 0>(a[H][0], code_box, row_a, fp8_sel);
         decode_fp8_block<T, 4 * H + 1>(a[H][1], code_box, row_a, fp8_sel);
@@ -304,10 +360,8 @@ __global__ void __launch_bounds__(kThreads, 1)
       cute::warpgroup_arrive();
 #pragma unroll
       for (int b = 0; b < 4; ++b) {
-        // K block 4H + b: x box H, 16 columns (32 bytes) per block within its swizzled 128-byte rows
-        // (the address field is bits 0-13 of addr / 16, and every stage address is below 2^18: adding the block's
-        // offset there is the descriptor of the block, without rebuilding the fields per WGMMA)
-        const uint64_t desc = x_desc + (H * L::kXBoxBytes + 32 * b) / 16;
+        // K block 4H + b: 16 columns (32 bytes) per block within the box's swizzled 128-byte rows
+        const uint64_t desc = x_desc + 32 * b / 16;
         wgmma_call<Op>(acc, a[H][b], desc, std::make_index_sequence<kAcc>{});
       }
       cute::warpgroup_commit_batch();
@@ -318,11 +372,17 @@ __global__ void __launch_bounds__(kThreads, 1)
       for (int b = 0; b < 4; ++b)
 #pragma unroll
         for (int r = 0; r < 4; ++r) cute::warpgroup_fence_operand(a[H][b][r]);
+      if (hands_back) {
+        if constexpr (L::kSplit)
+          if (i > 0 || H > 0) Barrier::arrive(&empty_x[(2 * i + H - 1) % SX]);  // the previous group's x box
+        if constexpr (L::kFp8 || !L::kSplit) {  // whole tiles, and fp8 rows: read by both groups of their tile
+          if (H == 0 && i > 0) Barrier::arrive(&empty_c[(i - 1) % SC]);  // the previous tile's slot
+        } else {
+          if (H == 1) Barrier::arrive(&empty_c[c]);  // this tile's codes: in registers since group 0
+        }
+      }
     };
     group(std::integral_constant<int, 0>{});
-    // The previous K tile's last group is done (and every warp of this warpgroup issued this tile's first group,
-    // so their reads of the previous stage's codes are done): hand that stage back.
-    if (i > 0 && threadIdx.x % 128 == 0) Barrier::arrive(&empty[(i - 1) % S]);
     group(std::integral_constant<int, 1>{});
   }
   cute::warpgroup_wait<0>();
