@@ -68,6 +68,7 @@ class Rule:
     max_m: int | None = None  # rule applies when M <= max_m (None: any M)
     bits: tuple[int, ...] = (4, 6, 8)  # weight widths it applies to
     min_mn: int | None = None  # rule applies when M * N >= min_mn (enough output tiles for its tile)
+    max_mn: int | None = None  # rule applies when M * N <= max_mn (few output tiles: its split-K fills the SMs)
     min_nk: int | None = None  # rule applies when N * K >= min_nk (a layer large enough for its fixed costs)
     pipelined: bool = False  # only where its config's WGMMAs may pipeline (arch.register_a_wgmma_pipelines)
 
@@ -130,6 +131,14 @@ class Rule:
 #   2.61-2.65x bf16 at every M = 1, 2, 4, 8 against the rows before's 1.89-2.39x; fp6 1.84-2.01x against 1.57-1.95x
 #   (M = 1 on the deep 14336 x 4096: 1.89x against the Triton GEMV's 1.95x, the one loss). On 4096² (2**24) the GEMVs
 #   stay: the tile ran 1.37-1.75x against 1.47-1.90x. fp8 keeps its rows (the tile 1.56-1.66x against 1.64-1.78x).
+# - Since H100 run 64 (docs/measurements/h100_run64_weight_only_rings_clusters.md, forced paths and modules): the
+#   256-row fp6 tile with separate x and code rings takes fp6 to M = 4096 (0.92-1.02x against dequantize + cuBLAS's
+#   0.91-0.94x; 0.83-0.97x at M = 1024), and where a tile's K splits form a cluster (sums through distributed shared
+#   memory, no reduce kernel) fp8 at M = 193-256 with few output tiles (M * N <= 2**20, two splits of the 128-row
+#   tile) takes the 128-row WGMMA tile (4096²: 0.90x against the CUTLASS stream-K tile's 0.79x; 14336 x 4096 1.00x
+#   against 0.99x; 8192² keeps CUTLASS, 0.95x against 0.89x). fp4 at M = 1 below the 16-row tile's layers
+#   (N * K < 2**25) takes the Triton GEMV ahead of the CUDA GEMV: 4096² 2.13x against 1.82x (run 64; run 54 on
+#   another H100: 2.14x against 1.84x). H200 run 37 had the CUDA GEMV ahead over its four shapes (1.73x / 1.65x).
 # TMA rules need sm_90 and TMA-aligned operands (tma_supported); ``pipelined`` rules also need the toolchain their
 # config's pipelined WGMMAs were verified with (arch.register_a_wgmma_pipelines: ptxas >= 13.3, Triton 3.6);
 # otherwise the next matching rule applies. "Pipelined" numbers are with ptxas 13.5 (run 19), the others with Triton
@@ -138,9 +147,9 @@ DISPATCH_TABLE: tuple[Rule, ...] = (
     Rule(Backend.CUDA_GEMM, "wgmma_16x128", max_m=8, bits=(4, 6), min_nk=2**25),
     Rule(Backend.GEMV, "gemv_4x4x8", max_m=1, bits=(6,)),
     Rule(Backend.CUDA_GEMV, max_m=2, bits=(8,)),
+    Rule(Backend.GEMV, "gemv_4x4x8", max_m=1, bits=(4,)),
     Rule(Backend.CUDA_GEMV, max_m=8, bits=(4,)),
     Rule(Backend.CUDA_GEMV, max_m=4, bits=(6,)),
-    Rule(Backend.GEMV, "gemv_4x4x8", max_m=1, bits=(4,)),
     Rule(Backend.DOT, "dot_16x128x1_swap", max_m=1, bits=(8,)),
     Rule(Backend.CUDA_GEMM, "wgmma_16x128", max_m=16, bits=(4, 6)),
     Rule(Backend.CUDA_GEMV, max_m=16, bits=(6,)),
@@ -157,13 +166,14 @@ DISPATCH_TABLE: tuple[Rule, ...] = (
     Rule(Backend.DOT, "dot_16x64x2", max_m=32, bits=(8,)),
     Rule(Backend.CUTLASS_GEMM, "64x128x64_coop_sk", max_m=64, bits=(8,)),
     Rule(Backend.CUTLASS_GEMM, "128x128x64_coop_sk", max_m=192, bits=(8,)),
+    Rule(Backend.CUDA_GEMM, "wgmma_128x128", max_m=256, bits=(8,), max_mn=2**20),
     Rule(Backend.CUTLASS_GEMM, "256x128x64_coop", max_m=256, bits=(8,), min_mn=3 * 2**20),
     Rule(Backend.CUTLASS_GEMM, "128x128x64_coop_sk", max_m=256, bits=(8,)),
     Rule(Backend.CUTLASS_GEMM, "256x128x64_coop", max_m=4096, bits=(8,)),
     Rule(Backend.CUDA_GEMM, "wgmma_256x128", max_m=256, bits=(4, 6), min_mn=3 * 2**20),
     Rule(Backend.CUDA_GEMM, "wgmma_128x128", max_m=256, bits=(4, 6)),
     Rule(Backend.CUDA_GEMM, "wgmma_256x128", max_m=1024, bits=(4, 6)),
-    Rule(Backend.CUDA_GEMM, "wgmma_256x128", max_m=4096, bits=(4,)),
+    Rule(Backend.CUDA_GEMM, "wgmma_256x128", max_m=4096, bits=(4, 6)),
     Rule(Backend.TMA, "tma_64x128x1_swap", max_m=64, bits=(8,), pipelined=True),
     Rule(Backend.DOT, "dot_16x64x2", max_m=64, bits=(8,)),
     Rule(Backend.DOT, "dot_16x128x1_swap", max_m=64, bits=(4,)),
@@ -192,8 +202,8 @@ def choose(
     (:func:`cuda_gemv_supported`), ``cutlass``: whether the CUTLASS GEMM can (:func:`cutlass_gemm_supported`),
     ``gluon``: whether the Gluon kernel can (:func:`gluon_supported`, and ``tma``), ``cuda_gemm``: whether the CUDA
     WGMMA GEMM can (:func:`cuda_gemm_supported`); rules needing what is missing are passed over. ``n``, ``k``: the
-    output and input channels, for the rules that need enough output tiles (``min_mn``) or a large enough layer
-    (``min_nk``; 0 passes them over)."""
+    output and input channels, for the rules that need enough output tiles (``min_mn``), few of them (``max_mn``) or
+    a large enough layer (``min_nk``; 0 passes them over)."""
     missing = {
         Backend.TMA: not tma,
         Backend.GLUON: not (tma and gluon),
@@ -206,6 +216,8 @@ def choose(
         if missing.get(rule.backend, False) or (rule.pipelined and not pipelined):
             continue
         if rule.min_mn is not None and M * n < rule.min_mn:
+            continue
+        if rule.max_mn is not None and not 0 < M * n <= rule.max_mn:
             continue
         if rule.min_nk is not None and n * k < rule.min_nk:
             continue

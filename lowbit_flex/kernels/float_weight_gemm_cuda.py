@@ -10,13 +10,17 @@ the decoded weight never goes back through shared memory, which is what bounded 
 (docs/measurements/h200_run45_gluon_weight_only.md). ``csrc/float_weight_gemm/float_weight_gemm_sm90.cuh``
 says why each piece is there.
 
-Split-K where the output tiles leave SMs idle (the launcher plans it: about one CTA per SM): each split writes fp32
-partials into the launcher's workspace, and the library's reduce kernel adds them in split order (deterministic).
+Split-K where the output tiles leave SMs idle (the launcher plans it: about one CTA per SM). Up to 8 splits of a
+tile run as one thread-block cluster and add their fp32 sums through distributed shared memory, where every tile's
+cluster fits the GPU at once (no workspace, no second kernel); otherwise each split writes fp32 partials into the
+launcher's workspace and the library's reduce kernel adds them. Both add in split order (deterministic, the same
+bits).
 
 Called through ``ctypes`` in eager mode; traced calls record the ``lowbit::float_weight_gemm_cuda`` op
 (``lowbit_flex/ops/cutlass_gemm.py``), which AOTInductor packages can call. The weight-only dispatch table takes it
-where H200 run 51 measured it fastest (``float_weight_dispatch.DISPATCH_TABLE``: fp4 / fp6 from M = 5-9, every
-format at M = 17-64, fp4 / fp6 prefill); ``backend=Backend.CUDA_GEMM`` forces it. Constraints
+where H200 run 51 and H100 runs 54 and 64 measured it fastest (``float_weight_dispatch.DISPATCH_TABLE``: fp4 / fp6
+from M = 1-9 by layer size, every format at M = 17-64, fp4 / fp6 prefill to M = 4096, fp8 at M = 193-256 with few
+output tiles); ``backend=Backend.CUDA_GEMM`` forces it. Constraints
 (:func:`gemm_cuda_supports`): sm_90, ``K % 8 == 0`` (fp8: ``K % 16 == 0``), 16-byte aligned bases (copied where
 not).
 """

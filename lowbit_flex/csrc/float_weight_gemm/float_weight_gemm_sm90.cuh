@@ -21,8 +21,9 @@
 // - WGMMAs run in groups of four K blocks (one x box) with two register sets, so a group's decode overlaps the
 //   previous group's WGMMAs (wait_group 1); a slot is handed back once every group that read it is complete.
 // - Epilogue: fp32 sums times the decode's power of two, w_scale and bias, rounded once to x's dtype (the CUDA GEMV's
-//   order). Split-K (where the output tiles leave SMs idle): raw sums into the split's fp32 partials in the workspace,
-//   then reduce_kernel adds them in split order and applies the same epilogue.
+//   order). Split-K (where the output tiles leave SMs idle): up to 8 splits of a tile as one cluster, adding their
+//   sums through distributed shared memory (cluster_sum); else raw sums into the split's fp32 partials in the
+//   workspace, then reduce_kernel adds them. Both add in split order and apply the same epilogue.
 #pragma once
 
 #include <cuda.h>
@@ -51,6 +52,7 @@ constexpr int kBlockN = 64 * kConsumers;                // weight rows per CTA
 constexpr int kThreads = 128 * (1 + kConsumers);        // a producer warpgroup (one warp issues TMA) + the consumers
 constexpr int kSmemBudget = 227 * 1024;                 // the sm_90 per-block opt-in limit (232448 bytes)
 constexpr int kProducerRegs = 40, kConsumerRegs = 232;  // setmaxnreg: 128 * 40 + 256 * 232 <= 64K
+constexpr int kMaxClusterSplits = 8;                    // the portable cluster size (cluster_sum)
 
 // Shared memory: rings of slots, each with a `full` (TMA bytes landed) and an `empty` (both consumers done) barrier.
 // - Where MAX_STAGES whole K tiles fit (every config but the 256-row fp6 / fp8 tiles): one ring, a slot holding the
@@ -99,8 +101,9 @@ struct Params {
   const float* w_scale;
   const void* bias;
   void* out;
-  float* partials;                   // (splits, M, N) when gridDim.z > 1
+  float* partials;                   // (splits, M, N) when gridDim.z > 1 and the splits are not one cluster
   int M, N, tiles, tiles_per_split;  // tiles: 128-code K tiles
+  int cluster_reduce;                // the gridDim.z splits are one cluster: sums added through DSMEM (cluster_sum)
 };
 
 __device__ __forceinline__ uint2 lds64(uint32_t addr) {
@@ -232,12 +235,78 @@ struct Epilogue {
   }
 };
 
+// 16 bytes of CTA `rank`'s shared memory (this cluster's), at the address `addr` has in this CTA's.
+__device__ __forceinline__ float4 ld_cluster_f4(uint32_t addr, int rank) {
+  uint32_t remote;
+  asm volatile("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(remote) : "r"(addr), "r"(rank));
+  float4 v;
+  asm volatile("ld.shared::cluster.v4.f32 {%0, %1, %2, %3}, [%4];"
+               : "=f"(v.x), "=f"(v.y), "=f"(v.z), "=f"(v.w)
+               : "r"(remote));
+  return v;
+}
+
+// Split-K through distributed shared memory, where the gridDim.z splits of an output tile are one cluster (launch):
+// each CTA's consumers put their fp32 sums in its shared memory (the rings are drained by then), and after a cluster
+// barrier CTA z adds, for its z-th share of the tile's valid x rows, every split's sums in split order (what
+// reduce_kernel adds, bit for bit) and stores them through the epilogue. No workspace round trip, no second kernel.
+// Called by the 256 consumer threads; the producer warpgroup meets the two cluster barriers (cluster_sum_idle).
+constexpr int kSumStride = kBlockN + 4;  // floats per x row of the sums: +4 puts lanes t = 0..3 on distinct banks
+template <int FMT, class T, int BM>
+__device__ __forceinline__ void cluster_sum(const Params& p, const float* acc, uint8_t* smem, int n0, int m0,
+                                            int row_a, int t) {
+  asm volatile("bar.sync 1, 256;" ::: "memory");  // both consumer warpgroups' WGMMAs are done with the rings
+  float* sums = reinterpret_cast<float*>(smem);   // [x row][weight row]
+#pragma unroll
+  for (int j = 0; j < BM / 8; ++j)
+#pragma unroll
+    for (int e = 0; e < 2; ++e) {
+      sums[(8 * j + 2 * t + e) * kSumStride + row_a] = acc[4 * j + e];
+      sums[(8 * j + 2 * t + e) * kSumStride + row_a + 8] = acc[4 * j + 2 + e];
+    }
+  cute::cluster_arrive();  // release: this CTA's sums are visible to the cluster
+  cute::cluster_wait();
+  const int splits = static_cast<int>(gridDim.z), rank = static_cast<int>(blockIdx.z);
+  const int items = min(BM, p.M - m0) * (kBlockN / 4);  // 4 weight rows of a valid x row each
+  const int end = (rank + 1) * items / splits;
+  const uint32_t base = cute::cast_smem_ptr_to_uint(sums);
+  for (int it = rank * items / splits + static_cast<int>(threadIdx.x) - 128; it < end; it += 256) {
+    const int m = it / (kBlockN / 4), n = 4 * (it % (kBlockN / 4));
+    const uint32_t addr = base + static_cast<uint32_t>(m * kSumStride + n) * 4;
+    float4 sum = ld_cluster_f4(addr, 0);
+    for (int z = 1; z < splits; ++z) {
+      const float4 v = ld_cluster_f4(addr, z);
+      sum.x += v.x;
+      sum.y += v.y;
+      sum.z += v.z;
+      sum.w += v.w;
+    }
+    const float s4[4] = {sum.x, sum.y, sum.z, sum.w};
+    T* out = static_cast<T*>(p.out) + static_cast<size_t>(m0 + m) * p.N;
+#pragma unroll
+    for (int q = 0; q < 4; ++q)
+      if (n0 + n + q < p.N) out[n0 + n + q] = Epilogue<FMT, T>(p, n0 + n + q)(s4[q]);
+  }
+  cute::cluster_arrive_relaxed();  // no CTA leaves while another still reads its shared memory
+  cute::cluster_wait();
+}
+
+// The producer warpgroup's part in cluster_sum: both cluster barriers (every thread of the cluster arrives).
+__device__ __forceinline__ void cluster_sum_idle() {
+  __syncwarp();
+  cute::cluster_arrive();
+  cute::cluster_wait();
+  cute::cluster_arrive_relaxed();
+  cute::cluster_wait();
+}
+
 template <int FMT, class T, int BM, int MAX_STAGES>
 __global__ void __launch_bounds__(kThreads, 1)
     float_weight_gemm_kernel(const __grid_constant__ CUtensorMap tm_x, const __grid_constant__ CUtensorMap tm_hi,
                              const __grid_constant__ CUtensorMap tm_lo, const Params p) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   using L = Layout<FMT, BM, MAX_STAGES>;
+  static_assert(BM * kSumStride * 4 <= L::kBarrierBase, "cluster_sum's sums outgrow the rings");
   constexpr int SX = L::kXSlots, SC = L::kCodeSlots;
   using Barrier = cutlass::arch::ClusterTransactionBarrier;
   extern __shared__ uint8_t smem_raw[];
@@ -301,6 +370,7 @@ __global__ void __launch_bounds__(kThreads, 1)
         }
       }
     }
+    if (p.cluster_reduce) cluster_sum_idle();
     return;
   }
 
@@ -403,7 +473,9 @@ __global__ void __launch_bounds__(kThreads, 1)
         if (n_b < p.N) store(static_cast<size_t>(m) * p.N + n_b, 1, acc[4 * j + 2 + e]);
       }
   };
-  if (gridDim.z > 1) {  // this split's raw sums
+  if (p.cluster_reduce) {
+    cluster_sum<FMT, T, BM>(p, acc, smem, n0, m0, row_a, t);
+  } else if (gridDim.z > 1) {  // this split's raw sums
     float* part = p.partials + static_cast<size_t>(blockIdx.z) * p.M * p.N;
     each([&](size_t i, int, float v) { part[i] = v; });
   } else {
@@ -456,7 +528,16 @@ int launch(Problem const& q, size_t* query_workspace) {
   const dim3 grid((q.N + kBlockN - 1) / kBlockN, (q.M + BM - 1) / BM);
   if (grid.y > 65535) return kInvalidArgument;  // a grid's y limit (M > 65535 * BM rows)
   const SplitPlan split = split_plan(static_cast<int64_t>(grid.x) * grid.y, tiles, multiprocessors());
-  const size_t part_bytes = split.splits > 1 ? static_cast<size_t>(split.splits) * q.M * q.N * sizeof(float) : 0;
+  auto kernel = float_weight_gemm_kernel<FMT, T, BM, MAX_STAGES>;
+  const cudaError_t attr = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, L::kSmemBytes);
+  if (attr != cudaSuccess) return from_cuda(attr);
+  // The splits of an output tile as one cluster (cluster_sum) where they are few enough for a portable cluster and
+  // every tile's cluster is resident at once (GPCs hold whole clusters: else the workspace and reduce_kernel).
+  const bool cluster = split.splits > 1 && split.splits <= kMaxClusterSplits &&
+                       resident_clusters(reinterpret_cast<const void*>(kernel), kThreads, L::kSmemBytes,
+                                         split.splits) >= static_cast<int64_t>(grid.x) * grid.y;
+  const size_t part_bytes =
+      split.splits > 1 && !cluster ? static_cast<size_t>(split.splits) * q.M * q.N * sizeof(float) : 0;
   if (query_workspace) {
     *query_workspace = part_bytes;
     return kOk;
@@ -488,12 +569,24 @@ int launch(Problem const& q, size_t* query_workspace) {
   if (L::kFp6 &&
       !encode(&tm_lo, CU_TENSOR_MAP_DATA_TYPE_UINT32, 3, q.w, w_dims, w_strides, lo_box, CU_TENSOR_MAP_SWIZZLE_32B))
     return kInvalidArgument;
-  auto kernel = float_weight_gemm_kernel<FMT, T, BM, MAX_STAGES>;
-  const cudaError_t attr = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, L::kSmemBytes);
-  if (attr != cudaSuccess) return from_cuda(attr);
-  const Params p{q.w_scale, q.bias, q.out, static_cast<float*>(q.workspace), q.M, q.N, tiles, split.tiles_per_split};
-  kernel<<<dim3(grid.x, grid.y, split.splits), kThreads, L::kSmemBytes, q.stream>>>(tm_x, tm_hi, tm_lo, p);
-  if (split.splits > 1) {
+  const Params p{q.w_scale, q.bias, q.out, static_cast<float*>(q.workspace), q.M, q.N, tiles, split.tiles_per_split,
+                 cluster ? 1 : 0};
+  // The cluster of the splits where cluster_sum adds them.
+  cudaLaunchAttribute cluster_dims{};
+  cluster_dims.id = cudaLaunchAttributeClusterDimension;
+  cluster_dims.val.clusterDim.x = 1;
+  cluster_dims.val.clusterDim.y = 1;
+  cluster_dims.val.clusterDim.z = static_cast<unsigned>(split.splits);
+  cudaLaunchConfig_t config{};
+  config.gridDim = dim3(grid.x, grid.y, split.splits);
+  config.blockDim = dim3(kThreads);
+  config.dynamicSmemBytes = L::kSmemBytes;
+  config.stream = q.stream;
+  config.attrs = &cluster_dims;
+  config.numAttrs = cluster ? 1 : 0;
+  const cudaError_t launched = cudaLaunchKernelEx(&config, kernel, tm_x, tm_hi, tm_lo, p);
+  if (launched != cudaSuccess) return from_cuda(launched);
+  if (split.splits > 1 && !cluster) {
     const int64_t mn = static_cast<int64_t>(q.M) * q.N;
     constexpr int kReduceThreads = 256;
     reduce_kernel<FMT, T>
