@@ -22,9 +22,12 @@ def _method(impl: AttnImpl, mode: str) -> str:
 
 def run(bench: Bench) -> None:
     impls = [SAM, SDPA, FUSED] + ([] if bench.quick else [AttnImpl.FLEX])
+    # At batch 1 also SDPA with rel_h / rel_w from lowbit::sam_rel_pos: how much of the fused encoder's lead over
+    # SDPA (which, like SAM's encoder, computes them with its gathers and einsums) is the rel-pos kernel alone.
+    extra = {1: [AttnImpl.SDPA_BIAS_LOWBIT_REL], 8: []}
     model = ImageEncoderViT(VIT_B).cuda().eval()
     # Correctness first: each implementation in bf16 against the float64 encoder (SDPA + bias), batch 1.
-    errors = compare(model, VIT_B, torch.bfloat16, 1, impls)
+    errors = compare(model, VIT_B, torch.bfloat16, 1, impls + extra[1])
     model = model.to(torch.bfloat16)
     table = bench.table(
         "SAM ViT-B image encoder (bf16, torch.compile, without and with CUDA graphs)", baseline=_method(SAM, "compile")
@@ -37,7 +40,7 @@ def run(bench: Bench) -> None:
         x = torch.randn(batch, 3, VIT_B.img_size, VIT_B.img_size, device="cuda", dtype=torch.bfloat16)
         ms, host_ms = {}, {}
         with torch.no_grad():
-            for impl in impls:
+            for impl in impls + extra[batch]:
                 model.set_attention(impl)
                 for mode, graph in MODES.items():
                     ms[impl, mode] = bench.time(compiled, (x,), graph=graph, eager_fallback=False)
@@ -54,6 +57,6 @@ def run(bench: Bench) -> None:
             fused_vs_materialised_graph=ms[SAM, "compile+graph"] / ms[FUSED, "compile+graph"],
             # Host ms to issue one plain compiled call / its GPU ms (graph replay): > 1 means that without CUDA graphs
             # the GPU waits on the host, and the "compile" column measures Python, not kernels.
-            **{f"host/gpu {i.name.lower()}": host_ms[i] / ms[i, "compile+graph"] for i in impls},
-            **{f"rel_err {i.name.lower()} (b=1)": errors[i.value]["rel"] for i in impls},
+            **{f"host/gpu {i.name.lower()}": host_ms[i] / ms[i, "compile+graph"] for i in impls + extra[batch]},
+            **{f"rel_err {i.name.lower()} (b=1)": errors[i.value]["rel"] for i in impls + extra[batch]},
         )

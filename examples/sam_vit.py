@@ -15,8 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lowbit_flex.ops import rel_pos_attention
-from lowbit_flex.score_mods import rel_pos_bias, rel_pos_kernel_options, sam_rel_pos
+from lowbit_flex.ops import rel_pos_attention, sam_rel_pos
+from lowbit_flex.score_mods import rel_pos_bias, rel_pos_kernel_options
+from lowbit_flex.score_mods import sam_rel_pos as sams_rel_pos_einsums
 
 
 class AttnImpl(enum.Enum):
@@ -27,6 +28,13 @@ class AttnImpl(enum.Enum):
     # Segment Anything's own attention: both the logits and the probabilities are (B*nH, L, L) tensors.
     SAM_MATERIALISED = "SAM attention: q@kᵀ + rel-pos bias, softmax, @v"
     FLEX = "flex_attention + rel_pos_bias"  # FlexAttention score_mod (compile the model for a fused kernel)
+    # SDPA_BIAS with rel_h/rel_w from lowbit::sam_rel_pos: how much of FUSED's lead is the rel-pos kernel alone.
+    SDPA_BIAS_LOWBIT_REL = "SDPA + broadcast-add bias, rel_h/rel_w by lowbit::sam_rel_pos"
+
+
+# Where rel_h/rel_w come from lowbit::sam_rel_pos (one kernel); the baselines keep SAM's own code (table gathers and
+# two einsums), as a user without this library runs it.
+LOWBIT_REL_POS = (AttnImpl.FUSED, AttnImpl.FLEX, AttnImpl.SDPA_BIAS_LOWBIT_REL)
 
 
 @dataclass(frozen=True)
@@ -62,10 +70,11 @@ class Attention(nn.Module):
         n, nh = gh * gw, self.num_heads
         qkv = self.qkv(x).reshape(b, n, 3, nh, self.head_dim).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)  # (B, nH, L, hd) each
-        rel_h, rel_w = sam_rel_pos(q, self.rel_pos_h, self.rel_pos_w, (gh, gw), (gh, gw))
+        rel_pos = sam_rel_pos if self.impl in LOWBIT_REL_POS else sams_rel_pos_einsums
+        rel_h, rel_w = rel_pos(q, self.rel_pos_h, self.rel_pos_w, (gh, gw), (gh, gw))
         if self.impl is AttnImpl.FUSED:
             out = rel_pos_attention(q, k, v, rel_h, rel_w)
-        elif self.impl is AttnImpl.SDPA_BIAS:
+        elif self.impl in (AttnImpl.SDPA_BIAS, AttnImpl.SDPA_BIAS_LOWBIT_REL):
             bias = (rel_h[..., :, None] + rel_w[..., None, :]).reshape(b, nh, n, n)
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
         elif self.impl is AttnImpl.SAM_MATERIALISED:

@@ -17,6 +17,7 @@ from lowbit_flex.ops.quantize_int8_blockwise import quantize_int8_blockwise
 from lowbit_flex.ops.quantize_int8_rowwise import quantize_int8_rowwise
 from lowbit_flex.ops.rel_pos_attention import rel_pos_attention
 from lowbit_flex.ops.s8s4_linear import s8s4_linear
+from lowbit_flex.ops.sam_rel_pos import sam_rel_pos
 from lowbit_flex.ops.w4a8_linear import w4a8_linear
 
 __all__ = [
@@ -29,5 +30,6 @@ __all__ = [
     "quantize_int8_rowwise",
     "rel_pos_attention",
     "s8s4_linear",
+    "sam_rel_pos",
     "w4a8_linear",
 ]

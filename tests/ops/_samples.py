@@ -220,6 +220,17 @@ def _rel_pos_attention(device):
     )
 
 
+def _sam_rel_pos(device):
+    th, tw = torch.randn(9, 16, device=device), torch.randn(13, 16, device=device)
+    yield (torch.randn(2, 35, 16, device=device), th, tw, 5, 7), {}  # SAM's (B*H, L, D)
+    # SAM's token-major view of one qkv projection (non-contiguous), bf16.
+    qkv = torch.randn(1, 35, 3, 2, 16, device=device, dtype=torch.bfloat16)
+    yield (qkv.permute(2, 0, 3, 1, 4)[0], th.bfloat16(), tw.bfloat16(), 5, 7), {}
+    yield (torch.randn(1, 1, 35, 16, device=device).expand(2, 3, 35, 16), th, tw, 5, 7), {}  # expanded over heads
+    yield (torch.randn(1, 2, 8, 35, device=device).transpose(-1, -2), th[:, :8], tw[:, :8], 5, 7), {}  # D strided
+    yield (torch.randn(0, 2, 35, 16, device=device), th, tw, 5, 7), {}  # an empty batch
+
+
 def _quantize_fp8(device):
     x = torch.randn(2, 3, 20, 16, device=device)
     yield (x,), {}
@@ -285,6 +296,7 @@ SAMPLES = {
     "fp8_weight_gemm_cutlass": _fp8_weight_gemm_cutlass,
     "w4a8_linear": _w4a8_linear,
     "rel_pos_attention": _rel_pos_attention,
+    "sam_rel_pos": _sam_rel_pos,
     "quantize_fp8": _quantize_fp8,
     "quantize_int8_blockwise": _quantize_int8_blockwise,
     "fp8_attention": _fp8_attention,

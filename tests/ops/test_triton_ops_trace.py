@@ -40,6 +40,7 @@ TRITON_OPS = {
     "quantize_int8_rowwise",
     "rel_pos_attention",
     "s8s4_linear",
+    "sam_rel_pos",
     "w4a8_linear",
 }
 # Opaque to compile. _fp8_attention_reference is fp8_attention's path on CUDA GPUs without fp8 MMA (no kernel there,
