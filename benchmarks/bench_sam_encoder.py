@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 
 import lowbit_flex  # noqa: F401
-from benchmarks.harness import Bench, enqueue_us
+from benchmarks.harness import Bench, cuda_kernels, enqueue_us
 from examples.sam_image_encoder import compare
 from examples.sam_vit import VIT_B, AttnImpl, ImageEncoderViT
 
@@ -38,13 +38,14 @@ def run(bench: Bench) -> None:
     compiled = torch.compile(model, dynamic=False)
     for batch in (1, 8):
         x = torch.randn(batch, 3, VIT_B.img_size, VIT_B.img_size, device="cuda", dtype=torch.bfloat16)
-        ms, host_ms = {}, {}
+        ms, host_ms, kernels = {}, {}, {}
         with torch.no_grad():
             for impl in impls + extra[batch]:
                 model.set_attention(impl)
                 for mode, graph in MODES.items():
                     ms[impl, mode] = bench.time(compiled, (x,), graph=graph, eager_fallback=False)
                 host_ms[impl] = enqueue_us(compiled, x) * 1e-3
+                kernels[impl] = cuda_kernels(compiled, x)
         table.add(
             {"batch": batch},
             {_method(i, mode): t for (i, mode), t in ms.items()},
@@ -58,5 +59,7 @@ def run(bench: Bench) -> None:
             # Host ms to issue one plain compiled call / its GPU ms (graph replay): > 1 means that without CUDA graphs
             # the GPU waits on the host, and the "compile" column measures Python, not kernels.
             **{f"host/gpu {i.name.lower()}": host_ms[i] / ms[i, "compile+graph"] for i in impls + extra[batch]},
+            # GPU activities one compiled forward launches: at batch 1 the host's cost is about this count.
+            **{f"kernels {i.name.lower()}": kernels[i] for i in impls + extra[batch]},
             **{f"rel_err {i.name.lower()} (b=1)": errors[i.value]["rel"] for i in impls + extra[batch]},
         )

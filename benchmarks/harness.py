@@ -76,6 +76,19 @@ def enqueue_us(fn: Callable, *args, calls: int = 20) -> float:
     return sorted(samples)[len(samples) // 2] * 1e6
 
 
+def cuda_kernels(fn: Callable, *args) -> int:
+    """GPU activities (kernels, memsets, copies) that one call of ``fn(*args)`` issues, as the profiler records
+    them: what a call costs the host in launches, next to its time."""
+    from torch.profiler import ProfilerActivity, profile
+
+    fn(*args)
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        fn(*args)
+        torch.cuda.synchronize()
+    return sum(1 for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA)
+
+
 def environment() -> dict:
     """Stamp results with the machine and versions they were measured on."""
     import triton
