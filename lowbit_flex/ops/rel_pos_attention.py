@@ -100,7 +100,7 @@ def rel_pos_attention(
 
     ``rel_h``/``rel_w``: ``(B, H, L, k_h)``/``(B, H, L, k_w)``, SAM's ``(B*H, L, k_h)``/``(B*H, L, k_w)`` or
     ``(B*H, q_h, q_w, k_h, 1)``/``(B*H, q_h, q_w, 1, k_w)``, in ``q``'s dtype, with ``L == k_h * k_w`` (compute
-    them with :func:`lowbit_flex.score_mods.sam_rel_pos`). ``scale`` defaults to ``1 / sqrt(D)`` and multiplies
+    them with :func:`lowbit_flex.ops.sam_rel_pos`). ``scale`` defaults to ``1 / sqrt(D)`` and multiplies
     ``q @ k^T`` only (not the bias), as in SAM. Returns ``(B, H, L, D)`` in ``q``'s dtype: contiguous, or
     ``(B, L, H, D)`` in memory where ``q`` is (SAM's view of its ``qkv`` projection), as SDPA's kernels do, so
     ``out.transpose(1, 2).reshape(B, L, H * D)`` is a view.
