@@ -6,17 +6,19 @@ for query ``i`` at grid row ``y(i) = i // q_w``, column ``x(i) = i % q_w``: self
 
 SAM computes them with two gathers of the tables and two batched matmuls, and its views of the query cost copies
 around each: under ``torch.compile`` about five to seven launches per attention block, which is most of a ViT-B
-encoder's host time at batch 1 (docs/measurements). Here one program takes ``BLOCK_M`` consecutive query rows of one
-(batch, head), read through the query's strides (SAM's view of its ``qkv`` projection, no copy), and for each table:
+encoder's host time at batch 1 (docs/measurements). Here one launch computes both, as plain matmul tiles:
 
-* multiplies them by a window of ``BLOCK_T`` consecutive table rows on the tensor cores, ``P = Q @ T[t0 : t0 +
-  BLOCK_T]^T``: row ``i`` needs table rows ``y(i) .. y(i) + q_h - 1`` (or ``x(i) ..``), so the block's rows need one
-  contiguous range, walked in windows;
-* stores each ``P[i, t]`` at column ``kh = y(i) - t + q_h - 1`` of row ``i`` where that is in ``[0, q_h)``: for a
-  fixed row, ``t -> kh`` is one-to-one, so every output element is written exactly once, by the window holding its
-  table row (a scatter store instead of a gather of ``P`` in registers).
+* All queries of one grid row ``y`` (of every batch and head) share one matrix of table rows, ``T_h[y - kh + q_h -
+  1]`` for ``kh < q_h``: their ``rel_h`` rows are ``Q_y @ R_y^T``. Likewise all queries of one grid column ``x`` share
+  ``T_w[x - kw + q_w - 1]`` for ``rel_w``. So a program takes 64 queries of one row ``y`` (the ``rel_h`` programs) or
+  of one column ``x`` (the ``rel_w`` programs), read through the query's strides (SAM's view of its ``qkv``
+  projection, no copy), loads that matrix's rows (a reversed run of the table), and multiplies on the tensor cores:
+  each product element is an output element, written once, in whole rows.
+* A first version took 64 consecutive queries (mixed columns) against a window of table rows and scattered each
+  product to its column: 4-8x slower than SAM's compiled einsums on 64 x 64 grids (H100 run 66).
 
-fp32 accumulation, one rounding to the output dtype (SAM's bmm rounds the same way).
+The query is read twice (once per term); fp32 accumulation, one rounding to the output dtype (SAM's bmm rounds the
+same way).
 """
 
 from __future__ import annotations
@@ -30,92 +32,94 @@ import triton.language as tl
 from lowbit_flex.kernels.arch import triton_interpreting
 from lowbit_flex.kernels.common import PlanLaunch, cached_plan
 
-# Query rows per program: SAM's 64-wide global grid is one grid row per program (one rel_h window of 64 table
-# rows, two rel_w windows); a 14 x 14 window is four programs.
+# Queries per program (the MMA's M).
 BLOCK_M = 64
-# Table rows per window: the P tile is BLOCK_M x MAX_BLOCK_T fp32 (32 registers per thread with 4 warps).
-MAX_BLOCK_T = 64
+# Output columns per product: a 64 x 64 fp32 tile (32 registers per thread with 4 warps); wider grids loop.
+MAX_BLOCK_K = 64
 
 
 @triton.jit
-def _rel_terms(
-    q, out_rows, row_ok, grid_pos, t_ptr, stride_t, stride_tc, t_lo, t_hi,
-    SIZE: tl.constexpr, D: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_T: tl.constexpr, DOT_PRECISION: tl.constexpr,
+def _rel_term_tile(
+    q_ptr, t_ptr, out_ptr, tile, N,
+    stride_qb, stride_qh, stride_ql, stride_qd, stride_t, stride_tc,
+    H: tl.constexpr, FIXED_ROW: tl.constexpr, Q_H: tl.constexpr, Q_W: tl.constexpr, D: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_K: tl.constexpr,
+    DOT_PRECISION: tl.constexpr, UPCAST: tl.constexpr,
 ):  # fmt: skip
-    """One table's terms for the block's rows: ``out_rows[i] + k`` gets ``q[i] . T[grid_pos(i) - k + SIZE - 1]`` for
-    ``k < SIZE``, from the table rows ``t_lo .. t_hi`` (inclusive), ``BLOCK_T`` at a time."""
-    offs_t = tl.arange(0, BLOCK_T)
+    """One tile of one term: ``rel_h`` (``FIXED_ROW``: 64 queries of grid row ``pos``, over every (batch, head) and
+    column) or ``rel_w`` (64 queries of grid column ``pos``). ``tile`` counts the term's tiles, ``pos``-major."""
+    SIZE: tl.constexpr = Q_H if FIXED_ROW else Q_W  # keys along this term's axis (the output's columns)
+    OTHER: tl.constexpr = Q_W if FIXED_ROW else Q_H  # the free axis: queries per (batch, head) sharing ``pos``
+    L: tl.constexpr = Q_H * Q_W
+    m_tiles = tl.cdiv(N * OTHER, BLOCK_M)
+    pos = tile // m_tiles
+    m = (tile % m_tiles) * BLOCK_M + tl.arange(0, BLOCK_M)  # (batch * head, free coordinate), flattened
+    m_ok = m < N * OTHER
+    n = m // OTHER
+    if FIXED_ROW:
+        i = pos * Q_W + m % OTHER
+    else:
+        i = (m % OTHER) * Q_W + pos
     offs_d = tl.arange(0, BLOCK_D)
-    for t0 in range(t_lo, t_hi + 1, BLOCK_T):
-        t = t0 + offs_t
-        t_ok = t <= t_hi
+    q_rows = q_ptr + (n // H).to(tl.int64) * stride_qb + (n % H).to(tl.int64) * stride_qh + i * stride_ql
+    q = tl.load(q_rows[:, None] + offs_d[None, :] * stride_qd, mask=m_ok[:, None] & (offs_d < D)[None, :], other=0.0)
+    if UPCAST:  # the interpreter's dot has no bf16
+        q = q.to(tl.float32)
+    out_rows = out_ptr + n.to(tl.int64) * (L * SIZE) + i * SIZE
+    for k0 in range(0, SIZE, BLOCK_K):
+        kk = k0 + tl.arange(0, BLOCK_K)
+        k_ok = kk < SIZE
+        t = pos - kk + (SIZE - 1)  # this term's table row for (pos, key kk)
         tab = tl.load(
             t_ptr + t[:, None] * stride_t + offs_d[None, :] * stride_tc,
-            mask=t_ok[:, None] & (offs_d < D)[None, :],
+            mask=k_ok[:, None] & (offs_d < D)[None, :],
             other=0.0,
         ).to(q.dtype)
         p = tl.dot(q, tl.trans(tab), input_precision=DOT_PRECISION)
-        k = grid_pos[:, None] - t[None, :] + (SIZE - 1)
-        ok = row_ok[:, None] & t_ok[None, :] & (k >= 0) & (k < SIZE)
-        tl.store(out_rows[:, None] + k, p.to(out_rows.dtype.element_ty), mask=ok)
+        tl.store(out_rows[:, None] + kk[None, :], p.to(out_ptr.dtype.element_ty), mask=m_ok[:, None] & k_ok[None, :])
 
 
 @triton.jit
 def _sam_rel_pos_kernel(
     q_ptr, th_ptr, tw_ptr, rh_ptr, rw_ptr,
     stride_qb, stride_qh, stride_ql, stride_qd, stride_th, stride_thc, stride_tw, stride_twc,
-    H, num_m_blocks,
-    Q_H: tl.constexpr, Q_W: tl.constexpr, D: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_TH: tl.constexpr, BLOCK_TW: tl.constexpr,
+    N, h_tiles,
+    H: tl.constexpr, Q_H: tl.constexpr, Q_W: tl.constexpr, D: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_KH: tl.constexpr, BLOCK_KW: tl.constexpr,
     DOT_PRECISION: tl.constexpr, UPCAST: tl.constexpr,
 ):  # fmt: skip
-    L: tl.constexpr = Q_H * Q_W
+    """Programs ``[0, h_tiles)`` write ``rel_h``, the rest ``rel_w``."""
     pid = tl.program_id(0)
-    n = pid // num_m_blocks
-    m0 = (pid % num_m_blocks) * BLOCK_M
-    rows = m0 + tl.arange(0, BLOCK_M)
-    row_ok = rows < L
-    offs_d = tl.arange(0, BLOCK_D)
-    q_base = q_ptr + (n // H).to(tl.int64) * stride_qb + (n % H).to(tl.int64) * stride_qh
-    q = tl.load(
-        q_base + rows[:, None] * stride_ql + offs_d[None, :] * stride_qd,
-        mask=row_ok[:, None] & (offs_d < D)[None, :],
-        other=0.0,
-    )
-    if UPCAST:  # the interpreter's dot has no bf16
-        q = q.to(tl.float32)
-    y, x = rows // Q_W, rows % Q_W
-    last = tl.minimum(m0 + BLOCK_M, L) - 1
-    y_lo, y_hi = m0 // Q_W, last // Q_W
-    # The block's columns: all of them once it spans two grid rows, else its own range of one row.
-    x_lo = tl.where(y_hi > y_lo, 0, m0 % Q_W)
-    x_hi = tl.where(y_hi > y_lo, Q_W - 1, last % Q_W)
-    out_h = rh_ptr + n.to(tl.int64) * (L * Q_H) + rows * Q_H
-    out_w = rw_ptr + n.to(tl.int64) * (L * Q_W) + rows * Q_W
-    _rel_terms(q, out_h, row_ok, y, th_ptr, stride_th, stride_thc, y_lo, y_hi + Q_H - 1,
-               Q_H, D, BLOCK_D, BLOCK_TH, DOT_PRECISION)  # fmt: skip
-    _rel_terms(q, out_w, row_ok, x, tw_ptr, stride_tw, stride_twc, x_lo, x_hi + Q_W - 1,
-               Q_W, D, BLOCK_D, BLOCK_TW, DOT_PRECISION)  # fmt: skip
+    if pid < h_tiles:
+        _rel_term_tile(q_ptr, th_ptr, rh_ptr, pid, N, stride_qb, stride_qh, stride_ql, stride_qd, stride_th,
+                       stride_thc, H, True, Q_H, Q_W, D, BLOCK_M, BLOCK_D, BLOCK_KH, DOT_PRECISION, UPCAST)  # fmt: skip
+    else:
+        _rel_term_tile(q_ptr, tw_ptr, rw_ptr, pid - h_tiles, N, stride_qb, stride_qh, stride_ql, stride_qd,
+                       stride_tw, stride_twc, H, False, Q_H, Q_W, D, BLOCK_M, BLOCK_D, BLOCK_KW, DOT_PRECISION,
+                       UPCAST)  # fmt: skip
 
 
-def _window(size: int, span: int) -> int:
-    """``BLOCK_T`` for a table of ``size`` keys whose block needs ``span`` query positions: the rows one block
-    needs (``span + size - 1``), as a power of two between the MMA's 16 and :data:`MAX_BLOCK_T`."""
-    return max(16, min(MAX_BLOCK_T, triton.next_power_of_2(span + size - 1)))
+def _block_k(size: int) -> int:
+    """Output columns per product for ``size`` keys along the axis: a power of two, 16 (the MMA's N) to 64."""
+    return max(16, min(MAX_BLOCK_K, triton.next_power_of_2(size)))
+
+
+def _tiles(N: int, q_h: int, q_w: int) -> tuple[int, int]:
+    """Programs of the ``rel_h`` and the ``rel_w`` term: per grid row (column), the tiles of its queries."""
+    return q_h * triton.cdiv(N * q_w, BLOCK_M), q_w * triton.cdiv(N * q_h, BLOCK_M)
 
 
 @functools.lru_cache(maxsize=256)
 def _launch_plan(N: int, H: int, q_h: int, q_w: int, D: int, dtype: torch.dtype) -> PlanLaunch:
-    """The launch for ``N`` (batch x head) grids of ``q_h x q_w`` queries with head dim ``D``."""
-    L = q_h * q_w
-    num_m_blocks = triton.cdiv(L, BLOCK_M)
-    rows_spanned = min(q_h, (BLOCK_M - 1) // q_w + 2)  # grid rows one block of BLOCK_M consecutive queries touches
+    """The launch for ``N`` (batch x head) grids of ``q_h x q_w`` queries with head dim ``D`` (``H`` heads: a
+    constexpr, so the kernel splits a program's (batch, head) index with a multiply, not a division)."""
+    h_tiles, w_tiles = _tiles(N, q_h, q_w)
     meta = dict(
-        Q_H=q_h, Q_W=q_w, D=D, BLOCK_M=BLOCK_M, BLOCK_D=max(16, triton.next_power_of_2(D)),
-        BLOCK_TH=_window(q_h, rows_spanned), BLOCK_TW=_window(q_w, q_w if rows_spanned > 1 else min(BLOCK_M, q_w)),
+        H=H, Q_H=q_h, Q_W=q_w, D=D, BLOCK_M=BLOCK_M, BLOCK_D=max(16, triton.next_power_of_2(D)),
+        BLOCK_KH=_block_k(q_h), BLOCK_KW=_block_k(q_w),
         DOT_PRECISION="ieee" if dtype == torch.float32 else "tf32", UPCAST=triton_interpreting(), num_warps=4,
     )  # fmt: skip
-    return PlanLaunch(_sam_rel_pos_kernel, (N * num_m_blocks,), meta, tensors=5)
+    return PlanLaunch(_sam_rel_pos_kernel, (h_tiles + w_tiles,), meta, tensors=5)
 
 
 def sam_rel_pos_plan(q: torch.Tensor, rel_pos_h: torch.Tensor, rel_pos_w: torch.Tensor, q_h: int, q_w: int):
@@ -124,9 +128,10 @@ def sam_rel_pos_plan(q: torch.Tensor, rel_pos_h: torch.Tensor, rel_pos_w: torch.
     per shape key."""
     B, H = (q.shape[0], q.shape[1]) if q.dim() == 4 else (q.shape[0], 1)
     strides = q.stride() if q.dim() == 4 else (q.stride(0), 0, q.stride(1), q.stride(2))
-    launch = cached_plan(_launch_plan, B * H, H, q_h, q_w, int(q.shape[-1]), q.dtype)
-    num_m_blocks = -(-(q_h * q_w) // BLOCK_M)
-    return launch, (*strides, *rel_pos_h.stride(), *rel_pos_w.stride(), H, num_m_blocks)
+    N = B * H
+    launch = cached_plan(_launch_plan, N, H, q_h, q_w, int(q.shape[-1]), q.dtype)
+    h_tiles = q_h * -(-(N * q_w) // BLOCK_M)  # not triton.cdiv: slow to call
+    return launch, (*strides, *rel_pos_h.stride(), *rel_pos_w.stride(), N, h_tiles)
 
 
 def sam_rel_pos_triton(

@@ -1,5 +1,7 @@
 """``lowbit::sam_rel_pos`` and its wrapper: SAM's rel_h / rel_w from the query and the raw tables."""
 
+import importlib
+
 import pytest
 import torch
 
@@ -207,7 +209,7 @@ def test_empty_batch():
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="the eager fast path runs on CUDA tensors")
 def test_eager_fast_path_matches_the_op_and_keeps_its_plan():
-    from lowbit_flex.ops import sam_rel_pos as mod
+    mod = importlib.import_module("lowbit_flex.ops.sam_rel_pos")  # the package's attribute is the function
 
     q = _query("sam_qkv", 1, 12, 14, 14, 64, torch.bfloat16, "cuda")
     th, tw = _tables(14, 14, 64, torch.bfloat16, "cuda")
