@@ -118,6 +118,9 @@ def _launch_plan(N: int, H: int, q_h: int, q_w: int, D: int, dtype: torch.dtype)
         H=H, Q_H=q_h, Q_W=q_w, D=D, BLOCK_M=BLOCK_M, BLOCK_D=max(16, triton.next_power_of_2(D)),
         BLOCK_KH=_block_k(q_h), BLOCK_KW=_block_k(q_w),
         DOT_PRECISION="ieee" if dtype == torch.float32 else "tf32", UPCAST=triton_interpreting(), num_warps=4,
+        # One to four products per program: nothing to pipeline, and three stages of fp32 table tiles at D = 256
+        # would ask 200 KB of shared memory (past sm_80's 163 KB).
+        num_stages=1,
     )  # fmt: skip
     return PlanLaunch(_sam_rel_pos_kernel, (h_tiles + w_tiles,), meta, tensors=5)
 
