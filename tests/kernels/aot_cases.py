@@ -176,9 +176,9 @@ def _gluon_rel_pos_attention():
 def case_sam_rel_pos():
     from lowbit_flex.kernels.sam_rel_pos import sam_rel_pos_triton
 
-    # Table windows of 16, 32 and 64 rows (1 x 8, 14 x 14, 64 x 64 and 256-wide grids), head dims padded to 16 and
-    # to 256, each dtype, SAM's strided (B, H, L, D) view and a 3-D query.
-    for q_h, q_w, d in ((1, 8, 8), (14, 14, 80), (64, 64, 64), (48, 40, 128), (2, 256, 256)):
+    # Products of 16, 32 and 64 columns (1 x 8, 14 x 14, 24 x 20, 64 x 64 and 256-wide grids: four products per
+    # rel_w program), head dims padded to 16 and to 256, each dtype, SAM's strided (B, H, L, D) view and a 3-D query.
+    for q_h, q_w, d in ((1, 8, 8), (14, 14, 80), (24, 20, 64), (64, 64, 64), (48, 40, 128), (2, 256, 256)):
         for dtype in (torch.bfloat16, torch.float16, torch.float32):
             q = torch.empty(1, q_h * q_w, 3, 2, d, dtype=dtype).permute(2, 0, 3, 1, 4)[0]
             tables = torch.empty(2 * q_h - 1, d, dtype=dtype), torch.empty(2 * q_w - 1, d, dtype=dtype)
