@@ -5,8 +5,9 @@ for query ``i`` at grid row ``y(i) = i // q_w``, column ``x(i) = i % q_w``: self
 (``2 * size - 1`` rows, so its ``get_rel_pos`` is this index arithmetic, with no resampling).
 
 SAM computes them with two gathers of the tables and two batched matmuls, and its views of the query cost copies
-around each: under ``torch.compile`` about five to seven launches per attention block, which is most of a ViT-B
-encoder's host time at batch 1 (docs/measurements). Here one launch computes both, as plain matmul tiles:
+around each: under ``torch.compile`` about five to seven launches per attention block, which kept a batch-1 ViT-B
+encoder waiting on the host (docs/measurements/h100_run66_sam_rel_pos.md). One launch here computes both, as
+plain matmul tiles:
 
 * All queries of one grid row ``y`` (of every batch and head) share one matrix of table rows, ``T_h[y - kh + q_h -
   1]`` for ``kh < q_h``: their ``rel_h`` rows are ``Q_y @ R_y^T``. Likewise all queries of one grid column ``x`` share
@@ -15,7 +16,7 @@ encoder's host time at batch 1 (docs/measurements). Here one launch computes bot
   projection, no copy), loads that matrix's rows (a reversed run of the table), and multiplies on the tensor cores:
   each product element is an output element, written once, in whole rows.
 * A first version took 64 consecutive queries (mixed columns) against a window of table rows and scattered each
-  product to its column: 4-8x slower than SAM's compiled einsums on 64 x 64 grids (H100 run 66).
+  product to its column: 2.5-4.6x slower than SAM's compiled einsums on 64-wide grids (H100 run 66).
 
 The query is read twice (once per term); fp32 accumulation, one rounding to the output dtype (SAM's bmm rounds the
 same way).
