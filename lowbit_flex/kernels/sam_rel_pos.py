@@ -130,7 +130,8 @@ def sam_rel_pos_plan(q: torch.Tensor, rel_pos_h: torch.Tensor, rel_pos_w: torch.
     """The launch and its arguments after the five tensors ``(q, rel_pos_h, rel_pos_w, rel_h, rel_w)`` for a
     ``(B, H, L, D)`` query (a 3-D ``(N, L, D)`` one as ``B = N, H = 1``). Metadata only: an eager caller keeps it
     per shape key."""
-    B, H = (q.shape[0], q.shape[1]) if q.dim() == 4 else (q.shape[0], 1)
+    # The head count is a constexpr: a symbolic one (dynamic-shape tracing) is specialized here (a guard).
+    B, H = (q.shape[0], int(q.shape[1])) if q.dim() == 4 else (q.shape[0], 1)
     strides = q.stride() if q.dim() == 4 else (q.stride(0), 0, q.stride(1), q.stride(2))
     N = B * H
     launch = cached_plan(_launch_plan, N, H, q_h, q_w, int(q.shape[-1]), q.dtype)
