@@ -21,9 +21,12 @@ def _qkv(H=4, Hkv=2, Lq=200, Lk=300, D=64, dtype=torch.bfloat16):
     return q, k, v
 
 
-# Measured format accuracy on randn (docs/fp8_attention.md) plus a margin: GQA, ragged L, Lq != Lk, causal.
+# Measured format accuracy on randn (docs/fp8_attention.md) plus a margin: GQA, ragged L, Lq != Lk, causal. Over 60
+# fresh draws (session 66) the medians were 0.046 / 0.035 / 0.031 / 0.011 and the largest 0.052 / 0.042 / 0.033 /
+# 0.012; one CI draw reached 0.0457 for int8 / fp8 (the tail of the distribution), so
+# each bound sits about 1.5x above its median.
 @pytest.mark.parametrize("qk, pv, tol", [
-    ("fp8", "fp8", 6.5e-2), ("int8", "fp8", 4.5e-2), ("fp8", "fp16", 4.5e-2), ("int8", "fp16", 1.5e-2),
+    ("fp8", "fp8", 7e-2), ("int8", "fp8", 5.5e-2), ("fp8", "fp16", 4.5e-2), ("int8", "fp16", 1.6e-2),
 ])  # fmt: skip
 @pytest.mark.parametrize("D, dtype", [(64, torch.bfloat16), (128, torch.float16)])
 def test_entry_point_quantizes_and_matches_float64(qk, pv, tol, D, dtype):
