@@ -135,7 +135,7 @@ def sam_rel_pos_plan(q: torch.Tensor, rel_pos_h: torch.Tensor, rel_pos_w: torch.
     strides = q.stride() if q.dim() == 4 else (q.stride(0), 0, q.stride(1), q.stride(2))
     N = B * H
     launch = cached_plan(_launch_plan, N, H, q_h, q_w, int(q.shape[-1]), q.dtype)
-    h_tiles = q_h * -(-(N * q_w) // BLOCK_M)  # not triton.cdiv: slow to call
+    h_tiles = _tiles(N, q_h, q_w)[0]
     return launch, (*strides, *rel_pos_h.stride(), *rel_pos_w.stride(), N, h_tiles)
 
 

@@ -24,7 +24,7 @@ from lowbit_flex.score_mods.sam import get_rel_pos
 from lowbit_flex.score_mods.sam import sam_rel_pos as sam_rel_pos_einsum
 
 if TYPE_CHECKING:  # the kernel module imports Triton: imported when a call launches it
-    from lowbit_flex.kernels.common import BoundLaunch
+    from lowbit_flex.kernels.common import BoundLaunch, PlanLaunch
 
 
 def _check_args(q: torch.Tensor, rel_pos_h: torch.Tensor, rel_pos_w: torch.Tensor, q_h: int, q_w: int) -> None:
@@ -118,7 +118,7 @@ class _EagerPlan(NamedTuple):
     under the interpreter or with launch hooks set: then ``launch`` with ``scalars``), or no launch at all (empty
     outputs: the op's body)."""
 
-    launch: object | None
+    launch: PlanLaunch | None
     bound: BoundLaunch | None
     scalars: tuple
     shape_h: tuple
