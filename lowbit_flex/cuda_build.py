@@ -8,7 +8,9 @@ that takes seconds instead of minutes.
 
 Cache: ``$LOWBIT_FLEX_CACHE`` (default ``~/.cache/lowbit_flex``) / ``<version>-<arch>-<hash of sources and flags>``,
 built behind a file lock so concurrent processes build once. ``LOWBIT_FLEX_NO_BUILD=1`` turns a cache miss into an
-error instead of a build. Build ahead of time with ``python -m lowbit_flex.cuda_build``.
+error instead of a build. Build ahead of time with ``python -m lowbit_flex.cuda_build``. ``LOWBIT_FLEX_LIBRARY=<path>``
+loads that library file instead of the cache's (for an A/B of two builds of different sources in one session: the
+cache key would otherwise name only the sources checked out).
 
 CUTLASS headers come from the ``nvidia-cutlass`` wheel (``cutlass_library/source/include``).
 
@@ -169,13 +171,22 @@ def build(arch: str, *, verbose: bool = True) -> Path:
     return _build_once(lib, "python -m lowbit_flex.cuda_build", make, verbose=verbose)
 
 
+LIBRARY_ENV = "LOWBIT_FLEX_LIBRARY"  # a library file to load instead of the cache's (A/B runs)
+
+
 @functools.cache
 def load() -> ctypes.CDLL:
-    """The CUDA library for the current GPU, built on first use. Raises :class:`CudaBuildError`."""
+    """The CUDA library for the current GPU, built on first use (or the file ``$LOWBIT_FLEX_LIBRARY`` names). Raises
+    :class:`CudaBuildError`."""
     import torch
 
     if not torch.cuda.is_available():
         raise CudaBuildError("the lowbit_flex CUDA library needs a CUDA GPU")
+    override = os.environ.get(LIBRARY_ENV)
+    if override:
+        if not Path(override).is_file():
+            raise CudaBuildError(f"{LIBRARY_ENV}={override} is not a file")
+        return ctypes.CDLL(str(Path(override).resolve()))
     arch = arch_for_capability(*torch.cuda.get_device_capability())
     return ctypes.CDLL(str(build(arch)))
 
