@@ -9,8 +9,9 @@ that takes seconds instead of minutes.
 Cache: ``$LOWBIT_FLEX_CACHE`` (default ``~/.cache/lowbit_flex``) / ``<version>-<arch>-<hash of sources and flags>``,
 built behind a file lock so concurrent processes build once. ``LOWBIT_FLEX_NO_BUILD=1`` turns a cache miss into an
 error instead of a build. Build ahead of time with ``python -m lowbit_flex.cuda_build``. ``LOWBIT_FLEX_LIBRARY=<path>``
-loads that library file instead of the cache's (for an A/B of two builds of different sources in one session: the
-cache key would otherwise name only the sources checked out).
+makes :func:`load` (the ``ctypes`` launchers) take that library file instead of the cache's, for an A/B of two builds
+of different sources in one session (the cache key names only the sources checked out); :func:`build_torch_ops`
+still links the cache's build.
 
 CUTLASS headers come from the ``nvidia-cutlass`` wheel (``cutlass_library/source/include``).
 
