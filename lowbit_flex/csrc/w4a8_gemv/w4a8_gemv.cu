@@ -97,12 +97,15 @@ __device__ __forceinline__ int quantize_int8(float x, float scale, float inv) {
   return small_float_to_int(fminf(fmaxf(r, -127.0f), 127.0f));  // an integer-valued clamp: NaN maps to -127
 }
 
-// The 4 chunks of one warp step: the weight words of rows g and g + 8, and (group-wise) their group scales.
+// The 4 chunks of one warp step: the weight words of rows g and g + 8, and (group-wise) the group scales of rows g
+// and g + 8 for chunk t of the step (lane t's; the MMA loop takes chunk u's from lane u of its group of 4 with a
+// shuffle: one load and one register per row instead of four).
 template <bool GROUPWISE>
 struct Step {
   uint4 a[kStepChunks], b[kStepChunks];
-  float sa[GROUPWISE ? kStepChunks : 1], sb[GROUPWISE ? kStepChunks : 1];
+  float sa, sb;
 };
+static_assert(kStepChunks == 4, "a step's chunks are the 4 lanes t of a row's group");
 
 // Where a warp's work item (a tile of this CTA and a K step of it) reads: the tile's first row and the step's
 // first chunk.
@@ -159,11 +162,13 @@ __device__ __forceinline__ void load_step(Step<GROUPWISE>& st, const Params& p, 
     const bool in_k = c < p.chunks;  // past K: zero words (zero products)
     st.a[u] = in_k ? load_weight(wa + c * kChunkBytes) : make_uint4(0, 0, 0, 0);
     st.b[u] = in_k ? load_weight(wb + c * kChunkBytes) : make_uint4(0, 0, 0, 0);
-    if constexpr (GROUPWISE) {
-      const int group = c / p.group_chunks;
-      st.sa[u] = in_k ? __ldg(p.w_scale + static_cast<size_t>(ra) * p.groups + group) : 0.0f;
-      st.sb[u] = in_k ? __ldg(p.w_scale + static_cast<size_t>(rb) * p.groups + group) : 0.0f;
-    }
+  }
+  if constexpr (GROUPWISE) {
+    const int c = it.chunk0 + t;
+    const bool in_k = c < p.chunks;
+    const int group = c / p.group_chunks;
+    st.sa = in_k ? __ldg(p.w_scale + static_cast<size_t>(ra) * p.groups + group) : 0.0f;
+    st.sb = in_k ? __ldg(p.w_scale + static_cast<size_t>(rb) * p.groups + group) : 0.0f;
   }
 }
 
@@ -351,7 +356,10 @@ __global__ void __launch_bounds__(kMaxWarps * 32, 1) w4a8_gemv_kernel(const Para
 #pragma unroll
         for (int i = 0; i < 8; ++i) xw[mt][i] = words[i];
       }
-      // Two accumulator chains (even / odd words): each MMA waits on the one before it in its chain only.
+      // Two accumulator chains (even / odd words): each MMA waits on the one before it in its chain only. Group-wise
+      // at MT = 2 one chain per token tile (the two tiles are two chains): the second pair made that kernel spill at
+      // the 128-register cap.
+      constexpr int kChains = GROUPWISE && MT == 2 ? 1 : 2;
       int dot[2][MT][4];
 #pragma unroll
       for (int mt = 0; mt < MT; ++mt)
@@ -372,16 +380,23 @@ __global__ void __launch_bounds__(kMaxWarps * 32, 1) w4a8_gemv_kernel(const Para
         for (int mt = 0; mt < MT; ++mt) {
           const uint32_t b0 = __byte_perm(xw[mt][2 * j], xw[mt][2 * j + 1], 0x6420);  // values 8j + 0, 2, 4, 6
           const uint32_t b1 = __byte_perm(xw[mt][2 * j], xw[mt][2 * j + 1], 0x7531);  // values 8j + 1, 3, 5, 7
-          mma_s8(dot[j & 1][mt], a0, a1, a2, a3, b0, b1);
+          mma_s8(dot[j % kChains][mt], a0, a1, a2, a3, b0, b1);
         }
+      }
+      float sa = 0.0f, sb = 0.0f;
+      if constexpr (GROUPWISE) {
+        sa = __shfl_sync(0xffffffffu, cur.sa, (lane & ~3) | u);
+        sb = __shfl_sync(0xffffffffu, cur.sb, (lane & ~3) | u);
       }
 #pragma unroll
       for (int mt = 0; mt < MT; ++mt) {
         if constexpr (GROUPWISE) {
-          acc[mt][0] += static_cast<float>(dot[0][mt][0] + dot[1][mt][0]) * cur.sa[u];
-          acc[mt][1] += static_cast<float>(dot[0][mt][1] + dot[1][mt][1]) * cur.sa[u];
-          acc[mt][2] += static_cast<float>(dot[0][mt][2] + dot[1][mt][2]) * cur.sb[u];
-          acc[mt][3] += static_cast<float>(dot[0][mt][3] + dot[1][mt][3]) * cur.sb[u];
+          // A chunk's dot is 16x a sum of 128 products |w x| <= 8 x 127: |dot| < 2^21, converted exactly with
+          // full-rate adds (common/magic_round.cuh) instead of an I2F per element.
+          acc[mt][0] += small_int_to_float(dot[0][mt][0] + dot[1][mt][0]) * sa;
+          acc[mt][1] += small_int_to_float(dot[0][mt][1] + dot[1][mt][1]) * sa;
+          acc[mt][2] += small_int_to_float(dot[0][mt][2] + dot[1][mt][2]) * sb;
+          acc[mt][3] += small_int_to_float(dot[0][mt][3] + dot[1][mt][3]) * sb;
         } else {
 #pragma unroll
           for (int i = 0; i < 4; ++i) acc[mt][i] = dot[0][mt][i] + dot[1][mt][i];
