@@ -245,7 +245,7 @@ def test_dispatch_table(fake_cutlass):
     assert pick(Arch.SM90, pc, 16, 4096, 4096) == (cuda, "mma_n2k4_pf2")
     assert pick(Arch.SM90, gw, 9, 4096, 8192, 128) == (cuda, "mma_n1k8_pf0")
     assert pick(Arch.SM90, pc, 16, 8192, 8192) == (cuda, "mma_n4k2_pf2")
-    assert pick(Arch.SM90, gw, 16, 8192, 8192, 128) == (cuda, "mma_n4k4_pf0")
+    assert pick(Arch.SM90, gw, 16, 8192, 8192, 128) == (cuda, "mma_n2k4_pf0")
     assert pick(Arch.SM90, gw, 16, 14336, 4096, 128) == (cuda, "mma_n2k4_pf0")
     assert pick(Arch.SM90, gw, 16, 4096, 14336, 128) == (cuda, "mma_n1k8_pf0")
     assert pick(Arch.SM90, pc, 16, 14336, 4096) == (Backend.TRITON_DECODE, "dot_16x64x256")
@@ -303,11 +303,12 @@ def test_dispatch_table(fake_cutlass):
     assert pick(Arch.SM90, gw, 4096, 4096, 4096, 64) == (Backend.TRITON_UNPACKED, "s8s8_64x128x128_w4_s3")
     assert pick(Arch.SM90, gw, 4096, 4000, 4096, 128) == (Backend.TRITON_UNPACKED, "s8s8_64x128x128_w4_s3")
     assert pick(Arch.SM90, gw, 4096, 4096, 4096) == (Backend.TRITON_UNPACKED, "s8s8_64x128x128_w4_s3")  # no group
-    # Group scales with their integer multipliers on Hopper: the CUTLASS kernels multiplying on the upcast from
-    # M = 17, and at M = 9..16 on wide layers; 128-row tiles on wide layers and M * N >= 2**19 up to M = 64, else
-    # the 16-row tile; up to M = 512 the 128-row tile (the 256-row one on wide layers once M * N >= 2**21), then
-    # the 256-row tile. Where they cannot run (Ampere, groups that are not 128s, N % 16), from M = 129 the
-    # multiplying unpack and the per-channel main loop; below, and without the multipliers, the rows above.
+    # Group scales with their integer multipliers on Hopper: the CUTLASS kernels multiplying on the upcast from M =
+    # 17 (up to 16 the CUDA GEMV's float group scales are faster, since session 68); 128-row tiles on wide layers
+    # and M * N >= 2**19 up to M = 64, else the 16-row tile; up to M = 512 the 128-row tile (the 256-row one on wide
+    # layers once M * N >= 2**21), then the 256-row tile. Where they cannot run (Ampere, groups that are not 128s, N
+    # % 16), from M = 129 the multiplying unpack and the per-channel main loop; below, and without the multipliers,
+    # the rows above.
     m16, m128, m256 = (
         (Backend.CUTLASS_SM90_MULT, c) for c in ("16x128x128_ws_mult", "128x128x128_coop_mult", "256x128x128_coop_mult")
     )
@@ -316,7 +317,7 @@ def test_dispatch_table(fake_cutlass):
     assert pick_mult(Arch.SM90, gw, 1, 4096, 4096, 128) == pick(Arch.SM90, gw, 1, 4096, 4096, 128)
     assert pick_mult(Arch.SM90, gw, 8, 14336, 4096, 128) == pick(Arch.SM90, gw, 8, 14336, 4096, 128)
     assert pick_mult(Arch.SM90, gw, 16, 4096, 4096, 128) == (cuda, "mma_n1k8_pf0")  # N * K <= 2**25
-    assert pick_mult(Arch.SM90, gw, 9, 14336, 4096, 128) == m16  # wide
+    assert pick_mult(Arch.SM90, gw, 9, 14336, 4096, 128) == (cuda, "mma_n2k4_pf0")  # wide: the float scales
     assert pick_mult(Arch.SM90, gw, 16, 4096, 14336, 128) == (cuda, "mma_n1k8_pf0")  # deep: the float scales
     assert pick_mult(Arch.SM90, gw, 17, 14336, 4096, 128) == m128
     assert pick_mult(Arch.SM90, gw, 64, 8192, 8192, 128) == m128  # M * N = 2**19
@@ -362,10 +363,12 @@ def test_rows_needing_multipliers_match_only_calls_that_pass_them(fake_cutlass, 
     choose.cache_clear()
 
 
-def test_whole_layer_with_multipliers_leaves_the_decode_kernels_where_a_multiplier_row_wins(fake_cutlass, monkeypatch):
-    """``lowbit::w4a8_linear`` picks its decode kernels itself: with group multipliers on a wide layer at M = 9..16
-    the table's CUTLASS multiplier row comes first, so no decode kernel is taken (the GEMM path runs that row)."""
+def test_whole_layer_with_multipliers_takes_the_decode_kernels_only_where_the_table_does(fake_cutlass, monkeypatch):
+    """``lowbit::w4a8_linear`` picks its decode kernels itself, from the dispatch table: with group multipliers the
+    decode kernel runs at M <= 16 (no multiplier row precedes it there), and from M = 17 the table's CUTLASS
+    multiplier row comes first, so no decode kernel is taken (the GEMM path runs that row)."""
     from lowbit_flex.kernels import s8s4_dispatch
+    from lowbit_flex.kernels.s8s4_dispatch import Backend
     from lowbit_flex.ops.w4a8_linear import _decode_path
 
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a: (9, 0))
@@ -373,9 +376,12 @@ def test_whole_layer_with_multipliers_leaves_the_decode_kernels_where_a_multipli
     _decode_path.cache_clear()
     cuda = torch.device("cuda", 0)
     try:
-        assert _decode_path(cuda, 16, 14336, 4096, 128, has_mult=True) is None
-        assert _decode_path(cuda, 16, 14336, 4096, 128) is not None  # float group scales: the decode kernel
-        assert _decode_path(cuda, 16, 4096, 14336, 128, has_mult=True) is not None  # deep: the decode kernel
+        wide = _decode_path(cuda, 16, 14336, 4096, 128, has_mult=True)
+        assert (wide.backend, wide.config) == (Backend.CUDA_GEMV, "mma_n2k4_pf0")
+        plain = _decode_path(cuda, 16, 14336, 4096, 128)  # the same kernel reads the float group scales
+        assert (plain.backend, plain.config) == (wide.backend, wide.config)
+        assert _decode_path(cuda, 16, 4096, 14336, 128, has_mult=True).config == "mma_n1k8_pf0"  # deep
+        assert _decode_path(cuda, 17, 14336, 4096, 128, has_mult=True) is None  # the multiplier GEMM
     finally:
         s8s4_dispatch._cuda_arch.cache_clear()
         _decode_path.cache_clear()
