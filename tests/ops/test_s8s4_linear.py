@@ -303,12 +303,12 @@ def test_dispatch_table(fake_cutlass):
     assert pick(Arch.SM90, gw, 4096, 4096, 4096, 64) == (Backend.TRITON_UNPACKED, "s8s8_64x128x128_w4_s3")
     assert pick(Arch.SM90, gw, 4096, 4000, 4096, 128) == (Backend.TRITON_UNPACKED, "s8s8_64x128x128_w4_s3")
     assert pick(Arch.SM90, gw, 4096, 4096, 4096) == (Backend.TRITON_UNPACKED, "s8s8_64x128x128_w4_s3")  # no group
-    # Group scales with their integer multipliers on Hopper: the CUTLASS kernels multiplying on the upcast from M =
-    # 17 (up to 16 the CUDA GEMV's float group scales are faster, since session 68); 128-row tiles on wide layers
-    # and M * N >= 2**19 up to M = 64, else the 16-row tile; up to M = 512 the 128-row tile (the 256-row one on wide
-    # layers once M * N >= 2**21), then the 256-row tile. Where they cannot run (Ampere, groups that are not 128s, N
-    # % 16), from M = 129 the multiplying unpack and the per-channel main loop; below, and without the multipliers,
-    # the rows above.
+    # Group scales with their integer multipliers on Hopper: the CUTLASS kernels multiplying on the upcast from
+    # M = 17 (up to 16 the CUDA GEMV's float group scales are faster, since session 68); 128-row tiles on wide
+    # layers and M * N >= 2**19 up to M = 64, else the 16-row tile; up to M = 512 the 128-row tile (the 256-row one
+    # on wide layers once M * N >= 2**21), then the 256-row tile. Where they cannot run (Ampere, groups that are not
+    # 128s, N % 16), from M = 129 the multiplying unpack and the per-channel main loop; below, and without the
+    # multipliers, the rows above.
     m16, m128, m256 = (
         (Backend.CUTLASS_SM90_MULT, c) for c in ("16x128x128_ws_mult", "128x128x128_coop_mult", "256x128x128_coop_mult")
     )
