@@ -171,8 +171,8 @@ DISPATCH_TABLE: tuple[Rule, ...] = (
     # M = 256 0.95-1.80x vs 0.56-0.73x (Triton's multiplying unpack); M = 1024 / 4096 1.59-1.81x vs 1.22-1.51x.
     # M = 9..16: the 16-row tile where N > K (2.63-2.75x vs 2.33-2.35x for the Triton decode tile; on the other
     # shapes 1.08-1.86x vs 2.22-2.37x) until session 68, whose CUDA GEMV rows (next) beat it. M = 17..64: the
-    # 128-row tile on wide layers (2.05x vs 0.81x at M = 64; 1.90x vs 1.56x at M = 32, in a second call) and where M
-    # * N >= 2**19 (8192² at M = 64: 1.31x vs 0.97x), else the 16-row tile (1.01-1.12x vs 0.72-0.77x). M = 65..512:
+    # 128-row tile on wide layers (2.05x vs 0.81x at M = 64; 1.90x vs 1.56x at M = 32, in a second call) and where
+    # M * N >= 2**19 (8192² at M = 64: 1.31x vs 0.97x), else the 16-row tile (1.01-1.12x vs 0.72-0.77x). M = 65..512:
     # the 128-row tile (M = 128: 0.76-2.11x vs 0.59-1.48x), the 256-row one on wide layers from M * N >= 2**21
     # (M = 256, N = 14336: 1.80x vs 1.30x); from M = 513 the 256-row tile (M = 1024: 1.59-1.81x vs 1.26-1.40x).
     # Group-wise at M = 9..16 (H100, session 68, docs/measurements/h100_run68_w4a8_groupwise_scales.md, whole layers,
