@@ -13,8 +13,9 @@ says why each piece is there.
 Split-K where the output tiles leave SMs idle (the launcher plans it: about one CTA per SM). Up to 8 splits of a
 tile run as one thread-block cluster and add their fp32 sums through distributed shared memory, where every tile's
 cluster fits the GPU at once (no workspace, no second kernel); otherwise each split writes fp32 partials into the
-launcher's workspace and the library's reduce kernel adds them. Both add in split order (deterministic, the same
-bits).
+launcher's workspace and the library's reduce kernel adds them, launched as the GEMM's programmatic dependent so
+its launch overlaps the GEMM (``LOWBIT_FLEX_REDUCE_PDL=0``: after it, the A/B switch). Both add in split order
+(deterministic, the same bits).
 
 Called through ``ctypes`` in eager mode; traced calls record the ``lowbit::float_weight_gemm_cuda`` op
 (``lowbit_flex/ops/cutlass_gemm.py``), which AOTInductor packages can call. The weight-only dispatch table takes it

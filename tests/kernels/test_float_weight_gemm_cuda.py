@@ -73,6 +73,36 @@ def test_split_k_workspace_follows_the_plan(config, M, N, K, splits):
     assert need.value == (0 if splits <= 8 else splits * M * N * 4)
 
 
+_REDUCE_BITS = """
+import sys, torch, lowbit_flex
+from lowbit_flex.kernels.float_weight_dispatch import Backend, float_weight_only_linear_cuda
+g = torch.Generator().manual_seed(7)
+w = torch.randint(-2**31, 2**31 - 1, (40, 32 * 16), generator=g, dtype=torch.int32).cuda()  # fp4 tile words
+x = torch.randn(3, 4096, generator=g).bfloat16().cuda()
+out = float_weight_only_linear_cuda(x, w, torch.rand(40, generator=g).cuda() + 0.5, None, 2, 1,
+                                    backend=Backend.CUDA_GEMM, config="wgmma_16x128")
+torch.save(out.cpu(), sys.argv[1])
+"""
+
+
+@requires_sm90
+def test_the_dependent_reduce_launch_changes_no_bits(tmp_path):
+    # One output tile of 32 K tiles: 32 splits, past a cluster, so fp32 partials and the reduce kernel, launched as
+    # the GEMM's programmatic dependent (default) or after it (LOWBIT_FLEX_REDUCE_PDL=0, read once per process).
+    import os
+    import subprocess
+    import sys
+
+    outs = []
+    for flag in ("1", "0"):
+        path = tmp_path / f"out{flag}.pt"
+        env = dict(os.environ, LOWBIT_FLEX_REDUCE_PDL=flag)
+        subprocess.run([sys.executable, "-c", _REDUCE_BITS, str(path)], check=True, env=env, timeout=120)
+        outs.append(torch.load(path))
+    assert outs[0].shape == (3, 40) and bool(torch.isfinite(outs[0]).all())
+    assert torch.equal(outs[0], outs[1])
+
+
 def test_table_takes_it_where_run_51_measured_it_faster(monkeypatch):
     from lowbit_flex.kernels import float_weight_dispatch as d
 

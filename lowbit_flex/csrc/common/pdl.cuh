@@ -1,11 +1,14 @@
-// Programmatic dependent launch (sm_90), opt-in with LOWBIT_FLEX_PDL=1: a decode GEMV may start while the kernel
-// before it in the stream finishes, and warm L2 with its first weight bytes meanwhile, so a layer's launch and DRAM
-// ramp-up overlap the previous kernel's tail instead of following it.
+// Programmatic dependent launch (sm_90). Two uses:
+// - Opt-in with LOWBIT_FLEX_PDL=1: a decode GEMV may start while the kernel before it in the stream finishes, and
+//   warm L2 with its first weight bytes meanwhile, so a layer's launch and DRAM ramp-up overlap the previous kernel's
+//   tail instead of following it.
+// - On by default (reduce_pdl): a split-K reduce kernel is the dependent of the GEMM that writes its partials, which
+//   triggers it at its start; the reduce waits before its first load, so only its launch moves earlier.
 //
-// Why opt-in: on the H200 it made back-to-back W4A8 GEMVs at M = 1 1.09-1.27x faster (run 25), but a GEMV right
-// after an elementwise kernel that writes its x, what follows a norm in a model, 17-22 % slower on every shape and
-// scale kind (run 38, docs/measurements/h200_run38_w4a8_decode_limits.md). The default path is the measured one:
-// no attribute, no prefetch.
+// Why the GEMV's is opt-in: on the H200 it made back-to-back W4A8 GEMVs at M = 1 1.09-1.27x faster (run 25), but a
+// GEMV right after an elementwise kernel that writes its x, what follows a norm in a model, 17-22 % slower on every
+// shape and scale kind (run 38, docs/measurements/h200_run38_w4a8_decode_limits.md). The default path is the
+// measured one: no attribute, no prefetch.
 //
 // The rule that keeps it exact: before pdl_wait() a kernel only issues L2 prefetches (which never return data to
 // it: L2 is the point of coherence, so a byte the previous kernel is still writing is never read stale). Every
@@ -51,6 +54,17 @@ inline bool pdl_enabled() {
       cudaDeviceGetAttribute(&major[device], cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess)
     major[device] = -1;
   return major[device] >= 9;
+}
+
+// Whether a split-K reduce kernel launches as the programmatic dependent of the GEMM whose partials it adds
+// (float_weight_gemm): on, unless LOWBIT_FLEX_REDUCE_PDL=0 (read once; the A/B switch of H100 run 69). Unlike the
+// GEMV's opt-in above, the dependent issues nothing before pdl_wait(): it only takes its launch off the GEMM's tail.
+inline bool reduce_pdl() {
+  static const bool on = [] {
+    const char* e = std::getenv("LOWBIT_FLEX_REDUCE_PDL");
+    return !(e && e[0] == '0');
+  }();
+  return on;
 }
 
 // kernel<<<grid, threads, smem, stream>>>(args...), with programmatic stream serialization when `pdl`.

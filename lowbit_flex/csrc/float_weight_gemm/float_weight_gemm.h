@@ -10,7 +10,8 @@
 // Split-K where the output tiles leave SMs idle (split_plan): CTA z sums its range of 128-code K tiles in fp32. Up
 // to 8 splits of a tile run as one thread-block cluster and add their sums through distributed shared memory (no
 // workspace); more, or where the GPU cannot hold every tile's cluster at once, write fp32 partials to the workspace
-// and a second kernel adds them. Both add in split order (deterministic, the same bits) and apply the epilogue.
+// and a second kernel adds them, launched as the GEMM's programmatic dependent (its launch overlaps the GEMM). Both
+// add in split order (deterministic, the same bits) and apply the epilogue.
 // The workspace protocol is the CUTLASS launchers': a call with `query_workspace` stores the bytes needed and
 // launches nothing.
 //

@@ -23,7 +23,10 @@
 // - Epilogue: fp32 sums times the decode's power of two, w_scale and bias, rounded once to x's dtype (the CUDA GEMV's
 //   order). Split-K (where the output tiles leave SMs idle): up to 8 splits of a tile as one cluster, adding their
 //   sums through distributed shared memory (cluster_sum); else raw sums into the split's fp32 partials in the
-//   workspace, then reduce_kernel adds them. Both add in split order and apply the same epilogue.
+//   workspace, then reduce_kernel adds them. Both add in split order and apply the same epilogue. reduce_kernel is
+//   the GEMM's programmatic dependent (common/pdl.cuh): scheduled while the GEMM runs, it waits for it before its
+//   first load, so its launch no longer follows the GEMM's tail (H100 run 69: 3-7 % off the split layers' time at
+//   M = 1-64; it was ~2 us of a 9-25 us layer at M = 1, run 64).
 #pragma once
 
 #include <cuda.h>
@@ -36,6 +39,7 @@
 
 #include "common/fpx_decode.cuh"
 #include "common/gemv_epilogue.cuh"
+#include "common/pdl.cuh"
 #include "common/resident_ctas.h"
 #include "common/sm90_arch.h"
 #include "cute/arch/copy_sm90_desc.hpp"
@@ -76,9 +80,10 @@ struct Layout {
   static constexpr int kRings = kSmemBudget - kReserve;
   static constexpr int kTileBytes = 2 * kXBoxBytes + kCodeBytes;  // a whole K tile: x box 0, x box 1, codes
   static constexpr bool kSplit = MAX_STAGES * kTileBytes > kRings;
-  static constexpr int kXSlots = !kSplit                                                     ? 0
-                                 : 2 * MAX_STAGES * kXBoxBytes + 2 * kCodeBytes <= kRings ? 2 * MAX_STAGES
-                                                                                          : (kRings - 2 * kCodeBytes) / kXBoxBytes;
+  static constexpr int kXSlots = !kSplit ? 0
+                                 : 2 * MAX_STAGES * kXBoxBytes + 2 * kCodeBytes <= kRings
+                                     ? 2 * MAX_STAGES
+                                     : (kRings - 2 * kCodeBytes) / kXBoxBytes;
   static constexpr int kCodeSlots = !kSplit ? MAX_STAGES
                                     : MAX_STAGES * kCodeBytes + kXSlots * kXBoxBytes <= kRings
                                         ? MAX_STAGES
@@ -253,8 +258,8 @@ __device__ __forceinline__ float4 ld_cluster_f4(uint32_t addr, int rank) {
 // Called by the 256 consumer threads; the producer warpgroup meets the two cluster barriers (cluster_sum_idle).
 constexpr int kSumStride = kBlockN + 4;  // floats per x row of the sums: +4 puts lanes t = 0..3 on distinct banks
 template <int FMT, class T, int BM>
-__device__ __forceinline__ void cluster_sum(const Params& p, const float* acc, uint8_t* smem, int n0, int m0,
-                                            int row_a, int t) {
+__device__ __forceinline__ void cluster_sum(const Params& p, const float* acc, uint8_t* smem, int n0, int m0, int row_a,
+                                            int t) {
   asm volatile("bar.sync 1, 256;" ::: "memory");  // both consumer warpgroups' WGMMAs are done with the rings
   float* sums = reinterpret_cast<float*>(smem);   // [x row][weight row]
 #pragma unroll
@@ -338,6 +343,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     cutlass::arch::fence_barrier_init();
   }
   __syncthreads();
+  pdl_launch_dependents();  // the reduce kernel (if any) may be scheduled now; it waits for this grid to complete
 
   if (warpgroup == 0) {  // producer
     cutlass::arch::warpgroup_reg_dealloc<kProducerRegs>();
@@ -353,16 +359,14 @@ __global__ void __launch_bounds__(kThreads, 1)
           cute::SM90_TMA_LOAD_2D::copy(&tm_hi, &full_c[c], kHint, codes, kt * 128, n0);
         else
           cute::SM90_TMA_LOAD_3D::copy(&tm_hi, &full_c[c], kHint, codes, 0, kt, n0);
-        if constexpr (L::kFp6)
-          cute::SM90_TMA_LOAD_3D::copy(&tm_lo, &full_c[c], kHint, codes + L::kHiBytes, 16, kt, n0);
+        if constexpr (L::kFp6) cute::SM90_TMA_LOAD_3D::copy(&tm_lo, &full_c[c], kHint, codes + L::kHiBytes, 16, kt, n0);
 #pragma unroll
         for (int half = 0; half < 2; ++half) {
           if constexpr (L::kSplit) {
             const int h = 2 * i + half, s = h % SX;
             Barrier::wait(&empty_x[s], ((h / SX) & 1) ^ 1);
             Barrier::arrive_and_expect_tx(&full_x[s], L::kXBoxBytes);
-            cute::SM90_TMA_LOAD_2D::copy(&tm_x, &full_x[s], kHint, smem + s * L::kXBoxBytes, kt * 128 + 64 * half,
-                                         m0);
+            cute::SM90_TMA_LOAD_2D::copy(&tm_x, &full_x[s], kHint, smem + s * L::kXBoxBytes, kt * 128 + 64 * half, m0);
           } else {  // the tile's slot, behind its code barrier
             cute::SM90_TMA_LOAD_2D::copy(&tm_x, &full_c[c], kHint, slot + half * L::kXBoxBytes, kt * 128 + 64 * half,
                                          m0);
@@ -486,9 +490,11 @@ __global__ void __launch_bounds__(kThreads, 1)
 #endif
 }
 
-// out[m, n] from the splits' partials, added in split order (deterministic), with the kernel's epilogue.
+// out[m, n] from the splits' partials, added in split order (deterministic), with the kernel's epilogue. Launched as
+// the GEMM's programmatic dependent: it waits for the GEMM's partials first.
 template <int FMT, class T>
 __global__ void reduce_kernel(const Params p, int splits) {
+  pdl_wait();
   const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x, mn = static_cast<int64_t>(p.M) * p.N;
   if (i >= mn) return;
   float sum = p.partials[i];
@@ -569,8 +575,9 @@ int launch(Problem const& q, size_t* query_workspace) {
   if (L::kFp6 &&
       !encode(&tm_lo, CU_TENSOR_MAP_DATA_TYPE_UINT32, 3, q.w, w_dims, w_strides, lo_box, CU_TENSOR_MAP_SWIZZLE_32B))
     return kInvalidArgument;
-  const Params p{q.w_scale, q.bias, q.out, static_cast<float*>(q.workspace), q.M, q.N, tiles, split.tiles_per_split,
-                 cluster ? 1 : 0};
+  const Params p{
+      q.w_scale,      q.bias, q.out, static_cast<float*>(q.workspace), q.M, q.N, tiles, split.tiles_per_split,
+      cluster ? 1 : 0};
   // The cluster of the splits where cluster_sum adds them.
   cudaLaunchAttribute cluster_dims{};
   cluster_dims.id = cudaLaunchAttributeClusterDimension;
@@ -589,9 +596,9 @@ int launch(Problem const& q, size_t* query_workspace) {
   if (split.splits > 1 && !cluster) {
     const int64_t mn = static_cast<int64_t>(q.M) * q.N;
     constexpr int kReduceThreads = 256;
-    reduce_kernel<FMT, T>
-        <<<static_cast<unsigned>((mn + kReduceThreads - 1) / kReduceThreads), kReduceThreads, 0, q.stream>>>(
-            p, split.splits);
+    return launch_with_pdl(reduce_pdl(), reduce_kernel<FMT, T>,
+                           static_cast<int>((mn + kReduceThreads - 1) / kReduceThreads), kReduceThreads, 0, q.stream, p,
+                           split.splits);
   }
   return last_launch_status();
 }
