@@ -15,11 +15,13 @@ it, and its automatic warp specialization is Blackwell-only in Triton 3.6.
 Measured on the H200 (run 44, against the Triton kernel in the same call, outputs bit-identical): with a 16-bit V
 (the accurate mode) 1.09-1.16x the Triton 128-query tile at L >= 4096 (0.98-1.02x at 1024), so
 :func:`~lowbit_flex.kernels.fp8_attention.pick_config` runs it there; with an e4m3 V 0.73-0.87x the Triton
-64-query tile, which stays the rule for 8-bit P·V (two independent 64-row programs per SM already overlap one's
-softmax with the other's MMAs, and the 8-bit PV's shorter MMA leaves less to hide). Earlier forms, measured and
-dropped: the same overlap without warp specialization (run 40: 0.77-0.83x, a CTA barrier before each slot refill
-stalled both warpgroups); warp-specialized without the overlap (run 44: 0.76-1.02x for fp8, 0.89-0.99x for 16-bit
-P·V).
+64-query tile. Part of that was its P: carried across the loop as e4m3 bytes and repacked every block (see
+``_ws_attend``). Without the repacking (session 70, H100 run 70, bit-identical outputs) it runs 0.69-0.82x the
+rule's Triton tiles at L = 1024, 0.84-0.94x at 4096, 0.91-0.97x at 8192 and 0.99-1.09x at 16384, so the Triton
+tiles stay the rule for 8-bit P·V (two independent programs per SM already overlap one's softmax with the other's
+MMAs, and the 8-bit PV's shorter MMA leaves less to hide). Earlier forms, measured and dropped: the same overlap
+without warp specialization (run 40: 0.77-0.83x, a CTA barrier before each slot refill stalled both warpgroups);
+warp-specialized without the overlap (run 44: 0.76-1.02x for fp8, 0.89-0.99x for 16-bit P·V).
 
 Scope: sm_90, a row-major K with unit last stride, V token-major in e4m3 (in its keys' order or the P·V MMA's,
 ``V_MMA_KEY_ORDER``) or row-major in 16 bits, q read by TMA. Every traced call (``torch.compile``: Inductor cannot
@@ -63,8 +65,9 @@ def _softmax_block(
     V_MMA_KEY_ORDER: gl.constexpr,
 ):  # fmt: skip
     """The online softmax of one key block (the arithmetic of ``fp8_attention._softmax_step``): masks past ``Lk``
-    and (causal) above the diagonal only in blocks that reach past ``full_end``. Returns P as the PV MMA's register
-    operand, ``alpha`` (the rescale of what was accumulated), the new row max and row sum."""
+    and (causal) above the diagonal only in blocks that reach past ``full_end``. Returns P in the PV MMA's register
+    operand layout (16-bit, or float32 where the MMA takes e4m3: ``p_op.to(P_DTYPE)`` there), ``alpha`` (the rescale
+    of what was accumulated), the new row max and row sum."""
     if start_n + s.shape[1] > full_end:
         cols = start_n + cols0
         ok = gl.expand_dims(cols, 0) < Lk
@@ -76,17 +79,17 @@ def _softmax_block(
     if PV_16BIT:
         p = gl.exp2(s * c - gl.expand_dims(m_new, 1))
         row_sum = row_sum * alpha + gl.sum(p, axis=1)
-        p_op = p.to(P_DTYPE)
+        p_op = gl.convert_layout(p.to(P_DTYPE), P_LAYOUT)
     else:  # P * p_mult in the exponent, floored (see fp8_attention._softmax_step)
         pm = gl.maximum(p_mult, _P_FACTOR_FLOOR)
         p = gl.exp2(gl.fma(s, c, -gl.expand_dims(m_new - libdevice.fast_log2f(pm), 1)))
         row_sum = row_sum * alpha + gl.sum(p, axis=1) * (1.0 / pm)
-        p_op = p.to(P_DTYPE)
         if V_MMA_KEY_ORDER:  # P's registers as they are (see fp8_attention._softmax_step)
-            m: gl.constexpr = p_op.shape[0]
-            n: gl.constexpr = p_op.shape[1]
-            p_op = gl.reshape(gl.permute(gl.reshape(p_op, [m, n // 16, 2, 4, 2]), [0, 1, 3, 2, 4]), [m, n])
-    return gl.convert_layout(p_op, P_LAYOUT), alpha, m_new, row_sum
+            m: gl.constexpr = p.shape[0]
+            n: gl.constexpr = p.shape[1]
+            p = gl.reshape(gl.permute(gl.reshape(p, [m, n // 16, 2, 4, 2]), [0, 1, 3, 2, 4]), [m, n])
+        p_op = gl.convert_layout(p, P_LAYOUT)  # float32: rounded to e4m3 at the MMA (see _ws_attend)
+    return p_op, alpha, m_new, row_sum
 
 
 @gluon.jit
@@ -160,6 +163,9 @@ def _ws_attend(
     mbarrier.wait(q_bar, 0)
     # FlashAttention-3's order within the warpgroup: QKᵀ of block j and PV of block j - 1 issued together, a
     # wait for the QKᵀ only, block j's softmax while the PV runs; slot j - 1 is released after its PV.
+    # An e4m3 P crosses the loop's back edge in float32 and is rounded where the MMA takes it: carried as e4m3, it
+    # was 64 separate bytes per thread, unpacked and repacked into the operand registers every block (Triton 3.6,
+    # sm_90: 768 instead of 576 instructions per key block and warp, 212 of them byte permutes, logic and shifts).
     c, p_mult = _block_scales(ks_base, vs_base, qk_scale, vs_unit, 0, stride_ksn, stride_vsn, K_SCALE_BLOCK,
                               V_BLOCK_SCALES)  # fmt: skip
     mbarrier.wait(ready.index(0), 0)
@@ -177,7 +183,7 @@ def _ws_attend(
                                   K_SCALE_BLOCK, V_BLOCK_SCALES)  # fmt: skip
         mbarrier.wait(ready.index(slot), (j // STAGES) & 1)
         s_tok = warpgroup_mma(q_tile, k_smem.index(slot).permute((1, 0)), s_zero, use_acc=False, is_async=True)
-        o_tok = warpgroup_mma(p_op, _v_operand(v_smem, prev, V_TOKEN_MAJOR), acc, is_async=True)
+        o_tok = warpgroup_mma(p_op.to(P_DTYPE), _v_operand(v_smem, prev, V_TOKEN_MAJOR), acc, is_async=True)
         s = warpgroup_mma_wait(1, deps=(s_tok,)).to(gl.float32)
         p_op, alpha, m_i, row_sum = _softmax_block(
             s, start_n, full_end, offs_m, cols0, Lk, c, m_i, row_sum, p_mult, p_layout, P_DTYPE, CAUSAL,
@@ -187,7 +193,7 @@ def _ws_attend(
         mbarrier.arrive(empty.index(prev), count=1)
         acc = acc * gl.expand_dims(gl.convert_layout(alpha, rows_o), 1)
     last = (n_blocks - 1) % STAGES
-    o_tok = warpgroup_mma(p_op, _v_operand(v_smem, last, V_TOKEN_MAJOR), acc, is_async=True)
+    o_tok = warpgroup_mma(p_op.to(P_DTYPE), _v_operand(v_smem, last, V_TOKEN_MAJOR), acc, is_async=True)
     acc = warpgroup_mma_wait(0, deps=(o_tok,))
     mbarrier.arrive(empty.index(last), count=1)
 
