@@ -297,8 +297,12 @@ _INTERPRETER_CONFIG = AttentionConfig(64, K_BLOCK, 0, 4, 3)
 # - int8 QKᵀ: the 2-stage 64-query tile capped at 168 registers (three programs per SM), 1.03-1.07x the 3-stage
 #   tile, causal or not;
 # - fp8 QKᵀ without a mask: the 128-query tile of one warpgroup, 1.03-1.13x (with a mask it was 0.92-1.04x, and the
-#   capped tile 0.98-1.07x: the 3-stage 64-query tile stays).
+#   capped tile 0.98-1.07x: the 3-stage 64-query tile stays). ptxas serializes this tile's WGMMAs (C7511: a
+#   warpgroup's 128 x 128 scores and output take 256 registers), and it still measured fastest.
 # H100 run 55 under this rule (L = 1024 / 4096): the old tile ran 0.90x / 0.98x the fp8 row, 0.93-0.98x the int8 one.
+# H100 run 70: the Gluon kernel with an e4m3 V (since session 70 without its P byte repacking) ran 0.69-0.97x these
+# tiles at L = 1024..8192 and 0.99-1.09x at 16384 (docs/measurements/h100_run70_gluon_fp8_attention.md).
+# These tiles also run where an explicit Gluon config cannot (traced calls, sm_89, layouts TMA cannot read).
 _E4M3_PV_RULE: dict[tuple[bool, bool], AttentionConfig] = {
     (True, False): OCCUPANCY_CONFIGS[0],
     (True, True): OCCUPANCY_CONFIGS[0],
@@ -313,7 +317,8 @@ def pick_config(Lq: int, pv_16bit: bool, qk_int8: bool = False, causal: bool = F
       128-query tile at L >= 4096, 0.98-1.02x at 1024; that tile runs where the Gluon kernel cannot: its fp16 P·V
       needs the larger tile's reuse of each V block, 64-query tiles were 0.62-0.88x);
     - an 8-bit V takes the Triton kernel with TMA loads, the tile by ``_E4M3_PV_RULE`` (run 40: the 64-query tile
-      1.03-1.18x the 8-warp 128-query tile; run 44: 1.15-1.37x the Gluon kernel);
+      1.03-1.18x the 8-warp 128-query tile; run 44: 1.15-1.37x the Gluon kernel; H100 run 70, the Gluon kernel
+      without its P byte repacking: it 0.69-0.97x these tiles up to L = 8192, 0.99-1.09x at 16384);
     - at most 64 queries take the 64-query tile whatever the format (a 128-row tile would be half empty).
     Triton 3.6 compiles the 128-query 8-warp TMA tile for sm_90 in 200 registers, no spills (with pointer loads it
     spills 240 bytes per thread)."""
@@ -323,6 +328,18 @@ def pick_config(Lq: int, pv_16bit: bool, qk_int8: bool = False, causal: bool = F
         return _WS_16BIT_PV if Lq > 64 else _SHORT
     cfg = _E4M3_PV_RULE[qk_int8, causal]
     return cfg if Lq > 64 or cfg.block_m == 64 else _SHORT
+
+
+def _triton_tile(cfg: AttentionConfig, Lq: int, pv_16bit: bool, qk_int8: bool, causal: bool) -> AttentionConfig:
+    """The Triton kernel's config for ``cfg``: itself, or for a Gluon config the tile that runs where the Gluon
+    kernel cannot (traced calls, sm_89, layouts TMA cannot read): the 8-warp 128-query tile for a 16-bit V, the
+    rule's tile for an e4m3 V."""
+    if not cfg.gluon:
+        return cfg
+    if pv_16bit:
+        return GLUON_FALLBACK
+    tile = _E4M3_PV_RULE[qk_int8, causal]
+    return tile if Lq > 64 or tile.block_m == 64 else _SHORT
 
 
 @functools.lru_cache(maxsize=512)
@@ -342,36 +359,37 @@ def _launch_plan(
                          f"Gluon kernel), got {cfg}")  # fmt: skip
     q_strides, k_strides, v_strides = ints[2:6], ints[6:10], ints[10:14]  # after Hkv's group and Lk
     tma_layout = _tma_layout(k_strides, v_strides, v_size) if bases_aligned else 0
-    tma = cfg.tma and tma_layout > 0
-    grid = (triton.cdiv(Lq, cfg.block_m), B * H)
+    tile = _triton_tile(cfg, Lq, pv_16bit, qk_int8, causal)
+    tma = tile.tma and tma_layout > 0
     shared = dict(
-        D=D, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, Q_SCALE_BLOCK=Q_BLOCK, K_SCALE_BLOCK=K_BLOCK, CAUSAL=causal,
-        PV_16BIT=pv_16bit, V_BLOCK_SCALES=v_block_scales, P_SCALE=1.0 if pv_16bit else p_scale(pv_fp16_accum),
-        V_TOKEN_MAJOR=tma_layout == 2, num_warps=cfg.num_warps,
+        D=D, Q_SCALE_BLOCK=Q_BLOCK, K_SCALE_BLOCK=K_BLOCK, CAUSAL=causal, PV_16BIT=pv_16bit,
+        V_BLOCK_SCALES=v_block_scales, P_SCALE=1.0 if pv_16bit else p_scale(pv_fp16_accum),
+        V_TOKEN_MAJOR=tma_layout == 2,
     )  # fmt: skip
     meta = shared | dict(
-        PV_FP16_ACC=pv_fp16_accum, EXACT=triton_interpreting(), TMA=tma, num_stages=cfg.num_stages,
-        V_MMA_KEY_ORDER=v_mma_key_order,
+        BLOCK_M=tile.block_m, BLOCK_N=tile.block_n, PV_FP16_ACC=pv_fp16_accum, EXACT=triton_interpreting(), TMA=tma,
+        num_warps=tile.num_warps, num_stages=tile.num_stages, V_MMA_KEY_ORDER=v_mma_key_order,
     )  # fmt: skip
-    if cfg.gluon:  # where the Gluon kernel cannot run (traced, sm_89, layouts without TMA): the 128-query Triton tile
-        meta |= dict(num_warps=GLUON_FALLBACK.num_warps, num_stages=GLUON_FALLBACK.num_stages)
+    grid = (triton.cdiv(Lq, tile.block_m), B * H)
     plan = PlanLaunch(_fp8_attention_fwd, grid, meta, tensors=7)
     # The cap, for direct launches with an e4m3 V (a 16-bit P and V take 32 more registers per thread, and Triton
     # 3.9 spills the 64 x 128 tile under 168). A traced call (wrap_triton) cannot pass it: it runs the same tile
     # with _SHORT's 3 stages (what fills shared memory without the cap), not the untimed uncapped 2-stage one.
-    if cfg.maxnreg is not None and not pv_16bit:
+    if tile.maxnreg is not None and not pv_16bit:
         traced = PlanLaunch(_fp8_attention_fwd, grid, meta | dict(num_stages=_SHORT.num_stages), tensors=7)
-        plan = PlanLaunch(_fp8_attention_fwd, grid, meta | dict(maxnreg=cfg.maxnreg), tensors=7, traced=traced)
-    # The Gluon kernel reads q by TMA as well, v token-major in e4m3 or row-major in 16 bits (its two layouts).
+        plan = PlanLaunch(_fp8_attention_fwd, grid, meta | dict(maxnreg=tile.maxnreg), tensors=7, traced=traced)
+    # The Gluon kernel reads k and v (and q) by TMA: v token-major in e4m3 or row-major in 16 bits (its two layouts).
     gluon_layout = q_aligned and tma_layout == (1 if pv_16bit else 2) and tma_strides_ok(q_strides, 3, 1)
-    # WGMMA is sm_90 only (``tma`` already means a GPU, not the interpreter, of sm_90 or later)
-    if cfg.gluon and tma and gluon_layout and not pv_fp16_accum and torch.cuda.get_device_capability() == (9, 0):
+    # WGMMA is sm_90 only (``tma_layout`` already means a GPU, not the interpreter, of sm_90 or later)
+    if cfg.gluon and gluon_layout and not pv_fp16_accum and torch.cuda.get_device_capability() == (9, 0):
         from lowbit_flex.kernels.fp8_attention_sm90 import _fp8_attention_fwd_sm90_ws
         from lowbit_flex.kernels.gluon_sm90 import WS_CONSUMER_REGS
 
         gluon_meta = shared | dict(
-            STAGES=cfg.num_stages, V_MMA_KEY_ORDER=v_mma_key_order, CONSUMER_REGS=WS_CONSUMER_REGS[2]
-        )
+            BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, STAGES=cfg.num_stages, V_MMA_KEY_ORDER=v_mma_key_order,
+            CONSUMER_REGS=WS_CONSUMER_REGS[2], num_warps=cfg.num_warps,
+        )  # fmt: skip
+        grid = (triton.cdiv(Lq, cfg.block_m), B * H)
         plan = PlanLaunch(_fp8_attention_fwd_sm90_ws, grid, gluon_meta, tensors=7, traced=plan)
     return plan
 

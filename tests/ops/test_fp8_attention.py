@@ -377,6 +377,35 @@ def test_gluon_configs_and_the_rule(monkeypatch):
     assert mod.pick_config(4096, False, False, True) == tile(64, 3)
 
 
+@pytest.mark.parametrize("qk_int8, causal", [(False, False), (False, True), (True, False), (True, True)])
+def test_a_gluon_config_falls_back_to_the_triton_rule_tile(monkeypatch, qk_int8, causal):
+    """Where an explicit Gluon config cannot run (traced calls take its plan's ``traced``), an e4m3 V takes the rule's
+    Triton tile for its QKᵀ format and mask, on that tile's grid; a 16-bit V the 8-warp 128-query tile."""
+    from lowbit_flex.kernels import fp8_attention as mod
+
+    monkeypatch.setattr(mod, "triton_interpreting", lambda: False)
+    monkeypatch.setattr(mod.torch.cuda, "get_device_capability", lambda *a, **k: (9, 0))
+    inputs = _inputs(1, 2, 2, 256, 256, 128)
+    q8, k8, v8, qs, ks, vs = quantize_attention_inputs(*inputs, "int8" if qk_int8 else "fp8")
+    v8 = v8.transpose(-1, -2).contiguous().transpose(-1, -2)  # token-major, as the pass writes it
+    mod._launch_plan.cache_clear()
+    try:
+        fp8_v, _ = mod.attention_plan(q8, k8, v8, qs, ks, vs, causal, None, False, mod.GLUON_CONFIGS[1], True)
+        pv16, _ = mod.attention_plan(q8, k8, inputs[2].bfloat16(), qs, ks, None, causal, None, False,
+                                     mod.GLUON_CONFIGS[1])  # fmt: skip
+    finally:
+        mod._launch_plan.cache_clear()
+    tile = mod._E4M3_PV_RULE[qk_int8, causal]
+    for plan, triton_tile in ((fp8_v, tile), (pv16, mod.GLUON_FALLBACK)):
+        assert plan.kernel.fn.__name__ == "_fp8_attention_fwd_sm90_ws"
+        assert plan.grid[0] == 2 and plan.meta["STAGES"] == mod.GLUON_CONFIGS[1].num_stages
+        fallback = plan.traced
+        assert fallback.kernel.fn.__name__ == "_fp8_attention_fwd" and fallback.grid[0] == 256 // triton_tile.block_m
+        picked = (fallback.meta["BLOCK_M"], fallback.meta["BLOCK_N"], fallback.meta["num_warps"])
+        assert picked == (triton_tile.block_m, triton_tile.block_n, triton_tile.num_warps)
+        assert fallback.meta.get("maxnreg") == (None if plan is pv16 else triton_tile.maxnreg)
+
+
 def test_a_capped_rule_tile_traces_as_the_uncapped_3_stage_tile(monkeypatch):
     """torch.compile cannot pass a register cap: a traced call of the int8-QKᵀ rule runs its tile with 3 stages (the
     old rule's config, timed), never the uncapped 2-stage one."""
