@@ -317,8 +317,8 @@ def pick_config(Lq: int, pv_16bit: bool, qk_int8: bool = False, causal: bool = F
       128-query tile at L >= 4096, 0.98-1.02x at 1024; that tile runs where the Gluon kernel cannot: its fp16 P·V
       needs the larger tile's reuse of each V block, 64-query tiles were 0.62-0.88x);
     - an 8-bit V takes the Triton kernel with TMA loads, the tile by ``_E4M3_PV_RULE`` (run 40: the 64-query tile
-      1.03-1.18x the 8-warp 128-query tile; run 44: 1.15-1.37x the Gluon kernel; H100 run 70, the Gluon kernel
-      without its P byte repacking: it 0.69-0.97x these tiles up to L = 8192, 0.99-1.09x at 16384);
+      1.03-1.18x the 8-warp 128-query tile; run 44: 1.15-1.37x the Gluon kernel; H100 run 70: the Gluon kernel
+      without its P byte repacking ran 0.69-0.97x these tiles up to L = 8192, 0.99-1.09x at 16384);
     - at most 64 queries take the 64-query tile whatever the format (a 128-row tile would be half empty).
     Triton 3.6 compiles the 128-query 8-warp TMA tile for sm_90 in 200 registers, no spills (with pointer loads it
     spills 240 bytes per thread)."""
@@ -326,6 +326,11 @@ def pick_config(Lq: int, pv_16bit: bool, qk_int8: bool = False, causal: bool = F
         return _INTERPRETER_CONFIG
     if pv_16bit:
         return _WS_16BIT_PV if Lq > 64 else _SHORT
+    return _e4m3_pv_tile(Lq, qk_int8, causal)
+
+
+def _e4m3_pv_tile(Lq: int, qk_int8: bool, causal: bool) -> AttentionConfig:
+    """``_E4M3_PV_RULE``'s tile, or the 64-query tile where at most 64 queries would leave a 128-row tile half empty."""
     cfg = _E4M3_PV_RULE[qk_int8, causal]
     return cfg if Lq > 64 or cfg.block_m == 64 else _SHORT
 
@@ -336,10 +341,7 @@ def _triton_tile(cfg: AttentionConfig, Lq: int, pv_16bit: bool, qk_int8: bool, c
     rule's tile for an e4m3 V."""
     if not cfg.gluon:
         return cfg
-    if pv_16bit:
-        return GLUON_FALLBACK
-    tile = _E4M3_PV_RULE[qk_int8, causal]
-    return tile if Lq > 64 or tile.block_m == 64 else _SHORT
+    return GLUON_FALLBACK if pv_16bit else _e4m3_pv_tile(Lq, qk_int8, causal)
 
 
 @functools.lru_cache(maxsize=512)
