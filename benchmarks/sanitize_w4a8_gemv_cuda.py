@@ -5,7 +5,8 @@ for compute-sanitizer.
 
 Each ``GEMV_CUDA_CONFIGS`` entry × (int8 input with scales | float input quantized in the kernel) × (per channel |
 groups of 128 / 256) × ragged (M, N, K) runs once into a NaN-poisoned output and is compared with the exact
-definition (int64 dots, float64 scales) within bf16 rounding plus float32 scaling error. Exits 1 on any mismatch.
+definition (int64 dots, float64 scales) within bf16 rounding plus float32 scaling error (the bound of
+tests/kernels/test_w4a8_gemv_cuda.py's fp32_terms). Exits 1 on any mismatch.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ def main() -> int:
         torch.cuda.synchronize()
         ref, mag = w4a8_exact_f64(xq, xs.view(M), q, ws, bias)
         runs += 1
-        if w4a8_rounding_misses(out, ref, mag, 2 * groups + 12):
+        if w4a8_rounding_misses(out, ref, mag, 2 * groups + 20):
             bad += 1
             print(f"MISMATCH {cfg} fused={fused} group={group} M={M} N={N} K={K}")
     print(f"w4a8 CUDA GEMV sanitize: {runs} runs, {bad} mismatches")

@@ -29,11 +29,13 @@ from lowbit_flex.kernels.arch import traced
 from lowbit_flex.kernels.cutlass_launch import OUT_DTYPE_CODE, aligned16
 
 # Mirrors LOWBIT_W4A8_GEMV_CONFIGS in csrc/w4a8_gemv/w4a8_gemv.h (position = the launcher's config index): warps
-# per CTA along N (16 weight rows each) x along K, and the L2 prefetch distance in steps. Which runs for which
+# per CTA along N (16 weight rows each) x along K, the K splits across CTAs (``_s2`` / ``_s4``: a thread-block
+# cluster per row tile on sm_90, unsplit elsewhere) and the L2 prefetch distance in steps. Which runs for which
 # shape: DISPATCH_TABLE in s8s4_dispatch.py.
 GEMV_CUDA_CONFIGS: tuple[str, ...] = (
     "mma_n1k8_pf0", "mma_n1k8_pf2", "mma_n2k4_pf0", "mma_n2k4_pf2", "mma_n4k2_pf2", "mma_n1k16_pf0", "mma_n2k8_pf0",
-    "mma_n4k4_pf0", "mma_n4k4_pf2",
+    "mma_n4k4_pf0", "mma_n4k4_pf2", "mma_n4k2_s2_pf2", "mma_n4k4_s2_pf0", "mma_n2k4_s2_pf0", "mma_n2k8_s2_pf0",
+    "mma_n4k4_s4_pf0", "mma_n2k4_s4_pf0",
 )  # fmt: skip
 
 _CONFIG_INDEX = {name: i for i, name in enumerate(GEMV_CUDA_CONFIGS)}  # the launcher's index, without a list scan

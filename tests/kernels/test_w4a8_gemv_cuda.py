@@ -28,8 +28,9 @@ HEADER = REPO / "lowbit_flex/csrc/w4a8_gemv/w4a8_gemv.h"
 def fp32_terms(K: int, group: int | None) -> int:
     """Float32 roundings beyond the output's: per channel the int32 -> float conversion of the sum (16x the dot may
     pass 2**24), the two scale products and the bias add; group-wise per 128-value chunk the scale product and the
-    add (a chunk's int32 dot converts exactly), the K-split warps' adds (<= 8) and the same epilogue."""
-    return 4 if group is None else 2 * (K // mod.CHUNK_K) + 12
+    add (a chunk's int32 dot converts exactly), the adds of the K-split warps' and CTAs' partial sums (at most 16:
+    16 warps, or 4 splits of 4 warps) and the same epilogue."""
+    return 4 if group is None else 2 * (K // mod.CHUNK_K) + 20
 
 
 def run(x, xs, q, ws, b, out_dtype, config):
@@ -68,6 +69,8 @@ CASES = [
     (6, 56, 12288, None, True, torch.bfloat16),
     (5, 24, 16384, 128, False, torch.float16),
     (4, 40, 14336, 1024, True, torch.bfloat16),  # 8 chunks per group
+    (16, 200, 14336, 128, False, torch.bfloat16),  # split configs: a split's int8 x columns staged (115 / 57 KB)
+    (11, 56, 640, 128, True, torch.float16),  # 5 chunks: 4 splits become 3 (none empty)
 ]  # fmt: skip
 
 
@@ -76,6 +79,25 @@ CASES = [
 @pytest.mark.parametrize("M, N, K, group, bias, out_dtype", CASES)
 def test_every_config(config, M, N, K, group, bias, out_dtype):
     check(M, N, K, group, bias, out_dtype, config)
+
+
+SPLIT_PAIRS = [(c, c.replace("_s2", "").replace("_s4", "")) for c in mod.GEMV_CUDA_CONFIGS if "_s" in c]
+
+
+@requires_gpu
+@pytest.mark.parametrize("split, unsplit", SPLIT_PAIRS)
+@pytest.mark.parametrize("M, N, K", [(1, 264, 4096), (16, 72, 14336), (7, 136, 1536), (9, 40, 640)])
+@pytest.mark.parametrize("fused", [False, True])
+def test_split_k_per_channel_gives_the_unsplit_bits(split, unsplit, M, N, K, fused):
+    # Per channel the splits' int32 sums add exactly: a config split across a cluster's CTAs must give the bits of
+    # the same config unsplit (whatever the split count, staged or not, x quantized in the kernel or before).
+    if fused and not mod.fuses_quantization(M, K):
+        pytest.skip("x is quantized in the kernel only where it fits (fuses_quantization)")
+    x, xs, q, ws, b = random_inputs(M, N, K, None, torch.bfloat16, True)
+    if fused:
+        x, xs = torch.randn(M, K, dtype=torch.bfloat16), None
+    outs = [run(x, xs, q, ws, b, torch.bfloat16, config) for config in (split, unsplit)]
+    assert torch.equal(outs[0], outs[1])
 
 
 def _inputs_written_just_before(config: str) -> None:
@@ -218,11 +240,12 @@ def test_config_table_matches_header():
 
 
 def test_config_names_say_their_columns():
-    # X(index, name, warps_n, warps_k, prefetch): a name says every column.
-    rows = re.findall(r'X\((\d+), "([^"]+)", (\d+), (\d+), (\d+)\)', HEADER.read_text())
+    # X(index, name, warps_n, warps_k, prefetch, splits): a name says every column (no split: no "_s").
+    rows = re.findall(r'X\((\d+), "([^"]+)", (\d+), (\d+), (\d+), (\d+)\)', HEADER.read_text())
     assert len(rows) == len(mod.GEMV_CUDA_CONFIGS)
-    for index, name, wn, wk, prefetch in rows:
-        assert name == f"mma_n{wn}k{wk}_pf{prefetch}" == mod.GEMV_CUDA_CONFIGS[int(index)]
+    for index, name, wn, wk, prefetch, splits in rows:
+        split = "" if splits == "1" else f"_s{splits}"
+        assert name == f"mma_n{wn}k{wk}{split}_pf{prefetch}" == mod.GEMV_CUDA_CONFIGS[int(index)]
 
 
 def test_limits_match_header():

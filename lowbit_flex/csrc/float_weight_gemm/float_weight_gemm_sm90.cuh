@@ -37,6 +37,7 @@
 #include <type_traits>
 #include <utility>
 
+#include "common/cluster.cuh"
 #include "common/fpx_decode.cuh"
 #include "common/gemv_epilogue.cuh"
 #include "common/pdl.cuh"
@@ -239,17 +240,6 @@ struct Epilogue {
     return from_float<T>(sum * fpx_post_scale<FMT, T>() * scale + bias);
   }
 };
-
-// 16 bytes of CTA `rank`'s shared memory (this cluster's), at the address `addr` has in this CTA's.
-__device__ __forceinline__ float4 ld_cluster_f4(uint32_t addr, int rank) {
-  uint32_t remote;
-  asm volatile("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(remote) : "r"(addr), "r"(rank));
-  float4 v;
-  asm volatile("ld.shared::cluster.v4.f32 {%0, %1, %2, %3}, [%4];"
-               : "=f"(v.x), "=f"(v.y), "=f"(v.z), "=f"(v.w)
-               : "r"(remote));
-  return v;
-}
 
 // Split-K through distributed shared memory, where the gridDim.z splits of an output tile are one cluster (launch):
 // each CTA's consumers put their fp32 sums in its shared memory (the rings are drained by then), and after a cluster

@@ -28,6 +28,13 @@
 //   shared memory instead of once per warp and tile through L1: at M = 16 those reads were twice the weight bytes.
 // - Per channel the int32 sum is exact over all of K; group-wise each chunk's int32 dot is scaled by its group's
 //   scale into an fp32 sum (groups are multiples of a chunk).
+// - K split across CTAs (configs `_s2` / `_s4`, sm_90): the splits of a row tile are one thread-block cluster, CTA z
+//   summing the z-th contiguous range of K's chunks; after a cluster barrier CTA z adds, for its z-th share of the
+//   tile's outputs, every split's sums in split order (int32 per channel: the same exact sum) through distributed
+//   shared memory and stores them through the epilogue. No workspace, no second kernel. Why: a deep layer (K >> N,
+//   14336 x 4096) has few row tiles for 132 SMs once a tile is wide enough to share x's reads between its warps, and
+//   at M = 16 its int8 x (229 KB) fits no CTA's shared memory, so every tile read all of x again through L2 (twice
+//   the weight's bytes); a split's columns of x fit (115 KB at two splits) and are staged once per CTA.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
@@ -35,10 +42,12 @@
 #include <cstdlib>
 #include <type_traits>
 
+#include "common/cluster.cuh"
 #include "common/gemv_epilogue.cuh"
 #include "common/magic_round.cuh"
 #include "common/pdl.cuh"
 #include "common/resident_ctas.h"
+#include "common/sm90_arch.h"
 #include "common/stage_shared.cuh"
 #include "w4a8_gemv/w4a8_gemv.h"
 
@@ -59,6 +68,7 @@ struct Params {
   const float* bias;
   void* out;
   int M, N, K, chunks, group_chunks, groups, warps_n, warps_k, prefetch;
+  int splits, split_chunks;  // K splits across CTAs (gridDim.z, one cluster per row tile) and chunks per split
   bool pdl;      // launched programmatically: prefetch the first row tile before waiting for the previous kernel
   bool stage_x;  // x's rows are copied into shared memory first (where they fit; launch() decides)
 };
@@ -114,9 +124,9 @@ struct Item {
 };
 
 // A warp's walk over its CTA's items in order: the tiles blockIdx.x, blockIdx.x + gridDim.x, ..., each in steps
-// 0 .. steps - 1 (incremental: no division per item).
+// 0 .. steps - 1 of this CTA's K split, which starts at chunk `begin` (incremental: no division per item).
 struct Cursor {
-  int tile, step;
+  int tile, step, begin;
   __device__ __forceinline__ void advance(int steps) {
     if (++step == steps) {
       step = 0;
@@ -124,14 +134,14 @@ struct Cursor {
     }
   }
   __device__ __forceinline__ Item item(const Params& p, int wn, int wk) const {
-    return {(tile * p.warps_n + wn) * 16, (step * p.warps_k + wk) * kStepChunks, step};
+    return {(tile * p.warps_n + wn) * 16, begin + (step * p.warps_k + wk) * kStepChunks, step};
   }
 };
 
 // Asks L2 for an item's weight bytes ahead of its register loads (no registers held while they travel): the
-// loads in flight per SM are otherwise bounded by the register file.
-__device__ __forceinline__ void prefetch_step(const Params& p, const Item& it, int g, int t) {
-  const int chunks = min(kStepChunks, p.chunks - it.chunk0);
+// loads in flight per SM are otherwise bounded by the register file. `end`: the CTA's split ends before this chunk.
+__device__ __forceinline__ void prefetch_step(const Params& p, const Item& it, int end, int g, int t) {
+  const int chunks = min(kStepChunks, end - it.chunk0);
   if (chunks <= 0) return;
   const size_t row_bytes = p.K / 2;
   const uint8_t* a = p.w + min(it.row0 + g, p.N - 1) * row_bytes + it.chunk0 * kChunkBytes;
@@ -150,7 +160,7 @@ __device__ __forceinline__ void prefetch_step(const Params& p, const Item& it, i
 }
 
 template <bool GROUPWISE>
-__device__ __forceinline__ void load_step(Step<GROUPWISE>& st, const Params& p, const Item& it, int g, int t) {
+__device__ __forceinline__ void load_step(Step<GROUPWISE>& st, const Params& p, const Item& it, int end, int g, int t) {
   // Rows past N are clamped for loads (their results are never stored).
   const int ra = min(it.row0 + g, p.N - 1), rb = min(it.row0 + g + 8, p.N - 1);
   const size_t row_bytes = p.K / 2;
@@ -159,13 +169,13 @@ __device__ __forceinline__ void load_step(Step<GROUPWISE>& st, const Params& p, 
 #pragma unroll
   for (int u = 0; u < kStepChunks; ++u) {
     const int c = it.chunk0 + u;
-    const bool in_k = c < p.chunks;  // past K: zero words (zero products)
+    const bool in_k = c < end;  // past the split's K: zero words (zero products)
     st.a[u] = in_k ? load_weight(wa + c * kChunkBytes) : make_uint4(0, 0, 0, 0);
     st.b[u] = in_k ? load_weight(wb + c * kChunkBytes) : make_uint4(0, 0, 0, 0);
   }
   if constexpr (GROUPWISE) {
     const int c = it.chunk0 + t;
-    const bool in_k = c < p.chunks;
+    const bool in_k = c < end;
     const int group = c / p.group_chunks;
     st.sa = in_k ? __ldg(p.w_scale + static_cast<size_t>(ra) * p.groups + group) : 0.0f;
     st.sb = in_k ? __ldg(p.w_scale + static_cast<size_t>(rb) * p.groups + group) : 0.0f;
@@ -232,28 +242,32 @@ __device__ void quantize_rows_to_shared(const Params& p, const XT* x, int8_t* xq
 }
 
 // Before pdl_wait (common/pdl.cuh): asks L2 for the weight bytes of this warp's share of its CTA's first row tile
-// (lane r < 16: row row0 + r, the wk-th of warps_k contiguous pieces of the row), so the launch and the DRAM ramp
-// overlap the previous kernel's tail. A prefetch returns no data, so it is safe before the wait.
-__device__ __forceinline__ void prefetch_first_tile(const Params& p, int row0, int wk, int lane) {
+// (lane r < 16: row row0 + r, the wk-th of warps_k contiguous pieces of the `run` bytes from byte `from` of the row:
+// the CTA's K split), so the launch and the DRAM ramp overlap the previous kernel's tail. A prefetch returns no data,
+// so it is safe before the wait.
+__device__ __forceinline__ void prefetch_first_tile(const Params& p, int row0, int from, int run, int wk, int lane) {
 #if __CUDA_ARCH__ >= 900
   const int row = row0 + lane, row_bytes = p.K / 2;
-  const int share = (row_bytes / p.warps_k + 15) & ~15, begin = wk * share, bytes = min(share, row_bytes - begin);
+  const int share = (run / p.warps_k + 15) & ~15, begin = wk * share, bytes = min(share, run - begin);
   if (lane < 16 && row < p.N && bytes > 0)
-    asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(p.w + static_cast<size_t>(row) * row_bytes + begin),
-                 "r"(bytes)
-                 : "memory");
+    asm volatile(
+        "cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(p.w + static_cast<size_t>(row) * row_bytes + from + begin),
+        "r"(bytes)
+        : "memory");
 #endif
 }
 
 // A CTA's shared memory, as byte offsets: [int8 x rows | amax partials and row scales (float x) | the staged float
-// x rows | the staging barrier | the K-split warps' sums]. Computed the same way by the launcher and the kernel.
+// x rows | the staging barrier | the K-split warps' sums, then the cluster's exchange of a tile's sums]. Computed
+// the same way by the launcher and the kernel. `cols`: the x columns kept per row (K; a staged int8 x split across
+// CTAs: the split's chunks).
 struct SmemLayout {
   size_t amax, raw, bar, red;
 };
 
-__host__ __device__ inline SmemLayout smem_layout(int M, int K, int x_bytes, bool stage) {
+__host__ __device__ inline SmemLayout smem_layout(int M, int cols, int x_bytes, bool stage) {
   const bool fused = x_bytes > 1;  // a float x (2 or 4 bytes per value); int8 x: 1
-  const size_t rows = static_cast<size_t>(M) * K;
+  const size_t rows = static_cast<size_t>(M) * cols;
   SmemLayout l;
   l.amax = fused || stage ? rows : 0;  // the int8 rows (quantized here, or staged as given): 128-byte multiples
   l.raw = l.amax + (fused ? kAmaxBytes : 0);
@@ -262,12 +276,76 @@ __host__ __device__ inline SmemLayout smem_layout(int M, int K, int x_bytes, boo
   return l;
 }
 
+// A 32-bit sum as it travelled through ld_cluster_f4: an int32's bits, or the float.
+template <class Acc>
+__device__ __forceinline__ Acc as_acc(float bits) {
+  if constexpr (std::is_same_v<Acc, int>)
+    return __float_as_int(bits);
+  else
+    return bits;
+}
+
+// One output: the MMAs' sum (16x the dot: the 1/16 is exact), the scales and the bias, rounded once to OutT.
+template <bool GROUPWISE, class OutT, class Acc>
+__device__ __forceinline__ void store_output(const Params& p, const float* x_scale, int row, int token, Acc sum) {
+  float v = static_cast<float>(sum) * 0.0625f;
+  if constexpr (!GROUPWISE) v *= p.w_scale[row];
+  v *= x_scale[token];
+  if (p.bias) v += p.bias[row];
+  static_cast<OutT*>(p.out)[static_cast<size_t>(token) * p.N + row] = from_float<OutT>(v);
+}
+
+// The exchange of a tile's sums between the CTAs of a cluster: [token][row of the tile], 32-bit sums; +4 per token
+// puts lanes t = 0..3 (tokens 2t, 2t + 1) on distinct banks.
+__host__ __device__ constexpr int exchange_stride(int warps_n) { return 16 * warps_n + 4; }
+
+// K split across a cluster (p.splits > 1, sm_90; common/cluster.cuh): the wk == 0 warps put this split's sums of the
+// tile in shared memory (`xchg`, free once reduce_k_split is done), and after a cluster barrier CTA z adds, for its
+// z-th share of the tile's (token, 4 rows) items, every split's sums in split order (int32 per channel: exact, the
+// unsplit sum) and stores them. A second barrier keeps each CTA's sums alive until the others have read them. Every
+// thread of the cluster calls it, at every tile's end.
+template <int MT, bool GROUPWISE, class OutT, class Acc>
+__device__ __forceinline__ void cluster_sum(const Params& p, const Acc (&acc)[MT][4], Acc* xchg, const float* x_scale,
+                                            int tile_row0, int wn, int wk, int g, int t) {
+#if __CUDA_ARCH__ >= 900
+  const int rows = 16 * p.warps_n, stride = exchange_stride(p.warps_n);
+  if (wk == 0)
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+      for (int i = 0; i < 4; ++i)
+        xchg[(mt * 8 + 2 * t + (i & 1)) * stride + wn * 16 + g + (i >= 2 ? 8 : 0)] = acc[mt][i];
+  cluster_sync();  // release / acquire: every CTA's sums are visible to the cluster
+  const int splits = static_cast<int>(gridDim.z), rank = static_cast<int>(blockIdx.z);
+  const int items = min(MT * 8, p.M) * (rows / 4);
+  const int end = (rank + 1) * items / splits;
+  const uint32_t base = shared_address(xchg);
+  for (int it = rank * items / splits + static_cast<int>(threadIdx.x); it < end; it += static_cast<int>(blockDim.x)) {
+    const int token = it / (rows / 4), n = 4 * (it % (rows / 4));
+    const uint32_t addr = base + static_cast<uint32_t>(token * stride + n) * 4;
+    float4 v = ld_cluster_f4(addr, 0);
+    Acc sum[4] = {as_acc<Acc>(v.x), as_acc<Acc>(v.y), as_acc<Acc>(v.z), as_acc<Acc>(v.w)};
+    for (int z = 1; z < splits; ++z) {
+      v = ld_cluster_f4(addr, z);
+      sum[0] += as_acc<Acc>(v.x);
+      sum[1] += as_acc<Acc>(v.y);
+      sum[2] += as_acc<Acc>(v.z);
+      sum[3] += as_acc<Acc>(v.w);
+    }
+#pragma unroll
+    for (int q = 0; q < 4; ++q)
+      if (tile_row0 + n + q < p.N) store_output<GROUPWISE, OutT>(p, x_scale, tile_row0 + n + q, token, sum[q]);
+  }
+  cluster_sync_relaxed();
+#endif
+}
+
 // MT: 8-token tiles (1: M <= 8, 2: M <= 16). XT: x's dtype (int8: quantized beforehand). X_SHARED: the MMAs read
 // the int8 x rows from shared memory (always for a float x, which is quantized there; for an int8 x when it is
 // staged). Persistent: CTA b takes the 16 * warps_n-row tiles b, b + gridDim.x, ...; each warp walks its (tile,
 // step) items with the next item's loads in flight across tile boundaries, so a CTA quantizes x once and its
 // pipeline never drains between tiles.
-template <int MT, bool GROUPWISE, class XT, class OutT, bool X_SHARED>
+template <int MT, bool GROUPWISE, class XT, class OutT, bool X_SHARED, bool SPLIT>
 __global__ void __launch_bounds__(kMaxWarps * 32, 1) w4a8_gemv_kernel(const Params p) {
   extern __shared__ __align__(16) uint8_t smem[];
   constexpr bool kFused = !std::is_same_v<XT, int8_t>;
@@ -278,27 +356,39 @@ __global__ void __launch_bounds__(kMaxWarps * 32, 1) w4a8_gemv_kernel(const Para
   const int warp = threadIdx.x >> 5, wn = warp % p.warps_n, wk = warp / p.warps_n;
   const int tiles = (p.N + 16 * p.warps_n - 1) / (16 * p.warps_n);
   const int step_chunks = p.warps_k * kStepChunks;
-  const int steps = (p.chunks + step_chunks - 1) / step_chunks;
+  // This CTA's K split (SPLIT: K split across the CTAs of a cluster): chunks [first, end); the same steps in each.
+  const int first = SPLIT ? static_cast<int>(blockIdx.z) * p.split_chunks : 0;
+  const int end = SPLIT ? min(p.chunks, first + p.split_chunks) : p.chunks;
+  const int steps = ((SPLIT ? p.split_chunks : p.chunks) + step_chunks - 1) / step_chunks;
   const int items = (tiles - blockIdx.x + gridDim.x - 1) / gridDim.x * steps;  // the same for every warp
 
   if (p.pdl) {
     pdl_launch_dependents();
-    prefetch_first_tile(p, (blockIdx.x * p.warps_n + wn) * 16, wk, lane);
+    const int run = SPLIT ? (end - first) * kChunkBytes : p.K / 2;
+    prefetch_first_tile(p, (blockIdx.x * p.warps_n + wn) * 16, first * kChunkBytes, run, wk, lane);
     pdl_wait();  // every load and store below sees the previous kernel's writes
   }
 
   // x's copy into shared memory starts before the weight loads, so it does not wait behind them.
   const bool stage = kFused ? p.stage_x : X_SHARED;
-  const SmemLayout layout = smem_layout(p.M, p.K, sizeof(XT), stage);
+  // x's columns the MMAs read: all of K, or (an int8 x staged) the split's, kept as rows of split_chunks chunks.
+  const bool x_split = SPLIT && !kFused && X_SHARED;
+  const int x_first = x_split ? first : 0, x_cols = x_split ? p.split_chunks * kChunk : p.K;
+  const SmemLayout layout = smem_layout(p.M, x_cols, sizeof(XT), stage);
   uint64_t* stage_bar = reinterpret_cast<uint64_t*>(smem + layout.bar);
-  if (stage) stage_begin(smem + (kFused ? layout.raw : 0), p.x, p.M * p.K * static_cast<int>(sizeof(XT)), stage_bar);
+  if (stage) {
+    const int x_bytes = static_cast<int>(sizeof(XT));
+    stage_rows_begin(smem + (kFused ? layout.raw : 0), static_cast<const uint8_t*>(p.x) + x_first * kChunk * x_bytes,
+                     p.M, (x_split ? (end - first) * kChunk : p.K) * x_bytes, p.K * x_bytes, x_cols * x_bytes,
+                     stage_bar);
+  }
 
-  Cursor at{static_cast<int>(blockIdx.x), 0}, ahead = at;  // this item; the next one to prefetch
+  Cursor at{static_cast<int>(blockIdx.x), 0, first}, ahead = at;  // this item; the next one to prefetch
   Step<GROUPWISE> cur;
-  load_step(cur, p, at.item(p, wn, wk), g, t);  // in flight during the quantization
+  load_step(cur, p, at.item(p, wn, wk), end, g, t);  // in flight during the quantization
   ahead.advance(steps);
   for (int i = 1; i <= p.prefetch && i < items; ++i, ahead.advance(steps))
-    prefetch_step(p, ahead.item(p, wn, wk), g, t);
+    prefetch_step(p, ahead.item(p, wn, wk), end, g, t);
   if (stage) stage_wait(stage_bar);
 
   const int8_t* xq;
@@ -318,10 +408,11 @@ __global__ void __launch_bounds__(kMaxWarps * 32, 1) w4a8_gemv_kernel(const Para
     xq = X_SHARED ? reinterpret_cast<const int8_t*>(smem) : static_cast<const int8_t*>(p.x);
     x_scale = p.x_scale;
   }
-  // Each lane's x rows: tokens g (and 8 + g), clamped to M - 1 (the padded columns are never stored).
+  // Each lane's x rows: tokens g (and 8 + g), clamped to M - 1 (the padded columns are never stored); their first
+  // column is chunk x_first's.
   const int8_t* xrow[MT];
 #pragma unroll
-  for (int mt = 0; mt < MT; ++mt) xrow[mt] = xq + static_cast<size_t>(min(mt * 8 + g, p.M - 1)) * p.K + t * 32;
+  for (int mt = 0; mt < MT; ++mt) xrow[mt] = xq + static_cast<size_t>(min(mt * 8 + g, p.M - 1)) * x_cols + t * 32;
 
   Acc acc[MT][4];
 #pragma unroll
@@ -333,24 +424,25 @@ __global__ void __launch_bounds__(kMaxWarps * 32, 1) w4a8_gemv_kernel(const Para
     const Item it = at.item(p, wn, wk);
     at.advance(steps);
     Step<GROUPWISE> next;
-    if (item + 1 < items) load_step(next, p, at.item(p, wn, wk), g, t);
+    if (item + 1 < items) load_step(next, p, at.item(p, wn, wk), end, g, t);
     if (p.prefetch && item + 1 + p.prefetch < items) {
-      prefetch_step(p, ahead.item(p, wn, wk), g, t);
+      prefetch_step(p, ahead.item(p, wn, wk), end, g, t);
       ahead.advance(steps);
     }
 #pragma unroll
     for (int u = 0; u < kStepChunks; ++u) {
-      const int c = min(it.chunk0 + u, p.chunks - 1);  // past K the weight words are 0
+      const int c = min(it.chunk0 + u, end - 1);  // past the split's K the weight words are 0
+      const int xc = c - x_first;
       uint32_t xw[MT][8];
 #pragma unroll
       for (int mt = 0; mt < MT; ++mt) {
         uint4 lo, hi;
         if constexpr (X_SHARED) {
-          lo = *reinterpret_cast<const uint4*>(xrow[mt] + c * kChunk);
-          hi = *reinterpret_cast<const uint4*>(xrow[mt] + c * kChunk + 16);
+          lo = *reinterpret_cast<const uint4*>(xrow[mt] + xc * kChunk);
+          hi = *reinterpret_cast<const uint4*>(xrow[mt] + xc * kChunk + 16);
         } else {
-          lo = __ldg(reinterpret_cast<const uint4*>(xrow[mt] + c * kChunk));
-          hi = __ldg(reinterpret_cast<const uint4*>(xrow[mt] + c * kChunk + 16));
+          lo = __ldg(reinterpret_cast<const uint4*>(xrow[mt] + xc * kChunk));
+          hi = __ldg(reinterpret_cast<const uint4*>(xrow[mt] + xc * kChunk + 16));
         }
         const uint32_t words[8] = {lo.x, lo.y, lo.z, lo.w, hi.x, hi.y, hi.z, hi.w};
 #pragma unroll
@@ -408,19 +500,16 @@ __global__ void __launch_bounds__(kMaxWarps * 32, 1) w4a8_gemv_kernel(const Para
 
     // The tile's last step: the K-split warps' sums meet in shared memory, added in warp order (deterministic).
     if (p.warps_k > 1) reduce_k_split<MT>(acc, reinterpret_cast<Acc*>(tail), warp, wn, wk, p.warps_n, p.warps_k, lane);
-    if (wk == 0) {
-      OutT* out = static_cast<OutT*>(p.out);
+    if constexpr (SPLIT) {
+      cluster_sum<MT, GROUPWISE, OutT>(p, acc, reinterpret_cast<Acc*>(tail), x_scale, it.row0 - wn * 16, wn, wk, g, t);
+    } else if (wk == 0) {
 #pragma unroll
       for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
         for (int i = 0; i < 4; ++i) {
           const int row = it.row0 + g + (i >= 2 ? 8 : 0), token = mt * 8 + 2 * t + (i & 1);
           if (row >= p.N || token >= p.M) continue;
-          float v = static_cast<float>(acc[mt][i]) * 0.0625f;  // the MMAs summed 16x the dot: exact
-          if constexpr (!GROUPWISE) v *= p.w_scale[row];
-          v *= x_scale[token];
-          if (p.bias) v += p.bias[row];
-          out[static_cast<size_t>(token) * p.N + row] = from_float<OutT>(v);
+          store_output<GROUPWISE, OutT>(p, x_scale, row, token, acc[mt][i]);
         }
     }
 #pragma unroll
@@ -432,9 +521,9 @@ __global__ void __launch_bounds__(kMaxWarps * 32, 1) w4a8_gemv_kernel(const Para
 
 struct Config {
   const char* name;
-  int warps_n, warps_k, prefetch;
+  int warps_n, warps_k, prefetch, splits;
 };
-#define LOWBIT_W4A8_GEMV_ROW(I, NAME, WN, WK, PF) {NAME, WN, WK, PF},
+#define LOWBIT_W4A8_GEMV_ROW(I, NAME, WN, WK, PF, SPLITS) {NAME, WN, WK, PF, SPLITS},
 constexpr Config kConfigs[] = {LOWBIT_W4A8_GEMV_CONFIGS(LOWBIT_W4A8_GEMV_ROW)};
 #undef LOWBIT_W4A8_GEMV_ROW
 constexpr int kNumConfigs = sizeof(kConfigs) / sizeof(kConfigs[0]);
@@ -450,15 +539,42 @@ bool stage_x_allowed() {
   return allowed;
 }
 
-// The shared memory for the K-split warps' sums (SmemLayout's last region).
-template <int MT, bool GROUPWISE>
-size_t reduction_bytes(const Config& c) {
-  using Acc = std::conditional_t<GROUPWISE, float, int>;
-  return c.warps_k > 1 ? static_cast<size_t>(32 * c.warps_n * c.warps_k) * MT * 4 * sizeof(Acc) : 0;
+// The shared memory after the staging barrier (SmemLayout's last region): the K-split warps' sums, reused for the
+// cluster's exchange of a tile's sums where K is split across CTAs (cluster_sum); 32-bit sums either way.
+template <int MT>
+size_t tail_bytes(const Config& c, int splits) {
+  const size_t red = c.warps_k > 1 ? static_cast<size_t>(32 * c.warps_n * c.warps_k) * MT * 4 * 4 : 0;
+  const size_t xchg = splits > 1 ? static_cast<size_t>(MT * 8 * exchange_stride(c.warps_n)) * 4 : 0;
+  return std::max(red, xchg);
 }
 
-template <int MT, bool GROUPWISE, class XT, class OutT, bool X_SHARED>
-int launch_kernel(Problem const& q, const Config& c, bool stage) {
+// How a config runs a problem: its K splits (fewer where K has fewer chunks: none is empty) and chunks per split,
+// whether x is staged in shared memory (where the copy, an int8 x's split columns, fits the device's per-CTA limit
+// next to everything else) and the shared memory a CTA takes.
+struct Plan {
+  int splits, split_chunks;
+  bool stage;
+  size_t smem;
+};
+
+template <int MT, class XT>
+Plan plan(Problem const& q, const Config& c, int splits) {
+  const int chunks = q.K / kChunk, per = (chunks + splits - 1) / splits;
+  Plan pl{(chunks + per - 1) / per, per, false, 0};
+  const int x_cols = std::is_same_v<XT, int8_t> ? per * kChunk : q.K;
+  const size_t tail = tail_bytes<MT>(c, pl.splits);
+  const size_t staged = smem_layout(q.M, x_cols, sizeof(XT), true).red + tail;
+  pl.stage = stage_x_allowed() && static_cast<size_t>(q.M) * x_cols * sizeof(XT) <= kStageMaxBytes &&
+             staged <= max_shared_per_cta();
+  pl.smem = pl.stage ? staged : smem_layout(q.M, x_cols, sizeof(XT), false).red + tail;
+  return pl;
+}
+
+template <int MT, bool GROUPWISE, class XT, class OutT>
+int launch(Problem const& q, const Config& c, int splits);
+
+template <int MT, bool GROUPWISE, class XT, class OutT, bool X_SHARED, bool SPLIT>
+int launch_kernel(Problem const& q, const Config& c, const Plan& pl) {
   const bool pdl = pdl_enabled();
   const Params p{q.x,
                  q.x_scale,
@@ -475,45 +591,76 @@ int launch_kernel(Problem const& q, const Config& c, bool stage) {
                  c.warps_n,
                  c.warps_k,
                  c.prefetch,
+                 pl.splits,
+                 pl.split_chunks,
                  pdl,
-                 stage};
+                 pl.stage};
   const int threads = 32 * c.warps_n * c.warps_k;
-  const size_t smem = smem_layout(q.M, q.K, sizeof(XT), stage).red + reduction_bytes<MT, GROUPWISE>(c);
-  auto kernel = w4a8_gemv_kernel<MT, GROUPWISE, XT, OutT, X_SHARED>;
-  if (smem > 48 * 1024) {  // opt in above the default limit (on the current device)
-    const cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+  auto kernel = w4a8_gemv_kernel<MT, GROUPWISE, XT, OutT, X_SHARED, SPLIT>;
+  if (pl.smem > 48 * 1024) {  // opt in above the default limit (on the current device)
+    const cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, pl.smem);
     if (err != cudaSuccess) return from_cuda(err);
   }
   const int tiles = (q.N + 16 * c.warps_n - 1) / (16 * c.warps_n);
-  const int ctas = std::min(tiles, resident_ctas(reinterpret_cast<const void*>(kernel), threads, smem));
-  return launch_with_pdl(pdl, kernel, ctas, threads, smem, q.stream, p);
+  const void* fn = reinterpret_cast<const void*>(kernel);
+  int grid = 0;
+  if constexpr (SPLIT) {
+    grid = std::min(tiles, resident_clusters(fn, threads, pl.smem, pl.splits));
+    if (grid < 1) return launch<MT, GROUPWISE, XT, OutT>(q, c, 1);  // the GPU holds no such cluster: unsplit
+  } else {
+    grid = std::min(tiles, resident_ctas(fn, threads, pl.smem));
+  }
+  // Persistent CTAs (or clusters of a row tile's splits, along z), programmatic where enabled (common/pdl.cuh).
+  cudaLaunchAttribute attrs[2];
+  unsigned n_attrs = 0;
+  if (pdl) {
+    attrs[n_attrs].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attrs[n_attrs++].val.programmaticStreamSerializationAllowed = 1;
+  }
+  if (pl.splits > 1) {
+    attrs[n_attrs].id = cudaLaunchAttributeClusterDimension;
+    attrs[n_attrs++].val.clusterDim = {1, 1, static_cast<unsigned>(pl.splits)};
+  }
+  cudaLaunchConfig_t config = {};
+  config.gridDim = dim3(grid, 1, pl.splits);
+  config.blockDim = dim3(threads);
+  config.dynamicSmemBytes = pl.smem;
+  config.stream = q.stream;
+  config.attrs = attrs;
+  config.numAttrs = n_attrs;
+  return from_cuda(cudaLaunchKernelEx(&config, kernel, p));
 }
 
-// Stages x in shared memory where the copy fits the device's per-CTA limit next to everything else.
-template <int MT, bool GROUPWISE, class XT, class OutT>
-int launch(Problem const& q, const Config& c) {
-  const size_t x_bytes = static_cast<size_t>(q.M) * q.K * sizeof(XT);
-  const bool stage =
-      stage_x_allowed() && x_bytes <= kStageMaxBytes &&
-      smem_layout(q.M, q.K, sizeof(XT), true).red + reduction_bytes<MT, GROUPWISE>(c) <= max_shared_per_cta();
+// The kernel that reads x from shared memory where it is staged (a float x always: it is quantized there).
+template <int MT, bool GROUPWISE, class XT, class OutT, bool SPLIT>
+int launch_shared(Problem const& q, const Config& c, const Plan& pl) {
   if constexpr (std::is_same_v<XT, int8_t>)
-    return stage ? launch_kernel<MT, GROUPWISE, XT, OutT, true>(q, c, true)
-                 : launch_kernel<MT, GROUPWISE, XT, OutT, false>(q, c, false);
+    return pl.stage ? launch_kernel<MT, GROUPWISE, XT, OutT, true, SPLIT>(q, c, pl)
+                    : launch_kernel<MT, GROUPWISE, XT, OutT, false, SPLIT>(q, c, pl);
   else
-    return launch_kernel<MT, GROUPWISE, XT, OutT, true>(q, c, stage);
+    return launch_kernel<MT, GROUPWISE, XT, OutT, true, SPLIT>(q, c, pl);
+}
+
+// `splits`: the config's, or 1 (sm_80 builds; where the GPU holds no cluster of them).
+template <int MT, bool GROUPWISE, class XT, class OutT>
+int launch(Problem const& q, const Config& c, int splits) {
+  const Plan pl = plan<MT, XT>(q, c, built_for_sm90() ? splits : 1);
+  if (pl.splits > 1) return launch_shared<MT, GROUPWISE, XT, OutT, true>(q, c, pl);
+  return launch_shared<MT, GROUPWISE, XT, OutT, false>(q, c, pl);
 }
 
 template <bool GROUPWISE, class OutT>
 int launch_x(Problem const& p, const Config& c) {
   switch (p.x_dtype) {
     case kXInt8:
-      return p.M <= 8 ? launch<1, GROUPWISE, int8_t, OutT>(p, c) : launch<2, GROUPWISE, int8_t, OutT>(p, c);
+      return p.M <= 8 ? launch<1, GROUPWISE, int8_t, OutT>(p, c, c.splits)
+                      : launch<2, GROUPWISE, int8_t, OutT>(p, c, c.splits);
     case kXF16:
-      return launch<1, GROUPWISE, __half, OutT>(p, c);
+      return launch<1, GROUPWISE, __half, OutT>(p, c, c.splits);
     case kXBF16:
-      return launch<1, GROUPWISE, __nv_bfloat16, OutT>(p, c);
+      return launch<1, GROUPWISE, __nv_bfloat16, OutT>(p, c, c.splits);
     case kXF32:
-      return launch<1, GROUPWISE, float, OutT>(p, c);
+      return launch<1, GROUPWISE, float, OutT>(p, c, c.splits);
     default:
       return kInvalidArgument;
   }

@@ -11,8 +11,9 @@
 //
 // Constraints (problem_ok): 1 <= M <= 16 (a float x: M <= 8 and M * K <= kMaxFusedXBytes, its int8 rows are kept
 // in shared memory), K % 128 == 0, per channel K < 2^17 (the int32 sum of 16x the dot stays exact), x and w 16-byte
-// aligned. Each CTA also copies x's rows into shared memory first where they fit the device's per-CTA limit (set
-// LOWBIT_W4A8_GEMV_STAGE_X=0 to read them from global memory instead, the A/B switch).
+// aligned. Each CTA also copies x's rows (an int8 x split across CTAs: its split's columns) into shared memory first
+// where they fit the device's per-CTA limit (set LOWBIT_W4A8_GEMV_STAGE_X=0 to read them from global memory
+// instead, the A/B switch).
 // Why the kernel is built this way: w4a8_gemv.cu and docs/w4a8.md.
 #pragma once
 
@@ -60,20 +61,29 @@ inline bool problem_ok(Problem const& p) {
 }  // namespace lowbit::w4a8_gemv
 
 // Launch configurations: warps per CTA along N (16 weight rows each) and along K (each takes every warps_k-th step
-// of 4 chunks of 128 values; their sums meet in shared memory), and how many steps ahead each warp asks L2 for its
-// weight bytes (0: none). The position is the launcher's `config` index; the names are
-// lowbit_flex.kernels.w4a8_gemv_cuda.GEMV_CUDA_CONFIGS (a CPU test checks that both agree).
-// X(index, name, warps_n, warps_k, prefetch)
-#define LOWBIT_W4A8_GEMV_CONFIGS(X) \
-  X(0, "mma_n1k8_pf0", 1, 8, 0)     \
-  X(1, "mma_n1k8_pf2", 1, 8, 2)     \
-  X(2, "mma_n2k4_pf0", 2, 4, 0)     \
-  X(3, "mma_n2k4_pf2", 2, 4, 2)     \
-  X(4, "mma_n4k2_pf2", 4, 2, 2)     \
-  X(5, "mma_n1k16_pf0", 1, 16, 0)   \
-  X(6, "mma_n2k8_pf0", 2, 8, 0)     \
-  X(7, "mma_n4k4_pf0", 4, 4, 0)     \
-  X(8, "mma_n4k4_pf2", 4, 4, 2)
+// of 4 chunks of 128 values; their sums meet in shared memory), how many steps ahead each warp asks L2 for its
+// weight bytes (0: none), and the K splits across CTAs (1: none; else on sm_90 a thread-block cluster of that many
+// CTAs per row tile, each summing a contiguous K range, their sums added in split order through distributed shared
+// memory; where the GPU cannot hold such clusters, or off sm_90, the config runs unsplit). The position is the
+// launcher's `config` index; the names are lowbit_flex.kernels.w4a8_gemv_cuda.GEMV_CUDA_CONFIGS (a CPU test checks
+// that both agree).
+// X(index, name, warps_n, warps_k, prefetch, splits)
+#define LOWBIT_W4A8_GEMV_CONFIGS(X)    \
+  X(0, "mma_n1k8_pf0", 1, 8, 0, 1)     \
+  X(1, "mma_n1k8_pf2", 1, 8, 2, 1)     \
+  X(2, "mma_n2k4_pf0", 2, 4, 0, 1)     \
+  X(3, "mma_n2k4_pf2", 2, 4, 2, 1)     \
+  X(4, "mma_n4k2_pf2", 4, 2, 2, 1)     \
+  X(5, "mma_n1k16_pf0", 1, 16, 0, 1)   \
+  X(6, "mma_n2k8_pf0", 2, 8, 0, 1)     \
+  X(7, "mma_n4k4_pf0", 4, 4, 0, 1)     \
+  X(8, "mma_n4k4_pf2", 4, 4, 2, 1)     \
+  X(9, "mma_n4k2_s2_pf2", 4, 2, 2, 2)  \
+  X(10, "mma_n4k4_s2_pf0", 4, 4, 0, 2) \
+  X(11, "mma_n2k4_s2_pf0", 2, 4, 0, 2) \
+  X(12, "mma_n2k8_s2_pf0", 2, 8, 0, 2) \
+  X(13, "mma_n4k4_s4_pf0", 4, 4, 0, 4) \
+  X(14, "mma_n2k4_s4_pf0", 2, 4, 0, 4)
 
 LOWBIT_API int lowbit_w4a8_gemv(int config, int x_dtype, int out_dtype, const void* x, const float* x_scale,
                                 const void* w, const float* w_scale, int group, const float* bias, void* out, int M,
