@@ -157,6 +157,11 @@ DISPATCH_TABLE: tuple[Rule, ...] = (
     Rule(Backend.CUDA_GEMV, "mma_n2k4_pf0", arch=_SM90, max_m=8),
     Rule(Backend.CUDA_GEMV, "mma_n2k4_pf2", arch=_SM90, scale=_PC, max_m=16, max_nk=2**25),
     Rule(Backend.CUDA_GEMV, "mma_n1k8_pf0", arch=_SM90, max_m=16, max_nk=2**25),
+    # M = 9..16 on deep layers (K > N), either scale kind: 4n x 2k warps with K split across a cluster of two CTAs
+    # (csrc/w4a8_gemv: 64-row tiles fill the GPU, each CTA stages its half of x's columns). H100, session 71
+    # (docs/measurements/h100_run71_w4a8_split_k_cluster.md), whole layers at 14336 x 4096: per channel 2.14x against
+    # the Triton tile's 2.06x and the best unsplit config's 2.03x; g128 1.94x against 1n x 8k's 1.88x.
+    Rule(Backend.CUDA_GEMV, "mma_n4k2_s2_pf2", arch=_SM90, max_m=16, wide=False),
     Rule(Backend.TRITON_GEMV, "dp4a_4x8x2048", max_m=1, wide=False, fuse_quant=True),
     Rule(Backend.TRITON_GEMV, "dp4a_4x16x1024", max_m=1, fuse_quant=True),
     Rule(Backend.TRITON_DECODE, "dot_16x64x256", scale=_PC, max_m=16, wide=True),
@@ -178,8 +183,7 @@ DISPATCH_TABLE: tuple[Rule, ...] = (
     # Group-wise at M = 9..16 (H100, session 68, docs/measurements/h100_run68_w4a8_groupwise_scales.md, whole layers,
     # two processes): since the GEMV's group scales take one load per lane and step, wide and larger square layers
     # run 2n x 4k (wide 2.38-2.40x, ahead of the multiplier row's 2.20x, which therefore no longer precedes it;
-    # 8192² 2.46x against 4n x 4k's 2.34x), deep layers 1n x 8k (1.93x).
-    Rule(Backend.CUDA_GEMV, "mma_n1k8_pf0", arch=_SM90, scale=_GW, max_m=16, wide=False),
+    # 8192² 2.46x against 4n x 4k's 2.34x); deep layers took 1n x 8k (1.93x) until session 71's split rows above.
     Rule(Backend.CUDA_GEMV, "mma_n2k4_pf0", arch=_SM90, scale=_GW, max_m=16),
     Rule(Backend.TRITON_DECODE, "dot_16x128x256", max_m=16),
     Rule(_MULT, "128x128x128_coop_mult", arch=_SM90, scale=_GW, max_m=64, wide=True, needs_mult=True),

@@ -240,14 +240,16 @@ def test_dispatch_table(fake_cutlass):
     assert pick(Arch.SM90, gw, 4, 4096, 14336, 128) == (cuda, "mma_n2k4_pf0")
     assert pick(Arch.SM90, gw, 8, 4096, 4096, 256) == (cuda, "mma_n2k4_pf2")
     assert not choose(Arch.SM90, pc, 8, 4096, 4096).fuse_quant  # quantized first from M = 2
-    # M = 9..16: the CUDA GEMV on N * K <= 2**25, on larger square layers, and group-wise on every shape class; per
-    # channel on wide and deep layers the Triton tensor-core GEMV (below).
+    # M = 9..16: the CUDA GEMV on N * K <= 2**25, on larger square layers, on deep layers with K split across a
+    # cluster of two CTAs (either scale kind), and group-wise on wide layers; per channel on wide layers the Triton
+    # tensor-core GEMV (below).
     assert pick(Arch.SM90, pc, 16, 4096, 4096) == (cuda, "mma_n2k4_pf2")
     assert pick(Arch.SM90, gw, 9, 4096, 8192, 128) == (cuda, "mma_n1k8_pf0")
     assert pick(Arch.SM90, pc, 16, 8192, 8192) == (cuda, "mma_n4k2_pf2")
     assert pick(Arch.SM90, gw, 16, 8192, 8192, 128) == (cuda, "mma_n2k4_pf0")
     assert pick(Arch.SM90, gw, 16, 14336, 4096, 128) == (cuda, "mma_n2k4_pf0")
-    assert pick(Arch.SM90, gw, 16, 4096, 14336, 128) == (cuda, "mma_n1k8_pf0")
+    assert pick(Arch.SM90, gw, 16, 4096, 14336, 128) == (cuda, "mma_n4k2_s2_pf2")  # deep: K > N
+    assert pick(Arch.SM90, pc, 9, 4096, 11008) == (cuda, "mma_n4k2_s2_pf2")
     assert pick(Arch.SM90, pc, 16, 14336, 4096) == (Backend.TRITON_DECODE, "dot_16x64x256")
     # What it cannot take, and Ampere (unmeasured there): at M = 1 the dp4a GEMV (quantizing x itself; its 8-row
     # tile for deep layers), up to 16 the Triton tensor-core GEMV after the quantizer.
@@ -260,7 +262,7 @@ def test_dispatch_table(fake_cutlass):
     assert pick(Arch.SM80, pc, 3, 4096, 4096) == (Backend.TRITON_DECODE, "dot_16x64x256")
     assert not choose(Arch.SM80, pc, 3, 4096, 4096).fuse_quant
     assert pick(Arch.SM90, pc, 9, 4096, 4160) == (Backend.TRITON_DECODE, "dot_16x64x256")  # M = 9..16, K % 128
-    assert pick(Arch.SM90, pc, 16, 4096, 14336) == (Backend.TRITON_DECODE, "dot_16x64x256")
+    assert pick(Arch.SM80, pc, 16, 4096, 14336) == (Backend.TRITON_DECODE, "dot_16x64x256")
     assert pick(Arch.SM90, gw, 16, 4096, 14336, 64) == (Backend.TRITON_DECODE, "dot_16x128x256")  # groups of 64
     assert pick(Arch.SM90, pc, 17, 14336, 4096) == (Backend.CUTLASS_SM90, "128x128x128_coop")  # wide: N > K
     assert pick(Arch.SM90, pc, 64, 4096, 4096) == (Backend.CUTLASS_SM80, "32x128x128_s4")
@@ -318,7 +320,7 @@ def test_dispatch_table(fake_cutlass):
     assert pick_mult(Arch.SM90, gw, 8, 14336, 4096, 128) == pick(Arch.SM90, gw, 8, 14336, 4096, 128)
     assert pick_mult(Arch.SM90, gw, 16, 4096, 4096, 128) == (cuda, "mma_n1k8_pf0")  # N * K <= 2**25
     assert pick_mult(Arch.SM90, gw, 9, 14336, 4096, 128) == (cuda, "mma_n2k4_pf0")  # wide: the float scales
-    assert pick_mult(Arch.SM90, gw, 16, 4096, 14336, 128) == (cuda, "mma_n1k8_pf0")  # deep: the float scales
+    assert pick_mult(Arch.SM90, gw, 16, 4096, 14336, 128) == (cuda, "mma_n4k2_s2_pf2")  # deep: the float scales
     assert pick_mult(Arch.SM90, gw, 17, 14336, 4096, 128) == m128
     assert pick_mult(Arch.SM90, gw, 64, 8192, 8192, 128) == m128  # M * N = 2**19
     assert pick_mult(Arch.SM90, gw, 32, 8192, 8192, 128) == m16
@@ -380,7 +382,7 @@ def test_whole_layer_with_multipliers_takes_the_decode_kernels_only_where_the_ta
         assert (wide.backend, wide.config) == (Backend.CUDA_GEMV, "mma_n2k4_pf0")
         plain = _decode_path(cuda, 16, 14336, 4096, 128)  # the same kernel reads the float group scales
         assert (plain.backend, plain.config) == (wide.backend, wide.config)
-        assert _decode_path(cuda, 16, 4096, 14336, 128, has_mult=True).config == "mma_n1k8_pf0"  # deep
+        assert _decode_path(cuda, 16, 4096, 14336, 128, has_mult=True).config == "mma_n4k2_s2_pf2"  # deep
         assert _decode_path(cuda, 17, 14336, 4096, 128, has_mult=True) is None  # the multiplier GEMM
     finally:
         s8s4_dispatch._cuda_arch.cache_clear()
