@@ -48,29 +48,40 @@ def quantize_int8_values(x, scale):
 @triton.jit
 def _quantize_int8_rowwise_kernel(
     x_ptr, xq_ptr, scale_ptr, M, K, stride_xm,
-    BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, SINGLE_PASS: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, SINGLE_PASS: tl.constexpr, CHUNK: tl.constexpr,
 ):  # fmt: skip
     rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     row_ok = rows < M
     cols = tl.arange(0, BLOCK_K)
     x_rows = x_ptr + rows[:, None].to(tl.int64) * stride_xm
     q_rows = xq_ptr + rows[:, None].to(tl.int64) * K
-    if SINGLE_PASS:
+    if CHUNK > 0:
+        # Program (row block, c): the rows' amax from the whole row (one load: BLOCK_K >= K), then only columns
+        # [c * CHUNK, (c + 1) * CHUNK) quantized, their second read hitting L1 / L2.
+        mask = row_ok[:, None] & (cols[None, :] < K)
+        amax = tl.max(tl.abs(tl.load(x_rows + cols[None, :], mask=mask, other=0.0).to(tl.float32)), axis=1)
+        scale = int8_row_scale(amax)
+        chunk = tl.program_id(1)
+        if chunk == 0:
+            tl.store(scale_ptr + rows, scale, mask=row_ok)
+        ccols = chunk * CHUNK + tl.arange(0, CHUNK)
+        cmask = row_ok[:, None] & (ccols[None, :] < K)
+        x = tl.load(x_rows + ccols[None, :], mask=cmask, other=0.0).to(tl.float32)
+        tl.store(q_rows + ccols[None, :], quantize_int8_values(x, scale[:, None]).to(tl.int8), mask=cmask)
+    elif SINGLE_PASS:
         mask = row_ok[:, None] & (cols[None, :] < K)
         x = tl.load(x_rows + cols[None, :], mask=mask, other=0.0).to(tl.float32)
-        amax = tl.max(tl.abs(x), axis=1)
-    else:
+        scale = int8_row_scale(tl.max(tl.abs(x), axis=1))
+        tl.store(scale_ptr + rows, scale, mask=row_ok)
+        tl.store(q_rows + cols[None, :], quantize_int8_values(x, scale[:, None]).to(tl.int8), mask=mask)
+    else:  # rows past BLOCK_K values: an amax pass, then a quantize pass (the second read from L2)
         amax = tl.zeros((BLOCK_M,), dtype=tl.float32)
         for k0 in range(0, K, BLOCK_K):
             mask = row_ok[:, None] & (cols[None, :] + k0 < K)
             x = tl.load(x_rows + k0 + cols[None, :], mask=mask, other=0.0).to(tl.float32)
             amax = tl.maximum(amax, tl.max(tl.abs(x), axis=1))
-    scale = int8_row_scale(amax)
-    tl.store(scale_ptr + rows, scale, mask=row_ok)
-    if SINGLE_PASS:
-        q = quantize_int8_values(x, scale[:, None])
-        tl.store(q_rows + cols[None, :], q.to(tl.int8), mask=mask)
-    else:
+        scale = int8_row_scale(amax)
+        tl.store(scale_ptr + rows, scale, mask=row_ok)
         for k0 in range(0, K, BLOCK_K):
             mask = row_ok[:, None] & (cols[None, :] + k0 < K)
             x = tl.load(x_rows + k0 + cols[None, :], mask=mask, other=0.0).to(tl.float32)
@@ -80,12 +91,15 @@ def _quantize_int8_rowwise_kernel(
 
 class RowConfig(NamedTuple):
     """How rows are split over programs: ``block_k`` values per load (the whole row where ``single_pass``),
-    ``num_warps`` per program, ``block_m`` rows per program (several short rows share one)."""
+    ``num_warps`` per program, ``block_m`` rows per program (several short rows share one), and ``chunk``: where
+    nonzero, a row's columns are split over programs of ``chunk`` values each, every one reading the whole row for
+    its amax (``block_k`` must cover the row) and quantizing only its columns."""
 
     block_k: int
     num_warps: int
     single_pass: bool = True
     block_m: int = 1
+    chunk: int = 0
 
 
 # Rows of 8192 < K <= 16384 values at prefill M: in 4096-value steps with 8 warps, read twice (the second time from
@@ -94,19 +108,32 @@ class RowConfig(NamedTuple):
 # program: 1.12x / 1.06x on K = 14336 at M = 4096 / 2048 (2.1 TB/s; the one-pass program holds a 28 KB row and fits
 # once per SM, so its loads stop while it reduces), 1.56x / 1.43x on K = 11008 (Llama-2-7B's MLP, whose one-pass block
 # of 16384 leaves a third of the lanes idle). At M = 1024 the steps lost on K = 14336 (0.95x) and won on 11008
-# (1.26x, not taken: one measurement); at M = 16 (a decode step, 16 programs) 16 warps per row keep the most loads in
-# flight. K = 16384 takes the steps too (unmeasured: the same register bound).
+# (1.26x, not taken: one measurement). K = 16384 takes the steps too (unmeasured: the same register bound). Decode M
+# splits rows across programs instead (below).
 _STEPPED_MIN_M = 2048
 _STEPPED = RowConfig(4096, 8, single_pass=False)
+
+# Decode M (at most _CHUNKED_MAX_M rows of 2048 to 16384 values): a row's columns over programs of _CHUNK values and
+# 8 warps, each reading the whole row for its amax (the extra reads come from L2). One program per row left most SMs
+# idle: at M = 16, K = 14336 it took 7.7 us under ncu, against 21 us for the W4A8 GEMV after it. H100 run 71
+# (docs/measurements/h100_run71_w4a8_split_k_cluster.md), kernel alone at M = 2..32, K = 4096..14336: 1.6-3.1 us
+# against 2.6-5.5 us; 512-value chunks were up to 13 % faster at M <= 8 on K = 11008 but slower at M = 16..32 on
+# K = 14336, 2048-value chunks slower at M <= 16. Whole W4A8 layers at M = 2..16 (x quantized first): 1.04-1.19x.
+_CHUNKED_MAX_M = 32
+_CHUNKED_MIN_K = 2048
+_CHUNK = 1024
 
 
 def pick_config(M: int | torch.SymInt, K: int) -> RowConfig:
     """The launch config for ``M`` rows of ``K`` values: the whole row in registers up to ``_MAX_SINGLE_PASS_K``,
-    with about 4096 elements per program (short rows share a program); longer rows, and rows over 8192 values at
+    with about 4096 elements per program (short rows share a program); at decode M (``<= _CHUNKED_MAX_M``) rows of
+    ``_CHUNKED_MIN_K`` values or more split into ``_CHUNK``-value programs; longer rows, and rows over 8192 values at
     ``M >= _STEPPED_MIN_M``, in 4096-value steps, read twice (the second read from L2). A symbolic M (a dynamic
     batch) picks by its example value (no guard on M: every config takes any M)."""
     if K > _MAX_SINGLE_PASS_K:
         return RowConfig(4096, 4, single_pass=False)
+    if K >= _CHUNKED_MIN_K and rows_hint(M)[0] <= _CHUNKED_MAX_M:
+        return RowConfig(triton.next_power_of_2(K), 8, chunk=_CHUNK)
     if K > 8192 and rows_hint(M)[0] >= _STEPPED_MIN_M:
         return _STEPPED
     block_k = triton.next_power_of_2(K)
@@ -117,10 +144,13 @@ def pick_config(M: int | torch.SymInt, K: int) -> RowConfig:
 @functools.lru_cache(maxsize=512)
 def _launch_plan(M: int, K: int, stride_xm: int, config: RowConfig | None = None) -> PlanLaunch:
     cfg = config or pick_config(M, K)
-    if cfg.single_pass and cfg.block_k < K:
-        raise ValueError(f"config: a single-pass block_k must cover the row (K={K}), got {cfg}")
-    meta = dict(BLOCK_M=cfg.block_m, BLOCK_K=cfg.block_k, SINGLE_PASS=cfg.single_pass, num_warps=cfg.num_warps)
-    return PlanLaunch(_quantize_int8_rowwise_kernel, (triton.cdiv(M, cfg.block_m),), meta)
+    if (cfg.single_pass or cfg.chunk) and cfg.block_k < K:
+        raise ValueError(f"config: a single-pass or chunked block_k must cover the row (K={K}), got {cfg}")
+    meta = dict(
+        BLOCK_M=cfg.block_m, BLOCK_K=cfg.block_k, SINGLE_PASS=cfg.single_pass, CHUNK=cfg.chunk, num_warps=cfg.num_warps
+    )
+    grid = (triton.cdiv(M, cfg.block_m), triton.cdiv(K, cfg.chunk) if cfg.chunk else 1)
+    return PlanLaunch(_quantize_int8_rowwise_kernel, grid, meta)
 
 
 def quantize_int8_rowwise_triton(x: torch.Tensor, config: RowConfig | None = None) -> tuple[torch.Tensor, torch.Tensor]:

@@ -75,13 +75,17 @@ def test_triton_kernel_bit_exact_with_reference(shape, dtype):
 
 
 @pytest.mark.skipif(kernel_device() is None, reason="needs CUDA or TRITON_INTERPRET=1")
-@pytest.mark.parametrize("config", ["rule", "stepped", "one pass"])
+@pytest.mark.parametrize("config", ["rule", "stepped", "one pass", "chunks"])
 def test_triton_kernel_configs_bit_exact_on_long_rows(config):
     """Every launch config the rule picks for rows of 8192 < K <= 16384 (in 4096-value steps at prefill M, the
-    whole row at decode M) gives the reference's bits, on a ragged row length."""
+    whole row in one program between, 1024-value chunks of the row at decode M) gives the reference's bits, on a
+    ragged row length (the last chunk partial)."""
     from lowbit_flex.kernels.quantize_int8_rowwise import RowConfig, quantize_int8_rowwise_triton
 
-    cfg = {"rule": None, "stepped": RowConfig(4096, 8, single_pass=False), "one pass": RowConfig(16384, 16)}[config]
+    cfg = {
+        "rule": None, "stepped": RowConfig(4096, 8, single_pass=False), "one pass": RowConfig(16384, 16),
+        "chunks": RowConfig(16384, 8, chunk=1024),
+    }[config]  # fmt: skip
     x = torch.randn(3, 9000, dtype=torch.bfloat16) * 5
     x[1, 8999] = 300.0  # the row's amax in the last, partial step
     ref_q, ref_s = OP(x)
@@ -98,7 +102,10 @@ def test_pick_config_steps_long_rows_at_prefill_only():
 
     stepped = RowConfig(4096, 8, single_pass=False)
     assert pick_config(4096, 14336) == stepped and pick_config(2048, 11008) == stepped
-    assert pick_config(16, 14336) == RowConfig(16384, 16)  # decode: the whole row, 16 warps
+    assert pick_config(16, 14336) == RowConfig(16384, 8, chunk=1024)  # decode: the row over 14 programs
+    assert pick_config(2, 4096) == RowConfig(4096, 8, chunk=1024)
+    assert pick_config(33, 14336) == RowConfig(16384, 16)  # past decode M: the whole row, 16 warps
+    assert pick_config(16, 1024) == RowConfig(1024, 4, block_m=4)  # short rows share a program
     assert pick_config(4096, 8192) == RowConfig(8192, 8)  # power-of-two rows keep one pass
     assert pick_config(4096, 20000) == RowConfig(4096, 4, single_pass=False)
     assert pick_config(8, 64) == RowConfig(64, 4, block_m=64)
