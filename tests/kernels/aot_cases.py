@@ -13,8 +13,9 @@ def case_quantize_int8_rowwise():
 
     for dtype in (torch.bfloat16, torch.float16, torch.float32):
         quantize_int8_rowwise_triton(torch.empty(64, 4096, dtype=dtype))  # single pass
-        quantize_int8_rowwise_triton(torch.empty(8, 4096, dtype=dtype))  # decode: 1024-value chunks
-    quantize_int8_rowwise_triton(torch.empty(32, 14336, dtype=torch.bfloat16))  # decode: chunks of a 16384 block
+        # decode: 1024-value chunks of the row, every whole-row amax block (2048 .. 16384 values)
+        for k in (2048, 4096, 8192, 14336):
+            quantize_int8_rowwise_triton(torch.empty(8, k, dtype=dtype))
     quantize_int8_rowwise_triton(torch.empty(2, 20000, dtype=torch.bfloat16))  # two passes
     quantize_int8_rowwise_triton(torch.empty(2048, 9000, dtype=torch.bfloat16))  # two passes of 8 warps (prefill)
     quantize_int8_rowwise_triton(torch.empty(64, 9000, dtype=torch.bfloat16))  # one pass of 16 warps

@@ -641,11 +641,13 @@ int launch_shared(Problem const& q, const Config& c, const Plan& pl) {
     return launch_kernel<MT, GROUPWISE, XT, OutT, true, SPLIT>(q, c, pl);
 }
 
-// `splits`: the config's, or 1 (sm_80 builds; where the GPU holds no cluster of them).
+// `splits`: the config's, or 1 (where the GPU holds no cluster of them). A library built without sm_90 runs every
+// config unsplit and instantiates no split kernel (clusters are sm_90).
 template <int MT, bool GROUPWISE, class XT, class OutT>
 int launch(Problem const& q, const Config& c, int splits) {
   const Plan pl = plan<MT, XT>(q, c, built_for_sm90() ? splits : 1);
-  if (pl.splits > 1) return launch_shared<MT, GROUPWISE, XT, OutT, true>(q, c, pl);
+  if constexpr (built_for_sm90())
+    if (pl.splits > 1) return launch_shared<MT, GROUPWISE, XT, OutT, true>(q, c, pl);
   return launch_shared<MT, GROUPWISE, XT, OutT, false>(q, c, pl);
 }
 
