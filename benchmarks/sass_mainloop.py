@@ -25,6 +25,7 @@ import sys
 _INSTR = re.compile(r"\s*/\*([0-9a-f]{4,})\*/\s+(.*?)\s*;")
 _BRANCH_TARGET = re.compile(r"\bBRA\b.*?0x([0-9a-f]+)")
 _WGMMA = ("HGMMA", "IGMMA", "QGMMA")
+MMA_SYNC = ("HMMA", "IMMA")  # mma.sync: the decode GEMVs' loops (--mma-sync)
 # In a mangled CUTLASS kernel name: the mainloop policy (a length-prefixed identifier) with its stage count, and
 # the MMA atom (its shape is the warp group's tile). c++filt gives up on names this long.
 _POLICY = re.compile(r"(\d+)(Mainloop\w*)")
@@ -51,7 +52,7 @@ PIPES: dict[str, tuple[str, ...]] = {
             "FSETP", "FSEL", "FMNMX", "P2R", "R2P"),
     "fma": ("FFMA", "FMUL", "FADD", "IMAD", "IMUL"),
     "fp16": ("HFMA2", "HMUL2", "HADD2", "HMNMX2"),
-    "tensor": ("HGMMA", "IGMMA", "QGMMA", "WARPGROUP"),
+    "tensor": ("HGMMA", "IGMMA", "QGMMA", "WARPGROUP", "HMMA", "IMMA"),
     "lsu": ("LDS", "STS", "LDG", "STG", "LDSM", "LD", "ST", "LDL", "STL"),
 }  # fmt: skip
 _PIPE_OF = {op: pipe for pipe, ops in PIPES.items() for op in ops}
@@ -80,8 +81,9 @@ def opcode(instr: str) -> str:
     return word.split(".")[0]
 
 
-def wgmma_loops(sass: str) -> list[tuple[str, int, int, collections.Counter]]:
-    """(kernel name, instructions, WGMMAs, opcode counts) of each loop that issues WGMMAs."""
+def wgmma_loops(sass: str, mma_ops: tuple[str, ...] = _WGMMA) -> list[tuple[str, int, int, collections.Counter]]:
+    """(kernel name, instructions, MMAs, opcode counts) of each loop that issues MMAs of ``mma_ops`` (WGMMAs by
+    default)."""
     loops = []
     for block in re.split(r"\n\s*Function : ", sass)[1:]:
         name = block.split("\n", 1)[0].strip()
@@ -92,7 +94,7 @@ def wgmma_loops(sass: str) -> list[tuple[str, int, int, collections.Counter]]:
             if not branch or int(branch.group(1), 16) >= address or int(branch.group(1), 16) not in index:
                 continue
             ops = collections.Counter(opcode(text) for _, text in instrs[index[int(branch.group(1), 16)] : i + 1])
-            wgmmas = sum(ops[w] for w in _WGMMA)
+            wgmmas = sum(ops[w] for w in mma_ops)
             if wgmmas:
                 loops.append((name, sum(ops.values()), wgmmas, ops))
     return loops
@@ -102,15 +104,17 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("binary", help="a .o, .cubin or .so with sm_90a SASS")
     parser.add_argument("--cuobjdump", default=shutil.which("cuobjdump") or "cuobjdump")
+    parser.add_argument("--mma-sync", action="store_true", help="loops that issue mma.sync (HMMA / IMMA) instead")
     args = parser.parse_args(argv)
     sass = subprocess.run([args.cuobjdump, "-sass", args.binary], check=True, capture_output=True, text=True).stdout
-    loops = wgmma_loops(sass)
+    kind = "mma.syncs" if args.mma_sync else "WGMMAs"
+    loops = wgmma_loops(sass, MMA_SYNC if args.mma_sync else _WGMMA)
     if not loops:
-        sys.exit(f"no loop with WGMMAs in {args.binary}")
-    for name, count, wgmmas, ops in sorted(loops, key=lambda loop: (loop[0], loop[1])):
+        sys.exit(f"no loop with {kind} in {args.binary}")
+    for name, count, mmas, ops in sorted(loops, key=lambda loop: (loop[0], loop[1])):
         common = ", ".join(f"{op} {n}" for op, n in ops.most_common(10))
         pipes = ", ".join(f"{p} {n}" for p, n in pipe_counts(ops).most_common())
-        print(f"{label(name)}\n  {count} instructions, {wgmmas} WGMMAs: {common}\n  by pipe: {pipes}")
+        print(f"{label(name)}\n  {count} instructions, {mmas} {kind}: {common}\n  by pipe: {pipes}")
 
 
 if __name__ == "__main__":

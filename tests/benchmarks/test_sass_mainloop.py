@@ -1,6 +1,6 @@
 """benchmarks/sass_mainloop.py on a hand-written SASS listing: which loops it reports and what it counts."""
 
-from benchmarks.sass_mainloop import PIPES, label, opcode, pipe, pipe_counts, wgmma_loops
+from benchmarks.sass_mainloop import MMA_SYNC, PIPES, label, opcode, pipe, pipe_counts, wgmma_loops
 
 # Two kernels: the first has an inner loop with two WGMMAs (0x0020-0x0070) inside an outer loop (0x0010-0x0090),
 # and a loop without WGMMAs (0x00a0-0x00b0); the second has a forward branch only.
@@ -54,3 +54,20 @@ def test_pipe_counts_of_the_inner_loop():
     assert pipe_counts(inner) == {"alu": 2, "fma": 1, "tensor": 2, "other": 1}
     assert pipe("UIADD3") == pipe("R2UR") == "uniform" and pipe("HMUL2") == "fp16" and pipe("NOP") == "other"
     assert len({op for ops in PIPES.values() for op in ops}) == sum(map(len, PIPES.values()))  # one pipe per opcode
+
+
+def test_mma_sync_loops_instead_of_wgmma_loops():
+    # --mma-sync: a decode GEMV's loop (HMMA, no WGMMA) is reported, the WGMMA loops are not
+    sass = """
+		Function : _Z4gemvv
+        /*0000*/                   LDS.128 R4, [R2] ;
+        /*0010*/                   PRMT R8, R4, 0x9180, RZ ;
+        /*0020*/                   HMMA.16816.F32.BF16 R12, R8, R16, R12 ;
+        /*0030*/               @P0 BRA `(.L_x_0) 0x0 ;
+        /*0040*/                   EXIT ;
+"""
+    assert [(count, mmas, dict(ops)) for _, count, mmas, ops in wgmma_loops(sass, MMA_SYNC)] == [
+        (4, 1, {"LDS": 1, "PRMT": 1, "HMMA": 1, "BRA": 1})
+    ]
+    assert wgmma_loops(sass) == [] and wgmma_loops(_SASS, MMA_SYNC) == []
+    assert pipe("HMMA") == "tensor"
