@@ -212,16 +212,16 @@ __device__ __forceinline__ void decode_block(uint32_t (&a)[4], const JoinedCodes
 
 // fp8: the four A registers of K block B straight from the (128 rows, 128 bytes) box in the 128-byte swizzle (16-byte
 // chunk i of row `row` at chunk i ^ (row & 7)). One 16-byte load per row holds the block's codes; the lane's pairs
-// are bytes 2t, 2t + 1 and 2t + 8, 2t + 9, which one byte permute with a per-lane selector picks: `sel` places them
-// as (c0, c0, c1, c1) (bf16: each code in the high byte of its half) or (c0, c1) (fp16: the hardware conversion).
+// are bytes 2t, 2t + 1 and 2t + 8, 2t + 9, which one byte permute with a per-lane selector (fp8_pair_selector) puts
+// where decode_fp8_bytes takes them.
 template <class T, int B>
 __device__ __forceinline__ void decode_fp8_block(uint32_t (&a)[4], uint32_t box, int row_a, uint32_t sel) {
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
     const int row = row_a + 8 * r;
     const uint4 v = lds128(box + row * 128 + ((B ^ (row & 7)) << 4));
-    a[r] = decode_fp8_bytes<T>(__byte_perm(v.x, v.y, sel));      // cols 2t, 2t + 1
-    a[2 + r] = decode_fp8_bytes<T>(__byte_perm(v.z, v.w, sel));  // cols 2t + 8, 2t + 9
+    a[r] = decode_fp8_bytes<T>(prmt(v.x, v.y, sel));      // cols 2t, 2t + 1
+    a[2 + r] = decode_fp8_bytes<T>(prmt(v.z, v.w, sel));  // cols 2t + 8, 2t + 9
   }
 }
 
@@ -379,8 +379,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   for (int i = 0; i < kAcc; ++i) acc[i] = 0.0f;
   const uint32_t smem_base = cute::cast_smem_ptr_to_uint(smem);
   // fp8: the byte permute that picks the lane's pair of a block's 16 bytes (see decode_fp8_block)
-  const uint32_t fp8_sel =
-      std::is_same_v<T, __half> ? (2 * t) | (2 * t + 1) << 4 : (2 * t) * 0x11u | (2 * t + 1) * 0x1100u;
+  const uint32_t fp8_sel = fp8_pair_selector<T>(2 * t, 2 * t + 1);
 
   // Slots are handed back by one thread per consumer warpgroup once a WGMMA group that every warp of it issued after
   // its reads of the slot is complete (a warpgroup's WGMMA runs only once all four warps have issued it).

@@ -102,8 +102,8 @@ template <class T, int HALF>
 __device__ __forceinline__ uint32_t decode_fp8_pair(uint32_t w) {
   if constexpr (std::is_same_v<T, __half>)
     return decode_fp8_bytes<T>(w >> (16 * HALF));
-  else  // each code into the high byte of its half
-    return decode_fp8_bytes<T>(__byte_perm(w, 0, HALF ? 0x3424 : 0x1404));
+  else
+    return decode_fp8_bytes<T>(prmt(w, 0, fp8_pair_selector<T>(2 * HALF, 2 * HALF + 1)));
 }
 
 // x values [k, k + N) of one row as 32-bit words, zero where k >= K (whole runs: K % 8 == 0 and k % 4 == 0).
