@@ -139,6 +139,11 @@ class Rule:
 #   against 0.99x; 8192² keeps CUTLASS, 0.95x against 0.89x). fp4 at M = 1 below the 16-row tile's layers
 #   (N * K < 2**25) takes the Triton GEMV ahead of the CUDA GEMV: 4096² 2.13x against 1.82x (run 64; run 54 on
 #   another H100: 2.14x against 1.84x). H200 run 37 had the CUDA GEMV ahead over its four shapes (1.73x / 1.65x).
+# - fp8 at M = 3-8 on layers of M * N <= 2**15 (N = 4096 at M = 8; H100 session 72,
+#   docs/measurements/h100_run72_weight_only_fp8_decode.md, forced paths in two processes): the CUDA GEMV, since its
+#   bf16 decode takes two ALU slots a code pair, ahead of the 16x64 Triton tile. M = 8: 4096² 10.6 us against
+#   11.5 us, 14336 x 4096 24.7 against 25.6; 8192² even (27.6 / 27.8), and the Triton tile 8-9 % faster on
+#   N = 11008 / 14336, so wider layers keep it, as does M = 9-16 (the GEMV 2 % faster on N = 4096 only).
 # TMA rules need sm_90 and TMA-aligned operands (tma_supported); ``pipelined`` rules also need the toolchain their
 # config's pipelined WGMMAs were verified with (arch.register_a_wgmma_pipelines: ptxas >= 13.3, Triton 3.6);
 # otherwise the next matching rule applies. "Pipelined" numbers are with ptxas 13.5 (run 19), the others with Triton
@@ -147,6 +152,7 @@ DISPATCH_TABLE: tuple[Rule, ...] = (
     Rule(Backend.CUDA_GEMM, "wgmma_16x128", max_m=8, bits=(4, 6), min_nk=2**25),
     Rule(Backend.GEMV, "gemv_4x4x8", max_m=1, bits=(6,)),
     Rule(Backend.CUDA_GEMV, max_m=2, bits=(8,)),
+    Rule(Backend.CUDA_GEMV, max_m=8, bits=(8,), max_mn=2**15),
     Rule(Backend.GEMV, "gemv_4x4x8", max_m=1, bits=(4,)),
     Rule(Backend.CUDA_GEMV, max_m=8, bits=(4,)),
     Rule(Backend.CUDA_GEMV, max_m=4, bits=(6,)),

@@ -65,6 +65,21 @@ def test_dispatch_takes_it_only_where_it_runs(monkeypatch):
     assert not d.cuda_gemv_supported(torch.device("cpu"), 1, 4096, 4)
 
 
+def test_fp8_takes_it_to_m_8_on_narrow_layers_only():
+    # session 72: fp8 at M <= 2 on every layer, at M = 3-8 where M * N <= 2**15 (N = 4096 at M = 8); wider layers and
+    # M = 9-16 keep the 16x64 Triton tile (every other backend available, as on an H100 with the CUDA library)
+    from lowbit_flex.kernels import float_weight_dispatch as d
+
+    pick = lambda M, n: d.choose(8, M, True, True, True, True, True, True, n, 4096)
+    assert all(pick(m, n).backend is d.Backend.CUDA_GEMV for m in (1, 2) for n in (4096, 11008, 14336))
+    assert all(pick(m, 4096).backend is d.Backend.CUDA_GEMV for m in (3, 5, 8))
+    assert pick(4, 8192).backend is d.Backend.CUDA_GEMV and pick(5, 8192).config == "dot_16x64x2"
+    assert all(
+        pick(m, n).config == "dot_16x64x2" for m, n in ((8, 8192), (3, 11008), (8, 14336), (9, 4096), (16, 4096))
+    )
+    assert d.choose(8, 8, True, True, False, True, True, True, 4096, 4096).config == "dot_16x64x2"  # no library
+
+
 def choose_backend(d, bits, M, cuda_gemv):
     return d.choose(bits, M, True, True, cuda_gemv).backend
 
