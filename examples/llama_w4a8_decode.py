@@ -2,7 +2,9 @@
 fp8 / fp6 / fp4 configs (``--weight-only``), tokens/s.
 
 Random weights with Llama-2-7B dimensions (no downloads); on a GPU the one-token decode step runs under
-``torch.compile(mode="reduce-overhead")`` (CUDA graphs). ``--tiny`` runs a two-layer model on CPU in seconds.
+``torch.compile(mode="reduce-overhead")`` (CUDA graphs), or with ``--cuda-graphs`` captured as one CUDA graph without
+compiling (the ops' eager paths, seconds to set up where compiling five 32-layer models takes minutes). ``--tiny``
+runs a two-layer model on CPU in seconds.
 
 As in gpt-fast, the static KV cache holds the prompt and the generated tokens (rounded up to 64), and the decode loop
 never waits for the GPU: the position lives on the device and is advanced there. A 2048-long cache would make every
@@ -12,6 +14,7 @@ a position copied from the host each step (pageable memory) synchronizes the str
     python examples/llama_w4a8_decode.py                # Llama-2-7B dims on CUDA
     python examples/llama_w4a8_decode.py --tiny         # smoke test (CPU)
     python examples/llama_w4a8_decode.py --group-sizes 128 --weight-only fp8 fp6 fp4
+    python examples/llama_w4a8_decode.py --cuda-graphs --weight-only fp8 fp6 fp4
 """
 
 from __future__ import annotations
@@ -182,13 +185,44 @@ def generate(model: Transformer, prompt: torch.Tensor, n_new: int, step) -> tupl
     return torch.cat([prompt, *out], dim=1), time.perf_counter() - t0
 
 
+def cuda_graph_step(model: Transformer, pos: torch.Tensor):
+    """``decode_one_token`` captured once as a CUDA graph, without compiling: a step copies its token and position
+    into the graph's inputs (two small device copies, no sync) and replays it. Two eager calls on a side stream
+    first bind every op's eager path, so the capture records kernel launches only."""
+    static_tok, static_pos = torch.zeros(1, 1, dtype=torch.long, device=pos.device), pos.clone()
+    side = torch.cuda.Stream(pos.device)
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(2):
+            decode_one_token(model, static_tok, static_pos)
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        static_out = decode_one_token(model, static_tok, static_pos)
+
+    def step(_model: Transformer, tok: torch.Tensor, pos_: torch.Tensor) -> torch.Tensor:
+        static_tok.copy_(tok)
+        static_pos.copy_(pos_)
+        graph.replay()
+        return static_out
+
+    return step
+
+
 def tokens_per_s(
-    model: Transformer, args: ModelArgs, device: str, n_new: int, compile: bool
+    model: Transformer, args: ModelArgs, device: str, n_new: int, compile: bool, graphs: bool = False
 ) -> tuple[float, torch.Tensor]:
     """Warm up (compile, capture CUDA graphs), then time ``n_new`` decoded tokens for batch 1. The cache holds the
-    8-token prompt and the new tokens, rounded up to 64 positions."""
+    8-token prompt and the new tokens, rounded up to 64 positions. ``graphs``: the step as one CUDA graph
+    (:func:`cuda_graph_step`) instead of compiled."""
     model.setup_caches(batch=1, max_seq_len=-(-(8 + n_new) // 64) * 64)
-    step = torch.compile(decode_one_token, mode="reduce-overhead", fullgraph=True) if compile else decode_one_token
+    if graphs:
+        with torch.no_grad():
+            step = cuda_graph_step(model, torch.tensor([8], device=device))
+    elif compile:
+        step = torch.compile(decode_one_token, mode="reduce-overhead", fullgraph=True)
+    else:
+        step = decode_one_token
     gen = torch.Generator().manual_seed(1)  # the same prompt for bf16 and W4A8
     prompt = torch.randint(0, args.vocab_size, (1, 8), generator=gen).to(device)
     generate(model, prompt, min(n_new, 8), step)  # warm-up
@@ -211,6 +245,7 @@ def compare(
     compile: bool,
     group_sizes: tuple[int | None, ...] = (None,),
     weight_only: tuple[str, ...] = (),
+    graphs: bool = False,
 ) -> dict:
     """bf16, then for each group size (None: per channel) the same model quantized in place to W4A8, and for each
     ``weight_only`` format (:data:`WEIGHT_ONLY`) to that weight-only config (the bf16 weights of each layer are
@@ -223,10 +258,10 @@ def compare(
     for name, config in runs:
         model = build_model(args, device)  # seeded: the same weights each time
         if bf16_tokens is None:
-            result["bf16 tok/s"], bf16_tokens = tokens_per_s(model, args, device, n_new, compile)
+            result["bf16 tok/s"], bf16_tokens = tokens_per_s(model, args, device, n_new, compile, graphs)
         lowbit_flex.quantize_(model, config)
         torch._dynamo.reset()  # a new model: recompile and re-capture
-        tps, tokens = tokens_per_s(model, args, device, n_new, compile)
+        tps, tokens = tokens_per_s(model, args, device, n_new, compile, graphs)
         result[f"{name} tok/s"], result[f"{name} speed-up"] = tps, tps / result["bf16 tok/s"]
         # Random weights give near-flat logits, so greedy tokens diverge quickly: informational only.
         result[f"{name} same tokens"] = float((bf16_tokens[:, 8:] == tokens[:, 8:]).float().mean())
@@ -244,10 +279,13 @@ def main() -> None:
     p.add_argument("--group-sizes", type=int, nargs="*", default=[], help="W4A8 group sizes (always: per channel)")
     p.add_argument("--weight-only", nargs="*", default=[], choices=sorted(WEIGHT_ONLY), help="weight-only formats")
     p.add_argument("--no-compile", action="store_true", help="run eagerly (the default on CPU)")
+    p.add_argument("--cuda-graphs", action="store_true", help="one CUDA graph per step, not compiled (CUDA)")
     a = p.parse_args()
     args = TINY if a.tiny else LLAMA2_7B
     groups = (None, *a.group_sizes)
-    result = compare(args, a.device, a.tokens, a.device == "cuda" and not a.no_compile, groups, tuple(a.weight_only))
+    on_cuda = a.device == "cuda"
+    result = compare(args, a.device, a.tokens, on_cuda and not a.no_compile and not a.cuda_graphs, groups,
+                     tuple(a.weight_only), graphs=on_cuda and a.cuda_graphs)  # fmt: skip
     print(" | ".join(f"{k}: {v:.3g}" for k, v in result.items()))
 
 

@@ -64,3 +64,24 @@ def test_rope_in_real_arithmetic_is_the_complex_rotation(example):
     ref = torch.view_as_real(torch.view_as_complex(x.reshape(2, T, 3, -1, 2)) * rot[None, :, None]).flatten(3)
     out = example._rope(x, example.rope_table(T, D, base))
     assert out.dtype == torch.float64 and rel_error(out, ref) < 1e-6  # the table is float32
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
+@pytest.mark.parametrize("config", ["bf16", "w4a8", "fp8", "fp4"])
+def test_the_cuda_graph_step_decodes_the_eager_tokens(example, config):
+    """``--cuda-graphs`` replays one captured step: its tokens must be those of the eager loop on the same model
+    (the same kernels on the same inputs), for bf16 and for the quantized linears' eager paths."""
+    args = example.TINY
+    model = example.build_model(args, "cuda")
+    if config == "w4a8":
+        lowbit_flex.quantize_(model, lowbit_flex.W4A8Config())
+    elif config != "bf16":
+        lowbit_flex.quantize_(model, example.WEIGHT_ONLY[config])
+    prompt = torch.randint(0, args.vocab_size, (1, 8), generator=torch.Generator().manual_seed(2)).cuda()
+    model.setup_caches(batch=1, max_seq_len=64)
+    eager, _ = example.generate(model, prompt, 6, example.decode_one_token)
+    model.setup_caches(batch=1, max_seq_len=64)  # fresh caches, which the graph captures
+    with torch.no_grad():
+        step = example.cuda_graph_step(model, torch.tensor([8], device="cuda"))
+    graphed, _ = example.generate(model, prompt, 6, step)
+    assert graphed.shape == (1, 14) and torch.equal(graphed, eager)
