@@ -91,8 +91,9 @@ __host__ __device__ constexpr uint32_t fp8_pair_selector(uint32_t c0, uint32_t c
 // fp8_pair_selector<T>. fp16: the hardware conversion. bf16: each 16-bit half is the code's sign in its high byte
 // and the code in its low byte; shifted left by four, the sign lands on bit 15 and the exponent and mantissa on
 // bf16's fields, the mask drops the rest (also what the low half shifts into the high one), and the pair is
-// rebiased. The shift is a multiply, which issues on the FMA pipe, so the ALU pipe (the decode's bound, H100 run 63)
-// takes the prmt and the mask only: two slots a pair, where the byte-aligned form took four.
+// rebiased. The shift is written as a multiply so that ptxas may issue it on the FMA pipe (IMAD.SHL: it does in the
+// WGMMA GEMM's loops, the GEMV's mix it with SHF), leaving the ALU pipe (the decode's bound, H100 run 63) the prmt
+// and the mask: two slots a pair, where the byte-aligned form took four.
 template <class T>
 __device__ __forceinline__ uint32_t decode_fp8_bytes(uint32_t u) {
   if constexpr (std::is_same_v<T, __half>) {
