@@ -49,8 +49,8 @@ def main(label: str, ms: list[int], shapes: list[tuple[int, int]], formats: tupl
             for f in formats:
                 variants.append((f, f"{f} module", lambda x, m: m(x), mods[f]))
                 if M > 16:
-                    for bm in [bm for bm in _ROW_TILES if 4 * bm >= M and bm <= 2 * M] if f == "fp8" else []:
-                        cfg = f"wgmma_{bm}x128"
+                    near_m = [bm for bm in _ROW_TILES if M <= 4 * bm <= 8 * M] if f == "fp8" else []
+                    for cfg in (f"wgmma_{bm}x128" for bm in near_m):
                         variants.append((f, f"{f} {cfg}", _call(Backend.CUDA_GEMM, cfg), mods[f]))
                     continue
                 variants.append((f, f"{f} wgmma_16x128", _call(Backend.CUDA_GEMM, "wgmma_16x128"), mods[f]))
