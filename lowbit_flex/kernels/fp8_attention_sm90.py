@@ -21,7 +21,9 @@ rule's Triton tiles at L = 1024, 0.84-0.94x at 4096, 0.91-0.97x at 8192 and 0.99
 tiles stay the rule for 8-bit P·V (two independent programs per SM already overlap one's softmax with the other's
 MMAs, and the 8-bit PV's shorter MMA leaves less to hide). Earlier forms, measured and dropped: the same overlap
 without warp specialization (run 40: 0.77-0.83x, a CTA barrier before each slot refill stalled both warpgroups);
-warp-specialized without the overlap (run 44: 0.76-1.02x for fp8, 0.89-0.99x for 16-bit P·V).
+warp-specialized without the overlap (run 44: 0.76-1.02x for fp8, 0.89-0.99x for 16-bit P·V); FlashAttention-3's
+ping-pong, the two consumers taking turns to issue their WGMMAs through two mbarriers (H100 run 73: 0.98-1.01x with
+fp8 QKᵀ or a 16-bit V, 0.87-0.95x with int8 QKᵀ).
 
 Scope: sm_90, a row-major K with unit last stride, V token-major in e4m3 (in its keys' order or the P·V MMA's,
 ``V_MMA_KEY_ORDER``) or row-major in 16 bits, q read by TMA. Every traced call (``torch.compile``: Inductor cannot
@@ -225,7 +227,7 @@ def _fp8_attention_fwd_sm90_ws(
     D: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
     Q_SCALE_BLOCK: gl.constexpr, K_SCALE_BLOCK: gl.constexpr, CAUSAL: gl.constexpr, PV_16BIT: gl.constexpr,
     V_BLOCK_SCALES: gl.constexpr, P_SCALE: gl.constexpr, V_TOKEN_MAJOR: gl.constexpr, STAGES: gl.constexpr,
-    V_MMA_KEY_ORDER: gl.constexpr, CONSUMER_REGS: gl.constexpr,
+    V_MMA_KEY_ORDER: gl.constexpr, CONSUMER_REGS: gl.constexpr, LONGEST_FIRST: gl.constexpr,
 ):  # fmt: skip
     """``BLOCK_M = 128`` query rows per program (see the module docstring): the launch's 4 warps are the first
     consumer warpgroup, :func:`gl.warp_specialize` adds the second and the producer warp."""
@@ -233,6 +235,8 @@ def _fp8_attention_fwd_sm90_ws(
     V_DTYPE: gl.constexpr = V.dtype.element_ty
     QK_INT: gl.constexpr = gl.int8 == QK_DTYPE
     pid_m = gl.program_id(0)
+    if LONGEST_FIRST:  # causal: each head's longest query tiles first (fp8_attention._launch_plan)
+        pid_m = gl.num_programs(0) - 1 - pid_m
     bh = gl.program_id(1)
     b = bh // H
     h = bh % H
