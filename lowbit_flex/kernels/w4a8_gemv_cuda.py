@@ -9,7 +9,9 @@ the ``lowbit::w4a8_gemv_cuda`` op (``lowbit_flex/ops/cutlass_gemm.py``), which A
 
 Constraints (:func:`gemv_cuda_supports`): ``K % 128 == 0``, groups a multiple of 128, per channel ``K < 2**17``.
 A float x is quantized in the kernel when ``M <= 8`` and ``M * K <= 65536`` (its int8 rows are kept in shared
-memory); otherwise the launcher quantizes it first with ``lowbit::quantize_int8_rowwise``'s kernel. Either way each
+memory); otherwise the launcher quantizes it first with ``lowbit::quantize_int8_rowwise``'s kernel.
+:func:`quantize_then_gemv_cuda` always quantizes first, and on sm_90 launches the GEMV as that kernel's programmatic
+dependent (the quantizer lets it start at once; its CTAs wait for x before their first load). Either way each
 CTA first copies x's rows into shared memory where they fit (``csrc/common/stage_shared.cuh``; the launcher decides,
 ``LOWBIT_W4A8_GEMV_STAGE_X=0`` turns it off).
 """
@@ -25,8 +27,9 @@ import torch
 
 from lowbit_flex import cuda_build
 from lowbit_flex._checks import dtype_name
-from lowbit_flex.kernels.arch import traced
+from lowbit_flex.kernels.arch import capability, traced
 from lowbit_flex.kernels.cutlass_launch import OUT_DTYPE_CODE, aligned16
+from lowbit_flex.kernels.quantize_int8_rowwise import quantize_int8_rowwise_triton
 
 # Mirrors LOWBIT_W4A8_GEMV_CONFIGS in csrc/w4a8_gemv/w4a8_gemv.h (position = the launcher's config index): warps
 # per CTA along N (16 weight rows each) x along K, the K splits across CTAs (``_s2`` / ``_s4``: a thread-block
@@ -66,8 +69,8 @@ def fuses_quantization(M: int, K: int) -> bool:
 def _launcher() -> ctypes._CFuncPtr:
     fn = cuda_build.load().lowbit_w4a8_gemv
     ptr, i32 = ctypes.c_void_p, ctypes.c_int
-    # (config, x_dtype, out_dtype, x, x_scale, w, w_scale, group, bias, out, M, N, K, stream)
-    fn.argtypes = [i32, i32, i32, ptr, ptr, ptr, ptr, i32, ptr, ptr, i32, i32, i32, ptr]
+    # (config, x_dtype, out_dtype, x, x_scale, w, w_scale, group, bias, out, M, N, K, after_quantizer, stream)
+    fn.argtypes = [i32, i32, i32, ptr, ptr, ptr, ptr, i32, ptr, ptr, i32, i32, i32, i32, ptr]
     fn.restype = ctypes.c_int
     return fn
 
@@ -99,13 +102,53 @@ def s8s4_gemv_cuda(
     written into ``out`` if given (contiguous; eager calls only). Traced calls record ``lowbit::w4a8_gemv_cuda``."""
     M, K = x.shape
     if x_scale is None and not fuses_quantization(int(M), int(K)):
-        from lowbit_flex.kernels.quantize_int8_rowwise import quantize_int8_rowwise_triton
-
         x, x_scale = quantize_int8_rowwise_triton(x)
         x_scale = x_scale.view(-1)
     if traced(x):  # the op, which AOTInductor packages call by name (lowbit_flex/ops/cutlass_gemm.py)
         return torch.ops.lowbit.w4a8_gemv_cuda(x, x_scale, w, w_scale, bias, dtype_name(out_dtype), config)
     return launch_gemv_cuda(x, x_scale, w, w_scale, bias, out_dtype, config, out=out)
+
+
+def quantize_then_gemv_cuda(
+    x: torch.Tensor,
+    x_scale: torch.Tensor | None,
+    w: torch.Tensor,
+    w_scale: torch.Tensor,
+    bias: torch.Tensor | None,
+    out_dtype: torch.dtype,
+    config: str,
+    *,
+    out: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """:func:`s8s4_gemv_cuda` (the same signature and results) for a float ``x`` that the quantizer kernel quantizes
+    first whatever its size, with the GEMV launched as that kernel's programmatic dependent on sm_90: the quantizer
+    lets it start at once, and its CTAs wait for x before their first load, so the GEMV's launch overlaps the
+    quantization (the dispatch table's ``programmatic`` rows). Traced calls quantize and record
+    ``lowbit::w4a8_gemv_cuda`` as :func:`s8s4_gemv_cuda` does (a compiled graph launches the kernels its own way)."""
+    if x_scale is not None or traced(x):
+        if x_scale is None:
+            x, x_scale = quantize_int8_rowwise_triton(x)
+            x_scale = x_scale.view(-1)
+        return s8s4_gemv_cuda(x, x_scale, w, w_scale, bias, out_dtype, config, out=out)
+    fixed = _fixed_after_quantizer(x, w, w_scale, out_dtype, config)
+    return _quantize_then_launch(fixed, x, aligned16(w), w_scale, bias, out_dtype, out)
+
+
+def _quantize_then_launch(fixed: _Fixed, x, w, w_scale, bias, out_dtype, out=None) -> torch.Tensor:
+    """The quantizer kernel on float ``x``, then the GEMV with ``fixed`` (:func:`_fixed_after_quantizer`: its
+    programmatic dependent where the device has it), on validated, contiguous CUDA tensors."""
+    xq, xs = quantize_int8_rowwise_triton(x, launch_dependents=bool(fixed.after_quantizer))
+    if out is None:
+        out = torch.empty((fixed.M, fixed.N), dtype=out_dtype, device=x.device)
+    return _call(fixed, xq, xs, w, w_scale, bias, out, x.device.index)
+
+
+def _fixed_after_quantizer(x, w, w_scale, out_dtype, config) -> _Fixed:
+    """The launcher's fixed arguments for the int8 x the quantizer makes of float ``x``, programmatic on sm_90+."""
+    programmatic = int(capability(x.device)[0] >= 9)
+    return _fixed_args(x, w, w_scale, out_dtype, config)._replace(
+        x_code=X_DTYPE_CODE[torch.int8], after_quantizer=programmatic
+    )
 
 
 def launch_gemv_cuda(x, x_scale, w, w_scale, bias, out_dtype, config, *, out=None) -> torch.Tensor:
@@ -119,17 +162,28 @@ def launch_gemv_cuda(x, x_scale, w, w_scale, bias, out_dtype, config, *, out=Non
 
 
 def bind_gemv_cuda(
-    x: torch.Tensor, w: torch.Tensor, w_scale: torch.Tensor, out_dtype: torch.dtype, config: str
+    x: torch.Tensor,
+    w: torch.Tensor,
+    w_scale: torch.Tensor,
+    out_dtype: torch.dtype,
+    config: str,
+    *,
+    quantize_first: bool = False,
 ) -> Callable[..., torch.Tensor] | None:
-    """:func:`launch_gemv_cuda` for these arguments' metadata, with everything but the tensors' addresses and the
-    current stream fixed: ``(x, x_scale, w, w_scale, bias) -> out``, for an eager caller that keeps it per key
-    (dtypes, shapes, devices, 16-byte alignment of ``x`` and ``w``). None where each call needs more: a misaligned
-    ``x`` or ``w`` (:func:`launch_gemv_cuda` copies those). The arguments are validated by the caller (a float ``x``
-    only where :func:`fuses_quantization`)."""
-    if x.data_ptr() % 16 or w.data_ptr() % 16:
+    """:func:`launch_gemv_cuda` (or with ``quantize_first``, for a float ``x``, :func:`quantize_then_gemv_cuda`) for
+    these arguments' metadata, with everything but the tensors' addresses and the current stream fixed: ``(x,
+    x_scale, w, w_scale, bias) -> out``, for an eager caller that keeps it per key (dtypes, shapes, devices, 16-byte
+    alignment of ``x`` and ``w``). None where each call needs more: a misaligned ``x`` or ``w``
+    (:func:`launch_gemv_cuda` copies those). The arguments are validated by the caller (a float ``x`` only where
+    :func:`fuses_quantization` or with ``quantize_first``)."""
+    if (x.data_ptr() % 16 and not quantize_first) or w.data_ptr() % 16:
         return None
+    device = x.device
+    if quantize_first:  # the quantizer, then the GEMV as its dependent
+        after = _fixed_after_quantizer(x, w, w_scale, out_dtype, config)
+        return lambda x, x_scale, w, w_scale, bias: _quantize_then_launch(after, x, w, w_scale, bias, out_dtype)
     fixed = _fixed_args(x, w, w_scale, out_dtype, config)
-    device, shape = x.device, (fixed.M, fixed.N)
+    shape = (fixed.M, fixed.N)
 
     def launch(x, x_scale, w, w_scale, bias) -> torch.Tensor:
         out = torch.empty(shape, dtype=out_dtype, device=device)
@@ -148,6 +202,7 @@ class _Fixed(NamedTuple):
     N: int
     K: int
     group: int  # 0: per-channel scales
+    after_quantizer: int = 0  # 1: the programmatic dependent of the quantizer kernel launched just before
 
 
 def _fixed_args(x, w, w_scale, out_dtype, config) -> _Fixed:
@@ -163,7 +218,7 @@ def _call(f: _Fixed, x, x_scale, w, w_scale, bias, out, device_index: int) -> to
     status = _launcher()(
         f.config, f.x_code, f.out_code, x.data_ptr(), None if x_scale is None else x_scale.data_ptr(), w.data_ptr(),
         w_scale.data_ptr(), f.group, None if bias is None else bias.data_ptr(), out.data_ptr(), f.M, f.N, f.K,
-        torch._C._cuda_getCurrentRawStream(device_index),
+        f.after_quantizer, torch._C._cuda_getCurrentRawStream(device_index),
     )  # fmt: skip
     if status:
         cuda_build.check_status(status, f"w4a8 GEMV {GEMV_CUDA_CONFIGS[f.config]}")

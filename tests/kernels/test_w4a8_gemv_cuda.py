@@ -202,6 +202,62 @@ def test_fused_zero_and_nan_rows():
     torch.testing.assert_close(out[1], b.to(out_dtype), rtol=0, atol=0)
 
 
+def _quantize_then_gemv(xf, q, ws, b, out_dtype, config):
+    """:func:`quantize_then_gemv_cuda` (the quantizer, then the GEMV as its programmatic dependent on sm_90) into a
+    poisoned output whose every element must be written; returns it on CPU."""
+    M, N = xf.shape[0], q.shape[0]
+    out = poison_(torch.empty((M, N), dtype=out_dtype, device="cuda"))
+    b_dev = None if b is None else b.cuda()
+    res = mod.quantize_then_gemv_cuda(
+        xf.cuda(), None, pack_int4(q).cuda(), ws.cuda(), b_dev, out_dtype, config, out=out
+    )
+    assert res is out
+    assert_fully_written(out)
+    return out.cpu()
+
+
+@requires_gpu
+@pytest.mark.parametrize("config", ["mma_n1k8_pf0", "mma_n2k4_pf0", "mma_n2k4_pf2", "mma_n4k2_s2_pf2"])
+@pytest.mark.parametrize(
+    "M, N, K, group, out_dtype",
+    [(1, 264, 14336, None, torch.bfloat16), (1, 72, 8192, 128, torch.float16), (2, 40, 4096, 256, torch.bfloat16),
+     (9, 136, 4096, None, torch.bfloat16), (16, 200, 14336, 128, torch.bfloat16)],
+)  # fmt: skip
+def test_quantize_then_gemv_gives_the_int8_launchs_bits(config, M, N, K, group, out_dtype):
+    # Quantized by the quantizer kernel first, the GEMV launched as its programmatic dependent reads the quantizer's
+    # values: the bits of the same config given lowbit::quantize_int8_rowwise's int8 x, within bounds of the exact
+    # value.
+    _, _, q, ws, b = random_inputs(M, N, K, group, out_dtype)
+    xf = (torch.randn(M, K) * log_uniform((M, 1), -2.0, 2.0)).to(torch.bfloat16)
+    xf[0, 0] = 0.0
+    out = _quantize_then_gemv(xf, q, ws, b, out_dtype, config)
+    xq, xs = torch.ops.lowbit.quantize_int8_rowwise(xf)  # the CPU reference quantizer
+    torch.testing.assert_close(out, run(xq, xs.view(M), q, ws, b, out_dtype, config), rtol=0, atol=0)
+    exact, magnitude = exact_f64(xq, xs.view(M), q, ws, b)
+    assert_close_to_exact(out, exact, magnitude, out_dtype, fp32_terms(K, group))
+
+
+@requires_gpu
+@pytest.mark.parametrize("config", ["mma_n1k8_pf0", "mma_n4k2_s2_pf2"])
+def test_quantize_then_gemv_sees_inputs_written_just_before(config):
+    # The weight and x rewritten in place by kernels queued right before the quantizer, the same buffers every round:
+    # the GEMV, started while the quantizer runs, must read the last rewrite of both.
+    M, N, K, group = 4, 264, 4096, 128
+    _, _, q, ws, b = random_inputs(M, N, K, group, torch.bfloat16)
+    xf = torch.randn(M, K, dtype=torch.bfloat16)
+    packed, x_dev, ws_dev, b_dev = pack_int4(q).cuda(), xf.cuda(), ws.cuda(), b.cuda()
+    w_dev = torch.zeros_like(packed)
+    out = poison_(torch.empty((M, N), dtype=torch.bfloat16, device="cuda"))
+    for _ in range(3):
+        w_dev.copy_(packed.flip(0)).copy_(packed)  # two kernels; the last one leaves the real weight
+        x_dev.mul_(-1).mul_(-1)
+        mod.quantize_then_gemv_cuda(x_dev, None, w_dev, ws_dev, b_dev, torch.bfloat16, config, out=out)
+    assert_fully_written(out)
+    xq, xs = torch.ops.lowbit.quantize_int8_rowwise(xf)
+    exact, magnitude = exact_f64(xq, xs.view(M), q, ws, b)
+    assert_close_to_exact(out.cpu(), exact, magnitude, torch.bfloat16, fp32_terms(K, group))
+
+
 def _cases_without_staging() -> None:
     """int8 x and a float x quantized in the kernel, read from global memory instead of a staged shared copy."""
     for M, N, K, group in [(1, 40, 4096, None), (4, 72, 8192, 128), (9, 40, 2048, None), (16, 24, 4096, 256)]:
@@ -232,6 +288,19 @@ def test_launcher_rejects_what_it_cannot_take():
     with pytest.raises(RuntimeError, match="invalid argument"):
         mod.s8s4_gemv_cuda(x, torch.ones(1, device="cuda"), w, torch.ones(8, device="cuda"), None, torch.bfloat16,
                            "mma_n1k8_pf2")  # fmt: skip
+
+
+@requires_gpu
+@pytest.mark.parametrize("x_dtype, after_quantizer", [(torch.int8, 2), (torch.int8, -1), (torch.bfloat16, 1)])
+def test_launcher_rejects_a_launch_after_the_quantizer_it_cannot_take(x_dtype, after_quantizer):
+    # after_quantizer is 0 or 1, and 1 only with an int8 x (a float x has no quantizer before it).
+    x = torch.randint(-8, 8, (1, 256), device="cuda").to(x_dtype)
+    w = torch.zeros((8, 128), dtype=torch.int8, device="cuda")
+    ws, out = torch.ones(8, device="cuda"), torch.empty((1, 8), dtype=torch.bfloat16, device="cuda")
+    xs = torch.ones(1, device="cuda") if x_dtype == torch.int8 else None
+    fixed = mod._fixed_args(x, w, ws, torch.bfloat16, "mma_n1k8_pf2")._replace(after_quantizer=after_quantizer)
+    with pytest.raises(RuntimeError, match="invalid argument"):
+        mod._call(fixed, x, xs, w, ws, None, out, 0)
 
 
 def test_config_table_matches_header():

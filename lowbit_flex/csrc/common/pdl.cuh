@@ -1,4 +1,8 @@
-// Programmatic dependent launch (sm_90). Two uses:
+// Programmatic dependent launch (sm_90). Three uses:
+// - The W4A8 decode GEMV right after the quantizer kernel that wrote its int8 x (where the dispatch table says so):
+//   the quantizer triggers its dependents at its start, and the GEMV waits before its first load, so only its
+//   launch and CTA start move earlier, into the quantization. At M = 1 on deep and large square layers that made
+//   quantizing first beat quantizing in the GEMV (H200 run 74: docs/measurements/h200_run74_w4a8_quantizer_pdl.md).
 // - Opt-in with LOWBIT_FLEX_PDL=1: a decode GEMV may start while the kernel before it in the stream finishes, and
 //   warm L2 with its first weight bytes meanwhile, so a layer's launch and DRAM ramp-up overlap the previous kernel's
 //   tail instead of following it.
@@ -39,21 +43,26 @@ __device__ __forceinline__ void pdl_wait() {
 #endif
 }
 
-// Whether launches on the current device may overlap the previous kernel: LOWBIT_FLEX_PDL=1 in the environment (read
-// once) and compute capability 9.0+ (cached per device: this runs on every decode step).
-inline bool pdl_enabled() {
-  static const bool requested = [] {
-    const char* e = std::getenv("LOWBIT_FLEX_PDL");
-    return e && e[0] == '1';
-  }();
+// Whether the current device has programmatic dependent launch (compute capability 9.0+; cached per device: this
+// runs on every decode step).
+inline bool device_has_pdl() {
   constexpr int kDevices = 64;
   static int major[kDevices] = {};  // 0: not yet asked
   int device = 0;
-  if (!requested || cudaGetDevice(&device) != cudaSuccess || device < 0 || device >= kDevices) return false;
+  if (cudaGetDevice(&device) != cudaSuccess || device < 0 || device >= kDevices) return false;
   if (major[device] == 0 &&
       cudaDeviceGetAttribute(&major[device], cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess)
     major[device] = -1;
   return major[device] >= 9;
+}
+
+// Whether every decode GEMV may overlap whatever kernel precedes it: LOWBIT_FLEX_PDL=1 (read once).
+inline bool pdl_requested() {
+  static const bool requested = [] {
+    const char* e = std::getenv("LOWBIT_FLEX_PDL");
+    return e && e[0] == '1';
+  }();
+  return requested;
 }
 
 // Whether a split-K reduce kernel launches as the programmatic dependent of the GEMM whose partials it adds

@@ -17,9 +17,10 @@
 //   A per-warp cp.async ring in shared memory (the float weight GEMV's design: bytes in flight without registers)
 //   was measured here with 2-8 chunks per slot and 2-8 slots (H200, run 25) and lost to these register loads at
 //   M = 1, 4 and 16 on every shape class: it is not kept.
-// - Launch: with LOWBIT_FLEX_PDL=1 on sm_90, programmatic dependent launch (common/pdl.cuh, which says why it is
-//   opt-in): each CTA asks L2 for its first row tile's weight bytes, then waits for the previous kernel, so the
-//   launch and the DRAM ramp-up overlap that kernel's tail.
+// - Launch: right after the quantizer kernel (the caller says so: Problem::after_quantizer), programmatic dependent
+//   launch on sm_90 (common/pdl.cuh): the quantizer lets it start at once, and the CTAs wait for it before their
+//   first load, so the GEMV's launch overlaps the quantization. With LOWBIT_FLEX_PDL=1, after any kernel, and each
+//   CTA first asks L2 for its first row tile's weight bytes (common/pdl.cuh says why that is opt-in).
 // - x: every CTA copies x's rows into shared memory once (common/stage_shared.cuh: a bulk copy issued before the
 //   first weight loads, so it does not queue behind them), where they fit; otherwise int8 x is read from global
 //   memory through L1 and a float x from L2 twice. A float x is then quantized into int8 rows in shared memory (the
@@ -69,8 +70,9 @@ struct Params {
   void* out;
   int M, N, K, chunks, group_chunks, groups, warps_n, warps_k, prefetch;
   int splits, split_chunks;  // K splits across CTAs (gridDim.z, one cluster per row tile) and chunks per split
-  bool pdl;      // launched programmatically: prefetch the first row tile before waiting for the previous kernel
-  bool stage_x;  // x's rows are copied into shared memory first (where they fit; launch() decides)
+  bool pdl;                  // launched programmatically: wait for the previous kernel before the first load
+  bool pdl_prefetch;         // and first ask L2 for the first row tile's weight bytes (LOWBIT_FLEX_PDL=1)
+  bool stage_x;              // x's rows are copied into shared memory first (where they fit; launch() decides)
 };
 
 // A weight load: read once, so it bypasses L1; L2 fetches the whole 256-byte run a step reads from each row.
@@ -364,8 +366,10 @@ __global__ void __launch_bounds__(kMaxWarps * 32, 1) w4a8_gemv_kernel(const Para
 
   if (p.pdl) {
     pdl_launch_dependents();
-    const int run = SPLIT ? (end - first) * kChunkBytes : p.K / 2;
-    prefetch_first_tile(p, (blockIdx.x * p.warps_n + wn) * 16, first * kChunkBytes, run, wk, lane);
+    if (p.pdl_prefetch) {
+      const int run = SPLIT ? (end - first) * kChunkBytes : p.K / 2;
+      prefetch_first_tile(p, (blockIdx.x * p.warps_n + wn) * 16, first * kChunkBytes, run, wk, lane);
+    }
     pdl_wait();  // every load and store below sees the previous kernel's writes
   }
 
@@ -575,7 +579,8 @@ int launch(Problem const& q, const Config& c, int splits);
 
 template <int MT, bool GROUPWISE, class XT, class OutT, bool X_SHARED, bool SPLIT>
 int launch_kernel(Problem const& q, const Config& c, const Plan& pl) {
-  const bool pdl = pdl_enabled();
+  // Programmatic after the quantizer (the caller's), or after any kernel with LOWBIT_FLEX_PDL=1 (common/pdl.cuh).
+  const bool pdl = (q.after_quantizer || pdl_requested()) && device_has_pdl();
   const Params p{q.x,
                  q.x_scale,
                  static_cast<const uint8_t*>(q.w),
@@ -594,6 +599,7 @@ int launch_kernel(Problem const& q, const Config& c, const Plan& pl) {
                  pl.splits,
                  pl.split_chunks,
                  pdl,
+                 pdl && pdl_requested(),
                  pl.stage};
   const int threads = 32 * c.warps_n * c.warps_k;
   auto kernel = w4a8_gemv_kernel<MT, GROUPWISE, XT, OutT, X_SHARED, SPLIT>;
@@ -685,9 +691,9 @@ LOWBIT_API const char* lowbit_w4a8_gemv_config_name(int config) {
 
 LOWBIT_API int lowbit_w4a8_gemv(int config, int x_dtype, int out_dtype, const void* x, const float* x_scale,
                                 const void* w, const float* w_scale, int group, const float* bias, void* out, int M,
-                                int N, int K, cudaStream_t stream) {
+                                int N, int K, int after_quantizer, cudaStream_t stream) {
   namespace g = lowbit::w4a8_gemv;
-  const g::Problem p{x_dtype, x, x_scale, w, w_scale, group, bias, out, M, N, K, stream};
+  const g::Problem p{x_dtype, x, x_scale, w, w_scale, group, bias, out, M, N, K, after_quantizer, stream};
   if (config < 0 || config >= g::kNumConfigs || !g::problem_ok(p)) return lowbit::kInvalidArgument;
   const g::Config& c = g::kConfigs[config];
   if (out_dtype == lowbit::kF16) return g::launch_out<__half>(p, c);

@@ -45,6 +45,10 @@ struct Problem {
   const float* bias;  // may be null
   void* out;
   int M, N, K;
+  // 1 (an int8 x only): launched as the programmatic dependent of the kernel before it (sm_90; common/pdl.cuh), the
+  // quantizer kernel that wrote x, which lets it start at once: the CTAs start while it runs and wait for it before
+  // their first load (so it is exact after any kernel, but gains only after one that triggers early). 0: after it.
+  int after_quantizer;
   cudaStream_t stream;
 };
 
@@ -54,8 +58,9 @@ inline bool problem_ok(Problem const& p) {
   const bool x_ok = fused ? p.x_dtype <= kXF32 && p.M <= kMaxFusedM && static_cast<long>(p.M) * p.K <= kMaxFusedXBytes
                           : p.x_scale != nullptr;
   const bool group_ok = p.group == 0 ? p.K < kMaxKPerChannel : p.group > 0 && p.group % 128 == 0 && p.K % p.group == 0;
-  return p.M >= 1 && p.M <= kMaxM && p.N >= 1 && p.K >= 128 && p.K % 128 == 0 && x_ok && group_ok && p.x && p.w &&
-         p.w_scale && p.out && aligned16(p.x) && aligned16(p.w);
+  const bool after_ok = p.after_quantizer == 0 || (p.after_quantizer == 1 && !fused);
+  return p.M >= 1 && p.M <= kMaxM && p.N >= 1 && p.K >= 128 && p.K % 128 == 0 && x_ok && group_ok && after_ok && p.x &&
+         p.w && p.w_scale && p.out && aligned16(p.x) && aligned16(p.w);
 }
 
 }  // namespace lowbit::w4a8_gemv
@@ -87,6 +92,6 @@ inline bool problem_ok(Problem const& p) {
 
 LOWBIT_API int lowbit_w4a8_gemv(int config, int x_dtype, int out_dtype, const void* x, const float* x_scale,
                                 const void* w, const float* w_scale, int group, const float* bias, void* out, int M,
-                                int N, int K, cudaStream_t stream);
+                                int N, int K, int after_quantizer, cudaStream_t stream);
 LOWBIT_API int lowbit_w4a8_gemv_num_configs();
 LOWBIT_API const char* lowbit_w4a8_gemv_config_name(int config);
