@@ -123,32 +123,21 @@ def quantize_then_gemv_cuda(
     """:func:`s8s4_gemv_cuda` (the same signature and results) for a float ``x`` that the quantizer kernel quantizes
     first whatever its size, with the GEMV launched as that kernel's programmatic dependent on sm_90: the quantizer
     lets it start at once, and its CTAs wait for x before their first load, so the GEMV's launch overlaps the
-    quantization (the dispatch table's ``programmatic`` rows). Traced calls quantize and record
+    quantization. Not in the dispatch table yet: faster at M = 1 on deep and large square layers with CUDA graphs,
+    but 85-90 us of host time per eager call in run 74 (``docs/w4a8.md``). Traced calls quantize and record
     ``lowbit::w4a8_gemv_cuda`` as :func:`s8s4_gemv_cuda` does (a compiled graph launches the kernels its own way)."""
     if x_scale is not None or traced(x):
         if x_scale is None:
             x, x_scale = quantize_int8_rowwise_triton(x)
             x_scale = x_scale.view(-1)
         return s8s4_gemv_cuda(x, x_scale, w, w_scale, bias, out_dtype, config, out=out)
-    fixed = _fixed_after_quantizer(x, w, w_scale, out_dtype, config)
-    return _quantize_then_launch(fixed, x, aligned16(w), w_scale, bias, out_dtype, out)
-
-
-def _quantize_then_launch(fixed: _Fixed, x, w, w_scale, bias, out_dtype, out=None) -> torch.Tensor:
-    """The quantizer kernel on float ``x``, then the GEMV with ``fixed`` (:func:`_fixed_after_quantizer`: its
-    programmatic dependent where the device has it), on validated, contiguous CUDA tensors."""
-    xq, xs = quantize_int8_rowwise_triton(x, launch_dependents=bool(fixed.after_quantizer))
+    programmatic = capability(x.device)[0] >= 9
+    fixed = _fixed_args(x, w, w_scale, out_dtype, config)
+    fixed = fixed._replace(x_code=X_DTYPE_CODE[torch.int8], after_quantizer=int(programmatic))
+    xq, xs = quantize_int8_rowwise_triton(x, launch_dependents=programmatic)
     if out is None:
         out = torch.empty((fixed.M, fixed.N), dtype=out_dtype, device=x.device)
-    return _call(fixed, xq, xs, w, w_scale, bias, out, x.device.index)
-
-
-def _fixed_after_quantizer(x, w, w_scale, out_dtype, config) -> _Fixed:
-    """The launcher's fixed arguments for the int8 x the quantizer makes of float ``x``, programmatic on sm_90+."""
-    programmatic = int(capability(x.device)[0] >= 9)
-    return _fixed_args(x, w, w_scale, out_dtype, config)._replace(
-        x_code=X_DTYPE_CODE[torch.int8], after_quantizer=programmatic
-    )
+    return _call(fixed, xq, xs, aligned16(w), w_scale, bias, out, x.device.index)
 
 
 def launch_gemv_cuda(x, x_scale, w, w_scale, bias, out_dtype, config, *, out=None) -> torch.Tensor:
@@ -162,28 +151,17 @@ def launch_gemv_cuda(x, x_scale, w, w_scale, bias, out_dtype, config, *, out=Non
 
 
 def bind_gemv_cuda(
-    x: torch.Tensor,
-    w: torch.Tensor,
-    w_scale: torch.Tensor,
-    out_dtype: torch.dtype,
-    config: str,
-    *,
-    quantize_first: bool = False,
+    x: torch.Tensor, w: torch.Tensor, w_scale: torch.Tensor, out_dtype: torch.dtype, config: str
 ) -> Callable[..., torch.Tensor] | None:
-    """:func:`launch_gemv_cuda` (or with ``quantize_first``, for a float ``x``, :func:`quantize_then_gemv_cuda`) for
-    these arguments' metadata, with everything but the tensors' addresses and the current stream fixed: ``(x,
-    x_scale, w, w_scale, bias) -> out``, for an eager caller that keeps it per key (dtypes, shapes, devices, 16-byte
-    alignment of ``x`` and ``w``). None where each call needs more: a misaligned ``x`` or ``w``
-    (:func:`launch_gemv_cuda` copies those). The arguments are validated by the caller (a float ``x`` only where
-    :func:`fuses_quantization` or with ``quantize_first``)."""
-    if (x.data_ptr() % 16 and not quantize_first) or w.data_ptr() % 16:
+    """:func:`launch_gemv_cuda` for these arguments' metadata, with everything but the tensors' addresses and the
+    current stream fixed: ``(x, x_scale, w, w_scale, bias) -> out``, for an eager caller that keeps it per key
+    (dtypes, shapes, devices, 16-byte alignment of ``x`` and ``w``). None where each call needs more: a misaligned
+    ``x`` or ``w`` (:func:`launch_gemv_cuda` copies those). The arguments are validated by the caller (a float ``x``
+    only where :func:`fuses_quantization`)."""
+    if x.data_ptr() % 16 or w.data_ptr() % 16:
         return None
-    device = x.device
-    if quantize_first:  # the quantizer, then the GEMV as its dependent
-        after = _fixed_after_quantizer(x, w, w_scale, out_dtype, config)
-        return lambda x, x_scale, w, w_scale, bias: _quantize_then_launch(after, x, w, w_scale, bias, out_dtype)
     fixed = _fixed_args(x, w, w_scale, out_dtype, config)
-    shape = (fixed.M, fixed.N)
+    device, shape = x.device, (fixed.M, fixed.N)
 
     def launch(x, x_scale, w, w_scale, bias) -> torch.Tensor:
         out = torch.empty(shape, dtype=out_dtype, device=device)
