@@ -52,7 +52,9 @@ def _quantize_int8_rowwise_kernel(
     BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, SINGLE_PASS: tl.constexpr, CHUNK: tl.constexpr,
     LAUNCH_DEPENDENTS: tl.constexpr = False,
 ):  # fmt: skip
-    if LAUNCH_DEPENDENTS:  # sm_90: the W4A8 GEMV launched after this one may start loading its weight now
+    # sm_90: a GEMV launched as this kernel's programmatic dependent may start now; its CTAs wait for this kernel
+    # before their first load (kernels/w4a8_gemv_cuda.py).
+    if LAUNCH_DEPENDENTS:
         gdc_launch_dependents()
     rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     row_ok = rows < M
