@@ -47,9 +47,30 @@ def _rows(lin: nn.Linear, group: int, k: int, n: int) -> tuple[str, W4A8Linear, 
         "    torch.empty": lambda: torch.empty(1, n, dtype=torch.bfloat16, device="cuda"),
     }
     if rule.backend is Backend.CUDA_GEMV:
-        from lowbit_flex.kernels.w4a8_gemv_cuda import launch_gemv_cuda
+        from lowbit_flex.kernels.quantize_int8_rowwise import quantize_int8_rowwise_triton
+        from lowbit_flex.kernels.w4a8_gemv_cuda import launch_gemv_cuda, quantize_then_gemv_cuda
 
         rows["    ctypes launch"] = lambda: launch_gemv_cuda(x, None, w, ws, None, torch.bfloat16, rule.config, out=out)
+        # The quantizer first (run 74: 85-90 us per eager call with the GEMV as its programmatic dependent on deep
+        # and 8192^2 layers, against ~10 us expected for one more launch): the pieces, and the same on a side stream
+        # (the eager calls above run on the legacy default stream; CUDA graphs capture on a side stream).
+        xq, xs = quantize_int8_rowwise_triton(x)
+        side = torch.cuda.Stream()
+
+        def on_side_stream(fn):
+            def call():
+                with torch.cuda.stream(side):
+                    fn()
+
+            return call
+
+        programmatic = lambda: quantize_then_gemv_cuda(x, None, w, ws, None, torch.bfloat16, rule.config, out=out)
+        rows["quantizer, then GEMV (programmatic)"] = programmatic
+        rows["  on a side stream"] = on_side_stream(programmatic)
+        rows["  quantizer kernel"] = lambda: quantize_int8_rowwise_triton(x, launch_dependents=True)
+        rows["  GEMV launch after it (int8 x)"] = lambda: launch_gemv_cuda(
+            xq, xs.view(-1), w, ws, None, torch.bfloat16, rule.config, out=out
+        )
     elif rule.backend is Backend.TRITON_GEMV:
         from lowbit_flex.kernels.s8s4_gemv import GEMV_CONFIGS, _plan, _s8s4_gemv_kernel
 
