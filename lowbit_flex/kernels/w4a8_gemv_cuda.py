@@ -124,12 +124,9 @@ def quantize_then_gemv_cuda(
     first whatever its size, with the GEMV launched as that kernel's programmatic dependent on sm_90: the quantizer
     lets it start at once, and its CTAs wait for x before their first load, so the GEMV's launch overlaps the
     quantization. Not in the dispatch table yet: faster at M = 1 on deep and large square layers with CUDA graphs,
-    but 85-90 us of host time per eager call in run 74 (``docs/w4a8.md``). Traced calls quantize and record
-    ``lowbit::w4a8_gemv_cuda`` as :func:`s8s4_gemv_cuda` does (a compiled graph launches the kernels its own way)."""
+    but 85-90 us of host time per eager call in run 74 (``docs/w4a8.md``). An int8 ``x`` and traced calls take
+    :func:`s8s4_gemv_cuda` itself (a compiled graph launches the kernels its own way; the values are the same)."""
     if x_scale is not None or traced(x):
-        if x_scale is None:
-            x, x_scale = quantize_int8_rowwise_triton(x)
-            x_scale = x_scale.view(-1)
         return s8s4_gemv_cuda(x, x_scale, w, w_scale, bias, out_dtype, config, out=out)
     programmatic = capability(x.device)[0] >= 9
     fixed = _fixed_args(x, w, w_scale, out_dtype, config)
