@@ -19,6 +19,8 @@ meets 16 consecutive activation columns ``128 t + 16 p .. + 15`` (contiguous loa
 
 from __future__ import annotations
 
+import sys
+
 import torch
 
 from lowbit_flex._checks import has_values
@@ -55,23 +57,29 @@ def pack_fpx_tiles(codes: torch.Tensor, bits: int) -> torch.Tensor:
     """``uint8`` codes ``(..., K)`` of ``bits`` (4 or 6) bits -> int32 words ``(..., tile_words_per_row(K, bits))``."""
     words_per_tile = _check_bits(bits)
     _check_uint8("codes", codes)
-    if has_values(codes) and bool((codes >= 2**bits).any()):
+    if has_values(codes) and int(codes.max()) >= 2**bits:  # max: ~30x faster than (codes >= 2**bits).any()
         raise ValueError(f"codes: values must be < {2**bits} for {bits}-bit packing")
     *lead, k = codes.shape
     tiles = -(-k // TILE_CODES)
-    c = torch.zeros(*lead, tiles * TILE_CODES, dtype=torch.int64, device=codes.device)
-    c[..., :k] = codes
-    c = c.view(*lead, tiles, 8, 16)  # (..., t, p, w)
-    nibble_bit, lo_bit = _bit_positions(bits)
-    hi = ((c >> (bits - 4)) << nibble_bit.to(c.device)).sum(-2)  # (..., t, 16): disjoint bits, so sum == or
-    parts = [hi]
-    if lo_bit is not None:
-        lo = ((c & 3) << lo_bit.to(c.device)).view(*lead, tiles, 8, 2, 8).sum((-3, -2))  # word w % 8
-        parts.append(lo)
-    words = torch.cat(parts, dim=-1)  # (..., t, words_per_tile)
-    assert words.shape[-1] == words_per_tile
-    # int64 -> int32 keeps the low 32 bits (two's complement): bit 31 becomes the sign, as in the kernels' words.
-    return words.reshape(*lead, tiles * words_per_tile).to(torch.int32)
+    c = codes.contiguous()  # (the views below need row-major codes)
+    if k != tiles * TILE_CODES:  # zero codes up to whole tiles
+        c = torch.zeros(*lead, tiles * TILE_CODES, dtype=torch.uint8, device=codes.device)
+        c[..., :k] = codes
+    # The words are built byte by byte in uint8 (byte j: bits 8j .. 8j + 7) and viewed as int32, 4-6x faster than
+    # shifting int64 copies of every code (a 4096 x 11008 weight: 0.1 s instead of 0.6 s).
+    # hi word w of tile t, byte j: nibbles p = 2j (bits 8j ..) and 2j + 1 (bits 8j + 4 ..), the codes' top 4 bits.
+    nib = (c >> (bits - 4)).view(*lead, tiles, 4, 2, 16)  # (..., t, j, p % 2, w)
+    hi = nib[..., 0, :] | (nib[..., 1, :] << 4)  # (..., t, j, w)
+    parts = [hi.transpose(-1, -2)]  # (..., t, w, j): the bytes of each word in order
+    if bits == 6:
+        # lo word w % 8, byte half + 2 (p // 4) (half = w // 8), bits 2 (p % 4): the codes' two low bits.
+        low = (c & 3).view(*lead, tiles, 2, 4, 2, 8)  # (..., t, p // 4, p % 4, half, w % 8)
+        lo = low[..., 0, :, :] | (low[..., 1, :, :] << 2) | (low[..., 2, :, :] << 4) | (low[..., 3, :, :] << 6)
+        parts.append(lo.permute(*range(len(lead) + 1), -1, -3, -2).reshape(*lead, tiles, 8, 4))  # (.., t, w%8, byte)
+    words = torch.cat(parts, dim=-2)  # (..., t, words_per_tile, 4 bytes), least significant first
+    if sys.byteorder == "big":  # the int32 view reads the first byte as the most significant
+        words = words.flip(-1)
+    return words.contiguous().view(torch.int32).reshape(*lead, tiles * words_per_tile)
 
 
 def unpack_fpx_tiles(words: torch.Tensor, bits: int, k: int) -> torch.Tensor:

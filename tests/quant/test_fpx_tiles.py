@@ -13,6 +13,32 @@ def test_round_trip_is_exact(bits, shape):
     assert torch.equal(unpack_fpx_tiles(words, bits, shape[-1]), codes)
 
 
+def _documented_words(codes: torch.Tensor, bits: int) -> list[list[int]]:
+    """The layout of the module docstring, code by code in Python (an independent reference): rows of uint32 words."""
+    per_tile = 16 if bits == 4 else 24
+    rows = []
+    for row in codes.tolist():
+        tiles = -(-len(row) // 128)
+        words = [0] * (tiles * per_tile)
+        for k, code in enumerate(row):
+            t, p, w = k // 128, k % 128 // 16, k % 16
+            words[per_tile * t + w] |= (code >> (bits - 4)) << (4 * p)
+            if bits == 6:
+                words[per_tile * t + 16 + w % 8] |= (code & 3) << (8 * (w // 8) + 2 * (p % 4) + 16 * (p // 4))
+        rows.append(words)
+    return rows
+
+
+@pytest.mark.parametrize("bits", [4, 6])
+def test_every_code_lands_where_the_docstring_says(bits):
+    # Random codes (every bit position of both word kinds, a ragged last tile), given as a non-contiguous view.
+    codes = torch.randint(0, 2**bits, (300, 5), dtype=torch.uint8, generator=torch.Generator().manual_seed(7)).t()
+    words = pack_fpx_tiles(codes, bits)
+    assert (words.to(torch.int64) & 0xFFFFFFFF).tolist() == _documented_words(codes, bits)
+    assert pack_fpx_tiles(codes[:, :0], bits).shape == (5, 0)
+    assert pack_fpx_tiles(codes[:0], bits).shape == (0, tile_words_per_row(300, bits))
+
+
 def test_documented_bit_positions():
     # fp4: code 128 t + 16 p + w in nibble p of word 16 t + w.
     codes = torch.zeros(256, dtype=torch.uint8)
