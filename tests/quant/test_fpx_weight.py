@@ -94,3 +94,16 @@ def test_formats_float32_cannot_round_take_the_exact_path():
     no_mantissa, tiny, huge = FPxFormat(4, 0), FPxFormat(3, 4, bias=124), FPxFormat(2, 1, bias=-130)
     assert not any(mod._float32_grid(f) for f in (no_mantissa, tiny, huge))  # 2^-127 and 2^130 quanta
     assert not mod._float32_grid(FPxFormat(5, 5))  # 11 bits: int16 codes
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("where", [(0, 0), (3, 77), (6, 127)])
+def test_any_non_finite_element_is_rejected(bad, dtype, where):
+    # The check reads the rows' amax: one NaN or inf anywhere, next to larger finite values, still makes it fail.
+    w = (torch.randn(7, 128) * 100).to(dtype)
+    w[where] = bad
+    with pytest.raises(ValueError, match=r"^w: contains NaN or inf"):
+        Q.quantize_fpx_weight(w, Q.E2M1_FN)
+    with pytest.raises(ValueError, match=r"^w: contains NaN or inf"):
+        Q.quantize_fpx_weight(w, Q.E4M3FN)
