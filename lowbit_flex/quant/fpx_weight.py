@@ -68,8 +68,8 @@ def _nearest_codes(y: torch.Tensor, fmt: FPxFormat) -> torch.Tensor:
     ``2^(max(e, emin) - mbits)`` (``e``: ``|y|``'s exponent), ``n = round_half_even(|y| / quantum)`` (a division by a
     power of two: exact), and the magnitude code is ``((max(e, emin) - emin) << mbits) + n``: the exponent and
     mantissa fields at once, a round up into the next binade included (``n = 2^(mbits + 1)``), subnormals too
-    (``e < emin``). Equal to :func:`to_fpx_bits` on such inputs (tested on every midpoint), ~5x faster than a
-    table lookup (``bucketize``) and ~20x faster than its float64 bit arithmetic."""
+    (``e < emin``). Equal to :func:`to_fpx_bits` on such inputs (tested on every midpoint); ~1.9x faster on a
+    block than the ``bucketize`` table lookup it replaced, which also held int64 indices."""
     m, emin = fmt.mbits, fmt.emin
     a = y.abs()
     e = torch.clamp((a.view(torch.int32) >> 23) - 127, min=emin)  # a's exponent (0 and subnormals: emin)
