@@ -202,6 +202,25 @@ __device__ __forceinline__ XVec<XT> load_x_vec(const XT* row, int v) {
   return in;
 }
 
+// The int8 scale of a row whose largest |x| is amax: amax / 127 (IEEE divide), 1 for an all-zero row.
+__device__ __forceinline__ float int8_row_scale(float amax) {
+  const float scale = __fdiv_rn(amax, 127.0f);
+  return scale == 0.0f ? 1.0f : scale;
+}
+
+// Writes the int8 values of 16-byte vector v of a float row (`in`) into int8 row xq_row, at its v-th kVec bytes.
+template <class XT>
+__device__ __forceinline__ void quantize_vec_to(int8_t* xq_row, int v, const XVec<XT>& in, float scale, float inv) {
+  constexpr int kVec = 16 / sizeof(XT);
+  union {
+    int8_t q[kVec];
+    std::conditional_t<kVec == 8, uint2, uint32_t> packed;
+  } out;
+#pragma unroll
+  for (int e = 0; e < kVec; ++e) out.q[e] = static_cast<int8_t>(quantize_int8(to_float(in.e[e]), scale, inv));
+  reinterpret_cast<decltype(out.packed)*>(xq_row)[v] = out.packed;
+}
+
 // Quantizes the M rows of a float x (`x`: the staged copy in shared memory, or global memory) into int8 rows in
 // shared memory (and their scales), with the same arithmetic as lowbit::quantize_int8_rowwise.
 template <class XT, bool FROM_SHARED>
@@ -223,22 +242,14 @@ __device__ void quantize_rows_to_shared(const Params& p, const XT* x, int8_t* xq
   if (threadIdx.x < p.M) {
     float amax = 0.0f;
     for (int w = 0; w < nthreads / 32; ++w) amax = fmaxf(amax, amax_partial[threadIdx.x * kMaxWarps + w]);
-    const float scale = __fdiv_rn(amax, 127.0f);
-    x_scale[threadIdx.x] = scale == 0.0f ? 1.0f : scale;
+    x_scale[threadIdx.x] = int8_row_scale(amax);
   }
   __syncthreads();
   for (int m = 0; m < p.M; ++m) {
     const float scale = x_scale[m], inv = 1.0f / scale;
-    for (int v = threadIdx.x; v < vecs; v += nthreads) {
-      const XVec<XT> in = load_x_vec<XT, FROM_SHARED>(x + static_cast<size_t>(m) * p.K, v);
-      union {
-        int8_t q[kVec];
-        std::conditional_t<kVec == 8, uint2, uint32_t> packed;
-      } out;
-#pragma unroll
-      for (int e = 0; e < kVec; ++e) out.q[e] = static_cast<int8_t>(quantize_int8(to_float(in.e[e]), scale, inv));
-      reinterpret_cast<decltype(out.packed)*>(xq + static_cast<size_t>(m) * p.K)[v] = out.packed;
-    }
+    for (int v = threadIdx.x; v < vecs; v += nthreads)
+      quantize_vec_to<XT>(xq + static_cast<size_t>(m) * p.K, v,
+                          load_x_vec<XT, FROM_SHARED>(x + static_cast<size_t>(m) * p.K, v), scale, inv);
   }
   __syncthreads();
 }
@@ -270,20 +281,11 @@ __global__ void __launch_bounds__(kQuantThreads) quantize_rows_kernel(const XT* 
   amax = warp_amax[0];
 #pragma unroll
   for (int w = 1; w < kQuantThreads / 32; ++w) amax = fmaxf(amax, warp_amax[w]);
-  float scale = __fdiv_rn(amax, 127.0f);
-  scale = scale == 0.0f ? 1.0f : scale;
+  const float scale = int8_row_scale(amax);
   if (blockIdx.x == 0 && threadIdx.x == 0) xq_scale[m] = scale;
   const int v = blockIdx.x * kQuantThreads + threadIdx.x;
-  if (v >= vecs) return;
-  const float inv = 1.0f / scale;
-  const XVec<XT> in = load_x_vec<XT, false>(row, v);
-  union {
-    int8_t q[kVec];
-    std::conditional_t<kVec == 8, uint2, uint32_t> packed;
-  } out;
-#pragma unroll
-  for (int e = 0; e < kVec; ++e) out.q[e] = static_cast<int8_t>(quantize_int8(to_float(in.e[e]), scale, inv));
-  reinterpret_cast<decltype(out.packed)*>(xq + static_cast<size_t>(m) * K)[v] = out.packed;
+  if (v < vecs)
+    quantize_vec_to<XT>(xq + static_cast<size_t>(m) * K, v, load_x_vec<XT, false>(row, v), scale, 1.0f / scale);
 }
 
 // Before pdl_wait (common/pdl.cuh): asks L2 for the weight bytes of this warp's share of its CTA's first row tile
