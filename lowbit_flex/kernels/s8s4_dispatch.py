@@ -154,7 +154,9 @@ DISPATCH_TABLE: tuple[Rule, ...] = (
     #   quantizing first, with the GEMV as the quantizer's programmatic dependent, beat the GEMV quantizing x itself
     #   on deep layers (1n x 8k: 2.64 / 2.59x per channel / g128 against 2.27 / 2.28x) and on 8192² (2n x 4k:
     #   2.80 / 2.75x against 2.60 / 2.66x), and lost or tied on 4096² and wide layers, which keep their fused rows.
-    #   Without the programmatic launch, quantizing first was 3-6 % slower than with it on every layer.
+    #   Without the programmatic launch, quantizing first was 3-6 % slower than with it on every layer. H100 run 77
+    #   (docs/measurements/h100_run77_w4a8_one_call_quantizer.md), both launches from one foreign call: 2.7-5.5 %
+    #   faster than the fused rows per channel, 8192² g128 2.2 % slower (1 % faster in run 74: one rule kept).
     Rule(Backend.CUDA_GEMV, "mma_n4k4_pf0", arch=_SM90, max_m=1, wide=True, fuse_quant=True),
     Rule(Backend.CUDA_GEMV, "mma_n1k8_pf0", arch=_SM90, max_m=1, wide=False, programmatic=True),
     Rule(Backend.CUDA_GEMV, "mma_n2k4_pf2", arch=_SM90, max_m=1, max_nk=2**25, fuse_quant=True),
