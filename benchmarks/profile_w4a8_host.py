@@ -51,9 +51,10 @@ def _rows(lin: nn.Linear, group: int, k: int, n: int) -> tuple[str, W4A8Linear, 
         from lowbit_flex.kernels.w4a8_gemv_cuda import launch_gemv_cuda, quantize_then_gemv_cuda
 
         rows["    ctypes launch"] = lambda: launch_gemv_cuda(x, None, w, ws, None, torch.bfloat16, rule.config, out=out)
-        # The quantizer first (run 74: 85-90 us per eager call with the GEMV as its programmatic dependent on deep
-        # and 8192^2 layers, against ~10 us expected for one more launch): the pieces, and the same on a side stream
-        # (the eager calls above run on the legacy default stream; CUDA graphs capture on a side stream).
+        # The quantizer first, in the same foreign call, the GEMV its programmatic dependent (quantize_then_gemv_cuda;
+        # run 74's Triton quantizer and a second call took 85-90 us per eager call), on the legacy default stream
+        # (the rows above) and on a side stream (where CUDA graphs capture); the Triton quantizer, which main's
+        # M = 2..16 rows launch before the GEMV, and the int8 GEMV's launch alone.
         xq, xs = quantize_int8_rowwise_triton(x)
         side = torch.cuda.Stream()
 
@@ -65,10 +66,10 @@ def _rows(lin: nn.Linear, group: int, k: int, n: int) -> tuple[str, W4A8Linear, 
             return call
 
         programmatic = lambda: quantize_then_gemv_cuda(x, None, w, ws, None, torch.bfloat16, rule.config, out=out)
-        rows["quantizer, then GEMV (programmatic)"] = programmatic
+        rows["quantizer, then GEMV (one call)"] = programmatic
         rows["  on a side stream"] = on_side_stream(programmatic)
-        rows["  quantizer kernel"] = lambda: quantize_int8_rowwise_triton(x, launch_dependents=True)
-        rows["  GEMV launch after it (int8 x)"] = lambda: launch_gemv_cuda(
+        rows["  Triton quantizer kernel"] = lambda: quantize_int8_rowwise_triton(x)
+        rows["  GEMV launch alone (int8 x)"] = lambda: launch_gemv_cuda(
             xq, xs.view(-1), w, ws, None, torch.bfloat16, rule.config, out=out
         )
     elif rule.backend is Backend.TRITON_GEMV:

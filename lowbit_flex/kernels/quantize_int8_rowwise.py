@@ -8,7 +8,6 @@ from typing import NamedTuple
 import torch
 import triton
 import triton.language as tl
-from triton.language.extra.cuda import gdc_launch_dependents
 
 from lowbit_flex.kernels.arch import rows_hint
 from lowbit_flex.kernels.common import PlanLaunch, cached_plan
@@ -50,12 +49,7 @@ def quantize_int8_values(x, scale):
 def _quantize_int8_rowwise_kernel(
     x_ptr, xq_ptr, scale_ptr, M, K, stride_xm,
     BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, SINGLE_PASS: tl.constexpr, CHUNK: tl.constexpr,
-    LAUNCH_DEPENDENTS: tl.constexpr = False,
 ):  # fmt: skip
-    # sm_90: a GEMV launched as this kernel's programmatic dependent may start now; its CTAs wait for this kernel
-    # before their first load (kernels/w4a8_gemv_cuda.py).
-    if LAUNCH_DEPENDENTS:
-        gdc_launch_dependents()
     rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     row_ok = rows < M
     cols = tl.arange(0, BLOCK_K)
@@ -148,27 +142,20 @@ def pick_config(M: int | torch.SymInt, K: int) -> RowConfig:
 
 
 @functools.lru_cache(maxsize=512)
-def _launch_plan(
-    M: int, K: int, stride_xm: int, config: RowConfig | None = None, launch_dependents: bool = False
-) -> PlanLaunch:
+def _launch_plan(M: int, K: int, stride_xm: int, config: RowConfig | None = None) -> PlanLaunch:
     cfg = config or pick_config(M, K)
     if (cfg.single_pass or cfg.chunk) and cfg.block_k < K:
         raise ValueError(f"config: a single-pass or chunked block_k must cover the row (K={K}), got {cfg}")
     meta = dict(
-        BLOCK_M=cfg.block_m, BLOCK_K=cfg.block_k, SINGLE_PASS=cfg.single_pass, CHUNK=cfg.chunk,
-        LAUNCH_DEPENDENTS=launch_dependents, num_warps=cfg.num_warps,
-    )  # fmt: skip
+        BLOCK_M=cfg.block_m, BLOCK_K=cfg.block_k, SINGLE_PASS=cfg.single_pass, CHUNK=cfg.chunk, num_warps=cfg.num_warps
+    )
     grid = (triton.cdiv(M, cfg.block_m), triton.cdiv(K, cfg.chunk) if cfg.chunk else 1)
     return PlanLaunch(_quantize_int8_rowwise_kernel, grid, meta)
 
 
-def quantize_int8_rowwise_triton(
-    x: torch.Tensor, config: RowConfig | None = None, *, launch_dependents: bool = False
-) -> tuple[torch.Tensor, torch.Tensor]:
+def quantize_int8_rowwise_triton(x: torch.Tensor, config: RowConfig | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Launch the fused kernel; arguments are already validated by the op. ``config`` overrides
-    :func:`pick_config` (for a benchmark's sweep). ``launch_dependents`` (CUDA sm_90 only: ``griddepcontrol``):
-    each program lets a kernel launched after it with programmatic dependent launch start at once, for the W4A8
-    GEMV that reads this output (``kernels/w4a8_gemv_cuda.py``); without such a dependent it changes nothing."""
+    :func:`pick_config` (for a benchmark's sweep)."""
     K = x.shape[-1]
     x2 = x.reshape(-1, K)
     if x2.stride(-1) != 1:
@@ -177,6 +164,5 @@ def quantize_int8_rowwise_triton(
     xq = torch.empty((M, K), dtype=torch.int8, device=x.device)
     scale = torch.empty((M, 1), dtype=torch.float32, device=x.device)
     if M > 0:
-        plan = cached_plan(_launch_plan, M, K, x2.stride(0), config, launch_dependents)
-        plan(x2, xq, scale, M, K, x2.stride(0))
+        cached_plan(_launch_plan, M, K, x2.stride(0), config)(x2, xq, scale, M, K, x2.stride(0))
     return xq.view(x.shape), scale.view(*x.shape[:-1], 1)

@@ -89,6 +89,9 @@ class Rule:
     # kernel first (False, measured faster everywhere): fusing saves a launch but every program re-reads its full
     # x rows for the amax.
     fuse_quant: bool = False
+    # lowbit::w4a8_linear only (float input), the CUDA GEMV: quantize first at any M, and launch the GEMV as the
+    # quantizer kernel's programmatic dependent (sm_90): its launch overlaps the quantization instead of following it.
+    programmatic: bool = False
     # only when the call passes the group scales' integer multipliers too (weight_group_mult, weight_channel_scale)
     needs_mult: bool = False
 
@@ -147,11 +150,17 @@ DISPATCH_TABLE: tuple[Rule, ...] = (
     #   Triton tile's 2.28x; on wide and deep layers the Triton tile kept: 2.51 vs 2.43x, 2.05 vs 2.02x in the first
     #   call); g128 on larger layers 2.05 / 1.82 / 2.19x (wide 2n x 4k, deep 1n x 8k, square 4n x 4k) against the
     #   Triton tile's 1.86 / 1.70 / 1.78x (the wide layer's integer-multiplier row stays ahead of it, 2.14x).
+    # - M = 1, H200 session 74 (docs/measurements/h200_run74_w4a8_quantizer_pdl.md), whole layers in one process:
+    #   quantizing first, with the GEMV as the quantizer's programmatic dependent, beat the GEMV quantizing x itself
+    #   on deep layers (1n x 8k: 2.64 / 2.59x per channel / g128 against 2.27 / 2.28x) and on 8192² (2n x 4k:
+    #   2.80 / 2.75x against 2.60 / 2.66x), and lost or tied on 4096² and wide layers, which keep their fused rows.
+    #   Without the programmatic launch, quantizing first was 3-6 % slower than with it on every layer. H100 run 77
+    #   (docs/measurements/h100_run77_w4a8_one_call_quantizer.md), both launches from one foreign call: 2.7-5.5 %
+    #   faster than the fused rows per channel, 8192² g128 2.2 % slower (1 % faster in run 74: one rule kept).
     Rule(Backend.CUDA_GEMV, "mma_n4k4_pf0", arch=_SM90, max_m=1, wide=True, fuse_quant=True),
-    Rule(Backend.CUDA_GEMV, "mma_n2k8_pf0", arch=_SM90, max_m=1, wide=False, fuse_quant=True),
+    Rule(Backend.CUDA_GEMV, "mma_n1k8_pf0", arch=_SM90, max_m=1, wide=False, programmatic=True),
     Rule(Backend.CUDA_GEMV, "mma_n2k4_pf2", arch=_SM90, max_m=1, max_nk=2**25, fuse_quant=True),
-    Rule(Backend.CUDA_GEMV, "mma_n4k4_pf2", arch=_SM90, scale=_PC, max_m=1, fuse_quant=True),
-    Rule(Backend.CUDA_GEMV, "mma_n2k8_pf0", arch=_SM90, max_m=1, fuse_quant=True),
+    Rule(Backend.CUDA_GEMV, "mma_n2k4_pf0", arch=_SM90, max_m=1, programmatic=True),
     Rule(Backend.CUDA_GEMV, "mma_n2k4_pf2", arch=_SM90, max_m=8, max_nk=2**25),
     Rule(Backend.CUDA_GEMV, "mma_n2k4_pf2", arch=_SM90, scale=_PC, max_m=8, wide=False),
     Rule(Backend.CUDA_GEMV, "mma_n2k4_pf0", arch=_SM90, max_m=8),

@@ -10,8 +10,9 @@ the ``lowbit::w4a8_gemv_cuda`` op (``lowbit_flex/ops/cutlass_gemm.py``), which A
 Constraints (:func:`gemv_cuda_supports`): ``K % 128 == 0``, groups a multiple of 128, per channel ``K < 2**17``.
 A float x is quantized in the kernel when ``M <= 8`` and ``M * K <= 65536`` (its int8 rows are kept in shared
 memory); otherwise the launcher quantizes it first with ``lowbit::quantize_int8_rowwise``'s kernel.
-:func:`quantize_then_gemv_cuda` always quantizes first, and on sm_90 launches the GEMV as that kernel's programmatic
-dependent (the quantizer lets it start at once; its CTAs wait for x before their first load). Either way each
+:func:`quantize_then_gemv_cuda` always quantizes first, with the library's own quantizer kernel in the same foreign
+call, and on sm_90 launches the GEMV as that kernel's programmatic dependent (the quantizer lets it start at once;
+its CTAs wait for x before their first load). Either way each
 CTA first copies x's rows into shared memory where they fit (``csrc/common/stage_shared.cuh``; the launcher decides,
 ``LOWBIT_W4A8_GEMV_STAGE_X=0`` turns it off).
 """
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import os
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -27,7 +29,8 @@ import torch
 
 from lowbit_flex import cuda_build
 from lowbit_flex._checks import dtype_name
-from lowbit_flex.kernels.arch import capability, traced
+from lowbit_flex.kernels.arch import traced
+from lowbit_flex.kernels.common import StreamScratch
 from lowbit_flex.kernels.cutlass_launch import OUT_DTYPE_CODE, aligned16
 from lowbit_flex.kernels.quantize_int8_rowwise import quantize_int8_rowwise_triton
 
@@ -69,10 +72,30 @@ def fuses_quantization(M: int, K: int) -> bool:
 def _launcher() -> ctypes._CFuncPtr:
     fn = cuda_build.load().lowbit_w4a8_gemv
     ptr, i32 = ctypes.c_void_p, ctypes.c_int
-    # (config, x_dtype, out_dtype, x, x_scale, w, w_scale, group, bias, out, M, N, K, after_quantizer, stream)
-    fn.argtypes = [i32, i32, i32, ptr, ptr, ptr, ptr, i32, ptr, ptr, i32, i32, i32, i32, ptr]
+    # (config, x_dtype, out_dtype, x, x_scale, w, w_scale, group, bias, out, M, N, K, stream)
+    fn.argtypes = [i32, i32, i32, ptr, ptr, ptr, ptr, i32, ptr, ptr, i32, i32, i32, ptr]
     fn.restype = ctypes.c_int
     return fn
+
+
+@functools.cache
+def _quantize_then_launcher() -> ctypes._CFuncPtr:
+    fn = cuda_build.load().lowbit_w4a8_quantize_then_gemv
+    ptr, i32 = ctypes.c_void_p, ctypes.c_int
+    # (config, x_dtype, out_dtype, x, xq, xq_scale, w, w_scale, group, bias, out, M, N, K, programmatic, stream)
+    fn.argtypes = [i32, i32, i32, ptr, ptr, ptr, ptr, ptr, i32, ptr, ptr, i32, i32, i32, i32, ptr]
+    fn.restype = ctypes.c_int
+    return fn
+
+
+# Whether the quantize-first call launches the GEMV as the quantizer's programmatic dependent (sm_90; elsewhere the
+# attribute is not set): the A/B switch of run 75, LOWBIT_W4A8_QUANTIZE_FIRST_PDL=0 turns it off (read at import).
+PROGRAMMATIC = int(os.environ.get("LOWBIT_W4A8_QUANTIZE_FIRST_PDL", "1") != "0")
+
+# The int8 rows and scales the quantize-first call writes and its GEMV reads, kept per (device, stream, thread):
+# a torch.empty per call cost 3-7 us of host time. Per thread: ctypes releases the GIL during the call, so two
+# threads' launches on one stream could interleave between a quantizer and its GEMV.
+_X_SCRATCH = StreamScratch(per_thread=True)
 
 
 def library_config_names() -> tuple[str, ...]:
@@ -120,21 +143,17 @@ def quantize_then_gemv_cuda(
     *,
     out: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """:func:`s8s4_gemv_cuda` (the same signature and results) for a float ``x`` that the quantizer kernel quantizes
-    first whatever its size, with the GEMV launched as that kernel's programmatic dependent on sm_90: the quantizer
-    lets it start at once, and its CTAs wait for x before their first load, so the GEMV's launch overlaps the
-    quantization. Not in the dispatch table yet: faster at M = 1 on deep and large square layers with CUDA graphs,
-    but 85-90 us of host time per eager call in run 74 (``docs/w4a8.md``). An int8 ``x`` and traced calls take
-    :func:`s8s4_gemv_cuda` itself (a compiled graph launches the kernels its own way; the values are the same)."""
+    """:func:`s8s4_gemv_cuda` (the same signature and results) for a float ``x`` that the library's quantizer kernel
+    quantizes first whatever its size, in the same foreign call, with the GEMV launched as that kernel's
+    programmatic dependent on sm_90: the quantizer lets it start at once, and its CTAs wait for x before their first
+    load, so the GEMV's launch overlaps the quantization. An int8 ``x`` and traced calls take :func:`s8s4_gemv_cuda`
+    itself (a compiled graph launches the kernels its own way; the values are the same)."""
     if x_scale is not None or traced(x):
         return s8s4_gemv_cuda(x, x_scale, w, w_scale, bias, out_dtype, config, out=out)
-    programmatic = capability(x.device)[0] >= 9
     fixed = _fixed_args(x, w, w_scale, out_dtype, config)
-    fixed = fixed._replace(x_code=X_DTYPE_CODE[torch.int8], after_quantizer=int(programmatic))
-    xq, xs = quantize_int8_rowwise_triton(x, launch_dependents=programmatic)
     if out is None:
         out = torch.empty((fixed.M, fixed.N), dtype=out_dtype, device=x.device)
-    return _call(fixed, xq, xs, aligned16(w), w_scale, bias, out, x.device.index)
+    return _call_quantize_first(fixed, aligned16(x), aligned16(w), w_scale, bias, out, x.device.index)
 
 
 def launch_gemv_cuda(x, x_scale, w, w_scale, bias, out_dtype, config, *, out=None) -> torch.Tensor:
@@ -148,13 +167,20 @@ def launch_gemv_cuda(x, x_scale, w, w_scale, bias, out_dtype, config, *, out=Non
 
 
 def bind_gemv_cuda(
-    x: torch.Tensor, w: torch.Tensor, w_scale: torch.Tensor, out_dtype: torch.dtype, config: str
+    x: torch.Tensor,
+    w: torch.Tensor,
+    w_scale: torch.Tensor,
+    out_dtype: torch.dtype,
+    config: str,
+    *,
+    quantize_first: bool = False,
 ) -> Callable[..., torch.Tensor] | None:
-    """:func:`launch_gemv_cuda` for these arguments' metadata, with everything but the tensors' addresses and the
-    current stream fixed: ``(x, x_scale, w, w_scale, bias) -> out``, for an eager caller that keeps it per key
-    (dtypes, shapes, devices, 16-byte alignment of ``x`` and ``w``). None where each call needs more: a misaligned
-    ``x`` or ``w`` (:func:`launch_gemv_cuda` copies those). The arguments are validated by the caller (a float ``x``
-    only where :func:`fuses_quantization`)."""
+    """:func:`launch_gemv_cuda` (``quantize_first``: :func:`quantize_then_gemv_cuda`) for these arguments'
+    metadata, with everything but the tensors' addresses and the current stream fixed: ``(x, x_scale, w, w_scale,
+    bias) -> out``, for an eager caller that keeps it per key (dtypes, shapes, devices, 16-byte alignment of ``x``
+    and ``w``). None where each call needs more: a misaligned ``x`` or ``w`` (the launchers copy those). The
+    arguments are validated by the caller (a float ``x`` only where :func:`fuses_quantization` or
+    ``quantize_first``)."""
     if x.data_ptr() % 16 or w.data_ptr() % 16:
         return None
     fixed = _fixed_args(x, w, w_scale, out_dtype, config)
@@ -164,7 +190,11 @@ def bind_gemv_cuda(
         out = torch.empty(shape, dtype=out_dtype, device=device)
         return _call(fixed, x, x_scale, w, w_scale, bias, out, device.index)
 
-    return launch
+    def launch_quantize_first(x, x_scale, w, w_scale, bias) -> torch.Tensor:
+        out = torch.empty(shape, dtype=out_dtype, device=device)
+        return _call_quantize_first(fixed, x, w, w_scale, bias, out, device.index)
+
+    return launch_quantize_first if quantize_first else launch
 
 
 class _Fixed(NamedTuple):
@@ -177,7 +207,6 @@ class _Fixed(NamedTuple):
     N: int
     K: int
     group: int  # 0: per-channel scales
-    after_quantizer: int = 0  # 1: the programmatic dependent of the quantizer kernel launched just before
 
 
 def _fixed_args(x, w, w_scale, out_dtype, config) -> _Fixed:
@@ -193,8 +222,22 @@ def _call(f: _Fixed, x, x_scale, w, w_scale, bias, out, device_index: int) -> to
     status = _launcher()(
         f.config, f.x_code, f.out_code, x.data_ptr(), None if x_scale is None else x_scale.data_ptr(), w.data_ptr(),
         w_scale.data_ptr(), f.group, None if bias is None else bias.data_ptr(), out.data_ptr(), f.M, f.N, f.K,
-        f.after_quantizer, torch._C._cuda_getCurrentRawStream(device_index),
+        torch._C._cuda_getCurrentRawStream(device_index),
     )  # fmt: skip
     if status:
         cuda_build.check_status(status, f"w4a8 GEMV {GEMV_CUDA_CONFIGS[f.config]}")
+    return out
+
+
+def _call_quantize_first(f: _Fixed, x, w, w_scale, bias, out, device_index: int) -> torch.Tensor:
+    """The quantize-first ``ctypes`` call: a float ``x``, its int8 rows and scales in the stream's scratch (the rows
+    first: ``K % 128 == 0`` keeps the scales aligned)."""
+    stream = torch._C._cuda_getCurrentRawStream(device_index)
+    xq = _X_SCRATCH(f.M * f.K + 4 * f.M, 16, stream).data_ptr()
+    status = _quantize_then_launcher()(
+        f.config, f.x_code, f.out_code, x.data_ptr(), xq, xq + f.M * f.K, w.data_ptr(), w_scale.data_ptr(), f.group,
+        None if bias is None else bias.data_ptr(), out.data_ptr(), f.M, f.N, f.K, PROGRAMMATIC, stream,
+    )  # fmt: skip
+    if status:
+        cuda_build.check_status(status, f"w4a8 quantizer and GEMV {GEMV_CUDA_CONFIGS[f.config]}")
     return out

@@ -47,13 +47,15 @@ def resolve_out_dtype(x_dtype: torch.dtype, out_dtype: torch.dtype | None) -> to
 
 
 class DecodePath(NamedTuple):
-    """How a decode-sized CUDA call runs: ``quantize`` (the quantizer kernel, or None where the kernel quantizes
-    ``x`` itself), the launcher with its tile config bound, and the backend and config it runs."""
+    """How a decode-sized CUDA call runs: ``quantize`` (the quantizer kernel, or None where the launcher quantizes
+    ``x`` itself), the launcher with its tile config bound, the backend and config it runs, and whether the launcher
+    quantizes first and launches the CUDA GEMV as the quantizer's programmatic dependent (``Rule.programmatic``)."""
 
     quantize: Callable | None
     launch: Callable
     backend: object  # s8s4_dispatch.Backend (imported where a call needs it: the dispatch sits below the ops)
     config: object
+    programmatic: bool = False
 
 
 @functools.lru_cache(maxsize=1024)
@@ -73,6 +75,11 @@ def _decode_path(
         return None
     if rule.fuse_quant:
         return DecodePath(None, launch, rule.backend, rule.config)
+    if rule.programmatic:  # the CUDA GEMV's launcher runs the quantizer and the GEMV as its dependent
+        from lowbit_flex.kernels.w4a8_gemv_cuda import quantize_then_gemv_cuda
+
+        return DecodePath(None, functools.partial(quantize_then_gemv_cuda, config=rule.config), rule.backend,
+                          rule.config, programmatic=True)  # fmt: skip
     from lowbit_flex.kernels.quantize_int8_rowwise import quantize_int8_rowwise_triton
 
     return DecodePath(quantize_int8_rowwise_triton, launch, rule.backend, rule.config)
@@ -221,11 +228,11 @@ def _eager_plan(x, weight, weight_scale, bias, out_dtype, weight_group_mult, wei
     if path.backend is Backend.CUDA_GEMV:  # bind the CUDA GEMV's ctypes launch to this metadata
         from lowbit_flex.kernels.w4a8_gemv_cuda import bind_gemv_cuda, fuses_quantization
 
-        if path.quantize is None and not fuses_quantization(M, K):  # the launcher would quantize first: its way
-            return _BODY
+        if path.quantize is None and not path.programmatic and not fuses_quantization(M, K):
+            return _BODY  # the launcher would quantize first: its way
         # the launch's x: the float rows, or the quantizer's int8 output (a fresh, aligned allocation per call)
         x_in = x.view(M, K) if path.quantize is None else torch.empty((M, K), dtype=torch.int8, device=x.device)
-        launch = bind_gemv_cuda(x_in, weight, weight_scale, dtype, path.config)
+        launch = bind_gemv_cuda(x_in, weight, weight_scale, dtype, path.config, quantize_first=path.programmatic)
         if launch is None:
             return _BODY
     rows, out_shape = (None, None) if x.dim() == 2 else ((M, K), (*x.shape[:-1], N))

@@ -20,9 +20,6 @@ def case_quantize_int8_rowwise():
     quantize_int8_rowwise_triton(torch.empty(2048, 9000, dtype=torch.bfloat16))  # two passes of 8 warps (prefill)
     quantize_int8_rowwise_triton(torch.empty(64, 9000, dtype=torch.bfloat16))  # one pass of 16 warps
     quantize_int8_rowwise_triton(torch.empty(64, 64, dtype=torch.bfloat16))  # many rows per program
-    if torch.cuda.get_device_capability() >= (9, 0):  # before the W4A8 GEMV as its programmatic dependent (sm_90)
-        for m, k in ((16, 14336), (9, 4096), (2, 40960)):
-            quantize_int8_rowwise_triton(torch.empty(m, k, dtype=torch.bfloat16), launch_dependents=True)
 
 
 def case_common():

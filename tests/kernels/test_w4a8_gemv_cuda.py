@@ -202,9 +202,10 @@ def test_fused_zero_and_nan_rows():
     torch.testing.assert_close(out[1], b.to(out_dtype), rtol=0, atol=0)
 
 
-def _quantize_then_gemv(xf, q, ws, b, out_dtype, config):
-    """:func:`quantize_then_gemv_cuda` (the quantizer, then the GEMV as its programmatic dependent on sm_90) into a
-    poisoned output whose every element must be written; returns it on CPU."""
+def _quantize_then_gemv(xf, q, ws, b, out_dtype, config, finite_rows=None):
+    """:func:`quantize_then_gemv_cuda` (the library's quantizer kernel, then the GEMV as its programmatic dependent
+    on sm_90, in one foreign call) into a poisoned output whose every element must be written; returns it on CPU.
+    ``finite_rows``: the rows checked for it (default all), where others may rightly hold NaN (a non-finite x)."""
     M, N = xf.shape[0], q.shape[0]
     out = poison_(torch.empty((M, N), dtype=out_dtype, device="cuda"))
     b_dev = None if b is None else b.cuda()
@@ -212,29 +213,90 @@ def _quantize_then_gemv(xf, q, ws, b, out_dtype, config):
         xf.cuda(), None, pack_int4(q).cuda(), ws.cuda(), b_dev, out_dtype, config, out=out
     )
     assert res is out
-    assert_fully_written(out)
+    assert_fully_written(out if finite_rows is None else out[finite_rows])
     return out.cpu()
 
 
 @requires_gpu
+@pytest.mark.parametrize("programmatic", [1, 0])
 @pytest.mark.parametrize("config", ["mma_n1k8_pf0", "mma_n2k4_pf0", "mma_n2k4_pf2", "mma_n4k2_s2_pf2"])
 @pytest.mark.parametrize(
-    "M, N, K, group, out_dtype",
-    [(1, 264, 14336, None, torch.bfloat16), (1, 72, 8192, 128, torch.float16), (2, 40, 4096, 256, torch.bfloat16),
-     (9, 136, 4096, None, torch.bfloat16), (16, 200, 14336, 128, torch.bfloat16)],
+    "x_dtype, M, N, K, group, out_dtype",
+    [(torch.bfloat16, 1, 264, 14336, None, torch.bfloat16), (torch.float16, 1, 72, 8192, 128, torch.float16),
+     (torch.float32, 2, 40, 4096, 256, torch.bfloat16), (torch.bfloat16, 9, 136, 4096, None, torch.bfloat16),
+     (torch.float16, 16, 200, 14336, 128, torch.bfloat16), (torch.float32, 3, 24, 128, None, torch.float16),
+     (torch.bfloat16, 5, 40, 2176, 128, torch.bfloat16)],
 )  # fmt: skip
-def test_quantize_then_gemv_gives_the_int8_launchs_bits(config, M, N, K, group, out_dtype):
-    # Quantized by the quantizer kernel first, the GEMV launched as its programmatic dependent reads the quantizer's
-    # values: the bits of the same config given lowbit::quantize_int8_rowwise's int8 x, within bounds of the exact
-    # value.
+def test_quantize_then_gemv_gives_the_int8_launchs_bits(monkeypatch, programmatic, config, x_dtype, M, N, K, group,
+                                                        out_dtype):  # fmt: skip
+    # The library's quantizer kernel (rows split over CTAs, ragged last CTA at K = 128 and 2176) writes
+    # lowbit::quantize_int8_rowwise's values, and the GEMV, launched as its programmatic dependent or after it, reads
+    # them: the bits of the same config given the CPU reference quantizer's int8 x, within bounds of the exact value.
+    monkeypatch.setattr(mod, "PROGRAMMATIC", programmatic)
     _, _, q, ws, b = random_inputs(M, N, K, group, out_dtype)
-    xf = (torch.randn(M, K) * log_uniform((M, 1), -2.0, 2.0)).to(torch.bfloat16)
+    xf = (torch.randn(M, K) * log_uniform((M, 1), -6.0, 3.0)).to(x_dtype)
     xf[0, 0] = 0.0
     out = _quantize_then_gemv(xf, q, ws, b, out_dtype, config)
     xq, xs = torch.ops.lowbit.quantize_int8_rowwise(xf)  # the CPU reference quantizer
     torch.testing.assert_close(out, run(xq, xs.view(M), q, ws, b, out_dtype, config), rtol=0, atol=0)
     exact, magnitude = exact_f64(xq, xs.view(M), q, ws, b)
     assert_close_to_exact(out, exact, magnitude, out_dtype, fp32_terms(K, group))
+
+
+@requires_gpu
+def test_quantize_then_gemv_zero_nan_and_inf_rows_stay_in_their_rows():
+    # A zero row (scale 1.0: its output is the rounded bias), a row with a NaN and one with an inf, whose own outputs
+    # may be anything: the other rows' are the bits of the clean rows.
+    M, N, K, out_dtype = 5, 40, 1024, torch.bfloat16
+    _, _, q, ws, b = random_inputs(M, N, K, None, out_dtype)
+    xf = torch.randn(M, K, dtype=torch.bfloat16)
+    xf[1] = 0.0
+    xf[2, 5] = float("nan")
+    xf[3, 7] = float("inf")
+    # Row 3's scale is inf: its outputs are ±inf, or NaN where its int32 sum is 0 (0 · inf), so the NaN poison cannot
+    # tell whether rows 2 and 3 were written.
+    out = _quantize_then_gemv(xf, q, ws, b, out_dtype, "mma_n2k4_pf0", finite_rows=[0, 1, 4])
+    clean = xf.clone()
+    clean[2:4] = 0.0
+    xq, xs = torch.ops.lowbit.quantize_int8_rowwise(clean)
+    ref = run(xq, xs.view(M), q, ws, b, out_dtype, "mma_n2k4_pf0")
+    torch.testing.assert_close(out[[0, 1, 4]], ref[[0, 1, 4]], rtol=0, atol=0)
+    torch.testing.assert_close(out[1], b.to(out_dtype), rtol=0, atol=0)
+
+
+@requires_gpu
+def test_quantize_then_gemv_in_a_cuda_graph_and_after_other_shapes():
+    # The int8 rows live in per-stream scratch that the next eager call reuses (a larger shape first, then a smaller
+    # one); a captured call gets its own, so a replay on new x written in place is right while eager calls run.
+    N, K, group = 136, 4096, 128
+    _, _, q, ws, b = random_inputs(16, N, K, group, torch.bfloat16)
+    w, ws_dev, b_dev = pack_int4(q).cuda(), ws.cuda(), b.cuda()
+    call = lambda x: mod.quantize_then_gemv_cuda(x, None, w, ws_dev, b_dev, torch.bfloat16, "mma_n2k4_pf0")
+
+    def expected(xf):
+        xq, xs = torch.ops.lowbit.quantize_int8_rowwise(xf.cpu())
+        return run(xq, xs.view(-1), q, ws, b, torch.bfloat16, "mma_n2k4_pf0")
+
+    big, small = torch.randn(16, K, dtype=torch.bfloat16), torch.randn(2, K, dtype=torch.bfloat16)
+    out_big, out_small = call(big.cuda()), call(small.cuda())
+    torch.testing.assert_close(out_big.cpu(), expected(big), rtol=0, atol=0)
+    torch.testing.assert_close(out_small.cpu(), expected(small), rtol=0, atol=0)
+    x_static = torch.randn(2, K, dtype=torch.bfloat16, device="cuda")
+    stream = torch.cuda.Stream()
+    with torch.cuda.stream(stream):
+        call(x_static)  # warm-up on the capture stream
+    stream.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph, stream=stream):
+        out_graph = call(x_static)
+    for _ in range(2):
+        fresh = torch.randn(2, K, dtype=torch.bfloat16)
+        x_static.copy_(fresh)
+        graph.replay()
+        x_eager = torch.randn(2, K, dtype=torch.bfloat16)
+        eager = call(x_eager.cuda())  # the eager scratch, on the stream the replay ran on
+        torch.testing.assert_close(out_graph.cpu(), expected(fresh), rtol=0, atol=0)
+        torch.testing.assert_close(eager.cpu(), expected(x_eager), rtol=0, atol=0)
 
 
 @requires_gpu
@@ -291,16 +353,34 @@ def test_launcher_rejects_what_it_cannot_take():
 
 
 @requires_gpu
-@pytest.mark.parametrize("x_dtype, after_quantizer", [(torch.int8, 2), (torch.int8, -1), (torch.bfloat16, 1)])
-def test_launcher_rejects_a_launch_after_the_quantizer_it_cannot_take(x_dtype, after_quantizer):
-    # after_quantizer is 0 or 1, and 1 only with an int8 x (a float x has no quantizer before it).
-    x = torch.randint(-8, 8, (1, 256), device="cuda").to(x_dtype)
-    w = torch.zeros((8, 128), dtype=torch.int8, device="cuda")
-    ws, out = torch.ones(8, device="cuda"), torch.empty((1, 8), dtype=torch.bfloat16, device="cuda")
-    xs = torch.ones(1, device="cuda") if x_dtype == torch.int8 else None
-    fixed = mod._fixed_args(x, w, ws, torch.bfloat16, "mma_n1k8_pf2")._replace(after_quantizer=after_quantizer)
+@pytest.mark.parametrize(
+    "change",
+    ["int8 x", "x code 4", "out dtype", "misaligned x", "misaligned xq", "M 17", "programmatic 2", "no xq_scale"],
+)
+def test_quantize_then_launcher_rejects_what_it_cannot_take(change):
+    # The C++ checks of the one-call entry (the dispatch never sends these): a clear error, no launch.
+    M, N, K = 2, 8, 256
+    x = torch.randn(M + 1, K, device="cuda", dtype=torch.bfloat16)
+    xq = torch.empty(M * K + 32, dtype=torch.int8, device="cuda")
+    xs = torch.empty(M + 1, device="cuda")
+    w, ws = torch.zeros((N, K // 2), dtype=torch.int8, device="cuda"), torch.ones(N, device="cuda")
+    out = torch.empty((M + 1, N), dtype=torch.bfloat16, device="cuda")
+    args = dict(config=0, x_dtype=mod.X_DTYPE_CODE[torch.bfloat16], out_dtype=mod.OUT_DTYPE_CODE[torch.bfloat16],
+                x=x.data_ptr(), xq=xq.data_ptr(), xs=xs.data_ptr(), M=M, programmatic=1)  # fmt: skip
+    args.update({
+        "int8 x": dict(x_dtype=mod.X_DTYPE_CODE[torch.int8]), "x code 4": dict(x_dtype=4),
+        "out dtype": dict(out_dtype=-1), "misaligned x": dict(x=x.data_ptr() + 2),
+        "misaligned xq": dict(xq=xq.data_ptr() + 8), "M 17": dict(M=17), "programmatic 2": dict(programmatic=2),
+        "no xq_scale": dict(xs=None),
+    }[change])  # fmt: skip
+    a = args
+    status = mod._quantize_then_launcher()(
+        a["config"], a["x_dtype"], a["out_dtype"], a["x"], a["xq"], a["xs"], w.data_ptr(), ws.data_ptr(), 0, None,
+        out.data_ptr(), a["M"], N, K, a["programmatic"], torch.cuda.current_stream().cuda_stream,
+    )  # fmt: skip
     with pytest.raises(RuntimeError, match="invalid argument"):
-        mod._call(fixed, x, xs, w, ws, None, out, 0)
+        mod.cuda_build.check_status(status, "w4a8 quantizer and GEMV")
+    torch.cuda.synchronize()  # a launch on the bad arguments would fault here
 
 
 def test_config_table_matches_header():

@@ -225,16 +225,24 @@ def test_dispatch_table(fake_cutlass):
     pick = lambda *a: (choose(*a).backend, choose(*a).config)
     assert pick(Arch.SM90, pc, 8192, 4096, 4096) == (Backend.CUTLASS_SM90, "256x128x128_coop")
     assert pick(Arch.SM90, pc, 256, 4096, 4096) == (Backend.CUTLASS_SM90, "128x128x128_coop")
-    # Decode sizes, either scale kind. Hopper, M <= 8: the CUDA tensor-core GEMV (quantizing x itself at M = 1), where
+    # Decode sizes, either scale kind. Hopper, M <= 8: the CUDA tensor-core GEMV (at M = 1 quantizing x itself on
+    # small and wide layers, after the quantizer as its programmatic dependent on deep and larger square ones), where
     # K % 128 == 0 and groups are 128s (per channel K < 2**17); its config by the layer's shape class (wide N > K,
     # deep K > N, N * K <= 2**25, larger square) and, where they measured apart, the scale kind.
     cuda = Backend.CUDA_GEMV
     assert pick(Arch.SM90, pc, 1, 14336, 4096) == (cuda, "mma_n4k4_pf0")  # wide: N > K
     assert pick(Arch.SM90, gw, 1, 4096, 4096, 128) == (cuda, "mma_n2k4_pf2")  # N * K <= 2**25
-    assert pick(Arch.SM90, pc, 1, 4096, 11008) == (cuda, "mma_n2k8_pf0")  # deep: K > N
-    assert pick(Arch.SM90, pc, 1, 8192, 8192) == (cuda, "mma_n4k4_pf2")
-    assert pick(Arch.SM90, gw, 1, 8192, 8192, 128) == (cuda, "mma_n2k8_pf0")
-    assert choose(Arch.SM90, gw, 1, 4096, 4096, 128).fuse_quant  # one launch per layer at M = 1
+    assert pick(Arch.SM90, pc, 1, 4096, 11008) == (cuda, "mma_n1k8_pf0")  # deep: K > N
+    assert pick(Arch.SM90, pc, 1, 8192, 8192) == (cuda, "mma_n2k4_pf0")
+    assert pick(Arch.SM90, gw, 1, 8192, 8192, 128) == (cuda, "mma_n2k4_pf0")
+    assert choose(Arch.SM90, gw, 1, 4096, 4096, 128).fuse_quant  # one launch per layer at M = 1 on small layers
+    assert choose(Arch.SM90, pc, 1, 14336, 4096).fuse_quant  # and wide ones
+    # Deep and larger square layers at M = 1: quantized first, the GEMV the quantizer's programmatic dependent.
+    for scale, group in ((pc, None), (gw, 128)):
+        for n, k in ((4096, 11008), (8192, 8192)):
+            rule = choose(Arch.SM90, scale, 1, n, k, group)
+            assert rule.programmatic and not rule.fuse_quant
+    assert not any(choose(Arch.SM90, pc, m, 8192, 8192).programmatic for m in (2, 8, 16))  # measured only at M = 1
     assert pick(Arch.SM90, pc, 4, 14336, 4096) == (cuda, "mma_n2k4_pf0")
     assert pick(Arch.SM90, pc, 4, 4096, 14336) == (cuda, "mma_n2k4_pf2")
     assert pick(Arch.SM90, gw, 4, 4096, 14336, 128) == (cuda, "mma_n2k4_pf0")

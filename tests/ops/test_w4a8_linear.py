@@ -202,11 +202,12 @@ def test_eager_plans_match_the_exact_definition(monkeypatch, lead, groups):
 
 
 @on_gpu
-def test_eager_plans_check_bad_input_and_take_the_body_for_views():
+@pytest.mark.parametrize("N", [64, 512])  # deep: quantized first in the GEMV's call; wide: quantized in the GEMV
+def test_eager_plans_check_bad_input_and_take_the_body_for_views(N):
     mod = importlib.import_module("lowbit_flex.ops.w4a8_linear")  # the package attribute is the op
 
     mod._EAGER_PLANS.clear()
-    x, w, ws, bias, _ = _problem((1,), 64, 256, None, device="cuda")
+    x, w, ws, bias, _ = _problem((1,), N, 256, None, device="cuda")
     with pytest.raises(ValueError, match="bias"):
         mod.w4a8_linear_eager(x, w, ws, bias[:32])
     with pytest.raises(ValueError, match="bias"):  # nothing was cached for it: the next call checks again
@@ -226,7 +227,7 @@ def test_eager_plans_check_bad_input_and_take_the_body_for_views():
     assert len(mod._EAGER_PLANS) == 3
     from lowbit_flex.kernels.s8s4_dispatch import Backend
 
-    cuda_gemv = mod._decode_path(x.device, 1, 64, 256, None).backend is Backend.CUDA_GEMV  # bound where it runs
+    cuda_gemv = mod._decode_path(x.device, 1, N, 256, None).backend is Backend.CUDA_GEMV  # bound where it runs
     assert sum(plan is mod._BODY for plan in mod._EAGER_PLANS.values()) == (2 if cuda_gemv else 1)
 
 

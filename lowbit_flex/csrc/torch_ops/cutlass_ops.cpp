@@ -269,8 +269,7 @@ at::Tensor w4a8_gemv_cuda(const at::Tensor& x, const std::optional<at::Tensor>& 
   check_status(
       lowbit_w4a8_gemv(index, x_code, out_dtype_code(out_dtype), xc.data_ptr(), xs ? xs->data_ptr<float>() : nullptr,
                        wc.data_ptr(), ws.data_ptr<float>(), groups > 1 ? static_cast<int>(K / groups) : 0, bias_ptr(b),
-                       out.data_ptr(), static_cast<int>(M), static_cast<int>(N), static_cast<int>(K),
-                       /*after_quantizer=*/0, stream),  // the kernel before it is unknown here
+                       out.data_ptr(), static_cast<int>(M), static_cast<int>(N), static_cast<int>(K), stream),
       "w4a8 GEMV");
   return out;
 }

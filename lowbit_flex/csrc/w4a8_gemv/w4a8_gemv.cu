@@ -202,6 +202,25 @@ __device__ __forceinline__ XVec<XT> load_x_vec(const XT* row, int v) {
   return in;
 }
 
+// The int8 scale of a row whose largest |x| is amax: amax / 127 (IEEE divide), 1 for an all-zero row.
+__device__ __forceinline__ float int8_row_scale(float amax) {
+  const float scale = __fdiv_rn(amax, 127.0f);
+  return scale == 0.0f ? 1.0f : scale;
+}
+
+// Writes the int8 values of 16-byte vector v of a float row (`in`) into int8 row xq_row, at its v-th kVec bytes.
+template <class XT>
+__device__ __forceinline__ void quantize_vec_to(int8_t* xq_row, int v, const XVec<XT>& in, float scale, float inv) {
+  constexpr int kVec = 16 / sizeof(XT);
+  union {
+    int8_t q[kVec];
+    std::conditional_t<kVec == 8, uint2, uint32_t> packed;
+  } out;
+#pragma unroll
+  for (int e = 0; e < kVec; ++e) out.q[e] = static_cast<int8_t>(quantize_int8(to_float(in.e[e]), scale, inv));
+  reinterpret_cast<decltype(out.packed)*>(xq_row)[v] = out.packed;
+}
+
 // Quantizes the M rows of a float x (`x`: the staged copy in shared memory, or global memory) into int8 rows in
 // shared memory (and their scales), with the same arithmetic as lowbit::quantize_int8_rowwise.
 template <class XT, bool FROM_SHARED>
@@ -223,24 +242,50 @@ __device__ void quantize_rows_to_shared(const Params& p, const XT* x, int8_t* xq
   if (threadIdx.x < p.M) {
     float amax = 0.0f;
     for (int w = 0; w < nthreads / 32; ++w) amax = fmaxf(amax, amax_partial[threadIdx.x * kMaxWarps + w]);
-    const float scale = __fdiv_rn(amax, 127.0f);
-    x_scale[threadIdx.x] = scale == 0.0f ? 1.0f : scale;
+    x_scale[threadIdx.x] = int8_row_scale(amax);
   }
   __syncthreads();
   for (int m = 0; m < p.M; ++m) {
     const float scale = x_scale[m], inv = 1.0f / scale;
-    for (int v = threadIdx.x; v < vecs; v += nthreads) {
-      const XVec<XT> in = load_x_vec<XT, FROM_SHARED>(x + static_cast<size_t>(m) * p.K, v);
-      union {
-        int8_t q[kVec];
-        std::conditional_t<kVec == 8, uint2, uint32_t> packed;
-      } out;
-#pragma unroll
-      for (int e = 0; e < kVec; ++e) out.q[e] = static_cast<int8_t>(quantize_int8(to_float(in.e[e]), scale, inv));
-      reinterpret_cast<decltype(out.packed)*>(xq + static_cast<size_t>(m) * p.K)[v] = out.packed;
-    }
+    for (int v = threadIdx.x; v < vecs; v += nthreads)
+      quantize_vec_to<XT>(xq + static_cast<size_t>(m) * p.K, v,
+                          load_x_vec<XT, FROM_SHARED>(x + static_cast<size_t>(m) * p.K, v), scale, inv);
   }
   __syncthreads();
+}
+
+// The quantizer of the quantize-first launch (lowbit_w4a8_quantize_then_gemv): CTA (c, m) takes row m's amax over
+// the whole row (every CTA of the row reads it: from L2 after the first) and writes its scale (c = 0) and the int8
+// values of its kQuantThreads 16-byte vectors, with quantize_rows_to_shared's arithmetic (bit-identical to
+// lowbit::quantize_int8_rowwise). Split across CTAs as the Triton quantizer's decode rows are: one CTA per row left
+// most SMs idle (H100 run 71). It lets its dependent, the GEMV, launch at its start (common/pdl.cuh).
+constexpr int kQuantThreads = 256;
+
+template <class XT>
+__global__ void __launch_bounds__(kQuantThreads) quantize_rows_kernel(const XT* x, int8_t* xq, float* xq_scale, int K) {
+  pdl_launch_dependents();
+  constexpr int kVec = 16 / sizeof(XT);
+  __shared__ float warp_amax[kQuantThreads / 32];
+  const int m = blockIdx.y, vecs = K / kVec, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const XT* row = x + static_cast<size_t>(m) * K;
+  float amax = 0.0f;
+  for (int v = threadIdx.x; v < vecs; v += kQuantThreads) {
+    const XVec<XT> in = load_x_vec<XT, false>(row, v);
+#pragma unroll
+    for (int e = 0; e < kVec; ++e) amax = fmaxf(amax, fabsf(to_float(in.e[e])));
+  }
+#pragma unroll
+  for (int off = 16; off > 0; off >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, off));
+  if (lane == 0) warp_amax[warp] = amax;
+  __syncthreads();
+  amax = warp_amax[0];
+#pragma unroll
+  for (int w = 1; w < kQuantThreads / 32; ++w) amax = fmaxf(amax, warp_amax[w]);
+  const float scale = int8_row_scale(amax);
+  if (blockIdx.x == 0 && threadIdx.x == 0) xq_scale[m] = scale;
+  const int v = blockIdx.x * kQuantThreads + threadIdx.x;
+  if (v < vecs)
+    quantize_vec_to<XT>(xq + static_cast<size_t>(m) * K, v, load_x_vec<XT, false>(row, v), scale, 1.0f / scale);
 }
 
 // Before pdl_wait (common/pdl.cuh): asks L2 for the weight bytes of this warp's share of its CTA's first row tile
@@ -674,6 +719,14 @@ int launch_x(Problem const& p, const Config& c) {
   }
 }
 
+template <class XT>
+int launch_quantizer(const void* x, int8_t* xq, float* xq_scale, int M, int K, cudaStream_t stream) {
+  constexpr int kVec = 16 / sizeof(XT);
+  const dim3 grid((K / kVec + kQuantThreads - 1) / kQuantThreads, M);
+  quantize_rows_kernel<XT><<<grid, kQuantThreads, 0, stream>>>(static_cast<const XT*>(x), xq, xq_scale, K);
+  return last_launch_status();
+}
+
 template <class OutT>
 int launch_out(Problem const& p, const Config& c) {
   return p.group ? launch_x<true, OutT>(p, c) : launch_x<false, OutT>(p, c);
@@ -691,12 +744,32 @@ LOWBIT_API const char* lowbit_w4a8_gemv_config_name(int config) {
 
 LOWBIT_API int lowbit_w4a8_gemv(int config, int x_dtype, int out_dtype, const void* x, const float* x_scale,
                                 const void* w, const float* w_scale, int group, const float* bias, void* out, int M,
-                                int N, int K, int after_quantizer, cudaStream_t stream) {
+                                int N, int K, cudaStream_t stream) {
   namespace g = lowbit::w4a8_gemv;
-  const g::Problem p{x_dtype, x, x_scale, w, w_scale, group, bias, out, M, N, K, after_quantizer, stream};
+  const g::Problem p{x_dtype, x, x_scale, w, w_scale, group, bias, out, M, N, K, 0, stream};
   if (config < 0 || config >= g::kNumConfigs || !g::problem_ok(p)) return lowbit::kInvalidArgument;
   const g::Config& c = g::kConfigs[config];
   if (out_dtype == lowbit::kF16) return g::launch_out<__half>(p, c);
   if (out_dtype == lowbit::kBF16) return g::launch_out<__nv_bfloat16>(p, c);
   return lowbit::kInvalidArgument;
+}
+
+LOWBIT_API int lowbit_w4a8_quantize_then_gemv(int config, int x_dtype, int out_dtype, const void* x, void* xq,
+                                              float* xq_scale, const void* w, const float* w_scale, int group,
+                                              const float* bias, void* out, int M, int N, int K, int programmatic,
+                                              cudaStream_t stream) {
+  namespace g = lowbit::w4a8_gemv;
+  // The GEMV's problem: the int8 rows the quantizer writes, launched as its programmatic dependent (programmatic 1).
+  const g::Problem p{g::kXInt8, xq, xq_scale, w, w_scale, group, bias, out, M, N, K, programmatic, stream};
+  const bool x_ok = x_dtype >= g::kXF16 && x_dtype <= g::kXF32 && x && (reinterpret_cast<uintptr_t>(x) & 15u) == 0;
+  if (config < 0 || config >= g::kNumConfigs || !x_ok || !g::problem_ok(p) ||
+      (out_dtype != lowbit::kF16 && out_dtype != lowbit::kBF16))
+    return lowbit::kInvalidArgument;
+  int8_t* q = static_cast<int8_t*>(xq);
+  const int status = x_dtype == g::kXF16    ? g::launch_quantizer<__half>(x, q, xq_scale, M, K, stream)
+                     : x_dtype == g::kXBF16 ? g::launch_quantizer<__nv_bfloat16>(x, q, xq_scale, M, K, stream)
+                                            : g::launch_quantizer<float>(x, q, xq_scale, M, K, stream);
+  if (status) return status;
+  const g::Config& c = g::kConfigs[config];
+  return out_dtype == lowbit::kF16 ? g::launch_out<__half>(p, c) : g::launch_out<__nv_bfloat16>(p, c);
 }

@@ -45,9 +45,9 @@ struct Problem {
   const float* bias;  // may be null
   void* out;
   int M, N, K;
-  // 1 (an int8 x only): launched as the programmatic dependent of the kernel before it (sm_90; common/pdl.cuh), the
-  // quantizer kernel that wrote x, which lets it start at once: the CTAs start while it runs and wait for it before
-  // their first load (so it is exact after any kernel, but gains only after one that triggers early). 0: after it.
+  // 1 (an int8 x only; lowbit_w4a8_quantize_then_gemv): launched as the programmatic dependent of the kernel before
+  // it (sm_90; common/pdl.cuh), the quantizer kernel that wrote x, which lets it start at once: the CTAs start while
+  // it runs and wait for it before their first load (exact after any kernel). 0: after it.
   int after_quantizer;
   cudaStream_t stream;
 };
@@ -92,6 +92,14 @@ inline bool problem_ok(Problem const& p) {
 
 LOWBIT_API int lowbit_w4a8_gemv(int config, int x_dtype, int out_dtype, const void* x, const float* x_scale,
                                 const void* w, const float* w_scale, int group, const float* bias, void* out, int M,
-                                int N, int K, int after_quantizer, cudaStream_t stream);
+                                int N, int K, cudaStream_t stream);
+// x float16 / bfloat16 / float32 (M, K): quantized per row into xq (int8, (M, K), 16-byte aligned) and xq_scale
+// ((M,) fp32) by a quantizer kernel, then the GEMV above on them, with `programmatic` 1 launched as that kernel's
+// programmatic dependent (sm_90: its launch overlaps the quantization), 0 after it. One call, two launches; the
+// other arguments as lowbit_w4a8_gemv's.
+LOWBIT_API int lowbit_w4a8_quantize_then_gemv(int config, int x_dtype, int out_dtype, const void* x, void* xq,
+                                              float* xq_scale, const void* w, const float* w_scale, int group,
+                                              const float* bias, void* out, int M, int N, int K, int programmatic,
+                                              cudaStream_t stream);
 LOWBIT_API int lowbit_w4a8_gemv_num_configs();
 LOWBIT_API const char* lowbit_w4a8_gemv_config_name(int config);
