@@ -1,9 +1,9 @@
 // Programmatic dependent launch (sm_90). Three uses:
-// - The W4A8 decode GEMV right after the quantizer kernel that wrote its int8 x (quantize_then_gemv_cuda): the
-//   quantizer triggers its dependents at its start, and the GEMV waits before its first load, so only its launch and
-//   CTA start move earlier, into the quantization. Not dispatched yet: with CUDA graphs it made quantizing first beat
-//   quantizing in the GEMV at M = 1 on deep and large square layers, but eager calls took 85-90 us of host time
-//   (run 74: docs/measurements/h200_run74_w4a8_quantizer_pdl.md).
+// - The W4A8 decode GEMV right after the quantizer kernel that wrote its int8 x (lowbit_w4a8_quantize_then_gemv):
+//   the quantizer triggers its dependents at its start, and the GEMV waits before its first load, so only its
+//   launch and CTA start move earlier, into the quantization. It makes quantizing first beat quantizing in the GEMV
+//   at M = 1 on deep and large square layers, the rows that use it (H100 run 77, 2.7-5.5 % per channel:
+//   docs/measurements/h100_run77_w4a8_one_call_quantizer.md).
 // - Opt-in with LOWBIT_FLEX_PDL=1: a decode GEMV may start while the kernel before it in the stream finishes, and
 //   warm L2 with its first weight bytes meanwhile, so a layer's launch and DRAM ramp-up overlap the previous kernel's
 //   tail instead of following it.
